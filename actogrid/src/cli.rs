@@ -1,0 +1,68 @@
+//! Argument parsing and dispatch. Each command lives in its own module and
+//! returns the process exit code: 0 success, 1 the input is invalid,
+//! 2 the command line is wrong (clap's convention).
+
+mod plan;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "actogrid",
+    version,
+    about = "Deploy and run actogrid applications"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check descriptors: every problem with file:line:column and a hint.
+    Validate(validate::Args),
+    /// Show the deployment plan of a descriptor (text, or Graphviz with --dot).
+    Plan(plan::Args),
+}
+
+/// `--var name=value`, repeatable.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Vars {
+    /// Set a program variable of the descriptor (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+}
+
+impl Vars {
+    pub(crate) fn to_map(&self) -> BTreeMap<String, String> {
+        self.vars.iter().cloned().collect()
+    }
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(format!(
+            "`{name}` is not a variable name (letters, digits, `.`, `_`, `-`)"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+pub(crate) fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(args),
+    }
+}

@@ -1,0 +1,41 @@
+//! `actogrid plan FILE`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use actogrid::descriptor::{LoadOptions, load, plan};
+
+use super::Vars;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The descriptor.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    #[command(flatten)]
+    vars: Vars,
+    /// Print a Graphviz graph instead of text (`| dot -Tsvg > plan.svg`).
+    #[arg(long)]
+    dot: bool,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let options = LoadOptions {
+        program_variables: args.vars.to_map(),
+        ..LoadOptions::default()
+    };
+    let loaded = load(&args.file, &options);
+    // Warnings go to stderr so that the plan itself can be piped.
+    eprint!("{}", loaded.diagnostics.render(&loaded.sources));
+    if !loaded.is_valid() {
+        eprintln!("{}: invalid, no plan", args.file.display());
+        return ExitCode::FAILURE;
+    }
+    let descriptor = loaded.descriptor;
+    if args.dot {
+        print!("{}", plan::render_dot(&descriptor));
+    } else {
+        print!("{}", plan::render_text(&descriptor));
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,2 @@
+//! actogrid benchmarks.
+fn main() {}

@@ -1,0 +1,436 @@
+//! Walks the element tree and builds the typed model.
+//!
+//! The reader never stops at the first problem: a bad value is reported and
+//! left out, and reading goes on, so one run shows everything wrong with a
+//! file. Each element is opened with [`Cx::open`], its attributes taken one
+//! by one, and closed with [`Cx::close`], which reports the attributes
+//! nobody asked for. Unknown children are reported where they are met.
+
+use std::path::Path;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::source::{SourceMap, Span, Spanned};
+use crate::variables::Scope;
+use crate::xml::{Attr, Element};
+
+/// A value read from an attribute or a text element, expanded.
+#[derive(Debug, Clone)]
+pub(crate) struct Val {
+    pub(crate) text: String,
+    pub(crate) span: Span,
+}
+
+impl Val {
+    pub(crate) fn spanned(self) -> Spanned<String> {
+        Spanned::new(self.text, self.span)
+    }
+}
+
+/// An element being read: which attributes were asked for.
+pub(crate) struct Node<'e> {
+    pub(crate) el: &'e Element,
+    asked: Vec<&'static str>,
+    used: Vec<bool>,
+}
+
+/// Reading context: sources, variables and the diagnostics gathered so far.
+pub(crate) struct Cx<'a> {
+    pub(crate) sources: &'a SourceMap,
+    /// `None` while the variables themselves are read (no expansion yet).
+    pub(crate) scope: Option<&'a Scope>,
+    pub(crate) diags: &'a mut Diagnostics,
+}
+
+/// The closest of `candidates` to `name`, if it is close enough to be a typo.
+pub(crate) fn suggest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&name.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                *c,
+            )
+        })
+        .filter(|(score, _)| *score > 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn is_namespace_attr(attr: &Attr) -> bool {
+    attr.qname == "xmlns"
+        || attr.qname.starts_with("xmlns:")
+        || attr.qname.starts_with("xsi:")
+        || attr.qname.starts_with("xml:")
+}
+
+impl<'a> Cx<'a> {
+    pub(crate) fn error(
+        &mut self,
+        code: &'static str,
+        span: Span,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.diags
+            .push(Diagnostic::error(code, span, message).with_hint(hint));
+    }
+
+    pub(crate) fn warning(
+        &mut self,
+        code: &'static str,
+        span: Span,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.diags
+            .push(Diagnostic::warning(code, span, message).with_hint(hint));
+    }
+
+    pub(crate) fn open<'e>(&self, el: &'e Element) -> Node<'e> {
+        Node {
+            el,
+            asked: Vec::new(),
+            used: vec![false; el.attrs.len()],
+        }
+    }
+
+    fn expand(&mut self, raw: &str, span: Span) -> Option<String> {
+        match self.scope {
+            Some(scope) => scope.expand(raw, span, self.sources, self.diags),
+            None => Some(raw.to_owned()),
+        }
+    }
+
+    /// Takes attribute `name`, expanded. `None` when absent or when its
+    /// expansion failed (already reported).
+    pub(crate) fn attr(&mut self, node: &mut Node<'_>, name: &'static str) -> Option<Val> {
+        node.asked.push(name);
+        let index = node
+            .el
+            .attrs
+            .iter()
+            .position(|a| a.name == name && !is_namespace_attr(a))?;
+        node.used[index] = true;
+        let attr = &node.el.attrs[index];
+        let text = self.expand(&attr.value, attr.value_span)?;
+        Some(Val {
+            text: text.trim().to_owned(),
+            span: attr.value_span,
+        })
+    }
+
+    /// Takes the first present of several spellings of one attribute.
+    pub(crate) fn attr_alias(
+        &mut self,
+        node: &mut Node<'_>,
+        names: &[&'static str],
+    ) -> Option<Val> {
+        let present: Vec<&'static str> = names
+            .iter()
+            .copied()
+            .filter(|n| node.el.attrs.iter().any(|a| a.name == *n))
+            .collect();
+        if present.len() > 1 {
+            let span = node
+                .el
+                .attrs
+                .iter()
+                .find(|a| a.name == present[1])
+                .map_or(node.el.span, |a| a.span);
+            self.error(
+                "duplicate-attribute",
+                span,
+                format!(
+                    "<{}> has both `{}` and `{}`, two spellings of one attribute",
+                    node.el.name, present[0], present[1]
+                ),
+                "keep one of them",
+            );
+        }
+        let mut found = None;
+        for name in names {
+            let v = self.attr(node, name);
+            if found.is_none() {
+                found = v;
+            }
+        }
+        found
+    }
+
+    /// Takes a required attribute; reports it when missing or empty.
+    pub(crate) fn required(&mut self, node: &mut Node<'_>, name: &'static str) -> Option<Val> {
+        let present = node.el.attrs.iter().any(|a| a.name == name);
+        let value = self.attr(node, name);
+        match &value {
+            None if !present => self.error(
+                "missing-attribute",
+                node.el.span,
+                format!("<{}> needs the attribute `{name}`", node.el.name),
+                format!("add {name}=\"…\""),
+            ),
+            Some(v) if v.text.is_empty() => {
+                self.error(
+                    "empty-value",
+                    v.span,
+                    format!("`{name}` of <{}> is empty", node.el.name),
+                    format!("give {name} a value"),
+                );
+                return None;
+            }
+            _ => {}
+        }
+        value.filter(|v| !v.text.is_empty())
+    }
+
+    /// An attribute ProActive knew and actogrid accepts without using.
+    pub(crate) fn ignored(&mut self, node: &mut Node<'_>, name: &'static str, why: &str) {
+        node.asked.push(name);
+        if let Some(index) = node.el.attrs.iter().position(|a| a.name == name) {
+            node.used[index] = true;
+            let span = node.el.attrs[index].span;
+            self.warning(
+                "ignored-attribute",
+                span,
+                format!("`{name}` of <{}> is ignored", node.el.name),
+                why,
+            );
+        }
+    }
+
+    /// Attributes accepted silently (ProActive's Java class names).
+    pub(crate) fn accepted(&mut self, node: &mut Node<'_>, name: &'static str) {
+        node.asked.push(name);
+        if let Some(index) = node.el.attrs.iter().position(|a| a.name == name) {
+            node.used[index] = true;
+        }
+    }
+
+    /// Reports every attribute of `node` that was not taken.
+    pub(crate) fn close(&mut self, node: Node<'_>) {
+        for (attr, used) in node.el.attrs.iter().zip(&node.used) {
+            if *used || is_namespace_attr(attr) {
+                continue;
+            }
+            let hint = match suggest(&attr.name, &node.asked) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if node.asked.is_empty() => format!("<{}> takes no attribute", node.el.name),
+                None => format!("<{}> takes: {}", node.el.name, node.asked.join(", ")),
+            };
+            self.error(
+                "unknown-attribute",
+                attr.span,
+                format!("unknown attribute `{}` on <{}>", attr.qname, node.el.name),
+                hint,
+            );
+        }
+    }
+
+    pub(crate) fn unknown_child(
+        &mut self,
+        child: &Element,
+        parent: &Element,
+        known: &[&'static str],
+    ) {
+        let hint = match suggest(&child.name, known) {
+            Some(s) => format!("did you mean <{s}>?"),
+            None if known.is_empty() => format!("<{}> has no child elements", parent.name),
+            None => format!(
+                "<{}> may contain: {}",
+                parent.name,
+                known
+                    .iter()
+                    .map(|k| format!("<{k}>"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        self.error(
+            "unknown-element",
+            child.span,
+            format!("unknown element <{}> in <{}>", child.name, parent.name),
+            hint,
+        );
+    }
+
+    /// A Java-only or otherwise inapplicable element: accepted, ignored, warned.
+    pub(crate) fn ignored_element(&mut self, child: &Element, why: &str) {
+        self.warning(
+            "ignored-element",
+            child.span,
+            format!("<{}> is ignored", child.name),
+            why,
+        );
+    }
+
+    /// Reports non-blank text in an element that holds only elements.
+    pub(crate) fn no_text(&mut self, el: &Element) {
+        if let Some(span) = el.text_span {
+            self.error(
+                "unexpected-text",
+                span,
+                format!("<{}> holds elements, not text", el.name),
+                "remove the text or put it in an element",
+            );
+        }
+    }
+
+    /// The text of a text-only element (`<nodes>2</nodes>`), expanded.
+    pub(crate) fn text(&mut self, el: &Element) -> Option<Val> {
+        let node = self.open(el);
+        self.close(node);
+        for child in &el.children {
+            self.unknown_child(child, el, &[]);
+        }
+        let span = el.text_span.unwrap_or(el.span);
+        let text = self.expand(el.trimmed_text(), span)?;
+        if text.is_empty() {
+            self.error(
+                "empty-value",
+                el.span,
+                format!("<{}> is empty", el.name),
+                format!("write a value between <{0}> and </{0}>", el.name),
+            );
+            return None;
+        }
+        Some(Val { text, span })
+    }
+
+    /// Parses `val` with `parse`; reports the error at the value.
+    pub(crate) fn parse<T>(
+        &mut self,
+        val: &Val,
+        what: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match parse(&val.text) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.error(
+                    "bad-value",
+                    val.span,
+                    format!("{what}: {message}"),
+                    format!("fix the value of {what}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The `value` attribute of an element such as `<vmName value="…"/>`.
+    pub(crate) fn value_of(&mut self, el: &Element) -> Option<Val> {
+        let mut node = self.open(el);
+        let value = self.required(&mut node, "value");
+        self.close(node);
+        self.no_children(el);
+        value
+    }
+
+    /// The `refid` attribute of a reference element.
+    pub(crate) fn refid(&mut self, el: &Element) -> Option<Spanned<String>> {
+        let mut node = self.open(el);
+        let value = self.required(&mut node, "refid");
+        self.close(node);
+        self.no_children(el);
+        value.map(Val::spanned)
+    }
+
+    pub(crate) fn no_children(&mut self, el: &Element) {
+        for child in &el.children {
+            self.unknown_child(child, el, &[]);
+        }
+        self.no_text(el);
+    }
+
+    /// Tracks elements that may appear once in their parent.
+    pub(crate) fn once(
+        &mut self,
+        seen: &mut Vec<(&'static str, Span)>,
+        name: &'static str,
+        el: &Element,
+    ) -> bool {
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            let first = *first;
+            self.error(
+                "duplicate-element",
+                el.span,
+                format!(
+                    "<{name}> appears a second time (first at line {})",
+                    first.line
+                ),
+                "merge both into one",
+            );
+            return false;
+        }
+        seen.push((name, el.span));
+        true
+    }
+
+    /// A path: text, or ProActive's `<absolutePath value>` / `<relativePath origin value>`.
+    pub(crate) fn path(&mut self, el: &Element) -> Option<String> {
+        if el.children.is_empty() {
+            return self.text(el).map(|v| v.text);
+        }
+        let node = self.open(el);
+        self.close(node);
+        self.no_text(el);
+        let mut out = None;
+        for child in &el.children {
+            match child.name.as_str() {
+                "absolutePath" => out = self.value_of(child).map(|v| v.text),
+                "relativePath" => {
+                    let mut node = self.open(child);
+                    let origin = self.attr(&mut node, "origin");
+                    let value = self.required(&mut node, "value");
+                    self.close(node);
+                    let (Some(value), origin) = (value, origin) else {
+                        continue;
+                    };
+                    out = match origin.as_ref().map(|o| o.text.as_str()) {
+                        Some("user.home") => Some(format!("~/{}", value.text)),
+                        Some("user.dir") | None => Some(value.text),
+                        Some(other) => {
+                            let span = origin.as_ref().map_or(child.span, |o| o.span);
+                            self.error(
+                                "bad-value",
+                                span,
+                                format!("relativePath origin `{other}` is not supported"),
+                                "use user.home or user.dir",
+                            );
+                            None
+                        }
+                    };
+                }
+                _ => self.unknown_child(child, el, &["absolutePath", "relativePath"]),
+            }
+        }
+        out
+    }
+}
+
+/// Directory that relative include paths are resolved against.
+pub(crate) fn base_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suggest;
+
+    #[test]
+    fn suggestions_catch_typos_only() {
+        let known = ["jvmProcess", "sshProcess", "processList"];
+        assert_eq!(suggest("jvmProces", &known), Some("jvmProcess"));
+        assert_eq!(suggest("SSHProcess", &known), Some("sshProcess"));
+        assert_eq!(suggest("banana", &known), None);
+    }
+}
+
+mod components;
+mod deployment;
+mod document;
+mod infrastructure;
+mod processes;
+mod variables;
+
+pub(crate) use document::document;
+pub(crate) use variables::collect as collect_variables;

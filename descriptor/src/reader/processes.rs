@@ -1,0 +1,715 @@
+//! Process definitions: how a runtime is started, one link of a chain each.
+
+use super::Cx;
+use crate::hostrange;
+use crate::model::{
+    EnvVar, GridEngineProcess, HostListProcess, JvmProcess, Link, LsfProcess, OarProcess,
+    PbsProcess, ProcessFileTransfer, ProcessFileTransfers, ProcessKind, Sequence, SlurmProcess,
+    SshLogin, SshProcess,
+};
+use crate::scalar;
+use crate::source::Spanned;
+use crate::xml::Element;
+
+const KINDS: &[&str] = &[
+    "jvmProcess",
+    "sshProcess",
+    "processList",
+    "processListbyHost",
+    "slurmProcess",
+    "pbsProcess",
+    "bsubProcess",
+    "lsfProcess",
+    "oarProcess",
+    "gridEngineProcess",
+    "dependentProcessSequence",
+    "independentProcessSequence",
+];
+
+const JAVA_ONLY: &[&str] = &[
+    "classpath",
+    "bootclasspath",
+    "javaPath",
+    "policyFile",
+    "log4jpropertiesFile",
+    "ProActiveUserPropertiesFile",
+    "jvmParameters",
+    "extendedJvm",
+];
+
+const CLOSE_STREAM: &str = "actogrid always collects the output of the processes it starts";
+
+pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, parent: &Element) -> Option<ProcessKind> {
+    let unsupported = |cx: &mut Cx<'_>, hint: &str| {
+        cx.error(
+            "unsupported-element",
+            el.span,
+            format!("<{}> is not supported by actogrid", el.name),
+            hint,
+        );
+        None
+    };
+    match el.name.as_str() {
+        "jvmProcess" => Some(ProcessKind::Jvm(jvm(cx, el))),
+        "sshProcess" => ssh(cx, el).map(ProcessKind::Ssh),
+        "processList" => host_list(cx, el, true).map(ProcessKind::ProcessList),
+        "processListbyHost" => host_list(cx, el, false).map(ProcessKind::ProcessListByHost),
+        "slurmProcess" => slurm(cx, el).map(ProcessKind::Slurm),
+        "pbsProcess" => pbs(cx, el).map(ProcessKind::Pbs),
+        "bsubProcess" | "lsfProcess" => lsf(cx, el).map(ProcessKind::Lsf),
+        "oarProcess" => oar(cx, el).map(ProcessKind::Oar),
+        "gridEngineProcess" => grid_engine(cx, el).map(ProcessKind::GridEngine),
+        "dependentProcessSequence" => sequence(cx, el, true).map(ProcessKind::DependentSequence),
+        "independentProcessSequence" => {
+            sequence(cx, el, false).map(ProcessKind::IndependentSequence)
+        }
+        "rshProcess" | "rloginProcess" | "maprshProcess" => unsupported(
+            cx,
+            "rsh and rlogin send everything in clear: use <sshProcess>",
+        ),
+        "hierarchicalProcess" => unsupported(
+            cx,
+            "reach a private cluster with a chain: <sshProcess> to the front-end, then a scheduler process",
+        ),
+        "globusProcess" | "gLiteProcess" | "unicoreProcess" | "ngProcess" | "prunProcess"
+        | "oarGridProcess" | "loadLevelerProcess" | "clusterForkProcess" | "mpiProcess" => {
+            unsupported(
+                cx,
+                "use <sshProcess>, <processList>, or a batch scheduler: <slurmProcess>, <pbsProcess>, <bsubProcess>, <oarProcess>, <gridEngineProcess>",
+            )
+        }
+        _ => {
+            cx.unknown_child(el, parent, KINDS);
+            None
+        }
+    }
+}
+
+/// The parts every decorating process shares, gathered while its children
+/// are read.
+#[derive(Default)]
+struct Common {
+    next: Option<Spanned<String>>,
+    next_seen: bool,
+    environment: Vec<EnvVar>,
+    command_path: Option<String>,
+    file_transfers: ProcessFileTransfers,
+}
+
+impl Common {
+    /// Reads `child` if it is one of the shared children; `false` otherwise.
+    fn child(&mut self, cx: &mut Cx<'_>, child: &Element, transfers: bool) -> bool {
+        match child.name.as_str() {
+            "processReference" => {
+                if self.next_seen {
+                    cx.error(
+                        "duplicate-element",
+                        child.span,
+                        "a second <processReference>: a process starts exactly one next process",
+                        "to start several, use an <independentProcessSequence>",
+                    );
+                } else {
+                    self.next = cx.refid(child);
+                }
+                self.next_seen = true;
+            }
+            "environment" => self.environment.extend(environment(cx, child)),
+            "commandPath" => self.command_path = cx.value_of(child).map(|v| v.text),
+            "fileTransferDeploy" | "fileTransferRetrieve" if transfers => {
+                let transfer = process_transfer(cx, child);
+                if child.name == "fileTransferDeploy" {
+                    self.file_transfers.deploy = transfer;
+                } else {
+                    self.file_transfers.retrieve = transfer;
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn finish(self, cx: &mut Cx<'_>, el: &Element) -> Option<(Link, ProcessFileTransfers)> {
+        if !self.next_seen {
+            cx.error(
+                "missing-element",
+                el.span,
+                format!("<{}> has no <processReference>: it must say which process it starts", el.name),
+                "add <processReference refid=\"…\"/> naming the next process of the chain, usually a jvmProcess",
+            );
+        }
+        let link = Link {
+            next: self.next?,
+            environment: self.environment,
+            command_path: self.command_path,
+        };
+        Some((link, self.file_transfers))
+    }
+}
+
+fn environment(cx: &mut Cx<'_>, el: &Element) -> Vec<EnvVar> {
+    let node = cx.open(el);
+    cx.close(node);
+    cx.no_text(el);
+    let mut out = Vec::new();
+    for var in &el.children {
+        if var.name != "variable" {
+            cx.unknown_child(var, el, &["variable"]);
+            continue;
+        }
+        let mut node = cx.open(var);
+        let name = cx.required(&mut node, "name");
+        let value = cx.attr(&mut node, "value");
+        cx.close(node);
+        cx.no_children(var);
+        if let Some(name) = name {
+            out.push(EnvVar {
+                name: name.text,
+                value: value.map(|v| v.text).unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+fn process_transfer(cx: &mut Cx<'_>, el: &Element) -> Option<ProcessFileTransfer> {
+    let mut node = cx.open(el);
+    let refid = cx.required(&mut node, "refid");
+    cx.close(node);
+    cx.no_text(el);
+    let mut transfer = ProcessFileTransfer {
+        refid: Spanned::new(String::new(), el.span),
+        copy_protocols: Vec::new(),
+        source_prefix: None,
+        destination_prefix: None,
+        destination_hostname: None,
+        destination_username: None,
+    };
+    for child in &el.children {
+        match child.name.as_str() {
+            "copyProtocol" => {
+                if let Some(v) = cx.text(child) {
+                    transfer.copy_protocols = v
+                        .text
+                        .split([',', ' ', '\t', '\n'])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                }
+            }
+            "sourceInfo" => {
+                let mut node = cx.open(child);
+                transfer.source_prefix = cx.attr(&mut node, "prefix").map(|v| v.text);
+                cx.ignored(
+                    &mut node,
+                    "hostname",
+                    "files are sent from the deployer's host",
+                );
+                cx.ignored(
+                    &mut node,
+                    "username",
+                    "files are sent from the deployer's host",
+                );
+                cx.close(node);
+                cx.no_children(child);
+            }
+            "destinationInfo" => {
+                let mut node = cx.open(child);
+                transfer.destination_prefix = cx.attr(&mut node, "prefix").map(|v| v.text);
+                transfer.destination_hostname = cx.attr(&mut node, "hostname").map(|v| v.text);
+                transfer.destination_username = cx.attr(&mut node, "username").map(|v| v.text);
+                cx.ignored(
+                    &mut node,
+                    "password",
+                    "passwords are never read from descriptors: use an ssh key (identityFile)",
+                );
+                cx.close(node);
+                cx.no_children(child);
+            }
+            _ => cx.unknown_child(
+                child,
+                el,
+                &["copyProtocol", "sourceInfo", "destinationInfo"],
+            ),
+        }
+    }
+    transfer.refid = refid?.spanned();
+    Some(transfer)
+}
+
+fn jvm(cx: &mut Cx<'_>, el: &Element) -> JvmProcess {
+    let mut node = cx.open(el);
+    cx.accepted(&mut node, "class");
+    cx.ignored(&mut node, "closeStream", CLOSE_STREAM);
+    cx.close(node);
+    cx.no_text(el);
+    let mut process = JvmProcess::default();
+    for child in &el.children {
+        match child.name.as_str() {
+            "commandPath" => process.command_path = cx.value_of(child).map(|v| v.text),
+            "environment" => process.environment.extend(environment(cx, child)),
+            name if JAVA_ONLY.contains(&name) => cx.ignored_element(
+                child,
+                "actogrid runtimes are native processes: Java settings have no effect",
+            ),
+            _ => cx.unknown_child(child, el, &["commandPath", "environment"]),
+        }
+    }
+    process
+}
+
+fn login(cx: &mut Cx<'_>, node: &mut super::Node<'_>) -> SshLogin {
+    let username = cx
+        .attr(node, "username")
+        .map(|v| v.text)
+        .filter(|u| !u.is_empty());
+    let port = cx
+        .attr(node, "port")
+        .and_then(|v| cx.parse(&v, "port", scalar::port));
+    let identity_file = cx
+        .attr(node, "identityFile")
+        .map(|v| v.text)
+        .filter(|f| !f.is_empty());
+    SshLogin {
+        username,
+        port,
+        identity_file,
+    }
+}
+
+/// Reads the children of a decorating process: the shared ones, and the
+/// kind's own through `extra` (which returns `false` for what it does not know).
+fn children(
+    cx: &mut Cx<'_>,
+    el: &Element,
+    transfers: bool,
+    extra_names: &[&'static str],
+    mut extra: impl FnMut(&mut Cx<'_>, &Element) -> bool,
+) -> Option<(Link, ProcessFileTransfers)> {
+    let mut common = Common::default();
+    for child in &el.children {
+        if common.child(cx, child, transfers) || extra(cx, child) {
+            continue;
+        }
+        let mut known = vec!["processReference", "environment", "commandPath"];
+        if transfers {
+            known.extend(["fileTransferDeploy", "fileTransferRetrieve"]);
+        }
+        known.extend(extra_names);
+        cx.unknown_child(child, el, &known);
+    }
+    common.finish(cx, el)
+}
+
+/// An option block (`slurmOption`, `pbsOption`…): text children read by `f`.
+fn options(
+    cx: &mut Cx<'_>,
+    el: &Element,
+    known: &[&'static str],
+    mut f: impl FnMut(&mut Cx<'_>, &Element),
+) {
+    let node = cx.open(el);
+    cx.close(node);
+    cx.no_text(el);
+    for child in &el.children {
+        if known.contains(&child.name.as_str()) {
+            f(cx, child);
+        } else {
+            cx.unknown_child(child, el, known);
+        }
+    }
+}
+
+fn text(cx: &mut Cx<'_>, el: &Element) -> Option<String> {
+    cx.text(el).map(|v| v.text)
+}
+
+fn positive(cx: &mut Cx<'_>, el: &Element) -> Option<u32> {
+    let v = cx.text(el)?;
+    cx.parse(&v, &format!("<{}>", el.name), scalar::positive)
+}
+
+fn walltime(cx: &mut Cx<'_>, el: &Element) -> Option<std::time::Duration> {
+    let v = cx.text(el)?;
+    cx.parse(&v, &format!("<{}>", el.name), scalar::walltime)
+}
+
+fn words(cx: &mut Cx<'_>, el: &Element) -> Vec<String> {
+    cx.text(el)
+        .map(|v| v.text.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn flag(cx: &mut Cx<'_>, node: &mut super::Node<'_>, name: &'static str) -> bool {
+    cx.attr(node, name)
+        .and_then(|v| cx.parse(&v, name, scalar::boolean))
+        .unwrap_or(false)
+}
+
+fn opt(cx: &mut Cx<'_>, node: &mut super::Node<'_>, name: &'static str) -> Option<String> {
+    cx.attr(node, name)
+        .map(|v| v.text)
+        .filter(|t| !t.is_empty())
+}
+
+/// Opens a process element and takes the attributes all of them share.
+fn open<'e>(cx: &mut Cx<'_>, el: &'e Element) -> super::Node<'e> {
+    let mut node = cx.open(el);
+    cx.accepted(&mut node, "class");
+    cx.ignored(&mut node, "closeStream", CLOSE_STREAM);
+    cx.no_text(el);
+    node
+}
+
+fn ssh(cx: &mut Cx<'_>, el: &Element) -> Option<SshProcess> {
+    let mut node = open(cx, el);
+    let hostname = cx.required(&mut node, "hostname");
+    let login = login(cx, &mut node);
+    cx.close(node);
+    let (link, file_transfers) = children(cx, el, true, &[], |_, _| false)?;
+    Some(SshProcess {
+        hostname: hostname?.text,
+        login,
+        link,
+        file_transfers,
+    })
+}
+
+fn host_list(cx: &mut Cx<'_>, el: &Element, ranged: bool) -> Option<HostListProcess> {
+    let mut node = open(cx, el);
+    let hosts = if ranged {
+        let fixed = cx.required(&mut node, "fixedName");
+        let list = cx.required(&mut node, "list");
+        let padding = cx.attr(&mut node, "padding").and_then(|v| {
+            cx.parse(&v, "padding", |t| match t.parse::<usize>() {
+                Ok(n) if n <= 20 => Ok(n),
+                _ => Err(format!("`{t}` is not a digit count from 0 to 20")),
+            })
+        });
+        cx.ignored(
+            &mut node,
+            "repeat",
+            "one runtime is started per host; ask for more nodes with askedNodes",
+        );
+        let domain = opt(cx, &mut node, "domain");
+        let numbers = list
+            .as_ref()
+            .and_then(|list| match hostrange::parse(&list.text) {
+                Ok(numbers) => Some(numbers),
+                Err(e) => {
+                    let at = (list.span.start + e.offset).min(list.span.end);
+                    let span = cx.sources.span(
+                        list.span.file,
+                        at,
+                        (at + 1).min(list.span.end.max(at + 1)),
+                    );
+                    cx.error(
+                    "bad-host-range",
+                    span,
+                    format!("host range `{}`: {}", list.text, e.message),
+                    "write ranges as [1-10], [0-100;2] (step 2), [1-4,9] and exclusions as ^[5,7]",
+                );
+                    None
+                }
+            });
+        match (fixed, numbers) {
+            (Some(fixed), Some(numbers)) => numbers
+                .into_iter()
+                .map(|n| {
+                    hostrange::host_name(&fixed.text, n, padding.unwrap_or(1), domain.as_deref())
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    } else {
+        let list = cx.required(&mut node, "hostlist");
+        let domain = opt(cx, &mut node, "domain");
+        list.map(|list| {
+            list.text
+                .split_whitespace()
+                .map(|h| match &domain {
+                    Some(d) => format!("{h}.{d}"),
+                    None => h.to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let login = login(cx, &mut node);
+    cx.close(node);
+    let (link, file_transfers) = children(cx, el, true, &[], |_, _| false)?;
+    if hosts.is_empty() {
+        return None;
+    }
+    Some(HostListProcess {
+        hosts,
+        login,
+        link,
+        file_transfers,
+    })
+}
+
+fn slurm(cx: &mut Cx<'_>, el: &Element) -> Option<SlurmProcess> {
+    let mut node = open(cx, el);
+    let job_name = opt(cx, &mut node, "jobname");
+    let partition = opt(cx, &mut node, "partition");
+    let account = opt(cx, &mut node, "account");
+    cx.close(node);
+    let mut p = SlurmProcess {
+        job_name,
+        partition,
+        account,
+        nodes: 1,
+        tasks_per_node: 1,
+        cpus_per_task: None,
+        walltime: None,
+        memory: None,
+        extra_options: Vec::new(),
+        output_file: None,
+        error_file: None,
+        script_path: None,
+        link: placeholder_link(el),
+    };
+    const OPTIONS: &[&str] = &[
+        "nodes",
+        "tasksPerNode",
+        "cpusPerTask",
+        "walltime",
+        "memory",
+        "extraOptions",
+        "outputFile",
+        "errorFile",
+        "scriptPath",
+    ];
+    let (link, _) = children(cx, el, false, &["slurmOption"], |cx, child| {
+        if child.name != "slurmOption" {
+            return false;
+        }
+        options(cx, child, OPTIONS, |cx, o| match o.name.as_str() {
+            "nodes" => p.nodes = positive(cx, o).unwrap_or(p.nodes),
+            "tasksPerNode" => p.tasks_per_node = positive(cx, o).unwrap_or(p.tasks_per_node),
+            "cpusPerTask" => p.cpus_per_task = positive(cx, o),
+            "walltime" => p.walltime = walltime(cx, o),
+            "memory" => p.memory = text(cx, o),
+            "extraOptions" => p.extra_options = words(cx, o),
+            "outputFile" => p.output_file = cx.path(o),
+            "errorFile" => p.error_file = cx.path(o),
+            _ => p.script_path = cx.path(o),
+        });
+        true
+    })?;
+    p.link = link;
+    Some(p)
+}
+
+/// Filled in once the children are read; never seen outside this module.
+fn placeholder_link(el: &Element) -> Link {
+    Link {
+        next: Spanned::new(String::new(), el.span),
+        environment: Vec::new(),
+        command_path: None,
+    }
+}
+
+fn pbs(cx: &mut Cx<'_>, el: &Element) -> Option<PbsProcess> {
+    let mut node = open(cx, el);
+    let interactive = flag(cx, &mut node, "interactive");
+    let queue = opt(cx, &mut node, "queue");
+    let job_name = opt(cx, &mut node, "jobname");
+    cx.close(node);
+    let mut p = PbsProcess {
+        interactive,
+        queue,
+        job_name,
+        hostlist: Vec::new(),
+        hosts_number: None,
+        processor_per_node: None,
+        booking_duration: None,
+        output_file: None,
+        script_path: None,
+        link: placeholder_link(el),
+    };
+    const OPTIONS: &[&str] = &[
+        "hostlist",
+        "hostsNumber",
+        "processorPerNode",
+        "bookingDuration",
+        "outputFile",
+        "scriptPath",
+    ];
+    let (link, _) = children(cx, el, false, &["pbsOption"], |cx, child| {
+        if child.name != "pbsOption" {
+            return false;
+        }
+        options(cx, child, OPTIONS, |cx, o| match o.name.as_str() {
+            "hostlist" => p.hostlist = words(cx, o),
+            "hostsNumber" => p.hosts_number = positive(cx, o),
+            "processorPerNode" => p.processor_per_node = positive(cx, o),
+            "bookingDuration" => p.booking_duration = walltime(cx, o),
+            "outputFile" => p.output_file = cx.path(o),
+            _ => p.script_path = cx.path(o),
+        });
+        true
+    })?;
+    p.link = link;
+    Some(p)
+}
+
+fn lsf(cx: &mut Cx<'_>, el: &Element) -> Option<LsfProcess> {
+    let mut node = open(cx, el);
+    let interactive = flag(cx, &mut node, "interactive");
+    let job_name = opt(cx, &mut node, "jobname");
+    let queue = opt(cx, &mut node, "queue");
+    cx.close(node);
+    let mut p = LsfProcess {
+        interactive,
+        job_name,
+        queue,
+        hostlist: Vec::new(),
+        processor: None,
+        resource_requirement: None,
+        script_path: None,
+        link: placeholder_link(el),
+    };
+    const OPTIONS: &[&str] = &["hostlist", "processor", "resourceRequirement", "scriptPath"];
+    let (link, _) = children(cx, el, false, &["bsubOption"], |cx, child| {
+        if child.name != "bsubOption" {
+            return false;
+        }
+        options(cx, child, OPTIONS, |cx, o| match o.name.as_str() {
+            "hostlist" => p.hostlist = words(cx, o),
+            "processor" => p.processor = positive(cx, o),
+            "resourceRequirement" => p.resource_requirement = cx.value_of(o).map(|v| v.text),
+            _ => p.script_path = cx.path(o),
+        });
+        true
+    })?;
+    p.link = link;
+    Some(p)
+}
+
+fn oar(cx: &mut Cx<'_>, el: &Element) -> Option<OarProcess> {
+    let mut node = open(cx, el);
+    let booked_nodes_access = cx.attr(&mut node, "bookedNodesAccess").and_then(|v| {
+        cx.parse(&v, "bookedNodesAccess", |t| match t {
+            "rsh" | "ssh" => Ok(t.to_owned()),
+            _ => Err(format!("`{t}` is neither ssh nor rsh")),
+        })
+    });
+    let interactive = flag(cx, &mut node, "interactive");
+    let queue = opt(cx, &mut node, "queue");
+    cx.close(node);
+    let mut p = OarProcess {
+        booked_nodes_access,
+        interactive,
+        queue,
+        resources: None,
+        script_path: None,
+        link: placeholder_link(el),
+    };
+    let (link, _) = children(cx, el, false, &["oarOption"], |cx, child| {
+        if child.name != "oarOption" {
+            return false;
+        }
+        options(cx, child, &["resources", "scriptPath"], |cx, o| {
+            match o.name.as_str() {
+                "resources" => p.resources = text(cx, o),
+                _ => p.script_path = cx.path(o),
+            }
+        });
+        true
+    })?;
+    p.link = link;
+    Some(p)
+}
+
+fn grid_engine(cx: &mut Cx<'_>, el: &Element) -> Option<GridEngineProcess> {
+    let mut node = open(cx, el);
+    let interactive = flag(cx, &mut node, "interactive");
+    let queue = opt(cx, &mut node, "queue");
+    cx.close(node);
+    let mut p = GridEngineProcess {
+        interactive,
+        queue,
+        hosts_number: None,
+        booking_duration: None,
+        parallel_environment: None,
+        hostlist: Vec::new(),
+        script_path: None,
+        link: placeholder_link(el),
+    };
+    const OPTIONS: &[&str] = &[
+        "hostsNumber",
+        "bookingDuration",
+        "parallelEnvironment",
+        "hostlist",
+        "scriptPath",
+    ];
+    let (link, _) = children(cx, el, false, &["gridEngineOption"], |cx, child| {
+        if child.name != "gridEngineOption" {
+            return false;
+        }
+        options(cx, child, OPTIONS, |cx, o| match o.name.as_str() {
+            "hostsNumber" => p.hosts_number = positive(cx, o),
+            "bookingDuration" => p.booking_duration = walltime(cx, o),
+            "parallelEnvironment" => p.parallel_environment = text(cx, o),
+            "hostlist" => p.hostlist = words(cx, o),
+            _ => p.script_path = cx.path(o),
+        });
+        true
+    })?;
+    p.link = link;
+    Some(p)
+}
+
+fn sequence(cx: &mut Cx<'_>, el: &Element, dependent: bool) -> Option<Sequence> {
+    let mut node = cx.open(el);
+    cx.accepted(&mut node, "class");
+    cx.close(node);
+    cx.no_text(el);
+    let mut out = Sequence {
+        service: None,
+        processes: Vec::new(),
+    };
+    for (i, child) in el.children.iter().enumerate() {
+        match child.name.as_str() {
+            "processReference" => out.processes.extend(cx.refid(child)),
+            "serviceReference" if dependent && i == 0 => out.service = cx.refid(child),
+            "serviceReference" if dependent => cx.error(
+                "misplaced-element",
+                child.span,
+                "<serviceReference> must come first in a dependentProcessSequence",
+                "move it before the processReferences",
+            ),
+            _ => cx.unknown_child(
+                child,
+                el,
+                if dependent {
+                    &["serviceReference", "processReference"]
+                } else {
+                    &["processReference"]
+                },
+            ),
+        }
+    }
+    let needed = if dependent && out.service.is_none() {
+        2
+    } else {
+        1
+    };
+    if out.processes.len() < needed
+        && el.children.len() == out.processes.len() + usize::from(out.service.is_some())
+    {
+        cx.error(
+            "missing-element",
+            el.span,
+            format!("<{}> needs at least {needed} <processReference>", el.name),
+            if dependent {
+                "a dependent sequence runs a first process (or service), then processes that use what it produced"
+            } else {
+                "list the processes to start side by side"
+            },
+        );
+        return None;
+    }
+    Some(out)
+}

@@ -1,0 +1,542 @@
+//! Checks that need the whole descriptor: references, uniqueness, cycles,
+//! cardinalities. The reader has already checked each element on its own.
+
+use std::collections::HashMap;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graphmap::DiGraphMap;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::model::{Descriptor, NodesAsked, ProcessKind, RuntimeSource, ServiceKind};
+use crate::plan;
+use crate::reader::suggest;
+use crate::source::{Span, Spanned};
+
+/// Options of validation that depend on who validates.
+#[derive(Debug, Clone, Default)]
+pub struct ValidateOptions {
+    /// Technical-service classes this binary can build. `None` when the
+    /// validating program cannot know (a stand-alone tool checks the
+    /// descriptor of another application): unknown classes are then notes.
+    pub known_service_classes: Option<Vec<String>>,
+}
+
+pub(crate) fn check(d: &Descriptor, options: &ValidateOptions, diags: &mut Diagnostics) {
+    let mut v = Validator { d, diags };
+    v.unique_ids();
+    v.mappings();
+    v.runtimes();
+    v.process_chains();
+    v.virtual_node_services(options);
+    v.registrations();
+}
+
+struct Validator<'a> {
+    d: &'a Descriptor,
+    diags: &'a mut Diagnostics,
+}
+
+fn unresolved(what: &str, reference: &Spanned<String>, known: &[&str], fix: &str) -> Diagnostic {
+    let hint = match suggest(reference, known) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None if known.is_empty() => fix.to_owned(),
+        None => format!("{fix} (defined: {})", known.join(", ")),
+    };
+    Diagnostic::error(
+        "unresolved-reference",
+        reference.span,
+        format!("no {what} is named `{}`", reference.value),
+    )
+    .with_hint(hint)
+}
+
+impl Validator<'_> {
+    fn unique_ids(&mut self) {
+        let d = self.d;
+        let vn_names: Vec<&Spanned<String>> = d
+            .virtual_nodes
+            .iter()
+            .map(|v| &v.name)
+            .chain(d.acquired_virtual_nodes.iter().map(|v| &v.name))
+            .collect();
+        self.unique("virtual node", vn_names);
+        self.unique("runtime (jvm)", d.jvms.iter().map(|j| &j.name).collect());
+        self.unique(
+            "process definition",
+            d.processes.iter().map(|p| &p.id).collect(),
+        );
+        self.unique(
+            "service definition",
+            d.services.iter().map(|s| &s.id).collect(),
+        );
+        self.unique(
+            "technical service",
+            d.technical_services.iter().map(|s| &s.id).collect(),
+        );
+        self.unique(
+            "file transfer",
+            d.file_transfers.iter().map(|f| &f.id).collect(),
+        );
+        self.unique(
+            "main definition",
+            d.main_definitions.iter().map(|m| &m.id).collect(),
+        );
+    }
+
+    fn unique(&mut self, what: &str, ids: Vec<&Spanned<String>>) {
+        let mut first: HashMap<&str, Span> = HashMap::new();
+        for id in ids {
+            if let Some(at) = first.get(id.value.as_str()) {
+                self.diags.push(
+                    Diagnostic::error(
+                        "duplicate-id",
+                        id.span,
+                        format!(
+                            "{what} `{}` is defined twice (first at line {})",
+                            id.value, at.line
+                        ),
+                    )
+                    .with_hint("ids must be unique: rename one of them"),
+                );
+            } else {
+                first.insert(&id.value, id.span);
+            }
+        }
+    }
+
+    fn mappings(&mut self) {
+        let d = self.d;
+        let vn_names: Vec<&str> = d.virtual_nodes.iter().map(|v| v.name.as_str()).collect();
+        let jvm_names: Vec<&str> = d.jvms.iter().map(|j| j.name.as_str()).collect();
+        let mut mapped: HashMap<&str, Span> = HashMap::new();
+        for m in &d.mappings {
+            let vn = m.virtual_node.as_str();
+            if let Some(first) = mapped.insert(vn, m.virtual_node.span) {
+                self.diags.push(
+                    Diagnostic::error(
+                        "duplicate-id",
+                        m.virtual_node.span,
+                        format!(
+                            "virtual node `{vn}` is mapped twice (first at line {})",
+                            first.line
+                        ),
+                    )
+                    .with_hint("put all its runtimes in one <map>"),
+                );
+            }
+            match d.virtual_node(vn) {
+                None if d.acquired_virtual_nodes.iter().any(|a| *a.name == vn) => self.diags.push(
+                    Diagnostic::error(
+                        "mapped-acquired-node",
+                        m.virtual_node.span,
+                        format!("`{vn}` is an acquired virtual node: it comes from a <lookup>, it cannot be mapped"),
+                    )
+                    .with_hint("define it in <virtualNodesDefinition> to map it here"),
+                ),
+                None => self.diags.push(unresolved(
+                    "virtual node",
+                    &m.virtual_node,
+                    &vn_names,
+                    "declare it in <componentDefinition><virtualNodesDefinition>",
+                )),
+                Some(def) => {
+                    let runtimes = plan::mapping_runtime_count(d, m);
+                    if def.property.is_unique() && runtimes.is_none_or(|n| n > 1) {
+                        let count = runtimes.map_or_else(|| "an unbounded number of".to_owned(), |n| n.to_string());
+                        self.diags.push(
+                            Diagnostic::error(
+                                "unique-with-many-runtimes",
+                                m.virtual_node.span,
+                                format!(
+                                    "virtual node `{vn}` is {} but is mapped to {count} runtimes",
+                                    def.property.as_str()
+                                ),
+                            )
+                            .with_hint(format!(
+                                "map it to exactly one runtime, or declare it property=\"multiple\" (defined at line {})",
+                                def.name.span.line
+                            )),
+                        );
+                    }
+                    if let (Some(min), Some(total)) = (def.min_node_number, plan::mapping_node_count(d, m)) {
+                        if u64::from(min) > total {
+                            self.diags.push(
+                                Diagnostic::error(
+                                    "min-nodes-unreachable",
+                                    def.name.span,
+                                    format!("virtual node `{vn}` needs at least {min} nodes but its mapping provides {total}"),
+                                )
+                                .with_hint("lower minNodeNumber or map more runtimes or nodes (askedNodes)"),
+                            );
+                        }
+                    }
+                }
+            }
+            for j in &m.jvms {
+                if d.jvm(j).is_none() {
+                    self.diags.push(unresolved(
+                        "runtime (jvm)",
+                        j,
+                        &jvm_names,
+                        "define it in <deployment><jvms>",
+                    ));
+                }
+            }
+        }
+        for vn in &d.virtual_nodes {
+            if !mapped.contains_key(vn.name.as_str()) {
+                self.diags.push(
+                    Diagnostic::warning(
+                        "unmapped-virtual-node",
+                        vn.name.span,
+                        format!(
+                            "virtual node `{}` is never mapped: activating it yields no node",
+                            vn.name.value
+                        ),
+                    )
+                    .with_hint("add <map virtualNode=\"…\"> in <deployment><mapping>"),
+                );
+            }
+        }
+    }
+
+    fn runtimes(&mut self) {
+        let d = self.d;
+        let process_ids: Vec<&str> = d.processes.iter().map(|p| p.id.as_str()).collect();
+        let service_ids: Vec<&str> = d.services.iter().map(|s| s.id.as_str()).collect();
+        for jvm in &d.jvms {
+            match &jvm.source {
+                RuntimeSource::Creation(r) => {
+                    if d.process(r).is_none() {
+                        let hint = if d.service(r).is_some() {
+                            "that is a service: use <acquisition><serviceReference>".to_owned()
+                        } else {
+                            "define it in <infrastructure><processes>".to_owned()
+                        };
+                        self.diags.push(unresolved("process definition", r, &process_ids, &hint));
+                    }
+                }
+                RuntimeSource::Acquisition(r) => match d.service(r) {
+                    None => self.diags.push(unresolved(
+                        "service definition",
+                        r,
+                        &service_ids,
+                        "define it in <infrastructure><services>",
+                    )),
+                    Some(s) if !s.kind.acquires_runtimes() => self.diags.push(
+                        Diagnostic::error(
+                            "wrong-service-kind",
+                            r.span,
+                            format!("service `{}` is a {}: it cannot provide runtimes", r.value, s.kind.element_name()),
+                        )
+                        .with_hint("acquire runtimes from a P2PService or an RMIRegistryLookup; attach fault tolerance with ftServiceId"),
+                    ),
+                    Some(_) => {}
+                },
+            }
+            let used = d
+                .mappings
+                .iter()
+                .any(|m| m.jvms.iter().any(|j| j.value == *jvm.name));
+            if !used {
+                self.diags.push(
+                    Diagnostic::warning(
+                        "unused-runtime",
+                        jvm.name.span,
+                        format!(
+                            "runtime `{}` is not in any mapping: it is never started",
+                            jvm.name.value
+                        ),
+                    )
+                    .with_hint("add <vmName value=\"…\"/> to a <jvmSet>, or remove it"),
+                );
+            }
+        }
+    }
+
+    fn process_chains(&mut self) {
+        let d = self.d;
+        let ids: Vec<&str> = d.processes.iter().map(|p| p.id.as_str()).collect();
+        let mut graph: DiGraphMap<&str, (), std::hash::RandomState> = DiGraphMap::new();
+        for p in &d.processes {
+            graph.add_node(p.id.as_str());
+            for next in p.kind.process_references() {
+                if d.process(next).is_some() {
+                    graph.add_edge(p.id.as_str(), next.as_str(), ());
+                } else {
+                    self.diags.push(unresolved(
+                        "process definition",
+                        next,
+                        &ids,
+                        "define it in <infrastructure><processes>",
+                    ));
+                }
+            }
+            if let ProcessKind::DependentSequence(s) = &p.kind {
+                if let Some(service) = &s.service {
+                    if d.service(service).is_none() {
+                        let service_ids: Vec<&str> =
+                            d.services.iter().map(|s| s.id.as_str()).collect();
+                        self.diags.push(unresolved(
+                            "service definition",
+                            service,
+                            &service_ids,
+                            "define it in <infrastructure><services>",
+                        ));
+                    }
+                }
+            }
+            let transfers = match &p.kind {
+                ProcessKind::Ssh(s) => Some(&s.file_transfers),
+                ProcessKind::ProcessList(l) | ProcessKind::ProcessListByHost(l) => {
+                    Some(&l.file_transfers)
+                }
+                _ => None,
+            };
+            for t in transfers
+                .into_iter()
+                .flat_map(|t| t.deploy.iter().chain(&t.retrieve))
+            {
+                if t.refid.value != "implicit" {
+                    self.file_transfer_ref(&t.refid);
+                }
+            }
+        }
+        for component in tarjan_scc(&graph) {
+            let cyclic = component.len() > 1 || graph.contains_edge(component[0], component[0]);
+            if !cyclic {
+                continue;
+            }
+            // Report once, at the first member in file order, showing the loop.
+            let mut members: Vec<&crate::model::ProcessDefinition> =
+                component.iter().filter_map(|id| d.process(id)).collect();
+            members.sort_by_key(|p| p.id.span.start);
+            let Some(first) = members.first() else {
+                continue;
+            };
+            let mut path = vec![first.id.as_str()];
+            let mut at = first.id.as_str();
+            while let Some(next) = graph.neighbors(at).find(|n| component.contains(n)) {
+                path.push(next);
+                if next == first.id.as_str() || path.len() > component.len() {
+                    break;
+                }
+                at = next;
+            }
+            let span = first
+                .kind
+                .process_references()
+                .into_iter()
+                .map(|r| r.span)
+                .next()
+                .unwrap_or(first.id.span);
+            self.diags.push(
+                Diagnostic::error(
+                    "process-cycle",
+                    span,
+                    format!("the process chain loops: {}", path.join(" → ")),
+                )
+                .with_hint("a chain must end with a <jvmProcess>"),
+            );
+        }
+    }
+
+    fn file_transfer_ref(&mut self, r: &Spanned<String>) {
+        if !self.d.file_transfers.iter().any(|f| f.id.value == r.value) {
+            let ids: Vec<&str> = self
+                .d
+                .file_transfers
+                .iter()
+                .map(|f| f.id.as_str())
+                .collect();
+            self.diags.push(unresolved(
+                "file transfer",
+                r,
+                &ids,
+                "define it in <fileTransferDefinitions>",
+            ));
+        }
+    }
+
+    fn virtual_node_services(&mut self, options: &ValidateOptions) {
+        let d = self.d;
+        let ts_ids: Vec<&str> = d.technical_services.iter().map(|s| s.id.as_str()).collect();
+        let service_ids: Vec<&str> = d.services.iter().map(|s| s.id.as_str()).collect();
+        for vn in &d.virtual_nodes {
+            for (i, id) in vn.technical_services.iter().enumerate() {
+                if vn.technical_services[..i]
+                    .iter()
+                    .any(|p| p.value == id.value)
+                {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "duplicate-id",
+                            id.span,
+                            format!("technical service `{}` is listed twice", id.value),
+                        )
+                        .with_hint("a service applies once per node: list it once"),
+                    );
+                } else if d.technical_service(id).is_none() {
+                    let fix = if d
+                        .service(id)
+                        .is_some_and(|s| matches!(s.kind, ServiceKind::FaultTolerance(_)))
+                    {
+                        "that is a faultTolerance service: reference it with ftServiceId"
+                    } else {
+                        "define it in <technicalServices>"
+                    };
+                    self.diags
+                        .push(unresolved("technical service", id, &ts_ids, fix));
+                }
+            }
+            if let Some(ft) = &vn.ft_service {
+                match d.service(ft) {
+                    None => self.diags.push(unresolved(
+                        "service definition",
+                        ft,
+                        &service_ids,
+                        "define a <faultTolerance> service",
+                    )),
+                    Some(s) if !matches!(s.kind, ServiceKind::FaultTolerance(_)) => {
+                        self.diags.push(
+                            Diagnostic::error(
+                                "wrong-service-kind",
+                                ft.span,
+                                format!(
+                                    "ftServiceId names `{}`, a {}, not a faultTolerance service",
+                                    ft.value,
+                                    s.kind.element_name()
+                                ),
+                            )
+                            .with_hint(
+                                "point ftServiceId at a serviceDefinition holding <faultTolerance>",
+                            ),
+                        )
+                    }
+                    Some(_) => {}
+                }
+            }
+            for r in vn
+                .file_transfer_deploy
+                .iter()
+                .chain(&vn.file_transfer_retrieve)
+            {
+                self.file_transfer_ref(r);
+            }
+            // A unique VN acquiring from the overlay cannot bound itself to one runtime.
+            if vn.property.is_unique() {
+                if let Some(m) = d.mapping(&vn.name) {
+                    for j in m.jvms.iter().filter_map(|j| d.jvm(j)) {
+                        if let RuntimeSource::Acquisition(r) = &j.source {
+                            if let Some(ServiceKind::P2p(p)) = d.service(r).map(|s| &s.kind) {
+                                if p.nodes_asked == NodesAsked::Max {
+                                    self.diags.push(
+                                        Diagnostic::error(
+                                            "unique-with-many-runtimes",
+                                            r.span,
+                                            format!("virtual node `{}` is unique but acquires nodesAsked=MAX", vn.name.value),
+                                        )
+                                        .with_hint("ask for one node, or make the virtual node multiple"),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for ts in &d.technical_services {
+            let known = options.known_service_classes.as_ref();
+            if known.is_none_or(|k| !k.iter().any(|c| *c == *ts.class)) {
+                let (severity, hint) = match known {
+                    Some(_) => (
+                        crate::diagnostic::Severity::Error,
+                        "register the class in the application before loading the descriptor",
+                    ),
+                    None => (
+                        crate::diagnostic::Severity::Note,
+                        "application services live in the application's binary; Deployment::load checks them there",
+                    ),
+                };
+                if severity == crate::diagnostic::Severity::Note && is_builtin_class(&ts.class) {
+                    continue;
+                }
+                self.diags.push(
+                    Diagnostic::new(
+                        severity,
+                        "unknown-service-class",
+                        Some(ts.class.span),
+                        format!(
+                            "technical service class `{}` is not known to this program",
+                            ts.class.value
+                        ),
+                    )
+                    .with_hint(hint),
+                );
+            }
+        }
+    }
+
+    fn registrations(&mut self) {
+        let d = self.d;
+        let vn_names: Vec<&str> = d.virtual_nodes.iter().map(|v| v.name.as_str()).collect();
+        let acquired: Vec<&str> = d
+            .acquired_virtual_nodes
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        for r in &d.registers {
+            if d.virtual_node(&r.virtual_node).is_none() {
+                self.diags.push(unresolved(
+                    "virtual node",
+                    &r.virtual_node,
+                    &vn_names,
+                    "only virtual nodes defined here can be registered",
+                ));
+            }
+        }
+        for l in &d.lookups {
+            if !acquired.contains(&l.virtual_node.as_str()) {
+                self.diags.push(unresolved(
+                    "acquired virtual node",
+                    &l.virtual_node,
+                    &acquired,
+                    "declare it in <componentDefinition><virtualNodesAcquisition>",
+                ));
+            }
+        }
+        for a in &d.acquired_virtual_nodes {
+            if !d
+                .lookups
+                .iter()
+                .any(|l| l.virtual_node.value == a.name.value)
+            {
+                self.diags.push(
+                    Diagnostic::warning(
+                        "unused-acquired-node",
+                        a.name.span,
+                        format!("acquired virtual node `{}` has no <lookup>", a.name.value),
+                    )
+                    .with_hint("add <lookup virtualNode=\"…\" host=\"…\"/> in <deployment>"),
+                );
+            }
+        }
+        for m in &d.main_definitions {
+            for vn in &m.virtual_nodes {
+                if !vn_names.contains(&vn.as_str()) && !acquired.contains(&vn.as_str()) {
+                    self.diags.push(unresolved(
+                        "virtual node",
+                        vn,
+                        &vn_names,
+                        "declare it in <componentDefinition>",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Classes every actogrid binary has, whatever the application.
+pub(crate) fn is_builtin_class(class: &str) -> bool {
+    crate::BUILTIN_SERVICE_CLASSES.contains(&class)
+}

@@ -1,0 +1,10 @@
+//! Fault tolerance by rollback-recovery, chosen at deployment time.
+//!
+//! Two protocols: communication-induced checkpointing (CIC: low failure-free
+//! cost, global rollback to a recovery line) and pessimistic message logging
+//! (PML: every message logged before delivery, only the failed object
+//! restarts). Both are built on the interception points of the runtime's
+//! bodies and run as a technical service; the FT server keeps checkpoints and
+//! logs in a durable store.
+
+pub use actogrid_technical_services::is_builtin;
