@@ -39,6 +39,10 @@ pub struct Descriptor {
     pub technical_services: Vec<TechnicalServiceDefinition>,
     /// `fileTransferDefinitions/fileTransfer`.
     pub file_transfers: Vec<FileTransfer>,
+    /// Ids of process and service definitions whose content was rejected:
+    /// references to them are not reported again as unresolved.
+    #[serde(skip)]
+    pub(crate) rejected_ids: Vec<String>,
 }
 
 impl Descriptor {

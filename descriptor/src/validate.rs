@@ -51,6 +51,14 @@ fn unresolved(what: &str, reference: &Spanned<String>, known: &[&str], fix: &str
 }
 
 impl Validator<'_> {
+    /// Reports an unresolved reference unless it names a definition that was
+    /// already rejected (one mistake, one diagnostic).
+    fn unresolved(&mut self, what: &str, reference: &Spanned<String>, known: &[&str], fix: &str) {
+        if !self.d.rejected_ids.contains(&reference.value) {
+            self.diags.push(unresolved(what, reference, known, fix));
+        }
+    }
+
     fn unique_ids(&mut self) {
         let d = self.d;
         let vn_names: Vec<&Spanned<String>> = d
@@ -213,16 +221,14 @@ impl Validator<'_> {
                         } else {
                             "define it in <infrastructure><processes>".to_owned()
                         };
-                        self.diags.push(unresolved("process definition", r, &process_ids, &hint));
+                        self.unresolved("process definition", r, &process_ids, &hint);
                     }
                 }
                 RuntimeSource::Acquisition(r) => match d.service(r) {
-                    None => self.diags.push(unresolved(
-                        "service definition",
-                        r,
+                    None => self.unresolved("service definition", r,
                         &service_ids,
                         "define it in <infrastructure><services>",
-                    )),
+                    ),
                     Some(s) if !s.kind.acquires_runtimes() => self.diags.push(
                         Diagnostic::error(
                             "wrong-service-kind",
@@ -264,12 +270,12 @@ impl Validator<'_> {
                 if d.process(next).is_some() {
                     graph.add_edge(p.id.as_str(), next.as_str(), ());
                 } else {
-                    self.diags.push(unresolved(
+                    self.unresolved(
                         "process definition",
                         next,
                         &ids,
                         "define it in <infrastructure><processes>",
-                    ));
+                    );
                 }
             }
             if let ProcessKind::DependentSequence(s) = &p.kind {
@@ -277,12 +283,12 @@ impl Validator<'_> {
                     if d.service(service).is_none() {
                         let service_ids: Vec<&str> =
                             d.services.iter().map(|s| s.id.as_str()).collect();
-                        self.diags.push(unresolved(
+                        self.unresolved(
                             "service definition",
                             service,
                             &service_ids,
                             "define it in <infrastructure><services>",
-                        ));
+                        );
                     }
                 }
             }
@@ -391,12 +397,12 @@ impl Validator<'_> {
             }
             if let Some(ft) = &vn.ft_service {
                 match d.service(ft) {
-                    None => self.diags.push(unresolved(
+                    None => self.unresolved(
                         "service definition",
                         ft,
                         &service_ids,
                         "define a <faultTolerance> service",
-                    )),
+                    ),
                     Some(s) if !matches!(s.kind, ServiceKind::FaultTolerance(_)) => {
                         self.diags.push(
                             Diagnostic::error(

@@ -36,22 +36,30 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
             cx.close(node);
             cx.no_text(definition);
             let Some(inner) = only_child(cx, definition) else {
+                d.rejected_ids.extend(id.map(|id| id.text));
                 continue;
             };
+            let at = inner.span;
             if item == "processDefinition" {
-                if let (Some(kind), Some(id)) = (processes::read(cx, inner, definition), id) {
-                    d.processes.push(crate::model::ProcessDefinition {
+                match (processes::read(cx, inner, definition), id) {
+                    (Some(kind), Some(id)) => d.processes.push(crate::model::ProcessDefinition {
                         id: id.spanned(),
-                        at: inner.span,
+                        at,
                         kind,
-                    });
+                    }),
+                    (None, Some(id)) => d.rejected_ids.push(id.text),
+                    _ => {}
                 }
-            } else if let (Some(kind), Some(id)) = (service(cx, inner, definition), id) {
-                d.services.push(ServiceDefinition {
-                    id: id.spanned(),
-                    at: inner.span,
-                    kind,
-                });
+            } else {
+                match (service(cx, inner, definition), id) {
+                    (Some(kind), Some(id)) => d.services.push(ServiceDefinition {
+                        id: id.spanned(),
+                        at,
+                        kind,
+                    }),
+                    (None, Some(id)) => d.rejected_ids.push(id.text),
+                    _ => {}
+                }
             }
         }
     }

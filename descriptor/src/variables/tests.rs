@@ -151,7 +151,7 @@ fn values_may_use_earlier_variables_and_expansion_reports_the_reference() {
         "use.xml".into(),
         "a ${host} ${extra} ${missing} ${bad name}",
     );
-    let span = sources.span(file, 0, 43);
+    let span = sources.span(file, 0, 41);
     let mut diags = Diagnostics::default();
     assert_eq!(
         scope
@@ -204,5 +204,5 @@ fn properties_files() {
             ("d", "longline")
         ]
     );
-    assert_eq!(props[1].2, 10);
+    assert_eq!(props[1].2, 12);
 }

@@ -1,0 +1,232 @@
+//! The `actogrid validate` and `actogrid plan` commands, run as a user runs
+//! them: the real binary, real files, exit codes and output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn actogrid(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A scratch directory removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("actogrid-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    fn file(&self, name: &str, content: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).expect("write scratch file");
+        path.display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const BROKEN: &str = r#"<ProActiveDescriptor>
+  <componentDefinition>
+    <virtualNodesDefinition>
+      <virtualNode name="workers" property="multiple" timeout="3 days"/>
+    </virtualNodesDefinition>
+  </componentDefinition>
+  <deployment>
+    <mapping><map virtualNode="workers"><jvmSet><vmName value="jvm1"/></jvmSet></map></mapping>
+    <jvms><jvm name="jvm1"><creation><processReference refid="local"/></creation></jvm></jvms>
+  </deployment>
+  <infrastructure>
+    <processes>
+      <processDefinition id="local"><jvmProces/></processDefinition>
+    </processes>
+  </infrastructure>
+</ProActiveDescriptor>
+"#;
+
+#[test]
+fn a_valid_descriptor_passes() {
+    let out = actogrid(&[
+        "validate",
+        &repo("examples/descriptors/local.xml").display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("valid (0 error(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn an_invalid_descriptor_fails_with_every_problem_located_and_shown() {
+    let scratch = Scratch::new("broken");
+    let path = scratch.file("broken.xml", BROKEN);
+    let out = actogrid(&["validate", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    // Both mistakes in one run, each with file:line:column, the line itself and a hint.
+    assert!(stdout.contains(&format!("{path}:4:64")), "{stdout}");
+    assert!(stdout.contains(r#"timeout="3 days""#), "{stdout}");
+    assert!(stdout.contains(&format!("{path}:13:38")), "{stdout}");
+    assert!(stdout.contains("did you mean <jvmProcess>?"), "{stdout}");
+    assert!(stdout.contains("invalid (2 error(s)"), "{stdout}");
+}
+
+#[test]
+fn several_files_are_checked_in_one_run() {
+    let scratch = Scratch::new("several");
+    let broken = scratch.file("broken.xml", BROKEN);
+    let good = repo("examples/descriptors/ssh.xml").display().to_string();
+    let out = actogrid(&["validate", "--format", "short", &good, &broken]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with(&broken)).count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(&good),
+        "the valid file has nothing to report: {stdout}"
+    );
+}
+
+#[test]
+fn json_output_is_for_tools() {
+    let scratch = Scratch::new("json");
+    let broken = scratch.file("broken.xml", BROKEN);
+    let out = actogrid(&["validate", "--format", "json", &broken]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let report = &json[0];
+    assert_eq!(report["file"], broken.as_str());
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["errors"], 2);
+    let first = &report["diagnostics"][0];
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["code"], "bad-value");
+    assert_eq!(first["line"], 4);
+    assert_eq!(first["column"], 64);
+    assert!(first["hint"].is_string());
+}
+
+#[test]
+fn a_missing_file_is_an_error_not_a_crash() {
+    let out = actogrid(&["validate", "/nonexistent/deploy.xml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("cannot read /nonexistent/deploy.xml"));
+}
+
+#[test]
+fn bad_command_lines_are_refused_with_a_reason() {
+    let local = repo("examples/descriptors/local.xml").display().to_string();
+    for (args, needle) in [
+        (vec!["validate"], "FILE"),
+        (
+            vec!["validate", "--var", "novalue", &local],
+            "is not NAME=VALUE",
+        ),
+        (
+            vec!["validate", "--var", "bad name=1", &local],
+            "is not a variable name",
+        ),
+        (vec!["validate", "--format", "xml", &local], "xml"),
+        (vec!["plan"], "FILE"),
+    ] {
+        let out = actogrid(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn plan_shows_runtimes_and_follows_program_variables() {
+    let local = repo("examples/descriptors/local.xml").display().to_string();
+    let out = actogrid(&["plan", &local]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(plan.contains("virtual node `workers`"), "{plan}");
+    assert!(plan.contains("total: 1 runtime(s), 2 node(s)"), "{plan}");
+    let out = actogrid(&["plan", &local, "--var", "workers=8"]);
+    assert!(
+        text(&out.stdout).contains("total: 1 runtime(s), 8 node(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A value the contract refuses, or a bad number, makes the plan fail.
+    let out = actogrid(&["plan", &local, "--var", "workers=zero"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("askedNodes"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn plan_dot_is_a_graphviz_graph() {
+    let slurm = repo("descriptor/tests/data/valid/slurm.xml")
+        .display()
+        .to_string();
+    let out = actogrid(&["plan", "--dot", &slurm]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dot = text(&out.stdout);
+    assert!(
+        dot.starts_with("digraph deployment {") && dot.trim_end().ends_with('}'),
+        "{dot}"
+    );
+    // Every edge joins declared vertices.
+    let declared: Vec<&str> = dot
+        .lines()
+        .filter(|l| l.contains("[label=") && !l.contains("->"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let edges: Vec<(&str, &str)> = dot
+        .lines()
+        .filter(|l| l.contains("->"))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some((words.next()?, words.nth(1)?))
+        })
+        .collect();
+    assert!(!edges.is_empty());
+    for (a, b) in edges {
+        assert!(
+            declared.contains(&a) && declared.contains(&b),
+            "{a} -> {b} in\n{dot}"
+        );
+    }
+    assert!(dot.contains("slurm"), "{dot}");
+}
+
+#[test]
+fn plan_of_an_invalid_descriptor_prints_diagnostics_and_no_plan() {
+    let scratch = Scratch::new("plan");
+    let broken = scratch.file("broken.xml", BROKEN);
+    let out = actogrid(&["plan", &broken]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("unknown element <jvmProces>"));
+}
