@@ -66,3 +66,21 @@ pub(crate) fn run() -> ExitCode {
         Command::Plan(args) => plan::run(args),
     }
 }
+
+/// Writes to stdout. When the reader has gone (`actogrid plan … | head`),
+/// the program ends quietly with the status a shell gives to SIGPIPE,
+/// instead of panicking in `print!`.
+pub(crate) fn emit(text: &str) {
+    write_or_exit(&mut std::io::stdout().lock(), text);
+}
+
+/// Writes to stderr, like [`emit`].
+pub(crate) fn emit_err(text: &str) {
+    write_or_exit(&mut std::io::stderr().lock(), text);
+}
+
+fn write_or_exit(out: &mut impl std::io::Write, text: &str) {
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        std::process::exit(141);
+    }
+}

@@ -230,3 +230,23 @@ fn plan_of_an_invalid_descriptor_prints_diagnostics_and_no_plan() {
     assert!(out.stdout.is_empty());
     assert!(text(&out.stderr).contains("unknown element <jvmProces>"));
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::process::Stdio;
+    let scratch = Scratch::new("pipe");
+    let broken = scratch.file("broken.xml", BROKEN);
+    let mut args = vec!["validate".to_owned()];
+    args.extend(std::iter::repeat_n(broken, 500));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    // Like `| head -1`: the reader goes away before the output is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("it ends");
+    assert_eq!(out.status.code(), Some(141));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}

@@ -305,12 +305,13 @@ impl<'a> Cx<'a> {
         match parse(&val.text) {
             Ok(v) => Some(v),
             Err(message) => {
-                self.error(
-                    "bad-value",
-                    val.span,
-                    format!("{what}: {message}"),
-                    format!("fix the value of {what}"),
-                );
+                // Scalar parsers say "`x` is not a T: write …": the second
+                // half is the hint.
+                let (message, hint) = match message.split_once(": ") {
+                    Some((what_is_wrong, how)) => (what_is_wrong.to_owned(), how.to_owned()),
+                    None => (message, format!("fix the value of {what}")),
+                };
+                self.error("bad-value", val.span, format!("{what}: {message}"), hint);
                 None
             }
         }

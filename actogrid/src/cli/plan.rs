@@ -26,16 +26,16 @@ pub(crate) fn run(args: Args) -> ExitCode {
     };
     let loaded = load(&args.file, &options);
     // Warnings go to stderr so that the plan itself can be piped.
-    eprint!("{}", loaded.diagnostics.render(&loaded.sources));
+    super::emit_err(&loaded.diagnostics.render(&loaded.sources));
     if !loaded.is_valid() {
-        eprintln!("{}: invalid, no plan", args.file.display());
+        super::emit_err(&format!("{}: invalid, no plan\n", args.file.display()));
         return ExitCode::FAILURE;
     }
     let descriptor = loaded.descriptor;
     if args.dot {
-        print!("{}", plan::render_dot(&descriptor));
+        super::emit(&plan::render_dot(&descriptor));
     } else {
-        print!("{}", plan::render_text(&descriptor));
+        super::emit(&plan::render_text(&descriptor));
     }
     ExitCode::SUCCESS
 }

@@ -50,18 +50,18 @@ pub(crate) fn run(args: Args) -> ExitCode {
         all_valid &= loaded.is_valid();
         match args.format {
             Format::Human => {
-                print!("{}", d.render(&loaded.sources));
+                super::emit(&d.render(&loaded.sources));
                 let verdict = if loaded.is_valid() {
                     "valid"
                 } else {
                     "invalid"
                 };
-                println!(
-                    "{}: {verdict} ({errors} error(s), {warnings} warning(s))",
+                super::emit(&format!(
+                    "{}: {verdict} ({errors} error(s), {warnings} warning(s))\n",
                     file.display()
-                );
+                ));
             }
-            Format::Short => print!("{}", d.render_short(&loaded.sources)),
+            Format::Short => super::emit(&d.render_short(&loaded.sources)),
             Format::Json => reports.push(FileReport {
                 file: file.display().to_string(),
                 valid: loaded.is_valid(),
@@ -73,9 +73,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
     }
     if let Format::Json = args.format {
         match serde_json::to_string_pretty(&reports) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => super::emit(&format!("{json}\n")),
             Err(e) => {
-                eprintln!("error: cannot write JSON: {e}");
+                super::emit_err(&format!("error: cannot write JSON: {e}\n"));
                 return ExitCode::FAILURE;
             }
         }
