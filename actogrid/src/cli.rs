@@ -80,7 +80,11 @@ pub(crate) fn emit_err(text: &str) {
 }
 
 fn write_or_exit(out: &mut impl std::io::Write, text: &str) {
-    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
         std::process::exit(141);
     }
 }

@@ -248,5 +248,9 @@ fn a_closed_pipe_ends_the_output_quietly() {
     drop(child.stdout.take());
     let out = child.wait_with_output().expect("it ends");
     assert_eq!(out.status.code(), Some(141));
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -210,6 +210,7 @@ fn read(
         sources,
         scope: Some(&scope),
         diags,
+        rejected_ids: Vec::new(),
     };
     let mut descriptor = reader::document(&mut cx, &root);
     descriptor.variables = variables;

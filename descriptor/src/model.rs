@@ -39,8 +39,9 @@ pub struct Descriptor {
     pub technical_services: Vec<TechnicalServiceDefinition>,
     /// `fileTransferDefinitions/fileTransfer`.
     pub file_transfers: Vec<FileTransfer>,
-    /// Ids of process and service definitions whose content was rejected:
-    /// references to them are not reported again as unresolved.
+    /// Ids of definitions whose content was rejected, and ids and names
+    /// written inside unknown elements: references to them are not reported
+    /// again as unresolved.
     #[serde(skip)]
     pub(crate) rejected_ids: Vec<String>,
 }

@@ -39,6 +39,10 @@ pub(crate) struct Cx<'a> {
     /// `None` while the variables themselves are read (no expansion yet).
     pub(crate) scope: Option<&'a Scope>,
     pub(crate) diags: &'a mut Diagnostics,
+    /// Ids and names written inside unknown elements (a misspelled
+    /// `<virtualNodesDefinition>`, a `<jvm>` outside `<jvms>`): references
+    /// to them are not reported again as unresolved.
+    pub(crate) rejected_ids: Vec<String>,
 }
 
 /// The closest of `candidates` to `name`, if it is close enough to be a typo.
@@ -250,6 +254,7 @@ impl<'a> Cx<'a> {
             format!("unknown element <{}> in <{}>", child.name, parent.name),
             hint,
         );
+        defined_names(child, &mut self.rejected_ids);
     }
 
     /// A Java-only or otherwise inapplicable element: accepted, ignored, warned.
@@ -306,9 +311,19 @@ impl<'a> Cx<'a> {
             Ok(v) => Some(v),
             Err(message) => {
                 // Scalar parsers say "`x` is not a T: write …": the second
-                // half is the hint.
-                let (message, hint) = match message.split_once(": ") {
-                    Some((what_is_wrong, how)) => (what_is_wrong.to_owned(), how.to_owned()),
+                // half is the hint. The value itself may hold ": " (`02 : 00`),
+                // so the split is looked for after it.
+                let quoted = format!("`{}`", val.text);
+                let after = if message.starts_with(&quoted) {
+                    quoted.len()
+                } else {
+                    0
+                };
+                let (message, hint) = match message[after..].find(": ") {
+                    Some(i) => (
+                        message[..after + i].to_owned(),
+                        message[after + i + 2..].to_owned(),
+                    ),
                     None => (message, format!("fix the value of {what}")),
                 };
                 self.error("bad-value", val.span, format!("{what}: {message}"), hint);
@@ -320,6 +335,26 @@ impl<'a> Cx<'a> {
     /// The `value` attribute of an element such as `<vmName value="…"/>`.
     pub(crate) fn value_of(&mut self, el: &Element) -> Option<Val> {
         let mut node = self.open(el);
+        let has_value = el.attrs.iter().any(|a| a.name == "value");
+        if !has_value && el.text_span.is_some() {
+            // `<commandPath>/usr/bin/ssh</commandPath>` is one mistake: one
+            // diagnostic showing the right form, not "no value" then "no text".
+            self.accepted(&mut node, "value");
+            self.close(node);
+            for child in &el.children {
+                self.unknown_child(child, el, &[]);
+            }
+            self.error(
+                "missing-attribute",
+                el.span,
+                format!(
+                    "<{}> takes its value in the attribute `value`, not as text",
+                    el.name
+                ),
+                format!("write <{} value=\"{}\"/>", el.name, el.trimmed_text()),
+            );
+            return None;
+        }
         let value = self.required(&mut node, "value");
         self.close(node);
         self.no_children(el);
@@ -339,7 +374,15 @@ impl<'a> Cx<'a> {
         for child in &el.children {
             self.unknown_child(child, el, &[]);
         }
-        self.no_text(el);
+        // Not `no_text`: this element holds no elements either.
+        if let Some(span) = el.text_span {
+            self.error(
+                "unexpected-text",
+                span,
+                format!("<{}> takes no text", el.name),
+                "remove the text: this element only has attributes",
+            );
+        }
     }
 
     /// Tracks elements that may appear once in their parent.
@@ -405,6 +448,19 @@ impl<'a> Cx<'a> {
             }
         }
         out
+    }
+}
+
+/// Every `id` and `name` written in `el` and below.
+fn defined_names(el: &Element, out: &mut Vec<String>) {
+    out.extend(
+        el.attrs
+            .iter()
+            .filter(|a| a.name == "id" || a.name == "name")
+            .map(|a| a.value.clone()),
+    );
+    for child in &el.children {
+        defined_names(child, out);
     }
 }
 

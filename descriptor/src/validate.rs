@@ -141,12 +141,12 @@ impl Validator<'_> {
                     )
                     .with_hint("define it in <virtualNodesDefinition> to map it here"),
                 ),
-                None => self.diags.push(unresolved(
+                None => self.unresolved(
                     "virtual node",
                     &m.virtual_node,
                     &vn_names,
                     "declare it in <componentDefinition><virtualNodesDefinition>",
-                )),
+                ),
                 Some(def) => {
                     let runtimes = plan::mapping_runtime_count(d, m);
                     if def.property.is_unique() && runtimes.is_none_or(|n| n > 1) {
@@ -182,12 +182,12 @@ impl Validator<'_> {
             }
             for j in &m.jvms {
                 if d.jvm(j).is_none() {
-                    self.diags.push(unresolved(
+                    self.unresolved(
                         "runtime (jvm)",
                         j,
                         &jvm_names,
                         "define it in <deployment><jvms>",
-                    ));
+                    );
                 }
             }
         }
@@ -355,12 +355,12 @@ impl Validator<'_> {
                 .iter()
                 .map(|f| f.id.as_str())
                 .collect();
-            self.diags.push(unresolved(
+            self.unresolved(
                 "file transfer",
                 r,
                 &ids,
                 "define it in <fileTransferDefinitions>",
-            ));
+            );
         }
     }
 
@@ -391,8 +391,7 @@ impl Validator<'_> {
                     } else {
                         "define it in <technicalServices>"
                     };
-                    self.diags
-                        .push(unresolved("technical service", id, &ts_ids, fix));
+                    self.unresolved("technical service", id, &ts_ids, fix);
                 }
             }
             if let Some(ft) = &vn.ft_service {
@@ -493,22 +492,22 @@ impl Validator<'_> {
             .collect();
         for r in &d.registers {
             if d.virtual_node(&r.virtual_node).is_none() {
-                self.diags.push(unresolved(
+                self.unresolved(
                     "virtual node",
                     &r.virtual_node,
                     &vn_names,
                     "only virtual nodes defined here can be registered",
-                ));
+                );
             }
         }
         for l in &d.lookups {
             if !acquired.contains(&l.virtual_node.as_str()) {
-                self.diags.push(unresolved(
+                self.unresolved(
                     "acquired virtual node",
                     &l.virtual_node,
                     &acquired,
                     "declare it in <componentDefinition><virtualNodesAcquisition>",
-                ));
+                );
             }
         }
         for a in &d.acquired_virtual_nodes {
@@ -530,12 +529,12 @@ impl Validator<'_> {
         for m in &d.main_definitions {
             for vn in &m.virtual_nodes {
                 if !vn_names.contains(&vn.as_str()) && !acquired.contains(&vn.as_str()) {
-                    self.diags.push(unresolved(
+                    self.unresolved(
                         "virtual node",
                         vn,
                         &vn_names,
                         "declare it in <componentDefinition>",
-                    ));
+                    );
                 }
             }
         }

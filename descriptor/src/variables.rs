@@ -311,11 +311,16 @@ impl Scope {
                 ok = false;
             } else if let Some(value) = self.values.get(name) {
                 if value.is_empty() {
-                    diags.push(Diagnostic::error(
-                        "empty-variable",
-                        at(reference),
-                        format!("variable `{name}` is empty"),
-                    ));
+                    // Only the program gives empty values (`--var name=`):
+                    // declared variables without a value are never in scope.
+                    diags.push(
+                        Diagnostic::error(
+                            "empty-variable",
+                            at(reference),
+                            format!("variable `{name}` is empty"),
+                        )
+                        .with_hint(format!("give it a value: --var {name}=VALUE")),
+                    );
                     ok = false;
                 }
                 out.push_str(value);

@@ -7,6 +7,9 @@
 //! (`pa:jvm`, the 3.3 namespace) does not change the meaning.
 
 use quick_xml::Reader;
+use quick_xml::errors::{Error, IllFormedError};
+use quick_xml::escape::EscapeError;
+use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 
 use crate::diagnostic::Diagnostic;
@@ -69,10 +72,18 @@ pub(crate) fn parse(sources: &SourceMap, file: FileId) -> Result<Element, Diagno
         let before = reader.buffer_position() as usize;
         let event = reader.read_event().map_err(|e| {
             let at = (reader.error_position() as usize).min(text.len());
+            // The mistake is often at the start tag (`<vmName value="a">`
+            // written for `/>`): say where it is.
+            let opened = match (&e, stack.last()) {
+                (Error::IllFormed(IllFormedError::MismatchedEndTag { .. }), Some(open)) => {
+                    format!("; <{}> was opened at line {}", open.name, open.span.line)
+                }
+                _ => String::new(),
+            };
             Diagnostic::error(
                 "xml-syntax",
                 span(at, at + 1),
-                format!("the file is not well-formed XML: {e}"),
+                format!("the file is not well-formed XML: {e}{opened}"),
             )
             .with_hint("fix the XML syntax first; nothing else is checked until the file parses")
         })?;
@@ -108,10 +119,11 @@ pub(crate) fn parse(sources: &SourceMap, file: FileId) -> Result<Element, Diagno
             Event::Text(t) => {
                 let raw = String::from_utf8_lossy(&t).into_owned();
                 let value = t.unescape().map_err(|e| {
+                    let (at, what) = escape_problem(&e);
                     Diagnostic::error(
                         "xml-syntax",
-                        span(before, before + raw.len()),
-                        format!("bad escape in text: {e}"),
+                        span(before + at, before + at + 1),
+                        format!("bad escape in text: {what}"),
                     )
                     .with_hint("write & as &amp; and < as &lt;")
                 })?;
@@ -122,7 +134,8 @@ pub(crate) fn parse(sources: &SourceMap, file: FileId) -> Result<Element, Diagno
                             "xml-syntax",
                             span(before + lead, before + raw.trim_end().len()),
                             "text outside the root element",
-                        ));
+                        )
+                        .with_hint("remove it: everything goes inside the root element"));
                     }
                     continue;
                 };
@@ -159,6 +172,22 @@ pub(crate) fn parse(sources: &SourceMap, file: FileId) -> Result<Element, Diagno
     })
 }
 
+/// Where an escape error is in the escaped text, and what it is in words:
+/// quick-xml's own message gives byte ranges.
+fn escape_problem(e: &Error) -> (usize, String) {
+    match e {
+        Error::Escape(EscapeError::UnterminatedEntity(range)) => (
+            range.start,
+            "`&` starts an entity reference that no `;` ends".to_owned(),
+        ),
+        Error::Escape(EscapeError::UnrecognizedEntity(range, name)) => (
+            range.start.saturating_sub(1),
+            format!("`&{name};` is not an XML entity"),
+        ),
+        other => (0, other.to_string()),
+    }
+}
+
 fn local(name: &[u8]) -> String {
     let name = String::from_utf8_lossy(name);
     match name.rsplit_once(':') {
@@ -179,22 +208,50 @@ fn element(
     let mut attrs = Vec::new();
     for attr in start.attributes().with_checks(true) {
         let attr = attr.map_err(|e| {
-            Diagnostic::error(
-                "xml-syntax",
-                tag_span,
-                format!("bad attribute in <{}>: {e}", local(qname.as_ref())),
-            )
-            .with_hint("attributes are written name=\"value\", each name once")
+            // quick-xml counts positions from the tag name; a person needs
+            // the line and column of the attribute, and its name.
+            let tag = local(qname.as_ref());
+            let at = |pos: usize| span(name_start + pos, name_start + pos + 1);
+            let name_at = |pos: usize| {
+                let rest = start.get(pos..).unwrap_or_default();
+                let len = rest
+                    .iter()
+                    .position(|b| *b == b'=' || b.is_ascii_whitespace())
+                    .unwrap_or(rest.len());
+                String::from_utf8_lossy(&rest[..len]).into_owned()
+            };
+            let (span, message) = match e {
+                AttrError::Duplicated(pos, first) => (
+                    at(pos),
+                    format!(
+                        "attribute `{}` is written twice in <{tag}> (first at line {}, column {})",
+                        name_at(pos),
+                        at(first).line,
+                        at(first).col
+                    ),
+                ),
+                AttrError::ExpectedEq(pos)
+                | AttrError::ExpectedValue(pos)
+                | AttrError::UnquotedValue(pos)
+                | AttrError::ExpectedQuote(pos, _) => {
+                    let what = e.to_string();
+                    let what = what.split_once(": ").map_or(what.as_str(), |(_, w)| w);
+                    (at(pos), format!("bad attribute in <{tag}>: {what}"))
+                }
+            };
+            Diagnostic::error("xml-syntax", span, message)
+                .with_hint("attributes are written name=\"value\", each name once")
         })?;
         let key = attr.key.as_ref();
         let key_at = offset_of(key).unwrap_or(name_start);
         let value_at = offset_of(&attr.value).unwrap_or(key_at);
         let value_span = span(value_at, value_at + attr.value.len());
         let value = attr.unescape_value().map_err(|e| {
+            let (at, what) = escape_problem(&e);
             Diagnostic::error(
                 "xml-syntax",
-                value_span,
-                format!("bad escape in attribute value: {e}"),
+                span(value_at + at, value_at + at + 1),
+                format!("bad escape in attribute value: {what}"),
             )
             .with_hint("write & as &amp;, < as &lt; and \" as &quot;")
         })?;

@@ -167,6 +167,7 @@ fn jvm(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
     cx.no_text(el);
     let mut source: Option<RuntimeSource> = None;
     let mut first: Option<&Element> = None;
+    let mut unknown = false;
     for child in &el.children {
         let found = match child.name.as_str() {
             "creation" => {
@@ -184,6 +185,7 @@ fn jvm(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
             .map(RuntimeSource::Acquisition),
             _ => {
                 cx.unknown_child(child, el, &["creation", "acquisition"]);
+                unknown = true;
                 continue;
             }
         };
@@ -201,14 +203,25 @@ fn jvm(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
     }
     let Some(name) = name else { return };
     match source {
-        Some(source) => d.jvms.push(Jvm { name: name.spanned(), asked_nodes: asked.unwrap_or(1), source }),
-        None if first.is_none() => cx.error(
-            "missing-element",
-            el.span,
-            format!("runtime `{}` says neither how to create nor how to acquire it", name.text),
-            "add <creation><processReference refid=\"…\"/></creation> or <acquisition><serviceReference refid=\"…\"/></acquisition>",
-        ),
-        None => {}
+        Some(source) => d.jvms.push(Jvm {
+            name: name.spanned(),
+            asked_nodes: asked.unwrap_or(1),
+            source,
+        }),
+        None => {
+            // A misspelled <creation> has been reported: saying that the
+            // runtime has no source would report the same mistake twice.
+            if first.is_none() && !unknown {
+                cx.error(
+                    "missing-element",
+                    el.span,
+                    format!("runtime `{}` says neither how to create nor how to acquire it", name.text),
+                    "add <creation><processReference refid=\"…\"/></creation> or <acquisition><serviceReference refid=\"…\"/></acquisition>",
+                );
+            }
+            // Already reported: its vmNames are not unresolved on top of it.
+            d.rejected_ids.push(name.text);
+        }
     }
 }
 

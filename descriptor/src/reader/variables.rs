@@ -56,6 +56,7 @@ fn block_declarations(
             sources,
             scope: None,
             diags,
+            rejected_ids: Vec::new(),
         };
         let node = cx.open(block);
         cx.close(node);
@@ -67,6 +68,7 @@ fn block_declarations(
                 sources,
                 scope: None,
                 diags,
+                rejected_ids: Vec::new(),
             };
             let mut node = cx.open(child);
             let name = cx.required(&mut node, "name");
@@ -103,6 +105,7 @@ fn block_declarations(
                         sources,
                         scope: None,
                         diags,
+                        rejected_ids: Vec::new(),
                     };
                     let mut node = cx.open(child);
                     let location = cx.required(&mut node, "location");
@@ -154,6 +157,7 @@ fn block_declarations(
                     sources,
                     scope: None,
                     diags,
+                    rejected_ids: Vec::new(),
                 };
                 cx.unknown_child(child, block, CHILDREN);
             }
