@@ -90,6 +90,14 @@ impl<'a> Cx<'a> {
             .push(Diagnostic::warning(code, span, message).with_hint(hint));
     }
 
+    /// Reads a pure container: an element with no attributes and no text,
+    /// whose children the caller walks.
+    pub(crate) fn container(&mut self, el: &Element) {
+        let node = self.open(el);
+        self.close(node);
+        self.no_text(el);
+    }
+
     pub(crate) fn open<'e>(&self, el: &'e Element) -> Node<'e> {
         Node {
             el,

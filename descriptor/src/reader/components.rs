@@ -7,9 +7,7 @@ use crate::source::Spanned;
 use crate::xml::Element;
 
 pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     for child in &el.children {
         match child.name.as_str() {
             "virtualNodesDefinition" => each_vn(cx, child, |cx, vn| virtual_node(cx, vn, d)),
@@ -24,9 +22,7 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
 }
 
 fn each_vn(cx: &mut Cx<'_>, el: &Element, mut f: impl FnMut(&mut Cx<'_>, &Element)) {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     for child in &el.children {
         if child.name == "virtualNode" {
             f(cx, child);

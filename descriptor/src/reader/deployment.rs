@@ -8,9 +8,7 @@ use crate::xml::Element;
 const PROTOCOL_IGNORED: &str = "actogrid always speaks its own gRPC protocol";
 
 pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     for child in &el.children {
         match child.name.as_str() {
             "register" => {
@@ -44,9 +42,7 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                 }
             }
             "jvms" => {
-                let node = cx.open(child);
-                cx.close(node);
-                cx.no_text(child);
+                cx.container(child);
                 for jvm_el in &child.children {
                     if jvm_el.name == "jvm" {
                         jvm(cx, jvm_el, d);
@@ -61,9 +57,7 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
 }
 
 fn mapping(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     for map in &el.children {
         if map.name != "map" {
             cx.unknown_child(map, el, &["map"]);
@@ -96,9 +90,7 @@ fn mapping(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                 );
             }
             seen_set = true;
-            let node = cx.open(set);
-            cx.close(node);
-            cx.no_text(set);
+            cx.container(set);
             for entry in &set.children {
                 match entry.name.as_str() {
                     "currentJVM" => {
@@ -231,9 +223,7 @@ fn one_reference(
     el: &Element,
     names: &[&'static str],
 ) -> Option<crate::source::Spanned<String>> {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     let mut out = None;
     for child in &el.children {
         if !names.contains(&child.name.as_str()) {

@@ -22,9 +22,7 @@ const ROOT_CHILDREN: &[&str] = &[
 /// Reads a whole `<ProActiveDescriptor>` (its variables already resolved).
 pub(crate) fn document(cx: &mut Cx<'_>, root: &Element) -> Descriptor {
     let mut d = Descriptor::default();
-    let node = cx.open(root);
-    cx.close(node);
-    cx.no_text(root);
+    cx.container(root);
     let mut seen = Vec::new();
     for child in &root.children {
         match child.name.as_str() {
@@ -108,9 +106,7 @@ fn main_definition(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
 }
 
 fn technical_services(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     // ProActive 3.2 writes <technicalServiceDefinition>; the slides write <service>.
     let expected = if el.name == "technicalServices" {
         "technicalServiceDefinition"
@@ -164,9 +160,7 @@ fn technical_services(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
 }
 
 fn file_transfers(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     for child in &el.children {
         if child.name != "fileTransfer" {
             cx.unknown_child(child, el, &["fileTransfer"]);

@@ -10,9 +10,7 @@ use crate::source::Spanned;
 use crate::xml::Element;
 
 pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     for child in &el.children {
         let (item, known): (&str, &[&'static str]) = match child.name.as_str() {
             "processes" => ("processDefinition", &["processDefinition"]),
@@ -23,9 +21,7 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                 continue;
             }
         };
-        let node = cx.open(child);
-        cx.close(node);
-        cx.no_text(child);
+        cx.container(child);
         for definition in &child.children {
             if definition.name != item {
                 cx.unknown_child(definition, child, known);
@@ -223,9 +219,7 @@ fn p2p(cx: &mut Cx<'_>, el: &Element) -> Option<P2pService> {
             cx.unknown_child(child, el, &["peerSet"]);
             continue;
         }
-        let node = cx.open(child);
-        cx.close(node);
-        cx.no_text(child);
+        cx.container(child);
         for peer in &child.children {
             if peer.name != "peer" {
                 cx.unknown_child(peer, child, &["peer"]);
@@ -289,9 +283,7 @@ fn peer_address(cx: &mut Cx<'_>, text: &str, span: crate::source::Span) -> Optio
 }
 
 fn fault_tolerance(cx: &mut Cx<'_>, el: &Element) -> Option<FaultTolerance> {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     let mut protocol = None;
     let mut ft = FaultTolerance {
         protocol: FtProtocol::Cic,

@@ -147,9 +147,7 @@ impl Common {
 }
 
 fn environment(cx: &mut Cx<'_>, el: &Element) -> Vec<EnvVar> {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     let mut out = Vec::new();
     for var in &el.children {
         if var.name != "variable" {
@@ -307,9 +305,7 @@ fn options(
     known: &[&'static str],
     mut f: impl FnMut(&mut Cx<'_>, &Element),
 ) {
-    let node = cx.open(el);
-    cx.close(node);
-    cx.no_text(el);
+    cx.container(el);
     for child in &el.children {
         if known.contains(&child.name.as_str()) {
             f(cx, child);

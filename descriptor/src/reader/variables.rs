@@ -58,9 +58,7 @@ fn block_declarations(
             diags,
             rejected_ids: Vec::new(),
         };
-        let node = cx.open(block);
-        cx.close(node);
-        cx.no_text(block);
+        cx.container(block);
     }
     for child in &block.children {
         if let Some(kind) = kind_from_element(&child.name) {
