@@ -254,3 +254,16 @@ fn a_closed_pipe_ends_the_output_quietly() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_device_or_directory_is_refused_at_once() {
+    for path in ["/dev/zero", "/tmp"] {
+        let out = actogrid(&["validate", path]);
+        assert_eq!(out.status.code(), Some(1), "{path}");
+        assert!(
+            text(&out.stdout).contains("not a regular file"),
+            "{path}: {}",
+            text(&out.stdout)
+        );
+    }
+}

@@ -133,7 +133,7 @@ impl Loaded {
 /// Reads, expands and validates the descriptor at `path`.
 pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Loaded {
     let path = path.as_ref();
-    match std::fs::read_to_string(path) {
+    match crate::source::read_text(path) {
         Ok(text) => load_str(path, &text, options),
         Err(e) => {
             let mut sources = SourceMap::default();

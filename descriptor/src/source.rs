@@ -11,6 +11,34 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+/// The largest descriptor or included file read: far above any real
+/// descriptor, low enough that a wrong path (a log, a device) fails at once.
+pub(crate) const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads a descriptor or an included file. Only regular files of at most
+/// [`MAX_FILE_BYTES`] are read, so that a path naming a device, a FIFO or a
+/// huge file gives an error instead of a hang.
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "the file is {} bytes, more than the {MAX_FILE_BYTES} a descriptor may have",
+                meta.len()
+            ),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Index of a file in a [`SourceMap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct FileId(pub(crate) u32);

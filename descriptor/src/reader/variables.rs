@@ -127,7 +127,7 @@ fn block_declarations(
                     );
                     continue;
                 }
-                let text = match std::fs::read_to_string(&target) {
+                let text = match crate::source::read_text(&target) {
                     Ok(text) => text,
                     Err(e) => {
                         diags.push(
