@@ -55,15 +55,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<Report> {
             loaded.diagnostics.render(&loaded.sources)
         );
     }
-    let hosts: Vec<&String> = loaded
-        .descriptor
-        .processes
-        .iter()
-        .flat_map(|p| match &p.kind {
-            ProcessKind::ProcessList(l) | ProcessKind::ProcessListByHost(l) => l.hosts.iter(),
-            _ => [].iter(),
-        })
-        .collect();
+    let hosts = host_names(&loaded.descriptor);
     ensure!(
         hosts.len() == expected_hosts,
         "the descriptor names {} hosts, expected {expected_hosts}",
@@ -261,6 +253,18 @@ fn descriptor(per_list: usize) -> String {
     )
 }
 
+/// Every host the host-list processes of `d` name.
+fn host_names(d: &actogrid_descriptor::Descriptor) -> Vec<&str> {
+    d.processes
+        .iter()
+        .flat_map(|p| match &p.kind {
+            ProcessKind::ProcessList(l) | ProcessKind::ProcessListByHost(l) => l.hosts.as_slice(),
+            _ => &[],
+        })
+        .map(String::as_str)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,17 +278,7 @@ mod tests {
             "{}",
             loaded.diagnostics.render(&loaded.sources)
         );
-        let hosts: Vec<&str> = loaded
-            .descriptor
-            .processes
-            .iter()
-            .flat_map(|p| match &p.kind {
-                ProcessKind::ProcessList(l) | ProcessKind::ProcessListByHost(l) => {
-                    l.hosts.iter().map(String::as_str).collect()
-                }
-                _ => Vec::new(),
-            })
-            .collect();
+        let hosts = host_names(&loaded.descriptor);
         assert_eq!(hosts.len(), 40);
         assert!(hosts.contains(&"r01-c0001.grid.example.org"));
         assert!(hosts.contains(&"node0020.grid.example.org"));
