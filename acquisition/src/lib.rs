@@ -5,5 +5,3 @@
 //! schedulers (SLURM, PBS, LSF, OAR, Grid Engine), file transfer, and the
 //! peer-to-peer overlay. They read the typed model of `actogrid-descriptor`
 //! and hand the runtimes they start to `actogrid-runtime`.
-
-pub use actogrid_descriptor::model::ProcessKind;

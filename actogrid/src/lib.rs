@@ -20,12 +20,3 @@ pub mod prelude {
     pub use crate::descriptor::{Descriptor, Diagnostic, LoadOptions, Severity, load};
     pub use actogrid_runtime::NodeUrl;
 }
-
-/// Technical-service classes this binary can build: the built-in ones.
-/// Applications add their own when they register them.
-pub fn known_service_classes() -> Vec<String> {
-    actogrid_technical_services::BUILTIN_CLASSES
-        .iter()
-        .map(|c| (*c).to_owned())
-        .collect()
-}

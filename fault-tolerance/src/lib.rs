@@ -6,5 +6,3 @@
 //! restarts). Both are built on the interception points of the runtime's
 //! bodies and run as a technical service; the FT server keeps checkpoints and
 //! logs in a durable store.
-
-pub use actogrid_technical_services::is_builtin;
