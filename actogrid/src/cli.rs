@@ -2,6 +2,7 @@
 //! returns the process exit code: 0 success, 1 the input is invalid,
 //! 2 the command line is wrong (clap's convention).
 
+mod node;
 mod plan;
 mod validate;
 
@@ -27,6 +28,8 @@ enum Command {
     Validate(validate::Args),
     /// Show the deployment plan of a descriptor (text, or Graphviz with --dot).
     Plan(plan::Args),
+    /// Run a stand-alone node runtime hosting the built-in active types.
+    Node(node::Args),
 }
 
 /// `--var name=value`, repeatable.
@@ -64,6 +67,7 @@ pub(crate) fn run() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Node(args) => node::run(args),
     }
 }
 

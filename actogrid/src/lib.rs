@@ -12,11 +12,35 @@
 //! * `actogrid-technical-services`, `actogrid-fault-tolerance` — the
 //!   services applied to every node of a virtual node.
 
+mod process;
+
 pub use actogrid_descriptor as descriptor;
-pub use actogrid_runtime::NodeUrl;
+pub use actogrid_runtime::{
+    ActiveRef, CallError, Config, ErrorKind, Future, FutureGroup, Group, NoError, Node, NodeUrl,
+    Proxy, Runtime, builtin, current, in_completion_order, intercept, wait_all, wait_any,
+};
+pub use process::{
+    NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_node, spawn_node, spawn_with,
+};
+
+/// Turns an inherent `impl` block into an active type: a typed proxy
+/// (`<Type>Proxy`), a request enum and the dispatch, registered by name.
+pub use actogrid_macros::active;
+
+/// Wraps `async fn main`: the process runs the application on a runtime
+/// of its own, or serves as a node runtime when it was launched as one.
+pub use actogrid_macros::main;
+
+#[doc(hidden)]
+pub use actogrid_runtime::__private;
+
+#[doc(hidden)]
+pub use process::run_main as __run_main;
 
 /// Everything an application needs, in one import.
 pub mod prelude {
     pub use crate::descriptor::{Descriptor, Diagnostic, LoadOptions, Severity, load};
-    pub use actogrid_runtime::NodeUrl;
+    pub use actogrid_runtime::{
+        CallError, Future, FutureGroup, Group, Node, NodeUrl, Proxy, Runtime, wait_all, wait_any,
+    };
 }

@@ -6,10 +6,22 @@
 //!
 //! ```console
 //! $ cargo run --release -p actogrid-bench -- descriptor-parse
+//! $ cargo run --release -p actogrid-bench -- ao-rtt
 //! ```
+//!
+//! The network benchmarks start their servers as child processes of this
+//! same binary (hidden `serve-*` subcommands, see `child.rs`), and make
+//! their calls from tasks of a two-worker tokio runtime.
 
+mod ao_rtt;
+mod ao_throughput;
+mod baseline;
+mod child;
 mod descriptor_parse;
+mod group_broadcast;
+mod node_memory;
 mod report;
+mod serve;
 mod timing;
 
 use clap::{Parser, Subcommand};
@@ -27,13 +39,59 @@ enum Bench {
     /// Parse, expand and validate a descriptor of a large ssh cluster,
     /// against a plain quick-xml scan of the same text.
     DescriptorParse(descriptor_parse::Args),
+    /// Round trip of an empty method call on a remote active object, one
+    /// call in flight, against a plain tonic unary call (and TCP
+    /// ping-pong); unpinned and pinned to one CPU.
+    AoRtt(ao_rtt::Args),
+    /// Calls per second from one caller pipelining calls to one remote
+    /// active object, against a plain tonic bidirectional echo stream;
+    /// unpinned and pinned to one CPU.
+    AoThroughput(ao_throughput::Args),
+    /// One group call reaching 64 objects on 4 nodes, all results awaited,
+    /// against 64 concurrent plain tonic unary calls to 4 servers.
+    GroupBroadcast(group_broadcast::Args),
+    /// Resident memory of an idle node and per hosted object, against an
+    /// idle plain tonic server.
+    NodeMemory(node_memory::Args),
+    /// Serves an actogrid runtime (started by the benchmarks).
+    #[command(hide = true)]
+    ServeNode(serve::Args),
+    /// Serves the plain tonic echo service (started by the benchmarks).
+    #[command(hide = true)]
+    ServeEcho(serve::Args),
+    /// Serves plain TCP ping-pong (started by the benchmarks).
+    #[command(hide = true)]
+    ServeTcp(serve::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.bench {
         Bench::DescriptorParse(args) => descriptor_parse::run(&args)?,
+        Bench::AoRtt(args) => bench_runtime()?.block_on(ao_rtt::run(&args))?,
+        Bench::AoThroughput(args) => bench_runtime()?.block_on(ao_throughput::run(&args))?,
+        Bench::GroupBroadcast(args) => bench_runtime()?.block_on(group_broadcast::run(&args))?,
+        Bench::NodeMemory(args) => bench_runtime()?.block_on(node_memory::run(&args))?,
+        Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),
+        Bench::ServeEcho(args) => return server_runtime()?.block_on(serve::echo(&args)),
+        Bench::ServeTcp(args) => return server_runtime()?.block_on(serve::tcp(&args)),
     };
     report.print();
     Ok(())
+}
+
+/// The benchmark's own runtime: two workers, whatever the machine.
+fn bench_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// A server's runtime: one worker per CPU it may run on (one when started
+/// pinned).
+fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

@@ -59,6 +59,12 @@ impl Report {
         self
     }
 
+    /// Adds a measured figure to the JSON line, rounded like `value`.
+    pub(crate) fn with_figure(mut self, key: impl Into<String>, value: f64) -> Self {
+        self.extra.push((key.into(), round(value)));
+        self
+    }
+
     /// Adds a readable line.
     pub(crate) fn note(mut self, line: impl Into<String>) -> Self {
         self.notes.push(line.into());

@@ -2,16 +2,18 @@
 
 use std::time::Instant;
 
-/// Median and 90th percentile of a series of timings, in milliseconds.
+/// Median, 90th and 99th percentiles of a series of timings, in the unit
+/// of the samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Summary {
     pub(crate) median: f64,
     pub(crate) p90: f64,
+    pub(crate) p99: f64,
 }
 
 impl Summary {
     /// Summarises `samples` (any order). The median averages the two middle
-    /// values of an even count; the p90 is the nearest-rank percentile.
+    /// values of an even count; the percentiles are nearest-rank.
     pub(crate) fn of(samples: &[f64]) -> Summary {
         assert!(!samples.is_empty(), "no samples to summarise");
         let mut sorted = samples.to_vec();
@@ -22,11 +24,22 @@ impl Summary {
         } else {
             (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
         };
-        let rank = (n * 9).div_ceil(10).max(1);
+        let rank = |per_cent: usize| (n * per_cent).div_ceil(100).max(1) - 1;
         Summary {
             median,
-            p90: sorted[rank - 1],
+            p90: sorted[rank(90)],
+            p99: sorted[rank(99)],
         }
+    }
+}
+
+impl Summary {
+    /// `median 1.234 µs, p90 …, p99 …`.
+    pub(crate) fn describe(&self, unit: &str) -> String {
+        format!(
+            "median {:.3} {unit}, p90 {:.3} {unit}, p99 {:.3} {unit}",
+            self.median, self.p90, self.p99
+        )
     }
 }
 
@@ -76,5 +89,7 @@ mod tests {
         let thirty: Vec<f64> = (1..=30).map(f64::from).collect();
         assert_eq!(Summary::of(&thirty).p90, 27.0);
         assert_eq!(Summary::of(&[2.0]).p90, 2.0);
+        let two_hundred: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(Summary::of(&two_hundred).p99, 198.0);
     }
 }

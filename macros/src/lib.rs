@@ -1,9 +1,177 @@
 //! Procedural macros of actogrid.
 //!
-//! This crate will hold `#[actogrid::active]` (typed proxy, request enum and
-//! dispatch generated from an `impl` block) and `#[actogrid::main]` (the same
-//! binary serving as a node runtime when launched as one). Users never depend
-//! on it directly: the facade crate `actogrid` re-exports its macros.
+//! This crate holds `#[actogrid::active]`, which generates a typed proxy, a
+//! request enum and the dispatch of an active object from its `impl` block,
+//! and will hold `#[actogrid::main]` (the same binary serving as a node
+//! runtime when launched as one). Users never depend on it directly: the
+//! facade crate `actogrid` re-exports its macros.
 //!
 //! It is a proc-macro crate, so it sits at the bottom of the dependency graph
 //! next to `actogrid-descriptor`; nothing here may depend on the runtime.
+
+mod active;
+mod entry;
+
+/// Makes the type of an inherent `impl` block an *active object*: an object
+/// with its own thread of control, created on a node (possibly another
+/// machine) and used through a typed proxy whose calls are asynchronous.
+///
+/// ```ignore
+/// use actogrid::prelude::*;
+///
+/// pub struct Counter {
+///     value: u64,
+/// }
+///
+/// #[actogrid::active]
+/// impl Counter {
+///     /// A counter starting at `start`.
+///     pub fn new(start: u64) -> Self {
+///         Counter { value: start }
+///     }
+///
+///     /// Adds `by` and returns the new value.
+///     pub fn incr(&mut self, by: u64) -> u64 {
+///         self.value += by;
+///         self.value
+///     }
+///
+///     pub async fn slow(&self, ms: u64) -> Result<u64, MyError> {
+///         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+///         Ok(self.value)
+///     }
+///
+///     #[oneway]
+///     pub fn log(&mut self, line: String) {
+///         println!("{line}");
+///     }
+///
+///     #[immediate]
+///     pub fn peek(&self) -> u64 {
+///         self.value
+///     }
+/// }
+///
+/// let counter = CounterProxy::new(&node, 10).await?; // created on `node`
+/// let pending = counter.incr(5);                     // returns at once
+/// counter.log("hello".into())?;                      // no reply at all
+/// assert_eq!(pending.await?, 15);
+/// ```
+///
+/// The impl block stays as written: the type is still an ordinary Rust type
+/// that can be built and called locally. Next to it the attribute generates,
+/// for a type `T`:
+///
+/// * **`TProxy`**, the typed proxy. It has one method per public method of
+///   the block, taking `&self` and the same arguments, with the same
+///   visibility and documentation; and one associated function per public
+///   constructor, taking the node to create the object on first
+///   (`TProxy::new(&node, 10)`) and returning a future of the proxy. The
+///   proxy is `Clone`, `Debug`, serializable (proxies can be passed to
+///   other active objects, on other nodes) and dereferences to `ActiveRef`,
+///   the untyped reference, for the object's identity and migration.
+/// * **`TRequest`** and **`TCtor`**, hidden enums with one variant per
+///   method or constructor, named after it in `UpperCamelCase` and holding
+///   its arguments: the requests that travel over the network.
+/// * **`impl Active for T`**, which builds the object from a `TCtor`, serves
+///   a `TRequest` by calling the method, and saves and restores the state
+///   (for migration and checkpoints) when `T` implements `Serialize` and
+///   `Deserialize` — without them the object simply cannot migrate.
+/// * The **registration** of `T` under its full path
+///   (`my_crate::module::T`), so that any node of the program can create it
+///   by name.
+///
+/// # What is exposed
+///
+/// * A **constructor** is a public associated function returning `Self`
+///   (or the type by name) or `Result<Self, E>`; an error is reported to the
+///   creator as text, through `E`'s `Display`. Constructors cannot be
+///   `async`: build the state synchronously, then call an async method.
+/// * A **method** is a public function taking `&self` or `&mut self`,
+///   `async` or not. The object serves one request at a time, so `&mut self`
+///   needs no lock.
+/// * Private functions, and public associated functions that do not return
+///   `Self`, are left alone: they are helpers of the type.
+///
+/// Arguments and results cross the network: they must implement
+/// `Serialize` and `Deserialize`, be owned (`String`, not `&str`) and be
+/// plain `name: Type` parameters.
+///
+/// The type itself must be `Send + Sync + 'static`, and declared `pub`
+/// (`pub struct Counter`): its proxy is `pub`, and the two name each other
+/// in trait impls, which rustc only accepts between items of the same
+/// visibility. In a private module, `pub` exports nothing.
+///
+/// # Return types
+///
+/// For `fn m(&self, ..) -> R`, the proxy method returns:
+///
+/// | `R`                         | proxy returns                     |
+/// |-----------------------------|-----------------------------------|
+/// | none, or `()`               | `Future<()>`                      |
+/// | `Result<U, E>`              | `Future<U, E>`: `Err` fails the future with `E` |
+/// | `Future<U>`, `Future<U, E>` | the same future: the caller gets its value directly |
+/// | any other `R`               | `Future<R>`                       |
+///
+/// `Result` and `Future` are recognised by name (the last segment of the
+/// path) with two type arguments for `Result`.
+///
+/// # Helper attributes
+///
+/// * `#[oneway]`: the call sends the request and returns
+///   `Result<(), CallError>` at once; there is no reply. Only for methods
+///   returning `()`.
+/// * `#[immediate]`: the request is served ahead of the requests already
+///   queued (a status query that must not wait behind long work).
+///
+/// Both go on public methods and can be combined.
+///
+/// # Arguments
+///
+/// `#[active(crate = path::to::actogrid)]` names the facade crate when it is
+/// not reachable as `::actogrid` (renamed dependency, re-export).
+///
+/// # Errors
+///
+/// The attribute reports every problem of the block at once, on the
+/// offending tokens: a generic impl or method (objects are created by name
+/// on remote nodes), a trait impl, a receiver other than `&self` or
+/// `&mut self`, a reference or `impl Trait` argument or result, a parameter
+/// pattern instead of a name, `#[oneway]` on a method returning a value,
+/// `#[oneway]` or `#[immediate]` anywhere but on a public method, an `async`
+/// or `unsafe` constructor, an `unsafe` method, a block without public
+/// constructor, and unknown attribute arguments.
+#[proc_macro_attribute]
+pub fn active(
+    attr: proc_macro::TokenStream,
+    item: proc_macro::TokenStream,
+) -> proc_macro::TokenStream {
+    active::expand(attr.into(), item.into()).into()
+}
+
+/// Wraps `async fn main` of an actogrid application.
+///
+/// The process starts a runtime of its own (serving on a free loopback
+/// port) and runs `main` on it; [`actogrid::current()`] returns that
+/// runtime. When the process was launched as a node runtime (by a
+/// deployer, `actogrid::spawn_node`, or a peer: the environment holds
+/// `ACTOGRID_NODE_LISTEN`), it serves as a node instead and never enters
+/// `main`. Every runtime of an application thus runs the same binary, and
+/// every active type exists everywhere.
+///
+/// ```ignore
+/// #[actogrid::main]
+/// async fn main() -> anyhow::Result<()> {
+///     let worker = actogrid::spawn_node(&actogrid::current().unwrap(), "w").await?;
+///     Ok(())
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn main(
+    args: proc_macro::TokenStream,
+    item: proc_macro::TokenStream,
+) -> proc_macro::TokenStream {
+    entry::expand(args.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

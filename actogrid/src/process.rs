@@ -1,0 +1,226 @@
+//! The process side of an application: serving as a node runtime when the
+//! process was launched as one, and starting such processes.
+//!
+//! Every runtime runs the same binary as the application, so every active
+//! type exists everywhere. A process launched as a node has
+//! `ACTOGRID_NODE_LISTEN` in its environment: `#[actogrid::main]` sees it
+//! and serves as a node instead of running `main`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use actogrid_runtime::{Config, Node, NodeUrl, Runtime};
+
+/// Set on a process launched as a node runtime: the address to listen on.
+pub const NODE_LISTEN_ENV: &str = "ACTOGRID_NODE_LISTEN";
+/// The name of the node a node runtime hosts.
+pub const NODE_NAME_ENV: &str = "ACTOGRID_NODE_NAME";
+
+/// The line a node runtime prints on stdout once it serves.
+const ANNOUNCE: &str = "actogrid node listening on ";
+
+/// How a node runtime process behaves.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Address to listen on (`host:port`, port 0 for any).
+    pub listen: String,
+    /// Address to advertise, if not the bound one (behind NAT, on 0.0.0.0).
+    pub advertise: Option<String>,
+    /// Name of the node it hosts.
+    pub name: String,
+    /// Exit when standard input closes: the launching process died or
+    /// let go, so no orphan is left behind.
+    pub exit_on_stdin_eof: bool,
+}
+
+/// Serves as a node runtime until SIGINT/SIGTERM (or stdin closes, when
+/// asked). Prints `actogrid node listening on actogrid://host:port/name`
+/// on stdout once it accepts connections.
+pub async fn serve_node(options: NodeOptions) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
+    let bound = listener.local_addr()?;
+    let advertise = options
+        .advertise
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
+    let rt = Runtime::builder()
+        .config(Config::default())
+        .address(advertise)
+        .build();
+    rt.make_global();
+    let node = rt.local_node(&options.name);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ANNOUNCE}{}", node.url())?;
+        out.flush()?;
+    }
+    let stdin_closed = async move {
+        if options.exit_on_stdin_eof {
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = String::new();
+                while std::io::stdin()
+                    .read_line(&mut sink)
+                    .map(|n| n > 0)
+                    .unwrap_or(false)
+                {
+                    sink.clear();
+                }
+            })
+            .await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let stop = async {
+        tokio::select! {
+            () = stdin_closed => {}
+            () = terminated() => {}
+        }
+    };
+    rt.serve(listener, stop).await?;
+    rt.shutdown();
+    Ok(())
+}
+
+async fn terminated() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// A node runtime process of this binary on this machine, stopped when
+/// dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Child,
+    node: Node,
+}
+
+impl NodeProcess {
+    /// The node it hosts.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts this binary as a node runtime on this machine, hosting the node
+/// `name`, and waits until it serves. The process exits when dropped, and
+/// on its own if this process dies (its stdin closes).
+pub async fn spawn_node(runtime: &Runtime, name: &str) -> anyhow::Result<NodeProcess> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.env(NODE_LISTEN_ENV, "127.0.0.1:0")
+        .env(NODE_NAME_ENV, name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    spawn_with(runtime, cmd).await
+}
+
+/// Starts a node runtime with `cmd` (which must print the announcement
+/// line) and waits for its URL.
+pub async fn spawn_with(runtime: &Runtime, mut cmd: Command) -> anyhow::Result<NodeProcess> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("the node process has no stdout"))?;
+    let announced = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(url) = line.strip_prefix(ANNOUNCE) {
+                // Keep draining so the child never blocks on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return Ok(url.to_owned());
+            }
+        }
+        Err(anyhow::anyhow!("the node process exited before it served"))
+    });
+    let url = match tokio::time::timeout(Duration::from_secs(30), announced).await {
+        Ok(joined) => joined??,
+        Err(_) => {
+            let _ = child.kill();
+            anyhow::bail!("the node process did not announce itself within 30 s");
+        }
+    };
+    let url: NodeUrl = url.parse()?;
+    Ok(NodeProcess {
+        node: runtime.node(&url),
+        child,
+    })
+}
+
+/// What `#[actogrid::main]` runs: serve as a node if launched as one,
+/// otherwise run the application's `main` on a runtime of its own.
+#[doc(hidden)]
+pub fn run_main<F, Fut, R>(main: F) -> R
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("actogrid: cannot start the async runtime: {e}");
+            std::process::exit(70);
+        }
+    };
+    if let Ok(listen) = std::env::var(NODE_LISTEN_ENV) {
+        let options = NodeOptions {
+            listen,
+            advertise: None,
+            name: std::env::var(NODE_NAME_ENV).unwrap_or_else(|_| "node".to_owned()),
+            exit_on_stdin_eof: true,
+        };
+        let code = match tokio.block_on(serve_node(options)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("actogrid node: {e:#}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    tokio.block_on(async {
+        let rt = match Runtime::bind("127.0.0.1:0", Config::default()).await {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("actogrid: cannot start this process's runtime: {e}");
+                std::process::exit(70);
+            }
+        };
+        rt.make_global();
+        let result = main().await;
+        rt.shutdown();
+        result
+    })
+}

@@ -1,0 +1,13 @@
+//! Compiles the baseline echo proto with protox, so no system `protoc` is
+//! needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/actogrid/bench/v1/echo.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

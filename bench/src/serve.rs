@@ -1,0 +1,83 @@
+//! The hidden `serve-*` subcommands: the server processes the benchmarks
+//! start (see `child.rs`). Each binds, prints `LISTENING <host:port>` as
+//! its first line on stdout, and serves until its stdin reaches end of
+//! file, which happens when the benchmark that started it exits.
+
+use std::io::{Read as _, Write as _};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::baseline;
+
+/// Options shared by the servers.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+}
+
+/// An actogrid runtime serving its wire.
+pub(crate) async fn node(args: &Args) -> anyhow::Result<()> {
+    let rt =
+        actogrid_runtime::Runtime::bind(args.listen.as_str(), actogrid_runtime::Config::default())
+            .await
+            .context("cannot start the actogrid runtime")?;
+    let address = rt
+        .address()
+        .context("the runtime has no address")?
+        .to_owned();
+    let eof = stdin_closed();
+    announce(&address)?;
+    eof.await;
+    rt.shutdown();
+    Ok(())
+}
+
+/// The plain tonic echo server.
+pub(crate) async fn echo(args: &Args) -> anyhow::Result<()> {
+    let listener = bind(&args.listen).await?;
+    let address = listener.local_addr()?.to_string();
+    let eof = stdin_closed();
+    announce(&address)?;
+    baseline::serve_echo(listener, eof).await
+}
+
+/// The plain TCP ping-pong server.
+pub(crate) async fn tcp(args: &Args) -> anyhow::Result<()> {
+    let listener = bind(&args.listen).await?;
+    let address = listener.local_addr()?.to_string();
+    let eof = stdin_closed();
+    announce(&address)?;
+    tokio::select! {
+        r = baseline::serve_tcp(listener) => r,
+        () = eof => Ok(()),
+    }
+}
+
+async fn bind(address: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot bind {address}"))
+}
+
+fn announce(address: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "LISTENING {address}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Completes when stdin reaches end of file (or fails).
+fn stdin_closed() -> impl std::future::Future<Output = ()> + Send {
+    let (tx, rx) = oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = rx.await;
+    }
+}

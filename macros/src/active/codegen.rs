@@ -1,0 +1,461 @@
+//! Turning the [`ir`](super::ir) model into the proxy, the request and
+//! constructor enums, the `Active` impl and the type's registration.
+//!
+//! Every runtime item is reached through `<krate>::__private`, so the
+//! expansion works wherever the facade crate is, under whatever name. The
+//! user's types are copied with their spans: a missing `Serialize` impl is
+//! reported on the argument that needs it, not on the attribute.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Attribute, Ident, LitStr, Path};
+
+use super::ir::{ActiveImpl, Ctor, Method, Param, Reply};
+
+/// The items generated for `model`, to be emitted after its impl block.
+pub(super) fn expand(model: &ActiveImpl) -> TokenStream {
+    let names = Names::of(model);
+    let proxy = proxy(model, &names);
+    let enums = enums(model, &names);
+    let active = active_impl(model, &names);
+    let Names { private, .. } = &names;
+    let self_ty = &model.self_ty;
+    quote! {
+        #proxy
+        #enums
+        #active
+        #private::inventory::submit! { #private::TypeEntry::of::<#self_ty>() }
+    }
+}
+
+/// Names shared by the generated items.
+struct Names {
+    /// `<krate>::__private`.
+    private: TokenStream,
+    /// The same path as a string, for `#[serde(crate = "...")]`.
+    serde: LitStr,
+    proxy: Ident,
+    request: Ident,
+    ctor: Ident,
+}
+
+impl Names {
+    fn of(model: &ActiveImpl) -> Names {
+        let krate = &model.krate;
+        let name = &model.name;
+        Names {
+            private: quote!(#krate::__private),
+            serde: LitStr::new(
+                &format!("{}::__private::serde", path_string(krate)),
+                Span::call_site(),
+            ),
+            proxy: format_ident!("{name}Proxy"),
+            request: format_ident!("{name}Request"),
+            ctor: format_ident!("{name}Ctor"),
+        }
+    }
+}
+
+/// `::a::b` as written, without the spaces of `TokenStream`'s display.
+fn path_string(path: &Path) -> String {
+    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let leading = if path.leading_colon.is_some() {
+        "::"
+    } else {
+        ""
+    };
+    format!("{leading}{}", segments.join("::"))
+}
+
+/// The proxy struct, its trait impls and its methods.
+fn proxy(model: &ActiveImpl, names: &Names) -> TokenStream {
+    let Names { private, proxy, .. } = names;
+    let self_ty = &model.self_ty;
+    let type_name = model.name.to_string();
+    let struct_doc = doc(&format!(
+        "Typed proxy of an active `{type_name}`: a handle to the object, which may live \
+         on another node.\n\n\
+         Each method sends a request to the object and returns at once; the object \
+         serves its requests one at a time, in the order they arrive. The proxy is \
+         cheap to clone, can be passed to other active objects, and dereferences to \
+         the untyped `ActiveRef` (identity, migration)."
+    ));
+    // The public proxy names the type here, which rustc only accepts of a
+    // `pub` type: its error then points at the type, not at the attribute.
+    let object = quote_spanned!(self_ty.span()=> type Object = #self_ty;);
+    let ctors = model
+        .ctors
+        .iter()
+        .map(|ctor| proxy_ctor(model, names, ctor));
+    let methods = model
+        .methods
+        .iter()
+        .map(|method| proxy_method(names, method));
+    quote! {
+        #struct_doc
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #[allow(unreachable_pub)]
+        pub struct #proxy(#private::ActiveRef);
+
+        impl #private::serde::Serialize for #proxy {
+            fn serialize<S: #private::serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> ::core::result::Result<S::Ok, S::Error> {
+                #private::serde::Serialize::serialize(&self.0, serializer)
+            }
+        }
+
+        impl<'de> #private::serde::Deserialize<'de> for #proxy {
+            fn deserialize<D: #private::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::core::result::Result<Self, D::Error> {
+                <#private::ActiveRef as #private::serde::Deserialize<'de>>::deserialize(deserializer)
+                    .map(Self)
+            }
+        }
+
+        impl ::core::ops::Deref for #proxy {
+            type Target = #private::ActiveRef;
+            fn deref(&self) -> &Self::Target {
+                &self.0
+            }
+        }
+
+        impl #private::Proxy for #proxy {
+            #object
+            fn from_ref(active_ref: #private::ActiveRef) -> Self {
+                Self(active_ref)
+            }
+            fn active_ref(&self) -> &#private::ActiveRef {
+                &self.0
+            }
+        }
+
+        // The proxy mirrors the user's methods: lints about their names,
+        // visibility or use were already raised (or allowed) on the originals.
+        #[allow(
+            dead_code,
+            unreachable_pub,
+            private_interfaces,
+            deprecated,
+            clippy::too_many_arguments,
+            clippy::new_ret_no_self,
+            clippy::len_without_is_empty,
+            clippy::should_implement_trait,
+            clippy::wrong_self_convention,
+            clippy::missing_errors_doc
+        )]
+        impl #proxy {
+            #(#ctors)*
+            #(#methods)*
+        }
+    }
+}
+
+/// The proxy's constructor: creates the object on a node.
+fn proxy_ctor(model: &ActiveImpl, names: &Names, ctor: &Ctor) -> TokenStream {
+    let Names {
+        private,
+        ctor: ctor_enum,
+        ..
+    } = names;
+    let Ctor {
+        ident,
+        vis,
+        attrs,
+        params,
+        fallible,
+        variant,
+    } = ctor;
+    let self_ty = &model.self_ty;
+    // The node comes first and reads best as `node`, unless the constructor
+    // already has an argument of that name.
+    let taken = |name: &str| params.iter().any(|p| p.ident == name);
+    let node = ["node", "on_node", "__ag_node"]
+        .into_iter()
+        .find(|name| !taken(name))
+        .map(|name| Ident::new(name, Span::call_site()))
+        .expect("three distinct names cannot all be taken by parameters checked one by one");
+    let note = if *fallible {
+        format!(
+            "Creates the object on `{node}`: the future resolves to its proxy once it is \
+             built there, or fails with the error this constructor returned."
+        )
+    } else {
+        format!(
+            "Creates the object on `{node}`: the future resolves to its proxy once it is \
+             built there."
+        )
+    };
+    let docs = docs_with_note(attrs, &note);
+    let (fields, types) = fields(params);
+    quote! {
+        #docs
+        #vis fn #ident(#node: &#private::Node, #(#fields: #types),*) -> #private::Future<Self> {
+            #private::create::<#self_ty>(#node, #ctor_enum::#variant { #(#fields),* })
+        }
+    }
+}
+
+/// The proxy's method: sends the request.
+fn proxy_method(names: &Names, method: &Method) -> TokenStream {
+    let Names {
+        private, request, ..
+    } = names;
+    let Method {
+        ident,
+        vis,
+        attrs,
+        params,
+        reply,
+        oneway,
+        immediate,
+        variant,
+        ..
+    } = method;
+    let method_name = method_name(ident);
+    let (fields, types) = fields(params);
+    let (output, call, note) = if *oneway {
+        (
+            quote!(::core::result::Result<(), #private::CallError>),
+            quote!(send),
+            "One-way: sends the request and returns at once, without a reply; the error \
+             only says that the request could not be sent.",
+        )
+    } else {
+        let waits = "Asynchronous: sends the request and returns at once; the future \
+                     resolves to the reply once the object has served the request.";
+        match reply {
+            Reply::Unit => (quote!(#private::Future<()>), quote!(call), waits),
+            Reply::Value(ty) => (quote!(#private::Future<#ty>), quote!(call), waits),
+            Reply::Result { ok, err } => (quote!(#private::Future<#ok, #err>), quote!(call), waits),
+            Reply::Future(ty) => (
+                quote!(#ty),
+                quote!(call_forwarded),
+                "Asynchronous: sends the request and returns at once; the method hands \
+                 back a future of its own, and the returned future resolves to that \
+                 future's value.",
+            ),
+        }
+    };
+    let note = if *immediate {
+        format!("{note}\n\nImmediate: served ahead of the requests already queued.")
+    } else {
+        note.to_owned()
+    };
+    let docs = docs_with_note(attrs, &note);
+    quote! {
+        #docs
+        #vis fn #ident(&self, #(#fields: #types),*) -> #output {
+            self.0.#call(
+                #request::#variant { #(#fields),* },
+                #private::CallInfo { method: #method_name, immediate: #immediate },
+            )
+        }
+    }
+}
+
+/// The request and constructor enums: what travels over the network.
+fn enums(model: &ActiveImpl, names: &Names) -> TokenStream {
+    let Names {
+        private,
+        serde,
+        request,
+        ctor,
+        ..
+    } = names;
+    let requests = model
+        .methods
+        .iter()
+        .map(|m| variant(&m.attrs, &m.variant, &m.params));
+    let ctors = model
+        .ctors
+        .iter()
+        .map(|c| variant(&c.attrs, &c.variant, &c.params));
+    // Public because the `Active` impl names them, but not part of the API:
+    // hidden, and spared the lints that would ask for docs on every field.
+    let attrs = quote! {
+        #[doc(hidden)]
+        #[allow(missing_docs, unreachable_pub, dead_code, private_interfaces)]
+        #[derive(#private::serde::Serialize, #private::serde::Deserialize)]
+        #[serde(crate = #serde)]
+    };
+    quote! {
+        #attrs
+        pub enum #request { #(#requests)* }
+        #attrs
+        pub enum #ctor { #(#ctors)* }
+    }
+}
+
+fn variant(attrs: &[Attribute], variant: &Ident, params: &[Param]) -> TokenStream {
+    let cfgs = cfgs(attrs);
+    let (fields, types) = fields(params);
+    quote! { #(#cfgs)* #variant { #(#fields: #types),* }, }
+}
+
+/// `impl Active`: building the object and serving its requests.
+fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
+    let Names {
+        private,
+        proxy,
+        request,
+        ctor,
+        ..
+    } = names;
+    let self_ty = &model.self_ty;
+    let type_name = format!("::{}", model.name);
+
+    let construct_arms = model.ctors.iter().map(|c| {
+        let cfgs = cfgs(&c.attrs);
+        let (pattern, args) = destructure(ctor, &c.variant, &c.params);
+        let ident = &c.ident;
+        let built = if c.fallible {
+            quote! {
+                Self::#ident(#(#args),*)
+                    .map_err(|__ag_error| ::std::string::ToString::to_string(&__ag_error))
+            }
+        } else {
+            quote!(::core::result::Result::Ok(Self::#ident(#(#args),*)))
+        };
+        quote! { #(#cfgs)* #pattern => #built, }
+    });
+
+    let serve_arms = model.methods.iter().map(|m| {
+        let cfgs = cfgs(&m.attrs);
+        let (pattern, args) = destructure(request, &m.variant, &m.params);
+        let ident = &m.ident;
+        let mut call = quote!(Self::#ident(self, #(#args),*));
+        if m.is_async {
+            call = quote!(#call.await);
+        }
+        let served = match &m.reply {
+            Reply::Unit => quote!({
+                #call;
+                #private::Served::value(())
+            }),
+            Reply::Value(_) | Reply::Future(_) => quote!(#private::Served::value(#call)),
+            Reply::Result { .. } => quote! {
+                match #call {
+                    ::core::result::Result::Ok(__ag_value) => #private::Served::value(__ag_value),
+                    ::core::result::Result::Err(__ag_error) => #private::Served::error(__ag_error),
+                }
+            },
+        };
+        quote! { #(#cfgs)* #pattern => #served, }
+    });
+    // Without methods the request enum is empty and there is nothing to
+    // await: the match alone proves the function never returns.
+    let serve = if model.methods.is_empty() {
+        quote!(match request {})
+    } else {
+        quote! {
+            ::std::boxed::Box::pin(async move {
+                match request {
+                    #(#serve_arms)*
+                }
+            })
+        }
+    };
+
+    let name_arms = model.methods.iter().map(|m| {
+        let cfgs = cfgs(&m.attrs);
+        let variant = &m.variant;
+        let name = method_name(&m.ident);
+        quote! { #(#cfgs)* #request::#variant { .. } => #name, }
+    });
+
+    quote! {
+        // The originals may be deprecated; serving them is not a new use.
+        #[allow(deprecated)]
+        impl #private::Active for #self_ty {
+            const TYPE_NAME: &'static str = ::core::concat!(::core::module_path!(), #type_name);
+            type Request = #request;
+            type Ctor = #ctor;
+            type Proxy = #proxy;
+
+            fn construct(ctor: #ctor) -> ::core::result::Result<Self, ::std::string::String> {
+                match ctor {
+                    #(#construct_arms)*
+                }
+            }
+
+            fn serve(&mut self, request: #request) -> #private::ServeFuture<'_> {
+                #serve
+            }
+
+            fn method_name(request: &#request) -> &'static str {
+                match *request {
+                    #(#name_arms)*
+                }
+            }
+
+            fn state(&self) -> ::core::option::Option<&dyn #private::Encode> {
+                // Autoref specialisation: `SerdeState` applies when the type
+                // is `Serialize`, `NoState` (one more `&` away) otherwise.
+                #[allow(unused_imports)]
+                use #private::{NoState as _, SerdeState as _};
+                #[allow(clippy::needless_borrow)]
+                (&#private::Probe(self)).state()
+            }
+
+            fn restore(
+                bytes: &[u8],
+            ) -> ::core::option::Option<::core::result::Result<Self, #private::DecodeError>> {
+                // Same dispatch as `state`, on `Deserialize`.
+                #[allow(unused_imports)]
+                use #private::{NoRestore as _, SerdeRestore as _};
+                #[allow(clippy::needless_borrow)]
+                (&#private::ProbeDe::<Self>(::core::marker::PhantomData)).restore(bytes)
+            }
+        }
+    }
+}
+
+/// `Enum::Variant { field: __ag_0, .. }` and the bindings, in order. The
+/// bindings are not the user's names, which could be those of unit structs
+/// or constants in scope and would then be patterns, not bindings.
+fn destructure(enum_name: &Ident, variant: &Ident, params: &[Param]) -> (TokenStream, Vec<Ident>) {
+    let (fields, _) = fields(params);
+    let bindings: Vec<Ident> = (0..params.len())
+        .map(|i| format_ident!("__ag_{i}"))
+        .collect();
+    let pattern = quote!(#enum_name::#variant { #(#fields: #bindings),* });
+    (pattern, bindings)
+}
+
+fn fields(params: &[Param]) -> (Vec<&Ident>, Vec<&syn::Type>) {
+    params.iter().map(|p| (&p.ident, &p.ty)).unzip()
+}
+
+/// The name a method goes by at run time (in traces and errors).
+fn method_name(ident: &Ident) -> LitStr {
+    LitStr::new(&syn::ext::IdentExt::unraw(ident).to_string(), ident.span())
+}
+
+fn cfgs(attrs: &[Attribute]) -> impl Iterator<Item = &Attribute> {
+    attrs.iter().filter(|attr| attr.path().is_ident("cfg"))
+}
+
+/// The user's attributes, then `note` as a paragraph of its own.
+fn docs_with_note(attrs: &[Attribute], note: &str) -> TokenStream {
+    let has_docs = attrs.iter().any(|attr| attr.path().is_ident("doc"));
+    let separator = has_docs.then(|| quote!(#[doc = ""]));
+    let note = doc(note);
+    quote! { #(#attrs)* #separator #note }
+}
+
+/// `#[doc = ...]` lines for `text`, one per line as `///` would give.
+fn doc(text: &str) -> TokenStream {
+    let lines = text.lines().map(|line| {
+        let line = if line.is_empty() {
+            String::new()
+        } else {
+            format!(" {line}")
+        };
+        quote!(#[doc = #line])
+    });
+    quote!(#(#lines)*)
+}

@@ -1,0 +1,175 @@
+//! Built-in active types every runtime hosts, so that `actogrid node`
+//! serves tests and benchmarks without an application binary. They are
+//! ordinary `#[active]` types and double as examples.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Future, NodeUrl};
+
+/// Answers calls without doing anything: the benchmark target.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Echo {
+    calls: u64,
+}
+
+#[crate::active(crate = actogrid_runtime)]
+impl Echo {
+    /// A fresh echo object.
+    pub fn new() -> Self {
+        Echo::default()
+    }
+
+    /// Does nothing: the empty round trip.
+    pub fn ping(&mut self) {
+        self.calls += 1;
+    }
+
+    /// Sends its argument back.
+    pub fn echo(&mut self, data: Vec<u8>) -> Vec<u8> {
+        self.calls += 1;
+        data
+    }
+
+    /// Counts a one-way message.
+    #[oneway]
+    pub fn notify(&mut self) {
+        self.calls += 1;
+    }
+
+    /// Calls served so far.
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+}
+
+/// Records every value pushed to it, in the order served: ordering,
+/// migration and fault-tolerance tests read the record back.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Recorder {
+    seen: Vec<u64>,
+}
+
+#[crate::active(crate = actogrid_runtime)]
+impl Recorder {
+    /// An empty record.
+    pub fn new() -> Self {
+        Recorder::default()
+    }
+
+    /// Appends `value`; returns how many values were recorded.
+    pub fn push(&mut self, value: u64) -> u64 {
+        self.seen.push(value);
+        self.seen.len() as u64
+    }
+
+    /// Appends `value` without a reply.
+    #[oneway]
+    pub fn push_one_way(&mut self, value: u64) {
+        self.seen.push(value);
+    }
+
+    /// The values, in the order they were served.
+    pub fn seen(&self) -> Vec<u64> {
+        self.seen.clone()
+    }
+
+    /// How many values were recorded (served ahead of the queue).
+    #[immediate]
+    pub fn count(&self) -> u64 {
+        self.seen.len() as u64
+    }
+
+    /// The id of the process serving this object.
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+/// An error a [`Worker`] method returns on purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("worker failed: {0}")]
+pub struct WorkerError(pub String);
+
+/// Does slow, failing, panicking and forwarding work, for tests of error
+/// kinds, futures and continuations. It does not implement serde, so it
+/// also shows that such objects refuse to migrate.
+#[derive(Debug)]
+pub struct Worker {
+    name: String,
+}
+
+#[crate::active(crate = actogrid_runtime)]
+impl Worker {
+    /// A worker called `name`.
+    pub fn new(name: String) -> Self {
+        Worker { name }
+    }
+
+    /// The worker's name and the process it runs in.
+    pub fn whoami(&self) -> (String, u32) {
+        (self.name.clone(), std::process::id())
+    }
+
+    /// Sleeps `ms` milliseconds, then returns `value`.
+    pub async fn slow(&self, ms: u64, value: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        value
+    }
+
+    /// Returns `Err` when `fail` is set.
+    pub fn maybe_fail(&self, fail: bool) -> Result<u64, WorkerError> {
+        if fail {
+            Err(WorkerError(format!("{} was asked to fail", self.name)))
+        } else {
+            Ok(7)
+        }
+    }
+
+    /// Panics with `message`.
+    pub fn explode(&self, message: String) -> u64 {
+        panic!("{message}")
+    }
+
+    /// Awaits `value` (a future, possibly unresolved when sent) and adds
+    /// `add` to it.
+    pub async fn add_to(&self, value: Future<u64>, add: u64) -> Result<u64, WorkerError> {
+        value
+            .await
+            .map(|v| v + add)
+            .map_err(|e| WorkerError(e.to_string()))
+    }
+
+    /// Asks `other` for `slow(ms, value)` and returns that future without
+    /// awaiting it: the caller gets the value straight from `other`.
+    pub fn delegate(&self, other: WorkerProxy, ms: u64, value: u64) -> Future<u64> {
+        other.slow(ms, value)
+    }
+
+    /// Calls itself and awaits the answer: the direct deadlock.
+    pub async fn call_self(&self, me: WorkerProxy) -> Result<u64, WorkerError> {
+        me.slow(0, 1).await.map_err(|e| WorkerError(e.to_string()))
+    }
+
+    /// Looks up the object registered at `url` and reads its length.
+    pub async fn lookup_len(&self, url: String) -> Result<u64, WorkerError> {
+        let url: NodeUrl = url.parse().map_err(|e| WorkerError(format!("{e}")))?;
+        let rt = crate::current().ok_or_else(|| WorkerError("no runtime".into()))?;
+        let recorder: RecorderProxy = rt
+            .lookup(&url)
+            .await
+            .map_err(|e| WorkerError(e.to_string()))?;
+        recorder
+            .count()
+            .await
+            .map_err(|e| WorkerError(e.to_string()))
+    }
+}
+
+/// Makes sure this module's registrations are linked into every binary
+/// that uses the runtime.
+pub(crate) fn link() -> [&'static str; 3] {
+    use crate::Active;
+    [Echo::TYPE_NAME, Recorder::TYPE_NAME, Worker::TYPE_NAME]
+}

@@ -1,0 +1,387 @@
+//! One multiplexed stream between two runtimes, seen from either end.
+//!
+//! A [`Conn`] is the same object on both sides: it queues envelopes for a
+//! writer that batches them into frames, keeps the table of calls awaiting
+//! a reply on this stream, and handles whatever arrives (requests, replies,
+//! forwarded future values, pings). A connection that breaks, or stays
+//! silent longer than the heartbeat timeout, fails every call pending on
+//! it with [`CallError::NodeDied`](crate::CallError::NodeDied): a dead node
+//! is noticed, never waited on forever.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::future::{FutureId, Outcome, Slot, Status};
+use crate::runtime::{Inner, Runtime};
+use crate::wire::{self, envelope::Body};
+
+/// Where an encoded message goes: a connection.
+pub(crate) type Route = Arc<Conn>;
+
+/// Frames never carry more than this many envelopes, so one busy sender
+/// cannot build unbounded frames.
+const MAX_BATCH: usize = 1024;
+
+/// Who waits for the reply to a call sent on a connection.
+pub(crate) enum Pending {
+    /// A future of this process.
+    Slot(Arc<Slot>),
+    /// A caller elsewhere whose request this runtime forwarded (the object
+    /// migrated away): the reply is relayed with the object's new address.
+    Relay {
+        to: ReplyTo,
+        object: u64,
+        moved_to: String,
+    },
+}
+
+/// Where the reply to a request goes.
+pub(crate) enum ReplyTo {
+    /// One-way call: nobody.
+    Nobody,
+    /// A caller in this process.
+    Slot(Arc<Slot>),
+    /// A caller at the other end of a connection.
+    Remote { conn: Arc<Conn>, call_id: u64 },
+}
+
+impl ReplyTo {
+    /// Delivers an outcome whose payload is already encoded.
+    pub(crate) fn send(self, rt: &Runtime, outcome: Outcome, moved: Option<(u64, &str)>) {
+        match self {
+            ReplyTo::Nobody => {}
+            ReplyTo::Slot(slot) => {
+                if let Some((object, to)) = moved {
+                    rt.moved(object, to);
+                }
+                slot.resolve(outcome);
+            }
+            ReplyTo::Remote { conn, call_id } => {
+                for h in &outcome.held {
+                    h.continue_to(&conn);
+                }
+                let (object, moved_to) = moved.map(|(o, a)| (o, a.to_owned())).unwrap_or_default();
+                conn.send(Body::Reply(wire::Reply {
+                    call_id,
+                    status: wire::Status::from(outcome.status) as i32,
+                    payload: outcome.payload,
+                    futures: outcome
+                        .held
+                        .iter()
+                        .map(|s| wire::FutureId::from(s.id))
+                        .collect(),
+                    moved_to,
+                    object,
+                    header: Vec::new(),
+                }));
+            }
+        }
+    }
+
+    pub(crate) fn expects_reply(&self) -> bool {
+        !matches!(self, ReplyTo::Nobody)
+    }
+}
+
+/// One end of a stream between two runtimes.
+pub(crate) struct Conn {
+    runtime: Weak<Inner>,
+    /// The other end, for messages: an address, or `client <addr>`.
+    pub(crate) peer: String,
+    /// Set for connections this runtime opened (keyed by that address).
+    pub(crate) outgoing: Option<String>,
+    tx: mpsc::UnboundedSender<wire::Envelope>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_call: AtomicU64,
+    closed: AtomicBool,
+    /// Milliseconds since `epoch` when the other end last sent anything.
+    last_seen: AtomicU64,
+    epoch: Instant,
+    /// Why the connection failed, once it has.
+    failure: Mutex<Option<String>>,
+    /// Cancelled when the connection fails, to stop its reader and writer.
+    cancel: CancellationToken,
+    /// Futures whose value the other end promised to forward on this
+    /// connection: they fail with it.
+    awaiting: Mutex<Vec<Weak<Slot>>>,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        runtime: &Runtime,
+        peer: String,
+        outgoing: Option<String>,
+    ) -> (Arc<Conn>, mpsc::UnboundedReceiver<wire::Envelope>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(Conn {
+            runtime: Arc::downgrade(runtime.inner()),
+            peer,
+            outgoing,
+            tx,
+            pending: Mutex::default(),
+            next_call: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            last_seen: AtomicU64::new(0),
+            epoch: Instant::now(),
+            failure: Mutex::default(),
+            cancel: CancellationToken::new(),
+            awaiting: Mutex::default(),
+        });
+        (conn, rx)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Completes when the connection has failed.
+    pub(crate) async fn closed(&self) {
+        self.cancel.cancelled().await;
+    }
+
+    /// Queues an envelope for the writer.
+    pub(crate) fn send(&self, body: Body) {
+        // A closed connection's writer is gone: the send fails quietly and
+        // whoever waited for a reply was already failed by `fail`.
+        let _ = self.tx.send(wire::Envelope { body: Some(body) });
+    }
+
+    /// Registers a pending call; `None` if the connection already failed.
+    pub(crate) fn register(&self, pending: Pending) -> Result<u64, Pending> {
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let mut table = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock `fail` drains, so no call slips in after.
+        if self.is_closed() {
+            return Err(pending);
+        }
+        table.insert(id, pending);
+        Ok(id)
+    }
+
+    /// Sends a future's value to the other end.
+    pub(crate) fn forward_value(self: &Arc<Self>, id: FutureId, outcome: &Outcome) {
+        for h in &outcome.held {
+            h.continue_to(self);
+        }
+        self.send(Body::FutureValue(wire::FutureValue {
+            id: Some(wire::FutureId::from(id)),
+            status: wire::Status::from(outcome.status) as i32,
+            payload: outcome.payload.clone(),
+            futures: outcome
+                .held
+                .iter()
+                .map(|s| wire::FutureId::from(s.id))
+                .collect(),
+        }));
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_seen.store(ms, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_seen.load(Ordering::Relaxed)))
+    }
+
+    /// Marks the connection dead and fails everything pending on it.
+    pub(crate) fn fail(self: &Arc<Self>, reason: String) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(peer = %self.peer, %reason, "connection failed");
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+        self.cancel.cancel();
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let rt = self.runtime.upgrade().map(Runtime::from_inner);
+        if let (Some(rt), Some(addr)) = (&rt, &self.outgoing) {
+            rt.forget_connection(addr, self);
+        }
+        let message = format!("the runtime at {} is unreachable: {reason}", self.peer);
+        let awaiting =
+            std::mem::take(&mut *self.awaiting.lock().unwrap_or_else(|p| p.into_inner()));
+        for slot in awaiting.iter().filter_map(Weak::upgrade) {
+            slot.resolve(Outcome::failure(Status::NodeDied, message.clone()));
+        }
+        for (_, p) in pending {
+            let outcome = Outcome::failure(Status::NodeDied, message.clone());
+            match p {
+                Pending::Slot(slot) => slot.resolve(outcome),
+                Pending::Relay { to, .. } => {
+                    if let Some(rt) = &rt {
+                        to.send(rt, outcome, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Slots for futures a message on this connection announced: their
+    /// values come the same way, so they fail if the connection does.
+    pub(crate) fn hold(&self, rt: &Runtime, ids: &[wire::FutureId]) -> Vec<Arc<Slot>> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let held = rt.hold(ids);
+        let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+        awaiting.retain(|w| w.upgrade().is_some_and(|s| !s.is_ready()));
+        awaiting.extend(held.iter().filter(|s| !s.is_ready()).map(Arc::downgrade));
+        drop(awaiting);
+        if self.is_closed() {
+            let why = self.failure().unwrap_or_default();
+            for s in &held {
+                s.resolve(Outcome::failure(
+                    Status::NodeDied,
+                    format!("the runtime at {} is unreachable: {why}", self.peer),
+                ));
+            }
+        }
+        held
+    }
+
+    /// Why the connection failed, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Handles one received frame.
+    pub(crate) fn receive(self: &Arc<Self>, frame: wire::Frame) {
+        self.touch();
+        let Some(inner) = self.runtime.upgrade() else {
+            return;
+        };
+        let rt = Runtime::from_inner(inner);
+        for env in frame.envelopes {
+            match env.body {
+                Some(Body::Request(r)) => rt.receive_request(self, r),
+                Some(Body::Reply(r)) => self.receive_reply(&rt, r),
+                Some(Body::FutureValue(v)) => self.receive_value(&rt, v),
+                Some(Body::Ping(_)) | None => {}
+            }
+        }
+    }
+
+    fn receive_reply(self: &Arc<Self>, rt: &Runtime, r: wire::Reply) {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&r.call_id);
+        let Some(pending) = pending else {
+            tracing::debug!(peer = %self.peer, call = r.call_id, "reply to an unknown call dropped");
+            return;
+        };
+        let outcome = Outcome {
+            status: wire::status_of(r.status),
+            payload: r.payload,
+            held: self.hold(rt, &r.futures),
+            runtime: Some(rt.clone()),
+        };
+        let moved = (!r.moved_to.is_empty()).then_some((r.object, r.moved_to.as_str()));
+        match pending {
+            Pending::Slot(slot) => {
+                if let Some((object, to)) = moved {
+                    rt.moved(object, to);
+                }
+                slot.resolve(outcome);
+            }
+            Pending::Relay {
+                to,
+                object,
+                moved_to,
+            } => {
+                // The newest hop knows best where the object is.
+                let moved = moved.unwrap_or((object, moved_to.as_str()));
+                to.send(rt, outcome, Some(moved));
+            }
+        }
+    }
+
+    /// Sends a ping every `interval`, and fails the connection when the
+    /// other end has been silent for `timeout`.
+    pub(crate) async fn heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
+        self.touch();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.is_closed() {
+                return;
+            }
+            let silent = self.silent_for();
+            if silent >= timeout {
+                self.fail(format!(
+                    "nothing received for {silent:?} (heartbeat timeout {timeout:?})"
+                ));
+                return;
+            }
+            self.send(Body::Ping(wire::Ping {}));
+        }
+    }
+}
+
+impl Conn {
+    fn receive_value(&self, rt: &Runtime, v: wire::FutureValue) {
+        let Some(id) = v.id else { return };
+        let held = self.hold(rt, &v.futures);
+        if let Some(slot) = rt.futures().get(FutureId::from(&id)) {
+            slot.resolve(Outcome {
+                status: wire::status_of(v.status),
+                payload: v.payload,
+                held,
+                runtime: Some(rt.clone()),
+            });
+        }
+    }
+}
+
+/// The writer side: drains the queue into frames, one frame per wake-up.
+pub(crate) struct Batched {
+    rx: mpsc::UnboundedReceiver<wire::Envelope>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Batched {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<wire::Envelope>, conn: &Arc<Conn>) -> Self {
+        Batched {
+            rx,
+            cancelled: Box::pin(conn.cancel.clone().cancelled_owned()),
+        }
+    }
+}
+
+impl Stream for Batched {
+    type Item = wire::Frame;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<wire::Frame>> {
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        let first = match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(e)) => e,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let mut envelopes = Vec::with_capacity(16);
+        envelopes.push(first);
+        while envelopes.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(e) => envelopes.push(e),
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Some(wire::Frame { envelopes }))
+    }
+}

@@ -1,0 +1,184 @@
+//! Errors: [`CallError`] for what arrives inside a future, [`Error`] for
+//! everything else the runtime reports.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The error type of a method that cannot fail: it has no values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoError {}
+
+impl fmt::Display for NoError {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
+impl std::error::Error for NoError {}
+
+/// Why a call did not produce its value. Every kind is distinct, so a
+/// caller can tell a method's own error from a panic, a dead node or a
+/// timeout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError<E = NoError> {
+    /// The method returned `Err(e)`.
+    #[error("the method returned an error: {0}")]
+    Method(E),
+    /// The method panicked; the object keeps serving its next requests.
+    #[error("`{method}` panicked: {message}")]
+    Panicked {
+        /// The method called.
+        method: &'static str,
+        /// The panic message.
+        message: String,
+    },
+    /// The runtime hosting the object died or became unreachable before
+    /// the reply arrived.
+    #[error("`{method}`: {reason}")]
+    NodeDied {
+        /// The method called.
+        method: &'static str,
+        /// What was noticed (address, connection error, silence).
+        reason: String,
+    },
+    /// No reply within the timeout; the call may still be served.
+    #[error("`{method}` timed out after {after:?}")]
+    Timeout {
+        /// The method called.
+        method: &'static str,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// An active object awaited the result of a call to itself while
+    /// serving a request: that call can only be served after the current
+    /// request returns, so waiting would never end.
+    #[error(
+        "deadlock: active object {object:#x} awaits its own call to `{method}`, which it can only \
+         serve after the current request returns; return the future instead of awaiting it, or \
+         mark `{method}` #[oneway]"
+    )]
+    Deadlock {
+        /// The object waiting on itself.
+        object: u64,
+        /// The method of the call to itself.
+        method: &'static str,
+    },
+    /// The object does not exist (never did, or was dropped).
+    #[error("{reason}")]
+    NoSuchObject {
+        /// Which object, where.
+        reason: String,
+    },
+    /// The request was refused: it did not decode, the type is not
+    /// registered there, the state cannot migrate, and so on.
+    #[error("`{method}` refused: {reason}")]
+    Refused {
+        /// The method or operation called.
+        method: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The reply did not decode as the expected type.
+    #[error("the reply to `{method}` does not decode: {reason}")]
+    Decode {
+        /// The method called.
+        method: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// The kind of a [`CallError`], without its details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// [`CallError::Method`].
+    Method,
+    /// [`CallError::Panicked`].
+    Panicked,
+    /// [`CallError::NodeDied`].
+    NodeDied,
+    /// [`CallError::Timeout`].
+    Timeout,
+    /// [`CallError::Deadlock`].
+    Deadlock,
+    /// [`CallError::NoSuchObject`].
+    NoSuchObject,
+    /// [`CallError::Refused`].
+    Refused,
+    /// [`CallError::Decode`].
+    Decode,
+}
+
+impl<E> CallError<E> {
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CallError::Method(_) => ErrorKind::Method,
+            CallError::Panicked { .. } => ErrorKind::Panicked,
+            CallError::NodeDied { .. } => ErrorKind::NodeDied,
+            CallError::Timeout { .. } => ErrorKind::Timeout,
+            CallError::Deadlock { .. } => ErrorKind::Deadlock,
+            CallError::NoSuchObject { .. } => ErrorKind::NoSuchObject,
+            CallError::Refused { .. } => ErrorKind::Refused,
+            CallError::Decode { .. } => ErrorKind::Decode,
+        }
+    }
+
+    /// The same error with the method's error type mapped.
+    pub fn map_method<F>(self, f: impl FnOnce(E) -> F) -> CallError<F> {
+        match self {
+            CallError::Method(e) => CallError::Method(f(e)),
+            CallError::Panicked { method, message } => CallError::Panicked { method, message },
+            CallError::NodeDied { method, reason } => CallError::NodeDied { method, reason },
+            CallError::Timeout { method, after } => CallError::Timeout { method, after },
+            CallError::Deadlock { object, method } => CallError::Deadlock { object, method },
+            CallError::NoSuchObject { reason } => CallError::NoSuchObject { reason },
+            CallError::Refused { method, reason } => CallError::Refused { method, reason },
+            CallError::Decode { method, reason } => CallError::Decode { method, reason },
+        }
+    }
+}
+
+impl CallError<NoError> {
+    /// Widens an error of a method that cannot fail to any error type.
+    pub fn widen<F>(self) -> CallError<F> {
+        self.map_method(|e| match e {})
+    }
+}
+
+/// Errors of the runtime itself: starting, connecting, naming.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listener's address could not be read.
+    #[error("cannot read the listener's address: {0}")]
+    Listener(#[source] std::io::Error),
+    /// A name is already registered on this runtime.
+    #[error("the name `{name}` is already registered on {runtime}")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The runtime's address.
+        runtime: String,
+    },
+    /// A URL or address could not be used.
+    #[error("{0}")]
+    Address(String),
+    /// A proxy of one type was looked up as another.
+    #[error("`{url}` is a `{found}`, not a `{expected}`")]
+    WrongType {
+        /// The URL looked up.
+        url: String,
+        /// The registered type.
+        found: String,
+        /// The type asked for.
+        expected: &'static str,
+    },
+    /// A call made by the runtime failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// Result with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

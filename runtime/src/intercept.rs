@@ -1,0 +1,160 @@
+//! Interception points on the body: what fault tolerance, load balancing
+//! and other technical services build on, and nothing else.
+//!
+//! An [`Interceptor`] installed on a node sees every request delivered to
+//! every active object of that node:
+//! * *before delivery*, at a request boundary: it may log the request,
+//!   delay it (the hook is async), take a [`Checkpoint`] of the object, or
+//!   drop the request (a duplicate after a recovery, say);
+//! * *after serve*, also at a request boundary;
+//! * *before send*, for every request an object of the node sends: it may
+//!   piggyback a protocol header, which the receiver's interceptors read
+//!   back in [`Delivery::header`].
+//!
+//! The application never sees any of it.
+
+use futures::future::BoxFuture;
+
+use crate::active::ErasedActive;
+use crate::body::Order;
+use crate::codec;
+
+/// A request about to be served.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    /// The object the request is for.
+    pub object: u64,
+    /// Its registered type name.
+    pub type_name: &'static str,
+    /// The sending object (or the sending runtime's client id).
+    pub sender: u64,
+    /// The sender's sequence number for this object; 0 for immediate
+    /// requests, which are not ordered.
+    pub seq: u64,
+    /// The method called.
+    pub method: &'static str,
+    /// Whether the request is served ahead of the queue.
+    pub immediate: bool,
+    /// The protocol header the sender's interceptors piggybacked.
+    pub header: &'a [u8],
+    /// The encoded request.
+    pub payload: &'a [u8],
+}
+
+/// What to do with a request after `before_delivery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Serve it.
+    Deliver,
+    /// Drop it without serving or replying (a duplicate).
+    Drop,
+}
+
+/// How serving ended, for `after_serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeOutcome {
+    /// The method returned a value.
+    Value,
+    /// The method returned its error type.
+    MethodError,
+    /// The method panicked.
+    Panicked,
+    /// The request was refused (it did not decode).
+    Refused,
+}
+
+/// A request about to be sent by an object of the node.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// The sending object.
+    pub sender: u64,
+    /// The receiving object.
+    pub target: u64,
+    /// The sequence number the request carries.
+    pub seq: u64,
+    /// The header to piggyback; empty unless an interceptor writes it.
+    pub header: &'a mut Vec<u8>,
+}
+
+/// The state of an object at a request boundary, enough to restore it
+/// elsewhere with [`Node::restore`](crate::Node::restore).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Registered type name.
+    pub type_name: String,
+    /// Object id (kept across restores, so proxies keep working).
+    pub object: u64,
+    /// The encoded state.
+    pub state: Vec<u8>,
+    /// For each sender, the next sequence number the object expects:
+    /// earlier ones were served and are duplicates after a restore.
+    pub next_seq: Vec<(u64, u64)>,
+}
+
+/// Why a checkpoint could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    /// The type does not implement `Serialize`.
+    #[error("`{0}` does not implement serde::Serialize, so it cannot be checkpointed")]
+    NotSerializable(&'static str),
+    /// The state did not encode.
+    #[error("the state of `{type_name}` does not encode: {reason}")]
+    Encode {
+        /// Type name.
+        type_name: &'static str,
+        /// Encoder message.
+        reason: String,
+    },
+}
+
+/// What an interceptor may do to the object at a request boundary.
+pub struct BodyAccess<'a> {
+    pub(crate) body: &'a dyn ErasedActive,
+    pub(crate) id: u64,
+    pub(crate) order: &'a Order,
+}
+
+impl BodyAccess<'_> {
+    /// Takes a checkpoint of the object's state, as it is between two
+    /// requests.
+    pub fn checkpoint(&self) -> Result<Checkpoint, CheckpointError> {
+        let type_name = self.body.type_name();
+        let state = self
+            .body
+            .state()
+            .ok_or(CheckpointError::NotSerializable(type_name))?;
+        let (state, _) = codec::encode_in(None, state).map_err(|e| CheckpointError::Encode {
+            type_name,
+            reason: e.to_string(),
+        })?;
+        Ok(Checkpoint {
+            type_name: type_name.to_owned(),
+            object: self.id,
+            state,
+            next_seq: self.order.table(),
+        })
+    }
+}
+
+/// A hook on every body of a node. All methods have do-nothing defaults.
+pub trait Interceptor: Send + Sync + 'static {
+    /// Before a request is served. Returning [`Verdict::Drop`] skips it.
+    fn before_delivery<'a>(
+        &'a self,
+        delivery: &'a Delivery<'a>,
+        body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        let _ = (delivery, body);
+        Box::pin(async { Verdict::Deliver })
+    }
+
+    /// After a request was served, before its reply leaves.
+    fn after_serve(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, body: &BodyAccess<'_>) {
+        let _ = (delivery, outcome, body);
+    }
+
+    /// Before an object of the node sends a request.
+    fn before_send(&self, outgoing: &mut Outgoing<'_>) {
+        let _ = outgoing;
+    }
+}

@@ -1,0 +1,166 @@
+//! Nodes: the places active objects live, addressed by
+//! `actogrid://host:port/name`.
+
+use std::sync::{Arc, RwLock};
+
+use crate::NodeUrl;
+use crate::active::{Active, Proxy};
+use crate::codec;
+use crate::future::Future;
+use crate::intercept::{Checkpoint, Interceptor};
+use crate::proxy::ActiveRef;
+use crate::runtime::{Control, Runtime};
+
+/// What a runtime keeps about one of its own nodes.
+pub(crate) struct NodeInner {
+    pub(crate) name: String,
+    interceptors: RwLock<Vec<Arc<dyn Interceptor>>>,
+}
+
+impl NodeInner {
+    pub(crate) fn new(name: &str) -> Arc<NodeInner> {
+        Arc::new(NodeInner {
+            name: name.to_owned(),
+            interceptors: RwLock::default(),
+        })
+    }
+
+    pub(crate) fn interceptors(&self) -> Vec<Arc<dyn Interceptor>> {
+        let list = self.interceptors.read().unwrap_or_else(|p| p.into_inner());
+        if list.is_empty() {
+            Vec::new()
+        } else {
+            list.clone()
+        }
+    }
+}
+
+/// A node, local or remote, as seen from this runtime: where active
+/// objects are created.
+#[derive(Clone)]
+pub struct Node {
+    runtime: Runtime,
+    url: NodeUrl,
+    /// Set when the node lives in this runtime.
+    local: Option<Arc<NodeInner>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("url", &self.url.to_string())
+            .finish()
+    }
+}
+
+impl Node {
+    pub(crate) fn new(runtime: Runtime, url: NodeUrl, local: Option<Arc<NodeInner>>) -> Node {
+        Node {
+            runtime,
+            url,
+            local,
+        }
+    }
+
+    /// The node's URL.
+    pub fn url(&self) -> &NodeUrl {
+        &self.url
+    }
+
+    /// The runtime this handle belongs to (not necessarily the node's).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Whether the node lives in this process.
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<NodeInner> {
+        self.local
+            .as_ref()
+            .expect("inner() is only called on local nodes")
+    }
+
+    /// Installs an interceptor on every active object of this node
+    /// (present and future). Only possible on a local node: services are
+    /// applied by the runtime that hosts the node.
+    pub fn add_interceptor(&self, interceptor: Arc<dyn Interceptor>) -> crate::Result<()> {
+        let Some(local) = &self.local else {
+            return Err(crate::Error::Address(format!(
+                "{} is not a node of this runtime; interceptors are installed where the node runs",
+                self.url
+            )));
+        };
+        local
+            .interceptors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(interceptor);
+        self.runtime.note_interceptors();
+        Ok(())
+    }
+
+    /// Creates an active object from encoded constructor arguments.
+    pub(crate) fn create<T: Active>(&self, ctor: T::Ctor) -> Future<T::Proxy> {
+        let ctor = match codec::encode_in(None, &ctor) {
+            Ok((bytes, _)) => bytes,
+            Err(e) => {
+                return Future::failed(
+                    crate::future::Status::BadRequest,
+                    format!(
+                        "constructor arguments of `{}` do not encode: {e}",
+                        T::TYPE_NAME
+                    ),
+                );
+            }
+        };
+        self.runtime.control(
+            &self.url,
+            Control::Create {
+                type_name: T::TYPE_NAME.to_owned(),
+                node: self.url.name().to_owned(),
+                ctor,
+            },
+            "create",
+        )
+    }
+
+    /// Restores an object from a checkpoint on this node, under the id it
+    /// had, so existing proxies reach it (recovery, migration).
+    pub fn restore(&self, checkpoint: Checkpoint) -> Future<ActiveRef> {
+        self.runtime.control(
+            &self.url,
+            Control::Restore {
+                node: self.url.name().to_owned(),
+                checkpoint,
+            },
+            "restore",
+        )
+    }
+
+    /// Registers `proxy` under `name` on this node's runtime, so any
+    /// process can look it up at `actogrid://host:port/name`.
+    pub fn register<P: Proxy>(&self, name: &str, proxy: &P) -> Future<()> {
+        self.runtime.control(
+            &self.url,
+            Control::Register {
+                name: name.to_owned(),
+                object: proxy.active_ref().to_wire(),
+            },
+            "register",
+        )
+    }
+
+    /// Removes a name registered on this node's runtime.
+    pub fn unregister(&self, name: &str) -> Future<()> {
+        self.runtime.control(
+            &self.url,
+            Control::Unregister {
+                name: name.to_owned(),
+            },
+            "unregister",
+        )
+    }
+}

@@ -1,0 +1,1275 @@
+//! The runtime: one per process (or per simulated host). It hosts nodes
+//! and their active objects, serves the wire, keeps one connection per
+//! remote runtime, and routes every call, reply and future value.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::NodeUrl;
+use crate::active::{self, Proxy};
+use crate::body::{Body, Inbound, Mailbox, Order};
+use crate::codec::{self, Encode};
+use crate::connection::{Batched, Conn, Pending, ReplyTo};
+use crate::error::{CallError, Error, Result};
+use crate::future::{CallSite, Future, FutureId, FutureTable, Outcome, SERVING, Slot, Status};
+use crate::intercept::{Checkpoint, Outgoing};
+use crate::node::{Node, NodeInner};
+use crate::proxy::{ActiveRef, CallInfo, RefWire};
+use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, envelope::Body as WireBody};
+
+/// Timeouts and intervals of a runtime. The defaults suit a LAN or a
+/// cluster; every one is a trade-off between noticing failures quickly
+/// and tolerating slow peers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often each end of a connection sends a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A connection silent this long is dead: its pending calls fail with
+    /// [`CallError::NodeDied`].
+    pub heartbeat_timeout: Duration,
+    /// How long to wait for a TCP + HTTP/2 connection to a runtime.
+    pub connect_timeout: Duration,
+    /// A default timeout for every call's future; `None` waits as long as
+    /// the connection lives.
+    pub call_timeout: Option<Duration>,
+    /// How long a request that overtook an earlier one from the same
+    /// sender waits for it before being served anyway.
+    pub reorder_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_interval: Duration::from_millis(500),
+            heartbeat_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(5),
+            call_timeout: None,
+            reorder_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The runtime of the object whose request the task is serving.
+    pub(crate) static CURRENT: Runtime;
+}
+
+static GLOBAL: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
+
+/// The runtime code is running in: the one serving the current request
+/// inside an active object, else the process's global runtime (set by
+/// `#[actogrid::main]` or [`Runtime::make_global`]).
+pub fn current() -> Option<Runtime> {
+    CURRENT
+        .try_with(Runtime::clone)
+        .ok()
+        .or_else(|| GLOBAL.get().cloned())
+}
+
+/// A byte stream to another runtime.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Opens byte streams to other runtimes. The default dials TCP; tests and
+/// simulations inject their own.
+pub trait Connector: Send + Sync + 'static {
+    /// Connects to `address` (`host:port`).
+    fn connect(&self, address: &str) -> BoxFuture<'static, io::Result<Box<dyn Io>>>;
+}
+
+/// Dials TCP with `TCP_NODELAY`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn connect(&self, address: &str) -> BoxFuture<'static, io::Result<Box<dyn Io>>> {
+        let address = address.to_owned();
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(&address).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as Box<dyn Io>)
+        })
+    }
+}
+
+/// Builds a [`Runtime`].
+pub struct Builder {
+    config: Config,
+    address: Option<String>,
+    connector: Arc<dyn Connector>,
+}
+
+impl Builder {
+    /// Sets timeouts and intervals.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The `host:port` other runtimes reach this one at. Without it the
+    /// runtime can call others but its objects are reachable only from
+    /// itself.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// How connections to other runtimes are opened.
+    pub fn connector(mut self, connector: impl Connector) -> Self {
+        self.connector = Arc::new(connector);
+        self
+    }
+
+    /// Builds the runtime. Must be called inside a tokio runtime.
+    pub fn build(self) -> Runtime {
+        let id = loop {
+            let id = fastrand::u64(..);
+            if id != 0 {
+                break id;
+            }
+        };
+        Runtime {
+            inner: Arc::new(Inner {
+                id,
+                address: self.address,
+                config: self.config,
+                futures: FutureTable::new(id),
+                objects: RwLock::default(),
+                names: RwLock::default(),
+                nodes: Mutex::default(),
+                peers: Mutex::default(),
+                locations: RwLock::default(),
+                any_moved: AtomicBool::new(false),
+                seqs: Mutex::default(),
+                interceptors: AtomicBool::new(false),
+                connector: self.connector,
+                handle: tokio::runtime::Handle::current(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+}
+
+/// An actogrid runtime. Cheap to clone: clones share the runtime.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("id", &format_args!("{:#x}", self.inner.id))
+            .field("address", &self.inner.address)
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    id: u64,
+    address: Option<String>,
+    config: Config,
+    futures: Arc<FutureTable>,
+    objects: RwLock<HashMap<u64, Hosted>>,
+    names: RwLock<HashMap<String, RefWire>>,
+    nodes: Mutex<HashMap<String, Arc<NodeInner>>>,
+    peers: Mutex<HashMap<String, Arc<Conn>>>,
+    /// Where objects that migrated away now live (the location cache).
+    locations: RwLock<HashMap<u64, String>>,
+    any_moved: AtomicBool,
+    /// Next sequence number per (sender, target).
+    seqs: Mutex<HashMap<(u64, u64), u64>>,
+    /// Whether any node has interceptors (skips a lookup per call if not).
+    interceptors: AtomicBool,
+    connector: Arc<dyn Connector>,
+    handle: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+}
+
+enum Hosted {
+    Here {
+        mailbox: Arc<Mailbox>,
+        node: Arc<NodeInner>,
+    },
+    Moved(String),
+}
+
+/// Requests to a runtime itself (target 0).
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Control {
+    Create {
+        type_name: String,
+        node: String,
+        ctor: Vec<u8>,
+    },
+    Restore {
+        node: String,
+        checkpoint: Checkpoint,
+    },
+    Register {
+        name: String,
+        object: RefWire,
+    },
+    Unregister {
+        name: String,
+    },
+    Lookup {
+        name: String,
+    },
+}
+
+impl Runtime {
+    /// Makes this the process's global runtime (see [`current`]); returns
+    /// `false` if one was already set.
+    pub fn make_global(&self) -> bool {
+        GLOBAL.set(self.clone()).is_ok()
+    }
+
+    /// Starts building a runtime.
+    pub fn builder() -> Builder {
+        Builder {
+            config: Config::default(),
+            address: None,
+            connector: Arc::new(TcpConnector),
+        }
+    }
+
+    /// Binds `address`, and serves on it until [`Runtime::shutdown`]. The
+    /// advertised address is the bound one (so bind a reachable address,
+    /// not `0.0.0.0`, or use the builder).
+    pub async fn bind(address: impl tokio::net::ToSocketAddrs, config: Config) -> Result<Runtime> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(Error::Listener)?;
+        let local = listener.local_addr().map_err(Error::Listener)?;
+        let rt = Runtime::builder()
+            .config(config)
+            .address(local.to_string())
+            .build();
+        let server = rt.clone();
+        rt.spawn(async move {
+            if let Err(e) = server.serve(listener, std::future::pending()).await {
+                tracing::error!("runtime server stopped: {e}");
+            }
+        });
+        Ok(rt)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Runtime {
+        Runtime { inner }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    pub(crate) fn futures(&self) -> &Arc<FutureTable> {
+        &self.inner.futures
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The address other runtimes reach this one at.
+    pub fn address(&self) -> Option<&str> {
+        self.inner.address.as_deref()
+    }
+
+    /// This runtime's id (also the sender id of calls made outside any
+    /// active object).
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub(crate) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.handle.spawn(fut);
+    }
+
+    /// Serves the wire on `listener` until `shutdown` completes or
+    /// [`Runtime::shutdown`] is called.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<()> {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        self.serve_incoming(incoming, shutdown).await
+    }
+
+    /// Serves the wire on any stream of accepted connections (in-memory
+    /// transports, simulations).
+    pub async fn serve_incoming<I, IO, IE>(
+        &self,
+        incoming: I,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<()>
+    where
+        I: futures::Stream<Item = std::result::Result<IO, IE>> + Send,
+        IO: AsyncRead + AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let config = &self.inner.config;
+        let token = self.inner.shutdown.clone();
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(config.heartbeat_interval))
+            .http2_keepalive_timeout(Some(config.heartbeat_timeout))
+            .tcp_nodelay(true)
+            .add_service(
+                wire::wire_server::WireServer::new(WireService { rt: self.clone() })
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .serve_with_incoming_shutdown(incoming, async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = token.cancelled() => {}
+                }
+            })
+            .await
+            .map_err(|e| Error::Address(format!("the runtime's server failed: {e}")))
+    }
+
+    /// Stops serving, stops every local object and drops every
+    /// connection (their pending calls fail).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let objects = std::mem::take(
+            &mut *self
+                .inner
+                .objects
+                .write()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for (_, hosted) in objects {
+            if let Hosted::Here { mailbox, .. } = hosted {
+                mailbox.stop();
+            }
+        }
+        let peers: Vec<_> = self
+            .inner
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for conn in peers {
+            conn.fail("this runtime shut down".into());
+        }
+    }
+
+    /// The node `name` of this runtime, created on first use.
+    pub fn local_node(&self, name: &str) -> Node {
+        let inner = self
+            .inner
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_insert_with(|| NodeInner::new(name))
+            .clone();
+        let (host, port) = split_address(self.address().unwrap_or("localhost:0"));
+        Node::new(self.clone(), NodeUrl::new(host, port, name), Some(inner))
+    }
+
+    /// A node anywhere, by URL.
+    pub fn node(&self, url: &NodeUrl) -> Node {
+        if self.is_own(url) {
+            return self.local_node(url.name());
+        }
+        Node::new(self.clone(), url.clone(), None)
+    }
+
+    fn is_own(&self, url: &NodeUrl) -> bool {
+        self.address()
+            .is_some_and(|a| split_address(a) == (url.host(), url.port()))
+    }
+
+    /// Binds a proxy decoded outside any runtime to this one.
+    pub fn adopt<P: Proxy>(&self, proxy: &P) -> P {
+        P::from_ref(ActiveRef::from_wire(
+            proxy.active_ref().to_wire(),
+            Some(self.clone()),
+        ))
+    }
+
+    /// Looks up the object registered at `url` (`actogrid://host:port/name`).
+    pub async fn lookup<P: Proxy>(&self, url: &NodeUrl) -> Result<P> {
+        let found: Option<RefWire> = self
+            .control(
+                url,
+                Control::Lookup {
+                    name: url.name().to_owned(),
+                },
+                "lookup",
+            )
+            .await?;
+        let Some(wire) = found else {
+            return Err(Error::Address(format!("nothing is registered at {url}")));
+        };
+        let expected = <P::Object as active::Active>::TYPE_NAME;
+        if wire.type_name != expected {
+            return Err(Error::WrongType {
+                url: url.to_string(),
+                found: wire.type_name,
+                expected,
+            });
+        }
+        Ok(P::from_ref(ActiveRef::from_wire(wire, Some(self.clone()))))
+    }
+
+    pub(crate) fn note_interceptors(&self) {
+        self.inner.interceptors.store(true, Ordering::Release);
+    }
+
+    /// Records that `object` now lives at `address`.
+    pub(crate) fn moved(&self, object: u64, address: &str) {
+        if self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&object)
+            && self.address() != Some(address)
+        {
+            // This runtime's own entry (a forwarder) already routes it.
+            return;
+        }
+        self.inner.any_moved.store(true, Ordering::Release);
+        self.inner
+            .locations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(object, address.to_owned());
+    }
+
+    pub(crate) fn rehome(&self, object: u64, node: &Arc<NodeInner>) {
+        if let Some(Hosted::Here { node: n, .. }) = self
+            .inner
+            .objects
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&object)
+        {
+            *n = node.clone();
+        }
+    }
+
+    /// Slots for futures announced by a message, held while it is decoded.
+    pub(crate) fn hold(&self, ids: &[wire::FutureId]) -> Vec<Arc<Slot>> {
+        ids.iter()
+            .map(|id| self.inner.futures.get_or_create(FutureId::from(id)))
+            .collect()
+    }
+
+    // ----- calls -----
+
+    fn next_seq(&self, sender: u64, target: u64) -> u64 {
+        let mut seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
+        let next = seqs.entry((sender, target)).or_insert(1);
+        let seq = *next;
+        *next += 1;
+        seq
+    }
+
+    pub(crate) fn call<U, E, R: Serialize>(
+        &self,
+        target: &ActiveRef,
+        request: &R,
+        info: CallInfo,
+        flatten: bool,
+    ) -> Future<U, E> {
+        self.call_flags(target, request, info, flatten, 0)
+    }
+
+    fn call_flags<U, E>(
+        &self,
+        target: &ActiveRef,
+        request: &(impl Encode + ?Sized),
+        info: CallInfo,
+        flatten: bool,
+        flags: u32,
+    ) -> Future<U, E> {
+        let site = CallSite {
+            target: target.id(),
+            method: info.method,
+        };
+        let slot = self.inner.futures.new_slot(Some(site), flatten);
+        if let Err(outcome) =
+            self.dispatch(target, request, info, flags, ReplyTo::Slot(slot.clone()))
+        {
+            slot.resolve(outcome);
+        }
+        Future::from_slot(slot, self.inner.config.call_timeout)
+    }
+
+    pub(crate) fn send<R: Serialize>(
+        &self,
+        target: &ActiveRef,
+        request: &R,
+        info: CallInfo,
+    ) -> std::result::Result<(), CallError> {
+        self.dispatch(target, request, info, 0, ReplyTo::Nobody)
+            .map_err(|o| {
+                let reason = String::from_utf8_lossy(&o.payload).into_owned();
+                match o.status {
+                    Status::NodeDied => CallError::NodeDied {
+                        method: info.method,
+                        reason,
+                    },
+                    _ => CallError::Refused {
+                        method: info.method,
+                        reason,
+                    },
+                }
+            })
+    }
+
+    pub(crate) fn migrate(&self, target: &ActiveRef, node: &NodeUrl) -> Future<()> {
+        let info = CallInfo {
+            method: "migrate_to",
+            immediate: false,
+        };
+        self.call_flags(target, &node.to_string(), info, false, FLAG_MIGRATE)
+    }
+
+    /// Encodes and routes one request.
+    fn dispatch(
+        &self,
+        target: &ActiveRef,
+        request: &(impl Encode + ?Sized),
+        info: CallInfo,
+        flags: u32,
+        reply: ReplyTo,
+    ) -> std::result::Result<(), Outcome> {
+        let id = target.id();
+        let sender = SERVING.try_with(|s| *s).unwrap_or(self.inner.id);
+        let flags = flags | if info.immediate { FLAG_IMMEDIATE } else { 0 };
+        let seq = if info.immediate {
+            0
+        } else {
+            self.next_seq(sender, id)
+        };
+        let mut header = Vec::new();
+        if self.inner.interceptors.load(Ordering::Acquire) && sender != self.inner.id {
+            self.before_send(sender, id, seq, &mut header);
+        }
+        let encode_error = |e: postcard::Error| {
+            Outcome::failure(
+                Status::BadRequest,
+                format!("the arguments of `{}` do not encode: {e}", info.method),
+            )
+        };
+        let local = self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id);
+        if local {
+            let (payload, held) = codec::encode_in(None, request).map_err(encode_error)?;
+            self.deliver(Inbound {
+                target: id,
+                sender,
+                seq,
+                flags,
+                header,
+                payload,
+                held,
+                reply,
+            });
+            return Ok(());
+        }
+        let address = self.location_of(target);
+        if address.is_empty() {
+            return Err(Outcome::failure(
+                Status::NoSuchObject,
+                format!(
+                    "{target:?} lives in a runtime that does not serve, so it is reachable only there"
+                ),
+            ));
+        }
+        let conn = self.conn_to(&address);
+        let (payload, held) =
+            codec::encode_in(Some(conn.clone()), request).map_err(encode_error)?;
+        let call_id = match reply {
+            ReplyTo::Nobody => 0,
+            ReplyTo::Slot(slot) => conn
+                .register(Pending::Slot(slot))
+                .map_err(|_| dead(&conn))?,
+            to @ ReplyTo::Remote { .. } => conn
+                .register(Pending::Relay {
+                    to,
+                    object: id,
+                    moved_to: address.clone(),
+                })
+                .map_err(|_| dead(&conn))?,
+        };
+        if conn.is_closed() && call_id == 0 {
+            return Err(dead(&conn));
+        }
+        conn.send(WireBody::Request(wire::Request {
+            call_id,
+            target: id,
+            sender,
+            seq,
+            flags,
+            header,
+            payload,
+            futures: held.iter().map(|s| wire::FutureId::from(s.id)).collect(),
+        }));
+        Ok(())
+    }
+
+    fn before_send(&self, sender: u64, target: u64, seq: u64, header: &mut Vec<u8>) {
+        let node = match self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sender)
+        {
+            Some(Hosted::Here { node, .. }) => node.clone(),
+            _ => return,
+        };
+        for i in node.interceptors() {
+            i.before_send(&mut Outgoing {
+                sender,
+                target,
+                seq,
+                header,
+            });
+        }
+    }
+
+    fn location_of(&self, target: &ActiveRef) -> String {
+        if self.inner.any_moved.load(Ordering::Acquire)
+            && let Some(a) = self
+                .inner
+                .locations
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&target.id())
+        {
+            return a.clone();
+        }
+        target.inner.address.clone()
+    }
+
+    /// Hands a request to a local body, or on to where its object went.
+    pub(crate) fn deliver(&self, mut inbound: Inbound) {
+        for _ in 0..8 {
+            let route = match self
+                .inner
+                .objects
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&inbound.target)
+            {
+                Some(Hosted::Here { mailbox, .. }) => Ok(mailbox.clone()),
+                Some(Hosted::Moved(address)) => Err(Some(address.clone())),
+                None => Err(None),
+            };
+            match route {
+                Ok(mailbox) => match mailbox.push(inbound) {
+                    Ok(()) => return,
+                    // The body closed between lookup and push (it is
+                    // migrating): look again.
+                    Err(back) => {
+                        inbound = back;
+                        std::thread::yield_now();
+                    }
+                },
+                Err(Some(address)) => return self.forward(inbound, &address),
+                Err(None) => break,
+            }
+        }
+        let message = format!(
+            "no active object {:#x} on the runtime at {}",
+            inbound.target,
+            self.address().unwrap_or("(not serving)")
+        );
+        inbound
+            .reply
+            .send(self, Outcome::failure(Status::NoSuchObject, message), None);
+    }
+
+    /// Sends a request on to the runtime its object moved to; the reply
+    /// comes back through here and is relayed with the new address.
+    fn forward(&self, inbound: Inbound, address: &str) {
+        let conn = self.conn_to(address);
+        for h in &inbound.held {
+            h.continue_to(&conn);
+        }
+        let futures = inbound
+            .held
+            .iter()
+            .map(|s| wire::FutureId::from(s.id))
+            .collect();
+        let call_id = if inbound.reply.expects_reply() {
+            match conn.register(Pending::Relay {
+                to: inbound.reply,
+                object: inbound.target,
+                moved_to: address.to_owned(),
+            }) {
+                Ok(id) => id,
+                Err(Pending::Relay { to, .. }) => {
+                    return to.send(self, dead(&conn), None);
+                }
+                Err(Pending::Slot(_)) => return,
+            }
+        } else {
+            0
+        };
+        conn.send(WireBody::Request(wire::Request {
+            call_id,
+            target: inbound.target,
+            sender: inbound.sender,
+            seq: inbound.seq,
+            flags: inbound.flags,
+            header: inbound.header,
+            payload: inbound.payload,
+            futures,
+        }));
+    }
+
+    /// Marks `object` as moved to `address` and sends every request queued
+    /// for it there.
+    pub(crate) fn forward_all(
+        &self,
+        object: u64,
+        address: &str,
+        mailbox: &Mailbox,
+        held_back: Vec<Inbound>,
+    ) {
+        self.inner
+            .objects
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(object, Hosted::Moved(address.to_owned()));
+        for inbound in mailbox.close().into_iter().chain(held_back) {
+            self.forward(inbound, address);
+        }
+    }
+
+    /// A request arrived on a connection.
+    pub(crate) fn receive_request(&self, conn: &Arc<Conn>, r: wire::Request) {
+        let held = conn.hold(self, &r.futures);
+        let reply = if r.call_id == 0 {
+            ReplyTo::Nobody
+        } else {
+            ReplyTo::Remote {
+                conn: conn.clone(),
+                call_id: r.call_id,
+            }
+        };
+        let inbound = Inbound {
+            target: r.target,
+            sender: r.sender,
+            seq: r.seq,
+            flags: r.flags,
+            header: r.header,
+            payload: r.payload,
+            held,
+            reply,
+        };
+        if inbound.target == 0 {
+            let rt = self.clone();
+            self.spawn(async move { rt.serve_control(inbound) });
+        } else {
+            self.deliver(inbound);
+        }
+    }
+
+    // ----- connections -----
+
+    /// The connection to `address`, opened in the background on first use;
+    /// requests queue until it is up.
+    pub(crate) fn conn_to(&self, address: &str) -> Arc<Conn> {
+        let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(conn) = peers.get(address)
+            && !conn.is_closed()
+        {
+            return conn.clone();
+        }
+        let (conn, rx) = Conn::new(self, address.to_owned(), Some(address.to_owned()));
+        peers.insert(address.to_owned(), conn.clone());
+        drop(peers);
+        let rt = self.clone();
+        let driven = conn.clone();
+        self.spawn(async move { rt.drive_outgoing(driven, rx).await });
+        conn
+    }
+
+    pub(crate) fn forget_connection(&self, address: &str, conn: &Arc<Conn>) {
+        let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if peers.get(address).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            peers.remove(address);
+        }
+    }
+
+    async fn drive_outgoing(
+        self,
+        conn: Arc<Conn>,
+        rx: tokio::sync::mpsc::UnboundedReceiver<wire::Envelope>,
+    ) {
+        let config = self.inner.config.clone();
+        let address = conn.peer.clone();
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+            Ok(e) => e,
+            Err(e) => return conn.fail(format!("`{address}` is not a runtime address: {e}")),
+        };
+        let endpoint = endpoint
+            .connect_timeout(config.connect_timeout)
+            .http2_keep_alive_interval(config.heartbeat_interval)
+            .keep_alive_timeout(config.heartbeat_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        let connector = self.inner.connector.clone();
+        let dial = address.clone();
+        let service = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+            let connecting = connector.connect(&dial);
+            async move { connecting.await.map(hyper_util::rt::TokioIo::new) }
+        });
+        let channel = match tokio::time::timeout(
+            config.connect_timeout,
+            endpoint.connect_with_connector(service),
+        )
+        .await
+        {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => return conn.fail(format!("cannot connect: {}", error_chain(&e))),
+            Err(_) => {
+                return conn.fail(format!(
+                    "cannot connect within {:?}",
+                    config.connect_timeout
+                ));
+            }
+        };
+        let mut client = wire::wire_client::WireClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let opened = tokio::select! {
+            r = client.open(Batched::new(rx, &conn)) => r,
+            () = conn.closed() => return,
+        };
+        let inbound = match opened {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                return conn.fail(format!(
+                    "the runtime refused the stream: {}",
+                    status.message()
+                ));
+            }
+        };
+        self.spawn(
+            conn.clone()
+                .heartbeat(config.heartbeat_interval, config.heartbeat_timeout),
+        );
+        read_frames(conn, inbound).await;
+    }
+
+    // ----- control requests -----
+
+    /// Sends a control request to the runtime of `url` (or serves it here).
+    pub(crate) fn control<T>(
+        &self,
+        url: &NodeUrl,
+        control: Control,
+        method: &'static str,
+    ) -> Future<T> {
+        let slot = self.inner.futures.new_slot(None, false);
+        let future = Future::from_slot(slot.clone(), self.inner.config.call_timeout);
+        if self.is_own(url) || (self.address().is_none() && url.port() == 0) {
+            let (payload, held) = match codec::encode_in(None, &control) {
+                Ok(x) => x,
+                Err(e) => {
+                    slot.resolve(Outcome::failure(Status::BadRequest, e.to_string()));
+                    return future;
+                }
+            };
+            self.serve_control(Inbound {
+                target: 0,
+                sender: self.inner.id,
+                seq: 0,
+                flags: 0,
+                header: Vec::new(),
+                payload,
+                held,
+                reply: ReplyTo::Slot(slot),
+            });
+            return future;
+        }
+        let address = join_address(url.host(), url.port());
+        let conn = self.conn_to(&address);
+        let (payload, held) = match codec::encode_in(Some(conn.clone()), &control) {
+            Ok(x) => x,
+            Err(e) => {
+                slot.resolve(Outcome::failure(Status::BadRequest, e.to_string()));
+                return future;
+            }
+        };
+        let call_id = match conn.register(Pending::Slot(slot.clone())) {
+            Ok(id) => id,
+            Err(_) => {
+                slot.resolve(dead(&conn));
+                return future;
+            }
+        };
+        let _ = method;
+        conn.send(WireBody::Request(wire::Request {
+            call_id,
+            target: 0,
+            sender: self.inner.id,
+            seq: 0,
+            flags: 0,
+            header: Vec::new(),
+            payload,
+            futures: held.iter().map(|s| wire::FutureId::from(s.id)).collect(),
+        }));
+        future
+    }
+
+    fn serve_control(&self, inbound: Inbound) {
+        let reply = |outcome: std::result::Result<Box<dyn Encode + Send>, (Status, String)>,
+                     inbound: Inbound| {
+            let route = match &inbound.reply {
+                ReplyTo::Remote { conn, .. } => Some(conn.clone()),
+                _ => None,
+            };
+            let outcome = match outcome {
+                Ok(value) => match codec::encode_in(route, &*value) {
+                    Ok((payload, held)) => Outcome {
+                        status: Status::Ok,
+                        payload,
+                        held,
+                        runtime: Some(self.clone()),
+                    },
+                    Err(e) => Outcome::failure(Status::Refused, e.to_string()),
+                },
+                Err((status, message)) => Outcome::failure(status, message),
+            };
+            inbound.reply.send(self, outcome, None);
+        };
+        let control: Control = match codec::decode_in(self, &inbound.held, &inbound.payload) {
+            Ok(c) => c,
+            Err(e) => {
+                return reply(
+                    Err((
+                        Status::BadRequest,
+                        format!("control request does not decode: {e}"),
+                    )),
+                    inbound,
+                );
+            }
+        };
+        let result: std::result::Result<Box<dyn Encode + Send>, (Status, String)> = match control {
+            Control::Create {
+                type_name,
+                node,
+                ctor,
+            } => self
+                .create_here(&type_name, &node, &ctor, &inbound.held)
+                .map(|r| Box::new(r) as Box<dyn Encode + Send>),
+            Control::Restore { node, checkpoint } => self
+                .restore_here(&node, checkpoint)
+                .map(|r| Box::new(r) as Box<dyn Encode + Send>),
+            Control::Register { name, object } => {
+                let mut names = self.inner.names.write().unwrap_or_else(|p| p.into_inner());
+                match names.entry(name) {
+                    std::collections::hash_map::Entry::Occupied(e) => Err((
+                        Status::Refused,
+                        format!(
+                            "the name `{}` is already registered on {}",
+                            e.key(),
+                            self.address().unwrap_or("this runtime")
+                        ),
+                    )),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(object);
+                        Ok(Box::new(()))
+                    }
+                }
+            }
+            Control::Unregister { name } => {
+                self.inner
+                    .names
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+                Ok(Box::new(()))
+            }
+            Control::Lookup { name } => {
+                let found = self
+                    .inner
+                    .names
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&name)
+                    .cloned();
+                Ok(Box::new(found))
+            }
+        };
+        reply(result, inbound);
+    }
+
+    fn unknown_type(&self, type_name: &str) -> (Status, String) {
+        (
+            Status::Refused,
+            format!(
+                "the runtime at {} has no active type `{type_name}`: every runtime must run the \
+                 same binary as the application",
+                self.address().unwrap_or("(not serving)")
+            ),
+        )
+    }
+
+    fn create_here(
+        &self,
+        type_name: &str,
+        node: &str,
+        ctor: &[u8],
+        held: &[Arc<Slot>],
+    ) -> std::result::Result<RefWire, (Status, String)> {
+        let entry = active::registered(type_name).ok_or_else(|| self.unknown_type(type_name))?;
+        let object = (entry.construct)(self, held, ctor).map_err(|e| {
+            (
+                Status::Refused,
+                format!("constructing `{type_name}` failed: {e}"),
+            )
+        })?;
+        let id = loop {
+            let id = fastrand::u64(..);
+            if id != 0 {
+                break id;
+            }
+        };
+        Ok(self.host(id, object, node, Order::default()))
+    }
+
+    fn restore_here(
+        &self,
+        node: &str,
+        checkpoint: Checkpoint,
+    ) -> std::result::Result<RefWire, (Status, String)> {
+        let type_name = checkpoint.type_name.as_str();
+        let entry = active::registered(type_name).ok_or_else(|| self.unknown_type(type_name))?;
+        if let Some(Hosted::Here { .. }) = self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&checkpoint.object)
+        {
+            return Err((
+                Status::Refused,
+                format!("object {:#x} is already hosted here", checkpoint.object),
+            ));
+        }
+        let object =
+            (entry.restore)(self, &checkpoint.state).map_err(|e| (Status::NotMigratable, e))?;
+        Ok(self.host(
+            checkpoint.object,
+            object,
+            node,
+            Order::from_table(&checkpoint.next_seq),
+        ))
+    }
+
+    fn host(
+        &self,
+        id: u64,
+        object: Box<dyn active::ErasedActive>,
+        node: &str,
+        order: Order,
+    ) -> RefWire {
+        let node = self.local_node(node).inner().clone();
+        let mailbox = Mailbox::new();
+        let wire = RefWire {
+            id,
+            address: self.address().unwrap_or_default().to_owned(),
+            node: node.name.clone(),
+            type_name: object.type_name().to_owned(),
+        };
+        self.inner
+            .objects
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Hosted::Here {
+                    mailbox: mailbox.clone(),
+                    node: node.clone(),
+                },
+            );
+        self.inner
+            .locations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        let body = Body {
+            id,
+            object,
+            mailbox,
+            node,
+            order,
+            runtime: self.clone(),
+        };
+        self.spawn(body.run());
+        wire
+    }
+
+    /// Restores a checkpoint on a remote node (the migration's hand-over).
+    pub(crate) async fn remote_restore(
+        &self,
+        url: &NodeUrl,
+        checkpoint: Checkpoint,
+    ) -> std::result::Result<(), String> {
+        let restored: Future<RefWire> = self.control(
+            url,
+            Control::Restore {
+                node: url.name().to_owned(),
+                checkpoint,
+            },
+            "restore",
+        );
+        restored.await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Number of active objects hosted here (not counting forwarders).
+    pub fn object_count(&self) -> usize {
+        self.inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|h| matches!(h, Hosted::Here { .. }))
+            .count()
+    }
+
+    /// Requests waiting in the queue of a local object, if it is here.
+    pub fn queue_length(&self, object: u64) -> Option<usize> {
+        match self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&object)
+        {
+            Some(Hosted::Here { mailbox, .. }) => Some(mailbox.len()),
+            _ => None,
+        }
+    }
+
+    /// Decodes a value with this runtime's context (binding proxies and
+    /// futures inside it).
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+    ) -> std::result::Result<T, codec::DecodeError> {
+        codec::decode_in(self, &[], bytes)
+    }
+}
+
+fn dead(conn: &Conn) -> Outcome {
+    let why = conn.failure().unwrap_or_else(|| "connection closed".into());
+    Outcome::failure(
+        Status::NodeDied,
+        format!("the runtime at {} is unreachable: {why}", conn.peer),
+    )
+}
+
+/// Reads frames until the stream ends, fails, or the connection is failed
+/// from elsewhere (heartbeat timeout, shutdown).
+pub(crate) async fn read_frames(conn: Arc<Conn>, mut inbound: tonic::Streaming<wire::Frame>) {
+    loop {
+        let next = tokio::select! {
+            next = inbound.message() => next,
+            () = conn.closed() => return,
+        };
+        match next {
+            Ok(Some(frame)) => conn.receive(frame),
+            Ok(None) => return conn.fail("the stream was closed by the other end".into()),
+            Err(status) => {
+                return conn.fail(format!("the stream broke: {}", status.message()));
+            }
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Splits `host:port` (IPv6 in brackets).
+pub(crate) fn split_address(address: &str) -> (&str, u16) {
+    match address.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port.parse().unwrap_or(0),
+        ),
+        None => (address, 0),
+    }
+}
+
+pub(crate) fn join_address(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Accepts streams from other runtimes.
+struct WireService {
+    rt: Runtime,
+}
+
+#[tonic::async_trait]
+impl wire::wire_server::Wire for WireService {
+    type OpenStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = std::result::Result<wire::Frame, tonic::Status>> + Send>,
+    >;
+
+    async fn open(
+        &self,
+        request: tonic::Request<tonic::Streaming<wire::Frame>>,
+    ) -> std::result::Result<tonic::Response<Self::OpenStream>, tonic::Status> {
+        use futures::StreamExt;
+        let peer = request
+            .remote_addr()
+            .map(|a: SocketAddr| format!("client {a}"))
+            .unwrap_or_else(|| "a client".to_owned());
+        let inbound = request.into_inner();
+        let (conn, rx) = Conn::new(&self.rt, peer, None);
+        let config = self.rt.config().clone();
+        self.rt.spawn(
+            conn.clone()
+                .heartbeat(config.heartbeat_interval, config.heartbeat_timeout),
+        );
+        self.rt.spawn(read_frames(conn.clone(), inbound));
+        Ok(tonic::Response::new(Box::pin(
+            Batched::new(rx, &conn).map(Ok),
+        )))
+    }
+}

@@ -1,0 +1,50 @@
+//! Quick check across two runtimes in one process.
+
+use actogrid_runtime::builtin::{EchoProxy, RecorderProxy};
+use actogrid_runtime::{Config, Runtime, wait_all};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_talk() -> anyhow::Result<()> {
+    let a = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let b = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let node_b = a.node(&format!("actogrid://{}/n1", b.address().unwrap()).parse()?);
+    let echo = EchoProxy::new(&node_b).await?;
+    echo.ping().await?;
+    assert_eq!(echo.echo(vec![1, 2, 3]).await?, vec![1, 2, 3]);
+    let rec = RecorderProxy::new(&node_b).await?;
+    let futs: Vec<_> = (0..1000).map(|i| rec.push(i)).collect();
+    for r in wait_all(futs).await {
+        r?;
+    }
+    assert_eq!(rec.seen().await?, (0..1000).collect::<Vec<_>>());
+    let local = RecorderProxy::new(&a.local_node("here")).await?;
+    local.push(5).await?;
+    assert_eq!(local.seen().await?, vec![5]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn future_passed_to_third_runtime() -> anyhow::Result<()> {
+    use actogrid_runtime::builtin::WorkerProxy;
+    use std::time::Duration;
+    let m = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let a = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let b = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let na = m.node(&format!("actogrid://{}/a", a.address().unwrap()).parse()?);
+    let nb = m.node(&format!("actogrid://{}/b", b.address().unwrap()).parse()?);
+    let wa = WorkerProxy::new(&na, "wa".into()).await?;
+    let wb = WorkerProxy::new(&nb, "wb".into()).await?;
+    let pending = wa.slow(300, 41);
+    let on_b = wb.add_to(pending.clone(), 1);
+    let again_on_b = wb.add_to(pending.clone(), 2);
+    let on_a = wa.add_to(pending.clone(), 3);
+    eprintln!("sent");
+    let r = tokio::time::timeout(Duration::from_secs(5), on_b).await;
+    eprintln!("{r:?}");
+    let r2 = tokio::time::timeout(Duration::from_secs(5), again_on_b).await;
+    eprintln!("{r2:?}");
+    let r3 = tokio::time::timeout(Duration::from_secs(5), on_a).await;
+    eprintln!("{r3:?}");
+    assert_eq!(r??, 42);
+    Ok(())
+}
