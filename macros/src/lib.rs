@@ -97,10 +97,8 @@ mod entry;
 /// `Serialize` and `Deserialize`, be owned (`String`, not `&str`) and be
 /// plain `name: Type` parameters.
 ///
-/// The type itself must be `Send + Sync + 'static`, and declared `pub`
-/// (`pub struct Counter`): its proxy is `pub`, and the two name each other
-/// in trait impls, which rustc only accepts between items of the same
-/// visibility. In a private module, `pub` exports nothing.
+/// The type itself must be `Send + Sync + 'static`. It may be private;
+/// its proxy is always `pub`.
 ///
 /// # Return types
 ///

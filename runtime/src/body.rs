@@ -15,7 +15,7 @@
 //! * a panic in a method reaches the caller as `CallError::Panicked` and
 //!   the object goes on serving.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use crate::active::{ErasedActive, Served};
 use crate::codec;
 use crate::connection::ReplyTo;
 use crate::future::{Outcome, SERVING, Slot, Status};
+use crate::ids::IdMap;
 use crate::intercept::{BodyAccess, Checkpoint, Delivery, ServeOutcome, Verdict};
 use crate::node::NodeInner;
 use crate::runtime::{CURRENT, Runtime};
@@ -39,8 +40,8 @@ pub(crate) struct Inbound {
     pub(crate) sender: u64,
     pub(crate) seq: u64,
     pub(crate) flags: u32,
-    pub(crate) header: Vec<u8>,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) header: bytes::Bytes,
+    pub(crate) payload: bytes::Bytes,
     /// Slots of the futures the payload embeds.
     pub(crate) held: Vec<Arc<Slot>>,
     pub(crate) reply: ReplyTo,
@@ -132,7 +133,7 @@ impl Mailbox {
 /// sender, and requests that arrived ahead of it.
 #[derive(Default)]
 pub(crate) struct Order {
-    senders: HashMap<u64, SenderOrder>,
+    senders: IdMap<u64, SenderOrder>,
 }
 
 struct SenderOrder {
@@ -302,8 +303,15 @@ impl Body {
     }
 
     async fn deliver(&mut self, inbound: Inbound) {
-        let method = self.object.method_of(&inbound.payload);
         let interceptors = self.node.interceptors();
+        if interceptors.is_empty() {
+            let outcome = self.serve(&inbound).await;
+            inbound.reply.send(&self.runtime, outcome, None);
+            return;
+        }
+        // Interceptors see the method before the request is served, so it
+        // is decoded once more here, off the fast path.
+        let method = self.object.method_of(&inbound.payload);
         let delivery = Delivery {
             object: self.id,
             type_name: self.object.type_name(),
@@ -324,7 +332,7 @@ impl Body {
                 return;
             }
         }
-        let outcome = self.serve(&inbound, method).await;
+        let outcome = self.serve(&inbound).await;
         let served = match outcome.status {
             Status::Ok => ServeOutcome::Value,
             Status::MethodError => ServeOutcome::MethodError,
@@ -342,14 +350,14 @@ impl Body {
         inbound.reply.send(&self.runtime, outcome, None);
     }
 
-    async fn serve(&mut self, inbound: &Inbound, method: &'static str) -> Outcome {
+    async fn serve(&mut self, inbound: &Inbound) -> Outcome {
         let rt = self.runtime.clone();
         let (id, type_name) = (self.id, self.object.type_name());
-        let fut = match self
+        let (method, fut) = match self
             .object
             .serve_bytes(&rt, &inbound.held, &inbound.payload)
         {
-            Ok(fut) => fut,
+            Ok(x) => x,
             Err(e) => {
                 return Outcome::failure(
                     Status::BadRequest,
@@ -377,7 +385,7 @@ impl Body {
         match std::panic::catch_unwind(AssertUnwindSafe(|| codec::encode_in(route, &*value))) {
             Ok(Ok((payload, held))) => Outcome {
                 status,
-                payload,
+                payload: payload.into(),
                 held,
                 runtime: Some(rt),
             },

@@ -8,7 +8,6 @@
 //! it with [`CallError::NodeDied`](crate::CallError::NodeDied): a dead node
 //! is noticed, never waited on forever.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -22,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::future::{FutureId, Outcome, Slot, Status};
+use crate::ids::IdMap;
 use crate::runtime::{Inner, Runtime};
 use crate::wire::{self, envelope::Body};
 
@@ -82,7 +82,7 @@ impl ReplyTo {
                         .collect(),
                     moved_to,
                     object,
-                    header: Vec::new(),
+                    header: bytes::Bytes::new(),
                 }));
             }
         }
@@ -101,7 +101,7 @@ pub(crate) struct Conn {
     /// Set for connections this runtime opened (keyed by that address).
     pub(crate) outgoing: Option<String>,
     tx: mpsc::UnboundedSender<wire::Envelope>,
-    pending: Mutex<HashMap<u64, Pending>>,
+    pending: Mutex<IdMap<u64, Pending>>,
     next_call: AtomicU64,
     closed: AtomicBool,
     /// Milliseconds since `epoch` when the other end last sent anything.

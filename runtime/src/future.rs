@@ -10,7 +10,6 @@
 //! registers the message's destination as a *continuation* of the slot, and
 //! the value follows when it arrives. A resolved future travels inline.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -25,6 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec;
 use crate::connection::Route;
 use crate::error::{CallError, NoError};
+use crate::ids::IdMap;
 use crate::runtime::Runtime;
 
 /// A global future identity: the runtime that created it and a number.
@@ -50,7 +50,7 @@ pub(crate) enum Status {
 /// A filled slot: the encoded reply and the futures it embeds.
 pub(crate) struct Outcome {
     pub(crate) status: Status,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: bytes::Bytes,
     /// Slots of futures inside `payload`, kept alive until it is decoded.
     pub(crate) held: Vec<Arc<Slot>>,
     /// Where decoded proxies and futures bind.
@@ -62,7 +62,7 @@ impl Outcome {
     pub(crate) fn ok_unit() -> Outcome {
         Outcome {
             status: Status::Ok,
-            payload: Vec::new(),
+            payload: bytes::Bytes::new(),
             held: Vec::new(),
             runtime: None,
         }
@@ -71,7 +71,7 @@ impl Outcome {
     pub(crate) fn failure(status: Status, message: impl Into<String>) -> Outcome {
         Outcome {
             status,
-            payload: message.into().into_bytes(),
+            payload: message.into().into_bytes().into(),
             held: Vec::new(),
             runtime: None,
         }
@@ -286,8 +286,8 @@ pub(crate) struct FutureTable {
 
 #[derive(Default)]
 struct TableInner {
-    known: HashMap<FutureId, Weak<Slot>>,
-    pinned: HashMap<FutureId, Arc<Slot>>,
+    known: IdMap<FutureId, Weak<Slot>>,
+    pinned: IdMap<FutureId, Arc<Slot>>,
 }
 
 impl FutureTable {
@@ -383,7 +383,7 @@ impl FutureWire {
         match self {
             FutureWire::Ready { status, payload } => Slot::ready(Outcome {
                 status,
-                payload,
+                payload: payload.into(),
                 held: held.to_vec(),
                 runtime: runtime.cloned(),
             }),
@@ -407,7 +407,7 @@ fn encode_slot(slot: &Arc<Slot>) -> FutureWire {
         }
         return FutureWire::Ready {
             status: outcome.status,
-            payload: outcome.payload.clone(),
+            payload: outcome.payload.to_vec(),
         };
     }
     note_embedded(slot);

@@ -28,6 +28,7 @@ mod connection;
 mod error;
 mod future;
 mod group;
+mod ids;
 pub mod intercept;
 mod node;
 mod proxy;

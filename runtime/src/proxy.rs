@@ -4,13 +4,15 @@
 //! them.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::NodeUrl;
 use crate::codec;
+use crate::connection::Conn;
 use crate::error::CallError;
 use crate::future::{Future, Status};
 use crate::runtime::Runtime;
@@ -38,6 +40,18 @@ pub(crate) struct RefInner {
     pub(crate) node: String,
     pub(crate) type_name: String,
     pub(crate) runtime: Option<Runtime>,
+    /// What the last call through this reference looked up, so a stream
+    /// of calls skips the runtime's tables.
+    pub(crate) cache: Mutex<RouteCache>,
+}
+
+/// See [`RefInner::cache`].
+#[derive(Default)]
+pub(crate) struct RouteCache {
+    /// The sequence counter of the last sender.
+    pub(crate) seq: Option<(u64, Arc<AtomicU64>)>,
+    /// The connection to the last address called.
+    pub(crate) conn: Option<(String, Arc<Conn>)>,
 }
 
 /// How a reference travels.
@@ -68,6 +82,7 @@ impl ActiveRef {
                 node: wire.node,
                 type_name: wire.type_name,
                 runtime,
+                cache: Mutex::default(),
             }),
         }
     }

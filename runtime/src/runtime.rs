@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::codec::{self, Encode};
 use crate::connection::{Batched, Conn, Pending, ReplyTo};
 use crate::error::{CallError, Error, Result};
 use crate::future::{CallSite, Future, FutureId, FutureTable, Outcome, SERVING, Slot, Status};
+use crate::ids::IdMap;
 use crate::intercept::{Checkpoint, Outgoing};
 use crate::node::{Node, NodeInner};
 use crate::proxy::{ActiveRef, CallInfo, RefWire};
@@ -180,15 +181,15 @@ pub(crate) struct Inner {
     address: Option<String>,
     config: Config,
     futures: Arc<FutureTable>,
-    objects: RwLock<HashMap<u64, Hosted>>,
+    objects: RwLock<IdMap<u64, Hosted>>,
     names: RwLock<HashMap<String, RefWire>>,
     nodes: Mutex<HashMap<String, Arc<NodeInner>>>,
     peers: Mutex<HashMap<String, Arc<Conn>>>,
     /// Where objects that migrated away now live (the location cache).
-    locations: RwLock<HashMap<u64, String>>,
+    locations: RwLock<IdMap<u64, String>>,
     any_moved: AtomicBool,
     /// Next sequence number per (sender, target).
-    seqs: Mutex<HashMap<(u64, u64), u64>>,
+    seqs: Mutex<IdMap<(u64, u64), Arc<AtomicU64>>>,
     /// Whether any node has interceptors (skips a lookup per call if not).
     interceptors: AtomicBool,
     connector: Arc<dyn Connector>,
@@ -420,7 +421,7 @@ impl Runtime {
         let Some(wire) = found else {
             return Err(Error::Address(format!("nothing is registered at {url}")));
         };
-        let expected = <P::Object as active::Active>::TYPE_NAME;
+        let expected = P::TYPE_NAME;
         if wire.type_name != expected {
             return Err(Error::WrongType {
                 url: url.to_string(),
@@ -477,12 +478,38 @@ impl Runtime {
 
     // ----- calls -----
 
-    fn next_seq(&self, sender: u64, target: u64) -> u64 {
-        let mut seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
-        let next = seqs.entry((sender, target)).or_insert(1);
-        let seq = *next;
-        *next += 1;
+    fn next_seq(&self, sender: u64, target: &ActiveRef) -> u64 {
+        let mut cache = target.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, counter)) = &cache.seq
+            && *s == sender
+        {
+            return counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let counter = self
+            .inner
+            .seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((sender, target.id()))
+            .or_insert_with(|| Arc::new(AtomicU64::new(1)))
+            .clone();
+        let seq = counter.fetch_add(1, Ordering::Relaxed);
+        cache.seq = Some((sender, counter));
         seq
+    }
+
+    /// The connection for a call to `target` at `address`.
+    fn conn_for(&self, target: &ActiveRef, address: &str) -> Arc<Conn> {
+        let mut cache = target.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((a, conn)) = &cache.conn
+            && a == address
+            && !conn.is_closed()
+        {
+            return conn.clone();
+        }
+        let conn = self.conn_to(address);
+        cache.conn = Some((address.to_owned(), conn.clone()));
+        conn
     }
 
     pub(crate) fn call<U, E, R: Serialize>(
@@ -561,7 +588,7 @@ impl Runtime {
         let seq = if info.immediate {
             0
         } else {
-            self.next_seq(sender, id)
+            self.next_seq(sender, target)
         };
         let mut header = Vec::new();
         if self.inner.interceptors.load(Ordering::Acquire) && sender != self.inner.id {
@@ -586,14 +613,15 @@ impl Runtime {
                 sender,
                 seq,
                 flags,
-                header,
-                payload,
+                header: header.into(),
+                payload: payload.into(),
                 held,
                 reply,
             });
             return Ok(());
         }
-        let address = self.location_of(target);
+        let moved = self.moved_to(target);
+        let address = moved.as_deref().unwrap_or(&target.inner.address);
         if address.is_empty() {
             return Err(Outcome::failure(
                 Status::NoSuchObject,
@@ -602,7 +630,7 @@ impl Runtime {
                 ),
             ));
         }
-        let conn = self.conn_to(&address);
+        let conn = self.conn_for(target, address);
         let (payload, held) =
             codec::encode_in(Some(conn.clone()), request).map_err(encode_error)?;
         let call_id = match reply {
@@ -614,7 +642,7 @@ impl Runtime {
                 .register(Pending::Relay {
                     to,
                     object: id,
-                    moved_to: address.clone(),
+                    moved_to: address.to_owned(),
                 })
                 .map_err(|_| dead(&conn))?,
         };
@@ -627,8 +655,8 @@ impl Runtime {
             sender,
             seq,
             flags,
-            header,
-            payload,
+            header: header.into(),
+            payload: payload.into(),
             futures: held.iter().map(|s| wire::FutureId::from(s.id)).collect(),
         }));
         Ok(())
@@ -655,18 +683,17 @@ impl Runtime {
         }
     }
 
-    fn location_of(&self, target: &ActiveRef) -> String {
-        if self.inner.any_moved.load(Ordering::Acquire)
-            && let Some(a) = self
-                .inner
-                .locations
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&target.id())
-        {
-            return a.clone();
+    /// Where `target` went, if it migrated away from its address.
+    fn moved_to(&self, target: &ActiveRef) -> Option<String> {
+        if !self.inner.any_moved.load(Ordering::Acquire) {
+            return None;
         }
-        target.inner.address.clone()
+        self.inner
+            .locations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target.id())
+            .cloned()
     }
 
     /// Hands a request to a local body, or on to where its object went.
@@ -906,8 +933,8 @@ impl Runtime {
                 sender: self.inner.id,
                 seq: 0,
                 flags: 0,
-                header: Vec::new(),
-                payload,
+                header: bytes::Bytes::new(),
+                payload: payload.into(),
                 held,
                 reply: ReplyTo::Slot(slot),
             });
@@ -936,8 +963,8 @@ impl Runtime {
             sender: self.inner.id,
             seq: 0,
             flags: 0,
-            header: Vec::new(),
-            payload,
+            header: bytes::Bytes::new(),
+            payload: payload.into(),
             futures: held.iter().map(|s| wire::FutureId::from(s.id)).collect(),
         }));
         future
@@ -954,7 +981,7 @@ impl Runtime {
                 Ok(value) => match codec::encode_in(route, &*value) {
                     Ok((payload, held)) => Outcome {
                         status: Status::Ok,
-                        payload,
+                        payload: payload.into(),
                         held,
                         runtime: Some(self.clone()),
                     },

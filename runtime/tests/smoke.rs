@@ -48,3 +48,30 @@ async fn future_passed_to_third_runtime() -> anyhow::Result<()> {
     assert_eq!(r??, 42);
     Ok(())
 }
+
+/// A private active type, used through its proxy.
+struct Tally {
+    n: u32,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Tally {
+    pub fn new() -> Self {
+        Tally { n: 0 }
+    }
+
+    pub fn bump(&mut self) -> u32 {
+        self.n += 1;
+        self.n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_types_are_active_too() -> anyhow::Result<()> {
+    let rt = Runtime::builder().build();
+    let t = TallyProxy::new(&rt.local_node("n")).await?;
+    t.bump().await?;
+    assert_eq!(t.bump().await?, 2);
+    Ok(())
+}

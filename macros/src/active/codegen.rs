@@ -81,9 +81,11 @@ fn proxy(model: &ActiveImpl, names: &Names) -> TokenStream {
          cheap to clone, can be passed to other active objects, and dereferences to \
          the untyped `ActiveRef` (identity, migration)."
     ));
-    // The public proxy names the type here, which rustc only accepts of a
-    // `pub` type: its error then points at the type, not at the attribute.
-    let object = quote_spanned!(self_ty.span()=> type Object = #self_ty;);
+    // The proxy names the type's registered name, not the type itself, so
+    // a private active type can have a public proxy.
+    let object = quote_spanned!(self_ty.span()=>
+        const TYPE_NAME: &'static str = <#self_ty as #private::Active>::TYPE_NAME;
+    );
     let ctors = model
         .ctors
         .iter()

@@ -3,7 +3,7 @@ use super::*;
 fn ok(payload: Vec<u8>) -> Outcome {
     Outcome {
         status: Status::Ok,
-        payload,
+        payload: payload.into(),
         held: Vec::new(),
         runtime: None,
     }
@@ -73,7 +73,9 @@ fn failures_decode_to_their_kinds() {
 fn a_method_error_keeps_its_type() {
     let slot = Slot::ready(Outcome {
         status: Status::MethodError,
-        payload: postcard::to_allocvec(&"no such file".to_owned()).unwrap(),
+        payload: postcard::to_allocvec(&"no such file".to_owned())
+            .unwrap()
+            .into(),
         held: Vec::new(),
         runtime: None,
     });

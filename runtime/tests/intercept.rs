@@ -1,0 +1,473 @@
+//! The interception points (the internal API technical services build
+//! on), across runtimes in one process over loopback: logging deliveries,
+//! dropping and delaying requests, checkpoints at request boundaries and
+//! restoring them elsewhere, headers piggybacked by `before_send`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actogrid_runtime::builtin::{Recorder, RecorderProxy, Worker, WorkerProxy};
+use actogrid_runtime::intercept::{
+    BodyAccess, Checkpoint, CheckpointError, Delivery, Interceptor, Outgoing, ServeOutcome, Verdict,
+};
+use actogrid_runtime::{Active, CallError, Config, ErrorKind, Node, Proxy, Runtime};
+use futures::future::BoxFuture;
+use tokio::sync::{Semaphore, mpsc};
+
+/// A generous bound so that a regression fails the test instead of
+/// hanging it; nothing relies on it being tight.
+const NEVER: Duration = Duration::from_secs(30);
+
+async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(NEVER, fut)
+        .await
+        .expect("did not complete: the runtime hung")
+}
+
+async fn runtime() -> anyhow::Result<Runtime> {
+    Ok(Runtime::bind("127.0.0.1:0", Config::default()).await?)
+}
+
+/// `name` on `on`'s runtime, as seen from `from` (remote unless they are
+/// the same runtime).
+fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
+    let address = on.address().expect("bound runtimes serve");
+    Ok(from.node(&format!("actogrid://{address}/{name}").parse()?))
+}
+
+/// What an interceptor saw of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    object: u64,
+    type_name: &'static str,
+    method: &'static str,
+    sender: u64,
+    seq: u64,
+    immediate: bool,
+    header: Vec<u8>,
+}
+
+impl Seen {
+    fn of(d: &Delivery<'_>) -> Seen {
+        Seen {
+            object: d.object,
+            type_name: d.type_name,
+            method: d.method,
+            sender: d.sender,
+            seq: d.seq,
+            immediate: d.immediate,
+            header: d.header.to_vec(),
+        }
+    }
+}
+
+/// Logs every delivery, and every serve outcome, in order.
+#[derive(Default)]
+struct Log {
+    delivered: Mutex<Vec<Seen>>,
+    served: Mutex<Vec<(&'static str, ServeOutcome)>>,
+}
+
+impl Log {
+    fn delivered(&self) -> Vec<Seen> {
+        self.delivered.lock().unwrap().clone()
+    }
+}
+
+impl Interceptor for Log {
+    fn before_delivery<'a>(
+        &'a self,
+        delivery: &'a Delivery<'a>,
+        _body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        self.delivered.lock().unwrap().push(Seen::of(delivery));
+        Box::pin(async { Verdict::Deliver })
+    }
+
+    fn after_serve(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, _body: &BodyAccess<'_>) {
+        self.served.lock().unwrap().push((delivery.method, outcome));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delivery_is_seen_in_order() -> anyhow::Result<()> {
+    let callee = runtime().await?;
+    let first = runtime().await?;
+    let second = runtime().await?;
+    let log = Arc::new(Log::default());
+    callee.local_node("n").add_interceptor(log.clone())?;
+
+    let rec = within(RecorderProxy::new(&node(&first, &callee, "n")?)).await?;
+    let id = rec.active_ref().id();
+    let other = second.adopt(&rec);
+    let here = callee.adopt(&rec);
+
+    within(rec.push(1)).await?;
+    rec.push_one_way(2)?;
+    // Only requests from one sender are ordered: the one-way push is
+    // surely served once a later call from the same sender was.
+    within(rec.push(3)).await?;
+    within(other.push(4)).await?;
+    assert_eq!(within(rec.count()).await?, 4);
+    within(here.push(5)).await?;
+    within(other.push(6)).await?;
+    assert_eq!(within(rec.seen()).await?, [1, 2, 3, 4, 5, 6]);
+
+    let calls: Vec<(u64, &str, bool)> = vec![
+        (first.id(), "push", false),
+        (first.id(), "push_one_way", false),
+        (first.id(), "push", false),
+        (second.id(), "push", false),
+        (first.id(), "count", true),
+        (callee.id(), "push", false),
+        (second.id(), "push", false),
+        (first.id(), "seen", false),
+    ];
+    let delivered = log.delivered();
+    assert_eq!(
+        delivered
+            .iter()
+            .map(|s| (s.sender, s.method, s.immediate))
+            .collect::<Vec<_>>(),
+        calls
+    );
+    for s in &delivered {
+        assert_eq!(s.object, id);
+        assert_eq!(s.type_name, Recorder::TYPE_NAME);
+        assert!(s.header.is_empty(), "nobody wrote a header: {s:?}");
+        if s.immediate {
+            assert_eq!(s.seq, 0, "immediate requests are not ordered: {s:?}");
+        }
+    }
+    // Sequence numbers count up by one per sender, from 1.
+    for sender in [first.id(), second.id(), callee.id()] {
+        let seqs: Vec<u64> = delivered
+            .iter()
+            .filter(|s| s.sender == sender && !s.immediate)
+            .map(|s| s.seq)
+            .collect();
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "sender {sender:#x}");
+    }
+    // Every delivered request was also seen after serving, in order (the
+    // last one's hook runs before its reply leaves).
+    let served = log.served.lock().unwrap().clone();
+    assert_eq!(
+        served,
+        calls
+            .iter()
+            .map(|&(_, m, _)| (m, ServeOutcome::Value))
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Drops the deliveries whose position (1-based) is in `positions`, and
+/// the next one after `drop_next` is set.
+#[derive(Default)]
+struct Dropper {
+    positions: Vec<usize>,
+    count: AtomicUsize,
+    drop_next: AtomicBool,
+}
+
+impl Interceptor for Dropper {
+    fn before_delivery<'a>(
+        &'a self,
+        _delivery: &'a Delivery<'a>,
+        _body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let drop = self.positions.contains(&n) || self.drop_next.swap(false, Ordering::SeqCst);
+        Box::pin(async move {
+            if drop {
+                Verdict::Drop
+            } else {
+                Verdict::Deliver
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_request_is_never_served() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let dropper = Arc::new(Dropper {
+        positions: vec![3],
+        ..Dropper::default()
+    });
+    callee.local_node("n").add_interceptor(dropper.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+
+    // One-way: the third delivery disappears, later ones are not held
+    // back waiting for it.
+    for v in 1..=4 {
+        rec.push_one_way(v)?;
+    }
+    assert_eq!(within(rec.seen()).await?, [1, 2, 4]);
+
+    // A call: no reply ever comes, so only a timeout ends the wait.
+    dropper.drop_next.store(true, Ordering::SeqCst);
+    let dropped = within(rec.push(5).timeout(Duration::from_millis(300))).await;
+    assert!(
+        matches!(dropped, Err(CallError::Timeout { method: "push", .. })),
+        "{dropped:?}"
+    );
+    assert_eq!(within(rec.push(6)).await?, 4);
+    assert_eq!(within(rec.seen()).await?, [1, 2, 4, 6]);
+    assert_eq!(dropper.count.load(Ordering::SeqCst), 8);
+    Ok(())
+}
+
+/// Holds every `push` until the test lets it through; reports each one it
+/// holds.
+struct Gate {
+    permits: Semaphore,
+    held: mpsc::UnboundedSender<u64>,
+}
+
+impl Interceptor for Gate {
+    fn before_delivery<'a>(
+        &'a self,
+        delivery: &'a Delivery<'a>,
+        _body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            if delivery.method == "push" {
+                let _ = self.held.send(delivery.seq);
+                self.permits
+                    .acquire()
+                    .await
+                    .expect("the gate stays open")
+                    .forget();
+            }
+            Verdict::Deliver
+        })
+    }
+}
+
+/// Sleeps before every delivery.
+struct Sleepy(Duration);
+
+impl Interceptor for Sleepy {
+    fn before_delivery<'a>(
+        &'a self,
+        _delivery: &'a Delivery<'a>,
+        _body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            tokio::time::sleep(self.0).await;
+            Verdict::Deliver
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_request_still_completes() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let (held, mut holding) = mpsc::unbounded_channel();
+    let gate = Arc::new(Gate {
+        permits: Semaphore::new(0),
+        held,
+    });
+    callee.local_node("gated").add_interceptor(gate.clone())?;
+    callee
+        .local_node("sleepy")
+        .add_interceptor(Arc::new(Sleepy(Duration::from_millis(20))))?;
+
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "gated")?)).await?;
+    let first = rec.push(1);
+    let second = rec.push(2);
+    // The first push is held in the hook: neither call can have a reply.
+    assert_eq!(within(holding.recv()).await, Some(1));
+    assert!(!first.is_resolved() && !second.is_resolved());
+    gate.permits.add_permits(1);
+    assert_eq!(within(first).await?, 1);
+    assert_eq!(within(holding.recv()).await, Some(2));
+    assert!(!second.is_resolved());
+    gate.permits.add_permits(1);
+    assert_eq!(within(second).await?, 2);
+
+    let slow = within(RecorderProxy::new(&node(&caller, &callee, "sleepy")?)).await?;
+    let pushes: Vec<_> = (0..10).map(|v| slow.push(v)).collect();
+    for (i, r) in within(actogrid_runtime::wait_all(pushes))
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(r?, i as u64 + 1);
+    }
+    assert_eq!(within(slow.seen()).await?, (0..10).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// Takes a checkpoint before every delivery and keeps the last one (with
+/// the method it preceded).
+#[derive(Default)]
+struct Checkpointer {
+    last: Mutex<Option<(&'static str, Result<Checkpoint, CheckpointError>)>>,
+}
+
+impl Checkpointer {
+    fn last(&self) -> (&'static str, Result<Checkpoint, CheckpointError>) {
+        self.last
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a checkpoint was taken")
+    }
+}
+
+impl Interceptor for Checkpointer {
+    fn before_delivery<'a>(
+        &'a self,
+        delivery: &'a Delivery<'a>,
+        body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        *self.last.lock().unwrap() = Some((delivery.method, body.checkpoint()));
+        Box::pin(async { Verdict::Deliver })
+    }
+}
+
+/// A recorder on `callee`'s node "n" (watched by a [`Checkpointer`]) that
+/// `caller` pushed 1..=`n` to; the checkpoint taken before the last push.
+async fn pushed_and_checkpointed(
+    caller: &Runtime,
+    callee: &Runtime,
+    n: u64,
+) -> anyhow::Result<(RecorderProxy, Checkpoint)> {
+    let checkpoints = Arc::new(Checkpointer::default());
+    callee
+        .local_node("n")
+        .add_interceptor(checkpoints.clone())?;
+    let rec = within(RecorderProxy::new(&node(caller, callee, "n")?)).await?;
+    for v in 1..=n {
+        within(rec.push(v)).await?;
+    }
+    let (method, checkpoint) = checkpoints.last();
+    assert_eq!(method, "push");
+    Ok((rec, checkpoint?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_restores_elsewhere() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let third = runtime().await?;
+    let (rec, checkpoint) = pushed_and_checkpointed(&caller, &callee, 5).await?;
+    assert_eq!(checkpoint.type_name, Recorder::TYPE_NAME);
+    assert_eq!(checkpoint.object, rec.active_ref().id());
+
+    // Not where the object still lives...
+    let refused = within(callee.local_node("other").restore(checkpoint.clone())).await;
+    assert_eq!(
+        refused.map(|r| r.id()).map_err(|e| e.kind()),
+        Err(ErrorKind::Refused)
+    );
+    // ...but on another runtime, under the same id, with the state of the
+    // boundary: before the last push.
+    let restored = within(caller.local_node("r").restore(checkpoint.clone())).await?;
+    assert_eq!(restored.id(), checkpoint.object);
+    assert_eq!(
+        restored.node_url(),
+        Some(node(&caller, &caller, "r")?.url().clone())
+    );
+    // Called from a third runtime: a sender the restored object has not
+    // seen, so nothing waits on the sequence numbers `caller` used.
+    let copy = third.adopt(&RecorderProxy::from_ref(restored));
+    assert_eq!(within(copy.seen()).await?, [1, 2, 3, 4]);
+    within(copy.push(6)).await?;
+    assert_eq!(within(copy.seen()).await?, [1, 2, 3, 4, 6]);
+    // The original goes on where it was.
+    let original = callee.adopt(&rec);
+    assert_eq!(within(original.seen()).await?, [1, 2, 3, 4, 5]);
+    Ok(())
+}
+
+/// A checkpoint taken before a delivery must not count that request as
+/// served: its state lacks it, so after a restore the request (replayed
+/// from a log, say) has to be served, not dropped as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runtime bug: Order::admit advances `expected` before before_delivery runs, so the \
+            checkpoint's next_seq already counts the request it precedes"]
+async fn a_checkpoint_before_delivery_does_not_count_that_request() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let (_, checkpoint) = pushed_and_checkpointed(&caller, &callee, 5).await?;
+    // Four pushes are in the state; the fifth (seq 5) is not.
+    assert_eq!(checkpoint.next_seq, [(caller.id(), 5)]);
+    Ok(())
+}
+
+/// Writes `sender seq` into the header of every request the node's
+/// objects send.
+struct Stamp;
+
+impl Interceptor for Stamp {
+    fn before_send(&self, outgoing: &mut Outgoing<'_>) {
+        *outgoing.header = format!("{} {}", outgoing.sender, outgoing.seq).into_bytes();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_written_before_send_reaches_the_callee() -> anyhow::Result<()> {
+    let client = runtime().await?;
+    let a = runtime().await?;
+    let b = runtime().await?;
+    a.local_node("n").add_interceptor(Arc::new(Stamp))?;
+    let log = Arc::new(Log::default());
+    b.local_node("n").add_interceptor(log.clone())?;
+
+    let sender = within(WorkerProxy::new(&node(&client, &a, "n")?, "a".into())).await?;
+    let callee = within(WorkerProxy::new(&node(&client, &b, "n")?, "b".into())).await?;
+    let sender_id = sender.active_ref().id();
+    assert_eq!(within(sender.delegate(callee.clone(), 0, 41)).await?, 41);
+    assert_eq!(within(sender.delegate(callee.clone(), 0, 42)).await?, 42);
+    // The client's own calls are not stamped: the client is no object of
+    // the stamping node.
+    assert_eq!(within(callee.slow(0, 43)).await?, 43);
+
+    let slow: Vec<(u64, u64, Vec<u8>)> = log
+        .delivered()
+        .into_iter()
+        .filter(|s| s.method == "slow")
+        .map(|s| (s.sender, s.seq, s.header))
+        .collect();
+    assert_eq!(
+        slow,
+        [
+            (sender_id, 1, format!("{sender_id} 1").into_bytes()),
+            (sender_id, 2, format!("{sender_id} 2").into_bytes()),
+            (client.id(), 1, Vec::new()),
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_without_serde_cannot_be_checkpointed() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let checkpoints = Arc::new(Checkpointer::default());
+    callee
+        .local_node("n")
+        .add_interceptor(checkpoints.clone())?;
+
+    let worker = within(WorkerProxy::new(&node(&caller, &callee, "n")?, "w".into())).await?;
+    assert_eq!(within(worker.maybe_fail(false)).await?, 7);
+    let (method, checkpoint) = checkpoints.last();
+    assert_eq!(method, "maybe_fail");
+    assert_eq!(
+        checkpoint,
+        Err(CheckpointError::NotSerializable(Worker::TYPE_NAME))
+    );
+
+    // A serde type on the same node checkpoints fine.
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    within(rec.push(1)).await?;
+    assert!(checkpoints.last().1.is_ok());
+    Ok(())
+}
