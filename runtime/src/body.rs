@@ -137,7 +137,11 @@ pub(crate) struct Order {
 }
 
 struct SenderOrder {
+    /// Next sequence number to admit.
     expected: u64,
+    /// Next sequence number to serve: admitted requests wait in the body's
+    /// batch until served, and a checkpoint must not count them.
+    served: u64,
     ahead: BTreeMap<u64, Inbound>,
     since: Option<Instant>,
 }
@@ -152,6 +156,7 @@ impl Order {
                         sender,
                         SenderOrder {
                             expected,
+                            served: expected,
                             ahead: BTreeMap::new(),
                             since: None,
                         },
@@ -161,19 +166,31 @@ impl Order {
         }
     }
 
-    /// The next sequence number expected from every known sender.
+    /// For every known sender, the next sequence number not yet served.
     pub(crate) fn table(&self) -> Vec<(u64, u64)> {
-        self.senders.iter().map(|(s, o)| (*s, o.expected)).collect()
+        self.senders.iter().map(|(s, o)| (*s, o.served)).collect()
     }
 
-    /// Admits a request; returns those now due, in order.
-    fn admit(&mut self, inbound: Inbound, out: &mut Vec<Inbound>) {
+    /// Records that a request was served (or dropped by an interceptor).
+    fn served(&mut self, sender: u64, seq: u64) {
+        if seq != 0
+            && let Some(s) = self.senders.get_mut(&sender)
+        {
+            s.served = s.served.max(seq + 1);
+        }
+    }
+
+    /// Admits a request: pushes onto `out` those now due, in order, and
+    /// onto `late` one that comes after its successors were served (a
+    /// duplicate, or the tail of a gap given up on).
+    fn admit(&mut self, inbound: Inbound, out: &mut Vec<Inbound>, late: &mut Vec<Inbound>) {
         if inbound.seq == 0 {
             out.push(inbound);
             return;
         }
         let s = self.senders.entry(inbound.sender).or_insert(SenderOrder {
             expected: inbound.seq,
+            served: inbound.seq,
             ahead: BTreeMap::new(),
             since: None,
         });
@@ -181,8 +198,9 @@ impl Order {
             tracing::debug!(
                 sender = inbound.sender,
                 seq = inbound.seq,
-                "duplicate request dropped"
+                "late or duplicate request not served"
             );
+            late.push(inbound);
             return;
         }
         if inbound.seq > s.expected {
@@ -260,6 +278,7 @@ impl Body {
     pub(crate) async fn run(mut self) {
         let reorder = self.runtime.config().reorder_timeout;
         let mut due = Vec::new();
+        let mut late = Vec::new();
         loop {
             let next = match self.mailbox.pop() {
                 Some(next) => Some(next),
@@ -287,17 +306,32 @@ impl Body {
                 if inbound.immediate() {
                     due.push(inbound);
                 } else {
-                    self.order.admit(inbound, &mut due);
+                    self.order.admit(inbound, &mut due, &mut late);
                 }
             }
-            for inbound in std::mem::take(&mut due) {
+            for inbound in late.drain(..) {
+                let o = Outcome::failure(
+                    Status::Refused,
+                    format!(
+                        "request #{} of sender {:#x} arrived after later ones were served \
+                         (a duplicate, or later than the reorder timeout); it was not served",
+                        inbound.seq, inbound.sender
+                    ),
+                );
+                inbound.reply.send(&self.runtime, o, None);
+            }
+            let mut batch = std::mem::take(&mut due).into_iter();
+            while let Some(inbound) = batch.next() {
+                let (sender, seq) = (inbound.sender, inbound.seq);
                 if inbound.flags & FLAG_MIGRATE != 0 {
-                    match self.migrate(inbound).await {
+                    self.order.served(sender, seq);
+                    match self.migrate(inbound, &mut batch).await {
                         Ok(()) => return,
                         Err(()) => continue,
                     }
                 }
                 self.deliver(inbound).await;
+                self.order.served(sender, seq);
             }
         }
     }
@@ -324,6 +358,7 @@ impl Body {
         };
         for i in &interceptors {
             let mut access = BodyAccess {
+                runtime: &self.runtime,
                 body: &*self.object,
                 id: self.id,
                 order: &self.order,
@@ -341,6 +376,7 @@ impl Body {
         };
         for i in &interceptors {
             let access = BodyAccess {
+                runtime: &self.runtime,
                 body: &*self.object,
                 id: self.id,
                 order: &self.order,
@@ -399,7 +435,11 @@ impl Body {
 
     /// Moves the object to the runtime named in the request. On failure
     /// the object stays and keeps serving; the caller learns why.
-    async fn migrate(&mut self, inbound: Inbound) -> Result<(), ()> {
+    async fn migrate(
+        &mut self,
+        inbound: Inbound,
+        batch: &mut impl Iterator<Item = Inbound>,
+    ) -> Result<(), ()> {
         let target: crate::NodeUrl = match codec::decode::<String>(&inbound.payload)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -423,8 +463,12 @@ impl Body {
             inbound.reply.send(&self.runtime, o, None);
             return Err(());
         };
-        let state = match codec::encode_in(None, state) {
-            Ok((bytes, _)) => bytes,
+        let address = crate::runtime::join_address(target.host(), target.port());
+        let same_runtime = Some(address.as_str()) == self.runtime.address();
+        // Futures inside the state follow it to its new runtime.
+        let route = (!same_runtime).then(|| self.runtime.conn_to(&address));
+        let (state, held) = match codec::encode_in(route, state) {
+            Ok(x) => x,
             Err(e) => {
                 let o =
                     Outcome::failure(Status::NotMigratable, format!("state does not encode: {e}"));
@@ -437,9 +481,9 @@ impl Body {
             object: self.id,
             state,
             next_seq: self.order.table(),
+            sent_seq: self.runtime.sent_by(self.id),
         };
-        let address = format!("{}:{}", target.host(), target.port());
-        if Some(address.as_str()) == self.runtime.address() {
+        if same_runtime {
             // Already there: moving to another node of the same runtime
             // only changes which node hosts it.
             self.node = self.runtime.local_node(target.name()).inner().clone();
@@ -447,7 +491,7 @@ impl Body {
             inbound.reply.send(&self.runtime, Outcome::ok_unit(), None);
             return Err(());
         }
-        let restored = self.runtime.remote_restore(&target, checkpoint).await;
+        let restored = self.runtime.remote_restore(&target, checkpoint, held).await;
         if let Err(e) = restored {
             let o = Outcome::failure(
                 Status::NotMigratable,
@@ -458,8 +502,10 @@ impl Body {
         }
         // From here on every request goes on to the new location, queued
         // ones first, in order.
-        let mut rest = self.order.drain();
-        rest.sort_by_key(|i| (i.sender, i.seq));
+        // Admitted requests behind this one come first, then those held
+        // back for a gap; the new body orders them by sequence number.
+        let mut rest: Vec<Inbound> = batch.collect();
+        rest.extend(self.order.drain());
         self.runtime
             .forward_all(self.id, &address, &self.mailbox, rest);
         inbound

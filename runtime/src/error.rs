@@ -154,14 +154,6 @@ pub enum Error {
     /// The listener's address could not be read.
     #[error("cannot read the listener's address: {0}")]
     Listener(#[source] std::io::Error),
-    /// A name is already registered on this runtime.
-    #[error("the name `{name}` is already registered on {runtime}")]
-    NameTaken {
-        /// The name.
-        name: String,
-        /// The runtime's address.
-        runtime: String,
-    },
     /// A URL or address could not be used.
     #[error("{0}")]
     Address(String),

@@ -89,6 +89,10 @@ pub struct Checkpoint {
     /// For each sender, the next sequence number the object expects:
     /// earlier ones were served and are duplicates after a restore.
     pub next_seq: Vec<(u64, u64)>,
+    /// For each object this one sends to, the next sequence number it
+    /// uses, so its requests are not taken for duplicates after a restore.
+    #[serde(default)]
+    pub sent_seq: Vec<(u64, u64)>,
 }
 
 /// Why a checkpoint could not be taken.
@@ -109,6 +113,7 @@ pub enum CheckpointError {
 
 /// What an interceptor may do to the object at a request boundary.
 pub struct BodyAccess<'a> {
+    pub(crate) runtime: &'a crate::Runtime,
     pub(crate) body: &'a dyn ErasedActive,
     pub(crate) id: u64,
     pub(crate) order: &'a Order,
@@ -132,6 +137,7 @@ impl BodyAccess<'_> {
             object: self.id,
             state,
             next_seq: self.order.table(),
+            sent_seq: self.runtime.sent_by(self.id),
         })
     }
 }

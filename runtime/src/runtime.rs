@@ -498,6 +498,29 @@ impl Runtime {
         seq
     }
 
+    /// The next sequence numbers `sender` uses, per target.
+    pub(crate) fn sent_by(&self, sender: u64) -> Vec<(u64, u64)> {
+        self.inner
+            .seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((s, _), _)| *s == sender)
+            .map(|((_, target), next)| (*target, next.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Continues `sender`'s sequence numbers where a checkpoint left them.
+    fn resume_sending(&self, sender: u64, table: &[(u64, u64)]) {
+        let mut seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
+        for &(target, next) in table {
+            let counter = seqs
+                .entry((sender, target))
+                .or_insert_with(|| Arc::new(AtomicU64::new(next)));
+            counter.fetch_max(next, Ordering::Relaxed);
+        }
+    }
+
     /// The connection for a call to `target` at `address`.
     fn conn_for(&self, target: &ActiveRef, address: &str) -> Arc<Conn> {
         let mut cache = target.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -918,7 +941,21 @@ impl Runtime {
         control: Control,
         method: &'static str,
     ) -> Future<T> {
-        let slot = self.inner.futures.new_slot(None, false);
+        self.control_holding(url, control, method, Vec::new())
+    }
+
+    /// [`Runtime::control`], announcing futures already encoded inside
+    /// `control` (those of a migrating object's state).
+    fn control_holding<T>(
+        &self,
+        url: &NodeUrl,
+        control: Control,
+        method: &'static str,
+        embedded: Vec<Arc<Slot>>,
+    ) -> Future<T> {
+        // Target 0 is no object, so the deadlock check never fires here.
+        let site = CallSite { target: 0, method };
+        let slot = self.inner.futures.new_slot(Some(site), false);
         let future = Future::from_slot(slot.clone(), self.inner.config.call_timeout);
         if self.is_own(url) || (self.address().is_none() && url.port() == 0) {
             let (payload, held) = match codec::encode_in(None, &control) {
@@ -942,13 +979,14 @@ impl Runtime {
         }
         let address = join_address(url.host(), url.port());
         let conn = self.conn_to(&address);
-        let (payload, held) = match codec::encode_in(Some(conn.clone()), &control) {
+        let (payload, mut held) = match codec::encode_in(Some(conn.clone()), &control) {
             Ok(x) => x,
             Err(e) => {
                 slot.resolve(Outcome::failure(Status::BadRequest, e.to_string()));
                 return future;
             }
         };
+        held.extend(embedded);
         let call_id = match conn.register(Pending::Slot(slot.clone())) {
             Ok(id) => id,
             Err(_) => {
@@ -956,7 +994,6 @@ impl Runtime {
                 return future;
             }
         };
-        let _ = method;
         conn.send(WireBody::Request(wire::Request {
             call_id,
             target: 0,
@@ -1072,12 +1109,29 @@ impl Runtime {
         held: &[Arc<Slot>],
     ) -> std::result::Result<RefWire, (Status, String)> {
         let entry = active::registered(type_name).ok_or_else(|| self.unknown_type(type_name))?;
-        let object = (entry.construct)(self, held, ctor).map_err(|e| {
-            (
-                Status::Refused,
-                format!("constructing `{type_name}` failed: {e}"),
-            )
-        })?;
+        let constructed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (entry.construct)(self, held, ctor)
+        }));
+        let object = match constructed {
+            Ok(Ok(object)) => object,
+            Ok(Err(e)) => {
+                return Err((
+                    Status::Refused,
+                    format!("constructing `{type_name}` failed: {e}"),
+                ));
+            }
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                return Err((
+                    Status::Panicked,
+                    format!("the constructor of `{type_name}` panicked: {text}"),
+                ));
+            }
+        };
         let id = loop {
             let id = fastrand::u64(..);
             if id != 0 {
@@ -1106,8 +1160,19 @@ impl Runtime {
                 format!("object {:#x} is already hosted here", checkpoint.object),
             ));
         }
-        let object =
-            (entry.restore)(self, &checkpoint.state).map_err(|e| (Status::NotMigratable, e))?;
+        let restored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (entry.restore)(self, &checkpoint.state)
+        }));
+        let object = match restored {
+            Ok(r) => r.map_err(|e| (Status::NotMigratable, e))?,
+            Err(_) => {
+                return Err((
+                    Status::Panicked,
+                    format!("decoding the state of `{type_name}` panicked"),
+                ));
+            }
+        };
+        self.resume_sending(checkpoint.object, &checkpoint.sent_seq);
         Ok(self.host(
             checkpoint.object,
             object,
@@ -1164,14 +1229,16 @@ impl Runtime {
         &self,
         url: &NodeUrl,
         checkpoint: Checkpoint,
+        embedded: Vec<Arc<Slot>>,
     ) -> std::result::Result<(), String> {
-        let restored: Future<RefWire> = self.control(
+        let restored: Future<RefWire> = self.control_holding(
             url,
             Control::Restore {
                 node: url.name().to_owned(),
                 checkpoint,
             },
             "restore",
+            embedded,
         );
         restored.await.map(|_| ()).map_err(|e| e.to_string())
     }

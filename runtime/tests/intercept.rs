@@ -391,8 +391,6 @@ async fn a_checkpoint_restores_elsewhere() -> anyhow::Result<()> {
 /// served: its state lacks it, so after a restore the request (replayed
 /// from a log, say) has to be served, not dropped as a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runtime bug: Order::admit advances `expected` before before_delivery runs, so the \
-            checkpoint's next_seq already counts the request it precedes"]
 async fn a_checkpoint_before_delivery_does_not_count_that_request() -> anyhow::Result<()> {
     let caller = runtime().await?;
     let callee = runtime().await?;

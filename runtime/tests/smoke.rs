@@ -75,3 +75,71 @@ async fn private_types_are_active_too() -> anyhow::Result<()> {
     assert_eq!(t.bump().await?, 2);
     Ok(())
 }
+
+/// A constructor that panics when asked to.
+struct Fragile;
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Fragile {
+    pub fn new(explode: bool) -> Self {
+        assert!(!explode, "refusing to be built");
+        Fragile
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_constructor_fails_the_creation() -> anyhow::Result<()> {
+    let a = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let b = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let node = a.node(&format!("actogrid://{}/n", b.address().unwrap()).parse()?);
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        FragileProxy::new(&node, true),
+    )
+    .await?
+    .unwrap_err();
+    assert_eq!(err.kind(), actogrid_runtime::ErrorKind::Panicked);
+    assert!(err.to_string().contains("refusing to be built"), "{err}");
+    FragileProxy::new(&node, false).await?;
+    Ok(())
+}
+
+/// Calls a recorder on behalf of its callers; serializable, so it migrates.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Relay {
+    target: RecorderProxy,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Relay {
+    pub fn new(target: RecorderProxy) -> Self {
+        Relay { target }
+    }
+
+    pub async fn push(&self, value: u64) -> u64 {
+        self.target.push(value).await.unwrap_or(0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_object_keeps_calling_the_objects_it_called() -> anyhow::Result<()> {
+    let main = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let a = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let b = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let url = |rt: &Runtime| -> anyhow::Result<actogrid_runtime::NodeUrl> {
+        Ok(format!("actogrid://{}/n", rt.address().unwrap()).parse()?)
+    };
+    let rec = RecorderProxy::new(&main.local_node("n")).await?;
+    let relay = RelayProxy::new(&main.node(&url(&a)?), rec.clone()).await?;
+    assert_eq!(relay.push(1).await?, 1);
+    assert_eq!(relay.push(2).await?, 2);
+    relay.migrate_to(&url(&b)?).await?;
+    // The relay's next request to the recorder continues its numbering, so
+    // it is not taken for a duplicate of one served before the move.
+    let third = tokio::time::timeout(std::time::Duration::from_secs(30), relay.push(3)).await??;
+    assert_eq!(third, 3);
+    assert_eq!(rec.seen().await?, vec![1, 2, 3]);
+    Ok(())
+}
