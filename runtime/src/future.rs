@@ -106,6 +106,9 @@ pub(crate) struct Slot {
     pub(crate) flatten: bool,
     state: Mutex<SlotState>,
     table: Weak<FutureTable>,
+    /// Whether the table knows this slot by id (most call slots never are,
+    /// and their drop then skips the table's lock).
+    published: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
@@ -126,6 +129,7 @@ impl Slot {
                 following: None,
             }),
             table,
+            published: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -139,6 +143,7 @@ impl Slot {
             flatten: false,
             state: Mutex::new(SlotState::Ready(Arc::new(outcome))),
             table: Weak::new(),
+            published: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -259,7 +264,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(table) = self.table.upgrade() {
+        if *self.published.get_mut()
+            && let Some(table) = self.table.upgrade()
+        {
             table.forget(self.id);
         }
     }
@@ -319,6 +326,8 @@ impl FutureTable {
 
     /// Makes `slot` findable by id (done when it is first encoded).
     pub(crate) fn publish(&self, slot: &Arc<Slot>) {
+        slot.published
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.lock()
             .known
             .entry(slot.id)
@@ -332,6 +341,8 @@ impl FutureTable {
             return slot;
         }
         let slot = Slot::new(id, None, false, Arc::downgrade(self));
+        slot.published
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         inner.known.insert(id, Arc::downgrade(&slot));
         slot
     }
@@ -342,6 +353,8 @@ impl FutureTable {
     }
 
     fn pin(&self, slot: Arc<Slot>) {
+        slot.published
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.lock();
         inner
             .known
