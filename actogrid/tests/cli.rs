@@ -267,3 +267,52 @@ fn a_device_or_directory_is_refused_at_once() {
         );
     }
 }
+
+#[test]
+fn node_refuses_an_address_it_cannot_use() {
+    let out = actogrid(&["node", "--listen", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not host:port"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A port already taken: the node says so and exits, it does not hang.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = actogrid(&["node", "--listen", &addr]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&addr), "{}", text(&out.stderr));
+}
+
+#[test]
+fn node_announces_its_url_and_stops_with_its_stdin() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args([
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "n1",
+            "--exit-on-stdin-eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(
+        line.starts_with("actogrid node listening on actogrid://127.0.0.1:"),
+        "{line}"
+    );
+    assert!(line.trim_end().ends_with("/n1"), "{line}");
+    drop(child.stdin.take());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+}

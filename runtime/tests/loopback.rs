@@ -1,4 +1,5 @@
-//! Quick check across two runtimes in one process.
+//! Runtimes of one process calling each other over loopback: creation,
+//! ordering, futures passed on, private types, refusals, migration.
 
 use actogrid_runtime::builtin::{EchoProxy, RecorderProxy};
 use actogrid_runtime::{Config, Runtime, wait_all};
@@ -38,14 +39,10 @@ async fn future_passed_to_third_runtime() -> anyhow::Result<()> {
     let on_b = wb.add_to(pending.clone(), 1);
     let again_on_b = wb.add_to(pending.clone(), 2);
     let on_a = wa.add_to(pending.clone(), 3);
-    eprintln!("sent");
-    let r = tokio::time::timeout(Duration::from_secs(5), on_b).await;
-    eprintln!("{r:?}");
-    let r2 = tokio::time::timeout(Duration::from_secs(5), again_on_b).await;
-    eprintln!("{r2:?}");
-    let r3 = tokio::time::timeout(Duration::from_secs(5), on_a).await;
-    eprintln!("{r3:?}");
-    assert_eq!(r??, 42);
+    let never = Duration::from_secs(30);
+    assert_eq!(tokio::time::timeout(never, on_b).await??, 42);
+    assert_eq!(tokio::time::timeout(never, again_on_b).await??, 43);
+    assert_eq!(tokio::time::timeout(never, on_a).await??, 44);
     Ok(())
 }
 
@@ -141,5 +138,29 @@ async fn a_migrated_object_keeps_calling_the_objects_it_called() -> anyhow::Resu
     let third = tokio::time::timeout(std::time::Duration::from_secs(30), relay.push(3)).await??;
     assert_eq!(third, 3);
     assert_eq!(rec.seen().await?, vec![1, 2, 3]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_does_not_decode_is_refused() -> anyhow::Result<()> {
+    use actogrid_runtime::builtin::RecorderRequest;
+    use actogrid_runtime::{CallInfo, ErrorKind, NoError, Proxy};
+    let a = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let b = Runtime::bind("127.0.0.1:0", Config::default()).await?;
+    let node = a.node(&format!("actogrid://{}/n", b.address().unwrap()).parse()?);
+    let echo = EchoProxy::new(&node).await?;
+    // A request of another type sent to an echo object.
+    let info = CallInfo {
+        method: "pid",
+        immediate: false,
+    };
+    let wrong = echo
+        .active_ref()
+        .call::<u32, NoError, _>(RecorderRequest::Pid {}, info);
+    let err = wrong.await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused);
+    assert!(err.to_string().contains("does not decode"), "{err}");
+    // The object is unharmed.
+    echo.ping().await?;
     Ok(())
 }
