@@ -12,8 +12,8 @@
 
 use std::time::Instant;
 
+use actogrid_runtime::Runtime;
 use actogrid_runtime::builtin::EchoProxy;
-use actogrid_runtime::{NodeUrl, Runtime};
 use anyhow::{Context as _, ensure};
 use tonic::transport::Channel;
 
@@ -166,11 +166,7 @@ async fn measure(rt: &Runtime, mode: Mode, args: &Args) -> anyhow::Result<Measur
     let tcp_server = Child::spawn(&["serve-tcp"], mode)?;
     let _placed = mode.place_self()?;
 
-    let url: NodeUrl = format!("actogrid://{}/bench", node_server.address()).parse()?;
-    let node = rt.node(&url);
-    let echo = tokio::spawn(async move { EchoProxy::new(&node).await })
-        .await?
-        .context("cannot create the Echo object")?;
+    let echo = node_server.echo_object(rt).await?;
     let client = baseline::echo_client(echo_server.address()).await?;
     let tcp = PingPong::connect(tcp_server.address(), args.tcp_bytes).await?;
     let mut targets = [

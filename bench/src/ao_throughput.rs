@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use actogrid_runtime::Runtime;
 use actogrid_runtime::builtin::EchoProxy;
-use actogrid_runtime::{NodeUrl, Runtime};
 use anyhow::{Context as _, bail, ensure};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
@@ -168,11 +168,7 @@ async fn measure(rt: &Runtime, mode: Mode, args: &Args) -> anyhow::Result<Measur
     let echo_server = Child::spawn(&["serve-echo"], mode)?;
     let _placed = mode.place_self()?;
 
-    let url: NodeUrl = format!("actogrid://{}/bench", node_server.address()).parse()?;
-    let node = rt.node(&url);
-    let echo = tokio::spawn(async move { EchoProxy::new(&node).await })
-        .await?
-        .context("cannot create the Echo object")?;
+    let echo = node_server.echo_object(rt).await?;
     let client = baseline::echo_client(echo_server.address()).await?;
 
     let round = Duration::from_secs_f64(args.seconds);

@@ -168,6 +168,20 @@ impl Child {
         &self.address
     }
 
+    /// Creates an `Echo` object on this `serve-node` child, from a runtime
+    /// worker task.
+    pub(crate) async fn echo_object(
+        &self,
+        rt: &actogrid_runtime::Runtime,
+    ) -> anyhow::Result<actogrid_runtime::builtin::EchoProxy> {
+        let url: actogrid_runtime::NodeUrl =
+            format!("actogrid://{}/bench", self.address).parse()?;
+        let node = rt.node(&url);
+        tokio::spawn(async move { actogrid_runtime::builtin::EchoProxy::new(&node).await })
+            .await?
+            .context("cannot create the Echo object")
+    }
+
     /// The child's process id (that of the server itself: `taskset`
     /// executes the program in place).
     pub(crate) fn pid(&self) -> u32 {
