@@ -423,7 +423,7 @@ impl Body {
                 status,
                 payload: payload.into(),
                 held,
-                runtime: Some(rt),
+                runtime: Some(rt.handle()),
             },
             Ok(Err(e)) => Outcome::failure(
                 Status::Refused,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::connection::Route;
 use crate::future::Slot;
-use crate::runtime::Runtime;
+use crate::runtime::{RtRef, Runtime};
 
 /// A payload that does not decode as the type the receiver expects.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,7 +44,7 @@ pub(crate) struct EncodeCx {
 }
 
 struct DecodeCx {
-    runtime: Runtime,
+    runtime: RtRef,
     /// Slots of the futures the payload embeds, held by the message.
     held: Vec<Arc<Slot>>,
 }
@@ -89,8 +89,17 @@ pub(crate) fn decode_in<T: DeserializeOwned>(
     held: &[Arc<Slot>],
     bytes: &[u8],
 ) -> Result<T, DecodeError> {
+    decode_with(runtime.handle(), held, bytes)
+}
+
+/// [`decode_in`], naming the runtime by its handle.
+pub(crate) fn decode_with<T: DeserializeOwned>(
+    runtime: RtRef,
+    held: &[Arc<Slot>],
+    bytes: &[u8],
+) -> Result<T, DecodeError> {
     let cx = DecodeCx {
-        runtime: runtime.clone(),
+        runtime,
         held: held.to_vec(),
     };
     let previous = DECODE.with(|c| c.borrow_mut().replace(cx));
@@ -102,7 +111,7 @@ pub(crate) fn decode_in<T: DeserializeOwned>(
 /// Runs `f` (which decodes) with proxies and futures bound to `runtime`.
 pub(crate) fn within<R>(runtime: &Runtime, f: impl FnOnce() -> R) -> R {
     let cx = DecodeCx {
-        runtime: runtime.clone(),
+        runtime: runtime.handle(),
         held: Vec::new(),
     };
     let previous = DECODE.with(|c| c.borrow_mut().replace(cx));
@@ -118,13 +127,13 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
 
 /// The runtime that decoded values bind to, if decoding is under way.
 pub(crate) fn decoding_runtime() -> Option<Runtime> {
-    DECODE.with(|c| c.borrow().as_ref().map(|cx| cx.runtime.clone()))
+    DECODE.with(|c| c.borrow().as_ref().and_then(|cx| cx.runtime.get()))
 }
 
 /// The decoding runtime and the slots the message holds.
 pub(crate) fn decoding_cx() -> (Option<Runtime>, Vec<Arc<Slot>>) {
     DECODE.with(|c| match c.borrow().as_ref() {
-        Some(cx) => (Some(cx.runtime.clone()), cx.held.clone()),
+        Some(cx) => (cx.runtime.get(), cx.held.clone()),
         None => (None, Vec::new()),
     })
 }

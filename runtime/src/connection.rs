@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use bytes::{Buf, BytesMut};
 use futures::Stream;
-use tokio::sync::mpsc;
+use prost::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::future::{FutureId, Outcome, Slot, Status};
@@ -27,10 +28,6 @@ use crate::wire::{self, envelope::Body};
 
 /// Where an encoded message goes: a connection.
 pub(crate) type Route = Arc<Conn>;
-
-/// Frames never carry more than this many envelopes, so one busy sender
-/// cannot build unbounded frames.
-const MAX_BATCH: usize = 1024;
 
 /// Who waits for the reply to a call sent on a connection.
 pub(crate) enum Pending {
@@ -100,7 +97,8 @@ pub(crate) struct Conn {
     pub(crate) peer: String,
     /// Set for connections this runtime opened (keyed by that address).
     pub(crate) outgoing: Option<String>,
-    tx: mpsc::UnboundedSender<wire::Envelope>,
+    /// Envelopes encoded and not yet written, and the writer to wake.
+    out: Mutex<Outbox>,
     pending: Mutex<IdMap<u64, Pending>>,
     next_call: AtomicU64,
     closed: AtomicBool,
@@ -121,13 +119,12 @@ impl Conn {
         runtime: &Runtime,
         peer: String,
         outgoing: Option<String>,
-    ) -> (Arc<Conn>, mpsc::UnboundedReceiver<wire::Envelope>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> (Arc<Conn>, Batched) {
         let conn = Arc::new(Conn {
             runtime: Arc::downgrade(runtime.inner()),
             peer,
             outgoing,
-            tx,
+            out: Mutex::default(),
             pending: Mutex::default(),
             next_call: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -137,7 +134,11 @@ impl Conn {
             cancel: CancellationToken::new(),
             awaiting: Mutex::default(),
         });
-        (conn, rx)
+        let batched = Batched {
+            conn: conn.clone(),
+            cancelled: Box::pin(conn.cancel.clone().cancelled_owned()),
+        };
+        (conn, batched)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -153,7 +154,24 @@ impl Conn {
     pub(crate) fn send(&self, body: Body) {
         // A closed connection's writer is gone: the send fails quietly and
         // whoever waited for a reply was already failed by `fail`.
-        let _ = self.tx.send(wire::Envelope { body: Some(body) });
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let envelope = wire::Envelope { body: Some(body) };
+        // Encoded outside the lock into a plain vector (prost writes it a
+        // byte at a time), then appended in one copy.
+        let writer = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.clear();
+            // Encoding into a growable vector cannot run out of room.
+            let _ = envelope.encode_length_delimited(&mut *scratch);
+            let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            out.buf.extend_from_slice(&scratch);
+            out.writer.take()
+        });
+        if let Some(w) = writer {
+            w.wake();
+        }
     }
 
     /// Registers a pending call; `None` if the connection already failed.
@@ -265,7 +283,15 @@ impl Conn {
             return;
         };
         let rt = Runtime::from_inner(inner);
-        for env in frame.envelopes {
+        let mut batch = frame.batch;
+        while batch.has_remaining() {
+            let env = match wire::Envelope::decode_length_delimited(&mut batch) {
+                Ok(env) => env,
+                Err(e) => {
+                    self.fail(format!("it sent a malformed frame: {e}"));
+                    return;
+                }
+            };
             match env.body {
                 Some(Body::Request(r)) => rt.receive_request(self, r),
                 Some(Body::Reply(r)) => self.receive_reply(&rt, r),
@@ -289,7 +315,7 @@ impl Conn {
             status: wire::status_of(r.status),
             payload: r.payload,
             held: self.hold(rt, &r.futures),
-            runtime: Some(rt.clone()),
+            runtime: Some(rt.handle()),
         };
         let moved = (!r.moved_to.is_empty()).then_some((r.object, r.moved_to.as_str()));
         match pending {
@@ -343,25 +369,28 @@ impl Conn {
                 status: wire::status_of(v.status),
                 payload: v.payload,
                 held,
-                runtime: Some(rt.clone()),
+                runtime: Some(rt.handle()),
             });
         }
     }
 }
 
-/// The writer side: drains the queue into frames, one frame per wake-up.
-pub(crate) struct Batched {
-    rx: mpsc::UnboundedReceiver<wire::Envelope>,
-    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+/// What the writer has not written yet.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    /// Length-delimited envelopes, in the order sent.
+    buf: BytesMut,
+    /// The writer, when it waits for envelopes.
+    writer: Option<std::task::Waker>,
 }
 
-impl Batched {
-    pub(crate) fn new(rx: mpsc::UnboundedReceiver<wire::Envelope>, conn: &Arc<Conn>) -> Self {
-        Batched {
-            rx,
-            cancelled: Box::pin(conn.cancel.clone().cancelled_owned()),
-        }
-    }
+/// The writer side: every wake-up takes whatever was encoded since the
+/// last one as one frame. Senders encode on their own threads, so a
+/// pipelining caller pays one buffer append per call and the writer one
+/// HTTP/2 write per batch.
+pub(crate) struct Batched {
+    conn: Arc<Conn>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Stream for Batched {
@@ -371,19 +400,15 @@ impl Stream for Batched {
         if self.cancelled.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        let first = match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(e)) => e,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
-        };
-        let mut envelopes = Vec::with_capacity(16);
-        envelopes.push(first);
-        while envelopes.len() < MAX_BATCH {
-            match self.rx.try_recv() {
-                Ok(e) => envelopes.push(e),
-                Err(_) => break,
-            }
+        let mut out = self.conn.out.lock().unwrap_or_else(|p| p.into_inner());
+        if out.buf.is_empty() {
+            out.writer = Some(cx.waker().clone());
+            return Poll::Pending;
         }
-        Poll::Ready(Some(wire::Frame { envelopes }))
+        let len = out.buf.len();
+        let batch = out.buf.split().freeze();
+        // The next batch is likely as large: allocate once, not by doubling.
+        out.buf.reserve(len);
+        Poll::Ready(Some(wire::Frame { batch }))
     }
 }

@@ -25,7 +25,7 @@ use crate::codec;
 use crate::connection::Route;
 use crate::error::{CallError, NoError};
 use crate::ids::IdMap;
-use crate::runtime::Runtime;
+use crate::runtime::{RtRef, Runtime};
 
 /// A global future identity: the runtime that created it and a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ pub(crate) struct Outcome {
     /// Slots of futures inside `payload`, kept alive until it is decoded.
     pub(crate) held: Vec<Arc<Slot>>,
     /// Where decoded proxies and futures bind.
-    pub(crate) runtime: Option<Runtime>,
+    pub(crate) runtime: Option<RtRef>,
 }
 
 impl Outcome {
@@ -273,13 +273,13 @@ impl Drop for Slot {
 }
 
 fn inner_of(outcome: &Outcome) -> Result<Arc<Slot>, String> {
-    let runtime = outcome.runtime.as_ref();
-    let wire: FutureWire = match runtime {
-        Some(rt) => codec::decode_in(rt, &outcome.held, &outcome.payload),
+    let wire: FutureWire = match outcome.runtime {
+        Some(rt) => codec::decode_with(rt, &outcome.held, &outcome.payload),
         None => codec::decode(&outcome.payload),
     }
     .map_err(|e| e.to_string())?;
-    Ok(wire.into_slot(runtime, &outcome.held))
+    let runtime = outcome.runtime.and_then(RtRef::get);
+    Ok(wire.into_slot(runtime.as_ref(), &outcome.held))
 }
 
 /// The futures a runtime knows by id: weakly, so a slot lives exactly as
@@ -398,7 +398,7 @@ impl FutureWire {
                 status,
                 payload: payload.into(),
                 held: held.to_vec(),
-                runtime: runtime.cloned(),
+                runtime: runtime.map(Runtime::handle),
             }),
             FutureWire::Pending(id) => match runtime {
                 Some(rt) => rt.futures().get_or_create(id),
@@ -514,8 +514,8 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Future<T, E> {
             outcome: &Outcome,
             bytes: &[u8],
         ) -> Result<V, codec::DecodeError> {
-            match &outcome.runtime {
-                Some(rt) => codec::decode_in(rt, &outcome.held, bytes),
+            match outcome.runtime {
+                Some(rt) => codec::decode_with(rt, &outcome.held, bytes),
                 None => codec::decode(bytes),
             }
         }

@@ -25,8 +25,13 @@ use crate::future::{CallSite, Future, FutureId, FutureTable, Outcome, SERVING, S
 use crate::ids::IdMap;
 use crate::intercept::{Checkpoint, Outgoing};
 use crate::node::{Node, NodeInner};
-use crate::proxy::{ActiveRef, CallInfo, RefWire};
+use crate::proxy::{ActiveRef, CallInfo, RefWire, RouteCache};
 use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, envelope::Body as WireBody};
+
+/// HTTP/2 flow-control window of the one stream between two runtimes:
+/// every call between them shares it, so the 64 KiB default would stall a
+/// pipelining caller long before the network does.
+const STREAM_WINDOW: u32 = 8 << 20;
 
 /// Timeouts and intervals of a runtime. The defaults suit a LAN or a
 /// cluster; every one is a trade-off between noticing failures quickly
@@ -66,6 +71,27 @@ tokio::task_local! {
 }
 
 static GLOBAL: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
+
+/// Every runtime of the process, by index: decoded values name their
+/// runtime by index, so plain values are decoded without touching a
+/// runtime's reference count (a cache line shared by every thread).
+static REGISTRY: RwLock<Vec<std::sync::Weak<Inner>>> = RwLock::new(Vec::new());
+
+/// A runtime, named by its index in the process (see `REGISTRY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RtRef(u32);
+
+impl RtRef {
+    /// The runtime, while it lives.
+    pub(crate) fn get(self) -> Option<Runtime> {
+        REGISTRY
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(self.0 as usize)
+            .and_then(std::sync::Weak::upgrade)
+            .map(Runtime::from_inner)
+    }
+}
 
 /// The runtime code is running in: the one serving the current request
 /// inside an active object, else the process's global runtime (set by
@@ -139,25 +165,28 @@ impl Builder {
                 break id;
             }
         };
-        Runtime {
-            inner: Arc::new(Inner {
-                id,
-                address: self.address,
-                config: self.config,
-                futures: FutureTable::new(id),
-                objects: RwLock::default(),
-                names: RwLock::default(),
-                nodes: Mutex::default(),
-                peers: Mutex::default(),
-                locations: RwLock::default(),
-                any_moved: AtomicBool::new(false),
-                seqs: Mutex::default(),
-                interceptors: AtomicBool::new(false),
-                connector: self.connector,
-                handle: tokio::runtime::Handle::current(),
-                shutdown: CancellationToken::new(),
-            }),
-        }
+        let mut registry = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
+        let index = RtRef(registry.len() as u32);
+        let inner = Arc::new(Inner {
+            index,
+            id,
+            address: self.address,
+            config: self.config,
+            futures: FutureTable::new(id),
+            objects: RwLock::default(),
+            names: RwLock::default(),
+            nodes: Mutex::default(),
+            peers: Mutex::default(),
+            locations: RwLock::default(),
+            any_moved: AtomicBool::new(false),
+            seqs: Mutex::default(),
+            interceptors: AtomicBool::new(false),
+            connector: self.connector,
+            handle: tokio::runtime::Handle::current(),
+            shutdown: CancellationToken::new(),
+        });
+        registry.push(Arc::downgrade(&inner));
+        Runtime { inner }
     }
 }
 
@@ -177,6 +206,7 @@ impl std::fmt::Debug for Runtime {
 }
 
 pub(crate) struct Inner {
+    index: RtRef,
     id: u64,
     address: Option<String>,
     config: Config,
@@ -274,6 +304,11 @@ impl Runtime {
         &self.inner
     }
 
+    /// This runtime's index, for values decoded in it.
+    pub(crate) fn handle(&self) -> RtRef {
+        self.inner.index
+    }
+
     pub(crate) fn futures(&self) -> &Arc<FutureTable> {
         &self.inner.futures
     }
@@ -327,6 +362,8 @@ impl Runtime {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(config.heartbeat_interval))
             .http2_keepalive_timeout(Some(config.heartbeat_timeout))
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(STREAM_WINDOW))
             .tcp_nodelay(true)
             .add_service(
                 wire::wire_server::WireServer::new(WireService { rt: self.clone() })
@@ -478,8 +515,9 @@ impl Runtime {
 
     // ----- calls -----
 
-    fn next_seq(&self, sender: u64, target: &ActiveRef) -> u64 {
-        let mut cache = target.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+    /// The next sequence number of `sender` for `target`, through the
+    /// reference's cache.
+    fn next_seq(&self, cache: &mut RouteCache, sender: u64, target: u64) -> u64 {
         if let Some((s, counter)) = &cache.seq
             && *s == sender
         {
@@ -490,7 +528,7 @@ impl Runtime {
             .seqs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry((sender, target.id()))
+            .entry((sender, target))
             .or_insert_with(|| Arc::new(AtomicU64::new(1)))
             .clone();
         let seq = counter.fetch_add(1, Ordering::Relaxed);
@@ -519,20 +557,6 @@ impl Runtime {
                 .or_insert_with(|| Arc::new(AtomicU64::new(next)));
             counter.fetch_max(next, Ordering::Relaxed);
         }
-    }
-
-    /// The connection for a call to `target` at `address`.
-    fn conn_for(&self, target: &ActiveRef, address: &str) -> Arc<Conn> {
-        let mut cache = target.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((a, conn)) = &cache.conn
-            && a == address
-            && !conn.is_closed()
-        {
-            return conn.clone();
-        }
-        let conn = self.conn_to(address);
-        cache.conn = Some((address.to_owned(), conn.clone()));
-        conn
     }
 
     pub(crate) fn call<U, E, R: Serialize>(
@@ -608,10 +632,24 @@ impl Runtime {
         let id = target.id();
         let sender = SERVING.try_with(|s| *s).unwrap_or(self.inner.id);
         let flags = flags | if info.immediate { FLAG_IMMEDIATE } else { 0 };
-        let seq = if info.immediate {
-            0
-        } else {
-            self.next_seq(sender, target)
+        let moved = self.moved_to(target);
+        let address = moved.as_deref().unwrap_or(&target.inner.address);
+        // One look at the reference's cache: the sequence counter and, when
+        // the last call went out on a live connection to the same address,
+        // that connection (the object is not local then).
+        let (seq, cached) = {
+            let mut cache = target.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = if info.immediate {
+                0
+            } else {
+                self.next_seq(&mut cache, sender, id)
+            };
+            let cached = cache
+                .conn
+                .as_ref()
+                .filter(|(a, c)| a == address && !c.is_closed())
+                .map(|(_, c)| c.clone());
+            (seq, cached)
         };
         let mut header = Vec::new();
         if self.inner.interceptors.load(Ordering::Acquire) && sender != self.inner.id {
@@ -623,12 +661,13 @@ impl Runtime {
                 format!("the arguments of `{}` do not encode: {e}", info.method),
             )
         };
-        let local = self
-            .inner
-            .objects
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&id);
+        let local = cached.is_none()
+            && self
+                .inner
+                .objects
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&id);
         if local {
             let (payload, held) = codec::encode_in(None, request).map_err(encode_error)?;
             self.deliver(Inbound {
@@ -643,8 +682,6 @@ impl Runtime {
             });
             return Ok(());
         }
-        let moved = self.moved_to(target);
-        let address = moved.as_deref().unwrap_or(&target.inner.address);
         if address.is_empty() {
             return Err(Outcome::failure(
                 Status::NoSuchObject,
@@ -653,7 +690,19 @@ impl Runtime {
                 ),
             ));
         }
-        let conn = self.conn_for(target, address);
+        let conn = match cached {
+            Some(conn) => conn,
+            None => {
+                let conn = self.conn_to(address);
+                target
+                    .inner
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .conn = Some((address.to_owned(), conn.clone()));
+                conn
+            }
+        };
         let (payload, held) =
             codec::encode_in(Some(conn.clone()), request).map_err(encode_error)?;
         let call_id = match reply {
@@ -855,12 +904,12 @@ impl Runtime {
         {
             return conn.clone();
         }
-        let (conn, rx) = Conn::new(self, address.to_owned(), Some(address.to_owned()));
+        let (conn, batched) = Conn::new(self, address.to_owned(), Some(address.to_owned()));
         peers.insert(address.to_owned(), conn.clone());
         drop(peers);
         let rt = self.clone();
         let driven = conn.clone();
-        self.spawn(async move { rt.drive_outgoing(driven, rx).await });
+        self.spawn(async move { rt.drive_outgoing(driven, batched).await });
         conn
     }
 
@@ -871,11 +920,7 @@ impl Runtime {
         }
     }
 
-    async fn drive_outgoing(
-        self,
-        conn: Arc<Conn>,
-        rx: tokio::sync::mpsc::UnboundedReceiver<wire::Envelope>,
-    ) {
+    async fn drive_outgoing(self, conn: Arc<Conn>, batched: Batched) {
         let config = self.inner.config.clone();
         let address = conn.peer.clone();
         let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
@@ -887,6 +932,8 @@ impl Runtime {
             .http2_keep_alive_interval(config.heartbeat_interval)
             .keep_alive_timeout(config.heartbeat_timeout)
             .keep_alive_while_idle(true)
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(STREAM_WINDOW))
             .tcp_nodelay(true);
         let connector = self.inner.connector.clone();
         let dial = address.clone();
@@ -913,7 +960,7 @@ impl Runtime {
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let opened = tokio::select! {
-            r = client.open(Batched::new(rx, &conn)) => r,
+            r = client.open(batched) => r,
             () = conn.closed() => return,
         };
         let inbound = match opened {
@@ -1020,7 +1067,7 @@ impl Runtime {
                         status: Status::Ok,
                         payload: payload.into(),
                         held,
-                        runtime: Some(self.clone()),
+                        runtime: Some(self.handle()),
                     },
                     Err(e) => Outcome::failure(Status::Refused, e.to_string()),
                 },
@@ -1355,15 +1402,13 @@ impl wire::wire_server::Wire for WireService {
             .map(|a: SocketAddr| format!("client {a}"))
             .unwrap_or_else(|| "a client".to_owned());
         let inbound = request.into_inner();
-        let (conn, rx) = Conn::new(&self.rt, peer, None);
+        let (conn, batched) = Conn::new(&self.rt, peer, None);
         let config = self.rt.config().clone();
         self.rt.spawn(
             conn.clone()
                 .heartbeat(config.heartbeat_interval, config.heartbeat_timeout),
         );
         self.rt.spawn(read_frames(conn.clone(), inbound));
-        Ok(tonic::Response::new(Box::pin(
-            Batched::new(rx, &conn).map(Ok),
-        )))
+        Ok(tonic::Response::new(Box::pin(batched.map(Ok))))
     }
 }
