@@ -188,9 +188,13 @@ impl Order {
             out.push(inbound);
             return;
         }
+        // Every sender numbers its requests to an object from 1, and a
+        // table moved with the object (migration, checkpoint) knows the
+        // senders it served: a sender met for the first time starts at 1,
+        // even when a later request of its overtook the first.
         let s = self.senders.entry(inbound.sender).or_insert(SenderOrder {
-            expected: inbound.seq,
-            served: inbound.seq,
+            expected: 1,
+            served: 1,
             ahead: BTreeMap::new(),
             since: None,
         });
@@ -387,21 +391,24 @@ impl Body {
     }
 
     async fn serve(&mut self, inbound: &Inbound) -> Outcome {
-        let rt = self.runtime.clone();
+        // The runtime by handle: cloning the runtime itself would touch a
+        // reference count every thread shares, once per request.
+        let handle = self.runtime.handle();
         let (id, type_name) = (self.id, self.object.type_name());
-        let (method, fut) = match self
-            .object
-            .serve_bytes(&rt, &inbound.held, &inbound.payload)
-        {
-            Ok(x) => x,
-            Err(e) => {
-                return Outcome::failure(
-                    Status::BadRequest,
-                    format!("request to {type_name} {id:#x} does not decode: {e}"),
-                );
-            }
-        };
-        let served = AssertUnwindSafe(CURRENT.scope(rt.clone(), SERVING.scope(id, fut)))
+        let (method, fut) =
+            match self
+                .object
+                .serve_bytes(&self.runtime, &inbound.held, &inbound.payload)
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    return Outcome::failure(
+                        Status::BadRequest,
+                        format!("request to {type_name} {id:#x} does not decode: {e}"),
+                    );
+                }
+            };
+        let served = AssertUnwindSafe(CURRENT.scope(handle, SERVING.scope(id, fut)))
             .catch_unwind()
             .await;
         let route = match &inbound.reply {
@@ -423,7 +430,7 @@ impl Body {
                 status,
                 payload: payload.into(),
                 held,
-                runtime: Some(rt.handle()),
+                runtime: Some(handle),
             },
             Ok(Err(e)) => Outcome::failure(
                 Status::Refused,

@@ -15,6 +15,9 @@ use crate::runtime::{Control, Runtime};
 pub(crate) struct NodeInner {
     pub(crate) name: String,
     interceptors: RwLock<Vec<Arc<dyn Interceptor>>>,
+    /// Set once an interceptor is installed, so bodies of nodes without
+    /// any skip the lock on every request.
+    intercepted: std::sync::atomic::AtomicBool,
 }
 
 impl NodeInner {
@@ -22,10 +25,14 @@ impl NodeInner {
         Arc::new(NodeInner {
             name: name.to_owned(),
             interceptors: RwLock::default(),
+            intercepted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     pub(crate) fn interceptors(&self) -> Vec<Arc<dyn Interceptor>> {
+        if !self.intercepted.load(std::sync::atomic::Ordering::Acquire) {
+            return Vec::new();
+        }
         let list = self.interceptors.read().unwrap_or_else(|p| p.into_inner());
         if list.is_empty() {
             Vec::new()
@@ -98,6 +105,9 @@ impl Node {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(interceptor);
+        local
+            .intercepted
+            .store(true, std::sync::atomic::Ordering::Release);
         self.runtime.note_interceptors();
         Ok(())
     }

@@ -67,7 +67,7 @@ impl Default for Config {
 
 tokio::task_local! {
     /// The runtime of the object whose request the task is serving.
-    pub(crate) static CURRENT: Runtime;
+    pub(crate) static CURRENT: RtRef;
 }
 
 static GLOBAL: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
@@ -98,8 +98,9 @@ impl RtRef {
 /// `#[actogrid::main]` or [`Runtime::make_global`]).
 pub fn current() -> Option<Runtime> {
     CURRENT
-        .try_with(Runtime::clone)
+        .try_with(|r| r.get())
         .ok()
+        .flatten()
         .or_else(|| GLOBAL.get().cloned())
 }
 
