@@ -80,6 +80,9 @@ impl Outcome {
 
 enum SlotState {
     Pending {
+        /// Tasks waiting: the first inline (one holder is the common
+        /// case, and needs no allocation), others after it.
+        waker: Option<Waker>,
         wakers: Vec<Waker>,
         continuations: Vec<Route>,
         followers: Vec<Arc<Slot>>,
@@ -123,6 +126,7 @@ impl Slot {
             call,
             flatten,
             state: Mutex::new(SlotState::Pending {
+                waker: None,
                 wakers: Vec::new(),
                 continuations: Vec::new(),
                 followers: Vec::new(),
@@ -191,6 +195,7 @@ impl Slot {
     fn fill(self: &Arc<Self>, outcome: Arc<Outcome>) {
         let previous = std::mem::replace(&mut *self.lock(), SlotState::Ready(outcome.clone()));
         let SlotState::Pending {
+            waker,
             wakers,
             continuations,
             followers,
@@ -201,7 +206,7 @@ impl Slot {
             *self.lock() = previous;
             return;
         };
-        for w in wakers {
+        for w in waker.into_iter().chain(wakers) {
             w.wake();
         }
         if !continuations.is_empty() {
@@ -252,9 +257,17 @@ impl Slot {
     fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Arc<Outcome>> {
         match &mut *self.lock() {
             SlotState::Ready(o) => Poll::Ready(o.clone()),
-            SlotState::Pending { wakers, .. } => {
-                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    wakers.push(cx.waker().clone());
+            SlotState::Pending { waker, wakers, .. } => {
+                let known = waker
+                    .iter()
+                    .chain(wakers.iter())
+                    .any(|w| w.will_wake(cx.waker()));
+                if !known {
+                    if waker.is_none() {
+                        *waker = Some(cx.waker().clone());
+                    } else {
+                        wakers.push(cx.waker().clone());
+                    }
                 }
                 Poll::Pending
             }
