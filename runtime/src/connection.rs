@@ -21,8 +21,8 @@ use futures::Stream;
 use prost::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::calls::Calls;
 use crate::future::{FutureId, Outcome, Slot, Status};
-use crate::ids::IdMap;
 use crate::runtime::{Inner, Runtime};
 use crate::wire::{self, envelope::Body};
 
@@ -99,8 +99,7 @@ pub(crate) struct Conn {
     pub(crate) outgoing: Option<String>,
     /// Envelopes encoded and not yet written, and the writer to wake.
     out: Mutex<Outbox>,
-    pending: Mutex<IdMap<u64, Pending>>,
-    next_call: AtomicU64,
+    pending: Mutex<Calls<Pending>>,
     closed: AtomicBool,
     /// Milliseconds since `epoch` when the other end last sent anything.
     last_seen: AtomicU64,
@@ -126,7 +125,6 @@ impl Conn {
             outgoing,
             out: Mutex::default(),
             pending: Mutex::default(),
-            next_call: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             last_seen: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -176,14 +174,12 @@ impl Conn {
 
     /// Registers a pending call; `None` if the connection already failed.
     pub(crate) fn register(&self, pending: Pending) -> Result<u64, Pending> {
-        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
         let mut table = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         // Checked under the lock `fail` drains, so no call slips in after.
         if self.is_closed() {
             return Err(pending);
         }
-        table.insert(id, pending);
-        Ok(id)
+        Ok(table.insert(pending))
     }
 
     /// Sends a future's value to the other end.
@@ -221,7 +217,11 @@ impl Conn {
         tracing::debug!(peer = %self.peer, %reason, "connection failed");
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
         self.cancel.cancel();
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain();
         let rt = self.runtime.upgrade().map(Runtime::from_inner);
         if let (Some(rt), Some(addr)) = (&rt, &self.outgoing) {
             rt.forget_connection(addr, self);
@@ -232,7 +232,7 @@ impl Conn {
         for slot in awaiting.iter().filter_map(Weak::upgrade) {
             slot.resolve(Outcome::failure(Status::NodeDied, message.clone()));
         }
-        for (_, p) in pending {
+        for p in pending {
             let outcome = Outcome::failure(Status::NodeDied, message.clone());
             match p {
                 Pending::Slot(slot) => slot.resolve(outcome),
@@ -306,7 +306,7 @@ impl Conn {
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&r.call_id);
+            .remove(r.call_id);
         let Some(pending) = pending else {
             tracing::debug!(peer = %self.peer, call = r.call_id, "reply to an unknown call dropped");
             return;

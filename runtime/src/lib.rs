@@ -23,6 +23,7 @@ extern crate self as actogrid_runtime;
 mod active;
 mod body;
 pub mod builtin;
+mod calls;
 mod codec;
 mod connection;
 mod error;
