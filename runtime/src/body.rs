@@ -15,6 +15,10 @@
 //! * a panic in a method reaches the caller as `CallError::Panicked` and
 //!   the object goes on serving.
 
+// Requests travel boxed through queues, batches and vectors: moving one
+// then copies a pointer instead of the whole request, several times each.
+#![allow(clippy::vec_box)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -27,11 +31,11 @@ use tokio::time::Instant;
 use crate::active::{ErasedActive, Served};
 use crate::codec;
 use crate::connection::ReplyTo;
-use crate::future::{Outcome, SERVING, Slot, Status};
+use crate::future::{Outcome, SERVING, Serving, Slot, Status};
 use crate::ids::IdMap;
 use crate::intercept::{BodyAccess, Checkpoint, Delivery, ServeOutcome, Verdict};
 use crate::node::NodeInner;
-use crate::runtime::{CURRENT, Runtime};
+use crate::runtime::Runtime;
 use crate::wire::{FLAG_IMMEDIATE, FLAG_MIGRATE};
 
 /// A request on its way into a body.
@@ -62,8 +66,8 @@ pub(crate) struct Mailbox {
 
 #[derive(Default)]
 struct MailboxInner {
-    queue: VecDeque<Inbound>,
-    immediate: VecDeque<Inbound>,
+    queue: VecDeque<Box<Inbound>>,
+    immediate: VecDeque<Box<Inbound>>,
     closed: bool,
 }
 
@@ -82,7 +86,7 @@ impl Mailbox {
     /// Queues a request; hands it back if the body is gone (migrated or
     /// stopped), so the caller can route it again.
     #[allow(clippy::result_large_err)] // handed back, never propagated
-    pub(crate) fn push(&self, inbound: Inbound) -> Result<(), Inbound> {
+    pub(crate) fn push(&self, inbound: Box<Inbound>) -> Result<(), Box<Inbound>> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(inbound);
@@ -97,7 +101,7 @@ impl Mailbox {
         Ok(())
     }
 
-    fn pop(&self) -> Option<Inbound> {
+    fn pop(&self) -> Option<Box<Inbound>> {
         let mut inner = self.lock();
         inner
             .immediate
@@ -106,10 +110,10 @@ impl Mailbox {
     }
 
     /// Closes the mailbox and returns what was queued, in order.
-    pub(crate) fn close(&self) -> Vec<Inbound> {
+    pub(crate) fn close(&self) -> Vec<Box<Inbound>> {
         let mut inner = self.lock();
         inner.closed = true;
-        let mut all: Vec<Inbound> = inner.immediate.drain(..).collect();
+        let mut all: Vec<Box<Inbound>> = inner.immediate.drain(..).collect();
         all.extend(inner.queue.drain(..));
         all
     }
@@ -142,7 +146,7 @@ struct SenderOrder {
     /// Next sequence number to serve: admitted requests wait in the body's
     /// batch until served, and a checkpoint must not count them.
     served: u64,
-    ahead: BTreeMap<u64, Inbound>,
+    ahead: BTreeMap<u64, Box<Inbound>>,
     since: Option<Instant>,
 }
 
@@ -183,7 +187,12 @@ impl Order {
     /// Admits a request: pushes onto `out` those now due, in order, and
     /// onto `late` one that comes after its successors were served (a
     /// duplicate, or the tail of a gap given up on).
-    fn admit(&mut self, inbound: Inbound, out: &mut Vec<Inbound>, late: &mut Vec<Inbound>) {
+    fn admit(
+        &mut self,
+        inbound: Box<Inbound>,
+        out: &mut Vec<Box<Inbound>>,
+        late: &mut Vec<Box<Inbound>>,
+    ) {
         if inbound.seq == 0 {
             out.push(inbound);
             return;
@@ -217,7 +226,7 @@ impl Order {
         Self::release(s, out);
     }
 
-    fn release(s: &mut SenderOrder, out: &mut Vec<Inbound>) {
+    fn release(s: &mut SenderOrder, out: &mut Vec<Box<Inbound>>) {
         while let Some(entry) = s.ahead.first_entry() {
             if *entry.key() != s.expected {
                 break;
@@ -242,7 +251,7 @@ impl Order {
     }
 
     /// Gives up on gaps older than `timeout`.
-    fn expire(&mut self, timeout: Duration, out: &mut Vec<Inbound>) {
+    fn expire(&mut self, timeout: Duration, out: &mut Vec<Box<Inbound>>) {
         let now = Instant::now();
         for (sender, s) in &mut self.senders {
             if s.since.is_some_and(|t| now >= t + timeout)
@@ -259,7 +268,7 @@ impl Order {
         }
     }
 
-    fn drain(&mut self) -> Vec<Inbound> {
+    fn drain(&mut self) -> Vec<Box<Inbound>> {
         self.senders
             .values_mut()
             .flat_map(|s| std::mem::take(&mut s.ahead).into_values())
@@ -340,7 +349,7 @@ impl Body {
         }
     }
 
-    async fn deliver(&mut self, inbound: Inbound) {
+    async fn deliver(&mut self, inbound: Box<Inbound>) {
         let interceptors = self.node.interceptors();
         if interceptors.is_empty() {
             let outcome = self.serve(&inbound).await;
@@ -408,7 +417,11 @@ impl Body {
                     );
                 }
             };
-        let served = AssertUnwindSafe(CURRENT.scope(handle, SERVING.scope(id, fut)))
+        let serving = Serving {
+            object: id,
+            runtime: handle,
+        };
+        let served = AssertUnwindSafe(SERVING.scope(serving, fut))
             .catch_unwind()
             .await;
         let route = match &inbound.reply {
@@ -444,8 +457,8 @@ impl Body {
     /// the object stays and keeps serving; the caller learns why.
     async fn migrate(
         &mut self,
-        inbound: Inbound,
-        batch: &mut impl Iterator<Item = Inbound>,
+        inbound: Box<Inbound>,
+        batch: &mut impl Iterator<Item = Box<Inbound>>,
     ) -> Result<(), ()> {
         let target: crate::NodeUrl = match codec::decode::<String>(&inbound.payload)
             .ok()
@@ -511,7 +524,7 @@ impl Body {
         // ones first, in order.
         // Admitted requests behind this one come first, then those held
         // back for a gap; the new body orders them by sequence number.
-        let mut rest: Vec<Inbound> = batch.collect();
+        let mut rest: Vec<Box<Inbound>> = batch.collect();
         rest.extend(self.order.drain());
         self.runtime
             .forward_all(self.id, &address, &self.mailbox, rest);

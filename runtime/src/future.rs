@@ -565,9 +565,17 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Future<T, E> {
     }
 }
 
+/// The active object whose request a task is serving, and its runtime.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Serving {
+    pub(crate) object: u64,
+    pub(crate) runtime: crate::runtime::RtRef,
+}
+
 tokio::task_local! {
-    /// The active object whose request the current task is serving.
-    pub(crate) static SERVING: u64;
+    /// Set while a body serves a request (one scope, polled every time the
+    /// method's future is).
+    pub(crate) static SERVING: Serving;
 }
 
 impl<T: DeserializeOwned, E: DeserializeOwned> std::future::Future for Future<T, E> {
@@ -579,7 +587,9 @@ impl<T: DeserializeOwned, E: DeserializeOwned> std::future::Future for Future<T,
             return Poll::Ready(this.decode(&outcome));
         }
         if let Some(site) = this.slot.call
-            && SERVING.try_with(|id| *id == site.target).unwrap_or(false)
+            && SERVING
+                .try_with(|s| s.object == site.target)
+                .unwrap_or(false)
         {
             return Poll::Ready(Err(CallError::Deadlock {
                 object: site.target,

@@ -65,11 +65,6 @@ impl Default for Config {
     }
 }
 
-tokio::task_local! {
-    /// The runtime of the object whose request the task is serving.
-    pub(crate) static CURRENT: RtRef;
-}
-
 static GLOBAL: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
 
 /// Every runtime of the process, by index: decoded values name their
@@ -97,8 +92,8 @@ impl RtRef {
 /// inside an active object, else the process's global runtime (set by
 /// `#[actogrid::main]` or [`Runtime::make_global`]).
 pub fn current() -> Option<Runtime> {
-    CURRENT
-        .try_with(|r| r.get())
+    SERVING
+        .try_with(|s| s.runtime.get())
         .ok()
         .flatten()
         .or_else(|| GLOBAL.get().cloned())
@@ -631,7 +626,7 @@ impl Runtime {
         reply: ReplyTo,
     ) -> std::result::Result<(), Outcome> {
         let id = target.id();
-        let sender = SERVING.try_with(|s| *s).unwrap_or(self.inner.id);
+        let sender = SERVING.try_with(|s| s.object).unwrap_or(self.inner.id);
         let flags = flags | if info.immediate { FLAG_IMMEDIATE } else { 0 };
         let moved = self.moved_to(target);
         let address = moved.as_deref().unwrap_or(&target.inner.address);
@@ -671,7 +666,7 @@ impl Runtime {
                 .contains_key(&id);
         if local {
             let (payload, held) = codec::encode_in(None, request).map_err(encode_error)?;
-            self.deliver(Inbound {
+            self.deliver(Box::new(Inbound {
                 target: id,
                 sender,
                 seq,
@@ -680,7 +675,7 @@ impl Runtime {
                 payload: payload.into(),
                 held,
                 reply,
-            });
+            }));
             return Ok(());
         }
         if address.is_empty() {
@@ -770,7 +765,7 @@ impl Runtime {
     }
 
     /// Hands a request to a local body, or on to where its object went.
-    pub(crate) fn deliver(&self, mut inbound: Inbound) {
+    pub(crate) fn deliver(&self, mut inbound: Box<Inbound>) {
         for _ in 0..8 {
             let route = match self
                 .inner
@@ -793,7 +788,7 @@ impl Runtime {
                         std::thread::yield_now();
                     }
                 },
-                Err(Some(address)) => return self.forward(inbound, &address),
+                Err(Some(address)) => return self.forward(*inbound, &address),
                 Err(None) => break,
             }
         }
@@ -848,12 +843,13 @@ impl Runtime {
 
     /// Marks `object` as moved to `address` and sends every request queued
     /// for it there.
+    #[allow(clippy::vec_box)] // the queue's boxed requests, as they are
     pub(crate) fn forward_all(
         &self,
         object: u64,
         address: &str,
         mailbox: &Mailbox,
-        held_back: Vec<Inbound>,
+        held_back: Vec<Box<Inbound>>,
     ) {
         self.inner
             .objects
@@ -861,7 +857,7 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
             .insert(object, Hosted::Moved(address.to_owned()));
         for inbound in mailbox.close().into_iter().chain(held_back) {
-            self.forward(inbound, address);
+            self.forward(*inbound, address);
         }
     }
 
@@ -876,7 +872,7 @@ impl Runtime {
                 call_id: r.call_id,
             }
         };
-        let inbound = Inbound {
+        let inbound = Box::new(Inbound {
             target: r.target,
             sender: r.sender,
             seq: r.seq,
@@ -885,10 +881,10 @@ impl Runtime {
             payload: r.payload,
             held,
             reply,
-        };
+        });
         if inbound.target == 0 {
             let rt = self.clone();
-            self.spawn(async move { rt.serve_control(inbound) });
+            self.spawn(async move { rt.serve_control(*inbound) });
         } else {
             self.deliver(inbound);
         }
