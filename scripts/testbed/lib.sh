@@ -18,7 +18,7 @@ tb_now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 
 tb_require_root() {
     [ "$(id -u)" = 0 ] ||
-        tb_die "must run as root (it starts system daemons and changes the network); try: sudo $0 $*"
+        tb_die "must run as root (it installs packages, starts daemons and creates namespaces); try: sudo $0 $*"
 }
 
 # The state directory must not sit below a world-writable directory: sshd's
