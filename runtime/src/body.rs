@@ -536,10 +536,14 @@ impl Body {
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send), method: &str) -> String {
-    let text = panic
+    format!("panic in `{method}`: {}", panic_text(panic))
+}
+
+/// The message a panic carried.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
-    format!("panic in `{method}`: {text}")
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
 }

@@ -30,3 +30,14 @@ impl Hasher for IdHasher {
         self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
+
+/// A random id for a runtime or an active object; 0 is reserved (it
+/// addresses a runtime itself on the wire).
+pub(crate) fn nonzero_id() -> u64 {
+    loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            return id;
+        }
+    }
+}

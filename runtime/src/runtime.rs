@@ -155,12 +155,7 @@ impl Builder {
 
     /// Builds the runtime. Must be called inside a tokio runtime.
     pub fn build(self) -> Runtime {
-        let id = loop {
-            let id = fastrand::u64(..);
-            if id != 0 {
-                break id;
-            }
-        };
+        let id = crate::ids::nonzero_id();
         let mut registry = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
         let index = RtRef(registry.len() as u32);
         let inner = Arc::new(Inner {
@@ -1165,23 +1160,16 @@ impl Runtime {
                 ));
             }
             Err(panic) => {
-                let text = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
                 return Err((
                     Status::Panicked,
-                    format!("the constructor of `{type_name}` panicked: {text}"),
+                    format!(
+                        "the constructor of `{type_name}` panicked: {}",
+                        crate::body::panic_text(&*panic)
+                    ),
                 ));
             }
         };
-        let id = loop {
-            let id = fastrand::u64(..);
-            if id != 0 {
-                break id;
-            }
-        };
+        let id = crate::ids::nonzero_id();
         Ok(self.host(id, object, node, Order::default()))
     }
 
