@@ -2,14 +2,15 @@
 //! calls to one remote active object.
 //!
 //! A worker task keeps a window of W `echo.ping()` calls in flight on an
-//! `Echo` object of a `serve-node` child: each answer is replaced by a new
-//! call. The baseline is the cheapest pipelining plain tonic offers: one
+//! `Echo` object of a `serve-node` child: it awaits the oldest call (the
+//! object answers in order) and replaces each answer by a new call. The baseline is the cheapest pipelining plain tonic offers: one
 //! bidirectional `Stream` to a `serve-echo` child, a sender task pushing
 //! empty messages while fewer than W are unanswered and a receiver
 //! counting the replies. Several windows are tried and the best of each
 //! side is reported; rounds alternate between the two sides, unpinned and
 //! then with everything on CPU 0.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,8 +18,6 @@ use std::time::{Duration, Instant};
 use actogrid_runtime::Runtime;
 use actogrid_runtime::builtin::EchoProxy;
 use anyhow::{Context as _, bail, ensure};
-use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -210,18 +209,20 @@ async fn measure(rt: &Runtime, mode: Mode, args: &Args) -> anyhow::Result<Measur
 }
 
 /// Calls per second with `window` pings in flight for `duration`, on a
-/// worker task.
+/// worker task. The calls wait in the order they were made and the oldest
+/// is awaited: an object serves its requests in order, so its answer is
+/// the next to come, and each answer is replaced by a new call.
 async fn actogrid_rate(echo: &EchoProxy, window: usize, duration: Duration) -> anyhow::Result<f64> {
     let echo = echo.clone();
     tokio::spawn(async move {
-        let mut in_flight: FuturesUnordered<_> = (0..window).map(|_| echo.ping()).collect();
+        let mut in_flight: VecDeque<_> = (0..window).map(|_| echo.ping()).collect();
         let start = Instant::now();
         let mut done = 0u64;
         let elapsed = loop {
-            let Some(result) = in_flight.next().await else {
+            let Some(oldest) = in_flight.pop_front() else {
                 bail!("no call in flight");
             };
-            result.context("ping failed")?;
+            oldest.await.context("ping failed")?;
             done += 1;
             if done % CLOCK_EVERY == 0 {
                 let elapsed = start.elapsed();
@@ -229,10 +230,10 @@ async fn actogrid_rate(echo: &EchoProxy, window: usize, duration: Duration) -> a
                     break elapsed;
                 }
             }
-            in_flight.push(echo.ping());
+            in_flight.push_back(echo.ping());
         };
-        while let Some(result) = in_flight.next().await {
-            result.context("ping failed")?;
+        for call in in_flight {
+            call.await.context("ping failed")?;
         }
         Ok(done as f64 / elapsed.as_secs_f64())
     })

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{DecodeError, Encode};
-use crate::future::Slot;
+use crate::future::{Serving, Slot, serve_scope};
 use crate::proxy::ActiveRef;
 use crate::runtime::Runtime;
 
@@ -60,6 +60,12 @@ pub trait Active: Sized + Send + Sync + 'static {
     fn construct(ctor: Self::Ctor) -> Result<Self, String>;
     /// Serves one request.
     fn serve(&mut self, request: Self::Request) -> ServeFuture<'_>;
+    /// Serves a request to a synchronous method at once, without a future;
+    /// hands the request back when its method is `async` (it is then served
+    /// by [`Active::serve`]). The default serves nothing at once.
+    fn serve_now(&mut self, request: Self::Request) -> Result<Served, Self::Request> {
+        Err(request)
+    }
     /// The method a request calls, for errors and tracing.
     fn method_name(request: &Self::Request) -> &'static str;
     /// The object's state, when the type implements `Serialize`.
@@ -144,17 +150,28 @@ pub(crate) fn registered(name: &str) -> Option<&'static TypeEntry> {
         .copied()
 }
 
+/// A request handed to its object.
+pub(crate) enum Dispatched<'a> {
+    /// Served at once (a synchronous method): what it returned, or how it
+    /// panicked.
+    Done(std::thread::Result<Served>),
+    /// To be served by polling this future (an `async` method).
+    Later(ServeFuture<'a>),
+}
+
 /// An active object with its type erased: what a body holds.
 pub(crate) trait ErasedActive: Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
-    /// Decodes one request: the method it calls and the serving future;
-    /// `Err` if the payload does not decode.
+    /// Decodes one request and serves it at once if its method is
+    /// synchronous (with `serving` set): the method it calls and the
+    /// outcome, or the serving future; `Err` if the payload does not decode.
     fn serve_bytes<'a>(
         &'a mut self,
         rt: &Runtime,
         held: &[Arc<Slot>],
         payload: &[u8],
-    ) -> Result<(&'static str, ServeFuture<'a>), DecodeError>;
+        serving: Serving,
+    ) -> Result<(&'static str, Dispatched<'a>), DecodeError>;
     /// The method a payload calls, when it decodes.
     fn method_of(&self, payload: &[u8]) -> &'static str;
     fn state(&self) -> Option<&dyn Encode>;
@@ -170,9 +187,19 @@ impl<T: Active> ErasedActive for T {
         rt: &Runtime,
         held: &[Arc<Slot>],
         payload: &[u8],
-    ) -> Result<(&'static str, ServeFuture<'a>), DecodeError> {
+        serving: Serving,
+    ) -> Result<(&'static str, Dispatched<'a>), DecodeError> {
         let request: T::Request = crate::codec::decode_in(rt, held, payload)?;
-        Ok((T::method_name(&request), self.serve(request)))
+        let method = T::method_name(&request);
+        let now = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serve_scope(serving, || self.serve_now(request))
+        }));
+        let dispatched = match now {
+            Ok(Ok(served)) => Dispatched::Done(Ok(served)),
+            Ok(Err(request)) => Dispatched::Later(self.serve(request)),
+            Err(panic) => Dispatched::Done(Err(panic)),
+        };
+        Ok((method, dispatched))
     }
 
     fn method_of(&self, payload: &[u8]) -> &'static str {

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,15 +29,15 @@ use futures::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::active::{ErasedActive, Served};
+use crate::active::{Dispatched, ErasedActive, Served};
 use crate::codec;
 use crate::connection::ReplyTo;
-use crate::future::{Outcome, SERVING, Serving, Slot, Status};
+use crate::future::{Outcome, ServeScoped, Serving, Slot, Status};
 use crate::ids::IdMap;
 use crate::intercept::{BodyAccess, Checkpoint, Delivery, ServeOutcome, Verdict};
 use crate::node::NodeInner;
 use crate::runtime::Runtime;
-use crate::wire::{FLAG_IMMEDIATE, FLAG_MIGRATE};
+use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE};
 
 /// A request on its way into a body.
 pub(crate) struct Inbound {
@@ -62,6 +63,19 @@ impl Inbound {
 pub(crate) struct Mailbox {
     inner: Mutex<MailboxInner>,
     notify: Notify,
+    /// Whether an immediate request waits (read between two requests of a
+    /// run the body took, so it is served next).
+    immediate_waiting: AtomicBool,
+    /// Requests the body took from the queue and has not admitted yet:
+    /// they still count as queued.
+    taken: AtomicUsize,
+}
+
+/// What [`Mailbox::take_all`] found.
+enum Took {
+    Some,
+    Nothing,
+    Closed,
 }
 
 #[derive(Default)]
@@ -76,6 +90,8 @@ impl Mailbox {
         Arc::new(Mailbox {
             inner: Mutex::default(),
             notify: Notify::new(),
+            immediate_waiting: AtomicBool::new(false),
+            taken: AtomicUsize::new(0),
         })
     }
 
@@ -93,6 +109,7 @@ impl Mailbox {
         }
         if inbound.immediate() {
             inner.immediate.push_back(inbound);
+            self.immediate_waiting.store(true, Ordering::Release);
         } else {
             inner.queue.push_back(inbound);
         }
@@ -101,12 +118,61 @@ impl Mailbox {
         Ok(())
     }
 
-    fn pop(&self) -> Option<Box<Inbound>> {
+    /// Queues requests in one go (see [`Mailbox::push`]).
+    #[allow(clippy::result_large_err)] // handed back, never propagated
+    pub(crate) fn push_all(&self, batch: Vec<Box<Inbound>>) -> Result<(), Vec<Box<Inbound>>> {
         let mut inner = self.lock();
-        inner
-            .immediate
-            .pop_front()
-            .or_else(|| inner.queue.pop_front())
+        if inner.closed {
+            return Err(batch);
+        }
+        for inbound in batch {
+            if inbound.immediate() {
+                inner.immediate.push_back(inbound);
+                self.immediate_waiting.store(true, Ordering::Release);
+            } else {
+                inner.queue.push_back(inbound);
+            }
+        }
+        drop(inner);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Moves every queued request to `into` (empty), immediate ones first.
+    fn take_all(&self, into: &mut VecDeque<Box<Inbound>>) -> Took {
+        let mut inner = self.lock();
+        if inner.queue.is_empty() && inner.immediate.is_empty() {
+            return if inner.closed {
+                Took::Closed
+            } else {
+                Took::Nothing
+            };
+        }
+        // The queue's buffer becomes the body's, and the body's (empty)
+        // the queue's: no copy, and both keep their capacity.
+        std::mem::swap(into, &mut inner.queue);
+        if !inner.immediate.is_empty() {
+            self.immediate_waiting.store(false, Ordering::Relaxed);
+            for inbound in inner.immediate.drain(..).rev() {
+                into.push_front(inbound);
+            }
+        }
+        self.taken.store(into.len(), Ordering::Relaxed);
+        Took::Some
+    }
+
+    /// The oldest immediate request, if one arrived since the body took
+    /// the queue.
+    fn pop_immediate(&self) -> Option<Box<Inbound>> {
+        if !self.immediate_waiting.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut inner = self.lock();
+        let next = inner.immediate.pop_front();
+        if inner.immediate.is_empty() {
+            self.immediate_waiting.store(false, Ordering::Relaxed);
+        }
+        next
     }
 
     /// Closes the mailbox and returns what was queued, in order.
@@ -123,13 +189,9 @@ impl Mailbox {
         self.notify.notify_one();
     }
 
-    fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
     pub(crate) fn len(&self) -> usize {
         let inner = self.lock();
-        inner.queue.len() + inner.immediate.len()
+        inner.queue.len() + inner.immediate.len() + self.taken.load(Ordering::Relaxed)
     }
 }
 
@@ -190,11 +252,11 @@ impl Order {
     fn admit(
         &mut self,
         inbound: Box<Inbound>,
-        out: &mut Vec<Box<Inbound>>,
+        out: &mut VecDeque<Box<Inbound>>,
         late: &mut Vec<Box<Inbound>>,
     ) {
         if inbound.seq == 0 {
-            out.push(inbound);
+            out.push_back(inbound);
             return;
         }
         // Every sender numbers its requests to an object from 1, and a
@@ -222,16 +284,16 @@ impl Order {
             return;
         }
         s.expected += 1;
-        out.push(inbound);
+        out.push_back(inbound);
         Self::release(s, out);
     }
 
-    fn release(s: &mut SenderOrder, out: &mut Vec<Box<Inbound>>) {
+    fn release(s: &mut SenderOrder, out: &mut VecDeque<Box<Inbound>>) {
         while let Some(entry) = s.ahead.first_entry() {
             if *entry.key() != s.expected {
                 break;
             }
-            out.push(entry.remove());
+            out.push_back(entry.remove());
             s.expected += 1;
         }
         s.since = if s.ahead.is_empty() {
@@ -251,7 +313,7 @@ impl Order {
     }
 
     /// Gives up on gaps older than `timeout`.
-    fn expire(&mut self, timeout: Duration, out: &mut Vec<Box<Inbound>>) {
+    fn expire(&mut self, timeout: Duration, out: &mut VecDeque<Box<Inbound>>) {
         let now = Instant::now();
         for (sender, s) in &mut self.senders {
             if s.since.is_some_and(|t| now >= t + timeout)
@@ -286,74 +348,102 @@ pub(crate) struct Body {
     pub(crate) runtime: Runtime,
 }
 
+/// What serving a request gave, before its reply is encoded.
+enum Handled {
+    /// The method returned (`Ok`) or returned its own error
+    /// (`MethodError`): the value to encode.
+    Value(Status, Box<dyn crate::codec::Encode + Send>),
+    /// Anything else, already an outcome.
+    Failed(Outcome),
+}
+
 impl Body {
     /// Serves requests until the mailbox closes.
     pub(crate) async fn run(mut self) {
         let reorder = self.runtime.config().reorder_timeout;
-        let mut due = Vec::new();
+        // Requests taken from the mailbox in one go, not yet admitted.
+        let mut taken: VecDeque<Box<Inbound>> = VecDeque::new();
+        // Admitted requests, in the order they are to be served.
+        let mut due = VecDeque::new();
         let mut late = Vec::new();
         loop {
-            let next = match self.mailbox.pop() {
-                Some(next) => Some(next),
-                None if self.mailbox.is_closed() => return,
-                None => {
-                    let notified = self.mailbox.notify.notified();
-                    match self.order.deadline(reorder) {
-                        Some(at) => {
-                            tokio::select! {
-                                () = notified => None,
-                                () = tokio::time::sleep_until(at) => {
-                                    self.order.expire(reorder, &mut due);
-                                    None
-                                }
-                            }
-                        }
-                        None => {
-                            notified.await;
-                            None
-                        }
-                    }
-                }
+            // Next: an immediate request that arrived meanwhile, else the
+            // next admitted request, else the next one taken.
+            let next = match self.mailbox.pop_immediate() {
+                Some(inbound) => Some(inbound),
+                None => due.pop_front(),
             };
-            if let Some(inbound) = next {
-                if inbound.immediate() {
-                    due.push(inbound);
-                } else {
-                    self.order.admit(inbound, &mut due, &mut late);
-                }
-            }
-            for inbound in late.drain(..) {
-                let o = Outcome::failure(
-                    Status::Refused,
-                    format!(
-                        "request #{} of sender {:#x} arrived after later ones were served \
-                         (a duplicate, or later than the reorder timeout); it was not served",
-                        inbound.seq, inbound.sender
-                    ),
-                );
-                inbound.reply.send(&self.runtime, o, None);
-            }
-            let mut batch = std::mem::take(&mut due).into_iter();
-            while let Some(inbound) = batch.next() {
-                let (sender, seq) = (inbound.sender, inbound.seq);
-                if inbound.flags & FLAG_MIGRATE != 0 {
-                    self.order.served(sender, seq);
-                    match self.migrate(inbound, &mut batch).await {
-                        Ok(()) => return,
-                        Err(()) => continue,
+            let inbound = match next {
+                Some(inbound) => inbound,
+                None => match taken.pop_front() {
+                    Some(inbound) => {
+                        self.mailbox.taken.store(taken.len(), Ordering::Relaxed);
+                        if inbound.immediate() {
+                            inbound
+                        } else {
+                            self.order.admit(inbound, &mut due, &mut late);
+                            for inbound in late.drain(..) {
+                                self.refuse_late(*inbound);
+                            }
+                            continue;
+                        }
                     }
-                }
-                self.deliver(inbound).await;
+                    None => {
+                        match self.mailbox.take_all(&mut taken) {
+                            Took::Some => {}
+                            Took::Closed => return,
+                            Took::Nothing => self.wait(reorder, &mut due).await,
+                        }
+                        continue;
+                    }
+                },
+            };
+            let (sender, seq) = (inbound.sender, inbound.seq);
+            if inbound.flags & FLAG_MIGRATE != 0 {
                 self.order.served(sender, seq);
+                match self.migrate(inbound, &mut due, &mut taken).await {
+                    Ok(()) => return,
+                    Err(()) => continue,
+                }
             }
+            self.deliver(inbound).await;
+            self.order.served(sender, seq);
         }
+    }
+
+    /// Waits for a request, or for the oldest gap in some sender's
+    /// requests to time out (the requests behind it are then due).
+    async fn wait(&mut self, reorder: Duration, due: &mut VecDeque<Box<Inbound>>) {
+        let notified = self.mailbox.notify.notified();
+        match self.order.deadline(reorder) {
+            Some(at) => {
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep_until(at) => self.order.expire(reorder, due),
+                }
+            }
+            None => notified.await,
+        }
+    }
+
+    fn refuse_late(&self, inbound: Inbound) {
+        let o = Outcome::failure(
+            Status::Refused,
+            format!(
+                "request #{} of sender {:#x} arrived after later ones were served \
+                 (a duplicate, or later than the reorder timeout); it was not served",
+                inbound.seq, inbound.sender
+            ),
+        );
+        inbound.reply.send(&self.runtime, o, None);
     }
 
     async fn deliver(&mut self, inbound: Box<Inbound>) {
         let interceptors = self.node.interceptors();
         if interceptors.is_empty() {
-            let outcome = self.serve(&inbound).await;
-            inbound.reply.send(&self.runtime, outcome, None);
+            let (method, result) = self.serve(&inbound).await;
+            let Inbound { reply, .. } = *inbound;
+            self.reply(reply, method, result);
             return;
         }
         // Interceptors see the method before the request is served, so it
@@ -380,7 +470,8 @@ impl Body {
                 return;
             }
         }
-        let outcome = self.serve(&inbound).await;
+        let (_, result) = self.serve(&inbound).await;
+        let outcome = self.outcome(&inbound.reply, result, method);
         let served = match outcome.status {
             Status::Ok => ServeOutcome::Value,
             Status::MethodError => ServeOutcome::MethodError,
@@ -399,58 +490,96 @@ impl Body {
         inbound.reply.send(&self.runtime, outcome, None);
     }
 
-    async fn serve(&mut self, inbound: &Inbound) -> Outcome {
+    /// Serves a request: the method it called, and what that gave.
+    async fn serve(&mut self, inbound: &Inbound) -> (&'static str, Handled) {
         // The runtime by handle: cloning the runtime itself would touch a
         // reference count every thread shares, once per request.
-        let handle = self.runtime.handle();
+        let serving = Serving {
+            object: self.id,
+            runtime: self.runtime.handle(),
+        };
         let (id, type_name) = (self.id, self.object.type_name());
-        let (method, fut) =
+        let (method, dispatched) =
             match self
                 .object
-                .serve_bytes(&self.runtime, &inbound.held, &inbound.payload)
+                .serve_bytes(&self.runtime, &inbound.held, &inbound.payload, serving)
             {
                 Ok(x) => x,
                 Err(e) => {
-                    return Outcome::failure(
+                    let outcome = Outcome::failure(
                         Status::BadRequest,
                         format!("request to {type_name} {id:#x} does not decode: {e}"),
                     );
+                    return ("?", Handled::Failed(outcome));
                 }
             };
-        let serving = Serving {
-            object: id,
-            runtime: handle,
-        };
-        let served = AssertUnwindSafe(SERVING.scope(serving, fut))
-            .catch_unwind()
-            .await;
-        let route = match &inbound.reply {
-            ReplyTo::Remote { conn, .. } => Some(conn.clone()),
-            _ => None,
-        };
-        let (status, value) = match served {
-            Ok(Served::Value(v)) => (Status::Ok, v),
-            Ok(Served::Error(e)) => (Status::MethodError, e),
-            Err(panic) => {
-                return Outcome::failure(Status::Panicked, panic_message(&*panic, method));
+        let served = match dispatched {
+            Dispatched::Done(served) => served,
+            Dispatched::Later(fut) => {
+                AssertUnwindSafe(ServeScoped { serving, fut })
+                    .catch_unwind()
+                    .await
             }
         };
-        if !inbound.reply.expects_reply() {
+        let handled = match served {
+            Ok(Served::Value(v)) => Handled::Value(Status::Ok, v),
+            Ok(Served::Error(e)) => Handled::Value(Status::MethodError, e),
+            Err(panic) => Handled::Failed(Outcome::failure(
+                Status::Panicked,
+                panic_message(&*panic, method),
+            )),
+        };
+        (method, handled)
+    }
+
+    /// The encoded outcome of a request, for `reply`.
+    fn outcome(&self, reply: &ReplyTo, result: Handled, method: &str) -> Outcome {
+        let (status, value) = match result {
+            Handled::Value(status, value) => (status, value),
+            Handled::Failed(outcome) => return outcome,
+        };
+        if !reply.expects_reply() {
             return Outcome::failure(Status::Ok, "");
         }
-        match std::panic::catch_unwind(AssertUnwindSafe(|| codec::encode_in(route, &*value))) {
-            Ok(Ok((payload, held))) => Outcome {
+        codec::with_scratch(|payload| match codec::encode_into(&*value, payload) {
+            Ok(held) => Outcome {
                 status,
-                payload: payload.into(),
+                payload: bytes::Bytes::copy_from_slice(payload),
                 held,
-                runtime: Some(handle),
+                runtime: Some(self.runtime.handle()),
             },
-            Ok(Err(e)) => Outcome::failure(
-                Status::Refused,
-                format!("the value returned by `{method}` does not encode: {e}"),
-            ),
-            Err(panic) => Outcome::failure(Status::Panicked, panic_message(&*panic, method)),
-        }
+            Err(e) => encode_failure(e, method),
+        })
+    }
+
+    /// Answers a request served without interceptors: a value for a remote
+    /// caller is encoded into this thread's scratch vector and copied into
+    /// the connection's batch with the reply's envelope.
+    fn reply(&self, reply: ReplyTo, method: &str, result: Handled) {
+        let (conn, call_id, status, value) = match (reply, result) {
+            (ReplyTo::Remote { conn, call_id }, Handled::Value(status, value)) => {
+                (conn, call_id, status, value)
+            }
+            (reply, result) => {
+                let outcome = self.outcome(&reply, result, method);
+                return reply.send(&self.runtime, outcome, None);
+            }
+        };
+        codec::with_scratch(|payload| {
+            match codec::encode_into(&*value, payload) {
+                Ok(held) => {
+                    conn.write(|buf| wire::put_reply(buf, call_id, status, &held, None, payload));
+                    // After the reply: the values follow it.
+                    for h in &held {
+                        h.continue_to(&conn);
+                    }
+                }
+                Err(e) => {
+                    let outcome = encode_failure(e, method);
+                    ReplyTo::Remote { conn, call_id }.send(&self.runtime, outcome, None);
+                }
+            }
+        });
     }
 
     /// Moves the object to the runtime named in the request. On failure
@@ -458,7 +587,8 @@ impl Body {
     async fn migrate(
         &mut self,
         inbound: Box<Inbound>,
-        batch: &mut impl Iterator<Item = Box<Inbound>>,
+        due: &mut VecDeque<Box<Inbound>>,
+        taken: &mut VecDeque<Box<Inbound>>,
     ) -> Result<(), ()> {
         let target: crate::NodeUrl = match codec::decode::<String>(&inbound.payload)
             .ok()
@@ -485,9 +615,9 @@ impl Body {
         };
         let address = crate::runtime::join_address(target.host(), target.port());
         let same_runtime = Some(address.as_str()) == self.runtime.address();
-        // Futures inside the state follow it to its new runtime.
-        let route = (!same_runtime).then(|| self.runtime.conn_to(&address));
-        let (state, held) = match codec::encode_in(route, state) {
+        // Futures inside the state follow it to its new runtime: the
+        // restore request announces them.
+        let (state, held) = match codec::encode_in(state) {
             Ok(x) => x,
             Err(e) => {
                 let o =
@@ -524,7 +654,8 @@ impl Body {
         // ones first, in order.
         // Admitted requests behind this one come first, then those held
         // back for a gap; the new body orders them by sequence number.
-        let mut rest: Vec<Box<Inbound>> = batch.collect();
+        let mut rest: Vec<Box<Inbound>> = due.drain(..).chain(taken.drain(..)).collect();
+        self.mailbox.taken.store(0, Ordering::Relaxed);
         rest.extend(self.order.drain());
         self.runtime
             .forward_all(self.id, &address, &self.mailbox, rest);
@@ -532,6 +663,19 @@ impl Body {
             .reply
             .send(&self.runtime, Outcome::ok_unit(), Some((self.id, &address)));
         Ok(())
+    }
+}
+
+/// The outcome of a value that does not encode.
+fn encode_failure(e: codec::EncodeFailure, method: &str) -> Outcome {
+    match e {
+        codec::EncodeFailure::Error(e) => Outcome::failure(
+            Status::Refused,
+            format!("the value returned by `{method}` does not encode: {e}"),
+        ),
+        codec::EncodeFailure::Panic(panic) => {
+            Outcome::failure(Status::Panicked, panic_message(&*panic, method))
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! bytes: a decoded proxy must be bound to the local runtime, and an
 //! unresolved future that is encoded into a message must be wired so its
 //! value follows the message to its destination (automatic continuation).
-//! The runtime encodes and decodes synchronously, inside [`encode_in`] and
-//! [`decode_in`], which install that context for the duration of the call.
+//! The runtime encodes and decodes synchronously, inside [`encode_into`]
+//! (or [`encode_in`]) and [`decode_in`], which install that context for the
+//! duration of the call; encoding collects the futures met, and the sender
+//! wires them once the message is queued.
 
 use std::cell::RefCell;
 
@@ -15,7 +17,6 @@ use serde::de::DeserializeOwned;
 
 use std::sync::Arc;
 
-use crate::connection::Route;
 use crate::future::Slot;
 use crate::runtime::{RtRef, Runtime};
 
@@ -28,18 +29,53 @@ pub struct DecodeError(String);
 pub trait Encode {
     /// Encodes the value with postcard.
     fn encode(&self) -> Result<Vec<u8>, postcard::Error>;
+
+    /// Encodes the value with postcard at the end of `out`. On error,
+    /// `out` may hold part of the value after its original length.
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+        out.extend_from_slice(&self.encode()?);
+        Ok(())
+    }
 }
 
 impl<T: Serialize + ?Sized> Encode for T {
     fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_allocvec(self)
     }
+
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+        postcard::serialize_with_flavor(self, Append(out))
+    }
+}
+
+/// A postcard flavor appending to a vector the caller keeps.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 pub(crate) struct EncodeCx {
-    /// Where the encoded bytes go; `None` for a local delivery.
-    pub(crate) route: Option<Route>,
-    /// Futures met while encoding.
+    /// Futures met while encoding. Whoever sends the encoded bytes to
+    /// another runtime makes that runtime a continuation of each, once the
+    /// message is on its way: a value forwarded earlier could reach the
+    /// other end before the message that makes it wait for the value.
     pub(crate) futures: Vec<Arc<Slot>>,
 }
 
@@ -54,21 +90,67 @@ thread_local! {
     static DECODE: RefCell<Option<DecodeCx>> = const { RefCell::new(None) };
 }
 
-/// Encodes `value` for `route`; returns the bytes and the futures it holds.
+/// Encodes `value`; returns the bytes and the futures it holds.
 pub(crate) fn encode_in(
-    route: Option<Route>,
     value: &(impl Encode + ?Sized),
 ) -> Result<(Vec<u8>, Vec<Arc<Slot>>), postcard::Error> {
+    let mut bytes = Vec::new();
+    match encode_into(value, &mut bytes) {
+        Ok(futures) => Ok((bytes, futures)),
+        Err(EncodeFailure::Error(e)) => Err(e),
+        Err(EncodeFailure::Panic(panic)) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Why a value did not encode.
+pub(crate) enum EncodeFailure {
+    /// Postcard refused it.
+    Error(postcard::Error),
+    /// Its `Serialize` implementation panicked.
+    Panic(Box<dyn std::any::Any + Send>),
+}
+
+/// Encodes `value` at the end of `out` (which it leaves as it found it on
+/// failure); returns the futures the value holds. A panic while encoding
+/// is caught, so the context is restored.
+pub(crate) fn encode_into(
+    value: &(impl Encode + ?Sized),
+    out: &mut Vec<u8>,
+) -> Result<Vec<Arc<Slot>>, EncodeFailure> {
     let previous = ENCODE.with(|c| {
         c.borrow_mut().replace(EncodeCx {
-            route,
             futures: Vec::new(),
         })
     });
-    let bytes = value.encode();
+    let start = out.len();
+    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        value.encode_into(&mut *out)
+    }));
     let cx = ENCODE.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous));
     let futures = cx.map(|cx| cx.futures).unwrap_or_default();
-    Ok((bytes?, futures))
+    let failure = match encoded {
+        Ok(Ok(())) => return Ok(futures),
+        Ok(Err(e)) => EncodeFailure::Error(e),
+        Err(panic) => EncodeFailure::Panic(panic),
+    };
+    out.truncate(start);
+    Err(failure)
+}
+
+/// Runs `with` on a vector of this thread's, empty, and kept for the next
+/// use (its capacity is reused). Nested uses each get their own.
+pub(crate) fn with_scratch<R>(with: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buf = SCRATCH.with(std::cell::Cell::take);
+    buf.clear();
+    let out = with(&mut buf);
+    // A huge one-off is not kept.
+    if buf.capacity() <= 64 << 10 {
+        SCRATCH.with(|s| s.set(buf));
+    }
+    out
 }
 
 /// Runs `f` with the encoding context, if encoding is under way.

@@ -16,15 +16,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::{Buf, BytesMut};
 use futures::Stream;
-use prost::Message;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::calls::Calls;
 use crate::future::{FutureId, Outcome, Slot, Status};
 use crate::runtime::{Inner, Runtime};
-use crate::wire::{self, envelope::Body};
+use crate::wire::{self, Envelope};
 
 /// Where an encoded message goes: a connection.
 pub(crate) type Route = Arc<Conn>;
@@ -64,23 +62,20 @@ impl ReplyTo {
                 slot.resolve(outcome);
             }
             ReplyTo::Remote { conn, call_id } => {
+                conn.write(|buf| {
+                    wire::put_reply(
+                        buf,
+                        call_id,
+                        outcome.status,
+                        &outcome.held,
+                        moved,
+                        &outcome.payload,
+                    );
+                });
+                // After the reply: the values follow it.
                 for h in &outcome.held {
                     h.continue_to(&conn);
                 }
-                let (object, moved_to) = moved.map(|(o, a)| (o, a.to_owned())).unwrap_or_default();
-                conn.send(Body::Reply(wire::Reply {
-                    call_id,
-                    status: wire::Status::from(outcome.status) as i32,
-                    payload: outcome.payload,
-                    futures: outcome
-                        .held
-                        .iter()
-                        .map(|s| wire::FutureId::from(s.id))
-                        .collect(),
-                    moved_to,
-                    object,
-                    header: bytes::Bytes::new(),
-                }));
             }
         }
     }
@@ -148,25 +143,17 @@ impl Conn {
         self.cancel.cancelled().await;
     }
 
-    /// Queues an envelope for the writer.
-    pub(crate) fn send(&self, body: Body) {
+    /// Queues envelopes for the writer: `encode` appends them to the batch
+    /// being gathered. It runs under the batch's lock, so it only copies
+    /// bytes (payloads are encoded before).
+    pub(crate) fn write(&self, encode: impl FnOnce(&mut Vec<u8>)) {
         // A closed connection's writer is gone: the send fails quietly and
         // whoever waited for a reply was already failed by `fail`.
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let envelope = wire::Envelope { body: Some(body) };
-        // Encoded outside the lock into a plain vector (prost writes it a
-        // byte at a time), then appended in one copy.
-        let writer = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            scratch.clear();
-            // Encoding into a growable vector cannot run out of room.
-            let _ = envelope.encode_length_delimited(&mut *scratch);
+        let writer = {
             let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-            out.buf.extend_from_slice(&scratch);
+            encode(&mut out.buf);
             out.writer.take()
-        });
+        };
         if let Some(w) = writer {
             w.wake();
         }
@@ -184,19 +171,12 @@ impl Conn {
 
     /// Sends a future's value to the other end.
     pub(crate) fn forward_value(self: &Arc<Self>, id: FutureId, outcome: &Outcome) {
+        self.write(|buf| {
+            wire::put_value(buf, id, outcome.status, &outcome.held, &outcome.payload);
+        });
         for h in &outcome.held {
             h.continue_to(self);
         }
-        self.send(Body::FutureValue(wire::FutureValue {
-            id: Some(wire::FutureId::from(id)),
-            status: wire::Status::from(outcome.status) as i32,
-            payload: outcome.payload.clone(),
-            futures: outcome
-                .held
-                .iter()
-                .map(|s| wire::FutureId::from(s.id))
-                .collect(),
-        }));
     }
 
     fn touch(&self) {
@@ -247,7 +227,7 @@ impl Conn {
 
     /// Slots for futures a message on this connection announced: their
     /// values come the same way, so they fail if the connection does.
-    pub(crate) fn hold(&self, rt: &Runtime, ids: &[wire::FutureId]) -> Vec<Arc<Slot>> {
+    pub(crate) fn hold(&self, rt: &Runtime, ids: &[FutureId]) -> Vec<Arc<Slot>> {
         if ids.is_empty() {
             return Vec::new();
         }
@@ -276,63 +256,93 @@ impl Conn {
             .clone()
     }
 
-    /// Handles one received frame.
+    /// Handles one received frame. Replies in a row complete their calls
+    /// after one look at the table of pending calls, requests in a row to
+    /// one object enter its queue together.
     pub(crate) fn receive(self: &Arc<Self>, frame: wire::Frame) {
         self.touch();
         let Some(inner) = self.runtime.upgrade() else {
             return;
         };
         let rt = Runtime::from_inner(inner);
-        let mut batch = frame.batch;
-        while batch.has_remaining() {
-            let env = match wire::Envelope::decode_length_delimited(&mut batch) {
+        let mut replies = Vec::new();
+        let mut requests = Vec::new();
+        for env in wire::Envelopes::new(frame.batch) {
+            let env = match env {
                 Ok(env) => env,
                 Err(e) => {
+                    self.complete(&rt, &mut replies);
+                    rt.receive_requests(self, &mut requests);
                     self.fail(format!("it sent a malformed frame: {e}"));
                     return;
                 }
             };
-            match env.body {
-                Some(Body::Request(r)) => rt.receive_request(self, r),
-                Some(Body::Reply(r)) => self.receive_reply(&rt, r),
-                Some(Body::FutureValue(v)) => self.receive_value(&rt, v),
-                Some(Body::Ping(_)) | None => {}
+            match env {
+                // Envelopes are handled in the order they came: only runs
+                // of replies, or of requests to one object, are gathered.
+                Envelope::Reply(r) => {
+                    rt.receive_requests(self, &mut requests);
+                    replies.push(r);
+                }
+                Envelope::Request(r) => {
+                    self.complete(&rt, &mut replies);
+                    if requests
+                        .last()
+                        .is_some_and(|last: &wire::Request| last.target != r.target)
+                    {
+                        rt.receive_requests(self, &mut requests);
+                    }
+                    requests.push(r);
+                }
+                Envelope::Value(v) => {
+                    self.complete(&rt, &mut replies);
+                    rt.receive_requests(self, &mut requests);
+                    self.receive_value(&rt, v);
+                }
+                Envelope::Other => {}
             }
         }
+        self.complete(&rt, &mut replies);
+        rt.receive_requests(self, &mut requests);
     }
 
-    fn receive_reply(self: &Arc<Self>, rt: &Runtime, r: wire::Reply) {
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(r.call_id);
-        let Some(pending) = pending else {
-            tracing::debug!(peer = %self.peer, call = r.call_id, "reply to an unknown call dropped");
+    /// Completes the calls `replies` answer, and empties it.
+    fn complete(self: &Arc<Self>, rt: &Runtime, replies: &mut Vec<wire::Reply>) {
+        if replies.is_empty() {
             return;
+        }
+        let pending: Vec<Option<Pending>> = {
+            let mut table = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            replies.iter().map(|r| table.remove(r.call_id)).collect()
         };
-        let outcome = Outcome {
-            status: wire::status_of(r.status),
-            payload: r.payload,
-            held: self.hold(rt, &r.futures),
-            runtime: Some(rt.handle()),
-        };
-        let moved = (!r.moved_to.is_empty()).then_some((r.object, r.moved_to.as_str()));
-        match pending {
-            Pending::Slot(slot) => {
-                if let Some((object, to)) = moved {
-                    rt.moved(object, to);
+        for (r, pending) in replies.drain(..).zip(pending) {
+            let Some(pending) = pending else {
+                tracing::debug!(peer = %self.peer, call = r.call_id, "reply to an unknown call dropped");
+                continue;
+            };
+            let outcome = Outcome {
+                status: r.status,
+                payload: r.payload,
+                held: self.hold(rt, &r.futures),
+                runtime: Some(rt.handle()),
+            };
+            let moved = r.moved.as_ref().map(|(o, a)| (*o, a.as_str()));
+            match pending {
+                Pending::Slot(slot) => {
+                    if let Some((object, to)) = moved {
+                        rt.moved(object, to);
+                    }
+                    slot.resolve(outcome);
                 }
-                slot.resolve(outcome);
-            }
-            Pending::Relay {
-                to,
-                object,
-                moved_to,
-            } => {
-                // The newest hop knows best where the object is.
-                let moved = moved.unwrap_or((object, moved_to.as_str()));
-                to.send(rt, outcome, Some(moved));
+                Pending::Relay {
+                    to,
+                    object,
+                    moved_to,
+                } => {
+                    // The newest hop knows best where the object is.
+                    let moved = moved.unwrap_or((object, moved_to.as_str()));
+                    to.send(rt, outcome, Some(moved));
+                }
             }
         }
     }
@@ -355,18 +365,17 @@ impl Conn {
                 ));
                 return;
             }
-            self.send(Body::Ping(wire::Ping {}));
+            self.write(wire::put_ping);
         }
     }
 }
 
 impl Conn {
-    fn receive_value(&self, rt: &Runtime, v: wire::FutureValue) {
-        let Some(id) = v.id else { return };
+    fn receive_value(&self, rt: &Runtime, v: wire::Value) {
         let held = self.hold(rt, &v.futures);
-        if let Some(slot) = rt.futures().get(FutureId::from(&id)) {
+        if let Some(slot) = rt.futures().get(v.id) {
             slot.resolve(Outcome {
-                status: wire::status_of(v.status),
+                status: v.status,
                 payload: v.payload,
                 held,
                 runtime: Some(rt.handle()),
@@ -379,7 +388,7 @@ impl Conn {
 #[derive(Default)]
 pub(crate) struct Outbox {
     /// Length-delimited envelopes, in the order sent.
-    buf: BytesMut,
+    buf: Vec<u8>,
     /// The writer, when it waits for envelopes.
     writer: Option<std::task::Waker>,
 }
@@ -406,9 +415,10 @@ impl Stream for Batched {
             return Poll::Pending;
         }
         let len = out.buf.len();
-        let batch = out.buf.split().freeze();
         // The next batch is likely as large: allocate once, not by doubling.
-        out.buf.reserve(len);
+        let batch = std::mem::replace(&mut out.buf, Vec::with_capacity(len));
+        drop(out);
+        let batch = bytes::Bytes::from(batch);
         Poll::Ready(Some(wire::Frame { batch }))
     }
 }

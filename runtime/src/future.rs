@@ -47,7 +47,9 @@ pub(crate) enum Status {
     Refused,
 }
 
-/// A filled slot: the encoded reply and the futures it embeds.
+/// A filled slot: the encoded reply and the futures it embeds. Cheap to
+/// clone: the payload is shared, and a reply seldom embeds futures.
+#[derive(Clone)]
 pub(crate) struct Outcome {
     pub(crate) status: Status,
     pub(crate) payload: bytes::Bytes,
@@ -90,7 +92,7 @@ enum SlotState {
         /// kept alive until it resolves.
         following: Option<Arc<Slot>>,
     },
-    Ready(Arc<Outcome>),
+    Ready(Outcome),
 }
 
 /// What a call slot knows about its call, for error messages and for the
@@ -145,7 +147,7 @@ impl Slot {
             },
             call: None,
             flatten: false,
-            state: Mutex::new(SlotState::Ready(Arc::new(outcome))),
+            state: Mutex::new(SlotState::Ready(outcome)),
             table: Weak::new(),
             published: std::sync::atomic::AtomicBool::new(false),
         })
@@ -155,7 +157,7 @@ impl Slot {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn outcome(&self) -> Option<Arc<Outcome>> {
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
         match &*self.lock() {
             SlotState::Ready(o) => Some(o.clone()),
             SlotState::Pending { .. } => None,
@@ -184,16 +186,32 @@ impl Slot {
                     return;
                 }
                 Err(e) => {
-                    self.fill(Arc::new(Outcome::failure(Status::BadRequest, e)));
+                    self.fill(Outcome::failure(Status::BadRequest, e));
                     return;
                 }
             }
         }
-        self.fill(Arc::new(outcome));
+        self.fill(outcome);
     }
 
-    fn fill(self: &Arc<Self>, outcome: Arc<Outcome>) {
-        let previous = std::mem::replace(&mut *self.lock(), SlotState::Ready(outcome.clone()));
+    fn fill(self: &Arc<Self>, outcome: Outcome) {
+        let mut state = self.lock();
+        if matches!(&*state, SlotState::Ready(_)) {
+            // Already filled: keep the first value.
+            return;
+        }
+        // Continuations and followers need the value after it is stored;
+        // a plain call has neither, and its value is not copied.
+        let shared = match &*state {
+            SlotState::Pending {
+                continuations,
+                followers,
+                ..
+            } if !continuations.is_empty() || !followers.is_empty() => Some(outcome.clone()),
+            _ => None,
+        };
+        let previous = std::mem::replace(&mut *state, SlotState::Ready(outcome));
+        drop(state);
         let SlotState::Pending {
             waker,
             wakers,
@@ -202,13 +220,14 @@ impl Slot {
             following: _,
         } = previous
         else {
-            // Already filled: keep the first value.
-            *self.lock() = previous;
             return;
         };
         for w in waker.into_iter().chain(wakers) {
             w.wake();
         }
+        let Some(outcome) = shared else {
+            return;
+        };
         if !continuations.is_empty() {
             for route in &continuations {
                 route.forward_value(self.id, &outcome);
@@ -223,7 +242,7 @@ impl Slot {
     }
 
     /// Makes `follower` take this slot's value; returns it if already there.
-    fn follow(&self, follower: Arc<Slot>) -> Option<Arc<Outcome>> {
+    fn follow(&self, follower: Arc<Slot>) -> Option<Outcome> {
         match &mut *self.lock() {
             SlotState::Ready(o) => Some(o.clone()),
             SlotState::Pending { followers, .. } => {
@@ -254,7 +273,7 @@ impl Slot {
         }
     }
 
-    fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Arc<Outcome>> {
+    fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
         match &mut *self.lock() {
             SlotState::Ready(o) => Poll::Ready(o.clone()),
             SlotState::Pending { waker, wakers, .. } => {
@@ -446,9 +465,6 @@ fn note_embedded(slot: &Arc<Slot>) {
     }
     codec::with_encode_cx(|cx| {
         if let Some(cx) = cx {
-            if let Some(route) = &cx.route {
-                slot.continue_to(route);
-            }
             cx.futures.push(slot.clone());
         }
     });
@@ -572,10 +588,44 @@ pub(crate) struct Serving {
     pub(crate) runtime: crate::runtime::RtRef,
 }
 
-tokio::task_local! {
-    /// Set while a body serves a request (one scope, polled every time the
-    /// method's future is).
-    pub(crate) static SERVING: Serving;
+thread_local! {
+    /// Set while a body serves a request: around a synchronous method's
+    /// call, and around every poll of an `async` method's future (what a
+    /// tokio task-local does, for a `Copy` value: no borrow flag, no swap).
+    static SERVING: std::cell::Cell<Option<Serving>> = const { std::cell::Cell::new(None) };
+}
+
+/// The request being served on this thread, if any.
+pub(crate) fn serving() -> Option<Serving> {
+    SERVING.with(std::cell::Cell::get)
+}
+
+/// Runs `f` as part of serving a request of `serving.object`.
+pub(crate) fn serve_scope<R>(serving: Serving, f: impl FnOnce() -> R) -> R {
+    /// Puts the previous value back, even when `f` panics.
+    struct Restore(Option<Serving>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERVING.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERVING.with(|s| s.replace(Some(serving))));
+    f()
+}
+
+/// A future polled as part of serving a request (see [`serve_scope`]).
+pub(crate) struct ServeScoped<F> {
+    pub(crate) serving: Serving,
+    pub(crate) fut: F,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for ServeScoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        serve_scope(this.serving, || Pin::new(&mut this.fut).poll(cx))
+    }
 }
 
 impl<T: DeserializeOwned, E: DeserializeOwned> std::future::Future for Future<T, E> {
@@ -587,9 +637,7 @@ impl<T: DeserializeOwned, E: DeserializeOwned> std::future::Future for Future<T,
             return Poll::Ready(this.decode(&outcome));
         }
         if let Some(site) = this.slot.call
-            && SERVING
-                .try_with(|s| s.object == site.target)
-                .unwrap_or(false)
+            && serving().is_some_and(|s| s.object == site.target)
         {
             return Poll::Ready(Err(CallError::Deadlock {
                 object: site.target,

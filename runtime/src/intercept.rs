@@ -128,7 +128,7 @@ impl BodyAccess<'_> {
             .body
             .state()
             .ok_or(CheckpointError::NotSerializable(type_name))?;
-        let (state, _) = codec::encode_in(None, state).map_err(|e| CheckpointError::Encode {
+        let (state, _) = codec::encode_in(state).map_err(|e| CheckpointError::Encode {
             type_name,
             reason: e.to_string(),
         })?;

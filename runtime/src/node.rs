@@ -114,7 +114,7 @@ impl Node {
 
     /// Creates an active object from encoded constructor arguments.
     pub(crate) fn create<T: Active>(&self, ctor: T::Ctor) -> Future<T::Proxy> {
-        let ctor = match codec::encode_in(None, &ctor) {
+        let ctor = match codec::encode_in(&ctor) {
             Ok((bytes, _)) => bytes,
             Err(e) => {
                 return Future::failed(

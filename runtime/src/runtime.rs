@@ -21,12 +21,12 @@ use crate::body::{Body, Inbound, Mailbox, Order};
 use crate::codec::{self, Encode};
 use crate::connection::{Batched, Conn, Pending, ReplyTo};
 use crate::error::{CallError, Error, Result};
-use crate::future::{CallSite, Future, FutureId, FutureTable, Outcome, SERVING, Slot, Status};
+use crate::future::{CallSite, Future, FutureId, FutureTable, Outcome, Slot, Status, serving};
 use crate::ids::IdMap;
 use crate::intercept::{Checkpoint, Outgoing};
 use crate::node::{Node, NodeInner};
 use crate::proxy::{ActiveRef, CallInfo, RefWire, RouteCache};
-use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, envelope::Body as WireBody};
+use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, RequestHead};
 
 /// HTTP/2 flow-control window of the one stream between two runtimes:
 /// every call between them shares it, so the 64 KiB default would stall a
@@ -92,10 +92,8 @@ impl RtRef {
 /// inside an active object, else the process's global runtime (set by
 /// `#[actogrid::main]` or [`Runtime::make_global`]).
 pub fn current() -> Option<Runtime> {
-    SERVING
-        .try_with(|s| s.runtime.get())
-        .ok()
-        .flatten()
+    serving()
+        .and_then(|s| s.runtime.get())
         .or_else(|| GLOBAL.get().cloned())
 }
 
@@ -498,9 +496,9 @@ impl Runtime {
     }
 
     /// Slots for futures announced by a message, held while it is decoded.
-    pub(crate) fn hold(&self, ids: &[wire::FutureId]) -> Vec<Arc<Slot>> {
+    pub(crate) fn hold(&self, ids: &[FutureId]) -> Vec<Arc<Slot>> {
         ids.iter()
-            .map(|id| self.inner.futures.get_or_create(FutureId::from(id)))
+            .map(|&id| self.inner.futures.get_or_create(id))
             .collect()
     }
 
@@ -621,7 +619,7 @@ impl Runtime {
         reply: ReplyTo,
     ) -> std::result::Result<(), Outcome> {
         let id = target.id();
-        let sender = SERVING.try_with(|s| s.object).unwrap_or(self.inner.id);
+        let sender = serving().map_or(self.inner.id, |s| s.object);
         let flags = flags | if info.immediate { FLAG_IMMEDIATE } else { 0 };
         let moved = self.moved_to(target);
         let address = moved.as_deref().unwrap_or(&target.inner.address);
@@ -660,7 +658,7 @@ impl Runtime {
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&id);
         if local {
-            let (payload, held) = codec::encode_in(None, request).map_err(encode_error)?;
+            let (payload, held) = codec::encode_in(request).map_err(encode_error)?;
             self.deliver(Box::new(Inbound {
                 target: id,
                 sender,
@@ -694,35 +692,46 @@ impl Runtime {
                 conn
             }
         };
-        let (payload, held) =
-            codec::encode_in(Some(conn.clone()), request).map_err(encode_error)?;
-        let call_id = match reply {
-            ReplyTo::Nobody => 0,
-            ReplyTo::Slot(slot) => conn
-                .register(Pending::Slot(slot))
-                .map_err(|_| dead(&conn))?,
-            to @ ReplyTo::Remote { .. } => conn
-                .register(Pending::Relay {
-                    to,
-                    object: id,
-                    moved_to: address.to_owned(),
-                })
-                .map_err(|_| dead(&conn))?,
-        };
-        if conn.is_closed() && call_id == 0 {
-            return Err(dead(&conn));
-        }
-        conn.send(WireBody::Request(wire::Request {
-            call_id,
-            target: id,
-            sender,
-            seq,
-            flags,
-            header: header.into(),
-            payload: payload.into(),
-            futures: held.iter().map(|s| wire::FutureId::from(s.id)).collect(),
-        }));
-        Ok(())
+        // The arguments are encoded into this thread's scratch vector,
+        // then copied into the connection's batch with the envelope.
+        codec::with_scratch(|payload| {
+            let held = match codec::encode_into(request, payload) {
+                Ok(held) => held,
+                Err(codec::EncodeFailure::Error(e)) => return Err(encode_error(e)),
+                // As if the arguments had been encoded in the caller's frame.
+                Err(codec::EncodeFailure::Panic(panic)) => std::panic::resume_unwind(panic),
+            };
+            let call_id = match reply {
+                ReplyTo::Nobody => 0,
+                ReplyTo::Slot(slot) => conn
+                    .register(Pending::Slot(slot))
+                    .map_err(|_| dead(&conn))?,
+                to @ ReplyTo::Remote { .. } => conn
+                    .register(Pending::Relay {
+                        to,
+                        object: id,
+                        moved_to: address.to_owned(),
+                    })
+                    .map_err(|_| dead(&conn))?,
+            };
+            if conn.is_closed() && call_id == 0 {
+                return Err(dead(&conn));
+            }
+            let head = RequestHead {
+                call_id,
+                target: id,
+                sender,
+                seq,
+                flags,
+                header: &header,
+                futures: &held,
+            };
+            conn.write(|buf| wire::put_request(buf, &head, payload));
+            for h in &held {
+                h.continue_to(&conn);
+            }
+            Ok(())
+        })
     }
 
     fn before_send(&self, sender: u64, target: u64, seq: u64, header: &mut Vec<u8>) {
@@ -801,14 +810,6 @@ impl Runtime {
     /// comes back through here and is relayed with the new address.
     fn forward(&self, inbound: Inbound, address: &str) {
         let conn = self.conn_to(address);
-        for h in &inbound.held {
-            h.continue_to(&conn);
-        }
-        let futures = inbound
-            .held
-            .iter()
-            .map(|s| wire::FutureId::from(s.id))
-            .collect();
         let call_id = if inbound.reply.expects_reply() {
             match conn.register(Pending::Relay {
                 to: inbound.reply,
@@ -824,16 +825,19 @@ impl Runtime {
         } else {
             0
         };
-        conn.send(WireBody::Request(wire::Request {
+        let head = RequestHead {
             call_id,
             target: inbound.target,
             sender: inbound.sender,
             seq: inbound.seq,
             flags: inbound.flags,
-            header: inbound.header,
-            payload: inbound.payload,
-            futures,
-        }));
+            header: &inbound.header,
+            futures: &inbound.held,
+        };
+        conn.write(|buf| wire::put_request(buf, &head, &inbound.payload));
+        for h in &inbound.held {
+            h.continue_to(&conn);
+        }
     }
 
     /// Marks `object` as moved to `address` and sends every request queued
@@ -856,31 +860,68 @@ impl Runtime {
         }
     }
 
-    /// A request arrived on a connection.
-    pub(crate) fn receive_request(&self, conn: &Arc<Conn>, r: wire::Request) {
-        let held = conn.hold(self, &r.futures);
-        let reply = if r.call_id == 0 {
-            ReplyTo::Nobody
-        } else {
-            ReplyTo::Remote {
-                conn: conn.clone(),
-                call_id: r.call_id,
-            }
+    /// Requests arrived on a connection, in a row, all to one target
+    /// (empties `requests`).
+    pub(crate) fn receive_requests(&self, conn: &Arc<Conn>, requests: &mut Vec<wire::Request>) {
+        let Some(target) = requests.first().map(|r| r.target) else {
+            return;
         };
-        let inbound = Box::new(Inbound {
-            target: r.target,
-            sender: r.sender,
-            seq: r.seq,
-            flags: r.flags,
-            header: r.header,
-            payload: r.payload,
-            held,
-            reply,
-        });
-        if inbound.target == 0 {
-            let rt = self.clone();
-            self.spawn(async move { rt.serve_control(*inbound) });
+        let inbound: Vec<Box<Inbound>> = requests
+            .drain(..)
+            .map(|r| {
+                let held = conn.hold(self, &r.futures);
+                let reply = if r.call_id == 0 {
+                    ReplyTo::Nobody
+                } else {
+                    ReplyTo::Remote {
+                        conn: conn.clone(),
+                        call_id: r.call_id,
+                    }
+                };
+                Box::new(Inbound {
+                    target: r.target,
+                    sender: r.sender,
+                    seq: r.seq,
+                    flags: r.flags,
+                    header: r.header,
+                    payload: r.payload,
+                    held,
+                    reply,
+                })
+            })
+            .collect();
+        if target == 0 {
+            for inbound in inbound {
+                let rt = self.clone();
+                self.spawn(async move { rt.serve_control(*inbound) });
+            }
         } else {
+            self.deliver_all(target, inbound);
+        }
+    }
+
+    /// Hands requests to one target's body in one go, or one by one on
+    /// to where its object went.
+    #[allow(clippy::vec_box)] // the queue's boxed requests, as they are
+    fn deliver_all(&self, target: u64, inbound: Vec<Box<Inbound>>) {
+        let mailbox = match self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target)
+        {
+            Some(Hosted::Here { mailbox, .. }) => Some(mailbox.clone()),
+            _ => None,
+        };
+        let back = match mailbox {
+            Some(mailbox) => match mailbox.push_all(inbound) {
+                Ok(()) => return,
+                Err(back) => back,
+            },
+            None => inbound,
+        };
+        for inbound in back {
             self.deliver(inbound);
         }
     }
@@ -997,7 +1038,7 @@ impl Runtime {
         let slot = self.inner.futures.new_slot(Some(site), false);
         let future = Future::from_slot(slot.clone(), self.inner.config.call_timeout);
         if self.is_own(url) || (self.address().is_none() && url.port() == 0) {
-            let (payload, held) = match codec::encode_in(None, &control) {
+            let (payload, held) = match codec::encode_in(&control) {
                 Ok(x) => x,
                 Err(e) => {
                     slot.resolve(Outcome::failure(Status::BadRequest, e.to_string()));
@@ -1018,7 +1059,7 @@ impl Runtime {
         }
         let address = join_address(url.host(), url.port());
         let conn = self.conn_to(&address);
-        let (payload, mut held) = match codec::encode_in(Some(conn.clone()), &control) {
+        let (payload, mut held) = match codec::encode_in(&control) {
             Ok(x) => x,
             Err(e) => {
                 slot.resolve(Outcome::failure(Status::BadRequest, e.to_string()));
@@ -1033,28 +1074,27 @@ impl Runtime {
                 return future;
             }
         };
-        conn.send(WireBody::Request(wire::Request {
+        let head = RequestHead {
             call_id,
             target: 0,
             sender: self.inner.id,
             seq: 0,
             flags: 0,
-            header: bytes::Bytes::new(),
-            payload: payload.into(),
-            futures: held.iter().map(|s| wire::FutureId::from(s.id)).collect(),
-        }));
+            header: &[],
+            futures: &held,
+        };
+        conn.write(|buf| wire::put_request(buf, &head, &payload));
+        for h in &held {
+            h.continue_to(&conn);
+        }
         future
     }
 
     fn serve_control(&self, inbound: Inbound) {
         let reply = |outcome: std::result::Result<Box<dyn Encode + Send>, (Status, String)>,
                      inbound: Inbound| {
-            let route = match &inbound.reply {
-                ReplyTo::Remote { conn, .. } => Some(conn.clone()),
-                _ => None,
-            };
             let outcome = match outcome {
-                Ok(value) => match codec::encode_in(route, &*value) {
+                Ok(value) => match codec::encode_in(&*value) {
                     Ok((payload, held)) => Outcome {
                         status: Status::Ok,
                         payload: payload.into(),

@@ -325,7 +325,10 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
         quote! { #(#cfgs)* #pattern => #built, }
     });
 
-    let serve_arms = model.methods.iter().map(|m| {
+    // Synchronous methods are served at once by `serve_now`, without a
+    // future; `async` ones by the future `serve` returns. Each method is
+    // called from one place only, so an error in its types shows once.
+    let serve_arm = |m: &Method| {
         let cfgs = cfgs(&m.attrs);
         let (pattern, args) = destructure(request, &m.variant, &m.params);
         let ident = &m.ident;
@@ -346,20 +349,40 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
                 }
             },
         };
-        quote! { #(#cfgs)* #pattern => #served, }
-    });
+        if m.is_async {
+            quote! { #(#cfgs)* #pattern => #served, }
+        } else {
+            quote! { #(#cfgs)* #pattern => ::core::result::Result::Ok(#served), }
+        }
+    };
+    let now_arms = model.methods.iter().filter(|m| !m.is_async).map(serve_arm);
+    let later_arms = model.methods.iter().filter(|m| m.is_async).map(serve_arm);
     // Without methods the request enum is empty and there is nothing to
     // await: the match alone proves the function never returns.
-    let serve = if model.methods.is_empty() {
-        quote!(match request {})
+    let (serve, serve_now) = if model.methods.is_empty() {
+        (quote!(match request {}), quote!(match request {}))
     } else {
-        quote! {
-            ::std::boxed::Box::pin(async move {
-                match request {
-                    #(#serve_arms)*
+        (
+            quote! {
+                match <Self as #private::Active>::serve_now(self, request) {
+                    ::core::result::Result::Ok(__ag_served) => {
+                        ::std::boxed::Box::pin(::core::future::ready(__ag_served))
+                    }
+                    ::core::result::Result::Err(__ag_request) => ::std::boxed::Box::pin(async move {
+                        match __ag_request {
+                            #(#later_arms)*
+                            _ => ::core::unreachable!("synchronous methods are served by `serve_now`"),
+                        }
+                    }),
                 }
-            })
-        }
+            },
+            quote! {
+                match request {
+                    #(#now_arms)*
+                    __ag_request => ::core::result::Result::Err(__ag_request),
+                }
+            },
+        )
     };
 
     let name_arms = model.methods.iter().map(|m| {
@@ -384,8 +407,17 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
                 }
             }
 
+            #[allow(unreachable_patterns, unreachable_code)]
             fn serve(&mut self, request: #request) -> #private::ServeFuture<'_> {
                 #serve
+            }
+
+            #[allow(unreachable_patterns, unreachable_code)]
+            fn serve_now(
+                &mut self,
+                request: #request,
+            ) -> ::core::result::Result<#private::Served, #request> {
+                #serve_now
             }
 
             fn method_name(request: &#request) -> &'static str {
