@@ -85,7 +85,8 @@ pub async fn serve_node(options: NodeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn terminated() {
+/// Completes on SIGINT or SIGTERM.
+pub async fn terminated() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,
@@ -194,6 +195,9 @@ where
             std::process::exit(70);
         }
     };
+    if crate::deploy::agent::launched_by_deployer() {
+        std::process::exit(serve_deployed_on(&tokio));
+    }
     if let Ok(listen) = std::env::var(NODE_LISTEN_ENV) {
         let options = NodeOptions {
             listen,
@@ -223,4 +227,42 @@ where
         rt.shutdown();
         result
     })
+}
+
+/// If this process was started by a deployer (`ACTOGRID_DEPLOYER` is set),
+/// serves as that deployment's runtime and exits the process when the
+/// deployment lets go; otherwise returns at once. `#[actogrid::main]`
+/// calls it; a `main` written by hand should call it first.
+pub fn serve_if_deployed() {
+    if !crate::deploy::agent::launched_by_deployer() {
+        return;
+    }
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("actogrid: cannot start the async runtime: {e}");
+            std::process::exit(70);
+        }
+    };
+    std::process::exit(serve_deployed_on(&tokio));
+}
+
+fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match tokio.block_on(crate::deploy::agent::serve_deployed()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("actogrid runtime: {e:#}");
+            1
+        }
+    }
 }
