@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actogrid_runtime::Node;
-use futures::Stream;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
 use super::DeployError;
@@ -143,7 +144,7 @@ impl VirtualNode {
     }
 
     /// Every node: those present now, then each one as it arrives.
-    pub fn arrivals(&self) -> impl Stream<Item = Node> + Send + 'static {
+    pub fn arrivals(&self) -> BoxStream<'static, Node> {
         let events = self.state.events.subscribe();
         let present = self.current_nodes();
         let seen: HashSet<String> = HashSet::new();
@@ -168,5 +169,6 @@ impl VirtualNode {
                 }
             },
         )
+        .boxed()
     }
 }
