@@ -18,7 +18,10 @@ const NEVER: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_runtimes_register_answer_and_go_away_with_the_deployment() {
     let dir = TempDir::new("local");
-    let path = dir.write("local.xml", &local_descriptor(3, 2, "timeout=\"30s\"", None));
+    let path = dir.write(
+        "local.xml",
+        &local_descriptor(3, 2, "timeout=\"30s\"", None),
+    );
     let rt = runtime().await;
     let deployment = load(&rt, &path, &[]).await;
     let workers = deployment.virtual_node("Workers").unwrap();
@@ -42,7 +45,9 @@ async fn local_runtimes_register_answer_and_go_away_with_the_deployment() {
     assert_eq!(streamed, urls);
 
     // Every node answers, and round-robin visits them all.
-    let group = Group::create(&nodes, |n, _| EchoProxy::new(n)).await.unwrap();
+    let group = Group::create(&nodes, |n, _| EchoProxy::new(n))
+        .await
+        .unwrap();
     group.broadcast(|e| e.ping()).values().await.unwrap();
     let mut seen = std::collections::HashSet::new();
     for _ in 0..6 {
@@ -94,7 +99,16 @@ async fn a_runtime_that_cannot_start_is_reported_with_its_own_words() {
     // Known at once, not at the timeout.
     assert!(started.elapsed() < Duration::from_secs(15), "{err}");
     let text = err.to_string();
-    assert!(matches!(err, DeployError::NotEnoughNodes { impossible: true, .. }), "{text}");
+    assert!(
+        matches!(
+            err,
+            DeployError::NotEnoughNodes {
+                impossible: true,
+                ..
+            }
+        ),
+        "{text}"
+    );
     assert!(text.contains("exited with code 127"), "{text}");
     assert!(text.contains("/nonexistent/actogrid-node"), "{text}");
     rt.shutdown();
@@ -121,7 +135,10 @@ async fn min_node_number_lets_a_partial_deployment_through() {
     let deployment = load(&rt, &path, &[]).await;
     deployment.activate().await.unwrap();
     let vn = deployment.virtual_node("Workers").unwrap();
-    let nodes = tokio::time::timeout(NEVER, vn.nodes()).await.unwrap().unwrap();
+    let nodes = tokio::time::timeout(NEVER, vn.nodes())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!nodes.is_empty());
     deployment.kill().await;
     rt.shutdown();
@@ -222,8 +239,14 @@ fn a_deployer_killed_with_sigkill_leaves_no_runtime_behind() {
     for p in &left {
         let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
     }
-    assert!(left.is_empty(), "runtimes outlived their deployer: {left:?}");
-    eprintln!("runtimes gone {:.1} s after SIGKILL", start.elapsed().as_secs_f64());
+    assert!(
+        left.is_empty(),
+        "runtimes outlived their deployer: {left:?}"
+    );
+    eprintln!(
+        "runtimes gone {:.1} s after SIGKILL",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                         connect_timeout: inner.options.connect_timeout,
                         job_name: format!("actogrid-{name}"),
                         jvm: jvm.name.value.clone(),
-                        work_dir: "~/.cache/actogrid/jobs".to_owned(),
+                        work_dir: inner.options.work_dir.clone(),
                     };
                     let sink = Sink {
                         inner: inner.clone(),

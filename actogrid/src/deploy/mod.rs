@@ -166,6 +166,10 @@ pub struct DeployOptions {
     pub runtime: Option<Runtime>,
     /// Show progress bars on a terminal (default: when stderr is one).
     pub progress: bool,
+    /// Where batch job scripts and job output go on the submitting host
+    /// (`~/` is that host's home; default `~/.cache/actogrid/jobs`). Each
+    /// job's files are removed when the deployment ends.
+    pub work_dir: String,
 }
 
 impl Default for DeployOptions {
@@ -183,6 +187,7 @@ impl Default for DeployOptions {
             advertise: std::env::var("ACTOGRID_DEPLOYER_ADVERTISE").ok(),
             runtime: None,
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            work_dir: "~/.cache/actogrid/jobs".to_owned(),
         }
     }
 }
@@ -446,6 +451,16 @@ impl Deployment {
             .collect();
         list.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
         list
+    }
+
+    /// The batch jobs submitted so far and not yet cancelled: `(what
+    /// submitted it, job id)`.
+    pub fn jobs(&self) -> Vec<(String, String)> {
+        lock(&self.inner.shared.state)
+            .launches
+            .iter()
+            .filter_map(|l| l.job.as_ref().map(|j| (l.label.clone(), j.job.id.clone())))
+            .collect()
     }
 
     /// Stops every runtime this deployment started (asking them first,

@@ -89,7 +89,12 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
 /// A descriptor with one virtual node `vn` of `runtimes` local runtimes of
 /// `nodes` nodes each, plus extra attributes on the virtual node and an
 /// optional commandPath.
-pub fn local_descriptor(runtimes: u32, nodes: u32, vn_attrs: &str, command: Option<&str>) -> String {
+pub fn local_descriptor(
+    runtimes: u32,
+    nodes: u32,
+    vn_attrs: &str,
+    command: Option<&str>,
+) -> String {
     let command = command
         .map(|c| format!("<commandPath value=\"{c}\"/>"))
         .unwrap_or_default();
