@@ -9,12 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actogrid_descriptor::Descriptor;
-use actogrid_descriptor::model::{JvmProcess, Link, ProcessDefinition, ProcessKind};
+use actogrid_descriptor::model::{
+    FileTransfer, JvmProcess, Link, ProcessDefinition, ProcessFileTransfer, ProcessFileTransfers,
+    ProcessKind, SshLogin,
+};
 use actogrid_descriptor::plan::{Count, process_runtime_count};
 use tokio::sync::Semaphore;
 
 use crate::batch::Scheduler;
 use crate::exec::{BoxFuture, ExecError, LocalShell, Running, RuntimeCommand, Shell};
+use crate::ssh::{SshShell, SshTarget};
 
 /// The identity of an opened launch, given back by [`Launches::open`].
 pub type LaunchId = u64;
@@ -46,6 +50,14 @@ pub trait Launches: Send + Sync {
     fn failed(&self, launch: LaunchId, error: String);
     /// A connection to a host was made (kept for the deployment's lifetime).
     fn connected(&self, _shell: Arc<dyn Shell>) {}
+    /// Files to bring back from a host when the deployment ends.
+    fn retrieve_at_end(
+        &self,
+        _shell: Arc<dyn Shell>,
+        _what: FileTransfer,
+        _how: ProcessFileTransfer,
+    ) {
+    }
 }
 
 /// What every chain of one deployment shares.
@@ -100,6 +112,33 @@ fn walk<'a>(
         match &process.kind {
             ProcessKind::Jvm(jvm) => {
                 start_runtime(ctx, process, jvm, &[], place, sink).await;
+            }
+            ProcessKind::Ssh(ssh) => {
+                let hosts = std::slice::from_ref(&ssh.hostname);
+                reach_hosts(
+                    ctx,
+                    process,
+                    hosts,
+                    &ssh.login,
+                    &ssh.link,
+                    &ssh.file_transfers,
+                    place,
+                    sink,
+                )
+                .await;
+            }
+            ProcessKind::ProcessList(list) | ProcessKind::ProcessListByHost(list) => {
+                reach_hosts(
+                    ctx,
+                    process,
+                    &list.hosts,
+                    &list.login,
+                    &list.link,
+                    &list.file_transfers,
+                    place,
+                    sink,
+                )
+                .await;
             }
             ProcessKind::IndependentSequence(seq) => {
                 let steps = seq
@@ -157,6 +196,79 @@ async fn start_runtime(
         Ok(running) => sink.started(id, Started::Process(running)),
         Err(e) => sink.failed(id, format!("{label}: {e}")),
     }
+}
+
+/// An ssh process: every host at once (bounded by the context's limit),
+/// each continuing the chain there. One host failing fails only the
+/// runtimes below it.
+#[allow(clippy::too_many_arguments)]
+async fn reach_hosts(
+    ctx: &ChainContext,
+    process: &ProcessDefinition,
+    hosts: &[String],
+    login: &SshLogin,
+    link: &Link,
+    transfers: &ProcessFileTransfers,
+    place: Arc<dyn Shell>,
+    sink: &dyn Launches,
+) {
+    let below = ctx
+        .descriptor
+        .process(&link.next.value)
+        .and_then(|p| match process_runtime_count(&ctx.descriptor, p) {
+            Count::Exact(n) => Some(n),
+            _ => None,
+        });
+    let each = hosts.iter().map(|host| {
+        let place = place.clone();
+        async move {
+            let label = format!(
+                "{} `{}` to {host}",
+                process.kind.element_name(),
+                process.id.value
+            );
+            let fail = |error: String| {
+                let id = sink.open(&label, host, below);
+                sink.failed(id, error);
+            };
+            if place.host() != "localhost" {
+                return fail(format!(
+                    "{label}: ssh from {} onwards is not supported; reach {host} directly, with ProxyJump in the ssh configuration if it needs a hop",
+                    place.host()
+                ));
+            }
+            let mut target = SshTarget::from_login(host.clone(), login);
+            target.connect_timeout = ctx.connect_timeout;
+            if ctx.ssh_config.is_some() {
+                target.config_file = ctx.ssh_config.clone();
+            }
+            let shell = {
+                let _permit = ctx.limit.acquire().await;
+                match SshShell::connect(&target).await {
+                    Ok(s) => Arc::new(s) as Arc<dyn Shell>,
+                    Err(e) => return fail(e.to_string()),
+                }
+            };
+            sink.connected(shell.clone());
+            if let Some(refs) = &transfers.deploy {
+                match ctx.descriptor.file_transfers.iter().find(|f| f.id.value == refs.refid.value) {
+                    Some(ft) => {
+                        if let Err(e) = crate::transfer::deploy(shell.as_ref(), ft, refs).await {
+                            return fail(format!("{label}: file transfer `{}`: {e}", refs.refid.value));
+                        }
+                    }
+                    None => return fail(format!("{label}: no fileTransfer `{}`", refs.refid.value)),
+                }
+            }
+            if let Some(refs) = &transfers.retrieve
+                && let Some(ft) = ctx.descriptor.file_transfers.iter().find(|f| f.id.value == refs.refid.value)
+            {
+                sink.retrieve_at_end(shell.clone(), ft.clone(), refs.clone());
+            }
+            walk(ctx, &link.next.value, shell, sink).await;
+        }
+    });
+    futures::future::join_all(each).await;
 }
 
 /// A scheduler process: one job whose tasks start the runtimes.
@@ -237,8 +349,12 @@ async fn ship(place: &dyn Shell, program: &Path) -> Result<String, ExecError> {
     if place.host() == "localhost" {
         return Ok(program.display().to_string());
     }
-    Err(ExecError::Command {
-        host: place.host().to_owned(),
-        detail: "shipping binaries to remote hosts is not available".into(),
-    })
+    let shipped = crate::transfer::ship_binary(place, program).await?;
+    tracing::debug!(
+        host = place.host(),
+        "binary {:?} at {}",
+        shipped.action,
+        shipped.path
+    );
+    Ok(shipped.path)
 }

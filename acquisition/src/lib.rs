@@ -9,3 +9,5 @@
 pub mod batch;
 pub mod chain;
 pub mod exec;
+pub mod ssh;
+pub mod transfer;

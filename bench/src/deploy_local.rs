@@ -63,7 +63,11 @@ async fn deploy_once(rt: &Runtime, path: &std::path::Path, runtimes: usize) -> a
     let started = Instant::now();
     deployment.activate().await?;
     let nodes = deployment.virtual_node("Workers")?.nodes().await?;
-    ensure!(nodes.len() == runtimes, "{} of {runtimes} nodes", nodes.len());
+    ensure!(
+        nodes.len() == runtimes,
+        "{} of {runtimes} nodes",
+        nodes.len()
+    );
     let calls = nodes.iter().map(|n| {
         let n = n.clone();
         async move {
@@ -90,7 +94,10 @@ fn bare_once(runtimes: usize) -> anyhow::Result<f64> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("spawner panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("spawner panicked")))
+            })
             .collect()
     });
     let elapsed = started.elapsed().as_secs_f64() * 1e3;
@@ -101,7 +108,10 @@ fn bare_once(runtimes: usize) -> anyhow::Result<f64> {
 }
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
-    ensure!(args.rounds > 0 && args.runtimes > 0, "need rounds and runtimes");
+    ensure!(
+        args.rounds > 0 && args.runtimes > 0,
+        "need rounds and runtimes"
+    );
     let dir = std::env::temp_dir().join(format!("actogrid-bench-deploy-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("local.xml");

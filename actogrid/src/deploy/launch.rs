@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actogrid_acquisition::chain::{self, ChainContext, LaunchId, Launches, Started};
 use actogrid_acquisition::exec::{RuntimeCommand, Shell};
-use actogrid_descriptor::model::{RuntimeSource, ServiceKind};
+use actogrid_descriptor::model::{FileTransfer, ProcessFileTransfer, RuntimeSource, ServiceKind};
 use actogrid_runtime::NodeUrl;
 use tokio::sync::{Semaphore, oneshot};
 
@@ -123,6 +123,29 @@ fn acquire(inner: &Arc<Inner>, vn: &Arc<VnState>, service: &str, kind: Option<Se
     }
 }
 
+/// Files to bring back from a host at the end.
+pub(super) struct Retrieval {
+    shell: Arc<dyn Shell>,
+    what: FileTransfer,
+    how: ProcessFileTransfer,
+}
+
+impl Retrieval {
+    pub(super) async fn run(&self) {
+        match actogrid_acquisition::transfer::retrieve(self.shell.as_ref(), &self.what, &self.how)
+            .await
+        {
+            Ok(report) => tracing::info!(
+                "retrieved {} file(s), {} bytes, from {}",
+                report.files(),
+                report.bytes(),
+                report.host
+            ),
+            Err(e) => tracing::warn!("file transfer `{}`: {e}", self.what.id.value),
+        }
+    }
+}
+
 /// The deployer's side of the launches of one `jvm` of one VN.
 struct Sink {
     inner: Arc<Inner>,
@@ -209,6 +232,10 @@ impl Launches for Sink {
 
     fn connected(&self, shell: Arc<dyn Shell>) {
         lock(&self.inner.shells).push(shell);
+    }
+
+    fn retrieve_at_end(&self, shell: Arc<dyn Shell>, what: FileTransfer, how: ProcessFileTransfer) {
+        lock(&self.inner.retrievals).push(Retrieval { shell, what, how });
     }
 }
 

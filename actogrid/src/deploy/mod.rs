@@ -21,6 +21,7 @@
 pub(crate) mod agent;
 mod launch;
 mod progress;
+mod reach;
 pub(crate) mod registrar;
 mod state;
 mod vn;
@@ -219,10 +220,13 @@ pub(crate) struct Inner {
     registrar_urls: Mutex<Vec<String>>,
     activated: Mutex<HashSet<String>>,
     shells: Mutex<Vec<Arc<dyn actogrid_acquisition::exec::Shell>>>,
+    retrievals: Mutex<Vec<launch::Retrieval>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     watchers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     killed: AtomicBool,
     progress: progress::Progress,
+    /// The runtime was started for this deployment (remote hosts).
+    own_runtime: bool,
 }
 
 impl Deployment {
@@ -240,9 +244,16 @@ impl Deployment {
     ) -> Result<Deployment, DeployError> {
         let path = path.as_ref().to_path_buf();
         let descriptor = actogrid_descriptor::load(&path, &load).into_valid()?;
-        let runtime = match &options.runtime {
+        let base = match &options.runtime {
             Some(rt) => rt.clone(),
             None => crate::current().ok_or(DeployError::NoRuntime)?,
+        };
+        let own_runtime = reach::first_remote_host(&descriptor).is_some()
+            && (reach::is_loopback(&base) || options.advertise.is_some());
+        let runtime = if own_runtime {
+            reach::remote_reachable_runtime(&descriptor, &options).await?
+        } else {
+            base
         };
         let program = match &options.program {
             Some(p) => p.clone(),
@@ -307,10 +318,12 @@ impl Deployment {
             registrar_urls: Mutex::new(registrar_urls),
             activated: Mutex::new(HashSet::new()),
             shells: Mutex::new(Vec::new()),
+            retrievals: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
             watchers: Mutex::new(Vec::new()),
             killed: AtomicBool::new(false),
             progress,
+            own_runtime,
         });
         let sweeper = Arc::downgrade(&inner.shared);
         let every = (inner.options.lease / 2).max(Duration::from_millis(100));
@@ -511,6 +524,10 @@ async fn kill(inner: &Arc<Inner>) {
         }
     });
     futures::future::join_all(asks).await;
+    // Bring files back (fileTransferRetrieve) once the runtimes stopped.
+    let retrievals: Vec<_> = std::mem::take(&mut *lock(&inner.retrievals));
+    let pulls = retrievals.iter().map(launch::Retrieval::run);
+    futures::future::join_all(pulls).await;
     // Cancel batch jobs.
     let jobs: Vec<state::Job> = lock(&shared.state)
         .launches
@@ -557,6 +574,9 @@ async fn kill(inner: &Arc<Inner>) {
     .await;
     registrar::withdraw(shared.id);
     inner.progress.finish();
+    if inner.own_runtime {
+        shared.runtime.shutdown();
+    }
 }
 
 impl Drop for Deployment {
