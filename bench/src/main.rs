@@ -18,6 +18,7 @@ mod ao_throughput;
 mod baseline;
 mod child;
 mod deploy_local;
+mod deploy_ssh;
 mod descriptor_parse;
 mod group_broadcast;
 mod node_memory;
@@ -57,6 +58,9 @@ enum Bench {
     /// 64 local runtimes from `activate()` until every node answered one
     /// call, against starting the same 64 processes bare.
     DeployLocal(deploy_local::Args),
+    /// 3 ssh hosts × 4 runtimes from `activate()` until every node answered
+    /// one call, against a plain `ssh host true` fan-out.
+    DeploySsh(deploy_ssh::Args),
     /// Serves an actogrid runtime (started by the benchmarks).
     #[command(hide = true)]
     ServeNode(serve::Args),
@@ -79,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Bench::GroupBroadcast(args) => bench_runtime()?.block_on(group_broadcast::run(&args))?,
         Bench::NodeMemory(args) => bench_runtime()?.block_on(node_memory::run(&args))?,
         Bench::DeployLocal(args) => bench_runtime()?.block_on(deploy_local::run(&args))?,
+        Bench::DeploySsh(args) => bench_runtime()?.block_on(deploy_ssh::run(&args))?,
         Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),
         Bench::ServeEcho(args) => return server_runtime()?.block_on(serve::echo(&args)),
         Bench::ServeTcp(args) => return server_runtime()?.block_on(serve::tcp(&args)),
