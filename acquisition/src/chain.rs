@@ -32,7 +32,7 @@ pub enum Started {
         /// Where the job was submitted (to cancel it there).
         shell: Arc<dyn Shell>,
         /// The job.
-        job: crate::batch::BatchJob,
+        job: Box<crate::batch::BatchJob>,
     },
 }
 
@@ -314,7 +314,13 @@ async fn submit_job(
     match crate::batch::submit(place.as_ref(), &scheduler, &cmd, &work_dir, &job_name).await {
         Ok(job) => {
             tracing::info!("{label}: submitted job {}", job.id);
-            sink.started(id, Started::Job { shell: place, job });
+            sink.started(
+                id,
+                Started::Job {
+                    shell: place,
+                    job: Box::new(job),
+                },
+            );
         }
         Err(e) => sink.failed(id, e.to_string()),
     }

@@ -1,10 +1,16 @@
 //! Hosts reached over ssh.
 //!
-//! An [`SshShell`] is one remote host: it opens a single multiplexed master
+//! An [`SshShell`] is one remote host: it opens a multiplexed master
 //! connection (`ssh -M`, a control socket) and runs every command of the
-//! deployment through it, so that a host with 64 runtimes costs one login.
-//! It implements [`Shell`], so process chains compose: `ssh → runtime`,
-//! `ssh → slurm → runtime`.
+//! deployment through it as a channel, so that a host costs one login (one
+//! more per [`SshTarget::channels_per_connection`] commands running at
+//! once). It implements [`Shell`], so process chains compose:
+//! `ssh → runtime`, `ssh → slurm → runtime`.
+//!
+//! Closing an ssh channel does not signal the remote process (there is no
+//! terminal), so a command started with [`Shell::spawn`] first reports its
+//! pid and process group, and [`Running::kill`] sends `kill -9` to them over
+//! the connection.
 //!
 //! What the system `ssh` does is kept: the ssh configuration (`-F`), keys,
 //! agents and known-hosts files are the user's. On top of it the master is

@@ -61,9 +61,18 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
     );
     let path = dir.write("pbs.xml", &text);
     let port = free_port();
-    let path_env = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
+    let path_env = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut deployer = Command::new(env!("CARGO_BIN_EXE_actogrid"))
-        .args(["deploy", "--no-progress", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "deploy",
+            "--no-progress",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .arg(&path)
         .env("PATH", path_env)
         .env("FAKE_SCHED_DIR", &state)
@@ -80,7 +89,9 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
 
     // Another program finds the virtual node by URL and calls its nodes.
     let rt = runtime().await;
-    let url: NodeUrl = format!("actogrid://127.0.0.1:{port}/Workers").parse().unwrap();
+    let url: NodeUrl = format!("actogrid://127.0.0.1:{port}/Workers")
+        .parse()
+        .unwrap();
     let nodes = lookup_vn(&rt, &url).await.unwrap();
     assert_eq!(nodes.len(), 3);
     for node in &nodes {
@@ -100,7 +111,12 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
         .status()
         .unwrap();
     assert!(deployer.wait().unwrap().success());
-    let job = std::fs::read_dir(state.join("jobs")).unwrap().flatten().next().unwrap().path();
+    let job = std::fs::read_dir(state.join("jobs"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     let final_state = std::fs::read_to_string(job.join("state")).unwrap();
     assert_eq!(final_state.trim(), "X", "the job was cancelled");
     let start = std::time::Instant::now();

@@ -22,6 +22,9 @@ fn testbed() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed/ssh-hosts")
 }
 
+/// The tests share three hosts and inject faults on them: one at a time.
+static HOSTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn enabled() -> bool {
     if std::env::var("ACTOGRID_TEST_SSH").as_deref() != Ok("1") {
         eprintln!("skipped: set ACTOGRID_TEST_SSH=1 (scripts/test does)");
@@ -129,6 +132,7 @@ fn options(rt: &actogrid::Runtime) -> DeployOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtimes_on_three_hosts_answer_and_leave_nothing_behind() {
+    let _hosts = HOSTS.lock().await;
     if !enabled() {
         return;
     }
@@ -170,6 +174,7 @@ async fn runtimes_on_three_hosts_answer_and_leave_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_refusing_authentication_and_one_lost_midway_spare_the_others() {
+    let _hosts = HOSTS.lock().await;
     if !enabled() {
         return;
     }
@@ -249,6 +254,7 @@ async fn a_host_refusing_authentication_and_one_lost_midway_spare_the_others() {
 
 #[test]
 fn a_deployer_killed_with_sigkill_leaves_no_runtime_on_any_host() {
+    let _hosts = HOSTS.blocking_lock();
     if !enabled() {
         return;
     }
@@ -319,6 +325,7 @@ impl Drop for SlurmForward {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
+    let _hosts = HOSTS.lock().await;
     if !enabled() {
         return;
     }

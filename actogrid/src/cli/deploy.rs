@@ -62,8 +62,10 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     rt.make_global();
-    let mut load = LoadOptions::default();
-    load.program_variables = args.vars.to_map();
+    let load = LoadOptions {
+        program_variables: args.vars.to_map(),
+        ..LoadOptions::default()
+    };
     let mut options = DeployOptions {
         runtime: Some(rt.clone()),
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),

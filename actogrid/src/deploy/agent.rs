@@ -52,7 +52,7 @@ pub struct RuntimeInfo {
 }
 
 /// One per started runtime: the deployer's handle on the process.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RuntimeAgent;
 
 #[crate::active(crate = crate)]

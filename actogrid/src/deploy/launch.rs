@@ -212,6 +212,7 @@ impl Launches for Sink {
                     .counters
                     .started
                     .fetch_add(job.runtimes.unwrap_or(1), Ordering::Relaxed);
+                let job = *job;
                 let poller = Job {
                     shell: shell.clone(),
                     job: job.clone(),
