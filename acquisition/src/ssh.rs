@@ -57,7 +57,7 @@ pub const DEFAULT_CHANNELS_PER_CONNECTION: usize = 10;
 /// How long an idle master (no command, no runtime) stays up before it exits
 /// by itself; the next command then logs in again. Bounds what is left
 /// behind when this process dies without closing its connections.
-const MASTER_IDLE_LIMIT: usize = 600;
+const MASTER_IDLE_LIMIT: usize = 60;
 
 /// How long [`Running::wait`] waits for the channel of a killed command to
 /// close before it disconnects it.

@@ -261,10 +261,25 @@ fn a_deployer_killed_with_sigkill_leaves_no_runtime_on_any_host() {
     let dir = TempDir::new("ssh-sigkill");
     let mark = mark();
     let path = dir.write("d.xml", &ssh_descriptor("agh1 agh2 agh3", 1, "", &mark));
+    // The deployer's ssh masters live in a directory of this test, so
+    // that the ones its death leaves (they would exit after a minute
+    // idle) are stopped at the end.
+    let tmp = dir.0.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    struct Masters(PathBuf);
+    impl Drop for Masters {
+        fn drop(&mut self) {
+            let _ = Command::new("pkill")
+                .args(["-f", "--", &format!("-S {}/", self.0.display())])
+                .status();
+        }
+    }
+    let _masters = Masters(tmp.clone());
     let mut deployer = Command::new(env!("CARGO_BIN_EXE_actogrid"))
         .args(["deploy", "--no-progress", "--lease-ms", "3000"])
         .arg(&path)
         .env("ACTOGRID_SSH_CONFIG", SSH_CONFIG)
+        .env("TMPDIR", &tmp)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
