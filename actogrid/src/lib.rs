@@ -39,6 +39,12 @@ pub use actogrid_macros::active;
 /// of its own, or serves as a node runtime when it was launched as one.
 pub use actogrid_macros::main;
 
+/// Technical services: the trait, the context `apply` gets, the built-ins.
+pub use actogrid_technical_services as services;
+pub use actogrid_technical_services::{
+    Args, NodeContext, OnFailure, Origin, ServiceError, TechnicalService, technical_service,
+};
+
 #[doc(hidden)]
 pub use actogrid_runtime::__private;
 
@@ -51,7 +57,10 @@ pub use process::terminated as __terminated;
 /// Everything an application needs, in one import.
 pub mod prelude {
     pub use crate::descriptor::{Descriptor, Diagnostic, LoadOptions, Severity, load};
-    pub use crate::{DeployError, DeployOptions, Deployment, VirtualNode, VnEvent};
+    pub use crate::{
+        Args, DeployError, DeployOptions, Deployment, NodeContext, ServiceError, TechnicalService,
+        VirtualNode, VnEvent,
+    };
     pub use actogrid_runtime::{
         CallError, Future, FutureGroup, Group, Node, NodeUrl, Proxy, Runtime, wait_all, wait_any,
     };

@@ -251,13 +251,23 @@ pub fn serve_if_deployed() {
 }
 
 fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, reload};
+    // The filter can be changed later by the `actogrid.Logging` service.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .is_ok();
+    if installed {
+        actogrid_technical_services::set_log_reloader(move |text| {
+            let new = EnvFilter::try_new(text).map_err(|e| format!("`{text}`: {e}"))?;
+            handle.reload(new).map_err(|e| e.to_string())
+        });
+    }
     match tokio.block_on(crate::deploy::agent::serve_deployed()) {
         Ok(()) => 0,
         Err(e) => {

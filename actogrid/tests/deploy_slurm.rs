@@ -209,3 +209,23 @@ async fn a_job_pending_past_the_timeout_is_reported_with_its_state() {
     );
     rt.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technical_service_applies_on_slurm_created_nodes_as_on_local_ones() {
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("slurm-service");
+    let slurm = r#"<slurmOption><nodes>1</nodes><tasksPerNode>2</tasksPerNode></slurmOption>"#;
+    let text = support::with_services(
+        &descriptor(slurm, None, "timeout=\"60s\""),
+        "site",
+        support::SITE_SERVICE,
+    );
+    let (rt, d) = deploy(&dir, &text, "service").await;
+    let vn = d.virtual_node("Workers").unwrap();
+    assert_eq!(vn.nodes().await.unwrap().len(), 2);
+    support::assert_site_applied(&d, &vn);
+    d.kill().await;
+    rt.shutdown();
+}

@@ -433,3 +433,28 @@ async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
     );
     rt.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technical_service_applies_on_ssh_created_nodes_as_on_local_ones() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("ssh-service");
+    let text = support::with_services(
+        &ssh_descriptor("agh1 agh2 agh3", 1, "timeout=\"60s\"", &mark()),
+        "site",
+        support::SITE_SERVICE,
+    );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    assert_eq!(vn.nodes().await.unwrap().len(), 3);
+    support::assert_site_applied(&d, &vn);
+    d.kill().await;
+    rt.shutdown();
+}

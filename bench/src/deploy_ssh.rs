@@ -77,7 +77,11 @@ async fn deploy_once(rt: &Runtime, path: &std::path::Path, args: &Args) -> anyho
     let started = Instant::now();
     deployment.activate().await?;
     let nodes = deployment.virtual_node("Workers")?.nodes().await?;
-    ensure!(nodes.len() == expected, "{} of {expected} nodes", nodes.len());
+    ensure!(
+        nodes.len() == expected,
+        "{} of {expected} nodes",
+        nodes.len()
+    );
     let calls = nodes.iter().map(|n| {
         let n = n.clone();
         async move {
@@ -111,7 +115,10 @@ async fn fan_out_once(args: &Args) -> anyhow::Result<f64> {
 }
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
-    ensure!(args.rounds > 0 && args.per_host > 0 && !args.hosts.is_empty(), "nothing to deploy");
+    ensure!(
+        args.rounds > 0 && args.per_host > 0 && !args.hosts.is_empty(),
+        "nothing to deploy"
+    );
     ensure!(
         args.ssh_config.exists(),
         "no ssh configuration at {} (scripts/testbed/ssh-hosts up 3 makes the test hosts)",

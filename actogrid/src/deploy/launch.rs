@@ -15,7 +15,9 @@ use tokio::sync::{Semaphore, oneshot};
 use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV, TOKEN_ENV};
 use actogrid_acquisition::batch::JobState;
 
-use super::state::{Job, Shared, VnEvent, VnState, lock};
+use actogrid_technical_services::Origin;
+
+use super::state::{Job, Shared, VnState, lock};
 use super::{DeployError, Inner};
 
 /// Starts everything virtual node `vn` is mapped to (in the background).
@@ -25,12 +27,13 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
     if let Some(mapping) = d.mapping(&name) {
         if mapping.current_jvm.is_some() {
             let node = inner.shared.runtime.local_node(&name);
-            lock(&vn.nodes).push(node.clone());
             vn.counters.asked.fetch_add(1, Ordering::Relaxed);
             vn.counters.started.fetch_add(1, Ordering::Relaxed);
             vn.counters.registered.fetch_add(1, Ordering::Relaxed);
-            let _ = vn.events.send(VnEvent::Joined(node));
-            vn.bump();
+            let origin = Origin::Created {
+                provider: "currentJVM".to_owned(),
+            };
+            vn.clone().admit_node(node, origin).await;
         }
         let limit = Arc::new(Semaphore::new(inner.options.parallelism.max(1)));
         for jvm_name in &mapping.jvms {
@@ -84,11 +87,12 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
         lock(&inner.tasks).push(tokio::spawn(async move {
             match super::lookup_vn(&rt, &url).await {
                 Ok(nodes) => {
-                    lock(&vn.nodes).extend(nodes.iter().cloned());
                     for n in nodes {
-                        let _ = vn.events.send(VnEvent::Joined(n));
+                        let origin = Origin::Acquired {
+                            service: format!("lookup of {url}"),
+                        };
+                        vn.clone().admit_node(n, origin).await;
                     }
-                    vn.bump();
                 }
                 Err(e) => vn.fail(&host, e.to_string()),
             }
@@ -103,9 +107,10 @@ fn acquire(inner: &Arc<Inner>, vn: &Arc<VnState>, service: &str, kind: Option<Se
         Some(ServiceKind::RegistryLookup(lookup)) => match lookup.url.parse::<NodeUrl>() {
             Ok(url) => {
                 let node = inner.shared.runtime.node(&url);
-                lock(&vn.nodes).push(node.clone());
-                let _ = vn.events.send(VnEvent::Joined(node));
-                vn.bump();
+                let origin = Origin::Acquired {
+                    service: format!("RMIRegistryLookup `{service}`"),
+                };
+                lock(&inner.tasks).push(tokio::spawn(vn.clone().admit_node(node, origin)));
             }
             Err(e) => vn.fail("?", format!("service `{service}`: bad URL: {e}")),
         },
@@ -181,7 +186,10 @@ impl Launches for Sink {
                 (TOKEN_ENV.to_owned(), token),
                 (NODES_ENV.to_owned(), self.nodes_per_runtime.to_string()),
                 (NODE_PREFIX_ENV.to_owned(), self.vn.name.clone()),
-            ],
+            ]
+            .into_iter()
+            .chain(self.vn.launch_env.iter().cloned())
+            .collect(),
         }
     }
 

@@ -23,6 +23,7 @@ mod launch;
 mod progress;
 mod reach;
 pub(crate) mod registrar;
+mod services;
 mod state;
 mod vn;
 
@@ -35,13 +36,12 @@ use std::time::Duration;
 use actogrid_descriptor::{Descriptor, LoadOptions};
 use actogrid_runtime::{Node, NodeUrl, Runtime};
 
+pub use actogrid_technical_services::{VnDirectory, VnDirectoryProxy};
 pub use agent::{
     ADVERTISE_ENV, DEPLOYER_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, RuntimeAgent,
     RuntimeAgentProxy, RuntimeInfo, TOKEN_ENV,
 };
-pub use registrar::{
-    Admission, Refusal, Registrar, RegistrarProxy, Registration, VnDirectory, VnDirectoryProxy,
-};
+pub use registrar::{Admission, Refusal, Registrar, RegistrarProxy, Registration};
 pub use state::VnEvent;
 pub use vn::VirtualNode;
 
@@ -92,6 +92,15 @@ pub enum DeployError {
         failures: Vec<String>,
         /// What is still pending (job states).
         waiting_on: Vec<String>,
+    },
+    /// A technical service failed a node and asked for the whole virtual
+    /// node to fail.
+    #[error("virtual node `{vn}`: {error}")]
+    ServiceFailed {
+        /// The virtual node.
+        vn: String,
+        /// The service's failure.
+        error: String,
     },
     /// The deployment was killed.
     #[error("the deployment has ended")]
@@ -243,7 +252,13 @@ impl Deployment {
         options: DeployOptions,
     ) -> Result<Deployment, DeployError> {
         let path = path.as_ref().to_path_buf();
-        let descriptor = actogrid_descriptor::load(&path, &load).into_valid()?;
+        let mut loaded = actogrid_descriptor::load(&path, &load);
+        let mut services = if loaded.is_valid() {
+            services::check(&mut loaded)
+        } else {
+            HashMap::new()
+        };
+        let descriptor = loaded.into_valid()?;
         let base = match &options.runtime {
             Some(rt) => rt.clone(),
             None => crate::current().ok_or(DeployError::NoRuntime)?,
@@ -267,7 +282,11 @@ impl Deployment {
             let expected = descriptor
                 .mapping(&vn.name.value)
                 .and_then(|m| actogrid_descriptor::plan::mapping_node_count(&descriptor, m));
-            vns.insert(vn.name.value.clone(), Arc::new(VnState::new(vn, expected)));
+            let s = services.remove(&vn.name.value).unwrap_or_default();
+            vns.insert(
+                vn.name.value.clone(),
+                Arc::new(VnState::new(vn, expected, s.specs, s.launch_env)),
+            );
         }
         for vn in &descriptor.acquired_virtual_nodes {
             let model = actogrid_descriptor::model::VirtualNode {
@@ -283,7 +302,7 @@ impl Deployment {
                 information: vn.information.clone(),
             };
             vns.entry(vn.name.value.clone())
-                .or_insert_with(|| Arc::new(VnState::new(&model, None)));
+                .or_insert_with(|| Arc::new(VnState::new(&model, None, Vec::new(), Vec::new())));
         }
         let shared = Arc::new(Shared {
             id,
@@ -417,6 +436,7 @@ impl Deployment {
         if !lock(&self.inner.activated).insert(name.to_owned()) {
             return Ok(vn);
         }
+        self.open_directory(&vn.state).await?;
         *lock(&vn.state.activated) = Some(std::time::Instant::now());
         self.inner.progress.add(&vn.state);
         launch::activate(&self.inner, &vn.state).await?;
@@ -432,14 +452,42 @@ impl Deployment {
         Ok(vn)
     }
 
-    /// Registers virtual node `name` on this process's runtime, so that
-    /// other programs find its nodes at `actogrid://host:port/name`.
-    pub async fn register_vn(&self, name: &str) -> Result<NodeUrl, DeployError> {
-        self.virtual_node(name)?;
+    /// The directory of a virtual node's nodes, on the deploying runtime,
+    /// that services and other programs read.
+    async fn open_directory(&self, vn: &Arc<VnState>) -> Result<(), DeployError> {
         let node = self.inner.shared.runtime.local_node("deployer");
-        let dir = VnDirectoryProxy::new(&node, self.inner.shared.id, name.to_owned())
+        let name = &vn.name;
+        let dir = VnDirectoryProxy::new(&node, name.clone())
             .await
-            .map_err(|e| DeployError::Setup(format!("cannot publish `{name}`: {e}")))?;
+            .map_err(|e| {
+                DeployError::Setup(format!("cannot open the directory of `{name}`: {e}"))
+            })?;
+        let registered = format!("vn-{}-{}-{name}", std::process::id(), self.inner.shared.id);
+        node.register(&registered, &dir).await.map_err(|e| {
+            DeployError::Setup(format!("cannot register the directory of `{name}`: {e}"))
+        })?;
+        let url = NodeUrl::new(node.url().host(), node.url().port(), registered);
+        // Nodes already there (currentJVM) are listed too.
+        for n in lock(&vn.nodes).iter() {
+            drop(dir.add(n.url().to_string()));
+        }
+        *lock(&vn.directory) = Some((dir, url.to_string()));
+        Ok(())
+    }
+
+    /// Registers virtual node `name` on this process's runtime, so that
+    /// other programs find its nodes at `actogrid://host:port/name`
+    /// (with [`lookup_vn`]).
+    pub async fn register_vn(&self, name: &str) -> Result<NodeUrl, DeployError> {
+        let vn = self.virtual_node(name)?;
+        if lock(&vn.state.directory).is_none() {
+            self.open_directory(&vn.state).await?;
+        }
+        let dir = lock(&vn.state.directory)
+            .as_ref()
+            .map(|(d, _)| d.clone())
+            .ok_or_else(|| DeployError::Setup(format!("`{name}` has no directory")))?;
+        let node = self.inner.shared.runtime.local_node("deployer");
         node.register(name, &dir)
             .await
             .map_err(|e| DeployError::Setup(format!("cannot register `{name}`: {e}")))?;

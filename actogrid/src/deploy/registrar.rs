@@ -101,26 +101,3 @@ impl Registrar {
         find(self.deployment).is_some_and(|s| s.renew(runtime))
     }
 }
-
-/// A virtual node registered by name (`<register virtualNode=…>`), so that
-/// other programs can find its nodes by URL.
-#[derive(Debug)]
-pub struct VnDirectory {
-    deployment: u64,
-    vn: String,
-}
-
-#[crate::active(crate = crate)]
-impl VnDirectory {
-    /// The directory of virtual node `vn` of deployment `deployment`.
-    pub fn new(deployment: u64, vn: String) -> Self {
-        VnDirectory { deployment, vn }
-    }
-
-    /// The URLs of the virtual node's nodes now.
-    pub fn nodes(&self) -> Vec<String> {
-        find(self.deployment)
-            .map(|s| s.vn_node_urls(&self.vn))
-            .unwrap_or_default()
-    }
-}

@@ -2,12 +2,15 @@
 //! started or job submitted), the tickets they were given, the runtimes
 //! that registered, and for each virtual node its nodes and counters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actogrid_runtime::{Node, NodeUrl, Runtime};
+use actogrid_runtime::{CallError, Node, NodeUrl, Runtime};
+use actogrid_technical_services::{
+    ApplyFailure, Origin, ServiceHostProxy, ServiceSpec, VnDirectoryProxy, apply_all,
+};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use super::agent::RuntimeAgentProxy;
@@ -63,6 +66,16 @@ pub(crate) struct VnState {
     /// What pending launches are waiting for (job states).
     pub(crate) waiting_on: Mutex<HashMap<u64, String>>,
     pub(crate) cursor: AtomicU64,
+    /// The technical services applied to each node, in order.
+    pub(crate) services: Vec<ServiceSpec>,
+    /// Environment the services ask created runtimes to start with.
+    pub(crate) launch_env: Vec<(String, String)>,
+    /// Node properties the services set, by node URL.
+    pub(crate) properties: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// A service failed in a way that fails the whole virtual node.
+    pub(crate) fatal: Mutex<Option<String>>,
+    /// The directory of its nodes, once activated.
+    pub(crate) directory: Mutex<Option<(VnDirectoryProxy, String)>>,
     /// Bumped on every change, so waiters re-check.
     pub(crate) changed: watch::Sender<u64>,
     pub(crate) events: broadcast::Sender<VnEvent>,
@@ -72,6 +85,8 @@ impl VnState {
     pub(crate) fn new(
         vn: &actogrid_descriptor::model::VirtualNode,
         expected: Option<u64>,
+        services: Vec<ServiceSpec>,
+        launch_env: Vec<(String, String)>,
     ) -> VnState {
         VnState {
             name: vn.name.value.clone(),
@@ -87,6 +102,11 @@ impl VnState {
             failures: Mutex::new(Vec::new()),
             waiting_on: Mutex::new(HashMap::new()),
             cursor: AtomicU64::new(0),
+            services,
+            launch_env,
+            properties: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
+            directory: Mutex::new(None),
             changed: watch::channel(0).0,
             events: broadcast::channel(1024).0,
         }
@@ -109,6 +129,78 @@ impl VnState {
 
     pub(crate) fn node_count(&self) -> usize {
         lock(&self.nodes).len()
+    }
+
+    /// A node is ready: visible to the program, listed in the directory.
+    pub(crate) fn join(&self, node: Node, properties: BTreeMap<String, String>) {
+        let url = node.url().to_string();
+        lock(&self.properties).insert(url.clone(), properties);
+        lock(&self.nodes).push(node.clone());
+        if let Some((dir, _)) = &*lock(&self.directory) {
+            drop(dir.add(url));
+        }
+        tracing::info!(vn = %self.name, "node {} joined", node.url());
+        let _ = self.events.send(VnEvent::Joined(node));
+        self.bump();
+    }
+
+    /// Applies the virtual node's services to `node` (in the node's own
+    /// runtime), then lets it join; a refusal drops it or, when the
+    /// service says so, fails the virtual node.
+    pub(crate) async fn admit_node(self: Arc<Self>, node: Node, origin: Origin) {
+        if self.services.is_empty() {
+            return self.join(node, BTreeMap::new());
+        }
+        let directory = lock(&self.directory).as_ref().map(|(_, url)| url.clone());
+        let result = if node.is_local() {
+            apply_all(
+                &node,
+                &self.name,
+                &origin,
+                directory.as_deref(),
+                &self.services,
+            )
+        } else {
+            match ServiceHostProxy::new(&node).await {
+                Ok(host) => match host
+                    .apply(
+                        node.url().name().to_owned(),
+                        self.name.clone(),
+                        origin,
+                        directory,
+                        self.services.clone(),
+                    )
+                    .await
+                {
+                    Ok(props) => Ok(props),
+                    Err(CallError::Method(f)) => Err(f),
+                    Err(e) => Err(ApplyFailure {
+                        id: String::new(),
+                        class: String::new(),
+                        node: node.url().to_string(),
+                        message: format!("cannot apply the technical services: {e}"),
+                        fatal: false,
+                    }),
+                },
+                Err(e) => Err(ApplyFailure {
+                    id: String::new(),
+                    class: String::new(),
+                    node: node.url().to_string(),
+                    message: format!("cannot reach it to apply the technical services: {e}"),
+                    fatal: false,
+                }),
+            }
+        };
+        match result {
+            Ok(props) => self.join(node, props),
+            Err(failure) => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                if failure.fatal {
+                    *lock(&self.fatal) = Some(failure.to_string());
+                }
+                self.fail(node.url().host(), failure.to_string());
+            }
+        }
     }
 }
 
@@ -230,6 +322,7 @@ impl Shared {
         let runtime = st.next_runtime;
         st.next_runtime += 1;
         let launch = &mut st.launches[launch_id as usize];
+        let provider = launch.label.clone();
         launch.uses_left -= 1;
         launch.registered += 1;
         launch.runtimes.push(runtime);
@@ -251,12 +344,12 @@ impl Shared {
         );
         drop(st);
         vn.counters.registered.fetch_add(1, Ordering::Relaxed);
-        lock(&vn.nodes).extend(nodes.iter().cloned());
         for node in nodes {
-            tracing::info!(vn = %vn.name, "node {} joined", node.url());
-            let _ = vn.events.send(VnEvent::Joined(node));
+            let origin = Origin::Created {
+                provider: provider.clone(),
+            };
+            tokio::spawn(vn.clone().admit_node(node, origin));
         }
-        vn.bump();
         Ok(Admission {
             runtime,
             lease_ms: self.lease.as_millis() as u64,
@@ -301,6 +394,11 @@ impl Shared {
         {
             let mut list = lock(&vn.nodes);
             list.retain(|n| !nodes.iter().any(|g| g.url() == n.url()));
+        }
+        if let Some((dir, _)) = &*lock(&vn.directory) {
+            for n in &nodes {
+                drop(dir.remove(n.url().to_string()));
+            }
         }
         if !self.ended.load(Ordering::Acquire) {
             vn.lost.fetch_add(nodes.len() as u64, Ordering::Relaxed);
@@ -377,14 +475,6 @@ impl Shared {
         st.tickets.retain(|_, l| *l != launch);
         drop(st);
         vn.fail(&host, error);
-    }
-
-    /// URLs of the nodes of virtual node `vn` now.
-    pub(crate) fn vn_node_urls(&self, vn: &str) -> Vec<String> {
-        self.vns
-            .get(vn)
-            .map(|v| lock(&v.nodes).iter().map(|n| n.url().to_string()).collect())
-            .unwrap_or_default()
     }
 
     /// Marks runtimes that stopped renewing their lease as gone.

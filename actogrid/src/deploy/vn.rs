@@ -50,6 +50,21 @@ impl VirtualNode {
         lock(&self.state.nodes).clone()
     }
 
+    /// The properties technical services set on `node` (empty when none
+    /// did, or when the node is not one of this virtual node's).
+    pub fn properties(&self, node: &Node) -> std::collections::BTreeMap<String, String> {
+        lock(&self.state.properties)
+            .get(&node.url().to_string())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The URL of the directory listing this virtual node's nodes, once
+    /// activated (what services read).
+    pub fn directory(&self) -> Option<String> {
+        lock(&self.state.directory).as_ref().map(|(_, u)| u.clone())
+    }
+
     /// Everything that failed so far, one line per host or job.
     pub fn failures(&self) -> Vec<String> {
         lock(&self.state.failures).clone()
@@ -73,6 +88,12 @@ impl VirtualNode {
         let mut changes = st.changed.subscribe();
         loop {
             changes.mark_unchanged();
+            if let Some(fatal) = lock(&st.fatal).clone() {
+                return Err(DeployError::ServiceFailed {
+                    vn: st.name.clone(),
+                    error: fatal,
+                });
+            }
             let have = st.node_count() as u64;
             let now = Instant::now();
             if !st.wait_for_timeout && needed.is_some_and(|n| have >= n) {

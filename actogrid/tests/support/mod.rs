@@ -125,3 +125,60 @@ pub fn local_descriptor(
 "#
     )
 }
+
+/// Inserts technical services into a descriptor made by the helpers:
+/// `defs` go into `<technicalServices>`, and virtual node `Workers` lists
+/// `ids`.
+pub fn with_services(descriptor: &str, ids: &str, defs: &str) -> String {
+    descriptor
+        .replacen(
+            "<virtualNode name=\"Workers\"",
+            &format!("<virtualNode name=\"Workers\" technicalServiceId=\"{ids}\""),
+            1,
+        )
+        .replacen(
+            "</ProActiveDescriptor>",
+            &format!("<technicalServices>{defs}</technicalServices>\n</ProActiveDescriptor>"),
+            1,
+        )
+}
+
+/// The `actogrid.Environment` service the cross-provider tests apply.
+pub const SITE_SERVICE: &str = r#"<technicalServiceDefinition id="site" class="actogrid.Environment">
+  <arg name="site" value="lab-b"/>
+  <arg name="env.ACTOGRID_SITE" value="lab-b"/>
+</technicalServiceDefinition>"#;
+
+/// Whether process `pid` has `NAME=value` in its environment.
+pub fn has_env(pid: u32, pair: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == pair.as_bytes()))
+}
+
+/// Checks that [`SITE_SERVICE`] took effect on every node of `vn` and in
+/// every runtime of `deployment`.
+pub fn assert_site_applied(deployment: &Deployment, vn: &actogrid::VirtualNode) {
+    let nodes = vn.current_nodes();
+    assert!(!nodes.is_empty());
+    for node in &nodes {
+        let props = vn.properties(node);
+        assert_eq!(
+            props.get("site").map(String::as_str),
+            Some("lab-b"),
+            "{}: {props:?}",
+            node.url()
+        );
+        assert_eq!(
+            props.get("env.ACTOGRID_SITE").map(String::as_str),
+            Some("lab-b")
+        );
+    }
+    for r in deployment.runtimes() {
+        assert!(
+            has_env(r.pid, "ACTOGRID_SITE=lab-b"),
+            "runtime {} on {}",
+            r.pid,
+            r.host
+        );
+    }
+}
