@@ -223,3 +223,47 @@ async fn the_logging_service_sets_the_runtimes_filter() {
     d.kill().await;
     rt.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancing_spreads_busy_objects_without_losing_a_request() {
+    use actogrid::builtin::RecorderProxy;
+    let defs = r#"
+      <technicalServiceDefinition id="one-core" class="actogrid.Environment"><arg name="capacity" value="1"/></technicalServiceDefinition>
+      <technicalServiceDefinition id="lb" class="actogrid.LoadBalancing"><arg name="period" value="100"/></technicalServiceDefinition>"#;
+    let dir = TempDir::new("svc-lb");
+    let text = with_services(&local_descriptor(3, 1, "timeout=\"30s\"", None), "one-core lb", defs);
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let d = load(&rt, &path, &[]).await;
+    d.activate().await.unwrap();
+    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
+    // Six busy objects, all on the first node.
+    let recorders: Vec<RecorderProxy> =
+        actogrid::wait_all((0..6).map(|_| RecorderProxy::new(&nodes[0])))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let first_pid = recorders[0].pid().await.unwrap();
+    let mut pending = Vec::new();
+    for value in 0..30u64 {
+        for r in &recorders {
+            pending.push(r.push_after(20, value));
+        }
+    }
+    for (i, result) in actogrid::wait_all(pending).await.into_iter().enumerate() {
+        assert_eq!(result.unwrap(), (i / 6) as u64 + 1, "reply {i}");
+    }
+    let mut pids = std::collections::HashSet::new();
+    for r in &recorders {
+        // Every value exactly once, in the order sent, wherever it ran.
+        assert_eq!(r.seen().await.unwrap(), (0..30).collect::<Vec<u64>>());
+        pids.insert(r.pid().await.unwrap());
+    }
+    assert!(
+        pids.len() >= 2 && pids.iter().any(|p| *p != first_pid),
+        "no object moved: {pids:?}"
+    );
+    d.kill().await;
+    rt.shutdown();
+}

@@ -21,6 +21,7 @@ mod deploy_local;
 mod deploy_ssh;
 mod descriptor_parse;
 mod group_broadcast;
+mod load_balance;
 mod node_memory;
 mod report;
 mod serve;
@@ -61,6 +62,9 @@ enum Bench {
     /// 3 ssh hosts × 4 runtimes from `activate()` until every node answered
     /// one call, against a plain `ssh host true` fan-out.
     DeploySsh(deploy_ssh::Args),
+    /// Makespan of a stream of tasks on objects that all start on 2 of 8
+    /// nodes, with the load-balancing service against without it.
+    LoadBalance(load_balance::Args),
     /// Serves an actogrid runtime (started by the benchmarks).
     #[command(hide = true)]
     ServeNode(serve::Args),
@@ -84,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         Bench::NodeMemory(args) => bench_runtime()?.block_on(node_memory::run(&args))?,
         Bench::DeployLocal(args) => bench_runtime()?.block_on(deploy_local::run(&args))?,
         Bench::DeploySsh(args) => bench_runtime()?.block_on(deploy_ssh::run(&args))?,
+        Bench::LoadBalance(args) => bench_runtime()?.block_on(load_balance::run(&args))?,
         Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),
         Bench::ServeEcho(args) => return server_runtime()?.block_on(serve::echo(&args)),
         Bench::ServeTcp(args) => return server_runtime()?.block_on(serve::tcp(&args)),

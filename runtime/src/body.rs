@@ -337,7 +337,9 @@ impl Body {
             while let Some(inbound) = batch.next() {
                 let (sender, seq) = (inbound.sender, inbound.seq);
                 if inbound.flags & FLAG_MIGRATE != 0 {
-                    self.order.served(sender, seq);
+                    if !inbound.immediate() {
+                        self.order.served(sender, seq);
+                    }
                     match self.migrate(inbound, &mut batch).await {
                         Ok(()) => return,
                         Err(()) => continue,

@@ -616,10 +616,10 @@ impl Runtime {
             })
     }
 
-    pub(crate) fn migrate(&self, target: &ActiveRef, node: &NodeUrl) -> Future<()> {
+    pub(crate) fn migrate(&self, target: &ActiveRef, node: &NodeUrl, immediate: bool) -> Future<()> {
         let info = CallInfo {
             method: "migrate_to",
-            immediate: false,
+            immediate,
         };
         self.call_flags(target, &node.to_string(), info, false, FLAG_MIGRATE)
     }

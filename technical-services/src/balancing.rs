@@ -134,7 +134,7 @@ impl NodeBalance {
             if queued == 0 {
                 break;
             }
-            match object.migrate_to(target).await {
+            match object.migrate_now(target).await {
                 Ok(()) => {
                     tracing::debug!(
                         "load balancing: moved object {:#x} ({queued} waiting) from {} to {target}",
