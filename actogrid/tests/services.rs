@@ -231,7 +231,11 @@ async fn load_balancing_spreads_busy_objects_without_losing_a_request() {
       <technicalServiceDefinition id="one-core" class="actogrid.Environment"><arg name="capacity" value="1"/></technicalServiceDefinition>
       <technicalServiceDefinition id="lb" class="actogrid.LoadBalancing"><arg name="period" value="100"/></technicalServiceDefinition>"#;
     let dir = TempDir::new("svc-lb");
-    let text = with_services(&local_descriptor(3, 1, "timeout=\"30s\"", None), "one-core lb", defs);
+    let text = with_services(
+        &local_descriptor(3, 1, "timeout=\"30s\"", None),
+        "one-core lb",
+        defs,
+    );
     let path = dir.write("d.xml", &text);
     let rt = runtime().await;
     let d = load(&rt, &path, &[]).await;

@@ -131,7 +131,12 @@ async fn run_once(rt: &Runtime, path: &std::path::Path, args: &Args) -> anyhow::
     let deployment = Deployment::load_with(path, LoadOptions::default(), options).await?;
     deployment.activate().await?;
     let nodes = deployment.virtual_node("Workers")?.nodes().await?;
-    ensure!(nodes.len() == args.nodes, "{} of {} nodes", nodes.len(), args.nodes);
+    ensure!(
+        nodes.len() == args.nodes,
+        "{} of {} nodes",
+        nodes.len(),
+        args.nodes
+    );
     let placed: Vec<_> = (0..args.objects)
         .map(|i| nodes[i % args.loaded.max(1)].clone())
         .collect();
@@ -147,10 +152,17 @@ async fn run_once(rt: &Runtime, path: &std::path::Path, args: &Args) -> anyhow::
     for id in &results {
         ensure!(seen.insert(*id), "task {id} answered twice");
     }
-    ensure!(seen.len() as u64 == args.tasks, "{} of {} results", seen.len(), args.tasks);
-    let records = group.broadcast(|c| c.done()).values().await.map_err(|(i, e)| {
-        anyhow::anyhow!("object {i} cannot list its tasks: {e}")
-    })?;
+    ensure!(
+        seen.len() as u64 == args.tasks,
+        "{} of {} results",
+        seen.len(),
+        args.tasks
+    );
+    let records = group
+        .broadcast(|c| c.done())
+        .values()
+        .await
+        .map_err(|(i, e)| anyhow::anyhow!("object {i} cannot list its tasks: {e}"))?;
     let mut served: Vec<u64> = records.into_iter().flatten().collect();
     served.sort_unstable();
     ensure!(
@@ -164,7 +176,10 @@ async fn run_once(rt: &Runtime, path: &std::path::Path, args: &Args) -> anyhow::
 }
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
-    ensure!(args.nodes > args.loaded && args.loaded > 0, "need more nodes than loaded nodes");
+    ensure!(
+        args.nodes > args.loaded && args.loaded > 0,
+        "need more nodes than loaded nodes"
+    );
     let dir = std::env::temp_dir().join(format!("actogrid-bench-lb-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let with = dir.join("balanced.xml");
@@ -176,8 +191,16 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         let mut balanced = Vec::new();
         let mut plain = Vec::new();
         for _ in 0..args.rounds {
-            balanced.push(run_once(&rt, &with, args).await.context("with load balancing")?);
-            plain.push(run_once(&rt, &without, args).await.context("without load balancing")?);
+            balanced.push(
+                run_once(&rt, &with, args)
+                    .await
+                    .context("with load balancing")?,
+            );
+            plain.push(
+                run_once(&rt, &without, args)
+                    .await
+                    .context("without load balancing")?,
+            );
         }
         Ok::<_, anyhow::Error>((balanced, plain))
     }

@@ -616,7 +616,12 @@ impl Runtime {
             })
     }
 
-    pub(crate) fn migrate(&self, target: &ActiveRef, node: &NodeUrl, immediate: bool) -> Future<()> {
+    pub(crate) fn migrate(
+        &self,
+        target: &ActiveRef,
+        node: &NodeUrl,
+        immediate: bool,
+    ) -> Future<()> {
         let info = CallInfo {
             method: "migrate_to",
             immediate,

@@ -121,12 +121,12 @@ fn not_enough(
 ) -> String {
     let mut out = if *impossible {
         format!(
-            "virtual node `{vn}`: {needed} node(s) can no longer be reached ({have} registered after {:.1} s, too many failures)",
+            "virtual node `{vn}`: {needed} node(s) can no longer be reached ({have} usable after {:.1} s, too many failures)",
             waited.as_secs_f64()
         )
     } else {
         format!(
-            "virtual node `{vn}`: {have} of {needed} node(s) registered after {:.1} s (its timeout)",
+            "virtual node `{vn}`: {have} of {needed} node(s) usable after {:.1} s (its timeout)",
             waited.as_secs_f64()
         )
     };
