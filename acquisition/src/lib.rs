@@ -5,3 +5,9 @@
 //! schedulers (SLURM, PBS, LSF, OAR, Grid Engine), file transfer, and the
 //! peer-to-peer overlay. They read the typed model of `actogrid-descriptor`
 //! and hand the runtimes they start to `actogrid-runtime`.
+
+pub mod batch;
+pub mod chain;
+pub mod exec;
+pub mod ssh;
+pub mod transfer;

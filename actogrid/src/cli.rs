@@ -2,6 +2,7 @@
 //! returns the process exit code: 0 success, 1 the input is invalid,
 //! 2 the command line is wrong (clap's convention).
 
+mod deploy;
 mod node;
 mod plan;
 mod validate;
@@ -28,6 +29,9 @@ enum Command {
     Validate(validate::Args),
     /// Show the deployment plan of a descriptor (text, or Graphviz with --dot).
     Plan(plan::Args),
+    /// Start every virtual node of a descriptor, print node URLs as they
+    /// register, keep them up until Ctrl-C, then tear everything down.
+    Deploy(deploy::Args),
     /// Run a stand-alone node runtime hosting the built-in active types.
     Node(node::Args),
 }
@@ -68,6 +72,7 @@ pub(crate) fn run() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Node(args) => node::run(args),
+        Command::Deploy(args) => deploy::run(args),
     }
 }
 

@@ -12,6 +12,7 @@
 //! * `actogrid-technical-services`, `actogrid-fault-tolerance` — the
 //!   services applied to every node of a virtual node.
 
+mod deploy;
 mod process;
 
 pub use actogrid_descriptor as descriptor;
@@ -19,8 +20,15 @@ pub use actogrid_runtime::{
     ActiveRef, CallError, Config, ErrorKind, Future, FutureGroup, Group, NoError, Node, NodeUrl,
     Proxy, Runtime, builtin, current, in_completion_order, intercept, wait_all, wait_any,
 };
+pub use deploy::{
+    ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
+    LEASE_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, Refusal, Registrar, RegistrarProxy,
+    Registration, RuntimeAgent, RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, TOKEN_ENV,
+    VirtualNode, VnDirectory, VnDirectoryProxy, VnEvent, lookup_vn,
+};
 pub use process::{
-    NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_node, spawn_node, spawn_with,
+    NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_if_deployed, serve_node,
+    spawn_node, spawn_with,
 };
 
 /// Turns an inherent `impl` block into an active type: a typed proxy
@@ -31,15 +39,28 @@ pub use actogrid_macros::active;
 /// of its own, or serves as a node runtime when it was launched as one.
 pub use actogrid_macros::main;
 
+/// Technical services: the trait, the context `apply` gets, the built-ins.
+pub use actogrid_technical_services as services;
+pub use actogrid_technical_services::{
+    Args, NodeContext, OnFailure, Origin, ServiceError, TechnicalService, technical_service,
+};
+
 #[doc(hidden)]
 pub use actogrid_runtime::__private;
 
 #[doc(hidden)]
 pub use process::run_main as __run_main;
 
+#[doc(hidden)]
+pub use process::terminated as __terminated;
+
 /// Everything an application needs, in one import.
 pub mod prelude {
     pub use crate::descriptor::{Descriptor, Diagnostic, LoadOptions, Severity, load};
+    pub use crate::{
+        Args, DeployError, DeployOptions, Deployment, NodeContext, ServiceError, TechnicalService,
+        VirtualNode, VnEvent,
+    };
     pub use actogrid_runtime::{
         CallError, Future, FutureGroup, Group, Node, NodeUrl, Proxy, Runtime, wait_all, wait_any,
     };

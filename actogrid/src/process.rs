@@ -85,7 +85,8 @@ pub async fn serve_node(options: NodeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn terminated() {
+/// Completes on SIGINT or SIGTERM.
+pub async fn terminated() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,
@@ -194,6 +195,9 @@ where
             std::process::exit(70);
         }
     };
+    if crate::deploy::agent::launched_by_deployer() {
+        std::process::exit(serve_deployed_on(&tokio));
+    }
     if let Ok(listen) = std::env::var(NODE_LISTEN_ENV) {
         let options = NodeOptions {
             listen,
@@ -223,4 +227,52 @@ where
         rt.shutdown();
         result
     })
+}
+
+/// If this process was started by a deployer (`ACTOGRID_DEPLOYER` is set),
+/// serves as that deployment's runtime and exits the process when the
+/// deployment lets go; otherwise returns at once. `#[actogrid::main]`
+/// calls it; a `main` written by hand should call it first.
+pub fn serve_if_deployed() {
+    if !crate::deploy::agent::launched_by_deployer() {
+        return;
+    }
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("actogrid: cannot start the async runtime: {e}");
+            std::process::exit(70);
+        }
+    };
+    std::process::exit(serve_deployed_on(&tokio));
+}
+
+fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, reload};
+    // The filter can be changed later by the `actogrid.Logging` service.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .is_ok();
+    if installed {
+        actogrid_technical_services::set_log_reloader(move |text| {
+            let new = EnvFilter::try_new(text).map_err(|e| format!("`{text}`: {e}"))?;
+            handle.reload(new).map_err(|e| e.to_string())
+        });
+    }
+    match tokio.block_on(crate::deploy::agent::serve_deployed()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("actogrid runtime: {e:#}");
+            1
+        }
+    }
 }

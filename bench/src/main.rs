@@ -17,8 +17,11 @@ mod ao_rtt;
 mod ao_throughput;
 mod baseline;
 mod child;
+mod deploy_local;
+mod deploy_ssh;
 mod descriptor_parse;
 mod group_broadcast;
+mod load_balance;
 mod node_memory;
 mod report;
 mod serve;
@@ -53,6 +56,15 @@ enum Bench {
     /// Resident memory of an idle node and per hosted object, against an
     /// idle plain tonic server.
     NodeMemory(node_memory::Args),
+    /// 64 local runtimes from `activate()` until every node answered one
+    /// call, against starting the same 64 processes bare.
+    DeployLocal(deploy_local::Args),
+    /// 3 ssh hosts × 4 runtimes from `activate()` until every node answered
+    /// one call, against a plain `ssh host true` fan-out.
+    DeploySsh(deploy_ssh::Args),
+    /// Makespan of a stream of tasks on objects that all start on 2 of 8
+    /// nodes, with the load-balancing service against without it.
+    LoadBalance(load_balance::Args),
     /// Serves an actogrid runtime (started by the benchmarks).
     #[command(hide = true)]
     ServeNode(serve::Args),
@@ -65,6 +77,8 @@ enum Bench {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The deployment benchmarks start this binary as their runtimes.
+    actogrid::serve_if_deployed();
     let cli = Cli::parse();
     let report = match cli.bench {
         Bench::DescriptorParse(args) => descriptor_parse::run(&args)?,
@@ -72,6 +86,9 @@ fn main() -> anyhow::Result<()> {
         Bench::AoThroughput(args) => bench_runtime()?.block_on(ao_throughput::run(&args))?,
         Bench::GroupBroadcast(args) => bench_runtime()?.block_on(group_broadcast::run(&args))?,
         Bench::NodeMemory(args) => bench_runtime()?.block_on(node_memory::run(&args))?,
+        Bench::DeployLocal(args) => bench_runtime()?.block_on(deploy_local::run(&args))?,
+        Bench::DeploySsh(args) => bench_runtime()?.block_on(deploy_ssh::run(&args))?,
+        Bench::LoadBalance(args) => bench_runtime()?.block_on(load_balance::run(&args))?,
         Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),
         Bench::ServeEcho(args) => return server_runtime()?.block_on(serve::echo(&args)),
         Bench::ServeTcp(args) => return server_runtime()?.block_on(serve::tcp(&args)),

@@ -99,11 +99,14 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
-    pub(crate) fn push(&mut self, diagnostic: Diagnostic) {
+    /// Adds a diagnostic (checks made outside this crate, such as the
+    /// application's technical services, report through the same list).
+    pub fn push(&mut self, diagnostic: Diagnostic) {
         self.items.push(diagnostic);
     }
 
-    pub(crate) fn sort(&mut self) {
+    /// Puts the diagnostics in file order.
+    pub fn sort(&mut self) {
         self.items.sort_by_key(|d| {
             d.span
                 .map_or((0, 0, 0, 0), |s| (s.file.0, s.line, s.col, s.start))

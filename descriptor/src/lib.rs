@@ -50,6 +50,9 @@ pub use variables::Environment;
 
 /// Technical-service classes every actogrid binary provides.
 pub const BUILTIN_SERVICE_CLASSES: &[&str] = &[
+    "actogrid.Environment",
+    "actogrid.Logging",
+    "actogrid.Require",
     "actogrid.LoadBalancing",
     "actogrid.FaultTolerance",
     "org.objectweb.proactive.loadbalancing.LoadBalancingTS",

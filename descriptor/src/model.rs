@@ -252,6 +252,9 @@ pub struct Jvm {
     pub name: Spanned<String>,
     /// `@askedNodes`: nodes per runtime.
     pub asked_nodes: u32,
+    /// `@runtimes` (an actogrid extension): how many times its process
+    /// chain is started (default 1), e.g. one local runtime per core.
+    pub runtimes: u32,
     /// How the runtime comes to exist.
     pub source: RuntimeSource,
 }

@@ -82,12 +82,18 @@ fn process_count(d: &Descriptor, p: &ProcessDefinition, depth: usize) -> Count {
     }
 }
 
+/// Runtimes one run of process `p` starts (through its whole chain).
+pub fn process_runtime_count(d: &Descriptor, p: &ProcessDefinition) -> Count {
+    process_count(d, p, 0)
+}
+
 /// Runtimes one `jvm` element stands for.
 pub fn jvm_runtime_count(d: &Descriptor, jvm: &Jvm) -> Count {
     match &jvm.source {
         RuntimeSource::Creation(id) => d
             .process(id)
-            .map_or(Count::Unknown, |p| process_count(d, p, 0)),
+            .map_or(Count::Unknown, |p| process_count(d, p, 0))
+            .times(Count::Exact(u64::from(jvm.runtimes))),
         RuntimeSource::Acquisition(id) => match d.service(id).map(|s| &s.kind) {
             Some(ServiceKind::P2p(p)) => match p.nodes_asked {
                 NodesAsked::Count(n) => Count::Exact(u64::from(n)),
@@ -119,7 +125,7 @@ fn mapping_sum(d: &Descriptor, m: &Mapping, per_jvm: fn(&Descriptor, &Jvm) -> Co
 
 /// Runtimes of a mapping: `Some(n)` when exact, `None` when unbounded,
 /// and unknown counts taken as one (the least they can be).
-pub(crate) fn mapping_runtime_count(d: &Descriptor, m: &Mapping) -> Option<u64> {
+pub fn mapping_runtime_count(d: &Descriptor, m: &Mapping) -> Option<u64> {
     let current = u64::from(m.current_jvm.is_some());
     let mut total = current;
     for j in m.jvms.iter().filter_map(|name| d.jvm(name)) {
@@ -133,7 +139,7 @@ pub(crate) fn mapping_runtime_count(d: &Descriptor, m: &Mapping) -> Option<u64> 
 }
 
 /// Nodes of a mapping when every count is exact.
-pub(crate) fn mapping_node_count(d: &Descriptor, m: &Mapping) -> Option<u64> {
+pub fn mapping_node_count(d: &Descriptor, m: &Mapping) -> Option<u64> {
     match mapping_sum(d, m, jvm_node_count) {
         Count::Exact(n) => Some(n),
         _ => None,

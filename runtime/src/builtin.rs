@@ -85,6 +85,14 @@ impl Recorder {
     pub fn pid(&self) -> u32 {
         std::process::id()
     }
+
+    /// Works `ms` milliseconds, then appends `value`: a busy object, for
+    /// load-balancing tests.
+    pub async fn push_after(&mut self, ms: u64, value: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.seen.push(value);
+        self.seen.len() as u64
+    }
 }
 
 /// An error a [`Worker`] method returns on purpose.

@@ -44,7 +44,7 @@ pub use future::{Future, in_completion_order, wait_all, wait_any};
 pub use group::{FutureGroup, Group};
 pub use node::Node;
 pub use proxy::{ActiveRef, CallInfo};
-pub use runtime::{Builder, Config, Connector, Io, Runtime, TcpConnector, current};
+pub use runtime::{Builder, Config, Connector, HostedObject, Io, Runtime, TcpConnector, current};
 pub use url::{NodeUrl, ParseNodeUrlError};
 
 /// `#[active]`: turns an `impl` block into an active type (see the macro's

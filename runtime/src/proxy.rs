@@ -178,8 +178,20 @@ impl ActiveRef {
     /// target refuses it.
     pub fn migrate_to(&self, node: &NodeUrl) -> Future<()> {
         match &self.inner.runtime {
-            Some(rt) => rt.migrate(self, node),
+            Some(rt) => rt.migrate(self, node, false),
             None => self.unbound("migrate_to"),
+        }
+    }
+
+    /// Moves the object to `node` at its next request boundary, ahead of
+    /// the requests waiting in its queue, which move with it and are
+    /// served there in the same order (what a load balancer wants: the
+    /// waiting work leaves with the object). Otherwise like
+    /// [`ActiveRef::migrate_to`].
+    pub fn migrate_now(&self, node: &NodeUrl) -> Future<()> {
+        match &self.inner.runtime {
+            Some(rt) => rt.migrate(self, node, true),
+            None => self.unbound("migrate_now"),
         }
     }
 }

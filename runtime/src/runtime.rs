@@ -220,8 +220,21 @@ enum Hosted {
     Here {
         mailbox: Arc<Mailbox>,
         node: Arc<NodeInner>,
+        type_name: &'static str,
     },
     Moved(String),
+}
+
+/// An active object living in this runtime, as [`Runtime::hosted_on`]
+/// lists it.
+#[derive(Debug, Clone)]
+pub struct HostedObject {
+    /// A reference to it (its proxy's core).
+    pub reference: ActiveRef,
+    /// Its registered type name.
+    pub type_name: &'static str,
+    /// Requests waiting in its queue.
+    pub queued: usize,
 }
 
 /// Requests to a runtime itself (target 0).
@@ -601,10 +614,15 @@ impl Runtime {
             })
     }
 
-    pub(crate) fn migrate(&self, target: &ActiveRef, node: &NodeUrl) -> Future<()> {
+    pub(crate) fn migrate(
+        &self,
+        target: &ActiveRef,
+        node: &NodeUrl,
+        immediate: bool,
+    ) -> Future<()> {
         let info = CallInfo {
             method: "migrate_to",
-            immediate: false,
+            immediate,
         };
         self.call_flags(target, &node.to_string(), info, false, FLAG_MIGRATE)
     }
@@ -1277,6 +1295,7 @@ impl Runtime {
                 Hosted::Here {
                     mailbox: mailbox.clone(),
                     node: node.clone(),
+                    type_name: object.type_name(),
                 },
             );
         self.inner
@@ -1324,6 +1343,38 @@ impl Runtime {
             .values()
             .filter(|h| matches!(h, Hosted::Here { .. }))
             .count()
+    }
+
+    /// The active objects living on local node `node`, with the requests
+    /// waiting in their queues (for services that place objects).
+    pub fn hosted_on(&self, node: &str) -> Vec<HostedObject> {
+        let address = self.address().unwrap_or_default().to_owned();
+        self.inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, h)| match h {
+                Hosted::Here {
+                    mailbox,
+                    node: n,
+                    type_name,
+                } if n.name == node => Some(HostedObject {
+                    reference: ActiveRef::from_wire(
+                        RefWire {
+                            id: *id,
+                            address: address.clone(),
+                            node: node.to_owned(),
+                            type_name: (*type_name).to_owned(),
+                        },
+                        Some(self.clone()),
+                    ),
+                    type_name,
+                    queued: mailbox.len(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Requests waiting in the queue of a local object, if it is here.

@@ -155,6 +155,9 @@ fn jvm(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
     let asked = cx
         .attr(&mut node, "askedNodes")
         .and_then(|v| cx.parse(&v, "askedNodes", scalar::positive));
+    let runtimes = cx
+        .attr(&mut node, "runtimes")
+        .and_then(|v| cx.parse(&v, "runtimes", scalar::positive));
     cx.close(node);
     cx.no_text(el);
     let mut source: Option<RuntimeSource> = None;
@@ -198,6 +201,7 @@ fn jvm(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
         Some(source) => d.jvms.push(Jvm {
             name: name.spanned(),
             asked_nodes: asked.unwrap_or(1),
+            runtimes: runtimes.unwrap_or(1),
             source,
         }),
         None => {

@@ -1,0 +1,366 @@
+//! Walking a process chain: each decorating process (ssh, a scheduler)
+//! reaches a new place, and the runtime process at the end starts runtimes
+//! there. Every step reports to a [`Launches`] sink: which launches it
+//! opens (and how many runtimes each will register), what it started, and
+//! what failed, host by host.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actogrid_descriptor::Descriptor;
+use actogrid_descriptor::model::{
+    FileTransfer, JvmProcess, Link, ProcessDefinition, ProcessFileTransfer, ProcessFileTransfers,
+    ProcessKind, SshLogin,
+};
+use actogrid_descriptor::plan::{Count, process_runtime_count};
+use tokio::sync::Semaphore;
+
+use crate::batch::Scheduler;
+use crate::exec::{BoxFuture, ExecError, LocalShell, Running, RuntimeCommand, Shell};
+use crate::ssh::{SshShell, SshTarget};
+
+/// The identity of an opened launch, given back by [`Launches::open`].
+pub type LaunchId = u64;
+
+/// What was started for a launch.
+pub enum Started {
+    /// One runtime process, running until it exits or is killed.
+    Process(Box<dyn Running>),
+    /// A batch job whose tasks are the runtimes.
+    Job {
+        /// Where the job was submitted (to cancel it there).
+        shell: Arc<dyn Shell>,
+        /// The job.
+        job: Box<crate::batch::BatchJob>,
+    },
+}
+
+/// Where a chain reports what it does. Implemented by the deployer.
+pub trait Launches: Send + Sync {
+    /// Opens a launch that will register `runtimes` runtimes (`None` when
+    /// only a scheduler knows), described by `label`, on `host`.
+    fn open(&self, label: &str, host: &str, runtimes: Option<u64>) -> LaunchId;
+    /// The command that starts one runtime of `launch` with `program`
+    /// (a path where the runtime runs).
+    fn command(&self, launch: LaunchId, program: &str) -> RuntimeCommand;
+    /// The launch's process or job started.
+    fn started(&self, launch: LaunchId, what: Started);
+    /// The launch could not start.
+    fn failed(&self, launch: LaunchId, error: String);
+    /// A connection to a host was made (kept for the deployment's lifetime).
+    fn connected(&self, _shell: Arc<dyn Shell>) {}
+    /// Files to bring back from a host when the deployment ends.
+    fn retrieve_at_end(
+        &self,
+        _shell: Arc<dyn Shell>,
+        _what: FileTransfer,
+        _how: ProcessFileTransfer,
+    ) {
+    }
+}
+
+/// What every chain of one deployment shares.
+#[derive(Clone)]
+pub struct ChainContext {
+    /// The descriptor.
+    pub descriptor: Arc<Descriptor>,
+    /// The application binary on this machine (shipped to remote hosts).
+    pub program: PathBuf,
+    /// Nodes each runtime hosts (`askedNodes` of the `jvm`).
+    pub nodes_per_runtime: u32,
+    /// Bounds concurrent starts (connections, spawns, submissions).
+    pub limit: Arc<Semaphore>,
+    /// ssh client configuration file (`ssh -F`), if any.
+    pub ssh_config: Option<PathBuf>,
+    /// How long an ssh connection may take.
+    pub connect_timeout: Duration,
+    /// Name used for batch jobs and their working directories.
+    pub job_name: String,
+    /// Label prefix (`jvm` name), for messages.
+    pub jvm: String,
+    /// Directory where job scripts and job output go, on the submitting
+    /// host (`~/` is that host's home).
+    pub work_dir: String,
+}
+
+/// Starts the chain of process `process_id` on this machine.
+pub async fn start(ctx: &ChainContext, process_id: &str, sink: &dyn Launches) {
+    let local: Arc<dyn Shell> = Arc::new(LocalShell);
+    walk(ctx, process_id, local, sink).await;
+}
+
+fn runtimes_of(ctx: &ChainContext, process: &ProcessDefinition) -> Option<u64> {
+    match process_runtime_count(&ctx.descriptor, process) {
+        Count::Exact(n) => Some(n),
+        Count::Unknown | Count::Unbounded => None,
+    }
+}
+
+fn walk<'a>(
+    ctx: &'a ChainContext,
+    process_id: &'a str,
+    place: Arc<dyn Shell>,
+    sink: &'a dyn Launches,
+) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let Some(process) = ctx.descriptor.process(process_id) else {
+            let id = sink.open(&format!("process `{process_id}`"), place.host(), Some(1));
+            sink.failed(id, format!("no process is defined with id `{process_id}`"));
+            return;
+        };
+        match &process.kind {
+            ProcessKind::Jvm(jvm) => {
+                start_runtime(ctx, process, jvm, &[], place, sink).await;
+            }
+            ProcessKind::Ssh(ssh) => {
+                let hosts = std::slice::from_ref(&ssh.hostname);
+                reach_hosts(
+                    ctx,
+                    process,
+                    hosts,
+                    &ssh.login,
+                    &ssh.link,
+                    &ssh.file_transfers,
+                    place,
+                    sink,
+                )
+                .await;
+            }
+            ProcessKind::ProcessList(list) | ProcessKind::ProcessListByHost(list) => {
+                reach_hosts(
+                    ctx,
+                    process,
+                    &list.hosts,
+                    &list.login,
+                    &list.link,
+                    &list.file_transfers,
+                    place,
+                    sink,
+                )
+                .await;
+            }
+            ProcessKind::IndependentSequence(seq) => {
+                let steps = seq
+                    .processes
+                    .iter()
+                    .map(|p| walk(ctx, &p.value, place.clone(), sink));
+                futures::future::join_all(steps).await;
+            }
+            ProcessKind::Slurm(_)
+            | ProcessKind::Pbs(_)
+            | ProcessKind::Lsf(_)
+            | ProcessKind::Oar(_)
+            | ProcessKind::GridEngine(_) => {
+                submit_job(ctx, process, place, sink).await;
+            }
+            other => {
+                let label = format!("{} `{}`", other.element_name(), process.id.value);
+                let id = sink.open(&label, place.host(), runtimes_of(ctx, process));
+                sink.failed(
+                    id,
+                    format!(
+                        "{label}: {} is not supported by this deployer yet",
+                        other.element_name()
+                    ),
+                );
+            }
+        }
+    })
+}
+
+/// The `jvmProcess` at the end of a chain: one runtime at `place`.
+async fn start_runtime(
+    ctx: &ChainContext,
+    process: &ProcessDefinition,
+    jvm: &JvmProcess,
+    links: &[&Link],
+    place: Arc<dyn Shell>,
+    sink: &dyn Launches,
+) {
+    let label = format!(
+        "runtime `{}` of `{}` on {}",
+        process.id.value,
+        ctx.jvm,
+        place.host()
+    );
+    let id = sink.open(&label, place.host(), Some(1));
+    let _permit = ctx.limit.acquire().await;
+    let program = match program_at(ctx, jvm, &place).await {
+        Ok(p) => p,
+        Err(e) => return sink.failed(id, format!("{label}: {e}")),
+    };
+    let mut cmd = sink.command(id, &program);
+    add_environment(&mut cmd, jvm, links);
+    match place.spawn(&cmd.exec_line()).await {
+        Ok(running) => sink.started(id, Started::Process(running)),
+        Err(e) => sink.failed(id, format!("{label}: {e}")),
+    }
+}
+
+/// An ssh process: every host at once (bounded by the context's limit),
+/// each continuing the chain there. One host failing fails only the
+/// runtimes below it.
+#[allow(clippy::too_many_arguments)]
+async fn reach_hosts(
+    ctx: &ChainContext,
+    process: &ProcessDefinition,
+    hosts: &[String],
+    login: &SshLogin,
+    link: &Link,
+    transfers: &ProcessFileTransfers,
+    place: Arc<dyn Shell>,
+    sink: &dyn Launches,
+) {
+    let below = ctx
+        .descriptor
+        .process(&link.next.value)
+        .and_then(|p| match process_runtime_count(&ctx.descriptor, p) {
+            Count::Exact(n) => Some(n),
+            _ => None,
+        });
+    let each = hosts.iter().map(|host| {
+        let place = place.clone();
+        async move {
+            let label = format!(
+                "{} `{}` to {host}",
+                process.kind.element_name(),
+                process.id.value
+            );
+            let fail = |error: String| {
+                let id = sink.open(&label, host, below);
+                sink.failed(id, error);
+            };
+            if place.host() != "localhost" {
+                return fail(format!(
+                    "{label}: ssh from {} onwards is not supported; reach {host} directly, with ProxyJump in the ssh configuration if it needs a hop",
+                    place.host()
+                ));
+            }
+            let mut target = SshTarget::from_login(host.clone(), login);
+            target.connect_timeout = ctx.connect_timeout;
+            if ctx.ssh_config.is_some() {
+                target.config_file = ctx.ssh_config.clone();
+            }
+            let shell = {
+                let _permit = ctx.limit.acquire().await;
+                match SshShell::connect(&target).await {
+                    Ok(s) => Arc::new(s) as Arc<dyn Shell>,
+                    Err(e) => return fail(e.to_string()),
+                }
+            };
+            sink.connected(shell.clone());
+            if let Some(refs) = &transfers.deploy {
+                match ctx.descriptor.file_transfers.iter().find(|f| f.id.value == refs.refid.value) {
+                    Some(ft) => {
+                        if let Err(e) = crate::transfer::deploy(shell.as_ref(), ft, refs).await {
+                            return fail(format!("{label}: file transfer `{}`: {e}", refs.refid.value));
+                        }
+                    }
+                    None => return fail(format!("{label}: no fileTransfer `{}`", refs.refid.value)),
+                }
+            }
+            if let Some(refs) = &transfers.retrieve
+                && let Some(ft) = ctx.descriptor.file_transfers.iter().find(|f| f.id.value == refs.refid.value)
+            {
+                sink.retrieve_at_end(shell.clone(), ft.clone(), refs.clone());
+            }
+            walk(ctx, &link.next.value, shell, sink).await;
+        }
+    });
+    futures::future::join_all(each).await;
+}
+
+/// A scheduler process: one job whose tasks start the runtimes.
+async fn submit_job(
+    ctx: &ChainContext,
+    process: &ProcessDefinition,
+    place: Arc<dyn Shell>,
+    sink: &dyn Launches,
+) {
+    let element = process.kind.element_name();
+    let label = format!("{element} `{}` on {}", process.id.value, place.host());
+    let scheduler = match Scheduler::from_process(&process.kind) {
+        Ok(s) => s,
+        Err(e) => {
+            let id = sink.open(&label, place.host(), None);
+            return sink.failed(id, format!("{label}: {e}"));
+        }
+    };
+    let id = sink.open(&label, place.host(), scheduler.runtimes_per_job());
+    let next = &scheduler.link().next.value;
+    let jvm = match ctx.descriptor.process(next).map(|p| &p.kind) {
+        Some(ProcessKind::Jvm(jvm)) => jvm,
+        Some(other) => {
+            return sink.failed(
+                id,
+                format!(
+                    "{label}: the tasks of a job start the runtime itself, so the next process must be a jvmProcess, not {} `{next}`",
+                    other.element_name()
+                ),
+            );
+        }
+        None => return sink.failed(id, format!("{label}: no process `{next}`")),
+    };
+    let _permit = ctx.limit.acquire().await;
+    let program = match program_at(ctx, jvm, &place).await {
+        Ok(p) => p,
+        Err(e) => return sink.failed(id, format!("{label}: {e}")),
+    };
+    let mut cmd = sink.command(id, &program);
+    add_environment(&mut cmd, jvm, &[]);
+    let job_name = format!("{}-{}", ctx.job_name, process.id.value);
+    let work_dir = format!("{}/{job_name}-{}", ctx.work_dir, std::process::id());
+    match crate::batch::submit(place.as_ref(), &scheduler, &cmd, &work_dir, &job_name).await {
+        Ok(job) => {
+            tracing::info!("{label}: submitted job {}", job.id);
+            sink.started(
+                id,
+                Started::Job {
+                    shell: place,
+                    job: Box::new(job),
+                },
+            );
+        }
+        Err(e) => sink.failed(id, e.to_string()),
+    }
+}
+
+/// Environment of the descriptor (links first, the runtime's own last).
+fn add_environment(cmd: &mut RuntimeCommand, jvm: &JvmProcess, links: &[&Link]) {
+    for link in links {
+        for var in &link.environment {
+            cmd.env.push((var.name.clone(), var.value.clone()));
+        }
+    }
+    for var in &jvm.environment {
+        cmd.env.push((var.name.clone(), var.value.clone()));
+    }
+}
+
+/// The program to run at `place`: `commandPath` when the descriptor names
+/// one, else the application binary (shipped when `place` is remote).
+async fn program_at(
+    ctx: &ChainContext,
+    jvm: &JvmProcess,
+    place: &Arc<dyn Shell>,
+) -> Result<String, ExecError> {
+    if let Some(path) = &jvm.command_path {
+        return Ok(path.clone());
+    }
+    ship(place.as_ref(), &ctx.program).await
+}
+
+async fn ship(place: &dyn Shell, program: &Path) -> Result<String, ExecError> {
+    if place.host() == "localhost" {
+        return Ok(program.display().to_string());
+    }
+    let shipped = crate::transfer::ship_binary(place, program).await?;
+    tracing::debug!(
+        host = place.host(),
+        "binary {:?} at {}",
+        shipped.action,
+        shipped.path
+    );
+    Ok(shipped.path)
+}

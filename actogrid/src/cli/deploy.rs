@@ -1,0 +1,109 @@
+//! `actogrid deploy`: activates every virtual node of a descriptor, prints
+//! each node's URL as it registers, keeps everything up until Ctrl-C (or
+//! SIGTERM), then tears it all down.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use actogrid::descriptor::LoadOptions;
+use actogrid::{DeployOptions, Deployment, VnEvent};
+
+/// Arguments of `actogrid deploy`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// The deployment descriptor.
+    file: PathBuf,
+    #[command(flatten)]
+    vars: super::Vars,
+    /// Address this process listens on for its runtimes and for lookups.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Address remote runtimes reach this process at.
+    #[arg(long, value_name = "HOST")]
+    advertise: Option<String>,
+    /// Runtimes exit this long after losing this process (milliseconds).
+    #[arg(long, value_name = "MS")]
+    lease_ms: Option<u64>,
+    /// No progress bars, only log lines.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            super::emit_err(&format!("error: cannot start the async runtime: {e}\n"));
+            return ExitCode::from(1);
+        }
+    };
+    match tokio.block_on(deploy(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            super::emit_err(&format!("error: {e:#}\n"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn deploy(args: Args) -> anyhow::Result<()> {
+    let rt = actogrid::Runtime::bind(&args.listen, actogrid::Config::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    rt.make_global();
+    let load = LoadOptions {
+        program_variables: args.vars.to_map(),
+        ..LoadOptions::default()
+    };
+    let mut options = DeployOptions {
+        runtime: Some(rt.clone()),
+        progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..DeployOptions::default()
+    };
+    if let Some(ms) = args.lease_ms {
+        options.lease = std::time::Duration::from_millis(ms.max(300));
+    }
+    if args.advertise.is_some() {
+        options.advertise = args.advertise.clone();
+    }
+    let deployment = Deployment::load_with(&args.file, load, options).await?;
+    for (name, vn) in deployment.virtual_nodes() {
+        let mut events = vn.events();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(VnEvent::Joined(node)) => super::emit(&format!("{name}\t{}\n", node.url())),
+                    Ok(VnEvent::Left { node, reason }) => {
+                        super::emit_err(&format!("{name}: node {} left: {reason}\n", node.url()));
+                    }
+                    Ok(VnEvent::Failed { error, .. }) => {
+                        super::emit_err(&format!("{name}: {error}\n"));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+    deployment.activate().await?;
+    tracing::info!(
+        "deployed from {}; Ctrl-C tears everything down",
+        args.file.display()
+    );
+    actogrid::__terminated().await;
+    tracing::info!("tearing down");
+    deployment.kill().await;
+    rt.shutdown();
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! The started runtime's side of a deployment: find the deployer, serve,
+//! register with the one-time ticket, keep the lease, and exit when the
+//! deployer says so or can no longer be reached.
+//!
+//! A runtime started by a deployer has `ACTOGRID_DEPLOYER` in its
+//! environment; `#[actogrid::main]` and the `actogrid` binary both check it
+//! before anything else.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use actogrid_runtime::{Config, NodeUrl, Runtime};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::registrar::{RegistrarProxy, Registration};
+
+/// Where the deployer can be reached: comma-separated registrar URLs, tried
+/// in parallel (the first that answers wins).
+pub const DEPLOYER_ENV: &str = "ACTOGRID_DEPLOYER";
+/// The one-time ticket the runtime registers with.
+pub const TOKEN_ENV: &str = "ACTOGRID_TOKEN";
+/// How many nodes the runtime hosts (`askedNodes`).
+pub const NODES_ENV: &str = "ACTOGRID_NODES";
+/// Prefix of the names of its nodes (`<prefix>-0`, `<prefix>-1`, …).
+pub const NODE_PREFIX_ENV: &str = "ACTOGRID_NODE_PREFIX";
+/// Address to listen on (default: loopback when the deployer is local,
+/// every interface otherwise; port 0 picks one).
+pub const LISTEN_ENV: &str = "ACTOGRID_LISTEN";
+/// Host (or `host:port`) to advertise, when others reach this machine by
+/// another address than the one it uses to reach the deployer.
+pub const ADVERTISE_ENV: &str = "ACTOGRID_ADVERTISE";
+
+/// `true` when this process was started by a deployer.
+pub(crate) fn launched_by_deployer() -> bool {
+    std::env::var_os(DEPLOYER_ENV).is_some()
+}
+
+fn stop_signal() -> &'static Notify {
+    static STOP: OnceLock<Notify> = OnceLock::new();
+    STOP.get_or_init(Notify::new)
+}
+
+/// What a runtime says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    /// Host name.
+    pub hostname: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// One per started runtime: the deployer's handle on the process.
+#[derive(Debug, Default)]
+pub struct RuntimeAgent;
+
+#[crate::active(crate = crate)]
+impl RuntimeAgent {
+    /// The agent of this process.
+    pub fn new() -> Self {
+        RuntimeAgent
+    }
+
+    /// Host name and pid.
+    pub fn info(&self) -> RuntimeInfo {
+        RuntimeInfo {
+            hostname: hostname(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Stops the runtime once this reply has left.
+    pub fn shutdown(&self) {
+        stop_signal().notify_one();
+    }
+}
+
+/// This machine's name.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+struct Launch {
+    deployers: Vec<NodeUrl>,
+    token: String,
+    nodes: u32,
+    prefix: String,
+    listen: Option<String>,
+    advertise: Option<String>,
+}
+
+fn read_env() -> anyhow::Result<Launch> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let deployers = var(DEPLOYER_ENV).unwrap_or_default();
+    let deployers = deployers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<NodeUrl>()
+                .map_err(|e| anyhow::anyhow!("{DEPLOYER_ENV}: `{s}` is not a registrar URL: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!deployers.is_empty(), "{DEPLOYER_ENV} names no deployer");
+    let token = var(TOKEN_ENV).ok_or_else(|| anyhow::anyhow!("{TOKEN_ENV} is not set"))?;
+    let nodes = match var(NODES_ENV) {
+        None => 1,
+        Some(n) => n
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow::anyhow!("{NODES_ENV}: `{n}` is not a positive number"))?,
+    };
+    Ok(Launch {
+        deployers,
+        token,
+        nodes,
+        prefix: var(NODE_PREFIX_ENV).unwrap_or_else(|| "node".to_owned()),
+        listen: var(LISTEN_ENV),
+        advertise: var(ADVERTISE_ENV),
+    })
+}
+
+/// Connects to every candidate at once; the first that accepts wins.
+async fn reach_deployer(candidates: &[NodeUrl]) -> anyhow::Result<(NodeUrl, SocketAddr)> {
+    let attempts = candidates.iter().map(|url| {
+        let url = url.clone();
+        Box::pin(async move {
+            let target = format!("{}:{}", url.host(), url.port());
+            let stream = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect(&target),
+            )
+            .await
+            .map_err(|_| format!("{target}: timed out"))?
+            .map_err(|e| format!("{target}: {e}"))?;
+            let local = stream.local_addr().map_err(|e| format!("{target}: {e}"))?;
+            Ok::<_, String>((url, local))
+        })
+    });
+    match futures::future::select_ok(attempts).await {
+        Ok((found, _)) => Ok(found),
+        Err(last) => anyhow::bail!(
+            "cannot reach the deployer at any of {} (last error: {last}); set {ADVERTISE_ENV} on the deployer's side or check the network",
+            candidates
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Serves as a runtime of a deployment until the deployer lets go.
+pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
+    let launch = read_env()?;
+    let (registrar_url, local) = reach_deployer(&launch.deployers).await?;
+    let loopback = local.ip().is_loopback();
+    let listen = launch.listen.clone().unwrap_or_else(|| {
+        if loopback {
+            "127.0.0.1:0".to_owned()
+        } else {
+            "0.0.0.0:0".to_owned()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let advertise = advertised(launch.advertise.as_deref(), bound, local.ip());
+    let rt = Runtime::builder()
+        .config(Config::default())
+        .address(advertise)
+        .build();
+    rt.make_global();
+    let server = rt.clone();
+    let serving = tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
+
+    let outcome = async {
+        let nodes: Vec<String> = (0..launch.nodes)
+            .map(|i| {
+                rt.local_node(&format!("{}-{i}", launch.prefix))
+                    .url()
+                    .to_string()
+            })
+            .collect();
+        let agent = RuntimeAgentProxy::new(&rt.local_node("agent"))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the runtime agent: {e}"))?;
+        let registrar: RegistrarProxy = rt
+            .lookup(&registrar_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot find the deployer at {registrar_url}: {e}"))?;
+        let who = Registration {
+            nodes,
+            agent,
+            hostname: hostname(),
+            pid: std::process::id(),
+        };
+        let admission = registrar
+            .register(launch.token.clone(), who)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("the deployer at {registrar_url} refused this runtime: {e}")
+            })?;
+        tracing::info!(
+            runtime = admission.runtime,
+            "registered with {registrar_url}"
+        );
+        keep_lease(
+            &registrar,
+            admission.runtime,
+            Duration::from_millis(admission.lease_ms),
+        )
+        .await;
+        Ok::<(), anyhow::Error>(())
+    };
+    let result = tokio::select! {
+        r = outcome => r,
+        () = crate::process::terminated() => Ok(()),
+        r = serving => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("the runtime's server stopped: {e}")),
+            Err(e) => Err(anyhow::anyhow!("the runtime's server failed: {e}")),
+        },
+    };
+    rt.shutdown();
+    result
+}
+
+/// The address others reach this runtime at: the configured one, the bound
+/// one when it is specific, else the address this machine reached the
+/// deployer from.
+fn advertised(configured: Option<&str>, bound: SocketAddr, towards_deployer: IpAddr) -> String {
+    match configured {
+        Some(a) if a.contains(':') && !a.starts_with('[') && a.matches(':').count() == 1 => {
+            a.to_owned()
+        }
+        Some(host) => format!("{host}:{}", bound.port()),
+        None if !bound.ip().is_unspecified() => bound.to_string(),
+        None => SocketAddr::new(towards_deployer, bound.port()).to_string(),
+    }
+}
+
+/// Renews the lease until the deployer says stop, the agent is told to
+/// shut down, or no renewal succeeded for `lease`.
+async fn keep_lease(registrar: &RegistrarProxy, runtime: u64, lease: Duration) {
+    let lease = lease.max(Duration::from_millis(300));
+    let every = lease / 5;
+    let mut last_ok = Instant::now();
+    loop {
+        let renewal = tokio::time::timeout(lease / 2, registrar.renew(runtime));
+        tokio::select! {
+            () = stop_signal().notified() => {
+                // Let the agent's reply leave first.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+            r = renewal => match r {
+                Ok(Ok(true)) => last_ok = Instant::now(),
+                Ok(Ok(false)) => {
+                    tracing::info!("the deployer ended the deployment");
+                    return;
+                }
+                Ok(Err(e)) => tracing::warn!("lease renewal failed: {e}"),
+                Err(_) => tracing::warn!("lease renewal timed out"),
+            },
+        }
+        if last_ok.elapsed() >= lease {
+            eprintln!(
+                "actogrid runtime: lost the deployer (no lease renewal for {} ms); exiting",
+                lease.as_millis()
+            );
+            return;
+        }
+        tokio::select! {
+            () = stop_signal().notified() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_address_prefers_configuration_then_binding_then_route() {
+        let any: SocketAddr = "0.0.0.0:4000".parse().unwrap();
+        let route: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(advertised(None, any, route), "10.1.2.3:4000");
+        assert_eq!(
+            advertised(Some("gw.example"), any, route),
+            "gw.example:4000"
+        );
+        assert_eq!(advertised(Some("gw.example:9"), any, route), "gw.example:9");
+        let lo: SocketAddr = "127.0.0.1:5".parse().unwrap();
+        assert_eq!(advertised(None, lo, route), "127.0.0.1:5");
+    }
+}

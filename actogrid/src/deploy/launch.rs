@@ -1,0 +1,307 @@
+//! Activation: walking a virtual node's mapping and starting its runtimes
+//! through the providers, with the deployer's side of each launch (its
+//! ticket, its process watcher, its job poller).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actogrid_acquisition::chain::{self, ChainContext, LaunchId, Launches, Started};
+use actogrid_acquisition::exec::{RuntimeCommand, Shell};
+use actogrid_descriptor::model::{FileTransfer, ProcessFileTransfer, RuntimeSource, ServiceKind};
+use actogrid_runtime::NodeUrl;
+use tokio::sync::{Semaphore, oneshot};
+
+use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV, TOKEN_ENV};
+use actogrid_acquisition::batch::JobState;
+
+use actogrid_technical_services::Origin;
+
+use super::state::{Job, Shared, VnState, lock};
+use super::{DeployError, Inner};
+
+/// Starts everything virtual node `vn` is mapped to (in the background).
+pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<(), DeployError> {
+    let d = inner.descriptor.clone();
+    let name = vn.name.clone();
+    if let Some(mapping) = d.mapping(&name) {
+        if mapping.current_jvm.is_some() {
+            let node = inner.shared.runtime.local_node(&name);
+            vn.counters.asked.fetch_add(1, Ordering::Relaxed);
+            vn.counters.started.fetch_add(1, Ordering::Relaxed);
+            vn.counters.registered.fetch_add(1, Ordering::Relaxed);
+            let origin = Origin::Created {
+                provider: "currentJVM".to_owned(),
+            };
+            vn.clone().admit_node(node, origin).await;
+        }
+        let limit = Arc::new(Semaphore::new(inner.options.parallelism.max(1)));
+        for jvm_name in &mapping.jvms {
+            let Some(jvm) = d.jvm(&jvm_name.value) else {
+                continue;
+            };
+            match &jvm.source {
+                RuntimeSource::Creation(process) => {
+                    let ctx = ChainContext {
+                        descriptor: d.clone(),
+                        program: inner.program.clone(),
+                        nodes_per_runtime: jvm.asked_nodes.max(1),
+                        limit: limit.clone(),
+                        ssh_config: inner.options.ssh_config.clone(),
+                        connect_timeout: inner.options.connect_timeout,
+                        job_name: format!("actogrid-{name}"),
+                        jvm: jvm.name.value.clone(),
+                        work_dir: inner.options.work_dir.clone(),
+                    };
+                    let sink = Sink {
+                        inner: inner.clone(),
+                        vn: vn.clone(),
+                        nodes_per_runtime: u64::from(jvm.asked_nodes.max(1)),
+                    };
+                    let process = process.value.clone();
+                    let copies = jvm.runtimes.max(1);
+                    let task = tokio::spawn(async move {
+                        let starts = (0..copies).map(|_| chain::start(&ctx, &process, &sink));
+                        futures::future::join_all(starts).await;
+                    });
+                    lock(&inner.tasks).push(task);
+                }
+                RuntimeSource::Acquisition(service) => {
+                    let kind = d.service(&service.value).map(|s| s.kind.clone());
+                    acquire(inner, vn, &service.value, kind);
+                }
+            }
+        }
+    }
+    for lookup in d.lookups.iter().filter(|l| l.virtual_node.value == name) {
+        let (Some(host), Some(port)) = (lookup.host.clone(), lookup.port) else {
+            vn.fail(
+                "?",
+                format!("lookup of `{name}`: the descriptor gives no host and port"),
+            );
+            continue;
+        };
+        let url = NodeUrl::new(host.clone(), port, name.clone());
+        let rt = inner.shared.runtime.clone();
+        let vn = vn.clone();
+        lock(&inner.tasks).push(tokio::spawn(async move {
+            match super::lookup_vn(&rt, &url).await {
+                Ok(nodes) => {
+                    for n in nodes {
+                        let origin = Origin::Acquired {
+                            service: format!("lookup of {url}"),
+                        };
+                        vn.clone().admit_node(n, origin).await;
+                    }
+                }
+                Err(e) => vn.fail(&host, e.to_string()),
+            }
+        }));
+    }
+    Ok(())
+}
+
+/// Runtimes acquired from a service rather than created.
+fn acquire(inner: &Arc<Inner>, vn: &Arc<VnState>, service: &str, kind: Option<ServiceKind>) {
+    match kind {
+        Some(ServiceKind::RegistryLookup(lookup)) => match lookup.url.parse::<NodeUrl>() {
+            Ok(url) => {
+                let node = inner.shared.runtime.node(&url);
+                let origin = Origin::Acquired {
+                    service: format!("RMIRegistryLookup `{service}`"),
+                };
+                lock(&inner.tasks).push(tokio::spawn(vn.clone().admit_node(node, origin)));
+            }
+            Err(e) => vn.fail("?", format!("service `{service}`: bad URL: {e}")),
+        },
+        Some(ServiceKind::P2p(_)) => {
+            vn.lost_unknown.store(true, Ordering::Relaxed);
+            vn.fail(
+                "overlay",
+                format!("service `{service}`: acquiring nodes from the peer-to-peer overlay is not available in this version"),
+            );
+        }
+        _ => vn.fail(
+            "?",
+            format!("service `{service}` does not provide runtimes"),
+        ),
+    }
+}
+
+/// Files to bring back from a host at the end.
+pub(super) struct Retrieval {
+    shell: Arc<dyn Shell>,
+    what: FileTransfer,
+    how: ProcessFileTransfer,
+}
+
+impl Retrieval {
+    pub(super) async fn run(&self) {
+        match actogrid_acquisition::transfer::retrieve(self.shell.as_ref(), &self.what, &self.how)
+            .await
+        {
+            Ok(report) => tracing::info!(
+                "retrieved {} file(s), {} bytes, from {}",
+                report.files(),
+                report.bytes(),
+                report.host
+            ),
+            Err(e) => tracing::warn!("file transfer `{}`: {e}", self.what.id.value),
+        }
+    }
+}
+
+/// The deployer's side of the launches of one `jvm` of one VN.
+struct Sink {
+    inner: Arc<Inner>,
+    vn: Arc<VnState>,
+    nodes_per_runtime: u64,
+}
+
+impl Launches for Sink {
+    fn open(&self, label: &str, host: &str, runtimes: Option<u64>) -> LaunchId {
+        self.vn
+            .counters
+            .asked
+            .fetch_add(runtimes.unwrap_or(1), Ordering::Relaxed);
+        self.inner.shared.open_launch(
+            &self.vn,
+            label.to_owned(),
+            host.to_owned(),
+            runtimes,
+            self.nodes_per_runtime,
+        )
+    }
+
+    fn command(&self, launch: LaunchId, program: &str) -> RuntimeCommand {
+        let token = lock(&self.inner.shared.state).launches[launch as usize]
+            .token
+            .clone();
+        let deployers = lock(&self.inner.registrar_urls).join(",");
+        RuntimeCommand {
+            program: program.to_owned(),
+            args: Vec::new(),
+            env: vec![
+                (DEPLOYER_ENV.to_owned(), deployers),
+                (TOKEN_ENV.to_owned(), token),
+                (NODES_ENV.to_owned(), self.nodes_per_runtime.to_string()),
+                (NODE_PREFIX_ENV.to_owned(), self.vn.name.clone()),
+            ]
+            .into_iter()
+            .chain(self.vn.launch_env.iter().cloned())
+            .collect(),
+        }
+    }
+
+    fn started(&self, launch: LaunchId, what: Started) {
+        let shared = self.inner.shared.clone();
+        match what {
+            Started::Process(mut running) => {
+                self.vn.counters.started.fetch_add(1, Ordering::Relaxed);
+                let (kill, killed) = oneshot::channel::<()>();
+                lock(&shared.state).launches[launch as usize].kill = Some(kill);
+                if shared.ended.load(Ordering::Acquire) {
+                    running.kill();
+                }
+                let watcher = tokio::spawn(async move {
+                    let exit = tokio::select! {
+                        exit = running.wait() => exit,
+                        _ = killed => {
+                            running.kill();
+                            running.wait().await
+                        }
+                    };
+                    shared.launch_ended(launch, &exit.to_string());
+                });
+                lock(&self.inner.watchers).push(watcher);
+            }
+            Started::Job { shell, job } => {
+                self.vn
+                    .counters
+                    .started
+                    .fetch_add(job.runtimes.unwrap_or(1), Ordering::Relaxed);
+                let job = *job;
+                let poller = Job {
+                    shell: shell.clone(),
+                    job: job.clone(),
+                };
+                lock(&shared.state).launches[launch as usize].job = Some(Job { shell, job });
+                let label = lock(&shared.state).launches[launch as usize].label.clone();
+                let vn = self.vn.clone();
+                let task = tokio::spawn(watch_job(shared, vn, launch, label, poller));
+                lock(&self.inner.tasks).push(task);
+            }
+        }
+        self.vn.bump();
+    }
+
+    fn failed(&self, launch: LaunchId, error: String) {
+        self.inner.shared.launch_failed(launch, error);
+    }
+
+    fn connected(&self, shell: Arc<dyn Shell>) {
+        lock(&self.inner.shells).push(shell);
+    }
+
+    fn retrieve_at_end(&self, shell: Arc<dyn Shell>, what: FileTransfer, how: ProcessFileTransfer) {
+        lock(&self.inner.retrievals).push(Retrieval { shell, what, how });
+    }
+}
+
+/// Follows a batch job until it ends: its state while pending shows in
+/// timeout messages; its end (with the tail of its error file) ends the
+/// launch.
+async fn watch_job(
+    shared: Arc<Shared>,
+    vn: Arc<VnState>,
+    launch: LaunchId,
+    label: String,
+    job: Job,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let every = if started.elapsed() < Duration::from_secs(30) {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(3)
+        };
+        tokio::time::sleep(every).await;
+        if shared.ended.load(Ordering::Acquire) {
+            return;
+        }
+        let state = match job.job.state(job.shell.as_ref()).await {
+            Ok(s) => s,
+            Err(e) => {
+                lock(&vn.waiting_on).insert(launch, format!("{label}: {e}"));
+                continue;
+            }
+        };
+        if state.is_finished() {
+            let tail = job
+                .job
+                .stderr_tail(job.shell.as_ref())
+                .await
+                .unwrap_or_default();
+            let tail = tail.trim();
+            let how = if tail.is_empty() {
+                format!("(job {}) ended: {state}", job.job.id)
+            } else {
+                format!(
+                    "(job {}) ended: {state}; its error output: {tail}",
+                    job.job.id
+                )
+            };
+            shared.launch_ended(launch, &how);
+            return;
+        }
+        let mut waiting = lock(&vn.waiting_on);
+        match &state {
+            JobState::Running => {
+                waiting.insert(launch, format!("{label} (job {}): running", job.job.id));
+            }
+            other => {
+                waiting.insert(launch, format!("{label} (job {}): {other}", job.job.id));
+            }
+        }
+    }
+}

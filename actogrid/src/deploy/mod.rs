@@ -1,0 +1,661 @@
+//! Deployments: a descriptor turned into running nodes, and taken down
+//! again.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), actogrid::DeployError> {
+//! let deployment = actogrid::Deployment::load("cluster.xml").await?;
+//! deployment.activate().await?;
+//! let workers = deployment.virtual_node("workers")?;
+//! for node in workers.nodes().await? {
+//!     println!("{}", node.url());
+//! }
+//! deployment.kill().await; // or drop it
+//! # Ok(()) }
+//! ```
+//!
+//! Every runtime a deployment starts runs this very binary in node mode,
+//! connects back to the deployment's registrar with a one-time ticket and
+//! renews a lease; when the deployer ends, is interrupted or is killed,
+//! its runtimes exit on their own within the lease (10 s by default).
+
+pub(crate) mod agent;
+mod launch;
+mod progress;
+mod reach;
+pub(crate) mod registrar;
+mod services;
+mod state;
+mod vn;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actogrid_descriptor::{Descriptor, LoadOptions};
+use actogrid_runtime::{Node, NodeUrl, Runtime};
+
+pub use actogrid_technical_services::{VnDirectory, VnDirectoryProxy};
+pub use agent::{
+    ADVERTISE_ENV, DEPLOYER_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, RuntimeAgent,
+    RuntimeAgentProxy, RuntimeInfo, TOKEN_ENV,
+};
+pub use registrar::{Admission, Refusal, Registrar, RegistrarProxy, Registration};
+pub use state::VnEvent;
+pub use vn::VirtualNode;
+
+use state::{Shared, VnState, lock};
+
+/// Default lease: a runtime whose deployer is gone exits within this time.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// Environment variable overriding the lease, in milliseconds.
+pub const LEASE_ENV: &str = "ACTOGRID_LEASE_MS";
+
+/// What can go wrong deploying.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The descriptor could not be read or is invalid (diagnostics included).
+    #[error(transparent)]
+    Descriptor(#[from] actogrid_descriptor::Error),
+    /// No runtime to deploy from.
+    #[error(
+        "no actogrid runtime in this process: use #[actogrid::main], or give one with DeployOptions::runtime"
+    )]
+    NoRuntime,
+    /// The program asked for a virtual node the descriptor does not define.
+    #[error("no virtual node `{name}` in the descriptor (it defines: {known})")]
+    NoSuchVirtualNode {
+        /// The name asked for.
+        name: String,
+        /// The names defined.
+        known: String,
+    },
+    /// A virtual node was used before it was activated.
+    #[error("virtual node `{0}` is not activated: call activate() or activate_vn() first")]
+    NotActivated(String),
+    /// Not enough nodes arrived.
+    #[error("{}", not_enough(.vn, *.have, *.needed, .waited, .impossible, .failures, .waiting_on))]
+    NotEnoughNodes {
+        /// The virtual node.
+        vn: String,
+        /// Nodes it has.
+        have: u64,
+        /// Nodes it needed (`minNodeNumber`, else every expected node).
+        needed: u64,
+        /// How long it waited.
+        waited: Duration,
+        /// Failures made the count unreachable before the timeout.
+        impossible: bool,
+        /// Every failure, one line per host or job.
+        failures: Vec<String>,
+        /// What is still pending (job states).
+        waiting_on: Vec<String>,
+    },
+    /// A technical service failed a node and asked for the whole virtual
+    /// node to fail.
+    #[error("virtual node `{vn}`: {error}")]
+    ServiceFailed {
+        /// The virtual node.
+        vn: String,
+        /// The service's failure.
+        error: String,
+    },
+    /// The deployment was killed.
+    #[error("the deployment has ended")]
+    Ended,
+    /// Something needed to deploy could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn not_enough(
+    vn: &str,
+    have: u64,
+    needed: u64,
+    waited: &Duration,
+    impossible: &bool,
+    failures: &[String],
+    waiting_on: &[String],
+) -> String {
+    let mut out = if *impossible {
+        format!(
+            "virtual node `{vn}`: {needed} node(s) can no longer be reached ({have} usable after {:.1} s, too many failures)",
+            waited.as_secs_f64()
+        )
+    } else {
+        format!(
+            "virtual node `{vn}`: {have} of {needed} node(s) usable after {:.1} s (its timeout)",
+            waited.as_secs_f64()
+        )
+    };
+    for f in failures {
+        out.push_str("\n  failed: ");
+        out.push_str(f);
+    }
+    for w in waiting_on {
+        out.push_str("\n  still waiting: ");
+        out.push_str(w);
+    }
+    out
+}
+
+/// A registered runtime, as [`Deployment::runtimes`] lists it.
+#[derive(Debug, Clone)]
+pub struct RuntimeSummary {
+    /// The host name it reported.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// Its nodes.
+    pub nodes: Vec<NodeUrl>,
+    /// What started it.
+    pub launch: String,
+}
+
+/// How a deployment behaves.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Runtimes exit when no lease renewal succeeded for this long.
+    pub lease: Duration,
+    /// The binary started as runtime (default: this process's own).
+    pub program: Option<PathBuf>,
+    /// How many starts (connections, spawns, submissions) run at once.
+    pub parallelism: usize,
+    /// ssh client configuration (`ssh -F`); default `ACTOGRID_SSH_CONFIG`,
+    /// else the user's own.
+    pub ssh_config: Option<PathBuf>,
+    /// How long an ssh connection may take.
+    pub connect_timeout: Duration,
+    /// The address remote runtimes reach this process at (default: found
+    /// from the route to the first remote host).
+    pub advertise: Option<String>,
+    /// The runtime to deploy from (default: the process's, see
+    /// [`crate::current`]).
+    pub runtime: Option<Runtime>,
+    /// Show progress bars on a terminal (default: when stderr is one).
+    pub progress: bool,
+    /// Where batch job scripts and job output go on the submitting host
+    /// (`~/` is that host's home; default `~/.cache/actogrid/jobs`). Each
+    /// job's files are removed when the deployment ends.
+    pub work_dir: String,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        let lease = std::env::var(LEASE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(DEFAULT_LEASE, Duration::from_millis);
+        DeployOptions {
+            lease,
+            program: None,
+            parallelism: 32,
+            ssh_config: std::env::var_os("ACTOGRID_SSH_CONFIG").map(PathBuf::from),
+            connect_timeout: Duration::from_secs(10),
+            advertise: std::env::var("ACTOGRID_DEPLOYER_ADVERTISE").ok(),
+            runtime: None,
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            work_dir: "~/.cache/actogrid/jobs".to_owned(),
+        }
+    }
+}
+
+static NEXT_DEPLOYMENT: AtomicU64 = AtomicU64::new(1);
+
+/// A loaded descriptor and everything it started. Dropping it tears down
+/// what it started (like [`Deployment::kill`]).
+pub struct Deployment {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("path", &self.inner.path)
+            .field("id", &self.inner.shared.id)
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    path: PathBuf,
+    descriptor: Arc<Descriptor>,
+    shared: Arc<Shared>,
+    options: DeployOptions,
+    program: PathBuf,
+    registrar_name: String,
+    registrar_urls: Mutex<Vec<String>>,
+    activated: Mutex<HashSet<String>>,
+    shells: Mutex<Vec<Arc<dyn actogrid_acquisition::exec::Shell>>>,
+    retrievals: Mutex<Vec<launch::Retrieval>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    watchers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    killed: AtomicBool,
+    progress: progress::Progress,
+    /// The runtime was started for this deployment (remote hosts).
+    own_runtime: bool,
+}
+
+impl Deployment {
+    /// Reads and validates the descriptor at `path` (nothing starts on an
+    /// invalid file), with default options.
+    pub async fn load(path: impl AsRef<Path>) -> Result<Deployment, DeployError> {
+        Deployment::load_with(path, LoadOptions::default(), DeployOptions::default()).await
+    }
+
+    /// Reads the descriptor with program variables and options.
+    pub async fn load_with(
+        path: impl AsRef<Path>,
+        load: LoadOptions,
+        options: DeployOptions,
+    ) -> Result<Deployment, DeployError> {
+        let path = path.as_ref().to_path_buf();
+        let mut loaded = actogrid_descriptor::load(&path, &load);
+        let mut services = if loaded.is_valid() {
+            services::check(&mut loaded)
+        } else {
+            HashMap::new()
+        };
+        let descriptor = loaded.into_valid()?;
+        let base = match &options.runtime {
+            Some(rt) => rt.clone(),
+            None => crate::current().ok_or(DeployError::NoRuntime)?,
+        };
+        let own_runtime = reach::first_remote_host(&descriptor).is_some()
+            && (reach::is_loopback(&base) || options.advertise.is_some());
+        let runtime = if own_runtime {
+            reach::remote_reachable_runtime(&descriptor, &options).await?
+        } else {
+            base
+        };
+        let program = match &options.program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                DeployError::Setup(format!("cannot find this program's own binary: {e}"))
+            })?,
+        };
+        let id = NEXT_DEPLOYMENT.fetch_add(1, Ordering::Relaxed);
+        let mut vns = HashMap::new();
+        for vn in &descriptor.virtual_nodes {
+            let expected = descriptor
+                .mapping(&vn.name.value)
+                .and_then(|m| actogrid_descriptor::plan::mapping_node_count(&descriptor, m));
+            let s = services.remove(&vn.name.value).unwrap_or_default();
+            vns.insert(
+                vn.name.value.clone(),
+                Arc::new(VnState::new(vn, expected, s.specs, s.launch_env)),
+            );
+        }
+        for vn in &descriptor.acquired_virtual_nodes {
+            let model = actogrid_descriptor::model::VirtualNode {
+                name: vn.name.clone(),
+                property: actogrid_descriptor::model::VnProperty::Multiple,
+                timeout: actogrid_descriptor::model::DEFAULT_VN_TIMEOUT,
+                wait_for_timeout: false,
+                min_node_number: None,
+                technical_services: Vec::new(),
+                ft_service: None,
+                file_transfer_deploy: None,
+                file_transfer_retrieve: None,
+                information: vn.information.clone(),
+            };
+            vns.entry(vn.name.value.clone())
+                .or_insert_with(|| Arc::new(VnState::new(&model, None, Vec::new(), Vec::new())));
+        }
+        let shared = Arc::new(Shared {
+            id,
+            lease: options.lease,
+            runtime: runtime.clone(),
+            ended: AtomicBool::new(false),
+            state: Mutex::new(state::State::default()),
+            vns,
+        });
+        registrar::publish(&shared);
+        let registrar_name = format!("actogrid-deployment-{}-{id}", std::process::id());
+        let node = runtime.local_node("deployer");
+        let registrar = RegistrarProxy::new(&node, id)
+            .await
+            .map_err(|e| DeployError::Setup(format!("cannot start the registrar: {e}")))?;
+        node.register(&registrar_name, &registrar)
+            .await
+            .map_err(|e| DeployError::Setup(format!("cannot register the registrar: {e}")))?;
+        let address = runtime
+            .address()
+            .ok_or_else(|| DeployError::Setup("the runtime has no address".into()))?
+            .to_owned();
+        let registrar_urls = vec![format!("actogrid://{address}/{registrar_name}")];
+        let progress = progress::Progress::new(options.progress);
+        let inner = Arc::new(Inner {
+            path,
+            descriptor: Arc::new(descriptor),
+            shared,
+            options,
+            program,
+            registrar_name,
+            registrar_urls: Mutex::new(registrar_urls),
+            activated: Mutex::new(HashSet::new()),
+            shells: Mutex::new(Vec::new()),
+            retrievals: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+            watchers: Mutex::new(Vec::new()),
+            killed: AtomicBool::new(false),
+            progress,
+            own_runtime,
+        });
+        let sweeper = Arc::downgrade(&inner.shared);
+        let every = (inner.options.lease / 2).max(Duration::from_millis(100));
+        lock(&inner.tasks).push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(shared) = sweeper.upgrade() else {
+                    return;
+                };
+                if shared.ended.load(Ordering::Acquire) {
+                    return;
+                }
+                shared.sweep_leases();
+            }
+        }));
+        Ok(Deployment { inner })
+    }
+
+    /// The descriptor, as read.
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.inner.descriptor
+    }
+
+    /// The descriptor's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The runtime this deployment deploys from.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.shared.runtime
+    }
+
+    /// The URLs started runtimes register at.
+    pub fn registrar_urls(&self) -> Vec<String> {
+        lock(&self.inner.registrar_urls).clone()
+    }
+
+    /// The virtual node `name`.
+    pub fn virtual_node(&self, name: &str) -> Result<VirtualNode, DeployError> {
+        match self.inner.shared.vns.get(name) {
+            Some(state) => Ok(VirtualNode {
+                state: state.clone(),
+            }),
+            None => {
+                let mut known: Vec<&str> =
+                    self.inner.shared.vns.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                Err(DeployError::NoSuchVirtualNode {
+                    name: name.to_owned(),
+                    known: known.join(", "),
+                })
+            }
+        }
+    }
+
+    /// Every virtual node, by name.
+    pub fn virtual_nodes(&self) -> BTreeMap<String, VirtualNode> {
+        self.inner
+            .shared
+            .vns
+            .iter()
+            .map(|(k, v)| (k.clone(), VirtualNode { state: v.clone() }))
+            .collect()
+    }
+
+    /// Activates every virtual node that has a mapping or a lookup.
+    /// Returns once every start is under way; nodes arrive afterwards
+    /// ([`VirtualNode::nodes`] waits for them).
+    pub async fn activate(&self) -> Result<(), DeployError> {
+        let d = &self.inner.descriptor;
+        let mut names: Vec<String> = d
+            .mappings
+            .iter()
+            .map(|m| m.virtual_node.value.clone())
+            .chain(d.lookups.iter().map(|l| l.virtual_node.value.clone()))
+            .collect();
+        names.dedup();
+        for name in names {
+            self.activate_vn(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Activates one virtual node (again: does nothing).
+    pub async fn activate_vn(&self, name: &str) -> Result<VirtualNode, DeployError> {
+        let vn = self.virtual_node(name)?;
+        if self.inner.killed.load(Ordering::Acquire) {
+            return Err(DeployError::Ended);
+        }
+        if !lock(&self.inner.activated).insert(name.to_owned()) {
+            return Ok(vn);
+        }
+        self.open_directory(&vn.state).await?;
+        *lock(&vn.state.activated) = Some(std::time::Instant::now());
+        self.inner.progress.add(&vn.state);
+        launch::activate(&self.inner, &vn.state).await?;
+        if self
+            .inner
+            .descriptor
+            .registers
+            .iter()
+            .any(|r| r.virtual_node.value == name)
+        {
+            self.register_vn(name).await?;
+        }
+        Ok(vn)
+    }
+
+    /// The directory of a virtual node's nodes, on the deploying runtime,
+    /// that services and other programs read.
+    async fn open_directory(&self, vn: &Arc<VnState>) -> Result<(), DeployError> {
+        let node = self.inner.shared.runtime.local_node("deployer");
+        let name = &vn.name;
+        let dir = VnDirectoryProxy::new(&node, name.clone())
+            .await
+            .map_err(|e| {
+                DeployError::Setup(format!("cannot open the directory of `{name}`: {e}"))
+            })?;
+        let registered = format!("vn-{}-{}-{name}", std::process::id(), self.inner.shared.id);
+        node.register(&registered, &dir).await.map_err(|e| {
+            DeployError::Setup(format!("cannot register the directory of `{name}`: {e}"))
+        })?;
+        let url = NodeUrl::new(node.url().host(), node.url().port(), registered);
+        // Nodes already there (currentJVM) are listed too.
+        for n in lock(&vn.nodes).iter() {
+            drop(dir.add(n.url().to_string()));
+        }
+        *lock(&vn.directory) = Some((dir, url.to_string()));
+        Ok(())
+    }
+
+    /// Registers virtual node `name` on this process's runtime, so that
+    /// other programs find its nodes at `actogrid://host:port/name`
+    /// (with [`lookup_vn`]).
+    pub async fn register_vn(&self, name: &str) -> Result<NodeUrl, DeployError> {
+        let vn = self.virtual_node(name)?;
+        if lock(&vn.state.directory).is_none() {
+            self.open_directory(&vn.state).await?;
+        }
+        let dir = lock(&vn.state.directory)
+            .as_ref()
+            .map(|(d, _)| d.clone())
+            .ok_or_else(|| DeployError::Setup(format!("`{name}` has no directory")))?;
+        let node = self.inner.shared.runtime.local_node("deployer");
+        node.register(name, &dir)
+            .await
+            .map_err(|e| DeployError::Setup(format!("cannot register `{name}`: {e}")))?;
+        let url = NodeUrl::new(node.url().host(), node.url().port(), name);
+        tracing::info!("virtual node `{name}` registered at {url}");
+        Ok(url)
+    }
+
+    /// Every runtime registered so far and still there.
+    pub fn runtimes(&self) -> Vec<RuntimeSummary> {
+        let st = lock(&self.inner.shared.state);
+        let mut list: Vec<RuntimeSummary> = st
+            .runtimes
+            .values()
+            .filter(|r| !r.gone)
+            .map(|r| RuntimeSummary {
+                host: r.host.clone(),
+                pid: r.pid,
+                nodes: r.nodes.iter().map(|n| n.url().clone()).collect(),
+                launch: st.launches[r.launch as usize].label.clone(),
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
+        list
+    }
+
+    /// The batch jobs submitted so far and not yet cancelled: `(what
+    /// submitted it, job id)`.
+    pub fn jobs(&self) -> Vec<(String, String)> {
+        lock(&self.inner.shared.state)
+            .launches
+            .iter()
+            .filter_map(|l| l.job.as_ref().map(|j| (l.label.clone(), j.job.id.clone())))
+            .collect()
+    }
+
+    /// Stops every runtime this deployment started (asking them first,
+    /// then killing what is left), cancels its batch jobs and closes its
+    /// connections. Nodes acquired from elsewhere are let go.
+    pub async fn kill(&self) {
+        kill(&self.inner).await;
+    }
+}
+
+/// Looks up the nodes of a virtual node registered by another program at
+/// `url` (`actogrid://host:port/name`).
+pub async fn lookup_vn(runtime: &Runtime, url: &NodeUrl) -> Result<Vec<Node>, DeployError> {
+    let dir: VnDirectoryProxy = runtime
+        .lookup(url)
+        .await
+        .map_err(|e| DeployError::Setup(format!("cannot look up {url}: {e}")))?;
+    let urls = dir
+        .nodes()
+        .await
+        .map_err(|e| DeployError::Setup(format!("cannot list the nodes of {url}: {e}")))?;
+    urls.iter()
+        .map(|u| {
+            u.parse::<NodeUrl>()
+                .map(|u| runtime.node(&u))
+                .map_err(|e| DeployError::Setup(format!("{url} lists a bad node URL `{u}`: {e}")))
+        })
+        .collect()
+}
+
+async fn kill(inner: &Arc<Inner>) {
+    if inner.killed.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let shared = &inner.shared;
+    shared.ended.store(true, Ordering::Release);
+    // Ask every live runtime to stop.
+    let agents: Vec<RuntimeAgentProxy> = lock(&shared.state)
+        .runtimes
+        .values()
+        .filter(|r| !r.gone)
+        .map(|r| r.agent.clone())
+        .collect();
+    let asks = agents.iter().map(|a| {
+        let a = a.clone();
+        async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), a.shutdown()).await;
+        }
+    });
+    futures::future::join_all(asks).await;
+    // Bring files back (fileTransferRetrieve) once the runtimes stopped.
+    let retrievals: Vec<_> = std::mem::take(&mut *lock(&inner.retrievals));
+    let pulls = retrievals.iter().map(launch::Retrieval::run);
+    futures::future::join_all(pulls).await;
+    // Cancel batch jobs.
+    let jobs: Vec<state::Job> = lock(&shared.state)
+        .launches
+        .iter_mut()
+        .filter_map(|l| l.job.take())
+        .collect();
+    let cancels = jobs.iter().map(|j| async move {
+        if let Err(e) = j.job.cancel(j.shell.as_ref()).await {
+            tracing::warn!("{e}");
+        }
+        let files = &j.job.files;
+        let cleanup = format!(
+            "rm -f {} {} {}; rmdir {} 2>/dev/null; true",
+            files.script, files.output, files.error, files.work_dir
+        );
+        let _ = j.shell.run(&cleanup, None).await;
+    });
+    futures::future::join_all(cancels).await;
+    // Give processes a moment to exit on their own, then kill the rest.
+    let watchers: Vec<_> = std::mem::take(&mut *lock(&inner.watchers));
+    let all_done = futures::future::join_all(watchers);
+    tokio::pin!(all_done);
+    if tokio::time::timeout(Duration::from_secs(3), &mut all_done)
+        .await
+        .is_err()
+    {
+        for l in lock(&shared.state).launches.iter_mut() {
+            if let Some(k) = l.kill.take() {
+                let _ = k.send(());
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), all_done).await;
+    }
+    for task in lock(&inner.tasks).drain(..) {
+        task.abort();
+    }
+    let shells: Vec<_> = std::mem::take(&mut *lock(&inner.shells));
+    drop(shells);
+    let node = shared.runtime.local_node("deployer");
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        node.unregister(&inner.registrar_name),
+    )
+    .await;
+    registrar::withdraw(shared.id);
+    inner.progress.finish();
+    if inner.own_runtime {
+        shared.runtime.shutdown();
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if self.inner.killed.load(Ordering::Acquire) {
+            return;
+        }
+        let inner = self.inner.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(kill(&inner)));
+            }
+            Ok(h) => {
+                // Runtimes see the deployment end at their next renewal;
+                // local processes are killed now.
+                inner.shared.ended.store(true, Ordering::Release);
+                for l in lock(&inner.shared.state).launches.iter_mut() {
+                    if let Some(k) = l.kill.take() {
+                        let _ = k.send(());
+                    }
+                }
+                h.spawn(async move { kill(&inner).await });
+            }
+            Err(_) => {
+                inner.shared.ended.store(true, Ordering::Release);
+                for l in lock(&inner.shared.state).launches.iter_mut() {
+                    if let Some(k) = l.kill.take() {
+                        let _ = k.send(());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Progress of a deployment on a terminal: one bar per virtual node with
+//! the runtimes asked, started, registered and failed. Off a terminal,
+//! the `tracing` logs say the same things line by line.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::state::{VnState, lock};
+
+pub(crate) struct Progress {
+    bars: Option<MultiProgress>,
+    shown: Mutex<Vec<(Arc<VnState>, ProgressBar)>>,
+    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Progress {
+    pub(crate) fn new(enabled: bool) -> Progress {
+        Progress {
+            bars: enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            shown: Mutex::new(Vec::new()),
+            ticker: Mutex::new(None),
+        }
+    }
+
+    /// Shows virtual node `vn`.
+    pub(crate) fn add(&self, vn: &Arc<VnState>) {
+        let Some(multi) = &self.bars else {
+            return;
+        };
+        let bar = multi.add(ProgressBar::new(vn.expected.unwrap_or(0)));
+        let style =
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} nodes  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(vn.name.clone());
+        let mut shown = lock(&self.shown);
+        shown.push((vn.clone(), bar));
+        let mut ticker = lock(&self.ticker);
+        if ticker.is_none() {
+            let bars: Vec<_> = shown.clone();
+            drop(shown);
+            *ticker = Some(tokio::spawn(tick(bars)));
+        } else {
+            // Restart the ticker with the new list.
+            if let Some(t) = ticker.take() {
+                t.abort();
+            }
+            *ticker = Some(tokio::spawn(tick(shown.clone())));
+        }
+    }
+
+    /// Leaves the bars as they are.
+    pub(crate) fn finish(&self) {
+        if let Some(t) = lock(&self.ticker).take() {
+            t.abort();
+        }
+        for (vn, bar) in lock(&self.shown).iter() {
+            draw(vn, bar);
+            bar.abandon();
+        }
+    }
+}
+
+fn draw(vn: &VnState, bar: &ProgressBar) {
+    let c = &vn.counters;
+    let nodes = vn.node_count() as u64;
+    if vn.expected.is_none() {
+        bar.set_length(nodes.max(1));
+    }
+    bar.set_position(nodes);
+    bar.set_message(format!(
+        "runtimes: {} asked, {} started, {} registered, {} failed",
+        c.asked.load(Ordering::Relaxed),
+        c.started.load(Ordering::Relaxed),
+        c.registered.load(Ordering::Relaxed),
+        c.failed.load(Ordering::Relaxed),
+    ));
+}
+
+async fn tick(bars: Vec<(Arc<VnState>, ProgressBar)>) {
+    loop {
+        for (vn, bar) in &bars {
+            draw(vn, bar);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}

@@ -1,0 +1,507 @@
+//! What a deployment knows while it runs: its launches (one per process
+//! started or job submitted), the tickets they were given, the runtimes
+//! that registered, and for each virtual node its nodes and counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actogrid_runtime::{CallError, Node, NodeUrl, Runtime};
+use actogrid_technical_services::{
+    ApplyFailure, Origin, ServiceHostProxy, ServiceSpec, VnDirectoryProxy, apply_all,
+};
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::agent::RuntimeAgentProxy;
+use super::registrar::{Admission, Refusal, Registration};
+
+/// Something that happened to a virtual node.
+#[derive(Debug, Clone)]
+pub enum VnEvent {
+    /// A node registered and is usable.
+    Joined(Node),
+    /// A node went away (its runtime exited, was killed, or stopped
+    /// renewing its lease).
+    Left {
+        /// The node.
+        node: Node,
+        /// Why.
+        reason: String,
+    },
+    /// A runtime (or a whole host, or a job) could not be started.
+    Failed {
+        /// Host the failure is about.
+        host: String,
+        /// What failed, in words.
+        error: String,
+    },
+}
+
+/// Counters of one virtual node, for progress display.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) asked: AtomicU64,
+    pub(crate) started: AtomicU64,
+    pub(crate) registered: AtomicU64,
+    pub(crate) failed: AtomicU64,
+}
+
+/// One virtual node's live state.
+pub(crate) struct VnState {
+    pub(crate) name: String,
+    pub(crate) timeout: Duration,
+    pub(crate) wait_for_timeout: bool,
+    pub(crate) min_nodes: Option<u64>,
+    /// Nodes the descriptor promises, when it says exactly.
+    pub(crate) expected: Option<u64>,
+    pub(crate) counters: Counters,
+    pub(crate) activated: Mutex<Option<Instant>>,
+    pub(crate) nodes: Mutex<Vec<Node>>,
+    /// Nodes that can no longer come (failed launches, departures).
+    pub(crate) lost: AtomicU64,
+    /// Some launch failed in a way whose node count is unknown.
+    pub(crate) lost_unknown: AtomicBool,
+    pub(crate) failures: Mutex<Vec<String>>,
+    /// What pending launches are waiting for (job states).
+    pub(crate) waiting_on: Mutex<HashMap<u64, String>>,
+    pub(crate) cursor: AtomicU64,
+    /// The technical services applied to each node, in order.
+    pub(crate) services: Vec<ServiceSpec>,
+    /// Environment the services ask created runtimes to start with.
+    pub(crate) launch_env: Vec<(String, String)>,
+    /// Node properties the services set, by node URL.
+    pub(crate) properties: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// A service failed in a way that fails the whole virtual node.
+    pub(crate) fatal: Mutex<Option<String>>,
+    /// The directory of its nodes, once activated.
+    pub(crate) directory: Mutex<Option<(VnDirectoryProxy, String)>>,
+    /// Bumped on every change, so waiters re-check.
+    pub(crate) changed: watch::Sender<u64>,
+    pub(crate) events: broadcast::Sender<VnEvent>,
+}
+
+impl VnState {
+    pub(crate) fn new(
+        vn: &actogrid_descriptor::model::VirtualNode,
+        expected: Option<u64>,
+        services: Vec<ServiceSpec>,
+        launch_env: Vec<(String, String)>,
+    ) -> VnState {
+        VnState {
+            name: vn.name.value.clone(),
+            timeout: vn.timeout,
+            wait_for_timeout: vn.wait_for_timeout,
+            min_nodes: vn.min_node_number.map(u64::from),
+            expected,
+            counters: Counters::default(),
+            activated: Mutex::new(None),
+            nodes: Mutex::new(Vec::new()),
+            lost: AtomicU64::new(0),
+            lost_unknown: AtomicBool::new(false),
+            failures: Mutex::new(Vec::new()),
+            waiting_on: Mutex::new(HashMap::new()),
+            cursor: AtomicU64::new(0),
+            services,
+            launch_env,
+            properties: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
+            directory: Mutex::new(None),
+            changed: watch::channel(0).0,
+            events: broadcast::channel(1024).0,
+        }
+    }
+
+    pub(crate) fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn fail(&self, host: &str, error: String) {
+        tracing::warn!(vn = %self.name, "{error}");
+        lock(&self.failures).push(error.clone());
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        let _ = self.events.send(VnEvent::Failed {
+            host: host.to_owned(),
+            error,
+        });
+        self.bump();
+    }
+
+    pub(crate) fn node_count(&self) -> usize {
+        lock(&self.nodes).len()
+    }
+
+    /// A node is ready: visible to the program, listed in the directory.
+    pub(crate) fn join(&self, node: Node, properties: BTreeMap<String, String>) {
+        let url = node.url().to_string();
+        lock(&self.properties).insert(url.clone(), properties);
+        lock(&self.nodes).push(node.clone());
+        if let Some((dir, _)) = &*lock(&self.directory) {
+            drop(dir.add(url));
+        }
+        tracing::info!(vn = %self.name, "node {} joined", node.url());
+        let _ = self.events.send(VnEvent::Joined(node));
+        self.bump();
+    }
+
+    /// Applies the virtual node's services to `node` (in the node's own
+    /// runtime), then lets it join; a refusal drops it or, when the
+    /// service says so, fails the virtual node.
+    pub(crate) async fn admit_node(self: Arc<Self>, node: Node, origin: Origin) {
+        if self.services.is_empty() {
+            return self.join(node, BTreeMap::new());
+        }
+        let directory = lock(&self.directory).as_ref().map(|(_, url)| url.clone());
+        let result = if node.is_local() {
+            apply_all(
+                &node,
+                &self.name,
+                &origin,
+                directory.as_deref(),
+                &self.services,
+            )
+        } else {
+            match ServiceHostProxy::new(&node).await {
+                Ok(host) => match host
+                    .apply(
+                        node.url().name().to_owned(),
+                        self.name.clone(),
+                        origin,
+                        directory,
+                        self.services.clone(),
+                    )
+                    .await
+                {
+                    Ok(props) => Ok(props),
+                    Err(CallError::Method(f)) => Err(f),
+                    Err(e) => Err(ApplyFailure {
+                        id: String::new(),
+                        class: String::new(),
+                        node: node.url().to_string(),
+                        message: format!("cannot apply the technical services: {e}"),
+                        fatal: false,
+                    }),
+                },
+                Err(e) => Err(ApplyFailure {
+                    id: String::new(),
+                    class: String::new(),
+                    node: node.url().to_string(),
+                    message: format!("cannot reach it to apply the technical services: {e}"),
+                    fatal: false,
+                }),
+            }
+        };
+        match result {
+            Ok(props) => self.join(node, props),
+            Err(failure) => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                if failure.fatal {
+                    *lock(&self.fatal) = Some(failure.to_string());
+                }
+                self.fail(node.url().host(), failure.to_string());
+            }
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One process started or job submitted.
+pub(crate) struct LaunchRecord {
+    pub(crate) vn: Arc<VnState>,
+    pub(crate) label: String,
+    pub(crate) host: String,
+    /// Runtimes it will register, when known.
+    pub(crate) expected: Option<u64>,
+    pub(crate) nodes_per_runtime: u64,
+    pub(crate) uses_left: u64,
+    pub(crate) registered: u64,
+    pub(crate) ended: bool,
+    pub(crate) runtimes: Vec<u64>,
+    /// Stops a started process.
+    pub(crate) kill: Option<oneshot::Sender<()>>,
+    /// The launch's ticket.
+    pub(crate) token: String,
+    /// A submitted batch job, to cancel.
+    pub(crate) job: Option<Job>,
+}
+
+/// A batch job and where to cancel it.
+pub(crate) struct Job {
+    pub(crate) shell: Arc<dyn actogrid_acquisition::exec::Shell>,
+    pub(crate) job: actogrid_acquisition::batch::BatchJob,
+}
+
+/// One registered runtime.
+pub(crate) struct RuntimeRecord {
+    pub(crate) launch: u64,
+    pub(crate) agent: RuntimeAgentProxy,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) last_renewal: Instant,
+    pub(crate) gone: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) tickets: HashMap<String, u64>,
+    pub(crate) launches: Vec<LaunchRecord>,
+    pub(crate) runtimes: HashMap<u64, RuntimeRecord>,
+    pub(crate) next_runtime: u64,
+}
+
+/// The state of one deployment, shared by its handle, its registrar and
+/// its background tasks.
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) lease: Duration,
+    pub(crate) runtime: Runtime,
+    pub(crate) ended: AtomicBool,
+    pub(crate) state: Mutex<State>,
+    pub(crate) vns: HashMap<String, Arc<VnState>>,
+}
+
+impl Shared {
+    /// Opens a launch of `expected` runtimes (unknown: `None`) for `vn`.
+    pub(crate) fn open_launch(
+        &self,
+        vn: &Arc<VnState>,
+        label: String,
+        host: String,
+        expected: Option<u64>,
+        nodes_per_runtime: u64,
+    ) -> u64 {
+        let token = new_token();
+        let mut st = lock(&self.state);
+        let id = st.launches.len() as u64;
+        st.launches.push(LaunchRecord {
+            vn: vn.clone(),
+            label,
+            host,
+            expected,
+            nodes_per_runtime,
+            uses_left: expected.unwrap_or(u64::MAX),
+            registered: 0,
+            ended: false,
+            runtimes: Vec::new(),
+            kill: None,
+            job: None,
+            token: token.clone(),
+        });
+        st.tickets.insert(token, id);
+        id
+    }
+
+    /// A ticket is presented: admit the runtime if it is valid.
+    pub(crate) fn admit(&self, token: &str, who: Registration) -> Result<Admission, Refusal> {
+        if self.ended.load(Ordering::Acquire) {
+            return Err(Refusal::Ended);
+        }
+        let mut nodes = Vec::with_capacity(who.nodes.len());
+        for url in &who.nodes {
+            match url.parse::<NodeUrl>() {
+                Ok(url) => nodes.push(self.runtime.node(&url)),
+                Err(e) => {
+                    tracing::warn!("a runtime registered a bad node URL `{url}`: {e}");
+                    return Err(Refusal::BadToken);
+                }
+            }
+        }
+        let mut st = lock(&self.state);
+        let Some(&launch_id) = st.tickets.get(token) else {
+            tracing::warn!(
+                "refused a runtime on {} (pid {}): unknown or used token",
+                who.hostname,
+                who.pid
+            );
+            return Err(Refusal::BadToken);
+        };
+        let runtime = st.next_runtime;
+        st.next_runtime += 1;
+        let launch = &mut st.launches[launch_id as usize];
+        let provider = launch.label.clone();
+        launch.uses_left -= 1;
+        launch.registered += 1;
+        launch.runtimes.push(runtime);
+        let vn = launch.vn.clone();
+        if launch.uses_left == 0 {
+            st.tickets.remove(token);
+        }
+        st.runtimes.insert(
+            runtime,
+            RuntimeRecord {
+                launch: launch_id,
+                agent: who.agent,
+                nodes: nodes.clone(),
+                host: who.hostname,
+                pid: who.pid,
+                last_renewal: Instant::now(),
+                gone: false,
+            },
+        );
+        drop(st);
+        vn.counters.registered.fetch_add(1, Ordering::Relaxed);
+        for node in nodes {
+            let origin = Origin::Created {
+                provider: provider.clone(),
+            };
+            tokio::spawn(vn.clone().admit_node(node, origin));
+        }
+        Ok(Admission {
+            runtime,
+            lease_ms: self.lease.as_millis() as u64,
+        })
+    }
+
+    pub(crate) fn renew(&self, runtime: u64) -> bool {
+        if self.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut st = lock(&self.state);
+        match st.runtimes.get_mut(&runtime) {
+            Some(r) if !r.gone => {
+                r.last_renewal = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Runtime `runtime` is gone: its nodes leave their VN.
+    pub(crate) fn runtime_gone(&self, runtime: u64, reason: &str) {
+        let mut st = lock(&self.state);
+        let Some(record) = st.runtimes.get_mut(&runtime) else {
+            return;
+        };
+        if record.gone {
+            return;
+        }
+        record.gone = true;
+        let nodes = record.nodes.clone();
+        let launch = record.launch as usize;
+        let vn = st.launches[launch].vn.clone();
+        drop(st);
+        self.nodes_left(&vn, nodes, reason);
+    }
+
+    fn nodes_left(&self, vn: &VnState, nodes: Vec<Node>, reason: &str) {
+        if nodes.is_empty() {
+            return;
+        }
+        {
+            let mut list = lock(&vn.nodes);
+            list.retain(|n| !nodes.iter().any(|g| g.url() == n.url()));
+        }
+        if let Some((dir, _)) = &*lock(&vn.directory) {
+            for n in &nodes {
+                drop(dir.remove(n.url().to_string()));
+            }
+        }
+        if !self.ended.load(Ordering::Acquire) {
+            vn.lost.fetch_add(nodes.len() as u64, Ordering::Relaxed);
+            for node in nodes {
+                tracing::warn!(vn = %vn.name, "node {} left: {reason}", node.url());
+                let _ = vn.events.send(VnEvent::Left {
+                    node,
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+        vn.bump();
+    }
+
+    /// A launch ended (its process exited, or its job finished): runtimes it
+    /// still had leave, and the ones it never registered are lost.
+    pub(crate) fn launch_ended(&self, launch: u64, how: &str) {
+        let mut st = lock(&self.state);
+        let record = &mut st.launches[launch as usize];
+        if record.ended {
+            return;
+        }
+        record.ended = true;
+        let vn = record.vn.clone();
+        let label = record.label.clone();
+        let host = record.host.clone();
+        let missing = record.expected.map(|e| e.saturating_sub(record.registered));
+        let npr = record.nodes_per_runtime;
+        let runtimes = record.runtimes.clone();
+        st.tickets.retain(|_, l| *l != launch);
+        drop(st);
+        lock(&vn.waiting_on).remove(&launch);
+        for r in runtimes {
+            self.runtime_gone(r, &format!("{label} {how}"));
+        }
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        match missing {
+            Some(0) => vn.bump(),
+            Some(m) => {
+                vn.lost.fetch_add(m * npr, Ordering::Relaxed);
+                vn.fail(
+                    &host,
+                    format!("{label} {how} before its runtimes registered"),
+                );
+            }
+            None => {
+                vn.lost_unknown.store(true, Ordering::Relaxed);
+                vn.fail(&host, format!("{label} {how}"));
+            }
+        }
+    }
+
+    /// A launch could not even start.
+    pub(crate) fn launch_failed(&self, launch: u64, error: String) {
+        let mut st = lock(&self.state);
+        let record = &mut st.launches[launch as usize];
+        if record.ended {
+            return;
+        }
+        record.ended = true;
+        let vn = record.vn.clone();
+        let host = record.host.clone();
+        match record.expected {
+            Some(e) => {
+                vn.lost.fetch_add(
+                    e.saturating_sub(record.registered) * record.nodes_per_runtime,
+                    Ordering::Relaxed,
+                );
+            }
+            None => vn.lost_unknown.store(true, Ordering::Relaxed),
+        }
+        st.tickets.retain(|_, l| *l != launch);
+        drop(st);
+        vn.fail(&host, error);
+    }
+
+    /// Marks runtimes that stopped renewing their lease as gone.
+    pub(crate) fn sweep_leases(&self) {
+        let stale: Vec<u64> = lock(&self.state)
+            .runtimes
+            .iter()
+            .filter(|(_, r)| !r.gone && r.last_renewal.elapsed() > self.lease)
+            .map(|(id, _)| *id)
+            .collect();
+        for r in stale {
+            self.runtime_gone(r, "it stopped renewing its lease");
+        }
+    }
+}
+
+/// A fresh unguessable token (128 bits from the system's generator).
+fn new_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let filled = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !filled {
+        for b in &mut bytes {
+            *b = fastrand::u8(..);
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

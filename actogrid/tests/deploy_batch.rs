@@ -1,0 +1,127 @@
+//! `actogrid deploy` through a PBS scheduler played by the fake scheduler
+//! commands of `acquisition/tests/fake-scheduler` (PBS has not run here
+//! against a real one): the job's tasks start runtimes that register, the
+//! virtual node registered by name is found by another program, and
+//! Ctrl-C cancels the job.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use actogrid::builtin::EchoProxy;
+use actogrid::{NodeUrl, lookup_vn};
+use support::{TempDir, alive, runtime};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("../acquisition/tests/fake-scheduler");
+    let fake = fake.canonicalize().unwrap();
+    let dir = TempDir::new("pbs");
+    let state = dir.0.join("fake-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let text = format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition>
+    <virtualNodesDefinition>
+      <virtualNode name="Workers" property="multiple" timeout="60s"/>
+    </virtualNodesDefinition>
+  </componentDefinition>
+  <deployment>
+    <register virtualNode="Workers"/>
+    <mapping><map virtualNode="Workers"><jvmSet><vmName value="cluster"/></jvmSet></map></mapping>
+    <jvms><jvm name="cluster"><creation><processReference refid="job"/></creation></jvm></jvms>
+  </deployment>
+  <infrastructure>
+    <processes>
+      <processDefinition id="runtime"><jvmProcess/></processDefinition>
+      <processDefinition id="job">
+        <pbsProcess>
+          <processReference refid="runtime"/>
+          <commandPath value="{}/qsub"/>
+          <pbsOption><hostsNumber>1</hostsNumber><processorPerNode>3</processorPerNode></pbsOption>
+        </pbsProcess>
+      </processDefinition>
+    </processes>
+  </infrastructure>
+</ProActiveDescriptor>
+"#,
+        fake.display()
+    );
+    let path = dir.write("pbs.xml", &text);
+    let port = free_port();
+    let path_env = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut deployer = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args([
+            "deploy",
+            "--no-progress",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg(&path)
+        .env("PATH", path_env)
+        .env("FAKE_SCHED_DIR", &state)
+        .env("HOME", &dir.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(deployer.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        let line = lines.next().expect("a node URL").unwrap();
+        assert!(line.starts_with("Workers\tactogrid://"), "{line}");
+    }
+
+    // Another program finds the virtual node by URL and calls its nodes.
+    let rt = runtime().await;
+    let url: NodeUrl = format!("actogrid://127.0.0.1:{port}/Workers")
+        .parse()
+        .unwrap();
+    let nodes = lookup_vn(&rt, &url).await.unwrap();
+    assert_eq!(nodes.len(), 3);
+    for node in &nodes {
+        EchoProxy::new(node).await.unwrap().ping().await.unwrap();
+    }
+    rt.shutdown();
+
+    let pids: Vec<u32> = std::fs::read_dir(state.join("jobs"))
+        .unwrap()
+        .flatten()
+        .filter_map(|j| std::fs::read_to_string(j.path().join("pid")).ok())
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 1, "one job");
+    Command::new("kill")
+        .args(["-INT", &deployer.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(deployer.wait().unwrap().success());
+    let job = std::fs::read_dir(state.join("jobs"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let final_state = std::fs::read_to_string(job.join("state")).unwrap();
+    assert_eq!(final_state.trim(), "X", "the job was cancelled");
+    let start = std::time::Instant::now();
+    while alive(pids[0]) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(pids[0]));
+}

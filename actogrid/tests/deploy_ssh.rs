@@ -1,0 +1,460 @@
+//! Deployments over ssh to real sshd hosts in network namespaces (the
+//! hosts of `scripts/testbed/ssh-hosts`): three hosts at once, a host
+//! refusing authentication, a host becoming unreachable mid-deployment,
+//! the deployer killed with SIGKILL, and a chain ssh → SLURM. Skipped
+//! unless `ACTOGRID_TEST_SSH=1` (and `ACTOGRID_TEST_SLURM=1` for the
+//! chain).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actogrid::builtin::EchoProxy;
+use actogrid::{DeployOptions, Deployment, Group, VnEvent};
+use support::{TempDir, eventually, runtime};
+
+const SSH_CONFIG: &str = "/run/actogrid-testbed/ssh/ssh_config";
+
+fn testbed() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed/ssh-hosts")
+}
+
+/// The tests share three hosts and inject faults on them: one at a time.
+static HOSTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn enabled() -> bool {
+    if std::env::var("ACTOGRID_TEST_SSH").as_deref() != Ok("1") {
+        eprintln!("skipped: set ACTOGRID_TEST_SSH=1 (scripts/test does)");
+        return false;
+    }
+    let up = Command::new(testbed())
+        .args(["up", "3"])
+        .status()
+        .expect("ssh-hosts up");
+    assert!(up.success(), "the ssh hosts did not come up");
+    true
+}
+
+/// Injects a fault on a host; undoes it when dropped, whatever happens.
+struct Fault {
+    host: &'static str,
+    undo: &'static str,
+}
+
+impl Fault {
+    fn inject(host: &'static str, action: &'static str, undo: &'static str) -> Fault {
+        let ok = Command::new(testbed())
+            .args(["fault", host, action])
+            .status()
+            .expect("ssh-hosts fault");
+        assert!(ok.success(), "cannot inject {action} on {host}");
+        Fault { host, undo }
+    }
+}
+
+impl Drop for Fault {
+    fn drop(&mut self) {
+        let _ = Command::new(testbed())
+            .args(["fault", self.host, self.undo])
+            .status();
+    }
+}
+
+/// Processes of this machine (every namespace host shares its process
+/// table) whose environment carries `mark`.
+fn marked_processes(mark: &str) -> Vec<u32> {
+    let needle = format!("ACTOGRID_TEST_MARK={mark}");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+            && env.split(|b| *b == 0).any(|v| v == needle.as_bytes())
+            && support::alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn mark() -> String {
+    format!("{}-{}", std::process::id(), fastrand::u64(..))
+}
+
+/// A descriptor: virtual node `Workers` on `hosts` over ssh, `runtimes`
+/// runtimes per host, each marked with `mark` in its environment.
+fn ssh_descriptor(hosts: &str, runtimes: u32, vn_attrs: &str, mark: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition>
+    <virtualNodesDefinition>
+      <virtualNode name="Workers" property="multiple" {vn_attrs}/>
+    </virtualNodesDefinition>
+  </componentDefinition>
+  <deployment>
+    <mapping><map virtualNode="Workers"><jvmSet><vmName value="hosts"/></jvmSet></map></mapping>
+    <jvms>
+      <jvm name="hosts" runtimes="{runtimes}"><creation><processReference refid="toHosts"/></creation></jvm>
+    </jvms>
+  </deployment>
+  <infrastructure>
+    <processes>
+      <processDefinition id="runtime">
+        <jvmProcess>
+          <environment><variable name="ACTOGRID_TEST_MARK" value="{mark}"/></environment>
+        </jvmProcess>
+      </processDefinition>
+      <processDefinition id="toHosts">
+        <processListbyHost hostlist="{hosts}">
+          <processReference refid="runtime"/>
+        </processListbyHost>
+      </processDefinition>
+    </processes>
+  </infrastructure>
+</ProActiveDescriptor>
+"#
+    )
+}
+
+fn options(rt: &actogrid::Runtime) -> DeployOptions {
+    DeployOptions {
+        ssh_config: Some(PathBuf::from(SSH_CONFIG)),
+        connect_timeout: Duration::from_secs(5),
+        ..support::options(rt)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtimes_on_three_hosts_answer_and_leave_nothing_behind() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("ssh-three");
+    let mark = mark();
+    let path = dir.write(
+        "d.xml",
+        &ssh_descriptor("agh1 agh2 agh3", 2, "timeout=\"60s\"", &mark),
+    );
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
+    assert_eq!(nodes.len(), 6);
+    let group = Group::create(&nodes, |n, _| EchoProxy::new(n))
+        .await
+        .unwrap();
+    group.broadcast(|e| e.ping()).values().await.unwrap();
+    let mut hosts: Vec<String> = d.runtimes().iter().map(|r| r.host.clone()).collect();
+    hosts.sort();
+    assert_eq!(hosts, ["agh1", "agh1", "agh2", "agh2", "agh3", "agh3"]);
+    // Runtimes advertise their own host's address, not the deployer's.
+    for node in &nodes {
+        assert!(node.url().host().starts_with("10.213.7."), "{}", node.url());
+    }
+    assert_eq!(marked_processes(&mark).len(), 6);
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(10), || marked_processes(&mark)
+            .is_empty())
+        .await,
+        "left behind: {:?}",
+        marked_processes(&mark)
+    );
+    rt.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_refusing_authentication_and_one_lost_midway_spare_the_others() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("ssh-faults");
+    let mark = mark();
+    let path = dir.write(
+        "d.xml",
+        &ssh_descriptor(
+            "agh1 agh2 agh3",
+            1,
+            "timeout=\"60s\" minNodeNumber=\"2\"",
+            &mark,
+        ),
+    );
+    let refused = Fault::inject("agh3", "refuse-auth", "allow-auth");
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    let mut events = vn.events();
+    d.activate().await.unwrap();
+    let nodes = vn.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    let failures = vn.failures().join("\n");
+    assert!(failures.contains("agh3"), "{failures}");
+    assert!(failures.contains("authentication refused"), "{failures}");
+    drop(refused);
+
+    // agh2 vanishes from the network: its node leaves, agh1's stays.
+    let agh2 = d
+        .runtimes()
+        .into_iter()
+        .find(|r| r.host == "agh2")
+        .expect("a runtime on agh2");
+    let lost = Fault::inject("agh2", "blackhole", "restore");
+    let started = Instant::now();
+    let left = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match events.recv().await {
+                Ok(VnEvent::Left { node, reason }) => return (node, reason),
+                Ok(_) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("agh2's node left within 30 s");
+    assert_eq!(left.0.url(), &agh2.nodes[0]);
+    eprintln!(
+        "agh2 noticed gone after {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        left.1
+    );
+    let survivors = vn.current_nodes();
+    assert_eq!(survivors.len(), 1);
+    EchoProxy::new(&survivors[0])
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    // The runtime cut off on agh2 exits on its own: its lease ran out.
+    assert!(
+        eventually(Duration::from_secs(15), || !support::alive(agh2.pid)).await,
+        "the runtime on agh2 outlived its lease"
+    );
+    drop(lost);
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(10), || marked_processes(&mark)
+            .is_empty())
+        .await
+    );
+    rt.shutdown();
+}
+
+#[test]
+fn a_deployer_killed_with_sigkill_leaves_no_runtime_on_any_host() {
+    let _hosts = HOSTS.blocking_lock();
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("ssh-sigkill");
+    let mark = mark();
+    let path = dir.write("d.xml", &ssh_descriptor("agh1 agh2 agh3", 1, "", &mark));
+    // The deployer's ssh masters live in a directory of this test, so
+    // that the ones its death leaves (they would exit after a minute
+    // idle) are stopped at the end.
+    let tmp = dir.0.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    struct Masters(PathBuf);
+    impl Drop for Masters {
+        fn drop(&mut self) {
+            let _ = Command::new("pkill")
+                .args(["-f", "--", &format!("-S {}/", self.0.display())])
+                .status();
+        }
+    }
+    let _masters = Masters(tmp.clone());
+    let mut deployer = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(["deploy", "--no-progress", "--lease-ms", "3000"])
+        .arg(&path)
+        .env("ACTOGRID_SSH_CONFIG", SSH_CONFIG)
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(deployer.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        let line = lines.next().expect("a node URL").unwrap();
+        assert!(line.starts_with("Workers\tactogrid://10.213.7."), "{line}");
+    }
+    assert_eq!(marked_processes(&mark).len(), 3);
+    deployer.kill().unwrap();
+    deployer.wait().unwrap();
+    let start = Instant::now();
+    while !marked_processes(&mark).is_empty() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = marked_processes(&mark);
+    for p in &left {
+        let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+    }
+    assert!(
+        left.is_empty(),
+        "runtimes outlived their deployer: {left:?}"
+    );
+    eprintln!(
+        "every runtime gone {:.1} s after SIGKILL",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// Forwards SLURM's controller port into a host's namespace, so that
+/// `sbatch` run there reaches the controller of this machine (on a real
+/// cluster the front-end reaches it over the network).
+struct SlurmForward(std::process::Child);
+
+impl SlurmForward {
+    fn into(host: &str) -> SlurmForward {
+        let child = Command::new("ip")
+            .args(["netns", "exec", host, "socat"])
+            .args([
+                "TCP-LISTEN:6817,bind=127.0.0.1,fork,reuseaddr",
+                "TCP:10.213.7.1:6817",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("socat");
+        std::thread::sleep(Duration::from_millis(200));
+        SlurmForward(child)
+    }
+}
+
+impl Drop for SlurmForward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    if std::env::var("ACTOGRID_TEST_SLURM").as_deref() != Ok("1") {
+        eprintln!("skipped: the chain also needs ACTOGRID_TEST_SLURM=1");
+        return;
+    }
+    let _forward = SlurmForward::into("agh1");
+    // Job files go where the front-end and the compute node both see them
+    // (as a shared home would be on a cluster).
+    let shared = PathBuf::from(format!(
+        "/var/tmp/actogrid-test-chain-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&shared).unwrap();
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(shared.clone());
+    let program = env!("CARGO_BIN_EXE_actogrid");
+    let text = format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition>
+    <virtualNodesDefinition>
+      <virtualNode name="Workers" property="multiple" timeout="60s"/>
+    </virtualNodesDefinition>
+  </componentDefinition>
+  <deployment>
+    <mapping><map virtualNode="Workers"><jvmSet><vmName value="cluster"/></jvmSet></map></mapping>
+    <jvms>
+      <jvm name="cluster"><creation><processReference refid="frontEnd"/></creation></jvm>
+    </jvms>
+  </deployment>
+  <infrastructure>
+    <processes>
+      <processDefinition id="runtime">
+        <jvmProcess><commandPath value="{program}"/></jvmProcess>
+      </processDefinition>
+      <processDefinition id="job">
+        <slurmProcess>
+          <processReference refid="runtime"/>
+          <slurmOption><nodes>1</nodes><tasksPerNode>2</tasksPerNode></slurmOption>
+        </slurmProcess>
+      </processDefinition>
+      <processDefinition id="frontEnd">
+        <sshProcess hostname="agh1">
+          <processReference refid="job"/>
+        </sshProcess>
+      </processDefinition>
+    </processes>
+  </infrastructure>
+</ProActiveDescriptor>
+"#
+    );
+    let dir = TempDir::new("ssh-slurm");
+    let path = dir.write("chain.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(
+        &path,
+        Default::default(),
+        DeployOptions {
+            work_dir: shared.join("jobs").display().to_string(),
+            ..options(&rt)
+        },
+    )
+    .await
+    .unwrap();
+    d.activate().await.unwrap();
+    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    let group = Group::create(&nodes, |n, _| EchoProxy::new(n))
+        .await
+        .unwrap();
+    group.broadcast(|e| e.ping()).values().await.unwrap();
+    let jobs = d.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].0.contains("agh1"), "{jobs:?}");
+    let pids: Vec<u32> = d.runtimes().iter().map(|r| r.pid).collect();
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(15), || pids
+            .iter()
+            .all(|p| !support::alive(*p)))
+        .await
+    );
+    rt.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technical_service_applies_on_ssh_created_nodes_as_on_local_ones() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("ssh-service");
+    let text = support::with_services(
+        &ssh_descriptor("agh1 agh2 agh3", 1, "timeout=\"60s\"", &mark()),
+        "site",
+        support::SITE_SERVICE,
+    );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    assert_eq!(vn.nodes().await.unwrap().len(), 3);
+    support::assert_site_applied(&d, &vn);
+    d.kill().await;
+    rt.shutdown();
+}

@@ -1,0 +1,151 @@
+//! `deploy-local`: a deployment of 64 local runtimes, from `activate()`
+//! until every node has answered one call, against starting the same 64
+//! processes bare (this binary's `serve-node`, waited for until each
+//! serves) in the same run. Rounds alternate the two sides.
+//!
+//! The runtimes are this benchmark binary in node mode: its `main` starts
+//! with `actogrid::serve_if_deployed()`, as every application's does.
+
+use std::time::{Duration, Instant};
+
+use actogrid::builtin::EchoProxy;
+use actogrid::descriptor::LoadOptions;
+use actogrid::{DeployOptions, Deployment, Runtime};
+use anyhow::{Context as _, ensure};
+
+use crate::child::{Child, Mode};
+use crate::report::Report;
+use crate::timing::Summary;
+
+/// Options of `deploy-local`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Runtimes per deployment.
+    #[arg(long, default_value_t = 64)]
+    runtimes: usize,
+    /// Timed rounds per side.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+fn descriptor(runtimes: usize) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition>
+    <virtualNodesDefinition>
+      <virtualNode name="Workers" property="multiple" timeout="120s"/>
+    </virtualNodesDefinition>
+  </componentDefinition>
+  <deployment>
+    <mapping><map virtualNode="Workers"><jvmSet><vmName value="local"/></jvmSet></map></mapping>
+    <jvms>
+      <jvm name="local" runtimes="{runtimes}"><creation><processReference refid="p"/></creation></jvm>
+    </jvms>
+  </deployment>
+  <infrastructure>
+    <processes><processDefinition id="p"><jvmProcess/></processDefinition></processes>
+  </infrastructure>
+</ProActiveDescriptor>
+"#
+    )
+}
+
+/// One deployment: activate until every node answered; then tear down
+/// (not timed).
+async fn deploy_once(rt: &Runtime, path: &std::path::Path, runtimes: usize) -> anyhow::Result<f64> {
+    let options = DeployOptions {
+        runtime: Some(rt.clone()),
+        progress: false,
+        ..DeployOptions::default()
+    };
+    let deployment = Deployment::load_with(path, LoadOptions::default(), options).await?;
+    let started = Instant::now();
+    deployment.activate().await?;
+    let nodes = deployment.virtual_node("Workers")?.nodes().await?;
+    ensure!(
+        nodes.len() == runtimes,
+        "{} of {runtimes} nodes",
+        nodes.len()
+    );
+    let calls = nodes.iter().map(|n| {
+        let n = n.clone();
+        async move {
+            let echo = EchoProxy::new(&n).await?;
+            echo.ping().await?;
+            Ok::<(), anyhow::Error>(())
+        }
+    });
+    for r in futures::future::join_all(calls).await {
+        r.context("a node did not answer")?;
+    }
+    let elapsed = started.elapsed().as_secs_f64() * 1e3;
+    deployment.kill().await;
+    Ok(elapsed)
+}
+
+/// The same processes, bare: started in parallel, each waited for until
+/// it serves; then stopped (not timed).
+fn bare_once(runtimes: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let children: Vec<anyhow::Result<Child>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..runtimes)
+            .map(|_| s.spawn(|| Child::spawn(&["serve-node"], Mode::Unpinned)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("spawner panicked")))
+            })
+            .collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64() * 1e3;
+    for c in children {
+        c?;
+    }
+    Ok(elapsed)
+}
+
+pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
+    ensure!(
+        args.rounds > 0 && args.runtimes > 0,
+        "need rounds and runtimes"
+    );
+    let dir = std::env::temp_dir().join(format!("actogrid-bench-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("local.xml");
+    std::fs::write(&path, descriptor(args.runtimes))?;
+    let rt = Runtime::bind("127.0.0.1:0", actogrid::Config::default()).await?;
+    let runtimes = args.runtimes;
+    let result = async {
+        // Warm-up: the page cache and the first connections.
+        deploy_once(&rt, &path, runtimes).await?;
+        tokio::task::spawn_blocking(move || bare_once(runtimes)).await??;
+        let mut deploys = Vec::new();
+        let mut bares = Vec::new();
+        for _ in 0..args.rounds {
+            deploys.push(deploy_once(&rt, &path, runtimes).await?);
+            bares.push(tokio::task::spawn_blocking(move || bare_once(runtimes)).await??);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<_, anyhow::Error>((deploys, bares))
+    }
+    .await;
+    rt.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (deploys, bares) = result?;
+    let d = Summary::of(&deploys);
+    let b = Summary::of(&bares);
+    Ok(Report::new(
+        "deploy-local",
+        "ms",
+        d.median,
+        d.p90,
+        format!("{runtimes} bare serve-node processes started in parallel"),
+        b.median,
+    )
+    .with("runtimes", runtimes)
+    .note(format!("deployment: {}", d.describe("ms")))
+    .note(format!("bare processes: {}", b.describe("ms"))))
+}
