@@ -16,7 +16,8 @@ pub struct Config {
     pub ttu: Duration,
     /// TTL of node requests, in hops.
     pub ttl: u32,
-    /// TTL of exploring floods, in hops.
+    /// TTL of exploring floods, in hops. Kept short: every peer the flood
+    /// reaches may answer, and two hops already reach NOA² peers.
     pub exploring_ttl: u32,
     /// Largest TTL accepted from the wire (larger ones are cut down).
     pub max_ttl: u32,
@@ -49,7 +50,7 @@ impl Default for Config {
             noa: p2p_defaults::NOA,
             ttu: p2p_defaults::TTU,
             ttl: p2p_defaults::TTL,
-            exploring_ttl: p2p_defaults::TTL,
+            exploring_ttl: 2,
             max_ttl: 16,
             answer_timeout: Duration::from_secs(10),
             memory_capacity: 1000,
@@ -72,7 +73,6 @@ impl Config {
             noa: service.noa,
             ttu: service.ttu,
             ttl: service.ttl,
-            exploring_ttl: service.ttl,
             ..Config::default()
         }
     }

@@ -237,8 +237,10 @@ pub struct Stats {
     pub rejected: u64,
     /// Floods (request rounds and explorations) handled for the first time.
     pub floods_handled: u64,
-    /// Flood messages dropped as duplicates.
-    pub duplicates: u64,
+    /// Request messages dropped as duplicates (a round seen before).
+    pub duplicate_requests: u64,
+    /// Exploring messages dropped as duplicates.
+    pub duplicate_explores: u64,
     /// Request rounds started by this peer.
     pub rounds: u64,
 }
@@ -257,6 +259,9 @@ pub struct Peer<P: PeerId> {
     contacts: Vec<P>,
     /// Peers suggested by refusals, tried once each.
     referrals: VecDeque<P>,
+    /// Referrals that may still be tried at once (not waiting for the next
+    /// upkeep) before the next upkeep: bounds a walk through refusals.
+    prompt_tries: usize,
     acquaintances: BTreeSet<P>,
     /// Acquaintance requests sent, awaiting an answer.
     handshakes: BTreeMap<P, Time>,
@@ -321,6 +326,7 @@ impl<P: PeerId> Peer<P> {
             rng,
             contacts,
             referrals: VecDeque::new(),
+            prompt_tries: 0,
             acquaintances: BTreeSet::new(),
             handshakes: BTreeMap::new(),
             probes: BTreeMap::new(),
@@ -487,7 +493,7 @@ impl<P: PeerId> Peer<P> {
             Message::AcquaintReply {
                 accepted,
                 referrals,
-            } => self.on_acquaint_reply(from, accepted, referrals),
+            } => self.on_acquaint_reply(now, from, accepted, referrals),
             Message::Leave => {
                 self.handshakes.remove(&from);
                 if self.acquaintances.remove(&from) {
@@ -743,7 +749,7 @@ impl<P: PeerId> Peer<P> {
         );
     }
 
-    fn on_acquaint_reply(&mut self, from: P, accepted: bool, referrals: Vec<P>) {
+    fn on_acquaint_reply(&mut self, now: Time, from: P, accepted: bool, referrals: Vec<P>) {
         self.handshakes.remove(&from);
         if accepted {
             if self.acquaintances.contains(&from) {
@@ -770,11 +776,26 @@ impl<P: PeerId> Peer<P> {
         while self.referrals.len() > cap {
             self.referrals.pop_front();
         }
+        // Still short: try a referral now rather than a TTU later, so that a
+        // newcomer refused by busy first contacts joins within seconds.
+        while self.prompt_tries > 0
+            && self.acquaintances.len() + self.handshakes.len() < self.config.noa()
+        {
+            let Some(peer) = self.referrals.pop_front() else {
+                break;
+            };
+            if self.acquaintances.contains(&peer) || self.handshakes.contains_key(&peer) {
+                continue;
+            }
+            self.prompt_tries -= 1;
+            self.handshakes.insert(peer.clone(), now);
+            self.send(peer, Message::AcquaintRequest);
+        }
     }
 
     fn on_explore(&mut self, now: Time, from: P, flood: FloodId, origin: P, ttl: u32) {
         if !self.memory.insert(flood, now) {
-            self.stats.duplicates += 1;
+            self.stats.duplicate_explores += 1;
             return;
         }
         self.stats.floods_handled += 1;
@@ -834,6 +855,7 @@ impl<P: PeerId> Peer<P> {
         }
 
         let noa = self.config.noa();
+        self.prompt_tries = 2 * noa;
         if self.acquaintances.len() + self.handshakes.len() < noa {
             let mut candidates = self.contacts.clone();
             self.rng.shuffle(&mut candidates);
@@ -946,7 +968,7 @@ impl<P: PeerId> Peer<P> {
         wanted: Wanted,
     ) {
         if !self.memory.insert(flood, now) {
-            self.stats.duplicates += 1;
+            self.stats.duplicate_requests += 1;
             return;
         }
         self.stats.floods_handled += 1;

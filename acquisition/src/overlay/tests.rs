@@ -420,7 +420,7 @@ fn a_duplicate_flood_is_dropped() {
     net.inject(1, 2, round.clone());
     net.inject(3, 2, round);
     net.run();
-    assert_eq!(net.peer(2).stats().duplicates, 1);
+    assert_eq!(net.peer(2).stats().duplicate_requests, 1);
     assert_eq!(net.count_sent("offer"), 1, "one offer, not two");
 }
 
