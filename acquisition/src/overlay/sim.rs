@@ -184,7 +184,22 @@ pub struct Sim {
     pinned: Vec<u32>,
     rng: fastrand::Rng,
     events: Vec<(Time, u32, Event<u32>)>,
+    /// Every message sent, when recording.
+    messages: Option<Vec<Sent>>,
     traffic: Traffic,
+}
+
+/// A message as sent (recorded by [`Sim::record_messages`]).
+#[derive(Clone, Debug)]
+pub struct Sent {
+    /// When.
+    pub at: Time,
+    /// Sender.
+    pub from: u32,
+    /// Destination.
+    pub to: u32,
+    /// What.
+    pub message: Message<u32>,
 }
 
 impl Sim {
@@ -200,6 +215,7 @@ impl Sim {
             live: Vec::new(),
             pinned: Vec::new(),
             events: Vec::new(),
+            messages: None,
             traffic: Traffic::default(),
         };
         for _ in 0..sim.config.peers {
@@ -261,6 +277,20 @@ impl Sim {
     /// Every event output since the last call: (time, peer, event).
     pub fn take_events(&mut self) -> Vec<(Time, u32, Event<u32>)> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Starts (or stops) keeping every message sent, for
+    /// [`Sim::take_messages`].
+    pub fn record_messages(&mut self, on: bool) {
+        self.messages = on.then(Vec::new);
+    }
+
+    /// Messages sent since the last call, if recording.
+    pub fn take_messages(&mut self) -> Vec<Sent> {
+        self.messages
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Traffic since the start.
