@@ -54,6 +54,9 @@ pub use process::run_main as __run_main;
 #[doc(hidden)]
 pub use process::terminated as __terminated;
 
+#[doc(hidden)]
+pub use process::async_runtime_or_exit as __async_runtime_or_exit;
+
 /// Everything an application needs, in one import.
 pub mod prelude {
     pub use crate::descriptor::{Descriptor, Diagnostic, LoadOptions, Severity, load};

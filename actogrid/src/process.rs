@@ -185,16 +185,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = R>,
 {
-    let tokio = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("actogrid: cannot start the async runtime: {e}");
-            std::process::exit(70);
-        }
-    };
+    let tokio = async_runtime_or_exit();
     if crate::deploy::agent::launched_by_deployer() {
         std::process::exit(serve_deployed_on(&tokio));
     }
@@ -237,16 +228,7 @@ pub fn serve_if_deployed() {
     if !crate::deploy::agent::launched_by_deployer() {
         return;
     }
-    let tokio = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("actogrid: cannot start the async runtime: {e}");
-            std::process::exit(70);
-        }
-    };
+    let tokio = async_runtime_or_exit();
     std::process::exit(serve_deployed_on(&tokio));
 }
 
@@ -273,6 +255,22 @@ fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
         Err(e) => {
             eprintln!("actogrid runtime: {e:#}");
             1
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime with every driver; when the system
+/// refuses one, says so and exits (code 70, `EX_SOFTWARE`).
+#[doc(hidden)]
+pub fn async_runtime_or_exit() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("actogrid: cannot start the async runtime: {e}");
+            std::process::exit(70);
         }
     }
 }

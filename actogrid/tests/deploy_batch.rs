@@ -30,34 +30,22 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
     let dir = TempDir::new("pbs");
     let state = dir.0.join("fake-state");
     std::fs::create_dir_all(&state).unwrap();
-    let text = format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition>
-    <virtualNodesDefinition>
-      <virtualNode name="Workers" property="multiple" timeout="60s"/>
-    </virtualNodesDefinition>
-  </componentDefinition>
-  <deployment>
-    <register virtualNode="Workers"/>
-    <mapping><map virtualNode="Workers"><jvmSet><vmName value="cluster"/></jvmSet></map></mapping>
-    <jvms><jvm name="cluster"><creation><processReference refid="job"/></creation></jvm></jvms>
-  </deployment>
-  <infrastructure>
-    <processes>
-      <processDefinition id="runtime"><jvmProcess/></processDefinition>
-      <processDefinition id="job">
-        <pbsProcess>
-          <processReference refid="runtime"/>
-          <commandPath value="{}/qsub"/>
-          <pbsOption><hostsNumber>1</hostsNumber><processorPerNode>3</processorPerNode></pbsOption>
-        </pbsProcess>
-      </processDefinition>
-    </processes>
-  </infrastructure>
-</ProActiveDescriptor>
-"#,
-        fake.display()
+    let text = support::descriptor(
+        "timeout=\"60s\"",
+        "",
+        "job",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="job">
+              <pbsProcess>
+                <processReference refid="runtime"/>
+                <commandPath value="{}/qsub"/>
+                <pbsOption><hostsNumber>1</hostsNumber><processorPerNode>3</processorPerNode></pbsOption>
+              </pbsProcess>
+            </processDefinition>"#,
+            fake.display()
+        ),
+        true,
     );
     let path = dir.write("pbs.xml", &text);
     let port = free_port();

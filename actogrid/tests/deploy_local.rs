@@ -8,8 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use actogrid::builtin::EchoProxy;
-use actogrid::{DeployError, Group};
+use actogrid::DeployError;
 use futures::StreamExt;
 use support::{TempDir, alive, eventually, load, local_descriptor, runtime};
 
@@ -45,10 +44,7 @@ async fn local_runtimes_register_answer_and_go_away_with_the_deployment() {
     assert_eq!(streamed, urls);
 
     // Every node answers, and round-robin visits them all.
-    let group = Group::create(&nodes, |n, _| EchoProxy::new(n))
-        .await
-        .unwrap();
-    group.broadcast(|e| e.ping()).values().await.unwrap();
+    support::ping_all(&nodes).await;
     let mut seen = std::collections::HashSet::new();
     for _ in 0..6 {
         seen.insert(workers.node().await.unwrap().url().to_string());
@@ -119,8 +115,8 @@ async fn min_node_number_lets_a_partial_deployment_through() {
     // Two runtimes of which one cannot start: minNodeNumber 1 is met.
     let dir = TempDir::new("min");
     let text = local_descriptor(1, 1, "timeout=\"20s\" minNodeNumber=\"1\"", None).replace(
-        "<vmName value=\"local\"/>",
-        "<vmName value=\"local\"/><vmName value=\"broken\"/>",
+        "<vmName value=\"set\"/>",
+        "<vmName value=\"set\"/><vmName value=\"broken\"/>",
     )
     .replace(
         "</jvms>",
@@ -171,8 +167,8 @@ async fn a_runtime_with_a_wrong_ticket_is_refused() {
 async fn current_jvm_makes_this_process_a_node() {
     let dir = TempDir::new("current");
     let text = local_descriptor(1, 1, "", None).replace(
-        "<vmName value=\"local\"/>",
-        "<currentJVM/><vmName value=\"local\"/>",
+        "<vmName value=\"set\"/>",
+        "<currentJVM/><vmName value=\"set\"/>",
     );
     let path = dir.write("d.xml", &text);
     let rt = runtime().await;
@@ -231,22 +227,9 @@ fn a_deployer_killed_with_sigkill_leaves_no_runtime_behind() {
     assert_eq!(runtimes.len(), 4, "{runtimes:?}");
     deployer.kill().unwrap(); // SIGKILL: no chance to clean up
     deployer.wait().unwrap();
-    let start = std::time::Instant::now();
-    while runtimes.iter().any(|p| alive(*p)) && start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let left: Vec<u32> = runtimes.into_iter().filter(|p| alive(*p)).collect();
-    for p in &left {
-        let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
-    }
-    assert!(
-        left.is_empty(),
-        "runtimes outlived their deployer: {left:?}"
-    );
-    eprintln!(
-        "runtimes gone {:.1} s after SIGKILL",
-        start.elapsed().as_secs_f64()
-    );
+    support::assert_all_exit("runtimes", || {
+        runtimes.iter().copied().filter(|p| alive(*p)).collect()
+    });
 }
 
 #[test]

@@ -6,8 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use actogrid::builtin::EchoProxy;
-use actogrid::{DeployError, DeployOptions, Deployment, Group};
+use actogrid::{DeployError, DeployOptions, Deployment};
 use support::{TempDir, alive, eventually, runtime};
 
 fn enabled() -> bool {
@@ -26,33 +25,20 @@ fn descriptor_with(slurm: &str, attrs: &str, command: Option<&str>, vn_attrs: &s
     let command = command
         .map(|c| format!("<commandPath value=\"{c}\"/>"))
         .unwrap_or_default();
-    format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition>
-    <virtualNodesDefinition>
-      <virtualNode name="Workers" property="multiple" {vn_attrs}/>
-    </virtualNodesDefinition>
-  </componentDefinition>
-  <deployment>
-    <mapping><map virtualNode="Workers"><jvmSet><vmName value="cluster"/></jvmSet></map></mapping>
-    <jvms>
-      <jvm name="cluster"><creation><processReference refid="job"/></creation></jvm>
-    </jvms>
-  </deployment>
-  <infrastructure>
-    <processes>
-      <processDefinition id="runtime"><jvmProcess>{command}</jvmProcess></processDefinition>
-      <processDefinition id="job">
-        <slurmProcess {attrs}>
-          <processReference refid="runtime"/>
-          {slurm}
-        </slurmProcess>
-      </processDefinition>
-    </processes>
-  </infrastructure>
-</ProActiveDescriptor>
-"#
+    support::descriptor(
+        vn_attrs,
+        "",
+        "job",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess>{command}</jvmProcess></processDefinition>
+            <processDefinition id="job">
+              <slurmProcess {attrs}>
+                <processReference refid="runtime"/>
+                {slurm}
+              </slurmProcess>
+            </processDefinition>"#
+        ),
+        false,
     )
 }
 
@@ -94,10 +80,7 @@ async fn a_slurm_job_starts_runtimes_that_answer_and_is_cancelled_at_the_end() {
     let vn = d.virtual_node("Workers").unwrap();
     let nodes = vn.nodes().await.expect("two runtimes from the job");
     assert_eq!(nodes.len(), 2);
-    let group = Group::create(&nodes, |n, _| EchoProxy::new(n))
-        .await
-        .unwrap();
-    group.broadcast(|e| e.ping()).values().await.unwrap();
+    support::ping_all(&nodes).await;
     let pids: Vec<u32> = d.runtimes().iter().map(|r| r.pid).collect();
     let jobs = d.jobs();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
@@ -131,13 +114,7 @@ async fn a_job_the_scheduler_refuses_is_reported() {
         "timeout=\"30s\"",
     );
     let (rt, d) = deploy(&dir, &text, "refused").await;
-    let err = d
-        .virtual_node("Workers")
-        .unwrap()
-        .nodes()
-        .await
-        .unwrap_err();
-    let text = err.to_string();
+    let (_, text) = support::nodes_error(&d).await;
     assert!(text.contains("sbatch"), "{text}");
     assert!(text.to_lowercase().contains("partition"), "{text}");
     d.kill().await;
@@ -157,13 +134,7 @@ async fn a_job_whose_runtimes_fail_is_reported_with_its_state_and_stderr() {
         "failing",
     )
     .await;
-    let err = d
-        .virtual_node("Workers")
-        .unwrap()
-        .nodes()
-        .await
-        .unwrap_err();
-    let text = err.to_string();
+    let (err, text) = support::nodes_error(&d).await;
     assert!(
         matches!(
             err,

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actogrid::builtin::EchoProxy;
-use actogrid::{DeployOptions, Deployment, Group, VnEvent};
+use actogrid::{DeployOptions, Deployment, VnEvent};
 use support::{TempDir, eventually, runtime};
 
 const SSH_CONFIG: &str = "/run/actogrid-testbed/ssh/ssh_config";
@@ -89,36 +89,19 @@ fn mark() -> String {
 /// A descriptor: virtual node `Workers` on `hosts` over ssh, `runtimes`
 /// runtimes per host, each marked with `mark` in its environment.
 fn ssh_descriptor(hosts: &str, runtimes: u32, vn_attrs: &str, mark: &str) -> String {
-    format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition>
-    <virtualNodesDefinition>
-      <virtualNode name="Workers" property="multiple" {vn_attrs}/>
-    </virtualNodesDefinition>
-  </componentDefinition>
-  <deployment>
-    <mapping><map virtualNode="Workers"><jvmSet><vmName value="hosts"/></jvmSet></map></mapping>
-    <jvms>
-      <jvm name="hosts" runtimes="{runtimes}"><creation><processReference refid="toHosts"/></creation></jvm>
-    </jvms>
-  </deployment>
-  <infrastructure>
-    <processes>
-      <processDefinition id="runtime">
-        <jvmProcess>
-          <environment><variable name="ACTOGRID_TEST_MARK" value="{mark}"/></environment>
-        </jvmProcess>
-      </processDefinition>
-      <processDefinition id="toHosts">
-        <processListbyHost hostlist="{hosts}">
-          <processReference refid="runtime"/>
-        </processListbyHost>
-      </processDefinition>
-    </processes>
-  </infrastructure>
-</ProActiveDescriptor>
-"#
+    support::descriptor(
+        vn_attrs,
+        &format!("runtimes=\"{runtimes}\""),
+        "toHosts",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess>
+              <environment><variable name="ACTOGRID_TEST_MARK" value="{mark}"/></environment>
+            </jvmProcess></processDefinition>
+            <processDefinition id="toHosts">
+              <processListbyHost hostlist="{hosts}"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>"#
+        ),
+        false,
     )
 }
 
@@ -149,10 +132,7 @@ async fn runtimes_on_three_hosts_answer_and_leave_nothing_behind() {
     d.activate().await.unwrap();
     let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
     assert_eq!(nodes.len(), 6);
-    let group = Group::create(&nodes, |n, _| EchoProxy::new(n))
-        .await
-        .unwrap();
-    group.broadcast(|e| e.ping()).values().await.unwrap();
+    support::ping_all(&nodes).await;
     let mut hosts: Vec<String> = d.runtimes().iter().map(|r| r.host.clone()).collect();
     hosts.sort();
     assert_eq!(hosts, ["agh1", "agh1", "agh2", "agh2", "agh3", "agh3"]);
@@ -292,22 +272,7 @@ fn a_deployer_killed_with_sigkill_leaves_no_runtime_on_any_host() {
     assert_eq!(marked_processes(&mark).len(), 3);
     deployer.kill().unwrap();
     deployer.wait().unwrap();
-    let start = Instant::now();
-    while !marked_processes(&mark).is_empty() && start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let left = marked_processes(&mark);
-    for p in &left {
-        let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
-    }
-    assert!(
-        left.is_empty(),
-        "runtimes outlived their deployer: {left:?}"
-    );
-    eprintln!(
-        "every runtime gone {:.1} s after SIGKILL",
-        start.elapsed().as_secs_f64()
-    );
+    support::assert_all_exit("runtimes", || marked_processes(&mark));
 }
 
 /// Forwards SLURM's controller port into a host's namespace, so that
@@ -365,40 +330,23 @@ async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
     }
     let _cleanup = Cleanup(shared.clone());
     let program = env!("CARGO_BIN_EXE_actogrid");
-    let text = format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition>
-    <virtualNodesDefinition>
-      <virtualNode name="Workers" property="multiple" timeout="60s"/>
-    </virtualNodesDefinition>
-  </componentDefinition>
-  <deployment>
-    <mapping><map virtualNode="Workers"><jvmSet><vmName value="cluster"/></jvmSet></map></mapping>
-    <jvms>
-      <jvm name="cluster"><creation><processReference refid="frontEnd"/></creation></jvm>
-    </jvms>
-  </deployment>
-  <infrastructure>
-    <processes>
-      <processDefinition id="runtime">
-        <jvmProcess><commandPath value="{program}"/></jvmProcess>
-      </processDefinition>
-      <processDefinition id="job">
-        <slurmProcess>
-          <processReference refid="runtime"/>
-          <slurmOption><nodes>1</nodes><tasksPerNode>2</tasksPerNode></slurmOption>
-        </slurmProcess>
-      </processDefinition>
-      <processDefinition id="frontEnd">
-        <sshProcess hostname="agh1">
-          <processReference refid="job"/>
-        </sshProcess>
-      </processDefinition>
-    </processes>
-  </infrastructure>
-</ProActiveDescriptor>
-"#
+    let text = support::descriptor(
+        "timeout=\"60s\"",
+        "",
+        "frontEnd",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess><commandPath value="{program}"/></jvmProcess></processDefinition>
+            <processDefinition id="job">
+              <slurmProcess>
+                <processReference refid="runtime"/>
+                <slurmOption><nodes>1</nodes><tasksPerNode>2</tasksPerNode></slurmOption>
+              </slurmProcess>
+            </processDefinition>
+            <processDefinition id="frontEnd">
+              <sshProcess hostname="agh1"><processReference refid="job"/></sshProcess>
+            </processDefinition>"#
+        ),
+        false,
     );
     let dir = TempDir::new("ssh-slurm");
     let path = dir.write("chain.xml", &text);
@@ -416,10 +364,7 @@ async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
     d.activate().await.unwrap();
     let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
     assert_eq!(nodes.len(), 2);
-    let group = Group::create(&nodes, |n, _| EchoProxy::new(n))
-        .await
-        .unwrap();
-    group.broadcast(|e| e.ping()).values().await.unwrap();
+    support::ping_all(&nodes).await;
     let jobs = d.jobs();
     assert_eq!(jobs.len(), 1);
     assert!(jobs[0].0.contains("agh1"), "{jobs:?}");

@@ -8,12 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use actogrid::builtin::EchoProxy;
-use actogrid::descriptor::LoadOptions;
-use actogrid::{DeployOptions, Deployment, Runtime};
-use anyhow::{Context as _, ensure};
+use actogrid::{DeployOptions, Runtime};
+use anyhow::ensure;
 
 use crate::child::{Child, Mode};
+use crate::deployment;
 use crate::report::Report;
 use crate::timing::Summary;
 
@@ -29,59 +28,15 @@ pub(crate) struct Args {
 }
 
 fn descriptor(runtimes: usize) -> String {
-    format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition>
-    <virtualNodesDefinition>
-      <virtualNode name="Workers" property="multiple" timeout="120s"/>
-    </virtualNodesDefinition>
-  </componentDefinition>
-  <deployment>
-    <mapping><map virtualNode="Workers"><jvmSet><vmName value="local"/></jvmSet></map></mapping>
-    <jvms>
-      <jvm name="local" runtimes="{runtimes}"><creation><processReference refid="p"/></creation></jvm>
-    </jvms>
-  </deployment>
-  <infrastructure>
-    <processes><processDefinition id="p"><jvmProcess/></processDefinition></processes>
-  </infrastructure>
-</ProActiveDescriptor>
-"#
+    deployment::descriptor(
+        runtimes,
+        "p",
+        r#"<processDefinition id="p"><jvmProcess/></processDefinition>"#,
     )
 }
 
-/// One deployment: activate until every node answered; then tear down
-/// (not timed).
 async fn deploy_once(rt: &Runtime, path: &std::path::Path, runtimes: usize) -> anyhow::Result<f64> {
-    let options = DeployOptions {
-        runtime: Some(rt.clone()),
-        progress: false,
-        ..DeployOptions::default()
-    };
-    let deployment = Deployment::load_with(path, LoadOptions::default(), options).await?;
-    let started = Instant::now();
-    deployment.activate().await?;
-    let nodes = deployment.virtual_node("Workers")?.nodes().await?;
-    ensure!(
-        nodes.len() == runtimes,
-        "{} of {runtimes} nodes",
-        nodes.len()
-    );
-    let calls = nodes.iter().map(|n| {
-        let n = n.clone();
-        async move {
-            let echo = EchoProxy::new(&n).await?;
-            echo.ping().await?;
-            Ok::<(), anyhow::Error>(())
-        }
-    });
-    for r in futures::future::join_all(calls).await {
-        r.context("a node did not answer")?;
-    }
-    let elapsed = started.elapsed().as_secs_f64() * 1e3;
-    deployment.kill().await;
-    Ok(elapsed)
+    deployment::deploy_until_answered(rt, path, DeployOptions::default(), runtimes).await
 }
 
 /// The same processes, bare: started in parallel, each waited for until

@@ -11,11 +11,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use actogrid::builtin::EchoProxy;
-use actogrid::descriptor::LoadOptions;
-use actogrid::{DeployOptions, Deployment, Runtime};
-use anyhow::{Context as _, ensure};
+use actogrid::{DeployOptions, Runtime};
+use anyhow::ensure;
 
+use crate::deployment;
 use crate::report::Report;
 use crate::timing::Summary;
 
@@ -37,64 +36,26 @@ pub(crate) struct Args {
 }
 
 fn descriptor(hosts: &[String], per_host: u32) -> String {
-    format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition>
-    <virtualNodesDefinition>
-      <virtualNode name="Workers" property="multiple" timeout="120s"/>
-    </virtualNodesDefinition>
-  </componentDefinition>
-  <deployment>
-    <mapping><map virtualNode="Workers"><jvmSet><vmName value="hosts"/></jvmSet></map></mapping>
-    <jvms>
-      <jvm name="hosts" runtimes="{per_host}"><creation><processReference refid="ssh"/></creation></jvm>
-    </jvms>
-  </deployment>
-  <infrastructure>
-    <processes>
-      <processDefinition id="runtime"><jvmProcess/></processDefinition>
+    deployment::descriptor(
+        per_host as usize,
+        "ssh",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
       <processDefinition id="ssh">
         <processListbyHost hostlist="{}"><processReference refid="runtime"/></processListbyHost>
-      </processDefinition>
-    </processes>
-  </infrastructure>
-</ProActiveDescriptor>
-"#,
-        hosts.join(" ")
+      </processDefinition>"#,
+            hosts.join(" ")
+        ),
     )
 }
 
 async fn deploy_once(rt: &Runtime, path: &std::path::Path, args: &Args) -> anyhow::Result<f64> {
     let options = DeployOptions {
-        runtime: Some(rt.clone()),
-        progress: false,
         ssh_config: Some(args.ssh_config.clone()),
         ..DeployOptions::default()
     };
-    let deployment = Deployment::load_with(path, LoadOptions::default(), options).await?;
     let expected = args.hosts.len() * args.per_host as usize;
-    let started = Instant::now();
-    deployment.activate().await?;
-    let nodes = deployment.virtual_node("Workers")?.nodes().await?;
-    ensure!(
-        nodes.len() == expected,
-        "{} of {expected} nodes",
-        nodes.len()
-    );
-    let calls = nodes.iter().map(|n| {
-        let n = n.clone();
-        async move {
-            EchoProxy::new(&n).await?.ping().await?;
-            Ok::<(), anyhow::Error>(())
-        }
-    });
-    for r in futures::future::join_all(calls).await {
-        r.context("a node did not answer")?;
-    }
-    let elapsed = started.elapsed().as_secs_f64() * 1e3;
-    deployment.kill().await;
-    Ok(elapsed)
+    deployment::deploy_until_answered(rt, path, options, expected).await
 }
 
 async fn fan_out_once(args: &Args) -> anyhow::Result<f64> {

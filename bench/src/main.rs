@@ -19,6 +19,7 @@ mod baseline;
 mod child;
 mod deploy_local;
 mod deploy_ssh;
+mod deployment;
 mod descriptor_parse;
 mod group_broadcast;
 mod load_balance;

@@ -38,16 +38,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
-    let tokio = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            super::emit_err(&format!("error: cannot start the async runtime: {e}\n"));
-            return ExitCode::from(1);
-        }
-    };
+    let tokio = actogrid::__async_runtime_or_exit();
     match tokio.block_on(deploy(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -34,16 +34,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let tokio = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            super::emit_err(&format!("error: cannot start the async runtime: {e}\n"));
-            return ExitCode::from(1);
-        }
-    };
+    let tokio = actogrid::__async_runtime_or_exit();
     let options = actogrid::NodeOptions {
         listen: args.listen,
         advertise: args.advertise,

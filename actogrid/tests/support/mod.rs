@@ -86,9 +86,9 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     check()
 }
 
-/// A descriptor with one virtual node `vn` of `runtimes` local runtimes of
-/// `nodes` nodes each, plus extra attributes on the virtual node and an
-/// optional commandPath.
+/// A descriptor with one virtual node `Workers` of `runtimes` local
+/// runtimes of `nodes` nodes each, extra attributes on the virtual node and
+/// an optional commandPath.
 pub fn local_descriptor(
     runtimes: u32,
     nodes: u32,
@@ -98,31 +98,14 @@ pub fn local_descriptor(
     let command = command
         .map(|c| format!("<commandPath value=\"{c}\"/>"))
         .unwrap_or_default();
-    format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition>
-    <virtualNodesDefinition>
-      <virtualNode name="Workers" property="multiple" {vn_attrs}/>
-    </virtualNodesDefinition>
-  </componentDefinition>
-  <deployment>
-    <mapping>
-      <map virtualNode="Workers"><jvmSet><vmName value="local"/></jvmSet></map>
-    </mapping>
-    <jvms>
-      <jvm name="local" runtimes="{runtimes}" askedNodes="{nodes}">
-        <creation><processReference refid="localRuntime"/></creation>
-      </jvm>
-    </jvms>
-  </deployment>
-  <infrastructure>
-    <processes>
-      <processDefinition id="localRuntime"><jvmProcess>{command}</jvmProcess></processDefinition>
-    </processes>
-  </infrastructure>
-</ProActiveDescriptor>
-"#
+    descriptor(
+        vn_attrs,
+        &format!("runtimes=\"{runtimes}\" askedNodes=\"{nodes}\""),
+        "localRuntime",
+        &format!(
+            "<processDefinition id=\"localRuntime\"><jvmProcess>{command}</jvmProcess></processDefinition>"
+        ),
+        false,
     )
 }
 
@@ -181,4 +164,93 @@ pub fn assert_site_applied(deployment: &Deployment, vn: &actogrid::VirtualNode) 
             r.host
         );
     }
+}
+
+/// A descriptor with one virtual node `Workers` (extra attributes
+/// `vn_attrs`) mapped to one `jvm` (extra attributes `jvm_attrs`) created
+/// by process `root`, with `processes` (the `processDefinition`s) and an
+/// optional `<register virtualNode="Workers"/>`.
+pub fn descriptor(
+    vn_attrs: &str,
+    jvm_attrs: &str,
+    root: &str,
+    processes: &str,
+    register: bool,
+) -> String {
+    let register = if register {
+        r#"<register virtualNode="Workers"/>"#
+    } else {
+        ""
+    };
+    format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition>
+    <virtualNodesDefinition>
+      <virtualNode name="Workers" property="multiple" {vn_attrs}/>
+    </virtualNodesDefinition>
+  </componentDefinition>
+  <deployment>
+    {register}
+    <mapping><map virtualNode="Workers"><jvmSet><vmName value="set"/></jvmSet></map></mapping>
+    <jvms>
+      <jvm name="set" {jvm_attrs}><creation><processReference refid="{root}"/></creation></jvm>
+    </jvms>
+  </deployment>
+  <infrastructure>
+    <processes>
+{processes}
+    </processes>
+  </infrastructure>
+</ProActiveDescriptor>
+"#
+    )
+}
+
+/// The error `nodes()` of virtual node `Workers` ends with, and its text.
+pub async fn nodes_error(deployment: &Deployment) -> (actogrid::DeployError, String) {
+    let err = deployment
+        .virtual_node("Workers")
+        .expect("Workers")
+        .nodes()
+        .await
+        .expect_err("nodes() should fail");
+    let text = err.to_string();
+    (err, text)
+}
+
+/// Creates an `Echo` on every node and pings it.
+pub async fn ping_all(nodes: &[actogrid::Node]) {
+    let group = actogrid::Group::create(nodes, |n, _| actogrid::builtin::EchoProxy::new(n))
+        .await
+        .expect("an Echo on every node");
+    group
+        .broadcast(|e| e.ping())
+        .values()
+        .await
+        .expect("every node answers");
+}
+
+/// After a deployer was killed: waits (up to 15 s) until `left()` is
+/// empty; kills what is still there, fails if anything was, and says how
+/// long it took.
+pub fn assert_all_exit(what: &str, left: impl Fn() -> Vec<u32>) {
+    let start = Instant::now();
+    while !left().is_empty() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let remaining = left();
+    for p in &remaining {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &p.to_string()])
+            .status();
+    }
+    assert!(
+        remaining.is_empty(),
+        "{what} outlived their deployer: {remaining:?}"
+    );
+    eprintln!(
+        "{what} gone {:.1} s after SIGKILL",
+        start.elapsed().as_secs_f64()
+    );
 }
