@@ -82,6 +82,27 @@ pub struct ChainContext {
     /// Directory where job scripts and job output go, on the submitting
     /// host (`~/` is that host's home).
     pub work_dir: String,
+    /// The virtual node's own `fileTransferDeploy` (what a process's
+    /// `refid="implicit"` stands for).
+    pub vn_deploy: Option<String>,
+    /// The virtual node's own `fileTransferRetrieve`.
+    pub vn_retrieve: Option<String>,
+}
+
+impl ChainContext {
+    /// The `fileTransfer` named `refid`; `implicit` stands for the virtual
+    /// node's own (`implicit_id`).
+    fn file_transfer(&self, refid: &str, implicit_id: Option<&str>) -> Option<&FileTransfer> {
+        let id = if refid == "implicit" {
+            implicit_id?
+        } else {
+            refid
+        };
+        self.descriptor
+            .file_transfers
+            .iter()
+            .find(|f| f.id.value == id)
+    }
 }
 
 /// Starts the chain of process `process_id` on this machine.
@@ -251,19 +272,18 @@ async fn reach_hosts(
             };
             sink.connected(shell.clone());
             if let Some(refs) = &transfers.deploy {
-                match ctx.descriptor.file_transfers.iter().find(|f| f.id.value == refs.refid.value) {
-                    Some(ft) => {
-                        if let Err(e) = crate::transfer::deploy(shell.as_ref(), ft, refs).await {
-                            return fail(format!("{label}: file transfer `{}`: {e}", refs.refid.value));
-                        }
-                    }
-                    None => return fail(format!("{label}: no fileTransfer `{}`", refs.refid.value)),
+                let Some(ft) = ctx.file_transfer(&refs.refid.value, ctx.vn_deploy.as_deref()) else {
+                    return fail(format!("{label}: no fileTransfer `{}`", refs.refid.value));
+                };
+                if let Err(e) = crate::transfer::deploy(shell.as_ref(), ft, refs).await {
+                    return fail(format!("{label}: file transfer `{}`: {e}", ft.id.value));
                 }
             }
-            if let Some(refs) = &transfers.retrieve
-                && let Some(ft) = ctx.descriptor.file_transfers.iter().find(|f| f.id.value == refs.refid.value)
-            {
-                sink.retrieve_at_end(shell.clone(), ft.clone(), refs.clone());
+            if let Some(refs) = &transfers.retrieve {
+                match ctx.file_transfer(&refs.refid.value, ctx.vn_retrieve.as_deref()) {
+                    Some(ft) => sink.retrieve_at_end(shell.clone(), ft.clone(), refs.clone()),
+                    None => tracing::warn!("{label}: no fileTransfer `{}` to retrieve", refs.refid.value),
+                }
             }
             walk(ctx, &link.next.value, shell, sink).await;
         }

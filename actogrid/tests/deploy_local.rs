@@ -257,3 +257,29 @@ fn actogrid_deploy_tears_down_on_ctrl_c() {
     assert!(status.success(), "{status}");
     assert!(runtimes.iter().all(|p| !alive(*p)), "left: {runtimes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_timeout_waits_the_whole_timeout() {
+    let dir = TempDir::new("wait-for-timeout");
+    let path = dir.write(
+        "d.xml",
+        &local_descriptor(2, 1, "timeout=\"2s\" waitForTimeout=\"true\"", None),
+    );
+    let rt = runtime().await;
+    let deployment = load(&rt, &path, &[]).await;
+    let started = std::time::Instant::now();
+    deployment.activate().await.unwrap();
+    let nodes = deployment
+        .virtual_node("Workers")
+        .unwrap()
+        .nodes()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "returned before the timeout"
+    );
+    assert_eq!(nodes.len(), 2);
+    deployment.kill().await;
+    rt.shutdown();
+}

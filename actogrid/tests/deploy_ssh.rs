@@ -403,3 +403,93 @@ async fn a_technical_service_applies_on_ssh_created_nodes_as_on_local_ones() {
     d.kill().await;
     rt.shutdown();
 }
+
+fn ssh_run(host: &str, command: &str) -> String {
+    let out = Command::new("ssh")
+        .args(["-F", SSH_CONFIG, host, command])
+        .output()
+        .expect("ssh");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_deployed_before_the_runtimes_and_retrieved_at_the_end() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("ssh-files");
+    let src = dir.0.join("campaign");
+    std::fs::create_dir_all(src.join("fields")).unwrap();
+    std::fs::write(src.join("model.toml"), "x = 1\n").unwrap();
+    std::fs::write(src.join("fields/a.nc"), "field a\n").unwrap();
+    std::fs::write(src.join("fields/b.partial"), "half\n").unwrap();
+    let remote = format!("/tmp/actogrid-ft-{}", mark());
+    let back = dir.0.join("back");
+    let text = support::descriptor(
+        "timeout=\"60s\" fileTransferDeploy=\"inputs\" fileTransferRetrieve=\"inputs\"",
+        "",
+        "toHost",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="toHost">
+              <sshProcess hostname="agh1">
+                <processReference refid="runtime"/>
+                <fileTransferDeploy refid="implicit">
+                  <sourceInfo prefix="{src}"/>
+                  <destinationInfo prefix="{remote}"/>
+                </fileTransferDeploy>
+                <fileTransferRetrieve refid="implicit">
+                  <sourceInfo prefix="{remote}"/>
+                  <destinationInfo prefix="{back}"/>
+                </fileTransferRetrieve>
+              </sshProcess>
+            </processDefinition>"#,
+            src = src.display(),
+            back = back.display(),
+        ),
+        false,
+    )
+    .replace(
+        "<infrastructure>",
+        r#"<fileTransferDefinitions>
+             <fileTransfer id="inputs">
+               <file src="model.toml"/>
+               <dir src="fields" dest="fields" excludes="*.partial"/>
+             </fileTransfer>
+           </fileTransferDefinitions>
+           <infrastructure>"#,
+    );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    assert_eq!(
+        d.virtual_node("Workers")
+            .unwrap()
+            .nodes()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        ssh_run("agh1", &format!("cat {remote}/model.toml")),
+        "x = 1"
+    );
+    assert_eq!(ssh_run("agh1", &format!("ls {remote}/fields")), "a.nc");
+    d.kill().await;
+    assert_eq!(
+        std::fs::read_to_string(back.join("model.toml")).unwrap(),
+        "x = 1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(back.join("fields/a.nc")).unwrap(),
+        "field a\n"
+    );
+    assert!(!back.join("fields/b.partial").exists());
+    ssh_run("agh1", &format!("rm -rf {remote}"));
+    rt.shutdown();
+}

@@ -24,6 +24,7 @@ use super::{DeployError, Inner};
 pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<(), DeployError> {
     let d = inner.descriptor.clone();
     let name = vn.name.clone();
+    let vn_model = d.virtual_node(&name);
     if let Some(mapping) = d.mapping(&name) {
         if mapping.current_jvm.is_some() {
             let node = inner.shared.runtime.local_node(&name);
@@ -52,6 +53,12 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                         job_name: format!("actogrid-{name}"),
                         jvm: jvm.name.value.clone(),
                         work_dir: inner.options.work_dir.clone(),
+                        vn_deploy: vn_model
+                            .and_then(|v| v.file_transfer_deploy.as_ref())
+                            .map(|r| r.value.clone()),
+                        vn_retrieve: vn_model
+                            .and_then(|v| v.file_transfer_retrieve.as_ref())
+                            .map(|r| r.value.clone()),
                     };
                     let sink = Sink {
                         inner: inner.clone(),
