@@ -9,5 +9,6 @@
 pub mod batch;
 pub mod chain;
 pub mod exec;
+pub mod overlay;
 pub mod ssh;
 pub mod transfer;
