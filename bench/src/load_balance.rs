@@ -27,11 +27,15 @@ use crate::timing::Summary;
 static CORE: Semaphore = Semaphore::const_new(1);
 
 /// Runs tasks on the modelled core and records which it ran.
+// `pub` because the proxy `#[active]` generates is always `pub`; nothing
+// outside this binary sees either.
+#[allow(unreachable_pub)]
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Cruncher {
     done: Vec<u64>,
 }
 
+#[allow(unreachable_pub)]
 #[actogrid::active]
 impl Cruncher {
     /// An idle cruncher.
