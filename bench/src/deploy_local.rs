@@ -28,7 +28,8 @@ pub(crate) struct Args {
     rounds: usize,
 }
 
-fn descriptor(runtimes: usize) -> String {
+/// A descriptor of `runtimes` local runtimes of one node each.
+pub(crate) fn descriptor(runtimes: usize) -> String {
     format!(
         r#"<?xml version="1.0"?>
 <ProActiveDescriptor>
