@@ -3,7 +3,7 @@
 //! whose descriptor has a `P2PService`; the nodes behave like created ones
 //! (they answer calls, the virtual node's technical services apply to
 //! them), go back to their peers at the end, and leave the deployment when
-//! their peer is killed.
+//! their peer is killed (and are replaced while the request still asks).
 
 mod support;
 
@@ -259,7 +259,7 @@ async fn twenty_peers_lend_nodes_and_get_their_slots_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_peer_takes_its_nodes_and_a_restarted_one_rejoins() {
+async fn a_killed_peer_takes_its_nodes_which_are_replaced_and_it_rejoins_when_restarted() {
     let dir = TempDir::new("p2p-kill");
     let mut peers = overlay(&dir, 5, 2);
     let rt = runtime().await;
@@ -300,7 +300,19 @@ async fn a_killed_peer_takes_its_nodes_and_a_restarted_one_rejoins() {
         .await,
         "its runtimes died with it"
     );
-    assert_eq!(vn.size(), 6 - lost_pids.len());
+    // The request still asks: other peers replace the lost nodes.
+    assert!(
+        eventually(Duration::from_secs(15), || vn.size() == 6).await,
+        "{} of 6 nodes after the loss",
+        vn.size()
+    );
+    assert!(
+        vn.current_nodes().iter().all(|n| d
+            .runtimes()
+            .iter()
+            .any(|r| r.nodes.contains(n.url()) && !lost_pids.contains(&r.pid))),
+        "no node of the dead peer is left"
+    );
     answer(&vn.current_nodes()).await;
 
     // Restarted on the same address, it rejoins the overlay.

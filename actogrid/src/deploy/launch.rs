@@ -121,6 +121,9 @@ fn acquire(
             Err(e) => vn.fail("?", format!("service `{service}`: bad URL: {e}")),
         },
         Some(ServiceKind::P2p(p2p)) => {
+            // A lost acquired node is replaced while the request still asks:
+            // losses never make the count unreachable before the timeout.
+            vn.lost_unknown.store(true, Ordering::Relaxed);
             let (inner2, vn, service) = (inner.clone(), vn.clone(), service.to_owned());
             let task = tokio::spawn(async move {
                 let started = super::p2p::Acquisition::start(
