@@ -101,18 +101,20 @@ impl Drop for PeerProcess {
     }
 }
 
-/// `n` peers, each knowing the one or two started before it. They share
+/// `n` peers, each knowing the first and the previous one (so that the
+/// overlay forms in one piece: a peer refused by the first is referred to
+/// its acquaintances). They share
 /// one work directory (as peers on one machine may), so the program is
 /// written to disk once, not `n` times.
 fn overlay(dir: &TempDir, n: usize, slots: u32) -> Vec<PeerProcess> {
     let mut peers: Vec<PeerProcess> = Vec::new();
     for i in 0..n {
-        let known: Vec<String> = peers
-            .iter()
-            .rev()
-            .take(2)
-            .map(|p| p.address.clone())
-            .collect();
+        let mut known: Vec<String> = Vec::new();
+        for p in [peers.first(), peers.last()].into_iter().flatten() {
+            if !known.contains(&p.address) {
+                known.push(p.address.clone());
+            }
+        }
         let _ = i;
         let work = dir.0.join("peers");
         peers.push(PeerProcess::start(&work, "127.0.0.1:0", slots, &known, &[]));

@@ -61,7 +61,7 @@ fn descriptor(nodes: usize, contacts: &[&str]) -> String {
   <infrastructure>
     <services>
       <serviceDefinition id="overlay">
-        <P2PService nodesAsked="{nodes}" NOA="4" TTU="5000" TTL="6"><peerSet>{peers}</peerSet></P2PService>
+        <P2PService nodesAsked="{nodes}" NOA="4" TTU="1000" TTL="6"><peerSet>{peers}</peerSet></P2PService>
       </serviceDefinition>
     </services>
   </infrastructure>
@@ -152,9 +152,15 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
                 "--work-dir".to_owned(),
                 work.to_string_lossy().into_owned(),
             ];
-            for known in peers.iter().rev().take(2) {
-                argv.push("--peer".to_owned());
-                argv.push(known.address().to_owned());
+            // The first peer and the previous one: everyone reaches the
+            // first peer's component (directly, or through its referrals),
+            // so the overlay is one piece.
+            let known = [peers.first(), peers.last()];
+            for k in known.into_iter().flatten().map(Child::address) {
+                if !argv.iter().any(|a| a == k) {
+                    argv.push("--peer".to_owned());
+                    argv.push(k.to_owned());
+                }
             }
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             peers.push(Child::spawn(&argv, Mode::Unpinned)?);
@@ -170,7 +176,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         let rt = Runtime::bind("127.0.0.1:0", actogrid::Config::default()).await?;
         // Let the overlay form (a few upkeeps), then warm up: the peers cache
         // the program.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let cold = deploy_once(&rt, &p2p, nodes).await?;
         all_free(&rt, &peers).await?;
         deploy_once(&rt, &local, nodes).await?;

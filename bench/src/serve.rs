@@ -104,13 +104,20 @@ pub(crate) struct PeerArgs {
 
 /// An overlay peer daemon lending slots (what `actogrid peer` runs).
 pub(crate) async fn peer(args: &PeerArgs) -> anyhow::Result<()> {
+    // Logs only when asked (RUST_LOG): the benchmark's output stays clean.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let listener = bind(&args.listen).await?;
     let options = actogrid::peer::PeerOptions {
         peers: args.peers.clone(),
         slots: args.slots,
         noa: 4,
         ttl: 6,
-        ttu: std::time::Duration::from_secs(5),
+        ttu: std::time::Duration::from_secs(1),
         token: actogrid::peer::token_of(Some(&args.token)),
         work_dir: args.work_dir.clone(),
         ..actogrid::peer::PeerOptions::default()
