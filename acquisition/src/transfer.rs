@@ -114,6 +114,29 @@ pub async fn ship_binary(shell: &dyn Shell, local: &Path) -> Result<ShippedBinar
     })
 }
 
+/// sha256 (hexadecimal) and size of the file at `path`, computed once per
+/// path, size and modification time in this process: what a binary is
+/// addressed by in the caches of hosts and peers.
+pub async fn file_sha256(path: &Path) -> std::io::Result<(String, u64)> {
+    local_digest(path).await.map(|d| (d.sha256, d.len))
+}
+
+/// An incremental sha256, for content that arrives in pieces.
+#[derive(Debug, Default, Clone)]
+pub struct Sha256Hasher(Sha256);
+
+impl Sha256Hasher {
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest, hexadecimal.
+    pub fn finish(self) -> String {
+        hex(&self.0.finalize())
+    }
+}
+
 type ShipCells = HashMap<(String, String, String), Arc<tokio::sync::OnceCell<String>>>;
 
 /// A local file's content hash and size.

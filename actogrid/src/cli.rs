@@ -4,6 +4,7 @@
 
 mod deploy;
 mod node;
+mod peer;
 mod plan;
 mod validate;
 
@@ -34,6 +35,9 @@ enum Command {
     Deploy(deploy::Args),
     /// Run a stand-alone node runtime hosting the built-in active types.
     Node(node::Args),
+    /// Join the peer-to-peer overlay and lend node slots (until Ctrl-C);
+    /// `peer status ADDR` shows a peer's acquaintances, slots and lent nodes.
+    Peer(peer::Args),
 }
 
 /// `--var name=value`, repeatable.
@@ -73,6 +77,7 @@ pub(crate) fn run() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Node(args) => node::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Peer(args) => peer::run(args),
     }
 }
 

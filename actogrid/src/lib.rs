@@ -13,6 +13,7 @@
 //!   services applied to every node of a virtual node.
 
 mod deploy;
+pub mod peer;
 mod process;
 
 pub use actogrid_descriptor as descriptor;
@@ -20,6 +21,7 @@ pub use actogrid_runtime::{
     ActiveRef, CallError, Config, ErrorKind, Future, FutureGroup, Group, NoError, Node, NodeUrl,
     Proxy, Runtime, builtin, current, in_completion_order, intercept, wait_all, wait_any,
 };
+pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
     LEASE_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, Refusal, Registrar, RegistrarProxy,

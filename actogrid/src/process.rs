@@ -57,23 +57,7 @@ pub async fn serve_node(options: NodeOptions) -> anyhow::Result<()> {
         writeln!(out, "{ANNOUNCE}{}", node.url())?;
         out.flush()?;
     }
-    let stdin_closed = async move {
-        if options.exit_on_stdin_eof {
-            let _ = tokio::task::spawn_blocking(|| {
-                let mut sink = String::new();
-                while std::io::stdin()
-                    .read_line(&mut sink)
-                    .map(|n| n > 0)
-                    .unwrap_or(false)
-                {
-                    sink.clear();
-                }
-            })
-            .await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+    let stdin_closed = stdin_closed(options.exit_on_stdin_eof);
     let stop = async {
         tokio::select! {
             () = stdin_closed => {}
@@ -83,6 +67,25 @@ pub async fn serve_node(options: NodeOptions) -> anyhow::Result<()> {
     rt.serve(listener, stop).await?;
     rt.shutdown();
     Ok(())
+}
+
+/// Completes when standard input reaches its end, if `watch`; never
+/// otherwise.
+pub(crate) async fn stdin_closed(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            sink.clear();
+        }
+    })
+    .await;
 }
 
 /// Completes on SIGINT or SIGTERM.

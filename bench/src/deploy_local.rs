@@ -27,7 +27,8 @@ pub(crate) struct Args {
     rounds: usize,
 }
 
-fn descriptor(runtimes: usize) -> String {
+/// A descriptor of `runtimes` local runtimes of one node each.
+pub(crate) fn descriptor(runtimes: usize) -> String {
     deployment::descriptor(
         runtimes,
         "p",

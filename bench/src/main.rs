@@ -24,6 +24,7 @@ mod descriptor_parse;
 mod group_broadcast;
 mod load_balance;
 mod node_memory;
+mod p2p_acquire;
 mod report;
 mod serve;
 mod timing;
@@ -66,6 +67,13 @@ enum Bench {
     /// Makespan of a stream of tasks on objects that all start on 2 of 8
     /// nodes, with the load-balancing service against without it.
     LoadBalance(load_balance::Args),
+    /// 32 overlay peers × 2 slots on loopback: a `P2PService` asks for 64
+    /// nodes, until each answered one call, against creating the same 64
+    /// runtimes locally.
+    P2pAcquire(p2p_acquire::Args),
+    /// Serves an overlay peer lending slots (started by the benchmarks).
+    #[command(hide = true)]
+    ServePeer(serve::PeerArgs),
     /// Serves an actogrid runtime (started by the benchmarks).
     #[command(hide = true)]
     ServeNode(serve::Args),
@@ -90,6 +98,8 @@ fn main() -> anyhow::Result<()> {
         Bench::DeployLocal(args) => bench_runtime()?.block_on(deploy_local::run(&args))?,
         Bench::DeploySsh(args) => bench_runtime()?.block_on(deploy_ssh::run(&args))?,
         Bench::LoadBalance(args) => bench_runtime()?.block_on(load_balance::run(&args))?,
+        Bench::P2pAcquire(args) => bench_runtime()?.block_on(p2p_acquire::run(&args))?,
+        Bench::ServePeer(args) => return server_runtime()?.block_on(serve::peer(&args)),
         Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),
         Bench::ServeEcho(args) => return server_runtime()?.block_on(serve::echo(&args)),
         Bench::ServeTcp(args) => return server_runtime()?.block_on(serve::tcp(&args)),

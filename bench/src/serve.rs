@@ -81,3 +81,51 @@ fn stdin_closed() -> impl std::future::Future<Output = ()> + Send {
         let _ = rx.await;
     }
 }
+
+/// Options of `serve-peer`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PeerArgs {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// First contacts (repeatable).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// Slots to lend.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
+    /// Where the program cache and the slots are.
+    #[arg(long)]
+    work_dir: std::path::PathBuf,
+    /// The overlay's passphrase.
+    #[arg(long)]
+    token: String,
+}
+
+/// An overlay peer daemon lending slots (what `actogrid peer` runs).
+pub(crate) async fn peer(args: &PeerArgs) -> anyhow::Result<()> {
+    // Logs only when asked (RUST_LOG): the benchmark's output stays clean.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let listener = bind(&args.listen).await?;
+    let options = actogrid::peer::PeerOptions {
+        peers: args.peers.clone(),
+        slots: args.slots,
+        noa: 4,
+        ttl: 6,
+        ttu: std::time::Duration::from_secs(1),
+        token: actogrid::peer::token_of(Some(&args.token)),
+        work_dir: args.work_dir.clone(),
+        ..actogrid::peer::PeerOptions::default()
+    };
+    let daemon = actogrid::peer::PeerDaemon::start(listener, options).await?;
+    let eof = stdin_closed();
+    announce(daemon.address())?;
+    eof.await;
+    daemon.shutdown().await;
+    Ok(())
+}

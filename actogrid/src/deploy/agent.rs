@@ -32,6 +32,11 @@ pub const LISTEN_ENV: &str = "ACTOGRID_LISTEN";
 /// another address than the one it uses to reach the deployer.
 pub const ADVERTISE_ENV: &str = "ACTOGRID_ADVERTISE";
 
+/// Set (to `1`) when the runtime must exit as soon as its standard input
+/// closes: a lending peer starts runtimes with a pipe on stdin, so that
+/// they end with the peer even when it is killed.
+pub const EXIT_ON_STDIN_EOF_ENV: &str = "ACTOGRID_EXIT_ON_STDIN_EOF";
+
 /// `true` when this process was started by a deployer.
 pub(crate) fn launched_by_deployer() -> bool {
     std::env::var_os(DEPLOYER_ENV).is_some()
@@ -93,6 +98,7 @@ struct Launch {
     prefix: String,
     listen: Option<String>,
     advertise: Option<String>,
+    exit_on_stdin_eof: bool,
 }
 
 fn read_env() -> anyhow::Result<Launch> {
@@ -124,6 +130,7 @@ fn read_env() -> anyhow::Result<Launch> {
         prefix: var(NODE_PREFIX_ENV).unwrap_or_else(|| "node".to_owned()),
         listen: var(LISTEN_ENV),
         advertise: var(ADVERTISE_ENV),
+        exit_on_stdin_eof: var(EXIT_ON_STDIN_EOF_ENV).is_some_and(|v| v != "0"),
     })
 }
 
@@ -221,9 +228,14 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
         .await;
         Ok::<(), anyhow::Error>(())
     };
+    let exit_on_eof = launch.exit_on_stdin_eof;
     let result = tokio::select! {
         r = outcome => r,
         () = crate::process::terminated() => Ok(()),
+        () = crate::process::stdin_closed(exit_on_eof) => {
+            eprintln!("actogrid runtime: standard input closed (the peer that started it is gone); exiting");
+            Ok(())
+        }
         r = serving => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::anyhow!("the runtime's server stopped: {e}")),

@@ -75,7 +75,7 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                 }
                 RuntimeSource::Acquisition(service) => {
                     let kind = d.service(&service.value).map(|s| s.kind.clone());
-                    acquire(inner, vn, &service.value, kind);
+                    acquire(inner, vn, &service.value, kind, jvm.asked_nodes.max(1));
                 }
             }
         }
@@ -109,7 +109,13 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
 }
 
 /// Runtimes acquired from a service rather than created.
-fn acquire(inner: &Arc<Inner>, vn: &Arc<VnState>, service: &str, kind: Option<ServiceKind>) {
+fn acquire(
+    inner: &Arc<Inner>,
+    vn: &Arc<VnState>,
+    service: &str,
+    kind: Option<ServiceKind>,
+    nodes_per_runtime: u32,
+) {
     match kind {
         Some(ServiceKind::RegistryLookup(lookup)) => match lookup.url.parse::<NodeUrl>() {
             Ok(url) => {
@@ -121,12 +127,35 @@ fn acquire(inner: &Arc<Inner>, vn: &Arc<VnState>, service: &str, kind: Option<Se
             }
             Err(e) => vn.fail("?", format!("service `{service}`: bad URL: {e}")),
         },
-        Some(ServiceKind::P2p(_)) => {
+        Some(ServiceKind::P2p(p2p)) => {
+            // A lost acquired node is replaced while the request still asks:
+            // losses never make the count unreachable before the timeout.
             vn.lost_unknown.store(true, Ordering::Relaxed);
-            vn.fail(
-                "overlay",
-                format!("service `{service}`: acquiring nodes from the peer-to-peer overlay is not available in this version"),
-            );
+            let (inner2, vn, service) = (inner.clone(), vn.clone(), service.to_owned());
+            let task = tokio::spawn(async move {
+                let started = super::p2p::Acquisition::start(
+                    &inner2,
+                    &vn,
+                    &service,
+                    &p2p,
+                    u64::from(nodes_per_runtime),
+                )
+                .await;
+                match started {
+                    Ok(acquisition) => {
+                        if inner2.killed.load(Ordering::Acquire) {
+                            acquisition.end().await;
+                        } else {
+                            lock(&inner2.overlays).push(acquisition);
+                        }
+                    }
+                    Err(e) => {
+                        vn.lost_unknown.store(true, Ordering::Relaxed);
+                        vn.fail("overlay", e.to_string());
+                    }
+                }
+            });
+            lock(&inner.tasks).push(task);
         }
         _ => vn.fail(
             "?",

@@ -20,6 +20,7 @@
 
 pub(crate) mod agent;
 mod launch;
+mod p2p;
 mod progress;
 mod reach;
 pub(crate) mod registrar;
@@ -180,6 +181,10 @@ pub struct DeployOptions {
     /// (`~/` is that host's home; default `~/.cache/actogrid/jobs`). Each
     /// job's files are removed when the deployment ends.
     pub work_dir: String,
+    /// The token of the peer-to-peer overlay nodes are acquired from
+    /// (`P2PService`); default: from the passphrase in
+    /// `ACTOGRID_OVERLAY_TOKEN`, else the open overlay's.
+    pub overlay_token: crate::peer::Token,
 }
 
 impl Default for DeployOptions {
@@ -198,6 +203,9 @@ impl Default for DeployOptions {
             runtime: None,
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             work_dir: "~/.cache/actogrid/jobs".to_owned(),
+            overlay_token: crate::peer::token_of(
+                std::env::var(crate::peer::TOKEN_ENV).ok().as_deref(),
+            ),
         }
     }
 }
@@ -231,6 +239,9 @@ pub(crate) struct Inner {
     shells: Mutex<Vec<Arc<dyn actogrid_acquisition::exec::Shell>>>,
     retrievals: Mutex<Vec<launch::Retrieval>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Requests to the peer-to-peer overlay, one per virtual node and
+    /// `P2PService`.
+    overlays: Mutex<Vec<p2p::Acquisition>>,
     watchers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     killed: AtomicBool,
     progress: progress::Progress,
@@ -339,6 +350,7 @@ impl Deployment {
             shells: Mutex::new(Vec::new()),
             retrievals: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
+            overlays: Mutex::new(Vec::new()),
             watchers: Mutex::new(Vec::new()),
             killed: AtomicBool::new(false),
             progress,
@@ -572,6 +584,9 @@ async fn kill(inner: &Arc<Inner>) {
         }
     });
     futures::future::join_all(asks).await;
+    // Give acquired nodes back: their peers stop what still runs.
+    let overlays: Vec<p2p::Acquisition> = std::mem::take(&mut *lock(&inner.overlays));
+    futures::future::join_all(overlays.iter().map(p2p::Acquisition::end)).await;
     // Bring files back (fileTransferRetrieve) once the runtimes stopped.
     let retrievals: Vec<_> = std::mem::take(&mut *lock(&inner.retrievals));
     let pulls = retrievals.iter().map(launch::Retrieval::run);

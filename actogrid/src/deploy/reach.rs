@@ -9,18 +9,38 @@
 use std::net::{IpAddr, SocketAddr};
 
 use actogrid_descriptor::Descriptor;
-use actogrid_descriptor::model::ProcessKind;
+use actogrid_descriptor::model::{ProcessKind, ServiceKind};
 use actogrid_runtime::{Config, Runtime};
 
 use super::{DeployError, DeployOptions};
 
-/// The first host a descriptor reaches over ssh, if any.
+/// The first host a descriptor reaches over ssh, or the first peer of the
+/// overlay that is not this machine, if any.
 pub(super) fn first_remote_host(d: &Descriptor) -> Option<String> {
-    d.processes.iter().find_map(|p| match &p.kind {
+    let by_process = d.processes.iter().find_map(|p| match &p.kind {
         ProcessKind::Ssh(s) => Some(s.hostname.clone()),
         ProcessKind::ProcessList(l) | ProcessKind::ProcessListByHost(l) => l.hosts.first().cloned(),
         _ => None,
+    });
+    by_process.or_else(|| {
+        d.services.iter().find_map(|s| match &s.kind {
+            ServiceKind::P2p(p) => p
+                .peers
+                .iter()
+                .map(|peer| peer.value.host.clone())
+                .find(|host| !is_local_name(host)),
+            _ => None,
+        })
     })
+}
+
+/// Whether `host` names this machine's loopback.
+fn is_local_name(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether `runtime` can only be reached from this machine.

@@ -226,6 +226,9 @@ pub(crate) struct LaunchRecord {
     pub(crate) token: String,
     /// A submitted batch job, to cancel.
     pub(crate) job: Option<Job>,
+    /// Its runtime was acquired (lent by a peer), not created: its nodes
+    /// reach the services as acquired ones.
+    pub(crate) acquired: bool,
 }
 
 /// A batch job and where to cancel it.
@@ -289,6 +292,7 @@ impl Shared {
             runtimes: Vec::new(),
             kill: None,
             job: None,
+            acquired: false,
             token: token.clone(),
         });
         st.tickets.insert(token, id);
@@ -323,6 +327,7 @@ impl Shared {
         st.next_runtime += 1;
         let launch = &mut st.launches[launch_id as usize];
         let provider = launch.label.clone();
+        let acquired = launch.acquired;
         launch.uses_left -= 1;
         launch.registered += 1;
         launch.runtimes.push(runtime);
@@ -345,8 +350,14 @@ impl Shared {
         drop(st);
         vn.counters.registered.fetch_add(1, Ordering::Relaxed);
         for node in nodes {
-            let origin = Origin::Created {
-                provider: provider.clone(),
+            let origin = if acquired {
+                Origin::Acquired {
+                    service: provider.clone(),
+                }
+            } else {
+                Origin::Created {
+                    provider: provider.clone(),
+                }
             };
             tokio::spawn(vn.clone().admit_node(node, origin));
         }

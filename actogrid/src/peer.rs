@@ -1,0 +1,362 @@
+//! The peer-to-peer overlay, on the wire: the daemon that lends node slots
+//! (`actogrid peer`), and the pieces a deployment uses to acquire nodes
+//! from it (`P2PService` in a descriptor).
+//!
+//! The protocol itself is the sans-IO core of
+//! [`actogrid_acquisition::overlay`]; this module drives it:
+//!
+//! * **Transport.** A peer is an actogrid runtime hosting an
+//!   [`OverlayEndpoint`] registered as [`ENDPOINT_NAME`]; peers are named by
+//!   their `host:port`. Sending a message is a call of the destination's
+//!   `deliver` with the sender's name and the encoded envelope; the reply
+//!   is `Ok(())`, or the reason the message was refused (wrong token,
+//!   malformed): the sender logs it, the receiver logged it too. A
+//!   destination that cannot be reached is reported to the core at once.
+//! * **Time.** A task ticks the core at its next deadline.
+//! * **Lending.** When a slot is booked the requester sends a
+//!   [`LaunchSpec`]: the program's sha256 and size, where to fetch it (a
+//!   [`BinarySource`] on the deployer) and the runtime's environment (its
+//!   deployer and one-time ticket). The daemon fetches the program only
+//!   when its cache lacks that content, checks the hash, and starts it in
+//!   `<work dir>/slots/<booking>/` under the owner's limits (`ulimit -v`,
+//!   `ulimit -u`, `nice`), with its standard input on a pipe so that it
+//!   exits when the daemon dies. The runtime registers with the deployer
+//!   like a created one. A freed slot stops its runtime; a runtime that
+//!   ends frees its slot.
+//! * **Trust.** Every message, launch and status request carries the
+//!   overlay's token; others are refused with an error reply and logged.
+//!   Nothing received can make the daemon panic.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), actogrid::peer::PeerError> {
+//! use actogrid::peer::{PeerDaemon, PeerOptions};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7100").await?;
+//! let options = PeerOptions {
+//!     peers: vec!["10.0.0.5:7100".into()],
+//!     slots: 2,
+//!     ..PeerOptions::default()
+//! };
+//! let daemon = PeerDaemon::start(listener, options).await?;
+//! println!("peer {}", daemon.address());
+//! daemon.shutdown().await; // leaves the overlay, stops lent runtimes
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod endpoint;
+mod lender;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actogrid_acquisition::overlay::Config as CoreConfig;
+use actogrid_runtime::{Config, Runtime};
+use serde::{Deserialize, Serialize};
+
+pub use actogrid_acquisition::overlay::Token;
+pub use driver::{ENDPOINT_NAME, endpoint_url};
+pub use endpoint::{
+    BinarySource, BinarySourceProxy, Blob, LaunchSpec, OverlayEndpoint, OverlayEndpointProxy,
+};
+
+pub(crate) use driver::{Driver, Role};
+
+/// Environment variable holding the overlay's passphrase, read by
+/// `actogrid peer` and by deployments when none is given.
+pub const TOKEN_ENV: &str = "ACTOGRID_OVERLAY_TOKEN";
+
+/// The token of passphrase `secret`, or the open overlay's when `None`.
+pub fn token_of(secret: Option<&str>) -> Token {
+    match secret {
+        Some(s) => Token::from_secret(s.as_bytes()),
+        None => Token::OPEN,
+    }
+}
+
+/// What can go wrong running or asking a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The daemon could not be set up (address, runtime, work directory).
+    #[error("{0}")]
+    Setup(String),
+    /// The peer could not be asked, or refused.
+    #[error("peer {peer}: {error}")]
+    Peer {
+        /// The peer asked.
+        peer: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+impl From<std::io::Error> for PeerError {
+    fn from(e: std::io::Error) -> PeerError {
+        PeerError::Setup(e.to_string())
+    }
+}
+
+/// How a peer daemon behaves: its place in the overlay and what it lends.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// Address others reach it at (default: the bound one).
+    pub advertise: Option<String>,
+    /// First contacts (`host:port`), retried whenever it is short of
+    /// acquaintances.
+    pub peers: Vec<String>,
+    /// Node slots it lends (default: the number of cores).
+    pub slots: u32,
+    /// NOA: acquaintances to keep.
+    pub noa: u32,
+    /// TTU: heartbeat and upkeep period.
+    pub ttu: Duration,
+    /// TTL of requests, in hops.
+    pub ttl: u32,
+    /// How long to wait for any answer before giving up on it.
+    pub answer_timeout: Duration,
+    /// A booked slot with no runtime started on it within this time is
+    /// free again.
+    pub booking_expiry: Duration,
+    /// The overlay's token.
+    pub token: Token,
+    /// Where programs are cached and lent runtimes run.
+    pub work_dir: PathBuf,
+    /// Address-space limit of each lent runtime, in bytes (`ulimit -v`).
+    pub memory_limit: Option<u64>,
+    /// Limit on the processes of the user while a lent runtime runs
+    /// (`ulimit -u`; counts every process of the daemon's user).
+    pub max_processes: Option<u32>,
+    /// Niceness lent runtimes run at (`nice -n`).
+    pub nice: i32,
+}
+
+impl Default for PeerOptions {
+    fn default() -> PeerOptions {
+        let core = CoreConfig::default();
+        PeerOptions {
+            advertise: None,
+            peers: Vec::new(),
+            slots: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            noa: core.noa,
+            ttu: core.ttu,
+            ttl: core.ttl,
+            answer_timeout: core.answer_timeout,
+            booking_expiry: Duration::from_secs(60),
+            token: Token::OPEN,
+            work_dir: default_work_dir(),
+            memory_limit: None,
+            max_processes: None,
+            nice: 10,
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/actogrid/peer`, else `~/.cache/actogrid/peer`.
+fn default_work_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("actogrid").join("peer")
+}
+
+/// One slot of a peer, as [`PeerStatus`] shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SlotStatus {
+    /// `free`, `offered`, `booked` or `in use`.
+    pub state: String,
+    /// Who holds it, when not free.
+    pub requester: Option<String>,
+    /// Its booking, when not free.
+    pub booking: Option<u64>,
+}
+
+/// A runtime a peer runs (or is starting) for a requester.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LentNode {
+    /// The requesting peer (a deployment).
+    pub requester: String,
+    /// The booking.
+    pub booking: u64,
+    /// The runtime's process id, once it runs.
+    pub pid: Option<u32>,
+    /// Seconds since the slot was booked.
+    pub seconds: u64,
+}
+
+/// What `actogrid peer status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer's name (`host:port`).
+    pub address: String,
+    /// Its acquaintances.
+    pub acquaintances: Vec<String>,
+    /// Its slots.
+    pub slots: Vec<SlotStatus>,
+    /// What it lends now.
+    pub lent: Vec<LentNode>,
+    /// Messages received.
+    pub received: u64,
+    /// Messages refused (wrong token, malformed).
+    pub rejected: u64,
+    /// Messages sent.
+    pub sent: u64,
+}
+
+impl PeerStatus {
+    /// Slots in state `state` (`free`, `booked`, `in use`…).
+    pub fn count(&self, state: &str) -> usize {
+        self.slots.iter().filter(|s| s.state == state).count()
+    }
+}
+
+impl std::fmt::Display for PeerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "peer {}", self.address)?;
+        writeln!(f, "acquaintances ({}):", self.acquaintances.len())?;
+        for a in &self.acquaintances {
+            writeln!(f, "  {a}")?;
+        }
+        writeln!(
+            f,
+            "slots: {} free, {} offered, {} booked, {} in use (of {})",
+            self.count("free"),
+            self.count("offered"),
+            self.count("booked"),
+            self.count("in use"),
+            self.slots.len()
+        )?;
+        writeln!(f, "lent nodes ({}):", self.lent.len())?;
+        for l in &self.lent {
+            let pid = l
+                .pid
+                .map_or_else(|| "starting".to_owned(), |p| format!("pid {p}"));
+            writeln!(
+                f,
+                "  booking {} for {} ({pid}, {} s)",
+                l.booking, l.requester, l.seconds
+            )?;
+        }
+        write!(
+            f,
+            "messages: {} received ({} refused), {} sent",
+            self.received, self.rejected, self.sent
+        )
+    }
+}
+
+/// A running peer daemon.
+#[derive(Debug)]
+pub struct PeerDaemon {
+    rt: Runtime,
+    driver: Arc<Driver>,
+    lender: Arc<lender::Lender>,
+}
+
+impl PeerDaemon {
+    /// Joins the overlay through `options.peers` and lends
+    /// `options.slots` slots, serving on `listener`.
+    pub async fn start(
+        listener: tokio::net::TcpListener,
+        options: PeerOptions,
+    ) -> Result<PeerDaemon, PeerError> {
+        let bound = listener.local_addr()?;
+        let address = options
+            .advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        endpoint_url(&address).map_err(PeerError::Setup)?;
+        for p in &options.peers {
+            endpoint_url(p).map_err(PeerError::Setup)?;
+        }
+        std::fs::create_dir_all(options.work_dir.join("bin"))
+            .and_then(|()| std::fs::create_dir_all(options.work_dir.join("slots")))
+            .map_err(|e| {
+                PeerError::Setup(format!(
+                    "cannot create the work directory {}: {e}",
+                    options.work_dir.display()
+                ))
+            })?;
+        let rt = Runtime::builder()
+            .config(Config::default())
+            .address(address.clone())
+            .build();
+        rt.make_global();
+        let server = rt.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(listener, std::future::pending()).await {
+                tracing::error!("the peer's server stopped: {e}");
+            }
+        });
+        let config = CoreConfig {
+            noa: options.noa,
+            ttu: options.ttu,
+            ttl: options.ttl,
+            exploring_ttl: options.ttl,
+            answer_timeout: options.answer_timeout,
+            booking_expiry: options.booking_expiry,
+            slots: options.slots,
+            token: options.token,
+            ..CoreConfig::default()
+        };
+        let peers = options.peers.clone();
+        let lender = Arc::new(lender::Lender::new(Arc::new(options)));
+        let role = Arc::new(lender::LenderRole(lender.clone()));
+        let driver = Driver::start(&rt, address, config, peers, role)
+            .await
+            .map_err(PeerError::Setup)?;
+        // The first upkeep at once: ask the first contacts.
+        driver.step(|core, now| core.tick(now));
+        Ok(PeerDaemon { rt, driver, lender })
+    }
+
+    /// Its name in the overlay (`host:port`).
+    pub fn address(&self) -> &str {
+        self.driver.me()
+    }
+
+    /// Its acquaintances, slots and lent nodes.
+    pub fn status(&self) -> PeerStatus {
+        self.driver.status()
+    }
+
+    /// Leaves the overlay: acquaintances and requesters are told, lent
+    /// runtimes are stopped, the server stops.
+    pub async fn shutdown(self) {
+        self.driver.step(|core, _| core.leave());
+        self.driver.flush(Duration::from_secs(2)).await;
+        self.lender.stop_all();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.lender.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.driver.stop().await;
+        self.rt.shutdown();
+    }
+}
+
+/// Asks the peer at `address` (`host:port`) for its status, from
+/// `runtime`, with the overlay's `token`.
+pub async fn peer_status(
+    runtime: &Runtime,
+    address: &str,
+    token: Token,
+) -> Result<PeerStatus, PeerError> {
+    let fail = |error: String| PeerError::Peer {
+        peer: address.to_owned(),
+        error,
+    };
+    let url = endpoint_url(address).map_err(fail)?;
+    let endpoint: OverlayEndpointProxy =
+        tokio::time::timeout(Duration::from_secs(10), runtime.lookup(&url))
+            .await
+            .map_err(|_| fail("no answer within 10 s".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+    tokio::time::timeout(Duration::from_secs(10), endpoint.status(token))
+        .await
+        .map_err(|_| fail("no answer within 10 s".into()))?
+        .map_err(|e| match e {
+            actogrid_runtime::CallError::Method(m) => fail(m),
+            other => fail(other.to_string()),
+        })
+}

@@ -1,0 +1,454 @@
+//! The lending side of the daemon: a booked slot waits for its launch
+//! specification, the program is fetched into the content-addressed cache
+//! (once per content, verified), and a runtime is started in the slot's own
+//! directory under the owner's limits; it is stopped when the slot is
+//! freed, and the slot is freed when it ends.
+//!
+//! ```text
+//! <work dir>/bin/<sha256>/program      one per program content, verified
+//! <work dir>/slots/<booking>/          the runtime's working directory,
+//!                                      removed when it ends
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actogrid_acquisition::exec::{StderrTail, quote};
+use actogrid_acquisition::overlay::{BookingId, Event};
+use actogrid_acquisition::transfer::{Sha256Hasher, file_sha256};
+use tokio::sync::{OnceCell, oneshot};
+
+use super::driver::{Driver, Role};
+use super::endpoint::{LaunchSpec, MAX_CHUNK};
+use super::{LentNode, PeerOptions};
+use crate::deploy::agent::EXIT_ON_STDIN_EOF_ENV;
+
+/// Largest program accepted.
+const MAX_PROGRAM: u64 = 4 << 30;
+
+/// Environment variables a requester may not set (they would change how
+/// the program is loaded, not what it does).
+fn forbidden_env(name: &str) -> bool {
+    name.starts_with("LD_") || name.starts_with("DYLD_") || name == "PATH" || name == "HOME"
+}
+
+/// One slot lent, from booking to release.
+#[derive(Debug)]
+struct Lent {
+    requester: String,
+    phase: Phase,
+    since: Instant,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Booked; the requester's launch specification has not come yet.
+    AwaitingSpec,
+    /// Fetching the program or starting the runtime.
+    Starting,
+    /// The runtime runs.
+    Running { pid: u32, stop: oneshot::Sender<()> },
+}
+
+/// The daemon's [`Role`].
+#[derive(Debug)]
+pub(crate) struct Lender {
+    options: Arc<PeerOptions>,
+    lent: Mutex<HashMap<BookingId, Lent>>,
+    cache: Mutex<HashMap<String, Arc<OnceCell<PathBuf>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Lender {
+    pub(crate) fn new(options: Arc<PeerOptions>) -> Lender {
+        Lender {
+            options,
+            lent: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Stops every runtime (the daemon is leaving).
+    pub(crate) fn stop_all(&self) {
+        for (_, lent) in lock(&self.lent).drain() {
+            if let Phase::Running { stop, .. } = lent.phase {
+                let _ = stop.send(());
+            }
+        }
+    }
+
+    /// Runtimes still running.
+    pub(crate) fn running(&self) -> usize {
+        lock(&self.lent)
+            .values()
+            .filter(|l| matches!(l.phase, Phase::Running { .. }))
+            .count()
+    }
+
+    fn slot_dir(&self, booking: BookingId) -> PathBuf {
+        self.options
+            .work_dir
+            .join("slots")
+            .join(booking.0.to_string())
+    }
+
+    /// The program of `spec`, from the cache or fetched into it.
+    async fn program(&self, spec: &LaunchSpec) -> Result<PathBuf, String> {
+        let cell = lock(&self.cache)
+            .entry(spec.sha256.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| fetch(&self.options.work_dir, spec))
+            .await
+            .cloned()
+    }
+
+    async fn start(
+        self: Arc<Self>,
+        driver: Arc<Driver>,
+        booking: BookingId,
+        requester: String,
+        spec: LaunchSpec,
+    ) {
+        let started = async {
+            let program = self.program(&spec).await?;
+            let dir = self.slot_dir(booking);
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let child = self
+                .command(&program, &dir, &spec.env)
+                .spawn()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            Ok::<_, String>((child, dir))
+        };
+        let (mut child, dir) = match started.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("slot {} for {requester}: {e}", booking.0);
+                lock(&self.lent).remove(&booking);
+                let _ = tokio::fs::remove_dir_all(self.slot_dir(booking)).await;
+                driver.step(|core, _| core.runtime_ended(booking));
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let (stop, stopped) = oneshot::channel();
+        let still_booked = match lock(&self.lent).get_mut(&booking) {
+            Some(lent) => {
+                lent.phase = Phase::Running { pid, stop };
+                true
+            }
+            None => false,
+        };
+        // Holding stdin open keeps the runtime alive; it exits when this
+        // daemon dies and the pipe closes.
+        let stdin = child.stdin.take();
+        let tail = StderrTail::collect(child.stderr.take());
+        let in_use = still_booked && driver.step(|core, _| core.deployed(booking));
+        if in_use {
+            tracing::info!("slot {}: runtime {pid} runs for {requester}", booking.0);
+        }
+        let exit = if in_use {
+            tokio::select! {
+                exit = child.wait() => exit,
+                _ = stopped => {
+                    let _ = child.kill().await;
+                    child.wait().await
+                }
+            }
+        } else {
+            let _ = child.kill().await;
+            child.wait().await
+        };
+        drop(stdin);
+        let how = match exit {
+            Ok(status) => status.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let tail = tail.text().await;
+        let tail = tail.trim();
+        if tail.is_empty() {
+            tracing::info!("slot {}: runtime {pid} ended ({how})", booking.0);
+        } else {
+            tracing::info!(
+                "slot {}: runtime {pid} ended ({how}); its last error output: {tail}",
+                booking.0
+            );
+        }
+        let mine = {
+            let mut lent = lock(&self.lent);
+            let mine = matches!(lent.get(&booking), Some(Lent { phase: Phase::Running { pid: p, .. }, .. }) if *p == pid);
+            if mine {
+                lent.remove(&booking);
+            }
+            mine
+        };
+        if mine {
+            driver.step(|core, _| core.runtime_ended(booking));
+        }
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+    }
+
+    /// `sh -c` applying the owner's limits, then becoming the runtime.
+    fn command(
+        &self,
+        program: &Path,
+        dir: &Path,
+        env: &[(String, String)],
+    ) -> tokio::process::Command {
+        let mut script = String::new();
+        if let Some(bytes) = self.options.memory_limit {
+            script.push_str(&format!("ulimit -v {} && ", (bytes / 1024).max(1)));
+        }
+        if let Some(n) = self.options.max_processes {
+            // `-u` in bash and busybox, `-p` in dash.
+            script.push_str(&format!(
+                "{{ ulimit -u {n} 2>/dev/null || ulimit -p {n}; }} && "
+            ));
+        }
+        script.push_str(&format!(
+            "exec nice -n {} {}",
+            self.options.nice,
+            quote(&program.to_string_lossy())
+        ));
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", dir)
+            .env("TMPDIR", dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env(EXIT_ON_STDIN_EOF_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            cmd.env("RUST_LOG", filter);
+        }
+        cmd
+    }
+}
+
+/// Checks what a requester sent before anything is fetched or started.
+fn check(spec: &LaunchSpec) -> Result<(), String> {
+    let hex = spec.sha256.len() == 64
+        && spec
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex {
+        return Err("malformed launch: sha256 must be 64 lowercase hexadecimal digits".into());
+    }
+    if spec.size == 0 || spec.size > MAX_PROGRAM {
+        return Err(format!(
+            "malformed launch: a program of {} bytes (at most {MAX_PROGRAM})",
+            spec.size
+        ));
+    }
+    if spec.env.len() > 256 {
+        return Err("malformed launch: more than 256 environment variables".into());
+    }
+    for (name, value) in &spec.env {
+        let valid = !name.is_empty()
+            && name.len() <= 256
+            && value.len() <= 64 * 1024
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !value.contains('\0');
+        if !valid {
+            return Err(format!(
+                "malformed launch: bad environment variable `{name}`"
+            ));
+        }
+        if forbidden_env(name) {
+            return Err(format!(
+                "malformed launch: the environment variable `{name}` may not be set"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Puts the program of `spec` into the cache of `work_dir`: reused when
+/// present with the right hash, else fetched from the requester piece by
+/// piece, checked, and renamed into place.
+async fn fetch(work_dir: &Path, spec: &LaunchSpec) -> Result<PathBuf, String> {
+    let dir = work_dir.join("bin").join(&spec.sha256);
+    let path = dir.join("program");
+    if tokio::fs::metadata(&path).await.is_ok() {
+        match file_sha256(&path).await {
+            Ok((sha, _)) if sha == spec.sha256 => return Ok(path),
+            _ => {
+                tracing::warn!("{}: corrupt, fetching it again", path.display());
+                let _ = tokio::fs::remove_file(&path).await;
+            }
+        }
+    }
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let partial = dir.join(format!(".partial-{}", fastrand::u64(..)));
+    let fetched = fetch_into(&partial, spec).await;
+    match fetched {
+        Ok(()) => {}
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
+        }
+    }
+    tokio::fs::rename(&partial, &path)
+        .await
+        .map_err(|e| format!("cannot move the program into {}: {e}", path.display()))?;
+    tracing::info!("cached program {} ({} bytes)", spec.sha256, spec.size);
+    Ok(path)
+}
+
+async fn fetch_into(partial: &Path, spec: &LaunchSpec) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::File::create(partial)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let mut hasher = Sha256Hasher::default();
+    let mut offset = 0u64;
+    while offset < spec.size {
+        let call = spec.binary.chunk(spec.sha256.clone(), offset, MAX_CHUNK);
+        let piece = tokio::time::timeout(Duration::from_secs(60), call)
+            .await
+            .map_err(|_| "fetching the program: no answer within 60 s".to_owned())?
+            .map_err(|e| format!("fetching the program: {e}"))?
+            .0;
+        if piece.is_empty() || offset + piece.len() as u64 > spec.size {
+            return Err("fetching the program: the requester sent a wrong piece".into());
+        }
+        hasher.update(&piece);
+        file.write_all(&piece)
+            .await
+            .map_err(|e| format!("writing {}: {e}", partial.display()))?;
+        offset += piece.len() as u64;
+    }
+    file.flush()
+        .await
+        .map_err(|e| format!("writing {}: {e}", partial.display()))?;
+    drop(file);
+    let got = hasher.finish();
+    if got != spec.sha256 {
+        return Err(format!(
+            "the program received has sha256 {got}, not the announced {}: refused",
+            spec.sha256
+        ));
+    }
+    set_executable(partial).await
+}
+
+async fn set_executable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .await
+        .map_err(|e| format!("cannot make {} executable: {e}", path.display()))
+}
+
+/// The lender as the driver sees it (a cheap handle on the shared state).
+pub(crate) struct LenderRole(pub(crate) Arc<Lender>);
+
+impl Role for LenderRole {
+    fn on_event(&self, _driver: &Arc<Driver>, event: Event<String>) {
+        let lender = &self.0;
+        match event {
+            Event::Deploy {
+                booking, requester, ..
+            } => {
+                tracing::info!("slot {} booked by {requester}", booking.0);
+                lock(&lender.lent).insert(
+                    booking,
+                    Lent {
+                        requester,
+                        phase: Phase::AwaitingSpec,
+                        since: Instant::now(),
+                    },
+                );
+            }
+            Event::SlotFreed {
+                booking,
+                requester,
+                reason,
+            } => {
+                tracing::info!("slot {} of {requester} is free ({reason:?})", booking.0);
+                if let Some(lent) = lock(&lender.lent).remove(&booking) {
+                    if let Phase::Running { stop, .. } = lent.phase {
+                        let _ = stop.send(());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn launch(
+        &self,
+        driver: &Arc<Driver>,
+        from: String,
+        booking: BookingId,
+        spec: LaunchSpec,
+    ) -> Result<(), String> {
+        let lender = &self.0;
+        {
+            let mut lent = lock(&lender.lent);
+            let Some(entry) = lent.get_mut(&booking) else {
+                tracing::warn!(
+                    "refused a launch from {from}: slot {} is not booked",
+                    booking.0
+                );
+                return Err(format!("no slot is booked as {} here", booking.0));
+            };
+            if entry.requester != from || !matches!(entry.phase, Phase::AwaitingSpec) {
+                tracing::warn!(
+                    "refused a launch from {from}: slot {} is not booked by it, or already started",
+                    booking.0
+                );
+                return Err(format!("slot {} is not yours to start", booking.0));
+            }
+            if let Err(e) = check(&spec) {
+                tracing::warn!("refused a launch from {from}: {e}");
+                lent.remove(&booking);
+                drop(lent);
+                driver.step(|core, _| core.runtime_ended(booking));
+                return Err(e);
+            }
+            entry.phase = Phase::Starting;
+        }
+        let binary = driver.runtime().adopt(&spec.binary);
+        let spec = LaunchSpec { binary, ..spec };
+        tokio::spawn(lender.clone().start(driver.clone(), booking, from, spec));
+        Ok(())
+    }
+
+    fn lent(&self) -> Vec<LentNode> {
+        let mut list: Vec<LentNode> = lock(&self.0.lent)
+            .iter()
+            .map(|(booking, lent)| LentNode {
+                requester: lent.requester.clone(),
+                booking: booking.0,
+                pid: match lent.phase {
+                    Phase::Running { pid, .. } => Some(pid),
+                    _ => None,
+                },
+                seconds: lent.since.elapsed().as_secs(),
+            })
+            .collect();
+        list.sort_by_key(|l| l.booking);
+        list
+    }
+}
