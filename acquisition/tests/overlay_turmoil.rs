@@ -3,7 +3,7 @@
 //! repairs of the simulation. A partition cuts a requester off from half
 //! the slots; it gets the half it can reach, and the rest once the
 //! partition heals and the two halves find each other again (through
-//! their first contacts, which peers short of NOA keep asking).
+//! their first contacts, which peers keep asking while below 2·NOA).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -18,11 +18,10 @@ type Shared<T> = Arc<Mutex<T>>;
 
 fn config(slots: u32) -> Config {
     Config {
-        // Above what one half can offer (4 others): peers stay short of
-        // acquaintances while cut off, so they keep asking their first
-        // contacts across the cut, which is how the halves find each other
-        // again. (Halves that each reach NOA on their own stay apart.)
-        noa: 5,
+        // Each half (5 peers) can reach NOA on its own: the halves find
+        // each other again only because peers keep asking one first
+        // contact a TTU while below 2·NOA.
+        noa: 3,
         ttu: Duration::from_millis(500),
         ttl: 6,
         exploring_ttl: 6,

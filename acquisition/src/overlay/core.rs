@@ -870,6 +870,20 @@ impl<P: PeerId> Peer<P> {
                 self.handshakes.insert(peer.clone(), now);
                 self.send(peer, Message::AcquaintRequest);
             }
+        } else if self.acquaintances.len() < 2 * noa {
+            // One first contact a TTU, even with NOA acquaintances: two
+            // parts of an overlay that each reached NOA (after a partition
+            // heals, or peers started knowing only earlier ones) would
+            // otherwise never meet again.
+            let mut idle: Vec<P> = (self.contacts.iter())
+                .filter(|c| !self.acquaintances.contains(*c) && !self.handshakes.contains_key(*c))
+                .cloned()
+                .collect();
+            if !idle.is_empty() {
+                let peer = idle.swap_remove(self.rng.usize(..idle.len()));
+                self.handshakes.insert(peer.clone(), now);
+                self.send(peer, Message::AcquaintRequest);
+            }
         }
         if self.acquaintances.len() < noa && !self.acquaintances.is_empty() {
             let flood = FloodId(self.rng.u64(..));
