@@ -38,6 +38,9 @@ fn setup(test: &str) -> Option<MutexGuard<'static, ()>> {
         let started = Instant::now();
         let status = Command::new(script())
             .args(["up", "3"])
+            // A private /tmp and /root per host: a shipped file is only
+            // where it was shipped, and nothing lands in this machine's.
+            .env("AG_TESTBED_SSH_PRIVATE_DIRS", "/tmp /root")
             .status()
             .expect("run scripts/testbed/ssh-hosts");
         assert!(status.success(), "ssh-hosts up 3 failed: {status}");

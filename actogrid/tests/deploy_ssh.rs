@@ -32,6 +32,9 @@ fn enabled() -> bool {
     }
     let up = Command::new(testbed())
         .args(["up", "3"])
+        // A private /tmp and /root per host: a shipped binary is only where
+        // it was shipped, and nothing lands in this machine's.
+        .env("AG_TESTBED_SSH_PRIVATE_DIRS", "/tmp /root")
         .status()
         .expect("ssh-hosts up");
     assert!(up.success(), "the ssh hosts did not come up");
