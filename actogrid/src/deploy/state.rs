@@ -237,6 +237,28 @@ pub(crate) struct Job {
     pub(crate) job: actogrid_acquisition::batch::BatchJob,
 }
 
+/// What an ended launch leaves behind.
+struct ClosedLaunch {
+    vn: Arc<VnState>,
+    label: String,
+    host: String,
+    /// Nodes it will never register (`None`: unknown how many).
+    lost_nodes: Option<u64>,
+    runtimes: Vec<u64>,
+}
+
+impl ClosedLaunch {
+    /// Counts the nodes that will never come against the virtual node.
+    fn count_lost(&self) {
+        match self.lost_nodes {
+            Some(n) => {
+                self.vn.lost.fetch_add(n, Ordering::Relaxed);
+            }
+            None => self.vn.lost_unknown.store(true, Ordering::Relaxed),
+        }
+    }
+}
+
 /// One registered runtime.
 pub(crate) struct RuntimeRecord {
     pub(crate) launch: u64,
@@ -427,65 +449,52 @@ impl Shared {
     /// A launch ended (its process exited, or its job finished): runtimes it
     /// still had leave, and the ones it never registered are lost.
     pub(crate) fn launch_ended(&self, launch: u64, how: &str) {
-        let mut st = lock(&self.state);
-        let record = &mut st.launches[launch as usize];
-        if record.ended {
+        let Some(closed) = self.close_launch(launch) else {
             return;
-        }
-        record.ended = true;
-        let vn = record.vn.clone();
-        let label = record.label.clone();
-        let host = record.host.clone();
-        let missing = record.expected.map(|e| e.saturating_sub(record.registered));
-        let npr = record.nodes_per_runtime;
-        let runtimes = record.runtimes.clone();
-        st.tickets.retain(|_, l| *l != launch);
-        drop(st);
-        lock(&vn.waiting_on).remove(&launch);
-        for r in runtimes {
-            self.runtime_gone(r, &format!("{label} {how}"));
+        };
+        for r in &closed.runtimes {
+            self.runtime_gone(*r, &format!("{} {how}", closed.label));
         }
         if self.ended.load(Ordering::Acquire) {
             return;
         }
-        match missing {
-            Some(0) => vn.bump(),
-            Some(m) => {
-                vn.lost.fetch_add(m * npr, Ordering::Relaxed);
-                vn.fail(
-                    &host,
-                    format!("{label} {how} before its runtimes registered"),
-                );
-            }
-            None => {
-                vn.lost_unknown.store(true, Ordering::Relaxed);
-                vn.fail(&host, format!("{label} {how}"));
-            }
-        }
+        let message = match closed.lost_nodes {
+            Some(0) => return closed.vn.bump(),
+            Some(_) => format!("{} {how} before its runtimes registered", closed.label),
+            None => format!("{} {how}", closed.label),
+        };
+        closed.count_lost();
+        closed.vn.fail(&closed.host, message);
     }
 
     /// A launch could not even start.
     pub(crate) fn launch_failed(&self, launch: u64, error: String) {
+        if let Some(closed) = self.close_launch(launch) {
+            closed.count_lost();
+            closed.vn.fail(&closed.host, error);
+        }
+    }
+
+    /// Marks a launch ended (once) and voids its ticket; what it leaves.
+    fn close_launch(&self, launch: u64) -> Option<ClosedLaunch> {
         let mut st = lock(&self.state);
         let record = &mut st.launches[launch as usize];
         if record.ended {
-            return;
+            return None;
         }
         record.ended = true;
-        let vn = record.vn.clone();
-        let host = record.host.clone();
-        match record.expected {
-            Some(e) => {
-                vn.lost.fetch_add(
-                    e.saturating_sub(record.registered) * record.nodes_per_runtime,
-                    Ordering::Relaxed,
-                );
-            }
-            None => vn.lost_unknown.store(true, Ordering::Relaxed),
-        }
+        let closed = ClosedLaunch {
+            vn: record.vn.clone(),
+            label: record.label.clone(),
+            host: record.host.clone(),
+            lost_nodes: (record.expected)
+                .map(|e| e.saturating_sub(record.registered) * record.nodes_per_runtime),
+            runtimes: record.runtimes.clone(),
+        };
         st.tickets.retain(|_, l| *l != launch);
         drop(st);
-        vn.fail(&host, error);
+        lock(&closed.vn.waiting_on).remove(&launch);
+        Some(closed)
     }
 
     /// Marks runtimes that stopped renewing their lease as gone.
