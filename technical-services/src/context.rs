@@ -24,6 +24,16 @@ pub enum Origin {
     },
 }
 
+/// This machine's name (`localhost` when it has none).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 type Properties = Arc<Mutex<BTreeMap<String, String>>>;
 
 fn store() -> &'static Mutex<HashMap<String, Properties>> {
@@ -119,9 +129,7 @@ impl NodeContext {
 
     /// The host it runs on (its machine's name).
     pub fn host(&self) -> String {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".to_owned())
+        hostname()
     }
 
     /// The cores its process may use.

@@ -41,7 +41,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use balancing::{Balancer, BalancerProxy, LoadBalancing, LoadMeter};
-pub use context::{NodeContext, Origin, properties_of, stop_node_tasks};
+pub use context::{NodeContext, Origin, hostname, properties_of, stop_node_tasks};
 pub use directory::{VnDirectory, VnDirectoryProxy};
 pub use environment::Environment;
 pub use host::{ApplyFailure, ServiceHost, ServiceHostProxy, ServiceSpec, apply_all};

@@ -14,6 +14,8 @@ use actogrid_runtime::{Config, NodeUrl, Runtime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use actogrid_technical_services::hostname;
+
 use super::registrar::{RegistrarProxy, Registration};
 
 /// Where the deployer can be reached: comma-separated registrar URLs, tried
@@ -79,16 +81,6 @@ impl RuntimeAgent {
     pub fn shutdown(&self) {
         stop_signal().notify_one();
     }
-}
-
-/// This machine's name.
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 struct Launch {

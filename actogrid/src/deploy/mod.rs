@@ -28,7 +28,7 @@ mod services;
 mod state;
 mod vn;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -235,7 +235,6 @@ pub(crate) struct Inner {
     program: PathBuf,
     registrar_name: String,
     registrar_urls: Mutex<Vec<String>>,
-    activated: Mutex<HashSet<String>>,
     shells: Mutex<Vec<Arc<dyn actogrid_acquisition::exec::Shell>>>,
     retrievals: Mutex<Vec<launch::Retrieval>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -346,7 +345,6 @@ impl Deployment {
             program,
             registrar_name,
             registrar_urls: Mutex::new(registrar_urls),
-            activated: Mutex::new(HashSet::new()),
             shells: Mutex::new(Vec::new()),
             retrievals: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
@@ -445,11 +443,16 @@ impl Deployment {
         if self.inner.killed.load(Ordering::Acquire) {
             return Err(DeployError::Ended);
         }
-        if !lock(&self.inner.activated).insert(name.to_owned()) {
+        let first = {
+            let mut activated = lock(&vn.state.activated);
+            let first = activated.is_none();
+            activated.get_or_insert_with(std::time::Instant::now);
+            first
+        };
+        if !first {
             return Ok(vn);
         }
         self.open_directory(&vn.state).await?;
-        *lock(&vn.state.activated) = Some(std::time::Instant::now());
         self.inner.progress.add(&vn.state);
         launch::activate(&self.inner, &vn.state).await?;
         if self

@@ -39,18 +39,12 @@ impl Progress {
         bar.set_prefix(vn.name.clone());
         let mut shown = lock(&self.shown);
         shown.push((vn.clone(), bar));
+        // One ticker draws every bar shown so far.
         let mut ticker = lock(&self.ticker);
-        if ticker.is_none() {
-            let bars: Vec<_> = shown.clone();
-            drop(shown);
-            *ticker = Some(tokio::spawn(tick(bars)));
-        } else {
-            // Restart the ticker with the new list.
-            if let Some(t) = ticker.take() {
-                t.abort();
-            }
-            *ticker = Some(tokio::spawn(tick(shown.clone())));
+        if let Some(t) = ticker.take() {
+            t.abort();
         }
+        *ticker = Some(tokio::spawn(tick(shown.clone())));
     }
 
     /// Leaves the bars as they are.
