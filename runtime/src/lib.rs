@@ -25,6 +25,7 @@ mod body;
 pub mod builtin;
 mod calls;
 mod codec;
+mod config;
 mod connection;
 mod error;
 mod future;
@@ -39,6 +40,7 @@ mod wire;
 
 pub use active::{Active, Proxy, ServeFuture, Served};
 pub use codec::{DecodeError, Encode};
+pub use config::{ConfigError, ENV_PREFIX, Setting, SettingKind, parse_duration, parse_size};
 pub use error::{CallError, Error, ErrorKind, NoError, Result};
 pub use future::{Future, in_completion_order, wait_all, wait_any};
 pub use group::{FutureGroup, Group};

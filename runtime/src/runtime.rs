@@ -7,7 +7,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -33,37 +32,7 @@ use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, RequestHead};
 /// pipelining caller long before the network does.
 const STREAM_WINDOW: u32 = 8 << 20;
 
-/// Timeouts and intervals of a runtime. The defaults suit a LAN or a
-/// cluster; every one is a trade-off between noticing failures quickly
-/// and tolerating slow peers.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// How often each end of a connection sends a heartbeat.
-    pub heartbeat_interval: Duration,
-    /// A connection silent this long is dead: its pending calls fail with
-    /// [`CallError::NodeDied`].
-    pub heartbeat_timeout: Duration,
-    /// How long to wait for a TCP + HTTP/2 connection to a runtime.
-    pub connect_timeout: Duration,
-    /// A default timeout for every call's future; `None` waits as long as
-    /// the connection lives.
-    pub call_timeout: Option<Duration>,
-    /// How long a request that overtook an earlier one from the same
-    /// sender waits for it before being served anyway.
-    pub reorder_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            heartbeat_interval: Duration::from_millis(500),
-            heartbeat_timeout: Duration::from_secs(3),
-            connect_timeout: Duration::from_secs(5),
-            call_timeout: None,
-            reorder_timeout: Duration::from_secs(5),
-        }
-    }
-}
+pub use crate::config::Config;
 
 static GLOBAL: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
 
