@@ -159,18 +159,28 @@ pub(crate) enum Dispatched<'a> {
     Later(ServeFuture<'a>),
 }
 
+/// Runs the synchronous part of serving a request (a synchronous method to
+/// its end; for an `async` method, only the step that hands it back), the
+/// way the body decides: inline, or on a thread of its own.
+pub(crate) trait RunSync {
+    /// Calls `call` exactly once.
+    fn run(&mut self, method: &'static str, call: &mut dyn FnMut());
+}
+
 /// An active object with its type erased: what a body holds.
 pub(crate) trait ErasedActive: Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     /// Decodes one request and serves it at once if its method is
-    /// synchronous (with `serving` set): the method it calls and the
-    /// outcome, or the serving future; `Err` if the payload does not decode.
+    /// synchronous (with `serving` set, through `sync`): the method it calls
+    /// and the outcome, or the serving future; `Err` if the payload does not
+    /// decode.
     fn serve_bytes<'a>(
         &'a mut self,
         rt: &Runtime,
         held: &[Arc<Slot>],
         payload: &[u8],
         serving: Serving,
+        sync: &mut dyn RunSync,
     ) -> Result<(&'static str, Dispatched<'a>), DecodeError>;
     /// The method a payload calls, when it decodes.
     fn method_of(&self, payload: &[u8]) -> &'static str;
@@ -188,16 +198,24 @@ impl<T: Active> ErasedActive for T {
         held: &[Arc<Slot>],
         payload: &[u8],
         serving: Serving,
+        sync: &mut dyn RunSync,
     ) -> Result<(&'static str, Dispatched<'a>), DecodeError> {
         let request: T::Request = crate::codec::decode_in(rt, held, payload)?;
         let method = T::method_name(&request);
-        let now = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            serve_scope(serving, || self.serve_now(request))
-        }));
+        let mut request = Some(request);
+        let mut now = None;
+        sync.run(method, &mut || {
+            if let Some(request) = request.take() {
+                now = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                    || serve_scope(serving, || self.serve_now(request)),
+                )));
+            }
+        });
         let dispatched = match now {
-            Ok(Ok(served)) => Dispatched::Done(Ok(served)),
-            Ok(Err(request)) => Dispatched::Later(self.serve(request)),
-            Err(panic) => Dispatched::Done(Err(panic)),
+            Some(Ok(Ok(served))) => Dispatched::Done(Ok(served)),
+            Some(Ok(Err(request))) => Dispatched::Later(self.serve(request)),
+            Some(Err(panic)) => Dispatched::Done(Err(panic)),
+            None => unreachable!("RunSync::run calls its closure once"),
         };
         Ok((method, dispatched))
     }

@@ -37,7 +37,7 @@ use crate::ids::IdMap;
 use crate::intercept::{BodyAccess, Checkpoint, Delivery, ServeOutcome, Verdict};
 use crate::node::NodeInner;
 use crate::runtime::Runtime;
-use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE};
+use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, FLAG_TERMINATE};
 
 /// A request on its way into a body.
 pub(crate) struct Inbound {
@@ -69,6 +69,17 @@ pub(crate) struct Mailbox {
     /// Requests the body took from the queue and has not admitted yet:
     /// they still count as queued.
     taken: AtomicUsize,
+    /// A connection stopped reading until this queue drains (see
+    /// [`Mailbox::is_full`]).
+    starved: AtomicBool,
+}
+
+/// The bounds of a queue: past either, the connections that bring more
+/// stop reading until it drains to half (backpressure to the senders).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) requests: usize,
+    pub(crate) bytes: usize,
 }
 
 /// What [`Mailbox::take_all`] found.
@@ -82,7 +93,17 @@ enum Took {
 struct MailboxInner {
     queue: VecDeque<Box<Inbound>>,
     immediate: VecDeque<Box<Inbound>>,
+    /// Payload bytes of the requests queued.
+    bytes: usize,
     closed: bool,
+}
+
+impl MailboxInner {
+    fn over(&self, bounds: Bounds, divisor: usize) -> bool {
+        !self.closed
+            && (self.queue.len() + self.immediate.len() >= bounds.requests / divisor
+                || self.bytes >= bounds.bytes / divisor)
+    }
 }
 
 impl Mailbox {
@@ -92,6 +113,7 @@ impl Mailbox {
             notify: Notify::new(),
             immediate_waiting: AtomicBool::new(false),
             taken: AtomicUsize::new(0),
+            starved: AtomicBool::new(false),
         })
     }
 
@@ -100,32 +122,44 @@ impl Mailbox {
     }
 
     /// Queues a request; hands it back if the body is gone (migrated or
-    /// stopped), so the caller can route it again.
+    /// stopped), so the caller can route it again. `Ok(true)` when the
+    /// queue is over `bounds` now.
     #[allow(clippy::result_large_err)] // handed back, never propagated
-    pub(crate) fn push(&self, inbound: Box<Inbound>) -> Result<(), Box<Inbound>> {
+    pub(crate) fn push(
+        self: &Arc<Self>,
+        inbound: Box<Inbound>,
+        bounds: Bounds,
+    ) -> Result<bool, Box<Inbound>> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(inbound);
         }
+        inner.bytes += inbound.payload.len();
         if inbound.immediate() {
             inner.immediate.push_back(inbound);
             self.immediate_waiting.store(true, Ordering::Release);
         } else {
             inner.queue.push_back(inbound);
         }
+        let full = inner.over(bounds, 1);
         drop(inner);
-        self.notify.notify_one();
-        Ok(())
+        crate::compute::notify(self);
+        Ok(full)
     }
 
     /// Queues requests in one go (see [`Mailbox::push`]).
     #[allow(clippy::result_large_err)] // handed back, never propagated
-    pub(crate) fn push_all(&self, batch: Vec<Box<Inbound>>) -> Result<(), Vec<Box<Inbound>>> {
+    pub(crate) fn push_all(
+        self: &Arc<Self>,
+        batch: Vec<Box<Inbound>>,
+        bounds: Bounds,
+    ) -> Result<bool, Vec<Box<Inbound>>> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(batch);
         }
         for inbound in batch {
+            inner.bytes += inbound.payload.len();
             if inbound.immediate() {
                 inner.immediate.push_back(inbound);
                 self.immediate_waiting.store(true, Ordering::Release);
@@ -133,9 +167,20 @@ impl Mailbox {
                 inner.queue.push_back(inbound);
             }
         }
+        let full = inner.over(bounds, 1);
         drop(inner);
-        self.notify.notify_one();
-        Ok(())
+        crate::compute::notify(self);
+        Ok(full)
+    }
+
+    /// Whether the queue is still above half its bounds: a connection
+    /// paused for it waits until it is not (or until it closes).
+    pub(crate) fn is_full(&self, bounds: Bounds) -> bool {
+        let full = self.lock().over(bounds, 2);
+        if full {
+            self.starved.store(true, Ordering::Release);
+        }
+        full
     }
 
     /// Moves every queued request to `into` (empty), immediate ones first.
@@ -151,6 +196,7 @@ impl Mailbox {
         // The queue's buffer becomes the body's, and the body's (empty)
         // the queue's: no copy, and both keep their capacity.
         std::mem::swap(into, &mut inner.queue);
+        inner.bytes = 0;
         if !inner.immediate.is_empty() {
             self.immediate_waiting.store(false, Ordering::Relaxed);
             for inbound in inner.immediate.drain(..).rev() {
@@ -169,6 +215,9 @@ impl Mailbox {
         }
         let mut inner = self.lock();
         let next = inner.immediate.pop_front();
+        if let Some(n) = &next {
+            inner.bytes = inner.bytes.saturating_sub(n.payload.len());
+        }
         if inner.immediate.is_empty() {
             self.immediate_waiting.store(false, Ordering::Relaxed);
         }
@@ -179,6 +228,7 @@ impl Mailbox {
     pub(crate) fn close(&self) -> Vec<Box<Inbound>> {
         let mut inner = self.lock();
         inner.closed = true;
+        inner.bytes = 0;
         let mut all: Vec<Box<Inbound>> = inner.immediate.drain(..).collect();
         all.extend(inner.queue.drain(..));
         all
@@ -186,6 +236,11 @@ impl Mailbox {
 
     pub(crate) fn stop(&self) {
         self.lock().closed = true;
+        self.notify();
+    }
+
+    /// Wakes the body (requests arrived, or the mailbox closed).
+    pub(crate) fn notify(&self) {
         self.notify.notify_one();
     }
 
@@ -194,6 +249,12 @@ impl Mailbox {
         inner.queue.len() + inner.immediate.len() + self.taken.load(Ordering::Relaxed)
     }
 }
+
+/// How far ahead of the next expected request of its sender a request
+/// may be held back: beyond, it cannot be a reordering of what is in
+/// flight, and holding it would let one message stall the sender's later
+/// ones for the reorder timeout.
+const MAX_AHEAD: u64 = 1 << 20;
 
 /// Per-sender ordering: the next sequence number expected from each
 /// sender, and requests that arrived ahead of it.
@@ -279,6 +340,16 @@ impl Order {
             return;
         }
         if inbound.seq > s.expected {
+            if inbound.seq - s.expected > MAX_AHEAD || s.ahead.len() >= MAX_AHEAD as usize {
+                tracing::warn!(
+                    sender = inbound.sender,
+                    seq = inbound.seq,
+                    expected = s.expected,
+                    "refused a request too far ahead of its sender's order"
+                );
+                late.push(inbound);
+                return;
+            }
             s.since.get_or_insert_with(Instant::now);
             s.ahead.insert(inbound.seq, inbound);
             return;
@@ -346,6 +417,37 @@ pub(crate) struct Body {
     pub(crate) node: Arc<NodeInner>,
     pub(crate) order: Order,
     pub(crate) runtime: Runtime,
+    /// Methods of this object seen computing for a watchdog tick or more,
+    /// with how many short calls in a row they made since (see `compute`).
+    pub(crate) long_methods: Vec<(&'static str, u8)>,
+}
+
+/// Short calls in a row after which a method marked long is served inline
+/// again.
+const SHORT_STREAK: u8 = 8;
+
+/// The body's way of running synchronous user code (see `compute`).
+struct Runner<'a> {
+    inline: &'a crate::compute::Inline,
+    long: &'a mut Vec<(&'static str, u8)>,
+}
+
+impl crate::active::RunSync for Runner<'_> {
+    fn run(&mut self, method: &'static str, call: &mut dyn FnMut()) {
+        let known = self.long.iter().position(|(m, _)| *m == method);
+        let ((), long) = self.inline.run(known.is_some(), call);
+        match (known, long) {
+            (None, false) => {}
+            (None, true) => self.long.push((method, 0)),
+            (Some(i), true) => self.long[i].1 = 0,
+            (Some(i), false) => {
+                self.long[i].1 += 1;
+                if self.long[i].1 >= SHORT_STREAK {
+                    self.long.swap_remove(i);
+                }
+            }
+        }
+    }
 }
 
 /// What serving a request gave, before its reply is encoded.
@@ -390,7 +492,11 @@ impl Body {
                     }
                     None => {
                         match self.mailbox.take_all(&mut taken) {
-                            Took::Some => {}
+                            Took::Some => {
+                                if self.mailbox.starved.swap(false, Ordering::AcqRel) {
+                                    self.runtime.space_freed();
+                                }
+                            }
                             Took::Closed => return,
                             Took::Nothing => self.wait(reorder, &mut due).await,
                         }
@@ -399,6 +505,29 @@ impl Body {
                 },
             };
             let (sender, seq) = (inbound.sender, inbound.seq);
+            if let ReplyTo::Remote { conn, .. } = &inbound.reply
+                && conn.is_closed()
+            {
+                // Its caller is gone: nobody would get the reply.
+                tracing::debug!(
+                    object = self.id,
+                    "dropped a request of {}, whose connection is gone",
+                    conn.peer
+                );
+                self.order.served(sender, seq);
+                continue;
+            }
+            if inbound.flags & FLAG_TERMINATE != 0 {
+                self.order.served(sender, seq);
+                inbound.reply.send(&self.runtime, Outcome::ok_unit(), None);
+                let rest = due
+                    .drain(..)
+                    .chain(taken.drain(..))
+                    .chain(self.order.drain());
+                self.runtime
+                    .terminated(self.id, &self.mailbox, rest.collect());
+                return;
+            }
             if inbound.flags & FLAG_MIGRATE != 0 {
                 self.order.served(sender, seq);
                 match self.migrate(inbound, &mut due, &mut taken).await {
@@ -499,20 +628,26 @@ impl Body {
             runtime: self.runtime.handle(),
         };
         let (id, type_name) = (self.id, self.object.type_name());
-        let (method, dispatched) =
-            match self
-                .object
-                .serve_bytes(&self.runtime, &inbound.held, &inbound.payload, serving)
-            {
-                Ok(x) => x,
-                Err(e) => {
-                    let outcome = Outcome::failure(
-                        Status::BadRequest,
-                        format!("request to {type_name} {id:#x} does not decode: {e}"),
-                    );
-                    return ("?", Handled::Failed(outcome));
-                }
-            };
+        let mut runner = Runner {
+            inline: self.runtime.inline(),
+            long: &mut self.long_methods,
+        };
+        let (method, dispatched) = match self.object.serve_bytes(
+            &self.runtime,
+            &inbound.held,
+            &inbound.payload,
+            serving,
+            &mut runner,
+        ) {
+            Ok(x) => x,
+            Err(e) => {
+                let outcome = Outcome::failure(
+                    Status::BadRequest,
+                    format!("request to {type_name} {id:#x} does not decode: {e}"),
+                );
+                return ("?", Handled::Failed(outcome));
+            }
+        };
         let served = match dispatched {
             Dispatched::Done(served) => served,
             Dispatched::Later(fut) => {
@@ -568,10 +703,22 @@ impl Body {
         codec::with_scratch(|payload| {
             match codec::encode_into(&*value, payload) {
                 Ok(held) => {
-                    conn.write(|buf| wire::put_reply(buf, call_id, status, &held, None, payload));
-                    // After the reply: the values follow it.
-                    for h in &held {
-                        h.continue_to(&conn);
+                    match conn
+                        .write(|buf| wire::put_reply(buf, call_id, status, &held, None, payload))
+                    {
+                        // After the reply: the values follow it.
+                        Ok(()) => {
+                            for h in &held {
+                                h.continue_to(&conn);
+                            }
+                        }
+                        Err(e) => {
+                            let outcome = Outcome::failure(
+                                Status::Refused,
+                                format!("the value returned by `{method}` takes {e}"),
+                            );
+                            ReplyTo::Remote { conn, call_id }.send(&self.runtime, outcome, None);
+                        }
                     }
                 }
                 Err(e) => {

@@ -135,6 +135,24 @@ impl Worker {
         }
     }
 
+    /// Computes for `ms` milliseconds without yielding (pure CPU, as a
+    /// solver step would), then returns how many rounds it made.
+    pub fn spin(&self, ms: u64) -> u64 {
+        let start = std::time::Instant::now();
+        let mut rounds = 0u64;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        while start.elapsed() < Duration::from_millis(ms) {
+            for _ in 0..1000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+            }
+            rounds += 1;
+        }
+        std::hint::black_box(x);
+        rounds
+    }
+
     /// Panics with `message`.
     pub fn explode(&self, message: String) -> u64 {
         panic!("{message}")

@@ -9,7 +9,7 @@
 //! is noticed, never waited on forever.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use futures::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::body::Mailbox;
 use crate::calls::Calls;
 use crate::future::{FutureId, Outcome, Slot, Status};
 use crate::runtime::{Inner, Runtime};
@@ -61,22 +62,7 @@ impl ReplyTo {
                 }
                 slot.resolve(outcome);
             }
-            ReplyTo::Remote { conn, call_id } => {
-                conn.write(|buf| {
-                    wire::put_reply(
-                        buf,
-                        call_id,
-                        outcome.status,
-                        &outcome.held,
-                        moved,
-                        &outcome.payload,
-                    );
-                });
-                // After the reply: the values follow it.
-                for h in &outcome.held {
-                    h.continue_to(&conn);
-                }
-            }
+            ReplyTo::Remote { conn, call_id } => conn.reply(call_id, outcome, moved),
         }
     }
 
@@ -106,6 +92,36 @@ pub(crate) struct Conn {
     /// Futures whose value the other end promised to forward on this
     /// connection: they fail with it.
     awaiting: Mutex<Vec<Weak<Slot>>>,
+    /// Largest batch of envelopes in one frame (`max_message_size`, less
+    /// the frame's own encoding).
+    pub(crate) max_frame: usize,
+    /// Set while this end does not read, to let full queues drain: the
+    /// other end's silence then says nothing about it.
+    paused: AtomicBool,
+    /// Control requests from the other end being served.
+    pub(crate) controls: AtomicUsize,
+}
+
+/// Bytes a frame's own encoding adds around its batch: batches stay this
+/// much under `max_message_size`, so the frame is within it.
+const FRAME_MARGIN: usize = 16;
+
+/// An envelope that cannot be written: it would make a frame larger than
+/// `max_message_size`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TooLarge {
+    pub(crate) size: usize,
+    pub(crate) limit: usize,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes, over the limit of {} bytes (the max_message_size setting)",
+            self.size, self.limit
+        )
+    }
 }
 
 impl Conn {
@@ -126,10 +142,18 @@ impl Conn {
             failure: Mutex::default(),
             cancel: CancellationToken::new(),
             awaiting: Mutex::default(),
+            max_frame: runtime
+                .config()
+                .max_message_size
+                .saturating_sub(FRAME_MARGIN)
+                .max(1),
+            paused: AtomicBool::new(false),
+            controls: AtomicUsize::new(0),
         });
         let batched = Batched {
             conn: conn.clone(),
             cancelled: Box::pin(conn.cancel.clone().cancelled_owned()),
+            pending: bytes::Bytes::new(),
         };
         (conn, batched)
     }
@@ -143,19 +167,81 @@ impl Conn {
         self.cancel.cancelled().await;
     }
 
-    /// Queues envelopes for the writer: `encode` appends them to the batch
+    /// Queues one envelope for the writer: `encode` appends it to the batch
     /// being gathered. It runs under the batch's lock, so it only copies
-    /// bytes (payloads are encoded before).
-    pub(crate) fn write(&self, encode: impl FnOnce(&mut Vec<u8>)) {
+    /// bytes (payloads are encoded before). An envelope that would not fit
+    /// in a frame is taken back out, and not sent.
+    pub(crate) fn write(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), TooLarge> {
         // A closed connection's writer is gone: the send fails quietly and
         // whoever waited for a reply was already failed by `fail`.
         let writer = {
             let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            let start = out.buf.len();
             encode(&mut out.buf);
+            let size = out.buf.len() - start;
+            if size > self.max_frame {
+                out.buf.truncate(start);
+                return Err(TooLarge {
+                    size,
+                    limit: self.max_frame,
+                });
+            }
             out.writer.take()
         };
         if let Some(w) = writer {
-            w.wake();
+            crate::compute::wake(w);
+        }
+        Ok(())
+    }
+
+    /// Sends a reply (the values of futures inside it follow); one too
+    /// large for a frame is replaced by an error saying so.
+    pub(crate) fn reply(
+        self: &Arc<Self>,
+        call_id: u64,
+        outcome: Outcome,
+        moved: Option<(u64, &str)>,
+    ) {
+        let written = self.write(|buf| {
+            wire::put_reply(
+                buf,
+                call_id,
+                outcome.status,
+                &outcome.held,
+                moved,
+                &outcome.payload,
+            );
+        });
+        match written {
+            // After the reply: the values follow it.
+            Ok(()) => {
+                for h in &outcome.held {
+                    h.continue_to(self);
+                }
+            }
+            Err(e) => {
+                let failure = Outcome::failure(Status::Refused, format!("the reply takes {e}"));
+                let _ = self.write(|buf| {
+                    wire::put_reply(buf, call_id, failure.status, &[], moved, &failure.payload);
+                });
+            }
+        }
+    }
+
+    /// Forgets a call registered with [`Conn::register`] whose request
+    /// could not be sent.
+    pub(crate) fn unregister(&self, call_id: u64) -> Option<Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call_id)
+    }
+
+    /// Marks this end as not reading (or reading again).
+    pub(crate) fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            self.touch();
         }
     }
 
@@ -171,11 +257,21 @@ impl Conn {
 
     /// Sends a future's value to the other end.
     pub(crate) fn forward_value(self: &Arc<Self>, id: FutureId, outcome: &Outcome) {
-        self.write(|buf| {
+        let written = self.write(|buf| {
             wire::put_value(buf, id, outcome.status, &outcome.held, &outcome.payload);
         });
-        for h in &outcome.held {
-            h.continue_to(self);
+        match written {
+            Ok(()) => {
+                for h in &outcome.held {
+                    h.continue_to(self);
+                }
+            }
+            Err(e) => {
+                let failure = Outcome::failure(Status::Refused, format!("the value takes {e}"));
+                let _ = self.write(|buf| {
+                    wire::put_value(buf, id, failure.status, &[], &failure.payload);
+                });
+            }
         }
     }
 
@@ -259,12 +355,12 @@ impl Conn {
     /// Handles one received frame. Replies in a row complete their calls
     /// after one look at the table of pending calls, requests in a row to
     /// one object enter its queue together.
-    pub(crate) fn receive(self: &Arc<Self>, frame: wire::Frame) {
+    pub(crate) fn receive(self: &Arc<Self>, frame: wire::Frame) -> Vec<Arc<Mailbox>> {
         self.touch();
-        let Some(inner) = self.runtime.upgrade() else {
-            return;
+        let mut full = Vec::new();
+        let Some(rt) = self.runtime() else {
+            return full;
         };
-        let rt = Runtime::from_inner(inner);
         let mut replies = Vec::new();
         let mut requests = Vec::new();
         for env in wire::Envelopes::new(frame.batch) {
@@ -272,16 +368,16 @@ impl Conn {
                 Ok(env) => env,
                 Err(e) => {
                     self.complete(&rt, &mut replies);
-                    rt.receive_requests(self, &mut requests);
+                    rt.receive_requests(self, &mut requests, &mut full);
                     self.fail(format!("it sent a malformed frame: {e}"));
-                    return;
+                    return full;
                 }
             };
             match env {
                 // Envelopes are handled in the order they came: only runs
                 // of replies, or of requests to one object, are gathered.
                 Envelope::Reply(r) => {
-                    rt.receive_requests(self, &mut requests);
+                    rt.receive_requests(self, &mut requests, &mut full);
                     replies.push(r);
                 }
                 Envelope::Request(r) => {
@@ -290,20 +386,26 @@ impl Conn {
                         .last()
                         .is_some_and(|last: &wire::Request| last.target != r.target)
                     {
-                        rt.receive_requests(self, &mut requests);
+                        rt.receive_requests(self, &mut requests, &mut full);
                     }
                     requests.push(r);
                 }
                 Envelope::Value(v) => {
                     self.complete(&rt, &mut replies);
-                    rt.receive_requests(self, &mut requests);
+                    rt.receive_requests(self, &mut requests, &mut full);
                     self.receive_value(&rt, v);
                 }
                 Envelope::Other => {}
             }
         }
         self.complete(&rt, &mut replies);
-        rt.receive_requests(self, &mut requests);
+        rt.receive_requests(self, &mut requests, &mut full);
+        full
+    }
+
+    /// The runtime this connection belongs to, while it lives.
+    pub(crate) fn runtime(&self) -> Option<Runtime> {
+        self.runtime.upgrade().map(Runtime::from_inner)
     }
 
     /// Completes the calls `replies` answer, and empties it.
@@ -358,6 +460,10 @@ impl Conn {
             if self.is_closed() {
                 return;
             }
+            if self.paused.load(Ordering::Acquire) {
+                // Not reading on purpose: the other end's silence is ours.
+                self.touch();
+            }
             let silent = self.silent_for();
             if silent >= timeout {
                 self.fail(format!(
@@ -365,7 +471,7 @@ impl Conn {
                 ));
                 return;
             }
-            self.write(wire::put_ping);
+            let _ = self.write(wire::put_ping);
         }
     }
 }
@@ -400,6 +506,8 @@ pub(crate) struct Outbox {
 pub(crate) struct Batched {
     conn: Arc<Conn>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Envelopes taken from the outbox that did not fit in the last frame.
+    pending: bytes::Bytes,
 }
 
 impl Stream for Batched {
@@ -409,16 +517,40 @@ impl Stream for Batched {
         if self.cancelled.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        let mut out = self.conn.out.lock().unwrap_or_else(|p| p.into_inner());
-        if out.buf.is_empty() {
-            out.writer = Some(cx.waker().clone());
-            return Poll::Pending;
+        if self.pending.is_empty() {
+            let mut out = self.conn.out.lock().unwrap_or_else(|p| p.into_inner());
+            if out.buf.is_empty() {
+                out.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let len = out.buf.len();
+            // The next batch is likely as large: allocate once, not by doubling.
+            let batch = std::mem::replace(&mut out.buf, Vec::with_capacity(len.min(1 << 20)));
+            drop(out);
+            self.pending = bytes::Bytes::from(batch);
         }
-        let len = out.buf.len();
-        // The next batch is likely as large: allocate once, not by doubling.
-        let batch = std::mem::replace(&mut out.buf, Vec::with_capacity(len));
-        drop(out);
-        let batch = bytes::Bytes::from(batch);
+        let cut = frame_end(&self.pending, self.conn.max_frame);
+        let batch = self.pending.split_to(cut);
         Poll::Ready(Some(wire::Frame { batch }))
     }
+}
+
+/// Where the first frame of `batch` ends: all of it when it fits in `max`
+/// bytes, else after the last whole envelope that fits (at least one).
+fn frame_end(batch: &[u8], max: usize) -> usize {
+    if batch.len() <= max {
+        return batch.len();
+    }
+    let mut end = 0;
+    while end < batch.len() {
+        let Some((len, head)) = wire::envelope_len(&batch[end..]) else {
+            return batch.len();
+        };
+        let next = end + head + len;
+        if next > max && end > 0 {
+            break;
+        }
+        end = next.min(batch.len());
+    }
+    end
 }

@@ -223,7 +223,7 @@ impl Slot {
             return;
         };
         for w in waker.into_iter().chain(wakers) {
-            w.wake();
+            crate::compute::wake(w);
         }
         let Some(outcome) = shared else {
             return;

@@ -20,11 +20,13 @@
 
 extern crate self as actogrid_runtime;
 
+mod accept;
 mod active;
 mod body;
 pub mod builtin;
 mod calls;
 mod codec;
+mod compute;
 mod config;
 mod connection;
 mod error;

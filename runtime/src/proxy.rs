@@ -196,6 +196,28 @@ impl ActiveRef {
     }
 }
 
+impl ActiveRef {
+    /// Ends the object once the requests queued before this one are
+    /// served: it leaves its runtime (names included), and later calls
+    /// fail with [`CallError::NoSuchObject`]. The future completes when it
+    /// has ended.
+    pub fn terminate(&self) -> Future<()> {
+        match &self.inner.runtime {
+            Some(rt) => rt.terminate(self, false),
+            None => self.unbound("terminate"),
+        }
+    }
+
+    /// Like [`ActiveRef::terminate`], but ahead of the requests waiting in
+    /// its queue, which fail with [`CallError::NoSuchObject`].
+    pub fn terminate_now(&self) -> Future<()> {
+        match &self.inner.runtime {
+            Some(rt) => rt.terminate(self, true),
+            None => self.unbound("terminate_now"),
+        }
+    }
+}
+
 impl Serialize for ActiveRef {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.to_wire().serialize(s)

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -25,12 +25,22 @@ use crate::ids::IdMap;
 use crate::intercept::{Checkpoint, Outgoing};
 use crate::node::{Node, NodeInner};
 use crate::proxy::{ActiveRef, CallInfo, RefWire, RouteCache};
-use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, RequestHead};
+use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, FLAG_TERMINATE, RequestHead};
 
 /// HTTP/2 flow-control window of the one stream between two runtimes:
 /// every call between them shares it, so the 64 KiB default would stall a
 /// pipelining caller long before the network does.
 const STREAM_WINDOW: u32 = 8 << 20;
+
+/// Streams one connection may have open at once: the wire uses one.
+const MAX_STREAMS: u32 = 16;
+
+/// Largest block of HTTP/2 headers accepted: the wire sends a few.
+const MAX_HEADERS: u32 = 16 << 10;
+
+/// Control requests (creations, lookups…) of one connection served at
+/// once; more are refused.
+const MAX_CONTROLS: usize = 1024;
 
 pub use crate::config::Config;
 
@@ -123,6 +133,8 @@ impl Builder {
     /// Builds the runtime. Must be called inside a tokio runtime.
     pub fn build(self) -> Runtime {
         let id = crate::ids::nonzero_id();
+        let handle = tokio::runtime::Handle::current();
+        let connections = Arc::new(crate::accept::Tracker::new(self.config.max_connections));
         let mut registry = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
         let index = RtRef(registry.len() as u32);
         let inner = Arc::new(Inner {
@@ -139,8 +151,11 @@ impl Builder {
             any_moved: AtomicBool::new(false),
             seqs: Mutex::default(),
             interceptors: AtomicBool::new(false),
+            inline: crate::compute::Inline::for_executor(&handle),
+            connections,
+            space: tokio::sync::Notify::new(),
             connector: self.connector,
-            handle: tokio::runtime::Handle::current(),
+            handle,
             shutdown: CancellationToken::new(),
         });
         registry.push(Arc::downgrade(&inner));
@@ -180,6 +195,12 @@ pub(crate) struct Inner {
     seqs: Mutex<IdMap<(u64, u64), Arc<AtomicU64>>>,
     /// Whether any node has interceptors (skips a lookup per call if not).
     interceptors: AtomicBool,
+    /// How synchronous user code runs (see `compute`).
+    inline: crate::compute::Inline,
+    /// Connections accepted and their limits.
+    connections: Arc<crate::accept::Tracker>,
+    /// Signalled when a queue that a paused connection waits on drains.
+    space: tokio::sync::Notify,
     connector: Arc<dyn Connector>,
     handle: tokio::runtime::Handle,
     shutdown: CancellationToken,
@@ -288,6 +309,10 @@ impl Runtime {
         &self.inner.config
     }
 
+    pub(crate) fn inline(&self) -> &crate::compute::Inline {
+        &self.inner.inline
+    }
+
     /// The address other runtimes reach this one at.
     pub fn address(&self) -> Option<&str> {
         self.inner.address.as_deref()
@@ -304,49 +329,108 @@ impl Runtime {
     }
 
     /// Serves the wire on `listener` until `shutdown` completes or
-    /// [`Runtime::shutdown`] is called.
+    /// [`Runtime::shutdown`] is called. Connections are accepted within
+    /// the limits of [`Config`] (`max_connections`, `handshake_timeout`).
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<()> {
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        self.serve_incoming(incoming, shutdown).await
+        let stop = self.inner.shutdown.child_token();
+        let (sink, incoming) = tokio::sync::mpsc::channel(64);
+        let accepting = crate::accept::accept_loop(
+            listener,
+            self.inner.connections.clone(),
+            sink,
+            self.inner.config.handshake_timeout,
+            stop.clone().cancelled_owned(),
+        );
+        self.spawn(accepting);
+        self.serve_until(incoming, stop, shutdown).await
     }
 
     /// Serves the wire on any stream of accepted connections (in-memory
-    /// transports, simulations).
+    /// transports, simulations), within the same limits as
+    /// [`Runtime::serve`].
     pub async fn serve_incoming<I, IO, IE>(
         &self,
         incoming: I,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<()>
     where
-        I: futures::Stream<Item = std::result::Result<IO, IE>> + Send,
-        IO: AsyncRead + AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
-        IO::ConnectInfo: Clone + Send + Sync + 'static,
-        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+        I: futures::Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IE: std::fmt::Display,
     {
+        let stop = self.inner.shutdown.child_token();
+        let (sink, accepted) = tokio::sync::mpsc::channel(64);
+        let tracker = self.inner.connections.clone();
+        let handshake = self.inner.config.handshake_timeout;
+        let until = stop.clone();
+        self.spawn(async move {
+            let mut incoming = std::pin::pin!(incoming.take_until(until.cancelled_owned()));
+            while let Some(next) = incoming.next().await {
+                match next {
+                    Ok(io) => crate::accept::admit(
+                        &tracker,
+                        &sink,
+                        Box::new(io),
+                        "a client".to_owned(),
+                        handshake,
+                    ),
+                    Err(e) => tracing::debug!("accepting a connection failed: {e}"),
+                }
+            }
+        });
+        self.serve_until(accepted, stop, shutdown).await
+    }
+
+    /// Serves what `incoming` brings until `stop` is cancelled or `shutdown`
+    /// completes (which cancels `stop`, ending the accepting side too).
+    async fn serve_until(
+        &self,
+        incoming: tokio::sync::mpsc::Receiver<crate::accept::Accepted>,
+        stop: CancellationToken,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<()> {
+        let served = self.serve_accepted(incoming, stop.clone());
+        tokio::pin!(served);
+        let result = tokio::select! {
+            r = &mut served => r,
+            () = shutdown => {
+                stop.cancel();
+                served.await
+            }
+        };
+        stop.cancel();
+        result
+    }
+
+    /// The HTTP/2 server over admitted connections.
+    async fn serve_accepted(
+        &self,
+        incoming: tokio::sync::mpsc::Receiver<crate::accept::Accepted>,
+        stop: CancellationToken,
+    ) -> Result<()> {
         let config = &self.inner.config;
-        let token = self.inner.shutdown.clone();
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming)
+            .map(Ok::<_, std::convert::Infallible>);
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(config.heartbeat_interval))
             .http2_keepalive_timeout(Some(config.heartbeat_timeout))
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(STREAM_WINDOW))
-            .tcp_nodelay(true)
+            // One stream carries everything between two runtimes; a few
+            // more are tolerated, not thousands.
+            .max_concurrent_streams(Some(MAX_STREAMS))
+            .http2_max_header_list_size(Some(MAX_HEADERS))
+            .http2_max_pending_accept_reset_streams(Some(MAX_STREAMS as usize))
             .add_service(
                 wire::wire_server::WireServer::new(WireService { rt: self.clone() })
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
+                    .max_decoding_message_size(config.max_message_size)
+                    .max_encoding_message_size(config.max_message_size),
             )
-            .serve_with_incoming_shutdown(incoming, async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = token.cancelled() => {}
-                }
-            })
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await
             .map_err(|e| Error::Address(format!("the runtime's server failed: {e}")))
     }
@@ -713,7 +797,15 @@ impl Runtime {
                 header: &header,
                 futures: &held,
             };
-            conn.write(|buf| wire::put_request(buf, &head, payload));
+            if let Err(e) = conn.write(|buf| wire::put_request(buf, &head, payload)) {
+                if call_id != 0 {
+                    conn.unregister(call_id);
+                }
+                return Err(Outcome::failure(
+                    Status::BadRequest,
+                    format!("the request `{}` takes {e}", info.method),
+                ));
+            }
             for h in &held {
                 h.continue_to(&conn);
             }
@@ -756,7 +848,13 @@ impl Runtime {
     }
 
     /// Hands a request to a local body, or on to where its object went.
-    pub(crate) fn deliver(&self, mut inbound: Box<Inbound>) {
+    pub(crate) fn deliver(&self, inbound: Box<Inbound>) {
+        let _ = self.deliver_bounded(inbound);
+    }
+
+    /// [`Runtime::deliver`]; returns the object's mailbox when its queue is
+    /// over its bounds now (a connection then pauses, see `read_frames`).
+    fn deliver_bounded(&self, mut inbound: Box<Inbound>) -> Option<Arc<Mailbox>> {
         for _ in 0..8 {
             let route = match self
                 .inner
@@ -770,8 +868,8 @@ impl Runtime {
                 None => Err(None),
             };
             match route {
-                Ok(mailbox) => match mailbox.push(inbound) {
-                    Ok(()) => return,
+                Ok(mailbox) => match mailbox.push(inbound, self.bounds()) {
+                    Ok(full) => return full.then_some(mailbox),
                     // The body closed between lookup and push (it is
                     // migrating): look again.
                     Err(back) => {
@@ -779,7 +877,10 @@ impl Runtime {
                         std::thread::yield_now();
                     }
                 },
-                Err(Some(address)) => return self.forward(*inbound, &address),
+                Err(Some(address)) => {
+                    self.forward(*inbound, &address);
+                    return None;
+                }
                 Err(None) => break,
             }
         }
@@ -791,6 +892,33 @@ impl Runtime {
         inbound
             .reply
             .send(self, Outcome::failure(Status::NoSuchObject, message), None);
+        None
+    }
+
+    /// The bounds of every object's queue.
+    pub(crate) fn bounds(&self) -> crate::body::Bounds {
+        crate::body::Bounds {
+            requests: self.inner.config.max_queued_requests,
+            bytes: self.inner.config.max_queued_bytes,
+        }
+    }
+
+    /// A queue drained that a paused connection waited on.
+    pub(crate) fn space_freed(&self) {
+        self.inner.space.notify_waiters();
+    }
+
+    /// Waits until `mailbox` is back under half its bounds (or closed).
+    pub(crate) async fn wait_for_space(&self, mailbox: &Mailbox) {
+        loop {
+            let freed = self.inner.space.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if !mailbox.is_full(self.bounds()) {
+                return;
+            }
+            freed.await;
+        }
     }
 
     /// Sends a request on to the runtime its object moved to; the reply
@@ -821,7 +949,16 @@ impl Runtime {
             header: &inbound.header,
             futures: &inbound.held,
         };
-        conn.write(|buf| wire::put_request(buf, &head, &inbound.payload));
+        if let Err(e) = conn.write(|buf| wire::put_request(buf, &head, &inbound.payload)) {
+            if let Some(Pending::Relay { to, .. }) = conn.unregister(call_id) {
+                let failure = Outcome::failure(
+                    Status::BadRequest,
+                    format!("the request cannot be forwarded to {address}: it takes {e}"),
+                );
+                to.send(self, failure, None);
+            }
+            return;
+        }
         for h in &inbound.held {
             h.continue_to(&conn);
         }
@@ -849,7 +986,12 @@ impl Runtime {
 
     /// Requests arrived on a connection, in a row, all to one target
     /// (empties `requests`).
-    pub(crate) fn receive_requests(&self, conn: &Arc<Conn>, requests: &mut Vec<wire::Request>) {
+    pub(crate) fn receive_requests(
+        &self,
+        conn: &Arc<Conn>,
+        requests: &mut Vec<wire::Request>,
+        full: &mut Vec<Arc<Mailbox>>,
+    ) {
         let Some(target) = requests.first().map(|r| r.target) else {
             return;
         };
@@ -879,18 +1021,33 @@ impl Runtime {
             .collect();
         if target == 0 {
             for inbound in inbound {
+                if conn.controls.fetch_add(1, Ordering::AcqRel) >= MAX_CONTROLS {
+                    conn.controls.fetch_sub(1, Ordering::AcqRel);
+                    let refusal = Outcome::failure(
+                        Status::Refused,
+                        format!(
+                            "{MAX_CONTROLS} control requests from this runtime are being served already"
+                        ),
+                    );
+                    inbound.reply.send(self, refusal, None);
+                    continue;
+                }
                 let rt = self.clone();
-                self.spawn(async move { rt.serve_control(*inbound) });
+                let conn = conn.clone();
+                self.spawn(crate::compute::InBody(Box::pin(async move {
+                    rt.serve_control(*inbound);
+                    conn.controls.fetch_sub(1, Ordering::AcqRel);
+                })));
             }
-        } else {
-            self.deliver_all(target, inbound);
+        } else if let Some(mailbox) = self.deliver_all(target, inbound) {
+            full.push(mailbox);
         }
     }
 
     /// Hands requests to one target's body in one go, or one by one on
     /// to where its object went.
     #[allow(clippy::vec_box)] // the queue's boxed requests, as they are
-    fn deliver_all(&self, target: u64, inbound: Vec<Box<Inbound>>) {
+    fn deliver_all(&self, target: u64, inbound: Vec<Box<Inbound>>) -> Option<Arc<Mailbox>> {
         let mailbox = match self
             .inner
             .objects
@@ -902,15 +1059,17 @@ impl Runtime {
             _ => None,
         };
         let back = match mailbox {
-            Some(mailbox) => match mailbox.push_all(inbound) {
-                Ok(()) => return,
+            Some(mailbox) => match mailbox.push_all(inbound, self.bounds()) {
+                Ok(full) => return full.then_some(mailbox),
                 Err(back) => back,
             },
             None => inbound,
         };
+        let mut full = None;
         for inbound in back {
-            self.deliver(inbound);
+            full = self.deliver_bounded(inbound).or(full);
         }
+        full
     }
 
     // ----- connections -----
@@ -977,8 +1136,8 @@ impl Runtime {
             }
         };
         let mut client = wire::wire_client::WireClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+            .max_decoding_message_size(config.max_message_size)
+            .max_encoding_message_size(config.max_message_size);
         let opened = tokio::select! {
             r = client.open(batched) => r,
             () = conn.closed() => return,
@@ -1070,7 +1229,14 @@ impl Runtime {
             header: &[],
             futures: &held,
         };
-        conn.write(|buf| wire::put_request(buf, &head, &payload));
+        if let Err(e) = conn.write(|buf| wire::put_request(buf, &head, &payload)) {
+            conn.unregister(call_id);
+            slot.resolve(Outcome::failure(
+                Status::BadRequest,
+                format!("the request `{method}` takes {e}"),
+            ));
+            return future;
+        }
         for h in &held {
             h.continue_to(&conn);
         }
@@ -1156,6 +1322,22 @@ impl Runtime {
         reply(result, inbound);
     }
 
+    /// Refuses a new object when `max_objects` are hosted already.
+    fn room_for_one_more(&self) -> std::result::Result<(), (Status, String)> {
+        let max = self.inner.config.max_objects;
+        if self.object_count() >= max {
+            return Err((
+                Status::Refused,
+                format!(
+                    "the runtime at {} hosts {max} active objects already (the max_objects \
+                     setting): terminate some, or raise it",
+                    self.address().unwrap_or("(not serving)")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn unknown_type(&self, type_name: &str) -> (Status, String) {
         (
             Status::Refused,
@@ -1175,9 +1357,13 @@ impl Runtime {
         held: &[Arc<Slot>],
     ) -> std::result::Result<RefWire, (Status, String)> {
         let entry = active::registered(type_name).ok_or_else(|| self.unknown_type(type_name))?;
-        let constructed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (entry.construct)(self, held, ctor)
-        }));
+        self.room_for_one_more()?;
+        // A constructor is user code too, and may compute for long.
+        let (constructed, _) = self.inner.inline.run(false, || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (entry.construct)(self, held, ctor)
+            }))
+        });
         let object = match constructed {
             Ok(Ok(object)) => object,
             Ok(Err(e)) => {
@@ -1219,6 +1405,7 @@ impl Runtime {
                 format!("object {:#x} is already hosted here", checkpoint.object),
             ));
         }
+        self.room_for_one_more()?;
         let restored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             (entry.restore)(self, &checkpoint.state)
         }));
@@ -1279,9 +1466,95 @@ impl Runtime {
             node,
             order,
             runtime: self.clone(),
+            long_methods: Vec::new(),
         };
-        self.spawn(body.run());
+        self.spawn(crate::compute::InBody(Box::pin(body.run())));
         wire
+    }
+
+    /// Object `id` was terminated by its last request: it leaves this
+    /// runtime's tables (its names, its sequence counters), and whatever
+    /// was still queued for it is answered with `NoSuchObject`.
+    #[allow(clippy::vec_box)] // the queue's boxed requests, as they are
+    pub(crate) fn terminated(&self, id: u64, mailbox: &Mailbox, rest: Vec<Box<Inbound>>) {
+        self.inner
+            .objects
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        self.forget_object(id);
+        let why = format!(
+            "active object {id:#x} on the runtime at {} was terminated",
+            self.address().unwrap_or("(not serving)")
+        );
+        for inbound in mailbox.close().into_iter().chain(rest) {
+            inbound.reply.send(
+                self,
+                Outcome::failure(Status::NoSuchObject, why.clone()),
+                None,
+            );
+        }
+    }
+
+    /// Drops what this runtime keeps about object `id` besides its body:
+    /// the names it is registered under and its sequence counters.
+    fn forget_object(&self, id: u64) {
+        self.inner
+            .names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, r| r.id != id);
+        self.inner
+            .seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(sender, _), _| *sender != id);
+    }
+
+    /// Terminates every active object of local node `node` at once (what
+    /// their requests still queued get is `NoSuchObject`); returns how many.
+    pub fn terminate_node(&self, node: &str) -> usize {
+        let ended: Vec<(u64, Arc<Mailbox>)> = {
+            let mut objects = self
+                .inner
+                .objects
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<u64> = objects
+                .iter()
+                .filter(|(_, h)| matches!(h, Hosted::Here { node: n, .. } if n.name == node))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| match objects.remove(&id) {
+                    Some(Hosted::Here { mailbox, .. }) => Some((id, mailbox)),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (id, mailbox) in &ended {
+            self.forget_object(*id);
+            let why = format!("active object {id:#x} was terminated with its node `{node}`");
+            for inbound in mailbox.close() {
+                inbound.reply.send(
+                    self,
+                    Outcome::failure(Status::NoSuchObject, why.clone()),
+                    None,
+                );
+            }
+            mailbox.stop();
+        }
+        ended.len()
+    }
+
+    /// Terminates `target` after the requests queued before this one
+    /// (or at once, ahead of them, when `now`).
+    pub(crate) fn terminate(&self, target: &ActiveRef, now: bool) -> Future<()> {
+        let info = CallInfo {
+            method: if now { "terminate_now" } else { "terminate" },
+            immediate: now,
+        };
+        self.call_flags(target, &(), info, false, FLAG_TERMINATE)
     }
 
     /// Restores a checkpoint on a remote node (the migration's hand-over).
@@ -1387,13 +1660,47 @@ pub(crate) async fn read_frames(conn: Arc<Conn>, mut inbound: tonic::Streaming<w
             () = conn.closed() => return,
         };
         match next {
-            Ok(Some(frame)) => conn.receive(frame),
+            Ok(Some(frame)) => {
+                let full = conn.receive(frame);
+                if !full.is_empty() {
+                    wait_for_room(&conn, full).await;
+                }
+            }
             Ok(None) => return conn.fail("the stream was closed by the other end".into()),
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                tracing::warn!(
+                    "refused a message from {}: {} (the max_message_size setting)",
+                    conn.peer,
+                    status.message()
+                );
+                return conn.fail(format!(
+                    "it sent a message over this runtime's max_message_size: {}",
+                    status.message()
+                ));
+            }
             Err(status) => {
                 return conn.fail(format!("the stream broke: {}", status.message()));
             }
         }
     }
+}
+
+/// Stops reading from `conn` until every queue in `full` drained to half
+/// its bounds: the other end's writes then wait on flow control, and its
+/// callers on their futures.
+async fn wait_for_room(conn: &Arc<Conn>, full: Vec<Arc<Mailbox>>) {
+    let Some(rt) = conn.runtime() else {
+        return;
+    };
+    conn.pause(true);
+    tracing::debug!(peer = %conn.peer, "paused reading: a queue is full");
+    for mailbox in full {
+        tokio::select! {
+            () = rt.wait_for_space(&mailbox) => {}
+            () = conn.closed() => break,
+        }
+    }
+    conn.pause(false);
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -1442,10 +1749,13 @@ impl wire::wire_server::Wire for WireService {
         request: tonic::Request<tonic::Streaming<wire::Frame>>,
     ) -> std::result::Result<tonic::Response<Self::OpenStream>, tonic::Status> {
         use futures::StreamExt;
-        let peer = request
-            .remote_addr()
-            .map(|a: SocketAddr| format!("client {a}"))
-            .unwrap_or_else(|| "a client".to_owned());
+        let peer = match request.extensions().get::<crate::accept::ConnInfo>() {
+            Some(info) => {
+                info.state.establish();
+                info.peer.clone()
+            }
+            None => "a client".to_owned(),
+        };
         let inbound = request.into_inner();
         let (conn, batched) = Conn::new(&self.rt, peer, None);
         let config = self.rt.config().clone();

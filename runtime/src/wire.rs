@@ -26,6 +26,8 @@ use crate::future::{FutureId, Slot, Status};
 pub(crate) const FLAG_IMMEDIATE: u32 = 1;
 /// Request flag: the payload names a node to migrate to.
 pub(crate) const FLAG_MIGRATE: u32 = 2;
+/// Request flag: the object ends once this request is served.
+pub(crate) const FLAG_TERMINATE: u32 = 4;
 
 const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
@@ -246,6 +248,19 @@ pub(crate) enum Envelope {
     Value(Value),
     /// A ping, or an envelope of a kind this runtime does not know.
     Other,
+}
+
+/// The length of the envelope at the start of `bytes` (after its length
+/// prefix) and the size of that prefix, when readable.
+pub(crate) fn envelope_len(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0u64;
+    for (i, b) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((usize::try_from(value).ok()?, i + 1));
+        }
+    }
+    None
 }
 
 /// What is wrong with a malformed batch.

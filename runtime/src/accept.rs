@@ -1,0 +1,419 @@
+//! Accepting connections from other runtimes, within limits.
+//!
+//! Whoever can reach a runtime's port can open connections to it, so
+//! accepting is bounded on every side:
+//!
+//! * at most `max_connections` at once (and never more than the process's
+//!   file-descriptor limit allows); when full, the oldest connection that
+//!   has not yet opened its stream makes room, and established ones are
+//!   never dropped for a newcomer;
+//! * a connection must open its stream within `handshake_timeout`, or it
+//!   is closed: an idle or half-open connection holds nothing for long;
+//! * when the process runs out of file descriptors, accepting pauses
+//!   instead of spinning on the error.
+//!
+//! What is accepted reaches the HTTP/2 server as a [`Guarded`] stream,
+//! which the connection's tracker can close from outside.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+
+use crate::runtime::Io;
+
+/// File descriptors kept for what is not an accepted connection (outgoing
+/// connections, files, the listener itself).
+const FD_RESERVE: usize = 64;
+
+/// How long accepting pauses when the process has no file descriptor left.
+const FD_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What the server knows of an accepted connection; its handlers read it
+/// from their request's extensions.
+#[derive(Clone)]
+pub(crate) struct ConnInfo {
+    /// The other end, as named in messages (`client 10.0.0.5:41234`).
+    pub(crate) peer: String,
+    pub(crate) state: Arc<ConnState>,
+}
+
+/// The shared state of one accepted connection.
+pub(crate) struct ConnState {
+    id: u64,
+    /// Set once the other end opened its stream.
+    established: AtomicBool,
+    killed: AtomicBool,
+    /// The reader to wake when the connection is killed.
+    reader: AtomicWaker,
+}
+
+impl ConnState {
+    /// The connection opened its stream: it is no longer subject to the
+    /// handshake timeout nor shed for newcomers.
+    pub(crate) fn establish(&self) {
+        self.established.store(true, Ordering::Release);
+    }
+
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.reader.wake();
+    }
+}
+
+/// The connections a runtime has accepted.
+pub(crate) struct Tracker {
+    limit: usize,
+    open: AtomicUsize,
+    next: AtomicU64,
+    /// Connections that have not opened their stream yet, oldest first.
+    pending: Mutex<VecDeque<Weak<ConnState>>>,
+}
+
+impl Tracker {
+    pub(crate) fn new(max_connections: usize) -> Tracker {
+        let limit = match fd_limit() {
+            Some(fds) => max_connections.min(fds.saturating_sub(FD_RESERVE).max(1)),
+            None => max_connections,
+        };
+        Tracker {
+            limit: limit.max(1),
+            open: AtomicUsize::new(0),
+            next: AtomicU64::new(1),
+            pending: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Connections open now.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<ConnState>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the oldest connection that has not opened its stream yet;
+    /// `false` if there is none.
+    fn shed_one(&self) -> bool {
+        let mut pending = self.lock();
+        while let Some(w) = pending.pop_front() {
+            if let Some(state) = w.upgrade()
+                && !state.established.load(Ordering::Acquire)
+                && !state.killed.load(Ordering::Acquire)
+            {
+                state.kill();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Admits a connection if there is room (making room among the
+    /// pending ones if needed); `None` when every slot holds an
+    /// established connection.
+    fn admit(self: &Arc<Self>, io: Box<dyn Io>, peer: String) -> Option<(Guarded, ConnInfo)> {
+        if self.open.load(Ordering::Acquire) >= self.limit && !self.shed_one() {
+            return None;
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        let state = Arc::new(ConnState {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            established: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
+        });
+        let mut pending = self.lock();
+        pending.retain(|w| {
+            w.upgrade()
+                .is_some_and(|s| !s.established.load(Ordering::Relaxed))
+        });
+        pending.push_back(Arc::downgrade(&state));
+        drop(pending);
+        let guarded = Guarded {
+            io,
+            state: state.clone(),
+            tracker: self.clone(),
+        };
+        Some((guarded, ConnInfo { peer, state }))
+    }
+}
+
+/// The soft limit on open file descriptors of this process.
+fn fd_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// An accepted connection's byte stream: closed from outside when its
+/// tracker kills it, counted until dropped.
+pub(crate) struct Guarded {
+    io: Box<dyn Io>,
+    state: Arc<ConnState>,
+    tracker: Arc<Tracker>,
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.tracker.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn killed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "closed by the runtime (handshake timeout, or room made for another connection)",
+    )
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.state.established.load(Ordering::Relaxed) {
+            // Only a connection that can still be killed needs waking.
+            self.state.reader.register(cx.waker());
+            if self.state.killed.load(Ordering::Acquire) {
+                return Poll::Ready(Err(killed()));
+            }
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.state.killed.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.state.killed.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Guarded {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        // Never called: `Accepted` carries the info (see below).
+        ConnInfo {
+            peer: String::new(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// A connection handed to the HTTP/2 server, with what is known of it.
+pub(crate) struct Accepted {
+    io: Guarded,
+    info: ConnInfo,
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Accepted {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+/// Where admitted connections go: the server's incoming stream.
+pub(crate) type Sink = mpsc::Sender<Accepted>;
+
+/// Admits `io` from `peer`: counted, closed if it opens no stream within
+/// `handshake`, then handed to the server through `sink`.
+pub(crate) fn admit(
+    tracker: &Arc<Tracker>,
+    sink: &Sink,
+    io: Box<dyn Io>,
+    peer: String,
+    handshake: Duration,
+) {
+    let Some((io, info)) = tracker.admit(io, peer.clone()) else {
+        warn_full(tracker);
+        return;
+    };
+    let watched = Arc::downgrade(&info.state);
+    let sink = sink.clone();
+    tokio::spawn(async move {
+        if sink.send(Accepted { io, info }).await.is_err() {
+            return; // the server stopped
+        }
+        tokio::time::sleep(handshake).await;
+        if let Some(state) = watched.upgrade()
+            && !state.established.load(Ordering::Acquire)
+        {
+            tracing::debug!(
+                connection = state.id,
+                "closed the connection from {peer}: no stream opened within {handshake:?}"
+            );
+            state.kill();
+        }
+    });
+}
+
+fn warn_full(tracker: &Tracker) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if should_log(&LAST) {
+        tracing::warn!(
+            "refused a connection: {} connections are open and established (max_connections, \
+             capped by the file-descriptor limit)",
+            tracker.limit
+        );
+    }
+}
+
+/// At most one such warning every ten seconds.
+fn should_log(last: &AtomicU64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let before = last.load(Ordering::Relaxed);
+    now >= before + 10
+        && last
+            .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Accepts TCP connections until `shutdown`, admitting each.
+pub(crate) async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    tracker: Arc<Tracker>,
+    sink: Sink,
+    handshake: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, addr)) => {
+                let _ = tcp.set_nodelay(true);
+                admit(&tracker, &sink, Box::new(tcp), describe(addr), handshake);
+            }
+            Err(e) if out_of_descriptors(&e) => {
+                static LAST: AtomicU64 = AtomicU64::new(0);
+                if should_log(&LAST) {
+                    tracing::warn!(
+                        "cannot accept connections: {e} ({} open); pausing",
+                        tracker.open()
+                    );
+                }
+                // Make room if strangers hold descriptors, and do not spin.
+                tracker.shed_one();
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(FD_BACKOFF) => {}
+                }
+            }
+            Err(e) if transient(&e) => {}
+            Err(e) => {
+                tracing::warn!("accepting a connection failed: {e}");
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(FD_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn describe(addr: SocketAddr) -> String {
+    format!("client {addr}")
+}
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    )
+}
