@@ -46,10 +46,8 @@ pub async fn serve_node(options: NodeOptions) -> anyhow::Result<()> {
         .advertise
         .clone()
         .unwrap_or_else(|| bound.to_string());
-    let rt = Runtime::builder()
-        .config(Config::default())
-        .address(advertise)
-        .build();
+    let config = Config::from_env()?;
+    let rt = Runtime::builder().config(config).address(advertise).build();
     rt.make_global();
     let node = rt.local_node(&options.name);
     {

@@ -153,6 +153,18 @@ impl Worker {
         rounds
     }
 
+    /// Computes for `micros` microseconds over `data`, then returns its
+    /// length: a slow consumer of large requests.
+    pub fn digest(&self, data: Vec<u8>, micros: u64) -> u64 {
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_micros(micros) {
+            x = x.wrapping_add(data.iter().take(64).map(|b| u64::from(*b)).sum::<u64>());
+        }
+        std::hint::black_box(x);
+        data.len() as u64
+    }
+
     /// Panics with `message`.
     pub fn explode(&self, message: String) -> u64 {
         panic!("{message}")
