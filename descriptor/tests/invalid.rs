@@ -64,6 +64,9 @@ const CASES: &[(&str, &str, u32, u32, &str)] = &[
     ("host_range_zero_step",           "bad-host-range",            30, 52, "host range `[1-5;0]`: the step is zero"),
     ("padding_not_a_number",           "bad-value",                 30, 64, "padding: `x` is not a digit count"),
     ("relative_path_origin",           "bad-value",                 34, 37, "relativePath origin `user.classpath` is not supported"),
+    ("slurm_partition_newline",        "bad-character",             30, 57, "partition \"compute\\ntouch /tmp/owned\" holds a newline"),
+    ("pbs_queue_newline",              "bad-character",             30, 28, "queue \"batch\\nrm -rf ~\" holds a newline"),
+    ("ssh_hostname_option",            "bad-character",             30, 31, "hostname \"-oProxyCommand=sh -c id\" holds a leading `-`"),
     ("registry_lookup_bad_url",        "bad-value",                 27, 33, "`http://spare.example.com:7000/SpareNode` is not a runtime URL"),
     // Variables and the contract.
     ("undefined_variable",             "undefined-variable",        33, 31, "variable `login_host` is not defined"),

@@ -1,7 +1,7 @@
 //! The root element and the sections that are not big enough for a module
 //! of their own: `mainDefinition`, `technicalServices`, `fileTransferDefinitions`.
 
-use super::{Cx, Val, components, deployment, infrastructure};
+use super::{Cx, Rule, Val, components, deployment, infrastructure};
 use crate::model::{
     Arg, Descriptor, DirEntry, FileEntry, FileTransfer, MainDefinition, TechnicalServiceDefinition,
 };
@@ -130,7 +130,9 @@ fn technical_services(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                 continue;
             }
             let mut node = cx.open(arg);
-            let name = cx.required(&mut node, "name");
+            let name = cx
+                .required(&mut node, "name")
+                .and_then(|n| cx.checked(n, "argument name", Rule::OneLine));
             let value = cx.attr(&mut node, "value");
             cx.close(node);
             cx.no_children(arg);
@@ -175,8 +177,12 @@ fn file_transfers(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
             let mut node = cx.open(entry);
             match entry.name.as_str() {
                 "file" => {
-                    let src = cx.required(&mut node, "src");
-                    let dest = cx.attr(&mut node, "dest");
+                    let src = cx
+                        .required(&mut node, "src")
+                        .and_then(|v| cx.checked(v, "src", Rule::OneLine));
+                    let dest = cx
+                        .attr(&mut node, "dest")
+                        .and_then(|v| cx.checked(v, "dest", Rule::OneLine));
                     cx.close(node);
                     cx.no_children(entry);
                     if let Some(src) = src {
@@ -190,8 +196,12 @@ fn file_transfers(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                     }
                 }
                 "dir" => {
-                    let src = cx.required(&mut node, "src");
-                    let dest = cx.attr(&mut node, "dest");
+                    let src = cx
+                        .required(&mut node, "src")
+                        .and_then(|v| cx.checked(v, "src", Rule::OneLine));
+                    let dest = cx
+                        .attr(&mut node, "dest")
+                        .and_then(|v| cx.checked(v, "dest", Rule::OneLine));
                     let includes = cx.attr(&mut node, "includes");
                     let excludes = cx.attr(&mut node, "excludes");
                     cx.close(node);
