@@ -17,6 +17,10 @@ use crate::source::{Span, Spanned};
 pub struct Descriptor {
     /// Variables after the contract was applied, in declaration order.
     pub variables: Vec<Variable>,
+    /// `runtimeSettings/setting`: settings of every runtime the deployment
+    /// starts, in file order. The names and values are checked by the
+    /// program that deploys (it knows the runtime's settings).
+    pub runtime_settings: Vec<RuntimeSetting>,
     /// `mainDefinition` elements.
     pub main_definitions: Vec<MainDefinition>,
     /// `componentDefinition/virtualNodesDefinition/virtualNode`.
@@ -86,6 +90,16 @@ impl Descriptor {
             .find(|v| *v.name == name)
             .map(|v| v.value.as_str())
     }
+}
+
+/// `runtimeSettings/setting`: one runtime setting (`heartbeatTimeout`,
+/// `30s`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeSetting {
+    /// `@name`, as written (any spelling of a setting's name).
+    pub name: Spanned<String>,
+    /// `@value`, variables expanded.
+    pub value: Spanned<String>,
 }
 
 /// A resolved variable.
@@ -745,6 +759,9 @@ pub struct Arg {
     pub name: String,
     /// `@value`.
     pub value: String,
+    /// Where the `<arg>` element is: a service that refuses this argument
+    /// is reported there.
+    pub at: Span,
 }
 
 /// `fileTransfer`.

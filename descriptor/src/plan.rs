@@ -361,6 +361,13 @@ fn describe_service(kind: &ServiceKind) -> String {
 /// The plan as text.
 pub fn render_text(d: &Descriptor) -> String {
     let mut out = String::new();
+    if !d.runtime_settings.is_empty() {
+        let _ = writeln!(out, "runtime settings of every runtime started:");
+        for s in &d.runtime_settings {
+            let _ = writeln!(out, "  {} = {}", s.name.value, s.value.value);
+        }
+        out.push('\n');
+    }
     for vn in &d.virtual_nodes {
         let mut head = format!(
             "virtual node `{}` ({}, timeout {}",

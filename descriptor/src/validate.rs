@@ -451,16 +451,47 @@ impl Validator<'_> {
             }
         }
         for ts in &d.technical_services {
+            // `actogrid.` names the built-in services: any other name under
+            // it is a typo of one, whichever program reads the file.
+            if ts.class.starts_with("actogrid.") && !is_builtin_class(&ts.class) {
+                let builtins: Vec<&str> = crate::BUILTIN_SERVICE_CLASSES
+                    .iter()
+                    .copied()
+                    .filter(|c| c.starts_with("actogrid."))
+                    .collect();
+                let hint = match suggest(&ts.class, &builtins) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "the built-in services are {}; an application's own services are named outside `actogrid.`",
+                        builtins.join(", ")
+                    ),
+                };
+                self.diags.push(
+                    Diagnostic::error(
+                        "unknown-service-class",
+                        ts.class.span,
+                        format!("`{}` is not a built-in technical service", ts.class.value),
+                    )
+                    .with_hint(hint),
+                );
+                continue;
+            }
             let known = options.known_service_classes.as_ref();
             if known.is_none_or(|k| !k.iter().any(|c| *c == *ts.class)) {
                 let (severity, hint) = match known {
-                    Some(_) => (
+                    Some(k) => (
                         crate::diagnostic::Severity::Error,
-                        "register the class in the application before loading the descriptor",
+                        match suggest(&ts.class, &k.iter().map(String::as_str).collect::<Vec<_>>()) {
+                            Some(s) => format!("did you mean `{s}`? Otherwise register the class in the application before loading the descriptor"),
+                            None => format!(
+                                "register the class in the application before loading the descriptor (this program has: {})",
+                                k.join(", ")
+                            ),
+                        },
                     ),
                     None => (
                         crate::diagnostic::Severity::Note,
-                        "application services live in the application's binary; Deployment::load checks them there",
+                        "application services live in the application's binary; Deployment::load checks them there".to_owned(),
                     ),
                 };
                 if severity == crate::diagnostic::Severity::Note && is_builtin_class(&ts.class) {

@@ -3,12 +3,14 @@
 
 use super::{Cx, Rule, Val, components, deployment, infrastructure};
 use crate::model::{
-    Arg, Descriptor, DirEntry, FileEntry, FileTransfer, MainDefinition, TechnicalServiceDefinition,
+    Arg, Descriptor, DirEntry, FileEntry, FileTransfer, MainDefinition, RuntimeSetting,
+    TechnicalServiceDefinition,
 };
 use crate::xml::Element;
 
 const ROOT_CHILDREN: &[&str] = &[
     "variables",
+    "runtimeSettings",
     "security",
     "mainDefinition",
     "componentDefinition",
@@ -28,6 +30,11 @@ pub(crate) fn document(cx: &mut Cx<'_>, root: &Element) -> Descriptor {
         match child.name.as_str() {
             "variables" => {
                 cx.once(&mut seen, "variables", child);
+            }
+            "runtimeSettings" => {
+                if cx.once(&mut seen, "runtimeSettings", child) {
+                    runtime_settings(cx, child, &mut d);
+                }
             }
             "security" => cx.ignored_element(
                 child,
@@ -74,6 +81,58 @@ pub(crate) fn document(cx: &mut Cx<'_>, root: &Element) -> Descriptor {
     }
     d.rejected_ids.append(&mut cx.rejected_ids);
     d
+}
+
+/// `runtimeSettings`: `<setting name="heartbeatTimeout" value="30s"/>`.
+/// Names compare as the runtime compares them (without case, `_` or `-`),
+/// so `heartbeatTimeout` and `heartbeat_timeout` are one setting given twice.
+fn runtime_settings(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
+    cx.container(el);
+    let key = |name: &str| -> String {
+        name.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    for child in &el.children {
+        if child.name != "setting" {
+            cx.unknown_child(child, el, &["setting"]);
+            continue;
+        }
+        let mut node = cx.open(child);
+        let name = cx
+            .required(&mut node, "name")
+            .and_then(|v| cx.checked(v, "setting name", Rule::OneLine));
+        let value = cx
+            .required(&mut node, "value")
+            .and_then(|v| cx.checked(v, "setting value", Rule::OneLine));
+        cx.close(node);
+        cx.no_children(child);
+        let (Some(name), Some(value)) = (name, value) else {
+            continue;
+        };
+        if let Some(first) = d
+            .runtime_settings
+            .iter()
+            .find(|s| key(&s.name) == key(&name.text))
+        {
+            let line = first.name.span.line;
+            cx.error(
+                "duplicate-id",
+                name.span,
+                format!(
+                    "runtime setting `{}` is given twice (first as `{}` at line {line})",
+                    name.text, first.name.value
+                ),
+                "give each setting once",
+            );
+            continue;
+        }
+        d.runtime_settings.push(RuntimeSetting {
+            name: name.spanned(),
+            value: value.spanned(),
+        });
+    }
 }
 
 fn main_definition(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
@@ -149,6 +208,7 @@ fn technical_services(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
             args.push(Arg {
                 name: name.text,
                 value: value.map(|v| v.text).unwrap_or_default(),
+                at: arg.span,
             });
         }
         if let (Some(id), Some(class)) = (id, class) {
