@@ -103,7 +103,7 @@ const CASES: &[(&str, &str, u32, u32, &str)] = &[
     ("unique_process_list",            "unique-with-many-runtimes", 10, 25, "`Coordinator` is unique_singleAO but is mapped to 16 runtimes"),
     ("min_node_number_unreachable",    "min-nodes-unreachable",      5, 26, "needs at least 40 nodes but its mapping provides 28"),
     // ProActive features actogrid does not have, and services.
-    ("builtin_service_class_typo",     "unknown-service-class",     32, 60, "`actogrid.LoadBalancng` is not a built-in technical service"),
+    ("builtin_service_class_typo",     "unknown-service-class",     32, 59, "`actogrid.LoadBalancng` is not a built-in technical service"),
     ("rsh_process",                    "unsupported-element",       30, 10, "<rshProcess> is not supported"),
     ("globus_process",                 "unsupported-element",       30, 10, "<globusProcess> is not supported"),
     ("proactive_scheduler",            "unsupported-element",       27, 10, "<ProActiveScheduler> is not supported"),
