@@ -360,7 +360,11 @@ impl<'a> Cx<'a> {
         let Some((_, found)) = refused_char(&val.text, rule) else {
             return Some(val);
         };
-        let shown = val.text.escape_debug().to_string();
+        let mut shown: String = val.text.chars().take(80).collect();
+        if shown.len() < val.text.len() {
+            shown.push('…');
+        }
+        let shown = shown.escape_debug().to_string();
         let hint = match rule {
             Rule::OneLine => {
                 "write the value on one line: it goes into a job script or a command line, where a line break or a control character would change what runs"

@@ -497,15 +497,23 @@ impl Validator<'_> {
                 if severity == crate::diagnostic::Severity::Note && is_builtin_class(&ts.class) {
                     continue;
                 }
+                let message = if known.is_some() {
+                    format!(
+                        "no technical service class `{}` in this program",
+                        ts.class.value
+                    )
+                } else {
+                    format!(
+                        "technical service class `{}` is not known to this program",
+                        ts.class.value
+                    )
+                };
                 self.diags.push(
                     Diagnostic::new(
                         severity,
                         "unknown-service-class",
                         Some(ts.class.span),
-                        format!(
-                            "technical service class `{}` is not known to this program",
-                            ts.class.value
-                        ),
+                        message,
                     )
                     .with_hint(hint),
                 );

@@ -246,6 +246,9 @@ pub(crate) struct Inner {
     progress: progress::Progress,
     /// The runtime was started for this deployment (remote hosts).
     own_runtime: bool,
+    /// The descriptor's `<runtimeSettings>`, checked (see
+    /// [`Deployment::runtime_settings`]).
+    runtime_settings: Vec<(String, String)>,
 }
 
 impl Deployment {
@@ -262,12 +265,20 @@ impl Deployment {
         options: DeployOptions,
     ) -> Result<Deployment, DeployError> {
         let path = path.as_ref().to_path_buf();
+        let mut load = load;
+        // This program is the application: it knows every class it has,
+        // so a class it lacks is an error, not a note.
+        if load.validate.known_service_classes.is_none() {
+            load.validate.known_service_classes = Some(
+                actogrid_technical_services::classes()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
         let mut loaded = actogrid_descriptor::load(&path, &load);
-        let mut services = if loaded.is_valid() {
-            services::check(&mut loaded)
-        } else {
-            HashMap::new()
-        };
+        let checked = services::check(&mut loaded);
+        let mut services = checked.vns;
         let descriptor = loaded.into_valid()?;
         let base = match &options.runtime {
             Some(rt) => rt.clone(),
@@ -353,6 +364,7 @@ impl Deployment {
             killed: AtomicBool::new(false),
             progress,
             own_runtime,
+            runtime_settings: checked.runtime_settings,
         });
         let sweeper = Arc::downgrade(&inner.shared);
         let every = (inner.options.lease / 2).max(Duration::from_millis(100));
@@ -374,6 +386,16 @@ impl Deployment {
     /// The descriptor, as read.
     pub fn descriptor(&self) -> &Descriptor {
         &self.inner.descriptor
+    }
+
+    /// The runtime settings of the descriptor's `<runtimeSettings>`,
+    /// checked when it loaded: `(name, value)` pairs with the settings'
+    /// own names (`heartbeat_timeout`, `30s`), in an order in which
+    /// [`Config::set`](actogrid_runtime::Config::set) takes them one after
+    /// the other from the defaults. Every runtime the deployment starts is
+    /// given them.
+    pub fn runtime_settings(&self) -> &[(String, String)] {
+        &self.inner.runtime_settings
     }
 
     /// The descriptor's path.
@@ -545,6 +567,23 @@ impl Deployment {
     pub async fn kill(&self) {
         kill(&self.inner).await;
     }
+}
+
+/// Reads and validates the descriptor at `path`, then checks what it asks
+/// of this program: each technical service's class, its arguments (an
+/// unknown `<arg>` is a warning, a refused one an error at that `<arg>`),
+/// requirements and conflicts, and each `<runtimeSettings>` entry against
+/// the runtime's settings. [`Deployment::load`] runs the same checks (and
+/// nothing starts on an error); `actogrid validate` uses this to check a
+/// descriptor without deploying it. Classes this program lacks are notes
+/// unless `options.validate.known_service_classes` lists what it has.
+pub fn check_descriptor(
+    path: impl AsRef<Path>,
+    options: &LoadOptions,
+) -> actogrid_descriptor::Loaded {
+    let mut loaded = actogrid_descriptor::load(path, options);
+    services::check(&mut loaded);
+    loaded
 }
 
 /// Looks up the nodes of a virtual node registered by another program at
