@@ -243,3 +243,30 @@ async fn classes_the_application_registers_are_not_called_unknown() {
         loaded.diagnostics.render(&loaded.sources)
     );
 }
+
+#[test]
+fn the_descriptor_reference_lists_every_runtime_setting() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/descriptor.md"
+    ))
+    .expect("docs/descriptor.md");
+    let section = doc
+        .split("## Runtime settings")
+        .nth(1)
+        .expect("a Runtime settings section");
+    for setting in actogrid::Config::settings() {
+        let row = format!("| `{}` |", setting.name);
+        assert!(
+            section.contains(&row),
+            "docs/descriptor.md does not list `{}`",
+            setting.name
+        );
+        assert!(
+            section.contains(setting.about),
+            "docs/descriptor.md: `{}`: {}",
+            setting.name,
+            setting.about
+        );
+    }
+}

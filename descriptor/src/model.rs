@@ -226,6 +226,12 @@ pub struct VirtualNode {
 pub struct AcquiredVirtualNode {
     /// `@name`.
     pub name: Spanned<String>,
+    /// `@timeout`: how long `nodes()` waits at most (it returns as soon as
+    /// every node the looked-up directories list has joined).
+    #[serde(serialize_with = "millis")]
+    pub timeout: Duration,
+    /// `@minNodeNumber`: enough nodes to go on.
+    pub min_node_number: Option<u32>,
     /// `information` text.
     pub information: Option<String>,
 }

@@ -55,6 +55,7 @@ const CASES: &[(&str, &str, u32, u32, &str)] = &[
     ("timeout_zero",                   "bad-value",                  5, 64, "timeout: `0` is a duration of zero"),
     ("p2p_ttu_zero",                   "bad-value",                 27, 49, "TTU: `0s` is a duration of zero"),
     ("ft_ttc_zero",                    "bad-value",                 35, 23, "ttc: `0` is a duration of zero"),
+    ("lookup_timeout_spaced",          "bad-value",                  8, 44, "timeout: `30 s` is not a duration"),
     ("bad_property",                   "bad-value",                  5, 44, "`single` is not one of unique, unique_singleAO, multiple, multiple_cyclic"),
     ("bad_boolean",                    "bad-value",                  5, 84, "waitForTimeout: `1` is not a boolean"),
     ("bad_asked_nodes",                "bad-value",                 17, 41, "askedNodes: `-4` is not a positive whole number"),

@@ -313,9 +313,9 @@ impl Deployment {
             let model = actogrid_descriptor::model::VirtualNode {
                 name: vn.name.clone(),
                 property: actogrid_descriptor::model::VnProperty::Multiple,
-                timeout: actogrid_descriptor::model::DEFAULT_VN_TIMEOUT,
+                timeout: vn.timeout,
                 wait_for_timeout: false,
-                min_node_number: None,
+                min_node_number: vn.min_node_number,
                 technical_services: Vec::new(),
                 ft_service: None,
                 file_transfer_deploy: None,
