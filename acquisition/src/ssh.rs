@@ -920,8 +920,7 @@ mod tests {
             target.username = user.map(str::to_owned);
             let err = SshShell::connect(&target)
                 .await
-                .err()
-                .expect("refused without running ssh");
+                .expect_err("refused without running ssh");
             assert!(
                 matches!(&err, ExecError::Command { detail, .. } if detail.starts_with("refusing to log in")),
                 "{host:?} {user:?}: {err}"
