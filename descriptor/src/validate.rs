@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graphmap::DiGraphMap;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -22,7 +22,8 @@ pub struct ValidateOptions {
 }
 
 pub(crate) fn check(d: &Descriptor, options: &ValidateOptions, diags: &mut Diagnostics) {
-    let mut v = Validator { d, diags };
+    let rejected = d.rejected_ids.iter().map(String::as_str).collect();
+    let mut v = Validator { d, diags, rejected };
     v.unique_ids();
     v.mappings();
     v.runtimes();
@@ -34,12 +35,30 @@ pub(crate) fn check(d: &Descriptor, options: &ValidateOptions, diags: &mut Diagn
 struct Validator<'a> {
     d: &'a Descriptor,
     diags: &'a mut Diagnostics,
+    /// [`Descriptor::rejected_ids`], to look up in constant time.
+    rejected: std::collections::HashSet<&'a str>,
 }
 
+/// Past this many candidates, an unresolved reference gets no "did you
+/// mean" (each costs a comparison with every candidate) and the hint does
+/// not list them all.
+const MAX_SUGGESTED_FROM: usize = 1000;
+const MAX_LISTED: usize = 20;
+
 fn unresolved(what: &str, reference: &Spanned<String>, known: &[&str], fix: &str) -> Diagnostic {
-    let hint = match suggest(reference, known) {
+    let close = if known.len() <= MAX_SUGGESTED_FROM {
+        suggest(reference, known)
+    } else {
+        None
+    };
+    let hint = match close {
         Some(s) => format!("did you mean `{s}`?"),
         None if known.is_empty() => fix.to_owned(),
+        None if known.len() > MAX_LISTED => format!(
+            "{fix} (defined: {}, … {} in all)",
+            known[..MAX_LISTED].join(", "),
+            known.len()
+        ),
         None => format!("{fix} (defined: {})", known.join(", ")),
     };
     Diagnostic::error(
@@ -54,7 +73,7 @@ impl Validator<'_> {
     /// Reports an unresolved reference unless it names a definition that was
     /// already rejected (one mistake, one diagnostic).
     fn unresolved(&mut self, what: &str, reference: &Spanned<String>, known: &[&str], fix: &str) {
-        if !self.d.rejected_ids.contains(&reference.value) {
+        if !self.rejected.contains(reference.value.as_str()) {
             self.diags.push(unresolved(what, reference, known, fix));
         }
     }
@@ -210,6 +229,11 @@ impl Validator<'_> {
 
     fn runtimes(&mut self) {
         let d = self.d;
+        let used: std::collections::HashSet<&str> = d
+            .mappings
+            .iter()
+            .flat_map(|m| m.jvms.iter().map(|j| j.as_str()))
+            .collect();
         let process_ids: Vec<&str> = d.processes.iter().map(|p| p.id.as_str()).collect();
         let service_ids: Vec<&str> = d.services.iter().map(|s| s.id.as_str()).collect();
         for jvm in &d.jvms {
@@ -240,11 +264,7 @@ impl Validator<'_> {
                     Some(_) => {}
                 },
             }
-            let used = d
-                .mappings
-                .iter()
-                .any(|m| m.jvms.iter().any(|j| j.value == *jvm.name));
-            if !used {
+            if !used.contains(jvm.name.as_str()) {
                 self.diags.push(
                     Diagnostic::warning(
                         "unused-runtime",
@@ -308,7 +328,9 @@ impl Validator<'_> {
                 }
             }
         }
-        for component in tarjan_scc(&graph) {
+        // Kosaraju's walk keeps its own stack: a chain of a hundred thousand
+        // processes must not overflow the thread's.
+        for component in kosaraju_scc(&graph) {
             let cyclic = component.len() > 1 || graph.contains_edge(component[0], component[0]);
             if !cyclic {
                 continue;
@@ -320,15 +342,27 @@ impl Validator<'_> {
             let Some(first) = members.first() else {
                 continue;
             };
+            let members: std::collections::HashSet<&str> = component.iter().copied().collect();
             let mut path = vec![first.id.as_str()];
             let mut at = first.id.as_str();
-            while let Some(next) = graph.neighbors(at).find(|n| component.contains(n)) {
+            while let Some(next) = graph.neighbors(at).find(|n| members.contains(n)) {
                 path.push(next);
                 if next == first.id.as_str() || path.len() > component.len() {
                     break;
                 }
                 at = next;
             }
+            // A loop of thousands of processes is named by its ends.
+            let shown = if path.len() > 12 {
+                format!(
+                    "{} → … ({} more) → {}",
+                    path[..5].join(" → "),
+                    path.len() - 8,
+                    path[path.len() - 3..].join(" → ")
+                )
+            } else {
+                path.join(" → ")
+            };
             let span = first
                 .kind
                 .process_references()
@@ -340,7 +374,7 @@ impl Validator<'_> {
                 Diagnostic::error(
                     "process-cycle",
                     span,
-                    format!("the process chain loops: {}", path.join(" → ")),
+                    format!("the process chain loops: {shown}"),
                 )
                 .with_hint("a chain must end with a <jvmProcess>"),
             );

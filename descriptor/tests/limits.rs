@@ -259,3 +259,71 @@ fn sequences_sharing_members_give_a_plan_in_linear_time_and_size() {
         "{text_plan}"
     );
 }
+
+#[test]
+fn a_chain_of_a_hundred_thousand_processes_is_checked_without_overflow_or_delay() {
+    // Each ssh process starts the next: validation follows the chain
+    // (cycles), and the plan walks it.
+    let n = 100_000;
+    let mut processes = String::with_capacity(n * 150);
+    for i in 0..n {
+        let _ = writeln!(
+            processes,
+            r#"<processDefinition id="p{i}"><sshProcess hostname="h{i}"><processReference refid="p{}"/></sshProcess></processDefinition>"#,
+            i + 1
+        );
+    }
+    let _ = writeln!(
+        processes,
+        r#"<processDefinition id="p{n}"><jvmProcess/></processDefinition>"#
+    );
+    let text = format!(
+        r#"<ProActiveDescriptor>
+<componentDefinition><virtualNodesDefinition><virtualNode name="vn"/></virtualNodesDefinition></componentDefinition>
+<deployment>
+<mapping><map virtualNode="vn"><jvmSet><vmName value="r"/></jvmSet></map></mapping>
+<jvms><jvm name="r"><creation><processReference refid="p0"/></creation></jvm></jvms>
+</deployment>
+<infrastructure><processes>
+{processes}</processes></infrastructure>
+</ProActiveDescriptor>
+"#
+    );
+    let started = Instant::now();
+    let loaded = load_str("chain.xml", &text, &LoadOptions::default());
+    assert!(
+        loaded.is_valid(),
+        "{}",
+        loaded.diagnostics.render(&loaded.sources)
+    );
+    let text_plan = plan::render_text(&loaded.descriptor);
+    let dot = plan::render_dot(&loaded.descriptor);
+    // Minutes, not hours: a generous bound for a debug build on a busy machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(180),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(text_plan.contains("runtime set `r`"), "{text_plan}");
+    assert!(dot.contains("p99999"));
+
+    // The same chain closed into a loop is one cycle, reported once.
+    let looped = text.replace(
+        &format!(r#"<processDefinition id="p{n}"><jvmProcess/></processDefinition>"#),
+        &format!(
+            r#"<processDefinition id="p{n}"><sshProcess hostname="last"><processReference refid="p0"/></sshProcess></processDefinition>"#
+        ),
+    );
+    let loaded = load_str("loop.xml", &looped, &LoadOptions::default());
+    let cycles: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "process-cycle")
+        .collect();
+    assert_eq!(cycles.len(), 1);
+    assert!(
+        cycles[0].message.contains("more) →") && cycles[0].message.len() < 200,
+        "{}",
+        cycles[0].message
+    );
+}

@@ -80,6 +80,7 @@ pub(crate) fn document(cx: &mut Cx<'_>, root: &Element) -> Descriptor {
         }
     }
     d.rejected_ids.append(&mut cx.rejected_ids);
+    d.reindex();
     d
 }
 
