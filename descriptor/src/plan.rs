@@ -57,7 +57,9 @@ impl fmt::Display for Count {
     }
 }
 
-const MAX_CHAIN_DEPTH: usize = 64;
+/// The longest process chain a descriptor may have (validation refuses
+/// longer ones; real chains are two or three processes long).
+pub const MAX_CHAIN_DEPTH: usize = 64;
 
 /// Counts of the processes already counted: sequences may share members,
 /// and counting a shared member again at every level would take time

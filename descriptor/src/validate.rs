@@ -328,6 +328,7 @@ impl Validator<'_> {
                 }
             }
         }
+        let mut in_loops: std::collections::HashSet<&str> = std::collections::HashSet::new();
         // Kosaraju's walk keeps its own stack: a chain of a hundred thousand
         // processes must not overflow the thread's.
         for component in kosaraju_scc(&graph) {
@@ -335,6 +336,7 @@ impl Validator<'_> {
             if !cyclic {
                 continue;
             }
+            in_loops.extend(component.iter().copied());
             // Report once, at the first member in file order, showing the loop.
             let mut members: Vec<&crate::model::ProcessDefinition> =
                 component.iter().filter_map(|id| d.process(id)).collect();
@@ -377,6 +379,68 @@ impl Validator<'_> {
                     format!("the process chain loops: {shown}"),
                 )
                 .with_hint("a chain must end with a <jvmProcess>"),
+            );
+        }
+        self.chain_lengths(&graph, &in_loops);
+    }
+
+    /// Refuses a chain longer than [`plan::MAX_CHAIN_DEPTH`]: starting it
+    /// would nest that many steps (and the plan could not count it). The
+    /// lengths are found with an explicit stack, whatever the length;
+    /// loops are left to the cycle check.
+    fn chain_lengths(
+        &mut self,
+        graph: &DiGraphMap<&str, (), std::hash::RandomState>,
+        in_loops: &std::collections::HashSet<&str>,
+    ) {
+        let mut length: HashMap<&str, usize> = HashMap::new();
+        let mut open: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for p in &self.d.processes {
+            let mut stack = vec![(p.id.as_str(), false)];
+            while let Some((id, done)) = stack.pop() {
+                if done {
+                    let below = graph
+                        .neighbors(id)
+                        .filter_map(|n| length.get(n))
+                        .max()
+                        .copied()
+                        .unwrap_or(0);
+                    length.insert(id, below + 1);
+                    open.remove(id);
+                    continue;
+                }
+                if length.contains_key(id) || !open.insert(id) {
+                    continue;
+                }
+                stack.push((id, true));
+                stack.extend(
+                    graph
+                        .neighbors(id)
+                        .filter(|n| !length.contains_key(n) && !open.contains(n))
+                        .map(|n| (n, false)),
+                );
+            }
+        }
+        // Once, at the first process (in file order) that starts too long a chain.
+        let too_long = self.d.processes.iter().find_map(|p| {
+            if in_loops.contains(p.id.as_str()) {
+                return None; // reported as a loop
+            }
+            let n = length.get(p.id.as_str()).copied().unwrap_or(0);
+            (n > plan::MAX_CHAIN_DEPTH).then_some((p, n))
+        });
+        if let Some((p, n)) = too_long {
+            self.diags.push(
+                Diagnostic::error(
+                    "chain-too-long",
+                    p.id.span,
+                    format!(
+                        "the process chain starting at `{}` is {n} processes long; a chain has at most {}",
+                        p.id.value,
+                        plan::MAX_CHAIN_DEPTH
+                    ),
+                )
+                .with_hint("a chain reaches a place and starts runtimes there (ssh, then a scheduler, then the runtime): shorten it"),
             );
         }
     }
