@@ -108,7 +108,7 @@ impl ChainContext {
 /// Starts the chain of process `process_id` on this machine.
 pub async fn start(ctx: &ChainContext, process_id: &str, sink: &dyn Launches) {
     let local: Arc<dyn Shell> = Arc::new(LocalShell);
-    walk(ctx, process_id, local, sink).await;
+    walk(ctx, process_id, local, sink, 0).await;
 }
 
 fn runtimes_of(ctx: &ChainContext, process: &ProcessDefinition) -> Option<u64> {
@@ -118,13 +118,29 @@ fn runtimes_of(ctx: &ChainContext, process: &ProcessDefinition) -> Option<u64> {
     }
 }
 
+/// `depth` is how many sequences lead here: validation refuses chains
+/// longer than [`MAX_CHAIN_DEPTH`](actogrid_descriptor::plan::MAX_CHAIN_DEPTH),
+/// and a model built otherwise meets the same bound here (each step nests
+/// the next one's future).
 fn walk<'a>(
     ctx: &'a ChainContext,
     process_id: &'a str,
     place: Arc<dyn Shell>,
     sink: &'a dyn Launches,
+    depth: usize,
 ) -> BoxFuture<'a, ()> {
     Box::pin(async move {
+        if depth > actogrid_descriptor::plan::MAX_CHAIN_DEPTH {
+            let id = sink.open(&format!("process `{process_id}`"), place.host(), None);
+            sink.failed(
+                id,
+                format!(
+                    "process `{process_id}` is more than {} steps down its chain: not started",
+                    actogrid_descriptor::plan::MAX_CHAIN_DEPTH
+                ),
+            );
+            return;
+        }
         let Some(process) = ctx.descriptor.process(process_id) else {
             let id = sink.open(&format!("process `{process_id}`"), place.host(), Some(1));
             sink.failed(id, format!("no process is defined with id `{process_id}`"));
@@ -145,6 +161,7 @@ fn walk<'a>(
                     &ssh.file_transfers,
                     place,
                     sink,
+                    depth,
                 )
                 .await;
             }
@@ -158,6 +175,7 @@ fn walk<'a>(
                     &list.file_transfers,
                     place,
                     sink,
+                    depth,
                 )
                 .await;
             }
@@ -165,7 +183,7 @@ fn walk<'a>(
                 let steps = seq
                     .processes
                     .iter()
-                    .map(|p| walk(ctx, &p.value, place.clone(), sink));
+                    .map(|p| walk(ctx, &p.value, place.clone(), sink, depth + 1));
                 futures::future::join_all(steps).await;
             }
             ProcessKind::Slurm(_)
@@ -232,6 +250,7 @@ async fn reach_hosts(
     transfers: &ProcessFileTransfers,
     place: Arc<dyn Shell>,
     sink: &dyn Launches,
+    depth: usize,
 ) {
     let below = ctx
         .descriptor
@@ -285,7 +304,7 @@ async fn reach_hosts(
                     None => tracing::warn!("{label}: no fileTransfer `{}` to retrieve", refs.refid.value),
                 }
             }
-            walk(ctx, &link.next.value, shell, sink).await;
+            walk(ctx, &link.next.value, shell, sink, depth + 1).await;
         }
     });
     futures::future::join_all(each).await;

@@ -694,6 +694,7 @@ impl Drop for SshRunning {
 
 /// Starts the master connection to `target`.
 async fn open_master(target: &SshTarget) -> Result<Session, ExecError> {
+    check_login(target)?;
     let builder = target.builder();
     // ssh's ConnectTimeout covers the TCP connect and banner; the outer
     // limit also bounds a server that stalls during key exchange or login.
@@ -709,6 +710,33 @@ async fn open_master(target: &SshTarget) -> Result<Session, ExecError> {
         Ok(Ok(session)) => Ok(session),
         Ok(Err(e)) => Err(classify_connect_error(&target.host, &e)),
     }
+}
+
+/// Refuses a host or login name that ssh would read as something else: a
+/// leading `-` is an option (`-oProxyCommand=…` runs a command here), and
+/// blanks or control characters are not part of any name (and reach the
+/// `%h` and `%r` of a `ProxyCommand` as they are).
+fn check_login(target: &SshTarget) -> Result<(), ExecError> {
+    let bad = |name: &str| {
+        name.is_empty()
+            || name.starts_with('-')
+            || name.chars().any(|c| c.is_control() || c.is_whitespace())
+    };
+    let refuse = |what: &str, name: &str| ExecError::Command {
+        host: target.host.clone(),
+        detail: format!(
+            "refusing to log in: the {what} {name:?} is empty, starts with `-` or holds a blank or a control character"
+        ),
+    };
+    if bad(&target.host) {
+        return Err(refuse("host name", &target.host));
+    }
+    if let Some(user) = &target.username
+        && bad(user)
+    {
+        return Err(refuse("login name", user));
+    }
+    Ok(())
 }
 
 /// Sorts a failure to log in into unreachable / refused / other.
@@ -877,5 +905,26 @@ mod tests {
         assert_eq!(t.port, Some(2222));
         assert_eq!(t.identity_file.as_deref(), Some(Path::new("/k")));
         assert!(matches!(t.known_hosts, KnownHosts::Strict));
+    }
+
+    #[tokio::test]
+    async fn a_host_or_login_that_ssh_would_read_as_an_option_is_refused_before_ssh_runs() {
+        for (host, user) in [
+            ("-oProxyCommand=touch /tmp/x", None),
+            ("front\nrm -rf ~", None),
+            ("front end", None),
+            ("front", Some("-oProxyCommand=id")),
+            ("front", Some("bob\n")),
+        ] {
+            let mut target = SshTarget::new(host);
+            target.username = user.map(str::to_owned);
+            let err = SshShell::connect(&target)
+                .await
+                .expect_err("refused without running ssh");
+            assert!(
+                matches!(&err, ExecError::Command { detail, .. } if detail.starts_with("refusing to log in")),
+                "{host:?} {user:?}: {err}"
+            );
+        }
     }
 }

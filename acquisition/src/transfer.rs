@@ -569,7 +569,7 @@ async fn copy_dir(
     let src = from.word(&dir.src);
     let listing = from
         .shell
-        .run(&format!("cd {src} && find . ! -type d -print"), None)
+        .run(&format!("cd -- {src} && find . ! -type d -print"), None)
         .await
         .and_then(|o| o.check(from.shell.host(), "listing"))
         .map_err(fail)?;
@@ -584,7 +584,7 @@ async fn copy_dir(
     let dest = to.word(&dir.dest);
     if names.is_empty() {
         to.shell
-            .run(&format!("mkdir -p {dest}"), None)
+            .run(&format!("mkdir -p -- {dest}"), None)
             .await
             .and_then(|o| o.check(to.shell.host(), "creating the directory"))
             .map_err(fail)?;
@@ -601,7 +601,7 @@ async fn copy_dir(
     let archive = from
         .shell
         .run(
-            &format!("cd {src} && tar -cf - -T -"),
+            &format!("cd -- {src} && tar -cf - -T -"),
             Some(list.as_bytes()),
         )
         .await
@@ -609,7 +609,7 @@ async fn copy_dir(
         .map_err(fail)?;
     to.shell
         .run(
-            &format!("mkdir -p {dest} && cd {dest} && tar -x -o -f -"),
+            &format!("mkdir -p -- {dest} && cd -- {dest} && tar -x -o -f -"),
             Some(&archive.stdout),
         )
         .await

@@ -26,7 +26,7 @@ pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
     LEASE_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, Refusal, Registrar, RegistrarProxy,
     Registration, RuntimeAgent, RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, TOKEN_ENV,
-    VirtualNode, VnDirectory, VnDirectoryProxy, VnEvent, lookup_vn,
+    VirtualNode, VnDirectory, VnDirectoryProxy, VnEvent, check_descriptor, lookup_vn,
 };
 pub use process::{
     NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_if_deployed, serve_node,

@@ -316,3 +316,87 @@ fn node_announces_its_url_and_stops_with_its_stdin() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status}");
 }
+
+/// A small valid descriptor with `extra` before `<componentDefinition>` and
+/// `services` at the end.
+fn with_parts(extra: &str, services: &str) -> String {
+    format!(
+        r#"<ProActiveDescriptor>
+{extra}
+  <componentDefinition>
+    <virtualNodesDefinition>
+      <virtualNode name="workers" technicalServiceId="svc"/>
+    </virtualNodesDefinition>
+  </componentDefinition>
+  <deployment>
+    <mapping><map virtualNode="workers"><jvmSet><currentJVM/></jvmSet></map></mapping>
+  </deployment>
+  <technicalServices>
+{services}
+  </technicalServices>
+</ProActiveDescriptor>
+"#
+    )
+}
+
+#[test]
+fn a_misspelt_builtin_service_and_bad_runtime_settings_fail_validation() {
+    let scratch = Scratch::new("builtin-typo");
+    let typo = scratch.file(
+        "typo.xml",
+        &with_parts(
+            "",
+            r#"    <technicalServiceDefinition id="svc" class="actogrid.Enviroment"/>"#,
+        ),
+    );
+    let out = actogrid(&["validate", &typo]);
+    let err = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("did you mean `actogrid.Environment`?"),
+        "{err}"
+    );
+
+    let settings = scratch.file(
+        "settings.xml",
+        &with_parts(
+            r#"  <runtimeSettings>
+    <setting name="heartbeatTimeout" value="30 parsecs"/>
+  </runtimeSettings>"#,
+            r#"    <technicalServiceDefinition id="svc" class="actogrid.LoadBalancing">
+      <arg name="metric" value="cpu"/>
+    </technicalServiceDefinition>"#,
+        ),
+    );
+    let out = actogrid(&["validate", "--format", "short", &settings]);
+    let err = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("settings.xml:3:"), "{err}");
+    assert!(err.contains("bad-runtime-setting"), "{err}");
+    // The unknown argument of a built-in service is a warning at its line.
+    assert!(err.contains("settings.xml:15:"), "{err}");
+    assert!(err.contains("unknown-service-argument"), "{err}");
+}
+
+#[test]
+fn a_document_nested_two_hundred_thousand_deep_is_an_error_for_validate_and_plan() {
+    let scratch = Scratch::new("deep");
+    let mut deep = String::from("<ProActiveDescriptor>\n");
+    deep.push_str(&"<a>".repeat(200_000));
+    deep.push_str(&"</a>".repeat(200_000));
+    deep.push_str("\n</ProActiveDescriptor>\n");
+    let path = scratch.file("deep.xml", &deep);
+    for command in ["validate", "plan"] {
+        let out = actogrid(&[command, &path]);
+        let err = text(&out.stdout) + &text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {err}");
+        assert!(err.contains("error[too-deep]"), "{command}: {err}");
+        assert!(err.contains("deep.xml:2:"), "{command}: {err}");
+        // The offending line (1.4 MB) is shown as a window around the column.
+        assert!(
+            err.len() < 4_000,
+            "{command}: {} bytes of output",
+            err.len()
+        );
+    }
+}

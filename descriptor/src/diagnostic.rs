@@ -209,6 +209,11 @@ pub struct JsonDiagnostic {
     pub hint: Option<String>,
 }
 
+/// How much of a long source line a rendered diagnostic shows: this many
+/// characters, starting at most [`SHOWN_BEFORE`] before the column.
+const SHOWN_WIDTH: usize = 160;
+const SHOWN_BEFORE: usize = 60;
+
 fn render_one(out: &mut String, d: &Diagnostic, sources: &SourceMap) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "{}[{}]: {}", d.severity, d.code, d.message);
@@ -225,21 +230,35 @@ fn render_one(out: &mut String, d: &Diagnostic, sources: &SourceMap) {
             span.col
         );
         let _ = writeln!(out, "{:gutter$} |", "");
-        let _ = writeln!(out, "{} | {}", span.line, line.replace('\t', " "));
-        // Underline the span, clipped to the end of its first line.
-        let first_line_len = line.chars().count().saturating_sub(span.col as usize - 1);
+        // A long line (a minified file, a runaway nesting) is shown as a
+        // window around the column, so that one diagnostic stays readable.
+        let chars: Vec<char> = line
+            .chars()
+            .map(|c| if c == '\t' { ' ' } else { c })
+            .collect();
+        let col = (span.col as usize).saturating_sub(1).min(chars.len());
+        let from = col.saturating_sub(SHOWN_BEFORE);
+        let to = (from + SHOWN_WIDTH).min(chars.len());
+        let (lead, tail) = (
+            if from > 0 { "…" } else { "" },
+            if to < chars.len() { "…" } else { "" },
+        );
+        let shown: String = chars[from..to].iter().collect();
+        let _ = writeln!(out, "{} | {lead}{shown}{tail}", span.line);
+        // Underline the span, clipped to the end of what is shown.
+        let room = to.saturating_sub(col).max(1);
         let len = file
             .text()
             .get(span.start..span.end)
             .map_or(1, |s| s.lines().next().map_or(1, |l| l.chars().count()))
-            .clamp(1, first_line_len.max(1));
+            .clamp(1, room);
         let _ = writeln!(
             out,
             "{:gutter$} | {:pad$}{}",
             "",
             "",
             "^".repeat(len),
-            pad = span.col as usize - 1
+            pad = col - from + lead.chars().count()
         );
     }
     if let Some(hint) = &d.hint {

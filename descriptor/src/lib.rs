@@ -46,7 +46,8 @@ pub use diagnostic::{Diagnostic, Diagnostics, JsonDiagnostic, Severity};
 pub use model::Descriptor;
 pub use source::{FileId, SourceFile, SourceMap, Span, Spanned};
 pub use validate::ValidateOptions;
-pub use variables::Environment;
+pub use variables::{Environment, MAX_EXPANDED_TOTAL, MAX_EXPANDED_VALUE};
+pub use xml::MAX_DEPTH;
 
 /// Technical-service classes every actogrid binary provides.
 pub const BUILTIN_SERVICE_CLASSES: &[&str] = &[

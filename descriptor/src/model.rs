@@ -17,6 +17,10 @@ use crate::source::{Span, Spanned};
 pub struct Descriptor {
     /// Variables after the contract was applied, in declaration order.
     pub variables: Vec<Variable>,
+    /// `runtimeSettings/setting`: settings of every runtime the deployment
+    /// starts, in file order. The names and values are checked by the
+    /// program that deploys (it knows the runtime's settings).
+    pub runtime_settings: Vec<RuntimeSetting>,
     /// `mainDefinition` elements.
     pub main_definitions: Vec<MainDefinition>,
     /// `componentDefinition/virtualNodesDefinition/virtualNode`.
@@ -44,39 +48,109 @@ pub struct Descriptor {
     /// again as unresolved.
     #[serde(skip)]
     pub(crate) rejected_ids: Vec<String>,
+    /// Definitions by id (see [`Descriptor::reindex`]).
+    #[serde(skip)]
+    pub(crate) index: Index,
+}
+
+/// Positions of the definitions by id, so that following the references of
+/// a large descriptor (a chain of thousands of processes) takes linear
+/// time. A hit is checked against the definition it points at, so an index
+/// made stale by changes to the model is never wrong about what it finds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Index {
+    virtual_nodes: Keys,
+    jvms: Keys,
+    processes: Keys,
+    services: Keys,
+    technical_services: Keys,
+    mappings: Keys,
+}
+
+/// The first position of each key, and how many items were indexed.
+#[derive(Debug, Clone, Default)]
+struct Keys {
+    first: std::collections::HashMap<String, usize>,
+    len: usize,
+}
+
+impl Keys {
+    fn of<'a>(keys: impl Iterator<Item = &'a str>) -> Keys {
+        let mut first = std::collections::HashMap::new();
+        let mut len = 0;
+        for (i, key) in keys.enumerate() {
+            first.entry(key.to_owned()).or_insert(i);
+            len = i + 1;
+        }
+        Keys { first, len }
+    }
+
+    /// The first item whose key is `key`.
+    fn find<'a, T>(&self, items: &'a [T], key: &str, key_of: impl Fn(&T) -> &str) -> Option<&'a T> {
+        match self.first.get(key).and_then(|&i| items.get(i)) {
+            Some(item) if key_of(item) == key => Some(item),
+            // Indexed, unchanged in length, and not there.
+            None if self.len == items.len() && self.len > 0 => None,
+            // Not indexed, or the model changed since: look.
+            _ => items.iter().find(|item| key_of(item) == key),
+        }
+    }
 }
 
 impl Descriptor {
+    /// Rebuilds the index of definitions by id. The reader calls it; call
+    /// it again after renaming definitions of a model in place (lookups
+    /// stay right for definitions added or removed, and are only slower
+    /// until then).
+    pub fn reindex(&mut self) {
+        self.index = Index {
+            virtual_nodes: Keys::of(self.virtual_nodes.iter().map(|v| v.name.as_str())),
+            jvms: Keys::of(self.jvms.iter().map(|j| j.name.as_str())),
+            processes: Keys::of(self.processes.iter().map(|p| p.id.as_str())),
+            services: Keys::of(self.services.iter().map(|s| s.id.as_str())),
+            technical_services: Keys::of(self.technical_services.iter().map(|s| s.id.as_str())),
+            mappings: Keys::of(self.mappings.iter().map(|m| m.virtual_node.as_str())),
+        };
+    }
+
     /// The virtual node defined under `name`.
     pub fn virtual_node(&self, name: &str) -> Option<&VirtualNode> {
-        self.virtual_nodes.iter().find(|vn| *vn.name == name)
+        self.index
+            .virtual_nodes
+            .find(&self.virtual_nodes, name, |v| v.name.as_str())
     }
 
     /// The runtime (`jvm`) named `name`.
     pub fn jvm(&self, name: &str) -> Option<&Jvm> {
-        self.jvms.iter().find(|j| *j.name == name)
+        self.index.jvms.find(&self.jvms, name, |j| j.name.as_str())
     }
 
     /// The process definition with id `id`.
     pub fn process(&self, id: &str) -> Option<&ProcessDefinition> {
-        self.processes.iter().find(|p| *p.id == id)
+        self.index
+            .processes
+            .find(&self.processes, id, |p| p.id.as_str())
     }
 
     /// The service definition with id `id`.
     pub fn service(&self, id: &str) -> Option<&ServiceDefinition> {
-        self.services.iter().find(|s| *s.id == id)
+        self.index
+            .services
+            .find(&self.services, id, |s| s.id.as_str())
     }
 
     /// The technical service with id `id`.
     pub fn technical_service(&self, id: &str) -> Option<&TechnicalServiceDefinition> {
-        self.technical_services.iter().find(|s| *s.id == id)
+        self.index
+            .technical_services
+            .find(&self.technical_services, id, |s| s.id.as_str())
     }
 
     /// The mapping of a virtual node.
     pub fn mapping(&self, virtual_node: &str) -> Option<&Mapping> {
-        self.mappings
-            .iter()
-            .find(|m| *m.virtual_node == virtual_node)
+        self.index
+            .mappings
+            .find(&self.mappings, virtual_node, |m| m.virtual_node.as_str())
     }
 
     /// The value of a variable after the contract was applied.
@@ -86,6 +160,16 @@ impl Descriptor {
             .find(|v| *v.name == name)
             .map(|v| v.value.as_str())
     }
+}
+
+/// `runtimeSettings/setting`: one runtime setting (`heartbeatTimeout`,
+/// `30s`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeSetting {
+    /// `@name`, as written (any spelling of a setting's name).
+    pub name: Spanned<String>,
+    /// `@value`, variables expanded.
+    pub value: Spanned<String>,
 }
 
 /// A resolved variable.
@@ -212,6 +296,12 @@ pub struct VirtualNode {
 pub struct AcquiredVirtualNode {
     /// `@name`.
     pub name: Spanned<String>,
+    /// `@timeout`: how long `nodes()` waits at most (it returns as soon as
+    /// every node the looked-up directories list has joined).
+    #[serde(serialize_with = "millis")]
+    pub timeout: Duration,
+    /// `@minNodeNumber`: enough nodes to go on.
+    pub min_node_number: Option<u32>,
     /// `information` text.
     pub information: Option<String>,
 }
@@ -745,6 +835,9 @@ pub struct Arg {
     pub name: String,
     /// `@value`.
     pub value: String,
+    /// Where the `<arg>` element is: a service that refuses this argument
+    /// is reported there.
+    pub at: Span,
 }
 
 /// `fileTransfer`.

@@ -7,7 +7,7 @@
 //! SLURM nodes × tasks) and marked unknown when only a scheduler or the
 //! overlay will tell.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
@@ -57,34 +57,51 @@ impl fmt::Display for Count {
     }
 }
 
-const MAX_CHAIN_DEPTH: usize = 64;
+/// The longest process chain a descriptor may have (validation refuses
+/// longer ones; real chains are two or three processes long).
+pub const MAX_CHAIN_DEPTH: usize = 64;
 
-fn process_count(d: &Descriptor, p: &ProcessDefinition, depth: usize) -> Count {
+/// Counts of the processes already counted: sequences may share members,
+/// and counting a shared member again at every level would take time
+/// exponential in the depth of the sequences.
+type Memo<'d> = HashMap<&'d str, Count>;
+
+fn process_count<'d>(
+    d: &'d Descriptor,
+    p: &'d ProcessDefinition,
+    depth: usize,
+    memo: &mut Memo<'d>,
+) -> Count {
     if depth > MAX_CHAIN_DEPTH {
         return Count::Unknown;
     }
-    let next = |id: &str| {
+    if let Some(count) = memo.get(p.id.as_str()) {
+        return *count;
+    }
+    let next = |id: &str, memo: &mut Memo<'d>| {
         d.process(id)
-            .map_or(Count::Unknown, |p| process_count(d, p, depth + 1))
+            .map_or(Count::Unknown, |p| process_count(d, p, depth + 1, memo))
     };
-    match &p.kind {
+    let count = match &p.kind {
         ProcessKind::Jvm(_) => Count::Exact(1),
         ProcessKind::IndependentSequence(s) => s
             .processes
             .iter()
-            .fold(Count::Exact(0), |acc, id| acc.plus(next(id))),
+            .fold(Count::Exact(0), |acc, id| acc.plus(next(id, memo))),
         ProcessKind::DependentSequence(_) => Count::Unknown,
         kind => {
             let fan_out = kind.fan_out().map_or(Count::Unknown, Count::Exact);
-            let link = kind.link().map_or(Count::Unknown, |l| next(&l.next));
+            let link = kind.link().map_or(Count::Unknown, |l| next(&l.next, memo));
             fan_out.times(link)
         }
-    }
+    };
+    memo.insert(p.id.as_str(), count);
+    count
 }
 
 /// Runtimes one run of process `p` starts (through its whole chain).
 pub fn process_runtime_count(d: &Descriptor, p: &ProcessDefinition) -> Count {
-    process_count(d, p, 0)
+    process_count(d, p, 0, &mut Memo::new())
 }
 
 /// Runtimes one `jvm` element stands for.
@@ -92,7 +109,7 @@ pub fn jvm_runtime_count(d: &Descriptor, jvm: &Jvm) -> Count {
     match &jvm.source {
         RuntimeSource::Creation(id) => d
             .process(id)
-            .map_or(Count::Unknown, |p| process_count(d, p, 0))
+            .map_or(Count::Unknown, |p| process_runtime_count(d, p))
             .times(Count::Exact(u64::from(jvm.runtimes))),
         RuntimeSource::Acquisition(id) => match d.service(id).map(|s| &s.kind) {
             Some(ServiceKind::P2p(p)) => match p.nodes_asked {
@@ -245,12 +262,29 @@ fn describe_process(p: &ProcessDefinition) -> String {
 }
 
 /// Writes the chain starting at `id`, one arrow per link; sequences branch.
-fn write_chain(d: &Descriptor, id: &str, indent: usize, out: &mut String, depth: usize) {
+/// A sequence already written (`seen`) is named, not written again: shared
+/// members would otherwise make the text exponential in the nesting.
+fn write_chain<'d>(
+    d: &'d Descriptor,
+    id: &'d str,
+    indent: usize,
+    out: &mut String,
+    depth: usize,
+    seen: &mut HashSet<&'d str>,
+) {
     let Some(p) = d.process(id) else {
         let _ = writeln!(out, "{:indent$}(unknown process `{id}`)", "");
         return;
     };
     if depth > MAX_CHAIN_DEPTH {
+        return;
+    }
+    let is_sequence = matches!(
+        p.kind,
+        ProcessKind::DependentSequence(_) | ProcessKind::IndependentSequence(_)
+    );
+    if is_sequence && !seen.insert(p.id.as_str()) {
+        let _ = writeln!(out, "{:indent$}sequence `{id}` (as above)", "");
         return;
     }
     match &p.kind {
@@ -262,27 +296,27 @@ fn write_chain(d: &Descriptor, id: &str, indent: usize, out: &mut String, depth:
             for (i, member) in s.processes.iter().enumerate() {
                 let n = i + 1 + usize::from(s.service.is_some());
                 let _ = writeln!(out, "{:indent$}  {n}.", "");
-                write_chain(d, member, indent + 5, out, depth + 1);
+                write_chain(d, member, indent + 5, out, depth + 1, seen);
             }
         }
         kind => {
             let mut line = describe_process(p);
-            let mut next = kind.link().map(|l| l.next.value.clone());
+            let mut next = kind.link().map(|l| l.next.as_str());
             let mut hops = 0;
             while let Some(id) = next.take() {
                 hops += 1;
-                match d.process(&id) {
+                match d.process(id) {
                     Some(n) if hops < MAX_CHAIN_DEPTH => {
                         if matches!(
                             n.kind,
                             ProcessKind::DependentSequence(_) | ProcessKind::IndependentSequence(_)
                         ) {
                             let _ = writeln!(out, "{:indent$}{line} →", "");
-                            write_chain(d, &id, indent + 2, out, depth + 1);
+                            write_chain(d, id, indent + 2, out, depth + 1, seen);
                             return;
                         }
                         line += &format!(" → {}", describe_process(n));
-                        next = n.kind.link().map(|l| l.next.value.clone());
+                        next = n.kind.link().map(|l| l.next.as_str());
                     }
                     _ => line += &format!(" → (unknown `{id}`)"),
                 }
@@ -329,6 +363,13 @@ fn describe_service(kind: &ServiceKind) -> String {
 /// The plan as text.
 pub fn render_text(d: &Descriptor) -> String {
     let mut out = String::new();
+    if !d.runtime_settings.is_empty() {
+        let _ = writeln!(out, "runtime settings of every runtime started:");
+        for s in &d.runtime_settings {
+            let _ = writeln!(out, "  {} = {}", s.name.value, s.value.value);
+        }
+        out.push('\n');
+    }
     for vn in &d.virtual_nodes {
         let mut head = format!(
             "virtual node `{}` ({}, timeout {}",
@@ -360,7 +401,7 @@ pub fn render_text(d: &Descriptor) -> String {
                         "  runtime set `{}`: {runtimes} runtime(s) × {} node(s), created by",
                         jvm.name.value, jvm.asked_nodes
                     );
-                    write_chain(d, id, 4, &mut out, 0);
+                    write_chain(d, id, 4, &mut out, 0, &mut HashSet::new());
                 }
                 RuntimeSource::Acquisition(id) => {
                     let what = d

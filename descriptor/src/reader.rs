@@ -26,6 +26,52 @@ impl Val {
     }
 }
 
+/// What a value may hold, for the fields that end up in a job script, a
+/// command line or an ssh login. Every such string is quoted where it is
+/// used; these rules refuse, at the line that wrote it, what no quoting can
+/// make right (a newline ends a scheduler's directive line) or what can
+/// never be meant (a host name starting with `-` is an ssh option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// One line of text: no control character (newline, tab, escape…).
+    OneLine,
+    /// A host name or address: letters, digits, `.`, `-`, `_`, and `:`,
+    /// `%`, `[`, `]` of IPv6 addresses; not starting with `-`.
+    Host,
+    /// A login name: letters, digits, `.`, `-`, `_`, `@`; not starting with `-`.
+    User,
+    /// An environment variable's name: one line, no `=`.
+    EnvName,
+    /// An environment variable's value: may span lines (it is quoted
+    /// wherever it goes), but no other control character.
+    EnvValue,
+}
+
+/// The first character of `text` that `rule` refuses, and why.
+pub(crate) fn refused_char(text: &str, rule: Rule) -> Option<(usize, String)> {
+    let describe = |c: char| match c {
+        '\n' => "a newline".to_owned(),
+        '\r' => "a carriage return".to_owned(),
+        '\t' => "a tab".to_owned(),
+        '\0' => "a NUL character".to_owned(),
+        c if c.is_control() => format!("the control character U+{:04X}", u32::from(c)),
+        ' ' => "a space".to_owned(),
+        c => format!("`{c}`"),
+    };
+    if matches!(rule, Rule::Host | Rule::User) && text.starts_with('-') {
+        return Some((0, "a leading `-`".to_owned()));
+    }
+    text.char_indices()
+        .find(|&(_, c)| match rule {
+            Rule::OneLine => c.is_control(),
+            Rule::EnvName => c.is_control() || c == '=',
+            Rule::EnvValue => c.is_control() && c != '\n' && c != '\t',
+            Rule::Host => !(c.is_ascii_alphanumeric() || ".-_:%[]".contains(c)),
+            Rule::User => !(c.is_ascii_alphanumeric() || ".-_@".contains(c)),
+        })
+        .map(|(i, c)| (i, describe(c)))
+}
+
 /// An element being read: which attributes were asked for.
 pub(crate) struct Node<'e> {
     pub(crate) el: &'e Element,
@@ -308,6 +354,41 @@ impl<'a> Cx<'a> {
         Some(Val { text, span })
     }
 
+    /// `val` when it follows `rule`; otherwise an error at the value (the
+    /// value is left out). `what` names the field in the message.
+    pub(crate) fn checked(&mut self, val: Val, what: &str, rule: Rule) -> Option<Val> {
+        let Some((_, found)) = refused_char(&val.text, rule) else {
+            return Some(val);
+        };
+        let mut shown: String = val.text.chars().take(80).collect();
+        if shown.len() < val.text.len() {
+            shown.push('…');
+        }
+        let shown = shown.escape_debug().to_string();
+        let hint = match rule {
+            Rule::OneLine => {
+                "write the value on one line: it goes into a job script or a command line, where a line break or a control character would change what runs"
+            }
+            Rule::Host => {
+                "a host name has letters, digits, `.`, `-` and `_` (and `:` in IPv6 addresses), and does not start with `-`; give the login name in `username`"
+            }
+            Rule::User => {
+                "a login name has letters, digits, `.`, `-`, `_` and `@`, and does not start with `-`"
+            }
+            Rule::EnvName => "an environment variable's name is one word without `=`",
+            Rule::EnvValue => {
+                "an environment value may hold line breaks and tabs, but no other control character"
+            }
+        };
+        self.error(
+            "bad-character",
+            val.span,
+            format!("{what} \"{shown}\" holds {found}"),
+            hint,
+        );
+        None
+    }
+
     /// Parses `val` with `parse`; reports the error at the value.
     pub(crate) fn parse<T>(
         &mut self,
@@ -419,8 +500,10 @@ impl<'a> Cx<'a> {
 
     /// A path: text, or ProActive's `<absolutePath value>` / `<relativePath origin value>`.
     pub(crate) fn path(&mut self, el: &Element) -> Option<String> {
+        let what = format!("<{}>", el.name);
         if el.children.is_empty() {
-            return self.text(el).map(|v| v.text);
+            let v = self.text(el)?;
+            return self.checked(v, &what, Rule::OneLine).map(|v| v.text);
         }
         let node = self.open(el);
         self.close(node);
@@ -428,12 +511,18 @@ impl<'a> Cx<'a> {
         let mut out = None;
         for child in &el.children {
             match child.name.as_str() {
-                "absolutePath" => out = self.value_of(child).map(|v| v.text),
+                "absolutePath" => {
+                    out = self
+                        .value_of(child)
+                        .and_then(|v| self.checked(v, &what, Rule::OneLine))
+                        .map(|v| v.text);
+                }
                 "relativePath" => {
                     let mut node = self.open(child);
                     let origin = self.attr(&mut node, "origin");
                     let value = self.required(&mut node, "value");
                     self.close(node);
+                    let value = value.and_then(|v| self.checked(v, &what, Rule::OneLine));
                     let (Some(value), origin) = (value, origin) else {
                         continue;
                     };

@@ -31,8 +31,19 @@ pub(crate) fn duration(text: &str, default_unit: Unit) -> Result<Duration, Strin
     if number.is_empty() {
         return Err(bad());
     }
+    if unit.starts_with(char::is_whitespace) && !unit.trim().is_empty() {
+        return Err(format!(
+            "`{text}` is not a duration: write the number and its unit together, as in `{number}{}`",
+            unit.trim()
+        ));
+    }
     let n: u64 = number.parse().map_err(|_| bad())?;
-    let ms_per_unit: u64 = match unit.trim() {
+    if n == 0 {
+        return Err(format!(
+            "`{text}` is a duration of zero: give a positive duration, as in `30s` (zero would time out, or repeat, at once)"
+        ));
+    }
+    let ms_per_unit: u64 = match unit {
         "" => match default_unit {
             Unit::Millis => 1,
             Unit::Seconds => 1_000,
@@ -146,6 +157,13 @@ mod tests {
         assert_eq!(duration("2h", Unit::Millis), Ok(Duration::from_secs(7200)));
         for bad in ["", "s", "-1", "1.5s", "10 weeks", "99999999999999999999"] {
             assert!(duration(bad, Unit::Millis).is_err(), "{bad}");
+        }
+        // A blank between number and unit, and zero, are mistakes.
+        let spaced = duration("30 s", Unit::Millis).unwrap_err();
+        assert!(spaced.contains("as in `30s`"), "{spaced}");
+        for zero in ["0", "0s", "0ms", "00m"] {
+            let e = duration(zero, Unit::Millis).unwrap_err();
+            assert!(e.contains("zero"), "{zero}: {e}");
         }
     }
 

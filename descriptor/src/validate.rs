@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graphmap::DiGraphMap;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -22,7 +22,8 @@ pub struct ValidateOptions {
 }
 
 pub(crate) fn check(d: &Descriptor, options: &ValidateOptions, diags: &mut Diagnostics) {
-    let mut v = Validator { d, diags };
+    let rejected = d.rejected_ids.iter().map(String::as_str).collect();
+    let mut v = Validator { d, diags, rejected };
     v.unique_ids();
     v.mappings();
     v.runtimes();
@@ -34,12 +35,30 @@ pub(crate) fn check(d: &Descriptor, options: &ValidateOptions, diags: &mut Diagn
 struct Validator<'a> {
     d: &'a Descriptor,
     diags: &'a mut Diagnostics,
+    /// [`Descriptor::rejected_ids`], to look up in constant time.
+    rejected: std::collections::HashSet<&'a str>,
 }
 
+/// Past this many candidates, an unresolved reference gets no "did you
+/// mean" (each costs a comparison with every candidate) and the hint does
+/// not list them all.
+const MAX_SUGGESTED_FROM: usize = 1000;
+const MAX_LISTED: usize = 20;
+
 fn unresolved(what: &str, reference: &Spanned<String>, known: &[&str], fix: &str) -> Diagnostic {
-    let hint = match suggest(reference, known) {
+    let close = if known.len() <= MAX_SUGGESTED_FROM {
+        suggest(reference, known)
+    } else {
+        None
+    };
+    let hint = match close {
         Some(s) => format!("did you mean `{s}`?"),
         None if known.is_empty() => fix.to_owned(),
+        None if known.len() > MAX_LISTED => format!(
+            "{fix} (defined: {}, … {} in all)",
+            known[..MAX_LISTED].join(", "),
+            known.len()
+        ),
         None => format!("{fix} (defined: {})", known.join(", ")),
     };
     Diagnostic::error(
@@ -54,7 +73,7 @@ impl Validator<'_> {
     /// Reports an unresolved reference unless it names a definition that was
     /// already rejected (one mistake, one diagnostic).
     fn unresolved(&mut self, what: &str, reference: &Spanned<String>, known: &[&str], fix: &str) {
-        if !self.d.rejected_ids.contains(&reference.value) {
+        if !self.rejected.contains(reference.value.as_str()) {
             self.diags.push(unresolved(what, reference, known, fix));
         }
     }
@@ -210,6 +229,11 @@ impl Validator<'_> {
 
     fn runtimes(&mut self) {
         let d = self.d;
+        let used: std::collections::HashSet<&str> = d
+            .mappings
+            .iter()
+            .flat_map(|m| m.jvms.iter().map(|j| j.as_str()))
+            .collect();
         let process_ids: Vec<&str> = d.processes.iter().map(|p| p.id.as_str()).collect();
         let service_ids: Vec<&str> = d.services.iter().map(|s| s.id.as_str()).collect();
         for jvm in &d.jvms {
@@ -240,11 +264,7 @@ impl Validator<'_> {
                     Some(_) => {}
                 },
             }
-            let used = d
-                .mappings
-                .iter()
-                .any(|m| m.jvms.iter().any(|j| j.value == *jvm.name));
-            if !used {
+            if !used.contains(jvm.name.as_str()) {
                 self.diags.push(
                     Diagnostic::warning(
                         "unused-runtime",
@@ -308,11 +328,15 @@ impl Validator<'_> {
                 }
             }
         }
-        for component in tarjan_scc(&graph) {
+        let mut in_loops: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        // Kosaraju's walk keeps its own stack: a chain of a hundred thousand
+        // processes must not overflow the thread's.
+        for component in kosaraju_scc(&graph) {
             let cyclic = component.len() > 1 || graph.contains_edge(component[0], component[0]);
             if !cyclic {
                 continue;
             }
+            in_loops.extend(component.iter().copied());
             // Report once, at the first member in file order, showing the loop.
             let mut members: Vec<&crate::model::ProcessDefinition> =
                 component.iter().filter_map(|id| d.process(id)).collect();
@@ -320,15 +344,27 @@ impl Validator<'_> {
             let Some(first) = members.first() else {
                 continue;
             };
+            let members: std::collections::HashSet<&str> = component.iter().copied().collect();
             let mut path = vec![first.id.as_str()];
             let mut at = first.id.as_str();
-            while let Some(next) = graph.neighbors(at).find(|n| component.contains(n)) {
+            while let Some(next) = graph.neighbors(at).find(|n| members.contains(n)) {
                 path.push(next);
                 if next == first.id.as_str() || path.len() > component.len() {
                     break;
                 }
                 at = next;
             }
+            // A loop of thousands of processes is named by its ends.
+            let shown = if path.len() > 12 {
+                format!(
+                    "{} → … ({} more) → {}",
+                    path[..5].join(" → "),
+                    path.len() - 8,
+                    path[path.len() - 3..].join(" → ")
+                )
+            } else {
+                path.join(" → ")
+            };
             let span = first
                 .kind
                 .process_references()
@@ -340,9 +376,71 @@ impl Validator<'_> {
                 Diagnostic::error(
                     "process-cycle",
                     span,
-                    format!("the process chain loops: {}", path.join(" → ")),
+                    format!("the process chain loops: {shown}"),
                 )
                 .with_hint("a chain must end with a <jvmProcess>"),
+            );
+        }
+        self.chain_lengths(&graph, &in_loops);
+    }
+
+    /// Refuses a chain longer than [`plan::MAX_CHAIN_DEPTH`]: starting it
+    /// would nest that many steps (and the plan could not count it). The
+    /// lengths are found with an explicit stack, whatever the length;
+    /// loops are left to the cycle check.
+    fn chain_lengths(
+        &mut self,
+        graph: &DiGraphMap<&str, (), std::hash::RandomState>,
+        in_loops: &std::collections::HashSet<&str>,
+    ) {
+        let mut length: HashMap<&str, usize> = HashMap::new();
+        let mut open: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for p in &self.d.processes {
+            let mut stack = vec![(p.id.as_str(), false)];
+            while let Some((id, done)) = stack.pop() {
+                if done {
+                    let below = graph
+                        .neighbors(id)
+                        .filter_map(|n| length.get(n))
+                        .max()
+                        .copied()
+                        .unwrap_or(0);
+                    length.insert(id, below + 1);
+                    open.remove(id);
+                    continue;
+                }
+                if length.contains_key(id) || !open.insert(id) {
+                    continue;
+                }
+                stack.push((id, true));
+                stack.extend(
+                    graph
+                        .neighbors(id)
+                        .filter(|n| !length.contains_key(n) && !open.contains(n))
+                        .map(|n| (n, false)),
+                );
+            }
+        }
+        // Once, at the first process (in file order) that starts too long a chain.
+        let too_long = self.d.processes.iter().find_map(|p| {
+            if in_loops.contains(p.id.as_str()) {
+                return None; // reported as a loop
+            }
+            let n = length.get(p.id.as_str()).copied().unwrap_or(0);
+            (n > plan::MAX_CHAIN_DEPTH).then_some((p, n))
+        });
+        if let Some((p, n)) = too_long {
+            self.diags.push(
+                Diagnostic::error(
+                    "chain-too-long",
+                    p.id.span,
+                    format!(
+                        "the process chain starting at `{}` is {n} processes long; a chain has at most {}",
+                        p.id.value,
+                        plan::MAX_CHAIN_DEPTH
+                    ),
+                )
+                .with_hint("a chain reaches a place and starts runtimes there (ssh, then a scheduler, then the runtime): shorten it"),
             );
         }
     }
@@ -451,30 +549,69 @@ impl Validator<'_> {
             }
         }
         for ts in &d.technical_services {
+            // `actogrid.` names the built-in services: any other name under
+            // it is a typo of one, whichever program reads the file.
+            if ts.class.starts_with("actogrid.") && !is_builtin_class(&ts.class) {
+                let builtins: Vec<&str> = crate::BUILTIN_SERVICE_CLASSES
+                    .iter()
+                    .copied()
+                    .filter(|c| c.starts_with("actogrid."))
+                    .collect();
+                let hint = match suggest(&ts.class, &builtins) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "the built-in services are {}; an application's own services are named outside `actogrid.`",
+                        builtins.join(", ")
+                    ),
+                };
+                self.diags.push(
+                    Diagnostic::error(
+                        "unknown-service-class",
+                        ts.class.span,
+                        format!("`{}` is not a built-in technical service", ts.class.value),
+                    )
+                    .with_hint(hint),
+                );
+                continue;
+            }
             let known = options.known_service_classes.as_ref();
             if known.is_none_or(|k| !k.iter().any(|c| *c == *ts.class)) {
                 let (severity, hint) = match known {
-                    Some(_) => (
+                    Some(k) => (
                         crate::diagnostic::Severity::Error,
-                        "register the class in the application before loading the descriptor",
+                        match suggest(&ts.class, &k.iter().map(String::as_str).collect::<Vec<_>>()) {
+                            Some(s) => format!("did you mean `{s}`? Otherwise register the class in the application before loading the descriptor"),
+                            None => format!(
+                                "register the class in the application before loading the descriptor (this program has: {})",
+                                k.join(", ")
+                            ),
+                        },
                     ),
                     None => (
                         crate::diagnostic::Severity::Note,
-                        "application services live in the application's binary; Deployment::load checks them there",
+                        "application services live in the application's binary; Deployment::load checks them there".to_owned(),
                     ),
                 };
                 if severity == crate::diagnostic::Severity::Note && is_builtin_class(&ts.class) {
                     continue;
                 }
+                let message = if known.is_some() {
+                    format!(
+                        "no technical service class `{}` in this program",
+                        ts.class.value
+                    )
+                } else {
+                    format!(
+                        "technical service class `{}` is not known to this program",
+                        ts.class.value
+                    )
+                };
                 self.diags.push(
                     Diagnostic::new(
                         severity,
                         "unknown-service-class",
                         Some(ts.class.span),
-                        format!(
-                            "technical service class `{}` is not known to this program",
-                            ts.class.value
-                        ),
+                        message,
                     )
                     .with_hint(hint),
                 );

@@ -9,7 +9,15 @@
 //! `docs/descriptor.md`. A variable nobody gave a value is an error at its
 //! declaration; a use of an undefined or empty variable is an error where
 //! it is used.
+//!
+//! Expansion is bounded: a variable defined as several copies of another,
+//! itself several copies of a third (a dozen lines), would otherwise grow
+//! into gigabytes. No value may expand past [`MAX_EXPANDED_VALUE`] and all
+//! the expansions of one descriptor together past [`MAX_EXPANDED_TOTAL`];
+//! the check comes before the bytes are copied, so memory stays bounded by
+//! the limits whatever the file says.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -99,12 +107,25 @@ impl Environment {
     }
 }
 
+/// Longest value one expansion may produce (a variable's value, an
+/// attribute, a text): 1 MiB.
+pub const MAX_EXPANDED_VALUE: usize = 1 << 20;
+
+/// Most bytes the expansions of one descriptor may produce together
+/// (variables and every value using them): 16 MiB.
+pub const MAX_EXPANDED_TOTAL: usize = 16 << 20;
+
 /// The values variables expand to.
 #[derive(Debug, Default)]
 pub(crate) struct Scope {
     values: HashMap<String, String>,
     /// Declared but without a usable value: already reported once.
     broken: HashSet<String>,
+    /// Bytes produced by expansions so far, against [`MAX_EXPANDED_TOTAL`].
+    expanded: Cell<usize>,
+    /// The total limit was reported: later expansions fail silently
+    /// rather than repeating it at every value.
+    over_total: Cell<bool>,
 }
 
 /// Applies the contract to the declarations, in order.
@@ -310,6 +331,37 @@ impl Scope {
                 );
                 ok = false;
             } else if let Some(value) = self.values.get(name) {
+                let len = out.len() + value.len();
+                if len > MAX_EXPANDED_VALUE {
+                    diags.push(
+                        Diagnostic::error(
+                            "expansion-too-large",
+                            at(reference),
+                            format!(
+                                "expanding `{reference}` makes this value longer than {} (the limit of one value)",
+                                human_size(MAX_EXPANDED_VALUE)
+                            ),
+                        )
+                        .with_hint("a variable that repeats another several times grows fast: define the value you need directly"),
+                    );
+                    return None;
+                }
+                if self.expanded.get() + len > MAX_EXPANDED_TOTAL {
+                    if !self.over_total.replace(true) {
+                        diags.push(
+                            Diagnostic::error(
+                                "expansion-too-large",
+                                at(reference),
+                                format!(
+                                    "expanding `{reference}` takes the variable expansions of this descriptor past {} (the limit of one descriptor)",
+                                    human_size(MAX_EXPANDED_TOTAL)
+                                ),
+                            )
+                            .with_hint("large values used in many places multiply: keep variables short, or pass big lists in a file the program reads"),
+                        );
+                    }
+                    return None;
+                }
                 if value.is_empty() {
                     // Only the program gives empty values (`--var name=`):
                     // declared variables without a value are never in scope.
@@ -347,8 +399,35 @@ impl Scope {
             }
             rest = &after[end + 1..];
         }
+        if out.len() + rest.len() > MAX_EXPANDED_VALUE {
+            diags.push(
+                Diagnostic::error(
+                    "expansion-too-large",
+                    span,
+                    format!(
+                        "this value expands to more than {} (the limit of one value)",
+                        human_size(MAX_EXPANDED_VALUE)
+                    ),
+                )
+                .with_hint("a variable that repeats another several times grows fast: define the value you need directly"),
+            );
+            return None;
+        }
         out.push_str(rest);
+        if ok {
+            self.expanded.set(self.expanded.get() + out.len());
+        }
         ok.then_some(out)
+    }
+}
+
+fn human_size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 

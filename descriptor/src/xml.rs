@@ -5,6 +5,10 @@
 //! tree whose every node knows its span, and the reader walks that tree.
 //! Element and attribute names are kept as local names: a namespace prefix
 //! (`pa:jvm`, the 3.3 namespace) does not change the meaning.
+//!
+//! Nesting is bounded by [`MAX_DEPTH`]: the tree, and every walk over it,
+//! is recursive, and a file nested a hundred thousand levels deep must be
+//! an error with a position, not a stack overflow.
 
 use quick_xml::Reader;
 use quick_xml::errors::{Error, IllFormedError};
@@ -14,6 +18,10 @@ use quick_xml::events::{BytesStart, Event};
 
 use crate::diagnostic::Diagnostic;
 use crate::source::{FileId, SourceMap, Span};
+
+/// Deepest element nesting a descriptor (or a file it includes) may have;
+/// real descriptors stay under ten levels.
+pub const MAX_DEPTH: usize = 100;
 
 /// An element with its attributes, children and text.
 #[derive(Debug, Clone)]
@@ -97,6 +105,18 @@ pub(crate) fn parse(sources: &SourceMap, file: FileId) -> Result<Element, Diagno
                     format!("a second root element <{name}> follows the document's root"),
                 )
                 .with_hint("a descriptor has exactly one root element, <ProActiveDescriptor>"));
+            }
+            Event::Start(start) | Event::Empty(start) if stack.len() >= MAX_DEPTH => {
+                let at = before + 1;
+                let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+                return Err(Diagnostic::error(
+                    "too-deep",
+                    span(at, at + name.len()),
+                    format!("<{name}> is nested more than {MAX_DEPTH} elements deep"),
+                )
+                .with_hint(format!(
+                    "a descriptor nests at most {MAX_DEPTH} elements; look for elements that are opened but never closed"
+                )));
             }
             Event::Start(start) => {
                 stack.push(element(&start, before, &span, &offset_of)?);

@@ -51,6 +51,11 @@ const CASES: &[(&str, &str, u32, u32, &str)] = &[
     ("sequence_service_not_first",     "misplaced-element",         32, 12, "<serviceReference> must come first"),
     // Values: numbers, booleans, durations, wall times, host ranges, ports, URLs.
     ("bad_timeout",                    "bad-value",                  5, 64, "timeout: `5 minutes` is not a duration"),
+    ("timeout_spaced",                 "bad-value",                  5, 64, "timeout: `30 s` is not a duration"),
+    ("timeout_zero",                   "bad-value",                  5, 64, "timeout: `0` is a duration of zero"),
+    ("p2p_ttu_zero",                   "bad-value",                 27, 49, "TTU: `0s` is a duration of zero"),
+    ("ft_ttc_zero",                    "bad-value",                 35, 23, "ttc: `0` is a duration of zero"),
+    ("lookup_timeout_spaced",          "bad-value",                  8, 44, "timeout: `30 s` is not a duration"),
     ("bad_property",                   "bad-value",                  5, 44, "`single` is not one of unique, unique_singleAO, multiple, multiple_cyclic"),
     ("bad_boolean",                    "bad-value",                  5, 84, "waitForTimeout: `1` is not a boolean"),
     ("bad_asked_nodes",                "bad-value",                 17, 41, "askedNodes: `-4` is not a positive whole number"),
@@ -64,6 +69,9 @@ const CASES: &[(&str, &str, u32, u32, &str)] = &[
     ("host_range_zero_step",           "bad-host-range",            30, 52, "host range `[1-5;0]`: the step is zero"),
     ("padding_not_a_number",           "bad-value",                 30, 64, "padding: `x` is not a digit count"),
     ("relative_path_origin",           "bad-value",                 34, 37, "relativePath origin `user.classpath` is not supported"),
+    ("slurm_partition_newline",        "bad-character",             30, 57, "partition \"compute\\ntouch /tmp/owned\" holds a newline"),
+    ("pbs_queue_newline",              "bad-character",             30, 28, "queue \"batch\\nrm -rf ~\" holds a newline"),
+    ("ssh_hostname_option",            "bad-character",             30, 31, "hostname \"-oProxyCommand=sh -c id\" holds a leading `-`"),
     ("registry_lookup_bad_url",        "bad-value",                 27, 33, "`http://spare.example.com:7000/SpareNode` is not a runtime URL"),
     // Variables and the contract.
     ("undefined_variable",             "undefined-variable",        33, 31, "variable `login_host` is not defined"),
@@ -96,6 +104,7 @@ const CASES: &[(&str, &str, u32, u32, &str)] = &[
     ("unique_process_list",            "unique-with-many-runtimes", 10, 25, "`Coordinator` is unique_singleAO but is mapped to 16 runtimes"),
     ("min_node_number_unreachable",    "min-nodes-unreachable",      5, 26, "needs at least 40 nodes but its mapping provides 28"),
     // ProActive features actogrid does not have, and services.
+    ("builtin_service_class_typo",     "unknown-service-class",     32, 59, "`actogrid.LoadBalancng` is not a built-in technical service"),
     ("rsh_process",                    "unsupported-element",       30, 10, "<rshProcess> is not supported"),
     ("globus_process",                 "unsupported-element",       30, 10, "<globusProcess> is not supported"),
     ("proactive_scheduler",            "unsupported-element",       27, 10, "<ProActiveScheduler> is not supported"),

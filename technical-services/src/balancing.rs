@@ -210,22 +210,32 @@ impl TechnicalService for LoadBalancing {
         self.overload = args.parse_or("overload", 0.8)?;
         self.underload = args.parse_or("underload", 0.5)?;
         let period: u64 = args.parse_or("period", 1000)?;
-        if !(0.0..=1.0).contains(&self.overload) || !(0.0..=1.0).contains(&self.underload) {
-            return Err(ServiceError::new(
-                "`overload` and `underload` are loads between 0 and 1",
-            ));
+        for (name, load) in [("overload", self.overload), ("underload", self.underload)] {
+            if !(0.0..=1.0).contains(&load) {
+                return Err(ServiceError::argument(
+                    name,
+                    format!("{load} is not a load between 0 and 1"),
+                ));
+            }
         }
         if self.underload >= self.overload {
-            return Err(ServiceError::new(format!(
-                "`underload` ({}) must be below `overload` ({})",
-                self.underload, self.overload
-            )));
+            return Err(ServiceError::argument(
+                "underload",
+                format!(
+                    "{} must be below `overload` ({})",
+                    self.underload, self.overload
+                ),
+            ));
         }
         if period == 0 {
-            return Err(ServiceError::new("`period` must be at least 1 ms"));
+            return Err(ServiceError::argument("period", "must be at least 1 ms"));
         }
         self.period = Duration::from_millis(period);
         Ok(())
+    }
+
+    fn arguments(&self) -> Option<&[&str]> {
+        Some(&["overload", "underload", "period"])
     }
 
     fn apply(&self, cx: &NodeContext) -> Result<(), ServiceError> {

@@ -29,11 +29,12 @@ impl TechnicalService for Environment {
         self.properties.clear();
         for (name, value) in args.iter() {
             match name.strip_prefix("env.") {
-                Some("") => return Err(ServiceError::new("argument `env.` names no variable")),
-                Some(var) if var.contains('=') || var.contains('\0') => {
-                    return Err(ServiceError::new(format!(
-                        "argument `{name}`: `{var}` is not a variable name"
-                    )));
+                Some("") => return Err(ServiceError::argument(name, "names no variable")),
+                Some(var) if var.contains('=') || var.chars().any(char::is_control) => {
+                    return Err(ServiceError::argument(
+                        name,
+                        format!("`{}` is not a variable name", var.escape_debug()),
+                    ));
                 }
                 Some(var) => self.variables.push((var.to_owned(), value.to_owned())),
                 None => self.properties.push((name.to_owned(), value.to_owned())),

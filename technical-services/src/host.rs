@@ -58,12 +58,12 @@ pub fn apply_all(
             message,
             fatal,
         };
-        let service = build(&spec.class, &spec.args).map_err(|e| fail(e.0, true))?;
+        let service = build(&spec.class, &spec.args).map_err(|e| fail(e.message, true))?;
         let fatal = service.on_failure() == OnFailure::FailDeployment;
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.apply(&cx)));
         match applied {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(fail(e.0, fatal)),
+            Ok(Err(e)) => return Err(fail(e.message, fatal)),
             Err(panic) => {
                 let text = panic
                     .downcast_ref::<&str>()

@@ -88,7 +88,7 @@ impl Args {
             Some(v) => v
                 .trim()
                 .parse()
-                .map_err(|e| ServiceError::new(format!("argument `{name}`: `{v}`: {e}"))),
+                .map_err(|e| ServiceError::argument(name, format!("`{v}`: {e}"))),
         }
     }
 }
@@ -105,13 +105,33 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Args {
 
 /// Why a service refused its arguments or a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{0}")]
-pub struct ServiceError(pub String);
+#[error("{message}")]
+pub struct ServiceError {
+    /// What is wrong, in one sentence.
+    pub message: String,
+    /// The argument the refusal is about, when it is about one: the
+    /// deployment then points at that `<arg>` of the descriptor rather than
+    /// at the whole service.
+    pub argument: Option<String>,
+}
 
 impl ServiceError {
     /// An error with this message.
     pub fn new(message: impl Into<String>) -> Self {
-        ServiceError(message.into())
+        ServiceError {
+            message: message.into(),
+            argument: None,
+        }
+    }
+
+    /// A refusal of argument `name`; the message says what is wrong with
+    /// it (it is shown as ``argument `name`: message``).
+    pub fn argument(name: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        let name = name.into();
+        ServiceError {
+            message: format!("argument `{name}`: {message}"),
+            argument: Some(name),
+        }
     }
 }
 
@@ -150,6 +170,14 @@ pub trait TechnicalService: Send + Sync + 'static {
     /// What a failing `apply` does.
     fn on_failure(&self) -> OnFailure {
         OnFailure::DropNode
+    }
+
+    /// The argument names [`init`](TechnicalService::init) reads; `None`
+    /// (the default) when it takes any name. The deployment warns about an
+    /// `<arg>` whose name is not listed, with the closest listed name: a
+    /// misspelt argument would otherwise be ignored without a word.
+    fn arguments(&self) -> Option<&[&str]> {
+        None
     }
 
     /// Environment variables the runtimes of the virtual node are started

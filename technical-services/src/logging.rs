@@ -45,6 +45,11 @@ impl TechnicalService for Logging {
             .ok_or_else(|| {
                 ServiceError::new("argument `filter` is missing (e.g. `info,myapp=debug`)")
             })?;
+        let given = if args.get("filter").is_some() {
+            "filter"
+        } else {
+            "level"
+        };
         let ok = filter.split(',').all(|d| {
             let d = d.trim();
             !d.is_empty()
@@ -52,7 +57,10 @@ impl TechnicalService for Logging {
                     .all(|c| c.is_ascii_alphanumeric() || "_:=-.[]{}\"".contains(c))
         });
         if !ok {
-            return Err(ServiceError::new(format!("`{filter}` is not a log filter")));
+            return Err(ServiceError::argument(
+                given,
+                format!("`{filter}` is not a log filter"),
+            ));
         }
         self.filter = filter.to_owned();
         Ok(())
@@ -64,6 +72,11 @@ impl TechnicalService for Logging {
         }
         node.set_property("log.filter", self.filter.clone());
         Ok(())
+    }
+
+    fn arguments(&self) -> Option<&[&str]> {
+        // `level` is an older spelling of `filter`.
+        Some(&["filter", "level"])
     }
 
     fn launch_environment(&self) -> Vec<(String, String)> {

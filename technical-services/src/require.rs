@@ -32,9 +32,7 @@ fn parse_size(text: &str) -> Result<u64, ServiceError> {
     let t = text.trim();
     let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let n: u64 = digits.parse().map_err(|_| {
-        ServiceError::new(format!(
-            "argument `memory`: `{text}` is not a size (2G, 512M)"
-        ))
+        ServiceError::argument("memory", format!("`{text}` is not a size (2G, 512M)"))
     })?;
     let factor = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
@@ -43,9 +41,10 @@ fn parse_size(text: &str) -> Result<u64, ServiceError> {
         "G" | "GB" | "GIB" => 1 << 30,
         "T" | "TB" | "TIB" => 1 << 40,
         other => {
-            return Err(ServiceError::new(format!(
-                "argument `memory`: unknown unit `{other}` (use K, M, G or T)"
-            )));
+            return Err(ServiceError::argument(
+                "memory",
+                format!("unknown unit `{other}` (use K, M, G or T)"),
+            ));
         }
     };
     Ok(n.saturating_mul(factor))
@@ -84,9 +83,10 @@ impl TechnicalService for Require {
             "drop" => false,
             "fail" => true,
             other => {
-                return Err(ServiceError::new(format!(
-                    "argument `failure`: `{other}` is neither `drop` nor `fail`"
-                )));
+                return Err(ServiceError::argument(
+                    "failure",
+                    format!("`{other}` is neither `drop` nor `fail`"),
+                ));
             }
         };
         if self.commands.is_empty()
@@ -139,6 +139,10 @@ impl TechnicalService for Require {
         Ok(())
     }
 
+    fn arguments(&self) -> Option<&[&str]> {
+        Some(&["commands", "files", "memory", "cores", "failure"])
+    }
+
     fn on_failure(&self) -> OnFailure {
         if self.fail {
             OnFailure::FailDeployment
@@ -163,7 +167,9 @@ mod tests {
         let args: Args = [("commands", "sh"), ("failure", "maybe")]
             .into_iter()
             .collect();
-        assert!(r.init(&args).unwrap_err().0.contains("maybe"));
+        let refused = r.init(&args).unwrap_err();
+        assert!(refused.message.contains("maybe"));
+        assert_eq!(refused.argument.as_deref(), Some("failure"));
         let args: Args = [("commands", "sh"), ("failure", "fail")]
             .into_iter()
             .collect();

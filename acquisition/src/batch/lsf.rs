@@ -18,7 +18,7 @@
 
 use super::{
     BatchError, JobFiles, JobState, ParseError, Query, Tools, directive_value, enter_work_dir,
-    launch_and_wait,
+    launch_and_wait, one_line,
 };
 use crate::exec::{RuntimeCommand, quote};
 use actogrid_descriptor::model::LsfProcess;
@@ -44,11 +44,14 @@ pub(crate) fn script(
     if !p.hostlist.is_empty() {
         s.push_str(&format!(
             "#BSUB -m \"{}\"\n",
-            p.hostlist.join(" ").replace('"', "")
+            one_line(&p.hostlist.join(" ")).replace('"', "")
         ));
     }
     if let Some(r) = &p.resource_requirement {
-        s.push_str(&format!("#BSUB -R \"{}\"\n", r.replace('"', "\\\"")));
+        s.push_str(&format!(
+            "#BSUB -R \"{}\"\n",
+            one_line(r).replace('"', "\\\"")
+        ));
     }
     let mut d = |opt: &str, v: &str| {
         s.push_str(&format!("#BSUB {opt} {}\n", directive_value(v)));

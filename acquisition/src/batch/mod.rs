@@ -193,6 +193,18 @@ pub enum BatchError {
         /// What, and what to write instead.
         detail: String,
     },
+    /// A value of the process cannot go into a job script: a line break or
+    /// another control character would end a directive line and run the
+    /// rest as a command.
+    #[error("{scheduler}: {field} {value:?} holds a control character: write it on one line")]
+    BadValue {
+        /// Which scheduler.
+        scheduler: SchedulerKind,
+        /// The field (`partition`, `queue`, the output file…).
+        field: &'static str,
+        /// The value as given.
+        value: String,
+    },
     /// A command could not be run on the host at all (host unreachable, …).
     #[error("{scheduler} on {host}: cannot run {what}: {}", exec_detail(.source))]
     Exec {
@@ -337,7 +349,92 @@ impl Scheduler {
         if let Scheduler::GridEngine(p) = &scheduler {
             gridengine::check(p)?;
         }
+        scheduler.check_values()?;
         Ok(scheduler)
+    }
+
+    /// Refuses the values with a control character: every string of the
+    /// process that becomes a directive, a path or a client command. The
+    /// descriptor reader refuses them already; a process built by hand
+    /// meets the same rule here.
+    fn check_values(&self) -> Result<(), BatchError> {
+        fn opt<'a>(name: &'static str, v: &'a Option<String>) -> Option<(&'static str, &'a str)> {
+            v.as_deref().map(|v| (name, v))
+        }
+        let mut fields: Vec<(&'static str, &str)> = Vec::new();
+
+        let mut lists: Vec<(&'static str, &Vec<String>)> = Vec::new();
+        let singles: Vec<Option<(&'static str, &str)>> = match self {
+            Scheduler::Slurm(p) => {
+                lists.push(("extraOptions", &p.extra_options));
+                vec![
+                    opt("jobname", &p.job_name),
+                    opt("partition", &p.partition),
+                    opt("account", &p.account),
+                    opt("memory", &p.memory),
+                    opt("outputFile", &p.output_file),
+                    opt("errorFile", &p.error_file),
+                    opt("scriptPath", &p.script_path),
+                ]
+            }
+            Scheduler::Pbs(p) => {
+                lists.push(("hostlist", &p.hostlist));
+                vec![
+                    opt("queue", &p.queue),
+                    opt("jobname", &p.job_name),
+                    opt("outputFile", &p.output_file),
+                    opt("scriptPath", &p.script_path),
+                ]
+            }
+            Scheduler::Lsf(p) => {
+                lists.push(("hostlist", &p.hostlist));
+                vec![
+                    opt("jobname", &p.job_name),
+                    opt("queue", &p.queue),
+                    opt("resourceRequirement", &p.resource_requirement),
+                    opt("scriptPath", &p.script_path),
+                ]
+            }
+            Scheduler::Oar(p) => vec![
+                opt("queue", &p.queue),
+                opt("resources", &p.resources),
+                opt("scriptPath", &p.script_path),
+            ],
+            Scheduler::GridEngine(p) => {
+                lists.push(("hostlist", &p.hostlist));
+                vec![
+                    opt("queue", &p.queue),
+                    opt("parallelEnvironment", &p.parallel_environment),
+                    opt("scriptPath", &p.script_path),
+                ]
+            }
+        };
+        let link = self.link();
+        fields.extend(singles.into_iter().flatten());
+        fields.extend(opt("commandPath", &link.command_path));
+        for (name, list) in lists {
+            fields.extend(list.iter().map(|v| (name, v.as_str())));
+        }
+        fields.extend(
+            link.environment
+                .iter()
+                .map(|v| ("environment name", v.name.as_str())),
+        );
+        for (field, value) in fields {
+            self.refuse_control(field, value)?;
+        }
+        Ok(())
+    }
+
+    fn refuse_control(&self, field: &'static str, value: &str) -> Result<(), BatchError> {
+        if value.chars().any(char::is_control) {
+            return Err(BatchError::BadValue {
+                scheduler: self.kind(),
+                field,
+                value: value.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Which scheduler this is.
@@ -545,7 +642,10 @@ fn sanitize_name(name: &str) -> String {
 
 /// A directive value: as is when it has no blank or quote, else in double
 /// quotes (every scheduler reads its directive lines with shell-like quoting).
+/// A directive must stay one line whatever the value: control characters
+/// (refused before a script is written) would come out as blanks.
 pub(crate) fn directive_value(v: &str) -> String {
+    let v: &str = &one_line(v);
     if !v.is_empty()
         && !v
             .chars()
@@ -559,6 +659,19 @@ pub(crate) fn directive_value(v: &str) -> String {
         .replace('$', "\\$")
         .replace('`', "\\`");
     format!("\"{escaped}\"")
+}
+
+/// `v` with every control character made a blank: what goes after `#SBATCH`
+/// (or `#PBS`, `#BSUB`…) as written must not end the line.
+pub(crate) fn one_line(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.chars().any(char::is_control) {
+        v.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        v.into()
+    }
 }
 
 /// `H:MM:SS` (hours may exceed 24), rounded up to the second.
@@ -671,6 +784,19 @@ impl BatchJob {
             &command,
             &out,
         ))
+    }
+
+    /// The command line that removes the job's files (script, output,
+    /// error) and its working directory when it is left empty.
+    pub fn cleanup_command(&self) -> String {
+        let f = &self.files;
+        format!(
+            "rm -f -- {} {} {}; rmdir -- {} 2>/dev/null; true",
+            quote(&f.script),
+            quote(&f.output),
+            quote(&f.error),
+            quote(&f.work_dir)
+        )
     }
 
     /// The last [`ERROR_TAIL`] bytes of the job's error file; empty when
@@ -795,6 +921,12 @@ pub async fn submit(
         tools: &tools,
     };
     let mut files = scheduler.files(work_dir, job_name);
+    for (field, value) in [
+        ("working directory", &files.work_dir),
+        ("job name", &files.job_name),
+    ] {
+        scheduler.refuse_control(field, value)?;
+    }
     if files.needs_home() {
         let command = "printf '%s' \"$HOME\"";
         let out = q.run(command, "printf", None).await?;

@@ -17,7 +17,7 @@
 
 use super::{
     BatchError, JobFiles, JobState, ParseError, Query, Tools, directive_value, enter_work_dir, hms,
-    last_line, launch_and_wait,
+    last_line, launch_and_wait, one_line,
 };
 use crate::exec::{RuntimeCommand, quote};
 use actogrid_descriptor::model::SlurmProcess;
@@ -53,7 +53,7 @@ pub(crate) fn script(
     d("output", &files.output);
     d("error", &files.error);
     for extra in &p.extra_options {
-        s.push_str(&format!("#SBATCH {extra}\n"));
+        s.push_str(&format!("#SBATCH {}\n", one_line(extra)));
     }
     enter_work_dir(s, files);
     let n = u64::from(p.nodes) * u64::from(p.tasks_per_node);

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use actogrid::descriptor::{LoadOptions, load, plan};
+use actogrid::check_descriptor;
+use actogrid::descriptor::{LoadOptions, plan};
 
 use super::Vars;
 
@@ -24,7 +25,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         program_variables: args.vars.to_map(),
         ..LoadOptions::default()
     };
-    let loaded = load(&args.file, &options);
+    let loaded = check_descriptor(&args.file, &options);
     // Warnings go to stderr so that the plan itself can be piped.
     super::emit_err(&loaded.diagnostics.render(&loaded.sources));
     if !loaded.is_valid() {

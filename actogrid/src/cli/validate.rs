@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use actogrid::descriptor::{LoadOptions, Severity, load};
+use actogrid::check_descriptor;
+use actogrid::descriptor::{LoadOptions, Severity};
 use serde::Serialize;
 
 use super::Vars;
@@ -44,7 +45,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let mut reports = Vec::new();
     let mut all_valid = true;
     for file in &args.files {
-        let loaded = load(file, &options);
+        let loaded = check_descriptor(file, &options);
         let d = &loaded.diagnostics;
         let (errors, warnings) = (d.count(Severity::Error), d.count(Severity::Warning));
         all_valid &= loaded.is_valid();

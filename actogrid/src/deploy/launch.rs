@@ -80,6 +80,10 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
             }
         }
     }
+    // Every lookup is counted before the first one runs, so that the
+    // virtual node knows all its lookups have read their directory only
+    // when they all have (`nodes()` then waits for what they listed only).
+    let mut lookups = Vec::new();
     for lookup in d.lookups.iter().filter(|l| l.virtual_node.value == name) {
         let (Some(host), Some(port)) = (lookup.host.clone(), lookup.port) else {
             vn.fail(
@@ -88,12 +92,21 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
             );
             continue;
         };
+        lookups.push((host, port));
+    }
+    vn.lookups.fetch_add(lookups.len() as u64, Ordering::AcqRel);
+    vn.lookups_pending
+        .fetch_add(lookups.len() as u64, Ordering::AcqRel);
+    for (host, port) in lookups {
         let url = NodeUrl::new(host.clone(), port, name.clone());
         let rt = inner.shared.runtime.clone();
         let vn = vn.clone();
         lock(&inner.tasks).push(tokio::spawn(async move {
             match super::lookup_vn(&rt, &url).await {
                 Ok(nodes) => {
+                    vn.looked_up.fetch_add(nodes.len() as u64, Ordering::AcqRel);
+                    vn.lookups_pending.fetch_sub(1, Ordering::AcqRel);
+                    vn.bump();
                     for n in nodes {
                         let origin = Origin::Acquired {
                             service: format!("lookup of {url}"),
@@ -101,7 +114,10 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                         vn.clone().admit_node(n, origin).await;
                     }
                 }
-                Err(e) => vn.fail(&host, e.to_string()),
+                Err(e) => {
+                    vn.lookups_pending.fetch_sub(1, Ordering::AcqRel);
+                    vn.fail(&host, e.to_string());
+                }
             }
         }));
     }

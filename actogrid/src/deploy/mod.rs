@@ -246,6 +246,9 @@ pub(crate) struct Inner {
     progress: progress::Progress,
     /// The runtime was started for this deployment (remote hosts).
     own_runtime: bool,
+    /// The descriptor's `<runtimeSettings>`, checked (see
+    /// [`Deployment::runtime_settings`]).
+    runtime_settings: Vec<(String, String)>,
 }
 
 impl Deployment {
@@ -262,12 +265,20 @@ impl Deployment {
         options: DeployOptions,
     ) -> Result<Deployment, DeployError> {
         let path = path.as_ref().to_path_buf();
+        let mut load = load;
+        // This program is the application: it knows every class it has,
+        // so a class it lacks is an error, not a note.
+        if load.validate.known_service_classes.is_none() {
+            load.validate.known_service_classes = Some(
+                actogrid_technical_services::classes()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
         let mut loaded = actogrid_descriptor::load(&path, &load);
-        let mut services = if loaded.is_valid() {
-            services::check(&mut loaded)
-        } else {
-            HashMap::new()
-        };
+        let checked = services::check(&mut loaded);
+        let mut services = checked.vns;
         let descriptor = loaded.into_valid()?;
         let base = match &options.runtime {
             Some(rt) => rt.clone(),
@@ -302,9 +313,9 @@ impl Deployment {
             let model = actogrid_descriptor::model::VirtualNode {
                 name: vn.name.clone(),
                 property: actogrid_descriptor::model::VnProperty::Multiple,
-                timeout: actogrid_descriptor::model::DEFAULT_VN_TIMEOUT,
+                timeout: vn.timeout,
                 wait_for_timeout: false,
-                min_node_number: None,
+                min_node_number: vn.min_node_number,
                 technical_services: Vec::new(),
                 ft_service: None,
                 file_transfer_deploy: None,
@@ -353,6 +364,7 @@ impl Deployment {
             killed: AtomicBool::new(false),
             progress,
             own_runtime,
+            runtime_settings: checked.runtime_settings,
         });
         let sweeper = Arc::downgrade(&inner.shared);
         let every = (inner.options.lease / 2).max(Duration::from_millis(100));
@@ -374,6 +386,16 @@ impl Deployment {
     /// The descriptor, as read.
     pub fn descriptor(&self) -> &Descriptor {
         &self.inner.descriptor
+    }
+
+    /// The runtime settings of the descriptor's `<runtimeSettings>`,
+    /// checked when it loaded: `(name, value)` pairs with the settings'
+    /// own names (`heartbeat_timeout`, `30s`), in an order in which
+    /// [`Config::set`](actogrid_runtime::Config::set) takes them one after
+    /// the other from the defaults. Every runtime the deployment starts is
+    /// given them.
+    pub fn runtime_settings(&self) -> &[(String, String)] {
+        &self.inner.runtime_settings
     }
 
     /// The descriptor's path.
@@ -547,6 +569,23 @@ impl Deployment {
     }
 }
 
+/// Reads and validates the descriptor at `path`, then checks what it asks
+/// of this program: each technical service's class, its arguments (an
+/// unknown `<arg>` is a warning, a refused one an error at that `<arg>`),
+/// requirements and conflicts, and each `<runtimeSettings>` entry against
+/// the runtime's settings. [`Deployment::load`] runs the same checks (and
+/// nothing starts on an error); `actogrid validate` uses this to check a
+/// descriptor without deploying it. Classes this program lacks are notes
+/// unless `options.validate.known_service_classes` lists what it has.
+pub fn check_descriptor(
+    path: impl AsRef<Path>,
+    options: &LoadOptions,
+) -> actogrid_descriptor::Loaded {
+    let mut loaded = actogrid_descriptor::load(path, options);
+    services::check(&mut loaded);
+    loaded
+}
+
 /// Looks up the nodes of a virtual node registered by another program at
 /// `url` (`actogrid://host:port/name`).
 pub async fn lookup_vn(runtime: &Runtime, url: &NodeUrl) -> Result<Vec<Node>, DeployError> {
@@ -604,12 +643,7 @@ async fn kill(inner: &Arc<Inner>) {
         if let Err(e) = j.job.cancel(j.shell.as_ref()).await {
             tracing::warn!("{e}");
         }
-        let files = &j.job.files;
-        let cleanup = format!(
-            "rm -f {} {} {}; rmdir {} 2>/dev/null; true",
-            files.script, files.output, files.error, files.work_dir
-        );
-        let _ = j.shell.run(&cleanup, None).await;
+        let _ = j.shell.run(&j.job.cleanup_command(), None).await;
     });
     futures::future::join_all(cancels).await;
     // Give processes a moment to exit on their own, then kill the rest.

@@ -1,12 +1,21 @@
-//! The technical services of each virtual node, checked when the
-//! deployment loads: every class must exist in this program, accept its
-//! arguments, have what it requires listed before it, and not meet a
-//! service it conflicts with. Problems become diagnostics at the line of
-//! the descriptor they are about.
+//! What a descriptor asks of this program, checked when the deployment
+//! loads: every technical-service class must exist here, accept its
+//! arguments (each `<arg>` a name the service reads), have what it requires
+//! listed before it, and not meet a service it conflicts with; every
+//! `<runtimeSettings>` entry must be a runtime setting with a value it
+//! takes. Problems become diagnostics at the line of the descriptor they
+//! are about.
+//!
+//! `actogrid validate` runs the same checks for the built-in services and
+//! the runtime settings; the services of an application exist only in the
+//! application's binary, where [`Deployment::load`](super::Deployment::load)
+//! checks them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
+use actogrid_descriptor::model::{Arg, TechnicalServiceDefinition};
 use actogrid_descriptor::{Diagnostic, Loaded};
+use actogrid_runtime::Config;
 use actogrid_technical_services::{self as ts, Args, ServiceSpec};
 
 /// What a virtual node's services need at deployment time.
@@ -16,72 +25,68 @@ pub(crate) struct VnServices {
     pub(crate) launch_env: Vec<(String, String)>,
 }
 
-/// Checks every virtual node's services, adding diagnostics to `loaded`.
-pub(crate) fn check(loaded: &mut Loaded) -> HashMap<String, VnServices> {
-    let mut out = HashMap::new();
-    let mut reported: HashSet<String> = HashSet::new();
+/// Everything the checks produced for the deployment.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Checked {
+    /// The services of each virtual node, by name.
+    pub(crate) vns: HashMap<String, VnServices>,
+    /// The descriptor's runtime settings, checked: canonical names
+    /// (`heartbeat_timeout`) and values, in an order in which
+    /// [`Config::set`] takes them one after the other from the defaults.
+    pub(crate) runtime_settings: Vec<(String, String)>,
+}
+
+/// The closest of `candidates` to `name`, if it is close enough to be a typo.
+fn suggest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&name.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                *c,
+            )
+        })
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// Runs every check, adding diagnostics to `loaded`.
+pub(crate) fn check(loaded: &mut Loaded) -> Checked {
     let mut diagnostics = Vec::new();
     let d = &loaded.descriptor;
+    // Each definition is built and checked once, whichever virtual nodes use it.
+    let mut built: HashMap<&str, Box<dyn ts::TechnicalService>> = HashMap::new();
+    for def in &d.technical_services {
+        if let Some(service) = build(def, &mut diagnostics) {
+            built.insert(def.id.as_str(), service);
+        }
+    }
+    let mut vns = HashMap::new();
     for vn in &d.virtual_nodes {
         let mut entry = VnServices::default();
-        let mut built: Vec<(String, String, Box<dyn ts::TechnicalService>, _)> = Vec::new();
+        let mut listed: Vec<(&TechnicalServiceDefinition, &dyn ts::TechnicalService, _)> =
+            Vec::new();
         for reference in &vn.technical_services {
             let Some(def) = d.technical_service(&reference.value) else {
                 continue; // reported by validation
             };
-            let class = def.class.value.clone();
-            let args: Args = def
-                .args
-                .iter()
-                .map(|a| (a.name.clone(), a.value.clone()))
-                .collect();
-            let spec = ServiceSpec {
-                id: def.id.value.clone(),
-                class: class.clone(),
-                args: args.clone(),
+            let Some(service) = built.get(def.id.as_str()) else {
+                continue; // reported above, or not this program's to check
             };
-            match ts::build(&class, &args) {
-                Ok(service) => {
-                    entry.launch_env.extend(service.launch_environment());
-                    built.push((def.id.value.clone(), class, service, reference.span));
-                    entry.specs.push(spec);
-                }
-                Err(e) => {
-                    if !reported.insert(def.id.value.clone()) {
-                        continue;
-                    }
-                    if ts::create(&class).is_none() {
-                        diagnostics.push(
-                            Diagnostic::error(
-                                "unknown-service-class",
-                                def.class.span,
-                                format!("no technical service class `{class}` in this program"),
-                            )
-                            .with_hint(format!(
-                                "register it with actogrid::technical_service!(\"{class}\", YourType); this program has: {}",
-                                ts::classes().join(", ")
-                            )),
-                        );
-                    } else {
-                        diagnostics.push(
-                            Diagnostic::error(
-                                "service-refused-arguments",
-                                def.id.span,
-                                format!(
-                                    "technical service `{}` ({class}) refused its arguments: {e}",
-                                    def.id.value
-                                ),
-                            )
-                            .with_hint("fix its <arg> elements"),
-                        );
-                    }
-                }
-            }
+            entry.launch_env.extend(service.launch_environment());
+            entry.specs.push(ServiceSpec {
+                id: def.id.value.clone(),
+                class: def.class.value.clone(),
+                args: args_of(def),
+            });
+            listed.push((def, service.as_ref(), reference.span));
         }
         let vn_name = &vn.name.value;
-        for (i, (id, class, service, span)) in built.iter().enumerate() {
+        for (i, (def, service, span)) in listed.iter().enumerate() {
+            let (id, class) = (&def.id.value, &def.class.value);
             for required in service.requires() {
-                if !built[..i].iter().any(|(_, c, _, _)| *c == required) {
+                if !listed[..i].iter().any(|(d, _, _)| *d.class == required) {
                     diagnostics.push(
                         Diagnostic::error(
                             "service-requirement",
@@ -94,11 +99,9 @@ pub(crate) fn check(loaded: &mut Loaded) -> HashMap<String, VnServices> {
                     );
                 }
             }
-        }
-        // Each conflicting pair once, at the later of the two.
-        for (j, (id, class, service, span)) in built.iter().enumerate() {
-            for (other, other_class, other_service, _) in &built[..j] {
-                let conflict = service.conflicts_with().contains(other_class)
+            // Each conflicting pair once, at the later of the two.
+            for (other, other_service, _) in &listed[..i] {
+                let conflict = service.conflicts_with().contains(&other.class.value)
                     || other_service.conflicts_with().contains(class);
                 if conflict {
                     diagnostics.push(
@@ -106,7 +109,8 @@ pub(crate) fn check(loaded: &mut Loaded) -> HashMap<String, VnServices> {
                             "service-conflict",
                             *span,
                             format!(
-                                "technical services `{id}` ({class}) and `{other}` ({other_class}) cannot both apply to virtual node `{vn_name}`"
+                                "technical services `{id}` ({class}) and `{}` ({}) cannot both apply to virtual node `{vn_name}`",
+                                other.id.value, other.class.value
                             ),
                         )
                         .with_hint("keep one of them"),
@@ -114,11 +118,160 @@ pub(crate) fn check(loaded: &mut Loaded) -> HashMap<String, VnServices> {
                 }
             }
         }
-        out.insert(vn_name.clone(), entry);
+        vns.insert(vn_name.clone(), entry);
     }
+    let runtime_settings = runtime_settings(loaded, &mut diagnostics);
     for diag in diagnostics {
         loaded.diagnostics.push(diag);
     }
     loaded.diagnostics.sort();
-    out
+    Checked {
+        vns,
+        runtime_settings,
+    }
+}
+
+fn args_of(def: &TechnicalServiceDefinition) -> Args {
+    def.args
+        .iter()
+        .map(|a| (a.name.clone(), a.value.clone()))
+        .collect()
+}
+
+/// Builds and initialises the service of `def`; `None` when this program
+/// lacks the class or the service refuses its arguments (with a diagnostic).
+fn build(
+    def: &TechnicalServiceDefinition,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Box<dyn ts::TechnicalService>> {
+    let class = def.class.as_str();
+    // Validation reports a class this program lacks: as an error when the
+    // program says which classes it has (an application), as a note when
+    // it cannot know (a stand-alone tool checking another's descriptor).
+    let mut service = ts::create(class)?;
+    unknown_arguments(def, service.as_ref(), diagnostics);
+    match service.init(&args_of(def)) {
+        Ok(()) => Some(service),
+        Err(e) => {
+            // A refusal about one argument is shown at that <arg> (the last
+            // one of that name: the one init read).
+            let arg: Option<&Arg> = e
+                .argument
+                .as_deref()
+                .and_then(|name| def.args.iter().rev().find(|a| a.name == name));
+            let span = arg.map_or(def.id.span, |a| a.at);
+            let hint = match arg {
+                Some(a) => format!("fix the value of argument `{}`", a.name),
+                None => "fix its <arg> elements".to_owned(),
+            };
+            diagnostics.push(
+                Diagnostic::error(
+                    "service-refused-arguments",
+                    span,
+                    format!(
+                        "technical service `{}` ({class}) refused its arguments: {}",
+                        def.id.value, e.message
+                    ),
+                )
+                .with_hint(hint),
+            );
+            None
+        }
+    }
+}
+
+/// Warns about each `<arg>` whose name the service does not read.
+fn unknown_arguments(
+    def: &TechnicalServiceDefinition,
+    service: &dyn ts::TechnicalService,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let Some(known) = service.arguments() else {
+        return;
+    };
+    for arg in def
+        .args
+        .iter()
+        .filter(|a| !known.contains(&a.name.as_str()))
+    {
+        let takes = if known.is_empty() {
+            "it takes no argument".to_owned()
+        } else {
+            format!("it takes: {}", known.join(", "))
+        };
+        let hint = match suggest(&arg.name, known) {
+            Some(s) => format!("did you mean `{s}`? ({takes})"),
+            None => format!("remove it ({takes})"),
+        };
+        diagnostics.push(
+            Diagnostic::warning(
+                "unknown-service-argument",
+                arg.at,
+                format!(
+                    "technical service `{}` ({}) has no argument `{}`: it is ignored",
+                    def.id.value, def.class.value, arg.name
+                ),
+            )
+            .with_hint(hint),
+        );
+    }
+}
+
+/// Checks the `<runtimeSettings>` with the runtime's own rules. Settings
+/// that only make sense together (a heartbeat timeout longer than its
+/// interval) are tried again once the others are in, so the order of the
+/// file does not matter; the order that worked is the one returned.
+fn runtime_settings(loaded: &Loaded, diagnostics: &mut Vec<Diagnostic>) -> Vec<(String, String)> {
+    let mut config = Config::default();
+    let mut applied = Vec::new();
+    let mut pending: Vec<_> = Vec::new();
+    for s in &loaded.descriptor.runtime_settings {
+        match Config::setting(&s.name) {
+            Some(setting) => pending.push((s, setting.name)),
+            None => {
+                let known: Vec<&str> = Config::settings().iter().map(|s| s.name).collect();
+                let hint = match suggest(&s.name, &known) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!("the settings are: {}", known.join(", ")),
+                };
+                diagnostics.push(
+                    Diagnostic::error(
+                        "unknown-runtime-setting",
+                        s.name.span,
+                        format!("`{}` is not a runtime setting", s.name.value),
+                    )
+                    .with_hint(hint),
+                );
+            }
+        }
+    }
+    loop {
+        let before = pending.len();
+        let mut failures = Vec::new();
+        for (s, name) in std::mem::take(&mut pending) {
+            let mut trial = config.clone();
+            match trial.set(name, &s.value) {
+                Ok(()) => {
+                    config = trial;
+                    applied.push((name.to_owned(), s.value.value.trim().to_owned()));
+                }
+                Err(e) => failures.push((s, name, e)),
+            }
+        }
+        if failures.is_empty() || failures.len() == before {
+            for (s, name, e) in failures {
+                let about = Config::setting(name).map_or("", |s| s.about);
+                diagnostics.push(
+                    Diagnostic::error(
+                        "bad-runtime-setting",
+                        s.value.span,
+                        format!("runtime setting `{}`: {}", s.name.value, e.message),
+                    )
+                    .with_hint(format!("`{name}`: {about}")),
+                );
+            }
+            return applied;
+        }
+        pending = failures.into_iter().map(|(s, name, _)| (s, name)).collect();
+    }
 }

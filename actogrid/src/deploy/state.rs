@@ -55,6 +55,12 @@ pub(crate) struct VnState {
     pub(crate) min_nodes: Option<u64>,
     /// Nodes the descriptor promises, when it says exactly.
     pub(crate) expected: Option<u64>,
+    /// Lookups of this virtual node, and how many have not yet read the
+    /// directory they look up.
+    pub(crate) lookups: AtomicU64,
+    pub(crate) lookups_pending: AtomicU64,
+    /// Nodes the looked-up directories listed.
+    pub(crate) looked_up: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) activated: Mutex<Option<Instant>>,
     pub(crate) nodes: Mutex<Vec<Node>>,
@@ -94,6 +100,9 @@ impl VnState {
             wait_for_timeout: vn.wait_for_timeout,
             min_nodes: vn.min_node_number.map(u64::from),
             expected,
+            lookups: AtomicU64::new(0),
+            lookups_pending: AtomicU64::new(0),
+            looked_up: AtomicU64::new(0),
             counters: Counters::default(),
             activated: Mutex::new(None),
             nodes: Mutex::new(Vec::new()),
@@ -125,6 +134,14 @@ impl VnState {
             error,
         });
         self.bump();
+    }
+
+    /// How many nodes the lookups of this virtual node found, once every
+    /// one has read its directory (`None` before, or without lookups).
+    pub(crate) fn looked_up(&self) -> Option<u64> {
+        let started = self.lookups.load(Ordering::Acquire);
+        let pending = self.lookups_pending.load(Ordering::Acquire);
+        (started > 0 && pending == 0).then(|| self.looked_up.load(Ordering::Acquire))
     }
 
     pub(crate) fn node_count(&self) -> usize {

@@ -79,6 +79,8 @@ impl VirtualNode {
     /// node is there (or `minNodeNumber` of them), or for the whole
     /// `timeout` with `waitForTimeout`. Fails at the timeout with what is
     /// missing and why, or as soon as failures make the count impossible.
+    /// A looked-up virtual node expects the nodes its directories list: it
+    /// returns once they have joined.
     pub async fn nodes(&self) -> Result<Vec<Node>, DeployError> {
         let st = &self.state;
         let activated =
@@ -97,6 +99,12 @@ impl VirtualNode {
             let have = st.node_count() as u64;
             let now = Instant::now();
             if !st.wait_for_timeout && needed.is_some_and(|n| have >= n) {
+                return Ok(self.current_nodes());
+            }
+            // Only a lookup knows how many nodes a looked-up virtual node
+            // has: every one listed has joined, there is no more to wait for.
+            if !st.wait_for_timeout && needed.is_none() && st.looked_up().is_some_and(|n| have >= n)
+            {
                 return Ok(self.current_nodes());
             }
             if let (Some(needed), Some(expected)) = (needed, st.expected) {

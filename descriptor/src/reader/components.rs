@@ -87,15 +87,11 @@ fn virtual_node(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
             )),
         })
     });
-    let timeout = cx
-        .attr(&mut node, "timeout")
-        .and_then(|v| cx.parse(&v, "timeout", |t| scalar::duration(t, Unit::Millis)));
+    let timeout = timeout(cx, &mut node);
     let wait_for_timeout = cx
         .attr(&mut node, "waitForTimeout")
         .and_then(|v| cx.parse(&v, "waitForTimeout", scalar::boolean));
-    let min_node_number = cx
-        .attr(&mut node, "minNodeNumber")
-        .and_then(|v| cx.parse(&v, "minNodeNumber", scalar::positive));
+    let min_node_number = min_node_number(cx, &mut node);
     let technical_services = cx
         .attr_alias(&mut node, &["technicalServiceId", "serviceRefid"])
         .map(|v| id_list(cx, &v))
@@ -132,12 +128,28 @@ fn virtual_node(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
 fn acquired(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
     let mut node = cx.open(el);
     let name = cx.required(&mut node, "name");
+    let timeout = timeout(cx, &mut node);
+    let min_node_number = min_node_number(cx, &mut node);
     cx.close(node);
     let information = information(cx, el);
     if let Some(name) = name {
         d.acquired_virtual_nodes.push(AcquiredVirtualNode {
             name: name.spanned(),
+            timeout: timeout.unwrap_or(DEFAULT_VN_TIMEOUT),
+            min_node_number,
             information,
         });
     }
+}
+
+/// `@timeout` of a virtual node (defined or acquired).
+fn timeout(cx: &mut Cx<'_>, node: &mut super::Node<'_>) -> Option<std::time::Duration> {
+    cx.attr(node, "timeout")
+        .and_then(|v| cx.parse(&v, "timeout", |t| scalar::duration(t, Unit::Millis)))
+}
+
+/// `@minNodeNumber` of a virtual node (defined or acquired).
+fn min_node_number(cx: &mut Cx<'_>, node: &mut super::Node<'_>) -> Option<u32> {
+    cx.attr(node, "minNodeNumber")
+        .and_then(|v| cx.parse(&v, "minNodeNumber", scalar::positive))
 }

@@ -1,6 +1,6 @@
 //! `deployment`: register, mapping, lookup, jvms.
 
-use super::{Cx, Val};
+use super::{Cx, Rule, Val};
 use crate::model::{Descriptor, Jvm, Lookup, Mapping, Register, RuntimeSource};
 use crate::scalar;
 use crate::xml::Element;
@@ -32,8 +32,11 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                 cx.ignored(&mut node, "protocol", PROTOCOL_IGNORED);
                 cx.close(node);
                 cx.no_children(child);
+                let host = host
+                    .filter(|h| !h.text.is_empty() && h.text != "*")
+                    .and_then(|h| cx.checked(h, "host", Rule::Host));
                 if let Some(vn) = vn {
-                    let host = host.map(|h| h.text).filter(|h| !h.is_empty() && h != "*");
+                    let host = host.map(|h| h.text);
                     d.lookups.push(Lookup {
                         virtual_node: vn.spanned(),
                         host,

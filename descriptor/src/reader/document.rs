@@ -1,14 +1,16 @@
 //! The root element and the sections that are not big enough for a module
 //! of their own: `mainDefinition`, `technicalServices`, `fileTransferDefinitions`.
 
-use super::{Cx, Val, components, deployment, infrastructure};
+use super::{Cx, Rule, Val, components, deployment, infrastructure};
 use crate::model::{
-    Arg, Descriptor, DirEntry, FileEntry, FileTransfer, MainDefinition, TechnicalServiceDefinition,
+    Arg, Descriptor, DirEntry, FileEntry, FileTransfer, MainDefinition, RuntimeSetting,
+    TechnicalServiceDefinition,
 };
 use crate::xml::Element;
 
 const ROOT_CHILDREN: &[&str] = &[
     "variables",
+    "runtimeSettings",
     "security",
     "mainDefinition",
     "componentDefinition",
@@ -28,6 +30,11 @@ pub(crate) fn document(cx: &mut Cx<'_>, root: &Element) -> Descriptor {
         match child.name.as_str() {
             "variables" => {
                 cx.once(&mut seen, "variables", child);
+            }
+            "runtimeSettings" => {
+                if cx.once(&mut seen, "runtimeSettings", child) {
+                    runtime_settings(cx, child, &mut d);
+                }
             }
             "security" => cx.ignored_element(
                 child,
@@ -73,7 +80,60 @@ pub(crate) fn document(cx: &mut Cx<'_>, root: &Element) -> Descriptor {
         }
     }
     d.rejected_ids.append(&mut cx.rejected_ids);
+    d.reindex();
     d
+}
+
+/// `runtimeSettings`: `<setting name="heartbeatTimeout" value="30s"/>`.
+/// Names compare as the runtime compares them (without case, `_` or `-`),
+/// so `heartbeatTimeout` and `heartbeat_timeout` are one setting given twice.
+fn runtime_settings(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
+    cx.container(el);
+    let key = |name: &str| -> String {
+        name.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    for child in &el.children {
+        if child.name != "setting" {
+            cx.unknown_child(child, el, &["setting"]);
+            continue;
+        }
+        let mut node = cx.open(child);
+        let name = cx
+            .required(&mut node, "name")
+            .and_then(|v| cx.checked(v, "setting name", Rule::OneLine));
+        let value = cx
+            .required(&mut node, "value")
+            .and_then(|v| cx.checked(v, "setting value", Rule::OneLine));
+        cx.close(node);
+        cx.no_children(child);
+        let (Some(name), Some(value)) = (name, value) else {
+            continue;
+        };
+        if let Some(first) = d
+            .runtime_settings
+            .iter()
+            .find(|s| key(&s.name) == key(&name.text))
+        {
+            let line = first.name.span.line;
+            cx.error(
+                "duplicate-id",
+                name.span,
+                format!(
+                    "runtime setting `{}` is given twice (first as `{}` at line {line})",
+                    name.text, first.name.value
+                ),
+                "give each setting once",
+            );
+            continue;
+        }
+        d.runtime_settings.push(RuntimeSetting {
+            name: name.spanned(),
+            value: value.spanned(),
+        });
+    }
 }
 
 fn main_definition(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
@@ -130,7 +190,9 @@ fn technical_services(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                 continue;
             }
             let mut node = cx.open(arg);
-            let name = cx.required(&mut node, "name");
+            let name = cx
+                .required(&mut node, "name")
+                .and_then(|n| cx.checked(n, "argument name", Rule::OneLine));
             let value = cx.attr(&mut node, "value");
             cx.close(node);
             cx.no_children(arg);
@@ -147,6 +209,7 @@ fn technical_services(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
             args.push(Arg {
                 name: name.text,
                 value: value.map(|v| v.text).unwrap_or_default(),
+                at: arg.span,
             });
         }
         if let (Some(id), Some(class)) = (id, class) {
@@ -175,8 +238,12 @@ fn file_transfers(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
             let mut node = cx.open(entry);
             match entry.name.as_str() {
                 "file" => {
-                    let src = cx.required(&mut node, "src");
-                    let dest = cx.attr(&mut node, "dest");
+                    let src = cx
+                        .required(&mut node, "src")
+                        .and_then(|v| cx.checked(v, "src", Rule::OneLine));
+                    let dest = cx
+                        .attr(&mut node, "dest")
+                        .and_then(|v| cx.checked(v, "dest", Rule::OneLine));
                     cx.close(node);
                     cx.no_children(entry);
                     if let Some(src) = src {
@@ -190,8 +257,12 @@ fn file_transfers(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                     }
                 }
                 "dir" => {
-                    let src = cx.required(&mut node, "src");
-                    let dest = cx.attr(&mut node, "dest");
+                    let src = cx
+                        .required(&mut node, "src")
+                        .and_then(|v| cx.checked(v, "src", Rule::OneLine));
+                    let dest = cx
+                        .attr(&mut node, "dest")
+                        .and_then(|v| cx.checked(v, "dest", Rule::OneLine));
                     let includes = cx.attr(&mut node, "includes");
                     let excludes = cx.attr(&mut node, "excludes");
                     cx.close(node);

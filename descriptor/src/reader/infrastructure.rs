@@ -1,6 +1,6 @@
 //! `infrastructure`: process definitions and services.
 
-use super::{Cx, processes};
+use super::{Cx, Rule, processes};
 use crate::model::{
     Descriptor, FaultTolerance, FtProtocol, NodesAsked, P2pService, PeerAddress, RegistryLookup,
     ServiceDefinition, ServiceKind, p2p_defaults,
@@ -28,7 +28,10 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                 continue;
             }
             let mut node = cx.open(definition);
-            let id = cx.required(&mut node, "id");
+            // Process ids name batch jobs and their files.
+            let id = cx
+                .required(&mut node, "id")
+                .and_then(|v| cx.checked(v, "id", Rule::OneLine));
             cx.close(node);
             cx.no_text(definition);
             let Some(inner) = only_child(cx, definition) else {

@@ -1,6 +1,6 @@
 //! Process definitions: how a runtime is started, one link of a chain each.
 
-use super::Cx;
+use super::{Cx, Rule, Val};
 use crate::hostrange;
 use crate::model::{
     EnvVar, GridEngineProcess, HostListProcess, JvmProcess, Link, LsfProcess, OarProcess,
@@ -114,7 +114,7 @@ impl Common {
                 self.next_seen = true;
             }
             "environment" => self.environment.extend(environment(cx, child)),
-            "commandPath" => self.command_path = cx.value_of(child).map(|v| v.text),
+            "commandPath" => self.command_path = command_path(cx, child),
             "fileTransferDeploy" | "fileTransferRetrieve" if transfers => {
                 let transfer = process_transfer(cx, child);
                 if child.name == "fileTransferDeploy" {
@@ -159,10 +159,18 @@ fn environment(cx: &mut Cx<'_>, el: &Element) -> Vec<EnvVar> {
         let value = cx.attr(&mut node, "value");
         cx.close(node);
         cx.no_children(var);
+        let name = name.and_then(|n| cx.checked(n, "environment variable name", Rule::EnvName));
+        let value = match value {
+            Some(v) => match cx.checked(v, "environment value", Rule::EnvValue) {
+                Some(v) => v.text,
+                None => continue,
+            },
+            None => String::new(),
+        };
         if let Some(name) = name {
             out.push(EnvVar {
                 name: name.text,
-                value: value.map(|v| v.text).unwrap_or_default(),
+                value,
             });
         }
     }
@@ -196,7 +204,7 @@ fn process_transfer(cx: &mut Cx<'_>, el: &Element) -> Option<ProcessFileTransfer
             }
             "sourceInfo" => {
                 let mut node = cx.open(child);
-                transfer.source_prefix = cx.attr(&mut node, "prefix").map(|v| v.text);
+                transfer.source_prefix = checked_attr(cx, &mut node, "prefix", Rule::OneLine);
                 cx.ignored(
                     &mut node,
                     "hostname",
@@ -212,9 +220,9 @@ fn process_transfer(cx: &mut Cx<'_>, el: &Element) -> Option<ProcessFileTransfer
             }
             "destinationInfo" => {
                 let mut node = cx.open(child);
-                transfer.destination_prefix = cx.attr(&mut node, "prefix").map(|v| v.text);
-                transfer.destination_hostname = cx.attr(&mut node, "hostname").map(|v| v.text);
-                transfer.destination_username = cx.attr(&mut node, "username").map(|v| v.text);
+                transfer.destination_prefix = checked_attr(cx, &mut node, "prefix", Rule::OneLine);
+                transfer.destination_hostname = checked_attr(cx, &mut node, "hostname", Rule::Host);
+                transfer.destination_username = checked_attr(cx, &mut node, "username", Rule::User);
                 cx.ignored(
                     &mut node,
                     "password",
@@ -243,7 +251,7 @@ fn jvm(cx: &mut Cx<'_>, el: &Element) -> JvmProcess {
     let mut process = JvmProcess::default();
     for child in &el.children {
         match child.name.as_str() {
-            "commandPath" => process.command_path = cx.value_of(child).map(|v| v.text),
+            "commandPath" => process.command_path = command_path(cx, child),
             "environment" => process.environment.extend(environment(cx, child)),
             name if JAVA_ONLY.contains(&name) => cx.ignored_element(
                 child,
@@ -258,15 +266,17 @@ fn jvm(cx: &mut Cx<'_>, el: &Element) -> JvmProcess {
 fn login(cx: &mut Cx<'_>, node: &mut super::Node<'_>) -> SshLogin {
     let username = cx
         .attr(node, "username")
-        .map(|v| v.text)
-        .filter(|u| !u.is_empty());
+        .filter(|u| !u.text.is_empty())
+        .and_then(|v| cx.checked(v, "username", Rule::User))
+        .map(|v| v.text);
     let port = cx
         .attr(node, "port")
         .and_then(|v| cx.parse(&v, "port", scalar::port));
     let identity_file = cx
         .attr(node, "identityFile")
-        .map(|v| v.text)
-        .filter(|f| !f.is_empty());
+        .filter(|f| !f.text.is_empty())
+        .and_then(|v| cx.checked(v, "identityFile", Rule::OneLine))
+        .map(|v| v.text);
     SshLogin {
         username,
         port,
@@ -315,8 +325,29 @@ fn options(
     }
 }
 
+/// A one-line text element (`<memory>4G</memory>`).
 fn text(cx: &mut Cx<'_>, el: &Element) -> Option<String> {
-    cx.text(el).map(|v| v.text)
+    let v = cx.text(el)?;
+    cx.checked(v, &format!("<{}>", el.name), Rule::OneLine)
+        .map(|v| v.text)
+}
+
+/// `commandPath@value`: a program path, on one line.
+fn command_path(cx: &mut Cx<'_>, el: &Element) -> Option<String> {
+    let v = cx.value_of(el)?;
+    cx.checked(v, "<commandPath>", Rule::OneLine)
+        .map(|v| v.text)
+}
+
+/// An attribute that must follow `rule`; absent or empty is `None`.
+fn checked_attr(
+    cx: &mut Cx<'_>,
+    node: &mut super::Node<'_>,
+    name: &'static str,
+    rule: Rule,
+) -> Option<String> {
+    let v = cx.attr(node, name).filter(|v| !v.text.is_empty())?;
+    cx.checked(v, name, rule).map(|v| v.text)
 }
 
 fn positive(cx: &mut Cx<'_>, el: &Element) -> Option<u32> {
@@ -329,10 +360,23 @@ fn walltime(cx: &mut Cx<'_>, el: &Element) -> Option<std::time::Duration> {
     cx.parse(&v, &format!("<{}>", el.name), scalar::walltime)
 }
 
-fn words(cx: &mut Cx<'_>, el: &Element) -> Vec<String> {
-    cx.text(el)
-        .map(|v| v.text.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default()
+/// A whitespace-separated list (`hostlist`, `extraOptions`): line breaks
+/// separate words like blanks; each word must follow `rule`.
+fn words(cx: &mut Cx<'_>, el: &Element, rule: Rule) -> Vec<String> {
+    let Some(v) = cx.text(el) else {
+        return Vec::new();
+    };
+    let what = format!("<{}>", el.name);
+    v.text
+        .split_whitespace()
+        .filter_map(|w| {
+            let word = Val {
+                text: w.to_owned(),
+                span: v.span,
+            };
+            cx.checked(word, &what, rule).map(|w| w.text)
+        })
+        .collect()
 }
 
 fn flag(cx: &mut Cx<'_>, node: &mut super::Node<'_>, name: &'static str) -> bool {
@@ -341,10 +385,10 @@ fn flag(cx: &mut Cx<'_>, node: &mut super::Node<'_>, name: &'static str) -> bool
         .unwrap_or(false)
 }
 
+/// An optional one-line attribute (`partition`, `queue`, `jobname`…): it
+/// becomes a scheduler directive, where a line break would end the line.
 fn opt(cx: &mut Cx<'_>, node: &mut super::Node<'_>, name: &'static str) -> Option<String> {
-    cx.attr(node, name)
-        .map(|v| v.text)
-        .filter(|t| !t.is_empty())
+    checked_attr(cx, node, name, Rule::OneLine)
 }
 
 /// Opens a process element and takes the attributes all of them share.
@@ -358,7 +402,9 @@ fn open<'e>(cx: &mut Cx<'_>, el: &'e Element) -> super::Node<'e> {
 
 fn ssh(cx: &mut Cx<'_>, el: &Element) -> Option<SshProcess> {
     let mut node = open(cx, el);
-    let hostname = cx.required(&mut node, "hostname");
+    let hostname = cx
+        .required(&mut node, "hostname")
+        .and_then(|v| cx.checked(v, "hostname", Rule::Host));
     let login = login(cx, &mut node);
     cx.close(node);
     let (link, file_transfers) = children(cx, el, true, &[], |_, _| false)?;
@@ -373,7 +419,9 @@ fn ssh(cx: &mut Cx<'_>, el: &Element) -> Option<SshProcess> {
 fn host_list(cx: &mut Cx<'_>, el: &Element, ranged: bool) -> Option<HostListProcess> {
     let mut node = open(cx, el);
     let hosts = if ranged {
-        let fixed = cx.required(&mut node, "fixedName");
+        let fixed = cx
+            .required(&mut node, "fixedName")
+            .and_then(|v| cx.checked(v, "fixedName", Rule::Host));
         let list = cx.required(&mut node, "list");
         let padding = cx.attr(&mut node, "padding").and_then(|v| {
             cx.parse(&v, "padding", |t| match t.parse::<usize>() {
@@ -386,7 +434,7 @@ fn host_list(cx: &mut Cx<'_>, el: &Element, ranged: bool) -> Option<HostListProc
             "repeat",
             "one runtime is started per host; ask for more nodes with askedNodes",
         );
-        let domain = opt(cx, &mut node, "domain");
+        let domain = checked_attr(cx, &mut node, "domain", Rule::Host);
         let numbers = list
             .as_ref()
             .and_then(|list| match hostrange::parse(&list.text) {
@@ -418,17 +466,21 @@ fn host_list(cx: &mut Cx<'_>, el: &Element, ranged: bool) -> Option<HostListProc
         }
     } else {
         let list = cx.required(&mut node, "hostlist");
-        let domain = opt(cx, &mut node, "domain");
-        list.map(|list| {
-            list.text
-                .split_whitespace()
-                .map(|h| match &domain {
-                    Some(d) => format!("{h}.{d}"),
-                    None => h.to_owned(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+        let domain = checked_attr(cx, &mut node, "domain", Rule::Host);
+        let mut hosts = Vec::new();
+        for h in list.iter().flat_map(|l| l.text.split_whitespace()) {
+            let word = Val {
+                text: h.to_owned(),
+                span: list.as_ref().map_or(el.span, |l| l.span),
+            };
+            if let Some(h) = cx.checked(word, "hostlist", Rule::Host) {
+                hosts.push(match &domain {
+                    Some(d) => format!("{}.{d}", h.text),
+                    None => h.text,
+                });
+            }
+        }
+        hosts
     };
     let login = login(cx, &mut node);
     cx.close(node);
@@ -486,7 +538,7 @@ fn slurm(cx: &mut Cx<'_>, el: &Element) -> Option<SlurmProcess> {
             "cpusPerTask" => p.cpus_per_task = positive(cx, o),
             "walltime" => p.walltime = walltime(cx, o),
             "memory" => p.memory = text(cx, o),
-            "extraOptions" => p.extra_options = words(cx, o),
+            "extraOptions" => p.extra_options = words(cx, o, Rule::OneLine),
             "outputFile" => p.output_file = cx.path(o),
             "errorFile" => p.error_file = cx.path(o),
             _ => p.script_path = cx.path(o),
@@ -537,7 +589,7 @@ fn pbs(cx: &mut Cx<'_>, el: &Element) -> Option<PbsProcess> {
             return false;
         }
         options(cx, child, OPTIONS, |cx, o| match o.name.as_str() {
-            "hostlist" => p.hostlist = words(cx, o),
+            "hostlist" => p.hostlist = words(cx, o, Rule::Host),
             "hostsNumber" => p.hosts_number = positive(cx, o),
             "processorPerNode" => p.processor_per_node = positive(cx, o),
             "bookingDuration" => p.booking_duration = walltime(cx, o),
@@ -572,9 +624,14 @@ fn lsf(cx: &mut Cx<'_>, el: &Element) -> Option<LsfProcess> {
             return false;
         }
         options(cx, child, OPTIONS, |cx, o| match o.name.as_str() {
-            "hostlist" => p.hostlist = words(cx, o),
+            "hostlist" => p.hostlist = words(cx, o, Rule::Host),
             "processor" => p.processor = positive(cx, o),
-            "resourceRequirement" => p.resource_requirement = cx.value_of(o).map(|v| v.text),
+            "resourceRequirement" => {
+                p.resource_requirement = cx
+                    .value_of(o)
+                    .and_then(|v| cx.checked(v, "resourceRequirement", Rule::OneLine))
+                    .map(|v| v.text);
+            }
             _ => p.script_path = cx.path(o),
         });
         true
@@ -648,7 +705,7 @@ fn grid_engine(cx: &mut Cx<'_>, el: &Element) -> Option<GridEngineProcess> {
             "hostsNumber" => p.hosts_number = positive(cx, o),
             "bookingDuration" => p.booking_duration = walltime(cx, o),
             "parallelEnvironment" => p.parallel_environment = text(cx, o),
-            "hostlist" => p.hostlist = words(cx, o),
+            "hostlist" => p.hostlist = words(cx, o, Rule::Host),
             _ => p.script_path = cx.path(o),
         });
         true

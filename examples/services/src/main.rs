@@ -32,13 +32,19 @@ impl TechnicalService for NeedsTool {
         self.command = args
             .get("command")
             .filter(|c| !c.trim().is_empty())
-            .ok_or_else(|| ServiceError::new("argument `command` is missing"))?
+            .ok_or_else(|| ServiceError::argument("command", "is missing"))?
             .to_owned();
         self.memory_mib = match args.get("memoryMiB") {
             None => None,
             Some(_) => Some(args.parse_or("memoryMiB", 0u64)?),
         };
         Ok(())
+    }
+
+    /// The arguments `init` reads: any other `<arg>` is reported (as a
+    /// warning, with the closest of these names) when the deployment loads.
+    fn arguments(&self) -> Option<&[&str]> {
+        Some(&["command", "memoryMiB"])
     }
 
     /// Runs inside the node's runtime, on the node's machine.
