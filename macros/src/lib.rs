@@ -84,18 +84,22 @@ mod entry;
 /// # What is exposed
 ///
 /// * A **constructor** is a public associated function returning `Self`
-///   (or the type by name) or `Result<Self, E>`; an error is reported to the
-///   creator as text, through `E`'s `Display`. Constructors cannot be
-///   `async`: build the state synchronously, then call an async method.
+///   (or the type by name) or `Result<Self, E>` (`anyhow::Result<Self>` and
+///   the other aliases below included); an error is reported to the
+///   creator as text, through `E`'s `Display`, with its causes for the
+///   error types sent as text. Constructors cannot be `async`: build the
+///   state synchronously, then call an async method.
 /// * A **method** is a public function taking `&self` or `&mut self`,
 ///   `async` or not. The object serves one request at a time, so `&mut self`
 ///   needs no lock.
 /// * Private functions, and public associated functions that do not return
 ///   `Self`, are left alone: they are helpers of the type.
 ///
-/// Arguments and results cross the network: they must implement
-/// `Serialize` and `Deserialize`, be owned (`String`, not `&str`) and be
-/// plain `name: Type` parameters.
+/// Arguments, results and errors cross the network: they must implement
+/// `Serialize` and `Deserialize` (except the error types sent as text,
+/// below), be owned (`String`, not `&str`) and be plain `name: Type`
+/// parameters. A type that does not gives one error, on that type, saying
+/// what to derive.
 ///
 /// The type itself must be `Send + Sync + 'static`. It may be private;
 /// its proxy is always `pub`.
@@ -108,11 +112,29 @@ mod entry;
 /// |-----------------------------|-----------------------------------|
 /// | none, or `()`               | `Future<()>`                      |
 /// | `Result<U, E>`              | `Future<U, E>`: `Err` fails the future with `E` |
+/// | `Result<U, E>`, `E` sent as text (below) | `Future<U, RemoteError>` |
 /// | `Future<U>`, `Future<U, E>` | the same future: the caller gets its value directly |
 /// | any other `R`               | `Future<R>`                       |
 ///
 /// `Result` and `Future` are recognised by name (the last segment of the
-/// path) with two type arguments for `Result`.
+/// path), with two type arguments for `Result`.
+///
+/// **Error types sent as text.** `anyhow::Error`, `std::io::Error` and
+/// boxed `dyn Error` values are not serializable. A method failing with
+/// one fails its caller's future with a `RemoteError` instead: the error's
+/// message and the messages of its causes (what anyhow's `{:#}` prints).
+/// They are recognised by how they are written, since the attribute sees
+/// tokens, not types:
+///
+/// * `anyhow::Result<U>`, `io::Result<U>`, `std::io::Result<U>` (one type
+///   argument, with that path);
+/// * `Result<U, E>` where `E` is `anyhow::Error`, `io::Error`,
+///   `std::io::Error`, or `Box<dyn …Error…>` with any bounds
+///   (`Box<dyn std::error::Error + Send + Sync>`).
+///
+/// A `Result<U>` imported under its bare name (`use anyhow::Result;`) is
+/// not recognised: write the path. To choose the text yourself, return
+/// `Result<U, RemoteError>` (or `Result<U, String>`).
 ///
 /// # Helper attributes
 ///
@@ -139,6 +161,12 @@ mod entry;
 /// `#[oneway]` or `#[immediate]` anywhere but on a public method, an `async`
 /// or `unsafe` constructor, an `unsafe` method, a block without public
 /// constructor, and unknown attribute arguments.
+///
+/// The compiler then checks each argument, result and error type once, at
+/// the type: one error per type that is not serializable ("`Point` cannot
+/// be an argument of an active method: it is not serializable", and what to
+/// derive), or that has `Serialize` without `Deserialize`, and per
+/// constructor error type without `Display`.
 #[proc_macro_attribute]
 pub fn active(
     attr: proc_macro::TokenStream,

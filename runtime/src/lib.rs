@@ -41,7 +41,7 @@ mod wire;
 pub use active::{Active, Proxy, ServeFuture, Served};
 pub use codec::{DecodeError, Encode};
 pub use config::{ConfigError, ENV_PREFIX, Setting, SettingKind, parse_duration, parse_size};
-pub use error::{CallError, Error, ErrorKind, NoError, Result};
+pub use error::{CallError, Error, ErrorKind, NoError, RemoteError, Result};
 pub use future::{Future, in_completion_order, wait_all, wait_any};
 pub use group::{FutureGroup, Group};
 pub use node::Node;
@@ -60,11 +60,13 @@ pub use actogrid_descriptor as descriptor;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::active::{
-        Active, NoRestore, NoState, Probe, ProbeDe, Proxy, SerdeRestore, SerdeState, ServeFuture,
-        Served, TypeEntry,
+        Active, Check, DeserializeField, EncodeOutgoing, ErrorText, HasText, NoErrorText,
+        NoRestore, NoState, NoText, NotSerialize, OnlySerialize, Outgoing, Probe, ProbeDe, Proxy,
+        RefuseDeserializeField, RefuseField, RefuseOutgoing, SerdeRestore, SerdeState,
+        SerializeField, ServeFuture, Served, Travels, TypeEntry,
     };
     pub use crate::codec::{DecodeError, Encode};
-    pub use crate::error::{CallError, NoError};
+    pub use crate::error::{CallError, NoError, RemoteError};
     pub use crate::future::Future;
     pub use crate::node::Node;
     pub use crate::proxy::{ActiveRef, CallInfo};
