@@ -119,10 +119,14 @@ fn construct_erased<T: Active>(
     bytes: &[u8],
 ) -> Result<Box<dyn ErasedActive>, String> {
     let ctor: T::Ctor = crate::codec::decode_in(rt, held, bytes).map_err(|e| e.to_string())?;
+    // The program's code runs in this object from here on: a panic in it
+    // should say where it happened.
+    crate::panics::install();
     Ok(Box::new(T::construct(ctor)?))
 }
 
 fn restore_erased<T: Active>(rt: &Runtime, bytes: &[u8]) -> Result<Box<dyn ErasedActive>, String> {
+    crate::panics::install();
     match crate::codec::within(rt, || T::restore(bytes)) {
         Some(Ok(obj)) => Ok(Box::new(obj)),
         Some(Err(e)) => Err(format!("state of `{}` does not decode: {e}", T::TYPE_NAME)),

@@ -130,9 +130,10 @@ pub enum CallError<E = NoError> {
     /// The method panicked; the object keeps serving its next requests.
     #[error("`{method}` panicked: {message}")]
     Panicked {
-        /// The method called.
+        /// The method called (`create` for a constructor).
         method: &'static str,
-        /// The panic message.
+        /// The panic's text, then where it happened: `…, at
+        /// src/lib.rs:12:9 on host (pid 4242)`.
         message: String,
     },
     /// The runtime hosting the object died or became unreachable before

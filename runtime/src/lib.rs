@@ -9,6 +9,8 @@
 //!   and the registry of types by name;
 //! * `body` — an object's queue and its serving task (ordering, immediate
 //!   requests, panics, migration);
+//! * `panics` — what a caught panic says: message, source location, host
+//!   and process;
 //! * [`Future`] — results of calls, first-class (`future.rs`);
 //! * [`Group`] — typed groups (`group.rs`);
 //! * [`intercept`] — the hooks technical services use;
@@ -33,6 +35,7 @@ mod group;
 mod ids;
 pub mod intercept;
 mod node;
+mod panics;
 mod proxy;
 mod runtime;
 mod url;
