@@ -18,8 +18,9 @@ mod process;
 
 pub use actogrid_descriptor as descriptor;
 pub use actogrid_runtime::{
-    ActiveRef, CallError, Config, ErrorKind, Future, FutureGroup, Group, NoError, Node, NodeUrl,
-    Proxy, Runtime, builtin, current, in_completion_order, intercept, wait_all, wait_any,
+    ActiveRef, CallError, Config, ConfigError, ErrorKind, Future, FutureGroup, Group, NoError,
+    Node, NodeUrl, Proxy, RemoteError, Runtime, builtin, current, in_completion_order, intercept,
+    wait_all, wait_any,
 };
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::{
@@ -30,7 +31,7 @@ pub use deploy::{
 };
 pub use process::{
     NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_if_deployed, serve_node,
-    spawn_node, spawn_with,
+    settings, spawn_node, spawn_with,
 };
 
 /// Turns an inherent `impl` block into an active type: a typed proxy
@@ -67,6 +68,7 @@ pub mod prelude {
         VirtualNode, VnEvent,
     };
     pub use actogrid_runtime::{
-        CallError, Future, FutureGroup, Group, Node, NodeUrl, Proxy, Runtime, wait_all, wait_any,
+        CallError, Future, FutureGroup, Group, Node, NodeUrl, Proxy, RemoteError, Runtime,
+        wait_all, wait_any,
     };
 }

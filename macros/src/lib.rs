@@ -2,8 +2,8 @@
 //!
 //! This crate holds `#[actogrid::active]`, which generates a typed proxy, a
 //! request enum and the dispatch of an active object from its `impl` block,
-//! and will hold `#[actogrid::main]` (the same binary serving as a node
-//! runtime when launched as one). Users never depend on it directly: the
+//! and `#[actogrid::main]` (the same binary serving as a node runtime when
+//! launched as one, with the runtime settings it is given). Users never depend on it directly: the
 //! facade crate `actogrid` re-exports its macros.
 //!
 //! It is a proc-macro crate, so it sits at the bottom of the dependency graph
@@ -175,7 +175,8 @@ pub fn active(
     active::expand(attr.into(), item.into()).into()
 }
 
-/// Wraps `async fn main` of an actogrid application.
+/// Wraps `async fn main` of an actogrid application, with the settings of
+/// its runtimes.
 ///
 /// The process starts a runtime of its own (serving on a free loopback
 /// port) and runs `main` on it; [`actogrid::current()`] returns that
@@ -186,11 +187,38 @@ pub fn active(
 /// every active type exists everywhere.
 ///
 /// ```ignore
-/// #[actogrid::main]
+/// #[actogrid::main(heartbeat_timeout = "30s", call_timeout = "none")]
 /// async fn main() -> anyhow::Result<()> {
 ///     let worker = actogrid::spawn_node(&actogrid::current().unwrap(), "w").await?;
 ///     Ok(())
 /// }
+/// ```
+///
+/// # Runtime settings
+///
+/// The arguments are runtime settings, `name = "value"`: those of
+/// `actogrid::Config` (`Config::settings()` lists them), with their text
+/// form: durations as `500ms`, `30s`, `2m`; `call_timeout` also takes
+/// `"none"`; sizes as `64MiB`; counts as `"1000"`. They apply to the
+/// runtime `main` runs on and to the node runtimes this binary serves
+/// (`spawn_node`); runtimes started by a deployment read theirs from the
+/// environment the deployment gives them.
+///
+/// Precedence, lowest first: the built-in defaults, the attribute, the
+/// environment (`ACTOGRID_HEARTBEAT_TIMEOUT=1m` overrides
+/// `heartbeat_timeout = "30s"`), so an operator can tune a built binary.
+/// `actogrid::settings()` returns the result, to start other runtimes or a
+/// deployment from it.
+///
+/// An unknown setting name is a compile error at the name, listing the
+/// valid ones (with the closest one when there is one); a value that is
+/// not a string too. A value that does not parse, or a variable of the
+/// environment that does not, stops the process at start-up, before
+/// `main` or any runtime starts, with exit code 2 and a message naming the
+/// attribute and where it is written (or the variable):
+///
+/// ```text
+/// actogrid: runtime settings: #[actogrid::main(heartbeat_timeout = "soon")] at src/main.rs:3:37: `soon` is not a duration: write a number with a unit (ms, s, m, h), as in `30s`
 /// ```
 #[proc_macro_attribute]
 pub fn main(
