@@ -18,10 +18,39 @@ mod process;
 
 pub use actogrid_descriptor as descriptor;
 pub use actogrid_runtime::{
-    ActiveRef, CallError, Config, ConfigError, ErrorKind, Future, FutureGroup, Group, NoError,
-    Node, NodeUrl, Proxy, RemoteError, Runtime, builtin, current, in_completion_order, intercept,
-    wait_all, wait_any,
+    ActiveRef, CallError, Config, ConfigError, ErrorKind, Future, FutureGroup, Group, GroupError,
+    NoError, Node, NodeUrl, Proxy, RemoteError, Runtime, builtin, current, in_completion_order,
+    intercept, wait_all, wait_any,
 };
+
+/// Runs blocking or long CPU-bound code on a thread set aside for it, and
+/// returns a handle to await its result (tokio's `spawn_blocking`: the
+/// runtime's executor is tokio's). An `async` method of an active object
+/// that calls a blocking library should go through it, so the executor's
+/// threads keep serving other objects meanwhile.
+///
+/// ```ignore
+/// let digest = actogrid::spawn_blocking(move || sha256(&data)).await?;
+/// ```
+pub use tokio::task::spawn_blocking;
+
+/// Time in `async` code, without depending on tokio: the runtime's
+/// executor is tokio's, and these are its timers.
+///
+/// ```ignore
+/// use actogrid::time::{Duration, sleep, timeout};
+///
+/// sleep(Duration::from_millis(200)).await;
+/// let reply = timeout(Duration::from_secs(5), worker.compute(job)).await??;
+/// ```
+///
+/// (A call's future has its own [`Future::timeout`], which fails it with
+/// [`CallError::Timeout`].)
+pub mod time {
+    pub use std::time::Duration;
+    pub use tokio::time::error::Elapsed;
+    pub use tokio::time::{Instant, Interval, interval, sleep, sleep_until, timeout};
+}
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
@@ -68,7 +97,7 @@ pub mod prelude {
         VirtualNode, VnEvent,
     };
     pub use actogrid_runtime::{
-        CallError, Future, FutureGroup, Group, Node, NodeUrl, Proxy, RemoteError, Runtime,
-        wait_all, wait_any,
+        CallError, Future, FutureGroup, Group, GroupError, Node, NodeUrl, Proxy, RemoteError,
+        Runtime, wait_all, wait_any,
     };
 }

@@ -37,7 +37,14 @@ mod entry;
 ///     }
 ///
 ///     pub async fn slow(&self, ms: u64) -> Result<u64, MyError> {
-///         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+///         actogrid::time::sleep(Duration::from_millis(ms)).await;
+///         Ok(self.value)
+///     }
+///
+///     /// Fails with the error and its causes, as text.
+///     pub fn load(&mut self, path: String) -> anyhow::Result<u64> {
+///         let text = std::fs::read_to_string(&path).context("reading the counter")?;
+///         self.value = text.trim().parse()?;
 ///         Ok(self.value)
 ///     }
 ///

@@ -46,7 +46,7 @@ pub use codec::{DecodeError, Encode};
 pub use config::{ConfigError, ENV_PREFIX, Setting, SettingKind, parse_duration, parse_size};
 pub use error::{CallError, Error, ErrorKind, NoError, RemoteError, Result};
 pub use future::{Future, in_completion_order, wait_all, wait_any};
-pub use group::{FutureGroup, Group};
+pub use group::{FutureGroup, Group, GroupError};
 pub use node::Node;
 pub use proxy::{ActiveRef, CallInfo};
 pub use runtime::{Builder, Config, Connector, HostedObject, Io, Runtime, TcpConnector, current};
