@@ -42,9 +42,11 @@ pub struct NodeOptions {
 /// serves use them; start a runtime or a deployment of your own from them
 /// to keep the same settings.
 ///
-/// In a process without `#[actogrid::main]`: the defaults, then the
-/// environment. Fails when a variable of the environment does not parse
-/// (`#[actogrid::main]` stops the process at start-up instead).
+/// In a process without `#[actogrid::main]`, and in a runtime started by
+/// a deployment (whose settings come from the environment it is given):
+/// the defaults, then the environment. Fails when a variable of the
+/// environment does not parse (`#[actogrid::main]` stops the process at
+/// start-up instead).
 pub fn settings() -> Result<Config, ConfigError> {
     match PROCESS_SETTINGS.get() {
         Some(config) => Ok(config.clone()),
@@ -227,16 +229,23 @@ pub async fn spawn_with(runtime: &Runtime, mut cmd: Command) -> anyhow::Result<N
     })
 }
 
-/// What `#[actogrid::main(settings)]` runs: resolve the process's
+/// What `#[actogrid::main(settings)]` runs: serve as a deployment's
+/// runtime if launched as one; otherwise resolve the process's
 /// [`settings`] (a value that does not parse stops the process, exit code
-/// 2, naming the attribute), then serve as a node if launched as one,
-/// otherwise run the application's `main` on a runtime of its own.
+/// 2, naming the attribute), then serve as a node if launched as one, or
+/// run the application's `main` on a runtime of its own.
 #[doc(hidden)]
 pub fn run_main<F, Fut, R>(given: &[(&str, &str, &str)], main: F) -> R
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = R>,
 {
+    let tokio = async_runtime_or_exit();
+    // A deployed runtime takes its settings from the environment its
+    // deployment gives it, whatever this binary's attribute says.
+    if crate::deploy::agent::launched_by_deployer() {
+        std::process::exit(serve_deployed_on(&tokio));
+    }
     let config = match main_settings(given, std::env::vars()) {
         Ok(config) => config,
         Err(e) => {
@@ -245,10 +254,6 @@ where
         }
     };
     let _ = PROCESS_SETTINGS.set(config.clone());
-    let tokio = async_runtime_or_exit();
-    if crate::deploy::agent::launched_by_deployer() {
-        std::process::exit(serve_deployed_on(&tokio));
-    }
     if let Ok(listen) = std::env::var(NODE_LISTEN_ENV) {
         let options = NodeOptions {
             listen,
