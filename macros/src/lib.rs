@@ -186,7 +186,7 @@ pub fn active(
 /// its runtimes.
 ///
 /// The process starts a runtime of its own (serving on a free loopback
-/// port) and runs `main` on it; [`actogrid::current()`] returns that
+/// port) and runs `main` on it; `actogrid::current()` returns that
 /// runtime. When the process was launched as a node runtime (by a
 /// deployer, `actogrid::spawn_node`, or a peer: the environment holds
 /// `ACTOGRID_NODE_LISTEN`), it serves as a node instead and never enters

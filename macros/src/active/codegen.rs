@@ -78,7 +78,9 @@ fn path_string(path: &Path) -> String {
 }
 
 /// One `const` item per type that crosses the network, checking that it
-/// can: `check_argument::<T>()` and friends, whose bounds carry the
+/// can: `(&&&Check::<T>::new()).argument()` (or `returned`,
+/// `method_error`, `ctor_error`), where method resolution picks the
+/// runtime's passing check or a failing one whose bound carries the
 /// message. Each type is checked once (under the same `cfg`s), at its
 /// first appearance.
 fn checks(model: &ActiveImpl, names: &Names) -> TokenStream {
