@@ -18,9 +18,39 @@ mod process;
 
 pub use actogrid_descriptor as descriptor;
 pub use actogrid_runtime::{
-    ActiveRef, CallError, Config, ErrorKind, Future, FutureGroup, Group, NoError, Node, NodeUrl,
-    Proxy, Runtime, builtin, current, in_completion_order, intercept, wait_all, wait_any,
+    ActiveRef, CallError, Config, ConfigError, ErrorKind, Future, FutureGroup, Group, GroupError,
+    NoError, Node, NodeUrl, Proxy, RemoteError, Runtime, builtin, current, in_completion_order,
+    intercept, wait_all, wait_any,
 };
+
+/// Runs blocking or long CPU-bound code on a thread set aside for it, and
+/// returns a handle to await its result (tokio's `spawn_blocking`: the
+/// runtime's executor is tokio's). An `async` method of an active object
+/// that calls a blocking library should go through it, so the executor's
+/// threads keep serving other objects meanwhile.
+///
+/// ```ignore
+/// let digest = actogrid::spawn_blocking(move || sha256(&data)).await?;
+/// ```
+pub use tokio::task::spawn_blocking;
+
+/// Time in `async` code, without depending on tokio: the runtime's
+/// executor is tokio's, and these are its timers.
+///
+/// ```ignore
+/// use actogrid::time::{Duration, sleep, timeout};
+///
+/// sleep(Duration::from_millis(200)).await;
+/// let reply = timeout(Duration::from_secs(5), worker.compute(job)).await??;
+/// ```
+///
+/// (A call's future has its own [`Future::timeout`], which fails it with
+/// [`CallError::Timeout`].)
+pub mod time {
+    pub use std::time::Duration;
+    pub use tokio::time::error::Elapsed;
+    pub use tokio::time::{Instant, Interval, interval, sleep, sleep_until, timeout};
+}
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
@@ -30,7 +60,7 @@ pub use deploy::{
 };
 pub use process::{
     NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_if_deployed, serve_node,
-    spawn_node, spawn_with,
+    settings, spawn_node, spawn_with,
 };
 
 /// Turns an inherent `impl` block into an active type: a typed proxy
@@ -67,6 +97,7 @@ pub mod prelude {
         VirtualNode, VnEvent,
     };
     pub use actogrid_runtime::{
-        CallError, Future, FutureGroup, Group, Node, NodeUrl, Proxy, Runtime, wait_all, wait_any,
+        CallError, Future, FutureGroup, Group, GroupError, Node, NodeUrl, Proxy, RemoteError,
+        Runtime, wait_all, wait_any,
     };
 }

@@ -8,9 +8,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use actogrid_runtime::{Config, Node, NodeUrl, Runtime};
+use actogrid_runtime::{Config, ConfigError, Node, NodeUrl, Runtime};
 
 /// Set on a process launched as a node runtime: the address to listen on.
 pub const NODE_LISTEN_ENV: &str = "ACTOGRID_NODE_LISTEN";
@@ -34,10 +35,61 @@ pub struct NodeOptions {
     pub exit_on_stdin_eof: bool,
 }
 
+/// The settings of this process's runtimes: the built-in defaults, then
+/// those given to `#[actogrid::main(...)]`, then the environment
+/// (`ACTOGRID_HEARTBEAT_TIMEOUT=30s`), later ones winning. The runtime
+/// that `#[actogrid::main]` starts and the node runtimes this process
+/// serves use them; start a runtime or a deployment of your own from them
+/// to keep the same settings.
+///
+/// In a process without `#[actogrid::main]`, and in a runtime started by
+/// a deployment (whose settings come from the environment it is given):
+/// the defaults, then the environment. Fails when a variable of the
+/// environment does not parse (`#[actogrid::main]` stops the process at
+/// start-up instead).
+pub fn settings() -> Result<Config, ConfigError> {
+    match PROCESS_SETTINGS.get() {
+        Some(config) => Ok(config.clone()),
+        None => Config::from_env(),
+    }
+}
+
+/// What `#[actogrid::main]` resolved, once.
+static PROCESS_SETTINGS: OnceLock<Config> = OnceLock::new();
+
+/// The defaults, then the settings given to `#[actogrid::main]` (name,
+/// value, where the value is written), then `env`; checked together. The
+/// error says which attribute or variable is wrong.
+fn main_settings(
+    given: &[(&str, &str, &str)],
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, String> {
+    let mut config = Config::default();
+    for (name, value, at) in given {
+        config.set_value(name, value).map_err(|e| {
+            format!(
+                "#[actogrid::main({name} = {value:?})] at {at}: {}",
+                e.message
+            )
+        })?;
+    }
+    // Settings that only make sense together are checked once all are in.
+    config.apply_vars(env).map_err(|e| {
+        if e.name.starts_with(actogrid_runtime::ENV_PREFIX) {
+            format!("the environment variable {}: {}", e.name, e.message)
+        } else {
+            e.message
+        }
+    })?;
+    Ok(config)
+}
+
 /// Serves as a node runtime until SIGINT/SIGTERM (or stdin closes, when
-/// asked). Prints `actogrid node listening on actogrid://host:port/name`
-/// on stdout once it accepts connections.
+/// asked), with this process's [`settings`]. Prints `actogrid node
+/// listening on actogrid://host:port/name` on stdout once it accepts
+/// connections.
 pub async fn serve_node(options: NodeOptions) -> anyhow::Result<()> {
+    let config = settings()?;
     let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
@@ -46,7 +98,6 @@ pub async fn serve_node(options: NodeOptions) -> anyhow::Result<()> {
         .advertise
         .clone()
         .unwrap_or_else(|| bound.to_string());
-    let config = Config::from_env()?;
     let rt = Runtime::builder().config(config).address(advertise).build();
     rt.make_global();
     let node = rt.local_node(&options.name);
@@ -178,18 +229,31 @@ pub async fn spawn_with(runtime: &Runtime, mut cmd: Command) -> anyhow::Result<N
     })
 }
 
-/// What `#[actogrid::main]` runs: serve as a node if launched as one,
-/// otherwise run the application's `main` on a runtime of its own.
+/// What `#[actogrid::main(settings)]` runs: serve as a deployment's
+/// runtime if launched as one; otherwise resolve the process's
+/// [`settings`] (a value that does not parse stops the process, exit code
+/// 2, naming the attribute), then serve as a node if launched as one, or
+/// run the application's `main` on a runtime of its own.
 #[doc(hidden)]
-pub fn run_main<F, Fut, R>(main: F) -> R
+pub fn run_main<F, Fut, R>(given: &[(&str, &str, &str)], main: F) -> R
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = R>,
 {
     let tokio = async_runtime_or_exit();
+    // A deployed runtime takes its settings from the environment its
+    // deployment gives it, whatever this binary's attribute says.
     if crate::deploy::agent::launched_by_deployer() {
         std::process::exit(serve_deployed_on(&tokio));
     }
+    let config = match main_settings(given, std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("actogrid: runtime settings: {e}");
+            std::process::exit(2);
+        }
+    };
+    let _ = PROCESS_SETTINGS.set(config.clone());
     if let Ok(listen) = std::env::var(NODE_LISTEN_ENV) {
         let options = NodeOptions {
             listen,
@@ -207,7 +271,7 @@ where
         std::process::exit(code);
     }
     tokio.block_on(async {
-        let rt = match Runtime::bind("127.0.0.1:0", Config::default()).await {
+        let rt = match Runtime::bind("127.0.0.1:0", config).await {
             Ok(rt) => rt,
             Err(e) => {
                 eprintln!("actogrid: cannot start this process's runtime: {e}");
@@ -273,5 +337,65 @@ pub fn async_runtime_or_exit() -> tokio::runtime::Runtime {
             eprintln!("actogrid: cannot start the async runtime: {e}");
             std::process::exit(70);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_environment_overrides_the_attribute_which_overrides_the_defaults() {
+        let given = [
+            ("heartbeat_interval", "5s", "src/main.rs:1:30"),
+            ("heartbeat_timeout", "30s", "src/main.rs:1:60"),
+            ("call_timeout", "2m", "src/main.rs:1:90"),
+        ];
+        let config = main_settings(
+            &given,
+            env(&[("ACTOGRID_CALL_TIMEOUT", "none"), ("PATH", "/bin")]),
+        )
+        .unwrap();
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(config.heartbeat_timeout, Duration::from_secs(30));
+        assert_eq!(config.call_timeout, None, "the environment wins");
+        assert_eq!(config.reorder_timeout, Config::default().reorder_timeout);
+    }
+
+    #[test]
+    fn a_value_that_does_not_parse_names_the_attribute_or_the_variable() {
+        let e = main_settings(
+            &[("heartbeat_timeout", "soon", "src/main.rs:3:37")],
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "#[actogrid::main(heartbeat_timeout = \"soon\")] at src/main.rs:3:37: `soon` is \
+                 not a duration"
+            ),
+            "{e}"
+        );
+        let e = main_settings(&[], env(&[("ACTOGRID_MAX_OBJECTS", "lots")])).unwrap_err();
+        assert_eq!(
+            e,
+            "the environment variable ACTOGRID_MAX_OBJECTS: `lots` is not a whole number"
+        );
+        let e = main_settings(
+            &[("heartbeat_interval", "5s", "src/main.rs:3:37")],
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("must be longer than the heartbeat interval"),
+            "{e}"
+        );
     }
 }

@@ -158,11 +158,7 @@ async fn group_calls_reach_every_member_and_failures_stay_separate() -> anyhow::
     let group = Group::create(&nodes, |n, rank| WorkerProxy::new(n, format!("w{rank}"))).await?;
     assert_eq!(group.len(), 8);
 
-    let names = group
-        .broadcast(|w| w.whoami())
-        .values()
-        .await
-        .map_err(|(_, e)| e)?;
+    let names = group.broadcast(|w| w.whoami()).values().await?;
     let pids: std::collections::BTreeSet<u32> = names.iter().map(|(_, pid)| *pid).collect();
     assert_eq!(pids, [a.pid(), b.pid()].into());
     assert_eq!(names[3].0, "w3");

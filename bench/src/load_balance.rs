@@ -146,7 +146,7 @@ async fn run_once(rt: &Runtime, path: &std::path::Path, args: &Args) -> anyhow::
         .scatter(0..args.tasks, |c, id| c.task(id, args.task_ms))
         .values()
         .await
-        .map_err(|(i, e)| anyhow::anyhow!("task {i} failed: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("task {} failed: {}", e.rank, e.error))?;
     let makespan = started.elapsed().as_secs_f64() * 1e3;
     let mut seen = HashSet::new();
     for id in &results {
@@ -162,7 +162,7 @@ async fn run_once(rt: &Runtime, path: &std::path::Path, args: &Args) -> anyhow::
         .broadcast(|c| c.done())
         .values()
         .await
-        .map_err(|(i, e)| anyhow::anyhow!("object {i} cannot list its tasks: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("object {} cannot list its tasks: {}", e.rank, e.error))?;
     let mut served: Vec<u64> = records.into_iter().flatten().collect();
     served.sort_unstable();
     ensure!(

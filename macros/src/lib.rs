@@ -2,8 +2,8 @@
 //!
 //! This crate holds `#[actogrid::active]`, which generates a typed proxy, a
 //! request enum and the dispatch of an active object from its `impl` block,
-//! and will hold `#[actogrid::main]` (the same binary serving as a node
-//! runtime when launched as one). Users never depend on it directly: the
+//! and `#[actogrid::main]` (the same binary serving as a node runtime when
+//! launched as one, with the runtime settings it is given). Users never depend on it directly: the
 //! facade crate `actogrid` re-exports its macros.
 //!
 //! It is a proc-macro crate, so it sits at the bottom of the dependency graph
@@ -37,7 +37,14 @@ mod entry;
 ///     }
 ///
 ///     pub async fn slow(&self, ms: u64) -> Result<u64, MyError> {
-///         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+///         actogrid::time::sleep(Duration::from_millis(ms)).await;
+///         Ok(self.value)
+///     }
+///
+///     /// Fails with the error and its causes, as text.
+///     pub fn load(&mut self, path: String) -> anyhow::Result<u64> {
+///         let text = std::fs::read_to_string(&path).context("reading the counter")?;
+///         self.value = text.trim().parse()?;
 ///         Ok(self.value)
 ///     }
 ///
@@ -84,18 +91,22 @@ mod entry;
 /// # What is exposed
 ///
 /// * A **constructor** is a public associated function returning `Self`
-///   (or the type by name) or `Result<Self, E>`; an error is reported to the
-///   creator as text, through `E`'s `Display`. Constructors cannot be
-///   `async`: build the state synchronously, then call an async method.
+///   (or the type by name) or `Result<Self, E>` (`anyhow::Result<Self>` and
+///   the other aliases below included); an error is reported to the
+///   creator as text, through `E`'s `Display`, with its causes for the
+///   error types sent as text. Constructors cannot be `async`: build the
+///   state synchronously, then call an async method.
 /// * A **method** is a public function taking `&self` or `&mut self`,
 ///   `async` or not. The object serves one request at a time, so `&mut self`
 ///   needs no lock.
 /// * Private functions, and public associated functions that do not return
 ///   `Self`, are left alone: they are helpers of the type.
 ///
-/// Arguments and results cross the network: they must implement
-/// `Serialize` and `Deserialize`, be owned (`String`, not `&str`) and be
-/// plain `name: Type` parameters.
+/// Arguments, results and errors cross the network: they must implement
+/// `Serialize` and `Deserialize` (except the error types sent as text,
+/// below), be owned (`String`, not `&str`) and be plain `name: Type`
+/// parameters. A type that does not gives one error, on that type, saying
+/// what to derive.
 ///
 /// The type itself must be `Send + Sync + 'static`. It may be private;
 /// its proxy is always `pub`.
@@ -108,11 +119,29 @@ mod entry;
 /// |-----------------------------|-----------------------------------|
 /// | none, or `()`               | `Future<()>`                      |
 /// | `Result<U, E>`              | `Future<U, E>`: `Err` fails the future with `E` |
+/// | `Result<U, E>`, `E` sent as text (below) | `Future<U, RemoteError>` |
 /// | `Future<U>`, `Future<U, E>` | the same future: the caller gets its value directly |
 /// | any other `R`               | `Future<R>`                       |
 ///
 /// `Result` and `Future` are recognised by name (the last segment of the
-/// path) with two type arguments for `Result`.
+/// path), with two type arguments for `Result`.
+///
+/// **Error types sent as text.** `anyhow::Error`, `std::io::Error` and
+/// boxed `dyn Error` values are not serializable. A method failing with
+/// one fails its caller's future with a `RemoteError` instead: the error's
+/// message and the messages of its causes (what anyhow's `{:#}` prints).
+/// They are recognised by how they are written, since the attribute sees
+/// tokens, not types:
+///
+/// * `anyhow::Result<U>`, `io::Result<U>`, `std::io::Result<U>` (one type
+///   argument, with that path);
+/// * `Result<U, E>` where `E` is `anyhow::Error`, `io::Error`,
+///   `std::io::Error`, or `Box<dyn …Error…>` with any bounds
+///   (`Box<dyn std::error::Error + Send + Sync>`).
+///
+/// A `Result<U>` imported under its bare name (`use anyhow::Result;`) is
+/// not recognised: write the path. To choose the text yourself, return
+/// `Result<U, RemoteError>` (or `Result<U, String>`).
 ///
 /// # Helper attributes
 ///
@@ -139,6 +168,12 @@ mod entry;
 /// `#[oneway]` or `#[immediate]` anywhere but on a public method, an `async`
 /// or `unsafe` constructor, an `unsafe` method, a block without public
 /// constructor, and unknown attribute arguments.
+///
+/// The compiler then checks each argument, result and error type once, at
+/// the type: one error per type that is not serializable ("`Point` cannot
+/// be an argument of an active method: it is not serializable", and what to
+/// derive), or that has `Serialize` without `Deserialize`, and per
+/// constructor error type without `Display`.
 #[proc_macro_attribute]
 pub fn active(
     attr: proc_macro::TokenStream,
@@ -147,10 +182,11 @@ pub fn active(
     active::expand(attr.into(), item.into()).into()
 }
 
-/// Wraps `async fn main` of an actogrid application.
+/// Wraps `async fn main` of an actogrid application, with the settings of
+/// its runtimes.
 ///
 /// The process starts a runtime of its own (serving on a free loopback
-/// port) and runs `main` on it; [`actogrid::current()`] returns that
+/// port) and runs `main` on it; `actogrid::current()` returns that
 /// runtime. When the process was launched as a node runtime (by a
 /// deployer, `actogrid::spawn_node`, or a peer: the environment holds
 /// `ACTOGRID_NODE_LISTEN`), it serves as a node instead and never enters
@@ -158,11 +194,38 @@ pub fn active(
 /// every active type exists everywhere.
 ///
 /// ```ignore
-/// #[actogrid::main]
+/// #[actogrid::main(heartbeat_timeout = "30s", call_timeout = "none")]
 /// async fn main() -> anyhow::Result<()> {
 ///     let worker = actogrid::spawn_node(&actogrid::current().unwrap(), "w").await?;
 ///     Ok(())
 /// }
+/// ```
+///
+/// # Runtime settings
+///
+/// The arguments are runtime settings, `name = "value"`: those of
+/// `actogrid::Config` (`Config::settings()` lists them), with their text
+/// form: durations as `500ms`, `30s`, `2m`; `call_timeout` also takes
+/// `"none"`; sizes as `64MiB`; counts as `"1000"`. They apply to the
+/// runtime `main` runs on and to the node runtimes this binary serves
+/// (`spawn_node`); runtimes started by a deployment read theirs from the
+/// environment the deployment gives them.
+///
+/// Precedence, lowest first: the built-in defaults, the attribute, the
+/// environment (`ACTOGRID_HEARTBEAT_TIMEOUT=1m` overrides
+/// `heartbeat_timeout = "30s"`), so an operator can tune a built binary.
+/// `actogrid::settings()` returns the result, to start other runtimes or a
+/// deployment from it.
+///
+/// An unknown setting name is a compile error at the name, listing the
+/// valid ones (with the closest one when there is one); a value that is
+/// not a string too. A value that does not parse, or a variable of the
+/// environment that does not, stops the process at start-up, before
+/// `main` or any runtime starts, with exit code 2 and a message naming the
+/// attribute and where it is written (or the variable):
+///
+/// ```text
+/// actogrid: runtime settings: #[actogrid::main(heartbeat_timeout = "soon")] at src/main.rs:3:37: `soon` is not a duration: write a number with a unit (ms, s, m, h), as in `30s`
 /// ```
 #[proc_macro_attribute]
 pub fn main(

@@ -119,10 +119,14 @@ fn construct_erased<T: Active>(
     bytes: &[u8],
 ) -> Result<Box<dyn ErasedActive>, String> {
     let ctor: T::Ctor = crate::codec::decode_in(rt, held, bytes).map_err(|e| e.to_string())?;
+    // The program's code runs in this object from here on: a panic in it
+    // should say where it happened.
+    crate::panics::install();
     Ok(Box::new(T::construct(ctor)?))
 }
 
 fn restore_erased<T: Active>(rt: &Runtime, bytes: &[u8]) -> Result<Box<dyn ErasedActive>, String> {
+    crate::panics::install();
     match crate::codec::within(rt, || T::restore(bytes)) {
         Some(Ok(obj)) => Ok(Box::new(obj)),
         Some(Err(e)) => Err(format!("state of `{}` does not decode: {e}", T::TYPE_NAME)),
@@ -283,5 +287,326 @@ impl<T: DeserializeOwned> SerdeRestore<T> for ProbeDe<T> {
 impl<T> NoRestore<T> for &ProbeDe<T> {
     fn restore(&self, _bytes: &[u8]) -> Option<Result<T, DecodeError>> {
         None
+    }
+}
+
+// How `#[active]` checks the types that cross the network, so that a
+// type that cannot travel gives one short error at the type, written for
+// the person who wrote it.
+//
+// The generated code checks every argument, result and error type once,
+// with `(&&&Check::<T>::new()).argument()` (or `returned`, `method_error`,
+// `ctor_error`) at the type's own span. Method resolution picks the first
+// of three impls that applies: `T` has both serde traits (nothing to
+// say), only `Serialize`, or neither; the last two carry a bound on a
+// trait that no type implements, whose `on_unimplemented` says what to
+// do. Bounding on `Serialize + DeserializeOwned` directly would give two
+// errors for one type (one per trait), each listing serde's impls.
+//
+// Everywhere else the generated code reaches serde through the probes
+// further down, which compile whatever the type: without them rustc would
+// report the same missing `Serialize` again in every piece of generated
+// code that uses it, pointing inside serde and inside this crate. A
+// program whose types fail a check does not compile, so the probes'
+// fallbacks never run.
+
+/// The subject of a check: the type `T` that `#[active]` checks.
+pub struct Check<T>(std::marker::PhantomData<T>);
+
+impl<T> Check<T> {
+    /// The check of `T`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Check(std::marker::PhantomData)
+    }
+}
+
+/// The check that passes: `T` is `Serialize` and `Deserialize`.
+pub trait Travels<T> {
+    /// `T` as an argument.
+    fn argument(&self) {}
+    /// `T` as a result: also `Send`, since the object's task sends it.
+    fn returned(&self)
+    where
+        T: Send + 'static,
+    {
+    }
+    /// `T` as a method's error.
+    fn method_error(&self)
+    where
+        T: Send + 'static,
+    {
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Travels<T> for &&Check<T> {}
+
+/// The check of a type that is `Serialize` but not `Deserialize`.
+pub trait OnlySerialize<T> {
+    /// Fails.
+    fn argument(&self)
+    where
+        T: DeserializableArgument,
+    {
+    }
+    /// Fails.
+    fn returned(&self)
+    where
+        T: DeserializableResult,
+    {
+    }
+    /// Fails.
+    fn method_error(&self)
+    where
+        T: DeserializableError,
+    {
+    }
+}
+
+impl<T: Serialize> OnlySerialize<T> for &Check<T> {}
+
+/// The check of a type that is not `Serialize`.
+pub trait NotSerialize<T> {
+    /// Fails.
+    fn argument(&self)
+    where
+        T: SerializableArgument,
+    {
+    }
+    /// Fails.
+    fn returned(&self)
+    where
+        T: SerializableResult,
+    {
+    }
+    /// Fails.
+    fn method_error(&self)
+    where
+        T: SerializableError,
+    {
+    }
+}
+
+impl<T> NotSerialize<T> for Check<T> {}
+
+/// The check that passes for a constructor's error: it has a `Display`
+/// text, which is what reaches the creator.
+pub trait HasText<T> {
+    /// `T` as a constructor's error.
+    fn ctor_error(&self) {}
+}
+
+impl<T: std::fmt::Display> HasText<T> for &&Check<T> {}
+
+/// The check of a constructor's error without `Display`.
+pub trait NoText<T> {
+    /// Fails.
+    fn ctor_error(&self)
+    where
+        T: DisplayableError,
+    {
+    }
+}
+
+impl<T> NoText<T> for &Check<T> {}
+
+/// What a type failing its check lacks. No type implements these traits:
+/// each is reached only by a type that fails, and its message is the
+/// error `#[active]` gives for that mistake.
+macro_rules! failed_checks {
+    ($($(#[$attr:meta])* $name:ident;)*) => {$(
+        $(#[$attr])*
+        pub trait $name {}
+    )*};
+}
+
+failed_checks! {
+    /// An argument type without `Serialize`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be an argument of an active method: it is not serializable",
+        label = "arguments are sent over the network",
+        note = "derive `serde::Serialize` and `serde::Deserialize` on `{Self}`, or take a type that has them"
+    )]
+    SerializableArgument;
+    /// An argument type without `Deserialize`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be an argument of an active method: it is `Serialize` but not `Deserialize`",
+        label = "arguments are decoded on the object's node",
+        note = "derive `serde::Deserialize` on `{Self}` too"
+    )]
+    DeserializableArgument;
+    /// A result type without `Serialize`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be returned by an active method: it is not serializable",
+        label = "results are sent back over the network",
+        note = "derive `serde::Serialize` and `serde::Deserialize` on `{Self}`, or return a type that has them"
+    )]
+    SerializableResult;
+    /// A result type without `Deserialize`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be returned by an active method: it is `Serialize` but not `Deserialize`",
+        label = "results are decoded by the caller",
+        note = "derive `serde::Deserialize` on `{Self}` too"
+    )]
+    DeserializableResult;
+    /// An error type without `Serialize`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be the error of an active method: it is not serializable",
+        label = "errors are sent back over the network",
+        note = "derive `serde::Serialize` and `serde::Deserialize` on `{Self}`, or return `Result<T, String>` or `Result<T, actogrid::RemoteError>` (`anyhow::Result<T>`, `std::io::Result<T>` and `Result<T, Box<dyn Error + Send + Sync>>` work too: their error travels as a `RemoteError`)"
+    )]
+    SerializableError;
+    /// An error type without `Deserialize`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be the error of an active method: it is `Serialize` but not `Deserialize`",
+        label = "errors are decoded by the caller",
+        note = "derive `serde::Deserialize` on `{Self}` too"
+    )]
+    DeserializableError;
+    /// A constructor's error type without `Display`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be the error of an active constructor: it does not implement `Display`",
+        label = "the creator receives this error as text",
+        note = "implement `std::fmt::Display` for `{Self}`"
+    )]
+    DisplayableError;
+}
+
+/// A value on its way out of a method, for [`Outgoing::served_value`].
+pub struct Outgoing<T>(pub T);
+
+/// Chosen when the value can be encoded.
+pub trait EncodeOutgoing {
+    /// The value as a method's result.
+    fn served_value(self) -> Served;
+    /// The value as a method's error.
+    fn served_error(self) -> Served;
+}
+
+impl<T: Serialize + Send + 'static> EncodeOutgoing for Outgoing<T> {
+    fn served_value(self) -> Served {
+        Served::Value(Box::new(self.0))
+    }
+    fn served_error(self) -> Served {
+        Served::Error(Box::new(self.0))
+    }
+}
+
+/// Chosen when the value cannot be encoded (never in a program that
+/// compiles: its type failed a check).
+pub trait RefuseOutgoing {
+    /// A value that fails to encode.
+    fn served_value(self) -> Served;
+    /// A value that fails to encode.
+    fn served_error(self) -> Served;
+}
+
+impl<T> RefuseOutgoing for &Outgoing<T> {
+    fn served_value(self) -> Served {
+        Served::Value(Box::new(Unencodable(std::any::type_name::<T>())))
+    }
+    fn served_error(self) -> Served {
+        Served::Error(Box::new(Unencodable(std::any::type_name::<T>())))
+    }
+}
+
+/// Stands for a value whose type has no `Serialize`: encoding it fails.
+struct Unencodable(&'static str);
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(format_args!(
+            "`{}` does not implement serde::Serialize",
+            self.0
+        )))
+    }
+}
+
+/// Chosen when a field of a request can be encoded.
+pub trait SerializeField {
+    /// Encodes the field.
+    fn serialize_field<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error>;
+}
+
+impl<T: Serialize> SerializeField for Probe<'_, T> {
+    #[inline]
+    fn serialize_field<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Chosen when it cannot (never in a program that compiles).
+pub trait RefuseField {
+    /// Fails.
+    fn serialize_field<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error>;
+}
+
+impl<T> RefuseField for &Probe<'_, T> {
+    fn serialize_field<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(format_args!(
+            "`{}` does not implement serde::Serialize",
+            std::any::type_name::<T>()
+        )))
+    }
+}
+
+/// Chosen when a field of a request can be decoded.
+pub trait DeserializeField<T> {
+    /// Decodes the field.
+    fn deserialize_field<'de, D: serde::Deserializer<'de>>(
+        &self,
+        deserializer: D,
+    ) -> Result<T, D::Error>;
+}
+
+impl<T: DeserializeOwned> DeserializeField<T> for ProbeDe<T> {
+    #[inline]
+    fn deserialize_field<'de, D: serde::Deserializer<'de>>(
+        &self,
+        deserializer: D,
+    ) -> Result<T, D::Error> {
+        T::deserialize(deserializer)
+    }
+}
+
+/// Chosen when it cannot (never in a program that compiles).
+pub trait RefuseDeserializeField<T> {
+    /// Fails.
+    fn deserialize_field<'de, D: serde::Deserializer<'de>>(
+        &self,
+        deserializer: D,
+    ) -> Result<T, D::Error>;
+}
+
+impl<T> RefuseDeserializeField<T> for &ProbeDe<T> {
+    fn deserialize_field<'de, D: serde::Deserializer<'de>>(&self, _: D) -> Result<T, D::Error> {
+        Err(serde::de::Error::custom(format_args!(
+            "`{}` does not implement serde::Deserialize",
+            std::any::type_name::<T>()
+        )))
+    }
+}
+
+/// Chosen when a constructor's error has a text.
+pub trait ErrorText {
+    /// The error's `Display` text.
+    fn error_text(&self) -> String;
+}
+
+impl<T: std::fmt::Display> ErrorText for Probe<'_, T> {
+    fn error_text(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+/// Chosen when it has none (never in a program that compiles).
+pub trait NoErrorText {
+    /// The type's name.
+    fn error_text(&self) -> String;
+}
+
+impl<T> NoErrorText for &Probe<'_, T> {
+    fn error_text(&self) -> String {
+        format!("an error of type `{}`", std::any::type_name::<T>())
     }
 }

@@ -826,15 +826,9 @@ fn encode_failure(e: codec::EncodeFailure, method: &str) -> Outcome {
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send), method: &str) -> String {
-    format!("panic in `{method}`: {}", panic_text(panic))
-}
-
-/// The message a panic carried.
-pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
+/// The message of a panic in `method`, read on the thread that caught it.
+/// The caller's `CallError::Panicked` names the method already: the
+/// message says what panicked, where, on which host and process.
+fn panic_message(panic: &(dyn std::any::Any + Send), _method: &str) -> String {
+    crate::panics::describe(panic)
 }

@@ -182,8 +182,19 @@ impl Config {
         SETTINGS.iter().find(|s| normalize(s.name) == wanted)
     }
 
-    /// Sets `name` from its text form (`set("heartbeatTimeout", "30s")`).
+    /// Sets `name` from its text form (`set("heartbeatTimeout", "30s")`),
+    /// and checks it against the other settings.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        self.set_value(name, value)?;
+        self.validate()
+    }
+
+    /// Sets `name` from its text form like [`Config::set`], without
+    /// checking it against the other settings: when several are given
+    /// together, in any order, set each, then call [`Config::validate`]
+    /// (a heartbeat interval of 5 s is only valid once the timeout is
+    /// longer).
+    pub fn set_value(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
         let err = |message: String| ConfigError {
             name: name.to_owned(),
             message,
@@ -257,7 +268,15 @@ impl Config {
                 }
             }
         }
-        self.check().map_err(err)
+        Ok(())
+    }
+
+    /// Checks the settings that only make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|message| ConfigError {
+            name: "heartbeat_timeout".to_owned(),
+            message,
+        })
     }
 
     fn set_duration(&mut self, name: &str, d: Duration) {
@@ -322,13 +341,14 @@ impl Config {
         for setting in SETTINGS {
             let var = format!("{ENV_PREFIX}{}", setting.name.to_ascii_uppercase());
             if let Some((_, value)) = vars.iter().find(|(k, _)| *k == var) {
-                self.set(setting.name, value).map_err(|e| ConfigError {
-                    name: var.clone(),
-                    message: e.message,
-                })?;
+                self.set_value(setting.name, value)
+                    .map_err(|e| ConfigError {
+                        name: var.clone(),
+                        message: e.message,
+                    })?;
             }
         }
-        Ok(())
+        self.validate()
     }
 
     /// The defaults, then the environment of this process.
@@ -469,6 +489,23 @@ mod tests {
         );
         assert!(c.set("max_objects", "0").is_err());
         assert!(c.set("max_message_size", "12 parsecs").is_err());
+    }
+
+    #[test]
+    fn settings_given_together_are_checked_together() {
+        // One at a time, the interval would pass the default timeout.
+        let mut c = Config::default();
+        c.set_value("heartbeat_interval", "5s").unwrap();
+        c.set_value("heartbeat_timeout", "30s").unwrap();
+        c.validate().unwrap();
+        let mut d = Config::default();
+        d.apply_vars([
+            ("ACTOGRID_HEARTBEAT_TIMEOUT".to_owned(), "30s".to_owned()),
+            ("ACTOGRID_HEARTBEAT_INTERVAL".to_owned(), "5s".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(c, d);
+        assert!(Config::default().set("heartbeat_interval", "5s").is_err());
     }
 
     #[test]

@@ -18,6 +18,107 @@ impl fmt::Display for NoError {
 
 impl std::error::Error for NoError {}
 
+/// An error that crossed the network as text: what a method returning
+/// `anyhow::Result<T>`, `std::io::Result<T>` or `Result<T, Box<dyn Error>>`
+/// failed with, as its caller receives it.
+///
+/// Such error types are not serializable, so `#[active]` sends their text
+/// instead: the error's own message and the messages of its causes, in
+/// order (what `anyhow` prints for `{:#}`). The proxy method returns
+/// `Future<T, RemoteError>`.
+///
+/// `Display` prints the message followed by its causes, separated by
+/// `": "`, so that the whole chain shows wherever the error is printed;
+/// for the same reason [`source`](std::error::Error::source) is `None`.
+/// [`RemoteError::message`] and [`RemoteError::causes`] give the parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    message: String,
+    causes: Vec<String>,
+}
+
+impl RemoteError {
+    /// An error with this message and no cause.
+    pub fn new(message: impl Into<String>) -> Self {
+        RemoteError {
+            message: message.into(),
+            causes: Vec::new(),
+        }
+    }
+
+    /// The text of `error` and of each of its sources, in order.
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut causes = Vec::new();
+        let mut next = error.source();
+        while let Some(cause) = next {
+            causes.push(cause.to_string());
+            next = cause.source();
+        }
+        RemoteError {
+            message: error.to_string(),
+            causes,
+        }
+    }
+
+    /// The same error, as the cause of a new message (what anyhow's
+    /// `context` does).
+    pub fn context(self, message: impl Into<String>) -> Self {
+        let mut causes = Vec::with_capacity(self.causes.len() + 1);
+        causes.push(self.message);
+        causes.extend(self.causes);
+        RemoteError {
+            message: message.into(),
+            causes,
+        }
+    }
+
+    /// The error's own message, without its causes.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The messages of its causes, the closest first.
+    pub fn causes(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.causes.iter().map(String::as_str)
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        for cause in &self.causes {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+impl From<std::io::Error> for RemoteError {
+    fn from(error: std::io::Error) -> Self {
+        RemoteError::from_error(&error)
+    }
+}
+
+impl From<Box<dyn std::error::Error + Send + Sync>> for RemoteError {
+    fn from(error: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        RemoteError::from_error(&*error)
+    }
+}
+
+impl From<String> for RemoteError {
+    fn from(message: String) -> Self {
+        RemoteError::new(message)
+    }
+}
+
+impl From<&str> for RemoteError {
+    fn from(message: &str) -> Self {
+        RemoteError::new(message)
+    }
+}
+
 /// Why a call did not produce its value. Every kind is distinct, so a
 /// caller can tell a method's own error from a panic, a dead node or a
 /// timeout.
@@ -29,9 +130,10 @@ pub enum CallError<E = NoError> {
     /// The method panicked; the object keeps serving its next requests.
     #[error("`{method}` panicked: {message}")]
     Panicked {
-        /// The method called.
+        /// The method called (`create` for a constructor).
         method: &'static str,
-        /// The panic message.
+        /// The panic's text, then where it happened: `…, at
+        /// src/lib.rs:12:9 on host (pid 4242)`.
         message: String,
     },
     /// The runtime hosting the object died or became unreachable before

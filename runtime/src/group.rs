@@ -112,6 +112,31 @@ impl<P: Proxy> FromIterator<P> for Group<P> {
     }
 }
 
+/// The first failure of a group call ([`FutureGroup::values`]): which
+/// member, and its error. Displays as `member 2 of the group: ` followed by
+/// the error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("member {rank} of the group: {error}")]
+pub struct GroupError<E = crate::NoError> {
+    /// The member's rank.
+    pub rank: usize,
+    /// What its call gave.
+    pub error: CallError<E>,
+}
+
+impl<E> GroupError<E> {
+    /// The rank and the error, as a pair.
+    pub fn into_parts(self) -> (usize, CallError<E>) {
+        (self.rank, self.error)
+    }
+}
+
+impl<E> From<GroupError<E>> for (usize, CallError<E>) {
+    fn from(e: GroupError<E>) -> Self {
+        e.into_parts()
+    }
+}
+
 /// The futures of one group call, by rank.
 #[derive(Debug)]
 pub struct FutureGroup<T, E = crate::NoError> {
@@ -139,12 +164,12 @@ impl<T: DeserializeOwned, E: DeserializeOwned> FutureGroup<T, E> {
         future::wait_all(self.futures).await
     }
 
-    /// Waits for every member; the values by rank, or the first error with
-    /// its rank.
-    pub async fn values(self) -> Result<Vec<T>, (usize, CallError<E>)> {
+    /// Waits for every member; the values by rank, or the first error in
+    /// rank order, with its rank.
+    pub async fn values(self) -> Result<Vec<T>, GroupError<E>> {
         let mut out = Vec::with_capacity(self.futures.len());
-        for (i, r) in future::wait_all(self.futures).await.into_iter().enumerate() {
-            out.push(r.map_err(|e| (i, e))?);
+        for (rank, r) in future::wait_all(self.futures).await.into_iter().enumerate() {
+            out.push(r.map_err(|error| GroupError { rank, error })?);
         }
         Ok(out)
     }

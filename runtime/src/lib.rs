@@ -9,6 +9,8 @@
 //!   and the registry of types by name;
 //! * `body` — an object's queue and its serving task (ordering, immediate
 //!   requests, panics, migration);
+//! * `panics` — what a caught panic says: message, source location, host
+//!   and process;
 //! * [`Future`] — results of calls, first-class (`future.rs`);
 //! * [`Group`] — typed groups (`group.rs`);
 //! * [`intercept`] — the hooks technical services use;
@@ -35,6 +37,7 @@ mod group;
 mod ids;
 pub mod intercept;
 mod node;
+mod panics;
 mod proxy;
 mod runtime;
 mod url;
@@ -43,9 +46,9 @@ mod wire;
 pub use active::{Active, Proxy, ServeFuture, Served};
 pub use codec::{DecodeError, Encode};
 pub use config::{ConfigError, ENV_PREFIX, Setting, SettingKind, parse_duration, parse_size};
-pub use error::{CallError, Error, ErrorKind, NoError, Result};
+pub use error::{CallError, Error, ErrorKind, NoError, RemoteError, Result};
 pub use future::{Future, in_completion_order, wait_all, wait_any};
-pub use group::{FutureGroup, Group};
+pub use group::{FutureGroup, Group, GroupError};
 pub use node::Node;
 pub use proxy::{ActiveRef, CallInfo};
 pub use runtime::{Builder, Config, Connector, HostedObject, Io, Runtime, TcpConnector, current};
@@ -62,11 +65,13 @@ pub use actogrid_descriptor as descriptor;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::active::{
-        Active, NoRestore, NoState, Probe, ProbeDe, Proxy, SerdeRestore, SerdeState, ServeFuture,
-        Served, TypeEntry,
+        Active, Check, DeserializeField, EncodeOutgoing, ErrorText, HasText, NoErrorText,
+        NoRestore, NoState, NoText, NotSerialize, OnlySerialize, Outgoing, Probe, ProbeDe, Proxy,
+        RefuseDeserializeField, RefuseField, RefuseOutgoing, SerdeRestore, SerdeState,
+        SerializeField, ServeFuture, Served, Travels, TypeEntry,
     };
     pub use crate::codec::{DecodeError, Encode};
-    pub use crate::error::{CallError, NoError};
+    pub use crate::error::{CallError, NoError, RemoteError};
     pub use crate::future::Future;
     pub use crate::node::Node;
     pub use crate::proxy::{ActiveRef, CallInfo};

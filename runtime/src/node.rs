@@ -151,7 +151,13 @@ impl Node {
     }
 
     /// Registers `proxy` under `name` on this node's runtime, so any
-    /// process can look it up at `actogrid://host:port/name`.
+    /// process can look it up at `actogrid://host:port/name`:
+    /// [`Node::url_of`] gives that URL.
+    ///
+    /// ```ignore
+    /// node.register("journal", &journal).await?;
+    /// let url = node.url_of("journal"); // hand it to other programs
+    /// ```
     pub fn register<P: Proxy>(&self, name: &str, proxy: &P) -> Future<()> {
         self.runtime.control(
             &self.url,
@@ -161,6 +167,14 @@ impl Node {
             },
             "register",
         )
+    }
+
+    /// The URL under which `name` is (or would be) registered on this
+    /// node's runtime by [`Node::register`]: `actogrid://host:port/name`,
+    /// with the runtime's address. Names belong to the runtime, so the
+    /// node's own name plays no part.
+    pub fn url_of(&self, name: &str) -> NodeUrl {
+        NodeUrl::new(self.url.host(), self.url.port(), name)
     }
 
     /// Removes a name registered on this node's runtime.

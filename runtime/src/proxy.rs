@@ -7,7 +7,6 @@ use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::NodeUrl;
@@ -132,13 +131,9 @@ impl ActiveRef {
         )
     }
 
-    /// Calls a method; the reply is decoded as `Result<U, E>`.
-    pub fn call<U, E, R>(&self, request: R, info: CallInfo) -> Future<U, E>
-    where
-        U: DeserializeOwned,
-        E: DeserializeOwned,
-        R: Serialize,
-    {
+    /// Calls a method; the reply is decoded as `Result<U, E>` when the
+    /// future is awaited.
+    pub fn call<U, E, R: Serialize>(&self, request: R, info: CallInfo) -> Future<U, E> {
         match &self.inner.runtime {
             Some(rt) => rt.call(self, &request, info, false),
             None => self.unbound(info.method),
@@ -147,12 +142,7 @@ impl ActiveRef {
 
     /// Calls a method that returns a future: the caller's future takes
     /// that future's value (automatic continuation).
-    pub fn call_forwarded<U, E, R>(&self, request: R, info: CallInfo) -> Future<U, E>
-    where
-        U: DeserializeOwned,
-        E: DeserializeOwned,
-        R: Serialize,
-    {
+    pub fn call_forwarded<U, E, R: Serialize>(&self, request: R, info: CallInfo) -> Future<U, E> {
         match &self.inner.runtime {
             Some(rt) => rt.call(self, &request, info, true),
             None => self.unbound(info.method),

@@ -1376,8 +1376,8 @@ impl Runtime {
                 return Err((
                     Status::Panicked,
                     format!(
-                        "the constructor of `{type_name}` panicked: {}",
-                        crate::body::panic_text(&*panic)
+                        "in the constructor of `{type_name}`: {}",
+                        crate::panics::describe(&*panic)
                     ),
                 ));
             }

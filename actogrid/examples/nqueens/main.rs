@@ -120,7 +120,7 @@ async fn run_on(group: &Group<SolverProxy>, work: &[Task]) -> anyhow::Result<(u6
         .scatter(work.iter().cloned(), |solver, task| solver.solve(task))
         .values()
         .await
-        .map_err(|(i, e)| anyhow::anyhow!("task {i} failed: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("task {} failed: {}", e.rank, e.error))?;
     Ok((counts.iter().sum(), started.elapsed()))
 }
 

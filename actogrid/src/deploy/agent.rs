@@ -174,7 +174,7 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     let advertise = advertised(launch.advertise.as_deref(), bound, local.ip());
     let rt = Runtime::builder()
-        .config(Config::default())
+        .config(Config::from_env()?)
         .address(advertise)
         .build();
     rt.make_global();

@@ -142,7 +142,10 @@ fn not_enough(
     out
 }
 
-/// A registered runtime, as [`Deployment::runtimes`] lists it.
+/// A registered runtime, as [`Deployment::runtimes`] lists it. Displays
+/// as one line: its host, its pid, what started it, then its nodes
+/// (`node-3 pid 4242 (runtime `jvm` of `workers` on node-3):
+/// actogrid://10.0.0.3:7000/w-0, actogrid://10.0.0.3:7000/w-1`).
 #[derive(Debug, Clone)]
 pub struct RuntimeSummary {
     /// The host name it reported.
@@ -153,6 +156,20 @@ pub struct RuntimeSummary {
     pub nodes: Vec<NodeUrl>,
     /// What started it.
     pub launch: String,
+}
+
+impl std::fmt::Display for RuntimeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} pid {} ({}):", self.host, self.pid, self.launch)?;
+        if self.nodes.is_empty() {
+            return f.write_str(" no node");
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let separator = if i == 0 { " " } else { ", " };
+            write!(f, "{separator}{node}")?;
+        }
+        Ok(())
+    }
 }
 
 /// How a deployment behaves.
@@ -503,7 +520,7 @@ impl Deployment {
         node.register(&registered, &dir).await.map_err(|e| {
             DeployError::Setup(format!("cannot register the directory of `{name}`: {e}"))
         })?;
-        let url = NodeUrl::new(node.url().host(), node.url().port(), registered);
+        let url = node.url_of(&registered);
         // Nodes already there (currentJVM) are listed too.
         for n in lock(&vn.nodes).iter() {
             drop(dir.add(n.url().to_string()));
@@ -528,7 +545,7 @@ impl Deployment {
         node.register(name, &dir)
             .await
             .map_err(|e| DeployError::Setup(format!("cannot register `{name}`: {e}")))?;
-        let url = NodeUrl::new(node.url().host(), node.url().port(), name);
+        let url = node.url_of(name);
         tracing::info!("virtual node `{name}` registered at {url}");
         Ok(url)
     }

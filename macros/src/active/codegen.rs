@@ -2,26 +2,35 @@
 //! constructor enums, the `Active` impl and the type's registration.
 //!
 //! Every runtime item is reached through `<krate>::__private`, so the
-//! expansion works wherever the facade crate is, under whatever name. The
-//! user's types are copied with their spans: a missing `Serialize` impl is
-//! reported on the argument that needs it, not on the attribute.
+//! expansion works wherever the facade crate is, under whatever name.
+//!
+//! Each argument, result and error type is checked once, by a `const`
+//! item carrying the type's span ([`checks`]): a type without `Serialize`
+//! gives one error, on that type, saying what to do. The rest of the
+//! expansion reaches serde through the runtime's probes, which compile
+//! whatever the type, so the same mistake is not reported again from
+//! inside the generated enums, the proxy and the dispatch.
+
+use std::collections::HashSet;
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Attribute, Ident, LitStr, Path};
+use syn::{Attribute, Ident, LitStr, Path, Type};
 
-use super::ir::{ActiveImpl, Ctor, Method, Param, Reply};
+use super::ir::{ActiveImpl, Ctor, Failure, Method, Param, Remote, Reply};
 
 /// The items generated for `model`, to be emitted after its impl block.
 pub(super) fn expand(model: &ActiveImpl) -> TokenStream {
     let names = Names::of(model);
+    let checks = checks(model, &names);
     let proxy = proxy(model, &names);
     let enums = enums(model, &names);
     let active = active_impl(model, &names);
     let Names { private, .. } = &names;
     let self_ty = &model.self_ty;
     quote! {
+        #checks
         #proxy
         #enums
         #active
@@ -66,6 +75,65 @@ fn path_string(path: &Path) -> String {
         ""
     };
     format!("{leading}{}", segments.join("::"))
+}
+
+/// One `const` item per type that crosses the network, checking that it
+/// can: `(&&&Check::<T>::new()).argument()` (or `returned`,
+/// `method_error`, `ctor_error`), where method resolution picks the
+/// runtime's passing check or a failing one whose bound carries the
+/// message. Each type is checked once (under the same `cfg`s), at its
+/// first appearance.
+fn checks(model: &ActiveImpl, names: &Names) -> TokenStream {
+    let private = &names.private;
+    let mut seen = HashSet::new();
+    let mut out = TokenStream::new();
+    let mut check = |attrs: &[Attribute], ty: &Type, what: &str| {
+        let cfgs: Vec<&Attribute> = cfgs(attrs).collect();
+        let key = format!("{} {}", quote!(#(#cfgs)*), ty.to_token_stream());
+        if !seen.insert(key) {
+            return;
+        }
+        // Only the call carries the type's span: the error goes there.
+        let check = Ident::new(what, ty.span());
+        let call = quote_spanned!(ty.span()=> (&&&#private::Check::<#ty>::new()).#check());
+        out.extend(quote! {
+            #(#cfgs)*
+            const _: () = {
+                #[allow(unused_imports)]
+                use #private::{HasText as _, NoText as _, NotSerialize as _, OnlySerialize as _, Travels as _};
+                #[allow(dead_code, clippy::needless_borrow)]
+                fn check() {
+                    #call;
+                }
+            };
+        });
+    };
+    for ctor in &model.ctors {
+        for param in &ctor.params {
+            check(&ctor.attrs, &param.ty, "argument");
+        }
+        if let Some(Failure::Typed(err)) = &ctor.fallible {
+            check(&ctor.attrs, err, "ctor_error");
+        }
+    }
+    for method in &model.methods {
+        for param in &method.params {
+            check(&method.attrs, &param.ty, "argument");
+        }
+        match &method.reply {
+            Reply::Value(ty) => check(&method.attrs, ty, "returned"),
+            Reply::Result { ok, err } => {
+                check(&method.attrs, ok, "returned");
+                if let Failure::Typed(err) = err {
+                    check(&method.attrs, err, "method_error");
+                }
+            }
+            // A future is always serializable; its value type is checked
+            // where it is awaited.
+            Reply::Unit | Reply::Future(_) => {}
+        }
+    }
+    out
 }
 
 /// The proxy struct, its trait impls and its methods.
@@ -180,10 +248,10 @@ fn proxy_ctor(model: &ActiveImpl, names: &Names, ctor: &Ctor) -> TokenStream {
         .find(|name| !taken(name))
         .map(|name| Ident::new(name, Span::call_site()))
         .expect("three distinct names cannot all be taken by parameters checked one by one");
-    let note = if *fallible {
+    let note = if fallible.is_some() {
         format!(
             "Creates the object on `{node}`: the future resolves to its proxy once it is \
-             built there, or fails with the error this constructor returned."
+             built there, or fails with the text of the error this constructor returned."
         )
     } else {
         format!(
@@ -232,7 +300,21 @@ fn proxy_method(names: &Names, method: &Method) -> TokenStream {
         match reply {
             Reply::Unit => (quote!(#private::Future<()>), quote!(call), waits),
             Reply::Value(ty) => (quote!(#private::Future<#ty>), quote!(call), waits),
-            Reply::Result { ok, err } => (quote!(#private::Future<#ok, #err>), quote!(call), waits),
+            Reply::Result {
+                ok,
+                err: Failure::Typed(err),
+            } => (quote!(#private::Future<#ok, #err>), quote!(call), waits),
+            Reply::Result {
+                ok,
+                err: Failure::Remote(_),
+            } => (
+                quote!(#private::Future<#ok, #private::RemoteError>),
+                quote!(call),
+                "Asynchronous: sends the request and returns at once; the future \
+                 resolves to the reply once the object has served the request. An \
+                 error the method returns arrives as a `RemoteError`: its text and \
+                 the texts of its causes.",
+            ),
             Reply::Future(ty) => (
                 quote!(#ty),
                 quote!(call_forwarded),
@@ -268,14 +350,20 @@ fn enums(model: &ActiveImpl, names: &Names) -> TokenStream {
         ctor,
         ..
     } = names;
-    let requests = model
+    let mut request_fields = Fields::new(private, request);
+    let requests: Vec<TokenStream> = model
         .methods
         .iter()
-        .map(|m| variant(&m.attrs, &m.variant, &m.params));
-    let ctors = model
+        .map(|m| request_fields.variant(&m.attrs, &m.variant, &m.params))
+        .collect();
+    let mut ctor_fields = Fields::new(private, ctor);
+    let ctors: Vec<TokenStream> = model
         .ctors
         .iter()
-        .map(|c| variant(&c.attrs, &c.variant, &c.params));
+        .map(|c| ctor_fields.variant(&c.attrs, &c.variant, &c.params))
+        .collect();
+    let request_helpers = request_fields.helpers;
+    let ctor_helpers = ctor_fields.helpers;
     // Public because the `Active` impl names them, but not part of the API:
     // hidden, and spared the lints that would ask for docs on every field.
     let attrs = quote! {
@@ -284,18 +372,88 @@ fn enums(model: &ActiveImpl, names: &Names) -> TokenStream {
         #[derive(#private::serde::Serialize, #private::serde::Deserialize)]
         #[serde(crate = #serde)]
     };
+    // The fields' encoders, reached by path from the derived impls.
+    let helpers_attrs = quote! {
+        #[allow(clippy::needless_borrow, clippy::ptr_arg, clippy::borrowed_box)]
+    };
     quote! {
         #attrs
         pub enum #request { #(#requests)* }
+        #helpers_attrs
+        impl #request { #request_helpers }
         #attrs
         pub enum #ctor { #(#ctors)* }
+        #helpers_attrs
+        impl #ctor { #ctor_helpers }
     }
 }
 
-fn variant(attrs: &[Attribute], variant: &Ident, params: &[Param]) -> TokenStream {
-    let cfgs = cfgs(attrs);
-    let (fields, types) = fields(params);
-    quote! { #(#cfgs)* #variant { #(#fields: #types),* }, }
+/// The variants of one generated enum, each field encoded and decoded by
+/// a function of its own that goes through the runtime's probes: derived
+/// code calling serde directly would repeat the error of a field type
+/// without `Serialize` several times, inside serde.
+struct Fields<'a> {
+    private: &'a TokenStream,
+    enum_name: &'a Ident,
+    /// The functions so far.
+    helpers: TokenStream,
+    count: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn new(private: &'a TokenStream, enum_name: &'a Ident) -> Self {
+        Fields {
+            private,
+            enum_name,
+            helpers: TokenStream::new(),
+            count: 0,
+        }
+    }
+
+    fn variant(&mut self, attrs: &[Attribute], variant: &Ident, params: &[Param]) -> TokenStream {
+        let cfgs: Vec<&Attribute> = cfgs(attrs).collect();
+        let fields = params.iter().map(|param| {
+            let (ident, ty) = (&param.ident, &param.ty);
+            let with = self.field(&cfgs, ty);
+            quote! { #with #ident: #ty }
+        });
+        let fields: Vec<TokenStream> = fields.collect();
+        quote! { #(#cfgs)* #variant { #(#fields),* }, }
+    }
+
+    /// The encoder and decoder of one field; its `#[serde]` attribute.
+    fn field(&mut self, cfgs: &[&Attribute], ty: &Type) -> TokenStream {
+        let private = self.private;
+        let enum_name = self.enum_name;
+        let ser = format_ident!("__ag_ser_{}", self.count);
+        let de = format_ident!("__ag_de_{}", self.count);
+        self.count += 1;
+        self.helpers.extend(quote! {
+            #(#cfgs)*
+            #[inline]
+            fn #ser<__AgS: #private::serde::Serializer>(
+                value: &#ty,
+                serializer: __AgS,
+            ) -> ::core::result::Result<__AgS::Ok, __AgS::Error> {
+                #[allow(unused_imports)]
+                use #private::{RefuseField as _, SerializeField as _};
+                (&#private::Probe(value)).serialize_field(serializer)
+            }
+            #(#cfgs)*
+            #[inline]
+            fn #de<'de, __AgD: #private::serde::Deserializer<'de>>(
+                deserializer: __AgD,
+            ) -> ::core::result::Result<#ty, __AgD::Error> {
+                #[allow(unused_imports)]
+                use #private::{DeserializeField as _, RefuseDeserializeField as _};
+                (&#private::ProbeDe::<#ty>(::core::marker::PhantomData))
+                    .deserialize_field(deserializer)
+            }
+        });
+        let ser = LitStr::new(&format!("{enum_name}::{ser}"), Span::call_site());
+        let de = LitStr::new(&format!("{enum_name}::{de}"), Span::call_site());
+        quote!(#[serde(serialize_with = #ser, deserialize_with = #de)])
+    }
 }
 
 /// `impl Active`: building the object and serving its requests.
@@ -314,13 +472,28 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
         let cfgs = cfgs(&c.attrs);
         let (pattern, args) = destructure(ctor, &c.variant, &c.params);
         let ident = &c.ident;
-        let built = if c.fallible {
-            quote! {
-                Self::#ident(#(#args),*)
-                    .map_err(|__ag_error| ::std::string::ToString::to_string(&__ag_error))
+        let text = match &c.fallible {
+            None => None,
+            Some(Failure::Typed(_)) => Some(quote! {{
+                #[allow(unused_imports)]
+                use #private::{ErrorText as _, NoErrorText as _};
+                (&#private::Probe(&__ag_error)).error_text()
+            }}),
+            Some(Failure::Remote(remote)) => {
+                let error = dyn_error(*remote);
+                Some(quote! {
+                    ::std::string::ToString::to_string(&#private::RemoteError::from_error(#error))
+                })
             }
-        } else {
-            quote!(::core::result::Result::Ok(Self::#ident(#(#args),*)))
+        };
+        let built = match text {
+            Some(text) => quote! {
+                match Self::#ident(#(#args),*) {
+                    ::core::result::Result::Ok(__ag_built) => ::core::result::Result::Ok(__ag_built),
+                    ::core::result::Result::Err(__ag_error) => ::core::result::Result::Err(#text),
+                }
+            },
+            None => quote!(::core::result::Result::Ok(Self::#ident(#(#args),*))),
         };
         quote! { #(#cfgs)* #pattern => #built, }
     });
@@ -341,13 +514,25 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
                 #call;
                 #private::Served::value(())
             }),
-            Reply::Value(_) | Reply::Future(_) => quote!(#private::Served::value(#call)),
-            Reply::Result { .. } => quote! {
-                match #call {
-                    ::core::result::Result::Ok(__ag_value) => #private::Served::value(__ag_value),
-                    ::core::result::Result::Err(__ag_error) => #private::Served::error(__ag_error),
+            Reply::Future(_) => quote!(#private::Served::value(#call)),
+            Reply::Value(_) => quote!(#private::Outgoing(#call).served_value()),
+            Reply::Result { err, .. } => {
+                let error = match err {
+                    Failure::Typed(_) => quote!(#private::Outgoing(__ag_error).served_error()),
+                    Failure::Remote(remote) => {
+                        let error = dyn_error(*remote);
+                        quote!(#private::Served::error(#private::RemoteError::from_error(#error)))
+                    }
+                };
+                quote! {
+                    match #call {
+                        ::core::result::Result::Ok(__ag_value) => {
+                            #private::Outgoing(__ag_value).served_value()
+                        }
+                        ::core::result::Result::Err(__ag_error) => #error,
+                    }
                 }
-            },
+            }
         };
         if m.is_async {
             quote! { #(#cfgs)* #pattern => #served, }
@@ -409,6 +594,8 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
 
             #[allow(unreachable_patterns, unreachable_code)]
             fn serve(&mut self, request: #request) -> #private::ServeFuture<'_> {
+                #[allow(unused_imports)]
+                use #private::{EncodeOutgoing as _, RefuseOutgoing as _};
                 #serve
             }
 
@@ -417,6 +604,8 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
                 &mut self,
                 request: #request,
             ) -> ::core::result::Result<#private::Served, #request> {
+                #[allow(unused_imports)]
+                use #private::{EncodeOutgoing as _, RefuseOutgoing as _};
                 #serve_now
             }
 
@@ -445,6 +634,15 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
                 (&#private::ProbeDe::<Self>(::core::marker::PhantomData)).restore(bytes)
             }
         }
+    }
+}
+
+/// The `&dyn Error` inside the error value `__ag_error` of a method
+/// returning one of the error types sent as text.
+fn dyn_error(remote: Remote) -> TokenStream {
+    match remote {
+        Remote::Deref => quote!(&*__ag_error),
+        Remote::Plain => quote!(&__ag_error),
     }
 }
 

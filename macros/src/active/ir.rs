@@ -32,8 +32,9 @@ pub(super) struct Ctor {
     /// `doc`, `cfg` and `deprecated` attributes, carried over to the proxy.
     pub(super) attrs: Vec<Attribute>,
     pub(super) params: Vec<Param>,
-    /// Returns `Result<Self, E>`: the error is turned into the creation error.
-    pub(super) fallible: bool,
+    /// Returns `Result<Self, E>`: the error is turned into the creation
+    /// error, as text.
+    pub(super) fallible: Option<Failure>,
     /// Variant of the constructor enum.
     pub(super) variant: Ident,
 }
@@ -69,11 +70,34 @@ pub(super) enum Reply {
     /// Any other type `R`: the proxy returns `Future<R>`.
     Value(Type),
     /// `Result<U, E>`: the proxy returns `Future<U, E>`, so the error stays
-    /// typed instead of being nested in the value.
-    Result { ok: Type, err: Box<Type> },
+    /// typed instead of being nested in the value; or `Future<U,
+    /// RemoteError>` when `E` is one of the error types sent as text.
+    Result { ok: Type, err: Failure },
     /// The method hands back a future of its own: the proxy returns that
     /// same future type and the caller waits for its value directly.
     Future(Type),
+}
+
+/// The error side of a `Result`, and how it reaches the caller.
+#[derive(Debug, PartialEq)]
+pub(super) enum Failure {
+    /// A type of the program's: it travels as itself (a method's error), or
+    /// as its `Display` text (a constructor's).
+    Typed(Box<Type>),
+    /// An error type that is not serializable but is recognised by name
+    /// (`anyhow::Error`, `io::Error`, `Box<dyn Error>`): it travels as a
+    /// `RemoteError` made of its text and the texts of its causes.
+    Remote(Remote),
+}
+
+/// How generated code reaches the `&dyn Error` inside a [`Failure::Remote`]
+/// error value `e`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Remote {
+    /// `&*e`: `anyhow::Error` and `Box<dyn Error>` dereference to it.
+    Deref,
+    /// `&e`: `io::Error` is one.
+    Plain,
 }
 
 impl Reply {
@@ -85,16 +109,76 @@ impl Reply {
         if matches!(ty, Type::Tuple(tuple) if tuple.elems.is_empty()) {
             return Reply::Unit;
         }
-        if let Some([ok, err]) = generic_types::<2>(ty, "Result") {
+        if let Some((ok, err)) = result_types(ty) {
             return Reply::Result {
                 ok: ok.clone(),
-                err: Box::new(err.clone()),
+                err,
             };
         }
         if last_segment(ty).is_some_and(|s| s.ident == "Future") {
             return Reply::Future(ty.clone());
         }
         Reply::Value(ty.clone())
+    }
+}
+
+/// The value type and the failure of a `Result`: `Result<T, E>` under any
+/// path, or one of the one-argument aliases `anyhow::Result<T>`,
+/// `io::Result<T>` and `std::io::Result<T>`.
+fn result_types(ty: &Type) -> Option<(&Type, Failure)> {
+    if let Some([ok, err]) = generic_types::<2>(ty, "Result") {
+        let failure = match remote_error(err) {
+            Some(remote) => Failure::Remote(remote),
+            None => Failure::Typed(Box::new(err.clone())),
+        };
+        return Some((ok, failure));
+    }
+    let [ok] = generic_types::<1>(ty, "Result")?;
+    Some((ok, Failure::Remote(error_module(ty)?)))
+}
+
+/// Whether `ty` names an error type sent as text: `anyhow::Error`,
+/// `io::Error`, `std::io::Error`, or a boxed `dyn Error` (with any
+/// bounds).
+fn remote_error(ty: &Type) -> Option<Remote> {
+    let segment = last_segment(ty)?;
+    if segment.ident == "Error" && segment.arguments.is_none() {
+        return error_module(ty);
+    }
+    let [boxed] = generic_types::<1>(ty, "Box")?;
+    let Type::TraitObject(object) = unwrap_parens(boxed) else {
+        return None;
+    };
+    object
+        .bounds
+        .iter()
+        .any(|bound| {
+            matches!(bound, syn::TypeParamBound::Trait(t)
+                if t.path.segments.last().is_some_and(|s| s.ident == "Error"))
+        })
+        .then_some(Remote::Deref)
+}
+
+/// Whether the path of `ty` before its last segment is `anyhow`, `io` or
+/// `std::io` (with or without a leading `::`), and so how its error is
+/// reached.
+fn error_module(ty: &Type) -> Option<Remote> {
+    let Type::Path(path) = unwrap_parens(ty) else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let segments = &path.path.segments;
+    let prefix: Vec<String> = segments
+        .iter()
+        .take(segments.len().saturating_sub(1))
+        .map(|s| s.ident.to_string())
+        .collect();
+    match prefix.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["anyhow"] => Some(Remote::Deref),
+        ["io"] | ["std", "io"] => Some(Remote::Plain),
+        _ => None,
     }
 }
 
@@ -116,15 +200,16 @@ pub(super) fn is_self(ty: &Type, name: &Ident) -> bool {
         .is_some_and(|s| s.ident == *name && s.arguments.is_none())
 }
 
-/// For a constructor's return type: `Some(false)` for `Self`, `Some(true)`
-/// for `Result<Self, E>`, `None` when it is not a constructor.
-pub(super) fn constructs(ty: Option<&Type>, name: &Ident) -> Option<bool> {
+/// For a constructor's return type: `Some(None)` for `Self`,
+/// `Some(Some(failure))` for `Result<Self, E>` (or `anyhow::Result<Self>`
+/// and the other aliases), `None` when it is not a constructor.
+pub(super) fn constructs(ty: Option<&Type>, name: &Ident) -> Option<Option<Failure>> {
     let ty = ty?;
     if is_self(ty, name) {
-        return Some(false);
+        return Some(None);
     }
-    match generic_types::<2>(ty, "Result") {
-        Some([ok, _]) if is_self(ok, name) => Some(true),
+    match result_types(ty) {
+        Some((ok, failure)) if is_self(ok, name) => Some(Some(failure)),
         _ => None,
     }
 }

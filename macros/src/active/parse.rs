@@ -18,7 +18,7 @@ use syn::{
     Visibility,
 };
 
-use super::ir::{self, ActiveImpl, Ctor, Method, Param, Reply};
+use super::ir::{self, ActiveImpl, Ctor, Failure, Method, Param, Reply};
 
 pub(super) const GENERIC: &str = "active objects are registered by name to be created on remote nodes, so they cannot be generic";
 pub(super) const TRAIT_IMPL: &str = "put #[active] on an inherent impl block (`impl Type { ... }`)";
@@ -200,6 +200,12 @@ impl Reader {
         self.common_checks(function);
         let params = self.params(function);
         let variant = self.variant(&function.sig.ident, true);
+        // The error type is named outside the impl block, in the check of
+        // its `Display`.
+        let fallible = fallible.map(|failure| match failure {
+            Failure::Typed(ty) => Failure::Typed(Box::new(ir::replace_self(&ty, &self.self_ty))),
+            remote => remote,
+        });
         self.ctors.push(Ctor {
             ident: function.sig.ident.clone(),
             vis: function.vis.clone(),

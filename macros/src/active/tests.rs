@@ -1,4 +1,4 @@
-use super::ir::{self, ActiveImpl, Reply};
+use super::ir::{self, ActiveImpl, Failure, Remote, Reply};
 use super::parse::{self, *};
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
@@ -37,6 +37,7 @@ fn counter() -> ItemImpl {
             /// Starts at `start`.
             pub fn new(start: u64) -> Self { todo!() }
             pub fn parse(text: String) -> Result<Counter, ParseIntError> { todo!() }
+            pub fn load(path: String) -> anyhow::Result<Self> { todo!() }
             fn hidden() -> Self { todo!() }
             pub fn helper(x: &str) -> usize { x.len() }
             pub fn incr(&mut self, by: u64) -> u64 { todo!() }
@@ -63,14 +64,26 @@ fn classifies_constructors_and_methods() {
     let ctors: Vec<_> = model
         .ctors
         .iter()
-        .map(|c| (c.ident.to_string(), c.variant.to_string(), c.fallible))
+        .map(|c| {
+            (
+                c.ident.to_string(),
+                c.variant.to_string(),
+                c.fallible.is_some(),
+            )
+        })
         .collect();
     assert_eq!(
         ctors,
         [
             ("new".into(), "New".into(), false),
-            ("parse".into(), "Parse".into(), true)
+            ("parse".into(), "Parse".into(), true),
+            ("load".into(), "Load".into(), true),
         ]
+    );
+    assert_eq!(
+        model.ctors[2].fallible,
+        Some(Failure::Remote(Remote::Deref)),
+        "`anyhow::Result<Self>` is a constructor whose error is sent as text"
     );
     assert_eq!(model.ctors[0].params[0].ident, "start");
     assert_eq!(model.ctors[0].attrs.len(), 1, "the doc comment is kept");
@@ -109,7 +122,7 @@ fn maps_return_types() {
         replies[1],
         &Reply::Result {
             ok: u64_ty,
-            err: Box::new(parse_quote!(MyError))
+            err: Failure::Typed(Box::new(parse_quote!(MyError)))
         }
     );
     assert_eq!(replies[2], &Reply::Unit);
@@ -119,8 +132,11 @@ fn maps_return_types() {
         &Reply::Future(parse_quote!(Future<u64, MyError>))
     );
 
-    // `Result` with one argument (an alias) is an ordinary value.
-    let alias: Type = parse_quote!(io::Result<u8>);
+    // `Result` with one argument is an ordinary value, unless it is one of
+    // the aliases whose error is sent as text.
+    let alias: Type = parse_quote!(Result<u8>);
+    assert_eq!(Reply::of(Some(&alias)), Reply::Value(alias.clone()));
+    let alias: Type = parse_quote!(fmt::Result<u8>);
     assert_eq!(Reply::of(Some(&alias)), Reply::Value(alias.clone()));
     let paren: Type = parse_quote!((std::result::Result<u8, E>));
     assert!(matches!(Reply::of(Some(&paren)), Reply::Result { .. }));
@@ -371,11 +387,18 @@ fn replaces_self() {
 fn recognises_constructors() {
     let name: syn::Ident = parse_quote!(Counter);
     let ret = |ty: Type| ir::constructs(Some(&ty), &name);
-    assert_eq!(ret(parse_quote!(Self)), Some(false));
-    assert_eq!(ret(parse_quote!(Counter)), Some(false));
-    assert_eq!(ret(parse_quote!(crate::Counter)), Some(false));
-    assert_eq!(ret(parse_quote!(Result<Self, String>)), Some(true));
-    assert_eq!(ret(parse_quote!(anyhow::Result<Self>)), None);
+    assert_eq!(ret(parse_quote!(Self)), Some(None));
+    assert_eq!(ret(parse_quote!(Counter)), Some(None));
+    assert_eq!(ret(parse_quote!(crate::Counter)), Some(None));
+    assert_eq!(
+        ret(parse_quote!(Result<Self, String>)),
+        Some(Some(Failure::Typed(Box::new(parse_quote!(String)))))
+    );
+    assert_eq!(
+        ret(parse_quote!(anyhow::Result<Self>)),
+        Some(Some(Failure::Remote(Remote::Deref)))
+    );
+    assert_eq!(ret(parse_quote!(Result<Self>)), None);
     assert_eq!(ret(parse_quote!(Option<Self>)), None);
     assert_eq!(ret(parse_quote!(Counter<u8>)), None);
     assert_eq!(ir::constructs(None, &name), None);
@@ -421,4 +444,62 @@ fn expansion_rejects_other_items() {
         ),
     );
     assert!(tokens.to_string().contains(TRAIT_IMPL));
+}
+
+#[test]
+fn recognises_error_types_sent_as_text() {
+    let u64_ty: Type = parse_quote!(u64);
+    let remote = |remote| Reply::Result {
+        ok: u64_ty.clone(),
+        err: Failure::Remote(remote),
+    };
+    let cases: [(Type, Remote); 10] = [
+        (parse_quote!(anyhow::Result<u64>), Remote::Deref),
+        (parse_quote!(::anyhow::Result<u64>), Remote::Deref),
+        (parse_quote!(io::Result<u64>), Remote::Plain),
+        (parse_quote!(std::io::Result<u64>), Remote::Plain),
+        (parse_quote!(Result<u64, anyhow::Error>), Remote::Deref),
+        (parse_quote!(Result<u64, io::Error>), Remote::Plain),
+        (
+            parse_quote!(std::result::Result<u64, std::io::Error>),
+            Remote::Plain,
+        ),
+        (parse_quote!(Result<u64, Box<dyn Error>>), Remote::Deref),
+        (
+            parse_quote!(Result<u64, Box<dyn std::error::Error + Send + Sync>>),
+            Remote::Deref,
+        ),
+        (
+            parse_quote!(anyhow::Result<u64, anyhow::Error>),
+            Remote::Deref,
+        ),
+    ];
+    for (ty, expected) in cases {
+        assert_eq!(
+            Reply::of(Some(&ty)),
+            remote(expected),
+            "{}",
+            ty.to_token_stream()
+        );
+    }
+    // Errors of the program's own stay typed, whatever their name.
+    for ty in [
+        parse_quote!(Result<u64, Error>),
+        parse_quote!(Result<u64, my::Error>),
+        parse_quote!(Result<u64, Box<MyError>>),
+        parse_quote!(anyhow::Result<u64, String>),
+    ] {
+        let ty: Type = ty;
+        assert!(
+            matches!(
+                Reply::of(Some(&ty)),
+                Reply::Result {
+                    err: Failure::Typed(_),
+                    ..
+                }
+            ),
+            "{}",
+            ty.to_token_stream()
+        );
+    }
 }
