@@ -283,3 +283,45 @@ async fn wait_for_timeout_waits_the_whole_timeout() {
     deployment.kill().await;
     rt.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_settings_reach_every_runtime_a_deployment_starts() {
+    let dir = TempDir::new("settings");
+    let descriptor = local_descriptor(2, 1, "timeout=\"30s\"", None).replacen(
+        "</ProActiveDescriptor>",
+        "<runtimeSettings>\n\
+           <setting name=\"heartbeatTimeout\" value=\"17s\"/>\n\
+           <setting name=\"callTimeout\" value=\"2m\"/>\n\
+         </runtimeSettings>\n</ProActiveDescriptor>",
+        1,
+    );
+    let path = dir.write("settings.xml", &descriptor);
+    let rt = runtime().await;
+    let options = actogrid::DeployOptions {
+        settings: vec![("max_objects".into(), "12345".into())],
+        ..support::options(&rt)
+    };
+    let deployment = actogrid::Deployment::load_with(&path, Default::default(), options)
+        .await
+        .expect("loads");
+    assert_eq!(
+        deployment.settings().heartbeat_timeout,
+        Duration::from_secs(17)
+    );
+    deployment.activate().await.unwrap();
+    let nodes = tokio::time::timeout(NEVER, deployment.virtual_node("Workers").unwrap().nodes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(nodes.len(), 2);
+    for node in &nodes {
+        let w = actogrid::builtin::WorkerProxy::new(node, "w".into())
+            .await
+            .unwrap();
+        let settings = w.settings().await.unwrap();
+        assert!(settings.contains("heartbeat_timeout=17000ms"), "{settings}");
+        assert!(settings.contains("call_timeout=120000ms"), "{settings}");
+        assert!(settings.contains("max_objects=12345"), "{settings}");
+    }
+    deployment.kill().await;
+}

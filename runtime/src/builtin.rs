@@ -165,6 +165,11 @@ impl Worker {
         data.len() as u64
     }
 
+    /// The settings of the runtime serving this object, as text.
+    pub fn settings(&self) -> String {
+        crate::current().map_or_else(String::new, |rt| rt.config().to_string())
+    }
+
     /// Panics with `message`.
     pub fn explode(&self, message: String) -> u64 {
         panic!("{message}")

@@ -305,7 +305,8 @@ impl Runtime {
         &self.inner.futures
     }
 
-    pub(crate) fn config(&self) -> &Config {
+    /// Its settings.
+    pub fn config(&self) -> &Config {
         &self.inner.config
     }
 

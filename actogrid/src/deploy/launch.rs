@@ -240,6 +240,7 @@ impl Launches for Sink {
                 (NODE_PREFIX_ENV.to_owned(), self.vn.name.clone()),
             ]
             .into_iter()
+            .chain(self.inner.settings.to_env())
             .chain(self.vn.launch_env.iter().cloned())
             .collect(),
         }

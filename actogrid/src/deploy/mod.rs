@@ -202,6 +202,12 @@ pub struct DeployOptions {
     /// (`P2PService`); default: from the passphrase in
     /// `ACTOGRID_OVERLAY_TOKEN`, else the open overlay's.
     pub overlay_token: crate::peer::Token,
+    /// Runtime settings given by the code (`("heartbeat_timeout", "30s")`),
+    /// applied last: over the program's settings (`#[actogrid::main(...)]`,
+    /// then the environment) and the descriptor's `<runtimeSettings>`.
+    /// Every runtime the deployment starts, created or acquired, gets the
+    /// result; see [`Deployment::settings`].
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for DeployOptions {
@@ -223,6 +229,7 @@ impl Default for DeployOptions {
             overlay_token: crate::peer::token_of(
                 std::env::var(crate::peer::TOKEN_ENV).ok().as_deref(),
             ),
+            settings: Vec::new(),
         }
     }
 }
@@ -266,6 +273,8 @@ pub(crate) struct Inner {
     /// The descriptor's `<runtimeSettings>`, checked (see
     /// [`Deployment::runtime_settings`]).
     runtime_settings: Vec<(String, String)>,
+    /// The settings of the runtimes it starts (see [`Deployment::settings`]).
+    pub(crate) settings: actogrid_runtime::Config,
 }
 
 impl Deployment {
@@ -297,6 +306,7 @@ impl Deployment {
         let checked = services::check(&mut loaded);
         let mut services = checked.vns;
         let descriptor = loaded.into_valid()?;
+        let settings = deployment_settings(&checked.runtime_settings, &options.settings)?;
         let base = match &options.runtime {
             Some(rt) => rt.clone(),
             None => crate::current().ok_or(DeployError::NoRuntime)?,
@@ -382,6 +392,7 @@ impl Deployment {
             progress,
             own_runtime,
             runtime_settings: checked.runtime_settings,
+            settings,
         });
         let sweeper = Arc::downgrade(&inner.shared);
         let every = (inner.options.lease / 2).max(Duration::from_millis(100));
@@ -413,6 +424,15 @@ impl Deployment {
     /// given them.
     pub fn runtime_settings(&self) -> &[(String, String)] {
         &self.inner.runtime_settings
+    }
+
+    /// The settings of every runtime this deployment starts, created or
+    /// acquired: the defaults, then the program's `#[actogrid::main(...)]`,
+    /// then the descriptor's `<runtimeSettings>`, then the `ACTOGRID_*`
+    /// environment of this process, then [`DeployOptions::settings`]. They
+    /// reach the runtimes through their environment.
+    pub fn settings(&self) -> &actogrid_runtime::Config {
+        &self.inner.settings
     }
 
     /// The descriptor's path.
@@ -601,6 +621,28 @@ pub fn check_descriptor(
     let mut loaded = actogrid_descriptor::load(path, options);
     services::check(&mut loaded);
     loaded
+}
+
+/// The settings of a deployment's runtimes: the program's (defaults, its
+/// `#[actogrid::main(...)]`, the environment), the descriptor's over them,
+/// the environment again over the descriptor, and the code's last.
+fn deployment_settings(
+    descriptor: &[(String, String)],
+    code: &[(String, String)],
+) -> Result<actogrid_runtime::Config, DeployError> {
+    let bad = |e: actogrid_runtime::ConfigError| DeployError::Setup(e.to_string());
+    let mut settings = crate::settings().map_err(bad)?;
+    for (name, value) in descriptor {
+        settings.set_value(name, value).map_err(bad)?;
+    }
+    settings.apply_env().map_err(bad)?;
+    for (name, value) in code {
+        settings
+            .set_value(name, value)
+            .map_err(|e| DeployError::Setup(format!("DeployOptions::settings: {e}")))?;
+    }
+    settings.validate().map_err(bad)?;
+    Ok(settings)
 }
 
 /// Looks up the nodes of a virtual node registered by another program at

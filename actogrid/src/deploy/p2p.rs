@@ -186,6 +186,7 @@ impl Requester {
             (NODE_PREFIX_ENV.to_owned(), vn.name.clone()),
         ]
         .into_iter()
+        .chain(inner.settings.to_env())
         .chain(vn.launch_env.iter().cloned())
         .collect();
         let spec = LaunchSpec {
