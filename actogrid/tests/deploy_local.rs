@@ -253,9 +253,14 @@ fn actogrid_deploy_tears_down_on_ctrl_c() {
         .args(["-INT", &deployer.id().to_string()])
         .status()
         .unwrap();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut deployer.stderr.take().unwrap(), &mut logs).unwrap();
     let status = deployer.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(runtimes.iter().all(|p| !alive(*p)), "left: {runtimes:?}");
+    // Logs written to a pipe (or a file) carry no terminal colour codes.
+    assert!(logs.contains("INFO"), "{logs}");
+    assert!(!logs.contains('\x1b'), "colour codes in {logs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
