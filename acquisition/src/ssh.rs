@@ -707,7 +707,35 @@ async fn open_master(target: &SshTarget) -> Result<Session, ExecError> {
             detail: format!("no ssh login within {} s", limit.as_secs()),
         }),
         Ok(Ok(session)) => Ok(session),
-        Ok(Err(e)) => Err(classify_connect_error(&target.host, &e)),
+        Ok(Err(e)) => Err(with_resolution_hint(
+            classify_connect_error(&target.host, &e),
+            target,
+        )),
+    }
+}
+
+/// A host name ssh cannot resolve is often an alias of an ssh
+/// configuration this process was not given: say which file is read and
+/// how to name another.
+fn with_resolution_hint(error: ExecError, target: &SshTarget) -> ExecError {
+    let ExecError::Unreachable { host, detail } = error else {
+        return error;
+    };
+    if !detail.contains("Could not resolve hostname") {
+        return ExecError::Unreachable { host, detail };
+    }
+    let hint = match target.effective_config_file() {
+        Some(file) => format!(
+            "it is not an alias of the ssh configuration {} either",
+            file.display()
+        ),
+        None => format!(
+            "if it is an alias of your ssh configuration, set {SSH_CONFIG_ENV} (or DeployOptions::ssh_config) to that file"
+        ),
+    };
+    ExecError::Unreachable {
+        detail: format!("`{host}` does not resolve ({detail}); {hint}"),
+        host,
     }
 }
 
@@ -862,6 +890,33 @@ mod tests {
             mux_failure(stderr).as_deref(),
             Some("the master connection is gone")
         );
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_points_at_the_ssh_configuration() {
+        let words = "Could not resolve hostname agh1: Name or service not known".to_owned();
+        let mut target = SshTarget::new("agh1");
+        target.config_file = None;
+        let plain = with_resolution_hint(classify_words("agh1", words.clone()), &target);
+        if std::env::var_os(SSH_CONFIG_ENV).is_none() {
+            let text = plain.to_string();
+            assert!(
+                text.starts_with("agh1: unreachable: `agh1` does not resolve ("),
+                "{text}"
+            );
+            assert!(text.contains("set ACTOGRID_SSH_CONFIG"), "{text}");
+        }
+        target.config_file = Some("/etc/cluster/ssh_config".into());
+        let text = with_resolution_hint(classify_words("agh1", words), &target).to_string();
+        assert!(
+            text.contains("not an alias of the ssh configuration /etc/cluster/ssh_config"),
+            "{text}"
+        );
+        let refused = classify_words("h", "Permission denied (publickey).".into());
+        assert!(matches!(
+            with_resolution_hint(refused, &target),
+            ExecError::AuthRefused { .. }
+        ));
     }
 
     #[test]

@@ -107,6 +107,56 @@ async fn a_runtime_that_cannot_start_is_reported_with_its_own_words() {
     );
     assert!(text.contains("exited with code 127"), "{text}");
     assert!(text.contains("/nonexistent/actogrid-node"), "{text}");
+    // Plain words: what is needed, what failed.
+    assert!(
+        text.starts_with("virtual node `Workers` needs 1 node, but its only node failed"),
+        "{text}"
+    );
+    rt.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_does_not_resolve_fails_alone_with_a_hint() {
+    // One runtime on a host no resolver knows, one on this machine:
+    // the host fails on its own, the deployment goes on (minNodeNumber).
+    let dir = TempDir::new("unresolved");
+    let text = local_descriptor(1, 1, "timeout=\"30s\" minNodeNumber=\"1\"", None)
+        .replace(
+            "<vmName value=\"set\"/>",
+            "<vmName value=\"remote\"/><vmName value=\"set\"/>",
+        )
+        .replace(
+            "</jvms>",
+            "<jvm name=\"remote\"><creation><processReference refid=\"toNowhere\"/></creation></jvm></jvms>",
+        )
+        .replace(
+            "</processes>",
+            "<processDefinition id=\"toNowhere\"><sshProcess hostname=\"no-such-host.invalid\"><processReference refid=\"localRuntime\"/></sshProcess></processDefinition></processes>",
+        );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let options = actogrid::DeployOptions {
+        ssh_config: None,
+        ..support::options(&rt)
+    };
+    let deployment = actogrid::Deployment::load_with(&path, Default::default(), options)
+        .await
+        .expect("a host that does not resolve does not stop the deployment");
+    deployment.activate().await.unwrap();
+    let vn = deployment.virtual_node("Workers").unwrap();
+    let nodes = tokio::time::timeout(NEVER, vn.nodes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(nodes.len(), 1);
+    support::ping_all(&nodes).await;
+    let failures = vn.failures().join("\n");
+    assert!(
+        failures.contains("`no-such-host.invalid` does not resolve"),
+        "{failures}"
+    );
+    assert!(failures.contains("ACTOGRID_SSH_CONFIG"), "{failures}");
+    deployment.kill().await;
     rt.shutdown();
 }
 

@@ -77,7 +77,7 @@ pub enum DeployError {
     #[error("virtual node `{0}` is not activated: call activate() or activate_vn() first")]
     NotActivated(String),
     /// Not enough nodes arrived.
-    #[error("{}", not_enough(.vn, *.have, *.needed, .waited, .impossible, .failures, .waiting_on))]
+    #[error("{}", not_enough(self))]
     NotEnoughNodes {
         /// The virtual node.
         vn: String,
@@ -85,14 +85,18 @@ pub enum DeployError {
         have: u64,
         /// Nodes it needed (`minNodeNumber`, else every expected node).
         needed: u64,
+        /// Nodes the descriptor maps to it, when it says exactly.
+        expected: Option<u64>,
+        /// Nodes that failed or left (they will not come).
+        failed: u64,
         /// How long it waited.
         waited: Duration,
         /// Failures made the count unreachable before the timeout.
         impossible: bool,
         /// Every failure, one line per host or job.
-        failures: Vec<String>,
+        failures: Box<[String]>,
         /// What is still pending (job states).
-        waiting_on: Vec<String>,
+        waiting_on: Box<[String]>,
     },
     /// A technical service failed a node and asked for the whole virtual
     /// node to fail.
@@ -111,25 +115,58 @@ pub enum DeployError {
     Setup(String),
 }
 
-fn not_enough(
-    vn: &str,
-    have: u64,
-    needed: u64,
-    waited: &Duration,
-    impossible: &bool,
-    failures: &[String],
-    waiting_on: &[String],
-) -> String {
+/// `1 node`, `2 nodes`.
+fn count_nodes(n: u64) -> String {
+    if n == 1 {
+        "1 node".to_owned()
+    } else {
+        format!("{n} nodes")
+    }
+}
+
+fn not_enough(e: &DeployError) -> String {
+    let DeployError::NotEnoughNodes {
+        vn,
+        have,
+        needed,
+        expected,
+        failed,
+        waited,
+        impossible,
+        failures,
+        waiting_on,
+    } = e
+    else {
+        return String::new();
+    };
+    let waited = waited.as_secs_f64();
+    // "1 of its 3 nodes failed", "all 4 of its nodes failed", "2 nodes failed".
+    let failed_words = match expected {
+        Some(1) if *failed >= 1 => "its only node failed".to_owned(),
+        Some(2) if *failed >= 2 => "both its nodes failed".to_owned(),
+        Some(e) if failed >= e => format!("all {e} of its nodes failed"),
+        Some(e) => format!("{failed} of its {e} nodes failed"),
+        None => format!("{} failed", count_nodes(*failed)),
+    };
     let mut out = if *impossible {
+        let most = match expected {
+            Some(e) if failed < e => format!(", so at most {} can come", e - failed),
+            _ => String::new(),
+        };
         format!(
-            "virtual node `{vn}`: {needed} node(s) can no longer be reached ({have} usable after {:.1} s, too many failures)",
-            waited.as_secs_f64()
+            "virtual node `{vn}` needs {}, but {failed_words}{most} ({have} usable after {waited:.1} s)",
+            count_nodes(*needed)
         )
     } else {
-        format!(
-            "virtual node `{vn}`: {have} of {needed} node(s) usable after {:.1} s (its timeout)",
-            waited.as_secs_f64()
-        )
+        let mut s = format!(
+            "virtual node `{vn}` needs {} and has {have} after {waited:.1} s (its timeout)",
+            count_nodes(*needed)
+        );
+        if *failed > 0 {
+            s.push_str("; ");
+            s.push_str(&failed_words);
+        }
+        s
     };
     for f in failures {
         out.push_str("\n  failed: ");
@@ -273,7 +310,7 @@ impl Deployment {
             Some(rt) => rt.clone(),
             None => crate::current().ok_or(DeployError::NoRuntime)?,
         };
-        let own_runtime = reach::first_remote_host(&descriptor).is_some()
+        let own_runtime = !reach::remote_hosts(&descriptor).is_empty()
             && (reach::is_loopback(&base) || options.advertise.is_some());
         let runtime = if own_runtime {
             reach::remote_reachable_runtime(&descriptor, &options).await?
