@@ -641,12 +641,7 @@ async fn kill(inner: &Arc<Inner>) {
         if let Err(e) = j.job.cancel(j.shell.as_ref()).await {
             tracing::warn!("{e}");
         }
-        let files = &j.job.files;
-        let cleanup = format!(
-            "rm -f {} {} {}; rmdir {} 2>/dev/null; true",
-            files.script, files.output, files.error, files.work_dir
-        );
-        let _ = j.shell.run(&cleanup, None).await;
+        let _ = j.shell.run(&j.job.files.removal_script(), None).await;
     });
     futures::future::join_all(cancels).await;
     // Give processes a moment to exit on their own, then kill the rest.
