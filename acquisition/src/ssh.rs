@@ -93,6 +93,11 @@ pub struct SshTarget {
     /// before another is opened; keep it at or below the server's
     /// `MaxSessions` ([`DEFAULT_CHANNELS_PER_CONNECTION`] by default).
     pub channels_per_connection: usize,
+    /// Where the masters' control directories (`.ssh-connection…`, holding
+    /// the control socket and the master's log) are made; `None`: the
+    /// system's temporary directory. A deployer puts them where the
+    /// cleanup that outlives it finds them.
+    pub control_directory: Option<PathBuf>,
 }
 
 impl SshTarget {
@@ -108,6 +113,7 @@ impl SshTarget {
             server_alive_interval: DEFAULT_SERVER_ALIVE_INTERVAL,
             known_hosts: KnownHosts::Strict,
             channels_per_connection: DEFAULT_CHANNELS_PER_CONNECTION,
+            control_directory: None,
         }
     }
 
@@ -139,7 +145,11 @@ impl SshTarget {
         b.known_hosts_check(self.known_hosts.clone())
             .connect_timeout(self.connect_timeout.max(Duration::from_secs(1)))
             .server_alive_interval(self.server_alive_interval.max(Duration::from_secs(1)))
-            .control_directory(std::env::temp_dir())
+            .control_directory(
+                self.control_directory
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir),
+            )
             .control_persist(ControlPersist::IdleFor(
                 std::num::NonZeroUsize::new(MASTER_IDLE_LIMIT)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
@@ -563,6 +573,68 @@ impl Shell for SshShell {
     fn spawn<'a>(&'a self, script: &'a str) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>> {
         Box::pin(self.inner.spawn(script))
     }
+
+    /// `ssh … host 'sh -c …'` with this shell's login options, through a
+    /// master of this shell while one is up (`ControlMaster=no` falls back
+    /// to logging in by itself when the control socket is gone).
+    fn standalone_command(&self, script: &str) -> Option<String> {
+        let target = &self.inner.target;
+        let socket = self
+            .inner
+            .masters
+            .try_lock()
+            .ok()
+            .and_then(|m| m.first().map(|m| m.session.control_socket().to_path_buf()));
+        let strict = match target.known_hosts {
+            KnownHosts::Strict => "StrictHostKeyChecking=yes",
+            KnownHosts::Add => "StrictHostKeyChecking=accept-new",
+            KnownHosts::Accept => "StrictHostKeyChecking=no",
+        };
+        let mut argv: Vec<String> = vec![
+            "ssh".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            strict.into(),
+            "-o".into(),
+            format!("ConnectTimeout={}", target.connect_timeout.as_secs().max(1)),
+            "-o".into(),
+            format!(
+                "ServerAliveInterval={}",
+                target.server_alive_interval.as_secs().max(1)
+            ),
+            "-o".into(),
+            "ControlMaster=no".into(),
+            "-o".into(),
+            match &socket {
+                Some(p) => format!("ControlPath={}", p.display()),
+                None => "ControlPath=none".into(),
+            },
+        ];
+        if let Some(port) = target.port {
+            argv.extend(["-p".into(), port.to_string()]);
+        }
+        if let Some(user) = &target.username {
+            argv.extend(["-l".into(), user.clone()]);
+        }
+        if let Some(key) = &target.identity_file {
+            argv.extend([
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+                "-i".into(),
+                key.display().to_string(),
+            ]);
+        }
+        if let Some(config) = target.effective_config_file() {
+            argv.extend(["-F".into(), config.display().to_string()]);
+        }
+        argv.extend([
+            "--".into(),
+            target.host.clone(),
+            format!("sh -c {}", quote(script)),
+        ]);
+        Some(argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" "))
+    }
 }
 
 /// A command started over ssh, whose channel stays open until it ends.
@@ -874,25 +946,6 @@ mod tests {
     }
 
     #[test]
-    fn mux_client_failures_are_recognised() {
-        assert!(mux_failure("hello\n").is_none());
-        let w = mux_failure("Control socket connect(/tmp/x/master): No such file or directory\r\n");
-        assert_eq!(
-            w.as_deref(),
-            Some("Control socket connect(/tmp/x/master): No such file or directory")
-        );
-        let stderr = "ssh: Could not resolve hostname none: Name or service not known\r\n";
-        assert!(never_reached_master(stderr));
-        assert!(!never_reached_master(&format!(
-            "mux_client_request_session: read from master failed: Broken pipe\n{stderr}"
-        )));
-        assert_eq!(
-            mux_failure(stderr).as_deref(),
-            Some("the master connection is gone")
-        );
-    }
-
-    #[test]
     fn a_name_that_does_not_resolve_points_at_the_ssh_configuration() {
         let words = "Could not resolve hostname agh1: Name or service not known".to_owned();
         let mut target = SshTarget::new("agh1");
@@ -917,6 +970,25 @@ mod tests {
             with_resolution_hint(refused, &target),
             ExecError::AuthRefused { .. }
         ));
+    }
+
+    #[test]
+    fn mux_client_failures_are_recognised() {
+        assert!(mux_failure("hello\n").is_none());
+        let w = mux_failure("Control socket connect(/tmp/x/master): No such file or directory\r\n");
+        assert_eq!(
+            w.as_deref(),
+            Some("Control socket connect(/tmp/x/master): No such file or directory")
+        );
+        let stderr = "ssh: Could not resolve hostname none: Name or service not known\r\n";
+        assert!(never_reached_master(stderr));
+        assert!(!never_reached_master(&format!(
+            "mux_client_request_session: read from master failed: Broken pipe\n{stderr}"
+        )));
+        assert_eq!(
+            mux_failure(stderr).as_deref(),
+            Some("the master connection is gone")
+        );
     }
 
     #[test]

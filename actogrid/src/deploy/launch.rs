@@ -13,7 +13,7 @@ use actogrid_runtime::NodeUrl;
 use tokio::sync::{Semaphore, oneshot};
 
 use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV, TOKEN_ENV};
-use actogrid_acquisition::batch::JobState;
+use actogrid_acquisition::batch::{JobFiles, JobState};
 
 use actogrid_technical_services::Origin;
 
@@ -37,6 +37,13 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
             vn.clone().admit_node(node, origin).await;
         }
         let limit = Arc::new(Semaphore::new(inner.options.parallelism.max(1)));
+        // ssh masters keep their control directories where the reaper
+        // finds them (started now, before anything is made elsewhere).
+        let control_dir = if super::reaper::needed_by(&d) {
+            inner.reaper.dir()
+        } else {
+            None
+        };
         for jvm_name in &mapping.jvms {
             let Some(jvm) = d.jvm(&jvm_name.value) else {
                 continue;
@@ -59,6 +66,7 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                         vn_retrieve: vn_model
                             .and_then(|v| v.file_transfer_retrieve.as_ref())
                             .map(|r| r.value.clone()),
+                        control_dir: control_dir.clone(),
                     };
                     let sink = Sink {
                         inner: inner.clone(),
@@ -252,6 +260,7 @@ impl Launches for Sink {
                 lock(&self.inner.watchers).push(watcher);
             }
             Started::Job { shell, job } => {
+                self.inner.reaper.job_submitted(shell.as_ref(), &job);
                 self.vn
                     .counters
                     .started
@@ -273,6 +282,10 @@ impl Launches for Sink {
 
     fn failed(&self, launch: LaunchId, error: String) {
         self.inner.shared.launch_failed(launch, error);
+    }
+
+    fn job_files(&self, _launch: LaunchId, place: &Arc<dyn Shell>, files: &JobFiles) {
+        self.inner.reaper.job_files(place.as_ref(), files);
     }
 
     fn connected(&self, shell: Arc<dyn Shell>) {

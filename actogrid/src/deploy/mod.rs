@@ -23,6 +23,7 @@ mod launch;
 mod p2p;
 mod progress;
 mod reach;
+mod reaper;
 pub(crate) mod registrar;
 mod services;
 mod state;
@@ -283,6 +284,8 @@ pub(crate) struct Inner {
     progress: progress::Progress,
     /// The runtime was started for this deployment (remote hosts).
     own_runtime: bool,
+    /// Cleans up what the deployment made elsewhere if this process dies.
+    reaper: reaper::Reaper,
 }
 
 impl Deployment {
@@ -374,6 +377,7 @@ impl Deployment {
             .to_owned();
         let registrar_urls = vec![format!("actogrid://{address}/{registrar_name}")];
         let progress = progress::Progress::new(options.progress);
+        let lease = options.lease;
         let inner = Arc::new(Inner {
             path,
             descriptor: Arc::new(descriptor),
@@ -390,6 +394,7 @@ impl Deployment {
             killed: AtomicBool::new(false),
             progress,
             own_runtime,
+            reaper: reaper::Reaper::new(id, lease),
         });
         let sweeper = Arc::downgrade(&inner.shared);
         let every = (inner.options.lease / 2).max(Duration::from_millis(100));
@@ -671,6 +676,8 @@ async fn kill(inner: &Arc<Inner>) {
     )
     .await;
     registrar::withdraw(shared.id);
+    // Everything is cleaned up: the reaper has nothing left to do.
+    inner.reaper.dismiss().await;
     inner.progress.finish();
     if inner.own_runtime {
         shared.runtime.shutdown();
