@@ -261,9 +261,10 @@ impl Launches for Sink {
             }
             Started::Job { shell, job } => {
                 self.inner.reaper.job_submitted(shell.as_ref(), &job);
+                // Its runtimes count as started once the job runs.
                 self.vn
                     .counters
-                    .started
+                    .pending
                     .fetch_add(job.runtimes.unwrap_or(1), Ordering::Relaxed);
                 let job = *job;
                 let poller = Job {
@@ -297,9 +298,10 @@ impl Launches for Sink {
     }
 }
 
-/// Follows a batch job until it ends: its state while pending shows in
-/// timeout messages; its end (with the tail of its error file) ends the
-/// launch.
+/// Follows a batch job until it ends: while pending, its state and reason
+/// show in the progress bar and in timeout messages; once it runs its
+/// runtimes count as started; its end (with the tail of its error file)
+/// ends the launch.
 async fn watch_job(
     shared: Arc<Shared>,
     vn: Arc<VnState>,
@@ -308,12 +310,32 @@ async fn watch_job(
     job: Job,
 ) {
     let started = std::time::Instant::now();
+    let runtimes = job.job.runtimes.unwrap_or(1);
+    let mut pending = true;
+    // The job left its queue: its runtimes are started (`running`) or
+    // will never be.
+    let settle = |pending: &mut bool, running: bool| {
+        if std::mem::take(pending) {
+            vn.counters.pending.fetch_sub(runtimes, Ordering::Relaxed);
+            if running {
+                vn.counters.started.fetch_add(runtimes, Ordering::Relaxed);
+            }
+            lock(&vn.pending_reasons).remove(&launch);
+            vn.bump();
+        }
+    };
+    let mut first = true;
     loop {
-        let every = if started.elapsed() < Duration::from_secs(30) {
+        // The first look is at once: the bar says why a job waits as soon
+        // as the scheduler does.
+        let every = if first {
+            Duration::ZERO
+        } else if started.elapsed() < Duration::from_secs(30) {
             Duration::from_millis(500)
         } else {
             Duration::from_secs(3)
         };
+        first = false;
         tokio::time::sleep(every).await;
         if shared.ended.load(Ordering::Acquire) {
             return;
@@ -326,6 +348,7 @@ async fn watch_job(
             }
         };
         if state.is_finished() {
+            settle(&mut pending, false);
             let tail = job
                 .job
                 .stderr_tail(job.shell.as_ref())
@@ -342,6 +365,13 @@ async fn watch_job(
             };
             shared.launch_ended(launch, &how);
             return;
+        }
+        match &state {
+            JobState::Running => settle(&mut pending, true),
+            JobState::Pending { reason } if pending => {
+                lock(&vn.pending_reasons).insert(launch, reason.clone());
+            }
+            _ => {}
         }
         let mut waiting = lock(&vn.waiting_on);
         match &state {

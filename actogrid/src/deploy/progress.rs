@@ -67,12 +67,34 @@ fn draw(vn: &VnState, bar: &ProgressBar) {
     }
     bar.set_position(nodes);
     bar.set_message(format!(
-        "runtimes: {} asked, {} started, {} registered, {} failed",
+        "runtimes: {} asked, {}{} started, {} registered, {} failed",
         c.asked.load(Ordering::Relaxed),
+        pending(vn),
         c.started.load(Ordering::Relaxed),
         c.registered.load(Ordering::Relaxed),
         c.failed.load(Ordering::Relaxed),
     ));
+}
+
+/// `64 pending (Resources), ` while batch jobs wait in their queue, with
+/// the scheduler's reasons once known; empty otherwise.
+fn pending(vn: &VnState) -> String {
+    let n = vn.counters.pending.load(Ordering::Relaxed);
+    if n == 0 {
+        return String::new();
+    }
+    let mut reasons: Vec<String> = lock(&vn.pending_reasons)
+        .values()
+        .filter(|r| !r.is_empty())
+        .cloned()
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    if reasons.is_empty() {
+        format!("{n} pending, ")
+    } else {
+        format!("{n} pending ({}), ", reasons.join(", "))
+    }
 }
 
 async fn tick(bars: Vec<(Arc<VnState>, ProgressBar)>) {
