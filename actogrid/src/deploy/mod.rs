@@ -20,6 +20,7 @@
 
 pub(crate) mod agent;
 mod launch;
+pub(crate) mod live;
 mod p2p;
 mod progress;
 mod reach;
@@ -281,6 +282,8 @@ pub(crate) struct Inner {
     overlays: Mutex<Vec<p2p::Acquisition>>,
     watchers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     killed: AtomicBool,
+    /// Set once the teardown is complete.
+    torn_down: tokio::sync::watch::Sender<bool>,
     progress: progress::Progress,
     /// The runtime was started for this deployment (remote hosts).
     own_runtime: bool,
@@ -392,10 +395,12 @@ impl Deployment {
             overlays: Mutex::new(Vec::new()),
             watchers: Mutex::new(Vec::new()),
             killed: AtomicBool::new(false),
+            torn_down: tokio::sync::watch::channel(false).0,
             progress,
             own_runtime,
             reaper: reaper::Reaper::new(id, lease),
         });
+        live::add(&inner);
         let sweeper = Arc::downgrade(&inner.shared);
         let every = (inner.options.lease / 2).max(Duration::from_millis(100));
         lock(&inner.tasks).push(tokio::spawn(async move {
@@ -611,8 +616,16 @@ pub async fn lookup_vn(runtime: &Runtime, url: &NodeUrl) -> Result<Vec<Node>, De
 
 async fn kill(inner: &Arc<Inner>) {
     if inner.killed.swap(true, Ordering::AcqRel) {
+        // Torn down by another caller (a drop, a signal): wait for it.
+        let mut done = inner.torn_down.subscribe();
+        let _ = done.wait_for(|down| *down).await;
         return;
     }
+    tear_down(inner).await;
+    inner.torn_down.send_replace(true);
+}
+
+async fn tear_down(inner: &Arc<Inner>) {
     let shared = &inner.shared;
     shared.ended.store(true, Ordering::Release);
     // Ask every live runtime to stop.
@@ -678,6 +691,7 @@ async fn kill(inner: &Arc<Inner>) {
     registrar::withdraw(shared.id);
     // Everything is cleaned up: the reaper has nothing left to do.
     inner.reaper.dismiss().await;
+    live::remove(inner);
     inner.progress.finish();
     if inner.own_runtime {
         shared.runtime.shutdown();
