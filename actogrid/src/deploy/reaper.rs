@@ -136,7 +136,7 @@ impl Reaper {
     }
 
     fn start(&self) -> std::io::Result<State> {
-        let dir = std::env::temp_dir().join(&self.name);
+        let dir = base_dir(&self.name).join(&self.name);
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let lease = self.lease.as_secs() + u64::from(self.lease.subsec_nanos() > 0);
         let child = Command::new("/bin/sh")
@@ -230,6 +230,42 @@ impl Reaper {
         }
         // It exits at once; do not leave a zombie behind.
         let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+}
+
+/// What ssh appends to the directory of the masters' control directories
+/// while it makes a control socket (`.ssh-connection` and six random
+/// characters from the openssh crate, then `master` and ssh's own
+/// temporary suffix).
+const SOCKET_SUFFIX: usize = "/.ssh-connectionXXXXXX/master.0123456789abcdef".len();
+
+/// The longest path a Unix socket may have.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Where the reaper's directory `name` goes: the temporary directory,
+/// unless its path is too long for the masters' control sockets below it;
+/// then the user's runtime directory, else `/tmp`.
+fn base_dir(name: &str) -> PathBuf {
+    let fits = |base: &Path| base.join(name).as_os_str().len() + SOCKET_SUFFIX <= MAX_SOCKET_PATH;
+    let temp = std::env::temp_dir();
+    if fits(&temp) {
+        return temp;
+    }
+    let shorter = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/tmp")])
+        .find(|base| base.is_dir() && fits(base));
+    match shorter {
+        Some(base) => {
+            tracing::debug!(
+                "{} is too long a path for ssh control sockets; the deployment's cleanup directory goes to {}",
+                temp.display(),
+                base.display()
+            );
+            base
+        }
+        None => temp,
     }
 }
 
