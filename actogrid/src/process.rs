@@ -317,6 +317,9 @@ pub fn serve_if_deployed() {
 }
 
 fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
+    // What this runtime prints goes to its deployer too (first: the log
+    // format below sees a pipe, not a terminal).
+    crate::deploy::capture::start();
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, reload};
@@ -338,7 +341,10 @@ fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
             handle.reload(new).map_err(|e| e.to_string())
         });
     }
-    match tokio.block_on(crate::deploy::agent::serve_deployed()) {
+    let served = tokio.block_on(crate::deploy::agent::serve_deployed());
+    // Its last lines go on to the original streams before it exits.
+    crate::deploy::capture::finish();
+    match served {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("actogrid runtime: {e:#}");

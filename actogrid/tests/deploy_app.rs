@@ -1,12 +1,14 @@
 //! An application made with `#[actogrid::main]`, as users write them:
 //! Ctrl-C and SIGTERM tear its deployments down (runtimes, batch jobs,
-//! job files) and it exits 130 / 143.
+//! job files) and it exits 130 / 143; what its runtimes print — stdout,
+//! stderr, panics — reaches it, prefixed with the runtime's virtual node,
+//! host and pid, and is kept per runtime.
 //!
 //! This file is its own test driver (`harness = false`): run by `cargo
 //! test`, it starts itself as the application (`ACTOGRID_TEST_APP` names
 //! the scenario), and the application's runtimes are this binary too.
-//! Arguments filter the tests by name, like libtest's. The SLURM variant
-//! needs `ACTOGRID_TEST_SLURM=1`.
+//! Arguments filter the tests by name, like libtest's. The SLURM and ssh
+//! variants need `ACTOGRID_TEST_SLURM=1` / `ACTOGRID_TEST_SSH=1`.
 
 mod support;
 
@@ -15,12 +17,44 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actogrid::{DeployOptions, Deployment};
+use actogrid::{DeployOptions, Deployment, Stream};
 use support::{TempDir, alive};
 
 const APP_ENV: &str = "ACTOGRID_TEST_APP";
 const DESCRIPTOR_ENV: &str = "ACTOGRID_TEST_DESCRIPTOR";
 const WORK_ENV: &str = "ACTOGRID_TEST_WORK";
+
+/// Prints on request, in whichever runtime it lives.
+#[derive(Debug, Default)]
+pub struct Printer;
+
+#[actogrid::active]
+impl Printer {
+    /// A printer.
+    pub fn new() -> Self {
+        Printer
+    }
+
+    /// Prints `out` on stdout and `err` on stderr; returns the pid.
+    pub fn say(&self, out: String, err: String) -> u32 {
+        println!("{out}");
+        eprintln!("{err}");
+        std::process::id()
+    }
+
+    /// Prints `lines` lines on stdout as fast as it can.
+    pub fn flood(&self, lines: u64) {
+        let mut out = std::io::stdout().lock();
+        for i in 0..lines {
+            let _ = std::io::Write::write_all(&mut out, format!("flood {i}\n").as_bytes());
+        }
+    }
+
+    /// Panics.
+    pub fn explode(&self) -> u64 {
+        panic!("the printer exploded")
+    }
+}
 
 #[actogrid::main]
 async fn main() {
@@ -43,6 +77,18 @@ async fn main() {
         (
             "ctrl_c_cancels_a_pending_slurm_job_and_removes_its_directory",
             ctrl_c_cancels_a_pending_slurm_job_and_removes_its_directory,
+        ),
+        (
+            "local_runtimes_output_reaches_the_application",
+            local_runtimes_output_reaches_the_application,
+        ),
+        (
+            "ssh_runtimes_output_reaches_the_application",
+            ssh_runtimes_output_reaches_the_application,
+        ),
+        (
+            "slurm_runtimes_output_reaches_the_application",
+            slurm_runtimes_output_reaches_the_application,
         ),
     ];
     let chosen: Vec<_> = tests
@@ -74,6 +120,21 @@ fn slurm_enabled() -> bool {
         eprintln!("skipped: set ACTOGRID_TEST_SLURM=1 with scripts/testbed/slurm up");
     }
     on
+}
+
+fn ssh_enabled() -> bool {
+    if std::env::var("ACTOGRID_TEST_SSH").as_deref() != Ok("1") {
+        eprintln!("skipped: set ACTOGRID_TEST_SSH=1 with scripts/testbed/ssh-hosts up");
+        return false;
+    }
+    let testbed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed/ssh-hosts");
+    let up = Command::new(testbed)
+        .args(["up", "3"])
+        .env("AG_TESTBED_SSH_PRIVATE_DIRS", "/tmp /root")
+        .status()
+        .expect("ssh-hosts up");
+    assert!(up.success(), "the ssh hosts did not come up");
+    true
 }
 
 /// Starts this binary as the application of `scenario` on `descriptor`.
@@ -242,6 +303,94 @@ fn ctrl_c_cancels_a_pending_slurm_job_and_removes_its_directory() {
     assert_eq!(entries(), 0, "the job's directory is left");
 }
 
+/// Checks the application's own stdout and stderr: every runtime's lines,
+/// prefixed `[Workers host:pid]`, on the stream they were printed on, and
+/// a panic with its location.
+fn check_printed(app: &mut Child, mut out: BufReader<std::process::ChildStdout>) {
+    let mut stdout = String::new();
+    out.read_to_string(&mut stdout).unwrap();
+    let mut stderr = String::new();
+    app.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = end_of(app);
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    for line in stdout.lines().filter(|l| l.starts_with("MEASURED")) {
+        eprintln!("{line}");
+    }
+    let said: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("[Workers ") && l.contains("] out from "))
+        .collect();
+    assert!(!said.is_empty(), "no prefixed stdout line:\n{stdout}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("[Workers ") && l.contains("] err from ")),
+        "no prefixed stderr line:\n{stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.starts_with("[Workers ")
+            && l.contains("panicked at ")
+            && l.contains("deploy_app.rs:")),
+        "no panic with its location:\n{stderr}"
+    );
+}
+
+fn local_runtimes_output_reaches_the_application() {
+    let dir = TempDir::new("app-output");
+    let path = dir.write("d.xml", &local_runtimes(2));
+    let mut app = start_app("output", &path, &dir.0, &[("ACTOGRID_TEST_FLOOD", "1")]);
+    let (_, out) = ready(&mut app);
+    check_printed(&mut app, out);
+}
+
+fn ssh_runtimes_output_reaches_the_application() {
+    if !ssh_enabled() {
+        return;
+    }
+    let dir = TempDir::new("app-output-ssh");
+    let text = support::descriptor(
+        "timeout=\"120s\"",
+        "",
+        "toHosts",
+        r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+        <processDefinition id="toHosts">
+          <processListbyHost hostlist="agh1 agh2"><processReference refid="runtime"/></processListbyHost>
+        </processDefinition>"#,
+        false,
+    );
+    let path = dir.write("d.xml", &text);
+    let mut app = start_app(
+        "output",
+        &path,
+        &dir.0,
+        &[(
+            "ACTOGRID_SSH_CONFIG",
+            "/run/actogrid-testbed/ssh/ssh_config",
+        )],
+    );
+    let (_, out) = ready(&mut app);
+    check_printed(&mut app, out);
+}
+
+fn slurm_runtimes_output_reaches_the_application() {
+    if !slurm_enabled() {
+        return;
+    }
+    let dir = TempDir::new("app-output-slurm");
+    let text = slurm_descriptor(
+        "<slurmOption><nodes>1</nodes><tasksPerNode>2</tasksPerNode></slurmOption>",
+        "printing",
+    );
+    let path = dir.write("d.xml", &text);
+    let mut app = start_app("output", &path, &dir.0.join("jobs"), &[]);
+    let (_, out) = ready(&mut app);
+    check_printed(&mut app, out);
+}
+
 // ----------------------------------------------------------- application
 
 /// The application: deploys the descriptor it is given, then does what
@@ -282,6 +431,136 @@ async fn app(scenario: &str) {
             println!("READY {job}");
             std::future::pending::<()>().await;
         }
+        "output" => output(&deployment, &workers).await,
         other => panic!("no scenario `{other}`"),
+    }
+}
+
+/// Every runtime prints on both streams and one panics; the lines are
+/// kept with their runtime, and printed here (checked by the driver).
+async fn output(deployment: &Deployment, workers: &actogrid::VirtualNode) {
+    let nodes = workers.nodes().await.expect("the nodes");
+    println!("READY");
+    let mut printers = Vec::new();
+    for node in &nodes {
+        printers.push(PrinterProxy::new(node).await.expect("a printer"));
+    }
+    let asked = Instant::now();
+    let mut pids = Vec::new();
+    for (i, p) in printers.iter().enumerate() {
+        let pid = p
+            .say(format!("out from {i}"), format!("err from {i}"))
+            .await
+            .expect("it prints");
+        pids.push(pid);
+    }
+    let arrived = |text: &str| {
+        deployment
+            .logs()
+            .iter()
+            .any(|l| l.text == text && pids.contains(&l.pid))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(0..printers.len())
+        .all(|i| arrived(&format!("out from {i}")) && arrived(&format!("err from {i}")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "lines missing: {:?}",
+            deployment.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "MEASURED {} runtimes printed on both streams; every line kept after {:.0} ms",
+        printers.len(),
+        asked.elapsed().as_secs_f64() * 1000.0
+    );
+    // Each line is kept with its stream and its runtime.
+    let runtimes = deployment.runtimes();
+    for (i, pid) in pids.iter().enumerate() {
+        let r = runtimes
+            .iter()
+            .find(|r| r.pid == *pid)
+            .expect("its runtime");
+        let logs = deployment.runtime_logs(r.id);
+        let out = logs
+            .iter()
+            .find(|l| l.text == format!("out from {i}"))
+            .unwrap();
+        assert_eq!(out.stream, Stream::Stdout);
+        assert_eq!(
+            (out.host.as_str(), out.vn.as_str()),
+            (r.host.as_str(), "Workers")
+        );
+        let err = logs
+            .iter()
+            .find(|l| l.text == format!("err from {i}"))
+            .unwrap();
+        assert_eq!(err.stream, Stream::Stderr);
+    }
+    // A panic: the caller gets an error, the deployer the message with
+    // its location.
+    let err = printers[0].explode().await.expect_err("it panics");
+    eprintln!("the caller got: {err}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !deployment
+        .logs()
+        .iter()
+        .any(|l| l.text.contains("panicked at") && l.text.contains("deploy_app.rs:"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no panic line: {:?}",
+            deployment.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        deployment
+            .logs()
+            .iter()
+            .any(|l| l.text == "the printer exploded"),
+        "{:?}",
+        deployment.logs()
+    );
+    if std::env::var("ACTOGRID_TEST_FLOOD").is_ok() {
+        flood(deployment, &printers[1], pids[1]).await;
+    }
+    deployment.kill().await;
+}
+
+/// A runtime printing 100,000 lines at once: the rate limit lets a burst
+/// through, says how many lines it held back, and the deployer keeps a
+/// bounded number of lines.
+async fn flood(deployment: &Deployment, printer: &PrinterProxy, pid: u32) {
+    let started = Instant::now();
+    printer.flood(100_000).await.expect("it floods");
+    let printed = started.elapsed();
+    let runtime = deployment
+        .runtimes()
+        .into_iter()
+        .find(|r| r.pid == pid)
+        .unwrap()
+        .id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let said = |logs: &[actogrid::OutputLine]| {
+        logs.iter()
+            .any(|l| l.text.contains("not forwarded: more than"))
+    };
+    loop {
+        let logs = deployment.runtime_logs(runtime);
+        if said(&logs) {
+            let kept = logs.len();
+            assert!(kept <= 1000, "{kept} lines kept");
+            println!(
+                "MEASURED 100000 lines printed in {:.0} ms; {} kept, the rest counted",
+                printed.as_secs_f64() * 1000.0,
+                kept
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flood was never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -19,8 +19,10 @@
 //! its runtimes exit on their own within the lease (10 s by default).
 
 pub(crate) mod agent;
+pub(crate) mod capture;
 mod launch;
 pub(crate) mod live;
+mod output;
 mod p2p;
 mod progress;
 mod reach;
@@ -44,6 +46,7 @@ pub use agent::{
     ADVERTISE_ENV, DEPLOYER_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, RuntimeAgent,
     RuntimeAgentProxy, RuntimeInfo, TOKEN_ENV,
 };
+pub use output::{LogSink, LogSinkProxy, MAX_LINE, OutputLine, OutputOptions, PrintedLine, Stream};
 pub use registrar::{Admission, Refusal, Registrar, RegistrarProxy, Registration};
 pub use state::VnEvent;
 pub use vn::VirtualNode;
@@ -184,6 +187,9 @@ fn not_enough(e: &DeployError) -> String {
 /// A registered runtime, as [`Deployment::runtimes`] lists it.
 #[derive(Debug, Clone)]
 pub struct RuntimeSummary {
+    /// Its number in the deployment (what [`Deployment::runtime_logs`]
+    /// and [`OutputLine::runtime`] name it by).
+    pub id: u64,
     /// The host name it reported.
     pub host: String,
     /// Its process id there.
@@ -224,6 +230,10 @@ pub struct DeployOptions {
     /// (`P2PService`); default: from the passphrase in
     /// `ACTOGRID_OVERLAY_TOKEN`, else the open overlay's.
     pub overlay_token: crate::peer::Token,
+    /// What to do with what the runtimes print (default: print it here,
+    /// prefixed with the runtime's virtual node, host and pid, and keep
+    /// the latest lines of each runtime for [`Deployment::logs`]).
+    pub output: OutputOptions,
 }
 
 impl Default for DeployOptions {
@@ -245,6 +255,7 @@ impl Default for DeployOptions {
             overlay_token: crate::peer::token_of(
                 std::env::var(crate::peer::TOKEN_ENV).ok().as_deref(),
             ),
+            output: OutputOptions::default(),
         }
     }
 }
@@ -364,6 +375,8 @@ impl Deployment {
             ended: AtomicBool::new(false),
             state: Mutex::new(state::State::default()),
             vns,
+            outputs: output::Outputs::new(options.output.clone()),
+            log_sink: std::sync::OnceLock::new(),
         });
         registrar::publish(&shared);
         let registrar_name = format!("actogrid-deployment-{}-{id}", std::process::id());
@@ -374,12 +387,19 @@ impl Deployment {
         node.register(&registrar_name, &registrar)
             .await
             .map_err(|e| DeployError::Setup(format!("cannot register the registrar: {e}")))?;
+        let sink = LogSinkProxy::new(&node, id).await.map_err(|e| {
+            DeployError::Setup(format!(
+                "cannot start the sink of the runtimes' output: {e}"
+            ))
+        })?;
+        let _ = shared.log_sink.set(sink);
         let address = runtime
             .address()
             .ok_or_else(|| DeployError::Setup("the runtime has no address".into()))?
             .to_owned();
         let registrar_urls = vec![format!("actogrid://{address}/{registrar_name}")];
         let progress = progress::Progress::new(options.progress);
+        shared.outputs.show_around(progress.bars());
         let lease = options.lease;
         let inner = Arc::new(Inner {
             path,
@@ -563,9 +583,10 @@ impl Deployment {
         let st = lock(&self.inner.shared.state);
         let mut list: Vec<RuntimeSummary> = st
             .runtimes
-            .values()
-            .filter(|r| !r.gone)
-            .map(|r| RuntimeSummary {
+            .iter()
+            .filter(|(_, r)| !r.gone)
+            .map(|(id, r)| RuntimeSummary {
+                id: *id,
                 host: r.host.clone(),
                 pid: r.pid,
                 nodes: r.nodes.iter().map(|n| n.url().clone()).collect(),
@@ -574,6 +595,25 @@ impl Deployment {
             .collect();
         list.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
         list
+    }
+
+    /// What the runtimes printed (the latest lines each runtime keeps,
+    /// [`OutputOptions`]), oldest first: stdout and stderr, their log lines
+    /// and panics, each with the runtime it came from.
+    pub fn logs(&self) -> Vec<OutputLine> {
+        self.inner.shared.outputs.all()
+    }
+
+    /// What runtime `runtime` ([`RuntimeSummary::id`]) printed, oldest
+    /// first; kept after it is gone (for the latest 256 gone runtimes).
+    pub fn runtime_logs(&self, runtime: u64) -> Vec<OutputLine> {
+        self.inner.shared.outputs.of(runtime)
+    }
+
+    /// Every line the runtimes print from now on, as it arrives (a slow
+    /// reader misses lines: [`tokio::sync::broadcast`] semantics).
+    pub fn follow_logs(&self) -> tokio::sync::broadcast::Receiver<OutputLine> {
+        self.inner.shared.outputs.follow()
     }
 
     /// The batch jobs submitted so far and not yet cancelled: `(what

@@ -25,6 +25,11 @@ impl Progress {
         }
     }
 
+    /// The bars, when shown (what prints around them).
+    pub(crate) fn bars(&self) -> Option<MultiProgress> {
+        self.bars.clone()
+    }
+
     /// Shows virtual node `vn`.
     pub(crate) fn add(&self, vn: &Arc<VnState>) {
         let Some(multi) = &self.bars else {

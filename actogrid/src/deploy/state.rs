@@ -292,6 +292,10 @@ pub(crate) struct Shared {
     pub(crate) ended: AtomicBool,
     pub(crate) state: Mutex<State>,
     pub(crate) vns: HashMap<String, Arc<VnState>>,
+    /// What the runtimes printed.
+    pub(crate) outputs: super::output::Outputs,
+    /// Where runtimes send it (given at admission).
+    pub(crate) log_sink: std::sync::OnceLock<super::output::LogSinkProxy>,
 }
 
 impl Shared {
@@ -391,6 +395,7 @@ impl Shared {
         Ok(Admission {
             runtime,
             lease_ms: self.lease.as_millis() as u64,
+            logs: self.log_sink.get().cloned(),
         })
     }
 
