@@ -272,12 +272,10 @@ fn ctrl_c_cancels_a_pending_slurm_job_and_removes_its_directory() {
     }
     let dir = TempDir::new("app-slurm-signal");
     // More tasks than the node has CPUs, each needing one: it never runs
-    // (`--overcommit` off; SLURM keeps it pending).
+    // (SLURM keeps it pending, reason `PartitionConfig`).
     let tasks = slurm_cpus() + 1;
     let text = slurm_descriptor(
-        &format!(
-            "<slurmOption><nodes>1</nodes><tasksPerNode>{tasks}</tasksPerNode><extraOptions>--begin=now+1hour</extraOptions></slurmOption>"
-        ),
+        &format!("<slurmOption><nodes>1</nodes><tasksPerNode>{tasks}</tasksPerNode></slurmOption>"),
         "never",
     );
     let path = dir.write("d.xml", &text);
