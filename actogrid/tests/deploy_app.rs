@@ -61,10 +61,7 @@ async fn main() {
     if let Ok(scenario) = std::env::var(APP_ENV) {
         return app(&scenario).await;
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let args = Args::parse();
     let tests: &[(&str, fn())] = &[
         (
             "ctrl_c_tears_local_runtimes_down_and_exits_130",
@@ -91,10 +88,13 @@ async fn main() {
             slurm_runtimes_output_reaches_the_application,
         ),
     ];
-    let chosen: Vec<_> = tests
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
-        .collect();
+    let chosen: Vec<_> = tests.iter().filter(|(name, _)| args.runs(name)).collect();
+    if args.list {
+        for (name, _) in &chosen {
+            println!("{name}: test");
+        }
+        return;
+    }
     println!("\nrunning {} tests", chosen.len());
     for (name, test) in &chosen {
         let start = Instant::now();
@@ -113,6 +113,50 @@ async fn main() {
 }
 
 // ---------------------------------------------------------------- driver
+
+/// The arguments libtest understands that matter here: name filters,
+/// `--skip`, `--exact`, `--list`; the others (and their values) are
+/// ignored.
+#[derive(Default)]
+struct Args {
+    filters: Vec<String>,
+    skips: Vec<String>,
+    exact: bool,
+    list: bool,
+}
+
+impl Args {
+    fn parse() -> Args {
+        let mut args = Args::default();
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--skip" => args.skips.extend(it.next()),
+                "--exact" => args.exact = true,
+                "--list" => args.list = true,
+                "--test-threads" | "--color" | "--format" | "--logfile" | "-Z"
+                | "--shuffle-seed" => {
+                    it.next();
+                }
+                flag if flag.starts_with('-') => {}
+                filter => args.filters.push(filter.to_owned()),
+            }
+        }
+        args
+    }
+
+    fn runs(&self, name: &str) -> bool {
+        let matches = |f: &String| {
+            if self.exact {
+                name == f
+            } else {
+                name.contains(f.as_str())
+            }
+        };
+        (self.filters.is_empty() || self.filters.iter().any(matches))
+            && !self.skips.iter().any(matches)
+    }
+}
 
 fn slurm_enabled() -> bool {
     let on = std::env::var("ACTOGRID_TEST_SLURM").as_deref() == Ok("1");

@@ -16,7 +16,10 @@
 //! Every runtime a deployment starts runs this very binary in node mode,
 //! connects back to the deployment's registrar with a one-time ticket and
 //! renews a lease; when the deployer ends, is interrupted or is killed,
-//! its runtimes exit on their own within the lease (10 s by default).
+//! its runtimes exit on their own within the lease (10 s by default), and
+//! a reaper removes what is not a runtime (batch jobs, job files, ssh
+//! connections: `reaper.rs`). What the runtimes print comes back to the
+//! deployment ([`Deployment::logs`]; `output.rs`, `capture.rs`).
 
 pub(crate) mod agent;
 pub(crate) mod capture;
