@@ -16,7 +16,7 @@ use actogrid_descriptor::model::{
 use actogrid_descriptor::plan::{Count, process_runtime_count};
 use tokio::sync::Semaphore;
 
-use crate::batch::Scheduler;
+use crate::batch::{JobFiles, Scheduler};
 use crate::exec::{BoxFuture, ExecError, LocalShell, Running, RuntimeCommand, Shell};
 use crate::ssh::{SshShell, SshTarget};
 
@@ -50,6 +50,10 @@ pub trait Launches: Send + Sync {
     fn failed(&self, launch: LaunchId, error: String);
     /// A connection to a host was made (kept for the deployment's lifetime).
     fn connected(&self, _shell: Arc<dyn Shell>) {}
+    /// A batch job's files are about to be written at `place` (before the
+    /// job is submitted): whoever must be able to remove them, whatever
+    /// happens to this process, learns where they are.
+    fn job_files(&self, _launch: LaunchId, _place: &Arc<dyn Shell>, _files: &JobFiles) {}
     /// Files to bring back from a host when the deployment ends.
     fn retrieve_at_end(
         &self,
@@ -87,6 +91,9 @@ pub struct ChainContext {
     pub vn_deploy: Option<String>,
     /// The virtual node's own `fileTransferRetrieve`.
     pub vn_retrieve: Option<String>,
+    /// Where ssh masters keep their control directories
+    /// ([`SshTarget::control_directory`]); `None`: the temporary directory.
+    pub control_dir: Option<PathBuf>,
 }
 
 impl ChainContext {
@@ -282,6 +289,7 @@ async fn reach_hosts(
             if ctx.ssh_config.is_some() {
                 target.config_file = ctx.ssh_config.clone();
             }
+            target.control_directory = ctx.control_dir.clone();
             let shell = {
                 let _permit = ctx.limit.acquire().await;
                 match SshShell::connect(&target).await {
@@ -350,7 +358,13 @@ async fn submit_job(
     add_environment(&mut cmd, jvm, &[]);
     let job_name = format!("{}-{}", ctx.job_name, process.id.value);
     let work_dir = format!("{}/{job_name}-{}", ctx.work_dir, std::process::id());
-    match crate::batch::submit(place.as_ref(), &scheduler, &cmd, &work_dir, &job_name).await {
+    let files =
+        match crate::batch::job_files(place.as_ref(), &scheduler, &work_dir, &job_name).await {
+            Ok(files) => files,
+            Err(e) => return sink.failed(id, e.to_string()),
+        };
+    sink.job_files(id, &place, &files);
+    match crate::batch::submit_files(place.as_ref(), &scheduler, &cmd, files).await {
         Ok(job) => {
             tracing::info!("{label}: submitted job {}", job.id);
             sink.started(

@@ -153,6 +153,13 @@ pub trait Shell: Send + Sync + 'static {
     /// Starts `script` with `sh -c`; its standard output is discarded and
     /// the tail of its standard error kept for [`Running::wait`].
     fn spawn<'a>(&'a self, script: &'a str) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>>;
+    /// A command line for `/bin/sh` on this machine that runs `script` at
+    /// this place without this process: what a cleanup that outlives this
+    /// process (it was killed) runs. `None` when the place cannot be
+    /// reached without this process.
+    fn standalone_command(&self, _script: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Quotes `s` for a POSIX shell (single quotes; safe for any byte string).
@@ -275,6 +282,10 @@ impl Shell for LocalShell {
             let tail = StderrTail::collect(child.stderr.take());
             Ok(Box::new(LocalRunning { child, tail }) as Box<dyn Running>)
         })
+    }
+
+    fn standalone_command(&self, script: &str) -> Option<String> {
+        Some(format!("/bin/sh -c {}", quote(script)))
     }
 }
 

@@ -93,6 +93,11 @@ pub struct SshTarget {
     /// before another is opened; keep it at or below the server's
     /// `MaxSessions` ([`DEFAULT_CHANNELS_PER_CONNECTION`] by default).
     pub channels_per_connection: usize,
+    /// Where the masters' control directories (`.ssh-connection…`, holding
+    /// the control socket and the master's log) are made; `None`: the
+    /// system's temporary directory. A deployer puts them where the
+    /// cleanup that outlives it finds them.
+    pub control_directory: Option<PathBuf>,
 }
 
 impl SshTarget {
@@ -108,6 +113,7 @@ impl SshTarget {
             server_alive_interval: DEFAULT_SERVER_ALIVE_INTERVAL,
             known_hosts: KnownHosts::Strict,
             channels_per_connection: DEFAULT_CHANNELS_PER_CONNECTION,
+            control_directory: None,
         }
     }
 
@@ -139,7 +145,11 @@ impl SshTarget {
         b.known_hosts_check(self.known_hosts.clone())
             .connect_timeout(self.connect_timeout.max(Duration::from_secs(1)))
             .server_alive_interval(self.server_alive_interval.max(Duration::from_secs(1)))
-            .control_directory(std::env::temp_dir())
+            .control_directory(
+                self.control_directory
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir),
+            )
             .control_persist(ControlPersist::IdleFor(
                 std::num::NonZeroUsize::new(MASTER_IDLE_LIMIT)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
@@ -563,6 +573,68 @@ impl Shell for SshShell {
     fn spawn<'a>(&'a self, script: &'a str) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>> {
         Box::pin(self.inner.spawn(script))
     }
+
+    /// `ssh … host 'sh -c …'` with this shell's login options, through a
+    /// master of this shell while one is up (`ControlMaster=no` falls back
+    /// to logging in by itself when the control socket is gone).
+    fn standalone_command(&self, script: &str) -> Option<String> {
+        let target = &self.inner.target;
+        let socket = self
+            .inner
+            .masters
+            .try_lock()
+            .ok()
+            .and_then(|m| m.first().map(|m| m.session.control_socket().to_path_buf()));
+        let strict = match target.known_hosts {
+            KnownHosts::Strict => "StrictHostKeyChecking=yes",
+            KnownHosts::Add => "StrictHostKeyChecking=accept-new",
+            KnownHosts::Accept => "StrictHostKeyChecking=no",
+        };
+        let mut argv: Vec<String> = vec![
+            "ssh".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            strict.into(),
+            "-o".into(),
+            format!("ConnectTimeout={}", target.connect_timeout.as_secs().max(1)),
+            "-o".into(),
+            format!(
+                "ServerAliveInterval={}",
+                target.server_alive_interval.as_secs().max(1)
+            ),
+            "-o".into(),
+            "ControlMaster=no".into(),
+            "-o".into(),
+            match &socket {
+                Some(p) => format!("ControlPath={}", p.display()),
+                None => "ControlPath=none".into(),
+            },
+        ];
+        if let Some(port) = target.port {
+            argv.extend(["-p".into(), port.to_string()]);
+        }
+        if let Some(user) = &target.username {
+            argv.extend(["-l".into(), user.clone()]);
+        }
+        if let Some(key) = &target.identity_file {
+            argv.extend([
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+                "-i".into(),
+                key.display().to_string(),
+            ]);
+        }
+        if let Some(config) = target.effective_config_file() {
+            argv.extend(["-F".into(), config.display().to_string()]);
+        }
+        argv.extend([
+            "--".into(),
+            target.host.clone(),
+            format!("sh -c {}", quote(script)),
+        ]);
+        Some(argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" "))
+    }
 }
 
 /// A command started over ssh, whose channel stays open until it ends.
@@ -708,7 +780,35 @@ async fn open_master(target: &SshTarget) -> Result<Session, ExecError> {
             detail: format!("no ssh login within {} s", limit.as_secs()),
         }),
         Ok(Ok(session)) => Ok(session),
-        Ok(Err(e)) => Err(classify_connect_error(&target.host, &e)),
+        Ok(Err(e)) => Err(with_resolution_hint(
+            classify_connect_error(&target.host, &e),
+            target,
+        )),
+    }
+}
+
+/// A host name ssh cannot resolve is often an alias of an ssh
+/// configuration this process was not given: say which file is read and
+/// how to name another.
+fn with_resolution_hint(error: ExecError, target: &SshTarget) -> ExecError {
+    let ExecError::Unreachable { host, detail } = error else {
+        return error;
+    };
+    if !detail.contains("Could not resolve hostname") {
+        return ExecError::Unreachable { host, detail };
+    }
+    let hint = match target.effective_config_file() {
+        Some(file) => format!(
+            "it is not an alias of the ssh configuration {} either",
+            file.display()
+        ),
+        None => format!(
+            "if it is an alias of your ssh configuration, set {SSH_CONFIG_ENV} (or DeployOptions::ssh_config) to that file"
+        ),
+    };
+    ExecError::Unreachable {
+        detail: format!("`{host}` does not resolve ({detail}); {hint}"),
+        host,
     }
 }
 
@@ -871,6 +971,33 @@ mod tests {
             "/x/config line 3: Bad configuration option: foo".into(),
         );
         assert!(matches!(other, ExecError::Command { .. }));
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_points_at_the_ssh_configuration() {
+        let words = "Could not resolve hostname agh1: Name or service not known".to_owned();
+        let mut target = SshTarget::new("agh1");
+        target.config_file = None;
+        let plain = with_resolution_hint(classify_words("agh1", words.clone()), &target);
+        if std::env::var_os(SSH_CONFIG_ENV).is_none() {
+            let text = plain.to_string();
+            assert!(
+                text.starts_with("agh1: unreachable: `agh1` does not resolve ("),
+                "{text}"
+            );
+            assert!(text.contains("set ACTOGRID_SSH_CONFIG"), "{text}");
+        }
+        target.config_file = Some("/etc/cluster/ssh_config".into());
+        let text = with_resolution_hint(classify_words("agh1", words), &target).to_string();
+        assert!(
+            text.contains("not an alias of the ssh configuration /etc/cluster/ssh_config"),
+            "{text}"
+        );
+        let refused = classify_words("h", "Permission denied (publickey).".into());
+        assert!(matches!(
+            with_resolution_hint(refused, &target),
+            ExecError::AuthRefused { .. }
+        ));
     }
 
     #[test]

@@ -237,6 +237,13 @@ async fn scenario(test: &str, mode: &str, make: fn(Option<&str>) -> Scheduler) {
         assert_eq!(text, "hello world");
     }
     assert_eq!(job.stderr_tail(&fake.shell).await.unwrap(), "");
+    // The job's directory and script are the submitter's alone.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&job.files.work_dir), 0o700);
+        assert_eq!(mode(&job.files.script), 0o700);
+    }
     // Cancelling a finished job is fine.
     job.cancel(&fake.shell).await.unwrap();
 
@@ -306,6 +313,9 @@ async fn scenario(test: &str, mode: &str, make: fn(Option<&str>) -> Scheduler) {
         !stderr.is_empty() && text.ends_with(stderr.as_str()),
         "{text}"
     );
+    // Nothing is left of a refused job.
+    let script = std::path::Path::new(&work).join("refused.sh");
+    assert!(!script.exists(), "{} left behind", script.display());
 }
 
 #[tokio::test(flavor = "multi_thread")]

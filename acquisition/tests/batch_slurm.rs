@@ -66,6 +66,12 @@ impl Drop for Scratch {
     }
 }
 
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    meta.permissions().mode() & 0o777
+}
+
 fn slurm(partition: Option<&str>, tasks: u32) -> Scheduler {
     Scheduler::from_process(&ProcessKind::Slurm(SlurmProcess {
         job_name: None,
@@ -140,6 +146,11 @@ async fn slurm_jobs_run_fail_and_cancel() {
         );
     }
     assert_eq!(job.stderr_tail(&LocalShell).await.unwrap(), "");
+    // The job's files are the submitter's alone: they hold its ticket.
+    assert_eq!(mode(&scratch.dir), 0o700);
+    assert_eq!(mode(std::path::Path::new(&job.files.script)), 0o700);
+    assert_eq!(mode(std::path::Path::new(&job.files.output)), 0o600);
+    assert_eq!(mode(std::path::Path::new(&job.files.error)), 0o600);
 
     // A failing runtime: the job fails, its error file says why.
     let job = submit(
@@ -198,4 +209,10 @@ async fn slurm_refuses_a_bad_partition() {
         "{text}"
     );
     assert!(text.contains("invalid partition specified: nope"), "{text}");
+    // The refused job's script (and its directory) is removed again.
+    assert!(
+        !scratch.dir.exists(),
+        "{} left behind",
+        scratch.dir.display()
+    );
 }

@@ -54,9 +54,10 @@ pub mod time {
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
-    LEASE_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, Refusal, Registrar, RegistrarProxy,
-    Registration, RuntimeAgent, RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, TOKEN_ENV,
-    VirtualNode, VnDirectory, VnDirectoryProxy, VnEvent, check_descriptor, lookup_vn,
+    LEASE_ENV, LISTEN_ENV, LogSink, LogSinkProxy, MAX_LINE, NODE_PREFIX_ENV, NODES_ENV, OutputLine,
+    OutputOptions, PrintedLine, Refusal, Registrar, RegistrarProxy, Registration, RuntimeAgent,
+    RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, Stream, TOKEN_ENV, VirtualNode, VnDirectory,
+    VnDirectoryProxy, VnEvent, check_descriptor, lookup_vn,
 };
 pub use process::{
     NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_if_deployed, serve_node,
@@ -93,8 +94,8 @@ pub use process::async_runtime_or_exit as __async_runtime_or_exit;
 pub mod prelude {
     pub use crate::descriptor::{Descriptor, Diagnostic, LoadOptions, Severity, load};
     pub use crate::{
-        Args, DeployError, DeployOptions, Deployment, NodeContext, ServiceError, TechnicalService,
-        VirtualNode, VnEvent,
+        Args, DeployError, DeployOptions, Deployment, NodeContext, OutputLine, OutputOptions,
+        ServiceError, Stream, TechnicalService, VirtualNode, VnEvent,
     };
     pub use actogrid_runtime::{
         CallError, Future, FutureGroup, Group, GroupError, Node, NodeUrl, Proxy, RemoteError,

@@ -279,10 +279,91 @@ where
             }
         };
         rt.make_global();
-        let result = main().await;
+        // Listening before `main` starts: no signal is missed.
+        let mut signals = Signals::new();
+        let main = main();
+        tokio::pin!(main);
+        let result = tokio::select! {
+            result = &mut main => result,
+            signal = signals.next() => {
+                std::process::exit(tear_down_on(signal, &mut signals).await)
+            }
+        };
         rt.shutdown();
         result
     })
+}
+
+/// SIGINT and SIGTERM, caught from `main`'s start on (when the system
+/// refuses a handler, that signal keeps its default action).
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+/// A signal that ends the application, and its exit status.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Interrupt,
+    Terminate,
+}
+
+impl Ending {
+    /// The shell's convention: 128 + the signal number.
+    fn status(self) -> i32 {
+        match self {
+            Ending::Interrupt => 130,
+            Ending::Terminate => 143,
+        }
+    }
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn next(&mut self) -> Ending {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            let Some(s) = s else {
+                return std::future::pending().await;
+            };
+            if s.recv().await.is_none() {
+                std::future::pending().await
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.interrupt) => Ending::Interrupt,
+            () = recv(&mut self.terminate) => Ending::Terminate,
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM while `main` runs: tears down every live deployment
+/// as `actogrid deploy` does (batch jobs cancelled, runtimes stopped, job
+/// files and ssh control directories removed); a second signal ends the
+/// process at once. Returns the exit status (130 or 143).
+async fn tear_down_on(first: Ending, signals: &mut Signals) -> i32 {
+    let live = crate::deploy::live::count();
+    if live == 0 {
+        return first.status();
+    }
+    let what = match first {
+        Ending::Interrupt => "interrupted",
+        Ending::Terminate => "terminated",
+    };
+    eprintln!(
+        "actogrid: {what}: tearing down {live} deployment{} (again to exit at once)",
+        if live == 1 { "" } else { "s" }
+    );
+    tokio::select! {
+        () = crate::deploy::live::end_all() => first.status(),
+        again = signals.next() => again.status(),
+    }
 }
 
 /// If this process was started by a deployer (`ACTOGRID_DEPLOYER` is set),
@@ -298,6 +379,9 @@ pub fn serve_if_deployed() {
 }
 
 fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
+    // What this runtime prints goes to its deployer too (first: the log
+    // format below sees a pipe, not a terminal).
+    crate::deploy::capture::start();
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, reload};
@@ -306,7 +390,11 @@ fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
     let (filter, handle) = reload::Layer::new(filter);
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .try_init()
         .is_ok();
     if installed {
@@ -315,7 +403,10 @@ fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
             handle.reload(new).map_err(|e| e.to_string())
         });
     }
-    match tokio.block_on(crate::deploy::agent::serve_deployed()) {
+    let served = tokio.block_on(crate::deploy::agent::serve_deployed());
+    // Its last lines go on to the original streams before it exits.
+    crate::deploy::capture::finish();
+    match served {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("actogrid runtime: {e:#}");

@@ -107,6 +107,56 @@ async fn a_runtime_that_cannot_start_is_reported_with_its_own_words() {
     );
     assert!(text.contains("exited with code 127"), "{text}");
     assert!(text.contains("/nonexistent/actogrid-node"), "{text}");
+    // Plain words: what is needed, what failed.
+    assert!(
+        text.starts_with("virtual node `Workers` needs 1 node, but its only node failed"),
+        "{text}"
+    );
+    rt.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_does_not_resolve_fails_alone_with_a_hint() {
+    // One runtime on a host no resolver knows, one on this machine:
+    // the host fails on its own, the deployment goes on (minNodeNumber).
+    let dir = TempDir::new("unresolved");
+    let text = local_descriptor(1, 1, "timeout=\"30s\" minNodeNumber=\"1\"", None)
+        .replace(
+            "<vmName value=\"set\"/>",
+            "<vmName value=\"remote\"/><vmName value=\"set\"/>",
+        )
+        .replace(
+            "</jvms>",
+            "<jvm name=\"remote\"><creation><processReference refid=\"toNowhere\"/></creation></jvm></jvms>",
+        )
+        .replace(
+            "</processes>",
+            "<processDefinition id=\"toNowhere\"><sshProcess hostname=\"no-such-host.invalid\"><processReference refid=\"localRuntime\"/></sshProcess></processDefinition></processes>",
+        );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let options = actogrid::DeployOptions {
+        ssh_config: None,
+        ..support::options(&rt)
+    };
+    let deployment = actogrid::Deployment::load_with(&path, Default::default(), options)
+        .await
+        .expect("a host that does not resolve does not stop the deployment");
+    deployment.activate().await.unwrap();
+    let vn = deployment.virtual_node("Workers").unwrap();
+    let nodes = tokio::time::timeout(NEVER, vn.nodes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(nodes.len(), 1);
+    support::ping_all(&nodes).await;
+    let failures = vn.failures().join("\n");
+    assert!(
+        failures.contains("`no-such-host.invalid` does not resolve"),
+        "{failures}"
+    );
+    assert!(failures.contains("ACTOGRID_SSH_CONFIG"), "{failures}");
+    deployment.kill().await;
     rt.shutdown();
 }
 
@@ -253,9 +303,14 @@ fn actogrid_deploy_tears_down_on_ctrl_c() {
         .args(["-INT", &deployer.id().to_string()])
         .status()
         .unwrap();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut deployer.stderr.take().unwrap(), &mut logs).unwrap();
     let status = deployer.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(runtimes.iter().all(|p| !alive(*p)), "left: {runtimes:?}");
+    // Logs written to a pipe (or a file) carry no terminal colour codes.
+    assert!(logs.contains("INFO"), "{logs}");
+    assert!(!logs.contains('\x1b'), "colour codes in {logs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

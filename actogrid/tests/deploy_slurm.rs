@@ -1,10 +1,13 @@
 //! Deployments through a real SLURM (the single-node cluster of
 //! `scripts/testbed/slurm`): submit, run, cancel, a job that fails, a job
-//! that stays pending. Skipped unless `ACTOGRID_TEST_SLURM=1`.
+//! that stays pending, a deployer killed while its job is pending.
+//! Skipped unless `ACTOGRID_TEST_SLURM=1`.
 
 mod support;
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use actogrid::{DeployError, DeployOptions, Deployment};
 use support::{TempDir, alive, eventually, runtime};
@@ -199,4 +202,98 @@ async fn a_technical_service_applies_on_slurm_created_nodes_as_on_local_ones() {
     support::assert_site_applied(&d, &vn);
     d.kill().await;
     rt.shutdown();
+}
+
+fn jobs_named(name: &str) -> Vec<String> {
+    let out = Command::new("squeue")
+        .args(["-h", "-n", name, "-o", "%i"])
+        .output()
+        .expect("squeue");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_deployer_killed_with_sigkill_leaves_no_pending_job_and_no_job_directory() {
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("slurm-sigkill");
+    // A job name of its own, so that the test finds its job in the queue.
+    let process = format!("pending{}", fastrand::u32(..));
+    let slurm = r#"<slurmOption><nodes>1</nodes><extraOptions>--begin=now+1hour</extraOptions></slurmOption>"#;
+    let text = descriptor(slurm, None, "timeout=\"300s\"")
+        .replace("refid=\"job\"", &format!("refid=\"{process}\""))
+        .replace("id=\"job\"", &format!("id=\"{process}\""));
+    let path = dir.write("d.xml", &text);
+    // Its job files go below this home, its reaper and ssh masters below
+    // this temporary directory.
+    let home = dir.0.join("home");
+    let tmp = dir.0.join("tmp");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    let deployer = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(["deploy", "--no-progress", "--lease-ms", "3000"])
+        .arg(&path)
+        .env("HOME", &home)
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut deployer = support::Killed(deployer);
+    let deployer = &mut deployer.0;
+    // Drained, so that the deployer never blocks on a full pipe.
+    let stderr = deployer.stderr.take().unwrap();
+    std::thread::spawn(move || BufReader::new(stderr).lines().for_each(drop));
+    let name = format!("actogrid-Workers-{process}");
+    let jobs_dir = home.join(".cache/actogrid/jobs");
+    let job_dir = jobs_dir.join(format!("{name}-{}", deployer.id()));
+    let started = Instant::now();
+    let job = loop {
+        if let Some(job) = jobs_named(&name).pop() {
+            break job;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the job was never submitted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(squeue_state(&job).starts_with("PENDING"));
+    assert!(job_dir.exists(), "{}", job_dir.display());
+    deployer.kill().unwrap(); // SIGKILL: no chance to clean up
+    deployer.wait().unwrap();
+    let killed = Instant::now();
+    let clean = || {
+        let state = squeue_state(&job);
+        (state.is_empty() || state == "CANCELLED")
+            && !job_dir.exists()
+            && std::fs::read_dir(&tmp).unwrap().count() == 0
+    };
+    let limit = Duration::from_secs(30);
+    while !clean() && killed.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = squeue_state(&job);
+    if !clean() {
+        let _ = Command::new("scancel").arg(&job).status();
+    }
+    assert!(
+        state.is_empty() || state == "CANCELLED",
+        "the pending job outlived its deployer: {state}"
+    );
+    assert!(!job_dir.exists(), "{} left behind", job_dir.display());
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the temporary directory: {left:?}");
+    eprintln!(
+        "job cancelled and files removed {:.1} s after SIGKILL (lease 3 s)",
+        killed.elapsed().as_secs_f64()
+    );
 }

@@ -1,7 +1,9 @@
 //! Deployments over ssh to real sshd hosts in network namespaces (the
 //! hosts of `scripts/testbed/ssh-hosts`): three hosts at once, a host
 //! refusing authentication, a host becoming unreachable mid-deployment,
-//! the deployer killed with SIGKILL, and a chain ssh → SLURM. Skipped
+//! the deployer killed with SIGKILL (nothing of it left once the lease has
+//! run out: runtimes, ssh masters, control directories, a pending job on a
+//! front-end and its files), and a chain ssh → SLURM. Skipped
 //! unless `ACTOGRID_TEST_SSH=1` (and `ACTOGRID_TEST_SLURM=1` for the
 //! chain).
 
@@ -144,7 +146,25 @@ async fn runtimes_on_three_hosts_answer_and_leave_nothing_behind() {
         assert!(node.url().host().starts_with("10.213.7."), "{}", node.url());
     }
     assert_eq!(marked_processes(&mark).len(), 6);
+    // The masters' control directories are in the deployment's cleanup
+    // directory, which a normal teardown removes with the masters.
+    let cleanup = std::env::temp_dir()
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy()
+                    .starts_with(&format!("actogrid-{}.", std::process::id()))
+            })
+        })
+        .expect("the deployment's cleanup directory");
+    // One per host and copy of the chain (`runtimes="2"`).
+    assert_eq!(masters_below(&cleanup).len(), 6);
     d.kill().await;
+    assert!(!cleanup.exists(), "{} left behind", cleanup.display());
+    assert!(masters_below(&cleanup).is_empty());
     assert!(
         eventually(Duration::from_secs(10), || marked_processes(&mark)
             .is_empty())
@@ -244,19 +264,10 @@ fn a_deployer_killed_with_sigkill_leaves_no_runtime_on_any_host() {
     let dir = TempDir::new("ssh-sigkill");
     let mark = mark();
     let path = dir.write("d.xml", &ssh_descriptor("agh1 agh2 agh3", 1, "", &mark));
-    // The deployer's ssh masters live in a directory of this test, so
-    // that the ones its death leaves (they would exit after a minute
-    // idle) are stopped at the end.
-    let tmp = dir.0.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    struct Masters(PathBuf);
-    impl Drop for Masters {
-        fn drop(&mut self) {
-            let _ = Command::new("pkill")
-                .args(["-f", "--", &format!("-S {}/", self.0.display())])
-                .status();
-        }
-    }
+    // The deployer's reaper and ssh masters live in a directory of this
+    // test: nothing of them may be left there, nor any master running.
+    let short = support::short_temp_dir();
+    let tmp = short.0.clone();
     let _masters = Masters(tmp.clone());
     let mut deployer = Command::new(env!("CARGO_BIN_EXE_actogrid"))
         .args(["deploy", "--no-progress", "--lease-ms", "3000"])
@@ -268,14 +279,87 @@ fn a_deployer_killed_with_sigkill_leaves_no_runtime_on_any_host() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(deployer.stdout.take().unwrap()).lines();
+    let mut deployer = support::Killed(deployer);
+    let deployer = &mut deployer.0;
     for _ in 0..3 {
         let line = lines.next().expect("a node URL").unwrap();
         assert!(line.starts_with("Workers\tactogrid://10.213.7."), "{line}");
     }
     assert_eq!(marked_processes(&mark).len(), 3);
+    assert_eq!(masters_below(&tmp).len(), 3, "one ssh master per host");
     deployer.kill().unwrap();
     deployer.wait().unwrap();
+    let killed = Instant::now();
     support::assert_all_exit("runtimes", || marked_processes(&mark));
+    assert_reaped(&tmp, killed);
+}
+
+/// Stops the ssh masters whose control sockets are below a directory of
+/// a test, if any is left (the test then fails: none should be).
+struct Masters(PathBuf);
+
+impl Drop for Masters {
+    fn drop(&mut self) {
+        for pid in masters_below(&self.0) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// The ssh masters (`ssh … -S DIR/… -M`) whose control sockets are below
+/// `dir`.
+fn masters_below(dir: &Path) -> Vec<u32> {
+    let needle = format!("{}/", dir.display());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_master = args.first().is_some_and(|a| a.ends_with("ssh"))
+            && args.iter().any(|a| a == "-M")
+            && args.iter().any(|a| a.starts_with(&needle));
+        if is_master && support::alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// After a deployer whose temporary directory is `tmp` was killed at
+/// `killed`: waits (30 s at most) until its reaper has stopped its ssh
+/// masters and emptied the directory, and says how long it took.
+fn assert_reaped(tmp: &Path, killed: Instant) {
+    let left = || {
+        let files: Vec<String> = std::fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        (files, masters_below(tmp))
+    };
+    while left() != (Vec::new(), Vec::new()) && killed.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (files, masters) = left();
+    assert!(
+        masters.is_empty(),
+        "ssh masters outlived the lease: {masters:?}"
+    );
+    assert!(
+        files.is_empty(),
+        "left in the temporary directory: {files:?}"
+    );
+    eprintln!(
+        "ssh masters stopped and control directories removed {:.1} s after SIGKILL (lease 3 s)",
+        killed.elapsed().as_secs_f64()
+    );
 }
 
 /// Forwards SLURM's controller port into a host's namespace, so that
@@ -380,6 +464,97 @@ async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
         .await
     );
     rt.shutdown();
+}
+
+#[test]
+fn a_deployer_killed_with_a_pending_job_on_a_front_end_leaves_nothing_there() {
+    let _hosts = HOSTS.blocking_lock();
+    if !enabled() {
+        return;
+    }
+    if std::env::var("ACTOGRID_TEST_SLURM").as_deref() != Ok("1") {
+        eprintln!("skipped: the chain also needs ACTOGRID_TEST_SLURM=1");
+        return;
+    }
+    let _forward = SlurmForward::into("agh1");
+    let dir = TempDir::new("ssh-slurm-sigkill");
+    let process = format!("pending{}", fastrand::u32(..));
+    let program = env!("CARGO_BIN_EXE_actogrid");
+    let text = support::descriptor(
+        "timeout=\"300s\"",
+        "",
+        "frontEnd",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess><commandPath value="{program}"/></jvmProcess></processDefinition>
+            <processDefinition id="{process}">
+              <slurmProcess>
+                <processReference refid="runtime"/>
+                <slurmOption><nodes>1</nodes><extraOptions>--begin=now+1hour</extraOptions></slurmOption>
+              </slurmProcess>
+            </processDefinition>
+            <processDefinition id="frontEnd">
+              <sshProcess hostname="agh1"><processReference refid="{process}"/></sshProcess>
+            </processDefinition>"#
+        ),
+        false,
+    );
+    let path = dir.write("chain.xml", &text);
+    let short = support::short_temp_dir();
+    let tmp = short.0.clone();
+    let _masters = Masters(tmp.clone());
+    let deployer = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(["deploy", "--no-progress", "--lease-ms", "3000"])
+        .arg(&path)
+        .env("ACTOGRID_SSH_CONFIG", SSH_CONFIG)
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut deployer = support::Killed(deployer);
+    let deployer = &mut deployer.0;
+    let name = format!("actogrid-Workers-{process}");
+    let job_dir = format!("/root/.cache/actogrid/jobs/{name}-{}", deployer.id());
+    let queued = || {
+        let out = Command::new("squeue")
+            .args(["-h", "-t", "all", "-n", &name, "-o", "%i %T"])
+            .output()
+            .expect("squeue");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let started = Instant::now();
+    while !queued().contains("PENDING") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job was never submitted on agh1"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let job = queued().split_whitespace().next().unwrap().to_owned();
+    assert_eq!(
+        ssh_run("agh1", &format!("test -d {job_dir} && echo yes")),
+        "yes"
+    );
+    deployer.kill().unwrap(); // SIGKILL
+    deployer.wait().unwrap();
+    let killed = Instant::now();
+    let gone = || {
+        let q = queued();
+        q.is_empty() || q.ends_with("CANCELLED")
+    };
+    while !gone() && killed.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !gone() {
+        let _ = Command::new("scancel").arg(&job).status();
+        panic!("the pending job outlived its deployer: {}", queued());
+    }
+    assert_reaped(&tmp, killed);
+    assert_eq!(
+        ssh_run("agh1", &format!("test -e {job_dir} || echo gone")),
+        "gone",
+        "the job directory is left on agh1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

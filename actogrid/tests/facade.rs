@@ -113,6 +113,7 @@ async fn a_registered_name_has_a_url_other_runtimes_look_up() -> anyhow::Result<
 #[test]
 fn a_runtime_summary_reads_on_one_line() {
     let summary = RuntimeSummary {
+        id: 3,
         host: "node-3".into(),
         pid: 4242,
         nodes: vec![

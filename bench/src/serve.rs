@@ -109,6 +109,7 @@ pub(crate) async fn peer(args: &PeerArgs) -> anyhow::Result<()> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init();
     }
     let listener = bind(&args.listen).await?;

@@ -323,6 +323,19 @@ impl JobFiles {
         self
     }
 
+    /// A shell script that removes the job's files and its working
+    /// directory (when nothing else is left in it: the runtimes run there
+    /// and what they wrote is kept). It always succeeds.
+    pub fn removal_script(&self) -> String {
+        format!(
+            "rm -f -- {} {} {}; rmdir -- {} 2>/dev/null; true",
+            quote(&self.script),
+            quote(&self.output),
+            quote(&self.error),
+            quote(&self.work_dir)
+        )
+    }
+
     fn needs_home(&self) -> bool {
         [&self.work_dir, &self.script, &self.output, &self.error]
             .iter()
@@ -759,6 +772,11 @@ impl BatchJob {
         Ok(state)
     }
 
+    /// The command line that cancels the job.
+    pub fn cancel_command(&self) -> String {
+        cancel_command(self.kind, &self.tools, &self.id)
+    }
+
     /// Cancels the job. Cancelling a job that already ended succeeds.
     pub async fn cancel(&self, shell: &dyn Shell) -> Result<(), BatchError> {
         self.cancelled.store(true, Ordering::Release);
@@ -784,19 +802,6 @@ impl BatchJob {
             &command,
             &out,
         ))
-    }
-
-    /// The command line that removes the job's files (script, output,
-    /// error) and its working directory when it is left empty.
-    pub fn cleanup_command(&self) -> String {
-        let f = &self.files;
-        format!(
-            "rm -f -- {} {} {}; rmdir -- {} 2>/dev/null; true",
-            quote(&f.script),
-            quote(&f.output),
-            quote(&f.error),
-            quote(&f.work_dir)
-        )
     }
 
     /// The last [`ERROR_TAIL`] bytes of the job's error file; empty when
@@ -901,7 +906,7 @@ fn parent_dir(path: &str) -> &str {
 }
 
 /// Writes the job script of `runtime` in `work_dir` on `shell`, submits it
-/// and returns the job.
+/// and returns the job: [`job_files`] then [`submit_files`].
 ///
 /// `job_name` names the files (`work_dir/job_name.sh`, `.out`, `.err`) and
 /// is the scheduler job name when the descriptor gives none. `work_dir` is
@@ -913,6 +918,56 @@ pub async fn submit(
     work_dir: &str,
     job_name: &str,
 ) -> Result<BatchJob, BatchError> {
+    let files = job_files(shell, scheduler, work_dir, job_name).await?;
+    submit_files(shell, scheduler, runtime, files).await
+}
+
+/// Where the files of a job submitted from `work_dir` on `shell` will be
+/// ([`Scheduler::files`]), with `~/` resolved on that host. Nothing is
+/// written yet: a caller that must be able to remove them whatever
+/// happens learns them first.
+pub async fn job_files(
+    shell: &dyn Shell,
+    scheduler: &Scheduler,
+    work_dir: &str,
+    job_name: &str,
+) -> Result<JobFiles, BatchError> {
+    let tools = Tools::of(scheduler.link());
+    let q = Query {
+        shell,
+        kind: scheduler.kind(),
+        tools: &tools,
+    };
+    let files = scheduler.files(work_dir, job_name);
+    for (field, value) in [
+        ("working directory", &files.work_dir),
+        ("job name", &files.job_name),
+    ] {
+        scheduler.refuse_control(field, value)?;
+    }
+    if !files.needs_home() {
+        return Ok(files);
+    }
+    let command = "printf '%s' \"$HOME\"";
+    let out = q.run(command, "printf", None).await?;
+    let home = out.stdout_text();
+    if !out.success() || home.is_empty() {
+        return Err(q.refused("cannot find the home directory", command, &out));
+    }
+    Ok(files.with_home(&home))
+}
+
+/// Writes the job script of `runtime` to `files` on `shell` and submits
+/// it. Directories are created `0700` and the script `0700` (it holds the
+/// runtimes' one-time ticket; OAR runs it directly, so it stays
+/// executable); the scheduler writes the job's output files `0600`. When
+/// the scheduler refuses the job, its files are removed again.
+pub async fn submit_files(
+    shell: &dyn Shell,
+    scheduler: &Scheduler,
+    runtime: &RuntimeCommand,
+    mut files: JobFiles,
+) -> Result<BatchJob, BatchError> {
     let kind = scheduler.kind();
     let tools = Tools::of(scheduler.link());
     let q = Query {
@@ -920,26 +975,9 @@ pub async fn submit(
         kind,
         tools: &tools,
     };
-    let mut files = scheduler.files(work_dir, job_name);
-    for (field, value) in [
-        ("working directory", &files.work_dir),
-        ("job name", &files.job_name),
-    ] {
-        scheduler.refuse_control(field, value)?;
-    }
-    if files.needs_home() {
-        let command = "printf '%s' \"$HOME\"";
-        let out = q.run(command, "printf", None).await?;
-        let home = out.stdout_text();
-        if !out.success() || home.is_empty() {
-            return Err(q.refused("cannot find the home directory", command, &out));
-        }
-        files = files.with_home(&home);
-    }
-
     let script = scheduler.script(runtime, &files);
     let write = format!(
-        "mkdir -p {} {} {} {} && cat > {script_file} && chmod +x {script_file} && rm -f {} {}",
+        "umask 077 && mkdir -p {} {} {} {} && cat > {script_file} && chmod 700 {script_file} && rm -f {} {}",
         quote(&files.work_dir),
         quote(parent_dir(&files.script)),
         quote(parent_dir(&files.output)),
@@ -952,6 +990,7 @@ pub async fn submit(
         .run(&write, "the job script writer", Some(script.as_bytes()))
         .await?;
     if !out.success() {
+        let _ = q.run(&files.removal_script(), "rm", None).await;
         return Err(q.refused(
             &format!("cannot write the job script {}", files.script),
             &write,
@@ -959,15 +998,25 @@ pub async fn submit(
         ));
     }
 
-    let command = scheduler.submit_command(&files);
+    // The scheduler creates the output files with the submitter's umask
+    // (SLURM and PBS pass it on to the job).
+    let command = format!("umask 077 && {}", scheduler.submit_command(&files));
     let program = kind.submit_program();
-    let out = q.run(&command, program, None).await?;
-    if !out.success() {
-        return Err(q.refused(&format!("{program} refused the job"), &command, &out));
-    }
-    let id = scheduler
-        .parse_job_id(&String::from_utf8_lossy(&out.stdout))
-        .map_err(|e| q.unparsed(&command, e))?;
+    let submitted = match q.run(&command, program, None).await {
+        Ok(out) if out.success() => scheduler
+            .parse_job_id(&String::from_utf8_lossy(&out.stdout))
+            .map_err(|e| q.unparsed(&command, e)),
+        Ok(out) => Err(q.refused(&format!("{program} refused the job"), &command, &out)),
+        Err(e) => Err(e),
+    };
+    let id = match submitted {
+        Ok(id) => id,
+        Err(e) => {
+            // Nothing will run from these files: leave nothing behind.
+            let _ = q.run(&files.removal_script(), "rm", None).await;
+            return Err(e);
+        }
+    };
     tracing::info!(
         scheduler = %kind,
         host = shell.host(),

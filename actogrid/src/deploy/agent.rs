@@ -208,6 +208,7 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
             .map_err(|e| {
                 anyhow::anyhow!("the deployer at {registrar_url} refused this runtime: {e}")
             })?;
+        super::capture::forward(admission.logs.clone(), admission.runtime);
         tracing::info!(
             runtime = admission.runtime,
             "registered with {registrar_url}"
@@ -234,6 +235,7 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
             Err(e) => Err(anyhow::anyhow!("the runtime's server failed: {e}")),
         },
     };
+    super::capture::flush(Duration::from_millis(500)).await;
     rt.shutdown();
     result
 }

@@ -13,7 +13,7 @@ use actogrid_runtime::NodeUrl;
 use tokio::sync::{Semaphore, oneshot};
 
 use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV, TOKEN_ENV};
-use actogrid_acquisition::batch::JobState;
+use actogrid_acquisition::batch::{JobFiles, JobState};
 
 use actogrid_technical_services::Origin;
 
@@ -37,6 +37,13 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
             vn.clone().admit_node(node, origin).await;
         }
         let limit = Arc::new(Semaphore::new(inner.options.parallelism.max(1)));
+        // ssh masters keep their control directories where the reaper
+        // finds them (started now, before anything is made elsewhere).
+        let control_dir = if super::reaper::needed_by(&d) {
+            inner.reaper.dir()
+        } else {
+            None
+        };
         for jvm_name in &mapping.jvms {
             let Some(jvm) = d.jvm(&jvm_name.value) else {
                 continue;
@@ -59,6 +66,7 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                         vn_retrieve: vn_model
                             .and_then(|v| v.file_transfer_retrieve.as_ref())
                             .map(|r| r.value.clone()),
+                        control_dir: control_dir.clone(),
                     };
                     let sink = Sink {
                         inner: inner.clone(),
@@ -269,9 +277,11 @@ impl Launches for Sink {
                 lock(&self.inner.watchers).push(watcher);
             }
             Started::Job { shell, job } => {
+                self.inner.reaper.job_submitted(shell.as_ref(), &job);
+                // Its runtimes count as started once the job runs.
                 self.vn
                     .counters
-                    .started
+                    .pending
                     .fetch_add(job.runtimes.unwrap_or(1), Ordering::Relaxed);
                 let job = *job;
                 let poller = Job {
@@ -292,6 +302,10 @@ impl Launches for Sink {
         self.inner.shared.launch_failed(launch, error);
     }
 
+    fn job_files(&self, _launch: LaunchId, place: &Arc<dyn Shell>, files: &JobFiles) {
+        self.inner.reaper.job_files(place.as_ref(), files);
+    }
+
     fn connected(&self, shell: Arc<dyn Shell>) {
         lock(&self.inner.shells).push(shell);
     }
@@ -301,9 +315,10 @@ impl Launches for Sink {
     }
 }
 
-/// Follows a batch job until it ends: its state while pending shows in
-/// timeout messages; its end (with the tail of its error file) ends the
-/// launch.
+/// Follows a batch job until it ends: while pending, its state and reason
+/// show in the progress bar and in timeout messages; once it runs its
+/// runtimes count as started; its end (with the tail of its error file)
+/// ends the launch.
 async fn watch_job(
     shared: Arc<Shared>,
     vn: Arc<VnState>,
@@ -312,12 +327,32 @@ async fn watch_job(
     job: Job,
 ) {
     let started = std::time::Instant::now();
+    let runtimes = job.job.runtimes.unwrap_or(1);
+    let mut pending = true;
+    // The job left its queue: its runtimes are started (`running`) or
+    // will never be.
+    let settle = |pending: &mut bool, running: bool| {
+        if std::mem::take(pending) {
+            vn.counters.pending.fetch_sub(runtimes, Ordering::Relaxed);
+            if running {
+                vn.counters.started.fetch_add(runtimes, Ordering::Relaxed);
+            }
+            lock(&vn.pending_reasons).remove(&launch);
+            vn.bump();
+        }
+    };
+    let mut first = true;
     loop {
-        let every = if started.elapsed() < Duration::from_secs(30) {
+        // The first look is at once: the bar says why a job waits as soon
+        // as the scheduler does.
+        let every = if first {
+            Duration::ZERO
+        } else if started.elapsed() < Duration::from_secs(30) {
             Duration::from_millis(500)
         } else {
             Duration::from_secs(3)
         };
+        first = false;
         tokio::time::sleep(every).await;
         if shared.ended.load(Ordering::Acquire) {
             return;
@@ -330,6 +365,7 @@ async fn watch_job(
             }
         };
         if state.is_finished() {
+            settle(&mut pending, false);
             let tail = job
                 .job
                 .stderr_tail(job.shell.as_ref())
@@ -346,6 +382,13 @@ async fn watch_job(
             };
             shared.launch_ended(launch, &how);
             return;
+        }
+        match &state {
+            JobState::Running => settle(&mut pending, true),
+            JobState::Pending { reason } if pending => {
+                lock(&vn.pending_reasons).insert(launch, reason.clone());
+            }
+            _ => {}
         }
         let mut waiting = lock(&vn.waiting_on);
         match &state {

@@ -16,13 +16,20 @@
 //! Every runtime a deployment starts runs this very binary in node mode,
 //! connects back to the deployment's registrar with a one-time ticket and
 //! renews a lease; when the deployer ends, is interrupted or is killed,
-//! its runtimes exit on their own within the lease (10 s by default).
+//! its runtimes exit on their own within the lease (10 s by default), and
+//! a reaper removes what is not a runtime (batch jobs, job files, ssh
+//! connections: `reaper.rs`). What the runtimes print comes back to the
+//! deployment ([`Deployment::logs`]; `output.rs`, `capture.rs`).
 
 pub(crate) mod agent;
+pub(crate) mod capture;
 mod launch;
+pub(crate) mod live;
+mod output;
 mod p2p;
 mod progress;
 mod reach;
+mod reaper;
 pub(crate) mod registrar;
 mod services;
 mod state;
@@ -42,6 +49,7 @@ pub use agent::{
     ADVERTISE_ENV, DEPLOYER_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, RuntimeAgent,
     RuntimeAgentProxy, RuntimeInfo, TOKEN_ENV,
 };
+pub use output::{LogSink, LogSinkProxy, MAX_LINE, OutputLine, OutputOptions, PrintedLine, Stream};
 pub use registrar::{Admission, Refusal, Registrar, RegistrarProxy, Registration};
 pub use state::VnEvent;
 pub use vn::VirtualNode;
@@ -77,7 +85,7 @@ pub enum DeployError {
     #[error("virtual node `{0}` is not activated: call activate() or activate_vn() first")]
     NotActivated(String),
     /// Not enough nodes arrived.
-    #[error("{}", not_enough(.vn, *.have, *.needed, .waited, .impossible, .failures, .waiting_on))]
+    #[error("{}", not_enough(self))]
     NotEnoughNodes {
         /// The virtual node.
         vn: String,
@@ -85,14 +93,18 @@ pub enum DeployError {
         have: u64,
         /// Nodes it needed (`minNodeNumber`, else every expected node).
         needed: u64,
+        /// Nodes the descriptor maps to it, when it says exactly.
+        expected: Option<u64>,
+        /// Nodes that failed or left (they will not come).
+        failed: u64,
         /// How long it waited.
         waited: Duration,
         /// Failures made the count unreachable before the timeout.
         impossible: bool,
         /// Every failure, one line per host or job.
-        failures: Vec<String>,
+        failures: Box<[String]>,
         /// What is still pending (job states).
-        waiting_on: Vec<String>,
+        waiting_on: Box<[String]>,
     },
     /// A technical service failed a node and asked for the whole virtual
     /// node to fail.
@@ -111,25 +123,58 @@ pub enum DeployError {
     Setup(String),
 }
 
-fn not_enough(
-    vn: &str,
-    have: u64,
-    needed: u64,
-    waited: &Duration,
-    impossible: &bool,
-    failures: &[String],
-    waiting_on: &[String],
-) -> String {
+/// `1 node`, `2 nodes`.
+fn count_nodes(n: u64) -> String {
+    if n == 1 {
+        "1 node".to_owned()
+    } else {
+        format!("{n} nodes")
+    }
+}
+
+fn not_enough(e: &DeployError) -> String {
+    let DeployError::NotEnoughNodes {
+        vn,
+        have,
+        needed,
+        expected,
+        failed,
+        waited,
+        impossible,
+        failures,
+        waiting_on,
+    } = e
+    else {
+        return String::new();
+    };
+    let waited = waited.as_secs_f64();
+    // "1 of its 3 nodes failed", "all 4 of its nodes failed", "2 nodes failed".
+    let failed_words = match expected {
+        Some(1) if *failed >= 1 => "its only node failed".to_owned(),
+        Some(2) if *failed >= 2 => "both its nodes failed".to_owned(),
+        Some(e) if failed >= e => format!("all {e} of its nodes failed"),
+        Some(e) => format!("{failed} of its {e} nodes failed"),
+        None => format!("{} failed", count_nodes(*failed)),
+    };
     let mut out = if *impossible {
+        let most = match expected {
+            Some(e) if failed < e => format!(", so at most {} can come", e - failed),
+            _ => String::new(),
+        };
         format!(
-            "virtual node `{vn}`: {needed} node(s) can no longer be reached ({have} usable after {:.1} s, too many failures)",
-            waited.as_secs_f64()
+            "virtual node `{vn}` needs {}, but {failed_words}{most} ({have} usable after {waited:.1} s)",
+            count_nodes(*needed)
         )
     } else {
-        format!(
-            "virtual node `{vn}`: {have} of {needed} node(s) usable after {:.1} s (its timeout)",
-            waited.as_secs_f64()
-        )
+        let mut s = format!(
+            "virtual node `{vn}` needs {} and has {have} after {waited:.1} s (its timeout)",
+            count_nodes(*needed)
+        );
+        if *failed > 0 {
+            s.push_str("; ");
+            s.push_str(&failed_words);
+        }
+        s
     };
     for f in failures {
         out.push_str("\n  failed: ");
@@ -148,6 +193,9 @@ fn not_enough(
 /// actogrid://10.0.0.3:7000/w-0, actogrid://10.0.0.3:7000/w-1`).
 #[derive(Debug, Clone)]
 pub struct RuntimeSummary {
+    /// Its number in the deployment (what [`Deployment::runtime_logs`]
+    /// and [`OutputLine::runtime`] name it by).
+    pub id: u64,
     /// The host name it reported.
     pub host: String,
     /// Its process id there.
@@ -208,6 +256,10 @@ pub struct DeployOptions {
     /// Every runtime the deployment starts, created or acquired, gets the
     /// result; see [`Deployment::settings`].
     pub settings: Vec<(String, String)>,
+    /// What to do with what the runtimes print (default: print it here,
+    /// prefixed with the runtime's virtual node, host and pid, and keep
+    /// the latest lines of each runtime for [`Deployment::logs`]).
+    pub output: OutputOptions,
 }
 
 impl Default for DeployOptions {
@@ -230,6 +282,7 @@ impl Default for DeployOptions {
                 std::env::var(crate::peer::TOKEN_ENV).ok().as_deref(),
             ),
             settings: Vec::new(),
+            output: OutputOptions::default(),
         }
     }
 }
@@ -267,6 +320,8 @@ pub(crate) struct Inner {
     overlays: Mutex<Vec<p2p::Acquisition>>,
     watchers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     killed: AtomicBool,
+    /// Set once the teardown is complete.
+    torn_down: tokio::sync::watch::Sender<bool>,
     progress: progress::Progress,
     /// The runtime was started for this deployment (remote hosts).
     own_runtime: bool,
@@ -275,6 +330,8 @@ pub(crate) struct Inner {
     runtime_settings: Vec<(String, String)>,
     /// The settings of the runtimes it starts (see [`Deployment::settings`]).
     pub(crate) settings: actogrid_runtime::Config,
+    /// Cleans up what the deployment made elsewhere if this process dies.
+    reaper: reaper::Reaper,
 }
 
 impl Deployment {
@@ -311,7 +368,7 @@ impl Deployment {
             Some(rt) => rt.clone(),
             None => crate::current().ok_or(DeployError::NoRuntime)?,
         };
-        let own_runtime = reach::first_remote_host(&descriptor).is_some()
+        let own_runtime = !reach::remote_hosts(&descriptor).is_empty()
             && (reach::is_loopback(&base) || options.advertise.is_some());
         let runtime = if own_runtime {
             reach::remote_reachable_runtime(&descriptor, &options).await?
@@ -359,6 +416,8 @@ impl Deployment {
             ended: AtomicBool::new(false),
             state: Mutex::new(state::State::default()),
             vns,
+            outputs: output::Outputs::new(options.output.clone()),
+            log_sink: std::sync::OnceLock::new(),
         });
         registrar::publish(&shared);
         let registrar_name = format!("actogrid-deployment-{}-{id}", std::process::id());
@@ -369,12 +428,20 @@ impl Deployment {
         node.register(&registrar_name, &registrar)
             .await
             .map_err(|e| DeployError::Setup(format!("cannot register the registrar: {e}")))?;
+        let sink = LogSinkProxy::new(&node, id).await.map_err(|e| {
+            DeployError::Setup(format!(
+                "cannot start the sink of the runtimes' output: {e}"
+            ))
+        })?;
+        let _ = shared.log_sink.set(sink);
         let address = runtime
             .address()
             .ok_or_else(|| DeployError::Setup("the runtime has no address".into()))?
             .to_owned();
         let registrar_urls = vec![format!("actogrid://{address}/{registrar_name}")];
         let progress = progress::Progress::new(options.progress);
+        shared.outputs.show_around(progress.bars());
+        let lease = options.lease;
         let inner = Arc::new(Inner {
             path,
             descriptor: Arc::new(descriptor),
@@ -389,11 +456,14 @@ impl Deployment {
             overlays: Mutex::new(Vec::new()),
             watchers: Mutex::new(Vec::new()),
             killed: AtomicBool::new(false),
+            torn_down: tokio::sync::watch::channel(false).0,
             progress,
             own_runtime,
             runtime_settings: checked.runtime_settings,
             settings,
+            reaper: reaper::Reaper::new(id, lease),
         });
+        live::add(&inner);
         let sweeper = Arc::downgrade(&inner.shared);
         let every = (inner.options.lease / 2).max(Duration::from_millis(100));
         lock(&inner.tasks).push(tokio::spawn(async move {
@@ -575,9 +645,10 @@ impl Deployment {
         let st = lock(&self.inner.shared.state);
         let mut list: Vec<RuntimeSummary> = st
             .runtimes
-            .values()
-            .filter(|r| !r.gone)
-            .map(|r| RuntimeSummary {
+            .iter()
+            .filter(|(_, r)| !r.gone)
+            .map(|(id, r)| RuntimeSummary {
+                id: *id,
                 host: r.host.clone(),
                 pid: r.pid,
                 nodes: r.nodes.iter().map(|n| n.url().clone()).collect(),
@@ -586,6 +657,25 @@ impl Deployment {
             .collect();
         list.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
         list
+    }
+
+    /// What the runtimes printed (the latest lines each runtime keeps,
+    /// [`OutputOptions`]), oldest first: stdout and stderr, their log lines
+    /// and panics, each with the runtime it came from.
+    pub fn logs(&self) -> Vec<OutputLine> {
+        self.inner.shared.outputs.all()
+    }
+
+    /// What runtime `runtime` ([`RuntimeSummary::id`]) printed, oldest
+    /// first; kept after it is gone (for the latest 256 gone runtimes).
+    pub fn runtime_logs(&self, runtime: u64) -> Vec<OutputLine> {
+        self.inner.shared.outputs.of(runtime)
+    }
+
+    /// Every line the runtimes print from now on, as it arrives (a slow
+    /// reader misses lines: [`tokio::sync::broadcast`] semantics).
+    pub fn follow_logs(&self) -> tokio::sync::broadcast::Receiver<OutputLine> {
+        self.inner.shared.outputs.follow()
     }
 
     /// The batch jobs submitted so far and not yet cancelled: `(what
@@ -667,8 +757,16 @@ pub async fn lookup_vn(runtime: &Runtime, url: &NodeUrl) -> Result<Vec<Node>, De
 
 async fn kill(inner: &Arc<Inner>) {
     if inner.killed.swap(true, Ordering::AcqRel) {
+        // Torn down by another caller (a drop, a signal): wait for it.
+        let mut done = inner.torn_down.subscribe();
+        let _ = done.wait_for(|down| *down).await;
         return;
     }
+    tear_down(inner).await;
+    inner.torn_down.send_replace(true);
+}
+
+async fn tear_down(inner: &Arc<Inner>) {
     let shared = &inner.shared;
     shared.ended.store(true, Ordering::Release);
     // Ask every live runtime to stop.
@@ -702,7 +800,7 @@ async fn kill(inner: &Arc<Inner>) {
         if let Err(e) = j.job.cancel(j.shell.as_ref()).await {
             tracing::warn!("{e}");
         }
-        let _ = j.shell.run(&j.job.cleanup_command(), None).await;
+        let _ = j.shell.run(&j.job.files.removal_script(), None).await;
     });
     futures::future::join_all(cancels).await;
     // Give processes a moment to exit on their own, then kill the rest.
@@ -732,6 +830,9 @@ async fn kill(inner: &Arc<Inner>) {
     )
     .await;
     registrar::withdraw(shared.id);
+    // Everything is cleaned up: the reaper has nothing left to do.
+    inner.reaper.dismiss().await;
+    live::remove(inner);
     inner.progress.finish();
     if inner.own_runtime {
         shared.runtime.shutdown();

@@ -4,9 +4,12 @@
 //! starts runtimes on other hosts, the deployment serves them from a
 //! runtime of its own that listens on every interface and advertises the
 //! address those hosts can reach: the one given (`advertise`), or the
-//! address of this machine on the route to the first remote host.
+//! address of this machine on the route to the first remote host that
+//! resolves. A host that does not resolve fails on its own, like a host
+//! that refuses the connection: it never stops the deployment.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use actogrid_descriptor::Descriptor;
 use actogrid_descriptor::model::{ProcessKind, ServiceKind};
@@ -14,24 +17,28 @@ use actogrid_runtime::{Config, Runtime};
 
 use super::{DeployError, DeployOptions};
 
-/// The first host a descriptor reaches over ssh, or the first peer of the
-/// overlay that is not this machine, if any.
-pub(super) fn first_remote_host(d: &Descriptor) -> Option<String> {
-    let by_process = d.processes.iter().find_map(|p| match &p.kind {
-        ProcessKind::Ssh(s) => Some(s.hostname.clone()),
-        ProcessKind::ProcessList(l) | ProcessKind::ProcessListByHost(l) => l.hosts.first().cloned(),
-        _ => None,
+/// Every host a descriptor reaches over ssh, then the peers of the
+/// overlay that are not this machine, in the order written, once each.
+pub(super) fn remote_hosts(d: &Descriptor) -> Vec<String> {
+    let by_process = d.processes.iter().flat_map(|p| match &p.kind {
+        ProcessKind::Ssh(s) => vec![s.hostname.clone()],
+        ProcessKind::ProcessList(l) | ProcessKind::ProcessListByHost(l) => l.hosts.clone(),
+        _ => Vec::new(),
     });
-    by_process.or_else(|| {
-        d.services.iter().find_map(|s| match &s.kind {
-            ServiceKind::P2p(p) => p
-                .peers
-                .iter()
-                .map(|peer| peer.value.host.clone())
-                .find(|host| !is_local_name(host)),
-            _ => None,
-        })
-    })
+    let peers = d.services.iter().flat_map(|s| match &s.kind {
+        ServiceKind::P2p(p) => p
+            .peers
+            .iter()
+            .map(|peer| peer.value.host.clone())
+            .filter(|host| !is_local_name(host))
+            .collect(),
+        _ => Vec::new(),
+    });
+    let mut seen = std::collections::HashSet::new();
+    by_process
+        .chain(peers)
+        .filter(|h| seen.insert(h.clone()))
+        .collect()
 }
 
 /// Whether `host` names this machine's loopback.
@@ -88,6 +95,42 @@ fn local_address_towards(target: IpAddr) -> Option<IpAddr> {
     socket.local_addr().ok().map(|a| a.ip())
 }
 
+/// How many remote hosts are tried to find the address they reach this
+/// machine at (all at once), and for how long.
+const PROBED_HOSTS: usize = 8;
+const PROBE_TIME: Duration = Duration::from_secs(5);
+
+/// This machine's address on the route to the first of `hosts` that
+/// resolves. A host that does not resolve is left to fail on its own
+/// when it is reached (one per-host error among others); when none does,
+/// the address of the default route, else the host name.
+async fn address_towards(hosts: &[String], options: &DeployOptions) -> String {
+    let probes = hosts.iter().take(PROBED_HOSTS).map(|host| async move {
+        let target = resolve_like_ssh(host, options).await?;
+        local_address_towards(target).map(|ip| (host, target, ip))
+    });
+    let found = tokio::time::timeout(PROBE_TIME, futures::future::join_all(probes))
+        .await
+        .unwrap_or_default();
+    if let Some((host, target, ip)) = found.into_iter().flatten().next() {
+        tracing::debug!("`{host}` resolves to {target}; this machine is {ip} on that route");
+        return ip.to_string();
+    }
+    // No packet is sent: this only asks the routing table which address
+    // the default route leaves from (a documentation address, routed by
+    // the default route only).
+    let fallback = "198.51.100.1"
+        .parse::<IpAddr>()
+        .ok()
+        .and_then(local_address_towards)
+        .map_or_else(actogrid_technical_services::hostname, |ip| ip.to_string());
+    tracing::warn!(
+        "none of the remote hosts ({}) resolves; remote runtimes would reach this deployment at {fallback} (set ACTOGRID_DEPLOYER_ADVERTISE or DeployOptions::advertise to choose)",
+        hosts.join(", ")
+    );
+    fallback
+}
+
 /// A runtime of the deployment's own, reachable from remote hosts.
 pub(super) async fn remote_reachable_runtime(
     d: &Descriptor,
@@ -95,20 +138,7 @@ pub(super) async fn remote_reachable_runtime(
 ) -> Result<Runtime, DeployError> {
     let host = match &options.advertise {
         Some(a) => a.clone(),
-        None => {
-            let remote = first_remote_host(d).unwrap_or_default();
-            let target = resolve_like_ssh(&remote, options).await.ok_or_else(|| {
-                DeployError::Setup(format!(
-                    "cannot resolve `{remote}` to find the address it reaches this machine at; set ACTOGRID_DEPLOYER_ADVERTISE (or DeployOptions::advertise)"
-                ))
-            })?;
-            let ip = local_address_towards(target).ok_or_else(|| {
-                DeployError::Setup(format!(
-                    "no route from this machine to `{remote}` ({target}); set ACTOGRID_DEPLOYER_ADVERTISE (or DeployOptions::advertise)"
-                ))
-            })?;
-            ip.to_string()
-        }
+        None => address_towards(&remote_hosts(d), options).await,
     };
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
         .await

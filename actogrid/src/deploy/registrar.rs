@@ -34,6 +34,8 @@ pub struct Admission {
     pub runtime: u64,
     /// Exit when no renewal succeeded for this long (milliseconds).
     pub lease_ms: u64,
+    /// Where to send what the runtime prints (none: keep it local).
+    pub logs: Option<super::output::LogSinkProxy>,
 }
 
 /// Why a registration was refused.
@@ -68,7 +70,7 @@ pub(crate) fn withdraw(id: u64) {
         .remove(&id);
 }
 
-fn find(id: u64) -> Option<Arc<Shared>> {
+pub(crate) fn find(id: u64) -> Option<Arc<Shared>> {
     table()
         .lock()
         .unwrap_or_else(|p| p.into_inner())

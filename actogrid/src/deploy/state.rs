@@ -43,6 +43,8 @@ pub enum VnEvent {
 pub(crate) struct Counters {
     pub(crate) asked: AtomicU64,
     pub(crate) started: AtomicU64,
+    /// Runtimes of batch jobs still waiting in their queue.
+    pub(crate) pending: AtomicU64,
     pub(crate) registered: AtomicU64,
     pub(crate) failed: AtomicU64,
 }
@@ -71,6 +73,8 @@ pub(crate) struct VnState {
     pub(crate) failures: Mutex<Vec<String>>,
     /// What pending launches are waiting for (job states).
     pub(crate) waiting_on: Mutex<HashMap<u64, String>>,
+    /// Why each pending job waits, by launch, as its scheduler says.
+    pub(crate) pending_reasons: Mutex<HashMap<u64, String>>,
     pub(crate) cursor: AtomicU64,
     /// The technical services applied to each node, in order.
     pub(crate) services: Vec<ServiceSpec>,
@@ -110,6 +114,7 @@ impl VnState {
             lost_unknown: AtomicBool::new(false),
             failures: Mutex::new(Vec::new()),
             waiting_on: Mutex::new(HashMap::new()),
+            pending_reasons: Mutex::new(HashMap::new()),
             cursor: AtomicU64::new(0),
             services,
             launch_env,
@@ -304,6 +309,10 @@ pub(crate) struct Shared {
     pub(crate) ended: AtomicBool,
     pub(crate) state: Mutex<State>,
     pub(crate) vns: HashMap<String, Arc<VnState>>,
+    /// What the runtimes printed.
+    pub(crate) outputs: super::output::Outputs,
+    /// Where runtimes send it (given at admission).
+    pub(crate) log_sink: std::sync::OnceLock<super::output::LogSinkProxy>,
 }
 
 impl Shared {
@@ -403,6 +412,7 @@ impl Shared {
         Ok(Admission {
             runtime,
             lease_ms: self.lease.as_millis() as u64,
+            logs: self.log_sink.get().cloned(),
         })
     }
 

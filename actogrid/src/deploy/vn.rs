@@ -138,10 +138,12 @@ impl VirtualNode {
             vn: self.state.name.clone(),
             have,
             needed,
+            expected: self.state.expected,
+            failed: self.state.lost.load(Ordering::Relaxed),
             waited,
             impossible: early,
-            failures: self.failures(),
-            waiting_on,
+            failures: self.failures().into(),
+            waiting_on: waiting_on.into(),
         }
     }
 

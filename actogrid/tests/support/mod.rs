@@ -35,6 +35,25 @@ impl Drop for TempDir {
     }
 }
 
+/// A directory with a short path (ssh control sockets below it must fit
+/// in 107 bytes), removed when dropped.
+pub fn short_temp_dir() -> TempDir {
+    let dir = PathBuf::from(format!("/tmp/ag{}", fastrand::u32(..)));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    TempDir(dir)
+}
+
+/// A child process killed (and waited for) when dropped, whatever
+/// happens to the test.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub async fn runtime() -> Runtime {
     let config = Config {
         heartbeat_interval: Duration::from_millis(200),
