@@ -417,35 +417,54 @@ pub(crate) struct Body {
     pub(crate) node: Arc<NodeInner>,
     pub(crate) order: Order,
     pub(crate) runtime: Runtime,
-    /// Methods of this object seen computing for a watchdog tick or more,
-    /// with how many short calls in a row they made since (see `compute`).
-    pub(crate) long_methods: Vec<(&'static str, u8)>,
+    /// What it learned of how long its methods run (see `compute`).
+    pub(crate) learned: Vec<(&'static str, Learned)>,
 }
 
-/// Short calls in a row after which a method marked long is served inline
-/// again.
-const SHORT_STREAK: u8 = 8;
+/// What a body learned of one of its methods (see `compute`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Learned {
+    /// Ran inline and short this many times in a row, never long.
+    Short(u8),
+    /// Ran for a watchdog tick or more; short calls in a row since.
+    Long(u8),
+}
+
+/// Short calls in a row after which a method is trusted to be short (it
+/// then runs inline without a permit), or after which a method marked
+/// long runs inline again.
+const STREAK: u8 = 8;
 
 /// The body's way of running synchronous user code (see `compute`).
 struct Runner<'a> {
     inline: &'a crate::compute::Inline,
-    long: &'a mut Vec<(&'static str, u8)>,
+    learned: &'a mut Vec<(&'static str, Learned)>,
 }
 
 impl crate::active::RunSync for Runner<'_> {
     fn run(&mut self, method: &'static str, call: &mut dyn FnMut()) {
-        let known = self.long.iter().position(|(m, _)| *m == method);
-        let ((), long) = self.inline.run(known.is_some(), call);
-        match (known, long) {
-            (None, false) => {}
-            (None, true) => self.long.push((method, 0)),
-            (Some(i), true) => self.long[i].1 = 0,
-            (Some(i), false) => {
-                self.long[i].1 += 1;
-                if self.long[i].1 >= SHORT_STREAK {
-                    self.long.swap_remove(i);
-                }
-            }
+        use crate::compute::Mode;
+        // Method names are the literals of one match: compare addresses.
+        let known = self
+            .learned
+            .iter()
+            .position(|(m, _)| std::ptr::eq(m.as_ptr(), method.as_ptr()));
+        let mode = match known.map(|i| self.learned[i].1) {
+            Some(Learned::Short(n)) if n >= STREAK => Mode::Trusted,
+            Some(Learned::Long(_)) => Mode::Long,
+            _ => Mode::Probe,
+        };
+        let ((), long) = self.inline.run(mode, call);
+        let next = match (known.map(|i| self.learned[i].1), long) {
+            (_, true) => Learned::Long(0),
+            (None, false) => Learned::Short(1),
+            (Some(Learned::Short(n)), false) => Learned::Short(n.saturating_add(1)),
+            (Some(Learned::Long(n)), false) if n + 1 >= STREAK => Learned::Short(0),
+            (Some(Learned::Long(n)), false) => Learned::Long(n + 1),
+        };
+        match known {
+            Some(i) => self.learned[i].1 = next,
+            None => self.learned.push((method, next)),
         }
     }
 }
@@ -630,7 +649,7 @@ impl Body {
         let (id, type_name) = (self.id, self.object.type_name());
         let mut runner = Runner {
             inline: self.runtime.inline(),
-            long: &mut self.long_methods,
+            learned: &mut self.learned,
         };
         let (method, dispatched) = match self.object.serve_bytes(
             &self.runtime,

@@ -14,6 +14,9 @@
 //! * **Learning.** A method that ran inline for a whole watchdog tick or
 //!   more is marked long for its object; its next calls go straight to
 //!   `block_in_place`. After a run of short calls it is served inline again.
+//!   A method that has only ever been short, several times in a row, is
+//!   trusted: it runs inline without taking a permit, so objects serving
+//!   short calls at once never hand off.
 //! * **Deferred wakes.** Inside a body's poll, the tasks it wakes (the
 //!   connection writer after a reply, a caller awaiting a local call, a
 //!   local object's body) are not woken at once: a task woken from an
@@ -232,15 +235,15 @@ impl Inline {
         }
     }
 
-    /// Runs `f`, user code that may compute for long: inline when a permit
-    /// is free and it is not known to be long, else on a thread of its own
-    /// (the executor's work moving to another thread first). Returns what
-    /// `f` gave and whether it ran for a whole tick or more.
-    pub(crate) fn run<R>(&self, known_long: bool, f: impl FnOnce() -> R) -> (R, bool) {
+    /// Runs `f`, user code that may compute for long, as `mode` says.
+    /// Returns what `f` gave and whether it ran for a whole tick or more.
+    pub(crate) fn run<R>(&self, mode: Mode, f: impl FnOnce() -> R) -> (R, bool) {
         let before = ticks();
         let long = |out: R| (out, ticks() >= before + 2);
-        if known_long && self.can_hand_off {
-            return long(hand_off(f));
+        match mode {
+            Mode::Trusted => return long(f()),
+            Mode::Long if self.can_hand_off => return long(hand_off(f)),
+            Mode::Long | Mode::Probe => {}
         }
         if self.permits.fetch_sub(1, Ordering::Acquire) <= 0 {
             self.permits.fetch_add(1, Ordering::Release);
@@ -258,6 +261,17 @@ impl Inline {
         drop(release);
         long(out)
     }
+}
+
+/// How to run user code, from what is known of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Always short so far: inline, no permit needed.
+    Trusted,
+    /// Not known yet: inline if a permit is free, else handed off.
+    Probe,
+    /// Known to compute for long: handed off.
+    Long,
 }
 
 /// Runs `f` after handing this executor thread's work to another thread,

@@ -1360,7 +1360,7 @@ impl Runtime {
         let entry = active::registered(type_name).ok_or_else(|| self.unknown_type(type_name))?;
         self.room_for_one_more()?;
         // A constructor is user code too, and may compute for long.
-        let (constructed, _) = self.inner.inline.run(false, || {
+        let (constructed, _) = self.inner.inline.run(crate::compute::Mode::Probe, || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 (entry.construct)(self, held, ctor)
             }))
@@ -1467,7 +1467,7 @@ impl Runtime {
             node,
             order,
             runtime: self.clone(),
-            long_methods: Vec::new(),
+            learned: Vec::new(),
         };
         self.spawn(crate::compute::InBody(Box::pin(body.run())));
         wire
