@@ -370,6 +370,7 @@ impl PeerDaemon {
             .vessels()
             .wait_idle(Duration::from_secs(15))
             .await;
+        self.lender.vessels().close();
         self.driver.stop().await;
         self.rt.shutdown();
     }

@@ -308,13 +308,19 @@ impl World {
         d
     }
 
-    /// A uid base and a state directory of its own, for one daemon.
-    fn identity(&self) -> (u32, PathBuf) {
+    /// Options giving one daemon identities of its own: its uids, ports
+    /// and state directory.
+    fn identity(&self) -> Vec<String> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        (
-            1_900_500_000 + n * 100,
-            self.dir.0.join(format!("state-{n}")),
-        )
+        let state = self.dir.0.join(format!("state-{n}"));
+        vec![
+            "--uid-base".into(),
+            (1_900_500_000 + n * 100).to_string(),
+            "--port-base".into(),
+            (21_000 + n * 16).to_string(),
+            "--state-dir".into(),
+            state.to_string_lossy().into_owned(),
+        ]
     }
 }
 
@@ -362,10 +368,9 @@ struct Lending {
 /// Starts a daemon with `slots` slots (and `extra` options) and deploys
 /// `slots` nodes on it.
 async fn lend(world: &World, slots: u32, extra: &[&str]) -> Lending {
-    let (base, state) = world.identity();
-    let base = base.to_string();
+    let identity = world.identity();
     let mut options: Vec<&str> = LIMITS.to_vec();
-    options.extend(["--uid-base", &base, "--state-dir", state.to_str().unwrap()]);
+    options.extend(identity.iter().map(String::as_str));
     options.extend(extra);
     let cmd = PeerProcess::command(&world.work, "127.0.0.1:0", slots, &[], SECRET, &options);
     lend_with(world, cmd, slots, &world.work).await
@@ -902,10 +907,9 @@ async fn a_stopping_daemon_takes_its_vessels_down(world: Arc<World>) {
 }
 
 async fn a_restarted_daemon_takes_down_what_a_crashed_one_left(world: Arc<World>) {
-    let (base, state) = world.identity();
-    let base = base.to_string();
+    let identity = world.identity();
     let mut options: Vec<&str> = LIMITS.to_vec();
-    options.extend(["--uid-base", &base, "--state-dir", state.to_str().unwrap()]);
+    options.extend(identity.iter().map(String::as_str));
     let cmd = PeerProcess::command(&world.work, "127.0.0.1:0", 1, &[], SECRET, &options);
     let mut lending = lend_with(&world, cmd, 1, &world.work).await;
     let me = lending.hostile().identity().await.unwrap();
@@ -959,6 +963,8 @@ async fn an_unprivileged_daemon_says_so_and_still_confines(world: Arc<World>) {
         "64",
         "--disk-limit",
         "16M",
+        "--port-base",
+        "20900",
         "--state-dir",
         state.to_str().unwrap(),
     ];

@@ -125,6 +125,11 @@ struct DaemonArgs {
     /// A further path lent runtimes may read (repeatable).
     #[arg(long = "read-only", value_name = "PATH")]
     read_only: Vec<PathBuf>,
+    /// First of the ports lent runtimes listen on, one per vessel
+    /// identity [default: the 4096 ports below the kernel's ephemeral
+    /// range].
+    #[arg(long, value_name = "PORT")]
+    port_base: Option<u16>,
     /// Where the daemon records the vessel identities it holds [default:
     /// /run/actogrid/vessels for root].
     #[arg(long, value_name = "DIR")]
@@ -271,6 +276,7 @@ fn options(args: DaemonArgs) -> Result<(String, PeerOptions), String> {
                 .or(file.cgroup_parent)
                 .unwrap_or(vessel_defaults.cgroup_parent),
             read_only,
+            port_base: args.port_base.or(file.port_base),
             state_dir: args.state_dir.or(file.state_dir),
         },
     };

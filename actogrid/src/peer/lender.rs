@@ -207,6 +207,20 @@ impl Lender {
             Ok(status) => status.to_string(),
             Err(e) => e.to_string(),
         };
+        // The slot is free as soon as the program ended: taking the vessel
+        // down (killing what it left, unmounting, reclaiming) runs on,
+        // under another identity than the next vessel's.
+        let mine = {
+            let mut lent = lock(&self.lent);
+            let mine = matches!(lent.get(&booking), Some(Lent { phase: Phase::Running { pid: p, .. }, .. }) if *p == pid);
+            if mine {
+                lent.remove(&booking);
+            }
+            mine
+        };
+        if mine {
+            driver.step(|core, _| core.runtime_ended(booking));
+        }
         let tail = tail.text().await;
         let tail = tail.trim().to_owned();
         let taken_down = vessel.clone();
@@ -228,17 +242,6 @@ impl Lender {
                 "slot {}: runtime {pid} ended ({how}); its last error output: {tail}",
                 booking.0
             );
-        }
-        let mine = {
-            let mut lent = lock(&self.lent);
-            let mine = matches!(lent.get(&booking), Some(Lent { phase: Phase::Running { pid: p, .. }, .. }) if *p == pid);
-            if mine {
-                lent.remove(&booking);
-            }
-            mine
-        };
-        if mine {
-            driver.step(|core, _| core.runtime_ended(booking));
         }
     }
 }

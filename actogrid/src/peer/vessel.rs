@@ -133,6 +133,10 @@ pub struct VesselOptions {
     pub cgroup_parent: String,
     /// Further paths vessels may read (a data set, a tool).
     pub read_only: Vec<PathBuf>,
+    /// First of the ports vessels listen on, one per identity (`None`:
+    /// the 4096 ports below the kernel's ephemeral range, which
+    /// `bind(0)` and outgoing connections never take).
+    pub port_base: Option<u16>,
     /// Where the daemon records the identities it holds (default:
     /// `/run/actogrid/vessels` for root, else under
     /// `$XDG_RUNTIME_DIR` or the temporary directory).
@@ -153,6 +157,7 @@ impl Default for VesselOptions {
             cgroups: true,
             cgroup_parent: "actogrid-vessels".into(),
             read_only: Vec::new(),
+            port_base: None,
             state_dir: None,
         }
     }
@@ -197,6 +202,19 @@ struct Teardown {
 /// `uid`, or its session), unmounts and removes its directory, removes
 /// its cgroups. Blocking.
 fn teardown(record: &Record, uid: Option<u32>, daemon_uid: u32) -> Teardown {
+    let mut done = kill_processes(record, uid, daemon_uid);
+    done.problems.extend(remove(record));
+    if let Some(group) = &record.group {
+        if let Err(e) = group.remove() {
+            done.problems.push(e);
+        }
+    }
+    done
+}
+
+/// Kills every process of what `record` describes: its cgroup at once,
+/// then what is left of its uid (or session). Blocking.
+fn kill_processes(record: &Record, uid: Option<u32>, daemon_uid: u32) -> Teardown {
     let mut done = Teardown::default();
     let mut clean = true;
     if let Some(group) = &record.group {
@@ -221,29 +239,28 @@ fn teardown(record: &Record, uid: Option<u32>, daemon_uid: u32) -> Teardown {
         done.problems
             .push("some of its processes could not be killed".into());
     }
+    done
+}
+
+/// Unmounts and removes the directory of what `record` describes (once
+/// its processes are gone); what could not be. Blocking.
+fn remove(record: &Record) -> Vec<String> {
+    let mut problems = Vec::new();
     if let Some(dir) = &record.dir {
         if record.mounted {
             if let Err(e) = rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH) {
                 if e != rustix::io::Errno::INVAL && e != rustix::io::Errno::NOENT {
-                    done.problems
-                        .push(format!("cannot unmount {}: {e}", dir.display()));
+                    problems.push(format!("cannot unmount {}: {e}", dir.display()));
                 }
             }
         }
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => done
-                .problems
-                .push(format!("cannot remove {}: {e}", dir.display())),
+            Err(e) => problems.push(format!("cannot remove {}: {e}", dir.display())),
         }
     }
-    if let Some(group) = &record.group {
-        if let Err(e) = group.remove() {
-            done.problems.push(e);
-        }
-    }
-    done
+    problems
 }
 
 impl Vessels {
@@ -304,17 +321,17 @@ impl Vessels {
             }
         };
 
-        // What crashed daemons left, under any identity nobody holds.
-        for stale in claim::stale(&state_dir) {
-            let done = teardown(&stale.record, stale.uid, daemon_uid);
-            let had = stale.record != Record::default() || done.killed > 0;
-            if had {
+        // What crashed daemons left, under any identity nobody holds (and,
+        // when claiming, under one whose daemon died since).
+        let take_down = |name: &str, uid: Option<u32>, record: &Record| {
+            let done = teardown(record, uid, daemon_uid);
+            // An identity whose vessel was taken down has only its empty
+            // cgroups left: removed without a word.
+            if record.dir.is_some() || done.killed > 0 || !done.problems.is_empty() {
                 tracing::warn!(
-                    "took down vessel {} left by a daemon that did not stop cleanly: {} process(es) killed{}{}",
-                    stale.name,
+                    "took down vessel {name} left by a daemon that did not stop cleanly: {} process(es) killed{}{}",
                     done.killed,
-                    stale
-                        .record
+                    record
                         .dir
                         .as_ref()
                         .map(|d| format!(", {} removed", d.display()))
@@ -326,7 +343,10 @@ impl Vessels {
                     }
                 );
             }
-            if done.problems.is_empty() {
+            done.problems.is_empty()
+        };
+        for stale in claim::stale(&state_dir) {
+            if take_down(&stale.name, stale.uid, &stale.record) {
                 stale.forget();
             }
         }
@@ -335,7 +355,9 @@ impl Vessels {
             User::Own(base) => Kind::Uids(base),
             User::Daemon(_) => Kind::Slots,
         };
-        let claims = claim::claim(&state_dir, slots, kind, &system_uids())?;
+        // Twice as many identities as slots: a slot booked again at once
+        // gets its vessel without waiting for the last one's take-down.
+        let claims = claim::claim(&state_dir, slots * 2, kind, &system_uids(), &take_down)?;
 
         let slots_dir = work_dir.join("slots");
         if matches!(user, User::Own(_)) {
@@ -379,6 +401,12 @@ impl Vessels {
             disk: options.disk_limit,
             confine_network: options.confine_network,
             read_only: options.read_only.clone(),
+            port_base: match options.port_base {
+                // Port 0 would mean any ephemeral port to Landlock.
+                Some(0) => return Err("the vessels' port base must be a port above 0".into()),
+                Some(p) => p,
+                None => default_port_base(),
+            },
             daemon_uid,
         };
         let status = VesselStatus {
@@ -538,11 +566,16 @@ impl Vessels {
                     user.unwrap_or((plan.daemon_uid, plan.daemon_uid)),
                 )?;
             }
+            // Made on the identity's first vessel, kept for the next: making
+            // and removing groups costs milliseconds each, serialised
+            // machine-wide.
+            let mut counters = (0, 0);
             if let Some(group) = &group {
                 group.create(&plan.limits)?;
+                counters = (group.oom_kills(), group.forks_refused());
             }
             let deployers = deployer_addresses(env);
-            let (listen, port) = pick_port(&deployers)?;
+            let (listen, port) = pick_port(&deployers, plan.port_base, claim.index)?;
             let connect: Vec<u16> = deployers.iter().map(|(_, p)| *p).collect();
             let confinement = Confinement {
                 program: program.to_path_buf(),
@@ -555,10 +588,10 @@ impl Vessels {
                 probe: false,
             };
             let json = serde_json::to_string(&confinement).map_err(|e| e.to_string())?;
-            Ok::<_, String>((json, listen))
+            Ok::<_, String>((json, listen, counters))
         })();
         match set_up {
-            Ok((confinement, listen)) => Ok(Arc::new(Vessel {
+            Ok((confinement, listen, (oom_base, forks_base))) => Ok(Arc::new(Vessel {
                 vessels: self.clone(),
                 claim: Mutex::new(Some(claim)),
                 booking,
@@ -568,7 +601,11 @@ impl Vessels {
                 listen,
                 dir,
                 since: Instant::now(),
-                state: Mutex::new(Watch::default()),
+                state: Mutex::new(Watch {
+                    oom_base,
+                    forks_base,
+                    ..Watch::default()
+                }),
             })),
             Err(e) => {
                 let done = teardown(&record, claim.uid, plan.daemon_uid);
@@ -614,9 +651,15 @@ impl Vessels {
 
     /// Gives `claim` back for the next vessel.
     fn give_back(&self, mut claim: Claim) {
-        claim.clear();
+        claim.idle();
         lock(&self.free).push(claim);
         self.freed.notify_one();
+    }
+
+    /// The daemon stops: the identities it holds are released, with their
+    /// (empty) cgroups. Call once no vessel is left.
+    pub(crate) fn close(&self) {
+        lock(&self.free).clear();
     }
 
     fn done(&self) {
@@ -674,9 +717,10 @@ fn deployer_addresses(env: &[(String, String)]) -> Vec<(String, u16)> {
 }
 
 /// The address the vessel's runtime listens on: loopback when its
-/// deployer is on this machine, every interface otherwise, on a port free
-/// now (the vessel may bind that port only).
-fn pick_port(deployers: &[(String, u16)]) -> Result<(String, u16), String> {
+/// deployer is on this machine, every interface otherwise; on the port of
+/// its identity (`base + index`), or the next one free when another
+/// program holds it. The vessel may bind that port only.
+fn pick_port(deployers: &[(String, u16)], base: u16, index: u32) -> Result<(String, u16), String> {
     let local = !deployers.is_empty()
         && deployers.iter().all(|(h, _)| {
             h == "localhost"
@@ -685,13 +729,29 @@ fn pick_port(deployers: &[(String, u16)]) -> Result<(String, u16), String> {
                     .is_ok_and(|ip| ip.is_loopback())
         });
     let ip = if local { "127.0.0.1" } else { "0.0.0.0" };
-    let probe = std::net::TcpListener::bind((ip, 0))
-        .map_err(|e| format!("cannot find a free port for the vessel: {e}"))?;
-    let port = probe
-        .local_addr()
-        .map_err(|e| format!("cannot find a free port for the vessel: {e}"))?
-        .port();
-    Ok((format!("{ip}:{port}"), port))
+    let range = u32::from(u16::MAX - base).clamp(1, claim::RANGE);
+    for step in 0..64 {
+        let port = base + ((index + step) % range) as u16;
+        // Free now: the runtime binds it in a moment (no ephemeral port
+        // is taken from this range meanwhile).
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return Ok((format!("{ip}:{port}"), port));
+        }
+    }
+    Err(format!(
+        "no free port for the vessel from {} (the vessels' ports, --port-base, are taken by other programs)",
+        u32::from(base) + index % range
+    ))
+}
+
+/// The default first port of the vessels: the 4096 below the kernel's
+/// ephemeral range.
+fn default_port_base() -> u16 {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    u16::try_from(start.saturating_sub(claim::RANGE).max(1024)).unwrap_or(28672)
 }
 
 #[cfg(test)]
@@ -732,9 +792,11 @@ mod tests {
                 ("10.0.0.2".to_owned(), 4001)
             ]
         );
-        let (listen, _) = pick_port(&deployer_addresses(&env)).unwrap();
+        let base = default_port_base();
+        let (listen, _) = pick_port(&deployer_addresses(&env), base, 4000).unwrap();
         assert!(listen.starts_with("0.0.0.0:"), "{listen}");
-        let (listen, port) = pick_port(&deployer_addresses(&env)[..1]).unwrap();
+        let (listen, port) = pick_port(&deployer_addresses(&env)[..1], base, 4001).unwrap();
         assert_eq!(listen, format!("127.0.0.1:{port}"));
+        assert!(port >= base, "{port} from {base}");
     }
 }

@@ -258,7 +258,7 @@ pub fn assert_all_exit(what: &str, left: impl Fn() -> Vec<u32>) {
     );
 }
 
-/// One `actogrid peer` daemon, killed (SIGKILL) when dropped.
+/// One `actogrid peer` daemon, stopped when dropped.
 pub struct PeerProcess {
     pub child: Child,
     pub address: String,
@@ -380,7 +380,21 @@ impl PeerProcess {
 }
 
 impl Drop for PeerProcess {
+    /// Stops it (SIGTERM, so that it takes down what it lends, even when a
+    /// test failed), killing it after 10 s.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while let Ok(None) = self.child.try_wait() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         self.kill();
     }
 }
@@ -430,8 +444,9 @@ pub fn p2p_descriptor(asked: &str, peers: &[&str], timeout: &str, site: bool) ->
 }
 
 /// What is left on this machine of the vessel that ran as `uid` in
-/// `slot_dir`: its processes, a mount on its directory, the directory, its
-/// cgroups (in any hierarchy). Empty when it was taken down completely.
+/// `slot_dir`: its processes, a mount on its directory, the directory, a
+/// process in its cgroups (which, empty, serve the identity's next vessel
+/// while the daemon runs). Empty when it was taken down completely.
 pub fn vessel_leftovers(uid: u32, slot_dir: &Path) -> Vec<String> {
     let mut left = Vec::new();
     for pid in processes_of(uid) {
@@ -448,22 +463,31 @@ pub fn vessel_leftovers(uid: u32, slot_dir: &Path) -> Vec<String> {
     if slot_dir.exists() {
         left.push(format!("the directory {dir}"));
     }
-    let name = format!("uid-{uid}");
-    for line in mounts.lines() {
-        let Some((head, tail)) = line.split_once(" - ") else {
-            continue;
-        };
-        if !tail.starts_with("cgroup") {
-            continue;
-        }
-        if let Some(mount) = head.split(' ').nth(4) {
-            let group = Path::new(mount).join("actogrid-vessels").join(&name);
-            if group.exists() {
-                left.push(format!("the cgroup {}", group.display()));
-            }
+    for group in vessel_cgroups(uid) {
+        let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap_or_default();
+        if !procs.trim().is_empty() {
+            left.push(format!("processes in the cgroup {}", group.display()));
         }
     }
     left
+}
+
+/// The cgroups (in any hierarchy) of the vessel identity of `uid`.
+pub fn vessel_cgroups(uid: u32) -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let name = format!("uid-{uid}");
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            if !tail.starts_with("cgroup") {
+                return None;
+            }
+            let mount = head.split(' ').nth(4)?;
+            let group = Path::new(mount).join("actogrid-vessels").join(&name);
+            group.exists().then_some(group)
+        })
+        .collect()
 }
 
 /// The live processes whose real uid is `uid`.

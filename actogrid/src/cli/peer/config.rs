@@ -49,6 +49,7 @@ pub(super) struct File {
     pub(super) cgroups: Option<bool>,
     pub(super) cgroup_parent: Option<String>,
     pub(super) read_only: Option<Vec<PathBuf>>,
+    pub(super) port_base: Option<u16>,
     pub(super) state_dir: Option<PathBuf>,
 }
 

@@ -292,8 +292,8 @@ impl Group {
             .collect()
     }
 
-    /// Creates the directories and writes `limits`. A group left by an
-    /// earlier vessel of the same name is reused.
+    /// Creates the directories (or reuses them: a group serves the vessels
+    /// of one identity one after the other) and writes `limits`.
     pub(crate) fn create(&self, limits: &Limits) -> Result<(), String> {
         let write = |dir: &Path, file: &str, value: String| {
             std::fs::write(dir.join(file), &value).map_err(|e| {

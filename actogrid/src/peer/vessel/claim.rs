@@ -43,8 +43,12 @@ pub(crate) struct Claim {
     pub(crate) name: String,
     /// The uid its vessels run as, when it has one of its own.
     pub(crate) uid: Option<u32>,
+    /// Its rank from the base (uid − base, or n): picks its port.
+    pub(crate) index: u32,
     file: File,
     path: PathBuf,
+    /// What its file says now.
+    recorded: Record,
 }
 
 impl Claim {
@@ -53,18 +57,36 @@ impl Claim {
         let text = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         self.file.set_len(0)?;
         self.file.rewind()?;
+        // Not synced: the record must outlive the daemon (the page cache
+        // does), not the machine (which takes vessels down with it).
         self.file.write_all(&text)?;
-        self.file.sync_data()
+        self.recorded = record.clone();
+        Ok(())
     }
 
-    /// Nothing is set up any more.
-    pub(crate) fn clear(&mut self) {
-        let _ = self.file.set_len(0);
+    /// Its vessel is taken down: only its cgroups (empty, kept for the
+    /// next vessel of this identity) remain recorded.
+    pub(crate) fn idle(&mut self) {
+        let idle = Record {
+            group: self.recorded.group.clone(),
+            uid: self.uid,
+            ..Record::default()
+        };
+        if self.record(&idle).is_err() {
+            let _ = self.file.set_len(0);
+        }
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        // Its cgroups go with it; if they cannot (a process is still in
+        // one), the record stays for the next daemon to take down.
+        if let Some(group) = &self.recorded.group {
+            if group.remove().is_err() {
+                return;
+            }
+        }
         // Unlinked while still locked: no one can lock a file that is
         // being removed and believe it stale.
         let _ = std::fs::remove_file(&self.path);
@@ -82,7 +104,7 @@ pub(crate) enum Kind {
 
 /// Identities considered, from the base: the most vessels one machine
 /// runs at once.
-const RANGE: u32 = 4096;
+pub(crate) const RANGE: u32 = 4096;
 
 /// Locks the file at `path` (created when missing) without waiting;
 /// `None` when another daemon holds it. A lock taken on a file that was
@@ -177,8 +199,17 @@ pub(crate) fn stale(dir: &Path) -> Vec<Stale> {
 }
 
 /// Claims `n` identities of `kind` in `dir`, skipping those another daemon
-/// holds and the uids in `taken` (users the system knows).
-pub(crate) fn claim(dir: &Path, n: u32, kind: Kind, taken: &[u32]) -> Result<Vec<Claim>, String> {
+/// holds and the uids in `taken` (users the system knows). An identity
+/// whose file records something (its daemon died since the sweep) is
+/// first given to `take_down` (name, uid, record), and skipped when that
+/// fails.
+pub(crate) fn claim(
+    dir: &Path,
+    n: u32,
+    kind: Kind,
+    taken: &[u32],
+    take_down: &dyn Fn(&str, Option<u32>, &Record) -> bool,
+) -> Result<Vec<Claim>, String> {
     let mut claims = Vec::new();
     for i in 0..RANGE {
         if claims.len() as u32 == n {
@@ -198,14 +229,20 @@ pub(crate) fn claim(dir: &Path, n: u32, kind: Kind, taken: &[u32]) -> Result<Vec
         };
         let path = dir.join(format!("{name}.lock"));
         let file = lock(&path).map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
-        if let Some(file) = file {
+        if let Some(mut file) = file {
+            let left = read_record(&mut file).unwrap_or_default();
+            if left != Record::default() && !take_down(&name, uid, &left) {
+                continue;
+            }
             let mut claim = Claim {
                 name,
                 uid,
+                index: i,
                 file,
                 path,
+                recorded: Record::default(),
             };
-            claim.clear();
+            claim.idle();
             claims.push(claim);
         }
     }
@@ -237,10 +274,11 @@ mod tests {
     #[test]
     fn two_daemons_never_hold_one_identity_and_a_dead_ones_are_stale() {
         let d = dir("two");
-        let first = claim(&d, 2, Kind::Uids(5000), &[5001]).unwrap();
+        let nothing = |_: &str, _: Option<u32>, _: &Record| true;
+        let first = claim(&d, 2, Kind::Uids(5000), &[5001], &nothing).unwrap();
         let uids: Vec<_> = first.iter().map(|c| c.uid.unwrap()).collect();
         assert_eq!(uids, [5000, 5002], "a uid the system knows is skipped");
-        let second = claim(&d, 1, Kind::Uids(5000), &[5001]).unwrap();
+        let second = claim(&d, 1, Kind::Uids(5000), &[5001], &nothing).unwrap();
         assert_eq!(second[0].uid, Some(5003));
         assert!(stale(&d).is_empty(), "held identities are not stale");
 

@@ -33,6 +33,7 @@ pub(super) struct Plan {
     pub(super) disk: u64,
     pub(super) confine_network: bool,
     pub(super) read_only: Vec<PathBuf>,
+    pub(super) port_base: u16,
     pub(super) daemon_uid: u32,
 }
 
@@ -68,7 +69,14 @@ impl Plan {
         let abi = self.landlock?;
         let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
         let mut read_exec = paths(confine::SYSTEM_READ_EXEC);
-        read_exec.push(program.to_path_buf());
+        // Its directory in the cache, not the file: a daemon sharing the
+        // work directory may put the same content there again (another
+        // inode) between the rule and the execution.
+        read_exec.push(
+            program
+                .parent()
+                .map_or_else(|| program.to_path_buf(), Path::to_path_buf),
+        );
         let mut read = paths(confine::SYSTEM_READ);
         read.extend(self.read_only.iter().cloned());
         let network = abi >= 4;
@@ -176,9 +184,15 @@ impl Plan {
         list.push(p(
             "network",
             if self.confine_network {
-                "listen: its own port only; connect (TCP): its deployer's ports only".into()
+                format!(
+                    "listen: its own port only (from {}); connect (TCP): its deployer's ports only",
+                    self.port_base
+                )
             } else {
-                "listen: its own port only; connect: anywhere".into()
+                format!(
+                    "listen: its own port only (from {}); connect: anywhere",
+                    self.port_base
+                )
             },
             if network_rules {
                 format!(

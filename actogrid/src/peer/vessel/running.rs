@@ -13,12 +13,16 @@ use super::confine::VESSEL_ENV;
 use super::dir::directory_size;
 use super::procs::{self, Owner};
 use super::status::{EndedVessel, VesselUsage, bytes};
-use super::{ENDED_KEPT, KILL_LIMIT, Vessels, lock, teardown};
+use super::{ENDED_KEPT, Vessels, kill_processes, lock, remove};
 use crate::deploy::agent::{EXIT_ON_STDIN_EOF_ENV, LISTEN_ENV};
 
 /// What is watched while a vessel runs.
 #[derive(Debug, Default)]
 pub(super) struct Watch {
+    /// The group's counters before this vessel (a group serves the
+    /// identity's vessels one after the other).
+    pub(super) oom_base: u64,
+    pub(super) forks_base: u64,
     pub(super) pid: Option<u32>,
     pub(super) now: VesselUsage,
     pub(super) peak: VesselUsage,
@@ -143,7 +147,15 @@ impl Vessel {
     pub(crate) fn sample(&self) -> bool {
         let plan = &self.vessels.plan;
         let group = lock(&self.record).group.clone();
-        let owned = self.owner().map(procs::of);
+        // /proc is read only for what no cgroup counts.
+        let counted = group
+            .as_ref()
+            .is_some_and(|g| g.memory.is_some() && g.pids.is_some());
+        let owned = if counted {
+            None
+        } else {
+            self.owner().map(procs::of)
+        };
         let memory = group
             .as_ref()
             .and_then(Group::memory_used)
@@ -165,9 +177,15 @@ impl Vessel {
         } else {
             (directory_size(&self.dir), None)
         };
-        let oom_kills = group.as_ref().map_or(0, Group::oom_kills);
-        let forks_refused = group.as_ref().map_or(0, Group::forks_refused);
         let mut state = lock(&self.state);
+        let oom_kills = group
+            .as_ref()
+            .map_or(0, Group::oom_kills)
+            .saturating_sub(state.oom_base);
+        let forks_refused = group
+            .as_ref()
+            .map_or(0, Group::forks_refused)
+            .saturating_sub(state.forks_base);
         let now = VesselUsage {
             memory,
             tasks,
@@ -213,19 +231,6 @@ impl Vessel {
         false
     }
 
-    /// Kills every process of the vessel; how many there were. Blocking.
-    pub(crate) fn kill_all(&self) -> usize {
-        let record = lock(&self.record).clone();
-        let mut killed = 0;
-        if let Some(group) = &record.group {
-            killed += group.kill(KILL_LIMIT).0;
-        }
-        if let Some(owner) = self.owner() {
-            killed += procs::kill_all(owner, KILL_LIMIT).0;
-        }
-        killed
-    }
-
     /// Whether the kernel killed something for want of memory, or the
     /// daemon for disk: what an ending by SIGKILL means.
     fn cause_of_kill(&self) -> Option<String> {
@@ -250,7 +255,10 @@ impl Vessel {
     /// directory and cgroups, reports, frees its identity. Blocking.
     pub(crate) fn finish(&self, end: String, stopped: bool) -> EndedVessel {
         let began = Instant::now();
-        let leftovers = self.kill_all();
+        let record = lock(&self.record).clone();
+        let plan = &self.vessels.plan;
+        let killed = kill_processes(&record, record.uid, plan.daemon_uid);
+        let leftovers = killed.killed;
         // One last look: an out-of-memory kill is counted by then.
         self.sample();
         let end = if stopped {
@@ -260,9 +268,8 @@ impl Vessel {
         } else {
             end
         };
-        let record = lock(&self.record).clone();
-        let plan = &self.vessels.plan;
-        let done = teardown(&record, record.uid, plan.daemon_uid);
+        let mut problems = killed.problems;
+        problems.extend(remove(&record));
         let who = format!("slot {} ({})", self.booking, self.requester);
         if leftovers > 0 {
             tracing::warn!(
@@ -274,14 +281,14 @@ impl Vessel {
             began.elapsed().as_millis()
         );
         let mut claim = lock(&self.claim).take();
-        if done.problems.is_empty() {
+        if problems.is_empty() {
             if let Some(c) = claim.take() {
                 self.vessels.give_back(c);
             }
         } else {
             tracing::warn!(
                 "{who}: the vessel was not fully taken down: {}",
-                done.problems.join("; ")
+                problems.join("; ")
             );
         }
         // A claim not returned stays recorded: the next daemon retries.
