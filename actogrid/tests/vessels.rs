@@ -85,6 +85,8 @@ pub struct Identity {
     pub listen: String,
     /// Whether no_new_privs is set.
     pub no_new_privs: bool,
+    /// Its effective capabilities (`CapEff`, hexadecimal).
+    pub capabilities: String,
 }
 
 /// The borrowed program's object: an attack per method, run on request.
@@ -118,6 +120,12 @@ impl Hostile {
             exe: std::fs::read_link("/proc/self/exe").unwrap_or_default(),
             listen: std::env::var("ACTOGRID_LISTEN").unwrap_or_default(),
             no_new_privs: field("NoNewPrivs:") == 1,
+            capabilities: status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
         }
     }
 
@@ -687,6 +695,43 @@ async fn signalling_the_daemon_fails(world: Arc<World>) {
     lending.release(&[(me.uid, me.cwd)]).await;
 }
 
+async fn a_vessel_of_the_daemons_own_root_user_has_no_power(world: Arc<World>) {
+    let lending = lend(&world, 1, &["--same-user"]).await;
+    let me = lending.hostile().identity().await.unwrap();
+    assert_eq!(me.uid, 0, "{me:?}");
+    assert_eq!(me.capabilities, "0000000000000000", "{me:?}");
+    let status = lending.status().await;
+    let vessels = status.vessels.clone().unwrap();
+    assert!(vessels.user.contains("the daemon's user"), "{status}");
+    assert!(
+        lending
+            .peer
+            .log()
+            .contains("lent slots run as the daemon's user")
+    );
+    // Same user, yet the daemon is out of reach: Landlock's scoping.
+    let (attempts, _) = lending
+        .under_attack(async {
+            [
+                lending.hostile().signal(me.parent).await.unwrap(),
+                lending
+                    .hostile()
+                    .write("/etc/actogrid-planted".into())
+                    .await
+                    .unwrap(),
+                lending.hostile().read("/etc/shadow".into()).await.unwrap(),
+            ]
+        })
+        .await;
+    for attempt in &attempts {
+        assert!(failed(attempt), "{attempt:?}");
+    }
+    assert!(!Path::new("/etc/actogrid-planted").exists());
+    assert!(alive(lending.peer.pid()));
+    lending.release(&[]).await;
+    assert!(!me.cwd.exists());
+}
+
 async fn a_fork_bomb_stops_at_the_process_limit(world: Arc<World>) {
     let lending = lend(&world, 1, &[]).await;
     let vessel = lending.vessel().await;
@@ -1033,6 +1078,7 @@ const TESTS: &[(&str, Test)] = tests![
     reading_the_lenders_files_fails,
     writing_outside_its_directory_fails,
     signalling_the_daemon_fails,
+    a_vessel_of_the_daemons_own_root_user_has_no_power,
     a_fork_bomb_stops_at_the_process_limit,
     allocating_10_gib_gets_the_vessel_killed,
     filling_the_disk_stops_at_its_limit,

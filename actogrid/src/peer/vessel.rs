@@ -401,6 +401,10 @@ impl Vessels {
             disk: options.disk_limit,
             confine_network: options.confine_network,
             read_only: options.read_only.clone(),
+            state_id: {
+                use std::os::unix::fs::MetadataExt as _;
+                std::fs::metadata(&state_dir).map_or(0, |m| m.ino())
+            },
             port_base: match options.port_base {
                 // Port 0 would mean any ephemeral port to Landlock.
                 Some(0) => return Err("the vessels' port base must be a port above 0".into()),
@@ -546,7 +550,13 @@ impl Vessels {
         let plan = &self.plan;
         let dir = plan.work_dir.join("slots").join(booking.to_string());
         let user = claim.uid.map(|u| (u, u));
-        let group = plan.cgroups.any().then(|| plan.cgroups.group(&claim.name));
+        // A uid is machine-wide; a slot of the daemon's user is so only
+        // within its state directory, which the name then carries.
+        let group_name = match claim.uid {
+            Some(_) => claim.name.clone(),
+            None => format!("{}-{}", claim.name, plan.state_id),
+        };
+        let group = plan.cgroups.any().then(|| plan.cgroups.group(&group_name));
         let record = Record {
             dir: Some(dir.clone()),
             mounted: plan.tmpfs,

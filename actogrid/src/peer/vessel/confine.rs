@@ -191,6 +191,7 @@ fn apply(c: &Confinement) -> Result<&'static str, String> {
     if let Some((uid, gid)) = c.user {
         become_user(uid, gid)?;
     }
+    drop_capabilities()?;
     match ruleset {
         Some(ruleset) => {
             let status = ruleset
@@ -238,6 +239,21 @@ fn become_user(uid: u32, gid: u32) -> Result<(), String> {
         return Err(format!("user {uid} could become root again"));
     }
     Ok(())
+}
+
+/// No capability left, none to get back: a vessel of a root daemon that
+/// keeps uid 0 (`--same-user`) is root without root's powers, and with
+/// `no_new_privs` its program gets none on `execve` either.
+fn drop_capabilities() -> Result<(), String> {
+    use rustix::thread::{CapabilitySet, CapabilitySets, set_capabilities};
+    rustix::thread::clear_ambient_capability_set()
+        .map_err(|e| format!("cannot clear the ambient capabilities: {e}"))?;
+    let none = CapabilitySets {
+        effective: CapabilitySet::empty(),
+        permitted: CapabilitySet::empty(),
+        inheritable: CapabilitySet::empty(),
+    };
+    set_capabilities(None, none).map_err(|e| format!("cannot drop the capabilities: {e}"))
 }
 
 fn ruleset(rules: &Rules) -> Result<landlock::RulesetCreated, String> {

@@ -34,6 +34,8 @@ pub(super) struct Plan {
     pub(super) confine_network: bool,
     pub(super) read_only: Vec<PathBuf>,
     pub(super) port_base: u16,
+    /// The state directory's inode: names the cgroups of slot identities.
+    pub(super) state_id: u64,
     pub(super) daemon_uid: u32,
 }
 
