@@ -203,7 +203,7 @@ impl Lender {
         };
         watcher.abort();
         drop(stdin);
-        let how = match exit {
+        let mut how = match &exit {
             Ok(status) => status.to_string(),
             Err(e) => e.to_string(),
         };
@@ -223,6 +223,15 @@ impl Lender {
         }
         let tail = tail.text().await;
         let tail = tail.trim().to_owned();
+        // Why a program failed, for the status: its last word.
+        if exit
+            .as_ref()
+            .is_ok_and(|s| s.code().is_some_and(|c| c != 0))
+        {
+            if let Some(last) = tail.lines().next_back() {
+                how = format!("{how}: {}", last.trim());
+            }
+        }
         let taken_down = vessel.clone();
         let ended = tokio::task::spawn_blocking(move || taken_down.finish(how, freed)).await;
         let how = ended.as_ref().map_or_else(

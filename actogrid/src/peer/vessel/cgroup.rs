@@ -304,11 +304,9 @@ impl Group {
             })
         };
         for dir in self.dirs() {
-            match std::fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("cannot create the cgroup {}: {e}", dir.display())),
-            }
+            // Its parent too, should someone have removed it.
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create the cgroup {}: {e}", dir.display()))?;
         }
         if let (Some((dir, version)), Some(bytes)) = (&self.memory, limits.memory) {
             match version {
