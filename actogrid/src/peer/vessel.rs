@@ -22,9 +22,10 @@
 //!   scoping, ABI ≥ 6);
 //! * **an end**: when its slot is freed or the daemon stops, every process
 //!   it started is killed (cgroup kill or freezer, then every process of
-//!   its uid or session), its mount, directory and cgroups removed. A
-//!   daemon that starts first takes down what a crashed one left (see
-//!   [`claim`]).
+//!   its uid or session), its mount and directory removed; its identity's
+//!   cgroups, emptied, serve that identity's next vessel and go when the
+//!   daemon stops. A daemon that starts first takes down what a crashed
+//!   one left (see [`claim`]).
 //!
 //! The restrictions are applied by the vessel process itself (see
 //! [`confine`]): the daemon starts its own executable with the
@@ -182,6 +183,8 @@ pub(crate) struct Vessels {
     free: Mutex<Vec<Claim>>,
     /// Signalled when a claim is freed.
     freed: std::sync::Condvar,
+    /// Claims whose vessel could not be taken down: held, never reused.
+    broken: Mutex<Vec<Claim>>,
     ended: Mutex<VecDeque<EndedVessel>>,
     live: AtomicUsize,
     idle: Notify,
@@ -423,6 +426,7 @@ impl Vessels {
             status,
             free: Mutex::new(claims),
             freed: std::sync::Condvar::new(),
+            broken: Mutex::new(Vec::new()),
             ended: Mutex::new(VecDeque::new()),
             live: AtomicUsize::new(0),
             idle: Notify::new(),

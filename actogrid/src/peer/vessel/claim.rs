@@ -80,6 +80,11 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        // A vessel still recorded (its take-down failed) is left, with
+        // its record, for the next daemon.
+        if self.recorded.dir.is_some() {
+            return;
+        }
         // Its cgroups go with it; if they cannot (a process is still in
         // one), the record stays for the next daemon to take down.
         if let Some(group) = &self.recorded.group {

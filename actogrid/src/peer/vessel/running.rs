@@ -23,7 +23,6 @@ pub(super) struct Watch {
     /// identity's vessels one after the other).
     pub(super) oom_base: u64,
     pub(super) forks_base: u64,
-    pub(super) pid: Option<u32>,
     pub(super) now: VesselUsage,
     pub(super) peak: VesselUsage,
     pub(super) oom_kills: u64,
@@ -115,7 +114,6 @@ impl Vessel {
 
     /// Its process started as `pid` (its session).
     pub(crate) fn started(&self, pid: u32) {
-        lock(&self.state).pid = Some(pid);
         let mut record = lock(&self.record);
         record.session = i32::try_from(pid).ok();
         if let Some(claim) = lock(&self.claim).as_mut() {
@@ -291,9 +289,11 @@ impl Vessel {
                 problems.join("; ")
             );
         }
-        // A claim not returned stays recorded: the next daemon retries.
+        // A claim not taken down stays locked (its file open) and recorded
+        // for as long as this daemon lives, and is never used again: the
+        // next daemon takes it down.
         if let Some(c) = claim {
-            std::mem::forget(c);
+            lock(&self.vessels.broken).push(c);
         }
         let state = lock(&self.state);
         let ended = EndedVessel {
