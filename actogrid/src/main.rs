@@ -5,6 +5,10 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Started by a peer daemon as the vessel of a lent slot: confine this
+    // process and become the borrowed program (never returns). First, while
+    // the process has a single thread.
+    actogrid::peer::enter_vessel_if_asked();
     // Started by a deployer: serve as its runtime (never returns).
     actogrid::serve_if_deployed();
     cli::run()

@@ -18,11 +18,12 @@
 //!   [`BinarySource`] on the deployer) and the runtime's environment (its
 //!   deployer and one-time ticket). The daemon fetches the program only
 //!   when its cache lacks that content, checks the hash, and starts it in
-//!   `<work dir>/slots/<booking>/` under the owner's limits (`ulimit -v`,
-//!   `ulimit -u`, `nice`), with its standard input on a pipe so that it
-//!   exits when the daemon dies. The runtime registers with the deployer
-//!   like a created one. A freed slot stops its runtime; a runtime that
-//!   ends frees its slot.
+//!   a [vessel](VesselOptions): a user of its own, `<work dir>/slots/<booking>/`
+//!   as its only writable place, capped memory, processes, CPU and disk,
+//!   listening on its own port only, with its standard input on a pipe
+//!   so that it exits when the daemon dies. The runtime registers with
+//!   the deployer like a created one. A freed slot stops its runtime and
+//!   everything it started; a runtime that ends frees its slot.
 //! * **Trust.** Every message, launch and status request carries the
 //!   overlay's token; others are refused with an error reply and logged.
 //!   Nothing received can make the daemon panic.
@@ -45,6 +46,7 @@
 mod driver;
 mod endpoint;
 mod lender;
+mod vessel;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +60,9 @@ pub use actogrid_acquisition::overlay::Token;
 pub use driver::{ENDPOINT_NAME, endpoint_url};
 pub use endpoint::{
     BinarySource, BinarySourceProxy, Blob, LaunchSpec, OverlayEndpoint, OverlayEndpointProxy,
+};
+pub use vessel::{
+    EndedVessel, Protection, VesselOptions, VesselStatus, VesselUsage, enter_vessel_if_asked,
 };
 
 pub(crate) use driver::{Driver, Role};
@@ -121,13 +126,8 @@ pub struct PeerOptions {
     pub token: Token,
     /// Where programs are cached and lent runtimes run.
     pub work_dir: PathBuf,
-    /// Address-space limit of each lent runtime, in bytes (`ulimit -v`).
-    pub memory_limit: Option<u64>,
-    /// Limit on the processes of the user while a lent runtime runs
-    /// (`ulimit -u`; counts every process of the daemon's user).
-    pub max_processes: Option<u32>,
-    /// Niceness lent runtimes run at (`nice -n`).
-    pub nice: i32,
+    /// What lent runtimes run in, under which limits.
+    pub vessel: VesselOptions,
 }
 
 impl Default for PeerOptions {
@@ -144,15 +144,17 @@ impl Default for PeerOptions {
             booking_expiry: Duration::from_secs(60),
             token: Token::OPEN,
             work_dir: default_work_dir(),
-            memory_limit: None,
-            max_processes: None,
-            nice: 10,
+            vessel: VesselOptions::default(),
         }
     }
 }
 
-/// `$XDG_CACHE_HOME/actogrid/peer`, else `~/.cache/actogrid/peer`.
+/// `/var/cache/actogrid/peer` for root (the vessels' users must reach
+/// it), else `$XDG_CACHE_HOME/actogrid/peer` or `~/.cache/actogrid/peer`.
 fn default_work_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/cache/actogrid/peer");
+    }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
@@ -182,6 +184,12 @@ pub struct LentNode {
     pub pid: Option<u32>,
     /// Seconds since the slot was booked.
     pub seconds: u64,
+    /// The uid its vessel runs as, when it has one of its own.
+    pub uid: Option<u32>,
+    /// What its vessel uses now, once it runs.
+    pub usage: Option<VesselUsage>,
+    /// The limits its vessel ran into so far.
+    pub limits_hit: Vec<String>,
 }
 
 /// What `actogrid peer status` shows.
@@ -195,6 +203,9 @@ pub struct PeerStatus {
     pub slots: Vec<SlotStatus>,
     /// What it lends now.
     pub lent: Vec<LentNode>,
+    /// How lent slots are protected, and the vessels that ended (a peer
+    /// that lends).
+    pub vessels: Option<VesselStatus>,
     /// Messages received.
     pub received: u64,
     /// Messages refused (wrong token, malformed).
@@ -231,11 +242,27 @@ impl std::fmt::Display for PeerStatus {
             let pid = l
                 .pid
                 .map_or_else(|| "starting".to_owned(), |p| format!("pid {p}"));
+            let uid = l.uid.map(|u| format!(", uid {u}")).unwrap_or_default();
             writeln!(
                 f,
-                "  booking {} for {} ({pid}, {} s)",
+                "  booking {} for {} ({pid}{uid}, {} s)",
                 l.booking, l.requester, l.seconds
             )?;
+            if let Some(u) = &l.usage {
+                writeln!(
+                    f,
+                    "    uses {} of memory, {} processes and threads, {} of disk",
+                    vessel::bytes(u.memory),
+                    u.tasks,
+                    vessel::bytes(u.disk)
+                )?;
+            }
+            for hit in &l.limits_hit {
+                writeln!(f, "    limit reached: {hit}")?;
+            }
+        }
+        if let Some(v) = &self.vessels {
+            write!(f, "{v}")?;
         }
         write!(
             f,
@@ -277,6 +304,16 @@ impl PeerDaemon {
                     options.work_dir.display()
                 ))
             })?;
+        let (work, slots, vessel) = (
+            options.work_dir.clone(),
+            options.slots,
+            options.vessel.clone(),
+        );
+        let vessels =
+            tokio::task::spawn_blocking(move || vessel::Vessels::start(&work, slots, &vessel))
+                .await
+                .map_err(|e| PeerError::Setup(e.to_string()))?
+                .map_err(|e| PeerError::Setup(format!("cannot lend slots safely: {e}")))?;
         let rt = Runtime::builder()
             .config(Config::default())
             .address(address.clone())
@@ -300,7 +337,7 @@ impl PeerDaemon {
             ..CoreConfig::default()
         };
         let peers = options.peers.clone();
-        let lender = Arc::new(lender::Lender::new(Arc::new(options)));
+        let lender = Arc::new(lender::Lender::new(Arc::new(options), Arc::new(vessels)));
         let role = Arc::new(lender::LenderRole(lender.clone()));
         let driver = Driver::start(&rt, address, config, peers, role)
             .await
@@ -321,15 +358,19 @@ impl PeerDaemon {
     }
 
     /// Leaves the overlay: acquaintances and requesters are told, lent
-    /// runtimes are stopped, the server stops.
+    /// runtimes are stopped with everything they started, the server
+    /// stops.
     pub async fn shutdown(self) {
         self.driver.step(|core, _| core.leave());
         self.driver.flush(Duration::from_secs(2)).await;
         self.lender.stop_all();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.lender.running() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Every vessel killed and taken down (its mount, directory and
+        // cgroups removed) before the daemon goes.
+        self.lender
+            .vessels()
+            .wait_idle(Duration::from_secs(15))
+            .await;
+        self.lender.vessels().close();
         self.driver.stop().await;
         self.rt.shutdown();
     }

@@ -7,99 +7,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actogrid::builtin::EchoProxy;
 use actogrid::peer::{PeerStatus, peer_status, token_of};
 use actogrid::{DeployError, Deployment, Runtime, VnEvent};
-use support::{SITE_SERVICE, TempDir, alive, eventually, runtime};
+use support::{PeerProcess, TempDir, alive, eventually, runtime};
 
 const SECRET: &str = "p2p-test-overlay";
-
-/// One `actogrid peer` process, killed (SIGKILL) when dropped.
-struct PeerProcess {
-    child: Child,
-    address: String,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl PeerProcess {
-    /// Starts a daemon lending `slots` slots, knowing `peers`, listening on
-    /// `listen`.
-    fn start(
-        work: &Path,
-        listen: &str,
-        slots: u32,
-        peers: &[String],
-        extra: &[&str],
-    ) -> PeerProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_actogrid"));
-        cmd.arg("peer")
-            .args(["--listen", listen])
-            .args(["--slots", &slots.to_string()])
-            .args(["--noa", "3", "--ttl", "6", "--ttu", "300ms"])
-            .args(["--answer-timeout", "1s", "--booking-expiry", "30s"])
-            .args(["--token", SECRET])
-            .arg("--work-dir")
-            .arg(work)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove(actogrid::peer::TOKEN_ENV)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for p in peers {
-            cmd.args(["--peer", p]);
-        }
-        let mut child = cmd.spawn().expect("actogrid peer starts");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(a) = line.strip_prefix("actogrid peer listening on ") {
-                        break a.to_owned();
-                    }
-                }
-                _ => panic!("the peer exited before serving: {}", log.lock().unwrap()),
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        PeerProcess {
-            child,
-            address,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PeerProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// `n` peers, each knowing the first and the previous one (so that the
 /// overlay forms in one piece: a peer refused by the first is referred to
@@ -117,45 +32,21 @@ fn overlay(dir: &TempDir, n: usize, slots: u32) -> Vec<PeerProcess> {
         }
         let _ = i;
         let work = dir.0.join("peers");
-        peers.push(PeerProcess::start(&work, "127.0.0.1:0", slots, &known, &[]));
+        peers.push(PeerProcess::start(
+            &work,
+            "127.0.0.1:0",
+            slots,
+            &known,
+            SECRET,
+            &[],
+        ));
     }
     peers
 }
 
 fn descriptor(asked: &str, peers: &[&PeerProcess], timeout: &str) -> String {
-    let peer_set: String = peers
-        .iter()
-        .map(|p| format!("<peer>{}</peer>", p.address))
-        .collect();
-    format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition>
-    <virtualNodesDefinition>
-      <virtualNode name="Workers" property="multiple" timeout="{timeout}" technicalServiceId="site"/>
-    </virtualNodesDefinition>
-  </componentDefinition>
-  <deployment>
-    <mapping>
-      <map virtualNode="Workers"><jvmSet><vmName value="lent"/></jvmSet></map>
-    </mapping>
-    <jvms>
-      <jvm name="lent"><acquisition><serviceReference refid="overlay"/></acquisition></jvm>
-    </jvms>
-  </deployment>
-  <infrastructure>
-    <services>
-      <serviceDefinition id="overlay">
-        <P2PService nodesAsked="{asked}" NOA="3" TTU="300" TTL="6">
-          <peerSet>{peer_set}</peerSet>
-        </P2PService>
-      </serviceDefinition>
-    </services>
-  </infrastructure>
-  <technicalServices>{SITE_SERVICE}</technicalServices>
-</ProActiveDescriptor>
-"#
-    )
+    let addresses: Vec<&str> = peers.iter().map(|p| p.address.as_str()).collect();
+    support::p2p_descriptor(asked, &addresses, timeout, true)
 }
 
 async fn deploy(rt: &Runtime, dir: &TempDir, text: &str, secret: &str) -> Deployment {
@@ -320,7 +211,7 @@ async fn a_killed_peer_takes_its_nodes_which_are_replaced_and_it_rejoins_when_re
     // Restarted on the same address, it rejoins the overlay.
     let work = dir.0.join("peer-restarted");
     let known = vec![peers[(index + 1) % peers.len()].address.clone()];
-    peers[index] = PeerProcess::start(&work, &address, 2, &known, &[]);
+    peers[index] = PeerProcess::start(&work, &address, 2, &known, SECRET, &[]);
     let rejoined = async {
         loop {
             if !status(&rt, &peers[index]).await.acquaintances.is_empty() {
@@ -375,22 +266,22 @@ async fn a_wrong_token_is_refused_and_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn lent_runtimes_run_under_the_owners_limits_in_their_own_directory() {
+async fn lent_runtimes_run_in_vessels_under_the_limits_of_the_file_and_the_options() {
     let dir = TempDir::new("p2p-limits");
     let work = dir.0.join("peer");
+    // The file sets the limits; an option overrides one of them.
+    let config = dir.write(
+        "peer.toml",
+        "memory-limit = \"384M\"\nmax-processes = 100\ndisk-limit = \"64M\"\ncpus = 0.5\nnice = 3\n",
+    );
+    let config = config.to_string_lossy().into_owned();
     let peer = PeerProcess::start(
         &work,
         "127.0.0.1:0",
         1,
         &[],
-        &[
-            "--memory-limit",
-            "16G",
-            "--max-processes",
-            "20000",
-            "--nice",
-            "7",
-        ],
+        SECRET,
+        &["--config", &config, "--max-processes", "200", "--nice", "7"],
     );
     let rt = runtime().await;
     let text = descriptor("1", &[&peer], "30s");
@@ -402,21 +293,31 @@ async fn lent_runtimes_run_under_the_owners_limits_in_their_own_directory() {
     };
     answer(&nodes).await;
     let pid = d.runtimes()[0].pid;
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let line = |name: &str| {
-        limits
-            .lines()
-            .find(|l| l.starts_with(name))
+
+    let s = status(&rt, &peer).await;
+    let vessels = s.vessels.clone().expect("a lender reports its vessels");
+    let limit = |what: &str| {
+        vessels
+            .protections
+            .iter()
+            .find(|p| p.what == what)
+            .map(|p| p.limit.clone())
             .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
     };
-    assert!(
-        line("Max address space").contains(&(16u64 << 30).to_string()),
-        "{limits}"
-    );
-    assert!(line("Max processes").contains("20000"), "{limits}");
+    assert_eq!(limit("memory"), "384 MiB", "{s}");
+    assert_eq!(limit("processes"), "200 (threads count)", "{s}");
+    assert_eq!(limit("disk"), "64 MiB", "{s}");
+    assert_eq!(limit("cpu"), "0.5 core(s), nice 7", "{s}");
+
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let nice: i32 = stat
         .rsplit_once(')')
@@ -432,15 +333,21 @@ async fn lent_runtimes_run_under_the_owners_limits_in_their_own_directory() {
     assert!(cwd.starts_with(work.join("slots")), "{}", cwd.display());
     let cached: Vec<_> = std::fs::read_dir(work.join("bin")).unwrap().collect();
     assert_eq!(cached.len(), 1, "the program is cached once, by content");
+    assert_eq!(field("NoNewPrivs:"), "1", "{proc_status}");
+    let uid: u32 = field("Uid:").parse().unwrap();
+    assert_eq!(s.lent[0].uid, Some(uid), "{s}");
+    if support::root() {
+        assert!(uid >= 1_900_000_000, "a user of its own: {uid}");
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(
+            cgroups.contains(&format!("/actogrid-vessels/uid-{uid}")),
+            "{cgroups}"
+        );
+    }
     d.kill().await;
     assert!(eventually(Duration::from_secs(5), || !alive(pid)).await);
-    assert!(
-        eventually(Duration::from_secs(5), || std::fs::read_dir(
-            work.join("slots")
-        )
-        .is_ok_and(|mut d| d.next().is_none()))
-        .await,
-        "the slot's directory is removed"
-    );
+    assert!(all_free(&rt, &[peer], Duration::from_secs(10)).await);
+    let left = support::vessel_leftovers(uid, &cwd);
+    assert!(left.is_empty(), "{left:?}");
     rt.shutdown();
 }

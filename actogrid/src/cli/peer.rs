@@ -1,12 +1,14 @@
 //! `actogrid peer`: a daemon that joins the overlay and lends node slots,
 //! until SIGINT or SIGTERM; `actogrid peer status ADDR` asks one for its
-//! acquaintances, slots and lent nodes.
+//! acquaintances, slots, lent nodes and how they are protected.
+
+mod config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use actogrid::peer::{PeerDaemon, PeerOptions, TOKEN_ENV, peer_status, token_of};
+use actogrid::peer::{PeerDaemon, PeerOptions, TOKEN_ENV, VesselOptions, peer_status, token_of};
 
 /// The line the daemon prints on stdout once it serves.
 const ANNOUNCE: &str = "actogrid peer listening on ";
@@ -17,13 +19,15 @@ const ANNOUNCE: &str = "actogrid peer listening on ";
 pub(crate) struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+    // Boxed: many options, and the other commands are small.
     #[command(flatten)]
-    daemon: DaemonArgs,
+    daemon: Box<DaemonArgs>,
 }
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Show a peer's acquaintances, slots and lent nodes.
+    /// Show a peer's acquaintances, slots, lent nodes (what each uses, the
+    /// limits it reached) and how lent slots are protected.
     Status(StatusArgs),
 }
 
@@ -40,56 +44,99 @@ struct StatusArgs {
     json: bool,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 struct DaemonArgs {
-    /// Address to listen on, `host:port` (port 0 picks a free one).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7100")]
-    listen: String,
+    /// A configuration file: `key = value` lines (TOML), the keys being
+    /// these options' long names (`memory-limit = "2G"`, `peers = […]`).
+    /// Options given here override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, `host:port` (port 0 picks a free one)
+    /// [default: 127.0.0.1:7100].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
     /// Address other peers should use, when not the listening one.
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
     /// A first contact in the overlay (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
-    /// Node slots to lend (default: the number of cores).
+    /// Node slots to lend [default: the number of cores].
     #[arg(long)]
     slots: Option<u32>,
-    /// Acquaintances to keep (NOA).
-    #[arg(long, default_value_t = 10)]
-    noa: u32,
-    /// Heartbeat and upkeep period (TTU): `500ms`, `60s`, or milliseconds.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    ttu: Duration,
-    /// Hops a request travels (TTL).
-    #[arg(long, default_value_t = 5)]
-    ttl: u32,
-    /// How long to wait for an answer before giving up on it.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    answer_timeout: Duration,
-    /// A booked slot with nothing started on it is free again after this.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    booking_expiry: Duration,
+    /// Acquaintances to keep (NOA) [default: 10].
+    #[arg(long)]
+    noa: Option<u32>,
+    /// Heartbeat and upkeep period (TTU): `500ms`, `60s`, or milliseconds
+    /// [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    ttu: Option<Duration>,
+    /// Hops a request travels (TTL) [default: 5].
+    #[arg(long)]
+    ttl: Option<u32>,
+    /// How long to wait for an answer before giving up on it [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    answer_timeout: Option<Duration>,
+    /// A booked slot with nothing started on it is free again after this
+    /// [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    booking_expiry: Option<Duration>,
     /// The overlay's passphrase (default: $ACTOGRID_OVERLAY_TOKEN; none:
     /// an open overlay).
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     token: Option<String>,
-    /// Where programs are cached and lent runtimes run (default:
-    /// ~/.cache/actogrid/peer).
+    /// Where programs are cached and lent runtimes run [default:
+    /// /var/cache/actogrid/peer for root, else ~/.cache/actogrid/peer].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
-    /// Address-space limit of each lent runtime: `2G`, `512M`, or bytes.
+    /// Memory of each lent runtime and all it starts: `2G`, `512M`, or
+    /// bytes [default: half this machine's memory shared among the slots].
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<u64>,
-    /// Process limit while a lent runtime runs (`ulimit -u`; it counts all
-    /// the processes of this user).
+    /// Processes and threads of each lent runtime [default: 512].
     #[arg(long)]
     max_processes: Option<u32>,
-    /// Niceness of lent runtimes.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
-    nice: i32,
+    /// Cores each lent runtime may use at most: `1`, `0.5` [default: 1].
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<f64>,
+    /// Niceness of lent runtimes, also their CPU weight [default: 10].
+    #[arg(long, allow_negative_numbers = true)]
+    nice: Option<i32>,
+    /// Disk each lent runtime may fill in its directory [default: 1G].
+    #[arg(long, value_parser = parse_size)]
+    disk_limit: Option<u64>,
+    /// Let lent runtimes connect (TCP) only to their deployer.
+    #[arg(long)]
+    confine_network: bool,
+    /// First uid of the lent runtimes' users, one per slot (when root)
+    /// [default: 1900000000].
+    #[arg(long)]
+    uid_base: Option<u32>,
+    /// Run lent runtimes as this daemon's user, even as root.
+    #[arg(long)]
+    same_user: bool,
+    /// Do not use cgroups (resource limits only).
+    #[arg(long)]
+    no_cgroups: bool,
+    /// Where lent runtimes' cgroups go in each hierarchy [default:
+    /// actogrid-vessels].
+    #[arg(long, value_name = "PATH")]
+    cgroup_parent: Option<String>,
+    /// A further path lent runtimes may read (repeatable).
+    #[arg(long = "read-only", value_name = "PATH")]
+    read_only: Vec<PathBuf>,
+    /// First of the ports lent runtimes listen on, one per vessel
+    /// identity [default: the 4096 ports below the kernel's ephemeral
+    /// range].
+    #[arg(long, value_name = "PORT")]
+    port_base: Option<u16>,
+    /// Where the daemon records the vessel identities it holds [default:
+    /// /run/actogrid/vessels for root].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
         (n, 1)
@@ -109,7 +156,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{text}` is not a duration (500ms, 60s, 2m)"))
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|c| c.is_finite() && *c > 0.0)
+        .ok_or_else(|| format!("`{text}` is not a number of cores (1, 0.5, 4)"))
+}
+
+pub(super) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (number, scale) = match text.char_indices().last() {
         Some((i, 'K' | 'k')) => (&text[..i], 1u64 << 10),
@@ -140,7 +195,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Some(Command::Status(status)) => tokio.block_on(show_status(status)),
         None => {
             init_logging();
-            tokio.block_on(serve(args.daemon))
+            tokio.block_on(serve(*args.daemon))
         }
     }
 }
@@ -155,29 +210,94 @@ fn init_logging() {
         .try_init();
 }
 
+/// The daemon's options: the command line over the configuration file
+/// over the defaults.
+fn options(args: DaemonArgs) -> Result<(String, PeerOptions), String> {
+    let file = match &args.config {
+        Some(path) => config::read(path)?,
+        None => config::File::default(),
+    };
+    let defaults = PeerOptions::default();
+    let vessel_defaults = defaults.vessel.clone();
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:7100".into());
+    // Repeatable options given on the command line replace the file's.
+    fn or_file<T>(given: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
+        if given.is_empty() {
+            file.unwrap_or_default()
+        } else {
+            given
+        }
+    }
+    let peers = or_file(args.peers, file.peers);
+    let read_only = or_file(args.read_only, file.read_only);
+    let options = PeerOptions {
+        advertise: args.advertise.or(file.advertise),
+        peers,
+        slots: args.slots.or(file.slots).unwrap_or(defaults.slots),
+        noa: args.noa.or(file.noa).unwrap_or(10),
+        ttu: args
+            .ttu
+            .or(file.ttu.map(|d| d.0))
+            .unwrap_or(Duration::from_secs(60)),
+        ttl: args.ttl.or(file.ttl).unwrap_or(5),
+        answer_timeout: args
+            .answer_timeout
+            .or(file.answer_timeout.map(|d| d.0))
+            .unwrap_or(Duration::from_secs(10)),
+        booking_expiry: args
+            .booking_expiry
+            .or(file.booking_expiry.map(|d| d.0))
+            .unwrap_or(Duration::from_secs(60)),
+        token: token_of(args.token.or(file.token).as_deref()),
+        work_dir: args.work_dir.or(file.work_dir).unwrap_or(defaults.work_dir),
+        vessel: VesselOptions {
+            memory_limit: args.memory_limit.or(file.memory_limit.map(|s| s.0)),
+            max_processes: args
+                .max_processes
+                .or(file.max_processes)
+                .unwrap_or(vessel_defaults.max_processes),
+            cpus: args.cpus.or(file.cpus).or(vessel_defaults.cpus),
+            nice: args.nice.or(file.nice).unwrap_or(vessel_defaults.nice),
+            disk_limit: args
+                .disk_limit
+                .or(file.disk_limit.map(|s| s.0))
+                .unwrap_or(vessel_defaults.disk_limit),
+            confine_network: args.confine_network || file.confine_network.unwrap_or(false),
+            uid_base: args
+                .uid_base
+                .or(file.uid_base)
+                .unwrap_or(vessel_defaults.uid_base),
+            same_user: args.same_user || file.same_user.unwrap_or(false),
+            cgroups: !args.no_cgroups && file.cgroups.unwrap_or(true),
+            cgroup_parent: args
+                .cgroup_parent
+                .or(file.cgroup_parent)
+                .unwrap_or(vessel_defaults.cgroup_parent),
+            read_only,
+            port_base: args.port_base.or(file.port_base),
+            state_dir: args.state_dir.or(file.state_dir),
+        },
+    };
+    Ok((listen, options))
+}
+
 async fn serve(args: DaemonArgs) -> ExitCode {
-    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
-        Ok(l) => l,
+    let (listen, options) = match options(args) {
+        Ok(o) => o,
         Err(e) => {
-            super::emit_err(&format!("error: cannot listen on {}: {e}\n", args.listen));
+            super::emit_err(&format!("error: {e}\n"));
             return ExitCode::from(1);
         }
     };
-    let defaults = PeerOptions::default();
-    let options = PeerOptions {
-        advertise: args.advertise,
-        peers: args.peers,
-        slots: args.slots.unwrap_or(defaults.slots),
-        noa: args.noa,
-        ttu: args.ttu,
-        ttl: args.ttl,
-        answer_timeout: args.answer_timeout,
-        booking_expiry: args.booking_expiry,
-        token: token_of(args.token.as_deref()),
-        work_dir: args.work_dir.unwrap_or(defaults.work_dir),
-        memory_limit: args.memory_limit,
-        max_processes: args.max_processes,
-        nice: args.nice,
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            super::emit_err(&format!("error: cannot listen on {listen}: {e}\n"));
+            return ExitCode::from(1);
+        }
     };
     let slots = options.slots;
     let daemon = match PeerDaemon::start(listener, options).await {

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::endpoint::{LaunchSpec, OverlayEndpointProxy};
-use super::{LentNode, PeerStatus, SlotStatus};
+use super::{LentNode, PeerStatus, SlotStatus, VesselStatus};
 
 /// The name a daemon's endpoint is registered under; a peer named
 /// `host:port` is reached at `actogrid://host:port/actogrid-peer`.
@@ -55,6 +55,12 @@ pub(crate) trait Role: Send + Sync + 'static {
 
     /// The runtimes it runs for others, for the status.
     fn lent(&self) -> Vec<LentNode>;
+
+    /// How what it lends is protected, for the status (none: it lends
+    /// nothing).
+    fn vessels(&self) -> Option<VesselStatus> {
+        None
+    }
 }
 
 /// The URL of the endpoint of peer `peer`: `host:port` (a daemon) or
@@ -349,6 +355,7 @@ impl Driver {
             acquaintances,
             slots,
             lent: self.role.lent(),
+            vessels: self.role.vessels(),
             received: stats.received,
             rejected: stats.rejected,
             sent: self.messages_sent(),

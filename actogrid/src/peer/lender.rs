@@ -1,30 +1,30 @@
 //! The lending side of the daemon: a booked slot waits for its launch
 //! specification, the program is fetched into the content-addressed cache
-//! (once per content, verified), and a runtime is started in the slot's own
-//! directory under the owner's limits; it is stopped when the slot is
-//! freed, and the slot is freed when it ends.
+//! (once per content, verified), and a runtime is started in a vessel (a
+//! user, a directory and limits of its own: [`super::vessel`]); it is
+//! stopped, with everything it started, when the slot is freed, and the
+//! slot is freed when it ends.
 //!
 //! ```text
 //! <work dir>/bin/<sha256>/program      one per program content, verified
-//! <work dir>/slots/<booking>/          the runtime's working directory,
-//!                                      removed when it ends
+//! <work dir>/slots/<booking>/          the vessel's directory (a tmpfs when
+//!                                      the daemon is root), removed when it ends
 //! ```
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actogrid_acquisition::exec::{StderrTail, quote};
+use actogrid_acquisition::exec::StderrTail;
 use actogrid_acquisition::overlay::{BookingId, Event};
 use actogrid_acquisition::transfer::{Sha256Hasher, file_sha256};
 use tokio::sync::{OnceCell, oneshot};
 
 use super::driver::{Driver, Role};
 use super::endpoint::{LaunchSpec, MAX_CHUNK};
-use super::{LentNode, PeerOptions};
-use crate::deploy::agent::EXIT_ON_STDIN_EOF_ENV;
+use super::vessel::{self, SAMPLE_EVERY, Vessel, Vessels};
+use super::{LentNode, PeerOptions, VesselStatus};
 
 /// Largest program accepted.
 const MAX_PROGRAM: u64 = 4 << 30;
@@ -32,7 +32,11 @@ const MAX_PROGRAM: u64 = 4 << 30;
 /// Environment variables a requester may not set (they would change how
 /// the program is loaded, not what it does).
 fn forbidden_env(name: &str) -> bool {
-    name.starts_with("LD_") || name.starts_with("DYLD_") || name == "PATH" || name == "HOME"
+    name.starts_with("LD_")
+        || name.starts_with("DYLD_")
+        || name == "PATH"
+        || name == "HOME"
+        || name == vessel::ENV
 }
 
 /// One slot lent, from booking to release.
@@ -50,13 +54,18 @@ enum Phase {
     /// Fetching the program or starting the runtime.
     Starting,
     /// The runtime runs.
-    Running { pid: u32, stop: oneshot::Sender<()> },
+    Running {
+        pid: u32,
+        stop: oneshot::Sender<()>,
+        vessel: Arc<Vessel>,
+    },
 }
 
 /// The daemon's [`Role`].
 #[derive(Debug)]
 pub(crate) struct Lender {
     options: Arc<PeerOptions>,
+    vessels: Arc<Vessels>,
     lent: Mutex<HashMap<BookingId, Lent>>,
     cache: Mutex<HashMap<String, Arc<OnceCell<PathBuf>>>>,
 }
@@ -66,9 +75,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Lender {
-    pub(crate) fn new(options: Arc<PeerOptions>) -> Lender {
+    pub(crate) fn new(options: Arc<PeerOptions>, vessels: Arc<Vessels>) -> Lender {
         Lender {
             options,
+            vessels,
             lent: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
         }
@@ -83,19 +93,9 @@ impl Lender {
         }
     }
 
-    /// Runtimes still running.
-    pub(crate) fn running(&self) -> usize {
-        lock(&self.lent)
-            .values()
-            .filter(|l| matches!(l.phase, Phase::Running { .. }))
-            .count()
-    }
-
-    fn slot_dir(&self, booking: BookingId) -> PathBuf {
-        self.options
-            .work_dir
-            .join("slots")
-            .join(booking.0.to_string())
+    /// The vessels (their protections and what ended).
+    pub(crate) fn vessels(&self) -> &Arc<Vessels> {
+        &self.vessels
     }
 
     /// The program of `spec`, from the cache or fetched into it.
@@ -118,31 +118,49 @@ impl Lender {
     ) {
         let started = async {
             let program = self.program(&spec).await?;
-            let dir = self.slot_dir(booking);
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let child = self
-                .command(&program, &dir, &spec.env)
-                .spawn()
-                .map_err(|e| format!("cannot start the runtime: {e}"))?;
-            Ok::<_, String>((child, dir))
+            let began = Instant::now();
+            let vessels = self.vessels.clone();
+            let (who, env) = (requester.clone(), spec.env.clone());
+            let vessel = tokio::task::spawn_blocking(move || {
+                vessels.prepare(booking.0, &who, &program, &env)
+            })
+            .await
+            .map_err(|e| format!("setting up the vessel failed: {e}"))??;
+            match vessel.command(&spec.env).spawn() {
+                Ok(child) => {
+                    tracing::debug!(
+                        "slot {}: vessel set up and started in {} µs",
+                        booking.0,
+                        began.elapsed().as_micros()
+                    );
+                    Ok::<_, String>((child, vessel))
+                }
+                Err(e) => {
+                    let end = format!("not started: {e}");
+                    let _ = tokio::task::spawn_blocking(move || vessel.finish(end, false)).await;
+                    Err(format!("cannot start the vessel: {e}"))
+                }
+            }
         };
-        let (mut child, dir) = match started.await {
+        let (mut child, vessel) = match started.await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("slot {} for {requester}: {e}", booking.0);
                 lock(&self.lent).remove(&booking);
-                let _ = tokio::fs::remove_dir_all(self.slot_dir(booking)).await;
                 driver.step(|core, _| core.runtime_ended(booking));
                 return;
             }
         };
         let pid = child.id().unwrap_or(0);
+        vessel.started(pid);
         let (stop, stopped) = oneshot::channel();
         let still_booked = match lock(&self.lent).get_mut(&booking) {
             Some(lent) => {
-                lent.phase = Phase::Running { pid, stop };
+                lent.phase = Phase::Running {
+                    pid,
+                    stop,
+                    vessel: vessel.clone(),
+                };
                 true
             }
             None => false,
@@ -153,35 +171,45 @@ impl Lender {
         let tail = StderrTail::collect(child.stderr.take());
         let in_use = still_booked && driver.step(|core, _| core.deployed(booking));
         if in_use {
-            tracing::info!("slot {}: runtime {pid} runs for {requester}", booking.0);
+            tracing::info!(
+                "slot {}: runtime {pid} runs for {requester}{}",
+                booking.0,
+                vessel
+                    .uid()
+                    .map(|u| format!(" as uid {u}"))
+                    .unwrap_or_default()
+            );
         }
+        let (over, mut over_limit) = oneshot::channel();
+        let watcher = tokio::spawn(watch(vessel.clone(), over));
+        let mut freed = false;
         let exit = if in_use {
             tokio::select! {
                 exit = child.wait() => exit,
                 _ = stopped => {
+                    freed = true;
+                    let _ = child.kill().await;
+                    child.wait().await
+                }
+                Ok(()) = &mut over_limit => {
                     let _ = child.kill().await;
                     child.wait().await
                 }
             }
         } else {
+            freed = true;
             let _ = child.kill().await;
             child.wait().await
         };
+        watcher.abort();
         drop(stdin);
-        let how = match exit {
+        let mut how = match &exit {
             Ok(status) => status.to_string(),
             Err(e) => e.to_string(),
         };
-        let tail = tail.text().await;
-        let tail = tail.trim();
-        if tail.is_empty() {
-            tracing::info!("slot {}: runtime {pid} ended ({how})", booking.0);
-        } else {
-            tracing::info!(
-                "slot {}: runtime {pid} ended ({how}); its last error output: {tail}",
-                booking.0
-            );
-        }
+        // The slot is free as soon as the program ended: taking the vessel
+        // down (killing what it left, unmounting, reclaiming) runs on,
+        // under another identity than the next vessel's.
         let mine = {
             let mut lent = lock(&self.lent);
             let mine = matches!(lent.get(&booking), Some(Lent { phase: Phase::Running { pid: p, .. }, .. }) if *p == pid);
@@ -193,52 +221,56 @@ impl Lender {
         if mine {
             driver.step(|core, _| core.runtime_ended(booking));
         }
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        let tail = tail.text().await;
+        let tail = tail.trim().to_owned();
+        // Why a program failed, for the status: its last word.
+        if exit
+            .as_ref()
+            .is_ok_and(|s| s.code().is_some_and(|c| c != 0))
+        {
+            if let Some(last) = tail.lines().next_back() {
+                how = format!("{how}: {}", last.trim());
+            }
+        }
+        let taken_down = vessel.clone();
+        let ended = tokio::task::spawn_blocking(move || taken_down.finish(how, freed)).await;
+        let how = ended.as_ref().map_or_else(
+            |e| format!("its take-down failed: {e}"),
+            |e| {
+                let mut how = e.end.clone();
+                if !e.limits_hit.is_empty() {
+                    how.push_str(&format!("; limits reached: {}", e.limits_hit.join("; ")));
+                }
+                how
+            },
+        );
+        if tail.is_empty() {
+            tracing::info!("slot {}: runtime {pid} ended ({how})", booking.0);
+        } else {
+            tracing::info!(
+                "slot {}: runtime {pid} ended ({how}); its last error output: {tail}",
+                booking.0
+            );
+        }
     }
+}
 
-    /// `sh -c` applying the owner's limits, then becoming the runtime.
-    fn command(
-        &self,
-        program: &Path,
-        dir: &Path,
-        env: &[(String, String)],
-    ) -> tokio::process::Command {
-        let mut script = String::new();
-        if let Some(bytes) = self.options.memory_limit {
-            script.push_str(&format!("ulimit -v {} && ", (bytes / 1024).max(1)));
+/// Measures `vessel` every [`SAMPLE_EVERY`] until aborted; tells `over`
+/// when it must be killed (past its disk limit, where no tmpfs holds it).
+async fn watch(vessel: Arc<Vessel>, over: oneshot::Sender<()>) {
+    let mut over = Some(over);
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        every.tick().await;
+        let v = vessel.clone();
+        let kill = tokio::task::spawn_blocking(move || v.sample())
+            .await
+            .unwrap_or(false);
+        if kill {
+            if let Some(over) = over.take() {
+                let _ = over.send(());
+            }
         }
-        if let Some(n) = self.options.max_processes {
-            // `-u` in bash and busybox, `-p` in dash.
-            script.push_str(&format!(
-                "{{ ulimit -u {n} 2>/dev/null || ulimit -p {n}; }} && "
-            ));
-        }
-        script.push_str(&format!(
-            "exec nice -n {} {}",
-            self.options.nice,
-            quote(&program.to_string_lossy())
-        ));
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
-            )
-            .env("HOME", dir)
-            .env("TMPDIR", dir)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env(EXIT_ON_STDIN_EOF_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Ok(filter) = std::env::var("RUST_LOG") {
-            cmd.env("RUST_LOG", filter);
-        }
-        cmd
     }
 }
 
@@ -438,17 +470,28 @@ impl Role for LenderRole {
     fn lent(&self) -> Vec<LentNode> {
         let mut list: Vec<LentNode> = lock(&self.0.lent)
             .iter()
-            .map(|(booking, lent)| LentNode {
-                requester: lent.requester.clone(),
-                booking: booking.0,
-                pid: match lent.phase {
-                    Phase::Running { pid, .. } => Some(pid),
-                    _ => None,
-                },
-                seconds: lent.since.elapsed().as_secs(),
+            .map(|(booking, lent)| {
+                let (pid, vessel) = match &lent.phase {
+                    Phase::Running { pid, vessel, .. } => (Some(*pid), Some(vessel)),
+                    _ => (None, None),
+                };
+                let (usage, limits_hit) = vessel.map(|v| v.usage()).unzip();
+                LentNode {
+                    requester: lent.requester.clone(),
+                    booking: booking.0,
+                    pid,
+                    seconds: lent.since.elapsed().as_secs(),
+                    uid: vessel.and_then(|v| v.uid()),
+                    usage,
+                    limits_hit: limits_hit.unwrap_or_default(),
+                }
             })
             .collect();
         list.sort_by_key(|l| l.booking);
         list
+    }
+
+    fn vessels(&self) -> Option<VesselStatus> {
+        Some(self.0.vessels.status())
     }
 }

@@ -1,7 +1,10 @@
 //! Helpers shared by the deployment tests.
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actogrid::descriptor::LoadOptions;
@@ -272,4 +275,265 @@ pub fn assert_all_exit(what: &str, left: impl Fn() -> Vec<u32>) {
         "{what} gone {:.1} s after SIGKILL",
         start.elapsed().as_secs_f64()
     );
+}
+
+/// One `actogrid peer` daemon, stopped when dropped.
+pub struct PeerProcess {
+    pub child: Child,
+    pub address: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl PeerProcess {
+    /// The command of a daemon lending `slots` slots, knowing `peers`,
+    /// listening on `listen`, with overlay passphrase `token`, quick
+    /// upkeep, and `extra` options.
+    pub fn command(
+        work: &Path,
+        listen: &str,
+        slots: u32,
+        peers: &[String],
+        token: &str,
+        extra: &[&str],
+    ) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_actogrid"));
+        cmd.arg("peer")
+            .args(["--listen", listen])
+            .args(["--slots", &slots.to_string()])
+            .args(["--noa", "3", "--ttl", "6", "--ttu", "300ms"])
+            .args(["--answer-timeout", "1s", "--booking-expiry", "30s"])
+            .args(["--token", token])
+            .arg("--work-dir")
+            .arg(work)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove(actogrid::peer::TOKEN_ENV);
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        cmd
+    }
+
+    /// Starts a daemon (see [`PeerProcess::command`]) and waits until it
+    /// serves.
+    pub fn start(
+        work: &Path,
+        listen: &str,
+        slots: u32,
+        peers: &[String],
+        token: &str,
+        extra: &[&str],
+    ) -> PeerProcess {
+        PeerProcess::spawn(PeerProcess::command(
+            work, listen, slots, peers, token, extra,
+        ))
+    }
+
+    /// Starts `cmd` (an `actogrid peer` command) and waits until it serves.
+    pub fn spawn(mut cmd: Command) -> PeerProcess {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("actogrid peer starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(a) = line.strip_prefix("actogrid peer listening on ") {
+                        break a.to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!("the peer exited before serving: {}", log.lock().unwrap())
+                }
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        PeerProcess {
+            child,
+            address,
+            log,
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `limit`) until its log holds `text`.
+    pub async fn logged(&self, text: &str, limit: Duration) -> bool {
+        eventually(limit, || self.log().contains(text)).await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills it (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to stop (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PeerProcess {
+    /// Stops it (SIGTERM, so that it takes down what it lends, even when a
+    /// test failed), killing it after 10 s.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while let Ok(None) = self.child.try_wait() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill();
+    }
+}
+
+/// A descriptor whose virtual node `Workers` (with the `site` technical
+/// service when `site`) asks the overlay through `peers` for `asked`
+/// nodes, within `timeout`.
+pub fn p2p_descriptor(asked: &str, peers: &[&str], timeout: &str, site: bool) -> String {
+    let peer_set: String = peers.iter().map(|p| format!("<peer>{p}</peer>")).collect();
+    let (service_ref, services) = if site {
+        (
+            r#" technicalServiceId="site""#,
+            format!("<technicalServices>{SITE_SERVICE}</technicalServices>"),
+        )
+    } else {
+        ("", String::new())
+    };
+    format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition>
+    <virtualNodesDefinition>
+      <virtualNode name="Workers" property="multiple" timeout="{timeout}"{service_ref}/>
+    </virtualNodesDefinition>
+  </componentDefinition>
+  <deployment>
+    <mapping>
+      <map virtualNode="Workers"><jvmSet><vmName value="lent"/></jvmSet></map>
+    </mapping>
+    <jvms>
+      <jvm name="lent"><acquisition><serviceReference refid="overlay"/></acquisition></jvm>
+    </jvms>
+  </deployment>
+  <infrastructure>
+    <services>
+      <serviceDefinition id="overlay">
+        <P2PService nodesAsked="{asked}" NOA="3" TTU="300" TTL="6">
+          <peerSet>{peer_set}</peerSet>
+        </P2PService>
+      </serviceDefinition>
+    </services>
+  </infrastructure>
+  {services}
+</ProActiveDescriptor>
+"#
+    )
+}
+
+/// What is left on this machine of the vessel that ran as `uid` in
+/// `slot_dir`: its processes, a mount on its directory, the directory, a
+/// process in its cgroups (which, empty, serve the identity's next vessel
+/// while the daemon runs). Empty when it was taken down completely.
+pub fn vessel_leftovers(uid: u32, slot_dir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    for pid in processes_of(uid) {
+        left.push(format!("process {pid} of uid {uid}"));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = slot_dir.to_string_lossy();
+    if mounts
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(dir.as_ref()))
+    {
+        left.push(format!("a mount on {dir}"));
+    }
+    if slot_dir.exists() {
+        left.push(format!("the directory {dir}"));
+    }
+    for group in vessel_cgroups(uid) {
+        let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap_or_default();
+        if !procs.trim().is_empty() {
+            left.push(format!("processes in the cgroup {}", group.display()));
+        }
+    }
+    left
+}
+
+/// The cgroups (in any hierarchy) of the vessel identity of `uid`.
+pub fn vessel_cgroups(uid: u32) -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let name = format!("uid-{uid}");
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            if !tail.starts_with("cgroup") {
+                return None;
+            }
+            let mount = head.split(' ').nth(4)?;
+            let group = Path::new(mount).join("actogrid-vessels").join(&name);
+            group.exists().then_some(group)
+        })
+        .collect()
+}
+
+/// The live processes whose real uid is `uid`.
+pub fn processes_of(uid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid) && uid_of(*pid) == Some(uid))
+        .collect()
+}
+
+/// The real uid of process `pid`.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether this test runs as root (the vessels' own users need it).
+pub fn root() -> bool {
+    uid_of(std::process::id()) == Some(0)
 }
