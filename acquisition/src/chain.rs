@@ -17,7 +17,9 @@ use actogrid_descriptor::plan::{Count, process_runtime_count};
 use tokio::sync::Semaphore;
 
 use crate::batch::{JobFiles, Scheduler};
-use crate::exec::{BoxFuture, ExecError, LocalShell, Running, RuntimeCommand, Shell};
+use crate::exec::{
+    BoxFuture, CREDENTIALS_ENV, ExecError, LocalShell, Running, RuntimeCommand, Shell,
+};
 use crate::ssh::{SshShell, SshTarget};
 
 /// The identity of an opened launch, given back by [`Launches::open`].
@@ -238,7 +240,15 @@ async fn start_runtime(
     };
     let mut cmd = sink.command(id, &program);
     add_environment(&mut cmd, jvm, links);
-    match place.spawn(&cmd.exec_line()).await {
+    let input = cmd.credentials.take();
+    if input.is_some() {
+        cmd.env
+            .push((CREDENTIALS_ENV.to_owned(), "stdin".to_owned()));
+    }
+    match place
+        .spawn(&cmd.exec_line(), input.as_deref().map(str::as_bytes))
+        .await
+    {
         Ok(running) => sink.started(id, Started::Process(running)),
         Err(e) => sink.failed(id, format!("{label}: {e}")),
     }

@@ -151,8 +151,15 @@ pub trait Shell: Send + Sync + 'static {
         stdin: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<Output, ExecError>>;
     /// Starts `script` with `sh -c`; its standard output is discarded and
-    /// the tail of its standard error kept for [`Running::wait`].
-    fn spawn<'a>(&'a self, script: &'a str) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>>;
+    /// the tail of its standard error kept for [`Running::wait`]. `input`,
+    /// when given, is written on its standard input, which then stays open
+    /// as long as it runs (credentials travel that way: never in a command
+    /// line or a file others can read).
+    fn spawn<'a>(
+        &'a self,
+        script: &'a str,
+        input: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>>;
     /// A command line for `/bin/sh` on this machine that runs `script` at
     /// this place without this process: what a cleanup that outlives this
     /// process (it was killed) runs. `None` when the place cannot be
@@ -173,9 +180,14 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The command that starts one runtime: a program, its arguments and the
-/// environment it needs (deployer address, token, node names).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Set on a runtime to say where its credentials come from: `stdin`, or
+/// `file:<path>` (a `0600` file in a `0700` directory).
+pub const CREDENTIALS_ENV: &str = "ACTOGRID_CREDENTIALS";
+
+/// The command that starts one runtime: a program, its arguments, the
+/// environment it needs (deployer address, node names) and its
+/// credentials, which travel apart from the rest (see [`CREDENTIALS_ENV`]).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RuntimeCommand {
     /// Path of the program where it runs.
     pub program: String,
@@ -183,6 +195,24 @@ pub struct RuntimeCommand {
     pub args: Vec<String>,
     /// Environment variables set for it, in order.
     pub env: Vec<(String, String)>,
+    /// Its credentials: given on its standard input when it is started
+    /// directly, in a private file when a scheduler starts it. Never in
+    /// its environment or command line.
+    pub credentials: Option<String>,
+}
+
+impl std::fmt::Debug for RuntimeCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeCommand")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "(hidden)"),
+            )
+            .finish()
+    }
 }
 
 impl RuntimeCommand {
@@ -270,17 +300,36 @@ impl Shell for LocalShell {
         })
     }
 
-    fn spawn<'a>(&'a self, script: &'a str) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>> {
+    fn spawn<'a>(
+        &'a self,
+        script: &'a str,
+        input: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>> {
         Box::pin(async move {
             let mut cmd = Self::command(script);
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
+            cmd.stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
             let mut child = cmd
                 .spawn()
                 .map_err(|e| local_error(format!("cannot start /bin/sh: {e}")))?;
+            let mut stdin = child.stdin.take();
+            if let (Some(bytes), Some(pipe)) = (input, stdin.as_mut()) {
+                // A command that exits before reading closes the pipe: its
+                // exit says why, not this write.
+                let _ = pipe.write_all(bytes).await;
+                let _ = pipe.flush().await;
+            }
             let tail = StderrTail::collect(child.stderr.take());
-            Ok(Box::new(LocalRunning { child, tail }) as Box<dyn Running>)
+            Ok(Box::new(LocalRunning {
+                child,
+                tail,
+                _stdin: stdin,
+            }) as Box<dyn Running>)
         })
     }
 
@@ -351,6 +400,8 @@ impl StderrTail {
 struct LocalRunning {
     child: tokio::process::Child,
     tail: StderrTail,
+    /// Kept open while it runs.
+    _stdin: Option<tokio::process::ChildStdin>,
 }
 
 impl Running for LocalRunning {
@@ -382,6 +433,7 @@ mod tests {
             program: "/opt/my app/bin".into(),
             args: vec!["a b".into()],
             env: vec![("K".into(), "v w".into())],
+            credentials: None,
         };
         assert_eq!(cmd.argv_line(), "env 'K=v w' '/opt/my app/bin' 'a b'");
     }
@@ -395,11 +447,11 @@ mod tests {
         let failed = sh.run("exit 3", None).await.unwrap();
         let err = failed.check("localhost", "the probe").unwrap_err();
         assert_eq!(err.to_string(), "localhost: the probe failed (exit code 3)");
-        let mut running = sh.spawn("echo boom >&2; exit 7").await.unwrap();
+        let mut running = sh.spawn("echo boom >&2; exit 7", None).await.unwrap();
         let exit = running.wait().await;
         assert_eq!(exit.code, Some(7));
         assert_eq!(exit.stderr_tail.trim(), "boom");
-        let mut long = sh.spawn("exec sleep 30").await.unwrap();
+        let mut long = sh.spawn("exec sleep 30", None).await.unwrap();
         long.kill();
         assert_eq!(long.wait().await.code, None);
     }

@@ -479,7 +479,11 @@ impl Inner {
         })
     }
 
-    async fn spawn(self: &Arc<Self>, script: &str) -> Result<Box<dyn Running>, ExecError> {
+    async fn spawn(
+        self: &Arc<Self>,
+        script: &str,
+        input: Option<&[u8]>,
+    ) -> Result<Box<dyn Running>, ExecError> {
         // The wrapper reports its pid and process group on the first line
         // of its standard output, then becomes the script; the script's own
         // standard output is discarded. Closing an ssh channel does not
@@ -494,13 +498,22 @@ impl Inner {
             let slot = self.slot().await?;
             let mut cmd = Session::to_raw_command(Arc::clone(&slot.session), "sh");
             cmd.raw_arg("-c").raw_arg(quote(&wrapper));
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+            cmd.stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
             let mut child = cmd
                 .spawn()
                 .await
                 .map_err(|e| self.command_error(format!("cannot run ssh: {}", error_words(&e))))?;
+            let mut stdin = child.stdin().take();
+            if let (Some(bytes), Some(pipe)) = (input, stdin.as_mut()) {
+                let _ = pipe.write_all(bytes).await;
+                let _ = pipe.flush().await;
+            }
             let stdout = child.stdout().take();
             let tail = StderrTail::collect(child.stderr().take());
             let mut line = String::new();
@@ -514,6 +527,7 @@ impl Inner {
                 return Ok(Box::new(SshRunning {
                     shell: Arc::clone(self),
                     slot: Some(slot),
+                    _stdin: stdin,
                     child: Some(child),
                     tail,
                     pid,
@@ -570,8 +584,12 @@ impl Shell for SshShell {
         Box::pin(self.inner.run(script, stdin))
     }
 
-    fn spawn<'a>(&'a self, script: &'a str) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>> {
-        Box::pin(self.inner.spawn(script))
+    fn spawn<'a>(
+        &'a self,
+        script: &'a str,
+        input: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>> {
+        Box::pin(self.inner.spawn(script, input))
     }
 
     /// `ssh … host 'sh -c …'` with this shell's login options, through a
@@ -642,6 +660,8 @@ struct SshRunning {
     shell: Arc<Inner>,
     /// Its place on the master; held until it ends.
     slot: Option<Slot>,
+    /// Its standard input, kept open while it runs.
+    _stdin: Option<openssh::ChildStdin>,
     child: Option<openssh::Child<Arc<Session>>>,
     tail: StderrTail,
     pid: u32,

@@ -41,8 +41,16 @@ impl Shell for FakeShell {
         })
     }
 
-    fn spawn<'a>(&'a self, script: &'a str) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>> {
-        Box::pin(async move { LocalShell.spawn(&format!("{}{script}", self.prefix)).await })
+    fn spawn<'a>(
+        &'a self,
+        script: &'a str,
+        input: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>> {
+        Box::pin(async move {
+            LocalShell
+                .spawn(&format!("{}{script}", self.prefix), input)
+                .await
+        })
     }
 }
 
@@ -178,6 +186,7 @@ fn sh(command: &str) -> RuntimeCommand {
         program: "sh".into(),
         args: vec!["-c".into(), command.into()],
         env: vec![("MARK".into(), "hello world".into())],
+        credentials: None,
     }
 }
 

@@ -38,6 +38,7 @@ fn runtime() -> RuntimeCommand {
             ("ACTOGRID_TOKEN".into(), "s3cr3t value".into()),
             ("RUST_LOG".into(), "info".into()),
         ],
+        credentials: None,
     }
 }
 

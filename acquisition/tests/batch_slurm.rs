@@ -100,6 +100,7 @@ fn sh(command: &str) -> RuntimeCommand {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), command.into()],
         env: vec![("MARK".into(), "from slurm".into())],
+        credentials: None,
     }
 }
 

@@ -271,6 +271,7 @@ fn hostile_values_never_run_and_reach_the_runtime_intact() {
                 program: program.clone(),
                 args: vec!["node".into(), (*hostile).to_owned(), String::new()],
                 env: vec![("HOSTILE_ENV".into(), (*hostile).to_owned())],
+                credentials: None,
             };
             let files = scheduler.files(work.to_str().expect("utf-8 path"), hostile);
             let script = scheduler.script(&runtime, &files);

@@ -244,7 +244,10 @@ fn spawn_reports_exit_code_and_stderr_tail() {
     block_on(async {
         let sh = connect("agh2").await;
         let mut running = sh
-            .spawn("echo to-stdout; echo first >&2; sleep 0.2; echo boom >&2; exit 7")
+            .spawn(
+                "echo to-stdout; echo first >&2; sleep 0.2; echo boom >&2; exit 7",
+                None,
+            )
             .await
             .unwrap();
         let exit = running.wait().await;
@@ -252,7 +255,7 @@ fn spawn_reports_exit_code_and_stderr_tail() {
         assert_eq!(exit.stderr_tail.trim(), "first\nboom");
         // wait() again gives the same answer.
         assert_eq!(running.wait().await.code, Some(7));
-        let mut ok = sh.spawn("exec true").await.unwrap();
+        let mut ok = sh.spawn("exec true", None).await.unwrap();
         assert_eq!(ok.wait().await.code, Some(0));
         sh.close().await.unwrap();
     });
@@ -313,7 +316,7 @@ fn kill_stops_the_remote_process_and_its_children() {
         // A shell with a child (not exec'd): the whole group must go.
         let secs = 86_000 + (std::process::id() % 300);
         let marker = format!("sleep {secs}");
-        let mut running = sh.spawn(&format!("{marker} & wait")).await.unwrap();
+        let mut running = sh.spawn(&format!("{marker} & wait"), None).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while live_with(&sh, &marker).await.is_empty() {
             assert!(Instant::now() < deadline, "the remote sleep never started");
@@ -337,7 +340,7 @@ fn kill_stops_the_remote_process_and_its_children() {
         // Dropping a running command kills it as well.
         let secs = secs + 1;
         let marker = format!("sleep {secs}");
-        let running = sh.spawn(&format!("exec {marker}")).await.unwrap();
+        let running = sh.spawn(&format!("exec {marker}"), None).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while live_with(&sh, &marker).await.is_empty() {
             assert!(Instant::now() < deadline, "the remote sleep never started");
@@ -461,7 +464,7 @@ fn an_unreachable_host_is_reported_and_recovered_from() {
             host: "agh2",
             script: format!("pkill -9 -f '[s]leep {secs}'; true"),
         };
-        let mut running = sh.spawn(&format!("exec sleep {secs}")).await.unwrap();
+        let mut running = sh.spawn(&format!("exec sleep {secs}"), None).await.unwrap();
         let fault = Fault::inject("agh2", "unreachable", "restore");
 
         // Over the open master: noticed by the keep-alives.
@@ -727,7 +730,7 @@ fn many_runtimes_on_one_host_open_more_connections() {
         let started = Instant::now();
         let mut running = Vec::new();
         for _ in 0..12 {
-            running.push(sh.spawn(&format!("exec {marker}")).await.unwrap());
+            running.push(sh.spawn(&format!("exec {marker}"), None).await.unwrap());
         }
         eprintln!("12 spawns: {:?}", started.elapsed());
         assert_eq!(sh.connections().await, 2);

@@ -12,15 +12,16 @@
 //! * `actogrid-technical-services`, `actogrid-fault-tolerance` — the
 //!   services applied to every node of a virtual node.
 
+mod credentials;
 mod deploy;
 pub mod peer;
 mod process;
 
 pub use actogrid_descriptor as descriptor;
 pub use actogrid_runtime::{
-    ActiveRef, CallError, Config, ConfigError, ErrorKind, Future, FutureGroup, Group, GroupError,
-    NoError, Node, NodeUrl, Proxy, RemoteError, Runtime, builtin, current, in_completion_order,
-    intercept, wait_all, wait_any,
+    ActiveRef, Authority, CallError, Config, ConfigError, ErrorKind, Future, FutureGroup, Group,
+    GroupError, Identity, NoError, Node, NodeUrl, Principal, Proxy, RemoteError, Runtime, caller,
+    current, in_completion_order, intercept, tls, wait_all, wait_any,
 };
 
 /// Runs blocking or long CPU-bound code on a thread set aside for it, and
@@ -51,12 +52,15 @@ pub mod time {
     pub use tokio::time::error::Elapsed;
     pub use tokio::time::{Instant, Interval, interval, sleep, sleep_until, timeout};
 }
+pub use credentials::{
+    CREDENTIALS_ENV, END as CREDENTIALS_END, for_node as node_credentials, node_identity,
+};
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
     LEASE_ENV, LISTEN_ENV, LogSink, LogSinkProxy, MAX_LINE, NODE_PREFIX_ENV, NODES_ENV, OutputLine,
     OutputOptions, PrintedLine, Refusal, Registrar, RegistrarProxy, Registration, RuntimeAgent,
-    RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, Stream, TOKEN_ENV, VirtualNode, VnDirectory,
+    RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, Stream, VirtualNode, VnDirectory,
     VnDirectoryProxy, VnEvent, check_descriptor, lookup_vn,
 };
 pub use process::{

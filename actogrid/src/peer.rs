@@ -67,16 +67,151 @@ pub use vessel::{
 
 pub(crate) use driver::{Driver, Role};
 
-/// Environment variable holding the overlay's passphrase, read by
-/// `actogrid peer` and by deployments when none is given.
-pub const TOKEN_ENV: &str = "ACTOGRID_OVERLAY_TOKEN";
+/// Environment variable holding the pool's passphrase, read by `actogrid
+/// peer` and by deployments acquiring nodes when none is given.
+pub const PASSPHRASE_ENV: &str = "ACTOGRID_OVERLAY_PASSPHRASE";
 
-/// The token of passphrase `secret`, or the open overlay's when `None`.
-pub fn token_of(secret: Option<&str>) -> Token {
-    match secret {
-        Some(s) => Token::from_secret(s.as_bytes()),
-        None => Token::OPEN,
+/// Environment variable naming a file that holds the pool's passphrase.
+pub const PASSPHRASE_FILE_ENV: &str = "ACTOGRID_OVERLAY_PASSPHRASE_FILE";
+
+/// Who belongs to a pool of peers, and how they prove it: every peer, and
+/// every deployment that acquires nodes from the pool, connects with TLS
+/// certificates of the pool's authority (see `actogrid_runtime::tls`).
+#[derive(Clone)]
+pub enum Pool {
+    /// Peers that know this passphrase: the pool's authority is derived
+    /// from it (Argon2id), so no key is ever exchanged.
+    Passphrase(String),
+    /// A site's own PKI: the pool's authority and this peer's certificate
+    /// and key, all PEM.
+    Site {
+        /// The authority's certificate (or several).
+        authority: String,
+        /// This peer's certificate chain; it names the peer
+        /// (`actogrid:peer:<name>`).
+        certificate: String,
+        /// Its private key.
+        key: String,
+    },
+    /// No authentication, no encryption: anyone who reaches a peer's port
+    /// can make it run any program. For a closed test pool only.
+    InsecureOpen,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pool::Passphrase(_) => "Pool::Passphrase(…)",
+            Pool::Site { .. } => "Pool::Site",
+            Pool::InsecureOpen => "Pool::InsecureOpen",
+        })
     }
+}
+
+impl Pool {
+    /// The pool named by the environment: the passphrase in
+    /// `ACTOGRID_OVERLAY_PASSPHRASE`, or in the file named by
+    /// `ACTOGRID_OVERLAY_PASSPHRASE_FILE`; `None` when neither is set.
+    pub fn from_env() -> Result<Option<Pool>, PeerError> {
+        if let Ok(path) = std::env::var(PASSPHRASE_FILE_ENV) {
+            return Pool::passphrase_file(std::path::Path::new(&path)).map(Some);
+        }
+        Ok(std::env::var(PASSPHRASE_ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Pool::Passphrase))
+    }
+
+    /// The passphrase held in `path` (its first line).
+    pub fn passphrase_file(path: &std::path::Path) -> Result<Pool, PeerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            PeerError::Setup(format!(
+                "cannot read the passphrase file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let line = text.lines().next().unwrap_or_default().trim().to_owned();
+        if line.is_empty() {
+            return Err(PeerError::Setup(format!(
+                "the passphrase file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Pool::Passphrase(line))
+    }
+
+    /// The identity of peer `name` in this pool (what a runtime that talks
+    /// to the pool's peers is built with).
+    pub fn identity(&self, name: &str) -> Result<actogrid_runtime::Identity, PeerError> {
+        use actogrid_runtime::Identity;
+        let setup =
+            |e: actogrid_runtime::IdentityError| PeerError::Setup(format!("pool credentials: {e}"));
+        match self {
+            Pool::Passphrase(p) => {
+                Identity::peer(&pool_authority(p).map_err(setup)?, name).map_err(setup)
+            }
+            Pool::Site {
+                authority,
+                certificate,
+                key,
+            } => Identity::from_pem(certificate, key, authority).map_err(setup),
+            Pool::InsecureOpen => {
+                announce_open_pool();
+                Ok(Identity::plaintext())
+            }
+        }
+    }
+
+    /// What names the pool in its messages (not a secret: messages travel
+    /// inside TLS, and membership is proven by the certificates).
+    pub(crate) fn token(&self) -> Result<Token, PeerError> {
+        let setup =
+            |e: actogrid_runtime::IdentityError| PeerError::Setup(format!("pool credentials: {e}"));
+        Ok(match self {
+            Pool::Passphrase(p) => {
+                Token::from_secret(&pool_authority(p).map_err(setup)?.public_key())
+            }
+            Pool::Site { authority, .. } => Token::from_secret(authority.as_bytes()),
+            Pool::InsecureOpen => Token::OPEN,
+        })
+    }
+}
+
+/// The authority of the pool of passphrase `passphrase`, derived once per
+/// process (the derivation is slow on purpose).
+fn pool_authority(
+    passphrase: &str,
+) -> Result<Arc<actogrid_runtime::Authority>, actogrid_runtime::IdentityError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Derived = HashMap<[u8; 32], Arc<actogrid_runtime::Authority>>;
+    static DERIVED: OnceLock<Mutex<Derived>> = OnceLock::new();
+    let key: [u8; 32] = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(passphrase.as_bytes()).into()
+    };
+    let mut derived = DERIVED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(a) = derived.get(&key) {
+        return Ok(a.clone());
+    }
+    let authority = Arc::new(actogrid_runtime::Authority::for_pool(
+        passphrase.as_bytes(),
+    )?);
+    derived.insert(key, authority.clone());
+    Ok(authority)
+}
+
+fn announce_open_pool() {
+    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let text = "INSECURE: this peer joins an open pool: no TLS, and anyone who reaches its \
+                    port can make it run any program. Use this only for a closed test pool.";
+        eprintln!("actogrid: {text}");
+        tracing::warn!("{text}");
+    });
 }
 
 /// What can go wrong running or asking a peer.
@@ -122,8 +257,8 @@ pub struct PeerOptions {
     /// A booked slot with no runtime started on it within this time is
     /// free again.
     pub booking_expiry: Duration,
-    /// The overlay's token.
-    pub token: Token,
+    /// The pool it belongs to: a daemon refuses to start without one.
+    pub pool: Option<Pool>,
     /// Where programs are cached and lent runtimes run.
     pub work_dir: PathBuf,
     /// What lent runtimes run in, under which limits.
@@ -142,7 +277,7 @@ impl Default for PeerOptions {
             ttl: core.ttl,
             answer_timeout: core.answer_timeout,
             booking_expiry: Duration::from_secs(60),
-            token: Token::OPEN,
+            pool: None,
             work_dir: default_work_dir(),
             vessel: VesselOptions::default(),
         }
@@ -314,8 +449,17 @@ impl PeerDaemon {
                 .await
                 .map_err(|e| PeerError::Setup(e.to_string()))?
                 .map_err(|e| PeerError::Setup(format!("cannot lend slots safely: {e}")))?;
+        let pool = options.pool.clone().ok_or_else(|| {
+            PeerError::Setup(format!(
+                "a peer needs its pool's credentials: a passphrase ({PASSPHRASE_ENV}, or a file: \
+                 {PASSPHRASE_FILE_ENV} or --passphrase-file), a site's certificates, or, for a \
+                 closed test pool only, --insecure-open-pool"
+            ))
+        })?;
+        let token = pool.token()?;
         let rt = Runtime::builder()
             .config(Config::default())
+            .identity(pool.identity(&address)?)
             .address(address.clone())
             .build();
         rt.make_global();
@@ -333,7 +477,7 @@ impl PeerDaemon {
             answer_timeout: options.answer_timeout,
             booking_expiry: options.booking_expiry,
             slots: options.slots,
-            token: options.token,
+            token,
             ..CoreConfig::default()
         };
         let peers = options.peers.clone();
@@ -376,28 +520,32 @@ impl PeerDaemon {
     }
 }
 
-/// Asks the peer at `address` (`host:port`) for its status, from
-/// `runtime`, with the overlay's `token`.
-pub async fn peer_status(
-    runtime: &Runtime,
-    address: &str,
-    token: Token,
-) -> Result<PeerStatus, PeerError> {
+/// Asks the peer at `address` (`host:port`) of `pool` for its status.
+pub async fn peer_status(pool: &Pool, address: &str) -> Result<PeerStatus, PeerError> {
     let fail = |error: String| PeerError::Peer {
         peer: address.to_owned(),
         error,
     };
-    let url = endpoint_url(address).map_err(fail)?;
-    let endpoint: OverlayEndpointProxy =
-        tokio::time::timeout(Duration::from_secs(10), runtime.lookup(&url))
+    let runtime = Runtime::builder()
+        .identity(pool.identity("status")?)
+        .build();
+    let token = pool.token()?;
+    let asked = async {
+        let url = endpoint_url(address).map_err(fail)?;
+        let endpoint: OverlayEndpointProxy =
+            tokio::time::timeout(Duration::from_secs(10), runtime.lookup(&url))
+                .await
+                .map_err(|_| fail("no answer within 10 s".into()))?
+                .map_err(|e| fail(e.to_string()))?;
+        tokio::time::timeout(Duration::from_secs(10), endpoint.status(token))
             .await
             .map_err(|_| fail("no answer within 10 s".into()))?
-            .map_err(|e| fail(e.to_string()))?;
-    tokio::time::timeout(Duration::from_secs(10), endpoint.status(token))
-        .await
-        .map_err(|_| fail("no answer within 10 s".into()))?
-        .map_err(|e| match e {
-            actogrid_runtime::CallError::Method(m) => fail(m),
-            other => fail(other.to_string()),
-        })
+            .map_err(|e| match e {
+                actogrid_runtime::CallError::Method(m) => fail(m),
+                other => fail(other.to_string()),
+            })
+    };
+    let result = asked.await;
+    runtime.shutdown();
+    result
 }

@@ -98,7 +98,12 @@ pub async fn serve_node(options: NodeOptions) -> anyhow::Result<()> {
         .advertise
         .clone()
         .unwrap_or_else(|| bound.to_string());
-    let rt = Runtime::builder().config(config).address(advertise).build();
+    let identity = crate::credentials::node_identity().await?;
+    let rt = Runtime::builder()
+        .config(config)
+        .identity(identity)
+        .address(advertise)
+        .build();
     rt.make_global();
     let node = rt.local_node(&options.name);
     {
@@ -196,9 +201,20 @@ pub async fn spawn_node(runtime: &Runtime, name: &str) -> anyhow::Result<NodePro
 }
 
 /// Starts a node runtime with `cmd` (which must print the announcement
-/// line) and waits for its URL.
+/// line) and waits for its URL. The node gets credentials of `runtime`'s
+/// domain on its standard input (`ACTOGRID_CREDENTIALS=stdin`), which stays
+/// open: it exits when this process lets go, if it watches it.
 pub async fn spawn_with(runtime: &Runtime, mut cmd: Command) -> anyhow::Result<NodeProcess> {
-    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .env(crate::credentials::CREDENTIALS_ENV, "stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    if let Err(e) = crate::credentials::hand_over(runtime, &mut child) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     let stdout = child
         .stdout
         .take()

@@ -5,8 +5,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use actogrid::builtin::{RecorderProxy, WorkerError, WorkerProxy};
 use actogrid::{CallError, Config, ErrorKind, Group, NodeProcess, Runtime, wait_all};
+use actogrid_builtin::{RecorderProxy, WorkerError, WorkerProxy};
 use futures::StreamExt;
 
 /// A generous bound so a regression fails the test instead of hanging it;

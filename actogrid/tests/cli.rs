@@ -290,6 +290,15 @@ fn node_refuses_an_address_it_cannot_use() {
 fn node_announces_its_url_and_stops_with_its_stdin() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
+    // Without credentials a node refuses to serve, and says how to give some.
+    let out = actogrid(&["node", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("needs credentials"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let mut child = Command::new(env!("CARGO_BIN_EXE_actogrid"))
         .args([
             "node",
@@ -299,6 +308,7 @@ fn node_announces_its_url_and_stops_with_its_stdin() {
             "n1",
             "--exit-on-stdin-eof",
         ])
+        .env("ACTOGRID_INSECURE_PLAINTEXT", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use actogrid::builtin::EchoProxy;
 use actogrid::{NodeUrl, lookup_vn};
+use actogrid_builtin::EchoProxy;
 use support::{TempDir, alive, runtime};
 
 fn free_port() -> u16 {
@@ -54,6 +54,11 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
         fake.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // The deployer and this test are two programs: they share objects
+    // because they are given the same authority (a site's, say).
+    let authority = std::sync::Arc::new(actogrid::Authority::generate("site").unwrap());
+    let ca = dir.write("ca.pem", &authority.cert_pem());
+    let ca_key = dir.write("ca.key", &authority.key_pem());
     let mut deployer = Command::new(env!("CARGO_BIN_EXE_actogrid"))
         .args([
             "deploy",
@@ -62,6 +67,8 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
             &format!("127.0.0.1:{port}"),
         ])
         .arg(&path)
+        .env(actogrid::tls::AUTHORITY_ENV, &ca)
+        .env(actogrid::tls::AUTHORITY_KEY_ENV, &ca_key)
         .env("PATH", path_env)
         .env("FAKE_SCHED_DIR", &state)
         .env("HOME", &dir.0)
@@ -75,8 +82,17 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
         assert!(line.starts_with("Workers\tactogrid://"), "{line}");
     }
 
-    // Another program finds the virtual node by URL and calls its nodes.
-    let rt = runtime().await;
+    // Another program finds the virtual node by URL and calls its nodes:
+    // a program of another authority cannot, one of the same can.
+    let stranger = runtime().await;
+    let url: NodeUrl = format!("actogrid://127.0.0.1:{port}/Workers")
+        .parse()
+        .unwrap();
+    assert!(lookup_vn(&stranger, &url).await.is_err());
+    stranger.shutdown();
+    let rt = actogrid::Runtime::builder()
+        .identity(actogrid::Identity::member_of(&authority).unwrap())
+        .build();
     let url: NodeUrl = format!("actogrid://127.0.0.1:{port}/Workers")
         .parse()
         .unwrap();

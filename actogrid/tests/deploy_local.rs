@@ -197,19 +197,30 @@ async fn a_runtime_with_a_wrong_ticket_is_refused() {
     let rt = runtime().await;
     let deployment = load(&rt, &path, &[]).await;
     let urls = deployment.registrar_urls().join(",");
+    let roots = rt.identity().roots_pem().unwrap().to_owned();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_actogrid"))
             .env(actogrid::DEPLOYER_ENV, urls)
-            .env(actogrid::TOKEN_ENV, "not-a-ticket")
-            .output()
-            .unwrap()
+            .env(actogrid::CREDENTIALS_ENV, "stdin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ticket = serde_json::json!({ "ticket": "not-a-ticket", "roots": roots });
+        let mut input = child.stdin.take().unwrap();
+        writeln!(input, "{ticket}\n{}", actogrid::CREDENTIALS_END).unwrap();
+        let out = child.wait_with_output().unwrap();
+        drop(input);
+        out
     })
     .await
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refused this runtime"), "{stderr}");
-    assert!(stderr.contains("already used"), "{stderr}");
+    assert!(stderr.contains("unknown, used up"), "{stderr}");
     rt.shutdown();
 }
 
@@ -370,7 +381,7 @@ async fn runtime_settings_reach_every_runtime_a_deployment_starts() {
         .unwrap();
     assert_eq!(nodes.len(), 2);
     for node in &nodes {
-        let w = actogrid::builtin::WorkerProxy::new(node, "w".into())
+        let w = actogrid_builtin::WorkerProxy::new(node, "w".into())
             .await
             .unwrap();
         let settings = w.settings().await.unwrap();

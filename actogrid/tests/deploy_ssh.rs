@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actogrid::builtin::EchoProxy;
 use actogrid::{DeployOptions, Deployment, VnEvent};
+use actogrid_builtin::EchoProxy;
 use support::{TempDir, eventually, runtime};
 
 const SSH_CONFIG: &str = "/run/actogrid-testbed/ssh/ssh_config";

@@ -4,9 +4,9 @@
 //! one-line view of a deployment's runtimes. All in one process, over
 //! loopback.
 
-use actogrid::builtin::{RecorderProxy, WorkerError, WorkerProxy};
 use actogrid::time::{Duration, Instant, sleep, timeout};
 use actogrid::{CallError, Config, Group, GroupError, NodeUrl, Runtime, RuntimeSummary};
+use actogrid_builtin::{RecorderProxy, WorkerError, WorkerProxy};
 
 /// Waits and computes without naming tokio.
 struct Patient;

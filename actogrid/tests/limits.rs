@@ -8,8 +8,8 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actogrid::builtin::{EchoProxy, RecorderProxy, WorkerProxy};
 use actogrid::{CallError, Config, ErrorKind, Node, NodeUrl, Proxy as _, Runtime, wait_all};
+use actogrid_builtin::{EchoProxy, RecorderProxy, WorkerProxy};
 
 /// An `actogrid node` child started by `sh -c` (for its `ulimit`s), with
 /// settings in its environment; killed when dropped.
@@ -19,7 +19,7 @@ struct Limited {
 }
 
 impl Limited {
-    fn start(ulimits: &str, env: &[(&str, &str)]) -> anyhow::Result<Limited> {
+    fn start(rt: &Runtime, ulimits: &str, env: &[(&str, &str)]) -> anyhow::Result<Limited> {
         let script =
             format!("{ulimits} exec \"$0\" node --listen 127.0.0.1:0 --exit-on-stdin-eof --name n");
         let mut cmd = Command::new("/bin/sh");
@@ -33,7 +33,18 @@ impl Limited {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        if rt.identity().is_plaintext() {
+            cmd.env("ACTOGRID_INSECURE_PLAINTEXT", "1");
+        } else {
+            cmd.env(actogrid::CREDENTIALS_ENV, "stdin");
+        }
         let mut child = cmd.spawn()?;
+        if !rt.identity().is_plaintext() {
+            use std::io::Write as _;
+            let input = child.stdin.as_mut().expect("piped");
+            input.write_all(actogrid::node_credentials(rt)?.as_bytes())?;
+            input.flush()?;
+        }
         let stdout = child.stdout.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
@@ -120,8 +131,13 @@ async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_declaring_4_gib_is_refused_before_anything_is_reserved() -> anyhow::Result<()> {
     // 3 GB of address space: reserving what the message declares would
-    // abort the process.
-    let mut node = Limited::start("ulimit -v 3000000;", &[])?;
+    // abort the process. Without TLS, so that the message reaches the
+    // decoder (with TLS, only a runtime of the deployment gets that far).
+    let rt = Runtime::builder()
+        .config(fast_heartbeats())
+        .identity(actogrid::Identity::plaintext())
+        .build();
+    let mut node = Limited::start(&rt, "ulimit -v 3000000;", &[])?;
     let tcp = tokio::net::TcpStream::connect(node.address()).await?;
     let (client, connection) = h2::client::handshake(tcp).await?;
     tokio::spawn(connection);
@@ -151,7 +167,6 @@ async fn a_message_declaring_4_gib_is_refused_before_anything_is_reserved() -> a
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(node.alive(), "the runtime died on a 5-byte header");
 
-    let rt = runtime(fast_heartbeats()).await;
     let rec = RecorderProxy::new(&node.node(&rt)).await?;
     assert_eq!(rec.push(7).await?, 1, "the runtime still serves");
     Ok(())
@@ -160,18 +175,19 @@ async fn a_message_declaring_4_gib_is_refused_before_anything_is_reserved() -> a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_object_does_not_queue_a_fast_senders_requests_without_bound() -> anyhow::Result<()>
 {
+    let rt = runtime(Config {
+        max_message_size: 1 << 20,
+        ..fast_heartbeats()
+    })
+    .await;
     let node = Limited::start(
+        &rt,
         "",
         &[
             ("ACTOGRID_MAX_QUEUED_BYTES", "2MiB"),
             ("ACTOGRID_MAX_MESSAGE_SIZE", "1MiB"),
         ],
     )?;
-    let rt = runtime(Config {
-        max_message_size: 1 << 20,
-        ..fast_heartbeats()
-    })
-    .await;
     let slow = WorkerProxy::new(&node.node(&rt), "slow".into()).await?;
     let idle = node.rss();
 
@@ -226,7 +242,12 @@ async fn idle_connections_past_the_descriptor_limit_neither_spin_nor_lock_runtim
             },
         )?;
     }
-    let node = Limited::start("ulimit -n 1024;", &[("ACTOGRID_HANDSHAKE_TIMEOUT", "3s")])?;
+    let rt = runtime(fast_heartbeats()).await;
+    let node = Limited::start(
+        &rt,
+        "ulimit -n 1024;",
+        &[("ACTOGRID_HANDSHAKE_TIMEOUT", "3s")],
+    )?;
     let address = node.address();
     let connects = (0..2_000).map(|_| {
         let address = address.clone();
@@ -257,7 +278,6 @@ async fn idle_connections_past_the_descriptor_limit_neither_spin_nor_lock_runtim
     );
 
     // A runtime still gets through, and the idle ones are closed.
-    let rt = runtime(fast_heartbeats()).await;
     let started = Instant::now();
     let answer = within(Duration::from_secs(60), async {
         loop {
@@ -296,8 +316,8 @@ async fn idle_connections_past_the_descriptor_limit_neither_spin_nor_lock_runtim
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_requests_of_a_caller_that_is_gone_are_dropped() -> anyhow::Result<()> {
-    let node = Limited::start("", &[])?;
     let rt = runtime(fast_heartbeats()).await;
+    let node = Limited::start(&rt, "", &[])?;
     let busy = WorkerProxy::new(&node.node(&rt), "busy".into()).await?;
 
     // Another runtime queues 20 s of work, then goes away.
@@ -321,8 +341,8 @@ async fn the_requests_of_a_caller_that_is_gone_are_dropped() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_objects_leave_their_runtime() -> anyhow::Result<()> {
-    let node = Limited::start("", &[("ACTOGRID_MAX_OBJECTS", "3")])?;
     let rt = runtime(fast_heartbeats()).await;
+    let node = Limited::start(&rt, "", &[("ACTOGRID_MAX_OBJECTS", "3")])?;
     let n = node.node(&rt);
     let rec = RecorderProxy::new(&n).await?;
     n.register("rec", &rec).await?;
@@ -356,12 +376,12 @@ async fn terminated_objects_leave_their_runtime() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_over_the_size_limit_are_refused_with_the_limit() -> anyhow::Result<()> {
     // The caller's own limit: refused before anything is sent.
-    let node = Limited::start("", &[("ACTOGRID_MAX_MESSAGE_SIZE", "1MiB")])?;
     let small = runtime(Config {
         max_message_size: 1 << 20,
         ..fast_heartbeats()
     })
     .await;
+    let node = Limited::start(&small, "", &[("ACTOGRID_MAX_MESSAGE_SIZE", "1MiB")])?;
     let echo = EchoProxy::new(&node.node(&small)).await?;
     let err = echo.echo(vec![0; 2 << 20]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Refused, "{err}");

@@ -5,8 +5,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actogrid::builtin::{RecorderProxy, WorkerProxy};
 use actogrid::{Config, NodeProcess, Runtime};
+use actogrid_builtin::{RecorderProxy, WorkerProxy};
 
 async fn node(rt: &Runtime, name: &str) -> anyhow::Result<NodeProcess> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_actogrid"));

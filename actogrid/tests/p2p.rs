@@ -9,9 +9,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use actogrid::builtin::EchoProxy;
-use actogrid::peer::{PeerStatus, peer_status, token_of};
-use actogrid::{DeployError, Deployment, Runtime, VnEvent};
+use actogrid::peer::{PeerStatus, Pool, peer_status};
+use actogrid::{Deployment, Runtime, VnEvent};
+use actogrid_builtin::EchoProxy;
 use support::{PeerProcess, TempDir, alive, eventually, runtime};
 
 const SECRET: &str = "p2p-test-overlay";
@@ -52,7 +52,7 @@ fn descriptor(asked: &str, peers: &[&PeerProcess], timeout: &str) -> String {
 async fn deploy(rt: &Runtime, dir: &TempDir, text: &str, secret: &str) -> Deployment {
     let path = dir.write(&format!("d-{}.xml", fastrand::u32(..)), text);
     let mut options = support::options(rt);
-    options.overlay_token = token_of(Some(secret));
+    options.pool = Some(Pool::Passphrase(secret.into()));
     let d = Deployment::load_with(&path, Default::default(), options)
         .await
         .expect("the descriptor loads");
@@ -60,19 +60,19 @@ async fn deploy(rt: &Runtime, dir: &TempDir, text: &str, secret: &str) -> Deploy
     d
 }
 
-async fn status(rt: &Runtime, peer: &PeerProcess) -> PeerStatus {
-    peer_status(rt, &peer.address, token_of(Some(SECRET)))
+async fn status(peer: &PeerProcess) -> PeerStatus {
+    peer_status(&Pool::Passphrase(SECRET.into()), &peer.address)
         .await
         .expect("the peer answers its status")
 }
 
 /// Waits until every slot of every peer is free and nothing is lent.
-async fn all_free(rt: &Runtime, peers: &[PeerProcess], limit: Duration) -> bool {
+async fn all_free(peers: &[PeerProcess], limit: Duration) -> bool {
     let start = Instant::now();
     loop {
         let mut free = true;
         for p in peers {
-            let s = status(rt, p).await;
+            let s = status(p).await;
             free &= s.count("free") == s.slots.len() && s.lent.is_empty();
         }
         if free || start.elapsed() > limit {
@@ -110,7 +110,7 @@ async fn twenty_peers_lend_nodes_and_get_their_slots_back() {
     assert_eq!(pids.len(), 10);
     let mut lending = 0;
     for p in &peers {
-        let s = status(&rt, p).await;
+        let s = status(p).await;
         assert!(
             !s.acquaintances.is_empty(),
             "{} has acquaintances",
@@ -121,7 +121,7 @@ async fn twenty_peers_lend_nodes_and_get_their_slots_back() {
     assert_eq!(lending, 10, "the peers report the 10 lent nodes");
     d.kill().await;
     assert!(
-        all_free(&rt, &peers, Duration::from_secs(10)).await,
+        all_free(&peers, Duration::from_secs(10)).await,
         "every slot is free again after the deployment"
     );
     assert!(
@@ -145,7 +145,7 @@ async fn twenty_peers_lend_nodes_and_get_their_slots_back() {
     answer(&nodes[..3]).await;
     d.kill().await;
     assert!(
-        all_free(&rt, &peers, Duration::from_secs(10)).await,
+        all_free(&peers, Duration::from_secs(10)).await,
         "every slot is free again after MAX"
     );
     rt.shutdown();
@@ -166,7 +166,7 @@ async fn a_killed_peer_takes_its_nodes_which_are_replaced_and_it_rejoins_when_re
     // The victim: a peer that lends something.
     let mut victim = None;
     for (i, p) in peers.iter().enumerate() {
-        let s = status(&rt, p).await;
+        let s = status(p).await;
         if s.lent.iter().any(|l| l.pid.is_some()) {
             victim = Some((i, s));
             break;
@@ -214,7 +214,7 @@ async fn a_killed_peer_takes_its_nodes_which_are_replaced_and_it_rejoins_when_re
     peers[index] = PeerProcess::start(&work, &address, 2, &known, SECRET, &[]);
     let rejoined = async {
         loop {
-            if !status(&rt, &peers[index]).await.acquaintances.is_empty() {
+            if !status(&peers[index]).await.acquaintances.is_empty() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -224,44 +224,64 @@ async fn a_killed_peer_takes_its_nodes_which_are_replaced_and_it_rejoins_when_re
         .await
         .expect("the restarted peer has acquaintances again");
     d.kill().await;
-    assert!(all_free(&rt, &peers, Duration::from_secs(10)).await);
+    assert!(all_free(&peers, Duration::from_secs(10)).await);
     rt.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_wrong_token_is_refused_and_logged() {
-    let dir = TempDir::new("p2p-token");
+async fn a_wrong_passphrase_is_refused_at_once_and_logged() {
+    let dir = TempDir::new("p2p-passphrase");
     let peers = overlay(&dir, 3, 1);
     let rt = runtime().await;
-    let text = descriptor("2", &[&peers[0], &peers[1]], "3s");
-    let d = deploy(&rt, &dir, &text, "not-the-secret").await;
+    let text = descriptor("2", &[&peers[0], &peers[1]], "120s");
+    let asked = Instant::now();
+    let d = deploy(&rt, &dir, &text, "not-the-passphrase").await;
     let vn = d.virtual_node("Workers").unwrap();
     let err = vn.nodes().await.expect_err("no node for a stranger");
+    // Said within seconds, not at the 120 s timeout, and why.
     assert!(
-        matches!(err, DeployError::NotEnoughNodes { have: 0, .. }),
+        asked.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        err.to_string()
+            .contains("refused this deployment's pool credentials"),
         "{err}"
     );
     d.kill().await;
     assert!(
-        peers[0].log().contains("wrong overlay token"),
+        peers[0].log().contains("TLS handshake failed"),
         "the peer logs the refusal: {}",
         peers[0].log()
     );
 
-    // Garbage and wrong tokens get an error reply, and the daemon lives on.
+    // A member of the pool sending garbage gets an error reply, and the
+    // daemon lives on.
+    let member = Pool::Passphrase(SECRET.into());
+    let prt = Runtime::builder()
+        .identity(member.identity("test").unwrap())
+        .build();
     let url = actogrid::peer::endpoint_url(&peers[0].address).unwrap();
-    let endpoint: actogrid::peer::OverlayEndpointProxy = rt.lookup(&url).await.unwrap();
+    let endpoint: actogrid::peer::OverlayEndpointProxy = prt.lookup(&url).await.unwrap();
     let reply = endpoint
         .deliver("127.0.0.1:1".into(), vec![0xff, 0x00, 0x13, 0x37])
         .await;
     assert!(reply.is_err(), "malformed bytes are refused");
     let reply = endpoint.deliver("not an address".into(), Vec::new()).await;
     assert!(reply.is_err(), "a malformed sender is refused");
-    let stranger = peer_status(&rt, &peers[0].address, token_of(Some("nope"))).await;
+    // The deployment's own runtime is no member of the pool.
+    assert!(
+        rt.lookup::<actogrid::peer::OverlayEndpointProxy>(&url)
+            .await
+            .is_err()
+    );
+    let stranger = peer_status(&Pool::Passphrase("nope".into()), &peers[0].address).await;
     assert!(stranger.is_err(), "no status for a stranger");
-    let s = status(&rt, &peers[0]).await;
+    let s = status(&peers[0]).await;
     assert!(s.rejected >= 1, "{s}");
     assert_eq!(s.count("free"), 1);
+    prt.shutdown();
     rt.shutdown();
 }
 
@@ -294,7 +314,7 @@ async fn lent_runtimes_run_in_vessels_under_the_limits_of_the_file_and_the_optio
     answer(&nodes).await;
     let pid = d.runtimes()[0].pid;
 
-    let s = status(&rt, &peer).await;
+    let s = status(&peer).await;
     let vessels = s.vessels.clone().expect("a lender reports its vessels");
     let limit = |what: &str| {
         vessels
@@ -346,7 +366,7 @@ async fn lent_runtimes_run_in_vessels_under_the_limits_of_the_file_and_the_optio
     }
     d.kill().await;
     assert!(eventually(Duration::from_secs(5), || !alive(pid)).await);
-    assert!(all_free(&rt, &[peer], Duration::from_secs(10)).await);
+    assert!(all_free(&[peer], Duration::from_secs(10)).await);
     let left = support::vessel_leftovers(uid, &cwd);
     assert!(left.is_empty(), "{left:?}");
     rt.shutdown();

@@ -226,7 +226,7 @@ async fn the_logging_service_sets_the_runtimes_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancing_spreads_busy_objects_without_losing_a_request() {
-    use actogrid::builtin::RecorderProxy;
+    use actogrid_builtin::RecorderProxy;
     let defs = r#"
       <technicalServiceDefinition id="one-core" class="actogrid.Environment"><arg name="capacity" value="1"/></technicalServiceDefinition>
       <technicalServiceDefinition id="lb" class="actogrid.LoadBalancing"><arg name="period" value="100"/></technicalServiceDefinition>"#;

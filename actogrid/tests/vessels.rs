@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use actogrid::peer::{EndedVessel, PeerStatus, peer_status, token_of};
+use actogrid::peer::{EndedVessel, PeerStatus, Pool, peer_status};
 use actogrid::{Deployment, Runtime};
 use serde::{Deserialize, Serialize};
 use support::{PeerProcess, TempDir, alive, eventually, vessel_leftovers};
@@ -393,7 +393,7 @@ async fn lend_with(world: &World, cmd: std::process::Command, slots: u32, work: 
     let path = dir.write("lent.xml", &text);
     let mut options = support::options(&rt);
     options.program = Some(std::env::current_exe().unwrap());
-    options.overlay_token = token_of(Some(SECRET));
+    options.pool = Some(Pool::Passphrase(SECRET.into()));
     let deployment = Deployment::load_with(&path, Default::default(), options)
         .await
         .expect("the descriptor loads");
@@ -425,7 +425,7 @@ impl Lending {
     async fn status(&self) -> PeerStatus {
         tokio::time::timeout(
             Duration::from_secs(10),
-            peer_status(&self.rt, &self.peer.address, token_of(Some(SECRET))),
+            peer_status(&Pool::Passphrase(SECRET.into()), &self.peer.address),
         )
         .await
         .expect("the daemon answers its status within 10 s")

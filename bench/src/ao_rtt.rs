@@ -12,8 +12,8 @@
 
 use std::time::Instant;
 
+use actogrid_builtin::EchoProxy;
 use actogrid_runtime::Runtime;
-use actogrid_runtime::builtin::EchoProxy;
 use anyhow::{Context as _, ensure};
 use tonic::transport::Channel;
 
@@ -161,7 +161,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
 
 /// Starts the three servers in `mode` and times the three round trips.
 async fn measure(rt: &Runtime, mode: Mode, args: &Args) -> anyhow::Result<Measured> {
-    let node_server = Child::spawn(&["serve-node"], mode)?;
+    let node_server = Child::node(mode, rt)?;
     let echo_server = Child::spawn(&["serve-echo"], mode)?;
     let tcp_server = Child::spawn(&["serve-tcp"], mode)?;
     let _placed = mode.place_self()?;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use actogrid_builtin::EchoProxy;
 use actogrid_runtime::Runtime;
-use actogrid_runtime::builtin::EchoProxy;
 use anyhow::{Context as _, bail, ensure};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -163,7 +163,7 @@ fn met(ok: bool) -> &'static str {
 
 /// Starts the servers in `mode` and measures every window.
 async fn measure(rt: &Runtime, mode: Mode, args: &Args) -> anyhow::Result<Measured> {
-    let node_server = Child::spawn(&["serve-node"], mode)?;
+    let node_server = Child::node(mode, rt)?;
     let echo_server = Child::spawn(&["serve-echo"], mode)?;
     let _placed = mode.place_self()?;
 

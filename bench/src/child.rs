@@ -107,6 +107,39 @@ impl Child {
     /// Starts this binary with `args` (`["serve-node", "--listen", …]`),
     /// under `taskset -c 0` in [`Mode::Pinned`], and waits for its address.
     pub(crate) fn spawn(args: &[&str], mode: Mode) -> anyhow::Result<Child> {
+        Child::spawn_with(args, mode, &[], None)
+    }
+
+    /// A `serve-node` child of `rt`'s trust domain: it gets credentials of
+    /// `rt`'s authority on its standard input, or runs without TLS when
+    /// `rt` does.
+    pub(crate) fn node(mode: Mode, rt: &actogrid_runtime::Runtime) -> anyhow::Result<Child> {
+        if rt.identity().is_plaintext() {
+            return Child::spawn_with(
+                &["serve-node"],
+                mode,
+                &[(actogrid_runtime::tls::PLAINTEXT_ENV, "1")],
+                None,
+            );
+        }
+        let credentials = actogrid::node_credentials(rt)?;
+        Child::spawn_with(
+            &["serve-node"],
+            mode,
+            &[(actogrid::CREDENTIALS_ENV, "stdin")],
+            Some(&credentials),
+        )
+    }
+
+    /// [`Child::spawn`], with `env` added to its environment and `input`
+    /// written first on its standard input.
+    pub(crate) fn spawn_with(
+        args: &[&str],
+        mode: Mode,
+        env: &[(&str, &str)],
+        input: Option<&str>,
+    ) -> anyhow::Result<Child> {
+        use std::io::Write as _;
         let exe = std::env::current_exe().context("cannot find the benchmark's executable")?;
         let mut command = match mode {
             Mode::Unpinned => Command::new(&exe),
@@ -119,12 +152,18 @@ impl Child {
         let what = format!("`{}` ({})", args.join(" "), mode.name());
         let mut process = command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("cannot start {what}"))?;
-        let stdin = process.stdin.take();
+        let mut stdin = process.stdin.take();
+        if let (Some(text), Some(pipe)) = (input, stdin.as_mut()) {
+            pipe.write_all(text.as_bytes())
+                .and_then(|()| pipe.flush())
+                .with_context(|| format!("cannot write to {what}"))?;
+        }
         let stdout = process.stdout.take().context("no stdout pipe")?;
         let mut child = Child {
             process,
@@ -173,11 +212,11 @@ impl Child {
     pub(crate) async fn echo_object(
         &self,
         rt: &actogrid_runtime::Runtime,
-    ) -> anyhow::Result<actogrid_runtime::builtin::EchoProxy> {
+    ) -> anyhow::Result<actogrid_builtin::EchoProxy> {
         let url: actogrid_runtime::NodeUrl =
             format!("actogrid://{}/bench", self.address).parse()?;
         let node = rt.node(&url);
-        tokio::spawn(async move { actogrid_runtime::builtin::EchoProxy::new(&node).await })
+        tokio::spawn(async move { actogrid_builtin::EchoProxy::new(&node).await })
             .await?
             .context("cannot create the Echo object")
     }

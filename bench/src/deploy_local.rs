@@ -42,11 +42,11 @@ async fn deploy_once(rt: &Runtime, path: &std::path::Path, runtimes: usize) -> a
 
 /// The same processes, bare: started in parallel, each waited for until
 /// it serves; then stopped (not timed).
-fn bare_once(runtimes: usize) -> anyhow::Result<f64> {
+fn bare_once(rt: &Runtime, runtimes: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
     let children: Vec<anyhow::Result<Child>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..runtimes)
-            .map(|_| s.spawn(|| Child::spawn(&["serve-node"], Mode::Unpinned)))
+            .map(|_| s.spawn(|| Child::node(Mode::Unpinned, rt)))
             .collect();
         handles
             .into_iter()
@@ -77,12 +77,22 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     let result = async {
         // Warm-up: the page cache and the first connections.
         deploy_once(&rt, &path, runtimes).await?;
-        tokio::task::spawn_blocking(move || bare_once(runtimes)).await??;
+        tokio::task::spawn_blocking({
+            let rt = rt.clone();
+            move || bare_once(&rt, runtimes)
+        })
+        .await??;
         let mut deploys = Vec::new();
         let mut bares = Vec::new();
         for _ in 0..args.rounds {
             deploys.push(deploy_once(&rt, &path, runtimes).await?);
-            bares.push(tokio::task::spawn_blocking(move || bare_once(runtimes)).await??);
+            bares.push(
+                tokio::task::spawn_blocking({
+                    let rt = rt.clone();
+                    move || bare_once(&rt, runtimes)
+                })
+                .await??,
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok::<_, anyhow::Error>((deploys, bares))

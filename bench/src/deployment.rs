@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use actogrid::builtin::EchoProxy;
 use actogrid::descriptor::LoadOptions;
 use actogrid::{DeployOptions, Deployment, Runtime};
+use actogrid_builtin::EchoProxy;
 use anyhow::{Context as _, ensure};
 
 /// A descriptor of virtual node `Workers`: `runtimes` copies of process

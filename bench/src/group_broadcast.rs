@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use actogrid_runtime::builtin::EchoProxy;
+use actogrid_builtin::EchoProxy;
 use actogrid_runtime::{Group, NodeUrl, Runtime, wait_all};
 use anyhow::{Context as _, ensure};
 use tonic::transport::Channel;
@@ -56,14 +56,14 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     );
     let members = args.servers * args.per_server;
 
+    let rt = Runtime::builder().build();
     let mut nodes = Vec::new();
     let mut echoes = Vec::new();
     for _ in 0..args.servers {
-        nodes.push(Child::spawn(&["serve-node"], Mode::Unpinned)?);
+        nodes.push(Child::node(Mode::Unpinned, &rt)?);
         echoes.push(Child::spawn(&["serve-echo"], Mode::Unpinned)?);
     }
 
-    let rt = Runtime::builder().build();
     let mut proxies = Vec::with_capacity(members);
     for server in &nodes {
         let url: NodeUrl = format!("actogrid://{}/bench", server.address()).parse()?;

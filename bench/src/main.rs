@@ -86,6 +86,8 @@ enum Bench {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The `Echo` and friends its servers host.
+    let _ = actogrid_builtin::link();
     // `serve-peer` lends slots: their vessels are this binary too.
     actogrid::peer::enter_vessel_if_asked();
     // The deployment benchmarks start this binary as their runtimes.

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use actogrid_runtime::builtin::EchoProxy;
+use actogrid_builtin::EchoProxy;
 use actogrid_runtime::{NodeUrl, Runtime, wait_all};
 use anyhow::{Context as _, ensure};
 
@@ -42,13 +42,13 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         "--objects and --batch must be positive"
     );
     let settle = Duration::from_millis(args.settle_ms);
-    let node_server = Child::spawn(&["serve-node"], Mode::Unpinned)?;
+    let rt = Runtime::builder().build();
+    let node_server = Child::node(Mode::Unpinned, &rt)?;
     let echo_server = Child::spawn(&["serve-echo"], Mode::Unpinned)?;
     tokio::time::sleep(settle).await;
     let fresh_node = rss_kib(node_server.pid())?;
     let fresh_echo = rss_kib(echo_server.pid())?;
 
-    let rt = Runtime::builder().build();
     let url: NodeUrl = format!("actogrid://{}/bench", node_server.address()).parse()?;
     let node = rt.node(&url);
     let first = {

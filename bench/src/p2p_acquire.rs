@@ -13,10 +13,10 @@
 
 use std::time::{Duration, Instant};
 
-use actogrid::builtin::EchoProxy;
 use actogrid::descriptor::LoadOptions;
-use actogrid::peer::{peer_status, token_of};
+use actogrid::peer::{Pool, peer_status};
 use actogrid::{DeployOptions, Deployment, Runtime};
+use actogrid_builtin::EchoProxy;
 use anyhow::{Context as _, ensure};
 
 use crate::child::{Child, Mode};
@@ -71,10 +71,10 @@ fn descriptor(nodes: usize, contacts: &[&str]) -> String {
 }
 
 /// Messages received so far by every peer.
-async fn received(rt: &Runtime, peers: &[Child]) -> anyhow::Result<u64> {
+async fn received(peers: &[Child]) -> anyhow::Result<u64> {
     let mut total = 0;
     for p in peers {
-        total += peer_status(rt, p.address(), token_of(Some(SECRET)))
+        total += peer_status(&Pool::Passphrase(SECRET.into()), p.address())
             .await?
             .received;
     }
@@ -82,12 +82,12 @@ async fn received(rt: &Runtime, peers: &[Child]) -> anyhow::Result<u64> {
 }
 
 /// Waits until every slot of every peer is free again.
-async fn all_free(rt: &Runtime, peers: &[Child]) -> anyhow::Result<()> {
+async fn all_free(peers: &[Child]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut busy = 0;
         for p in peers {
-            let s = peer_status(rt, p.address(), token_of(Some(SECRET))).await?;
+            let s = peer_status(&Pool::Passphrase(SECRET.into()), p.address()).await?;
             busy += s.slots.len() - s.count("free");
         }
         if busy == 0 {
@@ -107,7 +107,7 @@ async fn deploy_once(rt: &Runtime, path: &std::path::Path, nodes: usize) -> anyh
     let options = DeployOptions {
         runtime: Some(rt.clone()),
         progress: false,
-        overlay_token: token_of(Some(SECRET)),
+        pool: Some(Pool::Passphrase(SECRET.into())),
         ..DeployOptions::default()
     };
     let deployment = Deployment::load_with(path, LoadOptions::default(), options).await?;
@@ -147,8 +147,6 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
                 "serve-peer".to_owned(),
                 "--slots".to_owned(),
                 args.slots.to_string(),
-                "--token".to_owned(),
-                SECRET.to_owned(),
                 "--work-dir".to_owned(),
                 work.to_string_lossy().into_owned(),
             ];
@@ -163,7 +161,12 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
                 }
             }
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            peers.push(Child::spawn(&argv, Mode::Unpinned)?);
+            peers.push(Child::spawn_with(
+                &argv,
+                Mode::Unpinned,
+                &[(actogrid::peer::PASSPHRASE_ENV, SECRET)],
+                None,
+            )?);
         }
         let p2p = dir.join("p2p.xml");
         let contacts = [
@@ -178,16 +181,16 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         // the program.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let cold = deploy_once(&rt, &p2p, nodes).await?;
-        all_free(&rt, &peers).await?;
+        all_free(&peers).await?;
         deploy_once(&rt, &local, nodes).await?;
         let mut acquired = Vec::new();
         let mut created = Vec::new();
         let mut messages = Vec::new();
         for _ in 0..args.rounds {
-            let before = received(&rt, &peers).await?;
+            let before = received(&peers).await?;
             acquired.push(deploy_once(&rt, &p2p, nodes).await?);
-            messages.push(received(&rt, &peers).await? - before);
-            all_free(&rt, &peers).await?;
+            messages.push(received(&peers).await? - before);
+            all_free(&peers).await?;
             created.push(deploy_once(&rt, &local, nodes).await?);
         }
         rt.shutdown();

@@ -21,14 +21,20 @@ pub(crate) struct Args {
 
 /// An actogrid runtime serving its wire.
 pub(crate) async fn node(args: &Args) -> anyhow::Result<()> {
-    let rt =
-        actogrid_runtime::Runtime::bind(args.listen.as_str(), actogrid_runtime::Config::default())
-            .await
-            .context("cannot start the actogrid runtime")?;
-    let address = rt
-        .address()
-        .context("the runtime has no address")?
-        .to_owned();
+    // Its credentials come first on stdin (or it runs without TLS).
+    let identity = actogrid::node_identity().await?;
+    let listener = bind(&args.listen).await?;
+    let address = listener.local_addr()?.to_string();
+    let rt = actogrid_runtime::Runtime::builder()
+        .identity(identity)
+        .address(address.clone())
+        .build();
+    let server = rt.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(listener, std::future::pending()).await {
+            eprintln!("serve-node: {e}");
+        }
+    });
     let eof = stdin_closed();
     announce(&address)?;
     eof.await;
@@ -97,9 +103,6 @@ pub(crate) struct PeerArgs {
     /// Where the program cache and the slots are.
     #[arg(long)]
     work_dir: std::path::PathBuf,
-    /// The overlay's passphrase.
-    #[arg(long)]
-    token: String,
 }
 
 /// An overlay peer daemon lending slots (what `actogrid peer` runs).
@@ -119,7 +122,8 @@ pub(crate) async fn peer(args: &PeerArgs) -> anyhow::Result<()> {
         noa: 4,
         ttl: 6,
         ttu: std::time::Duration::from_secs(1),
-        token: actogrid::peer::token_of(Some(&args.token)),
+        // The pool's passphrase comes in the environment.
+        pool: actogrid::peer::Pool::from_env()?,
         work_dir: args.work_dir.clone(),
         ..actogrid::peer::PeerOptions::default()
     };

@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
 use crate::runtime::Io;
+use crate::tls::Principal;
 
 /// File descriptors kept for what is not an accepted connection (outgoing
 /// connections, files, the listener itself).
@@ -43,6 +44,8 @@ const FD_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) struct ConnInfo {
     /// The other end, as named in messages (`client 10.0.0.5:41234`).
     pub(crate) peer: String,
+    /// Who it is, as its certificate says.
+    pub(crate) principal: Principal,
     pub(crate) state: Arc<ConnState>,
 }
 
@@ -120,7 +123,7 @@ impl Tracker {
     /// Admits a connection if there is room (making room among the
     /// pending ones if needed); `None` when every slot holds an
     /// established connection.
-    fn admit(self: &Arc<Self>, io: Box<dyn Io>, peer: String) -> Option<(Guarded, ConnInfo)> {
+    fn admit(self: &Arc<Self>, io: Box<dyn Io>) -> Option<Guarded> {
         if self.open.load(Ordering::Acquire) >= self.limit && !self.shed_one() {
             return None;
         }
@@ -138,12 +141,11 @@ impl Tracker {
         });
         pending.push_back(Arc::downgrade(&state));
         drop(pending);
-        let guarded = Guarded {
+        Some(Guarded {
             io,
-            state: state.clone(),
+            state,
             tracker: self.clone(),
-        };
-        Some((guarded, ConnInfo { peer, state }))
+        })
     }
 }
 
@@ -228,21 +230,10 @@ impl AsyncWrite for Guarded {
     }
 }
 
-impl tonic::transport::server::Connected for Guarded {
-    type ConnectInfo = ConnInfo;
-
-    fn connect_info(&self) -> ConnInfo {
-        // Never called: `Accepted` carries the info (see below).
-        ConnInfo {
-            peer: String::new(),
-            state: self.state.clone(),
-        }
-    }
-}
-
 /// A connection handed to the HTTP/2 server, with what is known of it.
 pub(crate) struct Accepted {
-    io: Guarded,
+    /// The connection's bytes: `Guarded`, or TLS over it.
+    io: Box<dyn Io>,
     info: ConnInfo,
 }
 
@@ -297,26 +288,63 @@ impl tonic::transport::server::Connected for Accepted {
 /// Where admitted connections go: the server's incoming stream.
 pub(crate) type Sink = mpsc::Sender<Accepted>;
 
-/// Admits `io` from `peer`: counted, closed if it opens no stream within
-/// `handshake`, then handed to the server through `sink`.
+/// Admits `io` from `peer`: counted, its TLS handshake made (when `tls`),
+/// closed if it has not opened its stream within `handshake`, and handed
+/// to the server through `sink`.
 pub(crate) fn admit(
     tracker: &Arc<Tracker>,
     sink: &Sink,
     io: Box<dyn Io>,
     peer: String,
     handshake: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
-    let Some((io, info)) = tracker.admit(io, peer.clone()) else {
+    let Some(guarded) = tracker.admit(io) else {
         warn_full(tracker);
         return;
     };
-    let watched = Arc::downgrade(&info.state);
+    let state = guarded.state.clone();
+    let watched = Arc::downgrade(&state);
     let sink = sink.clone();
     tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + handshake;
+        let (io, principal): (Box<dyn Io>, Principal) = match tls {
+            None => (Box::new(guarded), Principal::Plaintext),
+            Some(config) => {
+                let accepting = tokio_rustls::TlsAcceptor::from(config).accept(guarded);
+                match tokio::time::timeout_at(deadline, accepting).await {
+                    Ok(Ok(tls)) => {
+                        let principal =
+                            crate::tls::principal_of_chain(tls.get_ref().1.peer_certificates());
+                        (Box::new(tls), principal)
+                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        // Closed before saying anything: a port probe.
+                        tracing::debug!("{peer} closed its connection before a TLS handshake");
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        refused_handshake(&peer, &e.to_string());
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(
+                            "closed the connection from {peer}: no TLS handshake within {handshake:?}"
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        let info = ConnInfo {
+            peer: peer.clone(),
+            principal,
+            state,
+        };
         if sink.send(Accepted { io, info }).await.is_err() {
             return; // the server stopped
         }
-        tokio::time::sleep(handshake).await;
+        tokio::time::sleep_until(deadline).await;
         if let Some(state) = watched.upgrade()
             && !state.established.load(Ordering::Acquire)
         {
@@ -327,6 +355,32 @@ pub(crate) fn admit(
             state.kill();
         }
     });
+}
+
+/// Logs a failed handshake: who tried, and why (at most one line a
+/// second, so a flood of strangers cannot flood the log).
+fn refused_handshake(peer: &str, why: &str) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let before = LAST.load(Ordering::Relaxed);
+    if now > before
+        && LAST
+            .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let dropped = DROPPED.swap(0, Ordering::Relaxed);
+        let more = if dropped > 0 {
+            format!(" ({dropped} more refused since the last such line)")
+        } else {
+            String::new()
+        };
+        tracing::warn!("refused a connection from {peer}: the TLS handshake failed: {why}{more}");
+    } else {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn warn_full(tracker: &Tracker) {
@@ -358,6 +412,7 @@ pub(crate) async fn accept_loop(
     tracker: Arc<Tracker>,
     sink: Sink,
     handshake: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -369,7 +424,14 @@ pub(crate) async fn accept_loop(
         match accepted {
             Ok((tcp, addr)) => {
                 let _ = tcp.set_nodelay(true);
-                admit(&tracker, &sink, Box::new(tcp), describe(addr), handshake);
+                admit(
+                    &tracker,
+                    &sink,
+                    Box::new(tcp),
+                    describe(addr),
+                    handshake,
+                    tls.clone(),
+                );
             }
             Err(e) if out_of_descriptors(&e) => {
                 static LAST: AtomicU64 = AtomicU64::new(0);

@@ -94,6 +94,7 @@ pub struct TypeEntry {
     pub(crate) name: fn() -> &'static str,
     pub(crate) construct: Construct,
     pub(crate) restore: Restore,
+    pub(crate) internal: bool,
 }
 
 impl TypeEntry {
@@ -103,6 +104,17 @@ impl TypeEntry {
             name: type_name::<T>,
             construct: construct_erased::<T>,
             restore: restore_erased::<T>,
+            internal: false,
+        }
+    }
+
+    /// The registry entry of `T`, a type of the runtime's own machinery
+    /// (`#[active(internal)]`): only its own runtime creates or restores
+    /// objects of it, never another on request.
+    pub const fn internal<T: Active>() -> TypeEntry {
+        TypeEntry {
+            internal: true,
+            ..TypeEntry::of::<T>()
         }
     }
 }
@@ -142,9 +154,6 @@ pub(crate) fn registered(name: &str) -> Option<&'static TypeEntry> {
     static BY_NAME: OnceLock<HashMap<&'static str, &'static TypeEntry>> = OnceLock::new();
     BY_NAME
         .get_or_init(|| {
-            // Referencing the built-in types keeps their registrations in
-            // every binary, even one that never names them.
-            let _ = crate::builtin::link();
             inventory::iter::<TypeEntry>
                 .into_iter()
                 .map(|e| ((e.name)(), e))

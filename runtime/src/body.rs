@@ -645,6 +645,7 @@ impl Body {
         let serving = Serving {
             object: self.id,
             runtime: self.runtime.handle(),
+            sender: inbound.sender,
         };
         let (id, type_name) = (self.id, self.object.type_name());
         let mut runner = Runner {

@@ -23,6 +23,7 @@ use crate::body::Mailbox;
 use crate::calls::Calls;
 use crate::future::{FutureId, Outcome, Slot, Status};
 use crate::runtime::{Inner, Runtime};
+use crate::tls::Principal;
 use crate::wire::{self, Envelope};
 
 /// Where an encoded message goes: a connection.
@@ -100,6 +101,8 @@ pub(crate) struct Conn {
     paused: AtomicBool,
     /// Control requests from the other end being served.
     pub(crate) controls: AtomicUsize,
+    /// Who the other end is, once its certificate was checked.
+    principal: std::sync::OnceLock<Principal>,
 }
 
 /// Bytes a frame's own encoding adds around its batch: batches stay this
@@ -149,6 +152,7 @@ impl Conn {
                 .max(1),
             paused: AtomicBool::new(false),
             controls: AtomicUsize::new(0),
+            principal: std::sync::OnceLock::new(),
         });
         let batched = Batched {
             conn: conn.clone(),
@@ -235,6 +239,19 @@ impl Conn {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(call_id)
+    }
+
+    /// Who the other end is (`Anonymous` until its certificate is known).
+    pub(crate) fn principal(&self) -> Principal {
+        self.principal
+            .get()
+            .cloned()
+            .unwrap_or(Principal::Anonymous)
+    }
+
+    /// Records who the other end is, once checked.
+    pub(crate) fn set_principal(&self, principal: Principal) {
+        let _ = self.principal.set(principal);
     }
 
     /// Marks this end as not reading (or reading again).

@@ -586,6 +586,8 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Future<T, E> {
 pub(crate) struct Serving {
     pub(crate) object: u64,
     pub(crate) runtime: crate::runtime::RtRef,
+    /// Who sent the request: an object's id, or a runtime's.
+    pub(crate) sender: u64,
 }
 
 thread_local! {
@@ -598,6 +600,15 @@ thread_local! {
 /// The request being served on this thread, if any.
 pub(crate) fn serving() -> Option<Serving> {
     SERVING.with(std::cell::Cell::get)
+}
+
+/// Who sent the request the calling method serves: the id of the active
+/// object that made the call, or the id of the runtime it came from when
+/// it was made outside any object. A runtime's id is bound to its
+/// certificate, so no runtime can pass for another; object ids are not
+/// bound (objects move between runtimes). `None` outside a method.
+pub fn caller() -> Option<u64> {
+    serving().map(|s| s.sender)
 }
 
 /// Runs `f` as part of serving a request of `serving.object`.

@@ -31,13 +31,28 @@ impl Hasher for IdHasher {
     }
 }
 
-/// A random id for a runtime or an active object; 0 is reserved (it
-/// addresses a runtime itself on the wire).
+/// The bit that tells a runtime's id (set) from an object's (clear): a
+/// message's sender is one or the other, and a runtime may only send as
+/// itself (see `tls`).
+const RUNTIME_BIT: u64 = 1 << 63;
+
+/// A random id for an active object: never 0 (which addresses a runtime
+/// itself on the wire), never with the runtime bit.
 pub(crate) fn nonzero_id() -> u64 {
     loop {
-        let id = fastrand::u64(..);
+        let id = fastrand::u64(..) & !RUNTIME_BIT;
         if id != 0 {
             return id;
         }
     }
+}
+
+/// A random id for a runtime.
+pub(crate) fn runtime_id() -> u64 {
+    fastrand::u64(..) | RUNTIME_BIT
+}
+
+/// Whether `id` names a runtime (rather than an active object).
+pub(crate) fn is_runtime(id: u64) -> bool {
+    id & RUNTIME_BIT != 0
 }

@@ -20,12 +20,9 @@
 //! The semantics (ordering, errors, deadlocks, migration) are written down
 //! in `docs/semantics.md`.
 
-extern crate self as actogrid_runtime;
-
 mod accept;
 mod active;
 mod body;
-pub mod builtin;
 mod calls;
 mod codec;
 mod compute;
@@ -40,6 +37,7 @@ mod node;
 mod panics;
 mod proxy;
 mod runtime;
+pub mod tls;
 mod url;
 mod wire;
 
@@ -47,11 +45,14 @@ pub use active::{Active, Proxy, ServeFuture, Served};
 pub use codec::{DecodeError, Encode};
 pub use config::{ConfigError, ENV_PREFIX, Setting, SettingKind, parse_duration, parse_size};
 pub use error::{CallError, Error, ErrorKind, NoError, RemoteError, Result};
-pub use future::{Future, in_completion_order, wait_all, wait_any};
+pub use future::{Future, caller, in_completion_order, wait_all, wait_any};
 pub use group::{FutureGroup, Group, GroupError};
 pub use node::Node;
 pub use proxy::{ActiveRef, CallInfo};
-pub use runtime::{Builder, Config, Connector, HostedObject, Io, Runtime, TcpConnector, current};
+pub use runtime::{
+    Builder, Config, Connector, Enroller, HostedObject, Io, Runtime, TcpConnector, current,
+};
+pub use tls::{Authority, Identity, IdentityError, Principal};
 pub use url::{NodeUrl, ParseNodeUrlError};
 
 /// `#[active]`: turns an `impl` block into an active type (see the macro's

@@ -25,7 +25,9 @@ use crate::ids::IdMap;
 use crate::intercept::{Checkpoint, Outgoing};
 use crate::node::{Node, NodeInner};
 use crate::proxy::{ActiveRef, CallInfo, RefWire, RouteCache};
-use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, FLAG_TERMINATE, RequestHead};
+use crate::wire::{
+    self, FLAG_FORWARDED, FLAG_IMMEDIATE, FLAG_MIGRATE, FLAG_TERMINATE, RequestHead,
+};
 
 /// HTTP/2 flow-control window of the one stream between two runtimes:
 /// every call between them shares it, so the 64 KiB default would stall a
@@ -102,11 +104,21 @@ impl Connector for TcpConnector {
     }
 }
 
+/// Admits runtimes that enroll: a deployer checks their one-time
+/// tickets (see `Runtime::set_enroller`).
+pub trait Enroller: Send + Sync + 'static {
+    /// A runtime that reached this one from `peer` presents `ticket` and
+    /// asks for a certificate as runtime `id`: `Ok` admits it (and spends
+    /// the ticket), `Err` says why not.
+    fn admit(&self, ticket: &str, id: u64, peer: &str) -> std::result::Result<(), String>;
+}
+
 /// Builds a [`Runtime`].
 pub struct Builder {
     config: Config,
     address: Option<String>,
     connector: Arc<dyn Connector>,
+    identity: Option<crate::tls::Identity>,
 }
 
 impl Builder {
@@ -130,9 +142,32 @@ impl Builder {
         self
     }
 
+    /// Its credentials. Without, it gets a certificate of its process's
+    /// authority (see [`crate::tls`]): it talks to the runtimes of this
+    /// process and to those they start, and to no one else.
+    pub fn identity(mut self, identity: crate::tls::Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
     /// Builds the runtime. Must be called inside a tokio runtime.
+    ///
+    /// # Panics
+    /// When no identity was given and this process cannot make a key
+    /// (its random number generator fails).
     pub fn build(self) -> Runtime {
-        let id = crate::ids::nonzero_id();
+        let (identity, id) = match self.identity {
+            Some(identity) => {
+                let id = identity.runtime_id().unwrap_or_else(crate::ids::runtime_id);
+                (identity, id)
+            }
+            None => {
+                let id = crate::ids::runtime_id();
+                let identity = crate::tls::Identity::default_for(id)
+                    .unwrap_or_else(|e| panic!("cannot make this runtime's certificate: {e}"));
+                (identity, id)
+            }
+        };
         let handle = tokio::runtime::Handle::current();
         let connections = Arc::new(crate::accept::Tracker::new(self.config.max_connections));
         let mut registry = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
@@ -152,6 +187,8 @@ impl Builder {
             seqs: Mutex::default(),
             interceptors: AtomicBool::new(false),
             inline: crate::compute::Inline::for_executor(&handle),
+            identity,
+            enroller: RwLock::new(None),
             connections,
             space: tokio::sync::Notify::new(),
             connector: self.connector,
@@ -185,7 +222,8 @@ pub(crate) struct Inner {
     config: Config,
     futures: Arc<FutureTable>,
     objects: RwLock<IdMap<u64, Hosted>>,
-    names: RwLock<HashMap<String, RefWire>>,
+    /// Registered names: the object, and who registered it (a runtime id).
+    names: RwLock<HashMap<String, (RefWire, u64)>>,
     nodes: Mutex<HashMap<String, Arc<NodeInner>>>,
     peers: Mutex<HashMap<String, Arc<Conn>>>,
     /// Where objects that migrated away now live (the location cache).
@@ -197,6 +235,10 @@ pub(crate) struct Inner {
     interceptors: AtomicBool,
     /// How synchronous user code runs (see `compute`).
     inline: crate::compute::Inline,
+    /// Its credentials and whom it trusts.
+    identity: crate::tls::Identity,
+    /// Who admits runtimes that enroll here (a deployer).
+    enroller: RwLock<Option<Arc<dyn Enroller>>>,
     /// Connections accepted and their limits.
     connections: Arc<crate::accept::Tracker>,
     /// Signalled when a queue that a paused connection waits on drains.
@@ -211,6 +253,8 @@ enum Hosted {
         mailbox: Arc<Mailbox>,
         node: Arc<NodeInner>,
         type_name: &'static str,
+        /// Peers of the overlay's pool may call it.
+        pool: bool,
     },
     Moved(String),
 }
@@ -225,6 +269,61 @@ pub struct HostedObject {
     pub type_name: &'static str,
     /// Requests waiting in its queue.
     pub queued: usize,
+}
+
+/// Who made a control request.
+pub(crate) enum Caller {
+    /// This runtime itself.
+    Local,
+    /// The other end of a connection.
+    Remote(crate::tls::Principal),
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Local => f.write_str("this runtime"),
+            Caller::Remote(p) => p.fmt(f),
+        }
+    }
+}
+
+impl Caller {
+    fn is_member(&self) -> bool {
+        match self {
+            Caller::Local => true,
+            Caller::Remote(p) => p.is_member(),
+        }
+    }
+
+    fn runtime_id(&self) -> Option<u64> {
+        match self {
+            Caller::Remote(crate::tls::Principal::Runtime(id)) => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// Whether it may make `control` on `rt`; why not otherwise.
+    fn may(&self, control: &Control, rt: &Runtime) -> std::result::Result<(), String> {
+        if let Caller::Local = self {
+            return Ok(());
+        }
+        match control {
+            Control::Lookup { .. } => Ok(()),
+            _ if !self.is_member() => Err(format!(
+                "only runtimes of this deployment may create, restore or register here, not {self}"
+            )),
+            Control::Create { type_name, .. }
+            | Control::Restore {
+                checkpoint: crate::intercept::Checkpoint { type_name, .. },
+                ..
+            } if active::registered(type_name).is_some_and(|t| t.internal) => {
+                let _ = rt;
+                Err(format!("`{type_name}` is created by its own runtime only"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Requests to a runtime itself (target 0).
@@ -264,6 +363,7 @@ impl Runtime {
             config: Config::default(),
             address: None,
             connector: Arc::new(TcpConnector),
+            identity: None,
         }
     }
 
@@ -325,6 +425,22 @@ impl Runtime {
         self.inner.id
     }
 
+    /// Its credentials.
+    pub fn identity(&self) -> &crate::tls::Identity {
+        &self.inner.identity
+    }
+
+    /// Makes this runtime accept enrollments: runtimes with a one-time
+    /// ticket and no certificate yet get one of its authority when
+    /// `enroller` admits them. Needs an identity that can issue.
+    pub fn set_enroller(&self, enroller: Arc<dyn Enroller>) {
+        *self
+            .inner
+            .enroller
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(enroller);
+    }
+
     pub(crate) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         self.inner.handle.spawn(fut);
     }
@@ -344,6 +460,7 @@ impl Runtime {
             self.inner.connections.clone(),
             sink,
             self.inner.config.handshake_timeout,
+            self.inner.identity.server_config(),
             stop.clone().cancelled_owned(),
         );
         self.spawn(accepting);
@@ -367,6 +484,7 @@ impl Runtime {
         let (sink, accepted) = tokio::sync::mpsc::channel(64);
         let tracker = self.inner.connections.clone();
         let handshake = self.inner.config.handshake_timeout;
+        let tls = self.inner.identity.server_config();
         let until = stop.clone();
         self.spawn(async move {
             let mut incoming = std::pin::pin!(incoming.take_until(until.cancelled_owned()));
@@ -378,6 +496,7 @@ impl Runtime {
                         Box::new(io),
                         "a client".to_owned(),
                         handshake,
+                        tls.clone(),
                     ),
                     Err(e) => tracing::debug!("accepting a connection failed: {e}"),
                 }
@@ -946,7 +1065,7 @@ impl Runtime {
             target: inbound.target,
             sender: inbound.sender,
             seq: inbound.seq,
-            flags: inbound.flags,
+            flags: inbound.flags | FLAG_FORWARDED,
             header: &inbound.header,
             futures: &inbound.held,
         };
@@ -996,8 +1115,38 @@ impl Runtime {
         let Some(target) = requests.first().map(|r| r.target) else {
             return;
         };
+        let principal = conn.principal();
+        // Control requests (target 0) are checked one by one when served.
+        let open = principal.is_member() || target == 0 || self.is_open_to_pool(target);
         let inbound: Vec<Box<Inbound>> = requests
             .drain(..)
+            .filter_map(|r| {
+                let refusal = if !open {
+                    Some(format!(
+                        "{principal} may not call object {:#x} ({})",
+                        r.target,
+                        self.type_of(r.target).unwrap_or("no such object here")
+                    ))
+                } else if let crate::tls::Principal::Runtime(peer) = principal
+                    && crate::ids::is_runtime(r.sender)
+                    && r.sender != peer
+                    && r.flags & FLAG_FORWARDED == 0
+                {
+                    Some(format!(
+                        "a request sent as runtime {:#x} on the connection of runtime {peer:#x}",
+                        r.sender
+                    ))
+                } else if !principal.is_member() && r.flags & (FLAG_MIGRATE | FLAG_TERMINATE) != 0 {
+                    Some(format!("{principal} may not migrate or terminate objects"))
+                } else {
+                    None
+                };
+                if let Some(why) = refusal {
+                    self.refuse(conn, r.call_id, &why);
+                    return None;
+                }
+                Some(r)
+            })
             .map(|r| {
                 let held = conn.hold(self, &r.futures);
                 let reply = if r.call_id == 0 {
@@ -1035,8 +1184,9 @@ impl Runtime {
                 }
                 let rt = self.clone();
                 let conn = conn.clone();
+                let caller = Caller::Remote(principal.clone());
                 self.spawn(crate::compute::InBody(Box::pin(async move {
-                    rt.serve_control(*inbound);
+                    rt.serve_control(*inbound, &caller);
                     conn.controls.fetch_sub(1, Ordering::AcqRel);
                 })));
             }
@@ -1117,9 +1267,27 @@ impl Runtime {
             .tcp_nodelay(true);
         let connector = self.inner.connector.clone();
         let dial = address.clone();
+        let tls = self.inner.identity.client_config(false);
+        let checked = conn.clone();
         let service = tower::service_fn(move |_: tonic::codegen::http::Uri| {
             let connecting = connector.connect(&dial);
-            async move { connecting.await.map(hyper_util::rt::TokioIo::new) }
+            let tls = tls.clone();
+            let checked = checked.clone();
+            async move {
+                let io = connecting.await?;
+                let Some(config) = tls else {
+                    checked.set_principal(crate::tls::Principal::Plaintext);
+                    return Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(io));
+                };
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(crate::tls::server_name(), io)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+                checked.set_principal(crate::tls::principal_of_chain(
+                    tls.get_ref().1.peer_certificates(),
+                ));
+                Ok(hyper_util::rt::TokioIo::new(Box::new(tls) as Box<dyn Io>))
+            }
         });
         let channel = match tokio::time::timeout(
             config.connect_timeout,
@@ -1192,16 +1360,19 @@ impl Runtime {
                     return future;
                 }
             };
-            self.serve_control(Inbound {
-                target: 0,
-                sender: self.inner.id,
-                seq: 0,
-                flags: 0,
-                header: bytes::Bytes::new(),
-                payload: payload.into(),
-                held,
-                reply: ReplyTo::Slot(slot),
-            });
+            self.serve_control(
+                Inbound {
+                    target: 0,
+                    sender: self.inner.id,
+                    seq: 0,
+                    flags: 0,
+                    header: bytes::Bytes::new(),
+                    payload: payload.into(),
+                    held,
+                    reply: ReplyTo::Slot(slot),
+                },
+                &Caller::Local,
+            );
             return future;
         }
         let address = join_address(url.host(), url.port());
@@ -1244,7 +1415,75 @@ impl Runtime {
         future
     }
 
-    fn serve_control(&self, inbound: Inbound) {
+    /// Answers a request a connection brought and that is refused: says
+    /// why to the caller, and logs who tried.
+    fn refuse(&self, conn: &Conn, call_id: u64, why: &str) {
+        tracing::warn!(
+            "refused a request from {} ({}): {why}",
+            conn.peer,
+            conn.principal()
+        );
+        if call_id != 0 {
+            let _ = conn.write(|buf| {
+                wire::put_reply(
+                    buf,
+                    call_id,
+                    Status::Refused,
+                    &[],
+                    None,
+                    format!("refused: {why}").as_bytes(),
+                );
+            });
+        }
+    }
+
+    /// The type of local object `id`, if it is here.
+    fn type_of(&self, id: u64) -> Option<&'static str> {
+        match self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            Some(Hosted::Here { type_name, .. }) => Some(type_name),
+            _ => None,
+        }
+    }
+
+    /// Whether local object `id` may be called by peers of the overlay's
+    /// pool (see [`Runtime::open_to_pool`]).
+    fn is_open_to_pool(&self, id: u64) -> bool {
+        matches!(
+            self.inner
+                .objects
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id),
+            Some(Hosted::Here { pool: true, .. })
+        )
+    }
+
+    /// Lets the peers of this runtime's pool call local object `object`
+    /// and look up the names it is registered under (the overlay's
+    /// endpoints and program sources); `false` if it is not here.
+    pub fn open_to_pool(&self, object: &ActiveRef) -> bool {
+        match self
+            .inner
+            .objects
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&object.id())
+        {
+            Some(Hosted::Here { pool, .. }) => {
+                *pool = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn serve_control(&self, inbound: Inbound, caller: &Caller) {
         let reply = |outcome: std::result::Result<Box<dyn Encode + Send>, (Status, String)>,
                      inbound: Inbound| {
             let outcome = match outcome {
@@ -1273,6 +1512,10 @@ impl Runtime {
                 );
             }
         };
+        if let Err(why) = caller.may(&control, self) {
+            tracing::warn!("refused a control request from {caller}: {why}");
+            return reply(Err((Status::Refused, format!("refused: {why}"))), inbound);
+        }
         let result: std::result::Result<Box<dyn Encode + Send>, (Status, String)> = match control {
             Control::Create {
                 type_name,
@@ -1286,6 +1529,7 @@ impl Runtime {
                 .map(|r| Box::new(r) as Box<dyn Encode + Send>),
             Control::Register { name, object } => {
                 let mut names = self.inner.names.write().unwrap_or_else(|p| p.into_inner());
+                let registrant = caller.runtime_id().unwrap_or(self.inner.id);
                 match names.entry(name) {
                     std::collections::hash_map::Entry::Occupied(e) => Err((
                         Status::Refused,
@@ -1296,18 +1540,28 @@ impl Runtime {
                         ),
                     )),
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(object);
+                        e.insert((object, registrant));
                         Ok(Box::new(()))
                     }
                 }
             }
             Control::Unregister { name } => {
-                self.inner
-                    .names
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&name);
-                Ok(Box::new(()))
+                let mut names = self.inner.names.write().unwrap_or_else(|p| p.into_inner());
+                match names.get(&name) {
+                    Some((_, by))
+                        if matches!(caller, Caller::Remote(_))
+                            && caller.runtime_id() != Some(*by) =>
+                    {
+                        Err((
+                            Status::Refused,
+                            format!("refused: the name `{name}` was registered by another runtime"),
+                        ))
+                    }
+                    _ => {
+                        names.remove(&name);
+                        Ok(Box::new(()) as Box<dyn Encode + Send>)
+                    }
+                }
             }
             Control::Lookup { name } => {
                 let found = self
@@ -1316,7 +1570,8 @@ impl Runtime {
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&name)
-                    .cloned();
+                    .map(|(r, _)| r.clone())
+                    .filter(|r| caller.is_member() || self.is_open_to_pool(r.id));
                 Ok(Box::new(found))
             }
         };
@@ -1453,6 +1708,7 @@ impl Runtime {
                     mailbox: mailbox.clone(),
                     node: node.clone(),
                     type_name: object.type_name(),
+                    pool: false,
                 },
             );
         self.inner
@@ -1504,7 +1760,7 @@ impl Runtime {
             .names
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, r| r.id != id);
+            .retain(|_, (r, _)| r.id != id);
         self.inner
             .seqs
             .lock()
@@ -1602,6 +1858,7 @@ impl Runtime {
                     mailbox,
                     node: n,
                     type_name,
+                    ..
                 } if n.name == node => Some(HostedObject {
                     reference: ActiveRef::from_wire(
                         RefWire {
@@ -1750,15 +2007,28 @@ impl wire::wire_server::Wire for WireService {
         request: tonic::Request<tonic::Streaming<wire::Frame>>,
     ) -> std::result::Result<tonic::Response<Self::OpenStream>, tonic::Status> {
         use futures::StreamExt;
-        let peer = match request.extensions().get::<crate::accept::ConnInfo>() {
-            Some(info) => {
-                info.state.establish();
-                info.peer.clone()
-            }
-            None => "a client".to_owned(),
+        let Some(info) = request
+            .extensions()
+            .get::<crate::accept::ConnInfo>()
+            .cloned()
+        else {
+            return Err(tonic::Status::internal(
+                "a connection without its information",
+            ));
         };
+        if info.principal == crate::tls::Principal::Anonymous {
+            tracing::warn!(
+                "refused a stream from {}: it presented no certificate of this runtime's domain",
+                info.peer
+            );
+            return Err(tonic::Status::unauthenticated(
+                "a certificate of this deployment is needed (runtimes get one when they enroll)",
+            ));
+        }
+        info.state.establish();
         let inbound = request.into_inner();
-        let (conn, batched) = Conn::new(&self.rt, peer, None);
+        let (conn, batched) = Conn::new(&self.rt, info.peer, None);
+        conn.set_principal(info.principal);
         let config = self.rt.config().clone();
         self.rt.spawn(
             conn.clone()
@@ -1766,5 +2036,54 @@ impl wire::wire_server::Wire for WireService {
         );
         self.rt.spawn(read_frames(conn.clone(), inbound));
         Ok(tonic::Response::new(Box::pin(batched.map(Ok))))
+    }
+
+    async fn enroll(
+        &self,
+        request: tonic::Request<wire::EnrollRequest>,
+    ) -> std::result::Result<tonic::Response<wire::EnrollReply>, tonic::Status> {
+        let peer = request
+            .extensions()
+            .get::<crate::accept::ConnInfo>()
+            .map_or_else(|| "a client".to_owned(), |i| i.peer.clone());
+        let refuse = |why: String| {
+            tracing::warn!("refused to enroll a runtime from {peer}: {why}");
+            tonic::Status::permission_denied(why)
+        };
+        let enroller = self
+            .rt
+            .inner
+            .enroller
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| refuse("this runtime enrolls no one".into()))?;
+        let identity = &self.rt.inner.identity;
+        let request = request.into_inner();
+        if identity.is_plaintext() {
+            // No certificate to issue: the ticket still decides.
+            if !crate::ids::is_runtime(request.runtime) {
+                return Err(refuse("the request names no runtime id".into()));
+            }
+            enroller
+                .admit(&request.ticket, request.runtime, &peer)
+                .map_err(&refuse)?;
+            return Ok(tonic::Response::new(wire::EnrollReply::default()));
+        }
+        let (Some(authority), Some(roots)) = (identity.authority(), identity.roots_pem()) else {
+            return Err(refuse("this runtime cannot issue certificates".into()));
+        };
+        let (id, certificate) = authority
+            .sign_request(&request.csr)
+            .map_err(|e| refuse(e.0))?;
+        enroller
+            .admit(&request.ticket, id, &peer)
+            .map_err(&refuse)?;
+        tracing::info!("enrolled runtime {id:#x} from {peer}");
+        Ok(tonic::Response::new(wire::EnrollReply {
+            certificate: certificate.into(),
+            chain: authority.cert_pem(),
+            roots: roots.to_owned(),
+        }))
     }
 }

@@ -14,7 +14,7 @@ mod generated {
     tonic::include_proto!("actogrid.runtime.v1");
 }
 
-pub(crate) use generated::{Frame, wire_client, wire_server};
+pub(crate) use generated::{EnrollReply, EnrollRequest, Frame, wire_client, wire_server};
 
 use std::sync::Arc;
 
@@ -28,6 +28,9 @@ pub(crate) const FLAG_IMMEDIATE: u32 = 1;
 pub(crate) const FLAG_MIGRATE: u32 = 2;
 /// Request flag: the object ends once this request is served.
 pub(crate) const FLAG_TERMINATE: u32 = 4;
+/// Request flag: passed on by a forwarder (the object had moved), so its
+/// sender is not the runtime at the other end of the connection.
+pub(crate) const FLAG_FORWARDED: u32 = 8;
 
 const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actogrid_runtime::builtin::{Recorder, RecorderProxy, Worker, WorkerProxy};
+use actogrid_builtin::{Recorder, RecorderProxy, Worker, WorkerProxy};
 use actogrid_runtime::intercept::{
     BodyAccess, Checkpoint, CheckpointError, Delivery, Interceptor, Outgoing, ServeOutcome, Verdict,
 };

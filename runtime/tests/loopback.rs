@@ -1,7 +1,7 @@
 //! Runtimes of one process calling each other over loopback: creation,
 //! ordering, futures passed on, private types, refusals, migration.
 
-use actogrid_runtime::builtin::{EchoProxy, RecorderProxy};
+use actogrid_builtin::{EchoProxy, RecorderProxy};
 use actogrid_runtime::{Config, Runtime, wait_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +26,7 @@ async fn two_runtimes_talk() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn future_passed_to_third_runtime() -> anyhow::Result<()> {
-    use actogrid_runtime::builtin::WorkerProxy;
+    use actogrid_builtin::WorkerProxy;
     use std::time::Duration;
     let m = Runtime::bind("127.0.0.1:0", Config::default()).await?;
     let a = Runtime::bind("127.0.0.1:0", Config::default()).await?;
@@ -143,7 +143,7 @@ async fn a_migrated_object_keeps_calling_the_objects_it_called() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_does_not_decode_is_refused() -> anyhow::Result<()> {
-    use actogrid_runtime::builtin::RecorderRequest;
+    use actogrid_builtin::RecorderRequest;
     use actogrid_runtime::{CallInfo, ErrorKind, NoError, Proxy};
     let a = Runtime::bind("127.0.0.1:0", Config::default()).await?;
     let b = Runtime::bind("127.0.0.1:0", Config::default()).await?;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actogrid_runtime::builtin::{RecorderProxy, WorkerProxy};
+use actogrid_builtin::{RecorderProxy, WorkerProxy};
 use actogrid_runtime::intercept::{BodyAccess, Delivery, Interceptor, Verdict};
 use actogrid_runtime::{CallError, Config, Connector, ErrorKind, Io, Node, Runtime};
 use futures::future::BoxFuture;

@@ -157,7 +157,7 @@ pub struct Balancer {
     node: String,
 }
 
-#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[actogrid_runtime::active(crate = actogrid_runtime, internal)]
 impl Balancer {
     /// The balancer of local node `node`.
     pub fn new(node: String) -> Self {

@@ -11,7 +11,7 @@ pub struct VnDirectory {
     nodes: Vec<String>,
 }
 
-#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[actogrid_runtime::active(crate = actogrid_runtime, internal)]
 impl VnDirectory {
     /// An empty directory of virtual node `vn`.
     pub fn new(vn: String) -> Self {

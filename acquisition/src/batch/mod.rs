@@ -303,6 +303,9 @@ pub struct JobFiles {
     pub output: String,
     /// The job's standard error (may hold a scheduler pattern such as `%j`).
     pub error: String,
+    /// The runtimes' credentials (`0600`, next to the script), when they
+    /// have some.
+    pub credentials: String,
 }
 
 impl JobFiles {
@@ -313,6 +316,7 @@ impl JobFiles {
             &mut self.script,
             &mut self.output,
             &mut self.error,
+            &mut self.credentials,
         ] {
             if p == "~" {
                 *p = home.to_owned();
@@ -328,8 +332,9 @@ impl JobFiles {
     /// and what they wrote is kept). It always succeeds.
     pub fn removal_script(&self) -> String {
         format!(
-            "rm -f -- {} {} {}; rmdir -- {} 2>/dev/null; true",
+            "rm -f -- {} {} {} {}; rmdir -- {} 2>/dev/null; true",
             quote(&self.script),
+            quote(&self.credentials),
             quote(&self.output),
             quote(&self.error),
             quote(&self.work_dir)
@@ -516,10 +521,12 @@ impl Scheduler {
             Some(p) => format!("{dir}/{p}"),
             None => format!("{dir}/{stem}.{ext}"),
         };
+        let script = in_dir(script, "sh");
         JobFiles {
             job_name: self.job_name(&stem),
             work_dir: dir.to_owned(),
-            script: in_dir(script, "sh"),
+            credentials: format!("{script}.credentials"),
+            script,
             output: in_dir(output, "out"),
             error: in_dir(error, "err"),
         }
@@ -975,7 +982,41 @@ pub async fn submit_files(
         kind,
         tools: &tools,
     };
-    let script = scheduler.script(runtime, &files);
+    // The credentials go to a file of their own, private to the user,
+    // which the runtimes read (`ACTOGRID_CREDENTIALS=file:…`): never into
+    // the script, the environment or a command line.
+    let mut runtime = runtime.clone();
+    if let Some(credentials) = runtime.credentials.take() {
+        let write = format!(
+            "umask 077 && mkdir -p {} {} && cat > {}",
+            quote(&files.work_dir),
+            quote(parent_dir(&files.credentials)),
+            quote(&files.credentials)
+        );
+        let out = q
+            .run(
+                &write,
+                "the credentials writer",
+                Some(credentials.as_bytes()),
+            )
+            .await?;
+        if !out.success() {
+            let _ = q.run(&files.removal_script(), "rm", None).await;
+            return Err(q.refused(
+                &format!(
+                    "cannot write the runtimes' credentials {}",
+                    files.credentials
+                ),
+                &write,
+                &out,
+            ));
+        }
+        runtime.env.push((
+            crate::exec::CREDENTIALS_ENV.to_owned(),
+            format!("file:{}", files.credentials),
+        ));
+    }
+    let script = scheduler.script(&runtime, &files);
     let write = format!(
         "umask 077 && mkdir -p {} {} {} {} && cat > {script_file} && chmod 700 {script_file} && rm -f {} {}",
         quote(&files.work_dir),
@@ -1073,6 +1114,7 @@ mod tests {
             script: "/abs/s.sh".into(),
             output: "~".into(),
             error: "~/e".into(),
+            credentials: "~/s.sh.credentials".into(),
         };
         assert!(f.needs_home());
         let f = f.with_home("/home/u/");

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use actogrid::peer::{PeerDaemon, PeerOptions, TOKEN_ENV, VesselOptions, peer_status, token_of};
+use actogrid::peer::{PeerDaemon, PeerOptions, Pool, VesselOptions, peer_status};
 
 /// The line the daemon prints on stdout once it serves.
 const ANNOUNCE: &str = "actogrid peer listening on ";
@@ -36,12 +36,74 @@ struct StatusArgs {
     /// The peer, `host:port`.
     #[arg(value_name = "ADDR")]
     address: String,
-    /// The overlay's passphrase (default: $ACTOGRID_OVERLAY_TOKEN).
-    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    pool: PoolArgs,
     /// Print the status as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// How a peer proves it belongs to its pool. The passphrase is never an
+/// option: a command line is visible to every user of the machine.
+#[derive(clap::Args, Debug, Default)]
+struct PoolArgs {
+    /// A file holding the pool's passphrase (first line; default:
+    /// $ACTOGRID_OVERLAY_PASSPHRASE, or the file named by
+    /// $ACTOGRID_OVERLAY_PASSPHRASE_FILE).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// The pool authority's certificate (PEM), for a site's own PKI; with
+    /// --pool-cert and --pool-key.
+    #[arg(long, value_name = "FILE", requires_all = ["pool_cert", "pool_key"])]
+    pool_ca: Option<PathBuf>,
+    /// This peer's certificate (PEM), issued by the pool's authority.
+    #[arg(long, value_name = "FILE", requires = "pool_ca")]
+    pool_cert: Option<PathBuf>,
+    /// This peer's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "pool_ca")]
+    pool_key: Option<PathBuf>,
+    /// No authentication, no encryption: anyone who reaches this peer can
+    /// make it run any program. Only for a closed test pool.
+    #[arg(long)]
+    insecure_open_pool: bool,
+}
+
+impl PoolArgs {
+    /// The pool these options, then `file`, then the environment name;
+    /// `None` when nothing does.
+    fn pool(self, file: &config::File) -> Result<Option<Pool>, String> {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let ca = self.pool_ca.or(file.pool_ca.clone());
+        if let Some(ca) = ca {
+            let cert = self
+                .pool_cert
+                .or(file.pool_cert.clone())
+                .ok_or("--pool-ca needs --pool-cert")?;
+            let key = self
+                .pool_key
+                .or(file.pool_key.clone())
+                .ok_or("--pool-ca needs --pool-key")?;
+            return Ok(Some(Pool::Site {
+                authority: read(&ca)?,
+                certificate: read(&cert)?,
+                key: read(&key)?,
+            }));
+        }
+        if let Some(path) = self.passphrase_file.or(file.passphrase_file.clone()) {
+            return Pool::passphrase_file(&path)
+                .map(Some)
+                .map_err(|e| e.to_string());
+        }
+        if let Some(pool) = Pool::from_env().map_err(|e| e.to_string())? {
+            return Ok(Some(pool));
+        }
+        if self.insecure_open_pool || file.insecure_open_pool.unwrap_or(false) {
+            return Ok(Some(Pool::InsecureOpen));
+        }
+        Ok(None)
+    }
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -81,10 +143,8 @@ struct DaemonArgs {
     /// [default: 60s].
     #[arg(long, value_parser = parse_duration)]
     booking_expiry: Option<Duration>,
-    /// The overlay's passphrase (default: $ACTOGRID_OVERLAY_TOKEN; none:
-    /// an open overlay).
-    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    pool: PoolArgs,
     /// Where programs are cached and lent runtimes run [default:
     /// /var/cache/actogrid/peer for root, else ~/.cache/actogrid/peer].
     #[arg(long, value_name = "DIR")]
@@ -217,6 +277,7 @@ fn options(args: DaemonArgs) -> Result<(String, PeerOptions), String> {
         Some(path) => config::read(path)?,
         None => config::File::default(),
     };
+    let pool = args.pool.pool(&file)?;
     let defaults = PeerOptions::default();
     let vessel_defaults = defaults.vessel.clone();
     let listen = args
@@ -251,7 +312,7 @@ fn options(args: DaemonArgs) -> Result<(String, PeerOptions), String> {
             .booking_expiry
             .or(file.booking_expiry.map(|d| d.0))
             .unwrap_or(Duration::from_secs(60)),
-        token: token_of(args.token.or(file.token).as_deref()),
+        pool,
         work_dir: args.work_dir.or(file.work_dir).unwrap_or(defaults.work_dir),
         vessel: VesselOptions {
             memory_limit: args.memory_limit.or(file.memory_limit.map(|s| s.0)),
@@ -316,15 +377,21 @@ async fn serve(args: DaemonArgs) -> ExitCode {
 }
 
 async fn show_status(args: StatusArgs) -> ExitCode {
-    let rt = match actogrid::Runtime::bind("127.0.0.1:0", actogrid::Config::default()).await {
-        Ok(rt) => rt,
+    let pool = match args.pool.pool(&config::File::default()) {
+        Ok(Some(pool)) => pool,
+        Ok(None) => {
+            super::emit_err(
+                "error: asking a peer needs its pool's passphrase: $ACTOGRID_OVERLAY_PASSPHRASE, \
+                 --passphrase-file, or --pool-ca/--pool-cert/--pool-key\n",
+            );
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            super::emit_err(&format!("error: cannot start a runtime: {e}\n"));
+            super::emit_err(&format!("error: {e}\n"));
             return ExitCode::from(1);
         }
     };
-    let result = peer_status(&rt, &args.address, token_of(args.token.as_deref())).await;
-    rt.shutdown();
+    let result = peer_status(&pool, &args.address).await;
     match result {
         Ok(status) if args.json => match serde_json::to_string_pretty(&status) {
             Ok(text) => {

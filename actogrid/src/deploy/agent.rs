@@ -21,8 +21,6 @@ use super::registrar::{RegistrarProxy, Registration};
 /// Where the deployer can be reached: comma-separated registrar URLs, tried
 /// in parallel (the first that answers wins).
 pub const DEPLOYER_ENV: &str = "ACTOGRID_DEPLOYER";
-/// The one-time ticket the runtime registers with.
-pub const TOKEN_ENV: &str = "ACTOGRID_TOKEN";
 /// How many nodes the runtime hosts (`askedNodes`).
 pub const NODES_ENV: &str = "ACTOGRID_NODES";
 /// Prefix of the names of its nodes (`<prefix>-0`, `<prefix>-1`, …).
@@ -62,7 +60,7 @@ pub struct RuntimeInfo {
 #[derive(Debug, Default)]
 pub struct RuntimeAgent;
 
-#[crate::active(crate = crate)]
+#[crate::active(crate = crate, internal)]
 impl RuntimeAgent {
     /// The agent of this process.
     pub fn new() -> Self {
@@ -85,7 +83,6 @@ impl RuntimeAgent {
 
 struct Launch {
     deployers: Vec<NodeUrl>,
-    token: String,
     nodes: u32,
     prefix: String,
     listen: Option<String>,
@@ -106,7 +103,6 @@ fn read_env() -> anyhow::Result<Launch> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!deployers.is_empty(), "{DEPLOYER_ENV} names no deployer");
-    let token = var(TOKEN_ENV).ok_or_else(|| anyhow::anyhow!("{TOKEN_ENV} is not set"))?;
     let nodes = match var(NODES_ENV) {
         None => 1,
         Some(n) => n
@@ -117,7 +113,6 @@ fn read_env() -> anyhow::Result<Launch> {
     };
     Ok(Launch {
         deployers,
-        token,
         nodes,
         prefix: var(NODE_PREFIX_ENV).unwrap_or_else(|| "node".to_owned()),
         listen: var(LISTEN_ENV),
@@ -173,8 +168,10 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr()?;
     let advertise = advertised(launch.advertise.as_deref(), bound, local.ip());
+    let identity = enroll(&registrar_url).await?;
     let rt = Runtime::builder()
         .config(Config::from_env()?)
+        .identity(identity)
         .address(advertise)
         .build();
     rt.make_global();
@@ -202,12 +199,9 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
             hostname: hostname(),
             pid: std::process::id(),
         };
-        let admission = registrar
-            .register(launch.token.clone(), who)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("the deployer at {registrar_url} refused this runtime: {e}")
-            })?;
+        let admission = registrar.register(who).await.map_err(|e| {
+            anyhow::anyhow!("the deployer at {registrar_url} refused this runtime: {e}")
+        })?;
         super::capture::forward(admission.logs.clone(), admission.runtime);
         tracing::info!(
             runtime = admission.runtime,
@@ -238,6 +232,29 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
     super::capture::flush(Duration::from_millis(500)).await;
     rt.shutdown();
     result
+}
+
+/// Enrolls with the deployer of `registrar` with the ticket this runtime
+/// was given (on its standard input, or in a private file): its identity
+/// in the deployment.
+async fn enroll(registrar: &NodeUrl) -> anyhow::Result<actogrid_runtime::Identity> {
+    let text = crate::credentials::read().await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no ticket: a runtime of a deployment gets one from its deployer ({} names where)",
+            crate::credentials::CREDENTIALS_ENV
+        )
+    })?;
+    let enrollment: crate::credentials::Enrollment = serde_json::from_str(text.trim())
+        .map_err(|e| anyhow::anyhow!("the ticket given does not read: {e}"))?;
+    let address = format!("{}:{}", registrar.host(), registrar.port());
+    actogrid_runtime::Identity::enroll(
+        &address,
+        enrollment.roots.as_deref(),
+        &enrollment.ticket,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The address others reach this runtime at: the configured one, the bound

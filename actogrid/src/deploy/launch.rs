@@ -12,7 +12,7 @@ use actogrid_descriptor::model::{FileTransfer, ProcessFileTransfer, RuntimeSourc
 use actogrid_runtime::NodeUrl;
 use tokio::sync::{Semaphore, oneshot};
 
-use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV, TOKEN_ENV};
+use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV};
 use actogrid_acquisition::batch::{JobFiles, JobState};
 
 use actogrid_technical_services::Origin;
@@ -234,16 +234,12 @@ impl Launches for Sink {
     }
 
     fn command(&self, launch: LaunchId, program: &str) -> RuntimeCommand {
-        let token = lock(&self.inner.shared.state).launches[launch as usize]
-            .token
-            .clone();
         let deployers = lock(&self.inner.registrar_urls).join(",");
         RuntimeCommand {
             program: program.to_owned(),
             args: Vec::new(),
             env: vec![
                 (DEPLOYER_ENV.to_owned(), deployers),
-                (TOKEN_ENV.to_owned(), token),
                 (NODES_ENV.to_owned(), self.nodes_per_runtime.to_string()),
                 (NODE_PREFIX_ENV.to_owned(), self.vn.name.clone()),
             ]
@@ -251,6 +247,7 @@ impl Launches for Sink {
             .chain(self.inner.settings.to_env())
             .chain(self.vn.launch_env.iter().cloned())
             .collect(),
+            credentials: Some(self.inner.shared.enrollment(launch)),
         }
     }
 

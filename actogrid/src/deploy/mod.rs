@@ -47,7 +47,7 @@ use actogrid_runtime::{Node, NodeUrl, Runtime};
 pub use actogrid_technical_services::{VnDirectory, VnDirectoryProxy};
 pub use agent::{
     ADVERTISE_ENV, DEPLOYER_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, RuntimeAgent,
-    RuntimeAgentProxy, RuntimeInfo, TOKEN_ENV,
+    RuntimeAgentProxy, RuntimeInfo,
 };
 pub use output::{LogSink, LogSinkProxy, MAX_LINE, OutputLine, OutputOptions, PrintedLine, Stream};
 pub use registrar::{Admission, Refusal, Registrar, RegistrarProxy, Registration};
@@ -246,10 +246,11 @@ pub struct DeployOptions {
     /// (`~/` is that host's home; default `~/.cache/actogrid/jobs`). Each
     /// job's files are removed when the deployment ends.
     pub work_dir: String,
-    /// The token of the peer-to-peer overlay nodes are acquired from
-    /// (`P2PService`); default: from the passphrase in
-    /// `ACTOGRID_OVERLAY_TOKEN`, else the open overlay's.
-    pub overlay_token: crate::peer::Token,
+    /// The pool of the peer-to-peer overlay nodes are acquired from
+    /// (`P2PService`); default: from the environment (the passphrase in
+    /// `ACTOGRID_OVERLAY_PASSPHRASE`, or a file named by
+    /// `ACTOGRID_OVERLAY_PASSPHRASE_FILE`).
+    pub pool: Option<crate::peer::Pool>,
     /// Runtime settings given by the code (`("heartbeat_timeout", "30s")`),
     /// applied last: over the program's settings (`#[actogrid::main(...)]`,
     /// then the environment) and the descriptor's `<runtimeSettings>`.
@@ -278,9 +279,7 @@ impl Default for DeployOptions {
             runtime: None,
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             work_dir: "~/.cache/actogrid/jobs".to_owned(),
-            overlay_token: crate::peer::token_of(
-                std::env::var(crate::peer::TOKEN_ENV).ok().as_deref(),
-            ),
+            pool: crate::peer::Pool::from_env().ok().flatten(),
             settings: Vec::new(),
             output: OutputOptions::default(),
         }
@@ -420,6 +419,7 @@ impl Deployment {
             log_sink: std::sync::OnceLock::new(),
         });
         registrar::publish(&shared);
+        runtime.set_enroller(Arc::new(registrar::Enrollments));
         let registrar_name = format!("actogrid-deployment-{}-{id}", std::process::id());
         let node = runtime.local_node("deployer");
         let registrar = RegistrarProxy::new(&node, id)
@@ -769,6 +769,22 @@ async fn kill(inner: &Arc<Inner>) {
 async fn tear_down(inner: &Arc<Inner>) {
     let shared = &inner.shared;
     shared.ended.store(true, Ordering::Release);
+    // The objects created on this process's own nodes (`currentJVM`) end
+    // with the deployment, like those of the runtimes it started.
+    for mapping in inner
+        .descriptor
+        .mappings
+        .iter()
+        .filter(|m| m.current_jvm.is_some())
+    {
+        let ended = shared.runtime.terminate_node(&mapping.virtual_node.value);
+        if ended > 0 {
+            tracing::debug!(
+                "terminated {ended} object(s) of node `{}` of this process",
+                mapping.virtual_node.value
+            );
+        }
+    }
     // Ask every live runtime to stop.
     let agents: Vec<RuntimeAgentProxy> = lock(&shared.state)
         .runtimes

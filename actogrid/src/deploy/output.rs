@@ -275,7 +275,7 @@ pub struct LogSink {
     deployment: u64,
 }
 
-#[crate::active(crate = crate)]
+#[crate::active(crate = crate, internal)]
 impl LogSink {
     /// The sink of deployment `deployment` of this process.
     pub fn new(deployment: u64) -> Self {

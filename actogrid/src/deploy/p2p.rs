@@ -20,7 +20,7 @@ use actogrid_acquisition::overlay::{
 use actogrid_descriptor::model::{NodesAsked, P2pService};
 use actogrid_runtime::CallError;
 
-use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV, TOKEN_ENV};
+use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV};
 use super::state::{VnState, lock};
 use super::{DeployError, Inner};
 use crate::peer::{BinarySourceProxy, Driver, LaunchSpec, Role, endpoint_url};
@@ -29,6 +29,8 @@ use crate::peer::{BinarySourceProxy, Driver, LaunchSpec, Role, endpoint_url};
 pub(crate) struct Acquisition {
     driver: Arc<Driver>,
     role: Arc<Requester>,
+    /// Its runtime in the pool.
+    rt: actogrid_runtime::Runtime,
 }
 
 struct Requester {
@@ -43,6 +45,9 @@ struct Requester {
     request: Mutex<Option<RequestId>>,
     /// Launch of each booked slot, by (lender, booking).
     launches: Mutex<HashMap<(String, BookingId), u64>>,
+    /// Its first contacts, and those that refused its credentials.
+    contacts: Vec<String>,
+    refused: Mutex<HashMap<String, String>>,
 }
 
 impl Acquisition {
@@ -57,7 +62,18 @@ impl Acquisition {
     ) -> Result<Acquisition, DeployError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let setup = |what: String| DeployError::Setup(format!("service `{service_id}`: {what}"));
-        let rt = inner.shared.runtime.clone();
+        let pool = inner.options.pool.clone().ok_or_else(|| {
+            setup(format!(
+                "acquiring nodes from the overlay needs its pool's passphrase: set {} (or {}), \
+                 or DeployOptions::pool",
+                crate::peer::PASSPHRASE_ENV,
+                crate::peer::PASSPHRASE_FILE_ENV
+            ))
+        })?;
+        let token = pool.token().map_err(|e| setup(e.to_string()))?;
+        let rt = overlay_runtime(&inner.shared.runtime, &pool)
+            .await
+            .map_err(setup)?;
         let (sha256, size) = actogrid_acquisition::transfer::file_sha256(&inner.program)
             .await
             .map_err(|e| setup(format!("cannot read {}: {e}", inner.program.display())))?;
@@ -70,6 +86,8 @@ impl Acquisition {
         )
         .await
         .map_err(|e| setup(format!("cannot serve the program: {e}")))?;
+        // The lenders fetch it, as peers of the pool.
+        rt.open_to_pool(actogrid_runtime::Proxy::active_ref(&binary));
         let address = rt
             .address()
             .ok_or_else(|| setup("the runtime has no address".into()))?;
@@ -94,7 +112,7 @@ impl Acquisition {
         let ttu = service.ttu;
         let config = CoreConfig {
             slots: 0,
-            token: inner.options.overlay_token,
+            token,
             acquisition_timeout: vn.timeout,
             lookup_period: ttu.clamp(Duration::from_millis(200), Duration::from_secs(30)),
             answer_timeout: (ttu * 2).clamp(Duration::from_secs(1), Duration::from_secs(10)),
@@ -115,6 +133,8 @@ impl Acquisition {
             size,
             request: Mutex::new(None),
             launches: Mutex::new(HashMap::new()),
+            contacts: contacts.clone(),
+            refused: Mutex::new(HashMap::new()),
         });
         let driver = Driver::start(&rt, me, config, contacts, role.clone())
             .await
@@ -130,7 +150,7 @@ impl Acquisition {
                 r.ask(&d);
             }
         }));
-        Ok(Acquisition { driver, role })
+        Ok(Acquisition { driver, role, rt })
     }
 
     /// Ends the request: every booking is released (the lenders stop the
@@ -145,7 +165,47 @@ impl Acquisition {
         });
         self.driver.flush(Duration::from_secs(2)).await;
         self.driver.stop().await;
+        self.rt.shutdown();
     }
+}
+
+/// A runtime of the deployment's process that belongs to the pool: the
+/// overlay's messages and the lenders' fetches of the program reach it, as
+/// peers; the deployment's own runtimes never do (they are another trust
+/// domain). It listens where the deployment's runtime does, on a port of
+/// its own.
+async fn overlay_runtime(
+    deployment: &actogrid_runtime::Runtime,
+    pool: &crate::peer::Pool,
+) -> Result<actogrid_runtime::Runtime, String> {
+    let address = deployment
+        .address()
+        .ok_or("the deployment's runtime has no address")?;
+    let (host, _) = address
+        .rsplit_once(':')
+        .ok_or("the deployment's runtime has no port")?;
+    let loopback = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    let bind = if loopback { "127.0.0.1:0" } else { "0.0.0.0:0" };
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("cannot listen for the overlay: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let advertised = format!("{host}:{port}");
+    let rt = actogrid_runtime::Runtime::builder()
+        .config(deployment.config().clone())
+        .identity(pool.identity(&advertised).map_err(|e| e.to_string())?)
+        .address(advertised)
+        .build();
+    let server = rt.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(listener, std::future::pending()).await {
+            tracing::error!("the overlay's server stopped: {e}");
+        }
+    });
+    Ok(rt)
 }
 
 impl Requester {
@@ -171,17 +231,12 @@ impl Requester {
             inner
                 .shared
                 .open_launch(vn, label, lender.clone(), Some(1), self.nodes_per_runtime);
-        let ticket = {
-            let mut st = lock(&inner.shared.state);
-            let record = &mut st.launches[launch as usize];
-            record.acquired = true;
-            record.token.clone()
-        };
+        lock(&inner.shared.state).launches[launch as usize].acquired = true;
+        let credentials = inner.shared.enrollment(launch);
         lock(&self.launches).insert((lender.clone(), booking), launch);
         let deployers = lock(&inner.registrar_urls).join(",");
         let env = vec![
             (DEPLOYER_ENV.to_owned(), deployers),
-            (TOKEN_ENV.to_owned(), ticket),
             (NODES_ENV.to_owned(), self.nodes_per_runtime.to_string()),
             (NODE_PREFIX_ENV.to_owned(), vn.name.clone()),
         ]
@@ -194,6 +249,7 @@ impl Requester {
             sha256: self.sha256.clone(),
             size: self.size,
             env,
+            credentials,
         };
         let driver = driver.clone();
         let shared = inner.shared.clone();
@@ -284,6 +340,28 @@ impl Role for Requester {
         _spec: LaunchSpec,
     ) -> Result<(), String> {
         Err("this peer is a deployment: it lends no slot".into())
+    }
+
+    fn refused(&self, _driver: &Arc<Driver>, peer: &str, why: &str) {
+        let mut refused = lock(&self.refused);
+        refused.insert(peer.to_owned(), why.to_owned());
+        if lock(&self.vn.fatal).is_some() || !self.contacts.iter().all(|c| refused.contains_key(c))
+        {
+            return;
+        }
+        // Every first contact refused: nothing will ever come; say why at
+        // once instead of at the timeout.
+        let why = refused.values().next().cloned().unwrap_or_default();
+        let message = format!(
+            "{}: every peer of the overlay ({}) refused this deployment's pool credentials \
+             ({why}): check the pool's passphrase ({})",
+            self.label,
+            self.contacts.join(", "),
+            crate::peer::PASSPHRASE_ENV
+        );
+        *lock(&self.vn.fatal) = Some(message.clone());
+        self.vn.lost_unknown.store(true, Ordering::Relaxed);
+        self.vn.fail("overlay", message);
     }
 
     fn lent(&self) -> Vec<crate::peer::LentNode> {

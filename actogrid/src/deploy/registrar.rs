@@ -42,7 +42,7 @@ pub struct Admission {
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 pub enum Refusal {
     /// The token is unknown or has been used up.
-    #[error("the deployer does not know this token, or it was already used")]
+    #[error("this runtime did not enroll with a ticket of this deployment (unknown or used up)")]
     BadToken,
     /// The deployment is over.
     #[error("the deployment has ended")]
@@ -60,6 +60,26 @@ pub(crate) fn publish(shared: &Arc<Shared>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(shared.id, Arc::downgrade(shared));
+}
+
+/// Admits the runtimes that enroll with a ticket of one of this
+/// process's deployments.
+pub(crate) struct Enrollments;
+
+impl actogrid_runtime::Enroller for Enrollments {
+    fn admit(&self, ticket: &str, id: u64, peer: &str) -> Result<(), String> {
+        let live: Vec<Arc<Shared>> = table()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        if live.iter().any(|shared| shared.enroll(ticket, id)) {
+            return Ok(());
+        }
+        tracing::warn!("refused to enroll a runtime from {peer}: unknown or used-up ticket");
+        Err("this ticket is unknown, used up, or of a deployment that has ended".into())
+    }
 }
 
 /// Forgets a deployment's state.
@@ -84,22 +104,26 @@ pub struct Registrar {
     deployment: u64,
 }
 
-#[crate::active(crate = crate)]
+#[crate::active(crate = crate, internal)]
 impl Registrar {
     /// The registrar of deployment `deployment` of this process.
     pub fn new(deployment: u64) -> Self {
         Registrar { deployment }
     }
 
-    /// A started runtime presents its ticket and its nodes.
-    pub fn register(&self, token: String, who: Registration) -> Result<Admission, Refusal> {
+    /// A started runtime, enrolled with its ticket, presents its nodes.
+    pub fn register(&self, who: Registration) -> Result<Admission, Refusal> {
         let shared = find(self.deployment).ok_or(Refusal::Ended)?;
-        shared.admit(&token, who)
+        let caller = actogrid_runtime::caller().ok_or(Refusal::BadToken)?;
+        shared.admit(caller, who)
     }
 
     /// Renews the lease of runtime `runtime`: `false` means "exit now"
-    /// (the deployment ended, or it no longer knows the runtime).
+    /// (the deployment ended, or it no longer knows the runtime). Only
+    /// that runtime itself renews it.
     pub fn renew(&self, runtime: u64) -> bool {
-        find(self.deployment).is_some_and(|s| s.renew(runtime))
+        let caller =
+            actogrid_runtime::caller().filter(|c| actogrid_runtime::tls::is_runtime_id(*c));
+        find(self.deployment).is_some_and(|s| s.renew(caller, runtime))
     }
 }

@@ -283,6 +283,8 @@ impl ClosedLaunch {
 
 /// One registered runtime.
 pub(crate) struct RuntimeRecord {
+    /// Its id, as its certificate says.
+    pub(crate) id: u64,
     pub(crate) launch: u64,
     pub(crate) agent: RuntimeAgentProxy,
     pub(crate) nodes: Vec<Node>,
@@ -295,6 +297,9 @@ pub(crate) struct RuntimeRecord {
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) tickets: HashMap<String, u64>,
+    /// Runtimes that enrolled with a ticket and have not registered yet:
+    /// their launch, by runtime id.
+    pub(crate) enrolled: HashMap<u64, u64>,
     pub(crate) launches: Vec<LaunchRecord>,
     pub(crate) runtimes: HashMap<u64, RuntimeRecord>,
     pub(crate) next_runtime: u64,
@@ -347,8 +352,22 @@ impl Shared {
         id
     }
 
-    /// A ticket is presented: admit the runtime if it is valid.
-    pub(crate) fn admit(&self, token: &str, who: Registration) -> Result<Admission, Refusal> {
+    /// What a runtime of launch `launch` is given to enroll with: its
+    /// ticket, and the authorities it must trust to reach this deployer
+    /// (none without TLS), as one line of JSON and the end line.
+    pub(crate) fn enrollment(&self, launch: u64) -> String {
+        let ticket = lock(&self.state).launches[launch as usize].token.clone();
+        let identity = self.runtime.identity();
+        let enrollment = crate::credentials::Enrollment {
+            ticket,
+            roots: identity.roots_pem().map(str::to_owned),
+        };
+        crate::credentials::framed(&serde_json::to_string(&enrollment).unwrap_or_default())
+    }
+
+    /// Runtime `caller` (its id, bound to its certificate) registers:
+    /// admitted if it enrolled with a ticket of this deployment.
+    pub(crate) fn admit(&self, caller: u64, who: Registration) -> Result<Admission, Refusal> {
         if self.ended.load(Ordering::Acquire) {
             return Err(Refusal::Ended);
         }
@@ -363,9 +382,10 @@ impl Shared {
             }
         }
         let mut st = lock(&self.state);
-        let Some(&launch_id) = st.tickets.get(token) else {
+        let Some(launch_id) = st.enrolled.remove(&caller) else {
             tracing::warn!(
-                "refused a runtime on {} (pid {}): unknown or used token",
+                "refused to register runtime {caller:#x} on {} (pid {}): it did not enroll with a \
+                 ticket of this deployment",
                 who.hostname,
                 who.pid
             );
@@ -376,16 +396,13 @@ impl Shared {
         let launch = &mut st.launches[launch_id as usize];
         let provider = launch.label.clone();
         let acquired = launch.acquired;
-        launch.uses_left -= 1;
         launch.registered += 1;
         launch.runtimes.push(runtime);
         let vn = launch.vn.clone();
-        if launch.uses_left == 0 {
-            st.tickets.remove(token);
-        }
         st.runtimes.insert(
             runtime,
             RuntimeRecord {
+                id: caller,
                 launch: launch_id,
                 agent: who.agent,
                 nodes: nodes.clone(),
@@ -416,13 +433,34 @@ impl Shared {
         })
     }
 
-    pub(crate) fn renew(&self, runtime: u64) -> bool {
+    /// Runtime `caller` spends one use of `ticket` to enroll as itself:
+    /// `false` if the ticket is not one of this deployment's (unknown,
+    /// used up, or of a launch that ended).
+    pub(crate) fn enroll(&self, ticket: &str, caller: u64) -> bool {
+        if self.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut st = lock(&self.state);
+        let Some(&launch_id) = st.tickets.get(ticket) else {
+            return false;
+        };
+        let launch = &mut st.launches[launch_id as usize];
+        launch.uses_left = launch.uses_left.saturating_sub(1);
+        if launch.uses_left == 0 {
+            st.tickets.remove(ticket);
+        }
+        st.enrolled.insert(caller, launch_id);
+        true
+    }
+
+    /// Renews the lease of runtime number `runtime`, when `caller` is it.
+    pub(crate) fn renew(&self, caller: Option<u64>, runtime: u64) -> bool {
         if self.ended.load(Ordering::Acquire) {
             return false;
         }
         let mut st = lock(&self.state);
         match st.runtimes.get_mut(&runtime) {
-            Some(r) if !r.gone => {
+            Some(r) if !r.gone && caller.is_none_or(|c| c == r.id) => {
                 r.last_renewal = Instant::now();
                 true
             }

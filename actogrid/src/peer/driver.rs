@@ -56,6 +56,9 @@ pub(crate) trait Role: Send + Sync + 'static {
     /// The runtimes it runs for others, for the status.
     fn lent(&self) -> Vec<LentNode>;
 
+    /// Peer `peer` refused this peer's credentials (or this peer its).
+    fn refused(&self, _driver: &Arc<Driver>, _peer: &str, _why: &str) {}
+
     /// How what it lends is protected, for the status (none: it lends
     /// nothing).
     fn vessels(&self) -> Option<VesselStatus> {
@@ -151,6 +154,8 @@ impl Driver {
         let endpoint = OverlayEndpointProxy::new(&node, id)
             .await
             .map_err(|e| format!("cannot start the overlay endpoint: {e}"))?;
+        // Peers of the pool call it, and find it by its name.
+        rt.open_to_pool(actogrid_runtime::Proxy::active_ref(&endpoint));
         node.register(url.name(), &endpoint)
             .await
             .map_err(|e| format!("cannot register the overlay endpoint: {e}"))?;
@@ -280,6 +285,12 @@ impl Driver {
     /// The destination could not be reached: the core forgets it.
     fn unreachable(self: &Arc<Self>, peer: &str, why: &str) {
         tracing::debug!(peer = %self.me, "{peer} is unreachable: {why}");
+        if why.contains("certificate") || why.contains("TLS handshake") {
+            // Reached, but it does not take this peer's credentials (or
+            // this peer not its): another pool, or a wrong passphrase.
+            tracing::warn!(peer = %self.me, "{peer} refused this peer's pool credentials: {why}");
+            self.role.refused(self, peer, why);
+        }
         if !self.stopped.load(Ordering::Acquire) {
             self.step(|core, _| core.peer_down(peer.to_owned()));
         }

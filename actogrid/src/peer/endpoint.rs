@@ -30,9 +30,12 @@ pub struct LaunchSpec {
     pub sha256: String,
     /// Its size in bytes.
     pub size: u64,
-    /// Environment of the runtime (deployer, ticket, node names, and what
-    /// the virtual node's technical services ask for).
+    /// Environment of the runtime (deployer, node names, and what the
+    /// virtual node's technical services ask for).
     pub env: Vec<(String, String)>,
+    /// What the runtime enrolls with (its one-time ticket, the authorities
+    /// to trust): written on its standard input, never in its environment.
+    pub credentials: String,
 }
 
 /// The overlay's endpoint on one peer: messages in, launch specifications
@@ -42,7 +45,7 @@ pub struct OverlayEndpoint {
     driver: u64,
 }
 
-#[crate::active(crate = crate)]
+#[crate::active(crate = crate, internal)]
 impl OverlayEndpoint {
     /// The endpoint of driver `driver` of this process.
     pub fn new(driver: u64) -> Self {
@@ -89,7 +92,7 @@ pub struct BinarySource {
     size: u64,
 }
 
-#[crate::active(crate = crate)]
+#[crate::active(crate = crate, internal)]
 impl BinarySource {
     /// Serves `path`, whose content has hash `sha256` and `size` bytes.
     pub fn new(path: String, sha256: String, size: u64) -> Self {

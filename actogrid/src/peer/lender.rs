@@ -165,9 +165,14 @@ impl Lender {
             }
             None => false,
         };
-        // Holding stdin open keeps the runtime alive; it exits when this
-        // daemon dies and the pipe closes.
-        let stdin = child.stdin.take();
+        // Its credentials first; then holding stdin open keeps the runtime
+        // alive: it exits when this daemon dies and the pipe closes.
+        let mut stdin = child.stdin.take();
+        if let Some(input) = stdin.as_mut() {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = input.write_all(spec.credentials.as_bytes()).await;
+            let _ = input.flush().await;
+        }
         let tail = StderrTail::collect(child.stderr.take());
         let in_use = still_booked && driver.step(|core, _| core.deployed(booking));
         if in_use {
@@ -289,6 +294,9 @@ fn check(spec: &LaunchSpec) -> Result<(), String> {
             "malformed launch: a program of {} bytes (at most {MAX_PROGRAM})",
             spec.size
         ));
+    }
+    if spec.credentials.len() > 64 * 1024 {
+        return Err("malformed launch: credentials larger than 64 KiB".into());
     }
     if spec.env.len() > 256 {
         return Err("malformed launch: more than 256 environment variables".into());

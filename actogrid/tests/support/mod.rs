@@ -243,7 +243,7 @@ pub async fn nodes_error(deployment: &Deployment) -> (actogrid::DeployError, Str
 
 /// Creates an `Echo` on every node and pings it.
 pub async fn ping_all(nodes: &[actogrid::Node]) {
-    let group = actogrid::Group::create(nodes, |n, _| actogrid::builtin::EchoProxy::new(n))
+    let group = actogrid::Group::create(nodes, |n, _| actogrid_builtin::EchoProxy::new(n))
         .await
         .expect("an Echo on every node");
     group
@@ -286,14 +286,15 @@ pub struct PeerProcess {
 
 impl PeerProcess {
     /// The command of a daemon lending `slots` slots, knowing `peers`,
-    /// listening on `listen`, with overlay passphrase `token`, quick
-    /// upkeep, and `extra` options.
+    /// listening on `listen`, with pool passphrase `passphrase` (in its
+    /// environment, never on its command line), quick upkeep, and `extra`
+    /// options.
     pub fn command(
         work: &Path,
         listen: &str,
         slots: u32,
         peers: &[String],
-        token: &str,
+        passphrase: &str,
         extra: &[&str],
     ) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_actogrid"));
@@ -302,12 +303,12 @@ impl PeerProcess {
             .args(["--slots", &slots.to_string()])
             .args(["--noa", "3", "--ttl", "6", "--ttu", "300ms"])
             .args(["--answer-timeout", "1s", "--booking-expiry", "30s"])
-            .args(["--token", token])
             .arg("--work-dir")
             .arg(work)
             .args(extra)
             .env("RUST_LOG", "info")
-            .env_remove(actogrid::peer::TOKEN_ENV);
+            .env_remove(actogrid::peer::PASSPHRASE_FILE_ENV)
+            .env(actogrid::peer::PASSPHRASE_ENV, passphrase);
         for p in peers {
             cmd.args(["--peer", p]);
         }
@@ -321,11 +322,11 @@ impl PeerProcess {
         listen: &str,
         slots: u32,
         peers: &[String],
-        token: &str,
+        passphrase: &str,
         extra: &[&str],
     ) -> PeerProcess {
         PeerProcess::spawn(PeerProcess::command(
-            work, listen, slots, peers, token, extra,
+            work, listen, slots, peers, passphrase, extra,
         ))
     }
 

@@ -29,12 +29,17 @@ pub(super) fn expand(model: &ActiveImpl) -> TokenStream {
     let active = active_impl(model, &names);
     let Names { private, .. } = &names;
     let self_ty = &model.self_ty;
+    let entry = if model.internal {
+        quote!(#private::TypeEntry::internal::<#self_ty>())
+    } else {
+        quote!(#private::TypeEntry::of::<#self_ty>())
+    };
     quote! {
         #checks
         #proxy
         #enums
         #active
-        #private::inventory::submit! { #private::TypeEntry::of::<#self_ty>() }
+        #private::inventory::submit! { #entry }
     }
 }
 

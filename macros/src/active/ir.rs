@@ -14,6 +14,8 @@ pub(super) struct ActiveImpl {
     /// Path of the facade crate (`::actogrid` unless `crate = ...` is given);
     /// every generated path goes through `<krate>::__private`.
     pub(super) krate: Path,
+    /// `#[active(internal)]`: created only by its own runtime.
+    pub(super) internal: bool,
     /// The implemented type, as written after `impl`.
     pub(super) self_ty: Type,
     /// Its name: the last segment of `self_ty`, which names the generated

@@ -39,15 +39,15 @@ pub(super) const UNSAFE: &str = "active methods and constructors cannot be `unsa
 pub(super) const NO_CTOR: &str =
     "an active type needs at least one public constructor: an associated function returning `Self`";
 pub(super) const UNKNOWN_ARG: &str =
-    "unknown argument of #[active]: the only one is `crate = path::to::actogrid`";
+    "unknown argument of #[active]: it takes `crate = path::to::actogrid` and `internal`";
 
 /// Reads the attribute arguments and the impl block, stripping the helper
 /// attributes from `item`.
 pub(super) fn parse(attr: TokenStream, item: &mut ItemImpl) -> syn::Result<ActiveImpl> {
     let mut errors = Errors::default();
-    let krate = args(attr).unwrap_or_else(|error| {
+    let (krate, internal) = args(attr).unwrap_or_else(|error| {
         errors.push(error);
-        syn::parse_quote!(::actogrid)
+        (syn::parse_quote!(::actogrid), false)
     });
 
     if let Some((_, path, for_token)) = &item.trait_ {
@@ -108,6 +108,7 @@ pub(super) fn parse(attr: TokenStream, item: &mut ItemImpl) -> syn::Result<Activ
     reader.errors.finish()?;
     Ok(ActiveImpl {
         krate,
+        internal,
         self_ty: reader.self_ty,
         name: name?,
         ctors: reader.ctors,
@@ -115,9 +116,12 @@ pub(super) fn parse(attr: TokenStream, item: &mut ItemImpl) -> syn::Result<Activ
     })
 }
 
-/// Parses `crate = path` (the only argument); the default is `::actogrid`.
-fn args(attr: TokenStream) -> syn::Result<Path> {
+/// Parses `crate = path` (default `::actogrid`) and `internal` (objects of
+/// the type are only created by their own runtime, never on request of
+/// another).
+fn args(attr: TokenStream) -> syn::Result<(Path, bool)> {
     let mut krate: Option<Path> = None;
+    let mut internal = false;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("crate") {
             if krate.is_some() {
@@ -125,12 +129,21 @@ fn args(attr: TokenStream) -> syn::Result<Path> {
             }
             krate = Some(meta.value()?.call(Path::parse_mod_style)?);
             Ok(())
+        } else if meta.path.is_ident("internal") {
+            if internal {
+                return Err(meta.error("`internal` is given twice"));
+            }
+            internal = true;
+            Ok(())
         } else {
             Err(meta.error(UNKNOWN_ARG))
         }
     });
     syn::parse::Parser::parse2(parser, attr)?;
-    Ok(krate.unwrap_or_else(|| syn::parse_quote!(::actogrid)))
+    Ok((
+        krate.unwrap_or_else(|| syn::parse_quote!(::actogrid)),
+        internal,
+    ))
 }
 
 /// The name of the implemented type: the last segment of its path.

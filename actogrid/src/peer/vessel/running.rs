@@ -96,6 +96,7 @@ impl Vessel {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env(LISTEN_ENV, &self.listen)
             .env(EXIT_ON_STDIN_EOF_ENV, "1")
+            .env(crate::credentials::CREDENTIALS_ENV, "stdin")
             .env(VESSEL_ENV, &self.confinement)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -1,12 +1,17 @@
-//! Built-in active types every runtime hosts, so that `actogrid node`
-//! serves tests and benchmarks without an application binary. They are
-//! ordinary `#[active]` types and double as examples.
+//! Active types for tests and benchmarks, hosted by `actogrid node` so
+//! that they run without an application binary. They are ordinary
+//! `#[active]` types and double as examples.
+//!
+//! They live in a crate of their own so that no application carries them:
+//! only the `actogrid` command, the tests and the benchmarks link it, and
+//! a program that does must call [`link`] (a registered type is only in a
+//! binary whose code names it).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Future, NodeUrl};
+use actogrid_runtime::{Future, NodeUrl};
 
 /// Answers calls without doing anything: the benchmark target.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -14,7 +19,7 @@ pub struct Echo {
     calls: u64,
 }
 
-#[crate::active(crate = actogrid_runtime)]
+#[actogrid_runtime::active(crate = actogrid_runtime)]
 impl Echo {
     /// A fresh echo object.
     pub fn new() -> Self {
@@ -51,7 +56,7 @@ pub struct Recorder {
     seen: Vec<u64>,
 }
 
-#[crate::active(crate = actogrid_runtime)]
+#[actogrid_runtime::active(crate = actogrid_runtime)]
 impl Recorder {
     /// An empty record.
     pub fn new() -> Self {
@@ -108,7 +113,7 @@ pub struct Worker {
     name: String,
 }
 
-#[crate::active(crate = actogrid_runtime)]
+#[actogrid_runtime::active(crate = actogrid_runtime)]
 impl Worker {
     /// A worker called `name`.
     pub fn new(name: String) -> Self {
@@ -167,7 +172,7 @@ impl Worker {
 
     /// The settings of the runtime serving this object, as text.
     pub fn settings(&self) -> String {
-        crate::current().map_or_else(String::new, |rt| rt.config().to_string())
+        actogrid_runtime::current().map_or_else(String::new, |rt| rt.config().to_string())
     }
 
     /// Panics with `message`.
@@ -198,7 +203,7 @@ impl Worker {
     /// Looks up the object registered at `url` and reads its length.
     pub async fn lookup_len(&self, url: String) -> Result<u64, WorkerError> {
         let url: NodeUrl = url.parse().map_err(|e| WorkerError(format!("{e}")))?;
-        let rt = crate::current().ok_or_else(|| WorkerError("no runtime".into()))?;
+        let rt = actogrid_runtime::current().ok_or_else(|| WorkerError("no runtime".into()))?;
         let recorder: RecorderProxy = rt
             .lookup(&url)
             .await
@@ -210,9 +215,10 @@ impl Worker {
     }
 }
 
-/// Makes sure this module's registrations are linked into every binary
-/// that uses the runtime.
-pub(crate) fn link() -> [&'static str; 3] {
-    use crate::Active;
+/// Keeps this crate's registrations in the binary that calls it (the
+/// `actogrid` command, test and benchmark programs); returns the names of
+/// the types.
+pub fn link() -> [&'static str; 3] {
+    use actogrid_runtime::Active;
     [Echo::TYPE_NAME, Recorder::TYPE_NAME, Worker::TYPE_NAME]
 }
