@@ -7,6 +7,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -81,6 +82,27 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
         let line = lines.next().expect("a node URL").unwrap();
         assert!(line.starts_with("Workers\tactogrid://"), "{line}");
     }
+
+    // The runtimes' ticket is in a file of its own, private to the user,
+    // never in the job script.
+    let jobs = dir.0.join(".cache/actogrid/jobs");
+    let mut credentials = Vec::new();
+    for job in std::fs::read_dir(&jobs).unwrap().flatten() {
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&job.path()), 0o700, "{}", job.path().display());
+        for file in std::fs::read_dir(job.path()).unwrap().flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+            if name.ends_with(".credentials") {
+                assert_eq!(mode(&file.path()), 0o600, "{name}");
+                assert!(text.contains("\"ticket\""), "{text}");
+                credentials.push(name);
+            } else {
+                assert!(!text.contains("\"ticket\""), "{name} holds the ticket");
+            }
+        }
+    }
+    assert_eq!(credentials.len(), 1, "one job, one credentials file");
 
     // Another program finds the virtual node by URL and calls its nodes:
     // a program of another authority cannot, one of the same can.

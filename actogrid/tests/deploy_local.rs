@@ -243,7 +243,13 @@ async fn current_jvm_makes_this_process_a_node() {
         .unwrap();
     assert_eq!(nodes.len(), 2);
     assert_eq!(nodes.iter().filter(|n| n.is_local()).count(), 1);
+    // Objects created on this process's node end with the deployment.
+    let local = nodes.iter().find(|n| n.is_local()).unwrap();
+    let rec = actogrid_builtin::RecorderProxy::new(local).await.unwrap();
+    assert_eq!(rec.push(1).await.unwrap(), 1);
     deployment.kill().await;
+    let err = rec.push(2).await.unwrap_err();
+    assert_eq!(err.kind(), actogrid::ErrorKind::NoSuchObject, "{err}");
     rt.shutdown();
 }
 

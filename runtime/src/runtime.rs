@@ -2087,3 +2087,6 @@ impl wire::wire_server::Wire for WireService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! What only a runtime's insides can show: a stream opened without a
+//! certificate, and a request that claims another runtime's id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::connection::Pending;
+use crate::future::{Outcome, Status};
+use crate::tls::{Authority, Identity};
+use crate::wire::{self, RequestHead};
+use crate::{Config, Runtime};
+
+async fn serving(identity: Identity) -> Runtime {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let rt = Runtime::builder()
+        .config(Config::default())
+        .identity(identity)
+        .address(address)
+        .build();
+    let server = rt.clone();
+    tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
+    rt
+}
+
+/// Sends one raw request on `from`'s connection to `to`, with `sender` as
+/// its sender, to control object 0 (a lookup); returns how it was answered.
+async fn raw_lookup(from: &Runtime, to: &Runtime, sender: u64) -> Outcome {
+    let conn = from.conn_to(to.address().unwrap());
+    let slot = from.futures().new_slot(None, false);
+    let call_id = conn.register(Pending::Slot(slot.clone())).ok().unwrap();
+    let (payload, _) = crate::codec::encode_in(&crate::runtime::Control::Lookup {
+        name: "nothing".into(),
+    })
+    .unwrap();
+    let head = RequestHead {
+        call_id,
+        target: 0,
+        sender,
+        seq: 0,
+        flags: 0,
+        header: &[],
+        futures: &[],
+    };
+    conn.write(|buf| wire::put_request(buf, &head, &payload))
+        .unwrap();
+    let future: crate::Future<Option<crate::proxy::RefWire>> =
+        crate::Future::from_slot(slot.clone(), Some(Duration::from_secs(20)));
+    let _ = future.await;
+    slot.outcome().expect("answered")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_may_only_send_as_itself() {
+    let authority = Arc::new(Authority::generate("test").unwrap());
+    let a = serving(Identity::member_of(&authority).unwrap()).await;
+    let b = serving(Identity::member_of(&authority).unwrap()).await;
+    let c = serving(Identity::member_of(&authority).unwrap()).await;
+
+    // As itself: served.
+    let ok = raw_lookup(&b, &a, b.id()).await;
+    assert_eq!(ok.status, Status::Ok);
+    // As another runtime (c): refused, whatever the request.
+    let forged = raw_lookup(&b, &a, c.id()).await;
+    assert_eq!(forged.status, Status::Refused);
+    let why = String::from_utf8_lossy(&forged.payload).into_owned();
+    assert!(why.contains("sent as runtime"), "{why}");
+    // The connection still serves its own requests afterwards.
+    assert_eq!(raw_lookup(&b, &a, b.id()).await.status, Status::Ok);
+    for rt in [a, b, c] {
+        rt.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_a_certificate_is_refused() {
+    let authority = Arc::new(Authority::generate("test").unwrap());
+    let identity = Identity::member_of(&authority).unwrap();
+    let roots = identity.roots_pem().unwrap().to_owned();
+    let target = serving(identity).await;
+    // A client that trusts the runtime, but has no certificate to show.
+    let anonymous = Identity::member_of(&authority)
+        .unwrap()
+        .client_config(true)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(target.address().unwrap())
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(anonymous)
+        .connect(crate::tls::server_name(), tcp)
+        .await
+        .expect("the handshake itself succeeds: enrolling needs it");
+    let channel = tonic::transport::Endpoint::from_static("http://anonymous")
+        .connect_with_connector(tower::service_fn({
+            let tls = std::sync::Mutex::new(Some(tls));
+            move |_| {
+                let io = tls.lock().unwrap().take();
+                async move {
+                    io.map(hyper_util::rt::TokioIo::new)
+                        .ok_or_else(|| std::io::Error::other("one connection only"))
+                }
+            }
+        }))
+        .await
+        .unwrap();
+    let mut client = wire::wire_client::WireClient::new(channel);
+    let opened = client.open(futures::stream::pending::<wire::Frame>()).await;
+    let status = opened.expect_err("no stream without a certificate");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    // Enrolling with a ticket nobody gave is refused too.
+    let enrolled = Identity::enroll(
+        target.address().unwrap(),
+        Some(&roots),
+        "not-a-ticket",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(enrolled.is_err());
+    target.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_authoritys_runtime_cannot_connect() {
+    let ours = Arc::new(Authority::generate("ours").unwrap());
+    let theirs = Arc::new(Authority::generate("theirs").unwrap());
+    let target = serving(Identity::member_of(&ours).unwrap()).await;
+    let stranger = Runtime::builder()
+        .identity(Identity::member_of(&theirs).unwrap())
+        .build();
+    let port = crate::runtime::split_address(target.address().unwrap()).1;
+    let url = crate::NodeUrl::new("127.0.0.1", port, "x");
+    let found: crate::Future<Option<crate::proxy::RefWire>> = stranger.control(
+        &url,
+        crate::runtime::Control::Lookup { name: "x".into() },
+        "lookup",
+    );
+    let err = found.await.expect_err("another domain reaches nothing");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    target.shutdown();
+    stranger.shutdown();
+}
