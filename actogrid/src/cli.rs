@@ -54,6 +54,23 @@ impl Vars {
     }
 }
 
+/// The binary of `--program`, checked: an executable file, as an absolute
+/// path (runtimes may start elsewhere than this directory).
+pub(crate) fn program_binary(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let full = std::fs::canonicalize(path)
+        .map_err(|e| anyhow::anyhow!("--program {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(&full)
+        .map_err(|e| anyhow::anyhow!("--program {}: {e}", path.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        anyhow::bail!(
+            "--program {}: not an executable file (give the application's binary, e.g. target/release/my-app)",
+            path.display()
+        );
+    }
+    Ok(full)
+}
+
 fn parse_var(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')

@@ -61,7 +61,7 @@ pub use deploy::{
     LEASE_ENV, LISTEN_ENV, LogSink, LogSinkProxy, MAX_LINE, NODE_PREFIX_ENV, NODES_ENV, OutputLine,
     OutputOptions, PrintedLine, Refusal, Registrar, RegistrarProxy, Registration, RuntimeAgent,
     RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, Stream, VirtualNode, VnDirectory,
-    VnDirectoryProxy, VnEvent, check_descriptor, lookup_vn,
+    VnDirectoryProxy, VnEvent, check_descriptor, check_descriptor_for, lookup_vn,
 };
 pub use process::{
     NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_if_deployed, serve_node,

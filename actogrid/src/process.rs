@@ -256,6 +256,15 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = R>,
 {
+    // Asked by a deployer what its technical services and settings are
+    // (`actogrid deploy --program`): answers and exits.
+    crate::deploy::program::answer_if_asked(|| match main_settings(given, std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("actogrid: runtime settings: {e}");
+            std::process::exit(2);
+        }
+    });
     let tokio = async_runtime_or_exit();
     // A deployed runtime takes its settings from the environment its
     // deployment gives it, whatever this binary's attribute says.
@@ -384,9 +393,18 @@ async fn tear_down_on(first: Ending, signals: &mut Signals) -> i32 {
 
 /// If this process was started by a deployer (`ACTOGRID_DEPLOYER` is set),
 /// serves as that deployment's runtime and exits the process when the
-/// deployment lets go; otherwise returns at once. `#[actogrid::main]`
-/// calls it; a `main` written by hand should call it first.
+/// deployment lets go; if it was started to describe its technical
+/// services (`actogrid deploy --program`), answers and exits; otherwise
+/// returns at once. `#[actogrid::main]` does the same; a `main` written
+/// by hand should call it first.
 pub fn serve_if_deployed() {
+    crate::deploy::program::answer_if_asked(|| match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("actogrid: runtime settings: {e}");
+            std::process::exit(2);
+        }
+    });
     if !crate::deploy::agent::launched_by_deployer() {
         return;
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use actogrid::{NodeUrl, lookup_vn};
 use actogrid_builtin::EchoProxy;
-use support::{TempDir, alive, runtime};
+use support::{Killed, TempDir, alive, runtime};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -60,24 +60,27 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
     let authority = std::sync::Arc::new(actogrid::Authority::generate("site").unwrap());
     let ca = dir.write("ca.pem", &authority.cert_pem());
     let ca_key = dir.write("ca.key", &authority.key_pem());
-    let mut deployer = Command::new(env!("CARGO_BIN_EXE_actogrid"))
-        .args([
-            "deploy",
-            "--no-progress",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg(&path)
-        .env(actogrid::tls::AUTHORITY_ENV, &ca)
-        .env(actogrid::tls::AUTHORITY_KEY_ENV, &ca_key)
-        .env("PATH", path_env)
-        .env("FAKE_SCHED_DIR", &state)
-        .env("HOME", &dir.0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(deployer.stdout.take().unwrap()).lines();
+    // Killed whatever happens to the test, so that no deployer outlives it.
+    let mut deployer = Killed(
+        Command::new(env!("CARGO_BIN_EXE_actogrid"))
+            .args([
+                "deploy",
+                "--no-progress",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg(&path)
+            .env(actogrid::tls::AUTHORITY_ENV, &ca)
+            .env(actogrid::tls::AUTHORITY_KEY_ENV, &ca_key)
+            .env("PATH", path_env)
+            .env("FAKE_SCHED_DIR", &state)
+            .env("HOME", &dir.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(deployer.0.stdout.take().unwrap()).lines();
     for _ in 0..3 {
         let line = lines.next().expect("a node URL").unwrap();
         assert!(line.starts_with("Workers\tactogrid://"), "{line}");
@@ -133,10 +136,10 @@ async fn a_pbs_job_starts_runtimes_and_a_registered_vn_is_found_by_url() {
         .collect();
     assert_eq!(pids.len(), 1, "one job");
     Command::new("kill")
-        .args(["-INT", &deployer.id().to_string()])
+        .args(["-INT", &deployer.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(deployer.wait().unwrap().success());
+    assert!(deployer.0.wait().unwrap().success());
     let job = std::fs::read_dir(state.join("jobs"))
         .unwrap()
         .flatten()

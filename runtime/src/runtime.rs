@@ -2079,7 +2079,7 @@ impl wire::wire_server::Wire for WireService {
         enroller
             .admit(&request.ticket, id, &peer)
             .map_err(&refuse)?;
-        tracing::info!("enrolled runtime {id:#x} from {peer}");
+        tracing::debug!("enrolled runtime {id:#x} from {peer}");
         Ok(tonic::Response::new(wire::EnrollReply {
             certificate: certificate.into(),
             chain: authority.cert_pem(),

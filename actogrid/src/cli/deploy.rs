@@ -27,6 +27,11 @@ pub(crate) struct Args {
     /// No progress bars, only log lines.
     #[arg(long)]
     no_progress: bool,
+    /// The application binary the runtimes run (default: this command),
+    /// so that the descriptor may name its technical services and active
+    /// types. It is asked about its services and settings first.
+    #[arg(long, value_name = "BINARY")]
+    program: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -50,6 +55,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
 }
 
 async fn deploy(args: Args) -> anyhow::Result<()> {
+    let program = args
+        .program
+        .as_deref()
+        .map(super::program_binary)
+        .transpose()?;
     let rt = actogrid::Runtime::bind(&args.listen, actogrid::Config::default())
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -60,6 +70,7 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
     };
     let mut options = DeployOptions {
         runtime: Some(rt.clone()),
+        program,
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ..DeployOptions::default()
     };

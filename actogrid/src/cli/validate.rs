@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use actogrid::check_descriptor;
 use actogrid::descriptor::{LoadOptions, Severity};
+use actogrid::{check_descriptor, check_descriptor_for};
 use serde::Serialize;
 
 use super::Vars;
@@ -16,6 +16,10 @@ pub(crate) struct Args {
     files: Vec<PathBuf>,
     #[command(flatten)]
     vars: Vars,
+    /// Check the technical services against this application binary (it
+    /// is asked which it has) instead of the built-in ones only.
+    #[arg(long, value_name = "BINARY")]
+    program: Option<PathBuf>,
     /// Output: `human` (with the offending lines), `short` (one line each), or `json`.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
@@ -42,10 +46,31 @@ pub(crate) fn run(args: Args) -> ExitCode {
         program_variables: args.vars.to_map(),
         ..LoadOptions::default()
     };
+    let program = match args
+        .program
+        .as_deref()
+        .map(super::program_binary)
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            super::emit_err(&format!("error: {e:#}\n"));
+            return ExitCode::from(2);
+        }
+    };
     let mut reports = Vec::new();
     let mut all_valid = true;
     for file in &args.files {
-        let loaded = check_descriptor(file, &options);
+        let loaded = match &program {
+            None => check_descriptor(file, &options),
+            Some(program) => match check_descriptor_for(file, &options, program) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    super::emit_err(&format!("error: {}: {e}\n", file.display()));
+                    return ExitCode::from(2);
+                }
+            },
+        };
         let d = &loaded.diagnostics;
         let (errors, warnings) = (d.count(Severity::Error), d.count(Severity::Warning));
         all_valid &= loaded.is_valid();

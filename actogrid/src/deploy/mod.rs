@@ -27,6 +27,7 @@ mod launch;
 pub(crate) mod live;
 mod output;
 mod p2p;
+pub(crate) mod program;
 mod progress;
 mod reach;
 mod reaper;
@@ -225,7 +226,13 @@ impl std::fmt::Display for RuntimeSummary {
 pub struct DeployOptions {
     /// Runtimes exit when no lease renewal succeeded for this long.
     pub lease: Duration,
-    /// The binary started as runtime (default: this process's own).
+    /// The binary started as runtime (default: this process's own). When
+    /// it is another binary (what `actogrid deploy --program ./my-app`
+    /// does), that program is asked, when the deployment loads, which
+    /// technical services it has and what its runtime settings are: it is
+    /// started with `ACTOGRID_DESCRIBE_SERVICES` set, answers and exits
+    /// before its `main` (an application made with `#[actogrid::main]`, or
+    /// calling [`serve_if_deployed`](crate::serve_if_deployed) first, does).
     pub program: Option<PathBuf>,
     /// How many starts (connections, spawns, submissions) run at once.
     pub parallelism: usize,
@@ -347,22 +354,19 @@ impl Deployment {
         options: DeployOptions,
     ) -> Result<Deployment, DeployError> {
         let path = path.as_ref().to_path_buf();
-        let mut load = load;
-        // This program is the application: it knows every class it has,
-        // so a class it lacks is an error, not a note.
-        if load.validate.known_service_classes.is_none() {
-            load.validate.known_service_classes = Some(
-                actogrid_technical_services::classes()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
-            );
-        }
-        let mut loaded = actogrid_descriptor::load(&path, &load);
-        let checked = services::check(&mut loaded);
+        let (loaded, checked, program_settings) = {
+            let (path, program) = (path.clone(), options.program.clone());
+            tokio::task::spawn_blocking(move || load_checked(&path, load, program.as_deref()))
+                .await
+                .map_err(|e| DeployError::Setup(format!("cannot read the descriptor: {e}")))??
+        };
         let mut services = checked.vns;
         let descriptor = loaded.into_valid()?;
-        let settings = deployment_settings(&checked.runtime_settings, &options.settings)?;
+        let settings = deployment_settings(
+            program_settings,
+            &checked.runtime_settings,
+            &options.settings,
+        )?;
         let base = match &options.runtime {
             Some(rt) => rt.clone(),
             None => crate::current().ok_or(DeployError::NoRuntime)?,
@@ -713,15 +717,118 @@ pub fn check_descriptor(
     loaded
 }
 
+/// Like [`check_descriptor`], for the application `program` (its binary):
+/// the technical services are the ones it has, described by the program
+/// itself, which is started for that and exits before its `main` (see
+/// [`DeployOptions::program`]). Fails when the program does not answer.
+pub fn check_descriptor_for(
+    path: impl AsRef<Path>,
+    options: &LoadOptions,
+    program: &Path,
+) -> Result<actogrid_descriptor::Loaded, DeployError> {
+    load_checked(path.as_ref(), options.clone(), Some(program)).map(|(loaded, _, _)| loaded)
+}
+
+/// Reads and checks the descriptor for the program whose binary the
+/// runtimes will run: this one (its own services), or `program` when it
+/// is another binary (asked about its services and settings, returned
+/// as the base of the deployment's settings).
+fn load_checked(
+    path: &Path,
+    mut load: LoadOptions,
+    program: Option<&Path>,
+) -> Result<
+    (
+        actogrid_descriptor::Loaded,
+        services::Checked,
+        Option<actogrid_runtime::Config>,
+    ),
+    DeployError,
+> {
+    let other = program.filter(|p| !is_this_program(p));
+    let Some(program) = other else {
+        // This program is the application: it knows every class it has,
+        // so a class it lacks is an error, not a note.
+        if load.validate.known_service_classes.is_none() {
+            load.validate.known_service_classes = Some(
+                actogrid_technical_services::classes()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
+        let mut loaded = actogrid_descriptor::load(path, &load);
+        let checked = services::check(&mut loaded);
+        return Ok((loaded, checked, None));
+    };
+    // The definitions first (read without judging their classes), then
+    // the program's answer about them, then the checks with it.
+    let definitions: Vec<program::Definition> = {
+        let mut first = load.clone();
+        first.validate.known_service_classes = None;
+        actogrid_descriptor::load(path, &first)
+            .descriptor
+            .technical_services
+            .iter()
+            .map(|def| program::Definition {
+                id: def.id.value.clone(),
+                class: def.class.value.clone(),
+                args: def
+                    .args
+                    .iter()
+                    .map(|a| (a.name.clone(), a.value.clone()))
+                    .collect(),
+            })
+            .collect()
+    };
+    let answer = program::ask(program, definitions.clone()).map_err(DeployError::Setup)?;
+    let mut described: HashMap<(String, String), services::Described> = HashMap::new();
+    for (def, about) in definitions.into_iter().zip(answer.described) {
+        if let Some(about) = about {
+            described.insert((def.id, def.class), about);
+        }
+    }
+    if load.validate.known_service_classes.is_none() {
+        load.validate.known_service_classes = Some(answer.classes);
+    }
+    let mut loaded = actogrid_descriptor::load(path, &load);
+    let checked = services::check_with(&mut loaded, |def| {
+        described
+            .get(&(def.id.value.clone(), def.class.value.clone()))
+            .cloned()
+    });
+    let mut settings = actogrid_runtime::Config::default();
+    settings.apply_vars(answer.settings).map_err(|e| {
+        DeployError::Setup(format!(
+            "{} reports a runtime setting this one does not take: {e}",
+            program.display()
+        ))
+    })?;
+    Ok((loaded, checked, Some(settings)))
+}
+
+/// Whether `program` is this process's own binary.
+fn is_this_program(program: &Path) -> bool {
+    match (std::env::current_exe(), std::fs::canonicalize(program)) {
+        (Ok(this), Ok(that)) => std::fs::canonicalize(this).is_ok_and(|this| this == that),
+        _ => false,
+    }
+}
+
 /// The settings of a deployment's runtimes: the program's (defaults, its
-/// `#[actogrid::main(...)]`, the environment), the descriptor's over them,
+/// `#[actogrid::main(...)]`, the environment; as the deployed binary
+/// reported them when it is not this one), the descriptor's over them,
 /// the environment again over the descriptor, and the code's last.
 fn deployment_settings(
+    program: Option<actogrid_runtime::Config>,
     descriptor: &[(String, String)],
     code: &[(String, String)],
 ) -> Result<actogrid_runtime::Config, DeployError> {
     let bad = |e: actogrid_runtime::ConfigError| DeployError::Setup(e.to_string());
-    let mut settings = crate::settings().map_err(bad)?;
+    let mut settings = match program {
+        Some(settings) => settings,
+        None => crate::settings().map_err(bad)?,
+    };
     for (name, value) in descriptor {
         settings.set_value(name, value).map_err(bad)?;
     }

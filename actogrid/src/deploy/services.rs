@@ -17,6 +17,7 @@ use actogrid_descriptor::model::{Arg, TechnicalServiceDefinition};
 use actogrid_descriptor::{Diagnostic, Loaded};
 use actogrid_runtime::Config;
 use actogrid_technical_services::{self as ts, Args, ServiceSpec};
+use serde::{Deserialize, Serialize};
 
 /// What a virtual node's services need at deployment time.
 #[derive(Debug, Default, Clone)]
@@ -51,22 +52,62 @@ fn suggest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
         .map(|(_, c)| c)
 }
 
-/// Runs every check, adding diagnostics to `loaded`.
+/// What a program knows of one technical-service definition: the service
+/// its class makes, initialised with the definition's arguments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Described {
+    /// The argument names the service reads, when it says.
+    pub(crate) arguments: Option<Vec<String>>,
+    /// Why `init` refused the arguments (and which one), if it did.
+    pub(crate) refused: Option<(Option<String>, String)>,
+    pub(crate) requires: Vec<String>,
+    pub(crate) conflicts_with: Vec<String>,
+    pub(crate) launch_environment: Vec<(String, String)>,
+}
+
+/// Describes the service of class `class` with `args` as this program
+/// builds it; `None` when it has no such class.
+pub(crate) fn describe_here(class: &str, args: &Args) -> Option<Described> {
+    let mut service = ts::create(class)?;
+    let arguments = service
+        .arguments()
+        .map(|names| names.iter().map(|n| (*n).to_owned()).collect());
+    let refused = service.init(args).err().map(|e| (e.argument, e.message));
+    Some(Described {
+        arguments,
+        refused,
+        requires: service.requires(),
+        conflicts_with: service.conflicts_with(),
+        launch_environment: service.launch_environment(),
+    })
+}
+
+/// Runs every check with this program's services, adding diagnostics to
+/// `loaded`.
 pub(crate) fn check(loaded: &mut Loaded) -> Checked {
+    check_with(loaded, |def| describe_here(&def.class.value, &args_of(def)))
+}
+
+/// Runs every check, the services being described by `describe` (this
+/// program's, or another's when it deploys an application's binary).
+pub(crate) fn check_with(
+    loaded: &mut Loaded,
+    mut describe: impl FnMut(&TechnicalServiceDefinition) -> Option<Described>,
+) -> Checked {
     let mut diagnostics = Vec::new();
     let d = &loaded.descriptor;
-    // Each definition is built and checked once, whichever virtual nodes use it.
-    let mut built: HashMap<&str, Box<dyn ts::TechnicalService>> = HashMap::new();
+    // Each definition is described and checked once, whichever virtual
+    // nodes use it.
+    let mut built: HashMap<&str, Described> = HashMap::new();
     for def in &d.technical_services {
-        if let Some(service) = build(def, &mut diagnostics) {
+        if let Some(service) = describe(def).and_then(|s| accepted(def, s, &mut diagnostics)) {
             built.insert(def.id.as_str(), service);
         }
     }
     let mut vns = HashMap::new();
     for vn in &d.virtual_nodes {
         let mut entry = VnServices::default();
-        let mut listed: Vec<(&TechnicalServiceDefinition, &dyn ts::TechnicalService, _)> =
-            Vec::new();
+        let mut listed: Vec<(&TechnicalServiceDefinition, &Described, _)> = Vec::new();
         for reference in &vn.technical_services {
             let Some(def) = d.technical_service(&reference.value) else {
                 continue; // reported by validation
@@ -74,19 +115,24 @@ pub(crate) fn check(loaded: &mut Loaded) -> Checked {
             let Some(service) = built.get(def.id.as_str()) else {
                 continue; // reported above, or not this program's to check
             };
-            entry.launch_env.extend(service.launch_environment());
+            entry
+                .launch_env
+                .extend(service.launch_environment.iter().cloned());
             entry.specs.push(ServiceSpec {
                 id: def.id.value.clone(),
                 class: def.class.value.clone(),
                 args: args_of(def),
             });
-            listed.push((def, service.as_ref(), reference.span));
+            listed.push((def, service, reference.span));
         }
         let vn_name = &vn.name.value;
         for (i, (def, service, span)) in listed.iter().enumerate() {
             let (id, class) = (&def.id.value, &def.class.value);
-            for required in service.requires() {
-                if !listed[..i].iter().any(|(d, _, _)| *d.class == required) {
+            for required in &service.requires {
+                if !listed[..i]
+                    .iter()
+                    .any(|(d, _, _)| d.class.value == *required)
+                {
                     diagnostics.push(
                         Diagnostic::error(
                             "service-requirement",
@@ -101,8 +147,8 @@ pub(crate) fn check(loaded: &mut Loaded) -> Checked {
             }
             // Each conflicting pair once, at the later of the two.
             for (other, other_service, _) in &listed[..i] {
-                let conflict = service.conflicts_with().contains(&other.class.value)
-                    || other_service.conflicts_with().contains(class);
+                let conflict = service.conflicts_with.contains(&other.class.value)
+                    || other_service.conflicts_with.contains(class);
                 if conflict {
                     diagnostics.push(
                         Diagnostic::error(
@@ -138,57 +184,53 @@ fn args_of(def: &TechnicalServiceDefinition) -> Args {
         .collect()
 }
 
-/// Builds and initialises the service of `def`; `None` when this program
-/// lacks the class or the service refuses its arguments (with a diagnostic).
-fn build(
+/// The service of `def` when it took its arguments; `None` (with a
+/// diagnostic) when it refused them. Unknown argument names are warned
+/// about either way.
+fn accepted(
     def: &TechnicalServiceDefinition,
+    service: Described,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<Box<dyn ts::TechnicalService>> {
+) -> Option<Described> {
     let class = def.class.as_str();
-    // Validation reports a class this program lacks: as an error when the
-    // program says which classes it has (an application), as a note when
-    // it cannot know (a stand-alone tool checking another's descriptor).
-    let mut service = ts::create(class)?;
-    unknown_arguments(def, service.as_ref(), diagnostics);
-    match service.init(&args_of(def)) {
-        Ok(()) => Some(service),
-        Err(e) => {
-            // A refusal about one argument is shown at that <arg> (the last
-            // one of that name: the one init read).
-            let arg: Option<&Arg> = e
-                .argument
-                .as_deref()
-                .and_then(|name| def.args.iter().rev().find(|a| a.name == name));
-            let span = arg.map_or(def.id.span, |a| a.at);
-            let hint = match arg {
-                Some(a) => format!("fix the value of argument `{}`", a.name),
-                None => "fix its <arg> elements".to_owned(),
-            };
-            diagnostics.push(
-                Diagnostic::error(
-                    "service-refused-arguments",
-                    span,
-                    format!(
-                        "technical service `{}` ({class}) refused its arguments: {}",
-                        def.id.value, e.message
-                    ),
-                )
-                .with_hint(hint),
-            );
-            None
-        }
-    }
+    unknown_arguments(def, &service, diagnostics);
+    let Some((argument, message)) = &service.refused else {
+        return Some(service);
+    };
+    // A refusal about one argument is shown at that <arg> (the last one
+    // of that name: the one init read).
+    let arg: Option<&Arg> = argument
+        .as_deref()
+        .and_then(|name| def.args.iter().rev().find(|a| a.name == name));
+    let span = arg.map_or(def.id.span, |a| a.at);
+    let hint = match arg {
+        Some(a) => format!("fix the value of argument `{}`", a.name),
+        None => "fix its <arg> elements".to_owned(),
+    };
+    diagnostics.push(
+        Diagnostic::error(
+            "service-refused-arguments",
+            span,
+            format!(
+                "technical service `{}` ({class}) refused its arguments: {message}",
+                def.id.value
+            ),
+        )
+        .with_hint(hint),
+    );
+    None
 }
 
 /// Warns about each `<arg>` whose name the service does not read.
 fn unknown_arguments(
     def: &TechnicalServiceDefinition,
-    service: &dyn ts::TechnicalService,
+    service: &Described,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let Some(known) = service.arguments() else {
+    let Some(known) = &service.arguments else {
         return;
     };
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
     for arg in def
         .args
         .iter()
@@ -199,7 +241,7 @@ fn unknown_arguments(
         } else {
             format!("it takes: {}", known.join(", "))
         };
-        let hint = match suggest(&arg.name, known) {
+        let hint = match suggest(&arg.name, &known) {
             Some(s) => format!("did you mean `{s}`? ({takes})"),
             None => format!("remove it ({takes})"),
         };
