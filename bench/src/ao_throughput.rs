@@ -3,11 +3,13 @@
 //!
 //! A worker task keeps a window of W `echo.ping()` calls in flight on an
 //! `Echo` object of a `serve-node` child: it awaits the oldest call (the
-//! object answers in order) and replaces each answer by a new call. The baseline is the cheapest pipelining plain tonic offers: one
-//! bidirectional `Stream` to a `serve-echo` child, a sender task pushing
-//! empty messages while fewer than W are unanswered and a receiver
-//! counting the replies. Several windows are tried and the best of each
-//! side is reported; rounds alternate between the two sides, unpinned and
+//! object answers in order) and replaces each answer by a new call. This
+//! is measured twice, over mutual TLS (the default) and in plaintext, each
+//! against a node of its own. The baseline is the cheapest pipelining plain
+//! tonic offers: one bidirectional `Stream` to a `serve-echo` child, a
+//! sender task pushing empty messages while fewer than W are unanswered and
+//! a receiver counting the replies. Several windows are tried and the best
+//! of each side is reported; rounds rotate the three sides, unpinned and
 //! then with everything on CPU 0.
 
 use std::collections::VecDeque;
@@ -27,11 +29,14 @@ use crate::baseline::proto::echo_client::EchoClient;
 use crate::baseline::{self};
 use crate::child::{Child, Mode};
 use crate::report::Report;
+use crate::security::Security;
 
 /// The goal in calls per second.
 const TARGET_RATE: f64 = 1_000_000.0;
 /// The goal as a fraction of the tonic stream's rate.
 const TARGET_RATIO: f64 = 0.30;
+/// The goal for TLS, as a fraction of the plaintext rate.
+const TLS_TARGET_RATIO: f64 = 0.8;
 /// Completions between two looks at the clock.
 const CLOCK_EVERY: u64 = 256;
 
@@ -44,7 +49,7 @@ pub(crate) struct Args {
     /// Length of one timed round, in seconds.
     #[arg(long, default_value_t = 0.8)]
     seconds: f64,
-    /// Rounds per window and side, alternating the sides.
+    /// Rounds per window and side, rotating the sides.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Untimed run of each side before the rounds, in seconds.
@@ -78,14 +83,29 @@ impl Rates {
 
 /// The best window of each side in one mode, and every window tried.
 struct Measured {
+    /// actogrid over mutual TLS (the default).
     actogrid: Rates,
+    /// actogrid in plaintext.
+    plaintext: Rates,
     tonic: Rates,
-    all: Vec<(Rates, Rates)>,
+    /// Per window: TLS, plaintext, tonic.
+    all: Vec<[Rates; 3]>,
 }
 
 impl Measured {
+    /// TLS actogrid / tonic stream.
     fn ratio(&self) -> f64 {
         self.actogrid.median() / self.tonic.median()
+    }
+
+    /// Plaintext actogrid / tonic stream.
+    fn plaintext_ratio(&self) -> f64 {
+        self.plaintext.median() / self.tonic.median()
+    }
+
+    /// What TLS keeps: TLS actogrid / plaintext actogrid.
+    fn tls_ratio(&self) -> f64 {
+        self.actogrid.median() / self.plaintext.median()
     }
 }
 
@@ -96,10 +116,16 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         "--windows must list positive sizes"
     );
     ensure!(args.seconds > 0.0, "--seconds must be positive");
-    let rt = Runtime::builder().build();
-    let unpinned = measure(&rt, Mode::Unpinned, args).await?;
-    let pinned = measure(&rt, Mode::Pinned, args).await?;
-    rt.shutdown();
+    let [tls, plaintext] = Security::BOTH.map(|s| s.build(Runtime::builder()));
+    let measured = async {
+        let unpinned = measure([&tls, &plaintext], Mode::Unpinned, args).await?;
+        let pinned = measure([&tls, &plaintext], Mode::Pinned, args).await?;
+        anyhow::Ok((unpinned, pinned))
+    }
+    .await;
+    tls.shutdown();
+    plaintext.shutdown();
+    let (unpinned, pinned) = measured?;
 
     let mut report = Report::new(
         "ao-throughput",
@@ -111,30 +137,49 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     );
     for (mode, m) in [(Mode::Unpinned, &unpinned), (Mode::Pinned, &pinned)] {
         report = report.note(format!("{}:", mode.name()));
-        for (a, t) in &m.all {
+        for [a, p, t] in &m.all {
             report = report.note(format!(
-                "  W={:<5} actogrid {:>10.0} calls/s   tonic stream {:>10.0} msgs/s",
+                "  W={:<5} actogrid tls {:>10.0} calls/s   plaintext {:>10.0} calls/s   \
+                 tonic stream {:>10.0} msgs/s",
                 a.window,
                 a.median(),
+                p.median(),
                 t.median()
             ));
         }
-        report = report.note(format!(
-            "  best: actogrid {:.0} calls/s (W={}), tonic stream {:.0} msgs/s (W={}), \
-             ratio {:.2} (targets >= {TARGET_RATE:.0} calls/s: {}, >= {TARGET_RATIO:.2}x: {})",
-            m.actogrid.median(),
-            m.actogrid.window,
-            m.tonic.median(),
-            m.tonic.window,
-            m.ratio(),
-            met(m.actogrid.median() >= TARGET_RATE),
-            met(m.ratio() >= TARGET_RATIO),
-        ));
+        report = report
+            .note(format!(
+                "  best: actogrid tls {:.0} calls/s (W={}), plaintext {:.0} calls/s (W={}), \
+                 tonic stream {:.0} msgs/s (W={})",
+                m.actogrid.median(),
+                m.actogrid.window,
+                m.plaintext.median(),
+                m.plaintext.window,
+                m.tonic.median(),
+                m.tonic.window,
+            ))
+            .note(format!(
+                "  ratio actogrid/tonic {:.2} tls, {:.2} plaintext (targets >= \
+                 {TARGET_RATE:.0} calls/s: {} tls, {} plaintext; >= {TARGET_RATIO:.2}x: {} tls, \
+                 {} plaintext)",
+                m.ratio(),
+                m.plaintext_ratio(),
+                met(m.actogrid.median() >= TARGET_RATE),
+                met(m.plaintext.median() >= TARGET_RATE),
+                met(m.ratio() >= TARGET_RATIO),
+                met(m.plaintext_ratio() >= TARGET_RATIO),
+            ))
+            .note(format!(
+                "  ratio tls/plaintext  {:.2} (target >= {TLS_TARGET_RATIO:.1}x: {})",
+                m.tls_ratio(),
+                met(m.tls_ratio() >= TLS_TARGET_RATIO)
+            ));
     }
     Ok(report
         .note(format!(
-            "each figure: median of {} rounds of {:.1} s, sides alternating, after {:.1} s \
-             warm-up; the p90 key is the slowest round; value/baseline are unpinned",
+            "each figure: median of {} rounds of {:.1} s, sides rotating, after {:.1} s \
+             warm-up; the p90 key is the slowest round; value/baseline are TLS actogrid \
+             unpinned, plaintext_* keys actogrid without TLS",
             args.rounds, args.seconds, args.warmup
         ))
         .with("window", unpinned.actogrid.window)
@@ -145,65 +190,104 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         .with_figure("pinned_ratio", pinned.ratio())
         .with("pinned_window", pinned.actogrid.window)
         .with("pinned_baseline_window", pinned.tonic.window)
+        .with_figure("plaintext_value", unpinned.plaintext.median())
+        .with_figure("plaintext_p90", unpinned.plaintext.slowest())
+        .with_figure("plaintext_ratio", unpinned.plaintext_ratio())
+        .with("plaintext_window", unpinned.plaintext.window)
+        .with_figure("tls_plaintext_ratio", unpinned.tls_ratio())
+        .with_figure("pinned_plaintext_value", pinned.plaintext.median())
+        .with_figure("pinned_plaintext_p90", pinned.plaintext.slowest())
+        .with_figure("pinned_plaintext_ratio", pinned.plaintext_ratio())
+        .with("pinned_plaintext_window", pinned.plaintext.window)
+        .with_figure("pinned_tls_plaintext_ratio", pinned.tls_ratio())
         .with(
             "mode",
-            "value: unpinned; pinned_*: bench and servers on CPU 0",
+            "value: TLS, unpinned; plaintext_*: no TLS; pinned_*: bench and servers on CPU 0",
         )
         .with("target", format!(">= {TARGET_RATE:.0} calls/s"))
         .with("target_ratio", format!(">= {TARGET_RATIO:.2}x"))
         .with("target_met", unpinned.actogrid.median() >= TARGET_RATE)
         .with("target_ratio_met", unpinned.ratio() >= TARGET_RATIO)
         .with("pinned_target_met", pinned.actogrid.median() >= TARGET_RATE)
-        .with("pinned_target_ratio_met", pinned.ratio() >= TARGET_RATIO))
+        .with("pinned_target_ratio_met", pinned.ratio() >= TARGET_RATIO)
+        .with("tls_target", format!(">= {TLS_TARGET_RATIO:.1}x plaintext"))
+        .with("tls_target_met", unpinned.tls_ratio() >= TLS_TARGET_RATIO)
+        .with(
+            "pinned_tls_target_met",
+            pinned.tls_ratio() >= TLS_TARGET_RATIO,
+        ))
 }
 
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
-/// Starts the servers in `mode` and measures every window.
-async fn measure(rt: &Runtime, mode: Mode, args: &Args) -> anyhow::Result<Measured> {
-    let node_server = Child::node(mode, rt)?;
+/// One side of the comparison, measured for a window and a duration.
+enum Side<'a> {
+    Actogrid(&'a EchoProxy),
+    Tonic(&'a EchoClient<Channel>),
+}
+
+impl Side<'_> {
+    async fn rate(&self, window: usize, duration: Duration) -> anyhow::Result<f64> {
+        match self {
+            Side::Actogrid(echo) => actogrid_rate(echo, window, duration).await,
+            Side::Tonic(client) => tonic_rate(client, window, duration).await,
+        }
+    }
+}
+
+/// Starts the servers in `mode` (a node of each runtime's domain, the
+/// tonic echo) and measures every window.
+async fn measure(runtimes: [&Runtime; 2], mode: Mode, args: &Args) -> anyhow::Result<Measured> {
+    let [tls, plaintext] = runtimes;
+    let tls_server = Child::node(mode, tls)?;
+    let plaintext_server = Child::node(mode, plaintext)?;
     let echo_server = Child::spawn(&["serve-echo"], mode)?;
     let _placed = mode.place_self()?;
 
-    let echo = node_server.echo_object(rt).await?;
+    let tls_echo = tls_server.echo_object(tls).await?;
+    let plaintext_echo = plaintext_server.echo_object(plaintext).await?;
     let client = baseline::echo_client(echo_server.address()).await?;
+    let sides = [
+        Side::Actogrid(&tls_echo),
+        Side::Actogrid(&plaintext_echo),
+        Side::Tonic(&client),
+    ];
 
     let round = Duration::from_secs_f64(args.seconds);
     let warmup = Duration::from_secs_f64(args.warmup);
     let first = args.windows[0];
-    actogrid_rate(&echo, first, warmup).await?;
-    tonic_rate(&client, first, warmup).await?;
+    for side in &sides {
+        side.rate(first, warmup).await?;
+    }
 
     let mut all = Vec::new();
     for &window in &args.windows {
-        let mut a = Rates {
+        let mut rates: [Rates; 3] = std::array::from_fn(|_| Rates {
             window,
             rounds: Vec::new(),
-        };
-        let mut t = a.clone();
+        });
         for i in 0..args.rounds {
-            if i % 2 == 0 {
-                a.rounds.push(actogrid_rate(&echo, window, round).await?);
-                t.rounds.push(tonic_rate(&client, window, round).await?);
-            } else {
-                t.rounds.push(tonic_rate(&client, window, round).await?);
-                a.rounds.push(actogrid_rate(&echo, window, round).await?);
+            // Rotate who goes first, so no side always follows the same one.
+            for k in 0..sides.len() {
+                let s = (i + k) % sides.len();
+                rates[s].rounds.push(sides[s].rate(window, round).await?);
             }
         }
-        all.push((a, t));
+        all.push(rates);
     }
-    let best = |side: fn(&(Rates, Rates)) -> &Rates| {
+    let best = |side: usize| {
         all.iter()
-            .map(side)
+            .map(|rates| &rates[side])
             .max_by(|x, y| x.median().total_cmp(&y.median()))
             .cloned()
             .context("no window")
     };
     Ok(Measured {
-        actogrid: best(|p| &p.0)?,
-        tonic: best(|p| &p.1)?,
+        actogrid: best(0)?,
+        plaintext: best(1)?,
+        tonic: best(2)?,
         all,
     })
 }

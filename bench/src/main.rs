@@ -26,6 +26,7 @@ mod load_balance;
 mod node_memory;
 mod p2p_acquire;
 mod report;
+mod security;
 mod serve;
 mod timing;
 

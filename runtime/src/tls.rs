@@ -109,13 +109,23 @@ const RUNTIME_URI: &str = "actogrid:runtime:";
 const PEER_URI: &str = "actogrid:peer:";
 
 /// The crypto provider every configuration uses: *ring*'s. Its key
-/// exchange is classical (X25519, P-256), not post-quantum; a deployment's
-/// keys live in memory for as long as it runs (docs/security.md).
+/// exchange is classical (X25519, then P-256), not post-quantum; a
+/// deployment's keys live in memory for as long as it runs
+/// (docs/security.md). X25519 comes first: *ring*'s own order starts with
+/// P-384, whose generic arithmetic made every handshake several times
+/// slower.
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    #[allow(deprecated)] // deprecated only for the lack of post-quantum key exchange
     PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .get_or_init(|| {
+            #[allow(deprecated)] // deprecated only for the lack of post-quantum key exchange
+            let mut provider = rustls::crypto::ring::default_provider();
+            provider.kx_groups = vec![
+                rustls::crypto::ring::kx_group::X25519,
+                rustls::crypto::ring::kx_group::SECP256R1,
+            ];
+            Arc::new(provider)
+        })
         .clone()
 }
 
