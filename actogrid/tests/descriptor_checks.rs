@@ -187,7 +187,14 @@ async fn load_error(text: &str) -> String {
     let dir = TempDir::new("checks-load");
     let path = dir.write("d.xml", text);
     let rt = runtime().await;
-    let err = actogrid::Deployment::load_with(&path, LoadOptions::default(), support::options(&rt))
+    // This test program is the application: its classes are the ones
+    // checked (another program given as `program` would be asked for its
+    // own).
+    let options = actogrid::DeployOptions {
+        program: None,
+        ..support::options(&rt)
+    };
+    let err = actogrid::Deployment::load_with(&path, LoadOptions::default(), options)
         .await
         .unwrap_err();
     rt.shutdown();
