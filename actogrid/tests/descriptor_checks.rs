@@ -188,8 +188,7 @@ async fn load_error(text: &str) -> String {
     let path = dir.write("d.xml", text);
     let rt = runtime().await;
     // This test program is the application: its classes are the ones
-    // checked (another program given as `program` would be asked for its
-    // own).
+    // checked (a program given as `program` is asked for its own).
     let options = actogrid::DeployOptions {
         program: None,
         ..support::options(&rt)

@@ -69,11 +69,21 @@ async fn services_apply_in_the_order_listed() {
     }
 }
 
+/// Options for loading only, with this test program as the application:
+/// its classes (`test.NeedsEnvironment`) are the ones checked. (A program
+/// given as `program` is asked for its own.)
+fn this_program(rt: &actogrid::Runtime) -> actogrid::DeployOptions {
+    actogrid::DeployOptions {
+        program: None,
+        ..support::options(rt)
+    }
+}
+
 async fn load_error(text: &str) -> String {
     let dir = TempDir::new("svc-check");
     let path = dir.write("d.xml", text);
     let rt = runtime().await;
-    let err = actogrid::Deployment::load_with(&path, Default::default(), support::options(&rt))
+    let err = actogrid::Deployment::load_with(&path, Default::default(), this_program(&rt))
         .await
         .unwrap_err();
     rt.shutdown();
@@ -110,7 +120,7 @@ async fn conflicts_requirements_unknown_classes_and_bad_arguments_stop_the_load(
     let dir = TempDir::new("svc-ok");
     let path = dir.write("d.xml", &with_services(&base, "env needs", needs));
     let rt = runtime().await;
-    actogrid::Deployment::load_with(&path, Default::default(), support::options(&rt))
+    actogrid::Deployment::load_with(&path, Default::default(), this_program(&rt))
         .await
         .unwrap();
     rt.shutdown();
