@@ -146,8 +146,10 @@ async fn twenty_peers_lend_nodes_and_get_their_slots_back() {
     let text = descriptor("MAX", &[&peers[0], &peers[5]], "60s");
     let d = deploy(&rt, &dir, &text, SECRET).await;
     let vn = d.virtual_node("Workers").unwrap();
+    // The ten peers that lend for the first time check the cached program
+    // and start it: as slow as the first acquisition on a loaded machine.
     assert!(
-        eventually(Duration::from_secs(30), || vn.size() == 20).await,
+        eventually(Duration::from_secs(55), || vn.size() == 20).await,
         "MAX takes every slot of the overlay ({} of 20)",
         vn.size()
     );

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! <work dir>/bin/<sha256>/program      one per program content, verified
+//! <work dir>/bin/<sha256>/.fetching    locked while one daemon fetches it
 //! <work dir>/slots/<booking>/          the vessel's directory (a tmpfs when
 //!                                      the daemon is root), removed when it ends
 //! ```
@@ -324,10 +325,31 @@ fn check(spec: &LaunchSpec) -> Result<(), String> {
 
 /// Puts the program of `spec` into the cache of `work_dir`: reused when
 /// present with the right hash, else fetched from the requester piece by
-/// piece, checked, and renamed into place.
+/// piece, checked, and renamed into place. Daemons sharing a work
+/// directory fetch one content once: the others wait for the first (a lock
+/// on the content's directory) and use its file.
 async fn fetch(work_dir: &Path, spec: &LaunchSpec) -> Result<PathBuf, String> {
     let dir = work_dir.join("bin").join(&spec.sha256);
     let path = dir.join("program");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let lock_path = dir.join(".fetching");
+    // Held until the content is in place (or the fetch failed); released
+    // by the kernel if this daemon dies.
+    let _fetching = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+        Ok::<_, String>(file)
+    })
+    .await
+    .map_err(|e| format!("locking the program's cache entry: {e}"))??;
     if tokio::fs::metadata(&path).await.is_ok() {
         match file_sha256(&path).await {
             Ok((sha, _)) if sha == spec.sha256 => return Ok(path),
@@ -337,9 +359,6 @@ async fn fetch(work_dir: &Path, spec: &LaunchSpec) -> Result<PathBuf, String> {
             }
         }
     }
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let partial = dir.join(format!(".partial-{}", fastrand::u64(..)));
     let fetched = fetch_into(&partial, spec).await;
     match fetched {
