@@ -554,7 +554,7 @@ impl Stream for Batched {
 
 /// Where the first frame of `batch` ends: all of it when it fits in `max`
 /// bytes, else after the last whole envelope that fits (at least one).
-fn frame_end(batch: &[u8], max: usize) -> usize {
+pub(crate) fn frame_end(batch: &[u8], max: usize) -> usize {
     if batch.len() <= max {
         return batch.len();
     }
@@ -563,7 +563,8 @@ fn frame_end(batch: &[u8], max: usize) -> usize {
         let Some((len, head)) = wire::envelope_len(&batch[end..]) else {
             return batch.len();
         };
-        let next = end + head + len;
+        // A length read from bytes that are not a batch can be anything.
+        let next = end.saturating_add(head).saturating_add(len);
         if next > max && end > 0 {
             break;
         }

@@ -30,6 +30,8 @@ mod config;
 mod connection;
 mod error;
 mod future;
+#[cfg(any(fuzzing, test))]
+mod fuzzing;
 mod group;
 mod ids;
 pub mod intercept;
@@ -83,4 +85,13 @@ pub mod __private {
     pub fn create<T: Active>(node: &Node, ctor: T::Ctor) -> Future<T::Proxy> {
         node.create::<T>(ctor)
     }
+}
+
+/// What the fuzz targets of `fuzz/` drive: the wire's envelope decoder,
+/// encoders and frame cutter. Only in builds for cargo-fuzz
+/// (`cfg(fuzzing)`). Not an API.
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::fuzzing::{Envelope, decode, encode, frame_end};
 }

@@ -37,7 +37,7 @@ const KIND_REPLY: u8 = 2;
 const KIND_VALUE: u8 = 3;
 const KIND_PING: u8 = 4;
 
-fn status_code(s: Status) -> u64 {
+pub(crate) fn status_code(s: Status) -> u64 {
     match s {
         Status::Ok => 0,
         Status::MethodError => 1,
@@ -51,7 +51,7 @@ fn status_code(s: Status) -> u64 {
 }
 
 /// Decodes a status number; unknown numbers (a newer peer) are refusals.
-fn status_of(n: u64) -> Status {
+pub(crate) fn status_of(n: u64) -> Status {
     match n {
         0 => Status::Ok,
         1 => Status::MethodError,
