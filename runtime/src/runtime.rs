@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -1719,14 +1721,56 @@ impl Runtime {
         let body = Body {
             id,
             object,
-            mailbox,
+            mailbox: mailbox.clone(),
             node,
             order,
             runtime: self.clone(),
             learned: Vec::new(),
         };
-        self.spawn(crate::compute::InBody(Box::pin(body.run())));
+        let rt = self.clone();
+        self.spawn(crate::compute::InBody(Box::pin(async move {
+            // The body catches the panics of the code it runs (methods,
+            // hooks, encoders); one that escapes all the same must not leave
+            // an object nobody serves, whose callers would wait forever.
+            if let Err(panic) = AssertUnwindSafe(body.run()).catch_unwind().await {
+                rt.body_failed(id, &mailbox, &*panic);
+            }
+        })));
         wire
+    }
+
+    /// The body of object `id` ended with a panic: the object leaves this
+    /// runtime, and what is queued for it is answered with `NoSuchObject`.
+    fn body_failed(&self, id: u64, mailbox: &Arc<Mailbox>, panic: &(dyn std::any::Any + Send)) {
+        let why = crate::panics::describe(panic);
+        tracing::error!(
+            object = format_args!("{id:#x}"),
+            "the body of an active object failed; the object is removed: {why}"
+        );
+        {
+            let mut objects = self
+                .inner
+                .objects
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            // Not if it moved on, or was replaced since.
+            if matches!(objects.get(&id), Some(Hosted::Here { mailbox: m, .. }) if Arc::ptr_eq(m, mailbox))
+            {
+                objects.remove(&id);
+            }
+        }
+        self.forget_object(id);
+        let why = format!(
+            "active object {id:#x} on the runtime at {} was removed: serving it failed: {why}",
+            self.address().unwrap_or("(not serving)")
+        );
+        for inbound in mailbox.close() {
+            inbound.reply.send(
+                self,
+                Outcome::failure(Status::NoSuchObject, why.clone()),
+                None,
+            );
+        }
     }
 
     /// Object `id` was terminated by its last request: it leaves this

@@ -469,3 +469,136 @@ async fn an_object_without_serde_cannot_be_checkpointed() -> anyhow::Result<()> 
     assert!(checkpoints.last().1.is_ok());
     Ok(())
 }
+
+/// Panics in the hooks it is told to, once each.
+#[derive(Default)]
+struct Bomb {
+    before: AtomicBool,
+    after: AtomicBool,
+}
+
+impl Interceptor for Bomb {
+    fn before_delivery<'a>(
+        &'a self,
+        delivery: &'a Delivery<'a>,
+        _body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        if delivery.method == "push" && self.before.swap(false, Ordering::SeqCst) {
+            panic!("before_delivery went off");
+        }
+        Box::pin(async { Verdict::Deliver })
+    }
+
+    fn after_serve(
+        &self,
+        _delivery: &Delivery<'_>,
+        _outcome: ServeOutcome,
+        _body: &BodyAccess<'_>,
+    ) {
+        if self.after.swap(false, Ordering::SeqCst) {
+            panic!("after_serve went off");
+        }
+    }
+}
+
+/// A hook that panics costs the request it was looking at, not the
+/// object: that request is answered (not served), the requests queued
+/// behind it are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_interceptor_leaves_the_object_serving() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let bomb = Arc::new(Bomb::default());
+    callee.local_node("n").add_interceptor(bomb.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+
+    bomb.before.store(true, Ordering::SeqCst);
+    let first = rec.push(1);
+    let second = rec.push(2);
+    match within(first).await {
+        Err(CallError::Refused { method, reason }) => {
+            assert_eq!(method, "push");
+            assert!(
+                reason.contains("interceptor") && reason.contains("before_delivery went off"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(within(second).await?, 1);
+
+    // After serving, the reply still leaves.
+    bomb.after.store(true, Ordering::SeqCst);
+    assert_eq!(within(rec.push(3)).await?, 2);
+    assert!(!bomb.after.load(Ordering::SeqCst), "the hook ran");
+    assert_eq!(within(rec.seen()).await?, [2, 3]);
+    Ok(())
+}
+
+/// A counter whose `Serialize` panics once it is told to break.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Fragile {
+    count: u64,
+    broken: bool,
+}
+
+impl serde::Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert!(!self.broken, "the state is broken");
+        (self.count, self.broken).serialize(s)
+    }
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Fragile {
+    pub fn new() -> Self {
+        Fragile::default()
+    }
+
+    pub fn bump(&mut self) -> u64 {
+        self.count += 1;
+        self.count
+    }
+
+    pub fn break_state(&mut self) {
+        self.broken = true;
+    }
+}
+
+/// A state whose `Serialize` panics can neither be checkpointed nor
+/// migrated, and both say so; the object goes on serving where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_panics_when_encoded_keeps_serving() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let elsewhere = runtime().await?;
+    let checkpoints = Arc::new(Checkpointer::default());
+    callee
+        .local_node("n")
+        .add_interceptor(checkpoints.clone())?;
+    let fragile = within(FragileProxy::new(&node(&caller, &callee, "n")?)).await?;
+
+    assert_eq!(within(fragile.bump()).await?, 1);
+    assert!(checkpoints.last().1.is_ok());
+    within(fragile.break_state()).await?;
+    // The checkpoint before this request failed, the request was served.
+    assert_eq!(within(fragile.bump()).await?, 2);
+    match checkpoints.last() {
+        ("bump", Err(CheckpointError::Encode { reason, .. })) => {
+            assert!(reason.contains("the state is broken"), "{reason}");
+        }
+        other => panic!("expected an encoding failure, got {other:?}"),
+    }
+
+    let moved = within(fragile.migrate_to(node(&caller, &elsewhere, "n")?.url())).await;
+    match moved {
+        Err(e @ CallError::Refused { .. }) => {
+            assert!(e.to_string().contains("the state is broken"), "{e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(within(fragile.bump()).await?, 3);
+    assert_eq!(elsewhere.object_count(), 0);
+    Ok(())
+}
