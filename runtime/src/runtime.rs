@@ -833,15 +833,56 @@ impl Runtime {
                 .map(|(_, c)| c.clone());
             (seq, cached)
         };
-        let mut header = Vec::new();
-        if self.inner.interceptors.load(Ordering::Acquire) && sender != self.inner.id {
-            self.before_send(sender, id, seq, &mut header);
+        let unsent = match self.route(
+            target,
+            request,
+            info,
+            flags,
+            reply,
+            (sender, seq),
+            address,
+            cached,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(unsent) => unsent,
+        };
+        // The request never left: its number goes to the next request,
+        // which would otherwise be held back for it (the reorder timeout).
+        self.give_back(sender, id, seq);
+        match unsent {
+            Unsent::Failed(outcome) => Err(outcome),
+            // As if the arguments had been encoded in the caller's frame.
+            Unsent::Panicked(panic) => std::panic::resume_unwind(panic),
         }
-        let encode_error = |e: postcard::Error| {
-            Outcome::failure(
+    }
+
+    /// Encodes a numbered request and hands it to its object's body or to
+    /// the connection to its runtime; `before_send` runs once nothing but
+    /// the connection's size limit can stop the request.
+    #[allow(clippy::too_many_arguments)]
+    fn route(
+        &self,
+        target: &ActiveRef,
+        request: &(impl Encode + ?Sized),
+        info: CallInfo,
+        flags: u32,
+        reply: ReplyTo,
+        (sender, seq): (u64, u64),
+        address: &str,
+        cached: Option<Arc<Conn>>,
+    ) -> std::result::Result<(), Unsent> {
+        let id = target.id();
+        let encode_failure = |e: codec::EncodeFailure| match e {
+            codec::EncodeFailure::Error(e) => Unsent::Failed(Outcome::failure(
                 Status::BadRequest,
                 format!("the arguments of `{}` do not encode: {e}", info.method),
-            )
+            )),
+            codec::EncodeFailure::Panic(panic) => Unsent::Panicked(panic),
+        };
+        let header = |header: &mut Vec<u8>| {
+            if self.inner.interceptors.load(Ordering::Acquire) && sender != self.inner.id {
+                self.before_send(sender, id, seq, header);
+            }
         };
         let local = cached.is_none()
             && self
@@ -851,13 +892,16 @@ impl Runtime {
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&id);
         if local {
-            let (payload, held) = codec::encode_in(request).map_err(encode_error)?;
+            let mut payload = Vec::new();
+            let held = codec::encode_into(request, &mut payload).map_err(encode_failure)?;
+            let mut head = Vec::new();
+            header(&mut head);
             self.deliver(Box::new(Inbound {
                 target: id,
                 sender,
                 seq,
                 flags,
-                header: header.into(),
+                header: head.into(),
                 payload: payload.into(),
                 held,
                 reply,
@@ -865,12 +909,12 @@ impl Runtime {
             return Ok(());
         }
         if address.is_empty() {
-            return Err(Outcome::failure(
+            return Err(Unsent::Failed(Outcome::failure(
                 Status::NoSuchObject,
                 format!(
                     "{target:?} lives in a runtime that does not serve, so it is reachable only there"
                 ),
-            ));
+            )));
         }
         let conn = match cached {
             Some(conn) => conn,
@@ -888,51 +932,67 @@ impl Runtime {
         // The arguments are encoded into this thread's scratch vector,
         // then copied into the connection's batch with the envelope.
         codec::with_scratch(|payload| {
-            let held = match codec::encode_into(request, payload) {
-                Ok(held) => held,
-                Err(codec::EncodeFailure::Error(e)) => return Err(encode_error(e)),
-                // As if the arguments had been encoded in the caller's frame.
-                Err(codec::EncodeFailure::Panic(panic)) => std::panic::resume_unwind(panic),
-            };
+            let held = codec::encode_into(request, payload).map_err(encode_failure)?;
+            let died = |conn: &Conn| Unsent::Failed(dead(conn));
             let call_id = match reply {
                 ReplyTo::Nobody => 0,
                 ReplyTo::Slot(slot) => conn
                     .register(Pending::Slot(slot))
-                    .map_err(|_| dead(&conn))?,
+                    .map_err(|_| died(&conn))?,
                 to @ ReplyTo::Remote { .. } => conn
                     .register(Pending::Relay {
                         to,
                         object: id,
                         moved_to: address.to_owned(),
                     })
-                    .map_err(|_| dead(&conn))?,
+                    .map_err(|_| died(&conn))?,
             };
             if conn.is_closed() && call_id == 0 {
-                return Err(dead(&conn));
+                return Err(died(&conn));
             }
+            let mut header_bytes = Vec::new();
+            header(&mut header_bytes);
             let head = RequestHead {
                 call_id,
                 target: id,
                 sender,
                 seq,
                 flags,
-                header: &header,
+                header: &header_bytes,
                 futures: &held,
             };
             if let Err(e) = conn.write(|buf| wire::put_request(buf, &head, payload)) {
                 if call_id != 0 {
                     conn.unregister(call_id);
                 }
-                return Err(Outcome::failure(
+                return Err(Unsent::Failed(Outcome::failure(
                     Status::BadRequest,
                     format!("the request `{}` takes {e}", info.method),
-                ));
+                )));
             }
             for h in &held {
                 h.continue_to(&conn);
             }
             Ok(())
         })
+    }
+
+    /// Returns the number a request drew and did not send, unless a later
+    /// request drew the next one meanwhile (that one then waits out the
+    /// reorder timeout). Only failed requests come here.
+    fn give_back(&self, sender: u64, target: u64, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        if let Some(counter) = self
+            .inner
+            .seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(sender, target))
+        {
+            let _ = counter.compare_exchange(seq + 1, seq, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     fn before_send(&self, sender: u64, target: u64, seq: u64, header: &mut Vec<u8>) {
@@ -1943,6 +2003,14 @@ impl Runtime {
     ) -> std::result::Result<T, codec::DecodeError> {
         codec::decode_in(self, &[], bytes)
     }
+}
+
+/// Why a request did not leave.
+enum Unsent {
+    /// It failed: the caller's outcome.
+    Failed(Outcome),
+    /// Encoding its arguments panicked: the panic goes on in the caller.
+    Panicked(Box<dyn std::any::Any + Send>),
 }
 
 fn dead(conn: &Conn) -> Outcome {

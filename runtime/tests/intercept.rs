@@ -602,3 +602,72 @@ async fn a_state_that_panics_when_encoded_keeps_serving() -> anyhow::Result<()> 
     assert_eq!(elsewhere.object_count(), 0);
     Ok(())
 }
+
+/// An argument whose encoding fails, panics or works, as asked.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+enum Awkward {
+    Fine,
+    Fails,
+    Panics,
+}
+
+impl serde::Serialize for Awkward {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Awkward::Fine => s.serialize_unit_variant("Awkward", 0, "Fine"),
+            Awkward::Fails => Err(serde::ser::Error::custom("refuses to encode")),
+            Awkward::Panics => panic!("panics when encoded"),
+        }
+    }
+}
+
+/// Counts the arguments it takes.
+#[derive(Debug, Default)]
+struct Taker {
+    taken: u64,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Taker {
+    pub fn new() -> Self {
+        Taker::default()
+    }
+
+    pub fn take(&mut self, _arg: Awkward) -> u64 {
+        self.taken += 1;
+        self.taken
+    }
+}
+
+/// A request whose arguments do not encode never leaves, and does not
+/// use up a sequence number: the sender's next request to the object is
+/// served at once, not held back for the missing one until the reorder
+/// timeout (here far longer than the test waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_left_holds_nothing_back() -> anyhow::Result<()> {
+    let patient = Config {
+        reorder_timeout: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let caller = Runtime::bind("127.0.0.1:0", patient.clone()).await?;
+    let callee = Runtime::bind("127.0.0.1:0", patient).await?;
+    let remote = within(TakerProxy::new(&node(&caller, &callee, "n")?)).await?;
+    // The same object from its own runtime: requests go straight to the body.
+    let local = callee.adopt(&remote);
+
+    let mut taken = 0;
+    for taker in [&remote, &local] {
+        let refused = within(taker.take(Awkward::Fails)).await;
+        assert!(
+            matches!(&refused, Err(CallError::Refused { method: "take", reason }) if reason.contains("do not encode")),
+            "{refused:?}"
+        );
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| taker.take(Awkward::Panics)));
+        assert!(panicked.is_err(), "encoding panics in the caller");
+        taken += 1;
+        assert_eq!(within(taker.take(Awkward::Fine)).await?, taken);
+    }
+    Ok(())
+}
