@@ -1701,7 +1701,7 @@ impl Runtime {
             }
         };
         let id = crate::ids::nonzero_id();
-        Ok(self.host(id, object, node, Order::default()))
+        self.host(id, object, node, Order::default(), None)
     }
 
     fn restore_here(
@@ -1736,22 +1736,27 @@ impl Runtime {
                 ));
             }
         };
-        self.resume_sending(checkpoint.object, &checkpoint.sent_seq);
-        Ok(self.host(
+        self.host(
             checkpoint.object,
             object,
             node,
             Order::from_table(&checkpoint.next_seq),
-        ))
+            Some(&checkpoint.sent_seq),
+        )
     }
 
+    /// Hosts `object` under `id` and starts its body. A restored object
+    /// (`sent` is its table of next sequence numbers) is refused if its id
+    /// is hosted here already: the check and the insertion are one step,
+    /// so of two restores of one id at once only one succeeds.
     fn host(
         &self,
         id: u64,
         object: Box<dyn active::ErasedActive>,
         node: &str,
         order: Order,
-    ) -> RefWire {
+        sent: Option<&[(u64, u64)]>,
+    ) -> std::result::Result<RefWire, (Status, String)> {
         let node = self.local_node(node).inner().clone();
         let mailbox = Mailbox::new();
         let wire = RefWire {
@@ -1760,11 +1765,19 @@ impl Runtime {
             node: node.name.clone(),
             type_name: object.type_name().to_owned(),
         };
-        self.inner
-            .objects
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
+        {
+            let mut objects = self
+                .inner
+                .objects
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if sent.is_some() && matches!(objects.get(&id), Some(Hosted::Here { .. })) {
+                return Err((
+                    Status::Refused,
+                    format!("object {id:#x} is already hosted here"),
+                ));
+            }
+            objects.insert(
                 id,
                 Hosted::Here {
                     mailbox: mailbox.clone(),
@@ -1773,6 +1786,12 @@ impl Runtime {
                     pool: false,
                 },
             );
+        }
+        // Before its body starts: the object's next requests continue the
+        // numbering of the checkpoint.
+        if let Some(sent) = sent {
+            self.resume_sending(id, sent);
+        }
         self.inner
             .locations
             .write()
@@ -1796,7 +1815,7 @@ impl Runtime {
                 rt.body_failed(id, &mailbox, &*panic);
             }
         })));
-        wire
+        Ok(wire)
     }
 
     /// The body of object `id` ended with a panic: the object leaves this

@@ -671,3 +671,77 @@ async fn a_request_that_never_left_holds_nothing_back() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Two decodings of a [`Twin`] state wait for each other (for a while),
+/// so that two restores of one checkpoint are surely under way at once.
+static MEETING: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+/// A value whose state decodes only when a second one decodes too.
+#[derive(Debug, serde::Serialize)]
+struct Twin {
+    value: u64,
+}
+
+impl<'de> serde::Deserialize<'de> for Twin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = <u64 as serde::Deserialize>::deserialize(d)?;
+        let (arrived, met) = &MEETING;
+        let mut arrived = arrived.lock().unwrap();
+        *arrived += 1;
+        met.notify_all();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while *arrived < 2 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            arrived = met.wait_timeout(arrived, left).unwrap().0;
+        }
+        Ok(Twin { value })
+    }
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Twin {
+    pub fn new(value: u64) -> Self {
+        Twin { value }
+    }
+
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+}
+
+/// Two restores of one object at once (a recovery that retries, say):
+/// exactly one succeeds, and one object serves the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_two_restores_of_one_object_at_once_one_succeeds() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let checkpoint = Checkpoint {
+        type_name: Twin::TYPE_NAME.to_owned(),
+        object: 0x7e57_0b1e,
+        state: postcard::to_allocvec(&41u64)?,
+        next_seq: Vec::new(),
+        sent_seq: Vec::new(),
+    };
+    let target = node(&caller, &callee, "n")?;
+    let (first, second) = within(async {
+        tokio::join!(
+            target.restore(checkpoint.clone()),
+            target.restore(checkpoint.clone())
+        )
+    })
+    .await;
+    let kinds = [&first, &second].map(|r| r.as_ref().map(|_| ()).map_err(|e| e.kind()));
+    assert!(
+        kinds.contains(&Ok(())) && kinds.contains(&Err(ErrorKind::Refused)),
+        "{first:?} {second:?}"
+    );
+    assert_eq!(callee.object_count(), 1);
+    let restored = first.or(second)?;
+    let twin = TwinProxy::from_ref(restored);
+    assert_eq!(within(twin.value()).await?, 41);
+    Ok(())
+}
