@@ -649,6 +649,9 @@ impl Body {
             }
         }
         let (_, result) = self.serve(&inbound).await;
+        // Served now: a checkpoint taken after serving has its effect in the
+        // state, so its table must not expect the request again.
+        self.order.served(inbound.sender, inbound.seq);
         let outcome = self.outcome(&inbound.reply, result, method);
         let served = match outcome.status {
             Status::Ok => ServeOutcome::Value,

@@ -304,10 +304,12 @@ async fn a_delayed_request_still_completes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes a checkpoint before every delivery and keeps the last one (with
-/// the method it preceded).
+/// Takes a checkpoint before every delivery (or after every request
+/// served, when `after`) and keeps the last one (with the method it
+/// preceded or followed).
 #[derive(Default)]
 struct Checkpointer {
+    after: bool,
     last: Mutex<Option<(&'static str, Result<Checkpoint, CheckpointError>)>>,
 }
 
@@ -327,8 +329,16 @@ impl Interceptor for Checkpointer {
         delivery: &'a Delivery<'a>,
         body: &'a mut BodyAccess<'_>,
     ) -> BoxFuture<'a, Verdict> {
-        *self.last.lock().unwrap() = Some((delivery.method, body.checkpoint()));
+        if !self.after {
+            *self.last.lock().unwrap() = Some((delivery.method, body.checkpoint()));
+        }
         Box::pin(async { Verdict::Deliver })
+    }
+
+    fn after_serve(&self, delivery: &Delivery<'_>, _outcome: ServeOutcome, body: &BodyAccess<'_>) {
+        if self.after {
+            *self.last.lock().unwrap() = Some((delivery.method, body.checkpoint()));
+        }
     }
 }
 
@@ -397,6 +407,44 @@ async fn a_checkpoint_before_delivery_does_not_count_that_request() -> anyhow::R
     let (_, checkpoint) = pushed_and_checkpointed(&caller, &callee, 5).await?;
     // Four pushes are in the state; the fifth (seq 5) is not.
     assert_eq!(checkpoint.next_seq, [(caller.id(), 5)]);
+    Ok(())
+}
+
+/// A checkpoint taken after a request was served has that request in its
+/// state, so it counts it: restored, the object does not serve it again
+/// when it is replayed (from a log, say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_after_serving_counts_that_request() -> anyhow::Result<()> {
+    // A request the restored object waited for would wait longer than the
+    // test does.
+    let patient = Config {
+        reorder_timeout: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let caller = Runtime::bind("127.0.0.1:0", patient).await?;
+    let callee = runtime().await?;
+    let checkpoints = Arc::new(Checkpointer {
+        after: true,
+        ..Checkpointer::default()
+    });
+    callee
+        .local_node("n")
+        .add_interceptor(checkpoints.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    for v in 1..=5 {
+        within(rec.push(v)).await?;
+    }
+    let (method, checkpoint) = checkpoints.last();
+    assert_eq!(method, "push");
+    let checkpoint = checkpoint?;
+    assert_eq!(checkpoint.next_seq, [(caller.id(), 6)]);
+
+    // Restored where `caller` lives, `caller`'s next request to it, its
+    // sixth, is served at once, after the five the state holds.
+    let restored = within(caller.local_node("r").restore(checkpoint)).await?;
+    let copy = RecorderProxy::from_ref(restored);
+    assert_eq!(within(copy.push(6)).await?, 6);
+    assert_eq!(within(copy.seen()).await?, [1, 2, 3, 4, 5, 6]);
     Ok(())
 }
 
