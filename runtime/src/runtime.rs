@@ -725,14 +725,26 @@ impl Runtime {
             .collect()
     }
 
-    /// Continues `sender`'s sequence numbers where a checkpoint left them.
+    /// Continues `sender`'s sequence numbers where a checkpoint left them,
+    /// even below where this runtime had them (a restore here of an older
+    /// checkpoint, a return after a migration): the object's requests after
+    /// the checkpoint are sent again with the numbers they had. Targets the
+    /// checkpoint does not know the object had not sent to: their numbering
+    /// starts over. Counters are set in place, as references cache them.
     fn resume_sending(&self, sender: u64, table: &[(u64, u64)]) {
         let mut seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
+        for ((s, target), counter) in seqs.iter() {
+            if *s == sender {
+                let next = table
+                    .iter()
+                    .find(|(t, _)| t == target)
+                    .map_or(1, |&(_, next)| next);
+                counter.store(next, Ordering::Relaxed);
+            }
+        }
         for &(target, next) in table {
-            let counter = seqs
-                .entry((sender, target))
+            seqs.entry((sender, target))
                 .or_insert_with(|| Arc::new(AtomicU64::new(next)));
-            counter.fetch_max(next, Ordering::Relaxed);
         }
     }
 
