@@ -1737,7 +1737,7 @@ impl Runtime {
         }
         self.room_for_one_more()?;
         let restored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (entry.restore)(self, &checkpoint.state)
+            (entry.restore)(self, checkpoint.object, &checkpoint.state)
         }));
         let object = match restored {
             Ok(r) => r.map_err(|e| (Status::NotMigratable, e))?,

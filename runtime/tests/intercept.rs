@@ -793,3 +793,66 @@ async fn of_two_restores_of_one_object_at_once_one_succeeds() -> anyhow::Result<
     assert_eq!(within(twin.value()).await?, 41);
     Ok(())
 }
+
+/// Holds a future in its state.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Keeper {
+    kept: Option<actogrid_runtime::Future<u64>>,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Keeper {
+    pub fn new() -> Self {
+        Keeper::default()
+    }
+
+    pub fn keep(&mut self, future: actogrid_runtime::Future<u64>) {
+        self.kept = Some(future);
+    }
+
+    /// The kept future's value, or how it failed.
+    pub async fn wait(&self) -> Result<u64, String> {
+        let kept = self.kept.clone().ok_or("nothing kept")?;
+        kept.await.map_err(|e| format!("{:?}: {e}", e.kind()))
+    }
+}
+
+/// A future still pending in a checkpoint's state has nobody to bring its
+/// value where the checkpoint is restored: it fails there at once, saying
+/// so, rather than leaving the restored object waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_future_in_a_restored_checkpoint_fails() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let elsewhere = runtime().await?;
+    let checkpoints = Arc::new(Checkpointer::default());
+    callee
+        .local_node("n")
+        .add_interceptor(checkpoints.clone())?;
+    let keeper = within(KeeperProxy::new(&node(&caller, &callee, "n")?)).await?;
+    // A call that stays unanswered for longer than the test lasts.
+    let rec = within(RecorderProxy::new(&node(&caller, &caller, "n")?)).await?;
+    within(keeper.keep(rec.push_after(3_600_000, 1))).await?;
+    // The checkpoint before this request holds the pending future.
+    assert!(
+        within(keeper.wait().timeout(Duration::from_millis(100)))
+            .await
+            .is_err()
+    );
+    let (method, checkpoint) = checkpoints.last();
+    assert_eq!(method, "wait");
+
+    let restored = within(elsewhere.local_node("r").restore(checkpoint?)).await?;
+    let copy = KeeperProxy::from_ref(restored);
+    match within(copy.wait()).await {
+        Err(CallError::Method(why)) => {
+            assert!(
+                why.starts_with("NodeDied") && why.contains("checkpoint"),
+                "{why}"
+            );
+        }
+        other => panic!("expected the kept future to fail, got {other:?}"),
+    }
+    Ok(())
+}
