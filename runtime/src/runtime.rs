@@ -893,7 +893,10 @@ impl Runtime {
         };
         let header = |header: &mut Vec<u8>| {
             if self.inner.interceptors.load(Ordering::Acquire) && sender != self.inner.id {
-                self.before_send(sender, id, seq, header);
+                self.before_send(sender, id, seq, info.method, header)
+                    .map_err(Unsent::Failed)
+            } else {
+                Ok(())
             }
         };
         let local = cached.is_none()
@@ -907,7 +910,7 @@ impl Runtime {
             let mut payload = Vec::new();
             let held = codec::encode_into(request, &mut payload).map_err(encode_failure)?;
             let mut head = Vec::new();
-            header(&mut head);
+            header(&mut head)?;
             self.deliver(Box::new(Inbound {
                 target: id,
                 sender,
@@ -963,7 +966,12 @@ impl Runtime {
                 return Err(died(&conn));
             }
             let mut header_bytes = Vec::new();
-            header(&mut header_bytes);
+            if let Err(unsent) = header(&mut header_bytes) {
+                if call_id != 0 {
+                    conn.unregister(call_id);
+                }
+                return Err(unsent);
+            }
             let head = RequestHead {
                 call_id,
                 target: id,
@@ -1007,7 +1015,17 @@ impl Runtime {
         }
     }
 
-    fn before_send(&self, sender: u64, target: u64, seq: u64, header: &mut Vec<u8>) {
+    /// Runs the `before_send` hooks of the sending object's node. A hook
+    /// that panics stops the request (it is not sent) rather than the code
+    /// that called.
+    fn before_send(
+        &self,
+        sender: u64,
+        target: u64,
+        seq: u64,
+        method: &str,
+        header: &mut Vec<u8>,
+    ) -> std::result::Result<(), Outcome> {
         let node = match self
             .inner
             .objects
@@ -1016,16 +1034,36 @@ impl Runtime {
             .get(&sender)
         {
             Some(Hosted::Here { node, .. }) => node.clone(),
-            _ => return,
+            _ => return Ok(()),
         };
         for i in node.interceptors() {
-            i.before_send(&mut Outgoing {
-                sender,
-                target,
-                seq,
-                header,
-            });
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                i.before_send(&mut Outgoing {
+                    sender,
+                    target,
+                    seq,
+                    header,
+                });
+            }));
+            if let Err(panic) = ran {
+                let why = crate::panics::describe(&*panic);
+                tracing::error!(
+                    object = format_args!("{sender:#x}"),
+                    target = format_args!("{target:#x}"),
+                    method,
+                    "an interceptor panicked before sending; the request was not sent: {why}"
+                );
+                return Err(Outcome::failure(
+                    Status::Refused,
+                    format!(
+                        "`{method}` was not sent: an interceptor of node `{}` panicked before \
+                         {sender:#x} sent it: {why}",
+                        node.name
+                    ),
+                ));
+            }
         }
+        Ok(())
     }
 
     /// Where `target` went, if it migrated away from its address.

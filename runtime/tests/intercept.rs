@@ -583,6 +583,44 @@ async fn a_panicking_interceptor_leaves_the_object_serving() -> anyhow::Result<(
     Ok(())
 }
 
+/// Panics in `before_send` once, when armed.
+struct SendBomb(AtomicBool);
+
+impl Interceptor for SendBomb {
+    fn before_send(&self, _outgoing: &mut Outgoing<'_>) {
+        if self.0.swap(false, Ordering::SeqCst) {
+            panic!("before_send went off");
+        }
+    }
+}
+
+/// A `before_send` hook that panics stops the request it was looking at,
+/// which fails with `Refused`, and not the object that sent it; that
+/// request's number is not lost, so the next one is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_before_send_fails_that_request_only() -> anyhow::Result<()> {
+    let client = runtime().await?;
+    let a = runtime().await?;
+    let b = Runtime::bind(
+        "127.0.0.1:0",
+        Config {
+            reorder_timeout: Duration::from_secs(3600),
+            ..Config::default()
+        },
+    )
+    .await?;
+    a.local_node("n")
+        .add_interceptor(Arc::new(SendBomb(AtomicBool::new(true))))?;
+    let sender = within(WorkerProxy::new(&node(&client, &a, "n")?, "a".into())).await?;
+    let callee = within(WorkerProxy::new(&node(&client, &b, "n")?, "b".into())).await?;
+    match within(sender.delegate(callee.clone(), 0, 41)).await {
+        Err(CallError::Refused { reason, .. }) if reason.contains("before_send went off") => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(within(sender.delegate(callee.clone(), 0, 42)).await?, 42);
+    Ok(())
+}
+
 /// A counter whose `Serialize` panics once it is told to break.
 #[derive(Debug, Default, serde::Deserialize)]
 struct Fragile {
