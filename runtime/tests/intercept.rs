@@ -894,3 +894,29 @@ async fn a_pending_future_in_a_restored_checkpoint_fails() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// Migration, unlike a checkpoint restored later, forwards the values of
+/// the pending futures its state holds: one kept by a migrated object
+/// resolves at its new place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_future_follows_a_migration() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let elsewhere = runtime().await?;
+    let (held, mut holding) = mpsc::unbounded_channel();
+    let gate = Arc::new(Gate {
+        permits: Semaphore::new(0),
+        held,
+    });
+    caller.local_node("gated").add_interceptor(gate.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &caller, "gated")?)).await?;
+    let keeper = within(KeeperProxy::new(&node(&caller, &callee, "n")?)).await?;
+    within(keeper.keep(rec.push(7))).await?;
+    // The push is held: the kept future is pending while the keeper moves.
+    assert_eq!(within(holding.recv()).await, Some(1));
+    within(keeper.migrate_to(node(&caller, &elsewhere, "n")?.url())).await?;
+    assert_eq!(elsewhere.object_count(), 1);
+    gate.permits.add_permits(1);
+    assert_eq!(within(keeper.wait()).await?, 1);
+    Ok(())
+}
