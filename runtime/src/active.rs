@@ -87,7 +87,7 @@ pub trait Proxy: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 type Construct = fn(&Runtime, &[Arc<Slot>], &[u8]) -> Result<Box<dyn ErasedActive>, String>;
-type Restore = fn(&Runtime, &[u8]) -> Result<Box<dyn ErasedActive>, String>;
+type Restore = fn(&Runtime, u64, &[u8]) -> Result<Box<dyn ErasedActive>, String>;
 
 /// A registered active type, in the form the body needs: erased.
 pub struct TypeEntry {
@@ -137,9 +137,13 @@ fn construct_erased<T: Active>(
     Ok(Box::new(T::construct(ctor)?))
 }
 
-fn restore_erased<T: Active>(rt: &Runtime, bytes: &[u8]) -> Result<Box<dyn ErasedActive>, String> {
+fn restore_erased<T: Active>(
+    rt: &Runtime,
+    object: u64,
+    bytes: &[u8],
+) -> Result<Box<dyn ErasedActive>, String> {
     crate::panics::install();
-    match crate::codec::within(rt, || T::restore(bytes)) {
+    match crate::codec::restoring_in(rt, object, || T::restore(bytes)) {
         Some(Ok(obj)) => Ok(Box::new(obj)),
         Some(Err(e)) => Err(format!("state of `{}` does not decode: {e}", T::TYPE_NAME)),
         None => Err(format!(

@@ -595,8 +595,12 @@ impl Body {
             return;
         }
         // Interceptors see the method before the request is served, so it
-        // is decoded once more here, off the fast path.
-        let method = self.object.method_of(&inbound.payload);
+        // is decoded once more here, off the fast path. The arguments'
+        // `Deserialize` is the program's code and may panic: serving them
+        // says so below.
+        let method =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.object.method_of(&inbound.payload)))
+                .unwrap_or("?");
         let delivery = Delivery {
             object: self.id,
             type_name: self.object.type_name(),
@@ -614,11 +618,40 @@ impl Body {
                 id: self.id,
                 order: &self.order,
             };
-            if i.before_delivery(&delivery, &mut access).await == Verdict::Drop {
-                return;
+            // A hook is code of a technical service, and a panic in it must
+            // not end the body: the request is answered, and not served.
+            let verdict =
+                AssertUnwindSafe(async { i.before_delivery(&delivery, &mut access).await })
+                    .catch_unwind()
+                    .await;
+            match verdict {
+                Ok(Verdict::Deliver) => {}
+                Ok(Verdict::Drop) => return,
+                Err(panic) => {
+                    let why = crate::panics::describe(&*panic);
+                    tracing::error!(
+                        object = format_args!("{:#x}", self.id),
+                        type_name = delivery.type_name,
+                        method,
+                        "an interceptor panicked before delivery; the request was not served: {why}"
+                    );
+                    let o = Outcome::failure(
+                        Status::Refused,
+                        format!(
+                            "`{method}` was not served: an interceptor of node `{}` panicked \
+                             before delivering it to {} {:#x}: {why}",
+                            self.node.name, delivery.type_name, self.id
+                        ),
+                    );
+                    inbound.reply.send(&self.runtime, o, None);
+                    return;
+                }
             }
         }
         let (_, result) = self.serve(&inbound).await;
+        // Served now: a checkpoint taken after serving has its effect in the
+        // state, so its table must not expect the request again.
+        self.order.served(inbound.sender, inbound.seq);
         let outcome = self.outcome(&inbound.reply, result, method);
         let served = match outcome.status {
             Status::Ok => ServeOutcome::Value,
@@ -633,7 +666,20 @@ impl Body {
                 id: self.id,
                 order: &self.order,
             };
-            i.after_serve(&delivery, served, &access);
+            // The request was served: its reply leaves whatever the hook
+            // does, and the next interceptors still see it.
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                i.after_serve(&delivery, served, &access);
+            }));
+            if let Err(panic) = ran {
+                tracing::error!(
+                    object = format_args!("{:#x}", self.id),
+                    type_name = delivery.type_name,
+                    method,
+                    "an interceptor panicked after serving: {}",
+                    crate::panics::describe(&*panic)
+                );
+            }
         }
         inbound.reply.send(&self.runtime, outcome, None);
     }
@@ -652,18 +698,30 @@ impl Body {
             inline: self.runtime.inline(),
             learned: &mut self.learned,
         };
-        let (method, dispatched) = match self.object.serve_bytes(
-            &self.runtime,
-            &inbound.held,
-            &inbound.payload,
-            serving,
-            &mut runner,
-        ) {
-            Ok(x) => x,
-            Err(e) => {
+        let (object, runtime, runner) = (&mut self.object, &self.runtime, &mut runner);
+        // The method's own panics are caught where it runs; this catches
+        // those of the arguments' `Deserialize`, which would end the body.
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(move || {
+            // Moved in, so the borrow of the object outlives the closure.
+            let object = object;
+            object.serve_bytes(runtime, &inbound.held, &inbound.payload, serving, runner)
+        }));
+        let (method, dispatched) = match decoded {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
                 let outcome = Outcome::failure(
                     Status::BadRequest,
                     format!("request to {type_name} {id:#x} does not decode: {e}"),
+                );
+                return ("?", Handled::Failed(outcome));
+            }
+            Err(panic) => {
+                let outcome = Outcome::failure(
+                    Status::BadRequest,
+                    format!(
+                        "request to {type_name} {id:#x} does not decode: decoding it panicked: {}",
+                        crate::panics::describe(&*panic)
+                    ),
                 );
                 return ("?", Handled::Failed(outcome));
             }
@@ -784,15 +842,33 @@ impl Body {
         let same_runtime = Some(address.as_str()) == self.runtime.address();
         // Futures inside the state follow it to its new runtime: the
         // restore request announces them.
-        let (state, held) = match codec::encode_in(state) {
-            Ok(x) => x,
+        let mut state_bytes = Vec::new();
+        let held = match codec::encode_into(state, &mut state_bytes) {
+            Ok(held) => held,
             Err(e) => {
-                let o =
-                    Outcome::failure(Status::NotMigratable, format!("state does not encode: {e}"));
+                let why = match e {
+                    codec::EncodeFailure::Error(e) => e.to_string(),
+                    // The program's `Serialize` panicked: the object did
+                    // not move, and goes on serving here.
+                    codec::EncodeFailure::Panic(panic) => {
+                        let why = crate::panics::describe(&*panic);
+                        tracing::error!(
+                            object = format_args!("{:#x}", self.id),
+                            type_name = self.object.type_name(),
+                            "encoding the state to migrate panicked; the object stays: {why}"
+                        );
+                        format!("its Serialize implementation panicked: {why}")
+                    }
+                };
+                let o = Outcome::failure(
+                    Status::NotMigratable,
+                    format!("state does not encode: {why}"),
+                );
                 inbound.reply.send(&self.runtime, o, None);
                 return Err(());
             }
         };
+        let state = state_bytes;
         let checkpoint = Checkpoint {
             type_name: self.object.type_name().to_owned(),
             object: self.id,

@@ -83,6 +83,8 @@ struct DecodeCx {
     runtime: RtRef,
     /// Slots of the futures the payload embeds, held by the message.
     held: Vec<Arc<Slot>>,
+    /// The object whose state is decoded, when it is restored.
+    restoring: Option<u64>,
 }
 
 thread_local! {
@@ -183,6 +185,7 @@ pub(crate) fn decode_with<T: DeserializeOwned>(
     let cx = DecodeCx {
         runtime,
         held: held.to_vec(),
+        restoring: None,
     };
     let previous = DECODE.with(|c| c.borrow_mut().replace(cx));
     let out = decode(bytes);
@@ -190,11 +193,16 @@ pub(crate) fn decode_with<T: DeserializeOwned>(
     out
 }
 
-/// Runs `f` (which decodes) with proxies and futures bound to `runtime`.
-pub(crate) fn within<R>(runtime: &Runtime, f: impl FnOnce() -> R) -> R {
+/// Runs `f`, which decodes the state of `object` to restore it, with
+/// proxies and futures bound to `runtime`. A future the state holds that
+/// is still pending and that `runtime` does not know (announced by a
+/// migration, or alive here) has nobody to bring its value: it decodes
+/// failed (see [`restoring`]).
+pub(crate) fn restoring_in<R>(runtime: &Runtime, object: u64, f: impl FnOnce() -> R) -> R {
     let cx = DecodeCx {
         runtime: runtime.handle(),
         held: Vec::new(),
+        restoring: Some(object),
     };
     let previous = DECODE.with(|c| c.borrow_mut().replace(cx));
     let out = f();
@@ -218,4 +226,9 @@ pub(crate) fn decoding_cx() -> (Option<Runtime>, Vec<Arc<Slot>>) {
         Some(cx) => (cx.runtime.get(), cx.held.clone()),
         None => (None, Vec::new()),
     })
+}
+
+/// The object whose state is being decoded to restore it, if any.
+pub(crate) fn restoring() -> Option<u64> {
+    DECODE.with(|c| c.borrow().as_ref().and_then(|cx| cx.restoring))
 }

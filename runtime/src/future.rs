@@ -433,7 +433,22 @@ impl FutureWire {
                 runtime: runtime.map(Runtime::handle),
             }),
             FutureWire::Pending(id) => match runtime {
-                Some(rt) => rt.futures().get_or_create(id),
+                Some(rt) => match codec::restoring() {
+                    // A checkpoint's state: the runtime that was to bring
+                    // the value never heard of this one, so a slot waiting
+                    // for it would wait forever.
+                    Some(object) => rt.futures().get(id).unwrap_or_else(|| {
+                        Slot::ready(Outcome::failure(
+                            Status::NodeDied,
+                            format!(
+                                "this future was pending when the checkpoint of active object \
+                                 {object:#x} was taken, and a value is not forwarded to a \
+                                 restored checkpoint; the call may or may not have been served"
+                            ),
+                        ))
+                    }),
+                    None => rt.futures().get_or_create(id),
+                },
                 None => Slot::ready(Outcome::failure(
                     Status::Refused,
                     "a future was decoded outside of any actogrid runtime",

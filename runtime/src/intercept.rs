@@ -128,10 +128,25 @@ impl BodyAccess<'_> {
             .body
             .state()
             .ok_or(CheckpointError::NotSerializable(type_name))?;
-        let (state, _) = codec::encode_in(state).map_err(|e| CheckpointError::Encode {
-            type_name,
-            reason: e.to_string(),
-        })?;
+        // A panic in the program's `Serialize` is an encoding failure like
+        // any other: the object goes on serving.
+        let mut bytes = Vec::new();
+        if let Err(e) = codec::encode_into(state, &mut bytes) {
+            let reason = match e {
+                codec::EncodeFailure::Error(e) => e.to_string(),
+                codec::EncodeFailure::Panic(panic) => {
+                    let why = crate::panics::describe(&*panic);
+                    tracing::error!(
+                        object = format_args!("{:#x}", self.id),
+                        type_name,
+                        "encoding a checkpoint panicked; the object goes on serving: {why}"
+                    );
+                    format!("its Serialize implementation panicked: {why}")
+                }
+            };
+            return Err(CheckpointError::Encode { type_name, reason });
+        }
+        let state = bytes;
         Ok(Checkpoint {
             type_name: type_name.to_owned(),
             object: self.id,

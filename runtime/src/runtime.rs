@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -723,14 +725,26 @@ impl Runtime {
             .collect()
     }
 
-    /// Continues `sender`'s sequence numbers where a checkpoint left them.
+    /// Continues `sender`'s sequence numbers where a checkpoint left them,
+    /// even below where this runtime had them (a restore here of an older
+    /// checkpoint, a return after a migration): the object's requests after
+    /// the checkpoint are sent again with the numbers they had. Targets the
+    /// checkpoint does not know the object had not sent to: their numbering
+    /// starts over. Counters are set in place, as references cache them.
     fn resume_sending(&self, sender: u64, table: &[(u64, u64)]) {
         let mut seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
+        for ((s, target), counter) in seqs.iter() {
+            if *s == sender {
+                let next = table
+                    .iter()
+                    .find(|(t, _)| t == target)
+                    .map_or(1, |&(_, next)| next);
+                counter.store(next, Ordering::Relaxed);
+            }
+        }
         for &(target, next) in table {
-            let counter = seqs
-                .entry((sender, target))
+            seqs.entry((sender, target))
                 .or_insert_with(|| Arc::new(AtomicU64::new(next)));
-            counter.fetch_max(next, Ordering::Relaxed);
         }
     }
 
@@ -831,15 +845,59 @@ impl Runtime {
                 .map(|(_, c)| c.clone());
             (seq, cached)
         };
-        let mut header = Vec::new();
-        if self.inner.interceptors.load(Ordering::Acquire) && sender != self.inner.id {
-            self.before_send(sender, id, seq, &mut header);
+        let unsent = match self.route(
+            target,
+            request,
+            info,
+            flags,
+            reply,
+            (sender, seq),
+            address,
+            cached,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(unsent) => unsent,
+        };
+        // The request never left: its number goes to the next request,
+        // which would otherwise be held back for it (the reorder timeout).
+        self.give_back(sender, id, seq);
+        match unsent {
+            Unsent::Failed(outcome) => Err(outcome),
+            // As if the arguments had been encoded in the caller's frame.
+            Unsent::Panicked(panic) => std::panic::resume_unwind(panic),
         }
-        let encode_error = |e: postcard::Error| {
-            Outcome::failure(
+    }
+
+    /// Encodes a numbered request and hands it to its object's body or to
+    /// the connection to its runtime; `before_send` runs once nothing but
+    /// the connection's size limit can stop the request.
+    #[allow(clippy::too_many_arguments)]
+    fn route(
+        &self,
+        target: &ActiveRef,
+        request: &(impl Encode + ?Sized),
+        info: CallInfo,
+        flags: u32,
+        reply: ReplyTo,
+        (sender, seq): (u64, u64),
+        address: &str,
+        cached: Option<Arc<Conn>>,
+    ) -> std::result::Result<(), Unsent> {
+        let id = target.id();
+        let encode_failure = |e: codec::EncodeFailure| match e {
+            codec::EncodeFailure::Error(e) => Unsent::Failed(Outcome::failure(
                 Status::BadRequest,
                 format!("the arguments of `{}` do not encode: {e}", info.method),
-            )
+            )),
+            codec::EncodeFailure::Panic(panic) => Unsent::Panicked(panic),
+        };
+        let header = |header: &mut Vec<u8>| {
+            if self.inner.interceptors.load(Ordering::Acquire) && sender != self.inner.id {
+                self.before_send(sender, id, seq, info.method, header)
+                    .map_err(Unsent::Failed)
+            } else {
+                Ok(())
+            }
         };
         let local = cached.is_none()
             && self
@@ -849,13 +907,16 @@ impl Runtime {
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&id);
         if local {
-            let (payload, held) = codec::encode_in(request).map_err(encode_error)?;
+            let mut payload = Vec::new();
+            let held = codec::encode_into(request, &mut payload).map_err(encode_failure)?;
+            let mut head = Vec::new();
+            header(&mut head)?;
             self.deliver(Box::new(Inbound {
                 target: id,
                 sender,
                 seq,
                 flags,
-                header: header.into(),
+                header: head.into(),
                 payload: payload.into(),
                 held,
                 reply,
@@ -863,12 +924,12 @@ impl Runtime {
             return Ok(());
         }
         if address.is_empty() {
-            return Err(Outcome::failure(
+            return Err(Unsent::Failed(Outcome::failure(
                 Status::NoSuchObject,
                 format!(
                     "{target:?} lives in a runtime that does not serve, so it is reachable only there"
                 ),
-            ));
+            )));
         }
         let conn = match cached {
             Some(conn) => conn,
@@ -886,27 +947,30 @@ impl Runtime {
         // The arguments are encoded into this thread's scratch vector,
         // then copied into the connection's batch with the envelope.
         codec::with_scratch(|payload| {
-            let held = match codec::encode_into(request, payload) {
-                Ok(held) => held,
-                Err(codec::EncodeFailure::Error(e)) => return Err(encode_error(e)),
-                // As if the arguments had been encoded in the caller's frame.
-                Err(codec::EncodeFailure::Panic(panic)) => std::panic::resume_unwind(panic),
-            };
+            let held = codec::encode_into(request, payload).map_err(encode_failure)?;
+            let died = |conn: &Conn| Unsent::Failed(dead(conn));
             let call_id = match reply {
                 ReplyTo::Nobody => 0,
                 ReplyTo::Slot(slot) => conn
                     .register(Pending::Slot(slot))
-                    .map_err(|_| dead(&conn))?,
+                    .map_err(|_| died(&conn))?,
                 to @ ReplyTo::Remote { .. } => conn
                     .register(Pending::Relay {
                         to,
                         object: id,
                         moved_to: address.to_owned(),
                     })
-                    .map_err(|_| dead(&conn))?,
+                    .map_err(|_| died(&conn))?,
             };
             if conn.is_closed() && call_id == 0 {
-                return Err(dead(&conn));
+                return Err(died(&conn));
+            }
+            let mut header_bytes = Vec::new();
+            if let Err(unsent) = header(&mut header_bytes) {
+                if call_id != 0 {
+                    conn.unregister(call_id);
+                }
+                return Err(unsent);
             }
             let head = RequestHead {
                 call_id,
@@ -914,17 +978,17 @@ impl Runtime {
                 sender,
                 seq,
                 flags,
-                header: &header,
+                header: &header_bytes,
                 futures: &held,
             };
             if let Err(e) = conn.write(|buf| wire::put_request(buf, &head, payload)) {
                 if call_id != 0 {
                     conn.unregister(call_id);
                 }
-                return Err(Outcome::failure(
+                return Err(Unsent::Failed(Outcome::failure(
                     Status::BadRequest,
                     format!("the request `{}` takes {e}", info.method),
-                ));
+                )));
             }
             for h in &held {
                 h.continue_to(&conn);
@@ -933,7 +997,35 @@ impl Runtime {
         })
     }
 
-    fn before_send(&self, sender: u64, target: u64, seq: u64, header: &mut Vec<u8>) {
+    /// Returns the number a request drew and did not send, unless a later
+    /// request drew the next one meanwhile (that one then waits out the
+    /// reorder timeout). Only failed requests come here.
+    fn give_back(&self, sender: u64, target: u64, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        if let Some(counter) = self
+            .inner
+            .seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(sender, target))
+        {
+            let _ = counter.compare_exchange(seq + 1, seq, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs the `before_send` hooks of the sending object's node. A hook
+    /// that panics stops the request (it is not sent) rather than the code
+    /// that called.
+    fn before_send(
+        &self,
+        sender: u64,
+        target: u64,
+        seq: u64,
+        method: &str,
+        header: &mut Vec<u8>,
+    ) -> std::result::Result<(), Outcome> {
         let node = match self
             .inner
             .objects
@@ -942,16 +1034,36 @@ impl Runtime {
             .get(&sender)
         {
             Some(Hosted::Here { node, .. }) => node.clone(),
-            _ => return,
+            _ => return Ok(()),
         };
         for i in node.interceptors() {
-            i.before_send(&mut Outgoing {
-                sender,
-                target,
-                seq,
-                header,
-            });
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                i.before_send(&mut Outgoing {
+                    sender,
+                    target,
+                    seq,
+                    header,
+                });
+            }));
+            if let Err(panic) = ran {
+                let why = crate::panics::describe(&*panic);
+                tracing::error!(
+                    object = format_args!("{sender:#x}"),
+                    target = format_args!("{target:#x}"),
+                    method,
+                    "an interceptor panicked before sending; the request was not sent: {why}"
+                );
+                return Err(Outcome::failure(
+                    Status::Refused,
+                    format!(
+                        "`{method}` was not sent: an interceptor of node `{}` panicked before \
+                         {sender:#x} sent it: {why}",
+                        node.name
+                    ),
+                ));
+            }
         }
+        Ok(())
     }
 
     /// Where `target` went, if it migrated away from its address.
@@ -1639,7 +1751,7 @@ impl Runtime {
             }
         };
         let id = crate::ids::nonzero_id();
-        Ok(self.host(id, object, node, Order::default()))
+        self.host(id, object, node, Order::default(), None)
     }
 
     fn restore_here(
@@ -1663,7 +1775,7 @@ impl Runtime {
         }
         self.room_for_one_more()?;
         let restored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (entry.restore)(self, &checkpoint.state)
+            (entry.restore)(self, checkpoint.object, &checkpoint.state)
         }));
         let object = match restored {
             Ok(r) => r.map_err(|e| (Status::NotMigratable, e))?,
@@ -1674,22 +1786,27 @@ impl Runtime {
                 ));
             }
         };
-        self.resume_sending(checkpoint.object, &checkpoint.sent_seq);
-        Ok(self.host(
+        self.host(
             checkpoint.object,
             object,
             node,
             Order::from_table(&checkpoint.next_seq),
-        ))
+            Some(&checkpoint.sent_seq),
+        )
     }
 
+    /// Hosts `object` under `id` and starts its body. A restored object
+    /// (`sent` is its table of next sequence numbers) is refused if its id
+    /// is hosted here already: the check and the insertion are one step,
+    /// so of two restores of one id at once only one succeeds.
     fn host(
         &self,
         id: u64,
         object: Box<dyn active::ErasedActive>,
         node: &str,
         order: Order,
-    ) -> RefWire {
+        sent: Option<&[(u64, u64)]>,
+    ) -> std::result::Result<RefWire, (Status, String)> {
         let node = self.local_node(node).inner().clone();
         let mailbox = Mailbox::new();
         let wire = RefWire {
@@ -1698,11 +1815,19 @@ impl Runtime {
             node: node.name.clone(),
             type_name: object.type_name().to_owned(),
         };
-        self.inner
-            .objects
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
+        {
+            let mut objects = self
+                .inner
+                .objects
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if sent.is_some() && matches!(objects.get(&id), Some(Hosted::Here { .. })) {
+                return Err((
+                    Status::Refused,
+                    format!("object {id:#x} is already hosted here"),
+                ));
+            }
+            objects.insert(
                 id,
                 Hosted::Here {
                     mailbox: mailbox.clone(),
@@ -1711,6 +1836,12 @@ impl Runtime {
                     pool: false,
                 },
             );
+        }
+        // Before its body starts: the object's next requests continue the
+        // numbering of the checkpoint.
+        if let Some(sent) = sent {
+            self.resume_sending(id, sent);
+        }
         self.inner
             .locations
             .write()
@@ -1719,14 +1850,56 @@ impl Runtime {
         let body = Body {
             id,
             object,
-            mailbox,
+            mailbox: mailbox.clone(),
             node,
             order,
             runtime: self.clone(),
             learned: Vec::new(),
         };
-        self.spawn(crate::compute::InBody(Box::pin(body.run())));
-        wire
+        let rt = self.clone();
+        self.spawn(crate::compute::InBody(Box::pin(async move {
+            // The body catches the panics of the code it runs (methods,
+            // hooks, encoders); one that escapes all the same must not leave
+            // an object nobody serves, whose callers would wait forever.
+            if let Err(panic) = AssertUnwindSafe(body.run()).catch_unwind().await {
+                rt.body_failed(id, &mailbox, &*panic);
+            }
+        })));
+        Ok(wire)
+    }
+
+    /// The body of object `id` ended with a panic: the object leaves this
+    /// runtime, and what is queued for it is answered with `NoSuchObject`.
+    fn body_failed(&self, id: u64, mailbox: &Arc<Mailbox>, panic: &(dyn std::any::Any + Send)) {
+        let why = crate::panics::describe(panic);
+        tracing::error!(
+            object = format_args!("{id:#x}"),
+            "the body of an active object failed; the object is removed: {why}"
+        );
+        {
+            let mut objects = self
+                .inner
+                .objects
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            // Not if it moved on, or was replaced since.
+            if matches!(objects.get(&id), Some(Hosted::Here { mailbox: m, .. }) if Arc::ptr_eq(m, mailbox))
+            {
+                objects.remove(&id);
+            }
+        }
+        self.forget_object(id);
+        let why = format!(
+            "active object {id:#x} on the runtime at {} was removed: serving it failed: {why}",
+            self.address().unwrap_or("(not serving)")
+        );
+        for inbound in mailbox.close() {
+            inbound.reply.send(
+                self,
+                Outcome::failure(Status::NoSuchObject, why.clone()),
+                None,
+            );
+        }
     }
 
     /// Object `id` was terminated by its last request: it leaves this
@@ -1899,6 +2072,14 @@ impl Runtime {
     ) -> std::result::Result<T, codec::DecodeError> {
         codec::decode_in(self, &[], bytes)
     }
+}
+
+/// Why a request did not leave.
+enum Unsent {
+    /// It failed: the caller's outcome.
+    Failed(Outcome),
+    /// Encoding its arguments panicked: the panic goes on in the caller.
+    Panicked(Box<dyn std::any::Any + Send>),
 }
 
 fn dead(conn: &Conn) -> Outcome {

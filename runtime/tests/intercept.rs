@@ -304,10 +304,12 @@ async fn a_delayed_request_still_completes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes a checkpoint before every delivery and keeps the last one (with
-/// the method it preceded).
+/// Takes a checkpoint before every delivery (or after every request
+/// served, when `after`) and keeps the last one (with the method it
+/// preceded or followed).
 #[derive(Default)]
 struct Checkpointer {
+    after: bool,
     last: Mutex<Option<(&'static str, Result<Checkpoint, CheckpointError>)>>,
 }
 
@@ -327,8 +329,16 @@ impl Interceptor for Checkpointer {
         delivery: &'a Delivery<'a>,
         body: &'a mut BodyAccess<'_>,
     ) -> BoxFuture<'a, Verdict> {
-        *self.last.lock().unwrap() = Some((delivery.method, body.checkpoint()));
+        if !self.after {
+            *self.last.lock().unwrap() = Some((delivery.method, body.checkpoint()));
+        }
         Box::pin(async { Verdict::Deliver })
+    }
+
+    fn after_serve(&self, delivery: &Delivery<'_>, _outcome: ServeOutcome, body: &BodyAccess<'_>) {
+        if self.after {
+            *self.last.lock().unwrap() = Some((delivery.method, body.checkpoint()));
+        }
     }
 }
 
@@ -400,6 +410,44 @@ async fn a_checkpoint_before_delivery_does_not_count_that_request() -> anyhow::R
     Ok(())
 }
 
+/// A checkpoint taken after a request was served has that request in its
+/// state, so it counts it: restored, the object does not serve it again
+/// when it is replayed (from a log, say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_after_serving_counts_that_request() -> anyhow::Result<()> {
+    // A request the restored object waited for would wait longer than the
+    // test does.
+    let patient = Config {
+        reorder_timeout: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let caller = Runtime::bind("127.0.0.1:0", patient).await?;
+    let callee = runtime().await?;
+    let checkpoints = Arc::new(Checkpointer {
+        after: true,
+        ..Checkpointer::default()
+    });
+    callee
+        .local_node("n")
+        .add_interceptor(checkpoints.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    for v in 1..=5 {
+        within(rec.push(v)).await?;
+    }
+    let (method, checkpoint) = checkpoints.last();
+    assert_eq!(method, "push");
+    let checkpoint = checkpoint?;
+    assert_eq!(checkpoint.next_seq, [(caller.id(), 6)]);
+
+    // Restored where `caller` lives, `caller`'s next request to it, its
+    // sixth, is served at once, after the five the state holds.
+    let restored = within(caller.local_node("r").restore(checkpoint)).await?;
+    let copy = RecorderProxy::from_ref(restored);
+    assert_eq!(within(copy.push(6)).await?, 6);
+    assert_eq!(within(copy.seen()).await?, [1, 2, 3, 4, 5, 6]);
+    Ok(())
+}
+
 /// Writes `sender seq` into the header of every request the node's
 /// objects send.
 struct Stamp;
@@ -467,5 +515,408 @@ async fn an_object_without_serde_cannot_be_checkpointed() -> anyhow::Result<()> 
     let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
     within(rec.push(1)).await?;
     assert!(checkpoints.last().1.is_ok());
+    Ok(())
+}
+
+/// Panics in the hooks it is told to, once each.
+#[derive(Default)]
+struct Bomb {
+    before: AtomicBool,
+    after: AtomicBool,
+}
+
+impl Interceptor for Bomb {
+    fn before_delivery<'a>(
+        &'a self,
+        delivery: &'a Delivery<'a>,
+        _body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        if delivery.method == "push" && self.before.swap(false, Ordering::SeqCst) {
+            panic!("before_delivery went off");
+        }
+        Box::pin(async { Verdict::Deliver })
+    }
+
+    fn after_serve(
+        &self,
+        _delivery: &Delivery<'_>,
+        _outcome: ServeOutcome,
+        _body: &BodyAccess<'_>,
+    ) {
+        if self.after.swap(false, Ordering::SeqCst) {
+            panic!("after_serve went off");
+        }
+    }
+}
+
+/// A hook that panics costs the request it was looking at, not the
+/// object: that request is answered (not served), the requests queued
+/// behind it are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_interceptor_leaves_the_object_serving() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let bomb = Arc::new(Bomb::default());
+    callee.local_node("n").add_interceptor(bomb.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+
+    bomb.before.store(true, Ordering::SeqCst);
+    let first = rec.push(1);
+    let second = rec.push(2);
+    match within(first).await {
+        Err(CallError::Refused { method, reason }) => {
+            assert_eq!(method, "push");
+            assert!(
+                reason.contains("interceptor") && reason.contains("before_delivery went off"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(within(second).await?, 1);
+
+    // After serving, the reply still leaves.
+    bomb.after.store(true, Ordering::SeqCst);
+    assert_eq!(within(rec.push(3)).await?, 2);
+    assert!(!bomb.after.load(Ordering::SeqCst), "the hook ran");
+    assert_eq!(within(rec.seen()).await?, [2, 3]);
+    Ok(())
+}
+
+/// Panics in `before_send` once, when armed.
+struct SendBomb(AtomicBool);
+
+impl Interceptor for SendBomb {
+    fn before_send(&self, _outgoing: &mut Outgoing<'_>) {
+        if self.0.swap(false, Ordering::SeqCst) {
+            panic!("before_send went off");
+        }
+    }
+}
+
+/// A `before_send` hook that panics stops the request it was looking at,
+/// which fails with `Refused`, and not the object that sent it; that
+/// request's number is not lost, so the next one is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_before_send_fails_that_request_only() -> anyhow::Result<()> {
+    let client = runtime().await?;
+    let a = runtime().await?;
+    let b = Runtime::bind(
+        "127.0.0.1:0",
+        Config {
+            reorder_timeout: Duration::from_secs(3600),
+            ..Config::default()
+        },
+    )
+    .await?;
+    a.local_node("n")
+        .add_interceptor(Arc::new(SendBomb(AtomicBool::new(true))))?;
+    let sender = within(WorkerProxy::new(&node(&client, &a, "n")?, "a".into())).await?;
+    let callee = within(WorkerProxy::new(&node(&client, &b, "n")?, "b".into())).await?;
+    match within(sender.delegate(callee.clone(), 0, 41)).await {
+        Err(CallError::Refused { reason, .. }) if reason.contains("before_send went off") => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(within(sender.delegate(callee.clone(), 0, 42)).await?, 42);
+    Ok(())
+}
+
+/// A counter whose `Serialize` panics once it is told to break.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Fragile {
+    count: u64,
+    broken: bool,
+}
+
+impl serde::Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert!(!self.broken, "the state is broken");
+        (self.count, self.broken).serialize(s)
+    }
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Fragile {
+    pub fn new() -> Self {
+        Fragile::default()
+    }
+
+    pub fn bump(&mut self) -> u64 {
+        self.count += 1;
+        self.count
+    }
+
+    pub fn break_state(&mut self) {
+        self.broken = true;
+    }
+}
+
+/// A state whose `Serialize` panics can neither be checkpointed nor
+/// migrated, and both say so; the object goes on serving where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_panics_when_encoded_keeps_serving() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let elsewhere = runtime().await?;
+    let checkpoints = Arc::new(Checkpointer::default());
+    callee
+        .local_node("n")
+        .add_interceptor(checkpoints.clone())?;
+    let fragile = within(FragileProxy::new(&node(&caller, &callee, "n")?)).await?;
+
+    assert_eq!(within(fragile.bump()).await?, 1);
+    assert!(checkpoints.last().1.is_ok());
+    within(fragile.break_state()).await?;
+    // The checkpoint before this request failed, the request was served.
+    assert_eq!(within(fragile.bump()).await?, 2);
+    match checkpoints.last() {
+        ("bump", Err(CheckpointError::Encode { reason, .. })) => {
+            assert!(reason.contains("the state is broken"), "{reason}");
+        }
+        other => panic!("expected an encoding failure, got {other:?}"),
+    }
+
+    let moved = within(fragile.migrate_to(node(&caller, &elsewhere, "n")?.url())).await;
+    match moved {
+        Err(e @ CallError::Refused { .. }) => {
+            assert!(e.to_string().contains("the state is broken"), "{e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(within(fragile.bump()).await?, 3);
+    assert_eq!(elsewhere.object_count(), 0);
+    Ok(())
+}
+
+/// An argument whose encoding fails, panics or works, as asked.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+enum Awkward {
+    Fine,
+    Fails,
+    Panics,
+}
+
+impl serde::Serialize for Awkward {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Awkward::Fine => s.serialize_unit_variant("Awkward", 0, "Fine"),
+            Awkward::Fails => Err(serde::ser::Error::custom("refuses to encode")),
+            Awkward::Panics => panic!("panics when encoded"),
+        }
+    }
+}
+
+/// Counts the arguments it takes.
+#[derive(Debug, Default)]
+struct Taker {
+    taken: u64,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Taker {
+    pub fn new() -> Self {
+        Taker::default()
+    }
+
+    pub fn take(&mut self, _arg: Awkward) -> u64 {
+        self.taken += 1;
+        self.taken
+    }
+}
+
+/// A request whose arguments do not encode never leaves, and does not
+/// use up a sequence number: the sender's next request to the object is
+/// served at once, not held back for the missing one until the reorder
+/// timeout (here far longer than the test waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_left_holds_nothing_back() -> anyhow::Result<()> {
+    let patient = Config {
+        reorder_timeout: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let caller = Runtime::bind("127.0.0.1:0", patient.clone()).await?;
+    let callee = Runtime::bind("127.0.0.1:0", patient).await?;
+    let remote = within(TakerProxy::new(&node(&caller, &callee, "n")?)).await?;
+    // The same object from its own runtime: requests go straight to the body.
+    let local = callee.adopt(&remote);
+
+    let mut taken = 0;
+    for taker in [&remote, &local] {
+        let refused = within(taker.take(Awkward::Fails)).await;
+        assert!(
+            matches!(&refused, Err(CallError::Refused { method: "take", reason }) if reason.contains("do not encode")),
+            "{refused:?}"
+        );
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| taker.take(Awkward::Panics)));
+        assert!(panicked.is_err(), "encoding panics in the caller");
+        taken += 1;
+        assert_eq!(within(taker.take(Awkward::Fine)).await?, taken);
+    }
+    Ok(())
+}
+
+/// Two decodings of a [`Twin`] state wait for each other (for a while),
+/// so that two restores of one checkpoint are surely under way at once.
+static MEETING: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+/// A value whose state decodes only when a second one decodes too.
+#[derive(Debug, serde::Serialize)]
+struct Twin {
+    value: u64,
+}
+
+impl<'de> serde::Deserialize<'de> for Twin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = <u64 as serde::Deserialize>::deserialize(d)?;
+        let (arrived, met) = &MEETING;
+        let mut arrived = arrived.lock().unwrap();
+        *arrived += 1;
+        met.notify_all();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while *arrived < 2 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            arrived = met.wait_timeout(arrived, left).unwrap().0;
+        }
+        Ok(Twin { value })
+    }
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Twin {
+    pub fn new(value: u64) -> Self {
+        Twin { value }
+    }
+
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+}
+
+/// Two restores of one object at once (a recovery that retries, say):
+/// exactly one succeeds, and one object serves the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_two_restores_of_one_object_at_once_one_succeeds() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let checkpoint = Checkpoint {
+        type_name: Twin::TYPE_NAME.to_owned(),
+        object: 0x7e57_0b1e,
+        state: postcard::to_allocvec(&41u64)?,
+        next_seq: Vec::new(),
+        sent_seq: Vec::new(),
+    };
+    let target = node(&caller, &callee, "n")?;
+    let (first, second) = within(async {
+        tokio::join!(
+            target.restore(checkpoint.clone()),
+            target.restore(checkpoint.clone())
+        )
+    })
+    .await;
+    let kinds = [&first, &second].map(|r| r.as_ref().map(|_| ()).map_err(|e| e.kind()));
+    assert!(
+        kinds.contains(&Ok(())) && kinds.contains(&Err(ErrorKind::Refused)),
+        "{first:?} {second:?}"
+    );
+    assert_eq!(callee.object_count(), 1);
+    let restored = first.or(second)?;
+    let twin = TwinProxy::from_ref(restored);
+    assert_eq!(within(twin.value()).await?, 41);
+    Ok(())
+}
+
+/// Holds a future in its state.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Keeper {
+    kept: Option<actogrid_runtime::Future<u64>>,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Keeper {
+    pub fn new() -> Self {
+        Keeper::default()
+    }
+
+    pub fn keep(&mut self, future: actogrid_runtime::Future<u64>) {
+        self.kept = Some(future);
+    }
+
+    /// The kept future's value, or how it failed.
+    pub async fn wait(&self) -> Result<u64, String> {
+        let kept = self.kept.clone().ok_or("nothing kept")?;
+        kept.await.map_err(|e| format!("{:?}: {e}", e.kind()))
+    }
+}
+
+/// A future still pending in a checkpoint's state has nobody to bring its
+/// value where the checkpoint is restored: it fails there at once, saying
+/// so, rather than leaving the restored object waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_future_in_a_restored_checkpoint_fails() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let elsewhere = runtime().await?;
+    let checkpoints = Arc::new(Checkpointer::default());
+    callee
+        .local_node("n")
+        .add_interceptor(checkpoints.clone())?;
+    let keeper = within(KeeperProxy::new(&node(&caller, &callee, "n")?)).await?;
+    // A call that stays unanswered for longer than the test lasts.
+    let rec = within(RecorderProxy::new(&node(&caller, &caller, "n")?)).await?;
+    within(keeper.keep(rec.push_after(3_600_000, 1))).await?;
+    // The checkpoint before this request holds the pending future.
+    assert!(
+        within(keeper.wait().timeout(Duration::from_millis(100)))
+            .await
+            .is_err()
+    );
+    let (method, checkpoint) = checkpoints.last();
+    assert_eq!(method, "wait");
+
+    let restored = within(elsewhere.local_node("r").restore(checkpoint?)).await?;
+    let copy = KeeperProxy::from_ref(restored);
+    match within(copy.wait()).await {
+        Err(CallError::Method(why)) => {
+            assert!(
+                why.starts_with("NodeDied") && why.contains("checkpoint"),
+                "{why}"
+            );
+        }
+        other => panic!("expected the kept future to fail, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// Migration, unlike a checkpoint restored later, forwards the values of
+/// the pending futures its state holds: one kept by a migrated object
+/// resolves at its new place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_future_follows_a_migration() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let elsewhere = runtime().await?;
+    let (held, mut holding) = mpsc::unbounded_channel();
+    let gate = Arc::new(Gate {
+        permits: Semaphore::new(0),
+        held,
+    });
+    caller.local_node("gated").add_interceptor(gate.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &caller, "gated")?)).await?;
+    let keeper = within(KeeperProxy::new(&node(&caller, &callee, "n")?)).await?;
+    within(keeper.keep(rec.push(7))).await?;
+    // The push is held: the kept future is pending while the keeper moves.
+    assert_eq!(within(holding.recv()).await, Some(1));
+    within(keeper.migrate_to(node(&caller, &elsewhere, "n")?.url())).await?;
+    assert_eq!(elsewhere.object_count(), 1);
+    gate.permits.add_permits(1);
+    assert_eq!(within(keeper.wait()).await?, 1);
     Ok(())
 }

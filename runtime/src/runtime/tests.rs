@@ -1,5 +1,6 @@
 //! What only a runtime's insides can show: a stream opened without a
-//! certificate, and a request that claims another runtime's id.
+//! certificate, a request that claims another runtime's id, and the
+//! sequence counters a restore leaves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,4 +139,23 @@ async fn another_authoritys_runtime_cannot_connect() {
     assert!(err.to_string().contains("unreachable"), "{err}");
     target.shutdown();
     stranger.shutdown();
+}
+
+/// A restore sets the restored object's sending counters to the
+/// checkpoint's, also below where this runtime had them (an older
+/// checkpoint restored where the object lived on): its requests after the
+/// checkpoint are sent again with the numbers they had, and receivers that
+/// rolled back with it serve them again instead of holding them back.
+#[tokio::test]
+async fn a_restore_sets_the_sending_counters_of_its_object() {
+    let rt = Runtime::builder().build();
+    let (object, other, a, b) = (7, 8, 100, 200);
+    rt.resume_sending(object, &[(a, 10), (b, 4)]);
+    rt.resume_sending(other, &[(a, 9)]);
+    rt.resume_sending(object, &[(a, 3)]);
+    let mut sent = rt.sent_by(object);
+    sent.sort_unstable();
+    // `b` was unknown to the checkpoint: numbering to it starts over.
+    assert_eq!(sent, [(a, 3), (b, 1)]);
+    assert_eq!(rt.sent_by(other), [(a, 9)]);
 }
