@@ -1150,6 +1150,22 @@ impl<P: PeerId> Peer<P> {
     fn on_offer(&mut self, now: Time, from: P, request: RequestId, bookings: Vec<BookingId>) {
         let until = now + self.config.answer_timeout;
         let room = self.requests.get(&request).map_or(0, |a| a.room());
+        // A booking is one slot: offered again (twice in this offer, or
+        // already awaited or held for a request of this peer) it is neither
+        // taken a second time nor declined (declining would free the slot
+        // the first taker holds). Only a confused or lying lender does it.
+        let mut seen = BTreeSet::new();
+        let bookings: Vec<BookingId> = bookings
+            .into_iter()
+            .filter(|&booking| {
+                let key = (from.clone(), booking);
+                seen.insert(booking)
+                    && !self
+                        .requests
+                        .values()
+                        .any(|a| a.pending.contains_key(&key) || a.acquired.contains(&key))
+            })
+            .collect();
         let cut = room.min(bookings.len());
         let mut take = bookings;
         let decline = take.split_off(cut);

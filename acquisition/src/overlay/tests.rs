@@ -373,6 +373,55 @@ fn a_free_slot_is_offered_booked_acknowledged_and_deployed() {
 }
 
 #[test]
+fn a_booking_offered_twice_is_held_by_one_request_only() {
+    let mut net = chain();
+    let now = net.now;
+    let first = net.peer_mut(1).acquire(now, Wanted::Count(3));
+    let second = net.peer_mut(1).acquire(now, Wanted::Count(3));
+    // A lender offers one booking twice in one offer, then again to the
+    // other request, and claims both booked.
+    let booking = BookingId(77);
+    net.inject(
+        5,
+        1,
+        Message::Offer {
+            request: first,
+            bookings: vec![booking, booking],
+        },
+    );
+    net.inject(
+        5,
+        1,
+        Message::Offer {
+            request: second,
+            bookings: vec![booking],
+        },
+    );
+    net.run();
+    for request in [first, second] {
+        net.inject(
+            5,
+            1,
+            Message::Booked {
+                request,
+                booked: vec![booking],
+                refused: Vec::new(),
+            },
+        );
+    }
+    net.run();
+    let holders: Vec<RequestId> = [first, second]
+        .into_iter()
+        .filter(|&r| {
+            net.peer(1)
+                .acquired(r)
+                .any(|(l, b)| *l == 5 && *b == booking)
+        })
+        .collect();
+    assert_eq!(holders, [first], "one slot counts for one request");
+}
+
+#[test]
 fn offers_beyond_the_count_are_declined_and_the_slot_is_free_again() {
     let mut net = chain();
     // 3 and 4 both offer to a request for one node: 3 through a forwarded
