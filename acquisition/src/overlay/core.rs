@@ -571,7 +571,7 @@ impl<P: PeerId> Peer<P> {
             by_lender.entry(lender).or_default().push(booking);
         }
         for (lender, bookings) in by_lender {
-            self.send(lender, Message::Release { bookings });
+            self.release(lender, bookings);
         }
         self.emit(Event::Ended { request: id });
     }
@@ -903,7 +903,7 @@ impl<P: PeerId> Peer<P> {
             .filter(|b| !self.requests.values().any(|a| a.holds(&from, *b)))
             .collect();
         if !stray.is_empty() {
-            self.send(from.clone(), Message::Release { bookings: stray });
+            self.release(from.clone(), stray);
         }
         // Slots of ours they believe they hold but we do not lend them.
         let unknown: Vec<BookingId> = (borrowed.into_iter())
@@ -1225,7 +1225,7 @@ impl<P: PeerId> Peer<P> {
             self.emit(Event::Satisfied { request });
         }
         if !stray.is_empty() {
-            self.send(from, Message::Release { bookings: stray });
+            self.release(from, stray);
         }
     }
 
@@ -1328,6 +1328,19 @@ impl<P: PeerId> Peer<P> {
                     message: message.clone(),
                 },
             });
+        }
+    }
+
+    /// Gives `bookings` back to `lender`, in as many messages as a
+    /// receiver's list limit needs.
+    fn release(&mut self, lender: P, bookings: Vec<BookingId>) {
+        for part in bookings.chunks(MAX_LIST) {
+            self.send(
+                lender.clone(),
+                Message::Release {
+                    bookings: part.to_vec(),
+                },
+            );
         }
     }
 

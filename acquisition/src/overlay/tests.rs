@@ -806,6 +806,42 @@ fn an_envelope_survives_its_encoding() {
 }
 
 #[test]
+fn ending_a_request_holding_more_than_a_list_releases_in_parts() {
+    let mut net = chain();
+    let now = net.now;
+    let request = net.peer_mut(1).acquire(now, Wanted::Max);
+    // A lender offers more bookings, in two offers, than one message may
+    // list; the request awaits them all when it ends.
+    for first in [0, 1000] {
+        net.inject(
+            5,
+            1,
+            Message::Offer {
+                request,
+                bookings: (first..first + 1000).map(BookingId).collect(),
+            },
+        );
+    }
+    net.run();
+    let sent = net.sent.len();
+    net.peer_mut(1).end_request(request);
+    net.run();
+    let mut released = Vec::new();
+    for (from, to, message) in &net.sent[sent..] {
+        if let (1, 5, Message::Release { bookings }) = (from, to, message) {
+            assert!(
+                bookings.len() <= MAX_LIST,
+                "a release of {}",
+                bookings.len()
+            );
+            released.extend(bookings.iter().map(|b| b.0));
+        }
+    }
+    released.sort_unstable();
+    assert_eq!(released, (0..2000).collect::<Vec<u64>>());
+}
+
+#[test]
 fn oversized_lists_are_rejected() {
     let mut peer = Peer::new(1u32, config(), vec![], Time::ZERO, 1);
     let bookings = vec![BookingId(0); MAX_LIST + 1];
