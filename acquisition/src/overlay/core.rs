@@ -850,7 +850,20 @@ impl<P: PeerId> Peer<P> {
         for (peer, (lent, borrowed)) in watched {
             if !self.probes.contains_key(&peer) {
                 self.probes.insert(peer.clone(), now);
-                self.send(peer, Message::Heartbeat { lent, borrowed });
+                // Each booking listed is checked on its own: lists longer
+                // than a receiver accepts go in several heartbeats.
+                let parts = lent.len().max(borrowed.len()).div_ceil(MAX_LIST).max(1);
+                for part in 0..parts {
+                    let slice = |list: &[BookingId]| -> Vec<BookingId> {
+                        list.iter()
+                            .skip(part * MAX_LIST)
+                            .take(MAX_LIST)
+                            .copied()
+                            .collect()
+                    };
+                    let (lent, borrowed) = (slice(&lent), slice(&borrowed));
+                    self.send(peer.clone(), Message::Heartbeat { lent, borrowed });
+                }
             }
         }
 
@@ -990,10 +1003,13 @@ impl<P: PeerId> Peer<P> {
             return;
         }
         let free = self.slots.iter().filter(|s| **s == SlotState::Free).count();
+        // One offer lists no more than a receiver accepts; the requester
+        // asks again for the rest.
         let offered = match wanted {
             Wanted::Count(n) => free.min(n as usize),
             Wanted::Max => free,
-        };
+        }
+        .min(MAX_LIST);
         let mut bookings = Vec::with_capacity(offered);
         let until = now + self.config.answer_timeout;
         for slot in self.slots.iter_mut().filter(|s| **s == SlotState::Free) {

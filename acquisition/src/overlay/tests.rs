@@ -842,6 +842,54 @@ fn ending_a_request_holding_more_than_a_list_releases_in_parts() {
 }
 
 #[test]
+fn heartbeats_holding_more_than_a_list_go_in_parts() {
+    let mut net = chain();
+    let now = net.now;
+    let request = net.peer_mut(1).acquire(now, Wanted::Max);
+    // A lender lends more nodes than one message may list.
+    for first in [0, 1000] {
+        let bookings: Vec<BookingId> = (first..first + 1000).map(BookingId).collect();
+        net.inject(
+            5,
+            1,
+            Message::Offer {
+                request,
+                bookings: bookings.clone(),
+            },
+        );
+        net.inject(
+            5,
+            1,
+            Message::Booked {
+                request,
+                booked: bookings,
+                refused: Vec::new(),
+            },
+        );
+    }
+    net.run();
+    assert_eq!(
+        net.peer(1)
+            .acquired(request)
+            .filter(|(l, _)| *l == 5)
+            .count(),
+        2000
+    );
+    let sent = net.sent.len();
+    net.advance(Config::default().ttu + SEC);
+    let mut borrowed = Vec::new();
+    for (from, to, message) in &net.sent[sent..] {
+        if let (1, 5, Message::Heartbeat { borrowed: b, lent }) = (from, to, message) {
+            assert!(b.len() <= MAX_LIST && lent.len() <= MAX_LIST, "{}", b.len());
+            borrowed.extend(b.iter().map(|b| b.0));
+        }
+    }
+    borrowed.sort_unstable();
+    borrowed.dedup();
+    assert_eq!(borrowed.len(), 2000, "every node held is listed once");
+}
+
+#[test]
 fn oversized_lists_are_rejected() {
     let mut peer = Peer::new(1u32, config(), vec![], Time::ZERO, 1);
     let bookings = vec![BookingId(0); MAX_LIST + 1];
