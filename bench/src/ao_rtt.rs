@@ -23,7 +23,7 @@ use crate::baseline::proto::echo_client::EchoClient;
 use crate::baseline::{self, PingPong};
 use crate::child::{Child, Mode};
 use crate::report::Report;
-use crate::security::Security;
+use crate::security;
 use crate::timing::Summary;
 
 /// The goal: the actogrid round trip costs no more than a tonic unary call.
@@ -116,16 +116,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         args.calls >= args.rounds,
         "--calls must be at least --rounds"
     );
-    let [tls, plaintext] = Security::BOTH.map(|s| s.build(Runtime::builder()));
-    let measured = async {
-        let unpinned = measure([&tls, &plaintext], Mode::Unpinned, args).await?;
-        let pinned = measure([&tls, &plaintext], Mode::Pinned, args).await?;
-        anyhow::Ok((unpinned, pinned))
-    }
-    .await;
-    tls.shutdown();
-    plaintext.shutdown();
-    let (unpinned, pinned) = measured?;
+    let (unpinned, pinned) =
+        security::in_both_modes(async |runtimes, mode| measure(runtimes, mode, args).await).await?;
 
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let mut report = Report::new(

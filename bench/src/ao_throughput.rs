@@ -29,7 +29,7 @@ use crate::baseline::proto::echo_client::EchoClient;
 use crate::baseline::{self};
 use crate::child::{Child, Mode};
 use crate::report::Report;
-use crate::security::Security;
+use crate::security;
 
 /// The goal in calls per second.
 const TARGET_RATE: f64 = 1_000_000.0;
@@ -116,16 +116,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         "--windows must list positive sizes"
     );
     ensure!(args.seconds > 0.0, "--seconds must be positive");
-    let [tls, plaintext] = Security::BOTH.map(|s| s.build(Runtime::builder()));
-    let measured = async {
-        let unpinned = measure([&tls, &plaintext], Mode::Unpinned, args).await?;
-        let pinned = measure([&tls, &plaintext], Mode::Pinned, args).await?;
-        anyhow::Ok((unpinned, pinned))
-    }
-    .await;
-    tls.shutdown();
-    plaintext.shutdown();
-    let (unpinned, pinned) = measured?;
+    let (unpinned, pinned) =
+        security::in_both_modes(async |runtimes, mode| measure(runtimes, mode, args).await).await?;
 
     let mut report = Report::new(
         "ao-throughput",

@@ -36,3 +36,21 @@ impl Security {
         }
     }
 }
+
+/// `measure` unpinned then pinned, with a runtime of each kind (TLS first),
+/// both shut down whatever happens.
+pub(crate) async fn in_both_modes<M, F>(measure: F) -> anyhow::Result<(M, M)>
+where
+    F: AsyncFn([&Runtime; 2], crate::child::Mode) -> anyhow::Result<M>,
+{
+    let [tls, plaintext] = Security::BOTH.map(|s| s.build(Runtime::builder()));
+    let measured = async {
+        let unpinned = measure([&tls, &plaintext], crate::child::Mode::Unpinned).await?;
+        let pinned = measure([&tls, &plaintext], crate::child::Mode::Pinned).await?;
+        anyhow::Ok((unpinned, pinned))
+    }
+    .await;
+    tls.shutdown();
+    plaintext.shutdown();
+    measured
+}

@@ -177,10 +177,10 @@ impl Harness {
                     assert_ne!(to, self.me, "sent to itself: {envelope:?}");
                     assert!(envelope.token == self.token, "sent with another token");
                     assert!(
-                        longest_list(&envelope.message) <= MAX_LIST,
+                        envelope.message.longest_list() <= MAX_LIST,
                         "sent a {} with a list of {} (receivers reject more than {MAX_LIST})",
                         envelope.message.kind(),
-                        longest_list(&envelope.message)
+                        envelope.message.longest_list()
                     );
                     let bytes = envelope.encode();
                     assert_eq!(Envelope::decode(&bytes).as_ref(), Ok(&envelope));
@@ -451,25 +451,5 @@ fn wanted(pick: u8) -> Wanted {
         255 => Wanted::Max,
         254 => Wanted::Count(u32::MAX),
         n => Wanted::Count(u32::from(n % 7)),
-    }
-}
-
-/// The longest list a message carries, as a receiver measures it.
-fn longest_list(message: &Message<String>) -> usize {
-    match message {
-        Message::Heartbeat { lent, borrowed } => lent.len().max(borrowed.len()),
-        Message::AcquaintReply { referrals, .. } => referrals.len(),
-        Message::Offer { bookings, .. }
-        | Message::Release { bookings }
-        | Message::Released { bookings, .. } => bookings.len(),
-        Message::Book { take, decline, .. } => take.len().max(decline.len()),
-        Message::Booked {
-            booked, refused, ..
-        } => booked.len().max(refused.len()),
-        Message::HeartbeatAck { .. }
-        | Message::AcquaintRequest
-        | Message::Leave
-        | Message::Explore { .. }
-        | Message::Request { .. } => 0,
     }
 }

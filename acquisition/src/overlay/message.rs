@@ -265,8 +265,9 @@ impl<P> Message<P> {
         )
     }
 
-    /// Length of the longest list carried.
-    pub(crate) fn longest_list(&self) -> usize {
+    /// Length of the longest list carried: a receiver refuses a message
+    /// whose longest list is over [`MAX_LIST`].
+    pub fn longest_list(&self) -> usize {
         match self {
             Message::Heartbeat { lent, borrowed } => lent.len().max(borrowed.len()),
             Message::AcquaintReply { referrals, .. } => referrals.len(),
