@@ -331,6 +331,11 @@ fn check(spec: &LaunchSpec) -> Result<(), String> {
 async fn fetch(work_dir: &Path, spec: &LaunchSpec) -> Result<PathBuf, String> {
     let dir = work_dir.join("bin").join(&spec.sha256);
     let path = dir.join("program");
+    // Present and right: nothing to write (the cache may be someone
+    // else's, readable only).
+    if cached(&path, spec).await {
+        return Ok(path);
+    }
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -350,14 +355,9 @@ async fn fetch(work_dir: &Path, spec: &LaunchSpec) -> Result<PathBuf, String> {
     })
     .await
     .map_err(|e| format!("locking the program's cache entry: {e}"))??;
-    if tokio::fs::metadata(&path).await.is_ok() {
-        match file_sha256(&path).await {
-            Ok((sha, _)) if sha == spec.sha256 => return Ok(path),
-            _ => {
-                tracing::warn!("{}: corrupt, fetching it again", path.display());
-                let _ = tokio::fs::remove_file(&path).await;
-            }
-        }
+    // Another daemon may have put it there while this one waited.
+    if cached(&path, spec).await {
+        return Ok(path);
     }
     let partial = dir.join(format!(".partial-{}", fastrand::u64(..)));
     let fetched = fetch_into(&partial, spec).await;
@@ -373,6 +373,22 @@ async fn fetch(work_dir: &Path, spec: &LaunchSpec) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot move the program into {}: {e}", path.display()))?;
     tracing::info!("cached program {} ({} bytes)", spec.sha256, spec.size);
     Ok(path)
+}
+
+/// Whether the cache holds the program of `spec` at `path`, with the
+/// right hash; a corrupt copy is removed.
+async fn cached(path: &Path, spec: &LaunchSpec) -> bool {
+    if tokio::fs::metadata(path).await.is_err() {
+        return false;
+    }
+    match file_sha256(path).await {
+        Ok((sha, _)) if sha == spec.sha256 => true,
+        _ => {
+            tracing::warn!("{}: corrupt, fetching it again", path.display());
+            let _ = tokio::fs::remove_file(path).await;
+            false
+        }
+    }
 }
 
 async fn fetch_into(partial: &Path, spec: &LaunchSpec) -> Result<(), String> {
