@@ -2,7 +2,9 @@
 //! children (killed when the test ends) and talks to them from this
 //! process's runtime over loopback.
 
-use std::process::{Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::Duration;
 
 use actogrid::{CallError, Config, ErrorKind, Group, NodeProcess, Runtime, wait_all};
@@ -23,18 +25,7 @@ async fn runtime() -> anyhow::Result<Runtime> {
 }
 
 async fn node(rt: &Runtime, name: &str) -> anyhow::Result<NodeProcess> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_actogrid"));
-    cmd.args([
-        "node",
-        "--listen",
-        "127.0.0.1:0",
-        "--exit-on-stdin-eof",
-        "--name",
-        name,
-    ])
-    .stdin(Stdio::piped())
-    .stderr(Stdio::inherit());
-    actogrid::spawn_with(rt, cmd).await
+    support::node_process(rt, name).await
 }
 
 async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {

@@ -2,25 +2,15 @@
 //! node: heartbeats, the runtime's other objects and its control requests
 //! keep going while it runs, and its caller gets the value.
 
-use std::process::{Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use actogrid::{Config, NodeProcess, Runtime};
 use actogrid_builtin::{RecorderProxy, WorkerProxy};
 
 async fn node(rt: &Runtime, name: &str) -> anyhow::Result<NodeProcess> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_actogrid"));
-    cmd.args([
-        "node",
-        "--listen",
-        "127.0.0.1:0",
-        "--exit-on-stdin-eof",
-        "--name",
-        name,
-    ])
-    .stdin(Stdio::piped())
-    .stderr(Stdio::inherit());
-    actogrid::spawn_with(rt, cmd).await
+    support::node_process(rt, name).await
 }
 
 /// How long the computation runs: ten heartbeat timeouts of the caller,

@@ -46,6 +46,23 @@ pub fn short_temp_dir() -> TempDir {
     TempDir(dir)
 }
 
+/// An `actogrid node` named `name`, with credentials of `rt`'s
+/// deployment, that exits when its standard input closes.
+pub async fn node_process(rt: &Runtime, name: &str) -> anyhow::Result<actogrid::NodeProcess> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_actogrid"));
+    cmd.args([
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--exit-on-stdin-eof",
+        "--name",
+        name,
+    ])
+    .stdin(Stdio::piped())
+    .stderr(Stdio::inherit());
+    actogrid::spawn_with(rt, cmd).await
+}
+
 /// A child process killed (and waited for) when dropped, whatever
 /// happens to the test.
 pub struct Killed(pub std::process::Child);
