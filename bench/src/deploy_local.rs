@@ -23,9 +23,8 @@ use crate::security::Security;
 use crate::timing::Summary;
 
 /// The goal for TLS: a deployment with certificates issued takes at most
-/// this many plaintext ones. Each runtime goes through three mutual
-/// handshakes today (enrollment, registration, the deployer's first call),
-/// about 1 ms each on loopback, which is why it is not met on one machine.
+/// this many plaintext ones. Each runtime makes one mutual handshake: it
+/// enrolls, registers and is called by the deployer on one connection.
 const TLS_TARGET_RATIO: f64 = 1.2;
 
 /// Options of `deploy-local`.

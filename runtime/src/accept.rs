@@ -28,6 +28,7 @@ use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
+use crate::connection::{Batched, Conn};
 use crate::runtime::Io;
 use crate::tls::Principal;
 
@@ -46,7 +47,30 @@ pub(crate) struct ConnInfo {
     pub(crate) peer: String,
     /// Who it is, as its certificate says.
     pub(crate) principal: Principal,
+    /// The other end's IP address, when it came over TCP.
+    pub(crate) remote: Option<std::net::IpAddr>,
     pub(crate) state: Arc<ConnState>,
+}
+
+impl ConnInfo {
+    /// Who the other end is now: what its certificate says, or, for a
+    /// connection that came without one, the runtime it enrolled as on it.
+    pub(crate) fn principal(&self) -> Principal {
+        match (&self.principal, self.state.enrolled.get()) {
+            (Principal::Anonymous, Some(enrolled)) => enrolled.clone(),
+            (principal, _) => principal.clone(),
+        }
+    }
+
+    /// Records that the other end, which came without a certificate,
+    /// enrolled as `principal` on this connection with a valid ticket: its
+    /// streams are then those of that runtime (an enrolling runtime keeps
+    /// the connection rather than making another).
+    pub(crate) fn enrolled_as(&self, principal: Principal) {
+        if self.principal == Principal::Anonymous {
+            let _ = self.state.enrolled.set(principal);
+        }
+    }
 }
 
 /// The shared state of one accepted connection.
@@ -57,6 +81,10 @@ pub(crate) struct ConnState {
     killed: AtomicBool,
     /// The reader to wake when the connection is killed.
     reader: AtomicWaker,
+    /// The runtime the other end enrolled as on this connection.
+    enrolled: std::sync::OnceLock<Principal>,
+    /// The calls to the other end, waiting for the stream that takes them.
+    back: std::sync::Mutex<Option<(Arc<Conn>, Batched)>>,
 }
 
 impl ConnState {
@@ -64,6 +92,17 @@ impl ConnState {
     /// handshake timeout nor shed for newcomers.
     pub(crate) fn establish(&self) {
         self.established.store(true, Ordering::Release);
+    }
+
+    /// `back` carries this runtime's calls to the other end once it opens
+    /// its second stream.
+    pub(crate) fn expect_return(&self, back: Arc<Conn>, batched: Batched) {
+        *self.back.lock().unwrap_or_else(|p| p.into_inner()) = Some((back, batched));
+    }
+
+    /// The calls to the other end, for the stream it opened to take them.
+    pub(crate) fn take_return(&self) -> Option<(Arc<Conn>, Batched)> {
+        self.back.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     fn kill(&self) {
@@ -133,6 +172,8 @@ impl Tracker {
             established: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             reader: AtomicWaker::new(),
+            enrolled: std::sync::OnceLock::new(),
+            back: std::sync::Mutex::new(None),
         });
         let mut pending = self.lock();
         pending.retain(|w| {
@@ -296,6 +337,7 @@ pub(crate) fn admit(
     sink: &Sink,
     io: Box<dyn Io>,
     peer: String,
+    remote: Option<std::net::IpAddr>,
     handshake: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
@@ -339,6 +381,7 @@ pub(crate) fn admit(
         let info = ConnInfo {
             peer: peer.clone(),
             principal,
+            remote,
             state,
         };
         if sink.send(Accepted { io, info }).await.is_err() {
@@ -429,6 +472,7 @@ pub(crate) async fn accept_loop(
                     &sink,
                     Box::new(tcp),
                     describe(addr),
+                    Some(addr.ip()),
                     handshake,
                     tls.clone(),
                 );

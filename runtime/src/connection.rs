@@ -77,7 +77,9 @@ pub(crate) struct Conn {
     runtime: Weak<Inner>,
     /// The other end, for messages: an address, or `client <addr>`.
     pub(crate) peer: String,
-    /// Set for connections this runtime opened (keyed by that address).
+    /// The address this connection is kept under in the runtime's table
+    /// of connections: set for those this runtime opened, and for the
+    /// stream on which a runtime serving there lets this one call it back.
     pub(crate) outgoing: Option<String>,
     /// Envelopes encoded and not yet written, and the writer to wake.
     out: Mutex<Outbox>,

@@ -54,7 +54,7 @@ pub use proxy::{ActiveRef, CallInfo};
 pub use runtime::{
     Builder, Config, Connector, Enroller, HostedObject, Io, Runtime, TcpConnector, current,
 };
-pub use tls::{Authority, Identity, IdentityError, Principal};
+pub use tls::{Authority, Identity, IdentityError, Link, Principal};
 pub use url::{NodeUrl, ParseNodeUrlError};
 
 /// `#[active]`: turns an `impl` block into an active type (see the macro's

@@ -36,7 +36,13 @@ use crate::wire::{
 /// pipelining caller long before the network does.
 const STREAM_WINDOW: u32 = 8 << 20;
 
-/// Streams one connection may have open at once: the wire uses one.
+/// HTTP/2 flow-control window of a connection: room for both of its
+/// streams (calls each way), so that one that is not read (a full queue)
+/// never holds back the other.
+const CONNECTION_WINDOW: u32 = 2 * STREAM_WINDOW;
+
+/// Streams one connection may have open at once: the wire uses two (calls
+/// from the runtime that opened it, and calls back to it).
 const MAX_STREAMS: u32 = 16;
 
 /// Largest block of HTTP/2 headers accepted: the wire sends a few.
@@ -121,6 +127,7 @@ pub struct Builder {
     address: Option<String>,
     connector: Arc<dyn Connector>,
     identity: Option<crate::tls::Identity>,
+    link: Option<crate::tls::Link>,
 }
 
 impl Builder {
@@ -149,6 +156,14 @@ impl Builder {
     /// process and to those they start, and to no one else.
     pub fn identity(mut self, identity: crate::tls::Identity) -> Self {
         self.identity = Some(identity);
+        self
+    }
+
+    /// The connection its identity was enrolled on (see
+    /// [`Identity::enroll_linked`](crate::Identity::enroll_linked)): it
+    /// becomes the runtime's connection to the runtime that enrolled it.
+    pub fn link(mut self, link: crate::tls::Link) -> Self {
+        self.link = Some(link);
         self
     }
 
@@ -198,7 +213,12 @@ impl Builder {
             shutdown: CancellationToken::new(),
         });
         registry.push(Arc::downgrade(&inner));
-        Runtime { inner }
+        drop(registry);
+        let rt = Runtime { inner };
+        if let Some(link) = self.link {
+            rt.adopt_link(link);
+        }
+        rt
     }
 }
 
@@ -366,6 +386,7 @@ impl Runtime {
             address: None,
             connector: Arc::new(TcpConnector),
             identity: None,
+            link: None,
         }
     }
 
@@ -443,6 +464,16 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner()) = Some(enroller);
     }
 
+    /// What this runtime says, when it opens a stream, of the address it
+    /// serves at: only a runtime with a certificate says it (the other end
+    /// believes no one else).
+    fn reachable_at(&self) -> Option<tonic::metadata::AsciiMetadataValue> {
+        if self.inner.identity.is_plaintext() {
+            return None;
+        }
+        self.address()?.parse().ok()
+    }
+
     pub(crate) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         self.inner.handle.spawn(fut);
     }
@@ -497,6 +528,7 @@ impl Runtime {
                         &sink,
                         Box::new(io),
                         "a client".to_owned(),
+                        None,
                         handshake,
                         tls.clone(),
                     ),
@@ -541,7 +573,7 @@ impl Runtime {
             .http2_keepalive_interval(Some(config.heartbeat_interval))
             .http2_keepalive_timeout(Some(config.heartbeat_timeout))
             .initial_stream_window_size(Some(STREAM_WINDOW))
-            .initial_connection_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
             // One stream carries everything between two runtimes; a few
             // more are tolerated, not thousands.
             .max_concurrent_streams(Some(MAX_STREAMS))
@@ -1365,18 +1397,10 @@ impl Runtime {
     async fn drive_outgoing(self, conn: Arc<Conn>, batched: Batched) {
         let config = self.inner.config.clone();
         let address = conn.peer.clone();
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+        let endpoint = match wire_endpoint(&address, &config) {
             Ok(e) => e,
-            Err(e) => return conn.fail(format!("`{address}` is not a runtime address: {e}")),
+            Err(e) => return conn.fail(e),
         };
-        let endpoint = endpoint
-            .connect_timeout(config.connect_timeout)
-            .http2_keep_alive_interval(config.heartbeat_interval)
-            .keep_alive_timeout(config.heartbeat_timeout)
-            .keep_alive_while_idle(true)
-            .initial_stream_window_size(Some(STREAM_WINDOW))
-            .initial_connection_window_size(Some(STREAM_WINDOW))
-            .tcp_nodelay(true);
         let connector = self.inner.connector.clone();
         let dial = address.clone();
         let tls = self.inner.identity.client_config(false);
@@ -1387,18 +1411,9 @@ impl Runtime {
             let checked = checked.clone();
             async move {
                 let io = connecting.await?;
-                let Some(config) = tls else {
-                    checked.set_principal(crate::tls::Principal::Plaintext);
-                    return Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(io));
-                };
-                let tls = tokio_rustls::TlsConnector::from(config)
-                    .connect(crate::tls::server_name(), io)
-                    .await
-                    .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
-                checked.set_principal(crate::tls::principal_of_chain(
-                    tls.get_ref().1.peer_certificates(),
-                ));
-                Ok(hyper_util::rt::TokioIo::new(Box::new(tls) as Box<dyn Io>))
+                let (io, principal) = secure(io, tls).await?;
+                checked.set_principal(principal);
+                Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(io))
             }
         });
         let channel = match tokio::time::timeout(
@@ -1416,11 +1431,51 @@ impl Runtime {
                 ));
             }
         };
-        let mut client = wire::wire_client::WireClient::new(channel)
-            .max_decoding_message_size(config.max_message_size)
-            .max_encoding_message_size(config.max_message_size);
+        self.drive_stream(conn, batched, channel).await;
+    }
+
+    /// Takes `link`, the connection this runtime enrolled on, as its
+    /// connection to the runtime that enrolled it.
+    fn adopt_link(&self, link: crate::tls::Link) {
+        let (conn, batched) = Conn::new(self, link.address.clone(), Some(link.address.clone()));
+        conn.set_principal(link.principal);
+        self.inner
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(link.address, conn.clone());
+        let rt = self.clone();
+        self.spawn(async move { rt.drive_stream(conn, batched, link.channel).await });
+    }
+
+    /// Lets an incoming connection, from the runtime that serves at
+    /// `address`, carry this runtime's calls to that address too, unless
+    /// one is already open there.
+    fn offer_connection(&self, address: &str, conn: &Arc<Conn>) {
+        let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if peers.get(address).is_none_or(|c| c.is_closed()) {
+            peers.insert(address.to_owned(), conn.clone());
+        }
+    }
+
+    /// Opens the wire's stream on `channel` and runs it until it ends;
+    /// with a second stream on which the other end may call this runtime
+    /// (see [`Runtime::drive_return_stream`]).
+    async fn drive_stream(
+        self,
+        conn: Arc<Conn>,
+        batched: Batched,
+        channel: tonic::transport::Channel,
+    ) {
+        let config = self.inner.config.clone();
+        let mut client = self.wire_client(channel.clone());
+        let mut request = tonic::Request::new(batched);
+        let reachable_at = self.reachable_at();
+        if let Some(at) = &reachable_at {
+            request.metadata_mut().insert(REACHABLE_AT, at.clone());
+        }
         let opened = tokio::select! {
-            r = client.open(batched) => r,
+            r = client.open(request) => r,
             () = conn.closed() => return,
         };
         let inbound = match opened {
@@ -1436,7 +1491,58 @@ impl Runtime {
             conn.clone()
                 .heartbeat(config.heartbeat_interval, config.heartbeat_timeout),
         );
+        if reachable_at.is_some() {
+            self.spawn(self.clone().drive_return_stream(conn.clone(), channel));
+        }
         read_frames(conn, inbound).await;
+    }
+
+    /// Opens, next to `main`'s stream on the same connection (whose first
+    /// stream said where this runtime serves), a stream on which the other
+    /// end calls this runtime: calling back then takes no connection and
+    /// no handshake of its own. It is a stream of its own so that a queue
+    /// full here, which stops reading it, never holds back the replies
+    /// `main` brings; it ends with `main`.
+    async fn drive_return_stream(self, main: Arc<Conn>, channel: tonic::transport::Channel) {
+        let config = self.inner.config.clone();
+        let (conn, batched) = Conn::new(&self, main.peer.clone(), None);
+        conn.set_principal(main.principal());
+        let mut request = tonic::Request::new(batched);
+        request.metadata_mut().insert(
+            RETURN_STREAM,
+            tonic::metadata::AsciiMetadataValue::from_static("1"),
+        );
+        let mut client = self.wire_client(channel);
+        let opened = tokio::select! {
+            r = client.open(request) => r,
+            () = main.closed() => return,
+        };
+        let inbound = match opened {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                // The other end dials this runtime when it calls instead.
+                tracing::debug!(peer = %main.peer, "no return stream: {}", status.message());
+                return;
+            }
+        };
+        self.spawn(
+            conn.clone()
+                .heartbeat(config.heartbeat_interval, config.heartbeat_timeout),
+        );
+        tokio::select! {
+            () = read_frames(conn.clone(), inbound) => {}
+            () = main.closed() => conn.fail("the connection's other stream ended".into()),
+        }
+    }
+
+    fn wire_client(
+        &self,
+        channel: tonic::transport::Channel,
+    ) -> wire::wire_client::WireClient<tonic::transport::Channel> {
+        let limit = self.inner.config.max_message_size;
+        wire::wire_client::WireClient::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
     }
 
     // ----- control requests -----
@@ -2142,6 +2248,67 @@ async fn wait_for_room(conn: &Arc<Conn>, full: Vec<Arc<Mailbox>>) {
     conn.pause(false);
 }
 
+/// The header in which a runtime opening a stream says the address it
+/// serves at, so that the other end may call it on the same connection.
+const REACHABLE_AT: &str = "actogrid-reachable-at";
+
+/// The header of the second stream a runtime opens on a connection whose
+/// first stream said where it serves: the other end's calls to it.
+const RETURN_STREAM: &str = "actogrid-return-stream";
+
+/// The address a stream's opener says it serves at, when it can be
+/// believed: the opener is an authenticated runtime, and the address is
+/// on the IP its connection comes from (no runtime can draw to itself
+/// the calls meant for a runtime on another machine).
+fn claimed_address<T>(
+    request: &tonic::Request<T>,
+    info: &crate::accept::ConnInfo,
+    principal: &crate::tls::Principal,
+) -> Option<String> {
+    if !matches!(principal, crate::tls::Principal::Runtime(_)) {
+        return None;
+    }
+    let claimed = request.metadata().get(REACHABLE_AT)?.to_str().ok()?;
+    let (host, port) = split_address(claimed);
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let from = info.remote?;
+    (port != 0 && ip.to_canonical() == from.to_canonical()).then(|| claimed.to_owned())
+}
+
+/// The endpoint of the wire at `address`, with the settings of `config`.
+pub(crate) fn wire_endpoint(
+    address: &str,
+    config: &Config,
+) -> std::result::Result<tonic::transport::Endpoint, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| format!("`{address}` is not a runtime address: {e}"))?;
+    Ok(endpoint
+        .connect_timeout(config.connect_timeout)
+        .http2_keep_alive_interval(config.heartbeat_interval)
+        .keep_alive_timeout(config.heartbeat_timeout)
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .tcp_nodelay(true))
+}
+
+/// Makes the TLS handshake on `io` when `tls` is given: the stream and who
+/// the other end is.
+pub(crate) async fn secure(
+    io: Box<dyn Io>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> io::Result<(Box<dyn Io>, crate::tls::Principal)> {
+    let Some(config) = tls else {
+        return Ok((io, crate::tls::Principal::Plaintext));
+    };
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(crate::tls::server_name(), io)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+    let principal = crate::tls::principal_of_chain(tls.get_ref().1.peer_certificates());
+    Ok((Box::new(tls), principal))
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -2197,7 +2364,8 @@ impl wire::wire_server::Wire for WireService {
                 "a connection without its information",
             ));
         };
-        if info.principal == crate::tls::Principal::Anonymous {
+        let principal = info.principal();
+        if principal == crate::tls::Principal::Anonymous {
             tracing::warn!(
                 "refused a stream from {}: it presented no certificate of this runtime's domain",
                 info.peer
@@ -2206,15 +2374,46 @@ impl wire::wire_server::Wire for WireService {
                 "a certificate of this deployment is needed (runtimes get one when they enroll)",
             ));
         }
-        info.state.establish();
-        let inbound = request.into_inner();
-        let (conn, batched) = Conn::new(&self.rt, info.peer, None);
-        conn.set_principal(info.principal);
         let config = self.rt.config().clone();
+        if request.metadata().contains_key(RETURN_STREAM) {
+            // The second stream of a connection whose first one said where
+            // its runtime serves: this runtime's calls there take it.
+            let Some((conn, batched)) = info.state.take_return() else {
+                return Err(tonic::Status::failed_precondition(
+                    "no calls back on this connection: they need a runtime's certificate and an address on the IP the connection comes from",
+                ));
+            };
+            self.rt.spawn(read_frames(conn, request.into_inner()));
+            return Ok(tonic::Response::new(Box::pin(batched.map(Ok))));
+        }
+        info.state.establish();
+        let reachable_at = claimed_address(&request, &info, &principal);
+        let inbound = request.into_inner();
+        let (conn, batched) = Conn::new(&self.rt, info.peer.clone(), None);
+        conn.set_principal(principal.clone());
         self.rt.spawn(
             conn.clone()
                 .heartbeat(config.heartbeat_interval, config.heartbeat_timeout),
         );
+        if let Some(at) = reachable_at {
+            // Calls to `at` queue on the stream to come from now on, so
+            // none made in answer to what this stream brings dials anew.
+            let (back, back_batched) = Conn::new(&self.rt, at.clone(), Some(at.clone()));
+            back.set_principal(principal);
+            self.rt.offer_connection(&at, &back);
+            info.state.expect_return(back.clone(), back_batched);
+            self.rt.spawn(
+                back.clone()
+                    .heartbeat(config.heartbeat_interval, config.heartbeat_timeout),
+            );
+            let main = conn.clone();
+            self.rt.spawn(async move {
+                tokio::select! {
+                    () = main.closed() => back.fail("the connection's other stream ended".into()),
+                    () = back.closed() => {}
+                }
+            });
+        }
         self.rt.spawn(read_frames(conn.clone(), inbound));
         Ok(tonic::Response::new(Box::pin(batched.map(Ok))))
     }
@@ -2223,9 +2422,12 @@ impl wire::wire_server::Wire for WireService {
         &self,
         request: tonic::Request<wire::EnrollRequest>,
     ) -> std::result::Result<tonic::Response<wire::EnrollReply>, tonic::Status> {
-        let peer = request
+        let info = request
             .extensions()
             .get::<crate::accept::ConnInfo>()
+            .cloned();
+        let peer = info
+            .as_ref()
             .map_or_else(|| "a client".to_owned(), |i| i.peer.clone());
         let refuse = |why: String| {
             tracing::warn!("refused to enroll a runtime from {peer}: {why}");
@@ -2260,6 +2462,9 @@ impl wire::wire_server::Wire for WireService {
         enroller
             .admit(&request.ticket, id, &peer)
             .map_err(&refuse)?;
+        if let Some(info) = &info {
+            info.enrolled_as(crate::tls::Principal::Runtime(id));
+        }
         tracing::debug!("enrolled runtime {id:#x} from {peer}");
         Ok(tonic::Response::new(wire::EnrollReply {
             certificate: certificate.into(),

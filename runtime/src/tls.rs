@@ -802,6 +802,26 @@ pub(crate) fn enrolled(
     )
 }
 
+/// The connection a runtime enrolled on. It stays the runtime's
+/// connection to the runtime that enrolled it (see
+/// [`Builder::link`](crate::Builder::link)): enrolling and then working
+/// take one connection and one handshake, not two.
+pub struct Link {
+    pub(crate) address: String,
+    pub(crate) channel: tonic::transport::Channel,
+    /// Who the enrolling runtime is, as its certificate says.
+    pub(crate) principal: Principal,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("address", &self.address)
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Identity {
     /// Enrolls with the deployer at `address` (`host:port`): a fresh key
     /// and a certificate request for a new runtime id, the one-time
@@ -813,56 +833,76 @@ impl Identity {
         ticket: &str,
         connect_timeout: std::time::Duration,
     ) -> Result<Identity, IdentityError> {
-        let config = match roots_pem {
+        let config = crate::Config {
+            connect_timeout,
+            ..crate::Config::default()
+        };
+        Ok(Self::enroll_linked(address, roots_pem, ticket, &config)
+            .await?
+            .0)
+    }
+
+    /// [`Identity::enroll`], keeping the connection enrolled on for the
+    /// runtime to come (its settings are `config`'s): give the [`Link`] to
+    /// [`Builder::link`](crate::Builder::link).
+    pub async fn enroll_linked(
+        address: &str,
+        roots_pem: Option<&str>,
+        ticket: &str,
+        config: &crate::Config,
+    ) -> Result<(Identity, Link), IdentityError> {
+        let tls = match roots_pem {
             Some(pem) => Some(client_config(&Arc::new(root_store(pem)?), None)?),
             None => None,
         };
         let id = crate::ids::runtime_id();
-        let (key, csr) = match &config {
+        let (key, csr) = match &tls {
             Some(_) => {
                 let (key, csr) = request_for(id)?;
                 (Some(key), csr)
             }
             None => (None, Vec::new()),
         };
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| err(format!("`{address}` is not an address: {e}")))?
-            .connect_timeout(connect_timeout)
-            .timeout(connect_timeout * 2);
+        let timeout = config.connect_timeout;
+        let endpoint = crate::runtime::wire_endpoint(address, config)
+            .map_err(|e| err(format!("cannot reach the deployer: {e}")))?;
         let dial = address.to_owned();
+        let server = Arc::new(OnceLock::new());
+        let seen = server.clone();
         let service = tower::service_fn(move |_: tonic::codegen::http::Uri| {
-            let config = config.clone();
+            let tls = tls.clone();
             let dial = dial.clone();
+            let seen = seen.clone();
             async move {
                 let tcp = tokio::net::TcpStream::connect(&dial).await?;
                 tcp.set_nodelay(true)?;
-                let io: Box<dyn crate::runtime::Io> = match config {
-                    Some(config) => Box::new(
-                        tokio_rustls::TlsConnector::from(config)
-                            .connect(server_name(), tcp)
-                            .await?,
-                    ),
-                    None => Box::new(tcp),
-                };
+                let (io, principal) = crate::runtime::secure(Box::new(tcp), tls).await?;
+                let _ = seen.set(principal);
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
             }
         });
-        let channel =
-            tokio::time::timeout(connect_timeout, endpoint.connect_with_connector(service))
-                .await
-                .map_err(|_| {
-                    err(format!(
-                        "cannot reach the deployer at {address} within {connect_timeout:?}"
-                    ))
-                })?
-                .map_err(|e| err(format!("cannot reach the deployer at {address}: {e}")))?;
-        let reply = crate::wire::wire_client::WireClient::new(channel)
-            .enroll(crate::wire::EnrollRequest {
-                ticket: ticket.to_owned(),
-                csr: csr.into(),
-                runtime: id,
-            })
+        let channel = tokio::time::timeout(timeout, endpoint.connect_with_connector(service))
             .await
+            .map_err(|_| {
+                err(format!(
+                    "cannot reach the deployer at {address} within {timeout:?}"
+                ))
+            })?
+            .map_err(|e| err(format!("cannot reach the deployer at {address}: {e}")))?;
+        let mut client = crate::wire::wire_client::WireClient::new(channel.clone());
+        let enrolling = client.enroll(crate::wire::EnrollRequest {
+            ticket: ticket.to_owned(),
+            csr: csr.into(),
+            runtime: id,
+        });
+        let reply = tokio::time::timeout(timeout * 2, enrolling)
+            .await
+            .map_err(|_| {
+                err(format!(
+                    "the deployer at {address} did not answer the enrollment within {:?}",
+                    timeout * 2
+                ))
+            })?
             .map_err(|s| {
                 err(format!(
                     "the deployer at {address} refused this runtime: {}",
@@ -870,13 +910,19 @@ impl Identity {
                 ))
             })?
             .into_inner();
-        match key {
-            Some(key) => enrolled(&key, reply.certificate.to_vec(), &reply.chain, &reply.roots),
+        let identity = match key {
+            Some(key) => enrolled(&key, reply.certificate.to_vec(), &reply.chain, &reply.roots)?,
             None => {
                 announce_plaintext();
-                Ok(Identity::plaintext_as(id))
+                Identity::plaintext_as(id)
             }
-        }
+        };
+        let link = Link {
+            address: address.to_owned(),
+            channel,
+            principal: server.get().cloned().unwrap_or(Principal::Anonymous),
+        };
+        Ok((identity, link))
     }
 }
 

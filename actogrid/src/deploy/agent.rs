@@ -168,10 +168,12 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr()?;
     let advertise = advertised(launch.advertise.as_deref(), bound, local.ip());
-    let identity = enroll(&registrar_url).await?;
+    let config = Config::from_env()?;
+    let (identity, link) = enroll(&registrar_url, &config).await?;
     let rt = Runtime::builder()
-        .config(Config::from_env()?)
+        .config(config)
         .identity(identity)
+        .link(link)
         .address(advertise)
         .build();
     rt.make_global();
@@ -236,8 +238,11 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
 
 /// Enrolls with the deployer of `registrar` with the ticket this runtime
 /// was given (on its standard input, or in a private file): its identity
-/// in the deployment.
-async fn enroll(registrar: &NodeUrl) -> anyhow::Result<actogrid_runtime::Identity> {
+/// in the deployment, and the connection to the deployer it enrolled on.
+async fn enroll(
+    registrar: &NodeUrl,
+    config: &Config,
+) -> anyhow::Result<(actogrid_runtime::Identity, actogrid_runtime::Link)> {
     let text = crate::credentials::read().await?.ok_or_else(|| {
         anyhow::anyhow!(
             "no ticket: a runtime of a deployment gets one from its deployer ({} names where)",
@@ -246,12 +251,18 @@ async fn enroll(registrar: &NodeUrl) -> anyhow::Result<actogrid_runtime::Identit
     })?;
     let enrollment: crate::credentials::Enrollment = serde_json::from_str(text.trim())
         .map_err(|e| anyhow::anyhow!("the ticket given does not read: {e}"))?;
-    let address = format!("{}:{}", registrar.host(), registrar.port());
-    actogrid_runtime::Identity::enroll(
+    // Written as the runtime writes the addresses it calls, so that the
+    // connection enrolled on is the one its calls to the deployer take.
+    let address = if registrar.host().contains(':') {
+        format!("[{}]:{}", registrar.host(), registrar.port())
+    } else {
+        format!("{}:{}", registrar.host(), registrar.port())
+    };
+    actogrid_runtime::Identity::enroll_linked(
         &address,
         enrollment.roots.as_deref(),
         &enrollment.ticket,
-        Duration::from_secs(10),
+        config,
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))

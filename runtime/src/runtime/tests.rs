@@ -141,6 +141,127 @@ async fn another_authoritys_runtime_cannot_connect() {
     stranger.shutdown();
 }
 
+/// Admits one ticket, once.
+struct OneTicket(std::sync::Mutex<Option<&'static str>>);
+
+impl crate::runtime::Enroller for OneTicket {
+    fn admit(&self, ticket: &str, _id: u64, _peer: &str) -> Result<(), String> {
+        let mut left = self.0.lock().unwrap();
+        if *left == Some(ticket) {
+            *left = None;
+            Ok(())
+        } else {
+            Err("no such ticket".into())
+        }
+    }
+}
+
+/// A runtime serving on `ip` with `identity`, and the connection it
+/// enrolled on, if any.
+async fn serving_on(ip: &str, identity: Identity, link: Option<crate::tls::Link>) -> Runtime {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let mut builder = Runtime::builder().identity(identity).address(address);
+    if let Some(link) = link {
+        builder = builder.link(link);
+    }
+    let rt = builder.build();
+    let server = rt.clone();
+    tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
+    rt
+}
+
+/// Connections `rt` has accepted.
+fn accepted(rt: &Runtime) -> usize {
+    rt.inner.connections.open()
+}
+
+/// A runtime that enrolls works on the connection it enrolled on (its
+/// streams are those of the runtime it enrolled as), and the runtime
+/// that enrolled it calls it back on that same connection: one
+/// connection, one TLS handshake, where there were three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_runtime_keeps_the_connection_it_enrolled_on_both_ways() {
+    let authority = Arc::new(Authority::generate("test").unwrap());
+    let identity = Identity::member_of(&authority).unwrap();
+    let roots = identity.roots_pem().unwrap().to_owned();
+    let deployer = serving(identity).await;
+    deployer.set_enroller(Arc::new(OneTicket(std::sync::Mutex::new(Some("t")))));
+    let (identity, link) = Identity::enroll_linked(
+        deployer.address().unwrap(),
+        Some(&roots),
+        "t",
+        &Config::default(),
+    )
+    .await
+    .expect("enrolled");
+    let id = identity.runtime_id().unwrap();
+    let runtime = serving_on("127.0.0.1", identity, Some(link)).await;
+    assert_eq!(runtime.id(), id);
+
+    assert_eq!(raw_lookup(&runtime, &deployer, id).await.status, Status::Ok);
+    // Enrolled as `id`, it still may not send as another runtime.
+    let forged = raw_lookup(&runtime, &deployer, deployer.id()).await;
+    assert_eq!(forged.status, Status::Refused);
+    assert_eq!(
+        raw_lookup(&deployer, &runtime, deployer.id()).await.status,
+        Status::Ok
+    );
+    assert_eq!(accepted(&deployer), 1, "the enrollment's connection only");
+    assert_eq!(accepted(&runtime), 0, "called back on its own connection");
+    // The ticket is spent: a second enrollment is refused, and that
+    // connection opens no stream.
+    let again = Identity::enroll_linked(
+        deployer.address().unwrap(),
+        Some(&roots),
+        "t",
+        &Config::default(),
+    )
+    .await;
+    assert!(again.is_err());
+    for rt in [deployer, runtime] {
+        rt.shutdown();
+    }
+}
+
+/// A runtime is called back on its own connection only when it serves on
+/// the IP that connection comes from; otherwise the other end dials the
+/// address it was given (so no runtime can draw to itself the calls meant
+/// for a runtime on another machine). Plaintext runtimes are never
+/// believed: the other end always dials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_runtime_with_a_certificate_on_its_own_ip_is_called_back_on_its_connection() {
+    let authority = Arc::new(Authority::generate("test").unwrap());
+    let caller = serving(Identity::member_of(&authority).unwrap()).await;
+    // Serves on 127.0.0.2 but connects from 127.0.0.1.
+    let elsewhere = serving_on("127.0.0.2", Identity::member_of(&authority).unwrap(), None).await;
+    let here = serving_on("127.0.0.1", Identity::member_of(&authority).unwrap(), None).await;
+    let plain = serving_on("127.0.0.1", Identity::plaintext(), None).await;
+    let plain_caller = serving(Identity::plaintext()).await;
+    for (rt, to) in [
+        (&elsewhere, &caller),
+        (&here, &caller),
+        (&plain, &plain_caller),
+    ] {
+        assert_eq!(raw_lookup(rt, to, rt.id()).await.status, Status::Ok);
+        assert_eq!(raw_lookup(to, rt, to.id()).await.status, Status::Ok);
+    }
+    assert_eq!(
+        accepted(&elsewhere),
+        1,
+        "dialled: its IP is not the one it came from"
+    );
+    assert_eq!(accepted(&here), 0, "called back on its own connection");
+    assert_eq!(
+        accepted(&plain),
+        1,
+        "dialled: a plaintext claim proves nothing"
+    );
+    for rt in [caller, elsewhere, here, plain, plain_caller] {
+        rt.shutdown();
+    }
+}
+
 /// A restore sets the restored object's sending counters to the
 /// checkpoint's, also below where this runtime had them (an older
 /// checkpoint restored where the object lived on): its requests after the
