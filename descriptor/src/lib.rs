@@ -60,6 +60,12 @@ pub const BUILTIN_SERVICE_CLASSES: &[&str] = &[
     "org.objectweb.proactive.core.body.ft.service.FaultToleranceTechnicalService",
 ];
 
+/// The technical-service classes that ask for fault tolerance.
+pub const FAULT_TOLERANCE_CLASSES: &[&str] = &[
+    "actogrid.FaultTolerance",
+    "org.objectweb.proactive.core.body.ft.service.FaultToleranceTechnicalService",
+];
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

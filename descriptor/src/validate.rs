@@ -72,6 +72,21 @@ fn unresolved(what: &str, reference: &Spanned<String>, known: &[&str], fix: &str
 impl Validator<'_> {
     /// Reports an unresolved reference unless it names a definition that was
     /// already rejected (one mistake, one diagnostic).
+    /// Fault tolerance asked for at `span`: refused where a deployment
+    /// would start (it would silently run unprotected), said where the
+    /// file is only read.
+    fn no_fault_tolerance(&mut self, span: Span, message: String, options: &ValidateOptions) {
+        let deploying = options.known_service_classes.is_some();
+        let diagnostic = if deploying {
+            Diagnostic::error("fault-tolerance-unavailable", span, message)
+        } else {
+            Diagnostic::warning("fault-tolerance-unavailable", span, message)
+        };
+        self.diags.push(diagnostic.with_hint(
+            "a deployment of this descriptor is refused; remove it to run without fault tolerance",
+        ));
+    }
+
     fn unresolved(&mut self, what: &str, reference: &Spanned<String>, known: &[&str], fix: &str) {
         if !self.rejected.contains(reference.value.as_str()) {
             self.diags.push(unresolved(what, reference, known, fix));
@@ -516,7 +531,14 @@ impl Validator<'_> {
                             ),
                         )
                     }
-                    Some(_) => {}
+                    Some(_) => self.no_fault_tolerance(
+                        ft.span,
+                        format!(
+                            "fault tolerance is not available in this version: the nodes of virtual node `{}` would run unprotected",
+                            vn.name.value
+                        ),
+                        options,
+                    ),
                 }
             }
             for r in vn
@@ -571,6 +593,17 @@ impl Validator<'_> {
                         format!("`{}` is not a built-in technical service", ts.class.value),
                     )
                     .with_hint(hint),
+                );
+                continue;
+            }
+            if crate::FAULT_TOLERANCE_CLASSES.contains(&ts.class.as_str()) {
+                self.no_fault_tolerance(
+                    ts.class.span,
+                    format!(
+                        "`{}`: fault tolerance is not available in this version; the nodes given this service would run unprotected",
+                        ts.class.value
+                    ),
+                    options,
                 );
                 continue;
             }

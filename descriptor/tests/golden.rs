@@ -233,3 +233,67 @@ fn co_allocation_and_current_process() {
     }
     assert!(uses.values().any(|&n| n >= 2), "{uses:?}");
 }
+
+/// A descriptor that asks for fault tolerance is read (and says it is not
+/// available), but refused where a deployment would start: never run
+/// unprotected without a word. Both spellings: `ftServiceId` on a virtual
+/// node and a technical service of a fault-tolerance class.
+#[test]
+fn fault_tolerance_asked_for_is_refused_at_deployment_not_ignored() {
+    let read = load(data("proactive32.xml"), &options());
+    assert!(read.is_valid());
+    let said = read
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "fault-tolerance-unavailable")
+        .count();
+    assert!(said >= 1, "{}", read.diagnostics.render(&read.sources));
+
+    let mut deploying = options();
+    deploying.validate.known_service_classes = Some(Vec::new());
+    let refused = load(data("proactive32.xml"), &deploying);
+    assert!(!refused.is_valid());
+    let rendered = refused.diagnostics.render_short(&refused.sources);
+    let line = std::fs::read_to_string(data("proactive32.xml"))
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("ftServiceId"))
+        .unwrap()
+        + 1;
+    assert!(
+        rendered.contains(&format!("proactive32.xml:{line}:"))
+            && rendered.contains("fault tolerance is not available"),
+        "{rendered}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("actogrid-ft-ts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ts = dir.join("ts.xml");
+    std::fs::write(
+        &ts,
+        r#"<ProActiveDescriptor>
+  <componentDefinition><virtualNodesDefinition>
+    <virtualNode name="v" technicalServiceId="ft"/>
+  </virtualNodesDefinition></componentDefinition>
+  <deployment>
+    <mapping><map virtualNode="v"><jvmSet><currentJVM/></jvmSet></map></mapping>
+  </deployment>
+  <technicalServices>
+    <technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
+      <arg name="protocol" value="pml"/>
+    </technicalServiceDefinition>
+  </technicalServices>
+</ProActiveDescriptor>
+"#,
+    )
+    .unwrap();
+    let refused = load(&ts, &deploying);
+    let rendered = refused.diagnostics.render_short(&refused.sources);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        !refused.is_valid()
+            && rendered.contains("ts.xml:9:")
+            && rendered.contains("actogrid.FaultTolerance"),
+        "{rendered}"
+    );
+}
