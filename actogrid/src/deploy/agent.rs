@@ -201,6 +201,7 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
             hostname: hostname(),
             pid: std::process::id(),
         };
+        let asked = Instant::now();
         let admission = registrar.register(who).await.map_err(|e| {
             anyhow::anyhow!("the deployer at {registrar_url} refused this runtime: {e}")
         })?;
@@ -213,6 +214,7 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
             &registrar,
             admission.runtime,
             Duration::from_millis(admission.lease_ms),
+            asked,
         )
         .await;
         Ok::<(), anyhow::Error>(())
@@ -282,22 +284,37 @@ fn advertised(configured: Option<&str>, bound: SocketAddr, towards_deployer: IpA
     }
 }
 
-/// Renews the lease until the deployer says stop, the agent is told to
-/// shut down, or no renewal succeeded for `lease`.
-async fn keep_lease(registrar: &RegistrarProxy, runtime: u64, lease: Duration) {
+/// Renews the lease (first granted by the registration asked at
+/// `registered`) until the deployer says stop, the agent is told to shut
+/// down, or the lease is about to run out. The deployer counts a
+/// lease from when a renewal reaches it, so counted from when the last
+/// accepted renewal was sent, this runtime is gone before the deployer may
+/// say it is: no runtime lives on while its objects are recovered
+/// elsewhere.
+async fn keep_lease(
+    registrar: &RegistrarProxy,
+    runtime: u64,
+    lease: Duration,
+    registered: Instant,
+) {
     let lease = lease.max(Duration::from_millis(300));
-    let every = lease / 5;
-    let mut last_ok = Instant::now();
+    // Two renewals can time out before the runtime gives up.
+    let every = lease / 8;
+    // The lease starts when the registration reached the deployer.
+    let mut last_ok = registered;
     loop {
-        let renewal = tokio::time::timeout(lease / 2, registrar.renew(runtime));
+        let deadline = tokio::time::Instant::from_std(last_ok + outlives(lease));
+        let sent = Instant::now();
+        let renewal = tokio::time::timeout(lease / 4, registrar.renew(runtime));
         tokio::select! {
             () = stop_signal().notified() => {
                 // Let the agent's reply leave first.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 return;
             }
+            () = tokio::time::sleep_until(deadline) => return lost(lease),
             r = renewal => match r {
-                Ok(Ok(true)) => last_ok = Instant::now(),
+                Ok(Ok(true)) => last_ok = sent,
                 Ok(Ok(false)) => {
                     tracing::info!("the deployer ended the deployment");
                     return;
@@ -306,21 +323,31 @@ async fn keep_lease(registrar: &RegistrarProxy, runtime: u64, lease: Duration) {
                 Err(_) => tracing::warn!("lease renewal timed out"),
             },
         }
-        if last_ok.elapsed() >= lease {
-            eprintln!(
-                "actogrid runtime: lost the deployer (no lease renewal for {} ms); exiting",
-                lease.as_millis()
-            );
-            return;
-        }
+        let deadline = tokio::time::Instant::from_std(last_ok + outlives(lease));
         tokio::select! {
             () = stop_signal().notified() => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 return;
             }
+            () = tokio::time::sleep_until(deadline) => return lost(lease),
             () = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// How long after sending its last accepted renewal a runtime may live:
+/// less than the lease, so that it is gone before its deployer (which
+/// counts from the renewal's arrival) says so.
+fn outlives(lease: Duration) -> Duration {
+    lease * 4 / 5
+}
+
+fn lost(lease: Duration) {
+    eprintln!(
+        "actogrid runtime: lost the deployer (no lease renewal accepted for {} ms of a {} ms lease); exiting before it counts this runtime gone",
+        outlives(lease).as_millis(),
+        lease.as_millis()
+    );
 }
 
 #[cfg(test)]
