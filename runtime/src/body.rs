@@ -611,7 +611,7 @@ impl Body {
             header: &inbound.header,
             payload: &inbound.payload,
         };
-        for i in &interceptors {
+        for (k, i) in interceptors.iter().enumerate() {
             let mut access = BodyAccess {
                 runtime: &self.runtime,
                 body: &*self.object,
@@ -626,7 +626,12 @@ impl Body {
                     .await;
             match verdict {
                 Ok(Verdict::Deliver) => {}
-                Ok(Verdict::Drop) => return,
+                Ok(Verdict::Drop) => {
+                    // The interceptors that saw it arrive see it end, so
+                    // none keeps it as being served.
+                    self.after_serve(&interceptors[..k], &delivery, ServeOutcome::Dropped);
+                    return;
+                }
                 Err(panic) => {
                     let why = crate::panics::describe(&*panic);
                     tracing::error!(
@@ -659,29 +664,39 @@ impl Body {
             Status::Panicked => ServeOutcome::Panicked,
             _ => ServeOutcome::Refused,
         };
-        for i in &interceptors {
+        self.after_serve(&interceptors, &delivery, served);
+        inbound.reply.send(&self.runtime, outcome, None);
+    }
+
+    /// Runs the `after_serve` hooks of `interceptors`, in order.
+    fn after_serve(
+        &self,
+        interceptors: &[Arc<dyn crate::intercept::Interceptor>],
+        delivery: &Delivery<'_>,
+        served: ServeOutcome,
+    ) {
+        for i in interceptors {
             let access = BodyAccess {
                 runtime: &self.runtime,
                 body: &*self.object,
                 id: self.id,
                 order: &self.order,
             };
-            // The request was served: its reply leaves whatever the hook
-            // does, and the next interceptors still see it.
+            // The request ended: its reply leaves whatever the hook does,
+            // and the next interceptors still see it.
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                i.after_serve(&delivery, served, &access);
+                i.after_serve(delivery, served, &access);
             }));
             if let Err(panic) = ran {
                 tracing::error!(
                     object = format_args!("{:#x}", self.id),
                     type_name = delivery.type_name,
-                    method,
+                    method = delivery.method,
                     "an interceptor panicked after serving: {}",
                     crate::panics::describe(&*panic)
                 );
             }
         }
-        inbound.reply.send(&self.runtime, outcome, None);
     }
 
     /// Serves a request: the method it called, and what that gave.

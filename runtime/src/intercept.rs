@@ -61,6 +61,8 @@ pub enum ServeOutcome {
     Panicked,
     /// The request was refused (it did not decode).
     Refused,
+    /// A later interceptor dropped it ([`Verdict::Drop`]): not served.
+    Dropped,
 }
 
 /// A request about to be sent by an object of the node.

@@ -221,6 +221,61 @@ async fn a_dropped_request_is_never_served() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Counts what it sees arrive and end, as a load meter does.
+#[derive(Default)]
+struct Meter {
+    arrived: AtomicUsize,
+    ended: Mutex<Vec<ServeOutcome>>,
+}
+
+impl Interceptor for Meter {
+    fn before_delivery<'a>(
+        &'a self,
+        _delivery: &'a Delivery<'a>,
+        _body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Verdict::Deliver })
+    }
+
+    fn after_serve(&self, _d: &Delivery<'_>, outcome: ServeOutcome, _body: &BodyAccess<'_>) {
+        self.ended.lock().unwrap().push(outcome);
+    }
+}
+
+/// An interceptor that saw a request arrive sees it end when a later one
+/// drops it: a load meter installed first never counts a dropped request
+/// as being served for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interceptors_before_the_one_that_drops_see_the_request_end() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let meter = Arc::new(Meter::default());
+    let dropper = Arc::new(Dropper {
+        positions: vec![2],
+        ..Dropper::default()
+    });
+    let node = callee.local_node("n");
+    node.add_interceptor(meter.clone())?;
+    node.add_interceptor(dropper)?;
+    let rec = within(RecorderProxy::new(&self::node(&caller, &callee, "n")?)).await?;
+    for v in 1..=3 {
+        rec.push_one_way(v)?;
+    }
+    assert_eq!(within(rec.seen()).await?, [1, 3]);
+    assert_eq!(meter.arrived.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        *meter.ended.lock().unwrap(),
+        [
+            ServeOutcome::Value,
+            ServeOutcome::Dropped,
+            ServeOutcome::Value,
+            ServeOutcome::Value
+        ]
+    );
+    Ok(())
+}
+
 /// Holds every `push` until the test lets it through; reports each one it
 /// holds.
 struct Gate {
