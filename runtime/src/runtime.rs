@@ -465,10 +465,13 @@ impl Runtime {
     }
 
     /// What this runtime says, when it opens a stream, of the address it
-    /// serves at: only a runtime with a certificate says it (the other end
-    /// believes no one else).
+    /// serves at: only a runtime with a runtime's certificate says it (the
+    /// other end believes no one else).
     fn reachable_at(&self) -> Option<tonic::metadata::AsciiMetadataValue> {
-        if self.inner.identity.is_plaintext() {
+        if !matches!(
+            self.inner.identity.principal(),
+            crate::tls::Principal::Runtime(_)
+        ) {
             return None;
         }
         self.address()?.parse().ok()
