@@ -116,24 +116,7 @@ struct Account {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Leg {
-    Withdrawing {
-        request: RequestId,
-        op: u64,
-        to: ObjectId,
-        amount: u64,
-    },
-    Depositing {
-        request: RequestId,
-        op: u64,
-        withdrawn: u64,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
 struct Broker {
-    /// Transfers under way, by the call they wait for.
-    legs: BTreeMap<RequestId, Leg>,
     /// Finished transfers: op → what the client was told.
     done: BTreeMap<u64, Msg>,
 }
@@ -144,17 +127,56 @@ enum Body {
     Broker(Broker),
 }
 
+/// Where the service of the current request stands. A body awaits the
+/// replies of its calls inside the request, as an active object does: a
+/// broker serves a transfer by withdrawing, awaiting, depositing, awaiting,
+/// then answering.
+#[derive(Clone, Debug)]
+enum Task {
+    /// Delivered, not started.
+    Start(Request<Msg>),
+    /// Awaits the withdrawal.
+    Withdrawing {
+        request: RequestId,
+        op: u64,
+        to: ObjectId,
+        amount: u64,
+        call: RequestId,
+    },
+    /// Awaits the deposit.
+    Depositing {
+        request: RequestId,
+        op: u64,
+        withdrawn: u64,
+        call: RequestId,
+    },
+}
+
 impl Body {
-    /// Handles one delivered message: deterministic, as PML requires.
-    fn handle(
+    /// Runs the current request as far as the replies delivered so far
+    /// (`futures`) let it; returns it if it still awaits one. Deterministic,
+    /// as PML requires.
+    fn run(
         &mut self,
-        message: &Message<Msg>,
+        task: Task,
+        futures: &mut BTreeMap<RequestId, Msg>,
         core: &mut Protected<Msg>,
         now: Time,
-    ) -> Result<(), String> {
+    ) -> Result<Option<Task>, String> {
         let err = |e: actogrid_fault_tolerance::pml::Error| e.to_string();
-        match (self, message) {
-            (Body::Account(a), Message::Request(r)) => {
+        let awaited = match &task {
+            Task::Start(_) => None,
+            Task::Withdrawing { call, .. } | Task::Depositing { call, .. } => Some(*call),
+        };
+        let value = match awaited {
+            None => None,
+            Some(call) => match futures.remove(&call) {
+                None => return Ok(Some(task)),
+                value => value,
+            },
+        };
+        match (self, task, value) {
+            (Body::Account(a), Task::Start(r), _) => {
                 let (op, kind, amount) = match r.payload {
                     Msg::Withdraw { op, amount } => (op, Kind::Withdraw, amount),
                     Msg::Deposit { op, amount } => (op, Kind::Deposit, amount),
@@ -180,12 +202,11 @@ impl Body {
                         balance: a.balance,
                     });
                 }
-                core.reply(r.id, value).map_err(err)
+                core.reply(r.id, value).map_err(err)?;
+                core.step_done(now).map_err(err)?;
+                Ok(None)
             }
-            (Body::Account(_), Message::Reply(r)) => {
-                Err(format!("an account got a reply to {}", r.request))
-            }
-            (Body::Broker(b), Message::Request(r)) => {
+            (Body::Broker(_), Task::Start(r), _) => {
                 let Msg::Transfer {
                     op,
                     from,
@@ -198,67 +219,61 @@ impl Body {
                 let call = core
                     .call(now, from, Msg::Withdraw { op, amount })
                     .map_err(err)?;
-                b.legs.insert(
+                Ok(Some(Task::Withdrawing {
+                    request: r.id,
+                    op,
+                    to,
+                    amount,
                     call,
-                    Leg::Withdrawing {
-                        request: r.id,
-                        op,
-                        to,
-                        amount,
-                    },
-                );
-                Ok(())
+                }))
             }
-            (Body::Broker(b), Message::Reply(r)) => {
-                let leg = b
-                    .legs
-                    .remove(&r.request)
-                    .ok_or_else(|| format!("broker got a reply to unknown {}", r.request))?;
-                match (leg, &r.value) {
-                    (
-                        Leg::Withdrawing {
-                            request,
-                            op,
-                            to,
-                            amount,
-                        },
-                        Msg::Balance(withdrawn),
-                    ) => {
-                        let call = core
-                            .call(now, to, Msg::Deposit { op, amount })
-                            .map_err(err)?;
-                        b.legs.insert(
-                            call,
-                            Leg::Depositing {
-                                request,
-                                op,
-                                withdrawn: *withdrawn,
-                            },
-                        );
-                        Ok(())
-                    }
-                    (Leg::Withdrawing { request, op, .. }, Msg::Refused) => {
-                        b.done.insert(op, Msg::Refused);
-                        core.reply(request, Msg::Refused).map_err(err)
-                    }
-                    (
-                        Leg::Depositing {
-                            request,
-                            op,
-                            withdrawn,
-                        },
-                        Msg::Balance(deposited),
-                    ) => {
-                        let value = Msg::Transferred {
-                            withdrawn,
-                            deposited: *deposited,
-                        };
-                        b.done.insert(op, value.clone());
-                        core.reply(request, value).map_err(err)
-                    }
-                    (leg, value) => Err(format!("broker in {leg:?} got {value:?}")),
-                }
+            (
+                Body::Broker(_),
+                Task::Withdrawing {
+                    request,
+                    op,
+                    to,
+                    amount,
+                    ..
+                },
+                Some(Msg::Balance(withdrawn)),
+            ) => {
+                let call = core
+                    .call(now, to, Msg::Deposit { op, amount })
+                    .map_err(err)?;
+                Ok(Some(Task::Depositing {
+                    request,
+                    op,
+                    withdrawn,
+                    call,
+                }))
             }
+            (Body::Broker(b), Task::Withdrawing { request, op, .. }, Some(Msg::Refused)) => {
+                b.done.insert(op, Msg::Refused);
+                core.reply(request, Msg::Refused).map_err(err)?;
+                core.step_done(now).map_err(err)?;
+                Ok(None)
+            }
+            (
+                Body::Broker(b),
+                Task::Depositing {
+                    request,
+                    op,
+                    withdrawn,
+                    ..
+                },
+                Some(Msg::Balance(deposited)),
+            ) => {
+                let value = Msg::Transferred {
+                    withdrawn,
+                    deposited,
+                };
+                b.done.insert(op, value.clone());
+                core.reply(request, value).map_err(err)?;
+                core.step_done(now).map_err(err)?;
+                Ok(None)
+            }
+            (_, task, value) => Err(format!("cannot go on with {task:?} given {value:?}")),
         }
     }
 }
@@ -370,7 +385,8 @@ enum Event {
     Net(ObjectId, Wire),
     Store(u64, ObjectId, StoreOp),
     StoreAck(u64, StoreAck),
-    StepDone(u64),
+    /// This instance's body runs its current request as far as it can.
+    Run(u64),
     Tick,
     ClientCall(usize, usize),
     /// A failure event: one object's node crashes, or two at once.
@@ -391,7 +407,12 @@ struct Node {
     object: ObjectId,
     core: Protected<Msg>,
     body: Body,
-    serving: Option<Message<Msg>>,
+    /// The request being served.
+    task: Option<Task>,
+    /// Replies delivered and not awaited yet: the runtime's future slots.
+    futures: BTreeMap<RequestId, Msg>,
+    /// Everything delivered to this instance: nothing may come twice.
+    delivered: BTreeSet<(bool, RequestId)>,
     alive: bool,
 }
 
@@ -479,6 +500,8 @@ struct Sim {
     /// comes back (the store link is a FIFO stream).
     store_link: BTreeMap<u64, (Time, Time)>,
     tally: Tally,
+    /// A rule broken inside an action (reported by the run loop).
+    broken: Option<String>,
     trace: Option<String>,
 }
 
@@ -513,6 +536,7 @@ impl Sim {
             clients: Vec::new(),
             store_link: BTreeMap::new(),
             tally: Tally::default(),
+            broken: None,
             trace: trace.then(String::new),
         };
         for i in 0..ACCOUNTS {
@@ -528,7 +552,6 @@ impl Sim {
             sim.create(
                 broker(i),
                 Body::Broker(Broker {
-                    legs: BTreeMap::new(),
                     done: BTreeMap::new(),
                 }),
             );
@@ -593,7 +616,9 @@ impl Sim {
                 object,
                 core,
                 body,
-                serving: None,
+                task: None,
+                futures: BTreeMap::new(),
+                delivered: BTreeSet::new(),
                 alive: true,
             },
         );
@@ -659,9 +684,28 @@ impl Sim {
                     StoreOp::Append(incarnation, position, message),
                 ),
                 Action::Deliver(message) | Action::Replay(message) => {
-                    node.serving = Some(message);
+                    let (is_request, id) = match &message {
+                        Message::Request(r) => (true, r.id),
+                        Message::Reply(r) => (false, r.request),
+                    };
+                    if !node.delivered.insert((is_request, id)) {
+                        self.broken = Some(format!("{object} was handed {id} twice"));
+                        return;
+                    }
+                    match message {
+                        Message::Request(r) if node.task.is_none() => {
+                            node.task = Some(Task::Start(r));
+                        }
+                        Message::Request(r) => {
+                            self.broken = Some(format!("{object} was handed {} mid-service", r.id));
+                            return;
+                        }
+                        Message::Reply(r) => {
+                            node.futures.insert(r.request, r.value);
+                        }
+                    }
                     let service = self.rng.range(1, 4);
-                    self.after(service, Event::StepDone(instance));
+                    self.after(service, Event::Run(instance));
                 }
                 Action::Send(request) | Action::Resend(request) => {
                     self.send(request.id.target, Wire::Request(request))
@@ -903,15 +947,17 @@ impl Sim {
                 }
                 self.drain(instance);
             }
-            Event::StepDone(instance) => {
+            Event::Run(instance) => {
                 let now = self.now;
                 let Some(node) = self.nodes.get_mut(&instance).filter(|n| n.alive) else {
                     return Ok(());
                 };
-                let message = node.serving.take().ok_or("a step ended that never began")?;
-                node.body.handle(&message, &mut node.core, now)?;
-                node.core.step_done(now).map_err(|e| e.to_string())?;
-                self.drain(instance);
+                if let Some(task) = node.task.take() {
+                    node.task = node
+                        .body
+                        .run(task, &mut node.futures, &mut node.core, now)?;
+                    self.drain(instance);
+                }
             }
             Event::Tick => {
                 let now = self.now;
@@ -992,10 +1038,9 @@ impl Sim {
         self.clients.iter().all(|c| c.results.len() == c.plan.len())
             && self.location.iter().all(|(object, i)| {
                 matches!(self.recovery.status(*object), Some(Status::Running(_)))
-                    && self
-                        .nodes
-                        .get(i)
-                        .is_some_and(|n| n.alive && n.core.is_idle())
+                    && self.nodes.get(i).is_some_and(|n| {
+                        n.alive && n.core.is_idle() && n.task.is_none() && n.futures.is_empty()
+                    })
             })
     }
 
@@ -1016,6 +1061,9 @@ impl Sim {
             self.now = at;
             self.tally.events += 1;
             if let Err(e) = self.step(event) {
+                break Err(format!("at {} ms: {e}", self.now.0));
+            }
+            if let Some(e) = self.broken.take() {
                 break Err(format!("at {} ms: {e}", self.now.0));
             }
         };
@@ -1196,7 +1244,7 @@ fn check(plan: &[Vec<Planned>], run: &Outcome, reference: &Outcome) -> Result<()
     }
     for (object, b) in &run.brokers {
         let r = &reference.brokers[object];
-        if !b.legs.is_empty() || b.done.keys().ne(r.done.keys()) {
+        if b.done.keys().ne(r.done.keys()) {
             return Err(format!("{object} ends differently than without failures"));
         }
     }

@@ -17,10 +17,12 @@
 //!
 //! # Model
 //!
-//! * **Objects** are piecewise deterministic: given the same state and the
-//!   same message, the body does the same thing — same calls, in the same
-//!   order, with the same arguments, and the same replies. What is not
-//!   (time, randomness, outside I/O) must go through a journaled call.
+//! * **Objects** are piecewise deterministic: given the same state, the
+//!   same request and the same replies to its calls, the body does the same
+//!   thing — same calls, in the same order, with the same arguments, and the
+//!   same replies. What is not (time, randomness, outside I/O, waiting for
+//!   whichever of several futures comes first, a timeout) must go through a
+//!   journaled call.
 //! * **Nodes** fail by stopping. A node may also be suspected while it
 //!   still runs; the old incarnation then lives on as a zombie until it
 //!   learns it is fenced, and nothing it does can matter (see Fencing).
@@ -38,8 +40,13 @@
 //! 1. **Log, then deliver.** A request is appended to the target's log on
 //!    arrival, in its sender's order (requests that overtook a missing one
 //!    wait, up to [`Config::max_ahead`]); so is the reply to a call the
-//!    object made. The body is handed an entry only once the store has made
-//!    it durable, one entry at a time, in log order.
+//!    object made. Nothing is handed to the body before the store has made
+//!    it durable. Requests are handed over one at a time, in log order, each
+//!    at a request boundary; a reply as soon as it is durable and its call
+//!    has been made, even in the middle of a service, since a body awaits
+//!    replies inside its requests. The order of requests is what the log
+//!    fixes; a reply is found by its call's identity, which a deterministic
+//!    replay reproduces.
 //! 2. **Duplicates are answered, never served.** A request that arrives
 //!    again after its reply was given is answered with that original reply
 //!    ([`Action::AnswerDuplicate`]); one that is logged but not answered
@@ -105,7 +112,7 @@
 //! | the store refuses a write (fenced) | [`Protected::fenced`] |
 //! | the body, handling a message, calls another object | [`Protected::call`] |
 //! | the body answers a request | [`Protected::reply`] |
-//! | the body is done with the message | [`Protected::step_done`] |
+//! | the body finished serving a request | [`Protected::step_done`] |
 //! | time passed (every few tens of ms) | [`Protected::tick`] |
 //! | the location service announces a restart | [`Protected::peer_restarted`] |
 //! | the FT server restarts the object | [`Protected::recover`] |

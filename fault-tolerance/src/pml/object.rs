@@ -50,9 +50,11 @@ pub enum Action<P> {
         /// What to log.
         message: Message<P>,
     },
-    /// Hand this message to the body: serve the request, or resolve the
-    /// future of the call the reply answers. Its log entry is durable. Call
-    /// [`Protected::step_done`] when the body is done with it.
+    /// Hand this message to the body; its log entry is durable. A request:
+    /// serve it, and call [`Protected::step_done`] when its service ends. A
+    /// reply: resolve the future of the call it answers — at once, even in
+    /// the middle of a service (a body awaits replies inside its requests);
+    /// it is not a step.
     Deliver(Message<P>),
     /// Hand this logged message to the restored body again, as
     /// [`Action::Deliver`]: recovery replays the log in its original order.
@@ -204,14 +206,15 @@ pub struct Protected<P> {
     next_position: LogPosition,
     /// Positions below this are durable.
     durable: LogPosition,
-    /// Appended, not delivered yet, in position order.
-    pending: VecDeque<(LogPosition, Message<P>)>,
+    /// Requests appended and not delivered yet, in log order.
+    requests: VecDeque<(LogPosition, Request<P>)>,
+    /// Replies appended and not delivered yet. One is delivered once
+    /// durable and once the body made its call (a replay makes it again).
+    replies: BTreeMap<LogPosition, Reply<P>>,
     /// Positions below this were loaded from the store: replays.
     replay_end: LogPosition,
-    /// The entry the body is handling.
+    /// The request the body is serving.
     serving: Option<LogPosition>,
-    /// The position after the last entry delivered: the next checkpoint's.
-    delivered_end: LogPosition,
     inbound: BTreeMap<ObjectId, Inbound<P>>,
     outbox: Outbox<P>,
     /// The newest incarnation seen of each peer; older ones are fenced.
@@ -275,7 +278,7 @@ impl<P: Clone> Protected<P> {
                     found: at,
                 });
             }
-            match &message {
+            match message {
                 Message::Request(request) => {
                     let sender = core
                         .inbound
@@ -290,16 +293,21 @@ impl<P: Clone> Protected<P> {
                         });
                     }
                     sender.logged_next += 1;
+                    core.requests.push_back((at, request));
                 }
-                Message::Reply(reply) => core.outbox.mark_logged(reply.request),
+                // Replies can be delivered ahead of requests logged before
+                // them: one the checkpoint shows observed is not again.
+                Message::Reply(reply) if core.outbox.is_settled(reply.request) => {}
+                Message::Reply(reply) => {
+                    core.outbox.mark_logged(reply.request);
+                    core.replies.insert(at, reply);
+                }
             }
-            core.pending.push_back((at, message));
             expected = at.next();
         }
         core.next_position = expected;
         core.durable = expected;
         core.replay_end = expected;
-        core.delivered_end = position;
         core.checkpointed = position;
         let again = core
             .outbox
@@ -323,10 +331,10 @@ impl<P: Clone> Protected<P> {
             phase: Phase::Running,
             next_position: LogPosition(0),
             durable: LogPosition(0),
-            pending: VecDeque::new(),
+            requests: VecDeque::new(),
+            replies: BTreeMap::new(),
             replay_end: LogPosition(0),
             serving: None,
-            delivered_end: LogPosition(0),
             inbound: BTreeMap::new(),
             outbox,
             peers: BTreeMap::new(),
@@ -355,7 +363,10 @@ impl<P: Clone> Protected<P> {
 
     /// Whether recovery is still replaying logged messages.
     pub fn is_replaying(&self) -> bool {
-        self.delivered_end < self.replay_end || self.serving.is_some_and(|at| at < self.replay_end)
+        self.requests
+            .front()
+            .is_some_and(|(at, _)| *at < self.replay_end)
+            || self.serving.is_some_and(|at| at < self.replay_end)
     }
 
     /// Whether nothing is left to do but wait for new messages: no message
@@ -363,7 +374,8 @@ impl<P: Clone> Protected<P> {
     /// checkpoint being written.
     pub fn is_idle(&self) -> bool {
         self.phase == Phase::Running
-            && self.pending.is_empty()
+            && self.requests.is_empty()
+            && self.replies.is_empty()
             && self.serving.is_none()
             && self.writing.is_none()
             && self.outbox.pending() == 0
@@ -483,7 +495,9 @@ impl<P: Clone> Protected<P> {
         let id = request.id;
         // A replay makes again the calls it made before the failure; one
         // whose reply is already logged needs no send.
-        if !self.outbox.is_logged(id) {
+        if self.outbox.is_logged(id) {
+            self.pump(now);
+        } else {
             self.actions.push_back(Action::Send(request));
         }
         Ok(id)
@@ -611,7 +625,8 @@ impl<P: Clone> Protected<P> {
     fn stop(&mut self) {
         self.phase = Phase::Stopped;
         self.actions.clear();
-        self.pending.clear();
+        self.requests.clear();
+        self.replies.clear();
         self.serving = None;
         self.actions.push_back(Action::Stop);
     }
@@ -653,49 +668,74 @@ impl<P: Clone> Protected<P> {
             position,
             message: message.clone(),
         });
-        self.pending.push_back((position, message));
+        match message {
+            Message::Request(request) => self.requests.push_back((position, request)),
+            Message::Reply(reply) => {
+                self.replies.insert(position, reply);
+            }
+        }
     }
 
-    /// At a request boundary: checkpoint if due, then deliver the next
-    /// durable entry.
+    /// Where a checkpoint taken now starts the log: the first entry not
+    /// delivered (later ones may be, replies overtaking requests).
+    fn boundary(&self) -> LogPosition {
+        let request = self.requests.front().map(|(at, _)| *at);
+        let reply = self.replies.keys().next().copied();
+        match (request, reply) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => self.next_position,
+        }
+    }
+
+    /// Delivers what can be: durable replies whose call was made, at any
+    /// time; at a request boundary, a checkpoint if due, then the next
+    /// durable request.
     fn pump(&mut self, now: Time) {
-        if self.phase != Phase::Running || self.serving.is_some() {
+        if self.phase != Phase::Running {
             return;
         }
-        if self.writing.is_none()
-            && self.delivered_end > self.checkpointed
+        if self.serving.is_none()
+            && self.writing.is_none()
+            && self.boundary() > self.checkpointed
             && now.since(self.last_checkpoint) >= self.config.ttc
         {
             self.checkpoint(now);
         }
-        let Some((position, _)) = self.pending.front() else {
-            return;
-        };
-        if *position >= self.durable {
+        let ready: Vec<LogPosition> = self
+            .replies
+            .range(..self.durable)
+            .filter(|(_, reply)| self.outbox.has_call(reply.request))
+            .map(|(at, _)| *at)
+            .collect();
+        for position in ready {
+            if let Some(reply) = self.replies.remove(&position) {
+                self.outbox.settle(reply.request);
+                self.hand_over(position, Message::Reply(reply));
+            }
+        }
+        let durable = self.durable;
+        if self.serving.is_some() || self.requests.front().is_none_or(|(at, _)| *at >= durable) {
             return;
         }
-        let Some((position, message)) = self.pending.pop_front() else {
+        let Some((position, request)) = self.requests.pop_front() else {
             return;
         };
         self.serving = Some(position);
-        self.delivered_end = position.next();
-        match &message {
-            Message::Request(request) => {
-                let sender = self
-                    .inbound
-                    .entry(request.id.sender)
-                    .or_insert_with(|| Inbound::new(Served::default()));
-                sender.served.next = request.id.seq + 1;
-                // A replayed request its sender holds the reply of is
-                // served again (to rebuild the state) but not answered.
-                if request.id.seq > sender.served.acked {
-                    sender.served.replies.insert(request.id.seq, None);
-                }
-            }
-            Message::Reply(reply) => {
-                self.outbox.settle(reply.request);
-            }
+        let sender = self
+            .inbound
+            .entry(request.id.sender)
+            .or_insert_with(|| Inbound::new(Served::default()));
+        sender.served.next = request.id.seq + 1;
+        // A replayed request its sender holds the reply of is served again
+        // (to rebuild the state) but not answered.
+        if request.id.seq > sender.served.acked {
+            sender.served.replies.insert(request.id.seq, None);
         }
+        self.hand_over(position, Message::Request(request));
+    }
+
+    fn hand_over(&mut self, position: LogPosition, message: Message<P>) {
         if position < self.replay_end {
             self.stats.replayed += 1;
             self.actions.push_back(Action::Replay(message));
@@ -706,8 +746,9 @@ impl<P: Clone> Protected<P> {
     }
 
     fn checkpoint(&mut self, now: Time) {
+        let position = self.boundary();
         let protocol = Snapshot {
-            position: self.delivered_end,
+            position,
             inbound: self
                 .inbound
                 .iter()
@@ -715,7 +756,7 @@ impl<P: Clone> Protected<P> {
                 .collect(),
             outbound: self.outbox.state(),
         };
-        self.writing = Some(self.delivered_end);
+        self.writing = Some(position);
         self.last_checkpoint = now;
         self.stats.checkpoints += 1;
         self.actions.push_back(Action::Checkpoint { protocol });

@@ -168,6 +168,20 @@ impl<P: Clone> Outbox<P> {
             .insert(id.seq);
     }
 
+    /// Whether the call `id` was made and not settled.
+    pub(crate) fn has_call(&self, id: RequestId) -> bool {
+        self.targets
+            .get(&id.target)
+            .is_some_and(|t| t.calls.contains_key(&id.seq))
+    }
+
+    /// Whether the reply of the call `id` was observed already.
+    pub(crate) fn is_settled(&self, id: RequestId) -> bool {
+        self.targets
+            .get(&id.target)
+            .is_some_and(|t| id.seq <= t.last_seq && !t.calls.contains_key(&id.seq))
+    }
+
     /// The sender observed the reply of `id`: the call is settled.
     pub(crate) fn settle(&mut self, id: RequestId) -> Option<P> {
         let t = self.targets.get_mut(&id.target)?;

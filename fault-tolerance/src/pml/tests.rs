@@ -178,9 +178,9 @@ fn a_reply_is_logged_before_the_body_observes_it_and_observed_once() {
     let mut core = running();
     deliver(&mut core, 1, request(ALICE, 1, "a"));
     let call = core.call(t(1), BOB, "ask").unwrap();
-    core.step_done(t(2)).unwrap();
     assert!(matches!(&drain(&mut core)[..], [Action::Send(r)] if r.id == call));
 
+    // The body awaits the reply inside its request.
     let reply = Reply {
         request: call,
         incarnation: Incarnation::FIRST,
@@ -199,11 +199,58 @@ fn a_reply_is_logged_before_the_body_observes_it_and_observed_once() {
     core.log_durable(t(4), LogPosition(1)).unwrap();
     assert_eq!(
         drain(&mut core),
-        vec![Action::Deliver(Message::Reply(reply.clone()))]
+        vec![Action::Deliver(Message::Reply(reply.clone()))],
+        "delivered in the middle of the service"
     );
+    core.reply(request(ALICE, 1, "a").id, "done").unwrap();
     core.step_done(t(5)).unwrap();
+    drain(&mut core);
     core.on_reply(t(6), reply);
     assert!(drain(&mut core).is_empty(), "a late copy is dropped");
+    assert!(core.is_idle());
+}
+
+#[test]
+fn a_replay_makes_its_calls_again_and_gets_their_logged_replies_without_sending() {
+    let first = first_checkpoint();
+    let log = vec![
+        (LogPosition(0), Message::Request(request(ALICE, 1, "a"))),
+        (
+            LogPosition(1),
+            Message::Reply(Reply {
+                request: RequestId {
+                    target: BOB,
+                    sender: ME,
+                    seq: 1,
+                },
+                incarnation: Incarnation::FIRST,
+                value: "answer",
+            }),
+        ),
+    ];
+    let mut core = Protected::recover(ME, Incarnation(1), config(), t(10), first, log).unwrap();
+    assert!(matches!(
+        &drain(&mut core)[..],
+        [Action::Replay(Message::Request(_))]
+    ));
+    let call = core.call(t(11), BOB, "ask").unwrap();
+    assert_eq!(call.seq, 1, "the same number as before the failure");
+    assert!(
+        matches!(&drain(&mut core)[..], [Action::Replay(Message::Reply(r))] if r.value == "answer")
+    );
+    core.reply(request(ALICE, 1, "a").id, "done").unwrap();
+    core.step_done(t(12)).unwrap();
+    assert!(matches!(&drain(&mut core)[..], [Action::Reply(_)]));
+    assert!(!core.is_replaying());
+    assert!(core.is_idle());
+}
+
+/// The forced first checkpoint of a new object, as the store keeps it.
+fn first_checkpoint() -> Snapshot<&'static str> {
+    match Protected::new(ME, config(), t(0)).poll_action() {
+        Some(Action::Checkpoint { protocol }) => protocol,
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
