@@ -29,7 +29,7 @@ const ACCOUNTS: u64 = 4;
 const BROKERS: u64 = 2;
 const CLIENTS: u64 = 2;
 const OPENING_BALANCE: u64 = 1_000_000;
-const TICK: u64 = 10;
+const TICK: u64 = 20;
 /// Simulated time after which a run that has not settled is a failure.
 const DEADLINE: u64 = 120_000;
 
@@ -69,18 +69,39 @@ impl Rng {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Msg {
+    /// Client to broker: move `amount` from one account to another.
     Transfer {
         op: u64,
         from: ObjectId,
         to: ObjectId,
         amount: u64,
     },
+    /// Client to broker: pay `amount` to each of `to` (an account may be
+    /// listed twice) out of `from`.
+    Spread {
+        op: u64,
+        from: ObjectId,
+        to: Vec<ObjectId>,
+        amount: u64,
+    },
+    /// Client to broker: like a spread, but the broker answers as soon as
+    /// the deposits are sent, keeps their futures in its state, and
+    /// collects them at the end of the next transfer or spread it serves
+    /// (wait-by-necessity across requests and checkpoints).
+    Payroll {
+        op: u64,
+        from: ObjectId,
+        to: Vec<ObjectId>,
+        amount: u64,
+    },
     Withdraw {
         op: u64,
         amount: u64,
     },
+    /// Leg `leg` of operation `op` (a spread has several).
     Deposit {
         op: u64,
+        leg: u64,
         amount: u64,
     },
     /// An account's balance after the operation.
@@ -92,12 +113,33 @@ enum Msg {
         withdrawn: u64,
         deposited: u64,
     },
+    /// A spread's legs, as the balances after each.
+    Spreaded {
+        withdrawn: u64,
+        deposited: Vec<u64>,
+    },
+    /// A payroll's withdrawal; its deposits are under way.
+    Scheduled {
+        withdrawn: u64,
+    },
+}
+
+impl Msg {
+    fn op(&self) -> Option<u64> {
+        match self {
+            Msg::Transfer { op, .. }
+            | Msg::Spread { op, .. }
+            | Msg::Payroll { op, .. }
+            | Msg::Deposit { op, .. } => Some(*op),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Withdraw,
-    Deposit,
+    Deposit(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,8 +159,12 @@ struct Account {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Broker {
-    /// Finished transfers: op → what the client was told.
+    /// Finished operations: op → what the client was told.
     done: BTreeMap<u64, Msg>,
+    /// Futures of payroll deposits not collected yet: (op, leg, call).
+    owed: Vec<(u64, u64, RequestId)>,
+    /// Collected payroll deposits: (op, leg) → the balance they returned.
+    paid: BTreeMap<(u64, u64), u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,29 +173,53 @@ enum Body {
     Broker(Broker),
 }
 
+/// What a broker does once the money is withdrawn.
+#[derive(Clone, Debug)]
+enum Then {
+    Deposit(ObjectId),
+    Spread(Vec<ObjectId>),
+    Payroll(Vec<ObjectId>),
+}
+
 /// Where the service of the current request stands. A body awaits the
 /// replies of its calls inside the request, as an active object does: a
-/// broker serves a transfer by withdrawing, awaiting, depositing, awaiting,
-/// then answering.
+/// broker withdraws and awaits; then it deposits and awaits (a transfer),
+/// or makes every deposit at once and awaits them all in order (a spread,
+/// which leaves several calls to one account outstanding together).
 #[derive(Clone, Debug)]
 enum Task {
     /// Delivered, not started.
     Start(Request<Msg>),
-    /// Awaits the withdrawal.
     Withdrawing {
         request: RequestId,
         op: u64,
-        to: ObjectId,
+        then: Then,
         amount: u64,
         call: RequestId,
     },
-    /// Awaits the deposit.
     Depositing {
         request: RequestId,
         op: u64,
         withdrawn: u64,
-        call: RequestId,
+        /// The deposits, and the balances they returned so far.
+        calls: Vec<RequestId>,
+        got: Vec<u64>,
+        spread: bool,
     },
+    /// Done, but first collects the payroll futures the broker holds.
+    Settling { request: RequestId, answer: Msg },
+}
+
+impl Task {
+    /// The call whose reply the task waits for.
+    fn awaits(&self) -> Option<RequestId> {
+        match self {
+            Task::Start(_) => None,
+            Task::Withdrawing { call, .. } => Some(*call),
+            Task::Depositing { calls, got, .. } => calls.get(got.len()).copied(),
+            Task::Settling { .. } => None,
+        }
+    }
 }
 
 impl Body {
@@ -158,122 +228,211 @@ impl Body {
     /// as PML requires.
     fn run(
         &mut self,
-        task: Task,
+        mut task: Task,
         futures: &mut BTreeMap<RequestId, Msg>,
         core: &mut Protected<Msg>,
         now: Time,
     ) -> Result<Option<Task>, String> {
         let err = |e: actogrid_fault_tolerance::pml::Error| e.to_string();
-        let awaited = match &task {
-            Task::Start(_) => None,
-            Task::Withdrawing { call, .. } | Task::Depositing { call, .. } => Some(*call),
-        };
-        let value = match awaited {
-            None => None,
-            Some(call) => match futures.remove(&call) {
-                None => return Ok(Some(task)),
-                value => value,
-            },
-        };
-        match (self, task, value) {
-            (Body::Account(a), Task::Start(r), _) => {
-                let (op, kind, amount) = match r.payload {
-                    Msg::Withdraw { op, amount } => (op, Kind::Withdraw, amount),
-                    Msg::Deposit { op, amount } => (op, Kind::Deposit, amount),
-                    ref other => return Err(format!("account got {other:?}")),
-                };
-                let value = match kind {
-                    Kind::Withdraw if a.balance < amount => Msg::Refused,
-                    Kind::Withdraw => {
-                        a.balance -= amount;
-                        Msg::Balance(a.balance)
+        loop {
+            if let (Body::Broker(b), Task::Settling { .. }) = (&mut *self, &task) {
+                while let Some(&(op, leg, call)) = b.owed.first() {
+                    match futures.remove(&call) {
+                        None => return Ok(Some(task)),
+                        Some(Msg::Balance(balance)) => {
+                            b.paid.insert((op, leg), balance);
+                            b.owed.remove(0);
+                        }
+                        Some(other) => return Err(format!("a payroll deposit returned {other:?}")),
                     }
-                    Kind::Deposit => {
-                        a.balance += amount;
-                        Msg::Balance(a.balance)
-                    }
+                }
+                let Task::Settling { request, answer } = task else {
+                    return Err("settling vanished".into());
                 };
-                if value != Msg::Refused {
-                    a.ledger.push(Entry {
+                core.reply(request, answer).map_err(err)?;
+                core.step_done(now).map_err(err)?;
+                return Ok(None);
+            }
+            let value = match task.awaits() {
+                None => None,
+                Some(call) => match futures.remove(&call) {
+                    None => return Ok(Some(task)),
+                    value => value,
+                },
+            };
+            let (request, answer) = match (&mut *self, task, value) {
+                (Body::Account(a), Task::Start(r), _) => {
+                    let (op, kind, amount) = match r.payload {
+                        Msg::Withdraw { op, amount } => (op, Kind::Withdraw, amount),
+                        Msg::Deposit { op, leg, amount } => (op, Kind::Deposit(leg), amount),
+                        ref other => return Err(format!("account got {other:?}")),
+                    };
+                    let value = match kind {
+                        Kind::Withdraw if a.balance < amount => Msg::Refused,
+                        Kind::Withdraw => {
+                            a.balance -= amount;
+                            Msg::Balance(a.balance)
+                        }
+                        Kind::Deposit(_) => {
+                            a.balance += amount;
+                            Msg::Balance(a.balance)
+                        }
+                    };
+                    if value != Msg::Refused {
+                        a.ledger.push(Entry {
+                            request: r.id,
+                            op,
+                            kind,
+                            amount,
+                            balance: a.balance,
+                        });
+                    }
+                    (r.id, value)
+                }
+                (Body::Broker(_), Task::Start(r), _) => {
+                    let (op, from, then, amount, total) = match r.payload {
+                        Msg::Transfer {
+                            op,
+                            from,
+                            to,
+                            amount,
+                        } => (op, from, Then::Deposit(to), amount, amount),
+                        Msg::Spread {
+                            op,
+                            from,
+                            to,
+                            amount,
+                        } => {
+                            let total = amount * to.len() as u64;
+                            (op, from, Then::Spread(to), amount, total)
+                        }
+                        Msg::Payroll {
+                            op,
+                            from,
+                            to,
+                            amount,
+                        } => {
+                            let total = amount * to.len() as u64;
+                            (op, from, Then::Payroll(to), amount, total)
+                        }
+                        other => return Err(format!("broker got {other:?}")),
+                    };
+                    let amount_out = Msg::Withdraw { op, amount: total };
+                    let call = core.call(now, from, amount_out).map_err(err)?;
+                    task = Task::Withdrawing {
                         request: r.id,
                         op,
-                        kind,
+                        then,
                         amount,
-                        balance: a.balance,
-                    });
+                        call,
+                    };
+                    continue;
                 }
-                core.reply(r.id, value).map_err(err)?;
-                core.step_done(now).map_err(err)?;
-                Ok(None)
-            }
-            (Body::Broker(_), Task::Start(r), _) => {
-                let Msg::Transfer {
-                    op,
-                    from,
-                    to,
-                    amount,
-                } = r.payload
-                else {
-                    return Err(format!("broker got {:?}", r.payload));
-                };
-                let call = core
-                    .call(now, from, Msg::Withdraw { op, amount })
-                    .map_err(err)?;
-                Ok(Some(Task::Withdrawing {
-                    request: r.id,
-                    op,
-                    to,
-                    amount,
-                    call,
-                }))
-            }
-            (
-                Body::Broker(_),
-                Task::Withdrawing {
-                    request,
-                    op,
-                    to,
-                    amount,
-                    ..
-                },
-                Some(Msg::Balance(withdrawn)),
-            ) => {
-                let call = core
-                    .call(now, to, Msg::Deposit { op, amount })
-                    .map_err(err)?;
-                Ok(Some(Task::Depositing {
-                    request,
-                    op,
-                    withdrawn,
-                    call,
-                }))
-            }
-            (Body::Broker(b), Task::Withdrawing { request, op, .. }, Some(Msg::Refused)) => {
-                b.done.insert(op, Msg::Refused);
-                core.reply(request, Msg::Refused).map_err(err)?;
-                core.step_done(now).map_err(err)?;
-                Ok(None)
-            }
-            (
-                Body::Broker(b),
-                Task::Depositing {
-                    request,
-                    op,
-                    withdrawn,
-                    ..
-                },
-                Some(Msg::Balance(deposited)),
-            ) => {
-                let value = Msg::Transferred {
-                    withdrawn,
-                    deposited,
-                };
-                b.done.insert(op, value.clone());
-                core.reply(request, value).map_err(err)?;
-                core.step_done(now).map_err(err)?;
-                Ok(None)
-            }
-            (_, task, value) => Err(format!("cannot go on with {task:?} given {value:?}")),
+                (
+                    Body::Broker(b),
+                    Task::Withdrawing {
+                        request,
+                        op,
+                        then: Then::Payroll(to),
+                        amount,
+                        ..
+                    },
+                    Some(Msg::Balance(withdrawn)),
+                ) => {
+                    for (leg, account) in to.into_iter().enumerate() {
+                        let leg = leg as u64;
+                        let deposit = Msg::Deposit { op, leg, amount };
+                        let call = core.call(now, account, deposit).map_err(err)?;
+                        b.owed.push((op, leg, call));
+                    }
+                    let answer = Msg::Scheduled { withdrawn };
+                    b.done.insert(op, answer.clone());
+                    (request, answer)
+                }
+                (
+                    Body::Broker(_),
+                    Task::Withdrawing {
+                        request,
+                        op,
+                        then,
+                        amount,
+                        ..
+                    },
+                    Some(Msg::Balance(withdrawn)),
+                ) => {
+                    let (to, spread) = match then {
+                        Then::Deposit(to) => (vec![to], false),
+                        Then::Spread(to) | Then::Payroll(to) => (to, true),
+                    };
+                    let mut calls = Vec::new();
+                    for (leg, account) in to.into_iter().enumerate() {
+                        let leg = leg as u64;
+                        let deposit = Msg::Deposit { op, leg, amount };
+                        calls.push(core.call(now, account, deposit).map_err(err)?);
+                    }
+                    task = Task::Depositing {
+                        request,
+                        op,
+                        withdrawn,
+                        calls,
+                        got: Vec::new(),
+                        spread,
+                    };
+                    continue;
+                }
+                (Body::Broker(b), Task::Withdrawing { request, op, .. }, Some(Msg::Refused)) => {
+                    b.done.insert(op, Msg::Refused);
+                    (request, Msg::Refused)
+                }
+                (
+                    Body::Broker(b),
+                    Task::Depositing {
+                        request,
+                        op,
+                        withdrawn,
+                        calls,
+                        mut got,
+                        spread,
+                    },
+                    Some(Msg::Balance(deposited)),
+                ) => {
+                    got.push(deposited);
+                    if got.len() < calls.len() {
+                        task = Task::Depositing {
+                            request,
+                            op,
+                            withdrawn,
+                            calls,
+                            got,
+                            spread,
+                        };
+                        continue;
+                    }
+                    let value = if spread {
+                        Msg::Spreaded {
+                            withdrawn,
+                            deposited: got,
+                        }
+                    } else {
+                        Msg::Transferred {
+                            withdrawn,
+                            deposited: got[0],
+                        }
+                    };
+                    b.done.insert(op, value.clone());
+                    task = Task::Settling {
+                        request,
+                        answer: value,
+                    };
+                    continue;
+                }
+                (_, task, value) => {
+                    return Err(format!("cannot go on with {task:?} given {value:?}"));
+                }
+            };
+            core.reply(request, answer).map_err(err)?;
+            core.step_done(now).map_err(err)?;
+            return Ok(None);
         }
     }
 }
@@ -291,6 +450,9 @@ struct Faults {
     /// Largest one-way latency (ms); each message draws 1..=this, so
     /// messages overtake each other.
     latency: u64,
+    /// Largest latency (ms) of the store's answers: group commit, a busy
+    /// disk. The longer, the wider the window a crash can fall into.
+    store_latency: u64,
     /// Failure events over the run.
     failures: u64,
     /// Percent of failure events that crash two objects at once.
@@ -306,6 +468,7 @@ impl Faults {
         loss: 0,
         duplication: 0,
         latency: 5,
+        store_latency: 5,
         failures: 0,
         double: 0,
         suspicion: 0,
@@ -331,15 +494,17 @@ fn workload(rng: &mut Rng) -> Vec<Vec<Planned>> {
                     let op = c * 1000 + i;
                     let at = Time(rng.range(0, 1000));
                     let amount = rng.range(1, 100);
-                    if rng.chance(70) {
-                        let from = account(rng.range(0, ACCOUNTS - 1));
+                    let dice = rng.range(0, 99);
+                    let from = account(rng.range(0, ACCOUNTS - 1));
+                    let through = broker(rng.range(0, BROKERS - 1));
+                    if dice < 55 {
                         let mut to = account(rng.range(0, ACCOUNTS - 2));
                         if to >= from {
                             to = ObjectId(to.0 + 1);
                         }
                         Planned {
                             at,
-                            target: broker(rng.range(0, BROKERS - 1)),
+                            target: through,
                             payload: Msg::Transfer {
                                 op,
                                 from,
@@ -347,11 +512,36 @@ fn workload(rng: &mut Rng) -> Vec<Vec<Planned>> {
                                 amount,
                             },
                         }
+                    } else if dice < 75 {
+                        let legs = rng.range(2, 4);
+                        let to = (0..legs)
+                            .map(|_| account(rng.range(0, ACCOUNTS - 1)))
+                            .collect();
+                        let payload = if dice < 65 {
+                            Msg::Spread {
+                                op,
+                                from,
+                                to,
+                                amount,
+                            }
+                        } else {
+                            Msg::Payroll {
+                                op,
+                                from,
+                                to,
+                                amount,
+                            }
+                        };
+                        Planned {
+                            at,
+                            target: through,
+                            payload,
+                        }
                     } else {
                         Planned {
                             at,
-                            target: account(rng.range(0, ACCOUNTS - 1)),
-                            payload: Msg::Deposit { op, amount },
+                            target: from,
+                            payload: Msg::Deposit { op, leg: 0, amount },
                         }
                     }
                 })
@@ -363,7 +553,9 @@ fn workload(rng: &mut Rng) -> Vec<Vec<Planned>> {
 #[derive(Clone, Debug)]
 enum StoreOp {
     Append(Incarnation, LogPosition, Message<Msg>),
-    Checkpoint(Incarnation, Box<Body>, Snapshot<Msg>),
+    /// The body's state with the values of the futures it holds (the
+    /// runtime encodes a resolved future as its value).
+    Checkpoint(Incarnation, Box<(Body, Futures)>, Snapshot<Msg>),
     Truncate(Incarnation, LogPosition),
 }
 
@@ -402,6 +594,9 @@ enum Event {
     Announce(Option<u64>, Option<usize>, ObjectId, Incarnation),
 }
 
+/// Values of futures delivered to a body and not consumed yet, by call.
+type Futures = BTreeMap<RequestId, Msg>;
+
 /// One running instance of a protected object on some node.
 struct Node {
     object: ObjectId,
@@ -410,7 +605,7 @@ struct Node {
     /// The request being served.
     task: Option<Task>,
     /// Replies delivered and not awaited yet: the runtime's future slots.
-    futures: BTreeMap<RequestId, Msg>,
+    futures: Futures,
     /// Everything delivered to this instance: nothing may come twice.
     delivered: BTreeSet<(bool, RequestId)>,
     alive: bool,
@@ -419,7 +614,7 @@ struct Node {
 /// The durable store of one object.
 #[derive(Default)]
 struct Stored {
-    checkpoint: Option<(Body, Snapshot<Msg>)>,
+    checkpoint: Option<((Body, Futures), Snapshot<Msg>)>,
     log: BTreeMap<LogPosition, Message<Msg>>,
     next: LogPosition,
     fence: Incarnation,
@@ -449,6 +644,8 @@ struct Tally {
     stale_dropped: u64,
     resent: u64,
     checkpoints: u64,
+    /// Payroll futures a broker held across requests and then collected.
+    futures_collected: u64,
     messages_lost: u64,
     messages_duplicated: u64,
     events: u64,
@@ -467,6 +664,7 @@ impl Tally {
         self.stale_dropped += o.stale_dropped;
         self.resent += o.resent;
         self.checkpoints += o.checkpoints;
+        self.futures_collected += o.futures_collected;
         self.messages_lost += o.messages_lost;
         self.messages_duplicated += o.messages_duplicated;
         self.events += o.events;
@@ -553,6 +751,8 @@ impl Sim {
                 broker(i),
                 Body::Broker(Broker {
                     done: BTreeMap::new(),
+                    owed: Vec::new(),
+                    paid: BTreeMap::new(),
                 }),
             );
         }
@@ -569,7 +769,7 @@ impl Sim {
             });
         }
         for _ in 0..faults.failures {
-            let at = Time(sim.rng.range(50, 1300));
+            let at = Time(sim.rng.range(50, 2000));
             let object = sim.any_object();
             if sim.rng.chance(faults.suspicion) {
                 sim.at(at, Event::Suspect(object));
@@ -591,6 +791,30 @@ impl Sim {
         }
     }
 
+    /// An object whose live instance has log appends on their way to the
+    /// store, if any.
+    fn writing_object(&mut self) -> Option<ObjectId> {
+        let writing: Vec<ObjectId> = self
+            .events
+            .values()
+            .filter_map(|e| match e {
+                Event::Store(i, object, StoreOp::Append(..))
+                    if self.location.get(object) == Some(i) =>
+                {
+                    Some(*object)
+                }
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if writing.is_empty() {
+            return None;
+        }
+        let pick = self.rng.range(0, writing.len() as u64 - 1) as usize;
+        Some(writing[pick])
+    }
+
     fn at(&mut self, at: Time, event: Event) {
         self.seq += 1;
         self.events.insert((at.max(self.now), self.seq), event);
@@ -604,10 +828,15 @@ impl Sim {
         let core = Protected::new(object, self.config.clone(), self.now);
         self.recovery.register(object);
         self.store.insert(object, Stored::default());
-        self.start(object, core, body);
+        self.start(object, core, (body, Futures::new()));
     }
 
-    fn start(&mut self, object: ObjectId, core: Protected<Msg>, body: Body) -> u64 {
+    fn start(
+        &mut self,
+        object: ObjectId,
+        core: Protected<Msg>,
+        (body, futures): (Body, Futures),
+    ) -> u64 {
         self.next_instance += 1;
         let instance = self.next_instance;
         self.nodes.insert(
@@ -617,7 +846,7 @@ impl Sim {
                 core,
                 body,
                 task: None,
-                futures: BTreeMap::new(),
+                futures,
                 delivered: BTreeSet::new(),
                 alive: true,
             },
@@ -654,7 +883,7 @@ impl Sim {
     }
 
     fn ack_from_store(&mut self, instance: u64, ack: StoreAck) {
-        let l = self.latency();
+        let l = self.rng.range(1, self.faults.store_latency);
         let link = self.store_link.entry(instance).or_default();
         let at = Time((self.now.0 + l).max(link.1.0));
         link.1 = at;
@@ -714,7 +943,7 @@ impl Sim {
                     self.send(reply.request.sender, Wire::Reply(reply))
                 }
                 Action::Checkpoint { protocol } => {
-                    let body = Box::new(node.body.clone());
+                    let body = Box::new((node.body.clone(), node.futures.clone()));
                     self.write_store(
                         instance,
                         object,
@@ -978,17 +1207,19 @@ impl Sim {
                 let now = self.now;
                 let client = &mut self.clients[c];
                 let call = client.plan[i].clone();
-                let op = match call.payload {
-                    Msg::Transfer { op, .. } | Msg::Deposit { op, .. } => op,
-                    _ => return Err("bad plan".into()),
-                };
+                let op = call.payload.op().ok_or("bad plan")?;
                 let id = client.caller.call(now, call.target, call.payload);
                 client.calls.insert(id, op);
                 self.drain_client(c);
             }
             Event::Crash(instance) => self.crash(instance),
             Event::Fail { double } => {
-                let first = self.any_object();
+                // Half the failures hit a node while it has log writes on
+                // their way to the store: the moment that tests the rules.
+                let first = match self.rng.chance(50) {
+                    true => self.writing_object().unwrap_or_else(|| self.any_object()),
+                    false => self.any_object(),
+                };
                 let mut victims = vec![first];
                 if double {
                     let mut second = self.any_object();
@@ -1038,9 +1269,10 @@ impl Sim {
         self.clients.iter().all(|c| c.results.len() == c.plan.len())
             && self.location.iter().all(|(object, i)| {
                 matches!(self.recovery.status(*object), Some(Status::Running(_)))
-                    && self.nodes.get(i).is_some_and(|n| {
-                        n.alive && n.core.is_idle() && n.task.is_none() && n.futures.is_empty()
-                    })
+                    && self
+                        .nodes
+                        .get(i)
+                        .is_some_and(|n| n.alive && n.core.is_idle() && n.task.is_none())
             })
     }
 
@@ -1111,6 +1343,7 @@ impl Sim {
                     accounts.insert(*object, a.clone());
                 }
                 Body::Broker(b) => {
+                    self.tally.futures_collected += b.paid.len() as u64;
                     brokers.insert(*object, b.clone());
                 }
             }
@@ -1134,10 +1367,7 @@ fn check(plan: &[Vec<Planned>], run: &Outcome, reference: &Outcome) -> Result<()
     let ops: BTreeMap<u64, &Msg> = plan
         .iter()
         .flatten()
-        .map(|p| match p.payload {
-            Msg::Transfer { op, .. } | Msg::Deposit { op, .. } => (op, &p.payload),
-            _ => (u64::MAX, &p.payload),
-        })
+        .filter_map(|p| Some((p.payload.op()?, &p.payload)))
         .collect();
 
     // Exactly once: every request in one ledger entry at most, every
@@ -1158,7 +1388,7 @@ fn check(plan: &[Vec<Planned>], run: &Outcome, reference: &Outcome) -> Result<()
             }
             balance = match e.kind {
                 Kind::Withdraw => balance - e.amount,
-                Kind::Deposit => balance + e.amount,
+                Kind::Deposit(_) => balance + e.amount,
             };
             if balance != e.balance {
                 return Err(format!("{object}'s ledger does not add up at op {}", e.op));
@@ -1181,10 +1411,25 @@ fn check(plan: &[Vec<Planned>], run: &Outcome, reference: &Outcome) -> Result<()
                 .map(|(o, e)| (*o, e.balance, e.amount))
                 .ok_or_else(|| format!("op {op}: no {kind:?} took effect"))
         };
+        if matches!(
+            payload,
+            Msg::Transfer { .. } | Msg::Spread { .. } | Msg::Payroll { .. }
+        ) {
+            let told: Vec<_> = run
+                .brokers
+                .values()
+                .filter_map(|b| b.done.get(op))
+                .collect();
+            if told != [result] {
+                return Err(format!(
+                    "op {op}: brokers recorded {told:?}, the client got {result:?}"
+                ));
+            }
+        }
         match (payload, result) {
             (Msg::Deposit { amount, .. }, Msg::Balance(b)) => {
                 deposits += amount;
-                if leg(Kind::Deposit)?.1 != *b {
+                if leg(Kind::Deposit(0))?.1 != *b {
                     return Err(format!(
                         "op {op}: the client was told {b}, the ledger says otherwise"
                     ));
@@ -1198,21 +1443,65 @@ fn check(plan: &[Vec<Planned>], run: &Outcome, reference: &Outcome) -> Result<()
                 },
             ) => {
                 let (wo, wb, _) = leg(Kind::Withdraw)?;
-                let (d_o, db, _) = leg(Kind::Deposit)?;
+                let (d_o, db, _) = leg(Kind::Deposit(0))?;
                 if (wo, wb, d_o, db) != (*from, *withdrawn, *to, *deposited) {
                     return Err(format!(
                         "op {op}: the client's result disagrees with the ledgers"
                     ));
                 }
-                let told: Vec<_> = run
-                    .brokers
-                    .values()
-                    .filter_map(|b| b.done.get(op))
-                    .collect();
-                if told != [result] {
+            }
+            (
+                Msg::Spread {
+                    from, to, amount, ..
+                },
+                Msg::Spreaded {
+                    withdrawn,
+                    deposited,
+                },
+            ) => {
+                let total = amount * to.len() as u64;
+                if leg(Kind::Withdraw)? != (*from, *withdrawn, total) || deposited.len() != to.len()
+                {
                     return Err(format!(
-                        "op {op}: brokers recorded {told:?}, the client got {result:?}"
+                        "op {op}: the client's result disagrees with the ledgers"
                     ));
+                }
+                for (i, (account, balance)) in to.iter().zip(deposited).enumerate() {
+                    if leg(Kind::Deposit(i as u64))? != (*account, *balance, *amount) {
+                        return Err(format!(
+                            "op {op}: leg {i} of the client's result disagrees with the ledgers"
+                        ));
+                    }
+                }
+            }
+            (
+                Msg::Payroll {
+                    from, to, amount, ..
+                },
+                Msg::Scheduled { withdrawn },
+            ) => {
+                let total = amount * to.len() as u64;
+                if leg(Kind::Withdraw)? != (*from, *withdrawn, total) {
+                    return Err(format!(
+                        "op {op}: the client's result disagrees with the ledgers"
+                    ));
+                }
+                for (i, account) in to.iter().enumerate() {
+                    let (at, balance, paid) = leg(Kind::Deposit(i as u64))?;
+                    if (at, paid) != (*account, *amount) {
+                        return Err(format!("op {op}: leg {i} went wrong"));
+                    }
+                    // A future the broker collected holds the value of the
+                    // deposit's single execution.
+                    let collected = run
+                        .brokers
+                        .values()
+                        .find_map(|b| b.paid.get(&(*op, i as u64)));
+                    if collected.is_some_and(|c| *c != balance) {
+                        return Err(format!(
+                            "op {op}: the broker collected {collected:?} for leg {i}, the ledger says {balance}"
+                        ));
+                    }
                 }
             }
             (p, r) => return Err(format!("op {op}: {p:?} resolved with {r:?}")),
@@ -1259,6 +1548,7 @@ fn faults(rng: &mut Rng) -> Faults {
         loss: rng.range(0, 10),
         duplication: rng.range(0, 10),
         latency: rng.range(2, 25),
+        store_latency: rng.range(2, 40),
         failures: rng.range(1, 4),
         double: 25,
         suspicion: 15,
@@ -1336,5 +1626,9 @@ fn every_operation_takes_effect_exactly_once_across_crashes() {
         assert!(total.zombies_stopped > 0, "no suspected node was fenced");
         assert!(total.duplicates_answered > 0, "no duplicate answered");
         assert!(total.replayed > 0, "nothing replayed");
+        assert!(
+            total.futures_collected > 0,
+            "no future held across requests"
+        );
     }
 }
