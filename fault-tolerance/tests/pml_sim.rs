@@ -974,7 +974,7 @@ impl Sim {
     }
 
     fn drain_recovery(&mut self) {
-        for action in self.recovery.drain_actions() {
+        while let Some(action) = self.recovery.poll_action() {
             match action {
                 RecoveryAction::Fence { object, below } => {
                     trace!(self, "fence {object} below {below}");

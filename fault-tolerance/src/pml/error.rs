@@ -8,10 +8,10 @@ use super::ids::{Incarnation, LogPosition, ObjectId, RequestId};
 /// A call the core refused; its state is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The body made a call, answered a request or ended a step while
-    /// nothing was delivered to it: a protected object may only act while
-    /// it handles a logged message, or its replay would differ.
-    #[error("{object} acted outside the handling of a delivered message")]
+    /// The body made a call or ended a service while it served no request:
+    /// a protected object may only call out while it serves a logged
+    /// request, or its replay would differ.
+    #[error("{object} called out or ended a service while it served no request")]
     NotServing {
         /// The object.
         object: ObjectId,

@@ -485,8 +485,9 @@ impl<P: Clone> Protected<P> {
         Ok(())
     }
 
-    /// The body, handling the delivered message, calls `target`. The
-    /// request is retained until its reply is logged and resent until then.
+    /// The body, serving a request, calls `target`. The request is resent
+    /// until its reply is logged, and retained until the body was handed
+    /// the reply.
     pub fn call(&mut self, now: Time, target: ObjectId, payload: P) -> Result<RequestId> {
         self.acting()?;
         let request = self
@@ -503,11 +504,13 @@ impl<P: Clone> Protected<P> {
         Ok(id)
     }
 
-    /// The body answers `request` (delivered in this step or an earlier
-    /// one). The reply is sent at once: everything the body observed to
-    /// compute it is in the log already, so it can always be produced again.
+    /// The body answers `request`: at the end of its service, or later (a
+    /// method that returned a future answers when that future's reply is
+    /// delivered). The reply is sent at once: everything the body observed
+    /// to compute it is in the log already, so it can always be produced
+    /// again.
     pub fn reply(&mut self, request: RequestId, value: P) -> Result<()> {
-        self.acting()?;
+        self.live()?;
         let unknown = Error::UnknownRequest {
             object: self.id,
             request,
@@ -538,7 +541,7 @@ impl<P: Clone> Protected<P> {
         Ok(())
     }
 
-    /// The body is done with the delivered message: this is a request
+    /// The body finished serving the delivered request: this is a request
     /// boundary.
     pub fn step_done(&mut self, now: Time) -> Result<()> {
         self.acting()?;
@@ -631,13 +634,18 @@ impl<P: Clone> Protected<P> {
         self.actions.push_back(Action::Stop);
     }
 
-    fn acting(&self) -> Result<()> {
+    fn live(&self) -> Result<()> {
         if self.phase == Phase::Stopped {
             return Err(Error::Fenced {
                 object: self.id,
                 incarnation: self.incarnation,
             });
         }
+        Ok(())
+    }
+
+    fn acting(&self) -> Result<()> {
+        self.live()?;
         if self.serving.is_none() {
             return Err(Error::NotServing { object: self.id });
         }

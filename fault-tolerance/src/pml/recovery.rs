@@ -8,7 +8,7 @@
 //! delivered was durable before it was delivered, so the new incarnation's
 //! replay reproduces all of it, and nothing it did afterwards can exist.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::ids::{Incarnation, ObjectId};
 
@@ -58,7 +58,7 @@ pub enum Status {
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryProcess {
     objects: BTreeMap<ObjectId, Status>,
-    actions: Vec<RecoveryAction>,
+    actions: VecDeque<RecoveryAction>,
 }
 
 impl RecoveryProcess {
@@ -100,11 +100,11 @@ impl RecoveryProcess {
         }
         let next = current.next();
         *status = Status::Restarting(next);
-        self.actions.push(RecoveryAction::Fence {
+        self.actions.push_back(RecoveryAction::Fence {
             object,
             below: next,
         });
-        self.actions.push(RecoveryAction::Restart {
+        self.actions.push_back(RecoveryAction::Restart {
             object,
             incarnation: next,
         });
@@ -118,15 +118,15 @@ impl RecoveryProcess {
         };
         if *status == Status::Restarting(incarnation) {
             *status = Status::Running(incarnation);
-            self.actions.push(RecoveryAction::Announce {
+            self.actions.push_back(RecoveryAction::Announce {
                 object,
                 incarnation,
             });
         }
     }
 
-    /// The next things to do, in order.
-    pub fn drain_actions(&mut self) -> Vec<RecoveryAction> {
-        std::mem::take(&mut self.actions)
+    /// The next thing to do, in order.
+    pub fn poll_action(&mut self) -> Option<RecoveryAction> {
+        self.actions.pop_front()
     }
 }

@@ -455,7 +455,7 @@ fn the_recovery_process_fences_before_it_restarts_and_ignores_stale_reports() {
     recovery.register(ME);
     recovery.failure_detected(ME, Incarnation::FIRST);
     assert_eq!(
-        recovery.drain_actions(),
+        std::iter::from_fn(|| recovery.poll_action()).collect::<Vec<_>>(),
         vec![
             RecoveryAction::Fence {
                 object: ME,
@@ -469,15 +469,29 @@ fn the_recovery_process_fences_before_it_restarts_and_ignores_stale_reports() {
     );
     // The same failure, reported again.
     recovery.failure_detected(ME, Incarnation::FIRST);
-    assert!(recovery.drain_actions().is_empty());
+    assert!(
+        std::iter::from_fn(|| recovery.poll_action())
+            .collect::<Vec<_>>()
+            .is_empty()
+    );
     // The restarted node fails before it reports: restart again.
     recovery.failure_detected(ME, Incarnation(1));
-    assert_eq!(recovery.drain_actions().len(), 2);
+    assert_eq!(
+        std::iter::from_fn(|| recovery.poll_action())
+            .collect::<Vec<_>>()
+            .len(),
+        2
+    );
     recovery.restarted(ME, Incarnation(1));
-    assert!(recovery.drain_actions().is_empty(), "superseded");
+    assert!(
+        std::iter::from_fn(|| recovery.poll_action())
+            .collect::<Vec<_>>()
+            .is_empty(),
+        "superseded"
+    );
     recovery.restarted(ME, Incarnation(2));
     assert_eq!(
-        recovery.drain_actions(),
+        std::iter::from_fn(|| recovery.poll_action()).collect::<Vec<_>>(),
         vec![RecoveryAction::Announce {
             object: ME,
             incarnation: Incarnation(2)
@@ -490,7 +504,14 @@ fn the_recovery_process_fences_before_it_restarts_and_ignores_stale_reports() {
 fn driver_mistakes_are_errors_and_leave_the_core_unchanged() {
     let mut core = running();
     let id = request(ALICE, 1, "a").id;
-    assert!(matches!(core.reply(id, "x"), Err(Error::NotServing { .. })));
+    assert!(matches!(
+        core.reply(id, "x"),
+        Err(Error::UnknownRequest { .. })
+    ));
+    assert!(matches!(
+        core.call(t(1), BOB, "x"),
+        Err(Error::NotServing { .. })
+    ));
     assert!(matches!(
         core.step_done(t(1)),
         Err(Error::NotServing { .. })
@@ -512,4 +533,54 @@ fn driver_mistakes_are_errors_and_leave_the_core_unchanged() {
     ));
     core.step_done(t(2)).unwrap();
     assert!(core.is_idle());
+}
+
+#[test]
+fn a_reply_handed_over_before_a_request_logged_earlier_is_not_handed_over_again() {
+    let mut core = running();
+    deliver(&mut core, 1, request(ALICE, 1, "a"));
+    let call = core.call(t(1), BOB, "ask").unwrap();
+    core.on_request(t(2), request(ALICE, 2, "b"));
+    let reply = Reply {
+        request: call,
+        incarnation: Incarnation::FIRST,
+        value: "answer",
+    };
+    core.on_reply(t(2), reply.clone());
+    core.log_durable(t(3), LogPosition(2)).unwrap();
+    let actions = drain(&mut core);
+    assert_eq!(
+        actions.last(),
+        Some(&Action::Deliver(Message::Reply(reply.clone()))),
+        "the reply overtakes request 2, which waits for the service to end"
+    );
+    core.reply(request(ALICE, 1, "a").id, "one").unwrap();
+    core.tick(t(200));
+    core.step_done(t(200)).unwrap();
+    let protocol = drain(&mut core)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Checkpoint { protocol } => Some(protocol),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        protocol.position(),
+        LogPosition(1),
+        "request 2 is not served"
+    );
+
+    let log = vec![
+        (LogPosition(1), Message::Request(request(ALICE, 2, "b"))),
+        (LogPosition(2), Message::Reply(reply)),
+    ];
+    let mut core = Protected::recover(ME, Incarnation(1), config(), t(300), protocol, log).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![Action::Replay(Message::Request(request(ALICE, 2, "b")))]
+    );
+    core.reply(request(ALICE, 2, "b").id, "two").unwrap();
+    core.step_done(t(301)).unwrap();
+    assert!(matches!(&drain(&mut core)[..], [Action::Reply(_)]));
+    assert!(core.is_idle(), "the reply was not handed over again");
 }
