@@ -1,9 +1,15 @@
 //! A deterministic simulation of pessimistic message logging: bank accounts
-//! and transfer brokers, all protected, called by clients outside the
-//! protected world, over a network that loses, duplicates and reorders
-//! messages, on nodes that crash — one at a time, two at once, during a
-//! recovery — or are wrongly suspected and keep running. Everything follows
-//! from one seed.
+//! and brokers, all protected, called by clients outside the protected
+//! world, over a network that loses, duplicates and reorders messages, on
+//! nodes that crash — one at a time, two at once, during a recovery, while
+//! log writes are on their way to the store — or are wrongly suspected and
+//! keep running. Everything follows from one seed.
+//!
+//! Brokers call accounts and await the replies inside the request they
+//! serve (transfers: withdraw, then deposit); a spread leaves several calls
+//! to one account outstanding at once; a payroll keeps the futures of its
+//! deposits in the broker's state, across later requests and checkpoints,
+//! until the broker collects them. Clients also deposit directly.
 //!
 //! Each seed's run goes to quiescence and is checked: every operation took
 //! effect exactly once, money was neither made nor lost, every client's

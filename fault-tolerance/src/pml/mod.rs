@@ -4,8 +4,8 @@
 //! replaying its log — and nobody else notices more than a delay.
 //!
 //! This module is the protocol as sans-IO state machines: they take events
-//! (a message arrived, the store made something durable, the body finished a
-//! step, time passed) and return actions (append, deliver, send, checkpoint);
+//! (a message arrived, the store made something durable, the body finished
+//! serving a request, time passed) and return actions (append, deliver, send, checkpoint);
 //! they do no I/O and read no clock. The runtime's hooks drive them in
 //! production, a seeded simulator in the tests (`tests/pml_sim.rs`).
 //!
@@ -31,6 +31,9 @@
 //! * **The store** (on the FT server) survives every failure. Each node
 //!   reaches it over one ordered stream: appends are made and acknowledged
 //!   in order. A failing node may lose what it had not yet handed over.
+//! * **Checkpoints** hold the body's state at a request boundary, with the
+//!   values of the futures it was handed (a resolved future is kept as its
+//!   value), and the protocol's [`Snapshot`], stored together.
 //! * **Identity.** A request is named by (target, sender, seq), seq counting
 //!   1, 2, 3… per (sender, target) pair; its reply carries the same name.
 //!   Every message carries its sender's [`Incarnation`].
@@ -57,8 +60,8 @@
 //!    creation and must be durable before anything is delivered, so a
 //!    recovery always has a base. After that, one is taken at the first
 //!    boundary once [`Config::ttc`] has passed and something was delivered
-//!    since the last — between two steps, never during one, also when the
-//!    object is idle. The protocol's part ([`Snapshot`]) goes with the
+//!    since the last — between two services, never during one, also when
+//!    the object is idle. The protocol's part ([`Snapshot`]) goes with the
 //!    body's state; the log is truncated up to the checkpoint only once it
 //!    is durable.
 //! 4. **Senders retain.** A request is kept by its sender until the reply
@@ -110,7 +113,7 @@
 //! | the store acknowledges an append | [`Protected::log_durable`] |
 //! | the store acknowledges a checkpoint | [`Protected::checkpoint_durable`] |
 //! | the store refuses a write (fenced) | [`Protected::fenced`] |
-//! | the body, handling a message, calls another object | [`Protected::call`] |
+//! | the body, serving a request, calls another object | [`Protected::call`] |
 //! | the body answers a request | [`Protected::reply`] |
 //! | the body finished serving a request | [`Protected::step_done`] |
 //! | time passed (every few tens of ms) | [`Protected::tick`] |
@@ -119,7 +122,9 @@
 //!
 //! Drain [`Protected::poll_action`] after each call and carry the actions
 //! out in order: [`Action::Append`] (to the store), [`Action::Deliver`] and
-//! [`Action::Replay`] (to the body), [`Action::Send`], [`Action::Resend`],
+//! [`Action::Replay`] (to the body: a request to serve, or a reply that
+//! resolves a future — the latter is not a service and has no
+//! `step_done`), [`Action::Send`], [`Action::Resend`],
 //! [`Action::Reply`], [`Action::AnswerDuplicate`] (to the network),
 //! [`Action::Checkpoint`] (capture the body's state *now*, before the next
 //! delivery, and store both), [`Action::Truncate`] (to the store),
