@@ -154,8 +154,9 @@ impl<P> Inbound<P> {
     fn acked(&mut self, acked: u64) {
         if acked > self.served.acked {
             self.served.acked = acked;
-            self.served.replies = self.served.replies.split_off(&(acked + 1));
-            self.ahead = self.ahead.split_off(&(acked + 1));
+            let kept = acked.saturating_add(1);
+            self.served.replies = self.served.replies.split_off(&kept);
+            self.ahead = self.ahead.split_off(&kept);
         }
     }
 }
@@ -292,7 +293,7 @@ impl<P: Clone> Protected<P> {
                             expected: sender.logged_next,
                         });
                     }
-                    sender.logged_next += 1;
+                    sender.logged_next = sender.logged_next.saturating_add(1);
                     core.requests.push_back((at, request));
                 }
                 // Replies can be delivered ahead of requests logged before
@@ -438,10 +439,10 @@ impl<P: Clone> Protected<P> {
             return;
         }
         let mut in_order = vec![request];
-        sender.logged_next += 1;
+        sender.logged_next = sender.logged_next.saturating_add(1);
         while let Some(next) = sender.ahead.remove(&sender.logged_next) {
             in_order.push(next);
-            sender.logged_next += 1;
+            sender.logged_next = sender.logged_next.saturating_add(1);
         }
         for request in in_order {
             self.append(Message::Request(request));
@@ -734,7 +735,7 @@ impl<P: Clone> Protected<P> {
             .inbound
             .entry(request.id.sender)
             .or_insert_with(|| Inbound::new(Served::default()));
-        sender.served.next = request.id.seq + 1;
+        sender.served.next = request.id.seq.saturating_add(1);
         // A replayed request its sender holds the reply of is served again
         // (to rebuild the state) but not answered.
         if request.id.seq > sender.served.acked {

@@ -584,3 +584,93 @@ fn a_reply_handed_over_before_a_request_logged_earlier_is_not_handed_over_again(
     assert!(matches!(&drain(&mut core)[..], [Action::Reply(_)]));
     assert!(core.is_idle(), "the reply was not handed over again");
 }
+
+/// Whatever arrives, in whatever order, and whatever the driver reports,
+/// the core neither panics nor delivers anything twice or undurable.
+#[test]
+fn arbitrary_input_never_panics_nor_breaks_the_delivery_rules() {
+    let mut state = 0x1234_5678_9abc_def0_u64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let pick = |v: u64| match v {
+        0 => 0,
+        1 => 1,
+        2 => 2,
+        3 => u64::MAX - 1,
+        _ => u64::MAX,
+    };
+    for _ in 0..200 {
+        let mut core = running();
+        let mut durable = 0u64;
+        let mut appended = 0u64;
+        let mut logged_at = std::collections::BTreeMap::new();
+        let mut delivered = std::collections::BTreeSet::new();
+        for step in 0..300u64 {
+            let now = t(step);
+            match next(9) {
+                0..=2 => {
+                    let mut r = request([ALICE, BOB, ME][next(3) as usize], 1 + next(6), "x");
+                    if next(8) == 0 {
+                        r.id.seq = pick(next(5));
+                    }
+                    if next(4) == 0 {
+                        r.acked = pick(next(5));
+                    }
+                    r.incarnation = Incarnation(next(3));
+                    r.id.target = if next(10) == 0 { BOB } else { ME };
+                    core.on_request(now, r);
+                }
+                3 => core.on_reply(
+                    now,
+                    Reply {
+                        request: RequestId {
+                            target: BOB,
+                            sender: if next(5) == 0 { ALICE } else { ME },
+                            seq: pick(next(5)),
+                        },
+                        incarnation: Incarnation(next(3)),
+                        value: "y",
+                    },
+                ),
+                4 => {
+                    let position = next(appended + 2);
+                    if core.log_durable(now, LogPosition(position)).is_ok() {
+                        durable = durable.max(position + 1);
+                    }
+                }
+                5 => {
+                    let _ = core.call(now, BOB, "z");
+                }
+                6 => {
+                    let _ = core.step_done(now);
+                }
+                7 => core.tick(t(step * 50)),
+                _ => {
+                    let _ = core.checkpoint_durable(now, LogPosition(next(appended + 2)));
+                }
+            }
+            while let Some(action) = core.poll_action() {
+                match action {
+                    Action::Append { position, message } => {
+                        assert_eq!(position, LogPosition(appended));
+                        appended += 1;
+                        if let Message::Request(r) = message {
+                            assert!(logged_at.insert(r.id, position.0).is_none(), "logged twice");
+                        }
+                    }
+                    Action::Deliver(Message::Request(r)) => {
+                        assert!(logged_at[&r.id] < durable, "{} delivered undurable", r.id);
+                        assert!(delivered.insert(r.id), "{} delivered twice", r.id);
+                        let _ = core.reply(r.id, "v");
+                    }
+                    Action::Deliver(Message::Reply(_)) => {}
+                    _ => {}
+                }
+            }
+        }
+    }
+}
