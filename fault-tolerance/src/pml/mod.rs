@@ -120,6 +120,31 @@
 //! | the location service announces a restart | [`Protected::peer_restarted`] |
 //! | the FT server restarts the object | [`Protected::recover`] |
 //!
+//! ```
+//! use actogrid_fault_tolerance::pml::{
+//!     Action, Config, Incarnation, Message, ObjectId, Protected, Request, RequestId, Time,
+//! };
+//!
+//! let me = ObjectId(7);
+//! let mut core = Protected::new(me, Config::default(), Time::ZERO);
+//! // The forced first checkpoint: store it with the body's initial state.
+//! let Some(Action::Checkpoint { protocol }) = core.poll_action() else { unreachable!() };
+//! core.checkpoint_durable(Time::ZERO, protocol.position())?;
+//!
+//! let id = RequestId { target: me, sender: ObjectId(1), seq: 1 };
+//! let request = Request { id, incarnation: Incarnation::FIRST, acked: 0, payload: "deposit 5" };
+//! core.on_request(Time(1), request);
+//! // Logged first…
+//! let Some(Action::Append { position, .. }) = core.poll_action() else { unreachable!() };
+//! // …delivered once the store says it is durable.
+//! core.log_durable(Time(2), position)?;
+//! assert!(matches!(core.poll_action(), Some(Action::Deliver(Message::Request(_)))));
+//! core.reply(id, "balance 5")?;
+//! core.step_done(Time(3))?;
+//! assert!(matches!(core.poll_action(), Some(Action::Reply(_))));
+//! # Ok::<(), actogrid_fault_tolerance::pml::Error>(())
+//! ```
+//!
 //! Drain [`Protected::poll_action`] after each call and carry the actions
 //! out in order: [`Action::Append`] (to the store), [`Action::Deliver`] and
 //! [`Action::Replay`] (to the body: a request to serve, or a reply that
