@@ -775,7 +775,7 @@ impl Sim {
             });
         }
         for _ in 0..faults.failures {
-            let at = Time(sim.rng.range(50, 2000));
+            let at = Time(sim.rng.range(50, 1500));
             let object = sim.any_object();
             if sim.rng.chance(faults.suspicion) {
                 sim.at(at, Event::Suspect(object));
@@ -1555,7 +1555,7 @@ fn faults(rng: &mut Rng) -> Faults {
         duplication: rng.range(0, 10),
         latency: rng.range(2, 25),
         store_latency: rng.range(2, 40),
-        failures: rng.range(1, 4),
+        failures: rng.range(2, 6),
         double: 25,
         suspicion: 15,
         crash_in_recovery: 30,
