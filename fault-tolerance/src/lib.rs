@@ -6,3 +6,9 @@
 //! restarts). Both are built on the interception points of the runtime's
 //! bodies and run as a technical service; the FT server keeps checkpoints and
 //! logs in a durable store.
+//!
+//! [`pml`] holds the PML protocol cores: sans-IO state machines that the
+//! runtime's hooks drive in production and a seeded simulator drives in the
+//! tests.
+
+pub mod pml;
