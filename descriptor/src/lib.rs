@@ -93,6 +93,11 @@ pub struct LoadOptions {
     pub environment: Environment,
     /// Validation options.
     pub validate: ValidateOptions,
+    /// One warning for each ignored setting. By default the Java-only
+    /// settings ProActive descriptors are full of (classpath, jvmParameters,
+    /// policy files…) are summed up in one warning per file, and the
+    /// ignored attributes of one element in one warning.
+    pub verbose: bool,
 }
 
 impl LoadOptions {
@@ -216,12 +221,7 @@ fn read(
         sources,
         diags,
     );
-    let mut cx = reader::Cx {
-        sources,
-        scope: Some(&scope),
-        diags,
-        rejected_ids: Vec::new(),
-    };
+    let mut cx = reader::Cx::new(sources, Some(&scope), diags, options.verbose);
     let mut descriptor = reader::document(&mut cx, &root);
     descriptor.variables = variables;
     validate::check(&descriptor, &options.validate, diags);

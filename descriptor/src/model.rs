@@ -48,9 +48,28 @@ pub struct Descriptor {
     /// again as unresolved.
     #[serde(skip)]
     pub(crate) rejected_ids: Vec<String>,
+    /// Definitions of process and service kinds actogrid does not run
+    /// (rsh, Globus, gLite, ProActive's scheduler…), kept aside: validation
+    /// refuses those a mapped virtual node is deployed through and warns
+    /// about the others.
+    #[serde(skip)]
+    pub(crate) unsupported: Vec<Unsupported>,
     /// Definitions by id (see [`Descriptor::reindex`]).
     #[serde(skip)]
     pub(crate) index: Index,
+}
+
+/// A process or service definition of a kind actogrid does not run.
+#[derive(Debug, Clone)]
+pub(crate) struct Unsupported {
+    /// The definition's `@id`, when it has a usable one.
+    pub(crate) id: Option<Spanned<String>>,
+    /// Its element, such as `globusProcess`.
+    pub(crate) element: String,
+    /// Where the element is.
+    pub(crate) at: Span,
+    /// What to use instead.
+    pub(crate) hint: &'static str,
 }
 
 /// Positions of the definitions by id, so that following the references of
@@ -331,7 +350,7 @@ pub struct Lookup {
     pub virtual_node: Spanned<String>,
     /// `@host`; `None` for `*` (given at run time).
     pub host: Option<String>,
-    /// `@port`.
+    /// `@port`; `None` for `*` (given at run time).
     pub port: Option<u16>,
 }
 
@@ -638,7 +657,9 @@ pub struct LsfProcess {
 /// `oarProcess` (oarsub).
 #[derive(Debug, Clone, Serialize)]
 pub struct OarProcess {
-    /// `@bookedNodesAccess`: `rsh` or `ssh`.
+    /// `@bookedNodesAccess`: `oarsh`, `ssh` or `rsh`. `ssh` and `oarsh`
+    /// (and no value) both reach the booked nodes with `oarsh`, OAR's
+    /// ssh that confines the runtime to the job.
     pub booked_nodes_access: Option<String>,
     /// `@interactive`.
     pub interactive: bool,
@@ -759,6 +780,9 @@ pub mod p2p_defaults {
     pub const TTU: Duration = Duration::from_secs(60);
     /// Time to live, in hops.
     pub const TTL: u32 = 5;
+    /// The port an `actogrid peer` daemon listens on when not told
+    /// otherwise, and so the port of a `<peer>` that names a host only.
+    pub const PORT: u16 = 7100;
 }
 
 /// A peer address: `host:port`.

@@ -433,12 +433,16 @@ pub fn render_text(d: &Descriptor) -> String {
         );
     }
     for l in &d.lookups {
+        let on = match (&l.host, l.port) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => format!("{host}, on a port given at run time"),
+            (None, Some(port)) => format!("a host given at run time, port {port}"),
+            (None, None) => "a host and port given at run time".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "acquired virtual node `{}`: lookup on {}{}",
+            "acquired virtual node `{}`: lookup on {on}",
             l.virtual_node.value,
-            l.host.as_deref().unwrap_or("a host given at run time"),
-            l.port.map(|p| format!(":{p}")).unwrap_or_default()
         );
     }
     for r in &d.registers {

@@ -77,6 +77,9 @@ pub(crate) struct Node<'e> {
     pub(crate) el: &'e Element,
     asked: Vec<&'static str>,
     used: Vec<bool>,
+    /// Attributes accepted without effect: name, position, why. Warned
+    /// about together when the element is closed.
+    ignored: Vec<(&'static str, Span, String)>,
 }
 
 /// Reading context: sources, variables and the diagnostics gathered so far.
@@ -89,6 +92,11 @@ pub(crate) struct Cx<'a> {
     /// `<virtualNodesDefinition>`, a `<jvm>` outside `<jvms>`): references
     /// to them are not reported again as unresolved.
     pub(crate) rejected_ids: Vec<String>,
+    /// Warn about each ignored setting on its own (see [`crate::LoadOptions::verbose`]).
+    pub(crate) verbose: bool,
+    /// Java-only settings met so far (element name, position), summed up
+    /// by [`Cx::finish`] unless `verbose`.
+    java_only: Vec<(String, Span)>,
 }
 
 /// The closest of `candidates` to `name`, if it is close enough to be a typo.
@@ -113,7 +121,26 @@ fn is_namespace_attr(attr: &Attr) -> bool {
         || attr.qname.starts_with("xml:")
 }
 
+/// How many line numbers a summary lists before it stops with `…`.
+const MAX_LINES_LISTED: usize = 12;
+
 impl<'a> Cx<'a> {
+    pub(crate) fn new(
+        sources: &'a SourceMap,
+        scope: Option<&'a Scope>,
+        diags: &'a mut Diagnostics,
+        verbose: bool,
+    ) -> Self {
+        Self {
+            sources,
+            scope,
+            diags,
+            rejected_ids: Vec::new(),
+            verbose,
+            java_only: Vec::new(),
+        }
+    }
+
     pub(crate) fn error(
         &mut self,
         code: &'static str,
@@ -149,6 +176,7 @@ impl<'a> Cx<'a> {
             el,
             asked: Vec::new(),
             used: vec![false; el.attrs.len()],
+            ignored: Vec::new(),
         }
     }
 
@@ -246,11 +274,92 @@ impl<'a> Cx<'a> {
         if let Some(index) = node.el.attrs.iter().position(|a| a.name == name) {
             node.used[index] = true;
             let span = node.el.attrs[index].span;
+            node.ignored.push((name, span, why.to_owned()));
+        }
+    }
+
+    /// Warns about the ignored attributes of `node`: one warning for those
+    /// ignored for one reason, at the first of them (each on its own when
+    /// verbose).
+    fn warn_ignored(&mut self, node: &mut Node<'_>) {
+        let element = &node.el.name;
+        let mut ignored = std::mem::take(&mut node.ignored);
+        while !ignored.is_empty() {
+            let why = ignored[0].2.clone();
+            let (group, rest): (Vec<_>, Vec<_>) = if self.verbose {
+                let rest = ignored.split_off(1);
+                (ignored, rest)
+            } else {
+                ignored.into_iter().partition(|(_, _, w)| *w == why)
+            };
+            ignored = rest;
+            let names: Vec<String> = group.iter().map(|(n, _, _)| format!("`{n}`")).collect();
+            let message = match names.as_slice() {
+                [one] => format!("{one} of <{element}> is ignored"),
+                [init @ .., last] => {
+                    format!("{} and {last} of <{element}> are ignored", init.join(", "))
+                }
+                [] => continue,
+            };
+            self.warning("ignored-attribute", group[0].1, message, why);
+        }
+    }
+
+    /// A setting only a Java virtual machine would read (classpath,
+    /// jvmParameters, policy files…): accepted and ignored. ProActive's
+    /// descriptors repeat them in every process, so unless verbose they are
+    /// counted, and [`Cx::finish`] sums them up in one warning per file.
+    pub(crate) fn java_only(&mut self, child: &Element) {
+        if self.verbose {
+            self.ignored_element(child, JAVA_ONLY_WHY);
+        } else {
+            self.java_only.push((child.name.clone(), child.span));
+        }
+    }
+
+    /// Reports what was gathered while reading: the Java-only settings, one
+    /// warning per file (the setting's own warning when a file has one).
+    pub(crate) fn finish(&mut self) {
+        let mut gathered = std::mem::take(&mut self.java_only);
+        gathered.sort_by_key(|(_, span)| (span.file.0, span.start));
+        for file in gathered.chunk_by(|a, b| a.1.file == b.1.file) {
+            let (name, first) = &file[0];
+            if file.len() == 1 {
+                self.warning(
+                    "ignored-element",
+                    *first,
+                    format!("<{name}> is ignored"),
+                    JAVA_ONLY_WHY,
+                );
+                continue;
+            }
+            let mut lines: Vec<u32> = file.iter().map(|(_, s)| s.line).collect();
+            lines.dedup();
+            let mut listed: Vec<String> = lines
+                .iter()
+                .take(MAX_LINES_LISTED)
+                .map(u32::to_string)
+                .collect();
+            if lines.len() > MAX_LINES_LISTED {
+                listed.push("…".to_owned());
+            }
+            let mut kinds: Vec<&str> = file.iter().map(|(n, _)| n.as_str()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
             self.warning(
-                "ignored-attribute",
-                span,
-                format!("`{name}` of <{}> is ignored", node.el.name),
-                why,
+                "java-only-settings",
+                *first,
+                format!(
+                    "{} Java-only settings ignored ({}; lines {})",
+                    file.len(),
+                    kinds
+                        .iter()
+                        .map(|k| format!("<{k}>"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    listed.join(", ")
+                ),
+                format!("{JAVA_ONLY_WHY}; --verbose lists each one"),
             );
         }
     }
@@ -263,8 +372,10 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// Reports every attribute of `node` that was not taken.
-    pub(crate) fn close(&mut self, node: Node<'_>) {
+    /// Reports every attribute of `node` that was not taken, and those
+    /// taken but ignored.
+    pub(crate) fn close(&mut self, mut node: Node<'_>) {
+        self.warn_ignored(&mut node);
         for (attr, used) in node.el.attrs.iter().zip(&node.used) {
             if *used || is_namespace_attr(attr) {
                 continue;
@@ -547,6 +658,8 @@ impl<'a> Cx<'a> {
         out
     }
 }
+
+const JAVA_ONLY_WHY: &str = "actogrid runtimes are native processes: Java settings have no effect";
 
 /// Every `id` and `name` written in `el` and below.
 fn defined_names(el: &Element, out: &mut Vec<String>) {

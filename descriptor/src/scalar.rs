@@ -141,6 +141,21 @@ pub(crate) fn host_port(text: &str) -> Result<(String, u16), String> {
     Ok((host.to_owned(), port(port_text)?))
 }
 
+/// `host:port`, `[v6]:port`, or a bare `host` / `[v6]`, which gets `default`.
+pub(crate) fn host_with_default_port(text: &str, default: u16) -> Result<(String, u16), String> {
+    let bare = match text.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']'),
+        None => (!text.contains(':')).then_some(text),
+    };
+    match bare {
+        Some(host) if host.is_empty() || host.contains(['/', ' ', '[', ']']) => {
+            Err(format!("`{text}` is not a host name"))
+        }
+        Some(host) => Ok((host.to_owned(), default)),
+        None => host_port(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +206,11 @@ mod tests {
         assert!(boolean("maybe").is_err());
         assert_eq!(host_port("[::1]:7"), Ok(("::1".into(), 7)));
         assert!(host_port("host").is_err() && host_port(":80").is_err());
+        assert_eq!(host_with_default_port("h", 9), Ok(("h".into(), 9)));
+        assert_eq!(host_with_default_port("[::1]", 9), Ok(("::1".into(), 9)));
+        assert_eq!(host_with_default_port("h:7", 9), Ok(("h".into(), 7)));
+        for bad in ["", "[]", "h:", "h:x", ":80", "a b"] {
+            assert!(host_with_default_port(bad, 9).is_err(), "{bad}");
+        }
     }
 }

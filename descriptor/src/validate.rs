@@ -30,6 +30,7 @@ pub(crate) fn check(d: &Descriptor, options: &ValidateOptions, diags: &mut Diagn
     v.process_chains();
     v.virtual_node_services(options);
     v.registrations();
+    v.unsupported();
 }
 
 struct Validator<'a> {
@@ -712,6 +713,69 @@ impl Validator<'_> {
 }
 
 /// Classes every actogrid binary has, whatever the application.
+impl Validator<'_> {
+    /// A definition of a kind actogrid does not run is refused only when a
+    /// mapped virtual node is deployed through it; otherwise it is left
+    /// over from a ProActive descriptor and only warned about.
+    fn unsupported(&mut self) {
+        let d = self.d;
+        if d.unsupported.is_empty() {
+            return;
+        }
+        // Every process and service a mapped virtual node reaches, with the
+        // first virtual node that reaches it. An explicit stack: chains may
+        // be long.
+        let mut reached: HashMap<&str, &str> = HashMap::new();
+        let mut stack: Vec<(&str, &str)> = Vec::new();
+        for m in &d.mappings {
+            for jvm in m.jvms.iter().filter_map(|name| d.jvm(name)) {
+                let id = match &jvm.source {
+                    RuntimeSource::Creation(r) | RuntimeSource::Acquisition(r) => r.as_str(),
+                };
+                stack.push((id, m.virtual_node.as_str()));
+            }
+        }
+        while let Some((id, vn)) = stack.pop() {
+            if reached.contains_key(id) {
+                continue;
+            }
+            reached.insert(id, vn);
+            let Some(p) = d.process(id) else { continue };
+            for next in p.kind.process_references() {
+                stack.push((next.as_str(), vn));
+            }
+            if let ProcessKind::DependentSequence(s) = &p.kind {
+                stack.extend(s.service.iter().map(|s| (s.as_str(), vn)));
+            }
+        }
+        for u in &d.unsupported {
+            let needed_by = u.id.as_ref().and_then(|id| reached.get(id.as_str()));
+            let diagnostic = match needed_by {
+                Some(vn) => Diagnostic::error(
+                    "unsupported-element",
+                    u.at,
+                    format!(
+                        "<{}> is not supported by actogrid, and virtual node `{vn}` is deployed through it",
+                        u.element
+                    ),
+                )
+                .with_hint(u.hint),
+                None => Diagnostic::warning(
+                    "unsupported-unused",
+                    u.at,
+                    format!(
+                        "<{}>{} is not supported by actogrid: ignored, as no mapped virtual node is deployed through it",
+                        u.element,
+                        u.id.as_ref().map(|id| format!(" `{}`", id.value)).unwrap_or_default()
+                    ),
+                )
+                .with_hint(format!("to deploy through it: {}", u.hint)),
+            };
+            self.diags.push(diagnostic);
+        }
+    }
+}
+
 pub(crate) fn is_builtin_class(class: &str) -> bool {
     crate::BUILTIN_SERVICE_CLASSES.contains(&class)
 }

@@ -175,12 +175,14 @@ pub(crate) fn resolve(
             None => None,
         };
         let program_value = program.get(name).filter(|v| !v.is_empty()).cloned();
+        // The value breaks the contract, not the name: the caret goes under it.
+        let value_span = decl.value.as_ref().map_or(decl.name.span, |(_, s)| *s);
         if descriptor_value.is_some() && !may_set.contains(&Party::Descriptor) {
             ok = false;
             diags.push(
                 Diagnostic::error(
                     "variable-contract",
-                    decl.name.span,
+                    value_span,
                     format!(
                         "{} `{name}` cannot be given a value in the descriptor",
                         kind_name(decl.kind)
@@ -199,7 +201,7 @@ pub(crate) fn resolve(
             diags.push(
                 Diagnostic::error(
                     "variable-contract",
-                    decl.name.span,
+                    value_span,
                     format!(
                         "the program sets `{name}` (--var {name}=…), but a {} can only be set {}",
                         kind_name(decl.kind),

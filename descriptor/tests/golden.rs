@@ -138,6 +138,66 @@ fn the_proactive_32_forms_load() {
 }
 
 #[test]
+fn the_forms_proactive_shipped_for_grid_labs_load() {
+    let d = load_valid("grid_lab.xml");
+    let urls: Vec<&str> = d
+        .services
+        .iter()
+        .filter_map(|s| match &s.kind {
+            ServiceKind::RegistryLookup(l) => Some(l.url.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Java's //host/name: the registry's port 1099 unless one is given.
+    assert_eq!(
+        urls,
+        [
+            "actogrid://spare.lab.example.org:1099/SpareNode",
+            "actogrid://backup.lab.example.org:2099/BackupNode"
+        ]
+    );
+    // port="*", like host="*", is left to the program.
+    let lookups: Vec<_> = d
+        .lookups
+        .iter()
+        .map(|l| (l.host.as_deref(), l.port))
+        .collect();
+    assert_eq!(
+        lookups,
+        [(None, None), (Some("calendar.lab.example.org"), None)]
+    );
+    // A peer named by its host alone is reached on the overlay's default port.
+    let p2p = d
+        .services
+        .iter()
+        .find_map(|s| match &s.kind {
+            ServiceKind::P2p(p) => Some(p),
+            _ => None,
+        })
+        .expect("a P2P service");
+    assert!(
+        p2p.peers
+            .iter()
+            .all(|p| p.value.port == actogrid_descriptor::model::p2p_defaults::PORT),
+        "{:?}",
+        p2p.peers
+    );
+    let oar = d
+        .processes
+        .iter()
+        .find_map(|p| match &p.kind {
+            ProcessKind::Oar(o) => Some(o),
+            _ => None,
+        })
+        .expect("an oarProcess");
+    assert_eq!(oar.booked_nodes_access.as_deref(), Some("oarsh"));
+    // The Globus and UNICORE sites and the scheduler no virtual node uses
+    // are not part of the model.
+    assert_eq!(d.processes.len(), 4);
+    assert!(!d.services.iter().any(|s| s.id.value == "siteScheduler"));
+}
+
+#[test]
 fn host_ranges_and_chains_expand() {
     let d = load_valid("ssh_hosts.xml");
     let list = d

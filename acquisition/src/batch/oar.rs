@@ -7,7 +7,7 @@
 //! `$OAR_NODEFILE` (one line per allocated resource, usually a core) and
 //! starts one runtime per line with `oarsh HOST COMMAND`, standard input
 //! closed so that it does not eat the list. `bookedNodesAccess="rsh"` uses
-//! `rsh` instead; `ssh` (and no value) means `oarsh`. The command goes
+//! `rsh` instead; `ssh`, `oarsh` and no value mean `oarsh`. The command goes
 //! through the remote shell, so it is passed as one quoted word. How many
 //! runtimes a job starts is known only once it runs.
 //!

@@ -26,8 +26,10 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                 let mut node = cx.open(child);
                 let vn = cx.required(&mut node, "virtualNode");
                 let host = cx.attr(&mut node, "host");
+                // `*` leaves the value to the program, for the port as for the host.
                 let port = cx
                     .attr(&mut node, "port")
+                    .filter(|p| !p.text.is_empty() && p.text != "*")
                     .and_then(|v| cx.parse(&v, "port", scalar::port));
                 cx.ignored(&mut node, "protocol", PROTOCOL_IGNORED);
                 cx.close(node);

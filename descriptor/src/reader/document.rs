@@ -79,6 +79,7 @@ pub(crate) fn document(cx: &mut Cx<'_>, root: &Element) -> Descriptor {
             );
         }
     }
+    cx.finish();
     d.rejected_ids.append(&mut cx.rejected_ids);
     d.reindex();
     d
@@ -148,10 +149,7 @@ fn main_definition(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
         match child.name.as_str() {
             "arg" => args.extend(cx.value_of(child).map(|v| v.text)),
             "mapToVirtualNode" => virtual_nodes.extend(cx.value_of(child).map(Val::spanned)),
-            "classpath" => cx.ignored_element(
-                child,
-                "actogrid applications are one binary: there is no classpath",
-            ),
+            "classpath" => cx.java_only(child),
             _ => cx.unknown_child(child, el, &["arg", "mapToVirtualNode", "classpath"]),
         }
     }

@@ -1,9 +1,9 @@
 //! `infrastructure`: process definitions and services.
 
-use super::{Cx, Rule, processes};
+use super::{Cx, Rule, Val, processes};
 use crate::model::{
     Descriptor, FaultTolerance, FtProtocol, NodesAsked, P2pService, PeerAddress, RegistryLookup,
-    ServiceDefinition, ServiceKind, p2p_defaults,
+    ServiceDefinition, ServiceKind, Unsupported, p2p_defaults,
 };
 use crate::scalar::{self, Unit};
 use crate::source::Spanned;
@@ -39,6 +39,20 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, d: &mut Descriptor) {
                 continue;
             };
             let at = inner.span;
+            let is_service = inner.name == "ProActiveScheduler";
+            let unsupported = processes::unsupported(&inner.name)
+                .filter(|_| is_service == (item != "processDefinition"));
+            if let Some(hint) = unsupported {
+                // Whether it matters depends on who uses it: validation decides.
+                d.rejected_ids.extend(id.as_ref().map(|id| id.text.clone()));
+                d.unsupported.push(Unsupported {
+                    id: id.map(Val::spanned),
+                    element: inner.name.clone(),
+                    at,
+                    hint,
+                });
+                continue;
+            }
             if item == "processDefinition" {
                 match (processes::read(cx, inner, definition), id) {
                     (Some(kind), Some(id)) => d.processes.push(crate::model::ProcessDefinition {
@@ -111,15 +125,6 @@ fn service(cx: &mut Cx<'_>, el: &Element, parent: &Element) -> Option<ServiceKin
             }))
         }
         "faultTolerance" => fault_tolerance(cx, el).map(ServiceKind::FaultTolerance),
-        "ProActiveScheduler" => {
-            cx.error(
-                "unsupported-element",
-                el.span,
-                "<ProActiveScheduler> is not supported",
-                "submit through a batch scheduler with <slurmProcess>, <pbsProcess> or <bsubProcess>",
-            );
-            None
-        }
         _ => {
             cx.unknown_child(
                 el,
@@ -131,39 +136,59 @@ fn service(cx: &mut Cx<'_>, el: &Element, parent: &Element) -> Option<ServiceKin
     }
 }
 
-/// `actogrid://host:port/name`, or ProActive's `rmi://host:port/name` (warned).
+/// `actogrid://host:port/name`, or the RMI forms ProActive descriptors
+/// carry (warned, read as the actogrid URL they mean): `rmi://host:port/name`
+/// and Java's scheme-less `//host:port/name`, where the port defaults to
+/// RMI's registry port, [`RMI_REGISTRY_PORT`].
 fn runtime_url(cx: &mut Cx<'_>, text: &str, span: crate::source::Span) -> Option<String> {
-    let rest = if let Some(rest) = text.strip_prefix("rmi://") {
-        cx.warning(
-            "rmi-url",
-            span,
-            format!("`{text}` is an RMI URL: read as actogrid://{rest}"),
-            "write actogrid://host:port/name",
-        );
-        rest
+    const HINT: &str = "write actogrid://host:port/name";
+    let (rest, rmi) = if let Some(rest) = text.strip_prefix("rmi://") {
+        (rest, true)
+    } else if let Some(rest) = text.strip_prefix("//") {
+        (rest, true)
     } else if let Some(rest) = text.strip_prefix("actogrid://") {
-        rest
+        (rest, false)
     } else {
         cx.error(
             "bad-value",
             span,
             format!("`{text}` is not a runtime URL"),
-            "write actogrid://host:port/name",
+            format!("{HINT} (or RMI's //host:port/name)"),
         );
         return None;
     };
     let (authority, name) = rest.split_once('/').unwrap_or((rest, ""));
-    if let Err(message) = scalar::host_port(authority) {
-        cx.error(
-            "bad-value",
+    let parsed = if rmi {
+        scalar::host_with_default_port(authority, RMI_REGISTRY_PORT)
+    } else {
+        scalar::host_port(authority)
+    };
+    let (host, port) = match parsed {
+        Ok(address) => address,
+        Err(message) => {
+            cx.error("bad-value", span, format!("url: {message}"), HINT);
+            return None;
+        }
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("actogrid://{host}:{port}/{name}");
+    if rmi {
+        cx.warning(
+            "rmi-url",
             span,
-            format!("url: {message}"),
-            "write actogrid://host:port/name",
+            format!("`{text}` is an RMI URL: read as {url}"),
+            HINT,
         );
-        return None;
     }
-    Some(format!("actogrid://{authority}/{name}"))
+    Some(url)
 }
+
+/// The port of a Java RMI registry, assumed by an RMI URL that names none.
+pub(crate) const RMI_REGISTRY_PORT: u16 = 1099;
 
 fn p2p(cx: &mut Cx<'_>, el: &Element) -> Option<P2pService> {
     const IGNORED: &str =
@@ -245,19 +270,10 @@ fn p2p(cx: &mut Cx<'_>, el: &Element) -> Option<P2pService> {
 }
 
 fn peer_address(cx: &mut Cx<'_>, text: &str, span: crate::source::Span) -> Option<PeerAddress> {
-    let authority = if let Some(rest) = text.strip_prefix("rmi://") {
-        cx.warning(
-            "rmi-url",
-            span,
-            format!(
-                "`{text}` is an RMI URL: read as the peer {}",
-                rest.trim_end_matches('/')
-            ),
-            "write host:port",
-        );
-        rest
+    let (authority, rmi) = if let Some(rest) = text.strip_prefix("rmi://") {
+        (rest, true)
     } else if let Some(rest) = text.strip_prefix("actogrid://") {
-        rest
+        (rest, false)
     } else if text.contains("://") {
         cx.error(
             "bad-value",
@@ -267,18 +283,33 @@ fn peer_address(cx: &mut Cx<'_>, text: &str, span: crate::source::Span) -> Optio
         );
         return None;
     } else {
-        text
+        (text, false)
     };
     // A trailing node name (ProActive's `/P2PNode`) does not matter.
     let authority = authority.split('/').next().unwrap_or(authority);
-    match scalar::host_port(authority) {
-        Ok((host, port)) => Some(PeerAddress { host, port }),
+    // A peer named by its host alone listens where `actogrid peer` does by default.
+    match scalar::host_with_default_port(authority, p2p_defaults::PORT) {
+        Ok((host, port)) => {
+            let address = PeerAddress { host, port };
+            if rmi {
+                cx.warning(
+                    "rmi-url",
+                    span,
+                    format!("`{text}` is an RMI URL: read as the peer {address}"),
+                    "write host:port",
+                );
+            }
+            Some(address)
+        }
         Err(message) => {
             cx.error(
                 "bad-value",
                 span,
                 format!("peer: {message}"),
-                "write host:port, as in 10.0.0.5:7100",
+                format!(
+                    "write host:port, as in 10.0.0.5:{0}, or the host alone for port {0}",
+                    p2p_defaults::PORT
+                ),
             );
             None
         }

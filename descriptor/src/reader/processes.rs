@@ -39,16 +39,30 @@ const JAVA_ONLY: &[&str] = &[
 
 const CLOSE_STREAM: &str = "actogrid always collects the output of the processes it starts";
 
+/// Why actogrid does not run the process kind `name`, and what to use
+/// instead; `None` for the kinds it runs (or does not know at all).
+/// Such a process is kept aside by the reader: it is an error only if a
+/// mapped virtual node is deployed through it (see validation).
+pub(crate) fn unsupported(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "rshProcess" | "rloginProcess" | "maprshProcess" => {
+            "rsh and rlogin send everything in clear: use <sshProcess>"
+        }
+        "hierarchicalProcess" => {
+            "reach a private cluster with a chain: <sshProcess> to the front-end, then a scheduler process"
+        }
+        "globusProcess" | "gLiteProcess" | "unicoreProcess" | "ngProcess" | "prunProcess"
+        | "oarGridProcess" | "loadLevelerProcess" | "clusterForkProcess" | "mpiProcess" => {
+            "use <sshProcess>, <processList>, or a batch scheduler: <slurmProcess>, <pbsProcess>, <bsubProcess>, <oarProcess>, <gridEngineProcess>"
+        }
+        "ProActiveScheduler" => {
+            "submit through a batch scheduler with <slurmProcess>, <pbsProcess> or <bsubProcess>"
+        }
+        _ => return None,
+    })
+}
+
 pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, parent: &Element) -> Option<ProcessKind> {
-    let unsupported = |cx: &mut Cx<'_>, hint: &str| {
-        cx.error(
-            "unsupported-element",
-            el.span,
-            format!("<{}> is not supported by actogrid", el.name),
-            hint,
-        );
-        None
-    };
     match el.name.as_str() {
         "jvmProcess" => Some(ProcessKind::Jvm(jvm(cx, el))),
         "sshProcess" => ssh(cx, el).map(ProcessKind::Ssh),
@@ -62,21 +76,6 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, parent: &Element) -> Option<Pr
         "dependentProcessSequence" => sequence(cx, el, true).map(ProcessKind::DependentSequence),
         "independentProcessSequence" => {
             sequence(cx, el, false).map(ProcessKind::IndependentSequence)
-        }
-        "rshProcess" | "rloginProcess" | "maprshProcess" => unsupported(
-            cx,
-            "rsh and rlogin send everything in clear: use <sshProcess>",
-        ),
-        "hierarchicalProcess" => unsupported(
-            cx,
-            "reach a private cluster with a chain: <sshProcess> to the front-end, then a scheduler process",
-        ),
-        "globusProcess" | "gLiteProcess" | "unicoreProcess" | "ngProcess" | "prunProcess"
-        | "oarGridProcess" | "loadLevelerProcess" | "clusterForkProcess" | "mpiProcess" => {
-            unsupported(
-                cx,
-                "use <sshProcess>, <processList>, or a batch scheduler: <slurmProcess>, <pbsProcess>, <bsubProcess>, <oarProcess>, <gridEngineProcess>",
-            )
         }
         _ => {
             cx.unknown_child(el, parent, KINDS);
@@ -253,10 +252,7 @@ fn jvm(cx: &mut Cx<'_>, el: &Element) -> JvmProcess {
         match child.name.as_str() {
             "commandPath" => process.command_path = command_path(cx, child),
             "environment" => process.environment.extend(environment(cx, child)),
-            name if JAVA_ONLY.contains(&name) => cx.ignored_element(
-                child,
-                "actogrid runtimes are native processes: Java settings have no effect",
-            ),
+            name if JAVA_ONLY.contains(&name) => cx.java_only(child),
             _ => cx.unknown_child(child, el, &["commandPath", "environment"]),
         }
     }
@@ -644,8 +640,8 @@ fn oar(cx: &mut Cx<'_>, el: &Element) -> Option<OarProcess> {
     let mut node = open(cx, el);
     let booked_nodes_access = cx.attr(&mut node, "bookedNodesAccess").and_then(|v| {
         cx.parse(&v, "bookedNodesAccess", |t| match t {
-            "rsh" | "ssh" => Ok(t.to_owned()),
-            _ => Err(format!("`{t}` is neither ssh nor rsh")),
+            "rsh" | "ssh" | "oarsh" => Ok(t.to_owned()),
+            _ => Err(format!("`{t}` is not one of oarsh, ssh, rsh")),
         })
     });
     let interactive = flag(cx, &mut node, "interactive");

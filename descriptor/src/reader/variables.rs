@@ -52,22 +52,12 @@ fn block_declarations(
     out: &mut Vec<Declaration>,
 ) {
     {
-        let mut cx = Cx {
-            sources,
-            scope: None,
-            diags,
-            rejected_ids: Vec::new(),
-        };
+        let mut cx = Cx::new(sources, None, diags, false);
         cx.container(block);
     }
     for child in &block.children {
         if let Some(kind) = kind_from_element(&child.name) {
-            let mut cx = Cx {
-                sources,
-                scope: None,
-                diags,
-                rejected_ids: Vec::new(),
-            };
+            let mut cx = Cx::new(sources, None, diags, false);
             let mut node = cx.open(child);
             let name = cx.required(&mut node, "name");
             let value = cx.attr(&mut node, "value");
@@ -99,12 +89,7 @@ fn block_declarations(
         match child.name.as_str() {
             "includeXMLFile" | "includePropertyFile" => {
                 let location = {
-                    let mut cx = Cx {
-                        sources,
-                        scope: None,
-                        diags,
-                        rejected_ids: Vec::new(),
-                    };
+                    let mut cx = Cx::new(sources, None, diags, false);
                     let mut node = cx.open(child);
                     let location = cx.required(&mut node, "location");
                     cx.close(node);
@@ -151,12 +136,7 @@ fn block_declarations(
                 stack.pop();
             }
             _ => {
-                let mut cx = Cx {
-                    sources,
-                    scope: None,
-                    diags,
-                    rejected_ids: Vec::new(),
-                };
+                let mut cx = Cx::new(sources, None, diags, false);
                 cx.unknown_child(child, block, CHILDREN);
             }
         }
