@@ -222,6 +222,30 @@ fn plan_dot_is_a_graphviz_graph() {
 }
 
 #[test]
+fn java_only_settings_are_one_warning_unless_verbose() {
+    let lab = repo("descriptor/tests/data/valid/grid_lab.xml")
+        .display()
+        .to_string();
+    let short = |args: &[&str]| {
+        let out = actogrid(args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let count = |out: &str, code: &str| out.lines().filter(|l| l.contains(code)).count();
+    let summed = short(&["validate", "--format", "short", &lab]);
+    assert_eq!(count(&summed, "[java-only-settings]"), 1, "{summed}");
+    assert_eq!(count(&summed, "[ignored-element]"), 0, "{summed}");
+    assert!(summed.contains("8 Java-only settings ignored"), "{summed}");
+    let each = short(&["validate", "--format", "short", "--verbose", &lab]);
+    assert_eq!(count(&each, "[java-only-settings]"), 0, "{each}");
+    assert_eq!(count(&each, "[ignored-element]"), 8, "{each}");
+    // plan prints the same warnings on stderr, and takes the same option.
+    let out = actogrid(&["plan", "--verbose", &lab]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(count(&text(&out.stderr), "warning[ignored-element]"), 8);
+}
+
+#[test]
 fn plan_of_an_invalid_descriptor_prints_diagnostics_and_no_plan() {
     let scratch = Scratch::new("plan");
     let broken = scratch.file("broken.xml", BROKEN);

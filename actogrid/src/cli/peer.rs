@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use actogrid::descriptor::model::p2p_defaults;
 use actogrid::peer::{PeerDaemon, PeerOptions, Pool, VesselOptions, peer_status};
 
 /// The line the daemon prints on stdout once it serves.
@@ -283,7 +284,7 @@ fn options(args: DaemonArgs) -> Result<(String, PeerOptions), String> {
     let listen = args
         .listen
         .or(file.listen)
-        .unwrap_or_else(|| "127.0.0.1:7100".into());
+        .unwrap_or_else(|| format!("127.0.0.1:{}", p2p_defaults::PORT));
     // Repeatable options given on the command line replace the file's.
     fn or_file<T>(given: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
         if given.is_empty() {

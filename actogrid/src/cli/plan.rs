@@ -18,11 +18,16 @@ pub(crate) struct Args {
     /// Print a Graphviz graph instead of text (`| dot -Tsvg > plan.svg`).
     #[arg(long)]
     dot: bool,
+    /// Warn about each ignored setting on its own, instead of one summary
+    /// of the Java-only settings per file and one warning per element.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
     let options = LoadOptions {
         program_variables: args.vars.to_map(),
+        verbose: args.verbose,
         ..LoadOptions::default()
     };
     let loaded = check_descriptor(&args.file, &options);

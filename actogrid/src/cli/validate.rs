@@ -23,6 +23,10 @@ pub(crate) struct Args {
     /// Output: `human` (with the offending lines), `short` (one line each), or `json`.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    /// Warn about each ignored setting on its own, instead of one summary
+    /// of the Java-only settings per file and one warning per element.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -44,6 +48,7 @@ struct FileReport {
 pub(crate) fn run(args: Args) -> ExitCode {
     let options = LoadOptions {
         program_variables: args.vars.to_map(),
+        verbose: args.verbose,
         ..LoadOptions::default()
     };
     let program = match args

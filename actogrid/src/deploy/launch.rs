@@ -94,9 +94,17 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
     let mut lookups = Vec::new();
     for lookup in d.lookups.iter().filter(|l| l.virtual_node.value == name) {
         let (Some(host), Some(port)) = (lookup.host.clone(), lookup.port) else {
+            let missing = match (&lookup.host, lookup.port) {
+                (None, None) => "host and port",
+                (None, Some(_)) => "host",
+                _ => "port",
+            };
             vn.fail(
                 "?",
-                format!("lookup of `{name}`: the descriptor gives no host and port"),
+                format!(
+                    "lookup of `{name}` (line {}): the descriptor leaves the {missing} to the program (`*` or absent); look the virtual node up with lookup_vn and its URL",
+                    lookup.virtual_node.span.line
+                ),
             );
             continue;
         };
