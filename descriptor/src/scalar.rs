@@ -148,7 +148,8 @@ pub(crate) fn host_with_default_port(text: &str, default: u16) -> Result<(String
         None => (!text.contains(':')).then_some(text),
     };
     match bare {
-        Some(host) if host.is_empty() || host.contains(['/', ' ', '[', ']']) => {
+        Some("") => Err("no host is given".to_owned()),
+        Some(host) if host.contains(['/', ' ', '[', ']']) => {
             Err(format!("`{text}` is not a host name"))
         }
         Some(host) => Ok((host.to_owned(), default)),

@@ -167,6 +167,7 @@ fn the_forms_proactive_shipped_for_grid_labs_load() {
         [(None, None), (Some("calendar.lab.example.org"), None)]
     );
     // A peer named by its host alone is reached on the overlay's default port.
+    let default = actogrid_descriptor::model::p2p_defaults::PORT;
     let p2p = d
         .services
         .iter()
@@ -175,12 +176,18 @@ fn the_forms_proactive_shipped_for_grid_labs_load() {
             _ => None,
         })
         .expect("a P2P service");
-    assert!(
-        p2p.peers
-            .iter()
-            .all(|p| p.value.port == actogrid_descriptor::model::p2p_defaults::PORT),
-        "{:?}",
-        p2p.peers
+    let peers: Vec<(&str, u16)> = p2p
+        .peers
+        .iter()
+        .map(|p| (p.value.host.as_str(), p.value.port))
+        .collect();
+    assert_eq!(
+        peers,
+        [
+            ("peer1.lab.example.org", default),
+            ("peer2.lab.example.org", default),
+            ("peer3.lab.example.org", 7200)
+        ]
     );
     let oar = d
         .processes

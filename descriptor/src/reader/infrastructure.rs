@@ -272,6 +272,8 @@ fn p2p(cx: &mut Cx<'_>, el: &Element) -> Option<P2pService> {
 fn peer_address(cx: &mut Cx<'_>, text: &str, span: crate::source::Span) -> Option<PeerAddress> {
     let (authority, rmi) = if let Some(rest) = text.strip_prefix("rmi://") {
         (rest, true)
+    } else if let Some(rest) = text.strip_prefix("//") {
+        (rest, true)
     } else if let Some(rest) = text.strip_prefix("actogrid://") {
         (rest, false)
     } else if text.contains("://") {
