@@ -769,7 +769,10 @@ impl Validator<'_> {
                         u.id.as_ref().map(|id| format!(" `{}`", id.value)).unwrap_or_default()
                     ),
                 )
-                .with_hint(format!("to deploy through it: {}", u.hint)),
+                .with_hint(format!(
+                    "nothing to do if it is left over from elsewhere; to start such runtimes with actogrid: {}",
+                    u.hint
+                )),
             };
             self.diags.push(diagnostic);
         }

@@ -354,3 +354,29 @@ fn diagnostics_render_with_the_offending_line() {
         "{rendered}"
     );
 }
+
+#[test]
+fn a_process_kind_actogrid_does_not_run_is_refused_only_when_a_mapped_virtual_node_needs_it() {
+    let path = PathBuf::from(DATA).join("rsh_process.xml");
+    let text = std::fs::read_to_string(&path).expect("the case");
+    // The same file, the virtual node now on the current process: the rsh
+    // process is only reached by a runtime no mapping lists.
+    let unmapped = text.replace(r#"<vmName value="labJvm"/>"#, "<currentJVM/>");
+    assert_ne!(unmapped, text);
+    let loaded = load_str(&path, &unmapped, &LoadOptions::default());
+    assert!(
+        errors(&loaded).is_empty(),
+        "{}",
+        loaded.diagnostics.render(&loaded.sources)
+    );
+    let warnings: Vec<(&str, u32)> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(|d| (d.code, d.span.map_or(0, |s| s.line)))
+        .collect();
+    assert_eq!(
+        warnings,
+        [("unused-runtime", 17), ("unsupported-unused", 30)]
+    );
+}
