@@ -6,3 +6,10 @@
 //! restarts). Both are built on the interception points of the runtime's
 //! bodies and run as a technical service; the FT server keeps checkpoints and
 //! logs in a durable store.
+
+pub mod store;
+
+pub use store::{
+    Checkpoint, CheckpointIndex, Incarnation, LogBounds, LogEntry, LogPosition, ObjectKey, ReplyId,
+    Store, StoreConfig, StoreError, StoreResult, StoreStats,
+};
