@@ -178,7 +178,8 @@ pub struct StoreStats {
 /// checkpoints from `spawn_blocking` in async code).
 ///
 /// A write whose caller stops waiting after submitting it is still made
-/// durable.
+/// durable. Dropping the last clone waits until the writer committed what
+/// was already queued.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -287,7 +288,7 @@ impl Store {
             .await?
         {
             Done::Appended(position) => Ok(position),
-            Done::Stored | Done::Truncated(_) => Err(self.closed()),
+            Done::Stored | Done::Removed(_) => Err(self.closed()),
         }
     }
 
@@ -327,9 +328,27 @@ impl Store {
         object: &ObjectKey,
         keep_from: LogPosition,
     ) -> StoreResult<u64> {
-        self.check_size(object, "an object key", 0, 0)?;
+        check_key(object)?;
         match self.submit(object, Action::Truncate { keep_from }).await? {
-            Done::Truncated(removed) => Ok(removed),
+            Done::Removed(removed) => Ok(removed),
+            Done::Stored | Done::Appended(_) => Err(self.closed()),
+        }
+    }
+
+    /// Removes the checkpoints of `object` with an index below `before`
+    /// (those older than a recovery line); returns how many went, once
+    /// durable.
+    pub async fn drop_checkpoints_before(
+        &self,
+        object: &ObjectKey,
+        before: CheckpointIndex,
+    ) -> StoreResult<u64> {
+        check_key(object)?;
+        match self
+            .submit(object, Action::DropCheckpoints { before })
+            .await?
+        {
+            Done::Removed(removed) => Ok(removed),
             Done::Stored | Done::Appended(_) => Err(self.closed()),
         }
     }
@@ -576,9 +595,7 @@ impl Store {
         len: usize,
         limit: usize,
     ) -> StoreResult<()> {
-        if let Err(len) = keys::check_len(object) {
-            return Err(too_large(object, "an object key", len, MAX_OBJECT_KEY_LEN));
-        }
+        check_key(object)?;
         if len > limit {
             return Err(too_large(object, what, len, limit));
         }
@@ -652,6 +669,11 @@ impl Store {
             path: self.inner.path.clone(),
         }
     }
+}
+
+fn check_key(object: &ObjectKey) -> StoreResult<()> {
+    keys::check_len(object)
+        .map_err(|len| too_large(object, "an object key", len, MAX_OBJECT_KEY_LEN))
 }
 
 fn too_large(object: &ObjectKey, what: &'static str, len: usize, limit: usize) -> StoreError {

@@ -346,6 +346,32 @@ async fn a_new_incarnation_replaces_the_checkpoints_past_the_one_it_restarted_fr
 }
 
 #[tokio::test]
+async fn checkpoints_below_a_recovery_line_can_be_dropped() {
+    let dir = TempDir::new("recovery-line");
+    let config = StoreConfig {
+        checkpoints_kept: 10,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.file(), config).unwrap();
+    let object = ObjectKey::from("ao-13");
+    for index in 1..=5 {
+        store
+            .put_checkpoint(&object, checkpoint(index, 0, "s"), None)
+            .await
+            .unwrap();
+    }
+    let removed = store
+        .drop_checkpoints_before(&object, CheckpointIndex(4))
+        .await
+        .unwrap();
+    assert_eq!(removed, 3);
+    assert_eq!(
+        store.checkpoint_indices(&object).unwrap(),
+        [CheckpointIndex(4), CheckpointIndex(5)]
+    );
+}
+
+#[tokio::test]
 async fn writes_of_a_replaced_incarnation_are_refused() {
     let dir = TempDir::new("stale");
     let store = open(&dir.file());

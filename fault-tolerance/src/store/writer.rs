@@ -48,6 +48,9 @@ pub(crate) enum Action {
     Truncate {
         keep_from: LogPosition,
     },
+    DropCheckpoints {
+        before: CheckpointIndex,
+    },
     Reply {
         id: ReplyId,
         at: LogPosition,
@@ -61,7 +64,7 @@ impl Action {
         match self {
             Action::Append { entry, .. } => entry.len(),
             Action::Checkpoint { checkpoint, .. } => checkpoint.state.len(),
-            Action::Truncate { .. } => 0,
+            Action::Truncate { .. } | Action::DropCheckpoints { .. } => 0,
             Action::Reply { reply, .. } => reply.len(),
         }
     }
@@ -69,7 +72,10 @@ impl Action {
     /// Whether the operation makes the file grow (truncations do not, so
     /// they are still accepted by a full store).
     fn grows(&self) -> bool {
-        !matches!(self, Action::Truncate { .. })
+        !matches!(
+            self,
+            Action::Truncate { .. } | Action::DropCheckpoints { .. }
+        )
     }
 }
 
@@ -77,7 +83,7 @@ impl Action {
 pub(crate) enum Done {
     Appended(LogPosition),
     Stored,
-    Truncated(u64),
+    Removed(u64),
 }
 
 /// An object's log bounds and newest incarnation, as held in the heads table.
@@ -203,6 +209,21 @@ struct Tables<'txn> {
     log: Table<'txn, &'static [u8], &'static [u8]>,
     checkpoints: Table<'txn, &'static [u8], &'static [u8]>,
     replies: Table<'txn, &'static [u8], &'static [u8]>,
+    /// Log records of the batch not inserted yet (key, value).
+    appended: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Tables<'_> {
+    /// Inserts the pending log records in key order: the appends of a batch
+    /// come interleaved from many objects, and inserting each object's run
+    /// together touches each leaf page once instead of once per entry.
+    fn insert_appended(&mut self) -> Result<(), Failed> {
+        self.appended.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in self.appended.drain(..) {
+            self.log.insert(key.as_slice(), value.as_slice())?;
+        }
+        Ok(())
+    }
 }
 
 /// A failure of redb itself, which aborts the batch (boxed: `redb::Error`
@@ -286,6 +307,7 @@ impl Writer {
                 log: txn.open_table(LOG)?,
                 checkpoints: txn.open_table(CHECKPOINTS)?,
                 replies: txn.open_table(REPLIES)?,
+                appended: Vec::with_capacity(batch.len()),
             };
             let mut heads: HashMap<ObjectKey, Head> = HashMap::new();
             for op in batch {
@@ -299,6 +321,7 @@ impl Writer {
                 };
                 outcomes.push(outcome);
             }
+            tables.insert_appended()?;
             for (object, head) in heads {
                 let key = keys::object(&object);
                 let value = record::encode(
@@ -337,6 +360,10 @@ impl Writer {
                 entry.insert(head)
             }
         };
+        if !matches!(op.action, Action::Append { .. }) {
+            // What follows may read or cut the log.
+            tables.insert_appended()?;
+        }
         match &op.action {
             Action::Append { incarnation, entry } => {
                 if let Err(error) = self.current(object, head, *incarnation) {
@@ -344,9 +371,9 @@ impl Writer {
                 }
                 let key = keys::numbered(object, head.next);
                 let value = record::encode(Kind::LogEntry, &key, [incarnation.0], entry);
-                tables.log.insert(key.as_slice(), value.as_slice())?;
                 written.entries += 1;
                 written.bytes += value.len() as u64;
+                tables.appended.push((key, value));
                 let position = LogPosition(head.next);
                 head.next += 1;
                 head.incarnation = incarnation.0;
@@ -368,7 +395,20 @@ impl Writer {
                     return Ok(Err(error));
                 }
                 let removed = self.cut(tables, head, object, *keep_from)?;
-                Ok(Ok(Done::Truncated(removed)))
+                Ok(Ok(Done::Removed(removed)))
+            }
+            Action::DropCheckpoints { before } => {
+                let first = keys::numbered(object, 0);
+                let end = keys::numbered(object, before.0);
+                let mut removed = 0;
+                tables.checkpoints.retain_in::<&[u8], _>(
+                    first.as_slice()..end.as_slice(),
+                    |_, _| {
+                        removed += 1;
+                        false
+                    },
+                )?;
+                Ok(Ok(Done::Removed(removed)))
             }
             Action::Reply { id, at, reply } => {
                 let key = keys::reply(object, id);
