@@ -6,16 +6,19 @@
 //! * **Durable on acknowledgement.** A write's future completes only once
 //!   the redb transaction that holds it is committed with
 //!   `Durability::Immediate` (the file is synced). Writes are group-committed
-//!   by one writer thread ([`writer`]): concurrent writers share a sync.
+//!   by one writer thread (`store/writer.rs`): concurrent writers share a
+//!   sync, and the entries one batch appends to one object are one record.
 //! * **Ordered.** Each object's log gets consecutive positions in the order
 //!   its appends were submitted; after a crash the log holds a prefix of
 //!   what was submitted, and at least everything acknowledged.
 //! * **Fenced by incarnation.** A write from an incarnation older than the
 //!   newest one stored for the object is refused.
 //! * **Checked.** Every value carries the store's tag, its format version
-//!   and a checksum over key and value ([`record`]). A record that fails is
-//!   an error naming the object and the file, never a wrong value; so is a
-//!   file that is not a store, or a store of another format version.
+//!   and a checksum over key and value (`store/record.rs`). A record that
+//!   fails, or a gap in a log, is an error naming the object and the file,
+//!   never a wrong value; so is a file that is not a store, a store of
+//!   another format version, or a file redb cannot open (truncated,
+//!   overwritten).
 //! * **Bounded.** Batches, entries, checkpoints, the queue of pending writes
 //!   and redb's cache have limits ([`StoreConfig`]), and so may the file;
 //!   [`Store::stats`] shows its size and write rates.
@@ -29,7 +32,7 @@
 //! | `format` (`&str` keys) | `"format"` | the build that created the file |
 //! | `heads` | object | first and next log position, newest incarnation |
 //! | `checkpoints` | object, index | incarnation, state |
-//! | `log` | object, position | incarnation, entry |
+//! | `log` | object, position of its first entry | a run of consecutive entries (appended in one batch): their count, then each one's incarnation, length and bytes |
 //! | `replies` | object, sender, sequence | log position, reply |
 //!
 //! An object (or sender) in a key is its length as a big-endian `u16`
@@ -484,37 +487,61 @@ impl Store {
             if wanted == 0 {
                 return Ok(Vec::new());
             }
-            let start = keys::numbered(object, from.0);
-            let end = keys::numbered(object, from.0 + wanted);
+            let last = from.0 + wanted;
             let table = txn
                 .open_table(LOG)
                 .map_err(|e| self.storage("reading the log", e))?;
-            let range = table
-                .range::<&[u8]>(start.as_slice()..end.as_slice())
-                .map_err(|e| self.storage("reading the log", e))?;
-            let mut entries = Vec::with_capacity(wanted as usize);
-            let mut expected = from.0;
-            for entry in range {
-                let (key, value) = entry.map_err(|e| self.storage("reading the log", e))?;
-                let position = keys::number_of(key.value());
-                if position != expected {
-                    return Err(self.missing(object, expected));
+            // The segment holding `from` is the last one starting at or
+            // before it.
+            let lowest = keys::numbered(object, 0);
+            let at_from = keys::numbered(object, from.0);
+            let start = match table
+                .range::<&[u8]>(lowest.as_slice()..=at_from.as_slice())
+                .map_err(|e| self.storage("reading the log", e))?
+                .next_back()
+            {
+                Some(segment) => {
+                    let (key, _) = segment.map_err(|e| self.storage("reading the log", e))?;
+                    keys::number_of(key.value())
                 }
-                let ([incarnation], bytes) =
-                    record::decode::<1>(Kind::LogEntry, key.value(), value.value()).map_err(
-                        |fault| {
-                            self.corrupt(object, format!("log entry at position {position}"), fault)
-                        },
-                    )?;
-                entries.push(LogEntry {
-                    position: LogPosition(position),
-                    incarnation: Incarnation(incarnation),
-                    bytes: bytes.to_vec(),
-                });
-                expected += 1;
+                None => from.0,
+            };
+            let start_key = keys::numbered(object, start);
+            let end_key = keys::numbered(object, last);
+            let range = table
+                .range::<&[u8]>(start_key.as_slice()..end_key.as_slice())
+                .map_err(|e| self.storage("reading the log", e))?;
+            let mut entries = Vec::with_capacity(wanted.min(4096) as usize);
+            // Where the next segment must start for the log to have no gap.
+            let mut expected = start;
+            for segment in range {
+                let (key, value) = segment.map_err(|e| self.storage("reading the log", e))?;
+                let first = keys::number_of(key.value());
+                if first != expected {
+                    return Err(self.missing(object, expected.max(from.0)));
+                }
+                let record = || format!("log entries from position {first}");
+                let ([count], payload) =
+                    record::decode::<1>(Kind::LogSegment, key.value(), value.value())
+                        .map_err(|fault| self.corrupt(object, record(), fault))?;
+                let stored = record::entries(payload, count)
+                    .map_err(|fault| self.corrupt(object, record(), fault))?;
+                for (position, (incarnation, bytes)) in (first..).zip(stored) {
+                    if (from.0..last).contains(&position) {
+                        entries.push(LogEntry {
+                            position: LogPosition(position),
+                            incarnation: Incarnation(incarnation),
+                            bytes: bytes.to_vec(),
+                        });
+                    }
+                }
+                expected = first.saturating_add(count);
+                if expected >= last {
+                    break;
+                }
             }
-            if expected != from.0 + wanted {
-                return Err(self.missing(object, expected));
+            if expected < last {
+                return Err(self.missing(object, expected.max(from.0)));
             }
             Ok(entries)
         })

@@ -55,6 +55,9 @@ fn checkpoint(index: u64, incarnation: u64, state: &str) -> Checkpoint {
 
 const FIRST: Incarnation = Incarnation(0);
 
+/// A table of a closed store, opened through redb.
+type RawTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+
 /// Rewrites the first value of a table of a closed store, through redb.
 fn tamper(path: &Path, table: &str, change: impl FnOnce(&mut Vec<u8>)) {
     let db = redb::Database::open(path).expect("the store is a redb database");
@@ -153,6 +156,12 @@ async fn concurrent_appenders_share_commits_and_each_keeps_its_order() {
         assert_eq!(n.parse::<u32>().unwrap(), *expected, "{text} out of order");
         *expected += 1;
     }
+    // Any window of the log reads back the same entries.
+    for (from, count) in [(0, 1), (7, 5), (100, 300), (1270, 100)] {
+        let window = store.read_log(&object, LogPosition(from), count).unwrap();
+        let end = (from as usize + count).min(entries.len());
+        assert_eq!(window, entries[from as usize..end], "from {from}");
+    }
     let stats = store.stats();
     assert_eq!(stats.entries_written, 64 * 20);
     assert!(
@@ -240,6 +249,56 @@ async fn a_checkpoint_truncates_the_log_it_covers() {
     assert_eq!(
         store.append(&object, FIRST, "after").await.unwrap(),
         LogPosition(10)
+    );
+}
+
+#[tokio::test]
+async fn a_truncation_inside_a_group_of_entries_keeps_the_rest_of_it() {
+    let dir = TempDir::new("truncate-group");
+    let path = dir.file();
+    let store = open(&path);
+    let object = ObjectKey::from("ao-14");
+    // Appended together, so that commits hold several entries of the object.
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (store, object) = (store.clone(), object.clone());
+            tokio::spawn(async move { store.append(&object, FIRST, format!("{i}")).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert!(
+        store.stats().commits < 200,
+        "no two appends were committed together"
+    );
+    let all = store.read_log(&object, LogPosition(0), usize::MAX).unwrap();
+    for keep_from in [1, 57, 58, 150, 199, 200] {
+        store
+            .truncate_log(&object, LogPosition(keep_from))
+            .await
+            .unwrap();
+        let rest = store
+            .read_log(&object, LogPosition(keep_from), usize::MAX)
+            .unwrap();
+        assert_eq!(rest, all[keep_from as usize..], "kept from {keep_from}");
+        assert!(
+            store
+                .read_log(&object, LogPosition(keep_from - 1), 1)
+                .is_err()
+        );
+    }
+    drop(store);
+    let store = open(&path);
+    assert!(
+        store
+            .read_log(&object, LogPosition(200), 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.append(&object, FIRST, "next").await.unwrap(),
+        LogPosition(200)
     );
 }
 
@@ -508,13 +567,14 @@ async fn a_log_entry_of_another_format_or_program_is_refused() {
 }
 
 #[tokio::test]
-async fn a_log_entry_moved_or_removed_is_not_replayed_silently() {
+async fn a_log_entry_removed_or_moved_is_not_replayed_silently() {
     let dir = TempDir::new("moved");
     let path = dir.file();
     let object = ObjectKey::from("ao-9");
     {
         let store = open(&path);
-        for i in 0..3 {
+        for i in 0..4 {
+            // One after the other: each entry is a record of its own.
             store
                 .append(&object, FIRST, format!("request {i}"))
                 .await
@@ -522,45 +582,27 @@ async fn a_log_entry_moved_or_removed_is_not_replayed_silently() {
         }
     }
     let log: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("log");
-    let keys: Vec<Vec<u8>> = {
+    let edit = |change: &dyn Fn(&mut RawTable<'_>, &[Vec<u8>])| {
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        let keys = {
+        {
             let mut table = txn.open_table(log).unwrap();
             let keys: Vec<Vec<u8>> = table
                 .iter()
                 .unwrap()
                 .map(|entry| entry.unwrap().0.value().to_vec())
                 .collect();
-            // Entry 2's bytes under position 1, and position 2 gone.
-            let value = table
-                .remove(keys[2].as_slice())
-                .unwrap()
-                .unwrap()
-                .value()
-                .to_vec();
-            table.insert(keys[1].as_slice(), value.as_slice()).unwrap();
-            keys
-        };
+            change(&mut table, &keys);
+        }
         txn.commit().unwrap();
-        keys
     };
-    assert_eq!(keys.len(), 3);
+
+    // Position 3 removed: a replay from 0 stops with the gap named.
+    edit(&|table, keys| {
+        table.remove(keys[3].as_slice()).unwrap();
+    });
     let store = open(&path);
-    let error = store.read_log(&object, LogPosition(1), 10).unwrap_err();
-    assert!(
-        matches!(
-            error,
-            StoreError::Corrupt {
-                fault: RecordFault::Checksum { .. },
-                ..
-            }
-        ),
-        "{error}"
-    );
-    // Position 0 is intact, and the gap at 2 is named even past the moved one.
-    assert_eq!(store.read_log(&object, LogPosition(0), 1).unwrap().len(), 1);
-    let error = store.read_log(&object, LogPosition(2), 10).unwrap_err();
+    let error = store.read_log(&object, LogPosition(0), 10).unwrap_err();
     assert!(
         matches!(
             error,
@@ -571,7 +613,33 @@ async fn a_log_entry_moved_or_removed_is_not_replayed_silently() {
         ),
         "{error}"
     );
-    assert_names(&error, &["position 2", "gap"]);
+    assert_names(&error, &["\"ao-9\"", "position 3", "gap"]);
+    assert_eq!(store.read_log(&object, LogPosition(0), 3).unwrap().len(), 3);
+    drop(store);
+
+    // Entry 2 put where entry 1 was: its checksum covers its key.
+    edit(&|table, keys| {
+        let value = table
+            .remove(keys[2].as_slice())
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        table.insert(keys[1].as_slice(), value.as_slice()).unwrap();
+    });
+    let store = open(&path);
+    let error = store.read_log(&object, LogPosition(0), 10).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Corrupt {
+                fault: RecordFault::Checksum { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_names(&error, &["position 1"]);
 }
 
 #[test]

@@ -30,8 +30,10 @@ pub(crate) enum Kind {
     Head = 1,
     /// A checkpoint: its incarnation, and the object's state.
     Checkpoint = 2,
-    /// A request-log entry: the incarnation that wrote it, and its bytes.
-    LogEntry = 3,
+    /// A run of consecutive request-log entries of one object, keyed by the
+    /// position of its first: their count, then each entry's incarnation,
+    /// length and bytes (see [`push_entry`]).
+    LogSegment = 3,
     /// A logged reply: the log position it belongs to, and its bytes.
     Reply = 4,
 }
@@ -60,6 +62,9 @@ pub enum RecordFault {
     },
     /// A record that must exist is absent: the log has a gap.
     Missing,
+    /// The checksum matches but the content does not parse: written by a
+    /// faulty build.
+    Malformed,
     /// The checksum does not match: altered, torn, or moved under another key.
     Checksum {
         /// The checksum in the record.
@@ -86,6 +91,9 @@ impl fmt::Display for RecordFault {
             RecordFault::Kind { found } => write!(
                 f,
                 "the record is of another kind ({found}) than its table holds"
+            ),
+            RecordFault::Malformed => f.write_str(
+                "the record's checksum matches but its content does not parse (a faulty writer)",
             ),
             RecordFault::Missing => {
                 f.write_str("the record is missing: the log has a gap where it should be")
@@ -170,6 +178,38 @@ pub(crate) fn decode<'v, const N: usize>(
     Ok((numbers, &body[HEADER + 8 * N..]))
 }
 
+/// Adds an entry, written by `incarnation`, to a log segment's payload:
+/// `incarnation: u64 LE | length: u32 LE | bytes`.
+pub(crate) fn push_entry(payload: &mut Vec<u8>, incarnation: u64, bytes: &[u8]) {
+    payload.extend_from_slice(&incarnation.to_le_bytes());
+    // Entries are limited far below 4 GiB (StoreConfig::max_entry_bytes).
+    payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    payload.extend_from_slice(bytes);
+}
+
+/// The `count` entries of a log segment's payload, as (incarnation, bytes).
+pub(crate) fn entries(payload: &[u8], count: u64) -> Result<Vec<(u64, &[u8])>, RecordFault> {
+    let mut entries = Vec::with_capacity(count.min(4096) as usize);
+    let mut rest = payload;
+    for _ in 0..count {
+        if rest.len() < 12 {
+            return Err(RecordFault::Malformed);
+        }
+        let incarnation = u64::from_le_bytes(rest[..8].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(rest[8..12].try_into().unwrap_or_default()) as usize;
+        rest = &rest[12..];
+        if rest.len() < len {
+            return Err(RecordFault::Malformed);
+        }
+        entries.push((incarnation, &rest[..len]));
+        rest = &rest[len..];
+    }
+    if !rest.is_empty() {
+        return Err(RecordFault::Malformed);
+    }
+    Ok(entries)
+}
+
 /// The version in a value that starts with this store's tag, whatever its
 /// layout after that: lets the format record of another version be named.
 pub(crate) fn version_of(value: &[u8]) -> Option<u16> {
@@ -191,19 +231,19 @@ mod tests {
 
     #[test]
     fn a_record_reads_back_under_its_own_key_only() {
-        let value = encode(Kind::LogEntry, b"k1", [7], b"payload");
+        let value = encode(Kind::LogSegment, b"k1", [7], b"payload");
         assert_eq!(
-            decode::<1>(Kind::LogEntry, b"k1", &value),
+            decode::<1>(Kind::LogSegment, b"k1", &value),
             Ok(([7], &b"payload"[..]))
         );
         assert!(matches!(
-            decode::<1>(Kind::LogEntry, b"k2", &value),
+            decode::<1>(Kind::LogSegment, b"k2", &value),
             Err(RecordFault::Checksum { .. })
         ));
         assert_eq!(
             decode::<1>(Kind::Reply, b"k1", &value),
             Err(RecordFault::Kind {
-                found: Kind::LogEntry as u8
+                found: Kind::LogSegment as u8
             })
         );
     }
@@ -225,6 +265,21 @@ mod tests {
                 "{len}"
             );
         }
+    }
+
+    #[test]
+    fn a_segment_gives_back_its_entries_and_refuses_a_wrong_count() {
+        let mut payload = Vec::new();
+        push_entry(&mut payload, 1, b"first");
+        push_entry(&mut payload, 2, b"");
+        push_entry(&mut payload, 2, b"third");
+        assert_eq!(
+            entries(&payload, 3),
+            Ok(vec![(1, &b"first"[..]), (2, &b""[..]), (2, &b"third"[..])])
+        );
+        assert_eq!(entries(&payload, 2), Err(RecordFault::Malformed));
+        assert_eq!(entries(&payload, 4), Err(RecordFault::Malformed));
+        assert_eq!(entries(&payload[..20], 1), Err(RecordFault::Malformed));
     }
 
     #[test]

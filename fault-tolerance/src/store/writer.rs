@@ -209,21 +209,54 @@ struct Tables<'txn> {
     log: Table<'txn, &'static [u8], &'static [u8]>,
     checkpoints: Table<'txn, &'static [u8], &'static [u8]>,
     replies: Table<'txn, &'static [u8], &'static [u8]>,
-    /// Log records of the batch not inserted yet (key, value).
-    appended: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The log segments the batch is filling, one per object, not inserted
+    /// yet.
+    segments: HashMap<ObjectKey, Segment>,
+}
+
+/// Consecutive entries of one object appended in one batch: stored as one
+/// record, so that a batch inserts one log record per object instead of
+/// one per entry (what makes group commit pay off).
+struct Segment {
+    first: u64,
+    count: u64,
+    payload: Vec<u8>,
+}
+
+/// A segment's payload is closed at this size; the next entry starts a
+/// new segment (a larger entry has a segment of its own).
+const SEGMENT_BYTES: usize = 1 << 20;
+
+impl Segment {
+    /// An empty segment whose first entry will have position `first`.
+    fn at(first: u64) -> Self {
+        Segment {
+            first,
+            count: 0,
+            payload: Vec::new(),
+        }
+    }
 }
 
 impl Tables<'_> {
-    /// Inserts the pending log records in key order: the appends of a batch
-    /// come interleaved from many objects, and inserting each object's run
-    /// together touches each leaf page once instead of once per entry.
-    fn insert_appended(&mut self) -> Result<(), Failed> {
-        self.appended.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, value) in self.appended.drain(..) {
-            self.log.insert(key.as_slice(), value.as_slice())?;
+    /// Inserts the segments being filled.
+    fn insert_segments(&mut self) -> Result<(), Failed> {
+        for (object, segment) in self.segments.drain() {
+            insert_segment(&mut self.log, &object, segment)?;
         }
         Ok(())
     }
+}
+
+fn insert_segment(
+    log: &mut Table<'_, &'static [u8], &'static [u8]>,
+    object: &ObjectKey,
+    segment: Segment,
+) -> Result<(), Failed> {
+    let key = keys::numbered(object, segment.first);
+    let value = record::encode(Kind::LogSegment, &key, [segment.count], &segment.payload);
+    log.insert(key.as_slice(), value.as_slice())?;
+    Ok(())
 }
 
 /// A failure of redb itself, which aborts the batch (boxed: `redb::Error`
@@ -307,7 +340,7 @@ impl Writer {
                 log: txn.open_table(LOG)?,
                 checkpoints: txn.open_table(CHECKPOINTS)?,
                 replies: txn.open_table(REPLIES)?,
-                appended: Vec::with_capacity(batch.len()),
+                segments: HashMap::new(),
             };
             let mut heads: HashMap<ObjectKey, Head> = HashMap::new();
             for op in batch {
@@ -321,7 +354,7 @@ impl Writer {
                 };
                 outcomes.push(outcome);
             }
-            tables.insert_appended()?;
+            tables.insert_segments()?;
             for (object, head) in heads {
                 let key = keys::object(&object);
                 let value = record::encode(
@@ -362,18 +395,29 @@ impl Writer {
         };
         if !matches!(op.action, Action::Append { .. }) {
             // What follows may read or cut the log.
-            tables.insert_appended()?;
+            tables.insert_segments()?;
         }
         match &op.action {
             Action::Append { incarnation, entry } => {
                 if let Err(error) = self.current(object, head, *incarnation) {
                     return Ok(Err(error));
                 }
-                let key = keys::numbered(object, head.next);
-                let value = record::encode(Kind::LogEntry, &key, [incarnation.0], entry);
+                let segment = match tables.segments.entry(object.clone()) {
+                    Entry::Occupied(mut open)
+                        if open.get().payload.len() + entry.len() > SEGMENT_BYTES =>
+                    {
+                        let full = std::mem::replace(open.get_mut(), Segment::at(head.next));
+                        insert_segment(&mut tables.log, object, full)?;
+                        open.into_mut()
+                    }
+                    Entry::Occupied(open) => open.into_mut(),
+                    Entry::Vacant(none) => none.insert(Segment::at(head.next)),
+                };
+                let before = segment.payload.len();
+                record::push_entry(&mut segment.payload, incarnation.0, entry);
+                segment.count += 1;
                 written.entries += 1;
-                written.bytes += value.len() as u64;
-                tables.appended.push((key, value));
+                written.bytes += (segment.payload.len() - before) as u64;
                 let position = LogPosition(head.next);
                 head.next += 1;
                 head.incarnation = incarnation.0;
@@ -568,11 +612,19 @@ impl Writer {
         if keep_from.0 <= head.first {
             return Ok(0);
         }
-        let start = keys::numbered(object, head.first);
+        // Segments that end before `keep_from` go; the one that straddles
+        // it stays whole, the head hides its first entries.
+        let start = keys::numbered(object, 0);
         let end = keys::numbered(object, keep_from.0);
         tables
             .log
-            .retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |_, _| false)?;
+            .retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |key, value| {
+                match record::decode::<1>(Kind::LogSegment, key, value) {
+                    Ok(([count], _)) => keys::number_of(key).saturating_add(count) > keep_from.0,
+                    // Kept, so that reading it reports the fault.
+                    Err(_) => true,
+                }
+            })?;
         let (start, end) = keys::reply_range(object);
         tables
             .replies
