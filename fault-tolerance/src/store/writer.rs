@@ -239,9 +239,16 @@ impl Segment {
 }
 
 impl Tables<'_> {
-    /// Inserts the segments being filled.
+    /// Inserts the segments being filled, in key order: a batch touches
+    /// many objects, and neighbouring keys share leaf pages.
     fn insert_segments(&mut self) -> Result<(), Failed> {
-        for (object, segment) in self.segments.drain() {
+        let mut segments: Vec<_> = self
+            .segments
+            .drain()
+            .map(|(object, segment)| (keys::object(&object), object, segment))
+            .collect();
+        segments.sort_unstable_by(|(a, ..), (b, ..)| a.cmp(b));
+        for (_, object, segment) in segments {
             insert_segment(&mut self.log, &object, segment)?;
         }
         Ok(())
@@ -355,8 +362,12 @@ impl Writer {
                 outcomes.push(outcome);
             }
             tables.insert_segments()?;
-            for (object, head) in heads {
-                let key = keys::object(&object);
+            let mut heads: Vec<_> = heads
+                .into_iter()
+                .map(|(object, head)| (keys::object(&object), head))
+                .collect();
+            heads.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+            for (key, head) in heads {
                 let value = record::encode(
                     Kind::Head,
                     &key,
