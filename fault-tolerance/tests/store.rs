@@ -528,6 +528,59 @@ async fn a_corrupt_or_truncated_checkpoint_names_the_object_and_the_file() {
 }
 
 #[tokio::test]
+async fn a_corrupt_log_head_stops_appends_and_reads_of_its_object_only() {
+    let dir = TempDir::new("corrupt-head");
+    let path = dir.file();
+    let object = ObjectKey::from("ao-15");
+    let other = ObjectKey::from("ao-16");
+    {
+        let store = open(&path);
+        store.append(&object, FIRST, "x").await.unwrap();
+    }
+    tamper(&path, "heads", |value| value[8] ^= 0x80);
+    let store = open(&path);
+    let error = store.append(&object, FIRST, "y").await.unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    assert_names(
+        &error,
+        &["\"ao-15\"", "log head", &path.display().to_string()],
+    );
+    assert!(store.read_log(&object, LogPosition(0), 1).is_err());
+    assert_eq!(
+        store.append(&other, FIRST, "z").await.unwrap(),
+        LogPosition(0)
+    );
+}
+
+#[tokio::test]
+async fn large_and_small_entries_appended_together_read_back_whole() {
+    let dir = TempDir::new("large");
+    let store = open(&dir.file());
+    let object = ObjectKey::from("ao-17");
+    let sizes = [10, 1_500_000, 3, 700_000, 700_000, 0, 2_000_000, 5];
+    let tasks: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            let (store, object) = (store.clone(), object.clone());
+            tokio::spawn(async move {
+                let position = store.append(&object, FIRST, vec![i as u8; size]).await?;
+                Ok::<_, StoreError>((position, i, size))
+            })
+        })
+        .collect();
+    let mut appended = Vec::new();
+    for task in tasks {
+        appended.push(task.await.unwrap().unwrap());
+    }
+    let entries = store.read_log(&object, LogPosition(0), 100).unwrap();
+    assert_eq!(entries.len(), sizes.len());
+    for (position, i, size) in appended {
+        assert_eq!(entries[position.0 as usize].bytes, vec![i as u8; size]);
+    }
+}
+
+#[tokio::test]
 async fn a_log_entry_of_another_format_or_program_is_refused() {
     let dir = TempDir::new("foreign-record");
     let path = dir.file();
