@@ -55,7 +55,7 @@ use redb::{
     Database, DatabaseError, MultimapTableHandle as _, ReadableTable, StorageError,
     TableDefinition, TableError, TableHandle as _,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use error::{StoreError, StoreResult};
 pub use keys::{CheckpointIndex, Incarnation, LogPosition, MAX_OBJECT_KEY_LEN, ObjectKey, ReplyId};
@@ -86,6 +86,10 @@ pub struct StoreConfig {
     pub max_batch_bytes: usize,
     /// How many writes may wait for the writer; more wait to be queued.
     pub queue: usize,
+    /// How many bytes of entries, checkpoints and replies may wait for the
+    /// writer or be in its batch; more wait to be queued. (A write larger
+    /// than this waits until it is alone.)
+    pub max_queued_bytes: usize,
     /// The largest log entry or reply, in bytes.
     pub max_entry_bytes: usize,
     /// The largest checkpoint state, in bytes.
@@ -105,6 +109,7 @@ impl Default for StoreConfig {
             max_batch: 8192,
             max_batch_bytes: 16 << 20,
             queue: 65536,
+            max_queued_bytes: 256 << 20,
             max_entry_bytes: 16 << 20,
             max_checkpoint_bytes: 1 << 30,
             max_file_bytes: None,
@@ -195,6 +200,9 @@ struct Inner {
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     config: StoreConfig,
+    /// Permits for [`StoreConfig::max_queued_bytes`], one per byte.
+    queued_bytes: Semaphore,
+    queued_bytes_limit: u32,
 }
 
 impl Drop for Inner {
@@ -254,8 +262,11 @@ impl Store {
                 operation: "starting the writer thread",
                 source: Arc::new(redb::Error::Io(error)),
             })?;
+        let queued_bytes_limit = config.max_queued_bytes.clamp(1, u32::MAX as usize) as u32;
         Ok(Store {
             inner: Arc::new(Inner {
+                queued_bytes: Semaphore::new(queued_bytes_limit as usize),
+                queued_bytes_limit,
                 path,
                 db,
                 queue: Some(queue),
@@ -604,6 +615,17 @@ impl Store {
     }
 
     async fn submit(&self, object: &ObjectKey, action: Action) -> StoreResult<Done> {
+        // Held until the write is answered: bounds the bytes queued and
+        // batched, whatever the number of writers.
+        let wanted = action
+            .size()
+            .clamp(1, self.inner.queued_bytes_limit as usize) as u32;
+        let _room = self
+            .inner
+            .queued_bytes
+            .acquire_many(wanted)
+            .await
+            .map_err(|_| self.closed())?;
         let (ack, done) = oneshot::channel();
         let queue = self.inner.queue.as_ref().ok_or_else(|| self.closed())?;
         let op = Op {

@@ -581,6 +581,29 @@ async fn large_and_small_entries_appended_together_read_back_whole() {
 }
 
 #[tokio::test]
+async fn writes_beyond_the_queued_bytes_limit_wait_their_turn() {
+    let dir = TempDir::new("queued-bytes");
+    let config = StoreConfig {
+        max_queued_bytes: 1000,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.file(), config).unwrap();
+    let object = ObjectKey::from("ao-18");
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (store, object) = (store.clone(), object.clone());
+            // Half of them larger than the limit on their own.
+            let size = if i % 2 == 0 { 5000 } else { 300 };
+            tokio::spawn(async move { store.append(&object, FIRST, vec![1u8; size]).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(store.log_bounds(&object).unwrap().next, LogPosition(40));
+}
+
+#[tokio::test]
 async fn a_log_entry_of_another_format_or_program_is_refused() {
     let dir = TempDir::new("foreign-record");
     let path = dir.file();

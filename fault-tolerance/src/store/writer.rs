@@ -59,8 +59,9 @@ pub(crate) enum Action {
 }
 
 impl Action {
-    /// Roughly what the operation adds to the transaction, to bound a batch.
-    fn size(&self) -> usize {
+    /// Roughly what the operation adds to the transaction, to bound a batch
+    /// and the queue.
+    pub(crate) fn size(&self) -> usize {
         match self {
             Action::Append { entry, .. } => entry.len(),
             Action::Checkpoint { checkpoint, .. } => checkpoint.state.len(),
