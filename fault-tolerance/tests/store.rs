@@ -907,17 +907,22 @@ async fn a_full_store_refuses_new_data_and_still_accepts_truncation() {
     );
 }
 
-/// The variable that makes [`child_appender`] append instead of returning.
+/// The variable that makes [`child_appender`] append instead of returning:
+/// the store's path.
 const CHILD_STORE: &str = "ACTOGRID_FT_STORE_TEST_CHILD";
+/// Which child this is, written in its entries.
+const CHILD_ROUND: &str = "ACTOGRID_FT_STORE_TEST_ROUND";
 
 /// Run by [`acknowledged_log_entries_survive_a_sigkill_of_the_writer`] in a
-/// child process: appends from 4 objects × 8 tasks until killed, printing
-/// `acked <object> <position> <entry>` once each entry is acknowledged.
+/// child process: appends `<round>/<task>:<n>` from 4 objects × 8 tasks
+/// until killed, printing `acked <object> <position> <entry>` once each
+/// entry is acknowledged.
 #[test]
 fn child_appender() {
     let Some(path) = std::env::var_os(CHILD_STORE) else {
         return;
     };
+    let round = std::env::var(CHILD_ROUND).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let store = open(Path::new(&path));
@@ -925,11 +930,12 @@ fn child_appender() {
         for object in 0..4 {
             for task in 0..8 {
                 let store = store.clone();
+                let round = round.clone();
                 tasks.push(tokio::spawn(async move {
                     let key = ObjectKey::from(format!("object-{object}"));
                     // Bounded, so that a child nobody kills still ends.
                     for n in 0..200_000 {
-                        let entry = format!("{task}:{n}");
+                        let entry = format!("{round}/{task}:{n}");
                         let position = store.append(&key, FIRST, entry.clone()).await.unwrap();
                         println!("acked object-{object} {} {entry}", position.0);
                     }
@@ -942,31 +948,45 @@ fn child_appender() {
     });
 }
 
-#[test]
-fn acknowledged_log_entries_survive_a_sigkill_of_the_writer() {
+/// A child process killed and reaped however the test ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a [`child_appender`] on `path`, kills it with SIGKILL once it
+/// acknowledged `kill_after` entries, and adds every acknowledgement it
+/// printed to `acked` ((object, position) → entry).
+fn append_until_killed(
+    path: &Path,
+    round: usize,
+    kill_after: usize,
+    acked: &mut BTreeMap<(String, u64), String>,
+) {
     use std::os::unix::process::ExitStatusExt as _;
 
-    let dir = TempDir::new("sigkill");
-    let path = dir.file();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_appender",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_STORE, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-
-    // (object, position) → entry, for every acknowledged append.
-    let mut acked: BTreeMap<(String, u64), String> = BTreeMap::new();
-    let mut lines = stdout.lines();
-    let mut killed = false;
-    for line in &mut lines {
+    let mut child = Reaped(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "child_appender",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_STORE, path)
+            .env(CHILD_ROUND, round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut count = 0;
+    for line in stdout.lines() {
         let line = line.unwrap();
         let Some(ack) = line.strip_prefix("acked ") else {
             continue;
@@ -977,25 +997,39 @@ fn acknowledged_log_entries_survive_a_sigkill_of_the_writer() {
             parts.next().unwrap().parse::<u64>().unwrap(),
             parts.next().unwrap().to_owned(),
         );
-        acked.insert((object, position), entry);
-        if acked.len() == 3000 {
-            child.kill().unwrap();
-            killed = true;
-            // Keep reading: what the child printed before dying was
+        let earlier = acked.insert((object.clone(), position), entry);
+        assert_eq!(
+            earlier, None,
+            "{object}: position {position} acknowledged twice"
+        );
+        count += 1;
+        if count == kill_after {
+            child.0.kill().unwrap();
+            // Reading goes on: what the child printed before dying was
             // acknowledged too.
         }
     }
     assert!(
-        killed,
-        "the child stopped after {} acknowledgements",
-        acked.len()
+        count >= kill_after,
+        "child {round} stopped after {count} acknowledgements"
     );
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert_eq!(
         status.signal(),
         Some(9),
-        "the child was not killed: {status}"
+        "child {round} was not killed: {status}"
     );
+}
+
+#[test]
+fn acknowledged_log_entries_survive_a_sigkill_of_the_writer() {
+    let dir = TempDir::new("sigkill");
+    let path = dir.file();
+    // Each child reopens what the previous one left after its SIGKILL.
+    let mut acked = BTreeMap::new();
+    for (round, kill_after) in [1000, 1500, 2000].into_iter().enumerate() {
+        append_until_killed(&path, round, kill_after, &mut acked);
+    }
 
     let store = open(&path);
     for object in 0..4 {
