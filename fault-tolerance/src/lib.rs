@@ -6,10 +6,13 @@
 //! restarts). Both are built on the interception points of the runtime's
 //! bodies and run as a technical service; the FT server keeps checkpoints and
 //! logs in a durable store.
+//!
+//! * [`store`]: the FT server's durable store (redb, group commit):
+//!   checkpoints, request logs and logged replies per protected object.
 
 pub mod store;
 
 pub use store::{
-    Checkpoint, CheckpointIndex, Incarnation, LogBounds, LogEntry, LogPosition, ObjectKey, ReplyId,
-    Store, StoreConfig, StoreError, StoreResult, StoreStats,
+    Checkpoint, CheckpointIndex, Incarnation, LogBounds, LogEntry, LogPosition, ObjectKey,
+    RecordFault, ReplyId, Store, StoreConfig, StoreError, StoreResult, StoreStats,
 };
