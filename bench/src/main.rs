@@ -7,6 +7,7 @@
 //! ```console
 //! $ cargo run --release -p actogrid-bench -- descriptor-parse
 //! $ cargo run --release -p actogrid-bench -- ao-rtt
+//! $ cargo run --release -p actogrid-bench -- ft-store --dir /var/tmp
 //! ```
 //!
 //! The network benchmarks start their servers as child processes of this
@@ -21,6 +22,7 @@ mod deploy_local;
 mod deploy_ssh;
 mod deployment;
 mod descriptor_parse;
+mod ft_store;
 mod group_broadcast;
 mod load_balance;
 mod node_memory;
@@ -72,6 +74,9 @@ enum Bench {
     /// nodes, until each answered one call, against creating the same 64
     /// runtimes locally.
     P2pAcquire(p2p_acquire::Args),
+    /// Small request-log entries made durable per second by the FT store
+    /// with group commit, against one commit per entry.
+    FtStore(ft_store::Args),
     /// Serves an overlay peer lending slots (started by the benchmarks).
     #[command(hide = true)]
     ServePeer(serve::PeerArgs),
@@ -104,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         Bench::DeploySsh(args) => bench_runtime()?.block_on(deploy_ssh::run(&args))?,
         Bench::LoadBalance(args) => bench_runtime()?.block_on(load_balance::run(&args))?,
         Bench::P2pAcquire(args) => bench_runtime()?.block_on(p2p_acquire::run(&args))?,
+        Bench::FtStore(args) => bench_runtime()?.block_on(ft_store::run(&args))?,
         Bench::ServePeer(args) => return server_runtime()?.block_on(serve::peer(&args)),
         Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),
         Bench::ServeEcho(args) => return server_runtime()?.block_on(serve::echo(&args)),

@@ -7,8 +7,16 @@
 //! bodies and run as a technical service; the FT server keeps checkpoints and
 //! logs in a durable store.
 //!
-//! [`pml`] holds the PML protocol cores: sans-IO state machines that the
-//! runtime's hooks drive in production and a seeded simulator drives in the
-//! tests.
+//! * [`pml`]: the PML protocol cores, sans-IO state machines that the
+//!   runtime's hooks drive in production and a seeded simulator drives in
+//!   the tests.
+//! * [`store`]: the FT server's durable store (redb, group commit):
+//!   checkpoints, request logs and logged replies per protected object.
 
 pub mod pml;
+pub mod store;
+
+pub use store::{
+    Checkpoint, CheckpointIndex, Incarnation, LogBounds, LogEntry, LogPosition, ObjectKey,
+    RecordFault, ReplyId, Store, StoreConfig, StoreError, StoreResult, StoreStats,
+};

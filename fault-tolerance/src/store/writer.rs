@@ -1,0 +1,655 @@
+//! Group commit: the one thread that writes to the store.
+//!
+//! Writers enqueue operations on a bounded channel and wait on a oneshot
+//! for its outcome. The thread takes whatever is queued (up to a batch
+//! limit), applies it in order in one redb write transaction, commits it
+//! with `Durability::Immediate` (redb syncs the file before `commit`
+//! returns), and only then answers every operation of the batch. So an
+//! acknowledgement always means "durable", while one sync is shared by as
+//! many operations as arrived during the previous one.
+//!
+//! An operation the store refuses (stale incarnation, out-of-order
+//! checkpoint…) is checked before it writes anything, so it fails alone; a
+//! failure of redb itself aborts the transaction and fails the whole batch,
+//! of which nothing is then durable.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, ReadableTable, Table};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::{StoreError, StoreResult};
+use super::keys::{self, CheckpointIndex, Incarnation, LogPosition, ObjectKey, ReplyId};
+use super::record::{self, Kind};
+use super::{CHECKPOINTS, Checkpoint, HEADS, LOG, REPLIES};
+
+/// One write, as the writer thread receives it.
+pub(crate) struct Op {
+    pub(crate) object: ObjectKey,
+    pub(crate) action: Action,
+    pub(crate) ack: oneshot::Sender<StoreResult<Done>>,
+}
+
+/// What an [`Op`] asks for.
+pub(crate) enum Action {
+    Append {
+        incarnation: Incarnation,
+        entry: Vec<u8>,
+    },
+    Checkpoint {
+        checkpoint: Checkpoint,
+        truncate_log_before: Option<LogPosition>,
+    },
+    Truncate {
+        keep_from: LogPosition,
+    },
+    DropCheckpoints {
+        before: CheckpointIndex,
+    },
+    Reply {
+        id: ReplyId,
+        at: LogPosition,
+        reply: Vec<u8>,
+    },
+}
+
+impl Action {
+    /// Roughly what the operation adds to the transaction, to bound a batch
+    /// and the queue.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Action::Append { entry, .. } => entry.len(),
+            Action::Checkpoint { checkpoint, .. } => checkpoint.state.len(),
+            Action::Truncate { .. } | Action::DropCheckpoints { .. } => 0,
+            Action::Reply { reply, .. } => reply.len(),
+        }
+    }
+
+    /// Whether the operation makes the file grow (truncations do not, so
+    /// they are still accepted by a full store).
+    fn grows(&self) -> bool {
+        !matches!(
+            self,
+            Action::Truncate { .. } | Action::DropCheckpoints { .. }
+        )
+    }
+}
+
+/// What an [`Op`] did, once durable.
+pub(crate) enum Done {
+    Appended(LogPosition),
+    Stored,
+    Removed(u64),
+}
+
+/// An object's log bounds and newest incarnation, as held in the heads table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// The first position still in the log (everything before was truncated).
+    pub(crate) first: u64,
+    /// The position the next appended entry gets.
+    pub(crate) next: u64,
+    /// The newest incarnation that wrote for the object.
+    pub(crate) incarnation: u64,
+}
+
+impl Head {
+    pub(crate) fn decode(
+        path: &std::path::Path,
+        object: &ObjectKey,
+        key: &[u8],
+        value: &[u8],
+    ) -> StoreResult<Head> {
+        let ([first, next, incarnation], _) =
+            record::decode::<3>(Kind::Head, key, value).map_err(|fault| StoreError::Corrupt {
+                path: path.to_owned(),
+                object: object.clone(),
+                record: "log head".into(),
+                fault,
+            })?;
+        Ok(Head {
+            first,
+            next,
+            incarnation,
+        })
+    }
+}
+
+/// Totals and recent rates of what the writer made durable.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub(crate) entries: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+    pub(crate) window: Mutex<Window>,
+    pub(crate) opened: Instant,
+}
+
+/// Rates over the last window of at least [`WINDOW`], and where the current
+/// window started.
+#[derive(Debug)]
+pub(crate) struct Window {
+    pub(crate) start: Instant,
+    pub(crate) entries_at_start: u64,
+    pub(crate) bytes_at_start: u64,
+    pub(crate) entries_per_second: f64,
+    pub(crate) bytes_per_second: f64,
+}
+
+/// How long rates are averaged over.
+pub(crate) const WINDOW: Duration = Duration::from_secs(1);
+
+impl Counters {
+    pub(crate) fn new() -> Self {
+        let now = Instant::now();
+        Counters {
+            entries: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            window: Mutex::new(Window {
+                start: now,
+                entries_at_start: 0,
+                bytes_at_start: 0,
+                entries_per_second: 0.0,
+                bytes_per_second: 0.0,
+            }),
+            opened: now,
+        }
+    }
+
+    fn committed(&self, written: &Written) {
+        let entries = self.entries.fetch_add(written.entries, Ordering::Relaxed) + written.entries;
+        let bytes = self.bytes.fetch_add(written.bytes, Ordering::Relaxed) + written.bytes;
+        self.checkpoints
+            .fetch_add(written.checkpoints, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut window) = self.window.lock() else {
+            return;
+        };
+        let elapsed = window.start.elapsed();
+        if elapsed >= WINDOW {
+            let seconds = elapsed.as_secs_f64();
+            window.entries_per_second = (entries - window.entries_at_start) as f64 / seconds;
+            window.bytes_per_second = (bytes - window.bytes_at_start) as f64 / seconds;
+            window.start = Instant::now();
+            window.entries_at_start = entries;
+            window.bytes_at_start = bytes;
+        }
+    }
+}
+
+/// What one batch wrote.
+#[derive(Default)]
+struct Written {
+    entries: u64,
+    bytes: u64,
+    checkpoints: u64,
+}
+
+/// The writer thread's configuration and handles.
+pub(crate) struct Writer {
+    pub(crate) db: Arc<Database>,
+    pub(crate) path: PathBuf,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) checkpoints_kept: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) max_file_bytes: Option<u64>,
+}
+
+/// The tables a batch writes to.
+struct Tables<'txn> {
+    heads: Table<'txn, &'static [u8], &'static [u8]>,
+    log: Table<'txn, &'static [u8], &'static [u8]>,
+    checkpoints: Table<'txn, &'static [u8], &'static [u8]>,
+    replies: Table<'txn, &'static [u8], &'static [u8]>,
+    /// The log segments the batch is filling, one per object, not inserted
+    /// yet.
+    segments: HashMap<ObjectKey, Segment>,
+}
+
+/// Consecutive entries of one object appended in one batch: stored as one
+/// record, so that a batch inserts one log record per object instead of
+/// one per entry (what makes group commit pay off).
+struct Segment {
+    first: u64,
+    count: u64,
+    payload: Vec<u8>,
+}
+
+/// A segment's payload is closed at this size; the next entry starts a
+/// new segment (a larger entry has a segment of its own).
+const SEGMENT_BYTES: usize = 1 << 20;
+
+impl Segment {
+    /// An empty segment whose first entry will have position `first`.
+    fn at(first: u64) -> Self {
+        Segment {
+            first,
+            count: 0,
+            payload: Vec::new(),
+        }
+    }
+}
+
+impl Tables<'_> {
+    /// Inserts the segments being filled, in key order: a batch touches
+    /// many objects, and neighbouring keys share leaf pages.
+    fn insert_segments(&mut self) -> Result<(), Failed> {
+        let mut segments: Vec<_> = self
+            .segments
+            .drain()
+            .map(|(object, segment)| (keys::object(&object), object, segment))
+            .collect();
+        segments.sort_unstable_by(|(a, ..), (b, ..)| a.cmp(b));
+        for (_, object, segment) in segments {
+            insert_segment(&mut self.log, &object, segment)?;
+        }
+        Ok(())
+    }
+}
+
+fn insert_segment(
+    log: &mut Table<'_, &'static [u8], &'static [u8]>,
+    object: &ObjectKey,
+    segment: Segment,
+) -> Result<(), Failed> {
+    let key = keys::numbered(object, segment.first);
+    let value = record::encode(Kind::LogSegment, &key, [segment.count], &segment.payload);
+    log.insert(key.as_slice(), value.as_slice())?;
+    Ok(())
+}
+
+/// A failure of redb itself, which aborts the batch (boxed: `redb::Error`
+/// is large, and it travels up every step of a batch).
+struct Failed(Box<redb::Error>);
+
+impl<E: Into<redb::Error>> From<E> for Failed {
+    fn from(error: E) -> Self {
+        Failed(Box::new(error.into()))
+    }
+}
+
+/// An operation's own outcome inside a batch that redb itself did not fail.
+type Applied = Result<StoreResult<Done>, Failed>;
+
+impl Writer {
+    /// Commits batches until every sender is gone.
+    pub(crate) fn run(self, mut queue: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Some(op) = queue.blocking_recv() {
+            let mut bytes = op.action.size();
+            batch.push(op);
+            while batch.len() < self.max_batch && bytes < self.max_batch_bytes {
+                match queue.try_recv() {
+                    Ok(op) => {
+                        bytes += op.action.size();
+                        batch.push(op);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+    }
+
+    /// Writes and commits `batch`, then answers each of its operations.
+    fn commit(&self, batch: &mut Vec<Op>) {
+        let full = self.full();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut written = Written::default();
+        match self.write(batch, full, &mut outcomes, &mut written) {
+            Ok(()) => {
+                self.counters.committed(&written);
+                for (op, outcome) in batch.drain(..).zip(outcomes) {
+                    // A caller that stopped waiting still had its write made durable.
+                    let _ = op.ack.send(outcome);
+                }
+            }
+            Err(Failed(error)) => {
+                let error = Arc::new(*error);
+                for op in batch.drain(..) {
+                    let _ = op.ack.send(Err(StoreError::Storage {
+                        path: self.path.clone(),
+                        operation: "committing a batch of writes",
+                        source: error.clone(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The file's size and limit, when it reached its limit.
+    fn full(&self) -> Option<(u64, u64)> {
+        let limit = self.max_file_bytes?;
+        let size = std::fs::metadata(&self.path).map(|m| m.len()).ok()?;
+        (size >= limit).then_some((size, limit))
+    }
+
+    fn write(
+        &self,
+        batch: &[Op],
+        full: Option<(u64, u64)>,
+        outcomes: &mut Vec<StoreResult<Done>>,
+        written: &mut Written,
+    ) -> Result<(), Failed> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut tables = Tables {
+                heads: txn.open_table(HEADS)?,
+                log: txn.open_table(LOG)?,
+                checkpoints: txn.open_table(CHECKPOINTS)?,
+                replies: txn.open_table(REPLIES)?,
+                segments: HashMap::new(),
+            };
+            let mut heads: HashMap<ObjectKey, Head> = HashMap::new();
+            for op in batch {
+                let outcome = match full {
+                    Some((size, limit)) if op.action.grows() => Err(StoreError::Full {
+                        path: self.path.clone(),
+                        size,
+                        limit,
+                    }),
+                    _ => self.apply(&mut tables, &mut heads, op, written)?,
+                };
+                outcomes.push(outcome);
+            }
+            tables.insert_segments()?;
+            let mut heads: Vec<_> = heads
+                .into_iter()
+                .map(|(object, head)| (keys::object(&object), head))
+                .collect();
+            heads.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+            for (key, head) in heads {
+                let value = record::encode(
+                    Kind::Head,
+                    &key,
+                    [head.first, head.next, head.incarnation],
+                    &[],
+                );
+                tables.heads.insert(key.as_slice(), value.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Applies one operation, after checking it against the object's head.
+    fn apply(
+        &self,
+        tables: &mut Tables<'_>,
+        heads: &mut HashMap<ObjectKey, Head>,
+        op: &Op,
+        written: &mut Written,
+    ) -> Applied {
+        let object = &op.object;
+        let head = match heads.entry(object.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let key = keys::object(object);
+                let head = match tables.heads.get(key.as_slice())? {
+                    Some(value) => match Head::decode(&self.path, object, &key, value.value()) {
+                        Ok(head) => head,
+                        Err(error) => return Ok(Err(error)),
+                    },
+                    None => Head::default(),
+                };
+                entry.insert(head)
+            }
+        };
+        if !matches!(op.action, Action::Append { .. }) {
+            // What follows may read or cut the log.
+            tables.insert_segments()?;
+        }
+        match &op.action {
+            Action::Append { incarnation, entry } => {
+                if let Err(error) = self.current(object, head, *incarnation) {
+                    return Ok(Err(error));
+                }
+                let segment = match tables.segments.entry(object.clone()) {
+                    Entry::Occupied(mut open)
+                        if open.get().payload.len() + entry.len() > SEGMENT_BYTES =>
+                    {
+                        let full = std::mem::replace(open.get_mut(), Segment::at(head.next));
+                        insert_segment(&mut tables.log, object, full)?;
+                        open.into_mut()
+                    }
+                    Entry::Occupied(open) => open.into_mut(),
+                    Entry::Vacant(none) => none.insert(Segment::at(head.next)),
+                };
+                let before = segment.payload.len();
+                record::push_entry(&mut segment.payload, incarnation.0, entry);
+                segment.count += 1;
+                written.entries += 1;
+                written.bytes += (segment.payload.len() - before) as u64;
+                let position = LogPosition(head.next);
+                head.next += 1;
+                head.incarnation = incarnation.0;
+                Ok(Ok(Done::Appended(position)))
+            }
+            Action::Checkpoint {
+                checkpoint,
+                truncate_log_before,
+            } => self.checkpoint(
+                tables,
+                head,
+                object,
+                checkpoint,
+                *truncate_log_before,
+                written,
+            ),
+            Action::Truncate { keep_from } => {
+                if let Err(error) = self.check_cut(object, head, *keep_from) {
+                    return Ok(Err(error));
+                }
+                let removed = self.cut(tables, head, object, *keep_from)?;
+                Ok(Ok(Done::Removed(removed)))
+            }
+            Action::DropCheckpoints { before } => {
+                let first = keys::numbered(object, 0);
+                let end = keys::numbered(object, before.0);
+                let mut removed = 0;
+                tables.checkpoints.retain_in::<&[u8], _>(
+                    first.as_slice()..end.as_slice(),
+                    |_, _| {
+                        removed += 1;
+                        false
+                    },
+                )?;
+                Ok(Ok(Done::Removed(removed)))
+            }
+            Action::Reply { id, at, reply } => {
+                let key = keys::reply(object, id);
+                let value = record::encode(Kind::Reply, &key, [at.0], reply);
+                tables.replies.insert(key.as_slice(), value.as_slice())?;
+                written.bytes += value.len() as u64;
+                Ok(Ok(Done::Stored))
+            }
+        }
+    }
+
+    /// Refuses a write from an incarnation older than the object's newest.
+    fn current(
+        &self,
+        object: &ObjectKey,
+        head: &Head,
+        incarnation: Incarnation,
+    ) -> StoreResult<()> {
+        if incarnation.0 < head.incarnation {
+            return Err(StoreError::StaleIncarnation {
+                path: self.path.clone(),
+                object: object.clone(),
+                given: incarnation,
+                current: Incarnation(head.incarnation),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores a checkpoint, drops the checkpoints it makes useless, and
+    /// truncates the log it covers, all in the batch's transaction.
+    fn checkpoint(
+        &self,
+        tables: &mut Tables<'_>,
+        head: &mut Head,
+        object: &ObjectKey,
+        checkpoint: &Checkpoint,
+        truncate_log_before: Option<LogPosition>,
+        written: &mut Written,
+    ) -> Applied {
+        if let Err(error) = self.current(object, head, checkpoint.incarnation) {
+            return Ok(Err(error));
+        }
+        if let Some(keep_from) = truncate_log_before {
+            if let Err(error) = self.check_cut(object, head, keep_from) {
+                return Ok(Err(error));
+            }
+        }
+        let first = keys::numbered(object, 0);
+        let last = keys::numbered(object, u64::MAX);
+        let latest = match tables
+            .checkpoints
+            .range::<&[u8]>(first.as_slice()..=last.as_slice())?
+            .next_back()
+        {
+            Some(entry) => {
+                let (key, value) = entry?;
+                let index = keys::number_of(key.value());
+                match record::decode::<1>(Kind::Checkpoint, key.value(), value.value()) {
+                    Ok(([incarnation], _)) => {
+                        Some((CheckpointIndex(index), Incarnation(incarnation)))
+                    }
+                    Err(fault) => {
+                        return Ok(Err(StoreError::Corrupt {
+                            path: self.path.clone(),
+                            object: object.clone(),
+                            record: format!("checkpoint {index}"),
+                            fault,
+                        }));
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some((latest, incarnation)) = latest {
+            if incarnation == checkpoint.incarnation && latest >= checkpoint.index {
+                return Ok(Err(StoreError::CheckpointOutOfOrder {
+                    path: self.path.clone(),
+                    object: object.clone(),
+                    index: checkpoint.index,
+                    latest,
+                    incarnation,
+                }));
+            }
+            if incarnation < checkpoint.incarnation && latest >= checkpoint.index {
+                // A new incarnation restarted from an older checkpoint: the
+                // checkpoints its predecessor took after that one describe
+                // a history that no longer happened.
+                let from = keys::numbered(object, checkpoint.index.0);
+                tables
+                    .checkpoints
+                    .retain_in::<&[u8], _>(from.as_slice()..=last.as_slice(), |_, _| false)?;
+            }
+        }
+        let key = keys::numbered(object, checkpoint.index.0);
+        let value = record::encode(
+            Kind::Checkpoint,
+            &key,
+            [checkpoint.incarnation.0],
+            &checkpoint.state,
+        );
+        tables
+            .checkpoints
+            .insert(key.as_slice(), value.as_slice())?;
+        written.bytes += value.len() as u64;
+        written.checkpoints += 1;
+        head.incarnation = checkpoint.incarnation.0;
+
+        // Keep the newest `checkpoints_kept`; this one is durable with the
+        // same commit that drops the older ones.
+        let mut stored = Vec::new();
+        for entry in tables
+            .checkpoints
+            .range::<&[u8]>(first.as_slice()..=last.as_slice())?
+        {
+            let (key, _) = entry?;
+            stored.push(key.value().to_vec());
+        }
+        let surplus = stored.len().saturating_sub(self.checkpoints_kept);
+        for key in &stored[..surplus] {
+            tables.checkpoints.remove(key.as_slice())?;
+        }
+
+        if let Some(keep_from) = truncate_log_before {
+            self.cut(tables, head, object, keep_from)?;
+        }
+        Ok(Ok(Done::Stored))
+    }
+
+    /// Refuses to cut the log past its end.
+    fn check_cut(
+        &self,
+        object: &ObjectKey,
+        head: &Head,
+        keep_from: LogPosition,
+    ) -> StoreResult<()> {
+        if keep_from.0 > head.next {
+            return Err(StoreError::TruncateBeyondEnd {
+                path: self.path.clone(),
+                object: object.clone(),
+                keep_from,
+                end: LogPosition(head.next),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes the log entries before `keep_from`, and the replies that
+    /// belong to them; returns how many entries went.
+    fn cut(
+        &self,
+        tables: &mut Tables<'_>,
+        head: &mut Head,
+        object: &ObjectKey,
+        keep_from: LogPosition,
+    ) -> Result<u64, Failed> {
+        if keep_from.0 <= head.first {
+            return Ok(0);
+        }
+        // Segments that end before `keep_from` go; the one that straddles
+        // it stays whole, the head hides its first entries.
+        let start = keys::numbered(object, 0);
+        let end = keys::numbered(object, keep_from.0);
+        tables
+            .log
+            .retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |key, value| {
+                match record::decode::<1>(Kind::LogSegment, key, value) {
+                    Ok(([count], _)) => keys::number_of(key).saturating_add(count) > keep_from.0,
+                    // Kept, so that reading it reports the fault.
+                    Err(_) => true,
+                }
+            })?;
+        let (start, end) = keys::reply_range(object);
+        tables
+            .replies
+            .retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |key, value| {
+                // A reply that fails its checks is kept, so that reading it
+                // reports the fault instead of the reply silently vanishing.
+                match record::decode::<1>(Kind::Reply, key, value) {
+                    Ok(([at], _)) => at >= keep_from.0,
+                    Err(_) => true,
+                }
+            })?;
+        let removed = keep_from.0 - head.first;
+        head.first = keep_from.0;
+        Ok(removed)
+    }
+}
