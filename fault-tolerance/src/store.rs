@@ -343,10 +343,7 @@ impl Store {
         keep_from: LogPosition,
     ) -> StoreResult<u64> {
         check_key(object)?;
-        match self.submit(object, Action::Truncate { keep_from }).await? {
-            Done::Removed(removed) => Ok(removed),
-            Done::Stored | Done::Appended(_) => Err(self.closed()),
-        }
+        self.removing(object, Action::Truncate { keep_from }).await
     }
 
     /// Removes the checkpoints of `object` with an index below `before`
@@ -358,10 +355,13 @@ impl Store {
         before: CheckpointIndex,
     ) -> StoreResult<u64> {
         check_key(object)?;
-        match self
-            .submit(object, Action::DropCheckpoints { before })
-            .await?
-        {
+        self.removing(object, Action::DropCheckpoints { before })
+            .await
+    }
+
+    /// Submits `action`, which removes records: how many went.
+    async fn removing(&self, object: &ObjectKey, action: Action) -> StoreResult<u64> {
+        match self.submit(object, action).await? {
             Done::Removed(removed) => Ok(removed),
             Done::Stored | Done::Appended(_) => Err(self.closed()),
         }

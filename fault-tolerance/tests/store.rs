@@ -374,21 +374,33 @@ async fn only_the_newest_checkpoints_are_kept() {
     assert_names(&error, &["\"ao-3\"", "checkpoint 4"]);
 }
 
-#[tokio::test]
-async fn a_new_incarnation_replaces_the_checkpoints_past_the_one_it_restarted_from() {
-    let dir = TempDir::new("incarnation");
+/// A store in `dir` keeping ten checkpoints per object, and `object` with
+/// checkpoints 1 to `count` of incarnation 0 holding `state`.
+async fn keeping_ten_checkpoints(
+    dir: &TempDir,
+    object: &str,
+    count: u64,
+    state: &str,
+) -> (Store, ObjectKey) {
     let config = StoreConfig {
         checkpoints_kept: 10,
         ..StoreConfig::default()
     };
     let store = Store::open(dir.file(), config).unwrap();
-    let object = ObjectKey::from("ao-4");
-    for index in 1..=3 {
+    let object = ObjectKey::from(object);
+    for index in 1..=count {
         store
-            .put_checkpoint(&object, checkpoint(index, 0, "before"), None)
+            .put_checkpoint(&object, checkpoint(index, 0, state), None)
             .await
             .unwrap();
     }
+    (store, object)
+}
+
+#[tokio::test]
+async fn a_new_incarnation_replaces_the_checkpoints_past_the_one_it_restarted_from() {
+    let dir = TempDir::new("incarnation");
+    let (store, object) = keeping_ten_checkpoints(&dir, "ao-4", 3, "before").await;
     // Rolled back to checkpoint 1; the next one is 2 again, of incarnation 1.
     store
         .put_checkpoint(&object, checkpoint(2, 1, "after"), None)
@@ -407,18 +419,7 @@ async fn a_new_incarnation_replaces_the_checkpoints_past_the_one_it_restarted_fr
 #[tokio::test]
 async fn checkpoints_below_a_recovery_line_can_be_dropped() {
     let dir = TempDir::new("recovery-line");
-    let config = StoreConfig {
-        checkpoints_kept: 10,
-        ..StoreConfig::default()
-    };
-    let store = Store::open(dir.file(), config).unwrap();
-    let object = ObjectKey::from("ao-13");
-    for index in 1..=5 {
-        store
-            .put_checkpoint(&object, checkpoint(index, 0, "s"), None)
-            .await
-            .unwrap();
-    }
+    let (store, object) = keeping_ten_checkpoints(&dir, "ao-13", 5, "s").await;
     let removed = store
         .drop_checkpoints_before(&object, CheckpointIndex(4))
         .await
