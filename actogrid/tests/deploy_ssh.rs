@@ -175,6 +175,80 @@ async fn runtimes_on_three_hosts_answer_and_leave_nothing_behind() {
     rt.shutdown();
 }
 
+/// A descriptor of the rsh years: one host by `rshProcess`, one by
+/// `rloginProcess`, one by an rsh process list. actogrid starts all of them
+/// over ssh, with the same host and user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsh_and_rlogin_declared_hosts_are_reached_over_ssh() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("ssh-rsh");
+    let mark = mark();
+    let text = support::descriptor(
+        "timeout=\"60s\"",
+        "",
+        "viaRsh",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess>
+              <environment><variable name="ACTOGRID_TEST_MARK" value="{mark}"/></environment>
+            </jvmProcess></processDefinition>
+            <processDefinition id="viaRsh">
+              <independentProcessSequence>
+                <processReference refid="rsh"/>
+                <processReference refid="rlogin"/>
+                <processReference refid="rshList"/>
+              </independentProcessSequence>
+            </processDefinition>
+            <processDefinition id="rsh">
+              <rshProcess class="org.objectweb.proactive.core.process.rsh.RSHProcess" hostname="agh1" username="root">
+                <processReference refid="runtime"/>
+              </rshProcess>
+            </processDefinition>
+            <processDefinition id="rlogin">
+              <rloginProcess class="org.objectweb.proactive.core.process.rlogin.RLoginProcess" hostname="agh2">
+                <processReference refid="runtime"/>
+              </rloginProcess>
+            </processDefinition>
+            <processDefinition id="rshList">
+              <processListbyHost class="org.objectweb.proactive.core.process.rsh.RSHProcessList" hostlist="agh3">
+                <processReference refid="runtime"/>
+              </processListbyHost>
+            </processDefinition>"#
+        ),
+        false,
+    );
+    let path = dir.write("d.xml", &text);
+    let checked = actogrid::check_descriptor(&path, &Default::default());
+    let said = checked.diagnostics.render(&checked.sources);
+    assert!(
+        said.contains("warning[rsh-over-ssh]: 3 rsh/rlogin processes run over ssh"),
+        "{said}"
+    );
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
+    assert_eq!(nodes.len(), 3);
+    support::ping_all(&nodes).await;
+    let mut hosts: Vec<String> = d.runtimes().iter().map(|r| r.host.clone()).collect();
+    hosts.sort();
+    assert_eq!(hosts, ["agh1", "agh2", "agh3"]);
+    assert_eq!(marked_processes(&mark).len(), 3);
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(10), || marked_processes(&mark)
+            .is_empty())
+        .await,
+        "left behind: {:?}",
+        marked_processes(&mark)
+    );
+    rt.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_refusing_authentication_and_one_lost_midway_spare_the_others() {
     let _hosts = HOSTS.lock().await;

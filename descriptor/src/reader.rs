@@ -97,6 +97,9 @@ pub(crate) struct Cx<'a> {
     /// Java-only settings met so far (element name, position), summed up
     /// by [`Cx::finish`] unless `verbose`.
     java_only: Vec<(String, Span)>,
+    /// rsh and rlogin processes met so far (what, position), run over ssh
+    /// and said once per file by [`Cx::finish`].
+    over_ssh: Vec<(String, Span)>,
 }
 
 /// The closest of `candidates` to `name`, if it is close enough to be a typo.
@@ -124,6 +127,22 @@ fn is_namespace_attr(attr: &Attr) -> bool {
 /// How many line numbers a summary lists before it stops with `…`.
 const MAX_LINES_LISTED: usize = 12;
 
+/// `line 4` or `lines 4, 9, 12, …` for a summary, from the lines (in
+/// order) of what it sums up.
+fn lines_listed(mut lines: Vec<u32>) -> String {
+    lines.dedup();
+    let mut listed: Vec<String> = lines
+        .iter()
+        .take(MAX_LINES_LISTED)
+        .map(u32::to_string)
+        .collect();
+    if lines.len() > MAX_LINES_LISTED {
+        listed.push("…".to_owned());
+    }
+    let word = if lines.len() == 1 { "line" } else { "lines" };
+    format!("{word} {}", listed.join(", "))
+}
+
 impl<'a> Cx<'a> {
     pub(crate) fn new(
         sources: &'a SourceMap,
@@ -138,6 +157,7 @@ impl<'a> Cx<'a> {
             rejected_ids: Vec::new(),
             verbose,
             java_only: Vec::new(),
+            over_ssh: Vec::new(),
         }
     }
 
@@ -317,9 +337,38 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// An rsh or rlogin process (`what`, at `span`): nobody runs rsh any
+    /// more, so it is started over ssh, with the same host and user; said
+    /// once per file by [`Cx::finish`].
+    pub(crate) fn over_ssh(&mut self, what: String, span: Span) {
+        self.over_ssh.push((what, span));
+    }
+
     /// Reports what was gathered while reading: the Java-only settings, one
-    /// warning per file (the setting's own warning when a file has one).
+    /// warning per file (the setting's own warning when a file has one),
+    /// and the rsh and rlogin processes run over ssh, one warning per file.
     pub(crate) fn finish(&mut self) {
+        let mut over_ssh = std::mem::take(&mut self.over_ssh);
+        over_ssh.sort_by_key(|(_, span)| (span.file.0, span.start));
+        for file in over_ssh.chunk_by(|a, b| a.1.file == b.1.file) {
+            let mut kinds: Vec<&str> = file.iter().map(|(n, _)| n.as_str()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            let lines: Vec<u32> = file.iter().map(|(_, s)| s.line).collect();
+            self.warning(
+                "rsh-over-ssh",
+                file[0].1,
+                format!(
+                    "{} rsh/rlogin process{} run over ssh ({}; {})",
+                    file.len(),
+                    if file.len() == 1 { "" } else { "es" },
+                    kinds.join(", "),
+                    lines_listed(lines)
+                ),
+                "rsh and rlogin send everything in clear and are gone from today's hosts: \
+                 actogrid starts these runtimes with ssh, same host and user (the hosts must accept ssh)",
+            );
+        }
         let mut gathered = std::mem::take(&mut self.java_only);
         gathered.sort_by_key(|(_, span)| (span.file.0, span.start));
         for file in gathered.chunk_by(|a, b| a.1.file == b.1.file) {
@@ -333,16 +382,7 @@ impl<'a> Cx<'a> {
                 );
                 continue;
             }
-            let mut lines: Vec<u32> = file.iter().map(|(_, s)| s.line).collect();
-            lines.dedup();
-            let mut listed: Vec<String> = lines
-                .iter()
-                .take(MAX_LINES_LISTED)
-                .map(u32::to_string)
-                .collect();
-            if lines.len() > MAX_LINES_LISTED {
-                listed.push("…".to_owned());
-            }
+            let lines: Vec<u32> = file.iter().map(|(_, s)| s.line).collect();
             let mut kinds: Vec<&str> = file.iter().map(|(n, _)| n.as_str()).collect();
             kinds.sort_unstable();
             kinds.dedup();
@@ -350,14 +390,14 @@ impl<'a> Cx<'a> {
                 "java-only-settings",
                 *first,
                 format!(
-                    "{} Java-only settings ignored ({}; lines {})",
+                    "{} Java-only settings ignored ({}; {})",
                     file.len(),
                     kinds
                         .iter()
                         .map(|k| format!("<{k}>"))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    listed.join(", ")
+                    lines_listed(lines)
                 ),
                 format!("{JAVA_ONLY_WHY}; --verbose lists each one"),
             );

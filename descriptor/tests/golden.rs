@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use actogrid_descriptor::model::{
-    FtProtocol, NodesAsked, ProcessKind, RuntimeSource, ServiceKind, VnProperty,
+    FtProtocol, NodesAsked, ProcessKind, RuntimeSource, ServiceKind, SshProcess, VnProperty,
 };
 use actogrid_descriptor::{Descriptor, Environment, LoadOptions, Loaded, load, plan};
 
@@ -363,4 +363,48 @@ fn fault_tolerance_asked_for_is_refused_at_deployment_not_ignored() {
             && rendered.contains("actogrid.FaultTolerance"),
         "{rendered}"
     );
+}
+
+/// rsh and rlogin processes, and rsh process lists, are started over ssh
+/// with the same host and user, and the file says so once.
+#[test]
+fn rsh_and_rlogin_processes_run_over_ssh_said_once_per_file() {
+    let loaded = load(data("rsh_over_ssh.xml"), &options());
+    assert!(
+        loaded.is_valid(),
+        "{}",
+        loaded.diagnostics.render(&loaded.sources)
+    );
+    let said: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "rsh-over-ssh")
+        .collect();
+    assert_eq!(
+        said.len(),
+        1,
+        "{}",
+        loaded.diagnostics.render(&loaded.sources)
+    );
+    assert!(
+        said[0]
+            .message
+            .starts_with("3 rsh/rlogin processes run over ssh"),
+        "{}",
+        said[0].message
+    );
+    let ssh: Vec<&SshProcess> = loaded
+        .descriptor
+        .processes
+        .iter()
+        .filter_map(|p| match &p.kind {
+            ProcessKind::Ssh(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ssh.len(), 2);
+    assert!(ssh.iter().any(
+        |s| s.hostname == "lab12.example.org" && s.login.username.as_deref() == Some("student")
+    ));
+    assert!(ssh.iter().any(|s| s.hostname == "lab13.example.org"));
 }

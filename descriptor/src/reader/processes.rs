@@ -14,6 +14,8 @@ use crate::xml::Element;
 const KINDS: &[&str] = &[
     "jvmProcess",
     "sshProcess",
+    "rshProcess",
+    "rloginProcess",
     "processList",
     "processListbyHost",
     "slurmProcess",
@@ -45,8 +47,8 @@ const CLOSE_STREAM: &str = "actogrid always collects the output of the processes
 /// mapped virtual node is deployed through it (see validation).
 pub(crate) fn unsupported(name: &str) -> Option<&'static str> {
     Some(match name {
-        "rshProcess" | "rloginProcess" | "maprshProcess" => {
-            "rsh and rlogin send everything in clear: use <sshProcess>"
+        "maprshProcess" => {
+            "rsh sends everything in clear: use <processListbyHost> (run over ssh) with the same hosts"
         }
         "hierarchicalProcess" => {
             "reach a private cluster with a chain: <sshProcess> to the front-end, then a scheduler process"
@@ -66,6 +68,10 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, parent: &Element) -> Option<Pr
     match el.name.as_str() {
         "jvmProcess" => Some(ProcessKind::Jvm(jvm(cx, el))),
         "sshProcess" => ssh(cx, el).map(ProcessKind::Ssh),
+        "rshProcess" | "rloginProcess" => {
+            cx.over_ssh(format!("<{}>", el.name), el.span);
+            ssh(cx, el).map(ProcessKind::Ssh)
+        }
         "processList" => host_list(cx, el, true).map(ProcessKind::ProcessList),
         "processListbyHost" => host_list(cx, el, false).map(ProcessKind::ProcessListByHost),
         "slurmProcess" => slurm(cx, el).map(ProcessKind::Slurm),
@@ -413,6 +419,14 @@ fn ssh(cx: &mut Cx<'_>, el: &Element) -> Option<SshProcess> {
 }
 
 fn host_list(cx: &mut Cx<'_>, el: &Element, ranged: bool) -> Option<HostListProcess> {
+    // ProActive's lists name their protocol by class: rsh and rlogin lists
+    // are run over ssh too.
+    if let Some(class) = el.attrs.iter().find(|a| a.name == "class") {
+        let lower = class.value.to_ascii_lowercase();
+        if lower.contains(".rsh.") || lower.contains("rlogin") {
+            cx.over_ssh(format!("<{}> of class {}", el.name, class.value), el.span);
+        }
+    }
     let mut node = open(cx, el);
     let hosts = if ranged {
         let fixed = cx
