@@ -288,13 +288,20 @@ async fn reach_hosts(
                 let id = sink.open(&label, host, below);
                 sink.failed(id, error);
             };
-            if place.host() != "localhost" {
-                return fail(format!(
-                    "{label}: ssh from {} onwards is not supported; reach {host} directly, with ProxyJump in the ssh configuration if it needs a hop",
-                    place.host()
-                ));
-            }
             let mut target = SshTarget::from_login(host.clone(), login);
+            if place.host() != "localhost" {
+                // An ssh chain: this host is reached through the previous
+                // one (ProxyJump), whose master stays for the deployment.
+                match place.ssh_target() {
+                    Some(via) => target = target.through(via),
+                    None => {
+                        return fail(format!(
+                            "{label}: ssh from {} onwards is not supported: it is not an ssh host",
+                            place.host()
+                        ));
+                    }
+                }
+            }
             target.connect_timeout = ctx.connect_timeout;
             if ctx.ssh_config.is_some() {
                 target.config_file = ctx.ssh_config.clone();
@@ -309,7 +316,8 @@ async fn reach_hosts(
             };
             sink.connected(shell.clone());
             if let Some(refs) = &transfers.deploy {
-                let Some(ft) = ctx.file_transfer(&refs.refid.value, ctx.vn_deploy.as_deref()) else {
+                let Some(ft) = ctx.file_transfer(&refs.refid.value, ctx.vn_deploy.as_deref())
+                else {
                     return fail(format!("{label}: no fileTransfer `{}`", refs.refid.value));
                 };
                 if let Err(e) = crate::transfer::deploy(shell.as_ref(), ft, refs).await {
@@ -319,7 +327,10 @@ async fn reach_hosts(
             if let Some(refs) = &transfers.retrieve {
                 match ctx.file_transfer(&refs.refid.value, ctx.vn_retrieve.as_deref()) {
                     Some(ft) => sink.retrieve_at_end(shell.clone(), ft.clone(), refs.clone()),
-                    None => tracing::warn!("{label}: no fileTransfer `{}` to retrieve", refs.refid.value),
+                    None => tracing::warn!(
+                        "{label}: no fileTransfer `{}` to retrieve",
+                        refs.refid.value
+                    ),
                 }
             }
             walk(ctx, &link.next.value, shell, sink, depth + 1).await;

@@ -167,6 +167,11 @@ pub trait Shell: Send + Sync + 'static {
     fn standalone_command(&self, _script: &str) -> Option<String> {
         None
     }
+    /// How this place is logged in to, when it is an ssh host (an ssh
+    /// process further down a chain goes through it).
+    fn ssh_target(&self) -> Option<&crate::ssh::SshTarget> {
+        None
+    }
 }
 
 /// Quotes `s` for a POSIX shell (single quotes; safe for any byte string).

@@ -98,6 +98,10 @@ pub struct SshTarget {
     /// system's temporary directory. A deployer puts them where the
     /// cleanup that outlives it finds them.
     pub control_directory: Option<PathBuf>,
+    /// Hosts to go through, in order, before this one (`ProxyJump`:
+    /// `[user@]host[:port]` each, logged in to with the configuration file
+    /// and agent, not with this target's key).
+    pub jump_hosts: Vec<String>,
 }
 
 impl SshTarget {
@@ -114,7 +118,31 @@ impl SshTarget {
             known_hosts: KnownHosts::Strict,
             channels_per_connection: DEFAULT_CHANNELS_PER_CONNECTION,
             control_directory: None,
+            jump_hosts: Vec::new(),
         }
+    }
+
+    /// The target reached through `via` (an ssh chain: this host is
+    /// logged in to from `via`'s, through the hosts `via` goes through).
+    pub fn through(mut self, via: &SshTarget) -> SshTarget {
+        self.jump_hosts = via.jump_hosts.clone();
+        self.jump_hosts.push(via.destination());
+        self
+    }
+
+    /// `[user@]host[:port]`, as `ProxyJump` names a host.
+    pub fn destination(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let user = self
+            .username
+            .as_ref()
+            .map_or_else(String::new, |u| format!("{u}@"));
+        let port = self.port.map_or_else(String::new, |p| format!(":{p}"));
+        format!("{user}{host}{port}")
     }
 
     /// The target of a descriptor's `sshProcess` (or one host of a
@@ -165,6 +193,9 @@ impl SshTarget {
         }
         if let Some(config) = self.effective_config_file() {
             b.config_file(config);
+        }
+        if !self.jump_hosts.is_empty() {
+            b.jump_hosts(&self.jump_hosts);
         }
         b
     }
@@ -576,6 +607,10 @@ impl Shell for SshShell {
         self.inner.host()
     }
 
+    fn ssh_target(&self) -> Option<&SshTarget> {
+        Some(&self.inner.target)
+    }
+
     fn run<'a>(
         &'a self,
         script: &'a str,
@@ -645,6 +680,9 @@ impl Shell for SshShell {
         }
         if let Some(config) = target.effective_config_file() {
             argv.extend(["-F".into(), config.display().to_string()]);
+        }
+        if !target.jump_hosts.is_empty() {
+            argv.extend(["-J".into(), target.jump_hosts.join(",")]);
         }
         argv.extend([
             "--".into(),

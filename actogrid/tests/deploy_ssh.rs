@@ -249,6 +249,70 @@ async fn rsh_and_rlogin_declared_hosts_are_reached_over_ssh() {
     rt.shutdown();
 }
 
+/// ssh → ssh → runtime: the second host is logged in to through the
+/// first, and its runtimes register and answer like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_chain_reaches_the_second_host_through_the_first() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("ssh-chain");
+    let mark = mark();
+    let text = support::descriptor(
+        "timeout=\"60s\"",
+        "",
+        "gateway",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess>
+              <environment><variable name="ACTOGRID_TEST_MARK" value="{mark}"/></environment>
+            </jvmProcess></processDefinition>
+            <processDefinition id="gateway">
+              <sshProcess hostname="agh1"><processReference refid="inner"/></sshProcess>
+            </processDefinition>
+            <processDefinition id="inner">
+              <processListbyHost hostlist="agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>"#
+        ),
+        false,
+    );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    support::ping_all(&nodes).await;
+    let mut hosts: Vec<String> = d.runtimes().iter().map(|r| r.host.clone()).collect();
+    hosts.sort();
+    assert_eq!(hosts, ["agh2", "agh3"]);
+    // The second hop goes through agh1: the masters of agh2 and agh3 hold
+    // their connection through an `ssh -W … agh1` of their own.
+    let through_agh1 = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"ssh"))
+                && args.contains(&b"-W".as_slice())
+                && args.contains(&b"agh1".as_slice())
+        })
+        .count();
+    assert!(through_agh1 >= 2, "{through_agh1} hops through agh1");
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(10), || marked_processes(&mark)
+            .is_empty())
+        .await,
+        "left behind: {:?}",
+        marked_processes(&mark)
+    );
+    rt.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_refusing_authentication_and_one_lost_midway_spare_the_others() {
     let _hosts = HOSTS.lock().await;
