@@ -226,25 +226,37 @@ async fn rsh_and_rlogin_declared_hosts_are_reached_over_ssh() {
         said.contains("warning[rsh-over-ssh]: 3 rsh/rlogin processes run over ssh"),
         "{said}"
     );
+    let (rt, d) = deployed_on(&path, &["agh1", "agh2", "agh3"], &mark).await;
+    killed_leaving_nothing(rt, d, &mark).await;
+}
+
+/// Deploys `path`, whose runtimes carry `mark`: every node answers, and
+/// the runtimes are on `hosts` (sorted).
+async fn deployed_on(path: &Path, hosts: &[&str], mark: &str) -> (actogrid::Runtime, Deployment) {
     let rt = runtime().await;
-    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+    let d = Deployment::load_with(path, Default::default(), options(&rt))
         .await
         .unwrap();
     d.activate().await.unwrap();
     let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
-    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes.len(), hosts.len());
     support::ping_all(&nodes).await;
-    let mut hosts: Vec<String> = d.runtimes().iter().map(|r| r.host.clone()).collect();
-    hosts.sort();
-    assert_eq!(hosts, ["agh1", "agh2", "agh3"]);
-    assert_eq!(marked_processes(&mark).len(), 3);
+    let mut on: Vec<String> = d.runtimes().iter().map(|r| r.host.clone()).collect();
+    on.sort();
+    assert_eq!(on, hosts);
+    assert_eq!(marked_processes(mark).len(), hosts.len());
+    (rt, d)
+}
+
+/// Ends `d`: no process carrying `mark` is left.
+async fn killed_leaving_nothing(rt: actogrid::Runtime, d: Deployment, mark: &str) {
     d.kill().await;
     assert!(
-        eventually(Duration::from_secs(10), || marked_processes(&mark)
+        eventually(Duration::from_secs(10), || marked_processes(mark)
             .is_empty())
         .await,
         "left behind: {:?}",
-        marked_processes(&mark)
+        marked_processes(mark)
     );
     rt.shutdown();
 }
@@ -277,17 +289,7 @@ async fn an_ssh_chain_reaches_the_second_host_through_the_first() {
         false,
     );
     let path = dir.write("d.xml", &text);
-    let rt = runtime().await;
-    let d = Deployment::load_with(&path, Default::default(), options(&rt))
-        .await
-        .unwrap();
-    d.activate().await.unwrap();
-    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
-    assert_eq!(nodes.len(), 2);
-    support::ping_all(&nodes).await;
-    let mut hosts: Vec<String> = d.runtimes().iter().map(|r| r.host.clone()).collect();
-    hosts.sort();
-    assert_eq!(hosts, ["agh2", "agh3"]);
+    let (rt, d) = deployed_on(&path, &["agh2", "agh3"], &mark).await;
     // The second hop goes through agh1: the masters of agh2 and agh3 hold
     // their connection through an `ssh -W … agh1` of their own.
     let through_agh1 = std::fs::read_dir("/proc")
@@ -302,15 +304,7 @@ async fn an_ssh_chain_reaches_the_second_host_through_the_first() {
         })
         .count();
     assert!(through_agh1 >= 2, "{through_agh1} hops through agh1");
-    d.kill().await;
-    assert!(
-        eventually(Duration::from_secs(10), || marked_processes(&mark)
-            .is_empty())
-        .await,
-        "left behind: {:?}",
-        marked_processes(&mark)
-    );
-    rt.shutdown();
+    killed_leaving_nothing(rt, d, &mark).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
