@@ -524,6 +524,18 @@ impl Drop for SlurmForward {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
+    ssh_then_slurm(&["agh1"]).await;
+}
+
+/// ssh → ssh → SLURM: the front-end is reached through a gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_ssh_ssh_then_slurm_submits_on_the_front_end_behind_the_first() {
+    ssh_then_slurm(&["agh1", "agh2"]).await;
+}
+
+/// A chain of ssh processes to `hops`, the last one a front-end where a
+/// SLURM job starts two runtimes: they answer, and end with the deployment.
+async fn ssh_then_slurm(hops: &[&str]) {
     let _hosts = HOSTS.lock().await;
     if !enabled() {
         return;
@@ -532,7 +544,8 @@ async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
         eprintln!("skipped: the chain also needs ACTOGRID_TEST_SLURM=1");
         return;
     }
-    let _forward = SlurmForward::into("agh1");
+    let front_end = hops[hops.len() - 1];
+    let _forward = SlurmForward::into(front_end);
     // Job files go where the front-end and the compute node both see them
     // (as a shared home would be on a cluster).
     let shared = PathBuf::from(format!(
@@ -549,6 +562,23 @@ async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
     }
     let _cleanup = Cleanup(shared.clone());
     let program = env!("CARGO_BIN_EXE_actogrid");
+    // frontEnd → hop1 → … → job: each ssh process reaches the next host.
+    let mut chain = String::new();
+    for (i, host) in hops.iter().enumerate() {
+        let id = match i {
+            0 => "frontEnd".to_owned(),
+            _ => format!("hop{i}"),
+        };
+        let next = if i + 1 == hops.len() {
+            "job".to_owned()
+        } else {
+            format!("hop{}", i + 1)
+        };
+        chain.push_str(&format!(
+            r#"<processDefinition id="{id}"><sshProcess hostname="{host}">
+              <processReference refid="{next}"/></sshProcess></processDefinition>"#
+        ));
+    }
     let text = support::descriptor(
         "timeout=\"60s\"",
         "",
@@ -561,9 +591,7 @@ async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
                 <slurmOption><nodes>1</nodes><tasksPerNode>2</tasksPerNode></slurmOption>
               </slurmProcess>
             </processDefinition>
-            <processDefinition id="frontEnd">
-              <sshProcess hostname="agh1"><processReference refid="job"/></sshProcess>
-            </processDefinition>"#
+            {chain}"#
         ),
         false,
     );
@@ -586,7 +614,7 @@ async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
     support::ping_all(&nodes).await;
     let jobs = d.jobs();
     assert_eq!(jobs.len(), 1);
-    assert!(jobs[0].0.contains("agh1"), "{jobs:?}");
+    assert!(jobs[0].0.contains(front_end), "{jobs:?}");
     let pids: Vec<u32> = d.runtimes().iter().map(|r| r.pid).collect();
     d.kill().await;
     assert!(
