@@ -400,9 +400,7 @@ impl Store {
         guarded(&self.inner.path, "reading checkpoints", || {
             let (first, last) = (keys::numbered(object, 0), keys::numbered(object, u64::MAX));
             let txn = self.read()?;
-            let table = txn
-                .open_table(CHECKPOINTS)
-                .map_err(|e| self.storage("reading checkpoints", e))?;
+            let table = self.checkpoints(&txn)?;
             let mut range = table
                 .range::<&[u8]>(first.as_slice()..=last.as_slice())
                 .map_err(|e| self.storage("reading checkpoints", e))?;
@@ -427,9 +425,7 @@ impl Store {
         guarded(&self.inner.path, "reading checkpoints", || {
             let key = keys::numbered(object, index.0);
             let txn = self.read()?;
-            let table = txn
-                .open_table(CHECKPOINTS)
-                .map_err(|e| self.storage("reading checkpoints", e))?;
+            let table = self.checkpoints(&txn)?;
             let value = table
                 .get(key.as_slice())
                 .map_err(|e| self.storage("reading checkpoints", e))?;
@@ -444,9 +440,7 @@ impl Store {
         guarded(&self.inner.path, "reading checkpoints", || {
             let (first, last) = (keys::numbered(object, 0), keys::numbered(object, u64::MAX));
             let txn = self.read()?;
-            let table = txn
-                .open_table(CHECKPOINTS)
-                .map_err(|e| self.storage("reading checkpoints", e))?;
+            let table = self.checkpoints(&txn)?;
             let range = table
                 .range::<&[u8]>(first.as_slice()..=last.as_slice())
                 .map_err(|e| self.storage("reading checkpoints", e))?;
@@ -656,6 +650,14 @@ impl Store {
             .db
             .begin_read()
             .map_err(|e| self.storage("starting a read", e))
+    }
+
+    fn checkpoints(
+        &self,
+        txn: &redb::ReadTransaction,
+    ) -> StoreResult<redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
+        txn.open_table(CHECKPOINTS)
+            .map_err(|e| self.storage("reading checkpoints", e))
     }
 
     fn head(&self, txn: &redb::ReadTransaction, object: &ObjectKey) -> StoreResult<Head> {
