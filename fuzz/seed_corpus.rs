@@ -90,6 +90,14 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 payload: b"error".to_vec(),
             },
         ),
+        (
+            "claim",
+            wire::Envelope::Claim {
+                sender: 0x5eed_0000_0000_0002,
+                public_key: [0x5e; 32],
+                signature: vec![0xed; 64],
+            },
+        ),
         ("ping", wire::Envelope::Other),
     ];
     let mut seeds = Vec::new();

@@ -14,6 +14,7 @@
 //! same binary (hidden `serve-*` subcommands, see `child.rs`), and make
 //! their calls from tasks of a two-worker tokio runtime.
 
+mod ao_create;
 mod ao_rtt;
 mod ao_throughput;
 mod baseline;
@@ -55,6 +56,10 @@ enum Bench {
     /// active object, against a plain tonic bidirectional echo stream;
     /// unpinned and pinned to one CPU.
     AoThroughput(ao_throughput::Args),
+    /// Creating an active object on a remote node, one creation in flight,
+    /// over TLS (the object gets a key) against plaintext; unpinned and
+    /// pinned to one CPU.
+    AoCreate(ao_create::Args),
     /// One group call reaching 64 objects on 4 nodes, all results awaited,
     /// against 64 concurrent plain tonic unary calls to 4 servers.
     GroupBroadcast(group_broadcast::Args),
@@ -103,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Bench::DescriptorParse(args) => descriptor_parse::run(&args)?,
         Bench::AoRtt(args) => bench_runtime()?.block_on(ao_rtt::run(&args))?,
         Bench::AoThroughput(args) => bench_runtime()?.block_on(ao_throughput::run(&args))?,
+        Bench::AoCreate(args) => bench_runtime()?.block_on(ao_create::run(&args))?,
         Bench::GroupBroadcast(args) => bench_runtime()?.block_on(group_broadcast::run(&args))?,
         Bench::NodeMemory(args) => bench_runtime()?.block_on(node_memory::run(&args))?,
         Bench::DeployLocal(args) => bench_runtime()?.block_on(deploy_local::run(&args))?,

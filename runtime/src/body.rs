@@ -419,6 +419,8 @@ pub(crate) struct Body {
     pub(crate) runtime: Runtime,
     /// What it learned of how long its methods run (see `compute`).
     pub(crate) learned: Vec<(&'static str, Learned)>,
+    /// Its key and former hosts (see `sender`).
+    pub(crate) credentials: Arc<crate::sender::Credentials>,
 }
 
 /// What a body learned of one of its methods (see `compute`).
@@ -617,6 +619,7 @@ impl Body {
                 body: &*self.object,
                 id: self.id,
                 order: &self.order,
+                credentials: &self.credentials,
             };
             // A hook is code of a technical service, and a panic in it must
             // not end the body: the request is answered, and not served.
@@ -681,6 +684,7 @@ impl Body {
                 body: &*self.object,
                 id: self.id,
                 order: &self.order,
+                credentials: &self.credentials,
             };
             // The request ended: its reply leaves whatever the hook does,
             // and the next interceptors still see it.
@@ -890,6 +894,8 @@ impl Body {
             state,
             next_seq: self.order.table(),
             sent_seq: self.runtime.sent_by(self.id),
+            secret: self.credentials.secret(),
+            hosts: self.credentials.hosts_with(self.runtime.id()),
         };
         if same_runtime {
             // Already there: moving to another node of the same runtime

@@ -105,6 +105,10 @@ pub(crate) struct Conn {
     pub(crate) controls: AtomicUsize,
     /// Who the other end is, once its certificate was checked.
     principal: std::sync::OnceLock<Principal>,
+    /// Senders this end proved to the other with a claim.
+    claimed: crate::sender::Senders,
+    /// Senders the other end proved to this one.
+    pub(crate) proven: crate::sender::Senders,
 }
 
 /// Bytes a frame's own encoding adds around its batch: batches stay this
@@ -155,6 +159,8 @@ impl Conn {
             paused: AtomicBool::new(false),
             controls: AtomicUsize::new(0),
             principal: std::sync::OnceLock::new(),
+            claimed: crate::sender::Senders::default(),
+            proven: crate::sender::Senders::default(),
         });
         let batched = Batched {
             conn: conn.clone(),
@@ -182,6 +188,47 @@ impl Conn {
         // whoever waited for a reply was already failed by `fail`.
         let writer = {
             let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            let start = out.buf.len();
+            encode(&mut out.buf);
+            let size = out.buf.len() - start;
+            if size > self.max_frame {
+                out.buf.truncate(start);
+                return Err(TooLarge {
+                    size,
+                    limit: self.max_frame,
+                });
+            }
+            out.writer.take()
+        };
+        if let Some(w) = writer {
+            crate::compute::wake(w);
+        }
+        Ok(())
+    }
+
+    /// Whether `sender` was claimed on this connection already.
+    pub(crate) fn claimed(&self, sender: u64) -> bool {
+        self.claimed.contains(sender)
+    }
+
+    /// Writes a request of `sender`, preceded by `claim` the first time
+    /// the sender is seen on this connection. The claim and the request
+    /// are written under one lock, so no request of the sender can pass
+    /// its claim; a request too large is refused alone.
+    pub(crate) fn write_as(
+        &self,
+        sender: u64,
+        claim: Option<&crate::sender::Claim>,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), TooLarge> {
+        let Some(claim) = claim else {
+            return self.write(encode);
+        };
+        let writer = {
+            let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            if self.claimed.insert_new(sender) {
+                wire::put_claim(&mut out.buf, claim);
+            }
             let start = out.buf.len();
             encode(&mut out.buf);
             let size = out.buf.len() - start;
@@ -414,12 +461,45 @@ impl Conn {
                     rt.receive_requests(self, &mut requests, &mut full);
                     self.receive_value(&rt, v);
                 }
+                Envelope::Claim(c) => {
+                    // Before the requests that follow it.
+                    self.complete(&rt, &mut replies);
+                    rt.receive_requests(self, &mut requests, &mut full);
+                    self.receive_claim(&c);
+                }
                 Envelope::Other => {}
             }
         }
         self.complete(&rt, &mut replies);
         rt.receive_requests(self, &mut requests, &mut full);
         full
+    }
+
+    /// Checks a sender's claim: from then on, the sender's requests on
+    /// this connection are taken. A claim that does not hold is logged, and
+    /// the sender's requests stay refused.
+    fn receive_claim(&self, claim: &crate::sender::Claim) {
+        let principal = self.principal();
+        if principal == Principal::Plaintext {
+            return;
+        }
+        match claim.verify(&principal) {
+            Ok(()) => {
+                if !self.proven.insert(claim.sender) {
+                    tracing::warn!(
+                        peer = %self.peer,
+                        "{principal} proved more than {} senders on one connection; \
+                         the requests of the others are refused",
+                        crate::sender::MAX_PROVEN
+                    );
+                }
+            }
+            Err(why) => tracing::warn!(
+                peer = %self.peer,
+                sender = format_args!("{:#x}", claim.sender),
+                "refused a sender's claim from {principal}: {why}"
+            ),
+        }
     }
 
     /// The runtime this connection belongs to, while it lives.

@@ -619,9 +619,10 @@ pub(crate) fn serving() -> Option<Serving> {
 
 /// Who sent the request the calling method serves: the id of the active
 /// object that made the call, or the id of the runtime it came from when
-/// it was made outside any object. A runtime's id is bound to its
-/// certificate, so no runtime can pass for another; object ids are not
-/// bound (objects move between runtimes). `None` outside a method.
+/// it was made outside any object. Both are bound to the connection the
+/// call came on: a runtime's id to its certificate, an object's to its key
+/// (which moves with it), so no runtime can pass for another runtime or for
+/// an object it does not host. `None` outside a method.
 pub fn caller() -> Option<u64> {
     serving().map(|s| s.sender)
 }

@@ -61,6 +61,15 @@ pub enum Envelope {
         /// The encoded value.
         payload: Vec<u8>,
     },
+    /// A sender's proof that it is on the connection's runtime.
+    Claim {
+        /// The sender's id.
+        sender: u64,
+        /// Its public key.
+        public_key: [u8; 32],
+        /// Its signature of the host it is on.
+        signature: Vec<u8>,
+    },
     /// A ping, or an envelope of a kind this runtime does not know.
     Other,
 }
@@ -94,6 +103,11 @@ pub fn decode(batch: &[u8]) -> Vec<Result<Envelope, String>> {
                     status: wire::status_code(v.status),
                     futures: ids(v.futures),
                     payload: v.payload.to_vec(),
+                },
+                wire::Envelope::Claim(c) => Envelope::Claim {
+                    sender: c.sender,
+                    public_key: c.public_key,
+                    signature: c.signature.to_vec(),
                 },
                 wire::Envelope::Other => Envelope::Other,
             })
@@ -165,6 +179,23 @@ pub fn encode(batch: &mut Vec<u8>, envelope: &Envelope) {
             &slots(futures),
             payload,
         ),
+        Envelope::Claim {
+            sender,
+            public_key,
+            signature,
+        } => {
+            let mut sig = [0u8; crate::sender::SIGNATURE_LEN];
+            let n = signature.len().min(sig.len());
+            sig[..n].copy_from_slice(&signature[..n]);
+            wire::put_claim(
+                batch,
+                &wire::Claim {
+                    sender: *sender,
+                    public_key: *public_key,
+                    signature: sig,
+                },
+            );
+        }
         Envelope::Other => wire::put_ping(batch),
     }
 }
@@ -200,6 +231,11 @@ mod tests {
                 payload: Vec::new(),
             },
             Envelope::Other,
+            Envelope::Claim {
+                sender: 0x1234,
+                public_key: [7; 32],
+                signature: vec![9; 64],
+            },
             Envelope::Value {
                 future: (7, 1),
                 status: 5,

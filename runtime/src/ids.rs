@@ -34,7 +34,7 @@ impl Hasher for IdHasher {
 /// The bit that tells a runtime's id (set) from an object's (clear): a
 /// message's sender is one or the other, and a runtime may only send as
 /// itself (see `tls`).
-const RUNTIME_BIT: u64 = 1 << 63;
+pub(crate) const RUNTIME_BIT: u64 = 1 << 63;
 
 /// A random id for an active object: never 0 (which addresses a runtime
 /// itself on the wire), never with the runtime bit.

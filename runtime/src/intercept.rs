@@ -95,7 +95,19 @@ pub struct Checkpoint {
     /// uses, so its requests are not taken for duplicates after a restore.
     #[serde(default)]
     pub sent_seq: Vec<(u64, u64)>,
+    /// The secret the object's id is derived from: with it, the object
+    /// restored elsewhere proves its id to other runtimes (see
+    /// `docs/security.md`). Absent on a runtime without TLS. Keep
+    /// checkpoints as private as the object's state.
+    #[serde(default)]
+    pub secret: Option<SenderSecret>,
+    /// The runtimes that hosted the object, most recent last: they may
+    /// still pass on requests sent to it while it moved.
+    #[serde(default)]
+    pub hosts: Vec<u64>,
 }
+
+pub use crate::sender::SenderSecret;
 
 /// Why a checkpoint could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +131,7 @@ pub struct BodyAccess<'a> {
     pub(crate) body: &'a dyn ErasedActive,
     pub(crate) id: u64,
     pub(crate) order: &'a Order,
+    pub(crate) credentials: &'a crate::sender::Credentials,
 }
 
 impl BodyAccess<'_> {
@@ -155,6 +168,8 @@ impl BodyAccess<'_> {
             state,
             next_seq: self.order.table(),
             sent_seq: self.runtime.sent_by(self.id),
+            secret: self.credentials.secret(),
+            hosts: self.credentials.hosts_with(self.runtime.id()),
         })
     }
 }

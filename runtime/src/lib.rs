@@ -39,6 +39,7 @@ mod node;
 mod panics;
 mod proxy;
 mod runtime;
+mod sender;
 pub mod tls;
 mod url;
 mod wire;

@@ -27,6 +27,7 @@ use crate::ids::IdMap;
 use crate::intercept::{Checkpoint, Outgoing};
 use crate::node::{Node, NodeInner};
 use crate::proxy::{ActiveRef, CallInfo, RefWire, RouteCache};
+use crate::sender::Credentials;
 use crate::wire::{
     self, FLAG_FORWARDED, FLAG_IMMEDIATE, FLAG_MIGRATE, FLAG_TERMINATE, RequestHead,
 };
@@ -173,16 +174,23 @@ impl Builder {
     /// When no identity was given and this process cannot make a key
     /// (its random number generator fails).
     pub fn build(self) -> Runtime {
-        let (identity, id) = match self.identity {
-            Some(identity) => {
-                let id = identity.runtime_id().unwrap_or_else(crate::ids::runtime_id);
-                (identity, id)
-            }
+        let (identity, id, key) = match self.identity {
+            Some(identity) => match identity.runtime_id() {
+                Some(id) => (identity, id, None),
+                // No certificate names its id (a pool's peer): the id is
+                // its key's, and it proves it like an object (see `sender`).
+                None if !identity.is_plaintext() => {
+                    let key = crate::sender::SenderKey::generate(true)
+                        .unwrap_or_else(|e| panic!("cannot make this runtime's key: {e}"));
+                    (identity, key.id(), Some(Arc::new(key)))
+                }
+                None => (identity, crate::ids::runtime_id(), None),
+            },
             None => {
                 let id = crate::ids::runtime_id();
                 let identity = crate::tls::Identity::default_for(id)
                     .unwrap_or_else(|e| panic!("cannot make this runtime's certificate: {e}"));
-                (identity, id)
+                (identity, id, None)
             }
         };
         let handle = tokio::runtime::Handle::current();
@@ -204,7 +212,9 @@ impl Builder {
             seqs: Mutex::default(),
             interceptors: AtomicBool::new(false),
             inline: crate::compute::Inline::for_executor(&handle),
+            secured: !identity.is_plaintext(),
             identity,
+            key,
             enroller: RwLock::new(None),
             connections,
             space: tokio::sync::Notify::new(),
@@ -259,6 +269,10 @@ pub(crate) struct Inner {
     inline: crate::compute::Inline,
     /// Its credentials and whom it trusts.
     identity: crate::tls::Identity,
+    /// Whether it speaks TLS: its objects then have keys (see `sender`).
+    secured: bool,
+    /// The key its id is derived from, when no certificate names its id.
+    key: Option<Arc<crate::sender::SenderKey>>,
     /// Who admits runtimes that enroll here (a deployer).
     enroller: RwLock<Option<Arc<dyn Enroller>>>,
     /// Connections accepted and their limits.
@@ -277,8 +291,13 @@ enum Hosted {
         type_name: &'static str,
         /// Peers of the overlay's pool may call it.
         pool: bool,
+        credentials: Arc<Credentials>,
     },
-    Moved(String),
+    /// It moved there; this runtime forwards what still comes here.
+    Moved {
+        address: String,
+        credentials: Arc<Credentials>,
+    },
 }
 
 /// An active object living in this runtime, as [`Runtime::hosted_on`]
@@ -1016,7 +1035,10 @@ impl Runtime {
                 header: &header_bytes,
                 futures: &held,
             };
-            if let Err(e) = conn.write(|buf| wire::put_request(buf, &head, payload)) {
+            let claim = self.claim_for(&conn, sender);
+            if let Err(e) = conn.write_as(sender, claim.as_deref(), |buf| {
+                wire::put_request(buf, &head, payload);
+            }) {
                 if call_id != 0 {
                     conn.unregister(call_id);
                 }
@@ -1131,7 +1153,7 @@ impl Runtime {
                 .get(&inbound.target)
             {
                 Some(Hosted::Here { mailbox, .. }) => Ok(mailbox.clone()),
-                Some(Hosted::Moved(address)) => Err(Some(address.clone())),
+                Some(Hosted::Moved { address, .. }) => Err(Some(address.clone())),
                 None => Err(None),
             };
             match route {
@@ -1241,11 +1263,26 @@ impl Runtime {
         mailbox: &Mailbox,
         held_back: Vec<Box<Inbound>>,
     ) {
-        self.inner
-            .objects
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(object, Hosted::Moved(address.to_owned()));
+        {
+            let mut objects = self
+                .inner
+                .objects
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let credentials = match objects.get(&object) {
+                Some(Hosted::Here { credentials, .. } | Hosted::Moved { credentials, .. }) => {
+                    credentials.clone()
+                }
+                None => Arc::default(),
+            };
+            objects.insert(
+                object,
+                Hosted::Moved {
+                    address: address.to_owned(),
+                    credentials,
+                },
+            );
+        }
         for inbound in mailbox.close().into_iter().chain(held_back) {
             self.forward(*inbound, address);
         }
@@ -1265,6 +1302,8 @@ impl Runtime {
         let principal = conn.principal();
         // Control requests (target 0) are checked one by one when served.
         let open = principal.is_member() || target == 0 || self.is_open_to_pool(target);
+        // The last sender found proved: requests in a row mostly share one.
+        let mut proved = None;
         let inbound: Vec<Box<Inbound>> = requests
             .drain(..)
             .filter_map(|r| {
@@ -1274,15 +1313,8 @@ impl Runtime {
                         r.target,
                         self.type_of(r.target).unwrap_or("no such object here")
                     ))
-                } else if let crate::tls::Principal::Runtime(peer) = principal
-                    && crate::ids::is_runtime(r.sender)
-                    && r.sender != peer
-                    && r.flags & FLAG_FORWARDED == 0
-                {
-                    Some(format!(
-                        "a request sent as runtime {:#x} on the connection of runtime {peer:#x}",
-                        r.sender
-                    ))
+                } else if let Some(why) = self.sender_refused(conn, &principal, &r, &mut proved) {
+                    Some(why)
                 } else if !principal.is_member() && r.flags & (FLAG_MIGRATE | FLAG_TERMINATE) != 0 {
                     Some(format!("{principal} may not migrate or terminate objects"))
                 } else {
@@ -1340,6 +1372,103 @@ impl Runtime {
         } else if let Some(mailbox) = self.deliver_all(target, inbound) {
             full.push(mailbox);
         }
+    }
+
+    /// Why a request may not claim the sender it claims, if it may not: a
+    /// runtime sends as itself, or as an object (or id) it proved with a
+    /// claim on this connection; a request passed on by a forwarder comes
+    /// from a runtime that hosted its target before. Nothing is checked on
+    /// plaintext, where nothing can be.
+    fn sender_refused(
+        &self,
+        conn: &Conn,
+        principal: &crate::tls::Principal,
+        r: &wire::Request,
+        proved: &mut Option<u64>,
+    ) -> Option<String> {
+        use crate::tls::Principal;
+        if matches!(principal, Principal::Plaintext) {
+            return None;
+        }
+        if r.flags & FLAG_FORWARDED != 0 {
+            return match principal {
+                Principal::Runtime(peer) if self.hosted_before(r.target, *peer) => None,
+                _ => Some(format!(
+                    "a request passed on as forwarded by {principal}, which never hosted \
+                     object {:#x}",
+                    r.target
+                )),
+            };
+        }
+        if *principal == Principal::Runtime(r.sender) || *proved == Some(r.sender) {
+            return None;
+        }
+        let kind = if crate::ids::is_runtime(r.sender) {
+            "runtime"
+        } else {
+            "object"
+        };
+        if let Principal::Runtime(peer) = principal
+            && kind == "runtime"
+        {
+            return Some(format!(
+                "a request sent as runtime {:#x} on the connection of runtime {peer:#x}",
+                r.sender
+            ));
+        }
+        if conn.proven.contains(r.sender) {
+            *proved = Some(r.sender);
+            return None;
+        }
+        Some(format!(
+            "a request sent as {kind} {:#x}, which {principal} did not prove it hosts",
+            r.sender
+        ))
+    }
+
+    /// Whether `runtime` hosted `object` before this one (and so may pass
+    /// on requests sent to it).
+    fn hosted_before(&self, object: u64, runtime: u64) -> bool {
+        match self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&object)
+        {
+            Some(Hosted::Here { credentials, .. } | Hosted::Moved { credentials, .. }) => {
+                credentials.hosted_by(runtime)
+            }
+            // Not here: the request finds nothing, and is answered so.
+            None => true,
+        }
+    }
+
+    /// The claim `sender` must send on `conn` before its request, if it
+    /// was not sent there yet (see `sender`): none for this runtime's own
+    /// id when its certificate names it, none on plaintext.
+    fn claim_for(&self, conn: &Conn, sender: u64) -> Option<Arc<crate::sender::Claim>> {
+        if !self.inner.secured || (sender == self.inner.id && self.inner.key.is_none()) {
+            return None;
+        }
+        if conn.claimed(sender) {
+            return None;
+        }
+        let key = if sender == self.inner.id {
+            self.inner.key.clone()?
+        } else {
+            match self
+                .inner
+                .objects
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&sender)
+            {
+                Some(Hosted::Here { credentials, .. }) => credentials.key.clone()?,
+                _ => return None,
+            }
+        };
+        Some(key.claim(&self.inner.identity.principal()))
     }
 
     /// Hands requests to one target's body in one go, or one by one on
@@ -1622,7 +1751,10 @@ impl Runtime {
             header: &[],
             futures: &held,
         };
-        if let Err(e) = conn.write(|buf| wire::put_request(buf, &head, &payload)) {
+        let claim = self.claim_for(&conn, self.inner.id);
+        if let Err(e) = conn.write_as(self.inner.id, claim.as_deref(), |buf| {
+            wire::put_request(buf, &head, &payload);
+        }) {
             conn.unregister(call_id);
             slot.resolve(Outcome::failure(
                 Status::BadRequest,
@@ -1746,7 +1878,7 @@ impl Runtime {
                 .create_here(&type_name, &node, &ctor, &inbound.held)
                 .map(|r| Box::new(r) as Box<dyn Encode + Send>),
             Control::Restore { node, checkpoint } => self
-                .restore_here(&node, checkpoint)
+                .restore_here(&node, checkpoint, caller.runtime_id())
                 .map(|r| Box::new(r) as Box<dyn Encode + Send>),
             Control::Register { name, object } => {
                 let mut names = self.inner.names.write().unwrap_or_else(|p| p.into_inner());
@@ -1859,16 +1991,56 @@ impl Runtime {
                 ));
             }
         };
-        let id = crate::ids::nonzero_id();
-        self.host(id, object, node, Order::default(), None)
+        let credentials = if self.inner.secured {
+            let key = crate::sender::SenderKey::generate(false).map_err(|e| {
+                (
+                    Status::Refused,
+                    format!("cannot make a key for the new `{type_name}`: {e}"),
+                )
+            })?;
+            Credentials {
+                key: Some(Arc::new(key)),
+                hosts: Vec::new(),
+            }
+        } else {
+            Credentials::default()
+        };
+        let id = credentials
+            .key
+            .as_ref()
+            .map_or_else(crate::ids::nonzero_id, |k| k.id());
+        self.host(id, object, node, Order::default(), None, credentials)
     }
 
+    /// Restores `checkpoint` here; `from` is the runtime that sent it (the
+    /// object's host when it migrates here).
     fn restore_here(
         &self,
         node: &str,
         checkpoint: Checkpoint,
+        from: Option<u64>,
     ) -> std::result::Result<RefWire, (Status, String)> {
         let type_name = checkpoint.type_name.as_str();
+        let key = match (&checkpoint.secret, self.inner.secured) {
+            (Some(secret), true) => Some(Arc::new(
+                crate::sender::SenderKey::of_object(checkpoint.object, secret).map_err(|e| {
+                    (
+                        Status::Refused,
+                        format!("the checkpoint of object {:#x}: {e}", checkpoint.object),
+                    )
+                })?,
+            )),
+            // Without its key, the object cannot send to other runtimes:
+            // they refuse requests no claim proved.
+            _ => None,
+        };
+        let mut hosts = checkpoint.hosts.clone();
+        if let Some(from) = from
+            && from != self.inner.id
+        {
+            hosts = Credentials { key: None, hosts }.hosts_with(from);
+        }
+        let credentials = Credentials { key, hosts };
         let entry = active::registered(type_name).ok_or_else(|| self.unknown_type(type_name))?;
         if let Some(Hosted::Here { .. }) = self
             .inner
@@ -1901,6 +2073,7 @@ impl Runtime {
             node,
             Order::from_table(&checkpoint.next_seq),
             Some(&checkpoint.sent_seq),
+            credentials,
         )
     }
 
@@ -1915,7 +2088,9 @@ impl Runtime {
         node: &str,
         order: Order,
         sent: Option<&[(u64, u64)]>,
+        credentials: Credentials,
     ) -> std::result::Result<RefWire, (Status, String)> {
+        let credentials = Arc::new(credentials);
         let node = self.local_node(node).inner().clone();
         let mailbox = Mailbox::new();
         let wire = RefWire {
@@ -1943,6 +2118,7 @@ impl Runtime {
                     node: node.clone(),
                     type_name: object.type_name(),
                     pool: false,
+                    credentials: credentials.clone(),
                 },
             );
         }
@@ -1964,6 +2140,7 @@ impl Runtime {
             order,
             runtime: self.clone(),
             learned: Vec::new(),
+            credentials,
         };
         let rt = self.clone();
         self.spawn(crate::compute::InBody(Box::pin(async move {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::future::{FutureId, Slot, Status};
+pub(crate) use crate::sender::Claim;
 
 /// Request flag: serve ahead of queued requests.
 pub(crate) const FLAG_IMMEDIATE: u32 = 1;
@@ -36,6 +37,7 @@ const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
 const KIND_VALUE: u8 = 3;
 const KIND_PING: u8 = 4;
+const KIND_CLAIM: u8 = 5;
 
 pub(crate) fn status_code(s: Status) -> u64 {
     match s {
@@ -207,6 +209,19 @@ pub(crate) fn put_value(
     buf.extend_from_slice(payload);
 }
 
+/// Appends a claim envelope: the sender's proof that it is on this
+/// connection's runtime (see `sender`).
+pub(crate) fn put_claim(buf: &mut Vec<u8>, claim: &Claim) {
+    put_head(
+        buf,
+        KIND_CLAIM,
+        1 + 8 + crate::sender::PUBLIC_KEY_LEN + crate::sender::SIGNATURE_LEN,
+    );
+    buf.extend_from_slice(&claim.sender.to_le_bytes());
+    buf.extend_from_slice(&claim.public_key);
+    buf.extend_from_slice(&claim.signature);
+}
+
 /// Appends a ping envelope.
 pub(crate) fn put_ping(buf: &mut Vec<u8>) {
     put_head(buf, KIND_PING, 1);
@@ -249,6 +264,8 @@ pub(crate) enum Envelope {
     Request(Request),
     Reply(Reply),
     Value(Value),
+    /// A sender's proof (see `sender`).
+    Claim(Claim),
     /// A ping, or an envelope of a kind this runtime does not know.
     Other,
 }
@@ -394,6 +411,16 @@ impl Reader<'_> {
                     payload: self.rest(),
                 })
             }
+            KIND_CLAIM => {
+                let sender = self.u64()?;
+                let public_key = self.array()?;
+                let signature = self.array()?;
+                Envelope::Claim(Claim {
+                    sender,
+                    public_key,
+                    signature,
+                })
+            }
             _ => Envelope::Other,
         })
     }
@@ -435,6 +462,12 @@ impl Reader<'_> {
         let bytes: [u8; 8] = self.body.get(self.pos..self.pos + 8)?.try_into().ok()?;
         self.pos += 8;
         Some(u64::from_le_bytes(bytes))
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let bytes: [u8; N] = self.body.get(self.pos..self.pos + N)?.try_into().ok()?;
+        self.pos += N;
+        Some(bytes)
     }
 
     /// `len` bytes at the cursor, sharing the batch's buffer.

@@ -866,6 +866,8 @@ async fn of_two_restores_of_one_object_at_once_one_succeeds() -> anyhow::Result<
         state: postcard::to_allocvec(&41u64)?,
         next_seq: Vec::new(),
         sent_seq: Vec::new(),
+        secret: None,
+        hosts: Vec::new(),
     };
     let target = node(&caller, &callee, "n")?;
     let (first, second) = within(async {

@@ -280,3 +280,146 @@ async fn a_restore_sets_the_sending_counters_of_its_object() {
     assert_eq!(sent, [(a, 3), (b, 1)]);
     assert_eq!(rt.sent_by(other), [(a, 9)]);
 }
+
+/// Says who called it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Witness;
+
+#[crate::active(crate = crate)]
+#[allow(unreachable_pub)]
+impl Witness {
+    pub fn new() -> Self {
+        Witness
+    }
+
+    pub fn who(&self) -> Option<u64> {
+        crate::caller()
+    }
+}
+
+/// Asks a witness who called it: an object's call to another runtime.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Asker;
+
+#[crate::active(crate = crate)]
+#[allow(unreachable_pub)]
+impl Asker {
+    pub fn new() -> Self {
+        Asker
+    }
+
+    pub async fn ask(&self, witness: WitnessProxy) -> Option<u64> {
+        witness.who().await.ok().flatten()
+    }
+}
+
+/// Sends raw envelopes on `from`'s connection to `to`: `claim` first if
+/// given, then a request to `target` as `sender`, numbered `seq`, with
+/// `flags`; returns how the request was answered.
+async fn raw_request(
+    from: &Runtime,
+    to: &Runtime,
+    claim: Option<&crate::sender::Claim>,
+    (target, sender, seq, flags): (u64, u64, u64, u32),
+) -> Outcome {
+    let conn = from.conn_to(to.address().unwrap());
+    let slot = from.futures().new_slot(None, false);
+    let call_id = conn.register(Pending::Slot(slot.clone())).ok().unwrap();
+    let head = RequestHead {
+        call_id,
+        target,
+        sender,
+        seq,
+        flags,
+        header: &[],
+        futures: &[],
+    };
+    conn.write(|buf| {
+        if let Some(claim) = claim {
+            wire::put_claim(buf, claim);
+        }
+        wire::put_request(buf, &head, b"not a method");
+    })
+    .unwrap();
+    let future: crate::Future<()> =
+        crate::Future::from_slot(slot.clone(), Some(Duration::from_secs(20)));
+    let _ = future.await;
+    slot.outcome().expect("answered")
+}
+
+fn node_of(from: &Runtime, on: &Runtime) -> crate::Node {
+    from.node(
+        &format!("actogrid://{}/n", on.address().unwrap())
+            .parse()
+            .unwrap(),
+    )
+}
+
+fn refused_because(outcome: &Outcome, why: &str) {
+    assert_eq!(outcome.status, Status::Refused);
+    let said = String::from_utf8_lossy(&outcome.payload);
+    assert!(said.contains(why), "{said}");
+}
+
+/// An object's id is its own: the runtime hosting it proves it with the
+/// object's key, and no other runtime of the deployment can send as the
+/// object, replay its proof, prove it with a key of its own, or pass a
+/// request on as a forwarder of an object it never hosted. The object
+/// keeps its id, and its proof, wherever it moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_may_only_send_as_itself() {
+    let authority = Arc::new(Authority::generate("test").unwrap());
+    let a = serving(Identity::member_of(&authority).unwrap()).await;
+    let b = serving(Identity::member_of(&authority).unwrap()).await;
+    let c = serving(Identity::member_of(&authority).unwrap()).await;
+    // The test drives from d, so that a, b and c learn of moves only as
+    // the runtime does.
+    let d = serving(Identity::member_of(&authority).unwrap()).await;
+    let witness = WitnessProxy::new(&node_of(&d, &a)).await.unwrap();
+    let asker = AskerProxy::new(&node_of(&d, &b)).await.unwrap();
+    let (w, x) = (
+        crate::active::Proxy::active_ref(&witness).id(),
+        crate::active::Proxy::active_ref(&asker).id(),
+    );
+    // The asker, on b, calls the witness, on a: its id proved, served.
+    assert_eq!(asker.ask(witness.clone()).await.unwrap(), Some(x));
+
+    // c sends as the asker, far ahead of its numbering: refused.
+    let forged = raw_request(&c, &a, None, (w, x, 1 << 19, 0)).await;
+    refused_because(&forged, "did not prove it hosts");
+    // c replays the asker's proof, made for b: refused.
+    let key = match b.inner.objects.read().unwrap().get(&x) {
+        Some(super::Hosted::Here { credentials, .. }) => credentials.key.clone().unwrap(),
+        _ => panic!("the asker is on b"),
+    };
+    let replayed = key.claim(&crate::tls::Principal::Runtime(b.id()));
+    let outcome = raw_request(&c, &a, Some(&replayed), (w, x, 1 << 19, 0)).await;
+    refused_because(&outcome, "did not prove it hosts");
+    // c proves the asker's id with a key of its own: refused.
+    let own = crate::sender::SenderKey::generate(false).unwrap();
+    let mut claimed = (*own.claim(&crate::tls::Principal::Runtime(c.id()))).clone();
+    claimed.sender = x;
+    let outcome = raw_request(&c, &a, Some(&claimed), (w, x, 1 << 19, 0)).await;
+    refused_because(&outcome, "did not prove it hosts");
+    // c passes a request on as if the witness had moved from it: refused.
+    let outcome = raw_request(&c, &a, None, (w, x, 1 << 19, wire::FLAG_FORWARDED)).await;
+    refused_because(&outcome, "never hosted");
+    // An object of c's own, proved, is served (the payload is not a
+    // method: the object says so, it does not refuse the sender).
+    let (own_id, proof) = (own.id(), own.claim(&crate::tls::Principal::Runtime(c.id())));
+    let outcome = raw_request(&c, &a, Some(&proof), (w, own_id, 1, 0)).await;
+    assert_ne!(outcome.status, Status::Refused);
+
+    // The asker's own calls were not disturbed.
+    assert_eq!(asker.ask(witness.clone()).await.unwrap(), Some(x));
+    // It moves to c, and proves its id from there with the key it took.
+    asker.migrate_to(node_of(&d, &c).url()).await.unwrap();
+    assert_eq!(asker.ask(witness.clone()).await.unwrap(), Some(x));
+    // The witness moves to b: the asker's call reaches a (the reference
+    // says a), which hosted it and passes the call on; b takes it from a.
+    witness.migrate_to(node_of(&d, &b).url()).await.unwrap();
+    assert_eq!(asker.ask(witness.clone()).await.unwrap(), Some(x));
+    for rt in [a, b, c, d] {
+        rt.shutdown();
+    }
+}
