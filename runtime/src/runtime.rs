@@ -1992,7 +1992,7 @@ impl Runtime {
             }
         };
         let credentials = if self.inner.secured {
-            let key = crate::sender::SenderKey::generate(false).map_err(|e| {
+            let key = crate::sender::object_key().map_err(|e| {
                 (
                     Status::Refused,
                     format!("cannot make a key for the new `{type_name}`: {e}"),
