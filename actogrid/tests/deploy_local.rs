@@ -150,6 +150,11 @@ async fn a_host_that_does_not_resolve_fails_alone_with_a_hint() {
         .unwrap();
     assert_eq!(nodes.len(), 1);
     support::ping_all(&nodes).await;
+    // The local runtime may be up before the resolver has answered.
+    let deadline = std::time::Instant::now() + NEVER;
+    while vn.failures().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let failures = vn.failures().join("\n");
     assert!(
         failures.contains("`no-such-host.invalid` does not resolve"),
