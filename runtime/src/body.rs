@@ -409,6 +409,41 @@ impl Order {
     }
 }
 
+/// Logged requests a restored body serves before anything else (see
+/// `Node::recover`), and who waits for their replies.
+#[derive(Default)]
+pub(crate) struct Replay {
+    pub(crate) requests: Vec<Box<Inbound>>,
+    /// Each request's sender, sequence number and reply slot, in order.
+    pub(crate) slots: Vec<(u64, u64, Arc<Slot>)>,
+    /// Told how each was answered, once all were.
+    pub(crate) done: Option<tokio::sync::oneshot::Sender<Vec<crate::intercept::Replayed>>>,
+}
+
+impl Replay {
+    /// The replies, once every request of the replay was answered.
+    fn replies(&self) -> Option<Vec<crate::intercept::Replayed>> {
+        self.slots
+            .iter()
+            .map(|(sender, seq, slot)| {
+                let o = slot.outcome()?;
+                let outcome = match o.status {
+                    Status::Ok => ServeOutcome::Value,
+                    Status::MethodError => ServeOutcome::MethodError,
+                    Status::Panicked => ServeOutcome::Panicked,
+                    _ => ServeOutcome::Refused,
+                };
+                Some(crate::intercept::Replayed {
+                    sender: *sender,
+                    seq: *seq,
+                    outcome,
+                    payload: o.payload.to_vec(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// Everything a body task owns.
 pub(crate) struct Body {
     pub(crate) id: u64,
@@ -421,6 +456,8 @@ pub(crate) struct Body {
     pub(crate) learned: Vec<(&'static str, Learned)>,
     /// Its key and former hosts (see `sender`).
     pub(crate) credentials: Arc<crate::sender::Credentials>,
+    /// The log it serves first, after a recovery.
+    pub(crate) replay: Replay,
 }
 
 /// What a body learned of one of its methods (see `compute`).
@@ -489,10 +526,25 @@ impl Body {
         // Admitted requests, in the order they are to be served.
         let mut due = VecDeque::new();
         let mut late = Vec::new();
+        // A recovered body serves its log first, as if taken from its
+        // queue: what arrives meanwhile (immediate requests too) waits.
+        let mut replaying = self.replay.requests.len();
+        taken.extend(self.replay.requests.drain(..));
         loop {
+            if self.replay.done.is_some()
+                && let Some(replies) = self.replay.replies()
+                && let Some(done) = self.replay.done.take()
+            {
+                let _ = done.send(replies);
+            }
             // Next: an immediate request that arrived meanwhile, else the
             // next admitted request, else the next one taken.
-            let next = match self.mailbox.pop_immediate() {
+            let immediate = if replaying == 0 {
+                self.mailbox.pop_immediate()
+            } else {
+                None
+            };
+            let next = match immediate {
                 Some(inbound) => Some(inbound),
                 None => due.pop_front(),
             };
@@ -500,6 +552,7 @@ impl Body {
                 Some(inbound) => inbound,
                 None => match taken.pop_front() {
                     Some(inbound) => {
+                        replaying = replaying.saturating_sub(1);
                         self.mailbox.taken.store(taken.len(), Ordering::Relaxed);
                         if inbound.immediate() {
                             inbound
@@ -577,6 +630,17 @@ impl Body {
     }
 
     fn refuse_late(&self, inbound: Inbound) {
+        // A request served by a replay, sent again by its caller: the
+        // reply it got then.
+        if let Some(outcome) = self
+            .replay
+            .slots
+            .iter()
+            .find(|(sender, seq, _)| *sender == inbound.sender && *seq == inbound.seq)
+            .and_then(|(_, _, slot)| slot.outcome())
+        {
+            return inbound.reply.send(&self.runtime, outcome, None);
+        }
         let o = Outcome::failure(
             Status::Refused,
             format!(

@@ -51,7 +51,7 @@ pub enum Verdict {
 }
 
 /// How serving ended, for `after_serve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ServeOutcome {
     /// The method returned a value.
     Value,
@@ -108,6 +108,59 @@ pub struct Checkpoint {
 }
 
 pub use crate::sender::SenderSecret;
+
+/// A request as a fault-tolerance service logs it (from a [`Delivery`]),
+/// to be served again after a restore: see [`Node::recover`](crate::Node::recover).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Logged {
+    /// Its sender (an object or a runtime).
+    pub sender: u64,
+    /// The sender's sequence number; 0 for an immediate request.
+    pub seq: u64,
+    /// Whether it was served ahead of the queue.
+    pub immediate: bool,
+    /// The protocol header it carried.
+    pub header: Vec<u8>,
+    /// The encoded request.
+    pub payload: Vec<u8>,
+}
+
+impl Logged {
+    /// The request `delivery` describes.
+    pub fn of(delivery: &Delivery<'_>) -> Logged {
+        Logged {
+            sender: delivery.sender,
+            seq: delivery.seq,
+            immediate: delivery.immediate,
+            header: delivery.header.to_vec(),
+            payload: delivery.payload.to_vec(),
+        }
+    }
+}
+
+/// How a logged request was answered when it was served again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Replayed {
+    /// The request's sender.
+    pub sender: u64,
+    /// Its sequence number.
+    pub seq: u64,
+    /// How serving it ended: [`ServeOutcome::Refused`] also for a request
+    /// the checkpoint had served already (it is not served again).
+    pub outcome: ServeOutcome,
+    /// The encoded reply (a value, a method's error) or, for the others,
+    /// what went wrong.
+    pub payload: Vec<u8>,
+}
+
+/// A checkpoint restored with its log replayed ([`Node::recover`](crate::Node::recover)).
+#[derive(Debug, serde::Deserialize)]
+pub struct Recovered {
+    /// The restored object (same id as before).
+    pub reference: crate::proxy::ActiveRef,
+    /// How each logged request was answered, in the log's order.
+    pub replies: Vec<Replayed>,
+}
 
 /// Why a checkpoint could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

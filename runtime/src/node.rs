@@ -150,6 +150,31 @@ impl Node {
         )
     }
 
+    /// Restores `checkpoint` on this node, like [`Node::restore`], and has
+    /// the object serve `log` — the requests it was sent after the
+    /// checkpoint, in the order it served them — before anything else:
+    /// requests that arrive meanwhile wait. Resolves once the log was
+    /// served, with how each of its requests was answered; a request of
+    /// the log sent again later by its caller gets that same answer, and
+    /// is not served twice. For fault-tolerance services, which log
+    /// requests with an [`Interceptor`](crate::intercept::Interceptor)
+    /// ([`Logged::of`](crate::intercept::Logged::of)).
+    pub fn recover(
+        &self,
+        checkpoint: Checkpoint,
+        log: Vec<crate::intercept::Logged>,
+    ) -> Future<crate::intercept::Recovered> {
+        self.runtime.control(
+            &self.url,
+            Control::Recover {
+                node: self.url.name().to_owned(),
+                checkpoint,
+                log,
+            },
+            "recover",
+        )
+    }
+
     /// Registers `proxy` under `name` on this node's runtime, so any
     /// process can look it up at `actogrid://host:port/name`:
     /// [`Node::url_of`] gives that URL.

@@ -300,6 +300,15 @@ enum Hosted {
     },
 }
 
+/// How a body starts: its ordering table, its sending counters (a
+/// restored object's), its credentials and the log it serves first.
+struct Start<'a> {
+    order: Order,
+    sent: Option<&'a [(u64, u64)]>,
+    credentials: Credentials,
+    replay: crate::body::Replay,
+}
+
 /// An active object living in this runtime, as [`Runtime::hosted_on`]
 /// lists it.
 #[derive(Debug, Clone)]
@@ -358,6 +367,10 @@ impl Caller {
             | Control::Restore {
                 checkpoint: crate::intercept::Checkpoint { type_name, .. },
                 ..
+            }
+            | Control::Recover {
+                checkpoint: crate::intercept::Checkpoint { type_name, .. },
+                ..
             } if active::registered(type_name).is_some_and(|t| t.internal) => {
                 let _ = rt;
                 Err(format!("`{type_name}` is created by its own runtime only"))
@@ -378,6 +391,12 @@ pub(crate) enum Control {
     Restore {
         node: String,
         checkpoint: Checkpoint,
+    },
+    /// A restore that serves a log first (see `Node::recover`).
+    Recover {
+        node: String,
+        checkpoint: Checkpoint,
+        log: Vec<crate::intercept::Logged>,
     },
     Register {
         name: String,
@@ -1836,23 +1855,29 @@ impl Runtime {
         }
     }
 
-    fn serve_control(&self, inbound: Inbound, caller: &Caller) {
-        let reply = |outcome: std::result::Result<Box<dyn Encode + Send>, (Status, String)>,
-                     inbound: Inbound| {
-            let outcome = match outcome {
-                Ok(value) => match codec::encode_in(&*value) {
-                    Ok((payload, held)) => Outcome {
-                        status: Status::Ok,
-                        payload: payload.into(),
-                        held,
-                        runtime: Some(self.handle()),
-                    },
-                    Err(e) => Outcome::failure(Status::Refused, e.to_string()),
+    /// Answers a control request.
+    fn answer_control(
+        &self,
+        outcome: std::result::Result<Box<dyn Encode + Send>, (Status, String)>,
+        inbound: Inbound,
+    ) {
+        let outcome = match outcome {
+            Ok(value) => match codec::encode_in(&*value) {
+                Ok((payload, held)) => Outcome {
+                    status: Status::Ok,
+                    payload: payload.into(),
+                    held,
+                    runtime: Some(self.handle()),
                 },
-                Err((status, message)) => Outcome::failure(status, message),
-            };
-            inbound.reply.send(self, outcome, None);
+                Err(e) => Outcome::failure(Status::Refused, e.to_string()),
+            },
+            Err((status, message)) => Outcome::failure(status, message),
         };
+        inbound.reply.send(self, outcome, None);
+    }
+
+    fn serve_control(&self, inbound: Inbound, caller: &Caller) {
+        let reply = |outcome, inbound| self.answer_control(outcome, inbound);
         let control: Control = match codec::decode_in(self, &inbound.held, &inbound.payload) {
             Ok(c) => c,
             Err(e) => {
@@ -1878,8 +1903,32 @@ impl Runtime {
                 .create_here(&type_name, &node, &ctor, &inbound.held)
                 .map(|r| Box::new(r) as Box<dyn Encode + Send>),
             Control::Restore { node, checkpoint } => self
-                .restore_here(&node, checkpoint, caller.runtime_id())
-                .map(|r| Box::new(r) as Box<dyn Encode + Send>),
+                .restore_here(&node, checkpoint, caller.runtime_id(), Vec::new())
+                .map(|(r, _)| Box::new(r) as Box<dyn Encode + Send>),
+            Control::Recover {
+                node,
+                checkpoint,
+                log,
+            } => match self.restore_here(&node, checkpoint, caller.runtime_id(), log) {
+                // Answered once the log was served.
+                Ok((reference, replayed)) => {
+                    let rt = self.clone();
+                    self.spawn(crate::compute::InBody(Box::pin(async move {
+                        let result = match replayed.await {
+                            Ok(replies) => {
+                                Ok(Box::new((reference, replies)) as Box<dyn Encode + Send>)
+                            }
+                            Err(_) => Err((
+                                Status::NodeDied,
+                                "the recovered object ended before its log was served".to_owned(),
+                            )),
+                        };
+                        rt.answer_control(result, inbound);
+                    })));
+                    return;
+                }
+                Err(e) => Err(e),
+            },
             Control::Register { name, object } => {
                 let mut names = self.inner.names.write().unwrap_or_else(|p| p.into_inner());
                 let registrant = caller.runtime_id().unwrap_or(self.inner.id);
@@ -2009,17 +2058,37 @@ impl Runtime {
             .key
             .as_ref()
             .map_or_else(crate::ids::nonzero_id, |k| k.id());
-        self.host(id, object, node, Order::default(), None, credentials)
+        self.host(
+            id,
+            object,
+            node,
+            Start {
+                order: Order::default(),
+                sent: None,
+                credentials,
+                replay: crate::body::Replay::default(),
+            },
+        )
     }
 
     /// Restores `checkpoint` here; `from` is the runtime that sent it (the
     /// object's host when it migrates here).
+    /// `log` is served before anything else (see `Node::recover`); the
+    /// receiver tells how each of its requests was answered.
+    #[allow(clippy::type_complexity)]
     fn restore_here(
         &self,
         node: &str,
         checkpoint: Checkpoint,
         from: Option<u64>,
-    ) -> std::result::Result<RefWire, (Status, String)> {
+        log: Vec<crate::intercept::Logged>,
+    ) -> std::result::Result<
+        (
+            RefWire,
+            tokio::sync::oneshot::Receiver<Vec<crate::intercept::Replayed>>,
+        ),
+        (Status, String),
+    > {
         let type_name = checkpoint.type_name.as_str();
         let key = match (&checkpoint.secret, self.inner.secured) {
             (Some(secret), true) => Some(Arc::new(
@@ -2041,6 +2110,25 @@ impl Runtime {
             hosts = Credentials { key: None, hosts }.hosts_with(from);
         }
         let credentials = Credentials { key, hosts };
+        let (done, replayed) = tokio::sync::oneshot::channel();
+        let mut replay = crate::body::Replay {
+            done: Some(done),
+            ..Default::default()
+        };
+        for logged in log {
+            let slot = self.inner.futures.new_slot(None, false);
+            replay.slots.push((logged.sender, logged.seq, slot.clone()));
+            replay.requests.push(Box::new(Inbound {
+                target: checkpoint.object,
+                sender: logged.sender,
+                seq: if logged.immediate { 0 } else { logged.seq },
+                flags: if logged.immediate { FLAG_IMMEDIATE } else { 0 },
+                header: logged.header.into(),
+                payload: logged.payload.into(),
+                held: Vec::new(),
+                reply: ReplyTo::Slot(slot),
+            }));
+        }
         let entry = active::registered(type_name).ok_or_else(|| self.unknown_type(type_name))?;
         if let Some(Hosted::Here { .. }) = self
             .inner
@@ -2071,14 +2159,18 @@ impl Runtime {
             checkpoint.object,
             object,
             node,
-            Order::from_table(&checkpoint.next_seq),
-            Some(&checkpoint.sent_seq),
-            credentials,
+            Start {
+                order: Order::from_table(&checkpoint.next_seq),
+                sent: Some(&checkpoint.sent_seq),
+                credentials,
+                replay,
+            },
         )
+        .map(|wire| (wire, replayed))
     }
 
     /// Hosts `object` under `id` and starts its body. A restored object
-    /// (`sent` is its table of next sequence numbers) is refused if its id
+    /// (`start.sent` is its table of next sequence numbers) is refused if its id
     /// is hosted here already: the check and the insertion are one step,
     /// so of two restores of one id at once only one succeeds.
     fn host(
@@ -2086,10 +2178,14 @@ impl Runtime {
         id: u64,
         object: Box<dyn active::ErasedActive>,
         node: &str,
-        order: Order,
-        sent: Option<&[(u64, u64)]>,
-        credentials: Credentials,
+        start: Start<'_>,
     ) -> std::result::Result<RefWire, (Status, String)> {
+        let Start {
+            order,
+            sent,
+            credentials,
+            replay,
+        } = start;
         let credentials = Arc::new(credentials);
         let node = self.local_node(node).inner().clone();
         let mailbox = Mailbox::new();
@@ -2141,6 +2237,7 @@ impl Runtime {
             runtime: self.clone(),
             learned: Vec::new(),
             credentials,
+            replay,
         };
         let rt = self.clone();
         self.spawn(crate::compute::InBody(Box::pin(async move {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use actogrid_builtin::{Recorder, RecorderProxy, Worker, WorkerProxy};
 use actogrid_runtime::intercept::{
-    BodyAccess, Checkpoint, CheckpointError, Delivery, Interceptor, Outgoing, ServeOutcome, Verdict,
+    BodyAccess, Checkpoint, CheckpointError, Delivery, Interceptor, Logged, Outgoing, ServeOutcome,
+    Verdict,
 };
 use actogrid_runtime::{Active, CallError, Config, ErrorKind, Node, Proxy, Runtime};
 use futures::future::BoxFuture;
@@ -975,5 +976,107 @@ async fn a_pending_future_follows_a_migration() -> anyhow::Result<()> {
     assert_eq!(elsewhere.object_count(), 1);
     gate.permits.add_permits(1);
     assert_eq!(within(keeper.wait()).await?, 1);
+    Ok(())
+}
+
+/// Takes a checkpoint before the `at`-th delivery, and logs that delivery
+/// and every later one: what a message-logging protocol keeps.
+struct Journal {
+    at: usize,
+    delivered: AtomicUsize,
+    checkpoint: Mutex<Option<Checkpoint>>,
+    log: Mutex<Vec<Logged>>,
+}
+
+impl Journal {
+    fn new(at: usize) -> Journal {
+        Journal {
+            at,
+            delivered: AtomicUsize::new(0),
+            checkpoint: Mutex::default(),
+            log: Mutex::default(),
+        }
+    }
+}
+
+impl Interceptor for Journal {
+    fn before_delivery<'a>(
+        &'a self,
+        delivery: &'a Delivery<'a>,
+        body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        let n = self.delivered.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.at {
+            *self.checkpoint.lock().unwrap() = Some(body.checkpoint().expect("checkpointed"));
+        }
+        if n >= self.at {
+            self.log.lock().unwrap().push(Logged::of(delivery));
+        }
+        Box::pin(async { Verdict::Deliver })
+    }
+}
+
+/// A checkpoint and the requests logged after it recover the object
+/// elsewhere with exactly the state it had: the log is served in its
+/// order before anything else, a request the checkpoint already counts is
+/// not served again, and one logged twice (a caller's resend) is served
+/// once and answered twice with the same reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_and_its_log_recover_the_object_exactly() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let spare = runtime().await?;
+    let journal = Arc::new(Journal::new(4));
+    callee.local_node("n").add_interceptor(journal.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    for v in 1..=8 {
+        assert_eq!(within(rec.push(v * 10)).await?, v);
+    }
+    let checkpoint = journal.checkpoint.lock().unwrap().clone().expect("taken");
+    let mut log = journal.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 5, "pushes 4 to 8");
+    assert!(log.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+    // The object's runtime is gone (as far as the log is concerned):
+    // recovered on a spare, with the log as it was, a resend of the
+    // sixth push logged again at its end, and a request the checkpoint
+    // counts already.
+    callee.shutdown();
+    let first = log[0].seq;
+    let sixth = log[2].clone();
+    let mut before = log[0].clone();
+    before.seq -= 1;
+    log.push(sixth.clone());
+    log.push(before);
+    let recovered = within(spare.local_node("r").recover(checkpoint.clone(), log)).await?;
+    assert_eq!(recovered.reference.id(), checkpoint.object);
+    let answers: Vec<(u64, ServeOutcome, Option<u64>)> = recovered
+        .replies
+        .iter()
+        .map(|r| {
+            let value = (r.outcome == ServeOutcome::Value)
+                .then(|| postcard::from_bytes(&r.payload).expect("a u64"));
+            (r.seq, r.outcome, value)
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (first, ServeOutcome::Value, Some(4)),
+            (first + 1, ServeOutcome::Value, Some(5)),
+            (first + 2, ServeOutcome::Value, Some(6)),
+            (first + 3, ServeOutcome::Value, Some(7)),
+            (first + 4, ServeOutcome::Value, Some(8)),
+            // The resend: the reply the sixth push got, not a second push.
+            (first + 2, ServeOutcome::Value, Some(6)),
+            (first - 1, ServeOutcome::Refused, None),
+        ]
+    );
+    let refusal = String::from_utf8_lossy(&recovered.replies[6].payload).into_owned();
+    assert!(
+        refusal.contains("after later ones were served"),
+        "{refusal}"
+    );
+    let copy = caller.adopt(&RecorderProxy::from_ref(recovered.reference));
+    assert_eq!(within(copy.seen()).await?, [10, 20, 30, 40, 50, 60, 70, 80]);
     Ok(())
 }
