@@ -34,7 +34,7 @@ use crate::codec;
 use crate::connection::ReplyTo;
 use crate::future::{Outcome, ServeScoped, Serving, Slot, Status};
 use crate::ids::IdMap;
-use crate::intercept::{BodyAccess, Checkpoint, Delivery, ServeOutcome, Verdict};
+use crate::intercept::{BodyAccess, Checkpoint, Delivery, Reply, ServeOutcome, Verdict};
 use crate::node::NodeInner;
 use crate::runtime::Runtime;
 use crate::wire::{self, FLAG_IMMEDIATE, FLAG_MIGRATE, FLAG_TERMINATE};
@@ -427,20 +427,42 @@ impl Replay {
             .iter()
             .map(|(sender, seq, slot)| {
                 let o = slot.outcome()?;
-                let outcome = match o.status {
-                    Status::Ok => ServeOutcome::Value,
-                    Status::MethodError => ServeOutcome::MethodError,
-                    Status::Panicked => ServeOutcome::Panicked,
-                    _ => ServeOutcome::Refused,
-                };
                 Some(crate::intercept::Replayed {
                     sender: *sender,
                     seq: *seq,
-                    outcome,
-                    payload: o.payload.to_vec(),
+                    reply: Reply {
+                        outcome: serve_outcome(o.status),
+                        payload: o.payload.to_vec(),
+                    },
                 })
             })
             .collect()
+    }
+}
+
+/// How serving ended, as interceptors are told.
+fn serve_outcome(status: Status) -> ServeOutcome {
+    match status {
+        Status::Ok => ServeOutcome::Value,
+        Status::MethodError => ServeOutcome::MethodError,
+        Status::Panicked => ServeOutcome::Panicked,
+        _ => ServeOutcome::Refused,
+    }
+}
+
+/// A reply an interceptor gave (a logged one), as the runtime sends it.
+fn outcome_of(reply: Reply, runtime: &Runtime) -> Outcome {
+    let status = match reply.outcome {
+        ServeOutcome::Value => Status::Ok,
+        ServeOutcome::MethodError => Status::MethodError,
+        ServeOutcome::Panicked => Status::Panicked,
+        ServeOutcome::Refused | ServeOutcome::Dropped => Status::Refused,
+    };
+    Outcome {
+        status,
+        payload: reply.payload.into(),
+        held: Vec::new(),
+        runtime: Some(runtime.handle()),
     }
 }
 
@@ -629,6 +651,40 @@ impl Body {
         }
     }
 
+    /// The reply an interceptor has for a late request, if one has.
+    fn logged_reply(&self, inbound: &Inbound) -> Option<Reply> {
+        let interceptors = self.node.interceptors();
+        if interceptors.is_empty() {
+            return None;
+        }
+        let method =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.object.method_of(&inbound.payload)))
+                .unwrap_or("?");
+        let delivery = Delivery {
+            object: self.id,
+            type_name: self.object.type_name(),
+            sender: inbound.sender,
+            seq: inbound.seq,
+            method,
+            immediate: inbound.immediate(),
+            header: &inbound.header,
+            payload: &inbound.payload,
+        };
+        interceptors.iter().find_map(|i| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| i.duplicate(&delivery))).unwrap_or_else(
+                |panic| {
+                    tracing::error!(
+                        object = format_args!("{:#x}", self.id),
+                        method,
+                        "an interceptor panicked when asked for a duplicate's reply: {}",
+                        crate::panics::describe(&*panic)
+                    );
+                    None
+                },
+            )
+        })
+    }
+
     fn refuse_late(&self, inbound: Inbound) {
         // A request served by a replay, sent again by its caller: the
         // reply it got then.
@@ -640,6 +696,12 @@ impl Body {
             .and_then(|(_, _, slot)| slot.outcome())
         {
             return inbound.reply.send(&self.runtime, outcome, None);
+        }
+        // One an interceptor logged the reply of.
+        if let Some(reply) = self.logged_reply(&inbound) {
+            return inbound
+                .reply
+                .send(&self.runtime, outcome_of(reply, &self.runtime), None);
         }
         let o = Outcome::failure(
             Status::Refused,
@@ -725,13 +787,21 @@ impl Body {
         // state, so its table must not expect the request again.
         self.order.served(inbound.sender, inbound.seq);
         let outcome = self.outcome(&inbound.reply, result, method);
-        let served = match outcome.status {
-            Status::Ok => ServeOutcome::Value,
-            Status::MethodError => ServeOutcome::MethodError,
-            Status::Panicked => ServeOutcome::Panicked,
-            _ => ServeOutcome::Refused,
-        };
+        let served = serve_outcome(outcome.status);
         self.after_serve(&interceptors, &delivery, served);
+        for i in &interceptors {
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                i.replied(&delivery, served, &outcome.payload);
+            }));
+            if let Err(panic) = ran {
+                tracing::error!(
+                    object = format_args!("{:#x}", self.id),
+                    method,
+                    "an interceptor panicked when told of a reply: {}",
+                    crate::panics::describe(&*panic)
+                );
+            }
+        }
         inbound.reply.send(&self.runtime, outcome, None);
     }
 

@@ -138,6 +138,18 @@ impl Logged {
     }
 }
 
+/// A reply as it leaves a body: how serving ended, and the encoded value,
+/// error or message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reply {
+    /// How serving ended.
+    pub outcome: ServeOutcome,
+    /// The encoded value (or method error); for the other outcomes, what
+    /// went wrong, as text. Empty for a one-way request. Futures inside a
+    /// value are not kept: one answered again from a log decodes failed.
+    pub payload: Vec<u8>,
+}
+
 /// How a logged request was answered when it was served again.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Replayed {
@@ -145,12 +157,9 @@ pub struct Replayed {
     pub sender: u64,
     /// Its sequence number.
     pub seq: u64,
-    /// How serving it ended: [`ServeOutcome::Refused`] also for a request
-    /// the checkpoint had served already (it is not served again).
-    pub outcome: ServeOutcome,
-    /// The encoded reply (a value, a method's error) or, for the others,
-    /// what went wrong.
-    pub payload: Vec<u8>,
+    /// Its reply: [`ServeOutcome::Refused`] also for a request the
+    /// checkpoint had served already (it is not served again).
+    pub reply: Reply,
 }
 
 /// A checkpoint restored with its log replayed ([`Node::recover`](crate::Node::recover)).
@@ -247,5 +256,24 @@ pub trait Interceptor: Send + Sync + 'static {
     /// Before an object of the node sends a request.
     fn before_send(&self, outgoing: &mut Outgoing<'_>) {
         let _ = outgoing;
+    }
+
+    /// After `after_serve`, with the reply about to leave: how serving
+    /// ended and the encoded reply (as in [`Reply`]). A fault-tolerance
+    /// service logs it here, to answer the request again if its caller
+    /// sends it again (see [`Interceptor::duplicate`]).
+    fn replied(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, payload: &[u8]) {
+        let _ = (delivery, outcome, payload);
+    }
+
+    /// A request that arrives after later ones of its sender were served:
+    /// a duplicate (a caller that sent it again, not knowing it was
+    /// served), or one later than the reorder timeout. It is not served
+    /// again. The first interceptor that returns a reply answers it with
+    /// that (the reply it got, which the service logged); if none does, it
+    /// is refused.
+    fn duplicate(&self, delivery: &Delivery<'_>) -> Option<Reply> {
+        let _ = delivery;
+        None
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use actogrid_builtin::{Recorder, RecorderProxy, Worker, WorkerProxy};
 use actogrid_runtime::intercept::{
-    BodyAccess, Checkpoint, CheckpointError, Delivery, Interceptor, Logged, Outgoing, ServeOutcome,
-    Verdict,
+    BodyAccess, Checkpoint, CheckpointError, Delivery, Interceptor, Logged, Outgoing, Reply,
+    ServeOutcome, Verdict,
 };
 use actogrid_runtime::{Active, CallError, Config, ErrorKind, Node, Proxy, Runtime};
 use futures::future::BoxFuture;
@@ -1053,9 +1053,9 @@ async fn a_checkpoint_and_its_log_recover_the_object_exactly() -> anyhow::Result
         .replies
         .iter()
         .map(|r| {
-            let value = (r.outcome == ServeOutcome::Value)
-                .then(|| postcard::from_bytes(&r.payload).expect("a u64"));
-            (r.seq, r.outcome, value)
+            let value = (r.reply.outcome == ServeOutcome::Value)
+                .then(|| postcard::from_bytes(&r.reply.payload).expect("a u64"));
+            (r.seq, r.reply.outcome, value)
         })
         .collect();
     assert_eq!(
@@ -1071,12 +1071,73 @@ async fn a_checkpoint_and_its_log_recover_the_object_exactly() -> anyhow::Result
             (first - 1, ServeOutcome::Refused, None),
         ]
     );
-    let refusal = String::from_utf8_lossy(&recovered.replies[6].payload).into_owned();
+    let refusal = String::from_utf8_lossy(&recovered.replies[6].reply.payload).into_owned();
     assert!(
         refusal.contains("after later ones were served"),
         "{refusal}"
     );
     let copy = caller.adopt(&RecorderProxy::from_ref(recovered.reference));
     assert_eq!(within(copy.seen()).await?, [10, 20, 30, 40, 50, 60, 70, 80]);
+    Ok(())
+}
+
+/// Keeps the reply of every request served, and answers a duplicate with
+/// it: the reply log of a message-logging protocol.
+#[derive(Default)]
+struct ReplyLog {
+    replies: Mutex<std::collections::HashMap<(u64, u64), Reply>>,
+}
+
+impl Interceptor for ReplyLog {
+    fn replied(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, payload: &[u8]) {
+        let reply = Reply {
+            outcome,
+            payload: payload.to_vec(),
+        };
+        self.replies
+            .lock()
+            .unwrap()
+            .insert((delivery.sender, delivery.seq), reply);
+    }
+
+    fn duplicate(&self, delivery: &Delivery<'_>) -> Option<Reply> {
+        self.replies
+            .lock()
+            .unwrap()
+            .get(&(delivery.sender, delivery.seq))
+            .cloned()
+    }
+}
+
+/// A request served before the checkpoint and sent again after the
+/// recovery is answered with the reply it got, which an interceptor
+/// logged, not refused and not served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_is_answered_with_its_logged_reply() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let spare = runtime().await?;
+    let journal = Arc::new(Journal::new(3));
+    let replies = Arc::new(ReplyLog::default());
+    callee.local_node("n").add_interceptor(journal.clone())?;
+    callee.local_node("n").add_interceptor(replies.clone())?;
+    spare.local_node("r").add_interceptor(replies.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    for v in 1..=4 {
+        within(rec.push(v)).await?;
+    }
+    let checkpoint = journal.checkpoint.lock().unwrap().clone().expect("taken");
+    let mut log = journal.log.lock().unwrap().clone();
+    callee.shutdown();
+    // The second push, served before the checkpoint, sent again.
+    let mut second = log[0].clone();
+    second.seq -= 1;
+    log.push(second);
+    let recovered = within(spare.local_node("r").recover(checkpoint, log)).await?;
+    let last = recovered.replies.last().expect("answered");
+    assert_eq!(last.reply.outcome, ServeOutcome::Value);
+    assert_eq!(postcard::from_bytes::<u64>(&last.reply.payload)?, 2);
+    let copy = caller.adopt(&RecorderProxy::from_ref(recovered.reference));
+    assert_eq!(within(copy.seen()).await?, [1, 2, 3, 4]);
     Ok(())
 }
