@@ -638,16 +638,44 @@ impl Body {
 
     /// Waits for a request, or for the oldest gap in some sender's
     /// requests to time out (the requests behind it are then due).
+    /// Interceptors that act on idle objects (see `Interceptor::idle_after`)
+    /// are called when none arrives for as long as they asked.
     async fn wait(&mut self, reorder: Duration, due: &mut VecDeque<Box<Inbound>>) {
         let notified = self.mailbox.notify.notified();
-        match self.order.deadline(reorder) {
-            Some(at) => {
-                tokio::select! {
-                    () = notified => {}
-                    () = tokio::time::sleep_until(at) => self.order.expire(reorder, due),
-                }
+        let gap = self.order.deadline(reorder);
+        let interceptors = self.node.interceptors();
+        let idle = interceptors.iter().filter_map(|i| i.idle_after()).min();
+        if gap.is_none() && idle.is_none() {
+            return notified.await;
+        }
+        // Far enough never to fire, for the deadline that is not set.
+        let never = Instant::now() + Duration::from_secs(86_400 * 365);
+        let idle_at = idle.map(|d| Instant::now() + d);
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep_until(gap.unwrap_or(never)) => self.order.expire(reorder, due),
+            () = tokio::time::sleep_until(idle_at.unwrap_or(never)) => self.idle(&interceptors),
+        }
+    }
+
+    /// Calls the `idle` hook of the interceptors that asked for it.
+    fn idle(&self, interceptors: &[Arc<dyn crate::intercept::Interceptor>]) {
+        for i in interceptors.iter().filter(|i| i.idle_after().is_some()) {
+            let access = BodyAccess {
+                runtime: &self.runtime,
+                body: &*self.object,
+                id: self.id,
+                order: &self.order,
+                credentials: &self.credentials,
+            };
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| i.idle(&access)));
+            if let Err(panic) = ran {
+                tracing::error!(
+                    object = format_args!("{:#x}", self.id),
+                    "an interceptor panicked on an idle object: {}",
+                    crate::panics::describe(&*panic)
+                );
             }
-            None => notified.await,
         }
     }
 

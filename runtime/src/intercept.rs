@@ -13,6 +13,8 @@
 //!
 //! The application never sees any of it.
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 
 use crate::active::ErasedActive;
@@ -275,5 +277,19 @@ pub trait Interceptor: Send + Sync + 'static {
     fn duplicate(&self, delivery: &Delivery<'_>) -> Option<Reply> {
         let _ = delivery;
         None
+    }
+
+    /// How long an object of the node may stay without a request before
+    /// [`Interceptor::idle`] is called (and again after as long, while it
+    /// stays idle); `None` (the default): never.
+    fn idle_after(&self) -> Option<Duration> {
+        None
+    }
+
+    /// An object was idle for [`Interceptor::idle_after`]: it is between two
+    /// requests, so a checkpoint can be taken (a time-to-checkpoint that
+    /// ran out while no request came).
+    fn idle(&self, body: &BodyAccess<'_>) {
+        let _ = body;
     }
 }

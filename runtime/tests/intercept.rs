@@ -1141,3 +1141,44 @@ async fn a_duplicate_is_answered_with_its_logged_reply() -> anyhow::Result<()> {
     assert_eq!(within(copy.seen()).await?, [1, 2, 3, 4]);
     Ok(())
 }
+
+/// Checkpoints an object each time it was idle for a while.
+#[derive(Default)]
+struct IdleCheckpointer {
+    taken: Mutex<Vec<Result<Checkpoint, CheckpointError>>>,
+}
+
+impl Interceptor for IdleCheckpointer {
+    fn idle_after(&self) -> Option<Duration> {
+        Some(Duration::from_millis(20))
+    }
+
+    fn idle(&self, body: &BodyAccess<'_>) {
+        self.taken.lock().unwrap().push(body.checkpoint());
+    }
+}
+
+/// An object that receives no request is still checkpointed when an
+/// interceptor asks to act on idle objects, again and again while it stays
+/// idle, with the state its last request left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_object_is_checkpointed_when_asked() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let idle = Arc::new(IdleCheckpointer::default());
+    callee.local_node("n").add_interceptor(idle.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    within(rec.push(7)).await?;
+    within(async {
+        while idle.taken.lock().unwrap().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let last = idle.taken.lock().unwrap().last().cloned().expect("taken")?;
+    let spare = runtime().await?;
+    let restored = within(spare.local_node("r").restore(last)).await?;
+    let copy = caller.adopt(&RecorderProxy::from_ref(restored));
+    assert_eq!(within(copy.seen()).await?, [7]);
+    Ok(())
+}
