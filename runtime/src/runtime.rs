@@ -1448,6 +1448,10 @@ impl Runtime {
     /// Whether `runtime` hosted `object` before this one (and so may pass
     /// on requests sent to it).
     fn hosted_before(&self, object: u64, runtime: u64) -> bool {
+        // The runtime itself (control requests) is never passed on.
+        if object == 0 {
+            return false;
+        }
         match self
             .inner
             .objects

@@ -404,6 +404,9 @@ async fn an_object_may_only_send_as_itself() {
     // c passes a request on as if the witness had moved from it: refused.
     let outcome = raw_request(&c, &a, None, (w, x, 1 << 19, wire::FLAG_FORWARDED)).await;
     refused_because(&outcome, "never hosted");
+    // Nor may a control request be passed on.
+    let outcome = raw_request(&c, &a, None, (0, x, 0, wire::FLAG_FORWARDED)).await;
+    refused_because(&outcome, "never hosted");
     // An object of c's own, proved, is served (the payload is not a
     // method: the object says so, it does not refuse the sender).
     let (own_id, proof) = (own.id(), own.claim(&crate::tls::Principal::Runtime(c.id())));
