@@ -170,12 +170,15 @@ impl SenderKey {
 static SPARE: Mutex<Spare> = Mutex::new(Spare {
     keys: Vec::new(),
     making: 0,
+    given: 0,
 });
 
 struct Spare {
     keys: Vec<SenderKey>,
     /// Keys being made.
     making: usize,
+    /// Keys given out so far.
+    given: usize,
 }
 
 /// Keys kept spare.
@@ -187,9 +190,16 @@ pub(crate) fn object_key() -> Result<SenderKey, String> {
     let (key, more) = {
         let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
         let key = spare.keys.pop();
+        spare.given += 1;
         let more = SPARE_KEYS.saturating_sub(spare.keys.len() + spare.making);
-        // One at a time: the cost of making keys follows that of creations.
-        let more = more.min(1 + usize::from(key.is_none()));
+        // One at a time: the cost of making keys follows that of creations;
+        // none for a process that made one object only so far (a deployed
+        // runtime's own machinery), which may never make another.
+        let more = if spare.given < 2 {
+            0
+        } else {
+            more.min(1 + usize::from(key.is_none()))
+        };
         spare.making += more;
         (key, more)
     };
