@@ -55,6 +55,7 @@ pub use proxy::{ActiveRef, CallInfo};
 pub use runtime::{
     Builder, Config, Connector, Enroller, HostedObject, Io, Runtime, TcpConnector, current,
 };
+pub use sender::prepare_object_keys;
 pub use tls::{Authority, Identity, IdentityError, Link, Principal};
 pub use url::{NodeUrl, ParseNodeUrlError};
 

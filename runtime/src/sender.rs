@@ -183,6 +183,32 @@ struct Spare {
 
 /// Keys kept spare.
 const SPARE_KEYS: usize = 16;
+/// Objects a process makes before keys are made ahead for the next ones.
+const SPARE_AFTER: usize = 8;
+
+/// Makes `count` object keys ahead, on tokio's blocking threads (a
+/// runtime must be current): for a process that will create objects over
+/// TLS and has something to wait for first (a deployed runtime enrolling
+/// with its deployer). Without a current runtime, nothing.
+pub fn prepare_object_keys(count: usize) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    SPARE.lock().unwrap_or_else(|p| p.into_inner()).making += count;
+    for _ in 0..count {
+        handle.spawn_blocking(make_one);
+    }
+}
+
+/// Makes one spare key (counted in `making` already).
+fn make_one() {
+    let made = SenderKey::generate(false);
+    let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+    spare.making -= 1;
+    if let Ok(key) = made {
+        spare.keys.push(key);
+    }
+}
 
 /// A key for a new object: a spare one when there is one, else one made
 /// now.
@@ -193,9 +219,10 @@ pub(crate) fn object_key() -> Result<SenderKey, String> {
         spare.given += 1;
         let more = SPARE_KEYS.saturating_sub(spare.keys.len() + spare.making);
         // One at a time: the cost of making keys follows that of creations;
-        // none for a process that made one object only so far (a deployed
-        // runtime's own machinery), which may never make another.
-        let more = if spare.given < 2 {
+        // none for a process that made few objects so far (a deployed
+        // runtime's own machinery, a worker or two), which may make no
+        // more.
+        let more = if spare.given < SPARE_AFTER {
             0
         } else {
             more.min(1 + usize::from(key.is_none()))
@@ -207,14 +234,7 @@ pub(crate) fn object_key() -> Result<SenderKey, String> {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 for _ in 0..more {
-                    handle.spawn_blocking(|| {
-                        let made = SenderKey::generate(false);
-                        let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
-                        spare.making -= 1;
-                        if let Ok(key) = made {
-                            spare.keys.push(key);
-                        }
-                    });
+                    handle.spawn_blocking(make_one);
                 }
             }
             Err(_) => SPARE.lock().unwrap_or_else(|p| p.into_inner()).making -= more,

@@ -253,6 +253,11 @@ async fn enroll(
     })?;
     let enrollment: crate::credentials::Enrollment = serde_json::from_str(text.trim())
         .map_err(|e| anyhow::anyhow!("the ticket given does not read: {e}"))?;
+    // Over TLS the keys of the runtime agent and of the first object the
+    // program creates here are made while the deployer answers.
+    if enrollment.roots.is_some() {
+        actogrid_runtime::prepare_object_keys(2);
+    }
     // Written as the runtime writes the addresses it calls, so that the
     // connection enrolled on is the one its calls to the deployer take.
     let address = if registrar.host().contains(':') {
