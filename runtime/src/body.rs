@@ -661,13 +661,7 @@ impl Body {
     /// Calls the `idle` hook of the interceptors that asked for it.
     fn idle(&self, interceptors: &[Arc<dyn crate::intercept::Interceptor>]) {
         for i in interceptors.iter().filter(|i| i.idle_after().is_some()) {
-            let access = BodyAccess {
-                runtime: &self.runtime,
-                body: &*self.object,
-                id: self.id,
-                order: &self.order,
-                credentials: &self.credentials,
-            };
+            let access = self.access();
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| i.idle(&access)));
             if let Err(panic) = ran {
                 tracing::error!(
@@ -679,16 +673,25 @@ impl Body {
         }
     }
 
-    /// The reply an interceptor has for a late request, if one has.
-    fn logged_reply(&self, inbound: &Inbound) -> Option<Reply> {
-        let interceptors = self.node.interceptors();
-        if interceptors.is_empty() {
-            return None;
+    /// What interceptors may do to the object between two requests.
+    fn access(&self) -> BodyAccess<'_> {
+        BodyAccess {
+            runtime: &self.runtime,
+            body: &*self.object,
+            id: self.id,
+            order: &self.order,
+            credentials: &self.credentials,
         }
+    }
+
+    /// `inbound` as interceptors see it. The method is decoded once more
+    /// here, off the fast path; the arguments' `Deserialize` is the
+    /// program's code and may panic (serving them says so).
+    fn delivery<'a>(&self, inbound: &'a Inbound) -> Delivery<'a> {
         let method =
             std::panic::catch_unwind(AssertUnwindSafe(|| self.object.method_of(&inbound.payload)))
                 .unwrap_or("?");
-        let delivery = Delivery {
+        Delivery {
             object: self.id,
             type_name: self.object.type_name(),
             sender: inbound.sender,
@@ -697,7 +700,17 @@ impl Body {
             immediate: inbound.immediate(),
             header: &inbound.header,
             payload: &inbound.payload,
-        };
+        }
+    }
+
+    /// The reply an interceptor has for a late request, if one has.
+    fn logged_reply(&self, inbound: &Inbound) -> Option<Reply> {
+        let interceptors = self.node.interceptors();
+        if interceptors.is_empty() {
+            return None;
+        }
+        let delivery = self.delivery(inbound);
+        let method = delivery.method;
         interceptors.iter().find_map(|i| {
             std::panic::catch_unwind(AssertUnwindSafe(|| i.duplicate(&delivery))).unwrap_or_else(
                 |panic| {
@@ -750,31 +763,11 @@ impl Body {
             self.reply(reply, method, result);
             return;
         }
-        // Interceptors see the method before the request is served, so it
-        // is decoded once more here, off the fast path. The arguments'
-        // `Deserialize` is the program's code and may panic: serving them
-        // says so below.
-        let method =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.object.method_of(&inbound.payload)))
-                .unwrap_or("?");
-        let delivery = Delivery {
-            object: self.id,
-            type_name: self.object.type_name(),
-            sender: inbound.sender,
-            seq: inbound.seq,
-            method,
-            immediate: inbound.immediate(),
-            header: &inbound.header,
-            payload: &inbound.payload,
-        };
+        // Interceptors see the method before the request is served.
+        let delivery = self.delivery(&inbound);
+        let method = delivery.method;
         for (k, i) in interceptors.iter().enumerate() {
-            let mut access = BodyAccess {
-                runtime: &self.runtime,
-                body: &*self.object,
-                id: self.id,
-                order: &self.order,
-                credentials: &self.credentials,
-            };
+            let mut access = self.access();
             // A hook is code of a technical service, and a panic in it must
             // not end the body: the request is answered, and not served.
             let verdict =
@@ -841,13 +834,7 @@ impl Body {
         served: ServeOutcome,
     ) {
         for i in interceptors {
-            let access = BodyAccess {
-                runtime: &self.runtime,
-                body: &*self.object,
-                id: self.id,
-                order: &self.order,
-                credentials: &self.credentials,
-            };
+            let access = self.access();
             // The request ended: its reply leaves whatever the hook does,
             // and the next interceptors still see it.
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {

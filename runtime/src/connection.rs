@@ -184,10 +184,28 @@ impl Conn {
     /// bytes (payloads are encoded before). An envelope that would not fit
     /// in a frame is taken back out, and not sent.
     pub(crate) fn write(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), TooLarge> {
+        self.write_as(None, encode)
+    }
+
+    /// [`Conn::write`], with `claim` (of its sender) written first when the
+    /// sender was not claimed on this connection yet: under the same lock,
+    /// so no request of the sender can pass its claim. The claim stays when
+    /// the envelope is too large.
+    #[inline]
+    pub(crate) fn write_as(
+        &self,
+        claim: Option<&crate::sender::Claim>,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), TooLarge> {
         // A closed connection's writer is gone: the send fails quietly and
         // whoever waited for a reply was already failed by `fail`.
         let writer = {
             let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(claim) = claim
+                && self.claimed.insert_new(claim.sender)
+            {
+                wire::put_claim(&mut out.buf, claim);
+            }
             let start = out.buf.len();
             encode(&mut out.buf);
             let size = out.buf.len() - start;
@@ -209,42 +227,6 @@ impl Conn {
     /// Whether `sender` was claimed on this connection already.
     pub(crate) fn claimed(&self, sender: u64) -> bool {
         self.claimed.contains(sender)
-    }
-
-    /// Writes a request of `sender`, preceded by `claim` the first time
-    /// the sender is seen on this connection. The claim and the request
-    /// are written under one lock, so no request of the sender can pass
-    /// its claim; a request too large is refused alone.
-    pub(crate) fn write_as(
-        &self,
-        sender: u64,
-        claim: Option<&crate::sender::Claim>,
-        encode: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<(), TooLarge> {
-        let Some(claim) = claim else {
-            return self.write(encode);
-        };
-        let writer = {
-            let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-            if self.claimed.insert_new(sender) {
-                wire::put_claim(&mut out.buf, claim);
-            }
-            let start = out.buf.len();
-            encode(&mut out.buf);
-            let size = out.buf.len() - start;
-            if size > self.max_frame {
-                out.buf.truncate(start);
-                return Err(TooLarge {
-                    size,
-                    limit: self.max_frame,
-                });
-            }
-            out.writer.take()
-        };
-        if let Some(w) = writer {
-            crate::compute::wake(w);
-        }
-        Ok(())
     }
 
     /// Sends a reply (the values of futures inside it follow); one too

@@ -1055,7 +1055,7 @@ impl Runtime {
                 futures: &held,
             };
             let claim = self.claim_for(&conn, sender);
-            if let Err(e) = conn.write_as(sender, claim.as_deref(), |buf| {
+            if let Err(e) = conn.write_as(claim.as_deref(), |buf| {
                 wire::put_request(buf, &head, payload);
             }) {
                 if call_id != 0 {
@@ -1775,7 +1775,7 @@ impl Runtime {
             futures: &held,
         };
         let claim = self.claim_for(&conn, self.inner.id);
-        if let Err(e) = conn.write_as(self.inner.id, claim.as_deref(), |buf| {
+        if let Err(e) = conn.write_as(claim.as_deref(), |buf| {
             wire::put_request(buf, &head, &payload);
         }) {
             conn.unregister(call_id);
