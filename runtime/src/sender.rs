@@ -195,9 +195,12 @@ pub fn prepare_object_keys(count: usize) {
         return;
     };
     SPARE.lock().unwrap_or_else(|p| p.into_inner()).making += count;
-    for _ in 0..count {
-        handle.spawn_blocking(make_one);
-    }
+    // One blocking thread for all: starting threads costs more than a key.
+    handle.spawn_blocking(move || {
+        for _ in 0..count {
+            make_one();
+        }
+    });
 }
 
 /// Makes one spare key (counted in `making` already).

@@ -124,9 +124,77 @@ fn provider() -> Arc<CryptoProvider> {
                 rustls::crypto::ring::kx_group::X25519,
                 rustls::crypto::ring::kx_group::SECP256R1,
             ];
+            // AES-128-GCM with SHA-256 first: its key schedule hashes with
+            // SHA-256, which processors compute in hardware, not SHA-384.
+            provider.cipher_suites = vec![
+                rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+                rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+                rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            ];
             Arc::new(provider)
         })
         .clone()
+}
+
+/// A fresh key for an authority: Ed25519, as every key made here (see
+/// [`CertKey`]).
+fn new_key() -> Result<KeyPair, IdentityError> {
+    KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)
+}
+
+/// A fresh key for a certificate: Ed25519. With this provider a mutual
+/// handshake between Ed25519 certificates takes about 0.45 ms of CPU
+/// against 0.57 ms with ECDSA P-256 ones, and issuing a certificate 80 µs
+/// against 100 µs. Made from a random seed in one step (rcgen's own key
+/// type derives the public key twice), which is most of what a runtime
+/// enrolling spends on its key.
+pub(crate) struct CertKey {
+    seed: [u8; 32],
+    pair: ring::signature::Ed25519KeyPair,
+}
+
+impl CertKey {
+    fn generate() -> Result<CertKey, IdentityError> {
+        use ring::rand::SecureRandom as _;
+        let mut seed = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut seed)
+            .map_err(|_| err("the system's random number generator failed"))?;
+        let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|e| err(format!("a fresh key does not decode: {e}")))?;
+        Ok(CertKey { seed, pair })
+    }
+
+    /// The private key, PKCS#8 v1.
+    fn private_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(ed25519_pkcs8(&self.seed).into())
+    }
+}
+
+/// An Ed25519 private key in PKCS#8 v1: a fixed prefix, then the seed.
+fn ed25519_pkcs8(seed: &[u8; 32]) -> Vec<u8> {
+    let mut pkcs8 = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    pkcs8.extend_from_slice(seed);
+    pkcs8
+}
+
+impl rcgen::PublicKeyData for CertKey {
+    fn der_bytes(&self) -> &[u8] {
+        ring::signature::KeyPair::public_key(&self.pair).as_ref()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ED25519
+    }
+}
+
+impl rcgen::SigningKey for CertKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        Ok(self.pair.sign(msg).as_ref().to_vec())
+    }
 }
 
 /// An authority: issues the certificates of one trust domain.
@@ -148,7 +216,7 @@ impl std::fmt::Debug for Authority {
 impl Authority {
     /// A fresh authority, its key in memory only.
     pub fn generate(name: &str) -> Result<Authority, IdentityError> {
-        Authority::from_key(name, KeyPair::generate().map_err(err)?)
+        Authority::from_key(name, new_key()?)
     }
 
     fn from_key(name: &str, key: KeyPair) -> Result<Authority, IdentityError> {
@@ -187,13 +255,7 @@ impl Authority {
     /// of its own), so holding the passphrase is what membership means.
     pub fn for_pool(passphrase: &[u8]) -> Result<Authority, IdentityError> {
         let seed = pool_seed(passphrase)?;
-        // An Ed25519 private key in PKCS#8 v1: a fixed prefix, then the seed.
-        let mut pkcs8 = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-            0x04, 0x20,
-        ];
-        pkcs8.extend_from_slice(&seed);
-        let key = KeyPair::try_from(pkcs8.as_slice()).map_err(err)?;
+        let key = KeyPair::try_from(ed25519_pkcs8(&seed).as_slice()).map_err(err)?;
         Authority::from_key("actogrid pool", key)
     }
 
@@ -237,7 +299,7 @@ impl Authority {
     fn issue_runtime(
         &self,
         id: u64,
-        key: &KeyPair,
+        key: &impl rcgen::PublicKeyData,
     ) -> Result<CertificateDer<'static>, IdentityError> {
         self.sign(format!("{RUNTIME_URI}{id:016x}"), key)
     }
@@ -418,14 +480,14 @@ impl Identity {
     /// A certificate of `authority` for runtime `id`, a key made here, and
     /// trust in `authority` alone; this identity can issue too.
     pub fn issued(authority: &Arc<Authority>, id: u64) -> Result<Identity, IdentityError> {
-        let key = KeyPair::generate().map_err(err)?;
+        let key = CertKey::generate()?;
         let cert = authority.issue_runtime(id, &key)?;
         let mut roots = authority.cert_pem();
         roots.push_str(&trusted_elsewhere()?);
         let mut identity = Identity::secured(
             Principal::Runtime(id),
             vec![cert, authority.cert.clone()],
-            PrivateKeyDer::try_from(key.serialize_der()).map_err(err)?,
+            key.private_der(),
             &roots,
         )?;
         if let Inner::Secured(s) = Arc::get_mut(&mut identity.inner).expect("not shared yet") {
@@ -442,12 +504,12 @@ impl Identity {
 
     /// A peer of the pool of `authority`, named `name`.
     pub fn peer(authority: &Arc<Authority>, name: &str) -> Result<Identity, IdentityError> {
-        let key = KeyPair::generate().map_err(err)?;
+        let key = CertKey::generate()?;
         let cert = authority.sign(format!("{PEER_URI}{name}"), &key)?;
         Identity::secured(
             Principal::Peer(name.to_owned()),
             vec![cert, authority.cert.clone()],
-            PrivateKeyDer::try_from(key.serialize_der()).map_err(err)?,
+            key.private_der(),
             &authority.cert_pem(),
         )
     }
@@ -480,8 +542,18 @@ impl Identity {
         roots_pem: &str,
     ) -> Result<Identity, IdentityError> {
         let roots = Arc::new(root_store(roots_pem)?);
-        let server = server_config(&roots, chain.clone(), key.clone_key())?;
-        let client = client_config(&roots, Some((chain, key)))?;
+        // Loaded once for both ends of a connection.
+        let key = provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| err(format!("the key does not load: {e}")))?;
+        let certified = rustls::sign::CertifiedKey::new(chain, key);
+        certified
+            .keys_match()
+            .map_err(|e| err(format!("the certificate and key do not match: {e}")))?;
+        let own = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+        let server = server_config(&roots, own.clone())?;
+        let client = client_config(&roots, Some(own))?;
         let anonymous = client_config(&roots, None)?;
         Ok(Identity {
             inner: Arc::new(Inner::Secured(Box::new(Secured {
@@ -546,7 +618,7 @@ impl Identity {
                 &s.roots_pem,
             ),
         };
-        let key = KeyPair::generate().map_err(err)?;
+        let key = new_key()?;
         let cert = authority.issue_runtime(id, &key)?;
         let mut out = String::new();
         out.push_str(&pem("CERTIFICATE", &cert));
@@ -632,8 +704,7 @@ fn root_store(roots_pem: &str) -> Result<RootCertStore, IdentityError> {
 
 fn server_config(
     roots: &Arc<RootCertStore>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    own: Arc<rustls::sign::SingleCertAndKey>,
 ) -> Result<Arc<rustls::ServerConfig>, IdentityError> {
     // A client without a certificate gets through the handshake but may
     // only enroll: every other use checks the certificate's principal.
@@ -646,15 +717,14 @@ fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(err)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| err(format!("the certificate and key do not match: {e}")))?;
+        .with_cert_resolver(own);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
 fn client_config(
     roots: &Arc<RootCertStore>,
-    own: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    own: Option<Arc<rustls::sign::SingleCertAndKey>>,
 ) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -664,9 +734,7 @@ fn client_config(
             roots: roots.clone(),
         }));
     let mut config = match own {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| err(format!("the certificate and key do not match: {e}")))?,
+        Some(own) => builder.with_client_cert_resolver(own),
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -768,8 +836,8 @@ pub(crate) fn principal_of_chain(certs: Option<&[CertificateDer<'_>]>) -> Princi
 
 /// A certificate request for a runtime enrolling: a fresh key and the
 /// request naming runtime `id`.
-pub(crate) fn request_for(id: u64) -> Result<(KeyPair, Vec<u8>), IdentityError> {
-    let key = KeyPair::generate().map_err(err)?;
+pub(crate) fn request_for(id: u64) -> Result<(CertKey, Vec<u8>), IdentityError> {
+    let key = CertKey::generate()?;
     let mut params = CertificateParams::default();
     params.subject_alt_names = vec![SanType::URI(
         format!("{RUNTIME_URI}{id:016x}").try_into().map_err(err)?,
@@ -781,7 +849,7 @@ pub(crate) fn request_for(id: u64) -> Result<(KeyPair, Vec<u8>), IdentityError> 
 /// The identity of an enrolled runtime: its key, the certificate the
 /// authority signed, and the authorities it trusts.
 pub(crate) fn enrolled(
-    key: &KeyPair,
+    key: &CertKey,
     cert_der: Vec<u8>,
     chain_pem: &str,
     roots_pem: &str,
@@ -794,12 +862,7 @@ pub(crate) fn enrolled(
         .first()
         .and_then(principal_of)
         .ok_or_else(|| err("the certificate issued names no runtime"))?;
-    Identity::secured(
-        principal,
-        chain,
-        PrivateKeyDer::try_from(key.serialize_der()).map_err(err)?,
-        roots_pem,
-    )
+    Identity::secured(principal, chain, key.private_der(), roots_pem)
 }
 
 /// The connection a runtime enrolled on. It stays the runtime's
