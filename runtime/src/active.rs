@@ -68,6 +68,10 @@ pub trait Active: Sized + Send + Sync + 'static {
     }
     /// The method a request calls, for errors and tracing.
     fn method_name(request: &Self::Request) -> &'static str;
+    /// The methods in the order of the request's variants: an encoded
+    /// request starts with its variant's index, so interceptors learn the
+    /// method without decoding the arguments again.
+    fn method_names() -> &'static [&'static str];
     /// The object's state, when the type implements `Serialize`.
     fn state(&self) -> Option<&dyn Encode>;
     /// Rebuilds the object from its state, when the type implements
@@ -238,8 +242,9 @@ impl<T: Active> ErasedActive for T {
     }
 
     fn method_of(&self, payload: &[u8]) -> &'static str {
-        crate::codec::decode::<T::Request>(payload)
-            .map(|r| T::method_name(&r))
+        postcard::take_from_bytes::<u32>(payload)
+            .ok()
+            .and_then(|(index, _)| T::method_names().get(index as usize).copied())
             .unwrap_or("?")
     }
 

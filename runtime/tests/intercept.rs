@@ -1182,3 +1182,68 @@ async fn an_idle_object_is_checkpointed_when_asked() -> anyhow::Result<()> {
     assert_eq!(within(copy.seen()).await?, [7]);
     Ok(())
 }
+
+/// How many times a [`Tally`] was decoded, in this process.
+static TALLIES_DECODED: AtomicUsize = AtomicUsize::new(0);
+
+/// An argument that counts its decodings.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Tally(u64);
+
+impl<'de> serde::Deserialize<'de> for Tally {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        TALLIES_DECODED.fetch_add(1, Ordering::SeqCst);
+        u64::deserialize(d).map(Tally)
+    }
+}
+
+/// Methods around one that is compiled out.
+#[derive(Debug, Default)]
+struct Adder {
+    sum: u64,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+#[allow(unreachable_pub)]
+impl Adder {
+    pub fn new() -> Self {
+        Adder::default()
+    }
+
+    pub fn add(&mut self, t: Tally) -> u64 {
+        self.sum += t.0;
+        self.sum
+    }
+
+    #[cfg(any())]
+    pub fn never(&mut self) {}
+
+    pub fn add_twice(&mut self, t: Tally) -> u64 {
+        self.sum += 2 * t.0;
+        self.sum
+    }
+}
+
+/// Interceptors learn a request's method from the request's first byte:
+/// the arguments are decoded once, to serve them (a `Deserialize` with
+/// side effects runs once), and methods after one compiled out are named
+/// right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercepted_request_is_decoded_once() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let log = Arc::new(Log::default());
+    callee.local_node("n").add_interceptor(log.clone())?;
+    let adder = within(AdderProxy::new(&node(&caller, &callee, "n")?)).await?;
+
+    let before = TALLIES_DECODED.load(Ordering::SeqCst);
+    assert_eq!(within(adder.add(Tally(1))).await?, 1);
+    assert_eq!(within(adder.add_twice(Tally(2))).await?, 5);
+    assert_eq!(within(adder.add(Tally(3))).await?, 8);
+    assert_eq!(TALLIES_DECODED.load(Ordering::SeqCst) - before, 3);
+    assert_eq!(
+        log.delivered().iter().map(|s| s.method).collect::<Vec<_>>(),
+        ["add", "add_twice", "add"]
+    );
+    Ok(())
+}

@@ -581,6 +581,12 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
         let name = method_name(&m.ident);
         quote! { #(#cfgs)* #request::#variant { .. } => #name, }
     });
+    // In the order of the request's variants (those compiled in).
+    let name_pushes = model.methods.iter().map(|m| {
+        let cfgs = cfgs(&m.attrs);
+        let name = method_name(&m.ident);
+        quote! { #(#cfgs)* { __ag_names.push(#name); } }
+    });
 
     quote! {
         // The originals may be deprecated; serving them is not a new use.
@@ -618,6 +624,17 @@ fn active_impl(model: &ActiveImpl, names: &Names) -> TokenStream {
                 match *request {
                     #(#name_arms)*
                 }
+            }
+
+            fn method_names() -> &'static [&'static str] {
+                static NAMES: ::std::sync::OnceLock<::std::vec::Vec<&'static str>> =
+                    ::std::sync::OnceLock::new();
+                NAMES.get_or_init(|| {
+                    #[allow(unused_mut)]
+                    let mut __ag_names = ::std::vec::Vec::new();
+                    #(#name_pushes)*
+                    __ag_names
+                })
             }
 
             fn state(&self) -> ::core::option::Option<&dyn #private::Encode> {
