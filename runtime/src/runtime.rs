@@ -630,6 +630,12 @@ impl Runtime {
             .map_err(|e| Error::Address(format!("the runtime's server failed: {e}")))
     }
 
+    /// Resolves once [`Runtime::shutdown`] was called (at once if it was):
+    /// for tasks that live as long as the runtime.
+    pub fn shut_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.inner.shutdown.clone().cancelled_owned()
+    }
+
     /// Stops serving, stops every local object and drops every
     /// connection (their pending calls fail).
     pub fn shutdown(&self) {

@@ -81,6 +81,8 @@ struct NodeBalance {
     underload: f64,
 }
 
+/// The balances of this process's nodes, by runtime id and node name
+/// (several runtimes of one process may have nodes of one name).
 fn balances() -> &'static Mutex<HashMap<String, Arc<NodeBalance>>> {
     static ALL: OnceLock<Mutex<HashMap<String, Arc<NodeBalance>>>> = OnceLock::new();
     ALL.get_or_init(Default::default)
@@ -154,12 +156,14 @@ impl NodeBalance {
 /// `actogrid://host:port/lb-<node>`.
 #[derive(Debug)]
 pub struct Balancer {
+    /// The node's key in [`balances`].
     node: String,
 }
 
 #[actogrid_runtime::active(crate = actogrid_runtime, internal)]
 impl Balancer {
-    /// The balancer of local node `node`.
+    /// The balancer of a local node (`node`: its runtime's id and its
+    /// name).
     pub fn new(node: String) -> Self {
         Balancer { node }
     }
@@ -249,6 +253,7 @@ impl TechnicalService for LoadBalancing {
             .filter(|c| *c > 0.0)
             .unwrap_or(cx.cores() as f64);
         let name = node.url().name().to_owned();
+        let key = format!("{:016x}/{name}", node.runtime().id());
         let balance = Arc::new(NodeBalance {
             runtime: node.runtime().clone(),
             node: name.clone(),
@@ -261,12 +266,22 @@ impl TechnicalService for LoadBalancing {
         balances()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), balance.clone());
+            .insert(key.clone(), balance.clone());
+        // Forgotten with its runtime.
+        let shut_down = node.runtime().shut_down();
+        let forget = key.clone();
+        tokio::spawn(async move {
+            shut_down.await;
+            balances()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&forget);
+        });
         cx.set_property("lb.capacity", capacity.to_string());
         let directory = cx.directory().map(str::to_owned);
         let period = self.period;
         cx.spawn(async move {
-            let me = match BalancerProxy::new(&node, name.clone()).await {
+            let me = match BalancerProxy::new(&node, key.clone()).await {
                 Ok(b) => b,
                 Err(e) => return tracing::warn!("load balancing on {}: {e}", node.url()),
             };

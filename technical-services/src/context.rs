@@ -36,27 +36,35 @@ pub fn hostname() -> String {
 
 type Properties = Arc<Mutex<BTreeMap<String, String>>>;
 
-fn store() -> &'static Mutex<HashMap<String, Properties>> {
-    static STORE: OnceLock<Mutex<HashMap<String, Properties>>> = OnceLock::new();
+/// What the registries of this process know a node by: its runtime and
+/// its name (several runtimes of one process may have nodes of one name).
+type NodeKey = (u64, String);
+
+fn node_key(node: &Node) -> NodeKey {
+    (node.runtime().id(), node.url().name().to_owned())
+}
+
+fn store() -> &'static Mutex<HashMap<NodeKey, Properties>> {
+    static STORE: OnceLock<Mutex<HashMap<NodeKey, Properties>>> = OnceLock::new();
     STORE.get_or_init(Default::default)
 }
 
-/// The properties of node `name` of this process's runtime, as services
-/// set them (empty when none did).
-pub fn properties_of(name: &str) -> BTreeMap<String, String> {
+/// The properties of local node `node`, as services set them (empty when
+/// none did).
+pub fn properties_of(node: &Node) -> BTreeMap<String, String> {
     store()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get(name)
+        .get(&node_key(node))
         .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
         .unwrap_or_default()
 }
 
-fn properties_for(name: &str) -> Properties {
+fn properties_for(key: &NodeKey) -> Properties {
     store()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .entry(name.to_owned())
+        .entry(key.clone())
         .or_default()
         .clone()
 }
@@ -81,8 +89,8 @@ impl std::fmt::Debug for NodeContext {
     }
 }
 
-fn node_stops() -> &'static Mutex<HashMap<String, CancellationToken>> {
-    static STOPS: OnceLock<Mutex<HashMap<String, CancellationToken>>> = OnceLock::new();
+fn node_stops() -> &'static Mutex<HashMap<NodeKey, CancellationToken>> {
+    static STOPS: OnceLock<Mutex<HashMap<NodeKey, CancellationToken>>> = OnceLock::new();
     STOPS.get_or_init(Default::default)
 }
 
@@ -94,15 +102,23 @@ impl NodeContext {
         origin: Origin,
         directory: Option<String>,
     ) -> Self {
-        let name = node.url().name().to_owned();
-        let stop = node_stops()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.clone())
-            .or_default()
-            .clone();
+        let key = node_key(&node);
+        let (stop, first) = {
+            let mut stops = node_stops().lock().unwrap_or_else(|p| p.into_inner());
+            let first = !stops.contains_key(&key);
+            (stops.entry(key.clone()).or_default().clone(), first)
+        };
+        // The node's entries go with its runtime.
+        if first && let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let shut_down = node.runtime().shut_down();
+            let node = node.clone();
+            handle.spawn(async move {
+                shut_down.await;
+                stop_node_tasks(&node);
+            });
+        }
         NodeContext {
-            properties: properties_for(&name),
+            properties: properties_for(&key),
             node,
             vn: vn.into(),
             origin,
@@ -179,26 +195,93 @@ impl NodeContext {
             .clone()
     }
 
-    /// Runs `task` for as long as the node lives (it is cancelled when the
-    /// node's runtime stops).
+    /// Runs `task` for as long as the node lives: it is cancelled when
+    /// the node's runtime shuts down, or by [`stop_node_tasks`].
     pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let stop = self.stop.clone();
+        let shut_down = self.node.runtime().shut_down();
         tokio::spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => {}
+                () = shut_down => {}
                 () = task => {}
             }
         });
     }
 }
 
-/// Stops the tasks services started for node `name`.
-pub fn stop_node_tasks(name: &str) {
+/// Stops the tasks services started for local node `node`, and forgets
+/// its properties.
+pub fn stop_node_tasks(node: &Node) {
+    let key = node_key(node);
+    store()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
     if let Some(t) = node_stops()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(name)
+        .remove(&key)
     {
         t.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Two runtimes of one process with nodes of one name: each node has
+    /// its own properties and tasks, and shutting one runtime down stops
+    /// only its node's tasks and forgets only its properties.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_of_one_name_in_two_runtimes_are_apart() {
+        let a = actogrid_runtime::Runtime::builder().build();
+        let b = actogrid_runtime::Runtime::builder().build();
+        let (na, nb) = (a.local_node("n"), b.local_node("n"));
+        let origin = Origin::Created {
+            provider: "currentJVM".into(),
+        };
+        let ca = NodeContext::new(na.clone(), "vn", origin.clone(), None);
+        let cb = NodeContext::new(nb.clone(), "vn", origin, None);
+        ca.set_property("who", "a");
+        assert_eq!(cb.property("who"), None);
+        cb.set_property("who", "b");
+        assert_eq!(properties_of(&na).get("who").map(String::as_str), Some("a"));
+        assert_eq!(properties_of(&nb).get("who").map(String::as_str), Some("b"));
+
+        let (ta, mut ra) = tokio::sync::mpsc::channel::<()>(1);
+        let (tb, mut rb) = tokio::sync::mpsc::channel::<()>(1);
+        // Each task holds its sender until it is cancelled.
+        ca.spawn(async move {
+            let _held = ta;
+            std::future::pending::<()>().await;
+        });
+        cb.spawn(async move {
+            let _held = tb;
+            std::future::pending::<()>().await;
+        });
+        a.shutdown();
+        let ended = tokio::time::timeout(Duration::from_secs(10), ra.recv()).await;
+        assert_eq!(ended, Ok(None), "a's task was not cancelled");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), rb.recv())
+                .await
+                .is_err(),
+            "b's task was cancelled with a's runtime"
+        );
+        // a's properties go once its runtime's entries are forgotten.
+        let forgotten = async {
+            while !properties_of(&na).is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), forgotten)
+            .await
+            .expect("a's properties are kept after its runtime shut down");
+        assert_eq!(properties_of(&nb).get("who").map(String::as_str), Some("b"));
+        b.shutdown();
     }
 }
