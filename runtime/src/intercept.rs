@@ -95,7 +95,8 @@ pub struct Checkpoint {
     pub next_seq: Vec<(u64, u64)>,
     /// For each object this one sends to, the next sequence number it
     /// uses, so its requests are not taken for duplicates after a restore.
-    #[serde(default)]
+    /// Required in every encoding: without it the restored object's sends
+    /// would start over at 1 and be refused as duplicates.
     pub sent_seq: Vec<(u64, u64)>,
     /// The secret the object's id is derived from: with it, the object
     /// restored elsewhere proves its id to other runtimes (see
