@@ -118,6 +118,8 @@ pub(crate) struct Tracker {
     next: AtomicU64,
     /// Connections that have not opened their stream yet, oldest first.
     pending: Mutex<VecDeque<Weak<ConnState>>>,
+    /// Every connection admitted (some may have closed since).
+    all: Mutex<Vec<Weak<ConnState>>>,
 }
 
 impl Tracker {
@@ -131,6 +133,15 @@ impl Tracker {
             open: AtomicUsize::new(0),
             next: AtomicU64::new(1),
             pending: Mutex::new(VecDeque::new()),
+            all: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Closes every connection admitted: the runtime shuts down.
+    pub(crate) fn kill_all(&self) {
+        let all = std::mem::take(&mut *self.all.lock().unwrap_or_else(|p| p.into_inner()));
+        for state in all.iter().filter_map(Weak::upgrade) {
+            state.kill();
         }
     }
 
@@ -182,6 +193,15 @@ impl Tracker {
         });
         pending.push_back(Arc::downgrade(&state));
         drop(pending);
+        {
+            let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+            // Pruned as it doubles, so that it stays within twice the open
+            // connections.
+            if all.len() >= 64 && all.len().is_power_of_two() {
+                all.retain(|w| w.strong_count() > 0);
+            }
+            all.push(Arc::downgrade(&state));
+        }
         Some(Guarded {
             io,
             state,

@@ -69,6 +69,17 @@ impl<T> Calls<T> {
         Some(value)
     }
 
+    /// The value of call `id`, if it is still waiting.
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut T> {
+        let index = (id & 0xffff_ffff) as usize;
+        let generation = (id >> 32) as u32;
+        let entry = self.entries.get_mut(index)?;
+        if entry.generation != generation {
+            return None;
+        }
+        entry.value.as_mut()
+    }
+
     /// Takes every waiting value.
     pub(crate) fn drain(&mut self) -> Vec<T> {
         self.free.clear();

@@ -33,6 +33,10 @@ pub(crate) type Route = Arc<Conn>;
 pub(crate) enum Pending {
     /// A future of this process.
     Slot(Arc<Slot>),
+    /// A future of this process whose request is kept to be sent again
+    /// where its object lives now if this connection fails (a runtime
+    /// with a locator, see [`crate::intercept::Locator`]).
+    Retained(Box<Retained>),
     /// A caller elsewhere whose request this runtime forwarded (the object
     /// migrated away): the reply is relayed with the object's new address.
     Relay {
@@ -40,6 +44,21 @@ pub(crate) enum Pending {
         object: u64,
         moved_to: String,
     },
+}
+
+/// A request kept until its reply arrives, to be sent again as it was.
+pub(crate) struct Retained {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) method: &'static str,
+    pub(crate) target: u64,
+    pub(crate) sender: u64,
+    pub(crate) seq: u64,
+    pub(crate) flags: u32,
+    pub(crate) header: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) held: Vec<Arc<Slot>>,
+    /// Times it was sent again.
+    pub(crate) resent: u32,
 }
 
 /// Where the reply to a request goes.
@@ -265,6 +284,15 @@ impl Conn {
 
     /// Forgets a call registered with [`Conn::register`] whose request
     /// could not be sent.
+    /// Keeps the protocol header of retained call `call_id`, written once
+    /// it was registered.
+    pub(crate) fn retained_header(&self, call_id: u64, header: &[u8]) {
+        let mut table = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(Pending::Retained(r)) = table.get_mut(call_id) {
+            r.header = header.to_vec();
+        }
+    }
+
     pub(crate) fn unregister(&self, call_id: u64) -> Option<Pending> {
         self.pending
             .lock()
@@ -360,6 +388,14 @@ impl Conn {
             let outcome = Outcome::failure(Status::NodeDied, message.clone());
             match p {
                 Pending::Slot(slot) => slot.resolve(outcome),
+                Pending::Retained(r) => match &rt {
+                    Some(rt) => rt.relocate(
+                        r,
+                        self.outgoing.as_deref().unwrap_or(&self.peer),
+                        message.clone(),
+                    ),
+                    None => r.slot.resolve(outcome),
+                },
                 Pending::Relay { to, .. } => {
                     if let Some(rt) = &rt {
                         to.send(rt, outcome, None);
@@ -516,6 +552,12 @@ impl Conn {
                         rt.moved(object, to);
                     }
                     slot.resolve(outcome);
+                }
+                Pending::Retained(r) => {
+                    if let Some((object, to)) = moved {
+                        rt.moved(object, to);
+                    }
+                    r.slot.resolve(outcome);
                 }
                 Pending::Relay {
                     to,

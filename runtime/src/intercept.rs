@@ -239,6 +239,21 @@ impl BodyAccess<'_> {
     }
 }
 
+/// Where objects live now when the runtime they were reached at failed:
+/// a fault-tolerance service's location service, installed on a runtime
+/// with [`Runtime::set_locator`](crate::Runtime::set_locator). With one,
+/// a call whose connection fails before its reply is not failed but sent
+/// again, as it was (sender, sequence number, header, arguments), to
+/// where [`Locator::locate`] says its object is now.
+pub trait Locator: Send + Sync + 'static {
+    /// Where `object`, last reached at the runtime at `address`, lives
+    /// now (`host:port`), once it can be called there (its recovery may
+    /// take a while: the future resolves when it is done). `None`: the
+    /// object is not one this locator follows, or it cannot be recovered;
+    /// its callers get `NodeDied`.
+    fn locate<'a>(&'a self, object: u64, address: &'a str) -> BoxFuture<'a, Option<String>>;
+}
+
 /// A hook on every body of a node. All methods have do-nothing defaults.
 pub trait Interceptor: Send + Sync + 'static {
     /// Before a request is served. Returning [`Verdict::Drop`] skips it.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use futures::FutureExt as _;
 use futures::StreamExt as _;
@@ -20,7 +20,7 @@ use crate::NodeUrl;
 use crate::active::{self, Proxy};
 use crate::body::{Body, Inbound, Mailbox, Order};
 use crate::codec::{self, Encode};
-use crate::connection::{Batched, Conn, Pending, ReplyTo};
+use crate::connection::{Batched, Conn, Pending, ReplyTo, Retained};
 use crate::error::{CallError, Error, Result};
 use crate::future::{CallSite, Future, FutureId, FutureTable, Outcome, Slot, Status, serving};
 use crate::ids::IdMap;
@@ -221,6 +221,7 @@ impl Builder {
             connector: self.connector,
             handle,
             shutdown: CancellationToken::new(),
+            locator: OnceLock::new(),
         });
         registry.push(Arc::downgrade(&inner));
         drop(registry);
@@ -282,6 +283,10 @@ pub(crate) struct Inner {
     connector: Arc<dyn Connector>,
     handle: tokio::runtime::Handle,
     shutdown: CancellationToken,
+    /// Where objects whose runtime failed live now (a fault-tolerance
+    /// service's): with one, calls are kept until answered and sent again
+    /// there instead of failing.
+    locator: OnceLock<Arc<dyn crate::intercept::Locator>>,
 }
 
 enum Hosted {
@@ -663,6 +668,7 @@ impl Runtime {
         for conn in peers {
             conn.fail("this runtime shut down".into());
         }
+        self.inner.connections.kill_all();
     }
 
     /// The node `name` of this runtime, created on first use.
@@ -730,6 +736,98 @@ impl Runtime {
     }
 
     /// Records that `object` now lives at `address`.
+    /// Installs `locator`: from now on this runtime keeps every call it
+    /// sends until its reply arrives, and when the connection it went on
+    /// fails, asks the locator where the object lives now and sends the
+    /// request there again, with its original sender and sequence number
+    /// (the object's runtime answers a request it already served with the
+    /// reply it gave). Calls whose object the locator does not know fail
+    /// with `NodeDied` as before. For fault-tolerance services; one per
+    /// runtime.
+    pub fn set_locator(
+        &self,
+        locator: Arc<dyn crate::intercept::Locator>,
+    ) -> std::result::Result<(), Error> {
+        self.inner
+            .locator
+            .set(locator)
+            .map_err(|_| Error::Address("this runtime has a locator already".into()))
+    }
+
+    /// Call `r`, whose connection to `address` failed (`reason`): sent
+    /// again where the locator says its object is now, or failed.
+    pub(crate) fn relocate(&self, r: Box<Retained>, address: &str, reason: String) {
+        /// Beyond this many failures in a row, a call fails.
+        const MAX_RESENDS: u32 = 16;
+        let Some(locator) = self.inner.locator.get().cloned() else {
+            return r.slot.resolve(Outcome::failure(Status::NodeDied, reason));
+        };
+        if r.resent >= MAX_RESENDS || self.inner.shutdown.is_cancelled() {
+            return r.slot.resolve(Outcome::failure(Status::NodeDied, reason));
+        }
+        let rt = self.clone();
+        let address = address.to_owned();
+        self.inner.handle.spawn(async move {
+            let found = locator.locate(r.target, &address).await;
+            match found {
+                Some(to) if !rt.inner.shutdown.is_cancelled() => {
+                    tracing::debug!(
+                        object = format_args!("{:#x}", r.target),
+                        method = r.method,
+                        from = %address,
+                        %to,
+                        "a call whose runtime failed is sent again where its object lives now"
+                    );
+                    rt.moved(r.target, &to);
+                    rt.resend(r, &to);
+                }
+                _ => r.slot.resolve(Outcome::failure(Status::NodeDied, reason)),
+            }
+        });
+    }
+
+    /// Sends retained call `r` again, to the runtime at `address`.
+    fn resend(&self, mut r: Box<Retained>, address: &str) {
+        r.resent += 1;
+        let conn = self.conn_to(address);
+        let (target, sender, seq, flags, method) = (r.target, r.sender, r.seq, r.flags, r.method);
+        // Copies: the call keeps its own for a next failure.
+        let (header, payload, held) = (r.header.clone(), r.payload.clone(), r.held.clone());
+        let call_id = match conn.register(Pending::Retained(r)) {
+            Ok(id) => id,
+            Err(Pending::Retained(r)) => {
+                // Dead already: asked about again.
+                let reason = String::from_utf8_lossy(&dead(&conn).payload).into_owned();
+                return self.relocate(r, address, reason);
+            }
+            Err(_) => return,
+        };
+        let head = RequestHead {
+            call_id,
+            target,
+            sender,
+            seq,
+            flags,
+            header: &header,
+            futures: &held,
+        };
+        let claim = self.claim_for(&conn, sender);
+        if let Err(e) = conn.write_as(claim.as_deref(), |buf| {
+            wire::put_request(buf, &head, &payload);
+        }) {
+            if let Some(Pending::Retained(r)) = conn.unregister(call_id) {
+                r.slot.resolve(Outcome::failure(
+                    Status::BadRequest,
+                    format!("the request `{method}` takes {e}"),
+                ));
+            }
+            return;
+        }
+        for h in &held {
+            h.continue_to(&conn);
+        }
+    }
+
     pub(crate) fn moved(&self, object: u64, address: &str) {
         if self
             .inner
@@ -1028,8 +1126,23 @@ impl Runtime {
         codec::with_scratch(|payload| {
             let held = codec::encode_into(request, payload).map_err(encode_failure)?;
             let died = |conn: &Conn| Unsent::Failed(dead(conn));
+            let retained = matches!(reply, ReplyTo::Slot(_)) && self.inner.locator.get().is_some();
             let call_id = match reply {
                 ReplyTo::Nobody => 0,
+                ReplyTo::Slot(slot) if retained => conn
+                    .register(Pending::Retained(Box::new(Retained {
+                        slot,
+                        method: info.method,
+                        target: id,
+                        sender,
+                        seq,
+                        flags,
+                        header: Vec::new(),
+                        payload: payload.clone(),
+                        held: held.clone(),
+                        resent: 0,
+                    })))
+                    .map_err(|_| died(&conn))?,
                 ReplyTo::Slot(slot) => conn
                     .register(Pending::Slot(slot))
                     .map_err(|_| died(&conn))?,
@@ -1050,6 +1163,9 @@ impl Runtime {
                     conn.unregister(call_id);
                 }
                 return Err(unsent);
+            }
+            if retained && !header_bytes.is_empty() {
+                conn.retained_header(call_id, &header_bytes);
             }
             let head = RequestHead {
                 call_id,
@@ -1249,7 +1365,7 @@ impl Runtime {
                 Err(Pending::Relay { to, .. }) => {
                     return to.send(self, dead(&conn), None);
                 }
-                Err(Pending::Slot(_)) => return,
+                Err(_) => return,
             }
         } else {
             0

@@ -1247,3 +1247,84 @@ async fn an_intercepted_request_is_decoded_once() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Knows where one object went once told, as a fault-tolerance service's
+/// location service would once the object is recovered.
+struct OneObject {
+    object: u64,
+    to: tokio::sync::watch::Receiver<Option<String>>,
+    asked: AtomicUsize,
+}
+
+impl actogrid_runtime::intercept::Locator for OneObject {
+    fn locate<'a>(&'a self, object: u64, _address: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            if object != self.object {
+                return None;
+            }
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let mut to = self.to.clone();
+            to.wait_for(Option::is_some).await.ok()?.clone()
+        })
+    }
+}
+
+/// A caller with a locator keeps its calls until they are answered: when
+/// the object's runtime dies with one request served in part (logged,
+/// held before serving) and one not yet delivered, both are sent again to
+/// where the object was recovered, and each future resolves with the
+/// value of a failure-free run — the logged one with the reply its replay
+/// gave, not served twice, the other served once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_runtime_died_is_answered_where_its_object_recovered() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let spare = runtime().await?;
+    let journal = Arc::new(Journal::new(1));
+    let (held, mut holding) = mpsc::unbounded_channel();
+    let gate = Arc::new(Gate {
+        permits: Semaphore::new(2),
+        held,
+    });
+    callee.local_node("n").add_interceptor(journal.clone())?;
+    callee.local_node("n").add_interceptor(gate.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    let (tell, to) = tokio::sync::watch::channel(None);
+    let locator = Arc::new(OneObject {
+        object: rec.active_ref().id(),
+        to,
+        asked: AtomicUsize::new(0),
+    });
+    caller.set_locator(locator.clone())?;
+
+    assert_eq!(within(rec.push(1)).await?, 1);
+    assert_eq!(within(rec.push(2)).await?, 2);
+    let third = rec.push(3);
+    let fourth = rec.push(4);
+    // The third is logged and held before it is served; the fourth waits
+    // behind it.
+    for _ in 0..3 {
+        within(holding.recv()).await;
+    }
+    callee.shutdown();
+    within(async {
+        while locator.asked.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    let checkpoint = journal.checkpoint.lock().unwrap().clone().expect("taken");
+    let log = journal.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 3, "pushes 1 to 3");
+    let recovered = within(spare.local_node("r").recover(checkpoint, log)).await?;
+    tell.send(Some(spare.address().expect("serves").to_owned()))?;
+
+    assert_eq!(within(third).await?, 3);
+    assert_eq!(within(fourth).await?, 4);
+    let copy = caller.adopt(&RecorderProxy::from_ref(recovered.reference));
+    assert_eq!(within(copy.seen()).await?, [1, 2, 3, 4]);
+    // Later calls through the first reference go to the spare.
+    assert_eq!(within(rec.push(5)).await?, 5);
+    Ok(())
+}
