@@ -770,10 +770,16 @@ impl Body {
             let mut access = self.access();
             // A hook is code of a technical service, and a panic in it must
             // not end the body: the request is answered, and not served.
-            let verdict =
-                AssertUnwindSafe(async { i.before_delivery(&delivery, &mut access).await })
-                    .catch_unwind()
-                    .await;
+            // A call the hook awaits to this object fails as a deadlock.
+            let verdict = AssertUnwindSafe(async {
+                crate::future::HookScoped {
+                    object: self.id,
+                    fut: i.before_delivery(&delivery, &mut access),
+                }
+                .await
+            })
+            .catch_unwind()
+            .await;
             match verdict {
                 Ok(Verdict::Deliver) => {}
                 Ok(Verdict::Drop) => {

@@ -612,6 +612,35 @@ thread_local! {
     static SERVING: std::cell::Cell<Option<Serving>> = const { std::cell::Cell::new(None) };
 }
 
+thread_local! {
+    /// Set while an interceptor's `before_delivery` hook of an object is
+    /// polled: a call it awaits to that object would wait for itself.
+    static HOOK_OF: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// A hook's future polled for object `object` (see [`HOOK_OF`]).
+pub(crate) struct HookScoped<F> {
+    pub(crate) object: u64,
+    pub(crate) fut: F,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for HookScoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        /// Puts the previous value back, even when the hook panics.
+        struct Restore(Option<u64>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                HOOK_OF.with(|h| h.set(self.0));
+            }
+        }
+        let this = self.get_mut();
+        let _restore = Restore(HOOK_OF.with(|h| h.replace(Some(this.object))));
+        Pin::new(&mut this.fut).poll(cx)
+    }
+}
+
 /// The request being served on this thread, if any.
 pub(crate) fn serving() -> Option<Serving> {
     SERVING.with(std::cell::Cell::get)
@@ -664,7 +693,8 @@ impl<T: DeserializeOwned, E: DeserializeOwned> std::future::Future for Future<T,
             return Poll::Ready(this.decode(&outcome));
         }
         if let Some(site) = this.slot.call
-            && serving().is_some_and(|s| s.object == site.target)
+            && (serving().is_some_and(|s| s.object == site.target)
+                || HOOK_OF.with(std::cell::Cell::get) == Some(site.target))
         {
             return Poll::Ready(Err(CallError::Deadlock {
                 object: site.target,

@@ -1328,3 +1328,48 @@ async fn a_call_whose_runtime_died_is_answered_where_its_object_recovered() -> a
     assert_eq!(within(rec.push(5)).await?, 5);
     Ok(())
 }
+
+/// Before each `push`, awaits a call to the object the push is for.
+#[derive(Default)]
+struct SelfCaller {
+    own: Mutex<Option<RecorderProxy>>,
+    got: Mutex<Vec<String>>,
+}
+
+impl Interceptor for SelfCaller {
+    fn before_delivery<'a>(
+        &'a self,
+        delivery: &'a Delivery<'a>,
+        _body: &'a mut BodyAccess<'_>,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            let own = self.own.lock().unwrap().clone();
+            if let (Some(own), "push") = (own, delivery.method) {
+                let got = match own.count().await {
+                    Ok(n) => format!("{n}"),
+                    Err(e) => e.to_string(),
+                };
+                self.got.lock().unwrap().push(got);
+            }
+            Verdict::Deliver
+        })
+    }
+}
+
+/// A hook that awaits a call to its own object would wait forever (the
+/// object serves nothing while the hook runs): the call fails at once as
+/// a deadlock, the hook goes on, and the request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_calls_its_own_object_is_told_it_would_deadlock() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let hook = Arc::new(SelfCaller::default());
+    callee.local_node("n").add_interceptor(hook.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    *hook.own.lock().unwrap() = Some(callee.adopt(&rec));
+    assert_eq!(within(rec.push(1)).await?, 1);
+    let got = hook.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("deadlock"), "{got:?}");
+    Ok(())
+}
