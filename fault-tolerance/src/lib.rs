@@ -10,10 +10,14 @@
 //! * [`pml`]: the PML protocol cores, sans-IO state machines that the
 //!   runtime's hooks drive in production and a seeded simulator drives in
 //!   the tests.
+//! * [`server`]: the FT server's recovery side driven by the runtime's
+//!   hooks — logging into the store before delivery, checkpoints, the
+//!   location service, recovery of a failed runtime's objects.
 //! * [`store`]: the FT server's durable store (redb, group commit):
 //!   checkpoints, request logs and logged replies per protected object.
 
 pub mod pml;
+pub mod server;
 pub mod store;
 
 pub use store::{

@@ -334,6 +334,18 @@ impl Store {
         self.submit(object, action).await.map(|_| ())
     }
 
+    /// Makes `incarnation` the newest of `object`, once durable: from then
+    /// on every write of an older incarnation is refused (what a recovery
+    /// does before it reads the log, so that a runtime wrongly declared
+    /// dead can add nothing to it). An older incarnation than the newest
+    /// is refused.
+    pub async fn fence(&self, object: &ObjectKey, incarnation: Incarnation) -> StoreResult<()> {
+        check_key(object)?;
+        self.submit(object, Action::Fence { incarnation })
+            .await
+            .map(|_| ())
+    }
+
     /// Removes the entries of `object`'s log before `keep_from`, and the
     /// replies recorded for them; returns how many entries went, once
     /// durable. Cutting past the end of the log is refused.

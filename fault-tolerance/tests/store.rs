@@ -461,6 +461,54 @@ async fn writes_of_a_replaced_incarnation_are_refused() {
     );
 }
 
+/// A fence makes an incarnation the newest without writing anything else:
+/// the checkpoints and the log stay as they were, the older incarnation's
+/// writes are refused from then on, and so is a fence going back.
+#[tokio::test]
+async fn a_fence_refuses_the_older_incarnation_and_changes_nothing_else() {
+    let dir = TempDir::new("fence");
+    let store = open(&dir.file());
+    let object = ObjectKey::from("ao-fence");
+    store
+        .put_checkpoint(&object, checkpoint(1, 1, "s1"), None)
+        .await
+        .unwrap();
+    store.append(&object, Incarnation(1), "a").await.unwrap();
+    store
+        .put_checkpoint(&object, checkpoint(2, 1, "s2"), Some(LogPosition(1)))
+        .await
+        .unwrap();
+    store.append(&object, Incarnation(1), "b").await.unwrap();
+    store.fence(&object, Incarnation(2)).await.unwrap();
+    let error = store
+        .append(&object, Incarnation(1), "late")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::StaleIncarnation { .. }),
+        "{error}"
+    );
+    let error = store.fence(&object, Incarnation(1)).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::StaleIncarnation { .. }),
+        "{error}"
+    );
+    let latest = store.latest_checkpoint(&object).unwrap().expect("kept");
+    assert_eq!(
+        (latest.index, latest.state.as_slice()),
+        (CheckpointIndex(2), &b"s2"[..])
+    );
+    let bounds = store.log_bounds(&object).unwrap();
+    assert_eq!(
+        (bounds.first, bounds.next),
+        (LogPosition(1), LogPosition(2))
+    );
+    assert_eq!(bounds.incarnation, Incarnation(2));
+    let log = store.read_log(&object, LogPosition(1), 10).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].bytes, b"b");
+}
+
 #[tokio::test]
 async fn a_corrupt_log_entry_names_the_object_and_the_file() {
     let dir = TempDir::new("corrupt-log");

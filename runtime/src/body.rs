@@ -700,6 +700,7 @@ impl Body {
             immediate: inbound.immediate(),
             header: &inbound.header,
             payload: &inbound.payload,
+            replayed: inbound.flags & crate::wire::FLAG_REPLAYED != 0,
         }
     }
 

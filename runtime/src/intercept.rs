@@ -41,6 +41,9 @@ pub struct Delivery<'a> {
     pub header: &'a [u8],
     /// The encoded request.
     pub payload: &'a [u8],
+    /// Whether it is served again from a log by a recovery
+    /// ([`Node::recover`](crate::Node::recover)): it was logged already.
+    pub replayed: bool,
 }
 
 /// What to do with a request after `before_delivery`.
@@ -200,6 +203,16 @@ pub struct BodyAccess<'a> {
 }
 
 impl BodyAccess<'_> {
+    /// The object's id.
+    pub fn object(&self) -> u64 {
+        self.id
+    }
+
+    /// The runtime hosting it.
+    pub fn runtime(&self) -> &crate::Runtime {
+        self.runtime
+    }
+
     /// Takes a checkpoint of the object's state, as it is between two
     /// requests.
     pub fn checkpoint(&self) -> Result<Checkpoint, CheckpointError> {

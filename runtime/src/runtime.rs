@@ -29,7 +29,7 @@ use crate::node::{Node, NodeInner};
 use crate::proxy::{ActiveRef, CallInfo, RefWire, RouteCache};
 use crate::sender::Credentials;
 use crate::wire::{
-    self, FLAG_FORWARDED, FLAG_IMMEDIATE, FLAG_MIGRATE, FLAG_TERMINATE, RequestHead,
+    self, FLAG_FORWARDED, FLAG_IMMEDIATE, FLAG_MIGRATE, FLAG_REPLAYED, FLAG_TERMINATE, RequestHead,
 };
 
 /// HTTP/2 flow-control window of the one stream between two runtimes:
@@ -1129,8 +1129,8 @@ impl Runtime {
             let retained = matches!(reply, ReplyTo::Slot(_)) && self.inner.locator.get().is_some();
             let call_id = match reply {
                 ReplyTo::Nobody => 0,
-                ReplyTo::Slot(slot) if retained => conn
-                    .register(Pending::Retained(Box::new(Retained {
+                ReplyTo::Slot(slot) if retained => {
+                    let kept = Box::new(Retained {
                         slot,
                         method: info.method,
                         target: id,
@@ -1141,8 +1141,22 @@ impl Runtime {
                         payload: payload.clone(),
                         held: held.clone(),
                         resent: 0,
-                    })))
-                    .map_err(|_| died(&conn))?,
+                    });
+                    match conn.register(Pending::Retained(kept)) {
+                        Ok(call_id) => call_id,
+                        Err(Pending::Retained(mut kept)) => {
+                            // The runtime is known dead already: where the
+                            // object lives now is asked at once.
+                            let mut header_bytes = Vec::new();
+                            header(&mut header_bytes)?;
+                            kept.header = header_bytes;
+                            let reason = String::from_utf8_lossy(&dead(&conn).payload).into_owned();
+                            self.relocate(kept, address, reason);
+                            return Ok(());
+                        }
+                        Err(_) => return Err(died(&conn)),
+                    }
+                }
                 ReplyTo::Slot(slot) => conn
                     .register(Pending::Slot(slot))
                     .map_err(|_| died(&conn))?,
@@ -2248,7 +2262,7 @@ impl Runtime {
                 target: checkpoint.object,
                 sender: logged.sender,
                 seq: if logged.immediate { 0 } else { logged.seq },
-                flags: if logged.immediate { FLAG_IMMEDIATE } else { 0 },
+                flags: FLAG_REPLAYED | if logged.immediate { FLAG_IMMEDIATE } else { 0 },
                 header: logged.header.into(),
                 payload: logged.payload.into(),
                 held: Vec::new(),

@@ -32,6 +32,10 @@ pub(crate) const FLAG_TERMINATE: u32 = 4;
 /// Request flag: passed on by a forwarder (the object had moved), so its
 /// sender is not the runtime at the other end of the connection.
 pub(crate) const FLAG_FORWARDED: u32 = 8;
+/// Request flag: served again from a log by a recovery
+/// ([`crate::Node::recover`]). Set by the recovering runtime only, and
+/// cleared from every request that arrives.
+pub(crate) const FLAG_REPLAYED: u32 = 16;
 
 const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
@@ -364,6 +368,7 @@ impl Reader<'_> {
                 let Ok(flags) = u32::try_from(self.varint()?) else {
                     return self.fail("request flags out of range");
                 };
+                let flags = flags & !FLAG_REPLAYED;
                 let header = self.bytes()?;
                 let futures = self.futures()?;
                 Envelope::Request(Request {

@@ -56,6 +56,9 @@ pub(crate) enum Action {
         at: LogPosition,
         reply: Vec<u8>,
     },
+    Fence {
+        incarnation: Incarnation,
+    },
 }
 
 impl Action {
@@ -65,7 +68,7 @@ impl Action {
         match self {
             Action::Append { entry, .. } => entry.len(),
             Action::Checkpoint { checkpoint, .. } => checkpoint.state.len(),
-            Action::Truncate { .. } | Action::DropCheckpoints { .. } => 0,
+            Action::Truncate { .. } | Action::DropCheckpoints { .. } | Action::Fence { .. } => 0,
             Action::Reply { reply, .. } => reply.len(),
         }
     }
@@ -75,7 +78,7 @@ impl Action {
     fn grows(&self) -> bool {
         !matches!(
             self,
-            Action::Truncate { .. } | Action::DropCheckpoints { .. }
+            Action::Truncate { .. } | Action::DropCheckpoints { .. } | Action::Fence { .. }
         )
     }
 }
@@ -465,6 +468,13 @@ impl Writer {
                     },
                 )?;
                 Ok(Ok(Done::Removed(removed)))
+            }
+            Action::Fence { incarnation } => {
+                if let Err(error) = self.current(object, head, *incarnation) {
+                    return Ok(Err(error));
+                }
+                head.incarnation = incarnation.0;
+                Ok(Ok(Done::Stored))
             }
             Action::Reply { id, at, reply } => {
                 let key = keys::reply(object, id);

@@ -1,0 +1,118 @@
+//! Recovery driven by the runtime's hooks, with the FT server in the
+//! process: objects on a runtime that dies are recovered on another from
+//! the durable store, and their callers' calls — answered, in flight or
+//! not yet sent — complete as in a run without the failure.
+
+use std::time::Duration;
+
+use actogrid_builtin::RecorderProxy;
+use actogrid_fault_tolerance::server::FtServer;
+use actogrid_runtime::{Config, Node, Proxy, Runtime};
+
+/// A generous bound so that a regression fails the test instead of
+/// hanging it.
+const NEVER: Duration = Duration::from_secs(30);
+
+async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(NEVER, fut)
+        .await
+        .expect("did not complete: the runtime hung")
+}
+
+async fn runtime() -> anyhow::Result<Runtime> {
+    Ok(Runtime::bind("127.0.0.1:0", Config::default()).await?)
+}
+
+fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
+    let address = on.address().expect("bound runtimes serve");
+    Ok(from.node(&format!("actogrid://{address}/{name}").parse()?))
+}
+
+/// A fresh directory for one test's store, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "actogrid-ft-{name}-{}-{:x}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Two protected objects on a runtime that dies while one of them has
+/// calls answered, calls in flight and calls not yet delivered: both are
+/// recovered on a spare from their checkpoints and logs, every future
+/// resolves with the value of a failure-free run, every request is served
+/// exactly once, and later calls go to the spare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_of_a_dead_runtime_recover_and_their_callers_see_nothing() -> anyhow::Result<()> {
+    let dir = TempDir::new("recover");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_millis(30))?;
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let spare = runtime().await?;
+    callee
+        .local_node("n")
+        .add_interceptor(server.protection())?;
+    spare.local_node("r").add_interceptor(server.protection())?;
+    caller.set_locator(server.locator())?;
+
+    let a = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    let b = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    for v in 1..=5 {
+        assert_eq!(within(a.push(v)).await?, v);
+    }
+    // Past the time to checkpoint: the next request checkpoints first, so
+    // the recovery starts from a checkpoint and a truncated log.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for v in 6..=8 {
+        assert_eq!(within(a.push(v)).await?, v);
+    }
+    assert_eq!(within(b.push(100)).await?, 1);
+    // Twenty calls sent at once; the runtime dies while they are served.
+    let pending: Vec<_> = (9..=28).map(|v| a.push(v)).collect();
+    let b_pending = b.push(200);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let failed = callee.address().expect("serves").to_owned();
+    callee.shutdown();
+
+    let recovered = within(server.runtime_failed(&failed, &spare.local_node("r"))).await;
+    assert_eq!(recovered.len(), 2, "{recovered:?}");
+    for r in &recovered {
+        let r = r.as_ref().expect("recovered");
+        assert_eq!(r.incarnation.0, 2);
+    }
+    let spare_address = spare.address().expect("serves").to_owned();
+    assert_eq!(
+        server.location(a.active_ref().id()).as_deref(),
+        Some(spare_address.as_str())
+    );
+
+    for (v, call) in (9..=28).zip(pending) {
+        assert_eq!(within(call).await?, v, "push({v})");
+    }
+    assert_eq!(within(b_pending).await?, 2);
+    assert_eq!(within(a.seen()).await?, (1..=28).collect::<Vec<u64>>());
+    assert_eq!(within(b.seen()).await?, [100, 200]);
+    // The recovered objects are protected on the spare in turn.
+    assert_eq!(within(a.push(29)).await?, 29);
+    let stats = server.store().stats();
+    assert!(stats.checkpoints_written >= 4, "{stats:?}");
+    Ok(())
+}
