@@ -3,12 +3,14 @@
 //! [`Store`], the location service callers ask when an object's runtime
 //! failed, and the recovery of a failed runtime's objects on another node.
 //!
-//! This version runs the server in the process of the runtimes it
-//! protects (the deployer's, or a test's): [`Protection`] is the
-//! interceptor installed on each protected node of those runtimes,
-//! [`FtServer::locator`] the [`Locator`] installed on every runtime that
-//! calls protected objects, and [`FtServer::runtime_failed`] what the
-//! failure detector calls.
+//! [`FtServer`] holds the store and knows where each protected object
+//! lives. [`Protection`] is the interceptor installed on each protected
+//! node; it reaches the server directly when both are in one process
+//! ([`FtServer::protection`]) and over the wire otherwise
+//! ([`FtServer::serve`] on the server's side, [`Protection::remote`] on
+//! the protected runtimes'). [`FtServer::locator`] and [`remote_locator`]
+//! are the [`Locator`] every runtime that calls protected objects installs;
+//! [`FtServer::runtime_failed`] is what the failure detector calls.
 //!
 //! What each piece does:
 //!
@@ -19,10 +21,12 @@
 //! * **Checkpoints at request boundaries**: before the first request a
 //!   protected object serves, then at the first boundary after `ttc` once
 //!   something was delivered since (also for an idle object). A checkpoint
-//!   truncates the log it covers once durable.
+//!   truncates the log the checkpoint before it covers, once durable: the
+//!   replies recorded for the requests in between stay, for a caller whose
+//!   reply was lost with the runtime that served it.
 //! * **Replies are recorded**, so that a request sent again after its
 //!   entry was truncated is answered with the reply it got
-//!   ([`Interceptor::duplicate`]).
+//!   ([`Interceptor::duplicate`], when the server is in the process).
 //! * **Recovery** of the objects a failed runtime hosted: each one's
 //!   incarnation is bumped and the store fenced (the old incarnation can
 //!   write nothing more); then the object is restored from its newest
@@ -95,28 +99,45 @@ struct Entry {
     incarnation: Incarnation,
     /// The runtime hosting it (`host:port`).
     address: String,
-    /// When this incarnation last checkpointed it (`None`: not yet).
-    checkpointed: Option<Instant>,
-    /// The index of its next checkpoint.
+    /// The index its next checkpoint gets, and the position its next log
+    /// entry gets, as of its last recovery (the protecting agent counts on
+    /// from there).
     next_index: u64,
-    /// The position its next log entry gets.
     next: LogPosition,
-    /// Whether it served a request since its last checkpoint.
-    dirty: bool,
-    /// The position of the request it serves now, when that one was
-    /// logged by this incarnation (its reply is recorded against it).
-    serving: Option<(u64, u64, LogPosition)>,
+    /// Where its next checkpoint may truncate its log, as of its last
+    /// recovery.
+    covered: LogPosition,
     /// Being recovered: callers wait.
     recovering: bool,
 }
 
-/// A checkpoint's place, decided when it is taken.
-#[derive(Debug, Clone, Copy)]
-struct Reserved {
-    incarnation: Incarnation,
-    index: CheckpointIndex,
+/// Where a protected object's protocol stands, for the agent that starts
+/// protecting it on a runtime.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct ObjectState {
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// The index of its next checkpoint.
+    pub next_index: u64,
+    /// The position of its next log entry.
+    pub next: u64,
+    /// Where its next checkpoint may truncate its log (what the
+    /// checkpoint before covered).
+    pub covered: u64,
+}
+
+/// A checkpoint's place, decided by the agent when it takes it.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Reserved {
+    /// The incarnation taking it.
+    pub incarnation: u64,
+    /// Its index.
+    pub index: u64,
     /// The log entries before this position are in its state.
-    covers: LogPosition,
+    pub covers: u64,
+    /// What the checkpoint before it covered: the log is truncated up to
+    /// there.
+    pub truncate: u64,
 }
 
 /// The FT server of a deployment (see the [module documentation](self)).
@@ -163,11 +184,10 @@ impl FtServer {
         }))
     }
 
-    /// The interceptor to install on every protected node.
+    /// The interceptor to install on every protected node of this
+    /// process's runtimes.
     pub fn protection(self: &Arc<Self>) -> Arc<Protection> {
-        Arc::new(Protection {
-            server: self.clone(),
-        })
+        Protection::new(Arc::new(Direct(self.clone())), self.ttc)
     }
 
     /// The locator to install on every runtime that calls protected
@@ -243,16 +263,23 @@ impl FtServer {
                 object,
                 path: self.path(),
             })?;
+        let bad = |reason: String| FtError::Decode {
+            object,
+            what: format!("checkpoint {}", stored.index.0),
+            path: self.path(),
+            reason,
+        };
+        let (covers, state) = stored
+            .state
+            .split_first_chunk::<8>()
+            .ok_or_else(|| bad("it is shorter than its header".into()))?;
+        let covers = LogPosition(u64::from_be_bytes(*covers));
         let checkpoint: actogrid_runtime::intercept::Checkpoint =
-            postcard::from_bytes(&stored.state).map_err(|e| FtError::Decode {
-                object,
-                what: format!("checkpoint {}", stored.index.0),
-                path: self.path(),
-                reason: e.to_string(),
-            })?;
+            postcard::from_bytes(state).map_err(|e| bad(e.to_string()))?;
         let bounds = self.store.log_bounds(&key)?;
-        let count = usize::try_from(bounds.next.0 - bounds.first.0).unwrap_or(usize::MAX);
-        let entries = self.store.read_log(&key, bounds.first, count)?;
+        let from = covers.max(bounds.first);
+        let count = usize::try_from(bounds.next.0.saturating_sub(from.0)).unwrap_or(usize::MAX);
+        let entries = self.store.read_log(&key, from, count)?;
         let mut log = Vec::with_capacity(entries.len());
         for entry in entries {
             let logged: Logged =
@@ -272,15 +299,35 @@ impl FtServer {
             let mut objects = lock(&self.objects);
             let e = objects.get_mut(&object).expect("listed above");
             e.incarnation = incarnation;
-            // Its first boundary there checkpoints it (the log replayed is
-            // not in the stored checkpoint).
-            e.checkpointed = None;
             e.next_index = stored.index.0 + 1;
             e.next = bounds.next;
-            e.dirty = replayed > 0;
-            e.serving = None;
+            // Its first checkpoint there truncates nothing: the replies
+            // between its last two checkpoints stay for callers that lost
+            // them.
+            e.covered = bounds.first;
         }
-        to.recover(checkpoint, log)
+        // The replies of requests the checkpoint counts, for callers that
+        // lost them with the runtime and send them again.
+        let mut replies = Vec::new();
+        for (id, bytes) in self.store.replies(&key)? {
+            let (Ok(sender), Ok(reply)) = (
+                <[u8; 8]>::try_from(id.sender.as_bytes()),
+                postcard::from_bytes::<Reply>(&bytes),
+            ) else {
+                return Err(FtError::Decode {
+                    object,
+                    what: format!("the reply to {id}"),
+                    path: self.path(),
+                    reason: "it was not recorded by this server".into(),
+                });
+            };
+            replies.push(actogrid_runtime::intercept::Replayed {
+                sender: u64::from_be_bytes(sender),
+                seq: id.sequence,
+                reply,
+            });
+        }
+        to.recover_answering(checkpoint, log, replies)
             .await
             .map_err(|e| FtError::Restore {
                 object,
@@ -324,104 +371,358 @@ impl FtServer {
         }
     }
 
-    /// Whether `object` is due a checkpoint: before its first request,
-    /// and at the first boundary after `ttc` once it served something
-    /// since.
-    fn checkpoint_due(&self, object: u64) -> bool {
-        lock(&self.objects)
-            .get(&object)
-            .is_none_or(|e| match e.checkpointed {
-                None => true,
-                Some(at) => e.dirty && at.elapsed() >= self.ttc,
-            })
-    }
-
-    /// What a checkpoint of `object` (hosted at `address`) taken now is:
-    /// its incarnation, its index, and the log position it covers up to.
-    /// Decided when the state is taken, on the body's task, so that a
-    /// checkpoint stored later still truncates only what it covers.
-    fn reserve_checkpoint(&self, object: u64, address: String) -> Reserved {
+    /// Where `object`'s protocol stands, for the agent of the runtime at
+    /// `address` that starts protecting it; an object seen for the first
+    /// time starts at incarnation 1.
+    pub fn open_object(&self, object: u64, address: String) -> ObjectState {
         let mut objects = lock(&self.objects);
         let e = objects.entry(object).or_insert_with(|| Entry {
             incarnation: Incarnation(1),
-            address,
-            checkpointed: None,
+            address: address.clone(),
             next_index: 1,
             next: LogPosition(0),
-            dirty: false,
-            serving: None,
+            covered: LogPosition(0),
             recovering: false,
         });
-        let index = e.next_index;
-        e.next_index += 1;
-        Reserved {
-            incarnation: e.incarnation,
-            index: CheckpointIndex(index),
-            covers: e.next,
+        if !e.recovering {
+            e.address = address;
+        }
+        ObjectState {
+            incarnation: e.incarnation.0,
+            next_index: e.next_index,
+            next: e.next.0,
+            covered: e.covered.0,
         }
     }
 
-    /// Stores `checkpoint` of `object` durably, and truncates the log it
-    /// covers.
-    async fn store_checkpoint(
+    /// Stores checkpoint `state` of `object` (a postcard-encoded
+    /// [`actogrid_runtime::intercept::Checkpoint`]) durably, and truncates
+    /// the log it covers.
+    pub async fn checkpoint(
         &self,
         object: u64,
-        checkpoint: actogrid_runtime::intercept::Checkpoint,
         reserved: Reserved,
+        state: Vec<u8>,
     ) -> Result<(), FtError> {
-        let state = postcard::to_allocvec(&checkpoint).map_err(|e| FtError::Decode {
-            object,
-            what: "its checkpoint".into(),
-            path: self.path(),
-            reason: e.to_string(),
-        })?;
+        // What it covers goes with it: a recovery replays the log from
+        // there.
+        let mut with_covers = reserved.covers.to_be_bytes().to_vec();
+        with_covers.extend_from_slice(&state);
         let stored = crate::store::Checkpoint {
-            index: reserved.index,
-            incarnation: reserved.incarnation,
-            state,
+            index: CheckpointIndex(reserved.index),
+            incarnation: Incarnation(reserved.incarnation),
+            state: with_covers,
         };
+        let truncate = LogPosition(reserved.truncate.min(reserved.covers));
         self.store
-            .put_checkpoint(&key(object), stored, Some(reserved.covers))
+            .put_checkpoint(&key(object), stored, Some(truncate))
             .await?;
-        if let Some(e) = lock(&self.objects).get_mut(&object)
-            && e.next == reserved.covers
-        {
-            // Nothing was logged since it was taken.
-            e.dirty = false;
-        }
-        if let Some(e) = lock(&self.objects).get_mut(&object) {
-            e.checkpointed = Some(Instant::now());
-        }
-        self.bump();
         Ok(())
     }
 
-    /// Logs `delivery` durably; its position.
-    async fn log(&self, delivery: &Delivery<'_>) -> Result<(), FtError> {
-        let object = delivery.object;
-        let bytes = postcard::to_allocvec(&Logged::of(delivery)).map_err(|e| FtError::Decode {
-            object,
-            what: "a request".into(),
-            path: self.path(),
-            reason: e.to_string(),
-        })?;
-        let incarnation = lock(&self.objects)
-            .get(&object)
-            .map_or(Incarnation(1), |e| e.incarnation);
-        let position = self.store.append(&key(object), incarnation, bytes).await?;
-        if let Some(e) = lock(&self.objects).get_mut(&object) {
-            e.next = LogPosition(position.0 + 1);
-            e.dirty = true;
-            e.serving = Some((delivery.sender, delivery.seq, position));
-        }
-        Ok(())
+    /// Appends `entry` (a postcard-encoded [`Logged`]) to `object`'s log
+    /// durably, written by `incarnation`; its position.
+    pub async fn log(
+        &self,
+        object: u64,
+        incarnation: u64,
+        entry: Vec<u8>,
+    ) -> Result<LogPosition, FtError> {
+        Ok(self
+            .store
+            .append(&key(object), Incarnation(incarnation), entry)
+            .await?)
     }
+
+    /// Records `reply` (a postcard-encoded [`Reply`]) to request `seq` of
+    /// `sender`, logged at `at`.
+    pub async fn record_reply(
+        &self,
+        object: u64,
+        sender: u64,
+        seq: u64,
+        at: LogPosition,
+        reply: Vec<u8>,
+    ) -> Result<(), FtError> {
+        let id = ReplyId {
+            sender: key(sender),
+            sequence: seq,
+        };
+        Ok(self
+            .store
+            .record_reply(&key(object), &id, at, reply)
+            .await?)
+    }
+
+    /// The reply recorded for request `seq` of `sender` to `object`.
+    pub fn reply(&self, object: u64, sender: u64, seq: u64) -> Option<Vec<u8>> {
+        let id = ReplyId {
+            sender: key(sender),
+            sequence: seq,
+        };
+        self.store.reply(&key(object), &id).ok().flatten()
+    }
+}
+
+/// How a [`Protection`] reaches its server: directly in one process, or
+/// over the wire.
+pub trait FtLink: Send + Sync + std::fmt::Debug + 'static {
+    /// [`FtServer::open_object`].
+    fn open_object(
+        &self,
+        object: u64,
+        address: String,
+    ) -> BoxFuture<'_, Result<ObjectState, String>>;
+    /// [`FtServer::checkpoint`].
+    fn checkpoint(
+        &self,
+        object: u64,
+        reserved: Reserved,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), String>>;
+    /// [`FtServer::log`]: the entry's position.
+    fn log(
+        &self,
+        object: u64,
+        incarnation: u64,
+        entry: Vec<u8>,
+    ) -> BoxFuture<'_, Result<u64, String>>;
+    /// [`FtServer::record_reply`].
+    fn record_reply(
+        &self,
+        object: u64,
+        sender: u64,
+        seq: u64,
+        at: u64,
+        reply: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), String>>;
+    /// [`FtServer::reply`], when it can be had at once (in one process).
+    fn reply_now(&self, object: u64, sender: u64, seq: u64) -> Option<Vec<u8>>;
+}
+
+/// The server in this process.
+#[derive(Debug)]
+struct Direct(Arc<FtServer>);
+
+impl FtLink for Direct {
+    fn open_object(
+        &self,
+        object: u64,
+        address: String,
+    ) -> BoxFuture<'_, Result<ObjectState, String>> {
+        let state = self.0.open_object(object, address);
+        Box::pin(async move { Ok(state) })
+    }
+
+    fn checkpoint(
+        &self,
+        object: u64,
+        reserved: Reserved,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .checkpoint(object, reserved, state)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn log(
+        &self,
+        object: u64,
+        incarnation: u64,
+        entry: Vec<u8>,
+    ) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move {
+            self.0
+                .log(object, incarnation, entry)
+                .await
+                .map(|p| p.0)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn record_reply(
+        &self,
+        object: u64,
+        sender: u64,
+        seq: u64,
+        at: u64,
+        reply: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .record_reply(object, sender, seq, LogPosition(at), reply)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn reply_now(&self, object: u64, sender: u64, seq: u64) -> Option<Vec<u8>> {
+        self.0.reply(object, sender, seq)
+    }
+}
+
+/// What the agent of one runtime knows of one object it protects.
+#[derive(Debug)]
+struct Local {
+    incarnation: u64,
+    next_index: u64,
+    /// What its last checkpoint covered.
+    covered: u64,
+    /// The position its next log entry gets.
+    next: u64,
+    /// When this runtime last checkpointed it (`None`: not yet).
+    checkpointed: Option<Instant>,
+    /// Whether it served a request since its last checkpoint.
+    dirty: bool,
+    /// The request it serves now, and that request's log position.
+    serving: Option<(u64, u64, u64)>,
+    /// A request could not be made durable: this instance serves nothing
+    /// more and takes no checkpoint (its order table counts the request
+    /// it dropped), and waits to be replaced by a recovery.
+    failed: bool,
 }
 
 /// The interceptor of protected nodes (see the [module documentation](self)).
 #[derive(Debug)]
 pub struct Protection {
-    server: Arc<FtServer>,
+    shared: Arc<Shared>,
+}
+
+/// What a [`Protection`] shares with the checkpoints it stores in the
+/// background.
+#[derive(Debug)]
+struct Shared {
+    link: Arc<dyn FtLink>,
+    ttc: Duration,
+    objects: Mutex<HashMap<u64, Local>>,
+    /// Replies being recorded. A checkpoint waits for them: a request it
+    /// counts as served is then answered from the store if it comes again.
+    recording: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Protection {
+    /// Protection reaching its server through `link`, checkpointing every
+    /// `ttc`.
+    pub fn new(link: Arc<dyn FtLink>, ttc: Duration) -> Arc<Protection> {
+        Arc::new(Protection {
+            shared: Arc::new(Shared {
+                link,
+                ttc,
+                objects: Mutex::new(HashMap::new()),
+                recording: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Protection reaching a server over the wire, at the endpoint
+    /// [`FtServer::serve`] registered.
+    pub fn remote(server: FtEndpointProxy, ttc: Duration) -> Arc<Protection> {
+        Protection::new(Arc::new(Remote(server)), ttc)
+    }
+}
+
+impl Shared {
+    /// Whether `object` is due a checkpoint: before its first request on
+    /// this runtime, and at the first boundary after `ttc` once it served
+    /// something since.
+    fn due(&self, object: u64) -> bool {
+        lock(&self.objects).get(&object).is_none_or(|e| {
+            !e.failed
+                && match e.checkpointed {
+                    None => true,
+                    Some(at) => e.dirty && at.elapsed() >= self.ttc,
+                }
+        })
+    }
+
+    /// The place of a checkpoint of `object` taken now (which must be
+    /// known here).
+    fn reserve(&self, object: u64) -> Option<Reserved> {
+        let mut objects = lock(&self.objects);
+        let e = objects.get_mut(&object)?;
+        let index = e.next_index;
+        e.next_index += 1;
+        let reserved = Reserved {
+            incarnation: e.incarnation,
+            index,
+            covers: e.next,
+            truncate: e.covered,
+        };
+        e.covered = e.next;
+        Some(reserved)
+    }
+
+    /// Stores a checkpoint taken at `reserved`.
+    async fn store(
+        &self,
+        object: u64,
+        checkpoint: actogrid_runtime::intercept::Checkpoint,
+        reserved: Reserved,
+    ) -> Result<(), String> {
+        let state = postcard::to_allocvec(&checkpoint).map_err(|e| e.to_string())?;
+        let recording = std::mem::take(&mut *lock(&self.recording));
+        for r in recording {
+            let _ = r.await;
+        }
+        self.link.checkpoint(object, reserved, state).await?;
+        if let Some(e) = lock(&self.objects).get_mut(&object) {
+            e.checkpointed = Some(Instant::now());
+            if e.next == reserved.covers {
+                // Nothing was logged since it was taken.
+                e.dirty = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Before `delivery`: the object known here, checkpointed if due
+    /// (`checkpoint`, taken at the boundary), the request logged.
+    async fn protect(
+        &self,
+        delivery: &Delivery<'_>,
+        address: String,
+        checkpoint: Option<Result<actogrid_runtime::intercept::Checkpoint, String>>,
+    ) -> Result<(), String> {
+        let object = delivery.object;
+        if lock(&self.objects).get(&object).is_some_and(|e| e.failed) {
+            return Err(
+                "an earlier request could not be made durable: this instance waits to be recovered"
+                    .into(),
+            );
+        }
+        let known = lock(&self.objects).contains_key(&object);
+        if !known {
+            let state = self.link.open_object(object, address).await?;
+            lock(&self.objects).entry(object).or_insert(Local {
+                incarnation: state.incarnation,
+                next_index: state.next_index,
+                covered: state.covered,
+                next: state.next,
+                checkpointed: None,
+                dirty: false,
+                serving: None,
+                failed: false,
+            });
+        }
+        if let Some(checkpoint) = checkpoint {
+            let reserved = self.reserve(object).ok_or("the object is not known here")?;
+            self.store(object, checkpoint?, reserved).await?;
+        }
+        let entry = postcard::to_allocvec(&Logged::of(delivery)).map_err(|e| e.to_string())?;
+        let incarnation = lock(&self.objects)
+            .get(&object)
+            .map_or(1, |e| e.incarnation);
+        let position = self.link.log(object, incarnation, entry).await?;
+        if let Some(e) = lock(&self.objects).get_mut(&object) {
+            e.next = position + 1;
+            e.dirty = true;
+            e.serving = Some((delivery.sender, delivery.seq, position));
+        }
+        Ok(())
+    }
 }
 
 impl Interceptor for Protection {
@@ -430,40 +731,25 @@ impl Interceptor for Protection {
         delivery: &'a Delivery<'a>,
         body: &'a mut BodyAccess<'_>,
     ) -> BoxFuture<'a, Verdict> {
+        let shared = &self.shared;
         // Served again by a recovery: in the log already.
         if delivery.replayed {
             return Box::pin(async { Verdict::Deliver });
         }
-        let server = &self.server;
         let object = delivery.object;
-        // The state at this boundary, taken here (the body is not shared
-        // with the hook's future), stored below before the request is
-        // logged.
         let address = body.runtime().address().unwrap_or_default().to_owned();
-        let checkpoint = server.checkpoint_due(object).then(|| {
-            (
-                body.checkpoint(),
-                server.reserve_checkpoint(object, address),
-            )
-        });
+        // The state at this boundary, taken here (the body is not shared
+        // with the hook's future), stored before the request is logged.
+        let checkpoint = shared
+            .due(object)
+            .then(|| body.checkpoint().map_err(|e| e.to_string()));
         Box::pin(async move {
-            let logged = async {
-                if let Some((checkpoint, reserved)) = checkpoint {
-                    let checkpoint = checkpoint.map_err(|e| FtError::Decode {
-                        object,
-                        what: "its state".into(),
-                        path: server.path(),
-                        reason: e.to_string(),
-                    })?;
-                    server
-                        .store_checkpoint(object, checkpoint, reserved)
-                        .await?;
-                }
-                server.log(delivery).await
-            };
-            match logged.await {
+            match shared.protect(delivery, address, checkpoint).await {
                 Ok(()) => Verdict::Deliver,
                 Err(e) => {
+                    if let Some(e) = lock(&shared.objects).get_mut(&object) {
+                        e.failed = true;
+                    }
                     // Not durable, not served: its caller keeps it and
                     // sends it again where the object is recovered.
                     tracing::error!(
@@ -480,7 +766,7 @@ impl Interceptor for Protection {
     fn replied(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, payload: &[u8]) {
         let object = delivery.object;
         let at = {
-            let mut objects = lock(&self.server.objects);
+            let mut objects = lock(&self.shared.objects);
             let Some(e) = objects.get_mut(&object) else {
                 return;
             };
@@ -495,61 +781,58 @@ impl Interceptor for Protection {
         }) else {
             return;
         };
-        let id = ReplyId {
-            sender: key(delivery.sender),
-            sequence: delivery.seq,
-        };
-        let server = self.server.clone();
+        let link = self.shared.link.clone();
+        let (sender, seq) = (delivery.sender, delivery.seq);
         // Recorded in the background: a reply is needed from the store only
-        // for a request sent again after a checkpoint truncated its entry.
-        tokio::spawn(async move {
-            if let Err(e) = server
-                .store
-                .record_reply(&key(object), &id, at, reply)
-                .await
-            {
+        // for a request sent again once a checkpoint counts it as served,
+        // and checkpoints wait for it.
+        let recording = tokio::spawn(async move {
+            if let Err(e) = link.record_reply(object, sender, seq, at, reply).await {
                 tracing::warn!("the reply of object {object:#x} was not recorded: {e}");
             }
         });
+        let mut all = lock(&self.shared.recording);
+        all.retain(|r| !r.is_finished());
+        all.push(recording);
     }
 
     fn duplicate(&self, delivery: &Delivery<'_>) -> Option<Reply> {
-        let id = ReplyId {
-            sender: key(delivery.sender),
-            sequence: delivery.seq,
-        };
-        let bytes = self.server.store.reply(&key(delivery.object), &id).ok()??;
+        let bytes = self
+            .shared
+            .link
+            .reply_now(delivery.object, delivery.sender, delivery.seq)?;
         postcard::from_bytes(&bytes).ok()
     }
 
     fn idle_after(&self) -> Option<Duration> {
-        Some(self.server.ttc)
+        Some(self.shared.ttc)
     }
 
     fn idle(&self, body: &BodyAccess<'_>) {
         let object = body.object();
-        let due = lock(&self.server.objects)
+        let dirty = lock(&self.shared.objects)
             .get(&object)
-            .is_some_and(|e| e.dirty && !e.recovering);
-        if !due {
+            .is_some_and(|e| e.dirty && !e.failed);
+        if !dirty {
             return;
         }
         // The state now, stored in the background.
         let Ok(checkpoint) = body.checkpoint() else {
             return;
         };
-        let address = body.runtime().address().unwrap_or_default().to_owned();
-        let reserved = self.server.reserve_checkpoint(object, address);
-        let server = self.server.clone();
+        let Some(reserved) = self.shared.reserve(object) else {
+            return;
+        };
+        let shared = self.shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = server.store_checkpoint(object, checkpoint, reserved).await {
+            if let Err(e) = shared.store(object, checkpoint, reserved).await {
                 tracing::warn!("object {object:#x}: an idle checkpoint failed: {e}");
             }
         });
     }
 }
 
-/// The location service as a [`Locator`].
+/// The location service of a server in this process, as a [`Locator`].
 #[derive(Debug)]
 struct ServerLocator {
     server: Arc<FtServer>,
@@ -558,5 +841,225 @@ struct ServerLocator {
 impl Locator for ServerLocator {
     fn locate<'a>(&'a self, object: u64, address: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(self.server.locate(object, address))
+    }
+}
+
+/// Servers of this process that runtimes reach over the wire, by name.
+fn served() -> &'static Mutex<HashMap<String, Arc<FtServer>>> {
+    static SERVED: std::sync::OnceLock<Mutex<HashMap<String, Arc<FtServer>>>> =
+        std::sync::OnceLock::new();
+    SERVED.get_or_init(Default::default)
+}
+
+/// A server's endpoints over the wire (see [`FtServer::serve`]).
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// What protected runtimes log and checkpoint through
+    /// ([`Protection::remote`]).
+    pub endpoint: FtEndpointProxy,
+    /// The location service ([`remote_locator`]): apart, so that callers
+    /// waiting for a recovery hold no logging back.
+    pub location: FtLocationProxy,
+}
+
+impl FtServer {
+    /// Serves this server to the runtimes of the deployment from `node`,
+    /// registered there under `name` (the endpoint) and `name-location`.
+    pub async fn serve(
+        self: &Arc<Self>,
+        node: &Node,
+        name: &str,
+    ) -> Result<Served, actogrid_runtime::CallError> {
+        let key = format!("{:016x}/{name}", node.runtime().id());
+        lock(served()).insert(key.clone(), self.clone());
+        let endpoint = FtEndpointProxy::new(node, key.clone()).await?;
+        node.register(name, &endpoint).await?;
+        let location = FtLocationProxy::new(node, key).await?;
+        node.register(&format!("{name}-location"), &location)
+            .await?;
+        Ok(Served { endpoint, location })
+    }
+}
+
+fn served_server(key: &str) -> Result<Arc<FtServer>, String> {
+    lock(served())
+        .get(key)
+        .cloned()
+        .ok_or_else(|| format!("no FT server `{key}` in this process"))
+}
+
+/// A server over the wire (see [`FtServer::serve`]).
+#[derive(Debug)]
+pub struct FtEndpoint {
+    key: String,
+}
+
+impl FtEndpoint {
+    fn server(&self) -> Result<Arc<FtServer>, String> {
+        served_server(&self.key)
+    }
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime, internal)]
+impl FtEndpoint {
+    /// The endpoint of the server registered under `key`.
+    pub fn new(key: String) -> Self {
+        FtEndpoint { key }
+    }
+
+    /// [`FtServer::open_object`].
+    pub fn open_object(&self, object: u64, address: String) -> Result<ObjectState, String> {
+        Ok(self.server()?.open_object(object, address))
+    }
+
+    /// [`FtServer::checkpoint`].
+    pub async fn checkpoint(
+        &self,
+        object: u64,
+        reserved: Reserved,
+        state: Vec<u8>,
+    ) -> Result<(), String> {
+        self.server()?
+            .checkpoint(object, reserved, state)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`FtServer::log`].
+    pub async fn log(&self, object: u64, incarnation: u64, entry: Vec<u8>) -> Result<u64, String> {
+        self.server()?
+            .log(object, incarnation, entry)
+            .await
+            .map(|p| p.0)
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`FtServer::record_reply`].
+    pub async fn record_reply(
+        &self,
+        object: u64,
+        sender: u64,
+        seq: u64,
+        at: u64,
+        reply: Vec<u8>,
+    ) -> Result<(), String> {
+        self.server()?
+            .record_reply(object, sender, seq, LogPosition(at), reply)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A server's location service over the wire (see [`FtServer::serve`]).
+#[derive(Debug)]
+pub struct FtLocation {
+    key: String,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime, internal)]
+impl FtLocation {
+    /// The location service of the server registered under `key`.
+    pub fn new(key: String) -> Self {
+        FtLocation { key }
+    }
+
+    /// Where `object`, which failed at `failed`, lives once recovered;
+    /// `None` if it is not protected or cannot be recovered.
+    pub async fn locate(&self, object: u64, failed: String) -> Option<String> {
+        served_server(&self.key).ok()?.locate(object, &failed).await
+    }
+}
+
+/// A server reached over the wire.
+#[derive(Debug)]
+struct Remote(FtEndpointProxy);
+
+fn remote_error(e: actogrid_runtime::CallError<String>) -> String {
+    format!("the FT server: {e}")
+}
+
+impl FtLink for Remote {
+    fn open_object(
+        &self,
+        object: u64,
+        address: String,
+    ) -> BoxFuture<'_, Result<ObjectState, String>> {
+        Box::pin(async move {
+            self.0
+                .open_object(object, address)
+                .await
+                .map_err(remote_error)
+        })
+    }
+
+    fn checkpoint(
+        &self,
+        object: u64,
+        reserved: Reserved,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .checkpoint(object, reserved, state)
+                .await
+                .map_err(remote_error)
+        })
+    }
+
+    fn log(
+        &self,
+        object: u64,
+        incarnation: u64,
+        entry: Vec<u8>,
+    ) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move {
+            self.0
+                .log(object, incarnation, entry)
+                .await
+                .map_err(remote_error)
+        })
+    }
+
+    fn record_reply(
+        &self,
+        object: u64,
+        sender: u64,
+        seq: u64,
+        at: u64,
+        reply: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .record_reply(object, sender, seq, at, reply)
+                .await
+                .map_err(remote_error)
+        })
+    }
+
+    fn reply_now(&self, _object: u64, _sender: u64, _seq: u64) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// The location service of the server `server` over the wire, as a
+/// [`Locator`] for the runtimes that call protected objects.
+pub fn remote_locator(server: FtLocationProxy) -> Arc<dyn Locator> {
+    Arc::new(RemoteLocator(server))
+}
+
+#[derive(Debug)]
+struct RemoteLocator(FtLocationProxy);
+
+impl Locator for RemoteLocator {
+    fn locate<'a>(&'a self, object: u64, address: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            match self.0.locate(object, address.to_owned()).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!("the FT server could not say where object {object:#x} is: {e}");
+                    None
+                }
+            }
+        })
     }
 }

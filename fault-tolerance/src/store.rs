@@ -585,6 +585,31 @@ impl Store {
         })
     }
 
+    /// Every reply recorded for `object`, with the request it answers.
+    pub fn replies(&self, object: &ObjectKey) -> StoreResult<Vec<(ReplyId, Vec<u8>)>> {
+        guarded(&self.inner.path, "reading replies", || {
+            let (start, end) = keys::reply_range(object);
+            let txn = self.read()?;
+            let table = txn
+                .open_table(REPLIES)
+                .map_err(|e| self.storage("reading replies", e))?;
+            let mut out = Vec::new();
+            for entry in table
+                .range::<&[u8]>(start.as_slice()..end.as_slice())
+                .map_err(|e| self.storage("reading replies", e))?
+            {
+                let (key, value) = entry.map_err(|e| self.storage("reading replies", e))?;
+                let Some(id) = keys::reply_id_of(object, key.value()) else {
+                    continue;
+                };
+                let (_, reply) = record::decode::<1>(Kind::Reply, key.value(), value.value())
+                    .map_err(|fault| self.corrupt(object, format!("reply to {id}"), fault))?;
+                out.push((id, reply.to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
     /// The file's size and what was written since the store was opened.
     pub fn stats(&self) -> StoreStats {
         let counters = &self.inner.counters;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use actogrid_builtin::RecorderProxy;
-use actogrid_fault_tolerance::server::FtServer;
+use actogrid_fault_tolerance::server::{FtServer, Protection, remote_locator};
 use actogrid_runtime::{Config, Node, Proxy, Runtime};
 
 /// A generous bound so that a regression fails the test instead of
@@ -55,26 +55,19 @@ fn rand_suffix() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Two protected objects on a runtime that dies while one of them has
-/// calls answered, calls in flight and calls not yet delivered: both are
-/// recovered on a spare from their checkpoints and logs, every future
-/// resolves with the value of a failure-free run, every request is served
-/// exactly once, and later calls go to the spare.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn objects_of_a_dead_runtime_recover_and_their_callers_see_nothing() -> anyhow::Result<()> {
-    let dir = TempDir::new("recover");
-    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_millis(30))?;
-    let caller = runtime().await?;
-    let callee = runtime().await?;
-    let spare = runtime().await?;
-    callee
-        .local_node("n")
-        .add_interceptor(server.protection())?;
-    spare.local_node("r").add_interceptor(server.protection())?;
-    caller.set_locator(server.locator())?;
-
-    let a = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
-    let b = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+/// Two protected objects on `callee` (node `n`, protected): one has calls
+/// answered, in flight and not yet delivered when `callee` dies; both are
+/// recovered on `spare` (node `r`, protected) from their checkpoints and
+/// logs, every future resolves with the value of a failure-free run,
+/// every request is served exactly once, and later calls go to the spare.
+async fn die_and_recover(
+    server: &FtServer,
+    caller: &Runtime,
+    callee: &Runtime,
+    spare: &Runtime,
+) -> anyhow::Result<()> {
+    let a = within(RecorderProxy::new(&node(caller, callee, "n")?)).await?;
+    let b = within(RecorderProxy::new(&node(caller, callee, "n")?)).await?;
     for v in 1..=5 {
         assert_eq!(within(a.push(v)).await?, v);
     }
@@ -115,4 +108,42 @@ async fn objects_of_a_dead_runtime_recover_and_their_callers_see_nothing() -> an
     let stats = server.store().stats();
     assert!(stats.checkpoints_written >= 4, "{stats:?}");
     Ok(())
+}
+
+/// The server in the process of the runtimes it protects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_of_a_dead_runtime_recover_and_their_callers_see_nothing() -> anyhow::Result<()> {
+    let dir = TempDir::new("recover");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_millis(30))?;
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let spare = runtime().await?;
+    callee
+        .local_node("n")
+        .add_interceptor(server.protection())?;
+    spare.local_node("r").add_interceptor(server.protection())?;
+    caller.set_locator(server.locator())?;
+    die_and_recover(&server, &caller, &callee, &spare).await
+}
+
+/// The server on a runtime of its own, reached over the wire: protected
+/// runtimes log and checkpoint through its endpoint, callers ask its
+/// location service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_over_the_wire_recovers_the_same_way() -> anyhow::Result<()> {
+    let dir = TempDir::new("remote");
+    let ttc = Duration::from_millis(30);
+    let server = FtServer::open(dir.0.join("ft.redb"), ttc)?;
+    let home = runtime().await?;
+    let served = within(server.serve(&home.local_node("ft"), "ft-server")).await?;
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let spare = runtime().await?;
+    for (rt, name) in [(&callee, "n"), (&spare, "r")] {
+        let endpoint = rt.adopt(&served.endpoint);
+        rt.local_node(name)
+            .add_interceptor(Protection::remote(endpoint, ttc))?;
+    }
+    caller.set_locator(remote_locator(caller.adopt(&served.location)))?;
+    die_and_recover(&server, &caller, &callee, &spare).await
 }

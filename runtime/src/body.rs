@@ -418,6 +418,9 @@ pub(crate) struct Replay {
     pub(crate) slots: Vec<(u64, u64, Arc<Slot>)>,
     /// Told how each was answered, once all were.
     pub(crate) done: Option<tokio::sync::oneshot::Sender<Vec<crate::intercept::Replayed>>>,
+    /// Replies to requests served before the checkpoint, for their late
+    /// copies.
+    pub(crate) answers: Vec<crate::intercept::Replayed>,
 }
 
 impl Replay {
@@ -737,6 +740,17 @@ impl Body {
             .find(|(sender, seq, _)| *sender == inbound.sender && *seq == inbound.seq)
             .and_then(|(_, _, slot)| slot.outcome())
         {
+            return inbound.reply.send(&self.runtime, outcome, None);
+        }
+        // One served before the checkpoint, whose reply the recovery
+        // brought.
+        if let Some(answer) = self
+            .replay
+            .answers
+            .iter()
+            .find(|a| a.sender == inbound.sender && a.seq == inbound.seq)
+        {
+            let outcome = outcome_of(answer.reply.clone(), &self.runtime);
             return inbound.reply.send(&self.runtime, outcome, None);
         }
         // One an interceptor logged the reply of.

@@ -164,12 +164,26 @@ impl Node {
         checkpoint: Checkpoint,
         log: Vec<crate::intercept::Logged>,
     ) -> Future<crate::intercept::Recovered> {
+        self.recover_answering(checkpoint, log, Vec::new())
+    }
+
+    /// [`Node::recover`], with the replies of requests the checkpoint
+    /// counts as served (a fault-tolerance service's reply log): a late
+    /// copy of one of them — its caller sending it again because the
+    /// reply was lost with the object's runtime — gets that reply.
+    pub fn recover_answering(
+        &self,
+        checkpoint: Checkpoint,
+        log: Vec<crate::intercept::Logged>,
+        replies: Vec<crate::intercept::Replayed>,
+    ) -> Future<crate::intercept::Recovered> {
         self.runtime.control(
             &self.url,
             Control::Recover {
                 node: self.url.name().to_owned(),
                 checkpoint,
                 log,
+                replies,
             },
             "recover",
         )

@@ -402,6 +402,8 @@ pub(crate) enum Control {
         node: String,
         checkpoint: Checkpoint,
         log: Vec<crate::intercept::Logged>,
+        /// Replies to requests the checkpoint counts, for their late copies.
+        replies: Vec<crate::intercept::Replayed>,
     },
     Register {
         name: String,
@@ -2043,13 +2045,20 @@ impl Runtime {
                 .create_here(&type_name, &node, &ctor, &inbound.held)
                 .map(|r| Box::new(r) as Box<dyn Encode + Send>),
             Control::Restore { node, checkpoint } => self
-                .restore_here(&node, checkpoint, caller.runtime_id(), Vec::new())
+                .restore_here(
+                    &node,
+                    checkpoint,
+                    caller.runtime_id(),
+                    Vec::new(),
+                    Vec::new(),
+                )
                 .map(|(r, _)| Box::new(r) as Box<dyn Encode + Send>),
             Control::Recover {
                 node,
                 checkpoint,
                 log,
-            } => match self.restore_here(&node, checkpoint, caller.runtime_id(), log) {
+                replies,
+            } => match self.restore_here(&node, checkpoint, caller.runtime_id(), log, replies) {
                 // Answered once the log was served.
                 Ok((reference, replayed)) => {
                     let rt = self.clone();
@@ -2222,6 +2231,7 @@ impl Runtime {
         checkpoint: Checkpoint,
         from: Option<u64>,
         log: Vec<crate::intercept::Logged>,
+        replies: Vec<crate::intercept::Replayed>,
     ) -> std::result::Result<
         (
             RefWire,
@@ -2253,6 +2263,7 @@ impl Runtime {
         let (done, replayed) = tokio::sync::oneshot::channel();
         let mut replay = crate::body::Replay {
             done: Some(done),
+            answers: replies,
             ..Default::default()
         };
         for logged in log {

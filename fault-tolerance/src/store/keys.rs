@@ -182,6 +182,22 @@ pub(crate) fn reply_range(object: &ObjectKey) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
+/// The sender and sequence number in a reply key of `object` (made by
+/// [`reply`]); `None` if the key is not one.
+pub(crate) fn reply_id_of(object: &ObjectKey, key: &[u8]) -> Option<ReplyId> {
+    let rest = key.strip_prefix(self::object(object).as_slice())?;
+    let (len, rest) = rest.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    if rest.len() != len + 8 {
+        return None;
+    }
+    let (sender, sequence) = rest.split_at(len);
+    Some(ReplyId {
+        sender: ObjectKey::new(sender.to_vec()),
+        sequence: u64::from_be_bytes(sequence.try_into().ok()?),
+    })
+}
+
 /// Checks a key's length before it goes into a record.
 pub(crate) fn check_len(key: &ObjectKey) -> Result<(), usize> {
     if key.0.len() > MAX_OBJECT_KEY_LEN {
