@@ -23,6 +23,7 @@ mod deploy_local;
 mod deploy_ssh;
 mod deployment;
 mod descriptor_parse;
+mod ft_recovery;
 mod ft_store;
 mod group_broadcast;
 mod load_balance;
@@ -82,6 +83,10 @@ enum Bench {
     /// Small request-log entries made durable per second by the FT store
     /// with group commit, against one commit per entry.
     FtStore(ft_store::Args),
+    /// `pml`: a protected object with a 1,000-request log recovered on a
+    /// spare after its runtime died, against restoring its checkpoint
+    /// alone.
+    FtRecovery(ft_recovery::Args),
     /// Serves an overlay peer lending slots (started by the benchmarks).
     #[command(hide = true)]
     ServePeer(serve::PeerArgs),
@@ -116,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         Bench::LoadBalance(args) => bench_runtime()?.block_on(load_balance::run(&args))?,
         Bench::P2pAcquire(args) => bench_runtime()?.block_on(p2p_acquire::run(&args))?,
         Bench::FtStore(args) => bench_runtime()?.block_on(ft_store::run(&args))?,
+        Bench::FtRecovery(args) => bench_runtime()?.block_on(ft_recovery::run(&args))?,
         Bench::ServePeer(args) => return server_runtime()?.block_on(serve::peer(&args)),
         Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),
         Bench::ServeEcho(args) => return server_runtime()?.block_on(serve::echo(&args)),
