@@ -68,13 +68,12 @@ async fn round(log: usize, dir: PathBuf, n: usize) -> anyhow::Result<Round> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&path);
-    let result = tokio::spawn(async move {
+    tokio::spawn(async move {
         let result = measure(log, &dir, &path).await;
         let _ = std::fs::remove_file(&path);
         result
     })
-    .await?;
-    result
+    .await?
 }
 
 async fn measure(
