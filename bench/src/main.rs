@@ -23,6 +23,7 @@ mod deploy_local;
 mod deploy_ssh;
 mod deployment;
 mod descriptor_parse;
+mod ft_overhead;
 mod ft_recovery;
 mod ft_store;
 mod group_broadcast;
@@ -87,6 +88,9 @@ enum Bench {
     /// spare after its runtime died, against restoring its checkpoint
     /// alone.
     FtRecovery(ft_recovery::Args),
+    /// `pml`: tasks of 1 ms and empty calls on protected objects, against
+    /// the same on unprotected ones.
+    FtOverhead(ft_overhead::Args),
     /// Serves an overlay peer lending slots (started by the benchmarks).
     #[command(hide = true)]
     ServePeer(serve::PeerArgs),
@@ -122,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         Bench::P2pAcquire(args) => bench_runtime()?.block_on(p2p_acquire::run(&args))?,
         Bench::FtStore(args) => bench_runtime()?.block_on(ft_store::run(&args))?,
         Bench::FtRecovery(args) => bench_runtime()?.block_on(ft_recovery::run(&args))?,
+        Bench::FtOverhead(args) => bench_runtime()?.block_on(ft_overhead::run(&args))?,
         Bench::ServePeer(args) => return server_runtime()?.block_on(serve::peer(&args)),
         Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),
         Bench::ServeEcho(args) => return server_runtime()?.block_on(serve::echo(&args)),

@@ -91,6 +91,15 @@ impl Recorder {
         std::process::id()
     }
 
+    /// Computes for `ms` milliseconds without yielding, then appends
+    /// `value`: a task of a checkpointable object, for fault-tolerance
+    /// benchmarks.
+    pub fn push_computed(&mut self, ms: u64, value: u64) -> u64 {
+        spin_for(ms);
+        self.seen.push(value);
+        self.seen.len() as u64
+    }
+
     /// Works `ms` milliseconds, then appends `value`: a busy object, for
     /// load-balancing tests.
     pub async fn push_after(&mut self, ms: u64, value: u64) -> u64 {
@@ -98,6 +107,24 @@ impl Recorder {
         self.seen.push(value);
         self.seen.len() as u64
     }
+}
+
+/// Computes for `ms` milliseconds without yielding (pure CPU, as a solver
+/// step would); how many rounds it made.
+fn spin_for(ms: u64) -> u64 {
+    let start = std::time::Instant::now();
+    let mut rounds = 0u64;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    while start.elapsed() < Duration::from_millis(ms) {
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        rounds += 1;
+    }
+    std::hint::black_box(x);
+    rounds
 }
 
 /// An error a [`Worker`] method returns on purpose.
@@ -143,19 +170,7 @@ impl Worker {
     /// Computes for `ms` milliseconds without yielding (pure CPU, as a
     /// solver step would), then returns how many rounds it made.
     pub fn spin(&self, ms: u64) -> u64 {
-        let start = std::time::Instant::now();
-        let mut rounds = 0u64;
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        while start.elapsed() < Duration::from_millis(ms) {
-            for _ in 0..1000 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-            }
-            rounds += 1;
-        }
-        std::hint::black_box(x);
-        rounds
+        spin_for(ms)
     }
 
     /// Computes for `micros` microseconds over `data`, then returns its

@@ -1,0 +1,227 @@
+//! `ft-overhead pml`: the same workload on protected objects (every request
+//! logged durably before it is served, checkpoints every `--ttc-ms`) and on
+//! unprotected ones, in the same run.
+//!
+//! * **Tasks**: `--objects` objects each serve `--tasks` tasks of
+//!   `--task-ms` of computation, sent one after the other per object and
+//!   concurrently across objects; the makespan with PML (`value`) against
+//!   without (`baseline_value`). Target: ratio ≤ 1.10 for 1 ms tasks.
+//! * **Empty calls**: `--empty` calls that do nothing, spread the same way
+//!   over `--empty-objects` objects; logged calls per second with group
+//!   commit (target ≥ 100,000/s) and their ratio to unprotected calls.
+//!
+//! The runtimes and the FT server (its store in `--dir`) are in this
+//! process, over loopback; calls are made from the runtime's worker tasks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actogrid_builtin::RecorderProxy;
+use actogrid_fault_tolerance::server::FtServer;
+use actogrid_runtime::{Config, Node, Runtime};
+use anyhow::{Context as _, ensure};
+
+use crate::report::Report;
+
+/// The goal for the tasks' makespan, protected against unprotected.
+const TASK_TARGET_RATIO: f64 = 1.10;
+/// The goal for logged empty calls per second.
+const EMPTY_TARGET: f64 = 100_000.0;
+
+/// Options of `ft-overhead`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Args {
+    /// The protocol (only `pml` exists).
+    #[arg(default_value = "pml")]
+    protocol: String,
+    /// Objects the tasks run on.
+    #[arg(long, default_value_t = 8)]
+    objects: usize,
+    /// Tasks per object.
+    #[arg(long, default_value_t = 100)]
+    tasks: usize,
+    /// Computation per task, in milliseconds.
+    #[arg(long, default_value_t = 1)]
+    task_ms: u64,
+    /// Empty calls in all.
+    #[arg(long, default_value_t = 20_000)]
+    empty: usize,
+    /// Objects the empty calls go to.
+    #[arg(long, default_value_t = 64)]
+    empty_objects: usize,
+    /// Time to checkpoint, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    ttc_ms: u64,
+    /// Timed rounds of each.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Where the FT store's files are made (and removed): an ordinary disk.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+async fn runtime() -> anyhow::Result<Runtime> {
+    Ok(Runtime::bind("127.0.0.1:0", Config::default()).await?)
+}
+
+fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
+    let address = on.address().context("a bound runtime serves")?;
+    Ok(from.node(&format!("actogrid://{address}/{name}").parse()?))
+}
+
+/// `calls` calls over `objects` objects on `on`, sequential per object and
+/// concurrent across them, each computing `ms`; the elapsed seconds.
+async fn workload(on: &Node, objects: usize, calls: usize, ms: u64) -> anyhow::Result<f64> {
+    let mut targets = Vec::with_capacity(objects);
+    for _ in 0..objects {
+        targets.push(RecorderProxy::new(on).await?);
+    }
+    let per_object = calls / objects;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(objects);
+    for target in targets {
+        tasks.push(tokio::spawn(async move {
+            for v in 0..per_object as u64 {
+                if ms == 0 {
+                    target.push(v).await?;
+                } else {
+                    target.push_computed(ms, v).await?;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// What one round measured.
+struct Round {
+    tasks_ft: f64,
+    tasks_plain: f64,
+    empty_ft: f64,
+    empty_plain: f64,
+    store_bytes: u64,
+    entries_per_second: f64,
+}
+
+async fn round(args: Arc<Args>, n: usize) -> anyhow::Result<Round> {
+    let path = args.dir.join(format!(
+        "actogrid-bench-ft-overhead-{}-{n}.redb",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    tokio::spawn(async move {
+        let result = measure(&args, &path).await;
+        let _ = std::fs::remove_file(&path);
+        result
+    })
+    .await?
+}
+
+async fn measure(args: &Args, path: &std::path::Path) -> anyhow::Result<Round> {
+    let server = FtServer::open(path, Duration::from_millis(args.ttc_ms))
+        .with_context(|| format!("opening the FT store in {}", args.dir.display()))?;
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    callee
+        .local_node("ft")
+        .add_interceptor(server.protection())?;
+    caller.set_locator(server.locator())?;
+    let ft = node(&caller, &callee, "ft")?;
+    let plain = node(&caller, &callee, "plain")?;
+    let tasks = args.objects * args.tasks;
+    let tasks_plain = workload(&plain, args.objects, tasks, args.task_ms).await?;
+    let tasks_ft = workload(&ft, args.objects, tasks, args.task_ms).await?;
+    let empty_plain = workload(&plain, args.empty_objects, args.empty, 0).await?;
+    let started_entries = server.store().stats().entries_written;
+    let empty_ft = workload(&ft, args.empty_objects, args.empty, 0).await?;
+    let stats = server.store().stats();
+    for rt in [&caller, &callee] {
+        rt.shutdown();
+    }
+    tokio::task::spawn_blocking(move || drop(server)).await?;
+    let calls = (args.empty / args.empty_objects * args.empty_objects) as f64;
+    Ok(Round {
+        tasks_ft,
+        tasks_plain,
+        empty_ft: calls / empty_ft,
+        empty_plain: calls / empty_plain,
+        store_bytes: stats.file_bytes,
+        entries_per_second: (stats.entries_written - started_entries) as f64 / empty_ft,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
+    ensure!(
+        args.protocol == "pml",
+        "`{}`: only `pml` protects objects in this version",
+        args.protocol
+    );
+    ensure!(
+        args.rounds > 0
+            && args.objects > 0
+            && args.tasks > 0
+            && args.empty_objects > 0
+            && args.empty >= args.empty_objects,
+        "need rounds, objects, tasks, and at least one empty call per object"
+    );
+    let shared = Arc::new(args.clone());
+    let mut rounds = Vec::new();
+    for n in 0..args.rounds {
+        rounds.push(round(shared.clone(), n).await?);
+    }
+    let of = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    let tasks_ft = of(|r| r.tasks_ft) * 1e3;
+    let tasks_plain = of(|r| r.tasks_plain) * 1e3;
+    let empty_ft = of(|r| r.empty_ft);
+    let empty_plain = of(|r| r.empty_plain);
+    let ratio = tasks_ft / tasks_plain;
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    let store_bytes = rounds.iter().map(|r| r.store_bytes).max().unwrap_or(0);
+    Ok(Report::new(
+        "ft-overhead",
+        "ms",
+        tasks_ft,
+        of(|r| r.tasks_ft) * 1e3,
+        "the same tasks on unprotected objects, ms",
+        tasks_plain,
+    )
+    .note(format!(
+        "{} objects × {} tasks of {} ms: {tasks_ft:.1} ms with PML, {tasks_plain:.1} ms without ({ratio:.2}×; target <= {TASK_TARGET_RATIO}×: {})",
+        args.objects,
+        args.tasks,
+        args.task_ms,
+        met(ratio <= TASK_TARGET_RATIO)
+    ))
+    .note(format!(
+        "empty calls over {} objects: {empty_ft:.0}/s logged, {empty_plain:.0}/s unprotected ({:.2}×; target >= {EMPTY_TARGET:.0}/s: {})",
+        args.empty_objects,
+        empty_ft / empty_plain,
+        met(empty_ft >= EMPTY_TARGET)
+    ))
+    .note(format!(
+        "store: {} KiB at the end of a round, {:.0} entries/s written during the empty calls",
+        store_bytes / 1024,
+        of(|r| r.entries_per_second)
+    ))
+    .with("protocol", args.protocol.clone())
+    .with("objects", args.objects)
+    .with("tasks", args.tasks)
+    .with("task_ms", args.task_ms)
+    .with("task_target_ratio", TASK_TARGET_RATIO)
+    .with_figure("logged_calls_per_second", empty_ft)
+    .with_figure("unprotected_calls_per_second", empty_plain)
+    .with_figure("logged_calls_ratio", empty_ft / empty_plain)
+    .with("logged_calls_target", EMPTY_TARGET)
+    .with("store_bytes", store_bytes)
+    .with_figure("store_entries_per_second", of(|r| r.entries_per_second)))
+}
