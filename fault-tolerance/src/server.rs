@@ -684,7 +684,7 @@ impl Shared {
         &self,
         delivery: &Delivery<'_>,
         address: String,
-        checkpoint: Option<Result<actogrid_runtime::intercept::Checkpoint, String>>,
+        checkpoint: Option<actogrid_runtime::intercept::Checkpoint>,
     ) -> Result<(), String> {
         let object = delivery.object;
         if lock(&self.objects).get(&object).is_some_and(|e| e.failed) {
@@ -709,7 +709,7 @@ impl Shared {
         }
         if let Some(checkpoint) = checkpoint {
             let reserved = self.reserve(object).ok_or("the object is not known here")?;
-            self.store(object, checkpoint?, reserved).await?;
+            self.store(object, checkpoint, reserved).await?;
         }
         let entry = postcard::to_allocvec(&Logged::of(delivery)).map_err(|e| e.to_string())?;
         let incarnation = lock(&self.objects)
@@ -740,10 +740,21 @@ impl Interceptor for Protection {
         let address = body.runtime().address().unwrap_or_default().to_owned();
         // The state at this boundary, taken here (the body is not shared
         // with the hook's future), stored before the request is logged.
-        let checkpoint = shared
-            .due(object)
-            .then(|| body.checkpoint().map_err(|e| e.to_string()));
+        let checkpoint = shared.due(object).then(|| body.checkpoint());
         Box::pin(async move {
+            let checkpoint = match checkpoint.transpose() {
+                Ok(checkpoint) => checkpoint,
+                // Never protected, so never served: its caller is told why.
+                Err(e) => {
+                    tracing::error!(
+                        object = format_args!("{object:#x}"),
+                        "an object on a protected node cannot be protected: {e}"
+                    );
+                    return Verdict::Refuse(format!(
+                        "it is on a fault-tolerant node but cannot be protected: {e}"
+                    ));
+                }
+            };
             match shared.protect(delivery, address, checkpoint).await {
                 Ok(()) => Verdict::Deliver,
                 Err(e) => {

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use actogrid_builtin::RecorderProxy;
+use actogrid_builtin::{RecorderProxy, WorkerProxy};
 use actogrid_fault_tolerance::server::{FtServer, Protection, remote_locator};
-use actogrid_runtime::{Config, Node, Proxy, Runtime};
+use actogrid_runtime::{CallError, Config, Node, Proxy, Runtime};
 
 /// A generous bound so that a regression fails the test instead of
 /// hanging it.
@@ -146,4 +146,28 @@ async fn a_server_over_the_wire_recovers_the_same_way() -> anyhow::Result<()> {
     }
     caller.set_locator(remote_locator(caller.adopt(&served.location)))?;
     die_and_recover(&server, &caller, &callee, &spare).await
+}
+
+/// An object that cannot be checkpointed (its type has no `Serialize`) on
+/// a protected node is never served unprotected: each call is refused,
+/// saying why, instead of being served or left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_cannot_be_protected_is_refused_with_the_reason() -> anyhow::Result<()> {
+    let dir = TempDir::new("unprotectable");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_millis(30))?;
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    callee
+        .local_node("n")
+        .add_interceptor(server.protection())?;
+    let worker = within(WorkerProxy::new(&node(&caller, &callee, "n")?, "w".into())).await?;
+    match within(worker.maybe_fail(false)).await {
+        Err(e @ CallError::Refused { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("cannot be protected"), "{text}");
+            assert!(text.contains("Serialize"), "{text}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    Ok(())
 }

@@ -803,6 +803,19 @@ impl Body {
                     self.after_serve(&interceptors[..k], &delivery, ServeOutcome::Dropped);
                     return;
                 }
+                Ok(Verdict::Refuse(why)) => {
+                    self.after_serve(&interceptors[..k], &delivery, ServeOutcome::Dropped);
+                    let o = Outcome::failure(
+                        Status::Refused,
+                        format!(
+                            "`{method}` was not served: an interceptor of node `{}` refused it \
+                             for {} {:#x}: {why}",
+                            self.node.name, delivery.type_name, self.id
+                        ),
+                    );
+                    inbound.reply.send(&self.runtime, o, None);
+                    return;
+                }
                 Err(panic) => {
                     let why = crate::panics::describe(&*panic);
                     tracing::error!(

@@ -47,12 +47,15 @@ pub struct Delivery<'a> {
 }
 
 /// What to do with a request after `before_delivery`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Serve it.
     Deliver,
     /// Drop it without serving or replying (a duplicate).
     Drop,
+    /// Do not serve it, and answer its caller `CallError::Refused` with
+    /// this reason (the request cannot be served here, ever).
+    Refuse(String),
 }
 
 /// How serving ended, for `after_serve`.
