@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actogrid_builtin::RecorderProxy;
-use actogrid_fault_tolerance::server::FtServer;
+use actogrid_fault_tolerance::server::{FtServer, Protection, remote_locator};
 use actogrid_runtime::{Config, Node, Runtime};
 use anyhow::{Context as _, ensure};
 
@@ -59,6 +59,10 @@ pub(crate) struct Args {
     /// Where the FT store's files are made (and removed): an ordinary disk.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    /// The FT server on a runtime of its own, reached over the wire (as in
+    /// a deployment), instead of directly.
+    #[arg(long)]
+    remote: bool,
 }
 
 async fn runtime() -> anyhow::Result<Runtime> {
@@ -127,10 +131,21 @@ async fn measure(args: &Args, path: &std::path::Path) -> anyhow::Result<Round> {
         .with_context(|| format!("opening the FT store in {}", args.dir.display()))?;
     let caller = runtime().await?;
     let callee = runtime().await?;
-    callee
-        .local_node("ft")
-        .add_interceptor(server.protection())?;
-    caller.set_locator(server.locator())?;
+    let home = runtime().await?;
+    if args.remote {
+        let served = server.serve(&home.local_node("ft"), "ft-server").await?;
+        let endpoint = callee.adopt(&served.endpoint);
+        let ttc = Duration::from_millis(args.ttc_ms);
+        callee
+            .local_node("ft")
+            .add_interceptor(Protection::remote(endpoint, ttc))?;
+        caller.set_locator(remote_locator(caller.adopt(&served.location)))?;
+    } else {
+        callee
+            .local_node("ft")
+            .add_interceptor(server.protection())?;
+        caller.set_locator(server.locator())?;
+    }
     let ft = node(&caller, &callee, "ft")?;
     let plain = node(&caller, &callee, "plain")?;
     let tasks = args.objects * args.tasks;
@@ -140,7 +155,7 @@ async fn measure(args: &Args, path: &std::path::Path) -> anyhow::Result<Round> {
     let started_entries = server.store().stats().entries_written;
     let empty_ft = workload(&ft, args.empty_objects, args.empty, 0).await?;
     let stats = server.store().stats();
-    for rt in [&caller, &callee] {
+    for rt in [&caller, &callee, &home] {
         rt.shutdown();
     }
     tokio::task::spawn_blocking(move || drop(server)).await?;
@@ -214,6 +229,14 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         of(|r| r.entries_per_second)
     ))
     .with("protocol", args.protocol.clone())
+    .with(
+        "server",
+        if args.remote {
+            "over the wire"
+        } else {
+            "in the process"
+        },
+    )
     .with("objects", args.objects)
     .with("tasks", args.tasks)
     .with("task_ms", args.task_ms)

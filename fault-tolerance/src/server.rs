@@ -620,7 +620,7 @@ impl Protection {
     /// Protection reaching a server over the wire, at the endpoint
     /// [`FtServer::serve`] registered.
     pub fn remote(server: FtEndpointProxy, ttc: Duration) -> Arc<Protection> {
-        Protection::new(Arc::new(Remote(server)), ttc)
+        Protection::new(Arc::new(Remote::new(server)), ttc)
     }
 }
 
@@ -936,13 +936,37 @@ impl FtEndpoint {
             .map_err(|e| e.to_string())
     }
 
-    /// [`FtServer::log`].
-    pub async fn log(&self, object: u64, incarnation: u64, entry: Vec<u8>) -> Result<u64, String> {
-        self.server()?
-            .log(object, incarnation, entry)
-            .await
-            .map(|p| p.0)
-            .map_err(|e| e.to_string())
+    /// Each of `writes` at once, so that the store commits them together:
+    /// for each, a log entry's position, or 0 for a reply recorded.
+    pub async fn write_batch(&self, writes: Vec<Write>) -> Vec<Result<u64, String>> {
+        let server = match self.server() {
+            Ok(server) => server,
+            Err(e) => return writes.iter().map(|_| Err(e.clone())).collect(),
+        };
+        futures::future::join_all(writes.into_iter().map(|write| {
+            let server = server.clone();
+            async move {
+                match write {
+                    Write::Log {
+                        object,
+                        incarnation,
+                        entry,
+                    } => server.log(object, incarnation, entry).await.map(|p| p.0),
+                    Write::Reply {
+                        object,
+                        sender,
+                        seq,
+                        at,
+                        reply,
+                    } => server
+                        .record_reply(object, sender, seq, LogPosition(at), reply)
+                        .await
+                        .map(|()| 0),
+                }
+                .map_err(|e| e.to_string())
+            }
+        }))
+        .await
     }
 
     /// [`FtServer::record_reply`].
@@ -983,7 +1007,103 @@ impl FtLocation {
 
 /// A server reached over the wire.
 #[derive(Debug)]
-struct Remote(FtEndpointProxy);
+struct Remote {
+    endpoint: FtEndpointProxy,
+    /// The log requests of this runtime's protected objects, sent in
+    /// batches (see [`batch_logs`]).
+    logs: tokio::sync::mpsc::UnboundedSender<PendingLog>,
+}
+
+/// A write of a protected runtime to its server, batched with the others
+/// (see [`FtEndpoint::write_batch`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum Write {
+    /// [`FtServer::log`].
+    Log {
+        /// The object.
+        object: u64,
+        /// Its incarnation.
+        incarnation: u64,
+        /// The encoded [`Logged`].
+        entry: Vec<u8>,
+    },
+    /// [`FtServer::record_reply`].
+    Reply {
+        /// The object.
+        object: u64,
+        /// The request's sender.
+        sender: u64,
+        /// Its sequence number.
+        seq: u64,
+        /// Its log position.
+        at: u64,
+        /// The encoded [`Reply`].
+        reply: Vec<u8>,
+    },
+}
+
+/// A write waiting for its batch, and who waits for its result.
+type PendingLog = (Write, tokio::sync::oneshot::Sender<Result<u64, String>>);
+
+/// The most entries one batch carries.
+const MAX_BATCH: usize = 1024;
+
+/// Sends the log requests of the protected objects of one runtime to the
+/// endpoint: whatever queued while a batch was on its way goes in the next
+/// one, so that one commit of the store serves many objects.
+async fn batch_logs(
+    endpoint: FtEndpointProxy,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<PendingLog>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let (writes, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match endpoint.write_batch(writes).await {
+            Ok(results) if results.len() == waiting.len() => {
+                for (tx, result) in waiting.into_iter().zip(results) {
+                    let _ = tx.send(result.map_err(|e| format!("the FT server: {e}")));
+                }
+            }
+            Ok(_) => {
+                for tx in waiting {
+                    let _ = tx.send(Err("the FT server answered a batch of another size".into()));
+                }
+            }
+            Err(e) => {
+                let e = format!("the FT server: {e}");
+                for tx in waiting {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Remote {
+    /// Queues `write` for the next batch; its result.
+    async fn write(&self, write: Write) -> Result<u64, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.logs
+            .send((write, tx))
+            .map_err(|_| "the FT server's link stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the FT server's link stopped".to_owned())?
+    }
+
+    /// A link to `endpoint`; its batching task runs on the current tokio
+    /// runtime.
+    fn new(endpoint: FtEndpointProxy) -> Remote {
+        let (logs, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batch_logs(endpoint.clone(), queue));
+        Remote { endpoint, logs }
+    }
+}
 
 fn remote_error(e: actogrid_runtime::CallError<String>) -> String {
     format!("the FT server: {e}")
@@ -996,7 +1116,7 @@ impl FtLink for Remote {
         address: String,
     ) -> BoxFuture<'_, Result<ObjectState, String>> {
         Box::pin(async move {
-            self.0
+            self.endpoint
                 .open_object(object, address)
                 .await
                 .map_err(remote_error)
@@ -1010,7 +1130,7 @@ impl FtLink for Remote {
         state: Vec<u8>,
     ) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            self.0
+            self.endpoint
                 .checkpoint(object, reserved, state)
                 .await
                 .map_err(remote_error)
@@ -1024,10 +1144,12 @@ impl FtLink for Remote {
         entry: Vec<u8>,
     ) -> BoxFuture<'_, Result<u64, String>> {
         Box::pin(async move {
-            self.0
-                .log(object, incarnation, entry)
-                .await
-                .map_err(remote_error)
+            self.write(Write::Log {
+                object,
+                incarnation,
+                entry,
+            })
+            .await
         })
     }
 
@@ -1040,10 +1162,15 @@ impl FtLink for Remote {
         reply: Vec<u8>,
     ) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            self.0
-                .record_reply(object, sender, seq, at, reply)
-                .await
-                .map_err(remote_error)
+            self.write(Write::Reply {
+                object,
+                sender,
+                seq,
+                at,
+                reply,
+            })
+            .await
+            .map(|_| ())
         })
     }
 
