@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use actogrid_builtin::RecorderProxy;
 use actogrid_fault_tolerance::server::{FtServer, Protection, remote_locator};
-use actogrid_runtime::{Config, Node, Runtime};
+use actogrid_runtime::Node;
 use anyhow::{Context as _, ensure};
 
+use crate::ft_recovery::{node, runtime};
 use crate::report::Report;
 
 /// The goal for the tasks' makespan, protected against unprotected.
@@ -63,15 +64,6 @@ pub(crate) struct Args {
     /// a deployment), instead of directly.
     #[arg(long)]
     remote: bool,
-}
-
-async fn runtime() -> anyhow::Result<Runtime> {
-    Ok(Runtime::bind("127.0.0.1:0", Config::default()).await?)
-}
-
-fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
-    let address = on.address().context("a bound runtime serves")?;
-    Ok(from.node(&format!("actogrid://{address}/{name}").parse()?))
 }
 
 /// `calls` calls over `objects` objects on `on`, sequential per object and

@@ -44,11 +44,13 @@ pub(crate) struct Args {
     dir: PathBuf,
 }
 
-async fn runtime() -> anyhow::Result<Runtime> {
+/// A runtime of this process serving on loopback.
+pub(crate) async fn runtime() -> anyhow::Result<Runtime> {
     Ok(Runtime::bind("127.0.0.1:0", Config::default()).await?)
 }
 
-fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
+/// Node `name` of `on`, as `from` reaches it.
+pub(crate) fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
     let address = on.address().context("a bound runtime serves")?;
     Ok(from.node(&format!("actogrid://{address}/{name}").parse()?))
 }

@@ -420,38 +420,37 @@ impl FtServer {
         Ok(())
     }
 
-    /// Appends `entry` (a postcard-encoded [`Logged`]) to `object`'s log
-    /// durably, written by `incarnation`; its position.
-    pub async fn log(
-        &self,
-        object: u64,
-        incarnation: u64,
-        entry: Vec<u8>,
-    ) -> Result<LogPosition, FtError> {
-        Ok(self
-            .store
-            .append(&key(object), Incarnation(incarnation), entry)
-            .await?)
-    }
-
-    /// Records `reply` (a postcard-encoded [`Reply`]) to request `seq` of
-    /// `sender`, logged at `at`.
-    pub async fn record_reply(
-        &self,
-        object: u64,
-        sender: u64,
-        seq: u64,
-        at: LogPosition,
-        reply: Vec<u8>,
-    ) -> Result<(), FtError> {
-        let id = ReplyId {
-            sender: key(sender),
-            sequence: seq,
-        };
-        Ok(self
-            .store
-            .record_reply(&key(object), &id, at, reply)
-            .await?)
+    /// Carries out `write` durably: a log entry's position, or 0 for a
+    /// reply recorded.
+    pub async fn write(&self, write: Write) -> Result<u64, FtError> {
+        match write {
+            // Written by `incarnation`.
+            Write::Log {
+                object,
+                incarnation,
+                entry,
+            } => Ok(self
+                .store
+                .append(&key(object), Incarnation(incarnation), entry)
+                .await?
+                .0),
+            Write::Reply {
+                object,
+                sender,
+                seq,
+                at,
+                reply,
+            } => {
+                let id = ReplyId {
+                    sender: key(sender),
+                    sequence: seq,
+                };
+                self.store
+                    .record_reply(&key(object), &id, LogPosition(at), reply)
+                    .await?;
+                Ok(0)
+            }
+        }
     }
 
     /// The reply recorded for request `seq` of `sender` to `object`.
@@ -480,22 +479,8 @@ pub trait FtLink: Send + Sync + std::fmt::Debug + 'static {
         reserved: Reserved,
         state: Vec<u8>,
     ) -> BoxFuture<'_, Result<(), String>>;
-    /// [`FtServer::log`]: the entry's position.
-    fn log(
-        &self,
-        object: u64,
-        incarnation: u64,
-        entry: Vec<u8>,
-    ) -> BoxFuture<'_, Result<u64, String>>;
-    /// [`FtServer::record_reply`].
-    fn record_reply(
-        &self,
-        object: u64,
-        sender: u64,
-        seq: u64,
-        at: u64,
-        reply: Vec<u8>,
-    ) -> BoxFuture<'_, Result<(), String>>;
+    /// [`FtServer::write`].
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<u64, String>>;
     /// [`FtServer::reply`], when it can be had at once (in one process).
     fn reply_now(&self, object: u64, sender: u64, seq: u64) -> Option<Vec<u8>>;
 }
@@ -528,35 +513,8 @@ impl FtLink for Direct {
         })
     }
 
-    fn log(
-        &self,
-        object: u64,
-        incarnation: u64,
-        entry: Vec<u8>,
-    ) -> BoxFuture<'_, Result<u64, String>> {
-        Box::pin(async move {
-            self.0
-                .log(object, incarnation, entry)
-                .await
-                .map(|p| p.0)
-                .map_err(|e| e.to_string())
-        })
-    }
-
-    fn record_reply(
-        &self,
-        object: u64,
-        sender: u64,
-        seq: u64,
-        at: u64,
-        reply: Vec<u8>,
-    ) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            self.0
-                .record_reply(object, sender, seq, LogPosition(at), reply)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move { self.0.write(write).await.map_err(|e| e.to_string()) })
     }
 
     fn reply_now(&self, object: u64, sender: u64, seq: u64) -> Option<Vec<u8>> {
@@ -715,7 +673,14 @@ impl Shared {
         let incarnation = lock(&self.objects)
             .get(&object)
             .map_or(1, |e| e.incarnation);
-        let position = self.link.log(object, incarnation, entry).await?;
+        let position = self
+            .link
+            .write(Write::Log {
+                object,
+                incarnation,
+                entry,
+            })
+            .await?;
         if let Some(e) = lock(&self.objects).get_mut(&object) {
             e.next = position + 1;
             e.dirty = true;
@@ -798,7 +763,14 @@ impl Interceptor for Protection {
         // for a request sent again once a checkpoint counts it as served,
         // and checkpoints wait for it.
         let recording = tokio::spawn(async move {
-            if let Err(e) = link.record_reply(object, sender, seq, at, reply).await {
+            let write = Write::Reply {
+                object,
+                sender,
+                seq,
+                at,
+                reply,
+            };
+            if let Err(e) = link.write(write).await {
                 tracing::warn!("the reply of object {object:#x} was not recorded: {e}");
             }
         });
@@ -945,43 +917,9 @@ impl FtEndpoint {
         };
         futures::future::join_all(writes.into_iter().map(|write| {
             let server = server.clone();
-            async move {
-                match write {
-                    Write::Log {
-                        object,
-                        incarnation,
-                        entry,
-                    } => server.log(object, incarnation, entry).await.map(|p| p.0),
-                    Write::Reply {
-                        object,
-                        sender,
-                        seq,
-                        at,
-                        reply,
-                    } => server
-                        .record_reply(object, sender, seq, LogPosition(at), reply)
-                        .await
-                        .map(|()| 0),
-                }
-                .map_err(|e| e.to_string())
-            }
+            async move { server.write(write).await.map_err(|e| e.to_string()) }
         }))
         .await
-    }
-
-    /// [`FtServer::record_reply`].
-    pub async fn record_reply(
-        &self,
-        object: u64,
-        sender: u64,
-        seq: u64,
-        at: u64,
-        reply: Vec<u8>,
-    ) -> Result<(), String> {
-        self.server()?
-            .record_reply(object, sender, seq, LogPosition(at), reply)
-            .await
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -1018,7 +956,7 @@ struct Remote {
 /// (see [`FtEndpoint::write_batch`]).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Write {
-    /// [`FtServer::log`].
+    /// An entry appended to an object's log.
     Log {
         /// The object.
         object: u64,
@@ -1027,7 +965,7 @@ pub enum Write {
         /// The encoded [`Logged`].
         entry: Vec<u8>,
     },
-    /// [`FtServer::record_reply`].
+    /// A reply recorded against the request it answers.
     Reply {
         /// The object.
         object: u64,
@@ -1087,7 +1025,7 @@ async fn batch_logs(
 
 impl Remote {
     /// Queues `write` for the next batch; its result.
-    async fn write(&self, write: Write) -> Result<u64, String> {
+    async fn queue(&self, write: Write) -> Result<u64, String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.logs
             .send((write, tx))
@@ -1137,41 +1075,8 @@ impl FtLink for Remote {
         })
     }
 
-    fn log(
-        &self,
-        object: u64,
-        incarnation: u64,
-        entry: Vec<u8>,
-    ) -> BoxFuture<'_, Result<u64, String>> {
-        Box::pin(async move {
-            self.write(Write::Log {
-                object,
-                incarnation,
-                entry,
-            })
-            .await
-        })
-    }
-
-    fn record_reply(
-        &self,
-        object: u64,
-        sender: u64,
-        seq: u64,
-        at: u64,
-        reply: Vec<u8>,
-    ) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            self.write(Write::Reply {
-                object,
-                sender,
-                seq,
-                at,
-                reply,
-            })
-            .await
-            .map(|_| ())
-        })
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(self.queue(write))
     }
 
     fn reply_now(&self, _object: u64, _sender: u64, _seq: u64) -> Option<Vec<u8>> {
