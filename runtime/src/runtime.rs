@@ -813,21 +813,40 @@ impl Runtime {
             header: &header,
             futures: &held,
         };
-        let claim = self.claim_for(&conn, sender);
+        if let Err(failed) = self.put_request(&conn, &head, &payload, method)
+            && let (failure, Some(Pending::Retained(r))) = *failed
+        {
+            r.slot.resolve(failure);
+        }
+    }
+
+    /// Writes request `head` with `payload` on `conn`, after the claim its
+    /// sender needs there; the futures it carries follow it. If it does
+    /// not fit, its call is unregistered and handed back with the failure.
+    fn put_request(
+        &self,
+        conn: &Arc<Conn>,
+        head: &RequestHead<'_>,
+        payload: &[u8],
+        method: &str,
+    ) -> std::result::Result<(), Box<(Outcome, Option<Pending>)>> {
+        let claim = self.claim_for(conn, head.sender);
         if let Err(e) = conn.write_as(claim.as_deref(), |buf| {
-            wire::put_request(buf, &head, &payload);
+            wire::put_request(buf, head, payload);
         }) {
-            if let Some(Pending::Retained(r)) = conn.unregister(call_id) {
-                r.slot.resolve(Outcome::failure(
-                    Status::BadRequest,
-                    format!("the request `{method}` takes {e}"),
-                ));
-            }
-            return;
+            let pending = (head.call_id != 0)
+                .then(|| conn.unregister(head.call_id))
+                .flatten();
+            let failure = Outcome::failure(
+                Status::BadRequest,
+                format!("the request `{method}` takes {e}"),
+            );
+            return Err(Box::new((failure, pending)));
         }
-        for h in &held {
-            h.continue_to(&conn);
+        for h in head.futures {
+            h.continue_to(conn);
         }
+        Ok(())
     }
 
     pub(crate) fn moved(&self, object: u64, address: &str) {
@@ -1192,22 +1211,8 @@ impl Runtime {
                 header: &header_bytes,
                 futures: &held,
             };
-            let claim = self.claim_for(&conn, sender);
-            if let Err(e) = conn.write_as(claim.as_deref(), |buf| {
-                wire::put_request(buf, &head, payload);
-            }) {
-                if call_id != 0 {
-                    conn.unregister(call_id);
-                }
-                return Err(Unsent::Failed(Outcome::failure(
-                    Status::BadRequest,
-                    format!("the request `{}` takes {e}", info.method),
-                )));
-            }
-            for h in &held {
-                h.continue_to(&conn);
-            }
-            Ok(())
+            self.put_request(&conn, &head, payload, info.method)
+                .map_err(|failed| Unsent::Failed(failed.0))
         })
     }
 
@@ -1912,19 +1917,8 @@ impl Runtime {
             header: &[],
             futures: &held,
         };
-        let claim = self.claim_for(&conn, self.inner.id);
-        if let Err(e) = conn.write_as(claim.as_deref(), |buf| {
-            wire::put_request(buf, &head, &payload);
-        }) {
-            conn.unregister(call_id);
-            slot.resolve(Outcome::failure(
-                Status::BadRequest,
-                format!("the request `{method}` takes {e}"),
-            ));
-            return future;
-        }
-        for h in &held {
-            h.continue_to(&conn);
+        if let Err(failed) = self.put_request(&conn, &head, &payload, method) {
+            slot.resolve(failed.0);
         }
         future
     }
