@@ -60,8 +60,9 @@ pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
     LEASE_ENV, LISTEN_ENV, LogSink, LogSinkProxy, MAX_LINE, NODE_PREFIX_ENV, NODES_ENV, OutputLine,
     OutputOptions, PrintedLine, Refusal, Registrar, RegistrarProxy, Registration, RuntimeAgent,
-    RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, Stream, VirtualNode, VnDirectory,
-    VnDirectoryProxy, VnEvent, check_descriptor, check_descriptor_for, lookup_vn,
+    RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, STATE_DIR_ENV, Stream, VirtualNode,
+    VnDirectory, VnDirectoryProxy, VnEvent, check_descriptor, check_descriptor_for, lookup_vn,
+    state_dir,
 };
 pub use process::{
     NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_if_deployed, serve_node,

@@ -230,10 +230,88 @@ impl Worker {
     }
 }
 
+/// A bank account keeping a ledger of the transfers it took part in:
+/// fault-tolerance tests check that every transfer is in it exactly once
+/// and that the money adds up.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Account {
+    balance: i64,
+    ledger: Vec<(u64, i64)>,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+impl Account {
+    /// An account holding `balance`.
+    pub fn new(balance: i64) -> Self {
+        Account {
+            balance,
+            ledger: Vec::new(),
+        }
+    }
+
+    /// Adds `amount` (negative: takes it) for transfer `id`; the balance
+    /// after.
+    pub fn apply(&mut self, id: u64, amount: i64) -> i64 {
+        self.balance += amount;
+        self.ledger.push((id, amount));
+        self.balance
+    }
+
+    /// The balance.
+    pub fn balance(&self) -> i64 {
+        self.balance
+    }
+
+    /// Every transfer applied, in the order served.
+    pub fn ledger(&self) -> Vec<(u64, i64)> {
+        self.ledger.clone()
+    }
+}
+
+/// Moves money between [`Account`]s, counting the transfers it made: an
+/// object whose requests make requests to other objects.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Teller {
+    done: u64,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime)]
+impl Teller {
+    /// A teller that made no transfer yet.
+    pub fn new() -> Self {
+        Teller::default()
+    }
+
+    /// Takes `amount` from `from` and gives it to `to` as transfer `id`,
+    /// one after the other; how many transfers this teller made.
+    pub async fn transfer(
+        &mut self,
+        id: u64,
+        from: AccountProxy,
+        to: AccountProxy,
+        amount: i64,
+    ) -> Result<u64, WorkerError> {
+        from.apply(id, -amount)
+            .await
+            .map_err(|e| WorkerError(e.to_string()))?;
+        to.apply(id, amount)
+            .await
+            .map_err(|e| WorkerError(e.to_string()))?;
+        self.done += 1;
+        Ok(self.done)
+    }
+}
+
 /// Keeps this crate's registrations in the binary that calls it (the
 /// `actogrid` command, test and benchmark programs); returns the names of
 /// the types.
-pub fn link() -> [&'static str; 3] {
+pub fn link() -> [&'static str; 5] {
     use actogrid_runtime::Active;
-    [Echo::TYPE_NAME, Recorder::TYPE_NAME, Worker::TYPE_NAME]
+    [
+        Echo::TYPE_NAME,
+        Recorder::TYPE_NAME,
+        Worker::TYPE_NAME,
+        Account::TYPE_NAME,
+        Teller::TYPE_NAME,
+    ]
 }

@@ -66,6 +66,13 @@ pub const FAULT_TOLERANCE_CLASSES: &[&str] = &[
     "org.objectweb.proactive.core.body.ft.service.FaultToleranceTechnicalService",
 ];
 
+/// A duration as descriptors write them: `250ms`, `90s`, `5m`, `2h`, or a
+/// whole number of seconds (technical services parse their arguments
+/// with it).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    scalar::duration(text, scalar::Unit::Seconds)
+}
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

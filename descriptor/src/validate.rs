@@ -7,7 +7,7 @@ use petgraph::algo::kosaraju_scc;
 use petgraph::graphmap::DiGraphMap;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{Descriptor, NodesAsked, ProcessKind, RuntimeSource, ServiceKind};
+use crate::model::{Descriptor, FtProtocol, NodesAsked, ProcessKind, RuntimeSource, ServiceKind};
 use crate::plan;
 use crate::reader::suggest;
 use crate::source::{Span, Spanned};
@@ -84,7 +84,7 @@ impl Validator<'_> {
             Diagnostic::warning("fault-tolerance-unavailable", span, message)
         };
         self.diags.push(diagnostic.with_hint(
-            "a deployment of this descriptor is refused; remove it to run without fault tolerance",
+            "use <protocol type=\"pml\"/> (pessimistic message logging); a deployment of this descriptor is refused as it is",
         ));
     }
 
@@ -532,14 +532,20 @@ impl Validator<'_> {
                             ),
                         )
                     }
-                    Some(_) => self.no_fault_tolerance(
-                        ft.span,
-                        format!(
-                            "fault tolerance is not available in this version: the nodes of virtual node `{}` would run unprotected",
-                            vn.name.value
-                        ),
-                        options,
-                    ),
+                    Some(s) => {
+                        if let ServiceKind::FaultTolerance(f) = &s.kind {
+                            if f.protocol == FtProtocol::Cic {
+                                self.no_fault_tolerance(
+                                    ft.span,
+                                    format!(
+                                        "fault tolerance by communication-induced checkpointing (cic) is not available in this version: the nodes of virtual node `{}` would run unprotected",
+                                        vn.name.value
+                                    ),
+                                    options,
+                                );
+                            }
+                        }
+                    }
                 }
             }
             for r in vn
@@ -594,17 +600,6 @@ impl Validator<'_> {
                         format!("`{}` is not a built-in technical service", ts.class.value),
                     )
                     .with_hint(hint),
-                );
-                continue;
-            }
-            if crate::FAULT_TOLERANCE_CLASSES.contains(&ts.class.as_str()) {
-                self.no_fault_tolerance(
-                    ts.class.span,
-                    format!(
-                        "`{}`: fault tolerance is not available in this version; the nodes given this service would run unprotected",
-                        ts.class.value
-                    ),
-                    options,
                 );
                 continue;
             }

@@ -13,12 +13,30 @@
 //! * [`server`]: the FT server's recovery side driven by the runtime's
 //!   hooks — logging into the store before delivery, checkpoints, the
 //!   location service, recovery of a failed runtime's objects.
+//! * [`service`]: the technical service a descriptor switches it on
+//!   with (`actogrid.FaultTolerance`).
 //! * [`store`]: the FT server's durable store (redb, group commit):
 //!   checkpoints, request logs and logged replies per protected object.
 
 pub mod pml;
 pub mod server;
+pub mod service;
 pub mod store;
+
+pub use service::{CALLER_CLASS, FaultTolerance, FaultToleranceCalls};
+
+/// The class names of [`FaultTolerance`]: actogrid's and ProActive's.
+pub const CLASSES: &[&str] = actogrid_runtime::descriptor::FAULT_TOLERANCE_CLASSES;
+
+actogrid_technical_services::technical_service!("actogrid.FaultTolerance", FaultTolerance);
+actogrid_technical_services::technical_service!(
+    "org.objectweb.proactive.core.body.ft.service.FaultToleranceTechnicalService",
+    FaultTolerance
+);
+actogrid_technical_services::technical_service!(
+    "actogrid.FaultToleranceCalls",
+    FaultToleranceCalls
+);
 
 pub use store::{
     Checkpoint, CheckpointIndex, Incarnation, LogBounds, LogEntry, LogPosition, ObjectKey,

@@ -80,6 +80,14 @@ pub enum FtError {
         /// The store's file.
         path: String,
     },
+    /// The store failed while an object was recovered.
+    #[error("object {object:#x}: {source}")]
+    Recovering {
+        /// The object.
+        object: u64,
+        /// What the store said.
+        source: StoreError,
+    },
     /// Restoring it failed.
     #[error("object {object:#x} could not be restored on {node}: {reason}")]
     Restore {
@@ -90,6 +98,19 @@ pub enum FtError {
         /// Why.
         reason: String,
     },
+}
+
+impl FtError {
+    /// The object the error is about, when it is about one.
+    pub fn object(&self) -> Option<u64> {
+        match self {
+            FtError::Store(_) => None,
+            FtError::Decode { object, .. }
+            | FtError::NoCheckpoint { object, .. }
+            | FtError::Recovering { object, .. }
+            | FtError::Restore { object, .. } => Some(*object),
+        }
+    }
 }
 
 /// What the server knows of one protected object.
@@ -148,6 +169,8 @@ pub struct FtServer {
     objects: Mutex<HashMap<u64, Entry>>,
     /// Bumped whenever an object's location or recovery state changes.
     changed: watch::Sender<u64>,
+    /// The runtimes reported dead (`host:port`).
+    dead: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How one object of a failed runtime was recovered.
@@ -181,6 +204,7 @@ impl FtServer {
             ttc,
             objects: Mutex::new(HashMap::new()),
             changed: watch::Sender::new(0),
+            dead: Mutex::new(std::collections::HashSet::new()),
         }))
     }
 
@@ -219,7 +243,12 @@ impl FtServer {
     /// The runtime at `address` failed: every protected object it hosted
     /// is recovered on `to`, one after the other. Callers waiting to know
     /// where an object is learn it once that object is recovered.
+    ///
+    /// Returns how each recovery ended, except those that failed to reach
+    /// `to` (it died as well, say): they are [`FtServer::stranded`], to be
+    /// recovered on another node.
     pub async fn runtime_failed(&self, address: &str, to: &Node) -> Vec<Result<Recovery, FtError>> {
+        lock(&self.dead).insert(address.to_owned());
         let objects: Vec<u64> = {
             let mut all = lock(&self.objects);
             all.iter_mut()
@@ -233,16 +262,73 @@ impl FtServer {
         self.bump();
         let mut done = Vec::with_capacity(objects.len());
         for object in objects {
-            let result = self.recover(object, to).await;
-            if let Err(e) = &result {
-                tracing::error!("recovery of object {object:#x} failed: {e}");
-                // Callers are told it is gone rather than left waiting.
-                lock(&self.objects).remove(&object);
+            let result = self.recover(object, to).await.map_err(|e| match e {
+                FtError::Store(source) => FtError::Recovering { object, source },
+                e => e,
+            });
+            match &result {
+                Err(e @ FtError::Restore { .. }) => {
+                    // The node taken is gone too, most likely: the object
+                    // waits for another one (see `stranded`).
+                    tracing::warn!("recovery of object {object:#x} to be tried again: {e}");
+                    if let Some(e) = lock(&self.objects).get_mut(&object) {
+                        e.recovering = false;
+                    }
+                    self.bump();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!("recovery of object {object:#x} failed: {e}");
+                    // Callers are told it is gone rather than left waiting.
+                    lock(&self.objects).remove(&object);
+                }
+                Ok(_) => {}
             }
             self.bump();
             done.push(result);
         }
         done
+    }
+
+    /// Runtimes known dead that still host protected objects not being
+    /// recovered: those whose recovery failed to reach the node it took,
+    /// and those recovered to a runtime that died meanwhile. Each wants
+    /// [`FtServer::runtime_failed`] again, with another node.
+    pub fn stranded(&self) -> Vec<String> {
+        let dead = lock(&self.dead);
+        let mut stranded: Vec<String> = lock(&self.objects)
+            .values()
+            .filter(|e| !e.recovering && dead.contains(&e.address))
+            .map(|e| e.address.clone())
+            .collect();
+        stranded.sort_unstable();
+        stranded.dedup();
+        stranded
+    }
+
+    /// Whether the runtime at `address` was reported dead.
+    pub fn is_dead(&self, address: &str) -> bool {
+        lock(&self.dead).contains(address)
+    }
+
+    /// The protected objects the runtime at `address` hosted cannot be
+    /// recovered (no node to recover them on): callers waiting to know
+    /// where they are learn they are gone. Returns them.
+    pub fn give_up(&self, address: &str) -> Vec<u64> {
+        let gone: Vec<u64> = {
+            let mut all = lock(&self.objects);
+            let ids: Vec<u64> = all
+                .iter()
+                .filter(|(_, e)| e.address == address && !e.recovering)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &ids {
+                all.remove(id);
+            }
+            ids
+        };
+        self.bump();
+        gone
     }
 
     async fn recover(&self, object: u64, to: &Node) -> Result<Recovery, FtError> {
@@ -294,7 +380,8 @@ impl FtServer {
         let replayed = log.len();
         // Known under its new incarnation before it serves anything: its
         // first requests are logged with it.
-        let address = to.runtime().address().unwrap_or_default().to_owned();
+        // The runtime of `to` (which may be a handle on a remote node).
+        let address = format!("{}:{}", to.url().host(), to.url().port());
         {
             let mut objects = lock(&self.objects);
             let e = objects.get_mut(&object).expect("listed above");
@@ -360,14 +447,21 @@ impl FtServer {
     async fn locate(&self, object: u64, failed: &str) -> Option<String> {
         let mut changed = self.changed.subscribe();
         loop {
-            {
-                let objects = lock(&self.objects);
-                let e = objects.get(&object)?;
-                if !e.recovering && e.address != failed {
-                    return Some(e.address.clone());
-                }
+            match self.located(object, failed) {
+                Located::At(address) => return Some(address),
+                Located::Unknown => return None,
+                Located::Recovering => changed.changed().await.ok()?,
             }
-            changed.changed().await.ok()?;
+        }
+    }
+
+    /// Where `object`, which failed at `failed`, is now, without waiting.
+    pub fn located(&self, object: u64, failed: &str) -> Located {
+        let objects = lock(&self.objects);
+        match objects.get(&object) {
+            None => Located::Unknown,
+            Some(e) if !e.recovering && e.address != failed => Located::At(e.address.clone()),
+            Some(_) => Located::Recovering,
         }
     }
 
@@ -417,6 +511,25 @@ impl FtServer {
         self.store
             .put_checkpoint(&key(object), stored, Some(truncate))
             .await?;
+        // The requests it sent before this checkpoint will not be sent
+        // again: the objects it sent them to forget their replies.
+        if let Ok(checkpoint) =
+            postcard::from_bytes::<actogrid_runtime::intercept::Checkpoint>(&state)
+        {
+            let sent: Vec<(u64, u64)> = {
+                let objects = lock(&self.objects);
+                checkpoint
+                    .sent_seq
+                    .into_iter()
+                    .filter(|(to, _)| objects.contains_key(to))
+                    .collect()
+            };
+            for (to, next) in sent {
+                self.store
+                    .forget_replies(&key(to), &key(object), next)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -445,8 +558,17 @@ impl FtServer {
                     sender: key(sender),
                     sequence: seq,
                 };
+                // A protected sender recovered from a checkpoint sends
+                // again the requests it made since: their replies stay
+                // until its checkpoint counts them (see `checkpoint`),
+                // whatever this object's log truncation.
+                let at = if lock(&self.objects).contains_key(&sender) {
+                    LogPosition(u64::MAX)
+                } else {
+                    LogPosition(at)
+                };
                 self.store
-                    .record_reply(&key(object), &id, LogPosition(at), reply)
+                    .record_reply(&key(object), &id, at, reply)
                     .await?;
                 Ok(0)
             }
@@ -481,8 +603,8 @@ pub trait FtLink: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'_, Result<(), String>>;
     /// [`FtServer::write`].
     fn write(&self, write: Write) -> BoxFuture<'_, Result<u64, String>>;
-    /// [`FtServer::reply`], when it can be had at once (in one process).
-    fn reply_now(&self, object: u64, sender: u64, seq: u64) -> Option<Vec<u8>>;
+    /// [`FtServer::reply`].
+    fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>>;
 }
 
 /// The server in this process.
@@ -517,8 +639,8 @@ impl FtLink for Direct {
         Box::pin(async move { self.0.write(write).await.map_err(|e| e.to_string()) })
     }
 
-    fn reply_now(&self, object: u64, sender: u64, seq: u64) -> Option<Vec<u8>> {
-        self.0.reply(object, sender, seq)
+    fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.0.reply(object, sender, seq)))
     }
 }
 
@@ -757,6 +879,7 @@ impl Interceptor for Protection {
         }) else {
             return;
         };
+
         let link = self.shared.link.clone();
         let (sender, seq) = (delivery.sender, delivery.seq);
         // Recorded in the background: a reply is needed from the store only
@@ -779,12 +902,15 @@ impl Interceptor for Protection {
         all.push(recording);
     }
 
-    fn duplicate(&self, delivery: &Delivery<'_>) -> Option<Reply> {
-        let bytes = self
-            .shared
-            .link
-            .reply_now(delivery.object, delivery.sender, delivery.seq)?;
-        postcard::from_bytes(&bytes).ok()
+    fn duplicate<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Option<Reply>> {
+        Box::pin(async move {
+            let bytes = self
+                .shared
+                .link
+                .reply(delivery.object, delivery.sender, delivery.seq)
+                .await?;
+            postcard::from_bytes(&bytes).ok()
+        })
     }
 
     fn idle_after(&self) -> Option<Duration> {
@@ -864,6 +990,15 @@ impl FtServer {
     }
 }
 
+impl FtServer {
+    /// Stops serving the server [`FtServer::serve`]d from `node` under
+    /// `name` (its names are unregistered by the caller).
+    pub fn withdraw(&self, node: &Node, name: &str) {
+        let key = format!("{:016x}/{name}", node.runtime().id());
+        lock(served()).remove(&key);
+    }
+}
+
 fn served_server(key: &str) -> Result<Arc<FtServer>, String> {
     lock(served())
         .get(key)
@@ -908,6 +1043,11 @@ impl FtEndpoint {
             .map_err(|e| e.to_string())
     }
 
+    /// [`FtServer::reply`].
+    pub fn reply(&self, object: u64, sender: u64, seq: u64) -> Option<Vec<u8>> {
+        self.server().ok()?.reply(object, sender, seq)
+    }
+
     /// Each of `writes` at once, so that the store commits them together:
     /// for each, a log entry's position, or 0 for a reply recorded.
     pub async fn write_batch(&self, writes: Vec<Write>) -> Vec<Result<u64, String>> {
@@ -936,16 +1076,31 @@ impl FtLocation {
         FtLocation { key }
     }
 
-    /// Where `object`, which failed at `failed`, lives once recovered;
-    /// `None` if it is not protected or cannot be recovered.
-    pub async fn locate(&self, object: u64, failed: String) -> Option<String> {
-        served_server(&self.key).ok()?.locate(object, &failed).await
+    /// Where `object`, which failed at `failed`, is now. Answered at
+    /// once: callers ask again while it is recovering (a recovery may need
+    /// another object located, so no caller may hold this one).
+    pub fn locate(&self, object: u64, failed: String) -> Located {
+        match served_server(&self.key) {
+            Ok(server) => server.located(object, &failed),
+            Err(_) => Located::Unknown,
+        }
     }
+}
+
+/// Where a protected object is, as the location service says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Located {
+    /// Serving at this runtime (`host:port`).
+    At(String),
+    /// Being recovered: ask again.
+    Recovering,
+    /// Not protected here, or lost.
+    Unknown,
 }
 
 /// A server reached over the wire.
 #[derive(Debug)]
-struct Remote {
+pub(crate) struct Remote {
     endpoint: FtEndpointProxy,
     /// The log requests of this runtime's protected objects, sent in
     /// batches (see [`batch_logs`]).
@@ -1036,7 +1191,7 @@ impl Remote {
 
     /// A link to `endpoint`; its batching task runs on the current tokio
     /// runtime.
-    fn new(endpoint: FtEndpointProxy) -> Remote {
+    pub(crate) fn new(endpoint: FtEndpointProxy) -> Remote {
         let (logs, queue) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(batch_logs(endpoint.clone(), queue));
         Remote { endpoint, logs }
@@ -1079,8 +1234,18 @@ impl FtLink for Remote {
         Box::pin(self.queue(write))
     }
 
-    fn reply_now(&self, _object: u64, _sender: u64, _seq: u64) -> Option<Vec<u8>> {
-        None
+    fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            match self.endpoint.reply(object, sender, seq).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    tracing::warn!(
+                        "the FT server could not give the reply of object {object:#x} to request #{seq} of {sender:#x}: {e}"
+                    );
+                    None
+                }
+            }
+        })
     }
 }
 
@@ -1095,14 +1260,30 @@ struct RemoteLocator(FtLocationProxy);
 
 impl Locator for RemoteLocator {
     fn locate<'a>(&'a self, object: u64, address: &'a str) -> BoxFuture<'a, Option<String>> {
-        Box::pin(async move {
-            match self.0.locate(object, address.to_owned()).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!("the FT server could not say where object {object:#x} is: {e}");
-                    None
-                }
+        Box::pin(ask_location(&self.0, object, address))
+    }
+}
+
+/// Asks the location service `server` where `object`, which failed at
+/// `address`, lives now, again and again while it recovers.
+pub(crate) async fn ask_location(
+    server: &FtLocationProxy,
+    object: u64,
+    address: &str,
+) -> Option<String> {
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match server.locate(object, address.to_owned()).await {
+            Ok(Located::At(found)) => return Some(found),
+            Ok(Located::Unknown) => return None,
+            Ok(Located::Recovering) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
             }
-        })
+            Err(e) => {
+                tracing::warn!("the FT server could not say where object {object:#x} is: {e}");
+                return None;
+            }
+        }
     }
 }

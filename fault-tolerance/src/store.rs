@@ -379,6 +379,27 @@ impl Store {
         }
     }
 
+    /// Removes the replies `object` recorded for requests of `sender`
+    /// numbered below `below` (its sender's checkpoint counts them as
+    /// answered: it will not send them again); how many went, once
+    /// durable.
+    pub async fn forget_replies(
+        &self,
+        object: &ObjectKey,
+        sender: &ObjectKey,
+        below: u64,
+    ) -> StoreResult<u64> {
+        check_key(object)?;
+        if let Err(len) = keys::check_len(sender) {
+            return Err(too_large(object, "a sender key", len, MAX_OBJECT_KEY_LEN));
+        }
+        let action = Action::ForgetReplies {
+            sender: sender.clone(),
+            below,
+        };
+        self.removing(object, action).await
+    }
+
     /// Records the reply `object` gave to the request `id`, whose log entry
     /// is at `at`: a duplicate of that request is answered with it. It is
     /// removed when the log is truncated past `at`.

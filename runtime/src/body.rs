@@ -584,7 +584,7 @@ impl Body {
                         } else {
                             self.order.admit(inbound, &mut due, &mut late);
                             for inbound in late.drain(..) {
-                                self.refuse_late(*inbound);
+                                self.refuse_late(*inbound).await;
                             }
                             continue;
                         }
@@ -708,29 +708,32 @@ impl Body {
     }
 
     /// The reply an interceptor has for a late request, if one has.
-    fn logged_reply(&self, inbound: &Inbound) -> Option<Reply> {
+    async fn logged_reply(&self, inbound: &Inbound) -> Option<Reply> {
         let interceptors = self.node.interceptors();
         if interceptors.is_empty() {
             return None;
         }
         let delivery = self.delivery(inbound);
         let method = delivery.method;
-        interceptors.iter().find_map(|i| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| i.duplicate(&delivery))).unwrap_or_else(
-                |panic| {
-                    tracing::error!(
-                        object = format_args!("{:#x}", self.id),
-                        method,
-                        "an interceptor panicked when asked for a duplicate's reply: {}",
-                        crate::panics::describe(&*panic)
-                    );
-                    None
-                },
-            )
-        })
+        for i in &interceptors {
+            let asked = AssertUnwindSafe(async { i.duplicate(&delivery).await })
+                .catch_unwind()
+                .await;
+            match asked {
+                Ok(Some(reply)) => return Some(reply),
+                Ok(None) => {}
+                Err(panic) => tracing::error!(
+                    object = format_args!("{:#x}", self.id),
+                    method,
+                    "an interceptor panicked when asked for a duplicate's reply: {}",
+                    crate::panics::describe(&*panic)
+                ),
+            }
+        }
+        None
     }
 
-    fn refuse_late(&self, inbound: Inbound) {
+    async fn refuse_late(&self, inbound: Inbound) {
         // A request served by a replay, sent again by its caller: the
         // reply it got then.
         if let Some(outcome) = self
@@ -754,7 +757,7 @@ impl Body {
             return inbound.reply.send(&self.runtime, outcome, None);
         }
         // One an interceptor logged the reply of.
-        if let Some(reply) = self.logged_reply(&inbound) {
+        if let Some(reply) = self.logged_reply(&inbound).await {
             return inbound
                 .reply
                 .send(&self.runtime, outcome_of(reply, &self.runtime), None);

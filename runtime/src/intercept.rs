@@ -306,9 +306,11 @@ pub trait Interceptor: Send + Sync + 'static {
     /// again. The first interceptor that returns a reply answers it with
     /// that (the reply it got, which the service logged); if none does, it
     /// is refused.
-    fn duplicate(&self, delivery: &Delivery<'_>) -> Option<Reply> {
+    /// (The object serves nothing else meanwhile: a service that must ask
+    /// elsewhere keeps it short.)
+    fn duplicate<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Option<Reply>> {
         let _ = delivery;
-        None
+        Box::pin(std::future::ready(None))
     }
 
     /// How long an object of the node may stay without a request before

@@ -1100,12 +1100,14 @@ impl Interceptor for ReplyLog {
             .insert((delivery.sender, delivery.seq), reply);
     }
 
-    fn duplicate(&self, delivery: &Delivery<'_>) -> Option<Reply> {
-        self.replies
+    fn duplicate<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Option<Reply>> {
+        let reply = self
+            .replies
             .lock()
             .unwrap()
             .get(&(delivery.sender, delivery.seq))
-            .cloned()
+            .cloned();
+        Box::pin(std::future::ready(reply))
     }
 }
 

@@ -93,6 +93,21 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
                     Ok(VnEvent::Failed { error, .. }) => {
                         super::emit_err(&format!("{name}: {error}\n"));
                     }
+                    Ok(VnEvent::Recovered {
+                        object,
+                        node,
+                        cause,
+                        replayed,
+                        took,
+                    }) => super::emit_err(&format!(
+                        "{name}: object {object:#x} recovered on {} in {} ms ({replayed} request(s) replayed) after its runtime failed: {cause}\n",
+                        node.url(),
+                        took.as_millis()
+                    )),
+                    Ok(VnEvent::RecoveryFailed { object, error }) => super::emit_err(&format!(
+                        "{name}: object {object:#x} could not be recovered: {error}\n"
+                    )),
+                    Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }

@@ -23,6 +23,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod capture;
+mod ft;
 mod launch;
 pub(crate) mod live;
 mod output;
@@ -50,6 +51,7 @@ pub use agent::{
     ADVERTISE_ENV, DEPLOYER_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, RuntimeAgent,
     RuntimeAgentProxy, RuntimeInfo,
 };
+pub use ft::{STATE_DIR_ENV, state_dir};
 pub use output::{LogSink, LogSinkProxy, MAX_LINE, OutputLine, OutputOptions, PrintedLine, Stream};
 pub use registrar::{Admission, Refusal, Registrar, RegistrarProxy, Registration};
 pub use state::VnEvent;
@@ -385,6 +387,10 @@ impl Deployment {
             })?,
         };
         let id = NEXT_DEPLOYMENT.fetch_add(1, Ordering::Relaxed);
+        let ft = match runtime.address() {
+            Some(address) => ft::prepare(&mut services, address, id)?.map(Arc::new),
+            None => None,
+        };
         let mut vns = HashMap::new();
         for vn in &descriptor.virtual_nodes {
             let expected = descriptor
@@ -421,6 +427,7 @@ impl Deployment {
             vns,
             outputs: output::Outputs::new(options.output.clone()),
             log_sink: std::sync::OnceLock::new(),
+            ft,
         });
         registrar::publish(&shared);
         runtime.set_enroller(Arc::new(registrar::Enrollments));
@@ -438,6 +445,9 @@ impl Deployment {
             ))
         })?;
         let _ = shared.log_sink.set(sink);
+        if let Some(ft) = &shared.ft {
+            ft.start(&node, &runtime).await?;
+        }
         let address = runtime
             .address()
             .ok_or_else(|| DeployError::Setup("the runtime has no address".into()))?
@@ -947,6 +957,9 @@ async fn tear_down(inner: &Arc<Inner>) {
     let shells: Vec<_> = std::mem::take(&mut *lock(&inner.shells));
     drop(shells);
     let node = shared.runtime.local_node("deployer");
+    if let Some(ft) = &shared.ft {
+        ft.stop(&node).await;
+    }
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
         node.unregister(&inner.registrar_name),

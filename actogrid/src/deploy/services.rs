@@ -125,6 +125,9 @@ pub(crate) fn check_with(
             });
             listed.push((def, service, reference.span));
         }
+        if let Some(spec) = vn.ft_service.as_ref().and_then(|id| ft_spec(d, id)) {
+            entry.specs.push(spec);
+        }
         let vn_name = &vn.name.value;
         for (i, (def, service, span)) in listed.iter().enumerate() {
             let (id, class) = (&def.id.value, &def.class.value);
@@ -175,6 +178,37 @@ pub(crate) fn check_with(
         vns,
         runtime_settings,
     }
+}
+
+/// ProActive's spelling, `ftServiceId` naming a `<faultTolerance>` service
+/// definition, as the `actogrid.FaultTolerance` service it stands for. Its
+/// server URLs are ProActive's (one per role); the deployment's own FT
+/// server plays every role, unless a `globalServer` names an actogrid one.
+/// (A CIC definition was refused by validation.)
+fn ft_spec(d: &actogrid_descriptor::Descriptor, id: &str) -> Option<ServiceSpec> {
+    use actogrid_descriptor::model::{FtProtocol, ServiceKind};
+    let ServiceKind::FaultTolerance(ft) = &d.service(id)?.kind else {
+        return None;
+    };
+    if ft.protocol != FtProtocol::Pml {
+        return None;
+    }
+    let mut args = vec![("protocol".to_owned(), "pml".to_owned())];
+    if let Some(ttc) = ft.ttc {
+        args.push(("ttc".to_owned(), format!("{}ms", ttc.as_millis())));
+    }
+    if let Some(url) = ft
+        .global_server
+        .as_ref()
+        .filter(|u| u.starts_with("actogrid://"))
+    {
+        args.push(("server".to_owned(), url.clone()));
+    }
+    Some(ServiceSpec {
+        id: id.to_owned(),
+        class: actogrid_fault_tolerance::CLASSES[0].to_owned(),
+        args: Args(args),
+    })
 }
 
 fn args_of(def: &TechnicalServiceDefinition) -> Args {

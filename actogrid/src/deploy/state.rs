@@ -18,6 +18,7 @@ use super::registrar::{Admission, Refusal, Registration};
 
 /// Something that happened to a virtual node.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum VnEvent {
     /// A node registered and is usable.
     Joined(Node),
@@ -34,6 +35,29 @@ pub enum VnEvent {
         /// Host the failure is about.
         host: String,
         /// What failed, in words.
+        error: String,
+    },
+    /// A protected active object whose runtime died serves again on
+    /// another node (fault tolerance).
+    Recovered {
+        /// The object's id.
+        object: u64,
+        /// The node it lives on now.
+        node: Node,
+        /// Why its runtime was counted dead.
+        cause: String,
+        /// Requests it served again from its log.
+        replayed: usize,
+        /// From the failure's detection to the object serving again.
+        took: Duration,
+    },
+    /// A protected active object could not be recovered: its callers get
+    /// `NodeDied`.
+    RecoveryFailed {
+        /// The object's id (0 when no object could be recovered at all,
+        /// for want of a node to recover them on).
+        object: u64,
+        /// Why, in words.
         error: String,
     },
 }
@@ -318,6 +342,8 @@ pub(crate) struct Shared {
     pub(crate) outputs: super::output::Outputs,
     /// Where runtimes send it (given at admission).
     pub(crate) log_sink: std::sync::OnceLock<super::output::LogSinkProxy>,
+    /// Its FT server, when a virtual node asks for fault tolerance.
+    pub(crate) ft: Option<Arc<super::ft::FtDeployment>>,
 }
 
 impl Shared {
@@ -482,6 +508,13 @@ impl Shared {
         let launch = record.launch as usize;
         let vn = st.launches[launch].vn.clone();
         drop(st);
+        if let Some(ft) = self
+            .ft
+            .as_ref()
+            .filter(|_| !self.ended.load(Ordering::Acquire))
+        {
+            ft.runtime_died(&vn, &self.vns, &nodes, reason);
+        }
         self.nodes_left(&vn, nodes, reason);
     }
 

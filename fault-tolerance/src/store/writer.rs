@@ -59,6 +59,10 @@ pub(crate) enum Action {
     Fence {
         incarnation: Incarnation,
     },
+    ForgetReplies {
+        sender: ObjectKey,
+        below: u64,
+    },
 }
 
 impl Action {
@@ -68,7 +72,10 @@ impl Action {
         match self {
             Action::Append { entry, .. } => entry.len(),
             Action::Checkpoint { checkpoint, .. } => checkpoint.state.len(),
-            Action::Truncate { .. } | Action::DropCheckpoints { .. } | Action::Fence { .. } => 0,
+            Action::Truncate { .. }
+            | Action::DropCheckpoints { .. }
+            | Action::Fence { .. }
+            | Action::ForgetReplies { .. } => 0,
             Action::Reply { reply, .. } => reply.len(),
         }
     }
@@ -78,7 +85,10 @@ impl Action {
     fn grows(&self) -> bool {
         !matches!(
             self,
-            Action::Truncate { .. } | Action::DropCheckpoints { .. } | Action::Fence { .. }
+            Action::Truncate { .. }
+                | Action::DropCheckpoints { .. }
+                | Action::Fence { .. }
+                | Action::ForgetReplies { .. }
         )
     }
 }
@@ -475,6 +485,31 @@ impl Writer {
                 }
                 head.incarnation = incarnation.0;
                 Ok(Ok(Done::Stored))
+            }
+            Action::ForgetReplies { sender, below } => {
+                let start = keys::reply(
+                    object,
+                    &ReplyId {
+                        sender: sender.clone(),
+                        sequence: 0,
+                    },
+                );
+                let end = keys::reply(
+                    object,
+                    &ReplyId {
+                        sender: sender.clone(),
+                        sequence: *below,
+                    },
+                );
+                let mut removed = 0;
+                tables.replies.retain_in::<&[u8], _>(
+                    start.as_slice()..end.as_slice(),
+                    |_, _| {
+                        removed += 1;
+                        false
+                    },
+                )?;
+                Ok(Ok(Done::Removed(removed)))
             }
             Action::Reply { id, at, reply } => {
                 let key = keys::reply(object, id);

@@ -1,0 +1,342 @@
+//! Fault tolerance in a deployment: the FT server it runs, and what it does
+//! when a runtime hosting protected objects dies.
+//!
+//! When a virtual node has the `actogrid.FaultTolerance` service (or
+//! ProActive's `ftServiceId`), the deployment opens an FT server in this
+//! process — its store in the deployer's state directory unless the
+//! service's `store` argument says where — and serves it from the
+//! deployer's runtime. The protected virtual nodes' services are pointed at
+//! it; the other virtual nodes get its location service
+//! ([`CALLER_CLASS`]), and so does this process's runtime, so that every
+//! caller of a protected object follows it through a recovery.
+//!
+//! The deployment is the failure detector: a runtime is dead when its
+//! process exits (local, ssh), its job ends, or it stops renewing its
+//! lease. Its protected objects are then recovered on a node of the
+//! service's `spares` virtual node, else on a surviving node of their own
+//! virtual node (waiting, up to the virtual node's timeout, for one to
+//! join), and each recovery is a [`VnEvent::Recovered`] of the virtual
+//! node.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actogrid_fault_tolerance::server::FtServer;
+use actogrid_fault_tolerance::{CALLER_CLASS, CLASSES, FaultTolerance};
+use actogrid_runtime::{Node, Runtime};
+use actogrid_technical_services::{Args, ServiceSpec, TechnicalService};
+
+use super::DeployError;
+use super::services::VnServices;
+use super::state::{VnEvent, VnState, lock};
+
+/// Environment variable naming the directory where deployments keep their
+/// state (the FT server's store).
+pub const STATE_DIR_ENV: &str = "ACTOGRID_STATE_DIR";
+
+/// The FT server of one deployment, and what it protects.
+pub(crate) struct FtDeployment {
+    pub(crate) server: Arc<FtServer>,
+    /// The name its endpoint is registered under on the deployer's node.
+    pub(crate) name: String,
+    /// Protected virtual nodes, each with the virtual node its recovered
+    /// objects go to first.
+    pub(crate) protected: HashMap<String, Option<String>>,
+    /// Its store, and whether it goes with the deployment (the default
+    /// place) or stays (a place the descriptor chose).
+    store: PathBuf,
+    remove_store: bool,
+}
+
+/// The directory deployments keep their state in: `$ACTOGRID_STATE_DIR`,
+/// else `$XDG_STATE_HOME/actogrid`, else `~/.local/state/actogrid`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(STATE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("actogrid");
+    }
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    home.join(".local/state/actogrid")
+}
+
+fn is_ft(spec: &ServiceSpec) -> bool {
+    CLASSES.contains(&spec.class.as_str())
+}
+
+fn set_arg(args: &mut Args, name: &str, value: &str) {
+    args.0.retain(|(n, _)| n != name);
+    args.0.push((name.to_owned(), value.to_owned()));
+}
+
+/// Opens the deployment's FT server when a virtual node asks for fault
+/// tolerance, and points the services at it: every protected virtual node
+/// (and its spares) at its endpoint, every other one at its location
+/// service. `address` is the deployer runtime's; `id` the deployment's.
+pub(crate) fn prepare(
+    services: &mut HashMap<String, VnServices>,
+    address: &str,
+    id: u64,
+) -> Result<Option<FtDeployment>, DeployError> {
+    // What each protected virtual node asked (checked at load: it inits).
+    let mut asked: Vec<(String, FaultTolerance, ServiceSpec)> = Vec::new();
+    for (vn, s) in services.iter() {
+        if let Some(spec) = s.specs.iter().find(|s| is_ft(s)) {
+            let mut service = FaultTolerance::default();
+            service.init(&spec.args).map_err(|e| {
+                DeployError::Setup(format!(
+                    "fault tolerance of virtual node `{vn}`: {}",
+                    e.message
+                ))
+            })?;
+            asked.push((vn.clone(), service, spec.clone()));
+        }
+    }
+    // Those pointed at a server of their own are that server's business.
+    asked.retain(|(_, service, _)| service.server().is_none());
+    if asked.is_empty() {
+        return Ok(None);
+    }
+    asked.sort_by(|a, b| a.0.cmp(&b.0));
+    let name = format!("actogrid-ft-{}-{id}", std::process::id());
+    let url = format!("actogrid://{address}/{name}");
+    let (store, remove_store) = match asked.iter().find_map(|(_, s, _)| s.store()) {
+        Some(path) => (path.to_path_buf(), false),
+        None => (state_dir().join(format!("{name}.redb")), true),
+    };
+    if let Some(parent) = store.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            DeployError::Setup(format!(
+                "cannot create the FT server's directory {}: {e}",
+                parent.display()
+            ))
+        })?;
+    }
+    let ttc = asked
+        .iter()
+        .map(|(_, s, _)| s.ttc())
+        .min()
+        .unwrap_or(actogrid_fault_tolerance::service::DEFAULT_TTC);
+    let server = FtServer::open(&store, ttc).map_err(|e| {
+        DeployError::Setup(format!(
+            "cannot open the FT server's store {}: {e}",
+            store.display()
+        ))
+    })?;
+    let mut protected = HashMap::new();
+    for (vn, service, spec) in &asked {
+        protected.insert(vn.clone(), service.spares().map(str::to_owned));
+        let mut with_server = spec.clone();
+        set_arg(&mut with_server.args, "server", &url);
+        if let Some(s) = services.get_mut(vn) {
+            for existing in s.specs.iter_mut().filter(|s| is_ft(s)) {
+                *existing = with_server.clone();
+            }
+        }
+        // Recovered objects stay protected on the spares.
+        if let Some(spares) = service.spares() {
+            let s = services.entry(spares.to_owned()).or_default();
+            if !s.specs.iter().any(is_ft) {
+                s.specs.push(with_server.clone());
+            }
+            protected.entry(spares.to_owned()).or_insert(None);
+        }
+    }
+    let caller = ServiceSpec {
+        id: "fault-tolerance-calls".to_owned(),
+        class: CALLER_CLASS.to_owned(),
+        args: Args(vec![("server".to_owned(), url.clone())]),
+    };
+    for s in services.values_mut() {
+        if !s.specs.iter().any(is_ft) {
+            s.specs.push(caller.clone());
+        }
+    }
+    tracing::info!(
+        "fault tolerance: FT server {url}, store {}, protecting {}",
+        store.display(),
+        asked
+            .iter()
+            .map(|(vn, _, _)| vn.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(Some(FtDeployment {
+        server,
+        name,
+        protected,
+        store,
+        remove_store,
+    }))
+}
+
+impl FtDeployment {
+    /// Serves the server from the deployer's node and has this process's
+    /// runtime follow protected objects through recoveries.
+    pub(crate) async fn start(&self, node: &Node, runtime: &Runtime) -> Result<(), DeployError> {
+        self.server
+            .serve(node, &self.name)
+            .await
+            .map_err(|e| DeployError::Setup(format!("cannot serve the FT server: {e}")))?;
+        if runtime.set_locator(self.server.locator()).is_err() {
+            tracing::warn!(
+                "this process's runtime follows another FT server already: its calls to objects of this deployment are not resent after a failure"
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops serving; removes the store unless the descriptor chose it.
+    pub(crate) async fn stop(&self, node: &Node) {
+        for name in [self.name.clone(), format!("{}-location", self.name)] {
+            let _ = tokio::time::timeout(Duration::from_secs(1), node.unregister(&name)).await;
+        }
+        self.server.withdraw(node, &self.name);
+        if self.remove_store {
+            remove_store(&self.store);
+        }
+    }
+
+    /// The runtime hosting `failed` (the nodes it had) died: its protected
+    /// objects are recovered elsewhere (see the [module
+    /// documentation](self)). `vns` are the deployment's virtual nodes.
+    pub(crate) fn runtime_died(
+        self: &Arc<Self>,
+        vn: &Arc<VnState>,
+        vns: &HashMap<String, Arc<VnState>>,
+        failed: &[Node],
+        cause: &str,
+    ) {
+        let Some(spares) = self.protected.get(&vn.name) else {
+            return;
+        };
+        let Some(first) = failed.first() else {
+            return;
+        };
+        let address = format!("{}:{}", first.url().host(), first.url().port());
+        let mut candidates: Vec<Arc<VnState>> = spares
+            .as_ref()
+            .and_then(|s| vns.get(s))
+            .into_iter()
+            .cloned()
+            .collect();
+        candidates.push(vn.clone());
+        let (me, vn, cause) = (self.clone(), vn.clone(), cause.to_owned());
+        tokio::spawn(async move {
+            let detected = Instant::now();
+            let mut address = address;
+            // Another attempt for the objects whose node died under them.
+            for _ in 0..MAX_ATTEMPTS {
+                let Some(to) = spare(&candidates, &me.server, &address, vn.timeout).await else {
+                    let error = format!(
+                        "no node to recover them on within {} s (the runtime at {address} failed: {cause})",
+                        vn.timeout.as_secs()
+                    );
+                    return me.give_up(&vn, &address, &error);
+                };
+                tracing::info!(vn = %vn.name, "recovering the objects of {address} on {}", to.url());
+                for result in me.server.runtime_failed(&address, &to).await {
+                    let event = match result {
+                        Ok(r) => {
+                            tracing::info!(
+                                vn = %vn.name,
+                                "object {:#x} recovered on {} ({} replayed, {} ms after its runtime's failure was detected)",
+                                r.object,
+                                to.url(),
+                                r.replayed,
+                                detected.elapsed().as_millis()
+                            );
+                            VnEvent::Recovered {
+                                object: r.object,
+                                node: to.clone(),
+                                cause: cause.clone(),
+                                replayed: r.replayed,
+                                took: detected.elapsed(),
+                            }
+                        }
+                        Err(e) => VnEvent::RecoveryFailed {
+                            object: e.object().unwrap_or(0),
+                            error: e.to_string(),
+                        },
+                    };
+                    let _ = vn.events.send(event);
+                }
+                match me.server.stranded().into_iter().next() {
+                    None => return,
+                    Some(next) => {
+                        address = next;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            for address in me.server.stranded() {
+                let error = format!("no recovery succeeded in {MAX_ATTEMPTS} attempts");
+                me.give_up(&vn, &address, &error);
+            }
+        });
+    }
+
+    /// The objects of the runtime at `address` are not recovered: their
+    /// callers are told, and so is the program.
+    fn give_up(&self, vn: &VnState, address: &str, error: &str) {
+        let gone = self.server.give_up(address);
+        tracing::error!(vn = %vn.name, "{} protected object(s) lost: {error}", gone.len());
+        for object in gone {
+            let _ = vn.events.send(VnEvent::RecoveryFailed {
+                object,
+                error: error.to_owned(),
+            });
+        }
+    }
+}
+
+/// How many times the objects of a dead runtime are tried on another node
+/// when the one taken dies too.
+const MAX_ATTEMPTS: usize = 20;
+
+/// A node of `candidates` (in order of preference) on a runtime neither
+/// `failed` nor known dead to `server`; waits up to `timeout` for one to
+/// join.
+async fn spare(
+    candidates: &[Arc<VnState>],
+    server: &FtServer,
+    failed: &str,
+    timeout: Duration,
+) -> Option<Node> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut changes: Vec<_> = candidates.iter().map(|v| v.changed.subscribe()).collect();
+    loop {
+        for vn in candidates {
+            let nodes = lock(&vn.nodes);
+            let alive: Vec<&Node> = nodes
+                .iter()
+                .filter(|n| {
+                    let at = format!("{}:{}", n.url().host(), n.url().port());
+                    at != failed && !server.is_dead(&at)
+                })
+                .collect();
+            if !alive.is_empty() {
+                let i = vn.cursor.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as usize;
+                return Some(alive[i % alive.len()].clone());
+            }
+        }
+        let any_change =
+            futures::future::select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
+        tokio::select! {
+            _ = any_change => {}
+            () = tokio::time::sleep_until(deadline) => return None,
+        }
+    }
+}
+
+/// Removes a store file.
+fn remove_store(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove the FT store {}: {e}", path.display());
+        }
+    }
+}

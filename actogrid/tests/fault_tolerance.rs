@@ -1,0 +1,303 @@
+//! Fault tolerance switched on in the descriptor, on real local runtimes
+//! killed with SIGKILL: every protected object comes back on another node
+//! with exactly the state of a failure-free run, and every caller's future
+//! resolves with the right value.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actogrid::{Deployment, VnEvent};
+use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy};
+use support::{TempDir, alive, load, local_descriptor, runtime, with_services};
+
+/// `runtimes` local runtimes of one node each, protected by PML with a
+/// checkpoint every `ttc`, the store in `dir`.
+fn protected(dir: &TempDir, runtimes: u32, ttc: &str) -> String {
+    let store = dir.0.join("ft.redb");
+    with_services(
+        &local_descriptor(runtimes, 1, "timeout=\"60s\"", None),
+        "ft",
+        &format!(
+            r#"<technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
+  <arg name="protocol" value="pml"/>
+  <arg name="ttc" value="{ttc}"/>
+  <arg name="store" value="{}"/>
+</technicalServiceDefinition>"#,
+            store.display()
+        ),
+    )
+}
+
+/// With `RUST_LOG` set, the deployment's log and the virtual node's events
+/// on stderr (`--nocapture`): how to read a failing run.
+fn trace(vn: &actogrid::VirtualNode) {
+    if std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut events = vn.events();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            eprintln!("event: {e:?}");
+        }
+    });
+}
+
+fn sigkill(pid: u32) {
+    // SAFETY: kill(2) on a pid of this test's own runtimes.
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).expect("a pid"),
+        rustix::process::Signal::KILL,
+    );
+}
+
+/// Pushes values to `recorder` in windows of `window` calls in flight
+/// until `stop` (and at least `least` of them), checking each reply (the
+/// record's length: the value's place); returns the values pushed.
+async fn push_all(
+    recorder: RecorderProxy,
+    base: u64,
+    least: u64,
+    window: u64,
+    stop: Arc<AtomicBool>,
+) -> Vec<u64> {
+    let mut pushed = Vec::new();
+    let mut i = 0;
+    while i < least || !stop.load(Ordering::Acquire) {
+        let calls: Vec<_> = (i..i + window).map(|k| recorder.push(base + k)).collect();
+        for (k, call) in (i..i + window).zip(calls) {
+            let got = tokio::time::timeout(Duration::from_secs(90), call)
+                .await
+                .unwrap_or_else(|_| panic!("push {k} of {base:#x} never answered"))
+                .unwrap_or_else(|e| panic!("push {k} of {base:#x} failed: {e}"));
+            assert_eq!(got, k + 1, "push {k} of {base:#x}: the reply is its place");
+            pushed.push(base + k);
+        }
+        i += window;
+    }
+    pushed
+}
+
+/// Kills random runtimes of `d` with SIGKILL: one, one, two at once, one,
+/// and one more while the objects of that one recover; returns their pids.
+async fn chaos(d: &Deployment) -> Vec<u32> {
+    let mut killed = Vec::new();
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let at_once = if round == 2 { 2 } else { 1 };
+        for _ in 0..at_once {
+            let live: Vec<u32> = d
+                .runtimes()
+                .iter()
+                .map(|r| r.pid)
+                .filter(|p| !killed.contains(p))
+                .collect();
+            assert!(live.len() > 2, "too few runtimes left: {live:?}");
+            let pid = live[fastrand::usize(..live.len())];
+            sigkill(pid);
+            killed.push(pid);
+        }
+        if round == 3 {
+            // The runtime's death is seen at once (its process exits):
+            // its objects are being recovered now.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let live: Vec<u32> = d
+                .runtimes()
+                .iter()
+                .map(|r| r.pid)
+                .filter(|p| !killed.contains(p))
+                .collect();
+            let pid = live[fastrand::usize(..live.len())];
+            sigkill(pid);
+            killed.push(pid);
+        }
+    }
+    killed
+}
+
+/// The recoveries `events` saw, with how long each took; panics on a
+/// failed one.
+fn recoveries(events: &mut tokio::sync::broadcast::Receiver<VnEvent>) -> HashMap<u64, Duration> {
+    let mut recovered = HashMap::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            VnEvent::Recovered { object, took, .. } => {
+                recovered.insert(object, took);
+            }
+            VnEvent::RecoveryFailed { object, error } => {
+                panic!("object {object:#x} was not recovered: {error}")
+            }
+            _ => {}
+        }
+    }
+    recovered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_objects_survive_their_runtimes_being_killed() {
+    let dir = TempDir::new("ft-chaos");
+    let path = dir.write("d.xml", &protected(&dir, 8, "300ms"));
+    let rt = runtime().await;
+    let d: Deployment = load(&rt, &path, &[]).await;
+    d.activate().await.unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    let nodes = vn.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 8);
+    assert_eq!(
+        vn.properties(&nodes[0])
+            .get("ft.protocol")
+            .map(String::as_str),
+        Some("pml")
+    );
+    let mut events = vn.events();
+    trace(&vn);
+
+    // Six objects on six runtimes.
+    let mut recorders = Vec::new();
+    for node in &nodes[..6] {
+        recorders.push(RecorderProxy::new(node).await.unwrap());
+    }
+    const PUSHES: u64 = 200;
+    let done = Arc::new(AtomicBool::new(false));
+    let mut work = Vec::new();
+    for (i, r) in recorders.iter().enumerate() {
+        let base = (i as u64 + 1) << 32;
+        work.push(tokio::spawn(push_all(
+            r.clone(),
+            base,
+            PUSHES,
+            8,
+            done.clone(),
+        )));
+    }
+
+    let started = Instant::now();
+    let killed = chaos(&d).await;
+    done.store(true, Ordering::Release);
+    let mut expected = Vec::new();
+    for w in work {
+        expected.push(w.await.expect("a pushing task"));
+    }
+    let pushing = started.elapsed();
+
+    // Exactly the record of a failure-free run: every value once, in order.
+    for (r, want) in recorders.iter().zip(&expected) {
+        let seen = r.seen().await.unwrap();
+        assert_eq!(seen.len(), want.len(), "a value lost or served twice");
+        assert_eq!(&seen, want, "the record differs from a failure-free run");
+    }
+    let recovered = recoveries(&mut events);
+    eprintln!(
+        "{} kill(s) ({killed:?}), {} recovery(ies), {} pushes to {} objects in {pushing:?}",
+        killed.len(),
+        recovered.len(),
+        expected.iter().map(Vec::len).sum::<usize>(),
+        recorders.len()
+    );
+    assert!(killed.iter().all(|p| !alive(*p)));
+    assert!(!recovered.is_empty(), "no recovery was observed");
+    d.kill().await;
+    rt.shutdown();
+}
+
+/// Tellers moving money between accounts (objects whose requests call
+/// other protected objects) while runtimes are killed: the money adds up,
+/// and every transfer is in the ledgers of its two accounts exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_between_protected_objects_happen_exactly_once() {
+    let dir = TempDir::new("ft-bank");
+    let path = dir.write("d.xml", &protected(&dir, 8, "300ms"));
+    let rt = runtime().await;
+    let d: Deployment = load(&rt, &path, &[]).await;
+    d.activate().await.unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    let nodes = vn.nodes().await.unwrap();
+    let mut events = vn.events();
+    trace(&vn);
+    const ACCOUNTS: usize = 4;
+    const START: i64 = 1_000;
+    let mut accounts = Vec::new();
+    for node in &nodes[..ACCOUNTS] {
+        accounts.push(AccountProxy::new(node, START).await.unwrap());
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let mut work = Vec::new();
+    for (t, node) in nodes[ACCOUNTS..ACCOUNTS + 2].iter().enumerate() {
+        let teller = TellerProxy::new(node).await.unwrap();
+        let (accounts, done) = (accounts.clone(), done.clone());
+        work.push(tokio::spawn(async move {
+            let mut made = Vec::new();
+            let mut k = 0u64;
+            while k < 50 || !done.load(Ordering::Acquire) {
+                let batch: Vec<_> = (k..k + 4)
+                    .map(|k| {
+                        let id = ((t as u64 + 1) << 32) | k;
+                        let from = fastrand::usize(..ACCOUNTS);
+                        let to = (from + 1 + fastrand::usize(..ACCOUNTS - 1)) % ACCOUNTS;
+                        let amount = 1 + (k % 7) as i64;
+                        let call = teller.transfer(
+                            id,
+                            accounts[from].clone(),
+                            accounts[to].clone(),
+                            amount,
+                        );
+                        (k, id, from, to, amount, call)
+                    })
+                    .collect();
+                for (k, id, from, to, amount, call) in batch {
+                    let n = tokio::time::timeout(Duration::from_secs(90), call)
+                        .await
+                        .unwrap_or_else(|_| panic!("transfer {id:#x} never answered"))
+                        .unwrap_or_else(|e| panic!("transfer {id:#x} failed: {e}"));
+                    assert_eq!(n, k + 1, "transfer {id:#x}: the teller's count");
+                    made.push((id, from, to, amount));
+                }
+                k += 4;
+            }
+            made
+        }));
+    }
+    let killed = chaos(&d).await;
+    done.store(true, Ordering::Release);
+    let mut transfers = Vec::new();
+    for w in work {
+        transfers.extend(w.await.expect("a teller's task"));
+    }
+    // What a failure-free run leaves: each transfer once in each of its
+    // two ledgers.
+    let mut want: Vec<Vec<(u64, i64)>> = vec![Vec::new(); ACCOUNTS];
+    for (id, from, to, amount) in &transfers {
+        want[*from].push((*id, -amount));
+        want[*to].push((*id, *amount));
+    }
+    let mut total = 0;
+    for (i, a) in accounts.iter().enumerate() {
+        let mut ledger = a.ledger().await.unwrap();
+        ledger.sort_unstable();
+        want[i].sort_unstable();
+        assert_eq!(
+            ledger, want[i],
+            "account {i}: its ledger differs from a failure-free run"
+        );
+        let balance = a.balance().await.unwrap();
+        assert_eq!(balance, START + want[i].iter().map(|(_, a)| a).sum::<i64>());
+        total += balance;
+    }
+    assert_eq!(total, START * ACCOUNTS as i64, "money was made or lost");
+    let recovered = recoveries(&mut events);
+    eprintln!(
+        "{} kill(s), {} recovery(ies), {} transfers",
+        killed.len(),
+        recovered.len(),
+        transfers.len()
+    );
+    assert!(!recovered.is_empty(), "no recovery was observed");
+    d.kill().await;
+    rt.shutdown();
+}

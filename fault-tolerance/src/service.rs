@@ -1,0 +1,324 @@
+//! Fault tolerance as a technical service: what a descriptor switches on.
+//!
+//! ```xml
+//! <technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
+//!   <arg name="protocol" value="pml"/>
+//!   <arg name="ttc" value="30s"/>
+//! </technicalServiceDefinition>
+//! ```
+//!
+//! (ProActive's `<faultTolerance>` service definition referenced with
+//! `ftServiceId` becomes the same service.) On every node of the virtual
+//! node, [`FaultTolerance::apply`] installs a [`Protection`] reaching the
+//! FT server over the wire, so that every active object created there is
+//! logged and checkpointed, and gives the node's runtime the server's
+//! location service, so that its calls to protected objects survive their
+//! runtimes. The runtimes of the deployment's other virtual nodes get the
+//! location service alone ([`CALLER_CLASS`]): objects there call protected
+//! ones without any change.
+//!
+//! The deployment runs the server (in the deployer's process, its store
+//! in the deployer's state directory) and fills in its address; argument
+//! `server` points the nodes at another one instead.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actogrid_runtime::intercept::Locator;
+use actogrid_runtime::{NodeUrl, Runtime};
+use actogrid_technical_services::{Args, NodeContext, ServiceError, TechnicalService};
+use futures::future::BoxFuture;
+use tokio::sync::OnceCell;
+
+use crate::server::{
+    FtEndpointProxy, FtLink, FtLocationProxy, ObjectState, Protection, Remote, Reserved, Write,
+};
+
+/// The class of the service given to the virtual nodes that only call
+/// protected objects: their runtimes ask the FT server where a protected
+/// object went when its runtime dies. The deployment adds it; descriptors
+/// do not name it.
+pub const CALLER_CLASS: &str = "actogrid.FaultToleranceCalls";
+
+/// The checkpoint period when the descriptor gives none.
+pub const DEFAULT_TTC: Duration = Duration::from_secs(30);
+
+/// The rollback-recovery protocol a virtual node asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FtProtocol {
+    /// Pessimistic message logging: every request is logged before it is
+    /// served; only the failed objects roll back.
+    #[default]
+    Pml,
+}
+
+/// The `actogrid.FaultTolerance` technical service (see the [module
+/// documentation](self)).
+#[derive(Debug, Default)]
+pub struct FaultTolerance {
+    protocol: FtProtocol,
+    ttc: Option<Duration>,
+    server: Option<NodeUrl>,
+    spares: Option<String>,
+    store: Option<PathBuf>,
+}
+
+/// The arguments [`FaultTolerance`] reads.
+pub const ARGUMENTS: &[&str] = &["protocol", "ttc", "server", "spares", "store"];
+
+impl FaultTolerance {
+    /// Its protocol.
+    pub fn protocol(&self) -> FtProtocol {
+        self.protocol
+    }
+
+    /// Its checkpoint period.
+    pub fn ttc(&self) -> Duration {
+        self.ttc.unwrap_or(DEFAULT_TTC)
+    }
+
+    /// The FT server's endpoint, when the descriptor (or the deployment)
+    /// gives it.
+    pub fn server(&self) -> Option<&NodeUrl> {
+        self.server.as_ref()
+    }
+
+    /// The virtual node whose nodes take the recovered objects first.
+    pub fn spares(&self) -> Option<&str> {
+        self.spares.as_deref()
+    }
+
+    /// Where the deployment's FT server keeps its store, when the
+    /// descriptor says.
+    pub fn store(&self) -> Option<&std::path::Path> {
+        self.store.as_deref()
+    }
+}
+
+/// `protocol`: `pml`; `cic` is refused with the reason.
+pub fn parse_protocol(value: &str) -> Result<FtProtocol, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "pml" => Ok(FtProtocol::Pml),
+        "cic" => Err(
+            "communication-induced checkpointing (cic) is not available in this version: nodes would run unprotected; use `pml` (pessimistic message logging)"
+                .to_owned(),
+        ),
+        other => Err(format!("`{other}` is not a protocol: write `pml`")),
+    }
+}
+
+fn server_url(value: &str) -> Result<NodeUrl, String> {
+    value.trim().parse::<NodeUrl>().map_err(|e| {
+        format!(
+            "`{value}` is not the actogrid:// URL of an FT server (actogrid://host:port/name): {e}"
+        )
+    })
+}
+
+impl TechnicalService for FaultTolerance {
+    fn init(&mut self, args: &Args) -> Result<(), ServiceError> {
+        if let Some(p) = args.get("protocol") {
+            self.protocol = parse_protocol(p).map_err(|e| ServiceError::argument("protocol", e))?;
+        }
+        if let Some(t) = args.get("ttc") {
+            self.ttc = Some(
+                actogrid_runtime::descriptor::parse_duration(t)
+                    .map_err(|e| ServiceError::argument("ttc", e))?,
+            );
+        }
+        if let Some(s) = args.get("server") {
+            self.server = Some(server_url(s).map_err(|e| ServiceError::argument("server", e))?);
+        }
+        if let Some(s) = args.get("spares") {
+            let s = s.trim();
+            if s.is_empty() {
+                return Err(ServiceError::argument(
+                    "spares",
+                    "is empty: name the virtual node whose nodes take recovered objects",
+                ));
+            }
+            self.spares = Some(s.to_owned());
+        }
+        if let Some(s) = args.get("store") {
+            if s.trim().is_empty() {
+                return Err(ServiceError::argument(
+                    "store",
+                    "is empty: give a file path",
+                ));
+            }
+            self.store = Some(PathBuf::from(s.trim()));
+        }
+        Ok(())
+    }
+
+    fn arguments(&self) -> Option<&[&str]> {
+        Some(ARGUMENTS)
+    }
+
+    fn apply(&self, cx: &NodeContext) -> Result<(), ServiceError> {
+        let server = self.server.clone().ok_or_else(|| {
+            ServiceError::new(
+                "no FT server to protect this node with: the deployment gives one, or set argument `server`",
+            )
+        })?;
+        let node = cx.node();
+        let runtime = node.runtime().clone();
+        let link = Arc::new(Lazy::new(runtime.clone(), server.clone()));
+        node.add_interceptor(Protection::new(link, self.ttc()))
+            .map_err(|e| ServiceError::new(e.to_string()))?;
+        install_locator(&runtime, &server);
+        cx.set_property("ft.protocol", "pml");
+        cx.set_property("ft.ttc", format!("{}ms", self.ttc().as_millis()));
+        cx.set_property("ft.server", server.to_string());
+        Ok(())
+    }
+
+    fn conflicts_with(&self) -> Vec<String> {
+        // One protection per node.
+        crate::CLASSES
+            .iter()
+            .map(|c| (*c).to_owned())
+            .chain([CALLER_CLASS.to_owned()])
+            .collect()
+    }
+}
+
+/// Gives `runtime` the location service of the server at `server` (once:
+/// a runtime has one locator).
+fn install_locator(runtime: &Runtime, server: &NodeUrl) {
+    let location = NodeUrl::new(
+        server.host(),
+        server.port(),
+        format!("{}-location", server.name()),
+    );
+    let locator = Arc::new(LazyLocator {
+        runtime: runtime.clone(),
+        url: location,
+        proxy: OnceCell::new(),
+    });
+    // Another node of this runtime installed it already.
+    let _ = runtime.set_locator(locator);
+}
+
+/// The service of the runtimes that only call protected objects (see
+/// [`CALLER_CLASS`]).
+#[derive(Debug, Default)]
+pub struct FaultToleranceCalls {
+    server: Option<NodeUrl>,
+}
+
+impl TechnicalService for FaultToleranceCalls {
+    fn init(&mut self, args: &Args) -> Result<(), ServiceError> {
+        let s = args
+            .get("server")
+            .ok_or_else(|| ServiceError::argument("server", "is missing"))?;
+        self.server = Some(server_url(s).map_err(|e| ServiceError::argument("server", e))?);
+        Ok(())
+    }
+
+    fn arguments(&self) -> Option<&[&str]> {
+        Some(&["server"])
+    }
+
+    fn apply(&self, cx: &NodeContext) -> Result<(), ServiceError> {
+        if let Some(server) = &self.server {
+            install_locator(cx.node().runtime(), server);
+        }
+        Ok(())
+    }
+}
+
+/// A link to a server over the wire, looked up at first use (a service's
+/// `apply` cannot wait for it).
+#[derive(Debug)]
+struct Lazy {
+    runtime: Runtime,
+    url: NodeUrl,
+    remote: OnceCell<Remote>,
+}
+
+impl Lazy {
+    fn new(runtime: Runtime, url: NodeUrl) -> Lazy {
+        Lazy {
+            runtime,
+            url,
+            remote: OnceCell::new(),
+        }
+    }
+
+    async fn remote(&self) -> Result<&Remote, String> {
+        self.remote
+            .get_or_try_init(|| async {
+                let endpoint = self
+                    .runtime
+                    .lookup::<FtEndpointProxy>(&self.url)
+                    .await
+                    .map_err(|e| format!("the FT server at {}: {e}", self.url))?;
+                Ok(Remote::new(endpoint))
+            })
+            .await
+    }
+}
+
+impl FtLink for Lazy {
+    fn open_object(
+        &self,
+        object: u64,
+        address: String,
+    ) -> BoxFuture<'_, Result<ObjectState, String>> {
+        Box::pin(async move { self.remote().await?.open_object(object, address).await })
+    }
+
+    fn checkpoint(
+        &self,
+        object: u64,
+        reserved: Reserved,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.remote()
+                .await?
+                .checkpoint(object, reserved, state)
+                .await
+        })
+    }
+
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move { self.remote().await?.write(write).await })
+    }
+
+    fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move { self.remote().await.ok()?.reply(object, sender, seq).await })
+    }
+}
+
+/// A server's location service over the wire, looked up at first use.
+#[derive(Debug)]
+struct LazyLocator {
+    runtime: Runtime,
+    url: NodeUrl,
+    proxy: OnceCell<FtLocationProxy>,
+}
+
+impl Locator for LazyLocator {
+    fn locate<'a>(&'a self, object: u64, address: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let proxy = self
+                .proxy
+                .get_or_try_init(|| self.runtime.lookup::<FtLocationProxy>(&self.url))
+                .await;
+            let proxy = match proxy {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(
+                        "the FT server's location service at {} is out of reach: {e}",
+                        self.url
+                    );
+                    return None;
+                }
+            };
+            crate::server::ask_location(proxy, object, address).await
+        })
+    }
+}
