@@ -49,12 +49,16 @@ fn trace(vn: &actogrid::VirtualNode) {
     });
 }
 
-fn sigkill(pid: u32) {
-    // SAFETY: kill(2) on a pid of this test's own runtimes.
+/// Sends `signal` to `pid`, one of this test's runtimes.
+fn signal(pid: u32, signal: rustix::process::Signal) {
     let _ = rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).expect("a pid"),
-        rustix::process::Signal::KILL,
+        signal,
     );
+}
+
+fn sigkill(pid: u32) {
+    signal(pid, rustix::process::Signal::KILL);
 }
 
 /// Pushes values to `recorder` in windows of `window` calls in flight
@@ -84,10 +88,13 @@ async fn push_all(
     pushed
 }
 
-/// Kills random runtimes of `d` with SIGKILL: one, one, two at once, one,
-/// and one more while the objects of that one recover; returns their pids.
+/// Makes random runtimes of `d` fail: one killed (SIGKILL), one hung
+/// (SIGSTOP: its process stays, silent, until the end), two killed at
+/// once, one killed and one more while the objects of that one recover;
+/// returns their pids (all killed in the end).
 async fn chaos(d: &Deployment) -> Vec<u32> {
     let mut killed = Vec::new();
+    let mut hung = None;
     for round in 0..4 {
         tokio::time::sleep(Duration::from_millis(800)).await;
         let at_once = if round == 2 { 2 } else { 1 };
@@ -100,7 +107,12 @@ async fn chaos(d: &Deployment) -> Vec<u32> {
                 .collect();
             assert!(live.len() > 2, "too few runtimes left: {live:?}");
             let pid = live[fastrand::usize(..live.len())];
-            sigkill(pid);
+            if round == 1 {
+                signal(pid, rustix::process::Signal::STOP);
+                hung = Some(pid);
+            } else {
+                sigkill(pid);
+            }
             killed.push(pid);
         }
         if round == 3 {
@@ -117,6 +129,9 @@ async fn chaos(d: &Deployment) -> Vec<u32> {
             sigkill(pid);
             killed.push(pid);
         }
+    }
+    if let Some(pid) = hung {
+        sigkill(pid);
     }
     killed
 }

@@ -9,9 +9,19 @@
 //!
 //! The runtimes are in this process over loopback, the FT server too (its
 //! store in `--dir`); the runtime "dies" by shutting down, which closes its
-//! connections as a killed process's would. Failure detection is not
-//! measured here: nothing detects failures yet, the benchmark tells the
-//! server (`detection_s` is absent).
+//! connections as a killed process's would.
+//!
+//! Then the same, deployed: a descriptor with `actogrid.FaultTolerance` on
+//! two local runtimes (real processes, the FT server in this process);
+//! the object's runtime is killed with SIGKILL, and the deployment detects
+//! it (`exit_detection_s`: from the kill to the deployment counting the
+//! runtime gone), recovers the object on the other node (`deployed_restore_s`:
+//! restore + replay, from detection) and the object's caller gets its
+//! next answer (`deployed_total_s`: from the kill). And once more with
+//! the runtime stopped (SIGSTOP) instead: its process stays, silent, as a
+//! hung host's would; `detection_s` is how long the deployment takes to
+//! count it dead from its missing heartbeats (target: two heartbeat
+//! periods, `heartbeat_period_s`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -53,6 +63,138 @@ pub(crate) async fn runtime() -> anyhow::Result<Runtime> {
 pub(crate) fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
     let address = on.address().context("a bound runtime serves")?;
     Ok(from.node(&format!("actogrid://{address}/{name}").parse()?))
+}
+
+/// What one deployed round measured, in seconds.
+struct Deployed {
+    detection: f64,
+    restore: f64,
+    total: f64,
+}
+
+/// The descriptor of a deployed round: two local runtimes of `Workers`,
+/// protected, no checkpoint but the first (the log holds every request).
+fn protected_descriptor(store: &std::path::Path) -> String {
+    crate::deployment::descriptor(
+        2,
+        "p",
+        r#"<processDefinition id="p"><jvmProcess/></processDefinition>"#,
+    )
+    .replacen(
+        r#"<virtualNode name="Workers""#,
+        r#"<virtualNode name="Workers" technicalServiceId="ft""#,
+        1,
+    )
+    .replacen(
+        "</ProActiveDescriptor>",
+        &format!(
+            r#"<technicalServices>
+  <technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
+    <arg name="protocol" value="pml"/><arg name="ttc" value="1h"/><arg name="store" value="{}"/>
+  </technicalServiceDefinition>
+</technicalServices>
+</ProActiveDescriptor>"#,
+            store.display()
+        ),
+        1,
+    )
+}
+
+/// The deployments' lease: their runtimes' heartbeat is an eighth of it.
+const LEASE: Duration = Duration::from_secs(2);
+
+/// How a deployed round makes the runtime fail.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    /// SIGKILL: its process exits, the deployment sees it at once.
+    Killed,
+    /// SIGSTOP: it stays, silent (a hung host): the deployment sees its
+    /// heartbeats stop. Killed afterwards.
+    Stopped,
+}
+
+/// One deployed recovery (see the module documentation).
+async fn deployed(
+    log: usize,
+    dir: &std::path::Path,
+    n: usize,
+    failure: Failure,
+) -> anyhow::Result<Deployed> {
+    use actogrid::{DeployOptions, Deployment, OutputOptions, VnEvent};
+    let tag = format!("actogrid-bench-ft-deployed-{}-{n}", std::process::id());
+    let store = dir.join(format!("{tag}.redb"));
+    let path = dir.join(format!("{tag}.xml"));
+    std::fs::write(&path, protected_descriptor(&store))?;
+    let result = async {
+        let rt = runtime().await?;
+        let options = DeployOptions {
+            runtime: Some(rt.clone()),
+            progress: false,
+            lease: LEASE,
+            output: OutputOptions {
+                print: false,
+                ..OutputOptions::default()
+            },
+            ..DeployOptions::default()
+        };
+        let d = Deployment::load_with(&path, Default::default(), options).await?;
+        d.activate().await?;
+        let vn = d.virtual_node("Workers")?;
+        let nodes = vn.nodes().await?;
+        ensure!(nodes.len() == 2, "{} of 2 nodes", nodes.len());
+        let object = RecorderProxy::new(&nodes[0]).await?;
+        let pid = object.pid().await?;
+        for v in 0..log as u64 {
+            object.push(v).await?;
+        }
+        let mut events = vn.events();
+        let killed = Instant::now();
+        let target = rustix::process::Pid::from_raw(pid as i32).context("a pid")?;
+        let signal = match failure {
+            Failure::Killed => rustix::process::Signal::KILL,
+            Failure::Stopped => rustix::process::Signal::STOP,
+        };
+        rustix::process::kill_process(target, signal)?;
+        let answer = tokio::spawn({
+            let object = object.clone();
+            async move {
+                let n = object.count().await;
+                (n, killed.elapsed().as_secs_f64())
+            }
+        });
+        let mut detection = None;
+        let restore = loop {
+            match tokio::time::timeout(Duration::from_secs(60), events.recv()).await?? {
+                VnEvent::Left { .. } if detection.is_none() => {
+                    detection = Some(killed.elapsed().as_secs_f64());
+                }
+                VnEvent::Recovered { replayed, took, .. } => {
+                    ensure!(
+                        replayed == log + 1,
+                        "{replayed} requests replayed, {} logged",
+                        log + 1
+                    );
+                    break took.as_secs_f64();
+                }
+                VnEvent::RecoveryFailed { error, .. } => anyhow::bail!("recovery failed: {error}"),
+                _ => {}
+            }
+        };
+        let (count, total) = answer.await?;
+        let _ = rustix::process::kill_process(target, rustix::process::Signal::KILL);
+        ensure!(count? == log as u64, "the recovered object lost requests");
+        d.kill().await;
+        rt.shutdown();
+        Ok(Deployed {
+            detection: detection.context("the runtime's departure was not seen")?,
+            restore,
+            total,
+        })
+    }
+    .await;
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&store);
+    result
 }
 
 /// What one round measured, in seconds.
@@ -163,9 +305,26 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     );
     ensure!(args.rounds > 0 && args.log > 0, "need rounds and a log");
     let mut rounds = Vec::new();
+    let mut deploys = Vec::new();
+    let mut stops = Vec::new();
     for n in 0..args.rounds {
         rounds.push(round(args.log, args.dir.clone(), n).await?);
+        let dir = args.dir.clone();
+        let log = args.log;
+        let d = dir.clone();
+        deploys
+            .push(tokio::spawn(async move { deployed(log, &d, n, Failure::Killed).await }).await??);
+        stops.push(
+            tokio::spawn(async move { deployed(log, &dir, n, Failure::Stopped).await }).await??,
+        );
     }
+    let stopped = Summary::of(&stops.iter().map(|d| d.detection).collect::<Vec<_>>());
+    let period = LEASE / 8;
+    let detection_met = stopped.median <= 2.0 * period.as_secs_f64();
+    let of = |f: fn(&Deployed) -> f64| Summary::of(&deploys.iter().map(f).collect::<Vec<_>>());
+    let detection = of(|d| d.detection);
+    let deployed_restore = of(|d| d.restore);
+    let deployed_total = of(|d| d.total);
     let summary = |f: fn(&Round) -> f64| Summary::of(&rounds.iter().map(f).collect::<Vec<_>>());
     let restore = summary(|r| r.restore);
     let baseline = summary(|r| r.baseline);
@@ -193,7 +352,25 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         protected.median * 1e6,
         unprotected.median * 1e6
     ))
-    .note("detection_s: not measured (no failure detector yet; the benchmark tells the server)")
+    .note(format!(
+        "deployed, SIGKILL of a real runtime: detected in {:.1} ms (its process exit), restored + {} replayed in {:.1} ms, answering again {:.1} ms after the kill",
+        detection.median * 1e3,
+        args.log + 1,
+        deployed_restore.median * 1e3,
+        deployed_total.median * 1e3
+    ))
+    .note(format!(
+        "deployed, SIGSTOP (a hung runtime, heartbeat every {} ms): detected in {:.1} ms (target <= 2 heartbeats: {})",
+        period.as_millis(),
+        stopped.median * 1e3,
+        if detection_met { "met" } else { "NOT met" }
+    ))
+    .with_figure("detection_s", stopped.median)
+    .with_figure("heartbeat_period_s", period.as_secs_f64())
+    .with("detection_target_met", detection_met)
+    .with_figure("exit_detection_s", detection.median)
+    .with_figure("deployed_restore_s", deployed_restore.median)
+    .with_figure("deployed_total_s", deployed_total.median)
     .with("protocol", args.protocol.clone())
     .with("log", args.log)
     .with_figure("restore_s", restore.median)

@@ -241,7 +241,7 @@ impl FtServer {
     }
 
     /// The runtime at `address` failed: every protected object it hosted
-    /// is recovered on `to`, one after the other. Callers waiting to know
+    /// is recovered on `to`, all at once. Callers waiting to know
     /// where an object is learn it once that object is recovered.
     ///
     /// Returns how each recovery ended, except those that failed to reach
@@ -260,13 +260,14 @@ impl FtServer {
                 .collect()
         };
         self.bump();
-        let mut done = Vec::with_capacity(objects.len());
-        for object in objects {
+        // All at once: replaying one object's log may call another of
+        // them, which must be serving by then.
+        let recoveries = objects.into_iter().map(|object| async move {
             let result = self.recover(object, to).await.map_err(|e| match e {
                 FtError::Store(source) => FtError::Recovering { object, source },
                 e => e,
             });
-            match &result {
+            let kept = match &result {
                 Err(e @ FtError::Restore { .. }) => {
                     // The node taken is gone too, most likely: the object
                     // waits for another one (see `stranded`).
@@ -274,20 +275,24 @@ impl FtServer {
                     if let Some(e) = lock(&self.objects).get_mut(&object) {
                         e.recovering = false;
                     }
-                    self.bump();
-                    continue;
+                    false
                 }
                 Err(e) => {
                     tracing::error!("recovery of object {object:#x} failed: {e}");
                     // Callers are told it is gone rather than left waiting.
                     lock(&self.objects).remove(&object);
+                    true
                 }
-                Ok(_) => {}
-            }
+                Ok(_) => true,
+            };
             self.bump();
-            done.push(result);
-        }
-        done
+            kept.then_some(result)
+        });
+        futures::future::join_all(recoveries)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Runtimes known dead that still host protected objects not being

@@ -63,6 +63,19 @@ pub fn state_dir() -> PathBuf {
     home.join(".local/state/actogrid")
 }
 
+/// A deployed runtime's heartbeat: it renews its lease every eighth of it
+/// (see `agent.rs`).
+pub(crate) fn heartbeat_period(lease: Duration) -> Duration {
+    lease.max(Duration::from_millis(300)) / 8
+}
+
+/// How long a runtime hosting protected objects may stay silent before it
+/// is counted dead: two heartbeats, and a quarter more for a renewal under
+/// way.
+pub(crate) fn missed_heartbeats(lease: Duration) -> Duration {
+    heartbeat_period(lease) * 9 / 4
+}
+
 fn is_ft(spec: &ServiceSpec) -> bool {
     CLASSES.contains(&spec.class.as_str())
 }

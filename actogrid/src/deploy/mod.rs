@@ -479,7 +479,12 @@ impl Deployment {
         });
         live::add(&inner);
         let sweeper = Arc::downgrade(&inner.shared);
-        let every = (inner.options.lease / 2).max(Duration::from_millis(100));
+        // With fault tolerance, often enough to see missed heartbeats.
+        let every = if inner.shared.ft.is_some() {
+            ft::heartbeat_period(inner.options.lease) / 4
+        } else {
+            (inner.options.lease / 2).max(Duration::from_millis(100))
+        };
         lock(&inner.tasks).push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;

@@ -595,16 +595,43 @@ impl Shared {
         Some(closed)
     }
 
-    /// Marks runtimes that stopped renewing their lease as gone.
+    /// Marks runtimes that stopped renewing their lease as gone. A runtime
+    /// hosting protected objects (fault tolerance) is gone sooner: after
+    /// [`super::ft::missed_heartbeats`] of its renewals, its heartbeats.
     pub(crate) fn sweep_leases(&self) {
-        let stale: Vec<u64> = lock(&self.state)
-            .runtimes
-            .iter()
-            .filter(|(_, r)| !r.gone && r.last_renewal.elapsed() > self.lease)
-            .map(|(id, _)| *id)
-            .collect();
-        for r in stale {
-            self.runtime_gone(r, "it stopped renewing its lease");
+        let protected = |launch: u64, st: &State| {
+            self.ft.as_ref().is_some_and(|ft| {
+                st.launches
+                    .get(launch as usize)
+                    .is_some_and(|l| ft.protected.contains_key(&l.vn.name))
+            })
+        };
+        let heartbeats = super::ft::missed_heartbeats(self.lease);
+        let stale: Vec<(u64, String)> = {
+            let st = lock(&self.state);
+            st.runtimes
+                .iter()
+                .filter(|(_, r)| !r.gone)
+                .filter_map(|(id, r)| {
+                    let silent = r.last_renewal.elapsed();
+                    if silent > self.lease {
+                        Some((*id, "it stopped renewing its lease".to_owned()))
+                    } else if silent > heartbeats && protected(r.launch, &st) {
+                        Some((
+                            *id,
+                            format!(
+                                "it missed its heartbeats (none for {} ms)",
+                                silent.as_millis()
+                            ),
+                        ))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        };
+        for (r, why) in stale {
+            self.runtime_gone(r, &why);
         }
     }
 }
