@@ -742,6 +742,100 @@ async fn a_technical_service_applies_on_ssh_created_nodes_as_on_local_ones() {
     rt.shutdown();
 }
 
+/// Fault tolerance on ssh hosts: objects on runtimes of three hosts keep
+/// their exact record while one runtime is killed, a whole host drops off
+/// the network (its runtimes silent: their missed heartbeats tell) and
+/// another runtime is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_objects_survive_a_host_going_down() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let dir = TempDir::new("ssh-ft");
+    let mark = mark();
+    let text = support::with_services(
+        &ssh_descriptor("agh1 agh2 agh3", 2, "timeout=\"60s\"", &mark),
+        "ft",
+        &support::ft_service(&dir.0.join("ft.redb"), "500ms"),
+    );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    let nodes = vn.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 6);
+    let mut events = vn.events();
+    let mut recorders = Vec::new();
+    for node in &nodes {
+        recorders.push(actogrid_builtin::RecorderProxy::new(node).await.unwrap());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let work: Vec<_> = recorders
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let base = (i as u64 + 1) << 32;
+            tokio::spawn(support::push_all(r.clone(), base, 100, 4, stop.clone()))
+        })
+        .collect();
+    let on = |host: &str| -> Vec<u32> {
+        d.runtimes()
+            .iter()
+            .filter(|r| r.host == host)
+            .map(|r| r.pid)
+            .collect()
+    };
+    let kill = |pid: u32| {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    kill(on("agh1")[0]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let down = Fault::inject("agh2", "blackhole", "restore");
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    kill(on("agh3")[0]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Release);
+    let mut expected = Vec::new();
+    for w in work {
+        expected.push(w.await.expect("a pushing task"));
+    }
+    for (r, want) in recorders.iter().zip(&expected) {
+        assert_eq!(
+            &r.seen().await.unwrap(),
+            want,
+            "a record differs from a failure-free run"
+        );
+    }
+    let recovered = support::recoveries(&mut events);
+    eprintln!(
+        "{} recovery(ies) (agh2 down for {:.1} s), {} pushes",
+        recovered.len(),
+        started.elapsed().as_secs_f64(),
+        expected.iter().map(Vec::len).sum::<usize>()
+    );
+    // Two runtimes killed, two on the host gone: every object they held.
+    assert!(recovered.len() >= 4, "{recovered:?}");
+    drop(down);
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(15), || marked_processes(&mark)
+            .is_empty())
+        .await,
+        "runtimes left behind"
+    );
+    rt.shutdown();
+}
+
 fn ssh_run(host: &str, command: &str) -> String {
     let out = Command::new("ssh")
         .args(["-F", SSH_CONFIG, host, command])

@@ -5,30 +5,24 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use actogrid::{Deployment, VnEvent};
+use actogrid::Deployment;
 use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy};
-use support::{TempDir, alive, load, local_descriptor, runtime, with_services};
+use support::{
+    TempDir, alive, ft_service, load, local_descriptor, push_all, recoveries, runtime,
+    with_services,
+};
 
 /// `runtimes` local runtimes of one node each, protected by PML with a
 /// checkpoint every `ttc`, the store in `dir`.
 fn protected(dir: &TempDir, runtimes: u32, ttc: &str) -> String {
-    let store = dir.0.join("ft.redb");
     with_services(
         &local_descriptor(runtimes, 1, "timeout=\"60s\"", None),
         "ft",
-        &format!(
-            r#"<technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
-  <arg name="protocol" value="pml"/>
-  <arg name="ttc" value="{ttc}"/>
-  <arg name="store" value="{}"/>
-</technicalServiceDefinition>"#,
-            store.display()
-        ),
+        &ft_service(&dir.0.join("ft.redb"), ttc),
     )
 }
 
@@ -59,33 +53,6 @@ fn signal(pid: u32, signal: rustix::process::Signal) {
 
 fn sigkill(pid: u32) {
     signal(pid, rustix::process::Signal::KILL);
-}
-
-/// Pushes values to `recorder` in windows of `window` calls in flight
-/// until `stop` (and at least `least` of them), checking each reply (the
-/// record's length: the value's place); returns the values pushed.
-async fn push_all(
-    recorder: RecorderProxy,
-    base: u64,
-    least: u64,
-    window: u64,
-    stop: Arc<AtomicBool>,
-) -> Vec<u64> {
-    let mut pushed = Vec::new();
-    let mut i = 0;
-    while i < least || !stop.load(Ordering::Acquire) {
-        let calls: Vec<_> = (i..i + window).map(|k| recorder.push(base + k)).collect();
-        for (k, call) in (i..i + window).zip(calls) {
-            let got = tokio::time::timeout(Duration::from_secs(90), call)
-                .await
-                .unwrap_or_else(|_| panic!("push {k} of {base:#x} never answered"))
-                .unwrap_or_else(|e| panic!("push {k} of {base:#x} failed: {e}"));
-            assert_eq!(got, k + 1, "push {k} of {base:#x}: the reply is its place");
-            pushed.push(base + k);
-        }
-        i += window;
-    }
-    pushed
 }
 
 /// Makes random runtimes of `d` fail: one killed (SIGKILL), one hung
@@ -134,24 +101,6 @@ async fn chaos(d: &Deployment) -> Vec<u32> {
         sigkill(pid);
     }
     killed
-}
-
-/// The recoveries `events` saw, with how long each took; panics on a
-/// failed one.
-fn recoveries(events: &mut tokio::sync::broadcast::Receiver<VnEvent>) -> HashMap<u64, Duration> {
-    let mut recovered = HashMap::new();
-    while let Ok(e) = events.try_recv() {
-        match e {
-            VnEvent::Recovered { object, took, .. } => {
-                recovered.insert(object, took);
-            }
-            VnEvent::RecoveryFailed { object, error } => {
-                panic!("object {object:#x} was not recovered: {error}")
-            }
-            _ => {}
-        }
-    }
-    recovered
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -555,3 +555,63 @@ pub fn uid_of(pid: u32) -> Option<u32> {
 pub fn root() -> bool {
     uid_of(std::process::id()) == Some(0)
 }
+
+/// The `actogrid.FaultTolerance` service `ft`: PML, a checkpoint every
+/// `ttc`, its store at `store`.
+pub fn ft_service(store: &Path, ttc: &str) -> String {
+    format!(
+        r#"<technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
+  <arg name="protocol" value="pml"/>
+  <arg name="ttc" value="{ttc}"/>
+  <arg name="store" value="{}"/>
+</technicalServiceDefinition>"#,
+        store.display()
+    )
+}
+
+/// Pushes values to `recorder` in windows of `window` calls in flight
+/// until `stop` (and at least `least` of them), checking each reply (the
+/// record's length: the value's place); returns the values pushed.
+pub async fn push_all(
+    recorder: actogrid_builtin::RecorderProxy,
+    base: u64,
+    least: u64,
+    window: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<u64> {
+    let mut pushed = Vec::new();
+    let mut i = 0;
+    while i < least || !stop.load(std::sync::atomic::Ordering::Acquire) {
+        let calls: Vec<_> = (i..i + window).map(|k| recorder.push(base + k)).collect();
+        for (k, call) in (i..i + window).zip(calls) {
+            let got = tokio::time::timeout(Duration::from_secs(90), call)
+                .await
+                .unwrap_or_else(|_| panic!("push {k} of {base:#x} never answered"))
+                .unwrap_or_else(|e| panic!("push {k} of {base:#x} failed: {e}"));
+            assert_eq!(got, k + 1, "push {k} of {base:#x}: the reply is its place");
+            pushed.push(base + k);
+        }
+        i += window;
+    }
+    pushed
+}
+
+/// The recoveries `events` saw, with how long each took; panics on a
+/// failed one.
+pub fn recoveries(
+    events: &mut tokio::sync::broadcast::Receiver<actogrid::VnEvent>,
+) -> std::collections::HashMap<u64, Duration> {
+    let mut recovered = std::collections::HashMap::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            actogrid::VnEvent::Recovered { object, took, .. } => {
+                recovered.insert(object, took);
+            }
+            actogrid::VnEvent::RecoveryFailed { object, error } => {
+                panic!("object {object:#x} was not recovered: {error}")
+            }
+            _ => {}
+        }
+    }
+    recovered
+}
