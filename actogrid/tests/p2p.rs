@@ -241,6 +241,98 @@ async fn a_killed_peer_takes_its_nodes_which_are_replaced_and_it_rejoins_when_re
     rt.shutdown();
 }
 
+/// Fault tolerance on lent nodes: when a lending peer dies, the overlay
+/// lends a replacement, and the objects of the lost nodes are recovered
+/// there, their records intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn objects_on_a_lost_peer_recover_on_the_node_the_overlay_lends_instead() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new("p2p-ft");
+    let mut peers = overlay(&dir, 4, 2);
+    let rt = runtime().await;
+    let addresses: Vec<&str> = [&peers[3], &peers[1]]
+        .iter()
+        .map(|p| p.address.as_str())
+        .collect();
+    let text = support::with_services(
+        &support::p2p_descriptor("4", &addresses, "30s", false),
+        "ft",
+        &support::ft_service(&dir.0.join("ft.redb"), "500ms"),
+    );
+    let d = deploy(&rt, &dir, &text, SECRET).await;
+    let vn = d.virtual_node("Workers").unwrap();
+    let mut events = vn.events();
+    let nodes = vn.nodes().await.expect("4 nodes");
+    assert_eq!(nodes.len(), 4);
+    let mut recorders = Vec::new();
+    for node in &nodes {
+        recorders.push(actogrid_builtin::RecorderProxy::new(node).await.unwrap());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let work: Vec<_> = recorders
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let base = (i as u64 + 1) << 32;
+            tokio::spawn(support::push_all(r.clone(), base, 50, 4, stop.clone()))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A peer that lends something dies, and its nodes with it.
+    let mut victim = None;
+    for (i, p) in peers.iter().enumerate() {
+        if status(p).await.lent.iter().any(|l| l.pid.is_some()) {
+            victim = Some(i);
+            break;
+        }
+    }
+    let victim = victim.expect("some peer lends");
+    let lost: Vec<u32> = status(&peers[victim])
+        .await
+        .lent
+        .iter()
+        .filter_map(|l| l.pid)
+        .collect();
+    peers[victim].kill();
+    peers.remove(victim);
+    let original: Vec<String> = nodes.iter().map(|n| n.url().to_string()).collect();
+    let mut recovered_on = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while recovered_on.len() < lost.len() {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(VnEvent::Recovered { node, .. })) => recovered_on.push(node.url().to_string()),
+            Ok(Ok(VnEvent::RecoveryFailed { object, error })) => {
+                panic!("object {object:#x} was not recovered: {error}")
+            }
+            Ok(Ok(_)) => {}
+            other => panic!(
+                "{} of {} objects recovered: {other:?}",
+                recovered_on.len(),
+                lost.len()
+            ),
+        }
+    }
+    assert!(
+        recovered_on.iter().all(|n| !original.contains(n)),
+        "recovered on {recovered_on:?}, not on the overlay's replacements (the nodes were {original:?})"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Release);
+    for (r, w) in recorders.iter().zip(work) {
+        let want = w.await.expect("a pushing task");
+        assert_eq!(
+            r.seen().await.unwrap(),
+            want,
+            "a record differs from a failure-free run"
+        );
+    }
+    d.kill().await;
+    assert!(all_free(&peers, Duration::from_secs(10)).await);
+    rt.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_passphrase_is_refused_at_once_and_logged() {
     let dir = TempDir::new("p2p-passphrase");

@@ -18,7 +18,7 @@
 //! join), and each recovery is a [`VnEvent::Recovered`] of the virtual
 //! node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +44,10 @@ pub(crate) struct FtDeployment {
     /// Protected virtual nodes, each with the virtual node its recovered
     /// objects go to first.
     pub(crate) protected: HashMap<String, Option<String>>,
+    /// Virtual nodes acquired from the peer-to-peer overlay: a node they
+    /// lose is replaced by the overlay, and the replacement takes the
+    /// lost node's objects.
+    pub(crate) from_overlay: HashSet<String>,
     /// Its store, and whether it goes with the deployment (the default
     /// place) or stays (a place the descriptor chose).
     store: PathBuf,
@@ -76,6 +80,17 @@ pub(crate) fn missed_heartbeats(lease: Duration) -> Duration {
     heartbeat_period(lease) * 9 / 4
 }
 
+/// Whether virtual node `vn` gets nodes from a `P2PService`.
+fn acquires_from_overlay(d: &actogrid_descriptor::Descriptor, vn: &str) -> bool {
+    use actogrid_descriptor::model::{RuntimeSource, ServiceKind};
+    d.mapping(vn).is_some_and(|m| {
+        m.jvms.iter().filter_map(|j| d.jvm(j)).any(|j| {
+            matches!(&j.source, RuntimeSource::Acquisition(r)
+                if matches!(d.service(r).map(|s| &s.kind), Some(ServiceKind::P2p(_))))
+        })
+    })
+}
+
 fn is_ft(spec: &ServiceSpec) -> bool {
     CLASSES.contains(&spec.class.as_str())
 }
@@ -91,6 +106,7 @@ fn set_arg(args: &mut Args, name: &str, value: &str) {
 /// service. `address` is the deployer runtime's; `id` the deployment's.
 pub(crate) fn prepare(
     services: &mut HashMap<String, VnServices>,
+    descriptor: &actogrid_descriptor::Descriptor,
     address: &str,
     id: u64,
 ) -> Result<Option<FtDeployment>, DeployError> {
@@ -177,10 +193,16 @@ pub(crate) fn prepare(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let from_overlay = protected
+        .keys()
+        .filter(|vn| acquires_from_overlay(descriptor, vn))
+        .cloned()
+        .collect();
     Ok(Some(FtDeployment {
         server,
         name,
         protected,
+        from_overlay,
         store,
         remove_store,
     }))
@@ -237,10 +259,28 @@ impl FtDeployment {
             .cloned()
             .collect();
         candidates.push(vn.clone());
+        // The overlay replaces a lost node: the replacement is awaited a
+        // while, the node present now are not it.
+        let present: Option<HashSet<String>> = self.from_overlay.contains(&vn.name).then(|| {
+            lock(&vn.nodes)
+                .iter()
+                .map(|n| n.url().to_string())
+                .collect()
+        });
         let (me, vn, cause) = (self.clone(), vn.clone(), cause.to_owned());
         tokio::spawn(async move {
             let detected = Instant::now();
             let mut address = address;
+            if let Some(present) = &present {
+                if let Some(to) = replacement(&vn, present, &me.server).await {
+                    tracing::info!(vn = %vn.name, "the overlay replaced {address} with {}", to.url());
+                    me.recover_on(&vn, &address, &to, &cause, detected).await;
+                    match me.server.stranded().into_iter().next() {
+                        None => return,
+                        Some(next) => address = next,
+                    }
+                }
+            }
             // Another attempt for the objects whose node died under them.
             for _ in 0..MAX_ATTEMPTS {
                 let Some(to) = spare(&candidates, &me.server, &address, vn.timeout).await else {
@@ -250,33 +290,7 @@ impl FtDeployment {
                     );
                     return me.give_up(&vn, &address, &error);
                 };
-                tracing::info!(vn = %vn.name, "recovering the objects of {address} on {}", to.url());
-                for result in me.server.runtime_failed(&address, &to).await {
-                    let event = match result {
-                        Ok(r) => {
-                            tracing::info!(
-                                vn = %vn.name,
-                                "object {:#x} recovered on {} ({} replayed, {} ms after its runtime's failure was detected)",
-                                r.object,
-                                to.url(),
-                                r.replayed,
-                                detected.elapsed().as_millis()
-                            );
-                            VnEvent::Recovered {
-                                object: r.object,
-                                node: to.clone(),
-                                cause: cause.clone(),
-                                replayed: r.replayed,
-                                took: detected.elapsed(),
-                            }
-                        }
-                        Err(e) => VnEvent::RecoveryFailed {
-                            object: e.object().unwrap_or(0),
-                            error: e.to_string(),
-                        },
-                    };
-                    let _ = vn.events.send(event);
-                }
+                me.recover_on(&vn, &address, &to, &cause, detected).await;
                 match me.server.stranded().into_iter().next() {
                     None => return,
                     Some(next) => {
@@ -290,6 +304,45 @@ impl FtDeployment {
                 me.give_up(&vn, &address, &error);
             }
         });
+    }
+
+    /// Recovers the objects of the runtime at `address` on `to`, and says
+    /// so on `vn`'s events.
+    async fn recover_on(
+        &self,
+        vn: &VnState,
+        address: &str,
+        to: &Node,
+        cause: &str,
+        detected: Instant,
+    ) {
+        tracing::info!(vn = %vn.name, "recovering the objects of {address} on {}", to.url());
+        for result in self.server.runtime_failed(address, to).await {
+            let event = match result {
+                Ok(r) => {
+                    tracing::info!(
+                        vn = %vn.name,
+                        "object {:#x} recovered on {} ({} replayed, {} ms after its runtime's failure was detected)",
+                        r.object,
+                        to.url(),
+                        r.replayed,
+                        detected.elapsed().as_millis()
+                    );
+                    VnEvent::Recovered {
+                        object: r.object,
+                        node: to.clone(),
+                        cause: cause.to_owned(),
+                        replayed: r.replayed,
+                        took: detected.elapsed(),
+                    }
+                }
+                Err(e) => VnEvent::RecoveryFailed {
+                    object: e.object().unwrap_or(0),
+                    error: e.to_string(),
+                },
+            };
+            let _ = vn.events.send(event);
+        }
     }
 
     /// The objects of the runtime at `address` are not recovered: their
@@ -309,6 +362,33 @@ impl FtDeployment {
 /// How many times the objects of a dead runtime are tried on another node
 /// when the one taken dies too.
 const MAX_ATTEMPTS: usize = 20;
+
+/// How long a node lost by a virtual node acquired from the overlay waits
+/// for its replacement before its objects go to a surviving node.
+const REPLACEMENT_WAIT: Duration = Duration::from_secs(10);
+
+/// A node of `vn` not among `present` (the overlay's replacement of a lost
+/// one), on a runtime not known dead; waits up to [`REPLACEMENT_WAIT`].
+async fn replacement(vn: &VnState, present: &HashSet<String>, server: &FtServer) -> Option<Node> {
+    let deadline = tokio::time::Instant::now() + REPLACEMENT_WAIT;
+    let mut changes = vn.changed.subscribe();
+    loop {
+        let fresh = lock(&vn.nodes)
+            .iter()
+            .find(|n| {
+                !present.contains(&n.url().to_string())
+                    && !server.is_dead(&format!("{}:{}", n.url().host(), n.url().port()))
+            })
+            .cloned();
+        if fresh.is_some() {
+            return fresh;
+        }
+        tokio::select! {
+            r = changes.changed() => r.ok()?,
+            () = tokio::time::sleep_until(deadline) => return None,
+        }
+    }
+}
 
 /// A node of `candidates` (in order of preference) on a runtime neither
 /// `failed` nor known dead to `server`; waits up to `timeout` for one to

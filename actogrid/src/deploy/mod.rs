@@ -388,7 +388,7 @@ impl Deployment {
         };
         let id = NEXT_DEPLOYMENT.fetch_add(1, Ordering::Relaxed);
         let ft = match runtime.address() {
-            Some(address) => ft::prepare(&mut services, address, id)?.map(Arc::new),
+            Some(address) => ft::prepare(&mut services, &descriptor, address, id)?.map(Arc::new),
             None => None,
         };
         let mut vns = HashMap::new();
