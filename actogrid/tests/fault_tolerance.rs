@@ -265,3 +265,81 @@ async fn transfers_between_protected_objects_happen_exactly_once() {
     d.kill().await;
     rt.shutdown();
 }
+
+/// Fault tolerance and load balancing on one virtual node: the balancer
+/// moves busy protected objects to other nodes (the FT server follows
+/// them), then a runtime that received some is killed, and they recover
+/// with every request served once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balanced_objects_recover_where_they_moved() {
+    let dir = TempDir::new("ft-lb");
+    let defs = format!(
+        r#"<technicalServiceDefinition id="one-core" class="actogrid.Environment"><arg name="capacity" value="1"/></technicalServiceDefinition>
+      <technicalServiceDefinition id="lb" class="actogrid.LoadBalancing"><arg name="period" value="100"/></technicalServiceDefinition>
+      {}"#,
+        ft_service(&dir.0.join("ft.redb"), "200ms")
+    );
+    let text = with_services(
+        &local_descriptor(4, 1, "timeout=\"60s\"", None),
+        "one-core lb ft",
+        &defs,
+    );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let d = load(&rt, &path, &[]).await;
+    d.activate().await.unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    let nodes = vn.nodes().await.unwrap();
+    let mut events = vn.events();
+    trace(&vn);
+    // Six busy objects, all on the first node.
+    let recorders: Vec<RecorderProxy> =
+        actogrid::wait_all((0..6).map(|_| RecorderProxy::new(&nodes[0])))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let first_pid = recorders[0].pid().await.unwrap();
+    let push = |values: std::ops::Range<u64>| {
+        let mut pending = Vec::new();
+        for value in values {
+            for r in &recorders {
+                pending.push(r.push_after(20, value));
+            }
+        }
+        pending
+    };
+    for (i, result) in actogrid::wait_all(push(0..40))
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(result.unwrap(), (i / 6) as u64 + 1, "reply {i}");
+    }
+    let mut moved = Vec::new();
+    for r in &recorders {
+        let pid = r.pid().await.unwrap();
+        if pid != first_pid && !moved.contains(&pid) {
+            moved.push(pid);
+        }
+    }
+    assert!(!moved.is_empty(), "no object moved");
+    // More work; meanwhile a runtime that took objects dies.
+    let pending = push(40..60);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sigkill(moved[0]);
+    for (i, result) in actogrid::wait_all(pending).await.into_iter().enumerate() {
+        assert_eq!(
+            result.unwrap(),
+            (i / 6) as u64 + 41,
+            "reply {i} after the kill"
+        );
+    }
+    for r in &recorders {
+        assert_eq!(r.seen().await.unwrap(), (0..60).collect::<Vec<u64>>());
+    }
+    let recovered = recoveries(&mut events);
+    assert!(!recovered.is_empty(), "no recovery was observed");
+    d.kill().await;
+    rt.shutdown();
+}

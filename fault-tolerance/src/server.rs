@@ -484,6 +484,21 @@ impl FtServer {
             recovering: false,
         });
         if !e.recovering {
+            // Known already: it moved (load balancing, a migration, maybe
+            // between two nodes of one runtime), and the agent there
+            // counts on from what the store holds now.
+            let key = key(object);
+            if let Ok(Some(latest)) = self.store.latest_checkpoint(&key)
+                && latest.incarnation == e.incarnation
+            {
+                e.next_index = latest.index.0 + 1;
+                if let Some(covers) = latest.state.first_chunk::<8>() {
+                    e.covered = LogPosition(u64::from_be_bytes(*covers));
+                }
+            }
+            if let Ok(bounds) = self.store.log_bounds(&key) {
+                e.next = bounds.next;
+            }
             e.address = address;
         }
         ObjectState {
@@ -686,6 +701,10 @@ struct Shared {
     /// Replies being recorded. A checkpoint waits for them: a request it
     /// counts as served is then answered from the store if it comes again.
     recording: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The replies on their way to the store, by (object, sender,
+    /// sequence): a duplicate that comes meanwhile gets its reply from
+    /// here.
+    unrecorded: Mutex<HashMap<(u64, u64, u64), Vec<u8>>>,
 }
 
 impl Protection {
@@ -698,6 +717,7 @@ impl Protection {
                 ttc,
                 objects: Mutex::new(HashMap::new()),
                 recording: Mutex::new(Vec::new()),
+                unrecorded: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -824,8 +844,9 @@ impl Interceptor for Protection {
         body: &'a mut BodyAccess<'_>,
     ) -> BoxFuture<'a, Verdict> {
         let shared = &self.shared;
-        // Served again by a recovery: in the log already.
-        if delivery.replayed {
+        // Served again by a recovery: in the log already. Services' own
+        // objects (a balancer, say) are not the application's state.
+        if delivery.replayed || actogrid_technical_services::is_machinery(delivery.type_name) {
             return Box::pin(async { Verdict::Deliver });
         }
         let object = delivery.object;
@@ -885,8 +906,9 @@ impl Interceptor for Protection {
             return;
         };
 
-        let link = self.shared.link.clone();
+        let shared = self.shared.clone();
         let (sender, seq) = (delivery.sender, delivery.seq);
+        lock(&shared.unrecorded).insert((object, sender, seq), reply.clone());
         // Recorded in the background: a reply is needed from the store only
         // for a request sent again once a checkpoint counts it as served,
         // and checkpoints wait for it.
@@ -898,9 +920,10 @@ impl Interceptor for Protection {
                 at,
                 reply,
             };
-            if let Err(e) = link.write(write).await {
+            if let Err(e) = shared.link.write(write).await {
                 tracing::warn!("the reply of object {object:#x} was not recorded: {e}");
             }
+            lock(&shared.unrecorded).remove(&(object, sender, seq));
         });
         let mut all = lock(&self.shared.recording);
         all.retain(|r| !r.is_finished());
@@ -909,17 +932,22 @@ impl Interceptor for Protection {
 
     fn duplicate<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Option<Reply>> {
         Box::pin(async move {
-            let bytes = self
-                .shared
-                .link
-                .reply(delivery.object, delivery.sender, delivery.seq)
-                .await?;
+            let id = (delivery.object, delivery.sender, delivery.seq);
+            let pending = lock(&self.shared.unrecorded).get(&id).cloned();
+            let bytes = match pending {
+                Some(bytes) => bytes,
+                None => self.shared.link.reply(id.0, id.1, id.2).await?,
+            };
             postcard::from_bytes(&bytes).ok()
         })
     }
 
     fn idle_after(&self) -> Option<Duration> {
         Some(self.shared.ttc)
+    }
+
+    fn left(&self, object: u64) {
+        lock(&self.shared.objects).remove(&object);
     }
 
     fn idle(&self, body: &BodyAccess<'_>) {

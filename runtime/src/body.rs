@@ -630,7 +630,18 @@ impl Body {
             if inbound.flags & FLAG_MIGRATE != 0 {
                 self.order.served(sender, seq);
                 match self.migrate(inbound, &mut due, &mut taken).await {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        for i in self.node.interceptors() {
+                            let id = self.id;
+                            if std::panic::catch_unwind(AssertUnwindSafe(|| i.left(id))).is_err() {
+                                tracing::error!(
+                                    object = format_args!("{id:#x}"),
+                                    "an interceptor panicked when told the object moved"
+                                );
+                            }
+                        }
+                        return;
+                    }
                     Err(()) => continue,
                 }
             }

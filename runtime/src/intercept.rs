@@ -326,4 +326,11 @@ pub trait Interceptor: Send + Sync + 'static {
     fn idle(&self, body: &BodyAccess<'_>) {
         let _ = body;
     }
+
+    /// Object `object` left this node: it moved to another (the
+    /// interceptors there see its next requests). What the service kept
+    /// about it here is stale from now on.
+    fn left(&self, object: u64) {
+        let _ = object;
+    }
 }

@@ -99,9 +99,7 @@ fn balance_of(node: &str) -> Option<Arc<NodeBalance>> {
 /// Type names of the objects the service never moves (its own and the
 /// deployment's machinery).
 fn movable(type_name: &str) -> bool {
-    !(type_name.starts_with("actogrid_technical_services::")
-        || type_name.starts_with("actogrid::")
-        || type_name.starts_with("actogrid_fault_tolerance::"))
+    !crate::is_machinery(type_name)
 }
 
 impl NodeBalance {

@@ -58,6 +58,21 @@ pub fn is_builtin(class: &str) -> bool {
     BUILTIN_CLASSES.contains(&class)
 }
 
+/// Whether active type `type_name` is actogrid's own machinery — the
+/// objects of technical services, of deployments and of fault tolerance —
+/// rather than the application's: services that act on the application's
+/// objects (load balancing moves them, fault tolerance protects them)
+/// leave these alone.
+pub fn is_machinery(type_name: &str) -> bool {
+    [
+        "actogrid_technical_services::",
+        "actogrid::",
+        "actogrid_fault_tolerance::",
+    ]
+    .iter()
+    .any(|prefix| type_name.starts_with(prefix))
+}
+
 /// A service's arguments (`<arg name=… value=…/>`), in descriptor order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Args(pub Vec<(String, String)>);
