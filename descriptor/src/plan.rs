@@ -416,8 +416,27 @@ pub fn render_text(d: &Descriptor) -> String {
             }
         }
         for id in &vn.technical_services {
-            let class = d.technical_service(id).map_or("?", |t| t.class.as_str());
-            let _ = writeln!(out, "  technical service `{}` ({class})", id.value);
+            let def = d.technical_service(id);
+            let class = def.map_or("?", |t| t.class.as_str());
+            // Fault tolerance says what it protects with.
+            let ft = def
+                .filter(|t| crate::FAULT_TOLERANCE_CLASSES.contains(&t.class.as_str()))
+                .map(|t| {
+                    let arg = |name: &str| {
+                        t.args
+                            .iter()
+                            .rev()
+                            .find(|a| a.name == name)
+                            .map(|a| a.value.trim().to_owned())
+                    };
+                    format!(
+                        ": fault tolerance {}, checkpoint every {}",
+                        arg("protocol").unwrap_or_else(|| "pml".to_owned()),
+                        arg("ttc").unwrap_or_else(|| "30s".to_owned())
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(out, "  technical service `{}` ({class}{ft})", id.value);
         }
         if let Some(ft) = &vn.ft_service {
             let what = d
