@@ -343,3 +343,46 @@ async fn balanced_objects_recover_where_they_moved() {
     d.kill().await;
     rt.shutdown();
 }
+
+/// A future passed as an argument to a protected object that dies while
+/// awaiting it: its value is not forwarded to the recovered object (yet),
+/// so the call ends with an error that says so — no hang — and the object
+/// serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_future_argument_of_a_recovered_request_fails_clearly() {
+    let dir = TempDir::new("ft-future");
+    let path = dir.write("d.xml", &protected(&dir, 3, "200ms"));
+    let rt = runtime().await;
+    let d: Deployment = load(&rt, &path, &[]).await;
+    d.activate().await.unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    let nodes = vn.nodes().await.unwrap();
+    trace(&vn);
+    let account = AccountProxy::new(&nodes[0], 10).await.unwrap();
+    let producer = RecorderProxy::new(&nodes[1]).await.unwrap();
+    assert_eq!(account.balance().await.unwrap(), 10);
+    // The value comes in 1.5 s; the account's runtime dies meanwhile.
+    let amount = producer.push_after(1500, 5);
+    let applied = account.apply_when(1, amount);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let victim = d
+        .runtimes()
+        .into_iter()
+        .find(|r| r.nodes.contains(nodes[0].url()))
+        .expect("the account's runtime");
+    sigkill(victim.pid);
+    let error = tokio::time::timeout(Duration::from_secs(30), applied)
+        .await
+        .expect("the call was answered")
+        .expect_err("the value did not reach the recovered object");
+    assert!(
+        error
+            .to_string()
+            .contains("not forwarded to a recovered object"),
+        "{error}"
+    );
+    assert_eq!(account.apply(2, 1).await.unwrap(), 11);
+    assert_eq!(account.ledger().await.unwrap(), vec![(2, 1)]);
+    d.kill().await;
+    rt.shutdown();
+}

@@ -257,6 +257,13 @@ impl Account {
         self.balance
     }
 
+    /// Awaits `amount` (a future, possibly unresolved when sent), then
+    /// adds it for transfer `id`; the balance after.
+    pub async fn apply_when(&mut self, id: u64, amount: Future<u64>) -> Result<i64, WorkerError> {
+        let amount = amount.await.map_err(|e| WorkerError(e.to_string()))?;
+        Ok(self.apply(id, amount as i64))
+    }
+
     /// The balance.
     pub fn balance(&self) -> i64 {
         self.balance

@@ -419,13 +419,15 @@ impl FtServer {
                 reply,
             });
         }
-        to.recover_answering(checkpoint, log, replies)
+        let recovered = to
+            .recover_answering(checkpoint, log, replies)
             .await
             .map_err(|e| FtError::Restore {
                 object,
                 node: to.url().to_string(),
                 reason: e.to_string(),
             })?;
+        self.check_replay(object, &recovered.replies);
         {
             let mut objects = lock(&self.objects);
             let e = objects.get_mut(&object).expect("listed above");
@@ -445,6 +447,40 @@ impl FtServer {
             replayed,
             took: started.elapsed(),
         })
+    }
+
+    /// Compares how a recovery answered the logged requests of `object`
+    /// with how they were answered the first time, where that was
+    /// recorded: a request that ended otherwise (a value then, an error
+    /// now) means the object did not do the same thing again — it is not
+    /// piecewise deterministic, or observed something the log does not
+    /// hold — and its state may differ from a failure-free run's. Said
+    /// loudly; the recovery stands.
+    fn check_replay(&self, object: u64, replayed: &[actogrid_runtime::intercept::Replayed]) {
+        for r in replayed {
+            let id = ReplyId {
+                sender: key(r.sender),
+                sequence: r.seq,
+            };
+            let Ok(Some(bytes)) = self.store.reply(&key(object), &id) else {
+                continue;
+            };
+            let Ok(first) = postcard::from_bytes::<Reply>(&bytes) else {
+                continue;
+            };
+            if first.outcome != r.reply.outcome {
+                tracing::error!(
+                    object = format_args!("{object:#x}"),
+                    sender = format_args!("{:#x}", r.sender),
+                    seq = r.seq,
+                    "the recovery diverged: request #{} of {:#x} ended {:?} when first served and {:?} when served again; the object's state may differ from a run without failure",
+                    r.seq,
+                    r.sender,
+                    first.outcome,
+                    r.reply.outcome
+                );
+            }
+        }
     }
 
     /// Where `object`, which failed at `failed`, lives once recovered;

@@ -221,7 +221,11 @@ impl<T: Active> ErasedActive for T {
         serving: Serving,
         sync: &mut dyn RunSync,
     ) -> Result<(&'static str, Dispatched<'a>), DecodeError> {
-        let request: T::Request = crate::codec::decode_in(rt, held, payload)?;
+        let request: T::Request = if serving.replayed {
+            crate::codec::decode_replayed(rt, held, payload, serving.object)?
+        } else {
+            crate::codec::decode_in(rt, held, payload)?
+        };
         let method = T::method_name(&request);
         let mut request = Some(request);
         let mut now = None;

@@ -83,8 +83,10 @@ struct DecodeCx {
     runtime: RtRef,
     /// Slots of the futures the payload embeds, held by the message.
     held: Vec<Arc<Slot>>,
-    /// The object whose state is decoded, when it is restored.
+    /// The object whose state is decoded, when it is restored (or whose
+    /// logged request is, when a recovery serves it again: `replay`).
     restoring: Option<u64>,
+    replay: bool,
 }
 
 thread_local! {
@@ -186,6 +188,7 @@ pub(crate) fn decode_with<T: DeserializeOwned>(
         runtime,
         held: held.to_vec(),
         restoring: None,
+        replay: false,
     };
     let previous = DECODE.with(|c| c.borrow_mut().replace(cx));
     let out = decode(bytes);
@@ -203,11 +206,40 @@ pub(crate) fn restoring_in<R>(runtime: &Runtime, object: u64, f: impl FnOnce() -
         runtime: runtime.handle(),
         held: Vec::new(),
         restoring: Some(object),
+        replay: false,
     };
     let previous = DECODE.with(|c| c.borrow_mut().replace(cx));
     let out = f();
     DECODE.with(|c| *c.borrow_mut() = previous);
     out
+}
+
+/// Decodes the arguments of a request `object` serves again from its log
+/// (a recovery): like [`decode_in`], except that a future they hold which
+/// is still pending and unknown here decodes failed, as in a restored
+/// checkpoint (see [`restoring`]).
+pub(crate) fn decode_replayed<T: DeserializeOwned>(
+    runtime: &Runtime,
+    held: &[Arc<Slot>],
+    bytes: &[u8],
+    object: u64,
+) -> Result<T, DecodeError> {
+    let cx = DecodeCx {
+        runtime: runtime.handle(),
+        held: held.to_vec(),
+        restoring: Some(object),
+        replay: true,
+    };
+    let previous = DECODE.with(|c| c.borrow_mut().replace(cx));
+    let out = decode(bytes);
+    DECODE.with(|c| *c.borrow_mut() = previous);
+    out
+}
+
+/// Whether what is decoded is a request served again (see
+/// [`decode_replayed`]).
+pub(crate) fn replaying() -> bool {
+    DECODE.with(|c| c.borrow().as_ref().is_some_and(|cx| cx.replay))
 }
 
 /// Decodes in whatever context is installed.

@@ -434,18 +434,25 @@ impl FutureWire {
             }),
             FutureWire::Pending(id) => match runtime {
                 Some(rt) => match codec::restoring() {
-                    // A checkpoint's state: the runtime that was to bring
-                    // the value never heard of this one, so a slot waiting
-                    // for it would wait forever.
+                    // A checkpoint's state, or the arguments of a request
+                    // a recovery serves again: the runtime that was to
+                    // bring the value never heard of this one, so a slot
+                    // waiting for it would wait forever.
                     Some(object) => rt.futures().get(id).unwrap_or_else(|| {
-                        Slot::ready(Outcome::failure(
-                            Status::NodeDied,
+                        let message = if codec::replaying() {
+                            format!(
+                                "this future, an argument of a request active object {object:#x} \
+                                 served again after its recovery, was pending when its runtime \
+                                 died, and a value is not forwarded to a recovered object"
+                            )
+                        } else {
                             format!(
                                 "this future was pending when the checkpoint of active object \
                                  {object:#x} was taken, and a value is not forwarded to a \
                                  restored checkpoint; the call may or may not have been served"
-                            ),
-                        ))
+                            )
+                        };
+                        Slot::ready(Outcome::failure(Status::NodeDied, message))
                     }),
                     None => rt.futures().get_or_create(id),
                 },
@@ -603,6 +610,8 @@ pub(crate) struct Serving {
     pub(crate) runtime: crate::runtime::RtRef,
     /// Who sent the request: an object's id, or a runtime's.
     pub(crate) sender: u64,
+    /// The request is served again by a recovery, from its log.
+    pub(crate) replayed: bool,
 }
 
 thread_local! {
