@@ -386,3 +386,68 @@ async fn a_pending_future_argument_of_a_recovered_request_fails_clearly() {
     d.kill().await;
     rt.shutdown();
 }
+
+/// Random numbers drawn by protected objects through a journaled effect:
+/// a recovery that serves a request again appends the number first drawn
+/// for it, so every record is exactly the numbers its caller was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journaled_effects_are_given_back_by_a_recovery() {
+    let dir = TempDir::new("ft-journal");
+    // Checkpoints rare: recoveries serve long logs again.
+    let path = dir.write("d.xml", &protected(&dir, 6, "1h"));
+    let rt = runtime().await;
+    let d: Deployment = load(&rt, &path, &[]).await;
+    d.activate().await.unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    let nodes = vn.nodes().await.unwrap();
+    let mut events = vn.events();
+    trace(&vn);
+    let mut recorders = Vec::new();
+    for node in &nodes[..3] {
+        recorders.push(RecorderProxy::new(node).await.unwrap());
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let work: Vec<_> = recorders
+        .iter()
+        .map(|r| {
+            let (r, done) = (r.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut given = Vec::new();
+                while given.len() < 40 || !done.load(Ordering::Acquire) {
+                    let calls: Vec<_> = (0..4).map(|_| r.push_random()).collect();
+                    for call in calls {
+                        let n = tokio::time::timeout(Duration::from_secs(60), call)
+                            .await
+                            .expect("answered")
+                            .expect("a number");
+                        given.push(n);
+                    }
+                }
+                given
+            })
+        })
+        .collect();
+    for node in &nodes[..2] {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let victim = d
+            .runtimes()
+            .into_iter()
+            .find(|r| r.nodes.contains(node.url()))
+            .expect("a runtime of an object");
+        sigkill(victim.pid);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    done.store(true, Ordering::Release);
+    for (r, w) in recorders.iter().zip(work) {
+        let given = w.await.expect("a caller");
+        assert_eq!(
+            r.seen().await.unwrap(),
+            given,
+            "a record differs from what its caller was given"
+        );
+    }
+    let recovered = recoveries(&mut events);
+    assert!(recovered.len() >= 2, "{recovered:?}");
+    d.kill().await;
+    rt.shutdown();
+}

@@ -100,6 +100,17 @@ impl Recorder {
         self.seen.len() as u64
     }
 
+    /// Appends a random number, drawn once (a journaled effect: a
+    /// recovery that serves this request again appends the same one);
+    /// returns it.
+    pub async fn push_random(&mut self) -> Result<u64, WorkerError> {
+        let value = actogrid_fault_tolerance::journaled(|| fastrand::u64(..))
+            .await
+            .map_err(|e| WorkerError(e.to_string()))?;
+        self.seen.push(value);
+        Ok(value)
+    }
+
     /// Works `ms` milliseconds, then appends `value`: a busy object, for
     /// load-balancing tests.
     pub async fn push_after(&mut self, ms: u64, value: u64) -> u64 {

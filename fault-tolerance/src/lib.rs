@@ -13,16 +13,20 @@
 //! * [`server`]: the FT server's recovery side driven by the runtime's
 //!   hooks — logging into the store before delivery, checkpoints, the
 //!   location service, recovery of a failed runtime's objects.
+//! * [`journal`]: journaled effects, what a protected object does that
+//!   is not deterministic, done once and given back on recovery.
 //! * [`service`]: the technical service a descriptor switches it on
 //!   with (`actogrid.FaultTolerance`).
 //! * [`store`]: the FT server's durable store (redb, group commit):
 //!   checkpoints, request logs and logged replies per protected object.
 
+pub mod journal;
 pub mod pml;
 pub mod server;
 pub mod service;
 pub mod store;
 
+pub use journal::{EffectId, JournalError, journaled};
 pub use service::{CALLER_CLASS, FaultTolerance, FaultToleranceCalls};
 
 /// The class names of [`FaultTolerance`]: actogrid's and ProActive's.

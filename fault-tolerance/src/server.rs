@@ -49,6 +49,7 @@ use actogrid_runtime::intercept::{
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+pub use crate::journal::EffectId;
 use crate::store::{
     CheckpointIndex, Incarnation, LogPosition, ObjectKey, ReplyId, Store, StoreConfig, StoreError,
 };
@@ -402,6 +403,10 @@ impl FtServer {
         // lost them with the runtime and send them again.
         let mut replies = Vec::new();
         for (id, bytes) in self.store.replies(&key)? {
+            // Journaled effects are read while the log is served again.
+            if crate::journal::is_effect_key(&id.sender) {
+                continue;
+            }
             let (Ok(sender), Ok(reply)) = (
                 <[u8; 8]>::try_from(id.sender.as_bytes()),
                 postcard::from_bytes::<Reply>(&bytes),
@@ -603,6 +608,13 @@ impl FtServer {
                 .append(&key(object), Incarnation(incarnation), entry)
                 .await?
                 .0),
+            Write::Effect { effect, at, value } => {
+                let id = crate::journal::effect_reply_id(&effect);
+                self.store
+                    .record_reply(&key(effect.object), &id, LogPosition(at), value)
+                    .await?;
+                Ok(0)
+            }
             Write::Reply {
                 object,
                 sender,
@@ -629,6 +641,12 @@ impl FtServer {
                 Ok(0)
             }
         }
+    }
+
+    /// The result journaled for `effect`, if it is recorded.
+    pub fn effect(&self, effect: EffectId) -> Option<Vec<u8>> {
+        let id = crate::journal::effect_reply_id(&effect);
+        self.store.reply(&key(effect.object), &id).ok().flatten()
     }
 
     /// The reply recorded for request `seq` of `sender` to `object`.
@@ -661,6 +679,8 @@ pub trait FtLink: Send + Sync + std::fmt::Debug + 'static {
     fn write(&self, write: Write) -> BoxFuture<'_, Result<u64, String>>;
     /// [`FtServer::reply`].
     fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>>;
+    /// [`FtServer::effect`].
+    fn effect(&self, effect: EffectId) -> BoxFuture<'_, Option<Vec<u8>>>;
 }
 
 /// The server in this process.
@@ -698,11 +718,15 @@ impl FtLink for Direct {
     fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>> {
         Box::pin(std::future::ready(self.0.reply(object, sender, seq)))
     }
+
+    fn effect(&self, effect: EffectId) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.0.effect(effect)))
+    }
 }
 
 /// What the agent of one runtime knows of one object it protects.
 #[derive(Debug)]
-struct Local {
+pub(crate) struct Local {
     incarnation: u64,
     next_index: u64,
     /// What its last checkpoint covered.
@@ -714,7 +738,7 @@ struct Local {
     /// Whether it served a request since its last checkpoint.
     dirty: bool,
     /// The request it serves now, and that request's log position.
-    serving: Option<(u64, u64, u64)>,
+    pub(crate) serving: Option<(u64, u64, u64)>,
     /// A request could not be made durable: this instance serves nothing
     /// more and takes no checkpoint (its order table counts the request
     /// it dropped), and waits to be replaced by a recovery.
@@ -730,10 +754,10 @@ pub struct Protection {
 /// What a [`Protection`] shares with the checkpoints it stores in the
 /// background.
 #[derive(Debug)]
-struct Shared {
-    link: Arc<dyn FtLink>,
+pub(crate) struct Shared {
+    pub(crate) link: Arc<dyn FtLink>,
     ttc: Duration,
-    objects: Mutex<HashMap<u64, Local>>,
+    pub(crate) objects: Mutex<HashMap<u64, Local>>,
     /// Replies being recorded. A checkpoint waits for them: a request it
     /// counts as served is then answered from the store if it comes again.
     recording: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -822,7 +846,7 @@ impl Shared {
     /// Before `delivery`: the object known here, checkpointed if due
     /// (`checkpoint`, taken at the boundary), the request logged.
     async fn protect(
-        &self,
+        self: &Arc<Self>,
         delivery: &Delivery<'_>,
         address: String,
         checkpoint: Option<actogrid_runtime::intercept::Checkpoint>,
@@ -837,6 +861,7 @@ impl Shared {
         let known = lock(&self.objects).contains_key(&object);
         if !known {
             let state = self.link.open_object(object, address).await?;
+            crate::journal::protect(object, self);
             lock(&self.objects).entry(object).or_insert(Local {
                 incarnation: state.incarnation,
                 next_index: state.next_index,
@@ -883,6 +908,9 @@ impl Interceptor for Protection {
         // Served again by a recovery: in the log already. Services' own
         // objects (a balancer, say) are not the application's state.
         if delivery.replayed || actogrid_technical_services::is_machinery(delivery.type_name) {
+            if delivery.replayed {
+                crate::journal::protect(delivery.object, shared);
+            }
             return Box::pin(async { Verdict::Deliver });
         }
         let object = delivery.object;
@@ -925,6 +953,7 @@ impl Interceptor for Protection {
 
     fn replied(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, payload: &[u8]) {
         let object = delivery.object;
+        crate::journal::served(object, delivery.sender, delivery.seq);
         let at = {
             let mut objects = lock(&self.shared.objects);
             let Some(e) = objects.get_mut(&object) else {
@@ -984,6 +1013,7 @@ impl Interceptor for Protection {
 
     fn left(&self, object: u64) {
         lock(&self.shared.objects).remove(&object);
+        crate::journal::unprotect(object, &self.shared);
     }
 
     fn idle(&self, body: &BodyAccess<'_>) {
@@ -1117,6 +1147,11 @@ impl FtEndpoint {
         self.server().ok()?.reply(object, sender, seq)
     }
 
+    /// [`FtServer::effect`].
+    pub fn effect(&self, effect: EffectId) -> Option<Vec<u8>> {
+        self.server().ok()?.effect(effect)
+    }
+
     /// Each of `writes` at once, so that the store commits them together:
     /// for each, a log entry's position, or 0 for a reply recorded.
     pub async fn write_batch(&self, writes: Vec<Write>) -> Vec<Result<u64, String>> {
@@ -1188,6 +1223,17 @@ pub enum Write {
         incarnation: u64,
         /// The encoded [`Logged`].
         entry: Vec<u8>,
+    },
+    /// The result of a journaled effect, recorded against the request
+    /// whose service produced it (see [`crate::journal`]).
+    Effect {
+        /// Which effect.
+        effect: EffectId,
+        /// The request's log position (0 for a request served again by a
+        /// recovery: the next checkpoint covers it).
+        at: u64,
+        /// The encoded result.
+        value: Vec<u8>,
     },
     /// A reply recorded against the request it answers.
     Reply {
@@ -1303,6 +1349,10 @@ impl FtLink for Remote {
         Box::pin(self.queue(write))
     }
 
+    fn effect(&self, effect: EffectId) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(self.remote_effect(effect))
+    }
+
     fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>> {
         Box::pin(async move {
             match self.endpoint.reply(object, sender, seq).await {
@@ -1315,6 +1365,19 @@ impl FtLink for Remote {
                 }
             }
         })
+    }
+}
+
+impl Remote {
+    /// [`FtLink::effect`] over the wire.
+    pub(crate) async fn remote_effect(&self, effect: EffectId) -> Option<Vec<u8>> {
+        match self.endpoint.effect(effect).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("the FT server could not give a journaled result: {e}");
+                None
+            }
+        }
     }
 }
 

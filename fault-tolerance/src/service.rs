@@ -291,6 +291,10 @@ impl FtLink for Lazy {
     fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>> {
         Box::pin(async move { self.remote().await.ok()?.reply(object, sender, seq).await })
     }
+
+    fn effect(&self, effect: crate::journal::EffectId) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move { self.remote().await.ok()?.remote_effect(effect).await })
+    }
 }
 
 /// A server's location service over the wire, looked up at first use.

@@ -908,6 +908,7 @@ impl Body {
             object: self.id,
             runtime: self.runtime.handle(),
             sender: inbound.sender,
+            seq: inbound.seq,
             replayed: inbound.flags & crate::wire::FLAG_REPLAYED != 0,
         };
         let (id, type_name) = (self.id, self.object.type_name());

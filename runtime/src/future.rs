@@ -610,6 +610,8 @@ pub(crate) struct Serving {
     pub(crate) runtime: crate::runtime::RtRef,
     /// Who sent the request: an object's id, or a runtime's.
     pub(crate) sender: u64,
+    /// The request's sequence number from its sender.
+    pub(crate) seq: u64,
     /// The request is served again by a recovery, from its log.
     pub(crate) replayed: bool,
 }
@@ -663,6 +665,17 @@ pub(crate) fn serving() -> Option<Serving> {
 /// an object it does not host. `None` outside a method.
 pub fn caller() -> Option<u64> {
     serving().map(|s| s.sender)
+}
+
+/// The request the calling method serves, as technical services know
+/// requests (see [`crate::intercept::serving_request`]).
+pub(crate) fn serving_request() -> Option<crate::intercept::ServingRequest> {
+    serving().map(|s| crate::intercept::ServingRequest {
+        object: s.object,
+        sender: s.sender,
+        seq: s.seq,
+        replayed: s.replayed,
+    })
 }
 
 /// Runs `f` as part of serving a request of `serving.object`.

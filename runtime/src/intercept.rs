@@ -270,6 +270,27 @@ pub trait Locator: Send + Sync + 'static {
     fn locate<'a>(&'a self, object: u64, address: &'a str) -> BoxFuture<'a, Option<String>>;
 }
 
+/// The request a method is serving, as [`serving_request`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServingRequest {
+    /// The object serving it.
+    pub object: u64,
+    /// Its sender.
+    pub sender: u64,
+    /// Its sequence number from that sender.
+    pub seq: u64,
+    /// Served again by a recovery, from its log ([`Delivery::replayed`]).
+    pub replayed: bool,
+}
+
+/// The request the calling code serves, when it runs inside an active
+/// object's method (including across the `.await`s of an `async` one):
+/// for services that journal what a method does, such as a fault
+/// tolerance service's record of non-deterministic results.
+pub fn serving_request() -> Option<ServingRequest> {
+    crate::future::serving_request()
+}
+
 /// A hook on every body of a node. All methods have do-nothing defaults.
 pub trait Interceptor: Send + Sync + 'static {
     /// Before a request is served. Returning [`Verdict::Drop`] skips it.
