@@ -280,7 +280,8 @@ async fn objects_on_a_lost_peer_recover_on_the_node_the_overlay_lends_instead() 
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // A peer that lends something dies, and its nodes with it.
+    // A peer that lends something goes away, and its nodes with it (its
+    // owner stops it: it takes down what it lends).
     let mut victim = None;
     for (i, p) in peers.iter().enumerate() {
         if status(p).await.lent.iter().any(|l| l.pid.is_some()) {
@@ -295,7 +296,7 @@ async fn objects_on_a_lost_peer_recover_on_the_node_the_overlay_lends_instead() 
         .iter()
         .filter_map(|l| l.pid)
         .collect();
-    peers[victim].kill();
+    peers[victim].stop();
     peers.remove(victim);
     let original: Vec<String> = nodes.iter().map(|n| n.url().to_string()).collect();
     let mut recovered_on = Vec::new();
