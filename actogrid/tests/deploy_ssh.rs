@@ -776,14 +776,7 @@ async fn protected_objects_survive_a_host_going_down() {
         recorders.push(actogrid_builtin::RecorderProxy::new(node).await.unwrap());
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let work: Vec<_> = recorders
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let base = (i as u64 + 1) << 32;
-            tokio::spawn(support::push_all(r.clone(), base, 100, 4, stop.clone()))
-        })
-        .collect();
+    let work = support::push_to_each(&recorders, 100, 4, &stop);
     let on = |host: &str| -> Vec<u32> {
         d.runtimes()
             .iter()

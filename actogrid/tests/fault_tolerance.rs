@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use actogrid::Deployment;
+use actogrid::{Deployment, VnEvent};
 use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy};
 use support::{
-    TempDir, alive, ft_service, load, local_descriptor, push_all, recoveries, runtime,
+    TempDir, alive, ft_service, load, local_descriptor, push_to_each, recoveries, runtime,
     with_services,
 };
 
@@ -24,6 +24,43 @@ fn protected(dir: &TempDir, runtimes: u32, ttc: &str) -> String {
         "ft",
         &ft_service(&dir.0.join("ft.redb"), ttc),
     )
+}
+
+/// A deployment of `text` (in `dir`) from a runtime of this test,
+/// activated, with its virtual node `Workers`, that node's nodes, and its
+/// events from then on.
+struct Deployed {
+    rt: actogrid::Runtime,
+    d: Deployment,
+    vn: actogrid::VirtualNode,
+    nodes: Vec<actogrid::Node>,
+    events: tokio::sync::broadcast::Receiver<VnEvent>,
+}
+
+async fn deploy(dir: &TempDir, text: &str) -> Deployed {
+    let path = dir.write("d.xml", text);
+    let rt = runtime().await;
+    let d = load(&rt, &path, &[]).await;
+    d.activate().await.unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    let nodes = vn.nodes().await.unwrap();
+    let events = vn.events();
+    trace(&vn);
+    Deployed {
+        rt,
+        d,
+        vn,
+        nodes,
+        events,
+    }
+}
+
+impl Deployed {
+    /// Tears it down.
+    async fn end(self) {
+        self.d.kill().await;
+        self.rt.shutdown();
+    }
 }
 
 /// With `RUST_LOG` set, the deployment's log and the virtual node's events
@@ -106,12 +143,8 @@ async fn chaos(d: &Deployment) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_objects_survive_their_runtimes_being_killed() {
     let dir = TempDir::new("ft-chaos");
-    let path = dir.write("d.xml", &protected(&dir, 8, "300ms"));
-    let rt = runtime().await;
-    let d: Deployment = load(&rt, &path, &[]).await;
-    d.activate().await.unwrap();
-    let vn = d.virtual_node("Workers").unwrap();
-    let nodes = vn.nodes().await.unwrap();
+    let mut run = deploy(&dir, &protected(&dir, 8, "300ms")).await;
+    let (vn, nodes) = (&run.vn, &run.nodes);
     assert_eq!(nodes.len(), 8);
     assert_eq!(
         vn.properties(&nodes[0])
@@ -119,30 +152,17 @@ async fn protected_objects_survive_their_runtimes_being_killed() {
             .map(String::as_str),
         Some("pml")
     );
-    let mut events = vn.events();
-    trace(&vn);
 
     // Six objects on six runtimes.
     let mut recorders = Vec::new();
     for node in &nodes[..6] {
         recorders.push(RecorderProxy::new(node).await.unwrap());
     }
-    const PUSHES: u64 = 200;
     let done = Arc::new(AtomicBool::new(false));
-    let mut work = Vec::new();
-    for (i, r) in recorders.iter().enumerate() {
-        let base = (i as u64 + 1) << 32;
-        work.push(tokio::spawn(push_all(
-            r.clone(),
-            base,
-            PUSHES,
-            8,
-            done.clone(),
-        )));
-    }
+    let work = push_to_each(&recorders, 200, 8, &done);
 
     let started = Instant::now();
-    let killed = chaos(&d).await;
+    let killed = chaos(&run.d).await;
     done.store(true, Ordering::Release);
     let mut expected = Vec::new();
     for w in work {
@@ -156,7 +176,7 @@ async fn protected_objects_survive_their_runtimes_being_killed() {
         assert_eq!(seen.len(), want.len(), "a value lost or served twice");
         assert_eq!(&seen, want, "the record differs from a failure-free run");
     }
-    let recovered = recoveries(&mut events);
+    let recovered = recoveries(&mut run.events);
     eprintln!(
         "{} kill(s) ({killed:?}), {} recovery(ies), {} pushes to {} objects in {pushing:?}",
         killed.len(),
@@ -166,8 +186,7 @@ async fn protected_objects_survive_their_runtimes_being_killed() {
     );
     assert!(killed.iter().all(|p| !alive(*p)));
     assert!(!recovered.is_empty(), "no recovery was observed");
-    d.kill().await;
-    rt.shutdown();
+    run.end().await;
 }
 
 /// Tellers moving money between accounts (objects whose requests call
@@ -176,14 +195,8 @@ async fn protected_objects_survive_their_runtimes_being_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_between_protected_objects_happen_exactly_once() {
     let dir = TempDir::new("ft-bank");
-    let path = dir.write("d.xml", &protected(&dir, 8, "300ms"));
-    let rt = runtime().await;
-    let d: Deployment = load(&rt, &path, &[]).await;
-    d.activate().await.unwrap();
-    let vn = d.virtual_node("Workers").unwrap();
-    let nodes = vn.nodes().await.unwrap();
-    let mut events = vn.events();
-    trace(&vn);
+    let mut run = deploy(&dir, &protected(&dir, 8, "300ms")).await;
+    let nodes = &run.nodes;
     const ACCOUNTS: usize = 4;
     const START: i64 = 1_000;
     let mut accounts = Vec::new();
@@ -227,7 +240,7 @@ async fn transfers_between_protected_objects_happen_exactly_once() {
             made
         }));
     }
-    let killed = chaos(&d).await;
+    let killed = chaos(&run.d).await;
     done.store(true, Ordering::Release);
     let mut transfers = Vec::new();
     for w in work {
@@ -254,7 +267,7 @@ async fn transfers_between_protected_objects_happen_exactly_once() {
         total += balance;
     }
     assert_eq!(total, START * ACCOUNTS as i64, "money was made or lost");
-    let recovered = recoveries(&mut events);
+    let recovered = recoveries(&mut run.events);
     eprintln!(
         "{} kill(s), {} recovery(ies), {} transfers",
         killed.len(),
@@ -262,8 +275,7 @@ async fn transfers_between_protected_objects_happen_exactly_once() {
         transfers.len()
     );
     assert!(!recovered.is_empty(), "no recovery was observed");
-    d.kill().await;
-    rt.shutdown();
+    run.end().await;
 }
 
 /// Fault tolerance and load balancing on one virtual node: the balancer
@@ -284,14 +296,8 @@ async fn balanced_objects_recover_where_they_moved() {
         "one-core lb ft",
         &defs,
     );
-    let path = dir.write("d.xml", &text);
-    let rt = runtime().await;
-    let d = load(&rt, &path, &[]).await;
-    d.activate().await.unwrap();
-    let vn = d.virtual_node("Workers").unwrap();
-    let nodes = vn.nodes().await.unwrap();
-    let mut events = vn.events();
-    trace(&vn);
+    let mut run = deploy(&dir, &text).await;
+    let nodes = &run.nodes;
     // Six busy objects, all on the first node.
     let recorders: Vec<RecorderProxy> =
         actogrid::wait_all((0..6).map(|_| RecorderProxy::new(&nodes[0])))
@@ -338,10 +344,9 @@ async fn balanced_objects_recover_where_they_moved() {
     for r in &recorders {
         assert_eq!(r.seen().await.unwrap(), (0..60).collect::<Vec<u64>>());
     }
-    let recovered = recoveries(&mut events);
+    let recovered = recoveries(&mut run.events);
     assert!(!recovered.is_empty(), "no recovery was observed");
-    d.kill().await;
-    rt.shutdown();
+    run.end().await;
 }
 
 /// A future passed as an argument to a protected object that dies while
@@ -351,13 +356,8 @@ async fn balanced_objects_recover_where_they_moved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_future_argument_of_a_recovered_request_fails_clearly() {
     let dir = TempDir::new("ft-future");
-    let path = dir.write("d.xml", &protected(&dir, 3, "200ms"));
-    let rt = runtime().await;
-    let d: Deployment = load(&rt, &path, &[]).await;
-    d.activate().await.unwrap();
-    let vn = d.virtual_node("Workers").unwrap();
-    let nodes = vn.nodes().await.unwrap();
-    trace(&vn);
+    let run = deploy(&dir, &protected(&dir, 3, "200ms")).await;
+    let nodes = &run.nodes;
     let account = AccountProxy::new(&nodes[0], 10).await.unwrap();
     let producer = RecorderProxy::new(&nodes[1]).await.unwrap();
     assert_eq!(account.balance().await.unwrap(), 10);
@@ -365,7 +365,8 @@ async fn a_pending_future_argument_of_a_recovered_request_fails_clearly() {
     let amount = producer.push_after(1500, 5);
     let applied = account.apply_when(1, amount);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let victim = d
+    let victim = run
+        .d
         .runtimes()
         .into_iter()
         .find(|r| r.nodes.contains(nodes[0].url()))
@@ -383,8 +384,7 @@ async fn a_pending_future_argument_of_a_recovered_request_fails_clearly() {
     );
     assert_eq!(account.apply(2, 1).await.unwrap(), 11);
     assert_eq!(account.ledger().await.unwrap(), vec![(2, 1)]);
-    d.kill().await;
-    rt.shutdown();
+    run.end().await;
 }
 
 /// Random numbers drawn by protected objects through a journaled effect:
@@ -394,14 +394,8 @@ async fn a_pending_future_argument_of_a_recovered_request_fails_clearly() {
 async fn journaled_effects_are_given_back_by_a_recovery() {
     let dir = TempDir::new("ft-journal");
     // Checkpoints rare: recoveries serve long logs again.
-    let path = dir.write("d.xml", &protected(&dir, 6, "1h"));
-    let rt = runtime().await;
-    let d: Deployment = load(&rt, &path, &[]).await;
-    d.activate().await.unwrap();
-    let vn = d.virtual_node("Workers").unwrap();
-    let nodes = vn.nodes().await.unwrap();
-    let mut events = vn.events();
-    trace(&vn);
+    let mut run = deploy(&dir, &protected(&dir, 6, "1h")).await;
+    let nodes = &run.nodes;
     let mut recorders = Vec::new();
     for node in &nodes[..3] {
         recorders.push(RecorderProxy::new(node).await.unwrap());
@@ -429,7 +423,8 @@ async fn journaled_effects_are_given_back_by_a_recovery() {
         .collect();
     for node in &nodes[..2] {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let victim = d
+        let victim = run
+            .d
             .runtimes()
             .into_iter()
             .find(|r| r.nodes.contains(node.url()))
@@ -446,8 +441,7 @@ async fn journaled_effects_are_given_back_by_a_recovery() {
             "a record differs from what its caller was given"
         );
     }
-    let recovered = recoveries(&mut events);
+    let recovered = recoveries(&mut run.events);
     assert!(recovered.len() >= 2, "{recovered:?}");
-    d.kill().await;
-    rt.shutdown();
+    run.end().await;
 }

@@ -270,14 +270,7 @@ async fn objects_on_a_lost_peer_recover_on_the_node_the_overlay_lends_instead() 
         recorders.push(actogrid_builtin::RecorderProxy::new(node).await.unwrap());
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let work: Vec<_> = recorders
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let base = (i as u64 + 1) << 32;
-            tokio::spawn(support::push_all(r.clone(), base, 50, 4, stop.clone()))
-        })
-        .collect();
+    let work = support::push_to_each(&recorders, 50, 4, &stop);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A peer that lends something goes away, and its nodes with it (its

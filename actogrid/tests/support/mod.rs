@@ -596,6 +596,24 @@ pub async fn push_all(
     pushed
 }
 
+/// Pushes to each of `recorders` as [`push_all`] does (the values of the
+/// `i`-th from `(i + 1) << 32`), in tasks of their own.
+pub fn push_to_each(
+    recorders: &[actogrid_builtin::RecorderProxy],
+    least: u64,
+    window: u64,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<u64>>> {
+    recorders
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let base = (i as u64 + 1) << 32;
+            tokio::spawn(push_all(r.clone(), base, least, window, stop.clone()))
+        })
+        .collect()
+}
+
 /// The recoveries `events` saw, with how long each took; panics on a
 /// failed one.
 pub fn recoveries(
