@@ -184,12 +184,19 @@ pub(crate) fn decode_with<T: DeserializeOwned>(
     held: &[Arc<Slot>],
     bytes: &[u8],
 ) -> Result<T, DecodeError> {
-    let cx = DecodeCx {
-        runtime,
-        held: held.to_vec(),
-        restoring: None,
-        replay: false,
-    };
+    decode_within(
+        DecodeCx {
+            runtime,
+            held: held.to_vec(),
+            restoring: None,
+            replay: false,
+        },
+        bytes,
+    )
+}
+
+/// Decodes `bytes` in context `cx`.
+fn decode_within<T: DeserializeOwned>(cx: DecodeCx, bytes: &[u8]) -> Result<T, DecodeError> {
     let previous = DECODE.with(|c| c.borrow_mut().replace(cx));
     let out = decode(bytes);
     DECODE.with(|c| *c.borrow_mut() = previous);
@@ -224,16 +231,15 @@ pub(crate) fn decode_replayed<T: DeserializeOwned>(
     bytes: &[u8],
     object: u64,
 ) -> Result<T, DecodeError> {
-    let cx = DecodeCx {
-        runtime: runtime.handle(),
-        held: held.to_vec(),
-        restoring: Some(object),
-        replay: true,
-    };
-    let previous = DECODE.with(|c| c.borrow_mut().replace(cx));
-    let out = decode(bytes);
-    DECODE.with(|c| *c.borrow_mut() = previous);
-    out
+    decode_within(
+        DecodeCx {
+            runtime: runtime.handle(),
+            held: held.to_vec(),
+            restoring: Some(object),
+            replay: true,
+        },
+        bytes,
+    )
 }
 
 /// Whether what is decoded is a request served again (see
