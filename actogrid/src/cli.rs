@@ -3,6 +3,7 @@
 //! 2 the command line is wrong (clap's convention).
 
 mod deploy;
+mod ft_server;
 mod node;
 mod peer;
 mod plan;
@@ -35,6 +36,9 @@ enum Command {
     Deploy(deploy::Args),
     /// Run a stand-alone node runtime hosting the built-in active types.
     Node(node::Args),
+    /// Run a stand-alone FT server (store, failure detector, recovery) for
+    /// deployments whose fault-tolerance service names it (`server`).
+    FtServer(ft_server::Args),
     /// Join the peer-to-peer overlay and lend node slots (until Ctrl-C);
     /// `peer status ADDR` shows a peer's acquaintances, slots and lent nodes.
     Peer(peer::Args),
@@ -95,7 +99,19 @@ pub(crate) fn run() -> ExitCode {
         Command::Node(args) => node::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Peer(args) => peer::run(args),
+        Command::FtServer(args) => ft_server::run(args),
     }
+}
+
+/// Logs to stderr at `RUST_LOG`'s level, `info` by default.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// Writes to stdout. When the reader has gone (`actogrid plan … | head`),

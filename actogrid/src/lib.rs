@@ -14,6 +14,7 @@
 
 mod credentials;
 mod deploy;
+mod ft_server;
 pub mod peer;
 mod process;
 
@@ -65,6 +66,7 @@ pub use deploy::{
     VnDirectory, VnDirectoryProxy, VnEvent, check_descriptor, check_descriptor_for, lookup_vn,
     state_dir,
 };
+pub use ft_server::{FT_SERVER_ANNOUNCE, FtServerOptions, serve_ft_server};
 pub use process::{
     NODE_LISTEN_ENV, NODE_NAME_ENV, NodeOptions, NodeProcess, serve_if_deployed, serve_node,
     settings, spawn_node, spawn_with,

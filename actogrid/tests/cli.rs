@@ -434,3 +434,41 @@ fn a_document_nested_two_hundred_thousand_deep_is_an_error_for_validate_and_plan
         );
     }
 }
+
+#[test]
+fn ft_server_refuses_what_it_cannot_serve_with() {
+    // Outside any trust domain, no runtime would reach it: it says how to
+    // join one.
+    let out = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(["ft-server", "--listen", "127.0.0.1:0"])
+        .env_remove("ACTOGRID_TLS_AUTHORITY")
+        .env_remove("ACTOGRID_CREDENTIALS")
+        .env_remove("ACTOGRID_INSECURE_PLAINTEXT")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("trust domain")
+            && text(&out.stderr).contains("ACTOGRID_TLS_AUTHORITY"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = actogrid(&["ft-server", "--heartbeat", "often"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("often"), "{}", text(&out.stderr));
+    let out = actogrid(&["ft-server", "--name", "a/b"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("a/b"), "{}", text(&out.stderr));
+    // A store it cannot create: named, and no hang.
+    let out = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(["ft-server", "--store", "/proc/actogrid/ft.redb"])
+        .env("ACTOGRID_INSECURE_PLAINTEXT", "1")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/proc/actogrid"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -445,3 +445,154 @@ async fn journaled_effects_are_given_back_by_a_recovery() {
     assert!(recovered.len() >= 2, "{recovered:?}");
     run.end().await;
 }
+
+/// A stand-alone `actogrid ft-server` in a process of its own, in the
+/// deployment's trust domain (credentials on its standard input), started
+/// with `args`; its URL, and its log (stderr) gathered as it goes.
+struct FtServerProcess {
+    child: std::process::Child,
+    url: String,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl FtServerProcess {
+    fn start(rt: &actogrid::Runtime, dir: &TempDir, args: &[&str]) -> FtServerProcess {
+        use std::io::{BufRead as _, Write as _};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_actogrid"))
+            .arg("ft-server")
+            .args(["--listen", "127.0.0.1:0", "--exit-on-stdin-eof"])
+            .args(args)
+            .env(actogrid::CREDENTIALS_ENV, "stdin")
+            .env(actogrid::STATE_DIR_ENV, &dir.0)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("actogrid ft-server");
+        let credentials = actogrid::node_credentials(rt).unwrap();
+        let input = child.stdin.as_mut().unwrap();
+        input.write_all(credentials.as_bytes()).unwrap();
+        input.flush().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let gathered = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if std::env::var_os("RUST_LOG").is_some() {
+                    eprintln!("ft-server: {line}");
+                }
+                let mut log = gathered.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix(actogrid::FT_SERVER_ANNOUNCE)
+            .unwrap_or_else(|| {
+                panic!(
+                    "the FT server did not start: `{line}`\n{}",
+                    log.lock().unwrap()
+                )
+            })
+            .to_owned();
+        FtServerProcess { child, url, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Closes its standard input: it stops; returns its exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        drop(self.child.stdin.take());
+        self.child.wait().unwrap()
+    }
+}
+
+/// `actogrid ft-server` alone protects a deployment that names it: it
+/// detects a killed runtime and a hung one by their missing heartbeats
+/// (no deployer tells it), recovers their objects on surviving nodes, and
+/// every record is that of a failure-free run. Its store goes when it
+/// stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_alone_ft_server_detects_failures_and_recovers_on_its_own() {
+    let dir = TempDir::new("ft-alone");
+    let rt = runtime().await;
+    let server = FtServerProcess::start(&rt, &dir, &["--heartbeat", "200ms"]);
+    let service = format!(
+        r#"<technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
+  <arg name="protocol" value="pml"/>
+  <arg name="ttc" value="300ms"/>
+  <arg name="server" value="{}"/>
+</technicalServiceDefinition>"#,
+        server.url
+    );
+    let text = with_services(
+        &local_descriptor(5, 1, "timeout=\"60s\"", None),
+        "ft",
+        &service,
+    );
+    let run = deploy(&dir, &text).await;
+    let nodes = &run.nodes;
+    let mut recorders = Vec::new();
+    for node in &nodes[..3] {
+        recorders.push(RecorderProxy::new(node).await.unwrap());
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let work = push_to_each(&recorders, 100, 8, &done);
+    let runtime_of = |node: &actogrid::Node| {
+        run.d
+            .runtimes()
+            .into_iter()
+            .find(|r| r.nodes.contains(node.url()))
+            .expect("a runtime of an object")
+            .pid
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let killed = runtime_of(&nodes[0]);
+    sigkill(killed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hung = runtime_of(&nodes[1]);
+    signal(hung, rustix::process::Signal::STOP);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    done.store(true, Ordering::Release);
+    let mut expected = Vec::new();
+    for w in work {
+        expected.push(w.await.expect("a pushing task"));
+    }
+    for (r, want) in recorders.iter().zip(&expected) {
+        assert_eq!(
+            &r.seen().await.unwrap(),
+            want,
+            "the record differs from a failure-free run"
+        );
+    }
+    let log = server.log();
+    assert!(
+        log.matches("is declared dead: no heartbeat").count() >= 2,
+        "{log}"
+    );
+    assert!(log.matches("recovered on").count() >= 2, "{log}");
+    // The hung runtime, woken, learns it was declared dead, and exits.
+    signal(hung, rustix::process::Signal::CONT);
+    assert!(
+        support::eventually(Duration::from_secs(10), || !alive(hung)).await,
+        "a runtime declared dead lives on"
+    );
+    run.end().await;
+    let status = server.stop();
+    assert!(status.success(), "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".redb"))
+        .collect();
+    assert!(left.is_empty(), "the store stayed: {left:?}");
+}

@@ -19,12 +19,15 @@
 //!   with (`actogrid.FaultTolerance`).
 //! * [`store`]: the FT server's durable store (redb, group commit):
 //!   checkpoints, request logs and logged replies per protected object.
+//! * [`watch`]: the failure detector of a stand-alone FT server
+//!   (`actogrid ft-server`), fed by the protected nodes' heartbeats.
 
 pub mod journal;
 pub mod pml;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod watch;
 
 pub use journal::{EffectId, JournalError, journaled};
 pub use service::{CALLER_CLASS, FaultTolerance, FaultToleranceCalls};

@@ -172,6 +172,8 @@ pub struct FtServer {
     changed: watch::Sender<u64>,
     /// The runtimes reported dead (`host:port`).
     dead: Mutex<std::collections::HashSet<String>>,
+    /// Its own failure detector, when it is stand-alone.
+    watch: std::sync::OnceLock<Arc<crate::watch::Watch>>,
 }
 
 /// How one object of a failed runtime was recovered.
@@ -206,6 +208,7 @@ impl FtServer {
             objects: Mutex::new(HashMap::new()),
             changed: watch::Sender::new(0),
             dead: Mutex::new(std::collections::HashSet::new()),
+            watch: std::sync::OnceLock::new(),
         }))
     }
 
@@ -310,6 +313,23 @@ impl FtServer {
         stranded.sort_unstable();
         stranded.dedup();
         stranded
+    }
+
+    /// The runtime at `address` is dead, before its objects are
+    /// recovered: whatever it still says is refused.
+    pub(crate) fn declare_dead(&self, address: &str) {
+        lock(&self.dead).insert(address.to_owned());
+    }
+
+    pub(crate) fn set_watch(
+        &self,
+        watch: Arc<crate::watch::Watch>,
+    ) -> Result<(), Arc<crate::watch::Watch>> {
+        self.watch.set(watch)
+    }
+
+    pub(crate) fn watching(&self) -> Option<&crate::watch::Watch> {
+        self.watch.get().map(|w| &**w)
     }
 
     /// Whether the runtime at `address` was reported dead.
@@ -1072,7 +1092,8 @@ pub struct Served {
 
 impl FtServer {
     /// Serves this server to the runtimes of the deployment from `node`,
-    /// registered there under `name` (the endpoint) and `name-location`.
+    /// registered there under `name` (the endpoint), `name-location` and
+    /// `name-watch` (where protected nodes beat, see [`crate::watch`]).
     pub async fn serve(
         self: &Arc<Self>,
         node: &Node,
@@ -1082,9 +1103,11 @@ impl FtServer {
         lock(served()).insert(key.clone(), self.clone());
         let endpoint = FtEndpointProxy::new(node, key.clone()).await?;
         node.register(name, &endpoint).await?;
-        let location = FtLocationProxy::new(node, key).await?;
+        let location = FtLocationProxy::new(node, key.clone()).await?;
         node.register(&format!("{name}-location"), &location)
             .await?;
+        let watch = FtWatchProxy::new(node, key).await?;
+        node.register(&format!("{name}-watch"), &watch).await?;
         Ok(Served { endpoint, location })
     }
 }
@@ -1188,6 +1211,28 @@ impl FtLocation {
             Ok(server) => server.located(object, &failed),
             Err(_) => Located::Unknown,
         }
+    }
+}
+
+/// Where protected nodes beat (see [`crate::watch`]), apart from the
+/// endpoint so that no beat waits behind the logging.
+#[derive(Debug)]
+pub struct FtWatch {
+    key: String,
+}
+
+#[actogrid_runtime::active(crate = actogrid_runtime, internal)]
+impl FtWatch {
+    /// Where protected nodes beat to the server registered under `key`.
+    pub fn new(key: String) -> Self {
+        FtWatch { key }
+    }
+
+    /// [`FtServer::beat`]: milliseconds until the next beat, `None` when
+    /// the server takes no beats.
+    pub fn beat(&self, beat: crate::watch::Beat) -> Result<Option<u64>, String> {
+        let period = served_server(&self.key)?.beat(beat)?;
+        Ok(period.map(|p| u64::try_from(p.as_millis()).unwrap_or(u64::MAX)))
     }
 }
 

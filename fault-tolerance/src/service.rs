@@ -19,7 +19,10 @@
 //!
 //! The deployment runs the server (in the deployer's process, its store
 //! in the deployer's state directory) and fills in its address; argument
-//! `server` points the nodes at another one instead.
+//! `server` points the nodes at another one instead, a stand-alone
+//! `actogrid ft-server`: each protected node then beats to it every
+//! heartbeat period it asks for, and a runtime that stops beating is
+//! recovered by it (see [`crate::watch`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +35,10 @@ use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 use crate::server::{
-    FtEndpointProxy, FtLink, FtLocationProxy, ObjectState, Protection, Remote, Reserved, Write,
+    FtEndpointProxy, FtLink, FtLocationProxy, FtWatchProxy, ObjectState, Protection, Remote,
+    Reserved, Write,
 };
+use crate::watch::Beat;
 
 /// The class of the service given to the virtual nodes that only call
 /// protected objects: their runtimes ask the FT server where a protected
@@ -168,6 +173,12 @@ impl TechnicalService for FaultTolerance {
         node.add_interceptor(Protection::new(link, self.ttc()))
             .map_err(|e| ServiceError::new(e.to_string()))?;
         install_locator(&runtime, &server);
+        let beat = Beat {
+            node: node.url().to_string(),
+            vn: cx.virtual_node().to_owned(),
+            spares: self.spares.clone(),
+        };
+        cx.spawn(keep_beating(runtime, watch_url(&server), beat));
         cx.set_property("ft.protocol", "pml");
         cx.set_property("ft.ttc", format!("{}ms", self.ttc().as_millis()));
         cx.set_property("ft.server", server.to_string());
@@ -184,14 +195,70 @@ impl TechnicalService for FaultTolerance {
     }
 }
 
-/// Gives `runtime` the location service of the server at `server` (once:
-/// a runtime has one locator).
-fn install_locator(runtime: &Runtime, server: &NodeUrl) {
-    let location = NodeUrl::new(
+/// The URL of the object named `name` + `suffix` beside the server
+/// `server`.
+fn beside(server: &NodeUrl, suffix: &str) -> NodeUrl {
+    NodeUrl::new(
         server.host(),
         server.port(),
-        format!("{}-location", server.name()),
-    );
+        format!("{}{suffix}", server.name()),
+    )
+}
+
+fn watch_url(server: &NodeUrl) -> NodeUrl {
+    beside(server, "-watch")
+}
+
+/// The exit status of a runtime the FT server declared dead.
+const DECLARED_DEAD: i32 = 75;
+
+/// Beats to the server's watch at `url` for as long as the node lives,
+/// at the period the server asks; returns if the server takes no beats
+/// (its deployment detects failures). A runtime the server declared dead
+/// exits: its objects were recovered elsewhere.
+async fn keep_beating(runtime: Runtime, url: NodeUrl, beat: Beat) {
+    let retry = Duration::from_secs(1);
+    let mut watch: Option<FtWatchProxy> = None;
+    let mut complained = false;
+    loop {
+        let proxy = match &watch {
+            Some(p) => p.clone(),
+            None => match runtime.lookup::<FtWatchProxy>(&url).await {
+                Ok(p) => watch.insert(p).clone(),
+                Err(e) => {
+                    if !std::mem::replace(&mut complained, true) {
+                        tracing::warn!(node = %beat.node, "cannot reach the FT server's watch at {url} (trying again every second): {e}");
+                    }
+                    tokio::time::sleep(retry).await;
+                    continue;
+                }
+            },
+        };
+        match proxy.beat(beat.clone()).await {
+            Ok(None) => return,
+            Ok(Some(ms)) => {
+                complained = false;
+                tokio::time::sleep(Duration::from_millis(ms.clamp(10, 60_000))).await;
+            }
+            Err(actogrid_runtime::CallError::Method(dead)) => {
+                tracing::error!(node = %beat.node, "{dead}; this runtime exits");
+                eprintln!("actogrid runtime: {dead}; exiting");
+                std::process::exit(DECLARED_DEAD);
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut complained, true) {
+                    tracing::warn!(node = %beat.node, "a heartbeat to the FT server at {url} failed (trying again): {e}");
+                }
+                tokio::time::sleep(retry.min(Duration::from_millis(250))).await;
+            }
+        }
+    }
+}
+
+/// Gives `runtime` the location service of the server at `server` (once:
+/// a runtime has one locator).
+pub fn install_locator(runtime: &Runtime, server: &NodeUrl) {
+    let location = beside(server, "-location");
     let locator = Arc::new(LazyLocator {
         runtime: runtime.clone(),
         url: location,

@@ -255,20 +255,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
     match args.command {
         Some(Command::Status(status)) => tokio.block_on(show_status(status)),
         None => {
-            init_logging();
+            super::init_logging();
             tokio.block_on(serve(*args.daemon))
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 /// The daemon's options: the command line over the configuration file

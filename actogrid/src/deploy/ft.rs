@@ -38,7 +38,12 @@ pub const STATE_DIR_ENV: &str = "ACTOGRID_STATE_DIR";
 
 /// The FT server of one deployment, and what it protects.
 pub(crate) struct FtDeployment {
-    pub(crate) server: Arc<FtServer>,
+    /// The server this process runs; `None` when the descriptor points
+    /// the virtual nodes at a stand-alone one (which then detects failures
+    /// and recovers on its own).
+    pub(crate) server: Option<Arc<FtServer>>,
+    /// Where the server is (`actogrid://host:port/name`).
+    url: String,
     /// The name its endpoint is registered under on the deployer's node.
     pub(crate) name: String,
     /// Protected virtual nodes, each with the virtual node its recovered
@@ -124,14 +129,52 @@ pub(crate) fn prepare(
             asked.push((vn.clone(), service, spec.clone()));
         }
     }
-    // Those pointed at a server of their own are that server's business.
-    asked.retain(|(_, service, _)| service.server().is_none());
     if asked.is_empty() {
         return Ok(None);
     }
     asked.sort_by(|a, b| a.0.cmp(&b.0));
+    // A runtime follows one server's location service: one server per
+    // deployment.
+    let servers: Vec<(&str, Option<String>)> = asked
+        .iter()
+        .map(|(vn, s, _)| (vn.as_str(), s.server().map(ToString::to_string)))
+        .collect();
+    if let Some(((a, sa), (b, sb))) = servers
+        .iter()
+        .zip(servers.iter().skip(1))
+        .find(|((_, sa), (_, sb))| sa != sb)
+    {
+        let say = |s: &Option<String>| {
+            s.as_ref()
+                .map_or_else(|| "the deployment's own".to_owned(), |u| format!("`{u}`"))
+        };
+        return Err(DeployError::Setup(format!(
+            "virtual nodes `{a}` and `{b}` are protected by different FT servers ({} and {}): one deployment has one FT server",
+            say(sa),
+            say(sb)
+        )));
+    }
+    let external = servers[0].1.clone();
     let name = format!("actogrid-ft-{}-{id}", std::process::id());
-    let url = format!("actogrid://{address}/{name}");
+    let url = external
+        .clone()
+        .unwrap_or_else(|| format!("actogrid://{address}/{name}"));
+    if external.is_some() {
+        let protected = point_at(services, &asked, &url);
+        tracing::info!(
+            "fault tolerance: the FT server {url} protects {}",
+            protected.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(Some(FtDeployment {
+            server: None,
+            url,
+            name,
+            protected,
+            from_overlay: HashSet::new(),
+            store: PathBuf::new(),
+            remove_store: false,
+        }));
+    }
     let (store, remove_store) = match asked.iter().find_map(|(_, s, _)| s.store()) {
         Some(path) => (path.to_path_buf(), false),
         None => (state_dir().join(format!("{name}.redb")), true),
@@ -155,11 +198,45 @@ pub(crate) fn prepare(
             store.display()
         ))
     })?;
+    let protected = point_at(services, &asked, &url);
+    tracing::info!(
+        "fault tolerance: FT server {url}, store {}, protecting {}",
+        store.display(),
+        asked
+            .iter()
+            .map(|(vn, _, _)| vn.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let from_overlay = protected
+        .keys()
+        .filter(|vn| acquires_from_overlay(descriptor, vn))
+        .cloned()
+        .collect();
+    Ok(Some(FtDeployment {
+        server: Some(server),
+        url,
+        name,
+        protected,
+        from_overlay,
+        store,
+        remove_store,
+    }))
+}
+
+/// Points the protected virtual nodes of `asked` (and their spares) at
+/// the server at `url`, and every other virtual node at its location
+/// service; returns the protected virtual nodes, each with its spares.
+fn point_at(
+    services: &mut HashMap<String, VnServices>,
+    asked: &[(String, FaultTolerance, ServiceSpec)],
+    url: &str,
+) -> HashMap<String, Option<String>> {
     let mut protected = HashMap::new();
-    for (vn, service, spec) in &asked {
+    for (vn, service, spec) in asked {
         protected.insert(vn.clone(), service.spares().map(str::to_owned));
         let mut with_server = spec.clone();
-        set_arg(&mut with_server.args, "server", &url);
+        set_arg(&mut with_server.args, "server", url);
         if let Some(s) = services.get_mut(vn) {
             for existing in s.specs.iter_mut().filter(|s| is_ft(s)) {
                 *existing = with_server.clone();
@@ -177,46 +254,32 @@ pub(crate) fn prepare(
     let caller = ServiceSpec {
         id: "fault-tolerance-calls".to_owned(),
         class: CALLER_CLASS.to_owned(),
-        args: Args(vec![("server".to_owned(), url.clone())]),
+        args: Args(vec![("server".to_owned(), url.to_owned())]),
     };
     for s in services.values_mut() {
         if !s.specs.iter().any(is_ft) {
             s.specs.push(caller.clone());
         }
     }
-    tracing::info!(
-        "fault tolerance: FT server {url}, store {}, protecting {}",
-        store.display(),
-        asked
-            .iter()
-            .map(|(vn, _, _)| vn.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let from_overlay = protected
-        .keys()
-        .filter(|vn| acquires_from_overlay(descriptor, vn))
-        .cloned()
-        .collect();
-    Ok(Some(FtDeployment {
-        server,
-        name,
-        protected,
-        from_overlay,
-        store,
-        remove_store,
-    }))
+    protected
 }
 
 impl FtDeployment {
     /// Serves the server from the deployer's node and has this process's
     /// runtime follow protected objects through recoveries.
     pub(crate) async fn start(&self, node: &Node, runtime: &Runtime) -> Result<(), DeployError> {
-        self.server
+        let Some(server) = &self.server else {
+            let url = self.url.parse().map_err(|e| {
+                DeployError::Setup(format!("the FT server's URL `{}`: {e}", self.url))
+            })?;
+            actogrid_fault_tolerance::service::install_locator(runtime, &url);
+            return Ok(());
+        };
+        server
             .serve(node, &self.name)
             .await
             .map_err(|e| DeployError::Setup(format!("cannot serve the FT server: {e}")))?;
-        if runtime.set_locator(self.server.locator()).is_err() {
+        if runtime.set_locator(server.locator()).is_err() {
             tracing::warn!(
                 "this process's runtime follows another FT server already: its calls to objects of this deployment are not resent after a failure"
             );
@@ -226,10 +289,14 @@ impl FtDeployment {
 
     /// Stops serving; removes the store unless the descriptor chose it.
     pub(crate) async fn stop(&self, node: &Node) {
-        for name in [self.name.clone(), format!("{}-location", self.name)] {
+        let Some(server) = &self.server else {
+            return;
+        };
+        for suffix in ["", "-location", "-watch"] {
+            let name = format!("{}{suffix}", self.name);
             let _ = tokio::time::timeout(Duration::from_secs(1), node.unregister(&name)).await;
         }
-        self.server.withdraw(node, &self.name);
+        server.withdraw(node, &self.name);
         if self.remove_store {
             remove_store(&self.store);
         }
@@ -246,6 +313,10 @@ impl FtDeployment {
         cause: &str,
     ) {
         let Some(spares) = self.protected.get(&vn.name) else {
+            return;
+        };
+        let Some(server) = self.server.clone() else {
+            tracing::info!(vn = %vn.name, "a runtime hosting protected objects failed ({cause}): the FT server {} recovers them once it misses its heartbeats", self.url);
             return;
         };
         let Some(first) = failed.first() else {
@@ -272,10 +343,10 @@ impl FtDeployment {
             let detected = Instant::now();
             let mut address = address;
             if let Some(present) = &present {
-                if let Some(to) = replacement(&vn, present, &me.server).await {
+                if let Some(to) = replacement(&vn, present, &server).await {
                     tracing::info!(vn = %vn.name, "the overlay replaced {address} with {}", to.url());
                     me.recover_on(&vn, &address, &to, &cause, detected).await;
-                    match me.server.stranded().into_iter().next() {
+                    match server.stranded().into_iter().next() {
                         None => return,
                         Some(next) => address = next,
                     }
@@ -283,7 +354,7 @@ impl FtDeployment {
             }
             // Another attempt for the objects whose node died under them.
             for _ in 0..MAX_ATTEMPTS {
-                let Some(to) = spare(&candidates, &me.server, &address, vn.timeout).await else {
+                let Some(to) = spare(&candidates, &server, &address, vn.timeout).await else {
                     let error = format!(
                         "no node to recover them on within {} s (the runtime at {address} failed: {cause})",
                         vn.timeout.as_secs()
@@ -291,7 +362,7 @@ impl FtDeployment {
                     return me.give_up(&vn, &address, &error);
                 };
                 me.recover_on(&vn, &address, &to, &cause, detected).await;
-                match me.server.stranded().into_iter().next() {
+                match server.stranded().into_iter().next() {
                     None => return,
                     Some(next) => {
                         address = next;
@@ -299,7 +370,7 @@ impl FtDeployment {
                     }
                 }
             }
-            for address in me.server.stranded() {
+            for address in server.stranded() {
                 let error = format!("no recovery succeeded in {MAX_ATTEMPTS} attempts");
                 me.give_up(&vn, &address, &error);
             }
@@ -317,7 +388,10 @@ impl FtDeployment {
         detected: Instant,
     ) {
         tracing::info!(vn = %vn.name, "recovering the objects of {address} on {}", to.url());
-        for result in self.server.runtime_failed(address, to).await {
+        let Some(server) = &self.server else {
+            return;
+        };
+        for result in server.runtime_failed(address, to).await {
             let event = match result {
                 Ok(r) => {
                     tracing::info!(
@@ -348,7 +422,10 @@ impl FtDeployment {
     /// The objects of the runtime at `address` are not recovered: their
     /// callers are told, and so is the program.
     fn give_up(&self, vn: &VnState, address: &str, error: &str) {
-        let gone = self.server.give_up(address);
+        let Some(server) = &self.server else {
+            return;
+        };
+        let gone = server.give_up(address);
         tracing::error!(vn = %vn.name, "{} protected object(s) lost: {error}", gone.len());
         for object in gone {
             let _ = vn.events.send(VnEvent::RecoveryFailed {

@@ -1,0 +1,290 @@
+//! The failure detector and resource server of a stand-alone FT server
+//! (`actogrid ft-server`).
+//!
+//! A deployment running its own FT server detects failures itself (process
+//! exits, job ends, missed lease renewals). A stand-alone server knows
+//! nothing of the deployments it serves, so each protected node tells it
+//! that it lives: it *beats* every heartbeat period the server gives
+//! ([`FtWatch::beat`]), naming its virtual node and the one its recovered
+//! objects go to first (the service's `spares`). A runtime silent for
+//! 2¼ periods is declared dead: its objects are recovered on a node of
+//! the spares virtual node that beats, else on one of its own virtual
+//! node, the server waiting up to its recovery wait for one to beat. A
+//! runtime declared dead that beats again (it was only hung) is told so,
+//! and stops: its objects live elsewhere now, and the store refuses what
+//! it writes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use actogrid_runtime::{NodeUrl, Runtime};
+
+use crate::server::FtServer;
+
+/// What a protected node says when it beats.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Beat {
+    /// The node (`actogrid://host:port/name`).
+    pub node: String,
+    /// Its virtual node.
+    pub vn: String,
+    /// The virtual node its runtime's objects are recovered on first.
+    pub spares: Option<String>,
+}
+
+/// How a server detects failures and finds nodes to recover on.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    /// How often protected nodes beat.
+    pub heartbeat: Duration,
+    /// How long the objects of a dead runtime wait for a node to recover
+    /// them on before they are given up.
+    pub recovery_wait: Duration,
+}
+
+/// How many times the objects of a dead runtime are tried on another node
+/// when the one taken dies too.
+pub const MAX_ATTEMPTS: usize = 20;
+
+/// A runtime's silence after which it is declared dead: two heartbeats,
+/// and a quarter more for a beat under way.
+pub fn silence_limit(heartbeat: Duration) -> Duration {
+    heartbeat * 9 / 4
+}
+
+/// The runtimes beating to a server.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    config: WatchConfig,
+    runtime: Runtime,
+    members: Mutex<HashMap<String, Member>>,
+}
+
+/// A runtime beating: its nodes and when it last beat.
+#[derive(Debug)]
+struct Member {
+    nodes: Vec<Beat>,
+    last: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `host:port` of a node URL.
+fn address_of(url: &NodeUrl) -> String {
+    format!("{}:{}", url.host(), url.port())
+}
+
+impl Watch {
+    pub(crate) fn new(runtime: Runtime, config: WatchConfig) -> Watch {
+        Watch {
+            config,
+            runtime,
+            members: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Node `beat.node` lives; the period to beat at. Fails for a runtime
+    /// declared dead.
+    pub(crate) fn beat(&self, server: &FtServer, beat: Beat) -> Result<Duration, String> {
+        let url: NodeUrl = beat
+            .node
+            .parse()
+            .map_err(|e| format!("`{}` is not a node URL: {e}", beat.node))?;
+        let address = address_of(&url);
+        if server.is_dead(&address) {
+            return Err(format!(
+                "the FT server declared the runtime at {address} dead (it was silent for more than {} ms) and recovered its protected objects elsewhere",
+                silence_limit(self.config.heartbeat).as_millis()
+            ));
+        }
+        let mut members = lock(&self.members);
+        let member = members.entry(address).or_insert_with(|| Member {
+            nodes: Vec::new(),
+            last: Instant::now(),
+        });
+        member.last = Instant::now();
+        if !member.nodes.iter().any(|n| n.node == beat.node) {
+            tracing::info!(node = %beat.node, vn = %beat.vn, "a protected node beats");
+            member.nodes.push(beat);
+        }
+        Ok(self.config.heartbeat)
+    }
+
+    /// The runtimes silent for too long, taken out of the members.
+    fn silent(&self) -> Vec<(String, Vec<Beat>, Duration)> {
+        let limit = silence_limit(self.config.heartbeat);
+        let mut members = lock(&self.members);
+        let gone: Vec<String> = members
+            .iter()
+            .filter(|(_, m)| m.last.elapsed() > limit)
+            .map(|(a, _)| a.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|a| {
+                let m = members.remove(&a)?;
+                Some((a, m.nodes, m.last.elapsed()))
+            })
+            .collect()
+    }
+
+    /// A node of virtual node `spares`, else `vn`, on a runtime beating
+    /// and not `failed`; spread over them.
+    fn candidate(
+        &self,
+        vn: &str,
+        spares: Option<&str>,
+        failed: &str,
+        turn: usize,
+    ) -> Option<NodeUrl> {
+        let members = lock(&self.members);
+        for wanted in spares.into_iter().chain([vn]) {
+            let mut found: Vec<NodeUrl> = members
+                .iter()
+                .filter(|(address, _)| address.as_str() != failed)
+                .flat_map(|(_, m)| m.nodes.iter())
+                .filter(|b| b.vn == wanted)
+                .filter_map(|b| b.node.parse().ok())
+                .collect();
+            if !found.is_empty() {
+                found.sort_by_key(ToString::to_string);
+                return Some(found.swap_remove(turn % found.len()));
+            }
+        }
+        None
+    }
+
+    /// Waits up to the recovery wait for a node to recover the objects of
+    /// `failed` on.
+    async fn wait_for_node(
+        &self,
+        vn: &str,
+        spares: Option<&str>,
+        failed: &str,
+        turn: usize,
+    ) -> Option<NodeUrl> {
+        let deadline = Instant::now() + self.config.recovery_wait;
+        loop {
+            if let Some(url) = self.candidate(vn, spares, failed, turn) {
+                return Some(url);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(self.config.heartbeat.min(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+impl FtServer {
+    /// Makes this server detect failures itself, from the beats of the
+    /// protected nodes (see the [module documentation](self)); `runtime`
+    /// is the one it serves from, and reaches nodes to recover on with.
+    /// Once per server; the detector stops when the server is dropped.
+    pub fn watch(self: &Arc<Self>, runtime: &Runtime, config: WatchConfig) {
+        let watch = Arc::new(Watch::new(runtime.clone(), config));
+        if self.set_watch(watch.clone()).is_err() {
+            return;
+        }
+        let server = Arc::downgrade(self);
+        tokio::spawn(detect(server, watch));
+    }
+
+    /// Node `beat.node` lives: `Ok(Some(period))` to beat again after
+    /// `period`, `Ok(None)` when this server does not take beats (the
+    /// deployment running it detects failures), an error when its runtime
+    /// was declared dead.
+    pub fn beat(&self, beat: Beat) -> Result<Option<Duration>, String> {
+        match self.watching() {
+            None => Ok(None),
+            Some(watch) => watch.beat(self, beat).map(Some),
+        }
+    }
+}
+
+/// Sweeps the members every quarter heartbeat; a silent runtime's
+/// objects are recovered.
+async fn detect(server: Weak<FtServer>, watch: Arc<Watch>) {
+    let every = (watch.config.heartbeat / 4).max(Duration::from_millis(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        for (address, nodes, silent) in watch.silent() {
+            let cause = format!("no heartbeat for {} ms", silent.as_millis());
+            tracing::warn!("the runtime at {address} is declared dead: {cause}");
+            tokio::spawn(recover(
+                server.clone(),
+                watch.clone(),
+                address,
+                nodes,
+                cause,
+            ));
+        }
+    }
+}
+
+/// Recovers the objects of the runtime at `address`, which hosted `nodes`.
+async fn recover(
+    server: Arc<FtServer>,
+    watch: Arc<Watch>,
+    mut address: String,
+    nodes: Vec<Beat>,
+    cause: String,
+) {
+    let detected = Instant::now();
+    let Some(first) = nodes.first() else {
+        return;
+    };
+    let (vn, spares) = (first.vn.clone(), first.spares.clone());
+    server.declare_dead(&address);
+    for turn in 0..MAX_ATTEMPTS {
+        let Some(url) = watch
+            .wait_for_node(&vn, spares.as_deref(), &address, turn)
+            .await
+        else {
+            let gone = server.give_up(&address);
+            tracing::error!(
+                vn = %vn,
+                "{} protected object(s) of {address} lost: no node of {} beat within {} s ({cause})",
+                gone.len(),
+                spares.as_deref().map_or_else(|| vn.clone(), |s| format!("{s} or {vn}")),
+                watch.config.recovery_wait.as_secs()
+            );
+            return;
+        };
+        let to = watch.runtime.node(&url);
+        tracing::info!(vn = %vn, "recovering the objects of {address} on {url}");
+        for result in server.runtime_failed(&address, &to).await {
+            match result {
+                Ok(r) => tracing::info!(
+                    vn = %vn,
+                    "object {:#x} recovered on {url} ({} replayed, {} ms after its runtime's failure was detected: {cause})",
+                    r.object,
+                    r.replayed,
+                    detected.elapsed().as_millis()
+                ),
+                Err(e) => tracing::error!(vn = %vn, "{e}"),
+            }
+        }
+        match server.stranded().into_iter().next() {
+            None => return,
+            Some(next) => {
+                address = next;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    for address in server.stranded() {
+        let gone = server.give_up(&address);
+        tracing::error!(
+            "{} protected object(s) of {address} lost: no recovery succeeded in {MAX_ATTEMPTS} attempts",
+            gone.len()
+        );
+    }
+}
