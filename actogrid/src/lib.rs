@@ -53,7 +53,7 @@ pub mod time {
     pub use tokio::time::error::Elapsed;
     pub use tokio::time::{Instant, Interval, interval, sleep, sleep_until, timeout};
 }
-pub use actogrid_fault_tolerance::{JournalError, journaled};
+pub use actogrid_fault_tolerance::{JournalError, journaled, journaled_async};
 pub use credentials::{
     CREDENTIALS_ENV, END as CREDENTIALS_END, for_node as node_credentials, node_identity,
 };

@@ -387,8 +387,8 @@ async fn a_pending_future_argument_of_a_recovered_request_fails_clearly() {
     run.end().await;
 }
 
-/// Random numbers drawn by protected objects through a journaled effect:
-/// a recovery that serves a request again appends the number first drawn
+/// Random numbers drawn by protected objects through journaled effects
+/// (some awaiting, `journaled_async`): a recovery that serves a request again appends the number first drawn
 /// for it, so every record is exactly the numbers its caller was given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journaled_effects_are_given_back_by_a_recovery() {
@@ -408,7 +408,16 @@ async fn journaled_effects_are_given_back_by_a_recovery() {
             tokio::spawn(async move {
                 let mut given = Vec::new();
                 while given.len() < 40 || !done.load(Ordering::Acquire) {
-                    let calls: Vec<_> = (0..4).map(|_| r.push_random()).collect();
+                    // Effects that await and effects that do not.
+                    let calls: Vec<_> = (0..4)
+                        .map(|k| {
+                            if k % 2 == 0 {
+                                r.push_random()
+                            } else {
+                                r.push_random_after(1)
+                            }
+                        })
+                        .collect();
                     for call in calls {
                         let n = tokio::time::timeout(Duration::from_secs(60), call)
                             .await

@@ -111,6 +111,20 @@ impl Recorder {
         Ok(value)
     }
 
+    /// Waits `ms` milliseconds, then draws a random number, as one
+    /// journaled effect that awaits (as a request to an outside service
+    /// would); appends it and returns it.
+    pub async fn push_random_after(&mut self, ms: u64) -> Result<u64, WorkerError> {
+        let value = actogrid_fault_tolerance::journaled_async(|| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            fastrand::u64(..)
+        })
+        .await
+        .map_err(|e| WorkerError(e.to_string()))?;
+        self.seen.push(value);
+        Ok(value)
+    }
+
     /// Works `ms` milliseconds, then appends `value`: a busy object, for
     /// load-balancing tests.
     pub async fn push_after(&mut self, ms: u64, value: u64) -> u64 {

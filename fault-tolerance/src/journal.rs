@@ -156,14 +156,46 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> T,
 {
+    journaled_async(|| std::future::ready(effect())).await
+}
+
+/// [`journaled`] for an effect that awaits: a request to a service
+/// outside the deployment (HTTP, a database), a file read with tokio. Its
+/// future runs once; its output is recorded and given back on a replay.
+///
+/// ```ignore
+/// pub async fn quote(&mut self, symbol: String) -> Result<f64, Error> {
+///     let price = actogrid::journaled_async(|| async move {
+///         prices::fetch(&symbol).await
+///     })
+///     .await??;
+///     self.quotes.push(price);
+///     Ok(price)
+/// }
+/// ```
+///
+/// Not for calls to active objects: those are messages the protocol
+/// logs and numbers itself (a replay makes them again, and the object
+/// called answers with the reply it gave); skipped on a replay, the calls
+/// after it would be numbered otherwise.
+pub async fn journaled_async<T, F, Fut>(effect: F) -> Result<T, JournalError>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let Some(request) = actogrid_runtime::intercept::serving_request() else {
-        return Ok(effect());
+        return Ok(effect().await);
     };
-    let (shared, index) = {
+    let protected = registry()
+        .protected
+        .get(&request.object)
+        .and_then(Weak::upgrade);
+    let Some(shared) = protected else {
+        return Ok(effect().await);
+    };
+    let index = {
         let mut r = registry();
-        let Some(shared) = r.protected.get(&request.object).and_then(Weak::upgrade) else {
-            return Ok(effect());
-        };
         let next = r
             .next
             .entry((request.object, request.sender, request.seq))
@@ -173,7 +205,7 @@ where
             });
         let index = *next;
         *next += 1;
-        (shared, index)
+        index
     };
     let id = EffectId {
         object: request.object,
@@ -193,7 +225,7 @@ where
         });
     }
     // First done (or never made durable before the runtime died): done now.
-    let value = effect();
+    let value = effect().await;
     let bytes = postcard::to_allocvec(&value).map_err(|e| JournalError::Encode(e.to_string()))?;
     let at = if request.replayed {
         0

@@ -29,7 +29,7 @@ pub mod service;
 pub mod store;
 pub mod watch;
 
-pub use journal::{EffectId, JournalError, journaled};
+pub use journal::{EffectId, JournalError, journaled, journaled_async};
 pub use service::{CALLER_CLASS, FaultTolerance, FaultToleranceCalls};
 
 /// The class names of [`FaultTolerance`]: actogrid's and ProActive's.
