@@ -605,3 +605,111 @@ async fn a_stand_alone_ft_server_detects_failures_and_recovers_on_its_own() {
         .collect();
     assert!(left.is_empty(), "the store stayed: {left:?}");
 }
+
+/// Protected tellers moving money between accounts of an unprotected
+/// virtual node, while the tellers' runtimes are killed: a recovered
+/// teller makes its calls again, and the accounts answer them with the
+/// replies they gave (kept for protected callers), so every transfer is
+/// in its ledgers once and every teller's count is that of a failure-free
+/// run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprotected_objects_answer_a_recovered_caller_again() {
+    let dir = TempDir::new("ft-unprotected");
+    let text = protected(&dir, 4, "1h")
+        .replacen(
+            "</virtualNodesDefinition>",
+            "<virtualNode name=\"Ledgers\" property=\"multiple\" timeout=\"60s\"/></virtualNodesDefinition>",
+            1,
+        )
+        .replacen(
+            "</mapping>",
+            "</mapping><mapping><map virtualNode=\"Ledgers\"><jvmSet><vmName value=\"ledgers\"/></jvmSet></map></mapping>",
+            1,
+        )
+        .replacen(
+            "</jvms>",
+            "<jvm name=\"ledgers\" runtimes=\"2\" askedNodes=\"1\"><creation><processReference refid=\"localRuntime\"/></creation></jvm></jvms>",
+            1,
+        );
+    let run = deploy(&dir, &text).await;
+    let ledgers = run
+        .d
+        .virtual_node("Ledgers")
+        .unwrap()
+        .nodes()
+        .await
+        .unwrap();
+    assert_eq!(ledgers.len(), 2);
+    const START: i64 = 1_000;
+    let mut accounts = Vec::new();
+    for node in ledgers.iter().chain(&ledgers) {
+        accounts.push(AccountProxy::new(node, START).await.unwrap());
+    }
+    let tellers: Vec<TellerProxy> = {
+        let mut t = Vec::new();
+        for node in &run.nodes[..2] {
+            t.push(TellerProxy::new(node).await.unwrap());
+        }
+        t
+    };
+    let n = accounts.len();
+    let done = Arc::new(AtomicBool::new(false));
+    let work: Vec<_> = tellers
+        .iter()
+        .enumerate()
+        .map(|(t, teller)| {
+            let (teller, accounts, done) = (teller.clone(), accounts.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut made = Vec::new();
+                let mut k = 0u64;
+                while k < 40 || !done.load(Ordering::Acquire) {
+                    let id = ((t as u64 + 1) << 32) | k;
+                    let from = fastrand::usize(..n);
+                    let to = (from + 1 + fastrand::usize(..n - 1)) % n;
+                    let count = tokio::time::timeout(
+                        Duration::from_secs(90),
+                        teller.transfer(id, accounts[from].clone(), accounts[to].clone(), 3),
+                    )
+                    .await
+                    .unwrap_or_else(|_| panic!("transfer {id:#x} never answered"))
+                    .unwrap_or_else(|e| panic!("transfer {id:#x} failed: {e}"));
+                    assert_eq!(count, k + 1, "transfer {id:#x}: the teller's count");
+                    made.push((id, from, to));
+                    k += 1;
+                }
+                made
+            })
+        })
+        .collect();
+    // Each teller's runtime killed once; the checkpoints are rare, so each
+    // recovery replays every transfer its teller made.
+    for node in &run.nodes[..2] {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let victim = run
+            .d
+            .runtimes()
+            .into_iter()
+            .find(|r| r.nodes.contains(node.url()))
+            .expect("a teller's runtime");
+        sigkill(victim.pid);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    done.store(true, Ordering::Release);
+    let mut want: Vec<Vec<(u64, i64)>> = vec![Vec::new(); n];
+    for w in work {
+        for (id, from, to) in w.await.expect("a teller's caller") {
+            want[from].push((id, -3));
+            want[to].push((id, 3));
+        }
+    }
+    for (i, a) in accounts.iter().enumerate() {
+        let mut ledger = a.ledger().await.unwrap();
+        ledger.sort_unstable();
+        want[i].sort_unstable();
+        assert_eq!(
+            ledger, want[i],
+            "account {i}: its ledger differs from a failure-free run"
+        );
+    }
+    run.end().await;
+}

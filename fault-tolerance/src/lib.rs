@@ -15,6 +15,8 @@
 //!   location service, recovery of a failed runtime's objects.
 //! * [`journal`]: journaled effects, what a protected object does that
 //!   is not deterministic, done once and given back on recovery.
+//! * [`keeper`]: the replies unprotected nodes keep for protected
+//!   callers, so that a recovered caller's calls are answered again.
 //! * [`service`]: the technical service a descriptor switches it on
 //!   with (`actogrid.FaultTolerance`).
 //! * [`store`]: the FT server's durable store (redb, group commit):
@@ -23,6 +25,7 @@
 //!   (`actogrid ft-server`), fed by the protected nodes' heartbeats.
 
 pub mod journal;
+pub mod keeper;
 pub mod pml;
 pub mod server;
 pub mod service;

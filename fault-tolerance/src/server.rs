@@ -452,7 +452,7 @@ impl FtServer {
                 node: to.url().to_string(),
                 reason: e.to_string(),
             })?;
-        self.check_replay(object, &recovered.replies);
+        self.check_replay(object, &recovered.replies).await;
         {
             let mut objects = lock(&self.objects);
             let e = objects.get_mut(&object).expect("listed above");
@@ -481,13 +481,29 @@ impl FtServer {
     /// piecewise deterministic, or observed something the log does not
     /// hold — and its state may differ from a failure-free run's. Said
     /// loudly; the recovery stands.
-    fn check_replay(&self, object: u64, replayed: &[actogrid_runtime::intercept::Replayed]) {
+    ///
+    /// A reply the store lacks (its recording was lost with the runtime
+    /// that served the request first) is recorded now: once the object's
+    /// log is truncated past the request, a caller sending it again — a
+    /// protected caller recovered from an older checkpoint, say — gets it
+    /// from there.
+    async fn check_replay(&self, object: u64, replayed: &[actogrid_runtime::intercept::Replayed]) {
+        let mut missing = Vec::new();
         for r in replayed {
             let id = ReplyId {
                 sender: key(r.sender),
                 sequence: r.seq,
             };
             let Ok(Some(bytes)) = self.store.reply(&key(object), &id) else {
+                if let Ok(reply) = postcard::to_allocvec(&r.reply) {
+                    missing.push(self.write(Write::Reply {
+                        object,
+                        sender: r.sender,
+                        seq: r.seq,
+                        at: 0,
+                        reply,
+                    }));
+                }
                 continue;
             };
             let Ok(first) = postcard::from_bytes::<Reply>(&bytes) else {
@@ -503,6 +519,14 @@ impl FtServer {
                     r.sender,
                     first.outcome,
                     r.reply.outcome
+                );
+            }
+        }
+        for result in futures::future::join_all(missing).await {
+            if let Err(e) = result {
+                tracing::warn!(
+                    object = format_args!("{object:#x}"),
+                    "a reply given again by the recovery was not recorded: {e}"
                 );
             }
         }
@@ -1025,6 +1049,16 @@ impl Interceptor for Protection {
             };
             postcard::from_bytes(&bytes).ok()
         })
+    }
+
+    fn before_send(&self, outgoing: &mut actogrid_runtime::intercept::Outgoing<'_>) {
+        // The object called keeps its reply for a replay of this one, even
+        // when it is not protected itself.
+        if outgoing.header.is_empty() {
+            outgoing
+                .header
+                .extend_from_slice(crate::keeper::PROTECTED_SENDER);
+        }
     }
 
     fn idle_after(&self) -> Option<Duration> {

@@ -14,8 +14,10 @@
 //! logged and checkpointed, and gives the node's runtime the server's
 //! location service, so that its calls to protected objects survive their
 //! runtimes. The runtimes of the deployment's other virtual nodes get the
-//! location service alone ([`CALLER_CLASS`]): objects there call protected
-//! ones without any change.
+//! location service ([`CALLER_CLASS`]): objects there call protected
+//! ones without any change, and keep the replies they give to protected
+//! callers, which a recovered caller's replay asks for again
+//! ([`crate::keeper`]).
 //!
 //! The deployment runs the server (in the deployer's process, its store
 //! in the deployer's state directory) and fills in its address; argument
@@ -292,7 +294,10 @@ impl TechnicalService for FaultToleranceCalls {
         if let Some(server) = &self.server {
             install_locator(cx.node().runtime(), server);
         }
-        Ok(())
+        // Its objects answer a recovered protected caller's calls again.
+        cx.node()
+            .add_interceptor(Arc::new(crate::keeper::ReplyKeeper::default()))
+            .map_err(|e| ServiceError::new(e.to_string()))
     }
 }
 
