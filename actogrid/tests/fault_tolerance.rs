@@ -713,3 +713,45 @@ async fn unprotected_objects_answer_a_recovered_caller_again() {
     }
     run.end().await;
 }
+
+/// A runtime follows one FT server: virtual nodes pointed at two are
+/// refused when the deployment loads, naming both, before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_nodes_protected_by_two_servers_are_refused() {
+    let dir = TempDir::new("ft-two-servers");
+    let service = |id: &str, port: u16| {
+        format!(
+            r#"<technicalServiceDefinition id="{id}" class="actogrid.FaultTolerance">
+  <arg name="server" value="actogrid://127.0.0.1:{port}/ft"/>
+</technicalServiceDefinition>"#
+        )
+    };
+    let text = with_services(
+        &local_descriptor(1, 1, "", None),
+        "a",
+        &format!("{}{}", service("a", 7101), service("b", 7102)),
+    )
+    .replacen(
+        "</virtualNodesDefinition>",
+        "<virtualNode name=\"Others\" property=\"multiple\" technicalServiceId=\"b\"/></virtualNodesDefinition>",
+        1,
+    )
+    .replacen(
+        "</mapping>",
+        "</mapping><mapping><map virtualNode=\"Others\"><jvmSet><vmName value=\"set\"/></jvmSet></map></mapping>",
+        1,
+    );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let err = Deployment::load_with(
+        &path,
+        actogrid::descriptor::LoadOptions::default(),
+        support::options(&rt),
+    )
+    .await
+    .expect_err("two FT servers in one deployment");
+    let text = err.to_string();
+    assert!(text.contains("different FT servers"), "{text}");
+    assert!(text.contains("7101") && text.contains("7102"), "{text}");
+    rt.shutdown();
+}

@@ -112,7 +112,7 @@ fn set_arg(args: &mut Args, name: &str, value: &str) {
 pub(crate) fn prepare(
     services: &mut HashMap<String, VnServices>,
     descriptor: &actogrid_descriptor::Descriptor,
-    address: &str,
+    address: Option<&str>,
     id: u64,
 ) -> Result<Option<FtDeployment>, DeployError> {
     // What each protected virtual node asked (checked at load: it inits).
@@ -156,9 +156,16 @@ pub(crate) fn prepare(
     }
     let external = servers[0].1.clone();
     let name = format!("actogrid-ft-{}-{id}", std::process::id());
-    let url = external
-        .clone()
-        .unwrap_or_else(|| format!("actogrid://{address}/{name}"));
+    let url = match (&external, address) {
+        (Some(url), _) => url.clone(),
+        (None, Some(address)) => format!("actogrid://{address}/{name}"),
+        (None, None) => {
+            return Err(DeployError::Setup(format!(
+                "virtual node `{}` asks for fault tolerance, and the deploying runtime does not serve: its FT server would be out of the runtimes' reach (give the runtime an address, or the service a `server`)",
+                servers[0].0
+            )));
+        }
+    };
     if external.is_some() {
         let protected = point_at(services, &asked, &url);
         tracing::info!(

@@ -387,10 +387,7 @@ impl Deployment {
             })?,
         };
         let id = NEXT_DEPLOYMENT.fetch_add(1, Ordering::Relaxed);
-        let ft = match runtime.address() {
-            Some(address) => ft::prepare(&mut services, &descriptor, address, id)?.map(Arc::new),
-            None => None,
-        };
+        let ft = ft::prepare(&mut services, &descriptor, runtime.address(), id)?.map(Arc::new);
         let mut vns = HashMap::new();
         for vn in &descriptor.virtual_nodes {
             let expected = descriptor
