@@ -21,7 +21,11 @@
 //! the runtime stopped (SIGSTOP) instead: its process stays, silent, as a
 //! hung host's would; `detection_s` is how long the deployment takes to
 //! count it dead from its missing heartbeats (target: two heartbeat
-//! periods, `heartbeat_period_s`).
+//! periods, `heartbeat_period_s`). And once more stopped, the FT server
+//! a stand-alone one (as `actogrid ft-server` runs it) that detects the
+//! silence itself from the protected node's heartbeats
+//! (`standalone_detection_s`, `standalone_total_s`: from the stop to the
+//! object answering again).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -113,20 +117,57 @@ enum Failure {
     Stopped,
 }
 
-/// One deployed recovery (see the module documentation).
+/// The heartbeat of the stand-alone FT server's rounds: the deployed
+/// runtimes' own (an eighth of [`LEASE`]).
+const STANDALONE_HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// One deployed recovery (see the module documentation); with
+/// `standalone`, the FT server is not the deployment's but one the
+/// descriptor names, detecting failures itself (what `actogrid ft-server`
+/// runs), and the restore is not observed apart (0).
 async fn deployed(
     log: usize,
     dir: &std::path::Path,
     n: usize,
     failure: Failure,
+    standalone: bool,
 ) -> anyhow::Result<Deployed> {
     use actogrid::{DeployOptions, Deployment, OutputOptions, VnEvent};
+    use actogrid_fault_tolerance::watch::WatchConfig;
     let tag = format!("actogrid-bench-ft-deployed-{}-{n}", std::process::id());
     let store = dir.join(format!("{tag}.redb"));
     let path = dir.join(format!("{tag}.xml"));
-    std::fs::write(&path, protected_descriptor(&store))?;
     let result = async {
         let rt = runtime().await?;
+        // A stand-alone server has a runtime of its own (as a process of
+        // its own would): the caller learns of the failure from it.
+        let home = if standalone {
+            Some(runtime().await?)
+        } else {
+            None
+        };
+        let server = if let Some(home) = &home {
+            let server = FtServer::open(&store, Duration::from_secs(3600))?;
+            let node = home.local_node("ft");
+            server.serve(&node, "ft").await?;
+            server.watch(
+                home,
+                WatchConfig {
+                    heartbeat: STANDALONE_HEARTBEAT,
+                    recovery_wait: Duration::from_secs(30),
+                },
+            );
+            let text = protected_descriptor(&store).replacen(
+                &format!(r#"<arg name="store" value="{}"/>"#, store.display()),
+                &format!(r#"<arg name="server" value="{}"/>"#, node.url_of("ft")),
+                1,
+            );
+            std::fs::write(&path, text)?;
+            Some(server)
+        } else {
+            std::fs::write(&path, protected_descriptor(&store))?;
+            None
+        };
         let options = DeployOptions {
             runtime: Some(rt.clone()),
             progress: false,
@@ -163,27 +204,46 @@ async fn deployed(
             }
         });
         let mut detection = None;
-        let restore = loop {
-            match tokio::time::timeout(Duration::from_secs(60), events.recv()).await?? {
-                VnEvent::Left { .. } if detection.is_none() => {
-                    detection = Some(killed.elapsed().as_secs_f64());
+        let restore = if let Some(server) = &server {
+            let address = format!("{}:{}", nodes[0].url().host(), nodes[0].url().port());
+            while !server.is_dead(&address) {
+                ensure!(
+                    killed.elapsed() < Duration::from_secs(60),
+                    "never declared dead"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            detection = Some(killed.elapsed().as_secs_f64());
+            0.0
+        } else {
+            loop {
+                match tokio::time::timeout(Duration::from_secs(60), events.recv()).await?? {
+                    VnEvent::Left { .. } if detection.is_none() => {
+                        detection = Some(killed.elapsed().as_secs_f64());
+                    }
+                    VnEvent::Recovered { replayed, took, .. } => {
+                        ensure!(
+                            replayed == log + 1,
+                            "{replayed} requests replayed, {} logged",
+                            log + 1
+                        );
+                        break took.as_secs_f64();
+                    }
+                    VnEvent::RecoveryFailed { error, .. } => {
+                        anyhow::bail!("recovery failed: {error}")
+                    }
+                    _ => {}
                 }
-                VnEvent::Recovered { replayed, took, .. } => {
-                    ensure!(
-                        replayed == log + 1,
-                        "{replayed} requests replayed, {} logged",
-                        log + 1
-                    );
-                    break took.as_secs_f64();
-                }
-                VnEvent::RecoveryFailed { error, .. } => anyhow::bail!("recovery failed: {error}"),
-                _ => {}
             }
         };
         let (count, total) = answer.await?;
         let _ = rustix::process::kill_process(target, rustix::process::Signal::KILL);
         ensure!(count? == log as u64, "the recovered object lost requests");
         d.kill().await;
+        if let (Some(server), Some(home)) = (server, home) {
+            server.withdraw(&home.local_node("ft"), "ft");
+            home.shutdown();
+        }
         rt.shutdown();
         Ok(Deployed {
             detection: detection.context("the runtime's departure was not seen")?,
@@ -307,17 +367,29 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut rounds = Vec::new();
     let mut deploys = Vec::new();
     let mut stops = Vec::new();
+    let mut alone = Vec::new();
     for n in 0..args.rounds {
         rounds.push(round(args.log, args.dir.clone(), n).await?);
         let dir = args.dir.clone();
         let log = args.log;
         let d = dir.clone();
-        deploys
-            .push(tokio::spawn(async move { deployed(log, &d, n, Failure::Killed).await }).await??);
+        deploys.push(
+            tokio::spawn(async move { deployed(log, &d, n, Failure::Killed, false).await })
+                .await??,
+        );
+        let d = dir.clone();
         stops.push(
-            tokio::spawn(async move { deployed(log, &dir, n, Failure::Stopped).await }).await??,
+            tokio::spawn(async move { deployed(log, &d, n, Failure::Stopped, false).await })
+                .await??,
+        );
+        alone.push(
+            tokio::spawn(async move { deployed(log, &dir, n, Failure::Stopped, true).await })
+                .await??,
         );
     }
+    let alone_detection = Summary::of(&alone.iter().map(|d| d.detection).collect::<Vec<_>>());
+    let alone_total = Summary::of(&alone.iter().map(|d| d.total).collect::<Vec<_>>());
+    let alone_met = alone_detection.median <= 2.0 * STANDALONE_HEARTBEAT.as_secs_f64();
     let stopped = Summary::of(&stops.iter().map(|d| d.detection).collect::<Vec<_>>());
     let period = LEASE / 8;
     let detection_met = stopped.median <= 2.0 * period.as_secs_f64();
@@ -365,6 +437,16 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         stopped.median * 1e3,
         if detection_met { "met" } else { "NOT met" }
     ))
+    .note(format!(
+        "stand-alone FT server (its own detector, heartbeat every {} ms), SIGSTOP: detected in {:.1} ms (target <= 2 heartbeats: {}), answering again {:.1} ms after the stop",
+        STANDALONE_HEARTBEAT.as_millis(),
+        alone_detection.median * 1e3,
+        if alone_met { "met" } else { "NOT met" },
+        alone_total.median * 1e3
+    ))
+    .with_figure("standalone_detection_s", alone_detection.median)
+    .with("standalone_detection_target_met", alone_met)
+    .with_figure("standalone_total_s", alone_total.median)
     .with_figure("detection_s", stopped.median)
     .with_figure("heartbeat_period_s", period.as_secs_f64())
     .with("detection_target_met", detection_met)

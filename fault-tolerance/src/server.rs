@@ -172,6 +172,9 @@ pub struct FtServer {
     changed: watch::Sender<u64>,
     /// The runtimes reported dead (`host:port`).
     dead: Mutex<std::collections::HashSet<String>>,
+    /// The same, in the order they were reported (see
+    /// [`FtServer::dead_after`]).
+    dead_order: Mutex<Vec<String>>,
     /// Its own failure detector, when it is stand-alone.
     watch: std::sync::OnceLock<Arc<crate::watch::Watch>>,
 }
@@ -208,6 +211,7 @@ impl FtServer {
             objects: Mutex::new(HashMap::new()),
             changed: watch::Sender::new(0),
             dead: Mutex::new(std::collections::HashSet::new()),
+            dead_order: Mutex::new(Vec::new()),
             watch: std::sync::OnceLock::new(),
         }))
     }
@@ -252,7 +256,12 @@ impl FtServer {
     /// `to` (it died as well, say): they are [`FtServer::stranded`], to be
     /// recovered on another node.
     pub async fn runtime_failed(&self, address: &str, to: &Node) -> Vec<Result<Recovery, FtError>> {
-        lock(&self.dead).insert(address.to_owned());
+        self.declare_dead(address);
+        // The calls this process's runtime has waiting on the dead one
+        // (a hung runtime's connection stays open) go where their objects
+        // are recovered, without waiting for the connection's timeout.
+        to.runtime()
+            .peer_failed(address, "the FT server counted it dead");
         let objects: Vec<u64> = {
             let mut all = lock(&self.objects);
             all.iter_mut()
@@ -318,7 +327,17 @@ impl FtServer {
     /// The runtime at `address` is dead, before its objects are
     /// recovered: whatever it still says is refused.
     pub(crate) fn declare_dead(&self, address: &str) {
-        lock(&self.dead).insert(address.to_owned());
+        if lock(&self.dead).insert(address.to_owned()) {
+            lock(&self.dead_order).push(address.to_owned());
+        }
+    }
+
+    /// The runtimes reported dead after the first `seen`, and how many
+    /// were reported in all: what a runtime polls to fail its connections
+    /// to them at once (see [`crate::watch`]).
+    pub fn dead_after(&self, seen: usize) -> (usize, Vec<String>) {
+        let order = lock(&self.dead_order);
+        (order.len(), order.get(seen..).unwrap_or_default().to_vec())
     }
 
     pub(crate) fn set_watch(
@@ -1260,6 +1279,13 @@ impl FtWatch {
     /// Where protected nodes beat to the server registered under `key`.
     pub fn new(key: String) -> Self {
         FtWatch { key }
+    }
+
+    /// [`FtServer::dead_after`].
+    pub fn dead_after(&self, seen: u64) -> Result<(u64, Vec<String>), String> {
+        let server = served_server(&self.key)?;
+        let (all, new) = server.dead_after(usize::try_from(seen).unwrap_or(usize::MAX));
+        Ok((all as u64, new))
     }
 
     /// [`FtServer::beat`]: milliseconds until the next beat, `None` when

@@ -267,7 +267,54 @@ pub fn install_locator(runtime: &Runtime, server: &NodeUrl) {
         proxy: OnceCell::new(),
     });
     // Another node of this runtime installed it already.
-    let _ = runtime.set_locator(locator);
+    if runtime.set_locator(locator).is_ok()
+        && let Ok(tokio) = tokio::runtime::Handle::try_current()
+    {
+        let shut_down = runtime.shut_down();
+        let follow = follow_failures(runtime.clone(), watch_url(server));
+        tokio.spawn(async move {
+            tokio::select! {
+                () = shut_down => {}
+                () = follow => {}
+            }
+        });
+    }
+}
+
+/// How often a runtime asks the server which runtimes it counted dead.
+const FAILURES_POLL: Duration = Duration::from_millis(250);
+
+/// Asks the server's watch at `url`, every [`FAILURES_POLL`], which
+/// runtimes it counted dead, and fails `runtime`'s connections to them at
+/// once: the calls waiting on a hung runtime (whose connection stays open
+/// until its heartbeat timeout) go where their objects are recovered
+/// without waiting for it.
+async fn follow_failures(runtime: Runtime, url: NodeUrl) {
+    let mut watch: Option<FtWatchProxy> = None;
+    // Those counted dead before: this runtime has no call waiting on them.
+    let mut seen = None;
+    loop {
+        tokio::time::sleep(FAILURES_POLL).await;
+        let proxy = match &watch {
+            Some(p) => p.clone(),
+            None => match runtime.lookup::<FtWatchProxy>(&url).await {
+                Ok(p) => watch.insert(p).clone(),
+                Err(_) => continue,
+            },
+        };
+        match proxy.dead_after(seen.unwrap_or(u64::MAX)).await {
+            Ok((all, dead)) => {
+                if seen.is_some() {
+                    for address in dead {
+                        runtime.peer_failed(&address, "the FT server counted it dead");
+                    }
+                }
+                seen = Some(all);
+            }
+            Err(actogrid_runtime::CallError::Method(_)) => return,
+            Err(_) => {}
+        }
+    }
 }
 
 /// The service of the runtimes that only call protected objects (see

@@ -737,7 +737,6 @@ impl Runtime {
         self.inner.interceptors.store(true, Ordering::Release);
     }
 
-    /// Records that `object` now lives at `address`.
     /// Installs `locator`: from now on this runtime keeps every call it
     /// sends until its reply arrives, and when the connection it went on
     /// fails, asks the locator where the object lives now and sends the
@@ -754,6 +753,25 @@ impl Runtime {
             .locator
             .set(locator)
             .map_err(|_| Error::Address("this runtime has a locator already".into()))
+    }
+
+    /// The runtime at `address` (`host:port`) is dead, as a failure
+    /// detector found (`reason`): this runtime's connection to it fails now
+    /// instead of after its heartbeat timeout, so that the calls waiting on
+    /// it end with `NodeDied`, or, kept for a [locator](Self::set_locator),
+    /// are sent again where their objects live now. A later call to that
+    /// address connects afresh.
+    pub fn peer_failed(&self, address: &str, reason: &str) {
+        let conn = self
+            .inner
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(address)
+            .cloned();
+        if let Some(conn) = conn {
+            conn.fail(reason.to_owned());
+        }
     }
 
     /// Call `r`, whose connection to `address` failed (`reason`): sent
