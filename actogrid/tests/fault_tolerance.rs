@@ -547,7 +547,7 @@ async fn a_stand_alone_ft_server_detects_failures_and_recovers_on_its_own() {
         "ft",
         &service,
     );
-    let run = deploy(&dir, &text).await;
+    let mut run = deploy(&dir, &text).await;
     let nodes = &run.nodes;
     let mut recorders = Vec::new();
     for node in &nodes[..3] {
@@ -588,6 +588,16 @@ async fn a_stand_alone_ft_server_detects_failures_and_recovers_on_its_own() {
         "{log}"
     );
     assert!(log.matches("recovered on").count() >= 2, "{log}");
+    // The program is told, as with the deployment's own server.
+    let mut told = 0;
+    let all_told = support::eventually(Duration::from_secs(5), || {
+        told += recoveries(&mut run.events).len();
+        told >= 2
+    });
+    assert!(
+        all_told.await,
+        "the recoveries were not told to the program"
+    );
     // The hung runtime, woken, learns it was declared dead, and exits.
     signal(hung, rustix::process::Signal::CONT);
     assert!(

@@ -1281,6 +1281,11 @@ impl FtWatch {
         FtWatch { key }
     }
 
+    /// [`FtServer::events_after`].
+    pub fn events_after(&self, seen: u64) -> Result<(u64, Vec<crate::watch::WatchEvent>), String> {
+        Ok(served_server(&self.key)?.events_after(seen))
+    }
+
     /// [`FtServer::dead_after`].
     pub fn dead_after(&self, seen: u64) -> Result<(u64, Vec<String>), String> {
         let server = served_server(&self.key)?;

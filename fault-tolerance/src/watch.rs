@@ -14,7 +14,7 @@
 //! and stops: its objects live elsewhere now, and the store refuses what
 //! it writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,40 @@ pub struct Beat {
     /// The virtual node its runtime's objects are recovered on first.
     pub spares: Option<String>,
 }
+
+/// What a stand-alone server did about a failure, for the deployments it
+/// serves to tell their programs (as `VnEvent`s).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum WatchEvent {
+    /// A protected object serves again on `node`.
+    Recovered {
+        /// The object.
+        object: u64,
+        /// The node it lives on now.
+        node: String,
+        /// The virtual node of the runtime that failed.
+        vn: String,
+        /// Why that runtime was counted dead.
+        cause: String,
+        /// Requests it served again from its log.
+        replayed: u64,
+        /// From the failure's detection to the object serving again, ms.
+        took_ms: u64,
+    },
+    /// A protected object could not be recovered.
+    Lost {
+        /// The object (0 when unknown).
+        object: u64,
+        /// The virtual node of the runtime that failed.
+        vn: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// How many events a server keeps for the deployments to fetch.
+const EVENTS_KEPT: usize = 4096;
 
 /// How a server detects failures and finds nodes to recover on.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +93,8 @@ pub(crate) struct Watch {
     config: WatchConfig,
     runtime: Runtime,
     members: Mutex<HashMap<String, Member>>,
+    /// The newest events, and how many went before them.
+    events: Mutex<(u64, VecDeque<WatchEvent>)>,
 }
 
 /// A runtime beating: its nodes and when it last beat.
@@ -83,7 +119,25 @@ impl Watch {
             config,
             runtime,
             members: Mutex::new(HashMap::new()),
+            events: Mutex::new((0, VecDeque::new())),
         }
+    }
+
+    fn record(&self, event: WatchEvent) {
+        let mut events = lock(&self.events);
+        events.1.push_back(event);
+        if events.1.len() > EVENTS_KEPT {
+            events.1.pop_front();
+            events.0 += 1;
+        }
+    }
+
+    /// The events after the first `seen`, and how many there were in all.
+    pub(crate) fn events_after(&self, seen: u64) -> (u64, Vec<WatchEvent>) {
+        let events = lock(&self.events);
+        let all = events.0 + events.1.len() as u64;
+        let skip = usize::try_from(seen.saturating_sub(events.0)).unwrap_or(usize::MAX);
+        (all, events.1.iter().skip(skip).cloned().collect())
     }
 
     /// Node `beat.node` lives; the period to beat at. Fails for a runtime
@@ -202,6 +256,16 @@ impl FtServer {
             Some(watch) => watch.beat(self, beat).map(Some),
         }
     }
+
+    /// What this server's own detector did after its first `seen`
+    /// events, and how many there were in all (none when it does not
+    /// watch).
+    pub fn events_after(&self, seen: u64) -> (u64, Vec<WatchEvent>) {
+        match self.watching() {
+            None => (0, Vec::new()),
+            Some(watch) => watch.events_after(seen),
+        }
+    }
 }
 
 /// Sweeps the members every quarter heartbeat; a silent runtime's
@@ -249,27 +313,57 @@ async fn recover(
             .await
         else {
             let gone = server.give_up(&address);
-            tracing::error!(
-                vn = %vn,
-                "{} protected object(s) of {address} lost: no node of {} beat within {} s ({cause})",
-                gone.len(),
-                spares.as_deref().map_or_else(|| vn.clone(), |s| format!("{s} or {vn}")),
+            let error = format!(
+                "no node of {} beat within {} s ({cause})",
+                spares
+                    .as_deref()
+                    .map_or_else(|| vn.clone(), |s| format!("{s} or {vn}")),
                 watch.config.recovery_wait.as_secs()
             );
+            tracing::error!(
+                vn = %vn,
+                "{} protected object(s) of {address} lost: {error}",
+                gone.len(),
+            );
+            for object in gone {
+                watch.record(WatchEvent::Lost {
+                    object,
+                    vn: vn.clone(),
+                    error: error.clone(),
+                });
+            }
             return;
         };
         let to = watch.runtime.node(&url);
         tracing::info!(vn = %vn, "recovering the objects of {address} on {url}");
         for result in server.runtime_failed(&address, &to).await {
+            let took = detected.elapsed();
             match result {
-                Ok(r) => tracing::info!(
-                    vn = %vn,
-                    "object {:#x} recovered on {url} ({} replayed, {} ms after its runtime's failure was detected: {cause})",
-                    r.object,
-                    r.replayed,
-                    detected.elapsed().as_millis()
-                ),
-                Err(e) => tracing::error!(vn = %vn, "{e}"),
+                Ok(r) => {
+                    tracing::info!(
+                        vn = %vn,
+                        "object {:#x} recovered on {url} ({} replayed, {} ms after its runtime's failure was detected: {cause})",
+                        r.object,
+                        r.replayed,
+                        took.as_millis()
+                    );
+                    watch.record(WatchEvent::Recovered {
+                        object: r.object,
+                        node: url.to_string(),
+                        vn: vn.clone(),
+                        cause: cause.clone(),
+                        replayed: r.replayed as u64,
+                        took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(vn = %vn, "{e}");
+                    watch.record(WatchEvent::Lost {
+                        object: e.object().unwrap_or(0),
+                        vn: vn.clone(),
+                        error: e.to_string(),
+                    });
+                }
             }
         }
         match server.stranded().into_iter().next() {
@@ -282,9 +376,17 @@ async fn recover(
     }
     for address in server.stranded() {
         let gone = server.give_up(&address);
+        let error = format!("no recovery succeeded in {MAX_ATTEMPTS} attempts");
         tracing::error!(
-            "{} protected object(s) of {address} lost: no recovery succeeded in {MAX_ATTEMPTS} attempts",
+            "{} protected object(s) of {address} lost: {error}",
             gone.len()
         );
+        for object in gone {
+            watch.record(WatchEvent::Lost {
+                object,
+                vn: vn.clone(),
+                error: error.clone(),
+            });
+        }
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use actogrid_fault_tolerance::server::FtServer;
 use actogrid_fault_tolerance::{CALLER_CLASS, CLASSES, FaultTolerance};
-use actogrid_runtime::{Node, Runtime};
+use actogrid_runtime::{Node, NodeUrl, Runtime};
 use actogrid_technical_services::{Args, ServiceSpec, TechnicalService};
 
 use super::DeployError;
@@ -57,6 +57,8 @@ pub(crate) struct FtDeployment {
     /// place) or stays (a place the descriptor chose).
     store: PathBuf,
     remove_store: bool,
+    /// Set when the deployment ends.
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 /// The directory deployments keep their state in: `$ACTOGRID_STATE_DIR`,
@@ -180,6 +182,7 @@ pub(crate) fn prepare(
             from_overlay: HashSet::new(),
             store: PathBuf::new(),
             remove_store: false,
+            ended: tokio::sync::watch::Sender::new(false),
         }));
     }
     let (store, remove_store) = match asked.iter().find_map(|(_, s, _)| s.store()) {
@@ -228,6 +231,7 @@ pub(crate) fn prepare(
         from_overlay,
         store,
         remove_store,
+        ended: tokio::sync::watch::Sender::new(false),
     }))
 }
 
@@ -274,12 +278,26 @@ fn point_at(
 impl FtDeployment {
     /// Serves the server from the deployer's node and has this process's
     /// runtime follow protected objects through recoveries.
-    pub(crate) async fn start(&self, node: &Node, runtime: &Runtime) -> Result<(), DeployError> {
+    pub(crate) async fn start(
+        &self,
+        node: &Node,
+        runtime: &Runtime,
+        vns: &HashMap<String, Arc<VnState>>,
+    ) -> Result<(), DeployError> {
         let Some(server) = &self.server else {
-            let url = self.url.parse().map_err(|e| {
+            let url: NodeUrl = self.url.parse().map_err(|e| {
                 DeployError::Setup(format!("the FT server's URL `{}`: {e}", self.url))
             })?;
             actogrid_fault_tolerance::service::install_locator(runtime, &url);
+            let watch = NodeUrl::new(url.host(), url.port(), format!("{}-watch", url.name()));
+            let follow = follow_recoveries(runtime.clone(), watch, vns.clone());
+            let mut ended = self.ended.subscribe();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = ended.wait_for(|e| *e) => {}
+                    () = follow => {}
+                }
+            });
             return Ok(());
         };
         server
@@ -296,6 +314,7 @@ impl FtDeployment {
 
     /// Stops serving; removes the store unless the descriptor chose it.
     pub(crate) async fn stop(&self, node: &Node) {
+        self.ended.send_replace(true);
         let Some(server) = &self.server else {
             return;
         };
@@ -440,6 +459,80 @@ impl FtDeployment {
                 error: error.to_owned(),
             });
         }
+    }
+}
+
+/// How often a deployment asks a stand-alone FT server what it recovered.
+const EVENTS_POLL: Duration = Duration::from_millis(250);
+
+/// Turns what the stand-alone FT server whose watch is at `watch` did
+/// into the events of the deployment's virtual nodes `vns` (those of
+/// other deployments it serves are left out: the node must be one of
+/// ours).
+async fn follow_recoveries(runtime: Runtime, watch: NodeUrl, vns: HashMap<String, Arc<VnState>>) {
+    use actogrid_fault_tolerance::server::FtWatchProxy;
+    use actogrid_fault_tolerance::watch::WatchEvent;
+    let mut proxy: Option<FtWatchProxy> = None;
+    // Events before this deployment are another's.
+    let mut seen: Option<u64> = None;
+    loop {
+        tokio::time::sleep(EVENTS_POLL).await;
+        let p = match &proxy {
+            Some(p) => p.clone(),
+            None => match runtime.lookup::<FtWatchProxy>(&watch).await {
+                Ok(p) => proxy.insert(p).clone(),
+                Err(_) => continue,
+            },
+        };
+        let Ok((all, events)) = p.events_after(seen.unwrap_or(u64::MAX)).await else {
+            continue;
+        };
+        if seen.is_some() {
+            for event in events {
+                match event {
+                    WatchEvent::Recovered {
+                        object,
+                        node,
+                        vn,
+                        cause,
+                        replayed,
+                        took_ms,
+                    } => {
+                        let Some(state) = vns.get(&vn) else { continue };
+                        let Some(node) = lock(&state.nodes)
+                            .iter()
+                            .find(|n| n.url().to_string() == node)
+                            .cloned()
+                            .or_else(|| {
+                                // Recovered on a spare of another virtual node.
+                                vns.values().find_map(|v| {
+                                    lock(&v.nodes)
+                                        .iter()
+                                        .find(|n| n.url().to_string() == node)
+                                        .cloned()
+                                })
+                            })
+                        else {
+                            continue;
+                        };
+                        let _ = state.events.send(VnEvent::Recovered {
+                            object,
+                            node,
+                            cause,
+                            replayed: usize::try_from(replayed).unwrap_or(usize::MAX),
+                            took: Duration::from_millis(took_ms),
+                        });
+                    }
+                    WatchEvent::Lost { object, vn, error } => {
+                        if let Some(state) = vns.get(&vn) {
+                            let _ = state.events.send(VnEvent::RecoveryFailed { object, error });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        seen = Some(all);
     }
 }
 

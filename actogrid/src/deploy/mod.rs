@@ -443,7 +443,7 @@ impl Deployment {
         })?;
         let _ = shared.log_sink.set(sink);
         if let Some(ft) = &shared.ft {
-            ft.start(&node, &runtime).await?;
+            ft.start(&node, &runtime, &shared.vns).await?;
         }
         let address = runtime
             .address()
