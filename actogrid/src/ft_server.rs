@@ -79,10 +79,20 @@ pub async fn serve_ft_server(options: FtServerOptions) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
     let bound = listener.local_addr()?;
-    let advertise = options
-        .advertise
-        .clone()
-        .unwrap_or_else(|| bound.to_string());
+    let advertise = match options.advertise.as_deref() {
+        Some(a)
+            if a.rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+        {
+            a.to_owned()
+        }
+        Some(host) => format!("{host}:{}", bound.port()),
+        None if bound.ip().is_unspecified() => anyhow::bail!(
+            "--listen {}: listening on every interface, the server cannot tell runtimes where to reach it; give --advertise HOST[:PORT]",
+            options.listen
+        ),
+        None => bound.to_string(),
+    };
     let (store, remove) = match &options.store {
         Some(path) => (path.clone(), false),
         None => (

@@ -459,6 +459,18 @@ fn ft_server_refuses_what_it_cannot_serve_with() {
     let out = actogrid(&["ft-server", "--name", "a/b"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("a/b"), "{}", text(&out.stderr));
+    // Every interface, and no address to tell the runtimes.
+    let out = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(["ft-server", "--listen", "0.0.0.0:0"])
+        .env("ACTOGRID_INSECURE_PLAINTEXT", "1")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--advertise"),
+        "{}",
+        text(&out.stderr)
+    );
     // A store it cannot create: named, and no hang.
     let out = Command::new(env!("CARGO_BIN_EXE_actogrid"))
         .args(["ft-server", "--store", "/proc/actogrid/ft.redb"])

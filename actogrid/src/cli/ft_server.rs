@@ -10,8 +10,10 @@ pub(crate) struct Args {
     /// Address to listen on, `host:port` (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     listen: String,
-    /// Address the runtimes should use, when not the listening one.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Address the runtimes should use, when not the listening one
+    /// (required with `--listen 0.0.0.0:PORT`; `HOST` alone takes the
+    /// listening port).
+    #[arg(long, value_name = "HOST[:PORT]")]
     advertise: Option<String>,
     /// The name the server is reached under: descriptors give
     /// `actogrid://HOST:PORT/NAME` as the service's `server` argument.
