@@ -517,6 +517,24 @@ impl FtServerProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// `runtimes` local runtimes of virtual node `Workers`, protected by
+    /// this server (a checkpoint every 300 ms).
+    fn protecting(&self, runtimes: u32) -> String {
+        let service = format!(
+            r#"<technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
+  <arg name="protocol" value="pml"/>
+  <arg name="ttc" value="300ms"/>
+  <arg name="server" value="{}"/>
+</technicalServiceDefinition>"#,
+            self.url
+        );
+        with_services(
+            &local_descriptor(runtimes, 1, "timeout=\"60s\"", None),
+            "ft",
+            &service,
+        )
+    }
+
     /// Closes its standard input: it stops; returns its exit status.
     fn stop(mut self) -> std::process::ExitStatus {
         drop(self.child.stdin.take());
@@ -534,19 +552,7 @@ async fn a_stand_alone_ft_server_detects_failures_and_recovers_on_its_own() {
     let dir = TempDir::new("ft-alone");
     let rt = runtime().await;
     let server = FtServerProcess::start(&rt, &dir, &["--heartbeat", "200ms"]);
-    let service = format!(
-        r#"<technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
-  <arg name="protocol" value="pml"/>
-  <arg name="ttc" value="300ms"/>
-  <arg name="server" value="{}"/>
-</technicalServiceDefinition>"#,
-        server.url
-    );
-    let text = with_services(
-        &local_descriptor(5, 1, "timeout=\"60s\"", None),
-        "ft",
-        &service,
-    );
+    let text = server.protecting(5);
     let mut run = deploy(&dir, &text).await;
     let nodes = &run.nodes;
     let mut recorders = Vec::new();
@@ -764,4 +770,55 @@ async fn virtual_nodes_protected_by_two_servers_are_refused() {
     assert!(text.contains("different FT servers"), "{text}");
     assert!(text.contains("7101") && text.contains("7102"), "{text}");
     rt.shutdown();
+}
+
+/// A stand-alone server with no node to recover on within its recovery
+/// wait gives the objects up: the program is told why
+/// (`VnEvent::RecoveryFailed`), and a caller gets `NodeDied` rather than
+/// waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_alone_ft_server_with_no_node_left_says_so() {
+    let dir = TempDir::new("ft-alone-lost");
+    let rt = runtime().await;
+    let server = FtServerProcess::start(
+        &rt,
+        &dir,
+        &["--heartbeat", "200ms", "--recovery-wait", "1s"],
+    );
+    let mut run = deploy(&dir, &server.protecting(1)).await;
+    let recorder = RecorderProxy::new(&run.nodes[0]).await.unwrap();
+    assert_eq!(recorder.push(1).await.unwrap(), 1);
+    let pid = recorder.pid().await.unwrap();
+    sigkill(pid);
+    let answer = tokio::time::timeout(Duration::from_secs(30), recorder.push(2))
+        .await
+        .expect("the call ends");
+    let err = answer.expect_err("no node to recover on");
+    assert!(
+        matches!(err, actogrid::CallError::NodeDied { .. }),
+        "{err:?}"
+    );
+    // Why it is gone, not only that its runtime is.
+    let said = err.to_string();
+    assert!(
+        said.contains("could not be recovered: no node of Workers beat within 1 s"),
+        "{said}"
+    );
+    let failed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match run.events.recv().await {
+                Ok(VnEvent::RecoveryFailed { error, .. }) => return error,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("RecoveryFailed");
+    assert!(
+        failed.contains("no node of Workers beat within 1 s"),
+        "{failed}"
+    );
+    run.end().await;
+    assert!(server.stop().success());
 }

@@ -175,6 +175,9 @@ pub struct FtServer {
     /// The same, in the order they were reported (see
     /// [`FtServer::dead_after`]).
     dead_order: Mutex<Vec<String>>,
+    /// Why each object that could not be recovered was given up (the
+    /// newest [`LOST_KEPT`]).
+    lost: Mutex<std::collections::VecDeque<(u64, String)>>,
     /// Its own failure detector, when it is stand-alone.
     watch: std::sync::OnceLock<Arc<crate::watch::Watch>>,
 }
@@ -191,6 +194,9 @@ pub struct Recovery {
     /// How long restoring it and replaying its log took.
     pub took: Duration,
 }
+
+/// How many given-up objects a server remembers the reason of.
+const LOST_KEPT: usize = 4096;
 
 fn key(object: u64) -> ObjectKey {
     ObjectKey::new(object.to_be_bytes().to_vec())
@@ -212,6 +218,7 @@ impl FtServer {
             changed: watch::Sender::new(0),
             dead: Mutex::new(std::collections::HashSet::new()),
             dead_order: Mutex::new(Vec::new()),
+            lost: Mutex::new(std::collections::VecDeque::new()),
             watch: std::sync::OnceLock::new(),
         }))
     }
@@ -294,6 +301,7 @@ impl FtServer {
                     tracing::error!("recovery of object {object:#x} failed: {e}");
                     // Callers are told it is gone rather than left waiting.
                     lock(&self.objects).remove(&object);
+                    self.record_lost(object, &e.to_string());
                     true
                 }
                 Ok(_) => true,
@@ -356,10 +364,30 @@ impl FtServer {
         lock(&self.dead).contains(address)
     }
 
+    fn record_lost(&self, object: u64, why: &str) {
+        let mut lost = lock(&self.lost);
+        lost.push_back((
+            object,
+            format!("protected object {object:#x} could not be recovered: {why}"),
+        ));
+        if lost.len() > LOST_KEPT {
+            lost.pop_front();
+        }
+    }
+
+    /// Why `object` could not be recovered, if it was given up.
+    pub fn lost(&self, object: u64) -> Option<String> {
+        lock(&self.lost)
+            .iter()
+            .rev()
+            .find(|(o, _)| *o == object)
+            .map(|(_, why)| why.clone())
+    }
+
     /// The protected objects the runtime at `address` hosted cannot be
-    /// recovered (no node to recover them on): callers waiting to know
-    /// where they are learn they are gone. Returns them.
-    pub fn give_up(&self, address: &str) -> Vec<u64> {
+    /// recovered (`why`: no node to recover them on, say): callers waiting
+    /// to know where they are learn they are gone, and why. Returns them.
+    pub fn give_up(&self, address: &str, why: &str) -> Vec<u64> {
         let gone: Vec<u64> = {
             let mut all = lock(&self.objects);
             let ids: Vec<u64> = all
@@ -372,6 +400,9 @@ impl FtServer {
             }
             ids
         };
+        for object in &gone {
+            self.record_lost(*object, why);
+        }
         self.bump();
         gone
     }
@@ -1123,6 +1154,11 @@ impl Locator for ServerLocator {
     fn locate<'a>(&'a self, object: u64, address: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(self.server.locate(object, address))
     }
+
+    fn lost<'a>(&'a self, object: u64) -> BoxFuture<'a, Option<String>> {
+        let why = self.server.lost(object);
+        Box::pin(async move { why })
+    }
 }
 
 /// Servers of this process that runtimes reach over the wire, by name.
@@ -1264,6 +1300,11 @@ impl FtLocation {
             Ok(server) => server.located(object, &failed),
             Err(_) => Located::Unknown,
         }
+    }
+
+    /// [`FtServer::lost`].
+    pub fn lost(&self, object: u64) -> Option<String> {
+        served_server(&self.key).ok()?.lost(object)
     }
 }
 
@@ -1503,6 +1544,10 @@ struct RemoteLocator(FtLocationProxy);
 impl Locator for RemoteLocator {
     fn locate<'a>(&'a self, object: u64, address: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(ask_location(&self.0, object, address))
+    }
+
+    fn lost<'a>(&'a self, object: u64) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move { self.0.lost(object).await.ok().flatten() })
     }
 }
 

@@ -444,4 +444,11 @@ impl Locator for LazyLocator {
             crate::server::ask_location(proxy, object, address).await
         })
     }
+
+    fn lost<'a>(&'a self, object: u64) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let proxy = self.proxy.get()?;
+            proxy.lost(object).await.ok().flatten()
+        })
+    }
 }

@@ -312,7 +312,6 @@ async fn recover(
             .wait_for_node(&vn, spares.as_deref(), &address, turn)
             .await
         else {
-            let gone = server.give_up(&address);
             let error = format!(
                 "no node of {} beat within {} s ({cause})",
                 spares
@@ -320,6 +319,7 @@ async fn recover(
                     .map_or_else(|| vn.clone(), |s| format!("{s} or {vn}")),
                 watch.config.recovery_wait.as_secs()
             );
+            let gone = server.give_up(&address, &error);
             tracing::error!(
                 vn = %vn,
                 "{} protected object(s) of {address} lost: {error}",
@@ -375,8 +375,8 @@ async fn recover(
         }
     }
     for address in server.stranded() {
-        let gone = server.give_up(&address);
         let error = format!("no recovery succeeded in {MAX_ATTEMPTS} attempts");
+        let gone = server.give_up(&address, &error);
         tracing::error!(
             "{} protected object(s) of {address} lost: {error}",
             gone.len()

@@ -268,6 +268,15 @@ pub trait Locator: Send + Sync + 'static {
     /// object is not one this locator follows, or it cannot be recovered;
     /// its callers get `NodeDied`.
     fn locate<'a>(&'a self, object: u64, address: &'a str) -> BoxFuture<'a, Option<String>>;
+
+    /// Why `object`, which [`Locator::locate`] did not find, cannot be
+    /// called any more, when the locator knows (it followed the object and
+    /// could not recover it): its callers' `NodeDied` says so. `None` by
+    /// default.
+    fn lost<'a>(&'a self, object: u64) -> BoxFuture<'a, Option<String>> {
+        let _ = object;
+        Box::pin(async { None })
+    }
 }
 
 /// The request a method is serving, as [`serving_request`] gives it.

@@ -801,7 +801,14 @@ impl Runtime {
                     rt.moved(r.target, &to);
                     rt.resend(r, &to);
                 }
-                _ => r.slot.resolve(Outcome::failure(Status::NodeDied, reason)),
+                Some(_) => r.slot.resolve(Outcome::failure(Status::NodeDied, reason)),
+                None => {
+                    let reason = match locator.lost(r.target).await {
+                        Some(why) => format!("{why} (its runtime at {address}: {reason})"),
+                        None => reason,
+                    };
+                    r.slot.resolve(Outcome::failure(Status::NodeDied, reason));
+                }
             }
         });
     }

@@ -451,7 +451,7 @@ impl FtDeployment {
         let Some(server) = &self.server else {
             return;
         };
-        let gone = server.give_up(address);
+        let gone = server.give_up(address, error);
         tracing::error!(vn = %vn.name, "{} protected object(s) lost: {error}", gone.len());
         for object in gone {
             let _ = vn.events.send(VnEvent::RecoveryFailed {
