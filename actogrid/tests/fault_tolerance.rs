@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use actogrid::{Deployment, VnEvent};
 use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy};
 use support::{
-    TempDir, alive, ft_service, load, local_descriptor, push_to_each, recoveries, runtime,
-    with_services,
+    TempDir, alive, check_pushed, ft_service, load, local_descriptor, push_to_each, recoveries,
+    runtime, with_services,
 };
 
 /// `runtimes` local runtimes of one node each, protected by PML with a
@@ -163,25 +163,14 @@ async fn protected_objects_survive_their_runtimes_being_killed() {
 
     let started = Instant::now();
     let killed = chaos(&run.d).await;
-    done.store(true, Ordering::Release);
-    let mut expected = Vec::new();
-    for w in work {
-        expected.push(w.await.expect("a pushing task"));
-    }
-    let pushing = started.elapsed();
-
     // Exactly the record of a failure-free run: every value once, in order.
-    for (r, want) in recorders.iter().zip(&expected) {
-        let seen = r.seen().await.unwrap();
-        assert_eq!(seen.len(), want.len(), "a value lost or served twice");
-        assert_eq!(&seen, want, "the record differs from a failure-free run");
-    }
+    let pushed = check_pushed(&recorders, work, &done).await;
+    let pushing = started.elapsed();
     let recovered = recoveries(&mut run.events);
     eprintln!(
-        "{} kill(s) ({killed:?}), {} recovery(ies), {} pushes to {} objects in {pushing:?}",
+        "{} kill(s) ({killed:?}), {} recovery(ies), {pushed} pushes to {} objects in {pushing:?}",
         killed.len(),
         recovered.len(),
-        expected.iter().map(Vec::len).sum::<usize>(),
         recorders.len()
     );
     assert!(killed.iter().all(|p| !alive(*p)));
@@ -388,8 +377,9 @@ async fn a_pending_future_argument_of_a_recovered_request_fails_clearly() {
 }
 
 /// Random numbers drawn by protected objects through journaled effects
-/// (some awaiting, `journaled_async`): a recovery that serves a request again appends the number first drawn
-/// for it, so every record is exactly the numbers its caller was given.
+/// (some awaiting, `journaled_async`): a recovery that serves a request
+/// again appends the number first drawn for it, so every record is exactly
+/// the numbers its caller was given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journaled_effects_are_given_back_by_a_recovery() {
     let dir = TempDir::new("ft-journal");
@@ -576,18 +566,7 @@ async fn a_stand_alone_ft_server_detects_failures_and_recovers_on_its_own() {
     let hung = runtime_of(&nodes[1]);
     signal(hung, rustix::process::Signal::STOP);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    done.store(true, Ordering::Release);
-    let mut expected = Vec::new();
-    for w in work {
-        expected.push(w.await.expect("a pushing task"));
-    }
-    for (r, want) in recorders.iter().zip(&expected) {
-        assert_eq!(
-            &r.seen().await.unwrap(),
-            want,
-            "the record differs from a failure-free run"
-        );
-    }
+    check_pushed(&recorders, work, &done).await;
     let log = server.log();
     assert!(
         log.matches("is declared dead: no heartbeat").count() >= 2,

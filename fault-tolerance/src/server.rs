@@ -195,6 +195,10 @@ pub struct Recovery {
     pub took: Duration,
 }
 
+/// How many times the objects of a dead runtime are tried on another node
+/// when the one taken dies too (see [`FtServer::recover_runtime`]).
+pub const MAX_ATTEMPTS: usize = 20;
+
 /// How many given-up objects a server remembers the reason of.
 const LOST_KEPT: usize = 4096;
 
@@ -313,6 +317,52 @@ impl FtServer {
             .await
             .into_iter()
             .flatten()
+            .collect()
+    }
+
+    /// Recovers the objects of the runtime at `address`, which failed,
+    /// for a failure detector: all at once on the node `place` gives
+    /// (`place(attempt, address)`; `Err(why)`: there is none, and the
+    /// objects waiting are given up with `why`), then again on another
+    /// node for those whose node died under them ([`FtServer::stranded`]),
+    /// up to [`MAX_ATTEMPTS`] times. `each` sees how each recovery ended
+    /// and the node it took. Returns the objects given up, with why.
+    pub async fn recover_runtime<P>(
+        &self,
+        mut address: String,
+        mut place: P,
+        mut each: impl FnMut(&Node, Result<Recovery, FtError>),
+    ) -> Vec<(u64, String)>
+    where
+        P: FnMut(usize, String) -> BoxFuture<'static, Result<Node, String>>,
+    {
+        let lost = |address: &str, why: String| -> Vec<(u64, String)> {
+            self.give_up(address, &why)
+                .into_iter()
+                .map(|object| (object, why.clone()))
+                .collect()
+        };
+        for attempt in 0..MAX_ATTEMPTS {
+            let to = match place(attempt, address.clone()).await {
+                Ok(to) => to,
+                Err(why) => return lost(&address, why),
+            };
+            tracing::info!("recovering the objects of {address} on {}", to.url());
+            for result in self.runtime_failed(&address, &to).await {
+                each(&to, result);
+            }
+            match self.stranded().into_iter().next() {
+                None => return Vec::new(),
+                Some(next) => {
+                    address = next;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let why = format!("no recovery succeeded in {MAX_ATTEMPTS} attempts");
+        self.stranded()
+            .iter()
+            .flat_map(|address| lost(address, why.clone()))
             .collect()
     }
 

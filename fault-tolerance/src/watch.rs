@@ -77,10 +77,6 @@ pub struct WatchConfig {
     pub recovery_wait: Duration,
 }
 
-/// How many times the objects of a dead runtime are tried on another node
-/// when the one taken dies too.
-pub const MAX_ATTEMPTS: usize = 20;
-
 /// A runtime's silence after which it is declared dead: two heartbeats,
 /// and a quarter more for a beat under way.
 pub fn silence_limit(heartbeat: Duration) -> Duration {
@@ -297,7 +293,7 @@ async fn detect(server: Weak<FtServer>, watch: Arc<Watch>) {
 async fn recover(
     server: Arc<FtServer>,
     watch: Arc<Watch>,
-    mut address: String,
+    address: String,
     nodes: Vec<Beat>,
     cause: String,
 ) {
@@ -307,86 +303,64 @@ async fn recover(
     };
     let (vn, spares) = (first.vn.clone(), first.spares.clone());
     server.declare_dead(&address);
-    for turn in 0..MAX_ATTEMPTS {
-        let Some(url) = watch
-            .wait_for_node(&vn, spares.as_deref(), &address, turn)
-            .await
-        else {
-            let error = format!(
-                "no node of {} beat within {} s ({cause})",
-                spares
-                    .as_deref()
-                    .map_or_else(|| vn.clone(), |s| format!("{s} or {vn}")),
-                watch.config.recovery_wait.as_secs()
-            );
-            let gone = server.give_up(&address, &error);
-            tracing::error!(
-                vn = %vn,
-                "{} protected object(s) of {address} lost: {error}",
-                gone.len(),
-            );
-            for object in gone {
-                watch.record(WatchEvent::Lost {
-                    object,
+    let place = |attempt: usize, address: String| {
+        let (watch, vn, spares, cause) = (watch.clone(), vn.clone(), spares.clone(), cause.clone());
+        Box::pin(async move {
+            match watch
+                .wait_for_node(&vn, spares.as_deref(), &address, attempt)
+                .await
+            {
+                Some(url) => Ok(watch.runtime.node(&url)),
+                None => Err(format!(
+                    "no node of {} beat within {} s ({cause})",
+                    spares
+                        .as_deref()
+                        .map_or_else(|| vn.clone(), |s| format!("{s} or {vn}")),
+                    watch.config.recovery_wait.as_secs()
+                )),
+            }
+        }) as futures::future::BoxFuture<'static, Result<actogrid_runtime::Node, String>>
+    };
+    let each = |to: &actogrid_runtime::Node,
+                result: Result<crate::server::Recovery, crate::server::FtError>| {
+        let took = detected.elapsed();
+        let event = match result {
+            Ok(r) => {
+                tracing::info!(
+                    vn = %vn,
+                    "object {:#x} recovered on {} ({} replayed, {} ms after its runtime's failure was detected: {cause})",
+                    r.object,
+                    to.url(),
+                    r.replayed,
+                    took.as_millis()
+                );
+                WatchEvent::Recovered {
+                    object: r.object,
+                    node: to.url().to_string(),
                     vn: vn.clone(),
-                    error: error.clone(),
-                });
+                    cause: cause.clone(),
+                    replayed: r.replayed as u64,
+                    took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                }
             }
-            return;
+            Err(e) => {
+                tracing::error!(vn = %vn, "{e}");
+                WatchEvent::Lost {
+                    object: e.object().unwrap_or(0),
+                    vn: vn.clone(),
+                    error: e.to_string(),
+                }
+            }
         };
-        let to = watch.runtime.node(&url);
-        tracing::info!(vn = %vn, "recovering the objects of {address} on {url}");
-        for result in server.runtime_failed(&address, &to).await {
-            let took = detected.elapsed();
-            match result {
-                Ok(r) => {
-                    tracing::info!(
-                        vn = %vn,
-                        "object {:#x} recovered on {url} ({} replayed, {} ms after its runtime's failure was detected: {cause})",
-                        r.object,
-                        r.replayed,
-                        took.as_millis()
-                    );
-                    watch.record(WatchEvent::Recovered {
-                        object: r.object,
-                        node: url.to_string(),
-                        vn: vn.clone(),
-                        cause: cause.clone(),
-                        replayed: r.replayed as u64,
-                        took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(vn = %vn, "{e}");
-                    watch.record(WatchEvent::Lost {
-                        object: e.object().unwrap_or(0),
-                        vn: vn.clone(),
-                        error: e.to_string(),
-                    });
-                }
-            }
-        }
-        match server.stranded().into_iter().next() {
-            None => return,
-            Some(next) => {
-                address = next;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    for address in server.stranded() {
-        let error = format!("no recovery succeeded in {MAX_ATTEMPTS} attempts");
-        let gone = server.give_up(&address, &error);
-        tracing::error!(
-            "{} protected object(s) of {address} lost: {error}",
-            gone.len()
-        );
-        for object in gone {
-            watch.record(WatchEvent::Lost {
-                object,
-                vn: vn.clone(),
-                error: error.clone(),
-            });
-        }
+        watch.record(event);
+    };
+    let lost = server.recover_runtime(address, place, each).await;
+    for (object, error) in lost {
+        tracing::error!(vn = %vn, "protected object {object:#x} lost: {error}");
+        watch.record(WatchEvent::Lost {
+            object,
+            vn: vn.clone(),
+            error,
+        });
     }
 }

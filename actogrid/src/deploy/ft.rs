@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actogrid_fault_tolerance::server::FtServer;
+use actogrid_fault_tolerance::server::{FtError, FtServer, Recovery};
 use actogrid_fault_tolerance::{CALLER_CLASS, CLASSES, FaultTolerance};
 use actogrid_runtime::{Node, NodeUrl, Runtime};
 use actogrid_technical_services::{Args, ServiceSpec, TechnicalService};
@@ -364,103 +364,68 @@ impl FtDeployment {
                 .map(|n| n.url().to_string())
                 .collect()
         });
-        let (me, vn, cause) = (self.clone(), vn.clone(), cause.to_owned());
+        let (vn, cause) = (vn.clone(), cause.to_owned());
         tokio::spawn(async move {
             let detected = Instant::now();
-            let mut address = address;
-            if let Some(present) = &present {
-                if let Some(to) = replacement(&vn, present, &server).await {
-                    tracing::info!(vn = %vn.name, "the overlay replaced {address} with {}", to.url());
-                    me.recover_on(&vn, &address, &to, &cause, detected).await;
-                    match server.stranded().into_iter().next() {
-                        None => return,
-                        Some(next) => address = next,
+            let place = |attempt: usize, address: String| {
+                let (vn, server, cause) = (vn.clone(), server.clone(), cause.clone());
+                let (candidates, present) = (candidates.clone(), present.clone());
+                Box::pin(async move {
+                    // The overlay's replacement takes the lost node's objects.
+                    if let Some(present) = present.filter(|_| attempt == 0)
+                        && let Some(to) = replacement(&vn, &present, &server).await
+                    {
+                        tracing::info!(vn = %vn.name, "the overlay replaced {address} with {}", to.url());
+                        return Ok(to);
                     }
-                }
-            }
-            // Another attempt for the objects whose node died under them.
-            for _ in 0..MAX_ATTEMPTS {
-                let Some(to) = spare(&candidates, &server, &address, vn.timeout).await else {
-                    let error = format!(
-                        "no node to recover them on within {} s (the runtime at {address} failed: {cause})",
-                        vn.timeout.as_secs()
-                    );
-                    return me.give_up(&vn, &address, &error);
+                    spare(&candidates, &server, &address, vn.timeout)
+                        .await
+                        .ok_or_else(|| {
+                            format!(
+                                "no node to recover them on within {} s (the runtime at {address} failed: {cause})",
+                                vn.timeout.as_secs()
+                            )
+                        })
+                }) as futures::future::BoxFuture<'static, Result<Node, String>>
+            };
+            let each = |to: &Node, result: Result<Recovery, FtError>| {
+                let event = match result {
+                    Ok(r) => {
+                        tracing::info!(
+                            vn = %vn.name,
+                            "object {:#x} recovered on {} ({} replayed, {} ms after its runtime's failure was detected)",
+                            r.object,
+                            to.url(),
+                            r.replayed,
+                            detected.elapsed().as_millis()
+                        );
+                        VnEvent::Recovered {
+                            object: r.object,
+                            node: to.clone(),
+                            cause: cause.clone(),
+                            replayed: r.replayed,
+                            took: detected.elapsed(),
+                        }
+                    }
+                    Err(e) => VnEvent::RecoveryFailed {
+                        object: e.object().unwrap_or(0),
+                        error: e.to_string(),
+                    },
                 };
-                me.recover_on(&vn, &address, &to, &cause, detected).await;
-                match server.stranded().into_iter().next() {
-                    None => return,
-                    Some(next) => {
-                        address = next;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-            for address in server.stranded() {
-                let error = format!("no recovery succeeded in {MAX_ATTEMPTS} attempts");
-                me.give_up(&vn, &address, &error);
+                let _ = vn.events.send(event);
+            };
+            let lost = server.recover_runtime(address, place, each).await;
+            for (object, error) in lost {
+                tracing::error!(vn = %vn.name, "protected object {object:#x} lost: {error}");
+                let _ = vn.events.send(VnEvent::RecoveryFailed { object, error });
             }
         });
     }
-
-    /// Recovers the objects of the runtime at `address` on `to`, and says
-    /// so on `vn`'s events.
-    async fn recover_on(
-        &self,
-        vn: &VnState,
-        address: &str,
-        to: &Node,
-        cause: &str,
-        detected: Instant,
-    ) {
-        tracing::info!(vn = %vn.name, "recovering the objects of {address} on {}", to.url());
-        let Some(server) = &self.server else {
-            return;
-        };
-        for result in server.runtime_failed(address, to).await {
-            let event = match result {
-                Ok(r) => {
-                    tracing::info!(
-                        vn = %vn.name,
-                        "object {:#x} recovered on {} ({} replayed, {} ms after its runtime's failure was detected)",
-                        r.object,
-                        to.url(),
-                        r.replayed,
-                        detected.elapsed().as_millis()
-                    );
-                    VnEvent::Recovered {
-                        object: r.object,
-                        node: to.clone(),
-                        cause: cause.to_owned(),
-                        replayed: r.replayed,
-                        took: detected.elapsed(),
-                    }
-                }
-                Err(e) => VnEvent::RecoveryFailed {
-                    object: e.object().unwrap_or(0),
-                    error: e.to_string(),
-                },
-            };
-            let _ = vn.events.send(event);
-        }
-    }
-
-    /// The objects of the runtime at `address` are not recovered: their
-    /// callers are told, and so is the program.
-    fn give_up(&self, vn: &VnState, address: &str, error: &str) {
-        let Some(server) = &self.server else {
-            return;
-        };
-        let gone = server.give_up(address, error);
-        tracing::error!(vn = %vn.name, "{} protected object(s) lost: {error}", gone.len());
-        for object in gone {
-            let _ = vn.events.send(VnEvent::RecoveryFailed {
-                object,
-                error: error.to_owned(),
-            });
-        }
-    }
 }
+
+/// How long a node lost by a virtual node acquired from the overlay waits
+/// for its replacement before its objects go to a surviving node.
+const REPLACEMENT_WAIT: Duration = Duration::from_secs(10);
 
 /// How often a deployment asks a stand-alone FT server what it recovered.
 const EVENTS_POLL: Duration = Duration::from_millis(250);
@@ -535,14 +500,6 @@ async fn follow_recoveries(runtime: Runtime, watch: NodeUrl, vns: HashMap<String
         seen = Some(all);
     }
 }
-
-/// How many times the objects of a dead runtime are tried on another node
-/// when the one taken dies too.
-const MAX_ATTEMPTS: usize = 20;
-
-/// How long a node lost by a virtual node acquired from the overlay waits
-/// for its replacement before its objects go to a surviving node.
-const REPLACEMENT_WAIT: Duration = Duration::from_secs(10);
 
 /// A node of `vn` not among `present` (the overlay's replacement of a lost
 /// one), on a runtime not known dead; waits up to [`REPLACEMENT_WAIT`].

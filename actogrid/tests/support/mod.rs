@@ -614,6 +614,28 @@ pub fn push_to_each(
         .collect()
 }
 
+/// Stops the pushers of [`push_to_each`] (`stop`), waits for them, and
+/// checks that each of `recorders` holds exactly what was pushed to it, in
+/// order: the record of a failure-free run. Returns how many values were
+/// pushed.
+pub async fn check_pushed(
+    recorders: &[actogrid_builtin::RecorderProxy],
+    work: Vec<tokio::task::JoinHandle<Vec<u64>>>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut expected = Vec::new();
+    for w in work {
+        expected.push(w.await.expect("a pushing task"));
+    }
+    for (r, want) in recorders.iter().zip(&expected) {
+        let seen = r.seen().await.unwrap();
+        assert_eq!(seen.len(), want.len(), "a value lost or served twice");
+        assert_eq!(&seen, want, "the record differs from a failure-free run");
+    }
+    expected.iter().map(Vec::len).sum()
+}
+
 /// The recoveries `events` saw, with how long each took; panics on a
 /// failed one.
 pub fn recoveries(
