@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actogrid::{Deployment, VnEvent};
-use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy};
+use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy, WorkerProxy};
 use support::{
     TempDir, alive, check_pushed, ft_service, load, local_descriptor, push_to_each, recoveries,
     runtime, with_services,
@@ -601,16 +601,10 @@ async fn a_stand_alone_ft_server_detects_failures_and_recovers_on_its_own() {
     assert!(left.is_empty(), "the store stayed: {left:?}");
 }
 
-/// Protected tellers moving money between accounts of an unprotected
-/// virtual node, while the tellers' runtimes are killed: a recovered
-/// teller makes its calls again, and the accounts answer them with the
-/// replies they gave (kept for protected callers), so every transfer is
-/// in its ledgers once and every teller's count is that of a failure-free
-/// run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unprotected_objects_answer_a_recovered_caller_again() {
-    let dir = TempDir::new("ft-unprotected");
-    let text = protected(&dir, 4, "1h")
+/// `protected(dir, 4, "1h")` with an unprotected virtual node `Ledgers` of
+/// two local runtimes, deployed; with that node's nodes.
+async fn with_ledgers(dir: &TempDir) -> (Deployed, Vec<actogrid::Node>) {
+    let text = protected(dir, 4, "1h")
         .replacen(
             "</virtualNodesDefinition>",
             "<virtualNode name=\"Ledgers\" property=\"multiple\" timeout=\"60s\"/></virtualNodesDefinition>",
@@ -626,7 +620,7 @@ async fn unprotected_objects_answer_a_recovered_caller_again() {
             "<jvm name=\"ledgers\" runtimes=\"2\" askedNodes=\"1\"><creation><processReference refid=\"localRuntime\"/></creation></jvm></jvms>",
             1,
         );
-    let run = deploy(&dir, &text).await;
+    let run = deploy(dir, &text).await;
     let ledgers = run
         .d
         .virtual_node("Ledgers")
@@ -635,6 +629,57 @@ async fn unprotected_objects_answer_a_recovered_caller_again() {
         .await
         .unwrap();
     assert_eq!(ledgers.len(), 2);
+    (run, ledgers)
+}
+
+/// A protected teller's call still queued at an unprotected account (busy
+/// with an earlier request) when the teller's runtime is killed: the
+/// account serves it all the same, and answers the recovered teller's copy
+/// with that reply, so the transfer is in the ledgers once and the
+/// teller's caller gets its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_queued_when_its_protected_caller_dies_is_served_once() {
+    let dir = TempDir::new("ft-queued");
+    let (run, ledgers) = with_ledgers(&dir).await;
+    let from = AccountProxy::new(&ledgers[0], 100).await.unwrap();
+    let to = AccountProxy::new(&ledgers[1], 100).await.unwrap();
+    // `from` awaits a slow worker's answer meanwhile.
+    let worker = WorkerProxy::new(&ledgers[1], "slow".into()).await.unwrap();
+    let busy = from.apply_when(1, worker.slow(1_500, 5));
+    let teller = TellerProxy::new(&run.nodes[0]).await.unwrap();
+    let transfer = tokio::spawn({
+        let (teller, from, to) = (teller.clone(), from.clone(), to.clone());
+        async move { teller.transfer(2, from, to, 3).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = run
+        .d
+        .runtimes()
+        .into_iter()
+        .find(|r| r.nodes.contains(run.nodes[0].url()))
+        .expect("the teller's runtime");
+    sigkill(victim.pid);
+    assert_eq!(busy.await.unwrap(), 105);
+    let count = tokio::time::timeout(Duration::from_secs(60), transfer)
+        .await
+        .expect("the transfer answered")
+        .expect("the transfer's task");
+    assert_eq!(count.unwrap(), 1, "the teller's count");
+    assert_eq!(from.ledger().await.unwrap(), vec![(1, 5), (2, -3)]);
+    assert_eq!(to.ledger().await.unwrap(), vec![(2, 3)]);
+    run.end().await;
+}
+
+/// Protected tellers moving money between accounts of an unprotected
+/// virtual node, while the tellers' runtimes are killed: a recovered
+/// teller makes its calls again, and the accounts answer them with the
+/// replies they gave (kept for protected callers), so every transfer is
+/// in its ledgers once and every teller's count is that of a failure-free
+/// run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprotected_objects_answer_a_recovered_caller_again() {
+    let dir = TempDir::new("ft-unprotected");
+    let (run, ledgers) = with_ledgers(&dir).await;
     const START: i64 = 1_000;
     let mut accounts = Vec::new();
     for node in ledgers.iter().chain(&ledgers) {

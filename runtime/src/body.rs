@@ -10,8 +10,10 @@
 //!   request that overtook an earlier one (for at most the reorder
 //!   timeout, so a request lost with a dead connection cannot stall its
 //!   sender forever);
-//! * a request whose sequence number was already served is a duplicate
-//!   and is dropped;
+//! * a request whose sequence number was already served is a duplicate:
+//!   interceptors that keep replies answer it, else it is refused; a copy
+//!   of a request still queued waits for it, and a request dropped because
+//!   its caller was gone is served when sent again;
 //! * a panic in a method reaches the caller as `CallError::Panicked` and
 //!   the object goes on serving.
 
@@ -19,7 +21,7 @@
 // then copies a pointer instead of the whole request, several times each.
 #![allow(clippy::vec_box)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -256,6 +258,12 @@ impl Mailbox {
 /// ones for the reorder timeout.
 const MAX_AHEAD: u64 = 1 << 20;
 
+/// How many copies of queued requests, and how many sequence numbers of
+/// requests dropped unserved, a body keeps per sender (see
+/// [`SenderOrder::parked`] and [`SenderOrder::dropped`]); the oldest go
+/// first.
+const MAX_RESENT: usize = 1024;
+
 /// Per-sender ordering: the next sequence number expected from each
 /// sender, and requests that arrived ahead of it.
 #[derive(Default)]
@@ -271,6 +279,27 @@ struct SenderOrder {
     served: u64,
     ahead: BTreeMap<u64, Box<Inbound>>,
     since: Option<Instant>,
+    /// Copies of admitted requests not yet served, sent again by their
+    /// sender (a recovered object makes its calls again): each waits for
+    /// its original, and gets its reply, or is served in its place if the
+    /// original's caller is gone.
+    parked: BTreeMap<u64, Box<Inbound>>,
+    /// Requests dropped unserved because their caller's connection was
+    /// gone: sent again, they are served.
+    dropped: BTreeSet<u64>,
+}
+
+impl SenderOrder {
+    fn new(expected: u64) -> SenderOrder {
+        SenderOrder {
+            expected,
+            served: expected,
+            ahead: BTreeMap::new(),
+            since: None,
+            parked: BTreeMap::new(),
+            dropped: BTreeSet::new(),
+        }
+    }
 }
 
 impl Order {
@@ -278,17 +307,7 @@ impl Order {
         Order {
             senders: table
                 .iter()
-                .map(|&(sender, expected)| {
-                    (
-                        sender,
-                        SenderOrder {
-                            expected,
-                            served: expected,
-                            ahead: BTreeMap::new(),
-                            since: None,
-                        },
-                    )
-                })
+                .map(|&(sender, expected)| (sender, SenderOrder::new(expected)))
                 .collect(),
         }
     }
@@ -305,6 +324,28 @@ impl Order {
         {
             s.served = s.served.max(seq + 1);
         }
+    }
+
+    /// Records that a request was dropped unserved, its caller's
+    /// connection gone: a copy sent again is served.
+    fn dropped(&mut self, sender: u64, seq: u64) {
+        self.served(sender, seq);
+        if seq != 0
+            && let Some(s) = self.senders.get_mut(&sender)
+        {
+            s.dropped.insert(seq);
+            if s.dropped.len() > MAX_RESENT {
+                s.dropped.pop_first();
+            }
+        }
+    }
+
+    /// The copy of a request sent again while it waited to be served.
+    fn take_parked(&mut self, sender: u64, seq: u64) -> Option<Box<Inbound>> {
+        if seq == 0 {
+            return None;
+        }
+        self.senders.get_mut(&sender)?.parked.remove(&seq)
     }
 
     /// Admits a request: pushes onto `out` those now due, in order, and
@@ -324,13 +365,26 @@ impl Order {
         // table moved with the object (migration, checkpoint) knows the
         // senders it served: a sender met for the first time starts at 1,
         // even when a later request of its overtook the first.
-        let s = self.senders.entry(inbound.sender).or_insert(SenderOrder {
-            expected: 1,
-            served: 1,
-            ahead: BTreeMap::new(),
-            since: None,
-        });
+        let s = self
+            .senders
+            .entry(inbound.sender)
+            .or_insert_with(|| SenderOrder::new(1));
         if inbound.seq < s.expected {
+            if s.dropped.remove(&inbound.seq) {
+                // Never served: served now.
+                out.push_back(inbound);
+                return;
+            }
+            if inbound.seq >= s.served && !s.parked.contains_key(&inbound.seq) {
+                // Its original waits to be served: this copy waits for it.
+                s.parked.insert(inbound.seq, inbound);
+                if s.parked.len() > MAX_RESENT
+                    && let Some((_, oldest)) = s.parked.pop_first()
+                {
+                    late.push(oldest);
+                }
+                return;
+            }
             tracing::debug!(
                 sender = inbound.sender,
                 seq = inbound.seq,
@@ -404,7 +458,10 @@ impl Order {
     fn drain(&mut self) -> Vec<Box<Inbound>> {
         self.senders
             .values_mut()
-            .flat_map(|s| std::mem::take(&mut s.ahead).into_values())
+            .flat_map(|s| {
+                let parked = std::mem::take(&mut s.parked).into_values();
+                std::mem::take(&mut s.ahead).into_values().chain(parked)
+            })
             .collect()
     }
 }
@@ -604,18 +661,25 @@ impl Body {
                 },
             };
             let (sender, seq) = (inbound.sender, inbound.seq);
-            if let ReplyTo::Remote { conn, .. } = &inbound.reply
-                && conn.is_closed()
-            {
-                // Its caller is gone: nobody would get the reply.
-                tracing::debug!(
-                    object = self.id,
-                    "dropped a request of {}, whose connection is gone",
-                    conn.peer
-                );
-                self.order.served(sender, seq);
-                continue;
-            }
+            let inbound = match &inbound.reply {
+                ReplyTo::Remote { conn, .. } if conn.is_closed() => {
+                    match self.order.take_parked(sender, seq) {
+                        // Sent again meanwhile: the copy is served.
+                        Some(copy) => copy,
+                        None => {
+                            // Its caller is gone: nobody would get the reply.
+                            tracing::debug!(
+                                object = self.id,
+                                "dropped a request of {}, whose connection is gone",
+                                conn.peer
+                            );
+                            self.order.dropped(sender, seq);
+                            continue;
+                        }
+                    }
+                }
+                _ => inbound,
+            };
             if inbound.flags & FLAG_TERMINATE != 0 {
                 self.order.served(sender, seq);
                 inbound.reply.send(&self.runtime, Outcome::ok_unit(), None);
@@ -647,6 +711,10 @@ impl Body {
             }
             self.deliver(inbound).await;
             self.order.served(sender, seq);
+            if let Some(copy) = self.order.take_parked(sender, seq) {
+                // Answered as any duplicate, now that its original was.
+                self.refuse_late(*copy).await;
+            }
         }
     }
 
@@ -1147,4 +1215,73 @@ fn encode_failure(e: codec::EncodeFailure, method: &str) -> Outcome {
 /// message says what panicked, where, on which host and process.
 fn panic_message(panic: &(dyn std::any::Any + Send), _method: &str) -> String {
     crate::panics::describe(panic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(sender: u64, seq: u64) -> Box<Inbound> {
+        Box::new(Inbound {
+            target: 1,
+            sender,
+            seq,
+            flags: 0,
+            header: bytes::Bytes::new(),
+            payload: bytes::Bytes::new(),
+            held: Vec::new(),
+            reply: ReplyTo::Nobody,
+        })
+    }
+
+    /// Admits `seq` of sender 7: the sequence numbers made due, and those
+    /// refused as late.
+    fn admit(order: &mut Order, seq: u64) -> (Vec<u64>, Vec<u64>) {
+        let (mut due, mut late) = (VecDeque::new(), Vec::new());
+        order.admit(request(7, seq), &mut due, &mut late);
+        (
+            due.iter().map(|r| r.seq).collect(),
+            late.iter().map(|r| r.seq).collect(),
+        )
+    }
+
+    #[test]
+    fn a_copy_of_a_queued_request_waits_for_it_and_a_dropped_one_is_served_when_sent_again() {
+        let mut order = Order::default();
+        assert_eq!(admit(&mut order, 1), (vec![1], vec![]));
+        assert_eq!(admit(&mut order, 2), (vec![2], vec![]));
+        // #1 still queued: its copy waits for it.
+        assert_eq!(admit(&mut order, 1), (vec![], vec![]));
+        assert_eq!(order.take_parked(7, 1).map(|r| r.seq), Some(1));
+        assert!(order.take_parked(7, 1).is_none());
+        order.served(7, 1);
+        // Served: a copy now is a duplicate, for the interceptors to answer.
+        assert_eq!(admit(&mut order, 1), (vec![], vec![1]));
+        // #2 dropped, its caller gone: sent again, it is served, once.
+        order.dropped(7, 2);
+        assert_eq!(admit(&mut order, 2), (vec![2], vec![]));
+        order.served(7, 2);
+        assert_eq!(admit(&mut order, 2), (vec![], vec![2]));
+        assert_eq!(order.table(), vec![(7, 3)]);
+    }
+
+    #[test]
+    fn copies_and_dropped_requests_kept_are_bounded() {
+        let mut order = Order::default();
+        let n = MAX_RESENT as u64 + 10;
+        for seq in 1..=n {
+            admit(&mut order, seq);
+        }
+        let mut refused = Vec::new();
+        for seq in 1..=n {
+            refused.extend(admit(&mut order, seq).1);
+        }
+        assert_eq!(refused, (1..=10).collect::<Vec<_>>(), "the oldest copies");
+        for seq in 1..=n {
+            order.take_parked(7, seq);
+            order.dropped(7, seq);
+        }
+        assert_eq!(admit(&mut order, 1), (vec![], vec![1]), "forgotten");
+        assert_eq!(admit(&mut order, n), (vec![n], vec![]));
+    }
 }
