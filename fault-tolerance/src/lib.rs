@@ -7,9 +7,10 @@
 //! bodies and run as a technical service; the FT server keeps checkpoints and
 //! logs in a durable store.
 //!
-//! * [`pml`]: the PML protocol cores, sans-IO state machines that the
-//!   runtime's hooks drive in production and a seeded simulator drives in
-//!   the tests.
+//! * [`pml`]: the PML protocol cores, sans-IO state machines that a
+//!   seeded simulator drives in the tests: the protocol's specification.
+//!   Production follows the same rules in [`server`], with the runtime's
+//!   hooks (the differences are listed in `docs/fault-tolerance.md`).
 //! * [`server`]: the FT server's recovery side driven by the runtime's
 //!   hooks — logging into the store before delivery, checkpoints, the
 //!   location service, recovery of a failed runtime's objects.

@@ -269,6 +269,8 @@ const MAX_RESENT: usize = 1024;
 #[derive(Default)]
 pub(crate) struct Order {
     senders: IdMap<u64, SenderOrder>,
+    /// Copies parked, over all senders (none, nearly always).
+    parked: usize,
 }
 
 struct SenderOrder {
@@ -309,6 +311,7 @@ impl Order {
                 .iter()
                 .map(|&(sender, expected)| (sender, SenderOrder::new(expected)))
                 .collect(),
+            parked: 0,
         }
     }
 
@@ -342,10 +345,12 @@ impl Order {
 
     /// The copy of a request sent again while it waited to be served.
     fn take_parked(&mut self, sender: u64, seq: u64) -> Option<Box<Inbound>> {
-        if seq == 0 {
+        if seq == 0 || self.parked == 0 {
             return None;
         }
-        self.senders.get_mut(&sender)?.parked.remove(&seq)
+        let copy = self.senders.get_mut(&sender)?.parked.remove(&seq)?;
+        self.parked -= 1;
+        Some(copy)
     }
 
     /// Admits a request: pushes onto `out` those now due, in order, and
@@ -378,9 +383,11 @@ impl Order {
             if inbound.seq >= s.served && !s.parked.contains_key(&inbound.seq) {
                 // Its original waits to be served: this copy waits for it.
                 s.parked.insert(inbound.seq, inbound);
+                self.parked += 1;
                 if s.parked.len() > MAX_RESENT
                     && let Some((_, oldest)) = s.parked.pop_first()
                 {
+                    self.parked -= 1;
                     late.push(oldest);
                 }
                 return;
@@ -456,6 +463,7 @@ impl Order {
     }
 
     fn drain(&mut self) -> Vec<Box<Inbound>> {
+        self.parked = 0;
         self.senders
             .values_mut()
             .flat_map(|s| {

@@ -6,8 +6,12 @@
 //! This module is the protocol as sans-IO state machines: they take events
 //! (a message arrived, the store made something durable, the body finished
 //! serving a request, time passed) and return actions (append, deliver, send, checkpoint);
-//! they do no I/O and read no clock. The runtime's hooks drive them in
-//! production, a seeded simulator in the tests (`tests/pml_sim.rs`).
+//! they do no I/O and read no clock. A seeded simulator drives them in the
+//! tests (`tests/pml_sim.rs`). Production ([`crate::server`]) follows the
+//! same rules with the runtime's hooks, but does not drive these cores
+//! yet; where it differs (replies to an object's own calls are kept by the
+//! object called instead of logged by the caller) is written in
+//! `docs/fault-tolerance.md`.
 //!
 //! | core | one per | role |
 //! |---|---|---|
