@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use actogrid::{Deployment, VnEvent};
+use actogrid::{Deployment, Proxy as _, VnEvent};
 use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy, WorkerProxy};
 use support::{
     TempDir, alive, check_pushed, ft_service, load, local_descriptor, push_to_each, recoveries,
@@ -339,40 +339,54 @@ async fn balanced_objects_recover_where_they_moved() {
 }
 
 /// A future passed as an argument to a protected object that dies while
-/// awaiting it: its value is not forwarded to the recovered object (yet),
-/// so the call ends with an error that says so — no hang — and the object
-/// serves on.
+/// awaiting it: the caller sends the request again where the object
+/// recovered, and the value follows it there, so the call ends as in a
+/// failure-free run. Once with the value still to come when the request
+/// is served again, once with it (most likely) already there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pending_future_argument_of_a_recovered_request_fails_clearly() {
+async fn a_pending_future_argument_reaches_the_recovered_object() {
     let dir = TempDir::new("ft-future");
-    let run = deploy(&dir, &protected(&dir, 3, "200ms")).await;
-    let nodes = &run.nodes;
-    let account = AccountProxy::new(&nodes[0], 10).await.unwrap();
-    let producer = RecorderProxy::new(&nodes[1]).await.unwrap();
-    assert_eq!(account.balance().await.unwrap(), 10);
-    // The value comes in 1.5 s; the account's runtime dies meanwhile.
-    let amount = producer.push_after(1500, 5);
-    let applied = account.apply_when(1, amount);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let victim = run
-        .d
-        .runtimes()
-        .into_iter()
-        .find(|r| r.nodes.contains(nodes[0].url()))
-        .expect("the account's runtime");
-    sigkill(victim.pid);
-    let error = tokio::time::timeout(Duration::from_secs(30), applied)
+    let mut run = deploy(&dir, &protected(&dir, 4, "200ms")).await;
+    let account = AccountProxy::new(&run.nodes[0], 10).await.unwrap();
+    // Unprotected, in this process: never killed.
+    let producer = WorkerProxy::new(&run.rt.local_node("producer"), "producer".into())
         .await
-        .expect("the call was answered")
-        .expect_err("the value did not reach the recovered object");
-    assert!(
-        error
-            .to_string()
-            .contains("not forwarded to a recovered object"),
-        "{error}"
+        .unwrap();
+    assert_eq!(account.balance().await.unwrap(), 10);
+    let mut home = run.nodes[0].url().to_string();
+    for (id, after_ms) in [(1u64, 2_500), (2, 400)] {
+        let amount = producer.slow(after_ms, 5);
+        let applied = account.apply_when(id, amount);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let victim = run
+            .d
+            .runtimes()
+            .into_iter()
+            .find(|r| r.nodes.iter().any(|n| n.to_string() == home))
+            .expect("the account's runtime");
+        sigkill(victim.pid);
+        let balance = tokio::time::timeout(Duration::from_secs(30), applied)
+            .await
+            .expect("the call was answered")
+            .unwrap_or_else(|e| panic!("transfer {id}: {e}"));
+        assert_eq!(balance, 10 + 5 * id as i64, "transfer {id}");
+        home = loop {
+            match run.events.recv().await.expect("the virtual node's events") {
+                VnEvent::Recovered { object, node, .. } if object == account.active_ref().id() => {
+                    break node.url().to_string();
+                }
+                VnEvent::RecoveryFailed { object, error } => {
+                    panic!("object {object:#x} was not recovered: {error}")
+                }
+                _ => {}
+            }
+        };
+    }
+    assert_eq!(account.apply(3, 1).await.unwrap(), 21);
+    assert_eq!(
+        account.ledger().await.unwrap(),
+        vec![(1, 5), (2, 5), (3, 1)]
     );
-    assert_eq!(account.apply(2, 1).await.unwrap(), 11);
-    assert_eq!(account.ledger().await.unwrap(), vec![(2, 1)]);
     run.end().await;
 }
 

@@ -131,6 +131,10 @@ struct Entry {
     covered: LogPosition,
     /// Being recovered: callers wait.
     recovering: bool,
+    /// Recovered, and serving its log (or just served it) while the
+    /// replies it gives are compared and recorded: its next checkpoint,
+    /// which counts those requests as served, waits.
+    unchecked: bool,
 }
 
 /// Where a protected object's protocol stands, for the agent that starts
@@ -544,21 +548,38 @@ impl FtServer {
                 reply,
             });
         }
-        let recovered = to
-            .recover_answering(checkpoint, log, replies)
+        to.recover_serving(checkpoint, log, replies)
             .await
             .map_err(|e| FtError::Restore {
                 object,
                 node: to.url().to_string(),
                 reason: e.to_string(),
             })?;
-        self.check_replay(object, &recovered.replies).await;
+        // Found there while it replays: a logged request's caller sends it
+        // again, bringing the values of the futures it passed, and objects
+        // recovered with it may call it from their own replays.
         {
             let mut objects = lock(&self.objects);
             let e = objects.get_mut(&object).expect("listed above");
             e.address = address;
             e.recovering = false;
+            e.unchecked = true;
         }
+        self.bump();
+        match to.replayed(object).await {
+            Ok(replies) => self.check_replay(object, &replies).await,
+            // Its new runtime failed during the replay: a recovery of that
+            // runtime's objects takes it up from here.
+            Err(e) => tracing::warn!(
+                object = format_args!("{object:#x}"),
+                node = %to.url(),
+                "the recovered object did not finish serving its log: {e}"
+            ),
+        }
+        if let Some(e) = lock(&self.objects).get_mut(&object) {
+            e.unchecked = false;
+        }
+        self.bump();
         tracing::info!(
             object = format_args!("{object:#x}"),
             incarnation = incarnation.0,
@@ -667,6 +688,7 @@ impl FtServer {
             next: LogPosition(0),
             covered: LogPosition(0),
             recovering: false,
+            unchecked: false,
         });
         if !e.recovering {
             // Known already: it moved (load balancing, a migration, maybe
@@ -713,6 +735,17 @@ impl FtServer {
             state: with_covers,
         };
         let truncate = LogPosition(reserved.truncate.min(reserved.covers));
+        // After a recovery, not before the replies of the log served again
+        // are recorded: this checkpoint counts those requests as served.
+        let mut changed = self.changed.subscribe();
+        while lock(&self.objects)
+            .get(&object)
+            .is_some_and(|e| e.unchecked)
+        {
+            if changed.changed().await.is_err() {
+                break;
+            }
+        }
         self.store
             .put_checkpoint(&key(object), stored, Some(truncate))
             .await?;
@@ -902,13 +935,14 @@ pub(crate) struct Shared {
     pub(crate) link: Arc<dyn FtLink>,
     ttc: Duration,
     pub(crate) objects: Mutex<HashMap<u64, Local>>,
-    /// Replies being recorded. A checkpoint waits for them: a request it
-    /// counts as served is then answered from the store if it comes again.
-    recording: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The replies on their way to the store, by (object, sender,
     /// sequence): a duplicate that comes meanwhile gets its reply from
-    /// here.
+    /// here. A checkpoint of an object waits until none of its own is
+    /// left: a request it counts as served is then answered from the store
+    /// if it comes again.
     unrecorded: Mutex<HashMap<(u64, u64, u64), Vec<u8>>>,
+    /// Told each time a reply leaves `unrecorded`.
+    recorded: tokio::sync::Notify,
 }
 
 impl Protection {
@@ -920,8 +954,8 @@ impl Protection {
                 link,
                 ttc,
                 objects: Mutex::new(HashMap::new()),
-                recording: Mutex::new(Vec::new()),
                 unrecorded: Mutex::new(HashMap::new()),
+                recorded: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -972,10 +1006,7 @@ impl Shared {
         reserved: Reserved,
     ) -> Result<(), String> {
         let state = postcard::to_allocvec(&checkpoint).map_err(|e| e.to_string())?;
-        let recording = std::mem::take(&mut *lock(&self.recording));
-        for r in recording {
-            let _ = r.await;
-        }
+        self.replies_recorded(object).await;
         self.link.checkpoint(object, reserved, state).await?;
         if let Some(e) = lock(&self.objects).get_mut(&object) {
             e.checkpointed = Some(Instant::now());
@@ -985,6 +1016,19 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Once no reply of `object` is on its way to the store.
+    async fn replies_recorded(&self, object: u64) {
+        loop {
+            let notified = self.recorded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !lock(&self.unrecorded).keys().any(|k| k.0 == object) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Before `delivery`: the object known here, checkpointed if due
@@ -1121,7 +1165,7 @@ impl Interceptor for Protection {
         // Recorded in the background: a reply is needed from the store only
         // for a request sent again once a checkpoint counts it as served,
         // and checkpoints wait for it.
-        let recording = tokio::spawn(async move {
+        tokio::spawn(async move {
             let write = Write::Reply {
                 object,
                 sender,
@@ -1133,10 +1177,8 @@ impl Interceptor for Protection {
                 tracing::warn!("the reply of object {object:#x} was not recorded: {e}");
             }
             lock(&shared.unrecorded).remove(&(object, sender, seq));
+            shared.recorded.notify_waiters();
         });
-        let mut all = lock(&self.shared.recording);
-        all.retain(|r| !r.is_finished());
-        all.push(recording);
     }
 
     fn duplicate<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Option<Reply>> {

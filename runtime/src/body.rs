@@ -491,21 +491,28 @@ pub(crate) struct Replay {
 impl Replay {
     /// The replies, once every request of the replay was answered.
     fn replies(&self) -> Option<Vec<crate::intercept::Replayed>> {
-        self.slots
-            .iter()
-            .map(|(sender, seq, slot)| {
-                let o = slot.outcome()?;
-                Some(crate::intercept::Replayed {
-                    sender: *sender,
-                    seq: *seq,
-                    reply: Reply {
-                        outcome: serve_outcome(o.status),
-                        payload: o.payload.to_vec(),
-                    },
-                })
-            })
-            .collect()
+        self.slots.iter().map(answered).collect()
     }
+
+    /// What answers late copies of the requests served since a recovery:
+    /// the replies it brought, and those of the log served.
+    fn carried(&self) -> Vec<crate::intercept::Replayed> {
+        let served = self.slots.iter().filter_map(answered);
+        self.answers.iter().cloned().chain(served).collect()
+    }
+}
+
+/// How a request of a replay was answered, once it was.
+fn answered((sender, seq, slot): &(u64, u64, Arc<Slot>)) -> Option<crate::intercept::Replayed> {
+    let o = slot.outcome()?;
+    Some(crate::intercept::Replayed {
+        sender: *sender,
+        seq: *seq,
+        reply: Reply {
+            outcome: serve_outcome(o.status),
+            payload: o.payload.to_vec(),
+        },
+    })
 }
 
 /// How serving ended, as interceptors are told.
@@ -1180,7 +1187,10 @@ impl Body {
             inbound.reply.send(&self.runtime, Outcome::ok_unit(), None);
             return Err(());
         }
-        let restored = self.runtime.remote_restore(&target, checkpoint, held).await;
+        let restored = self
+            .runtime
+            .remote_restore(&target, checkpoint, held, self.replay.carried())
+            .await;
         if let Err(e) = restored {
             let o = Outcome::failure(
                 Status::NotMigratable,

@@ -61,6 +61,16 @@ pub(crate) struct Retained {
     pub(crate) resent: u32,
 }
 
+/// Notes that `moved` says where an object lives now, unless the reply is
+/// a failure: it then names the runtime where the call failed.
+fn note_moved(rt: &Runtime, moved: Option<(u64, &str)>, status: Status) {
+    if let Some((object, to)) = moved
+        && status != Status::NodeDied
+    {
+        rt.moved(object, to);
+    }
+}
+
 /// Where the reply to a request goes.
 pub(crate) enum ReplyTo {
     /// One-way call: nobody.
@@ -77,9 +87,7 @@ impl ReplyTo {
         match self {
             ReplyTo::Nobody => {}
             ReplyTo::Slot(slot) => {
-                if let Some((object, to)) = moved {
-                    rt.moved(object, to);
-                }
+                note_moved(rt, moved, outcome.status);
                 slot.resolve(outcome);
             }
             ReplyTo::Remote { conn, call_id } => conn.reply(call_id, outcome, moved),
@@ -396,9 +404,15 @@ impl Conn {
                     ),
                     None => r.slot.resolve(outcome),
                 },
-                Pending::Relay { to, .. } => {
+                Pending::Relay {
+                    to,
+                    object,
+                    moved_to,
+                } => {
+                    // Where it failed goes back with the failure: a caller
+                    // that follows recoveries asks where the object is now.
                     if let Some(rt) = &rt {
-                        to.send(rt, outcome, None);
+                        to.send(rt, outcome, Some((object, &moved_to)));
                     }
                 }
             }
@@ -548,17 +562,21 @@ impl Conn {
             let moved = r.moved.as_ref().map(|(o, a)| (*o, a.as_str()));
             match pending {
                 Pending::Slot(slot) => {
-                    if let Some((object, to)) = moved {
-                        rt.moved(object, to);
-                    }
+                    note_moved(rt, moved, outcome.status);
                     slot.resolve(outcome);
                 }
-                Pending::Retained(r) => {
-                    if let Some((object, to)) = moved {
-                        rt.moved(object, to);
+                Pending::Retained(r) => match moved {
+                    // A runtime that passed the call on lost the one it
+                    // passed it to: asked where the object is now.
+                    Some((_, dead)) if outcome.status == Status::NodeDied => {
+                        let reason = String::from_utf8_lossy(&outcome.payload).into_owned();
+                        rt.relocate(r, dead, reason);
                     }
-                    r.slot.resolve(outcome);
-                }
+                    _ => {
+                        note_moved(rt, moved, outcome.status);
+                        r.slot.resolve(outcome);
+                    }
+                },
                 Pending::Relay {
                     to,
                     object,

@@ -327,7 +327,15 @@ pub(crate) struct FutureTable {
 struct TableInner {
     known: IdMap<FutureId, Weak<Slot>>,
     pinned: IdMap<FutureId, Arc<Slot>>,
+    /// Futures of requests a recovery serves again, waiting for their
+    /// caller's copy of the request (see [`FutureTable::await_copy`]).
+    uncopied: IdMap<FutureId, ()>,
 }
+
+/// How long a future argument of a request served again after a recovery
+/// waits for its caller to send the request again (which brings its value)
+/// before it fails.
+pub(crate) const RECOVERED_VALUE_WAIT: Duration = Duration::from_secs(30);
 
 impl FutureTable {
     pub(crate) fn new(origin: u64) -> Arc<FutureTable> {
@@ -369,6 +377,10 @@ impl FutureTable {
     /// The slot for `id`, created pending if nobody holds it.
     pub(crate) fn get_or_create(self: &Arc<Self>, id: FutureId) -> Arc<Slot> {
         let mut inner = self.lock();
+        if !inner.uncopied.is_empty() {
+            // A request bringing it came: its value follows.
+            inner.uncopied.remove(&id);
+        }
         if let Some(slot) = inner.known.get(&id).and_then(Weak::upgrade) {
             return slot;
         }
@@ -376,6 +388,51 @@ impl FutureTable {
         slot.published
             .store(true, std::sync::atomic::Ordering::Relaxed);
         inner.known.insert(id, Arc::downgrade(&slot));
+        slot
+    }
+
+    /// The slot for future `id`, an argument of a request of `object` that
+    /// a recovery serves again. Its value went to the runtime that died,
+    /// unless the request's copy already came here: a caller following the
+    /// object's recovery sends the request again, and the value with it.
+    /// Until such a copy comes, the slot waits for at most
+    /// [`RECOVERED_VALUE_WAIT`], then fails saying why.
+    pub(crate) fn await_copy(self: &Arc<Self>, id: FutureId, object: u64) -> Arc<Slot> {
+        if let Some(slot) = self.get(id) {
+            return slot;
+        }
+        let slot = self.get_or_create(id);
+        self.lock().uncopied.insert(id, ());
+        let (table, waiting) = (Arc::downgrade(self), Arc::downgrade(&slot));
+        let expire = async move {
+            tokio::time::sleep(RECOVERED_VALUE_WAIT).await;
+            let Some(table) = table.upgrade() else {
+                return;
+            };
+            if table.lock().uncopied.remove(&id).is_none() {
+                return;
+            }
+            if let Some(slot) = waiting.upgrade() {
+                slot.resolve(Outcome::failure(
+                    Status::NodeDied,
+                    format!(
+                        "this future, an argument of a request active object {object:#x} served \
+                         again after its recovery, was pending when the object's runtime died, \
+                         and its caller did not send the request again within {} s to bring \
+                         its value (a one-way call, or a caller that does not follow \
+                         recoveries)",
+                        RECOVERED_VALUE_WAIT.as_secs()
+                    ),
+                ));
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn(expire)),
+            Err(_) => slot.resolve(Outcome::failure(
+                Status::NodeDied,
+                "a future argument of a recovered request was decoded outside of a tokio runtime",
+            )),
+        }
         slot
     }
 
@@ -438,21 +495,16 @@ impl FutureWire {
                     // a recovery serves again: the runtime that was to
                     // bring the value never heard of this one, so a slot
                     // waiting for it would wait forever.
+                    Some(object) if codec::replaying() => rt.futures().await_copy(id, object),
                     Some(object) => rt.futures().get(id).unwrap_or_else(|| {
-                        let message = if codec::replaying() {
-                            format!(
-                                "this future, an argument of a request active object {object:#x} \
-                                 served again after its recovery, was pending when its runtime \
-                                 died, and a value is not forwarded to a recovered object"
-                            )
-                        } else {
+                        Slot::ready(Outcome::failure(
+                            Status::NodeDied,
                             format!(
                                 "this future was pending when the checkpoint of active object \
                                  {object:#x} was taken, and a value is not forwarded to a \
                                  restored checkpoint; the call may or may not have been served"
-                            )
-                        };
-                        Slot::ready(Outcome::failure(Status::NodeDied, message))
+                            ),
+                        ))
                     }),
                     None => rt.futures().get_or_create(id),
                 },

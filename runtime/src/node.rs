@@ -145,6 +145,7 @@ impl Node {
             Control::Restore {
                 node: self.url.name().to_owned(),
                 checkpoint,
+                answers: Vec::new(),
             },
             "restore",
         )
@@ -184,9 +185,43 @@ impl Node {
                 checkpoint,
                 log,
                 replies,
+                serving: false,
             },
             "recover",
         )
+    }
+
+    /// [`Node::recover_answering`], answered as soon as the object is
+    /// restored and serves its log (its `replies` then empty), instead of
+    /// once it served it: callers may be told where it lives while it
+    /// replays — a logged request's caller sends it again, and with it the
+    /// values of the futures it passed. [`Node::replayed`] then tells how
+    /// the log was answered.
+    pub fn recover_serving(
+        &self,
+        checkpoint: Checkpoint,
+        log: Vec<crate::intercept::Logged>,
+        replies: Vec<crate::intercept::Replayed>,
+    ) -> Future<crate::intercept::Recovered> {
+        self.runtime.control(
+            &self.url,
+            Control::Recover {
+                node: self.url.name().to_owned(),
+                checkpoint,
+                log,
+                replies,
+                serving: true,
+            },
+            "recover",
+        )
+    }
+
+    /// How the log of `object`, recovered on this node's runtime with
+    /// [`Node::recover_serving`], was answered: once every logged request
+    /// was. Asked once.
+    pub fn replayed(&self, object: u64) -> Future<Vec<crate::intercept::Replayed>> {
+        self.runtime
+            .control(&self.url, Control::Replayed { object }, "replayed")
     }
 
     /// Registers `proxy` under `name` on this node's runtime, so any

@@ -203,6 +203,7 @@ impl Builder {
             address: self.address,
             config: self.config,
             futures: FutureTable::new(id),
+            replays: Mutex::default(),
             objects: RwLock::default(),
             names: RwLock::default(),
             nodes: Mutex::default(),
@@ -254,6 +255,10 @@ pub(crate) struct Inner {
     address: Option<String>,
     config: Config,
     futures: Arc<FutureTable>,
+    /// How the logs of objects recovered here with
+    /// [`Node::recover_serving`](crate::Node::recover_serving) were
+    /// answered, until asked for (`Node::replayed`).
+    replays: Mutex<IdMap<u64, tokio::sync::oneshot::Receiver<Vec<crate::intercept::Replayed>>>>,
     objects: RwLock<IdMap<u64, Hosted>>,
     /// Registered names: the object, and who registered it (a runtime id).
     names: RwLock<HashMap<String, (RefWire, u64)>>,
@@ -396,6 +401,9 @@ pub(crate) enum Control {
     Restore {
         node: String,
         checkpoint: Checkpoint,
+        /// Replies to requests the object served since a recovery, for
+        /// their late copies: they follow it when it moves.
+        answers: Vec<crate::intercept::Replayed>,
     },
     /// A restore that serves a log first (see `Node::recover`).
     Recover {
@@ -404,6 +412,14 @@ pub(crate) enum Control {
         log: Vec<crate::intercept::Logged>,
         /// Replies to requests the checkpoint counts, for their late copies.
         replies: Vec<crate::intercept::Replayed>,
+        /// Answered once the object serves its log, not once it served it
+        /// (`Node::recover_serving`).
+        serving: bool,
+    },
+    /// How the log of an object recovered with `serving` was answered,
+    /// once it was (`Node::replayed`).
+    Replayed {
+        object: u64,
     },
     Register {
         name: String,
@@ -2063,21 +2079,29 @@ impl Runtime {
             } => self
                 .create_here(&type_name, &node, &ctor, &inbound.held)
                 .map(|r| Box::new(r) as Box<dyn Encode + Send>),
-            Control::Restore { node, checkpoint } => self
-                .restore_here(
-                    &node,
-                    checkpoint,
-                    caller.runtime_id(),
-                    Vec::new(),
-                    Vec::new(),
-                )
+            Control::Restore {
+                node,
+                checkpoint,
+                answers,
+            } => self
+                .restore_here(&node, checkpoint, caller.runtime_id(), Vec::new(), answers)
                 .map(|(r, _)| Box::new(r) as Box<dyn Encode + Send>),
             Control::Recover {
                 node,
                 checkpoint,
                 log,
                 replies,
+                serving,
             } => match self.restore_here(&node, checkpoint, caller.runtime_id(), log, replies) {
+                Ok((reference, replayed)) if serving => {
+                    self.inner
+                        .replays
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(reference.id, replayed);
+                    let replies: Vec<crate::intercept::Replayed> = Vec::new();
+                    Ok(Box::new((reference, replies)) as Box<dyn Encode + Send>)
+                }
                 // Answered once the log was served.
                 Ok((reference, replayed)) => {
                     let rt = self.clone();
@@ -2097,6 +2121,35 @@ impl Runtime {
                 }
                 Err(e) => Err(e),
             },
+            Control::Replayed { object } => {
+                let replayed = self
+                    .inner
+                    .replays
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&object);
+                let Some(replayed) = replayed else {
+                    return self.answer_control(
+                        Err((
+                            Status::NoSuchObject,
+                            format!("no object {object:#x} was recovered here serving its log"),
+                        )),
+                        inbound,
+                    );
+                };
+                let rt = self.clone();
+                self.spawn(crate::compute::InBody(Box::pin(async move {
+                    let result = match replayed.await {
+                        Ok(replies) => Ok(Box::new(replies) as Box<dyn Encode + Send>),
+                        Err(_) => Err((
+                            Status::NodeDied,
+                            "the recovered object ended before its log was served".to_owned(),
+                        )),
+                    };
+                    rt.answer_control(result, inbound);
+                })));
+                return;
+            }
             Control::Register { name, object } => {
                 let mut names = self.inner.names.write().unwrap_or_else(|p| p.into_inner());
                 let registrant = caller.runtime_id().unwrap_or(self.inner.id);
@@ -2546,12 +2599,14 @@ impl Runtime {
         url: &NodeUrl,
         checkpoint: Checkpoint,
         embedded: Vec<Arc<Slot>>,
+        answers: Vec<crate::intercept::Replayed>,
     ) -> std::result::Result<(), String> {
         let restored: Future<RefWire> = self.control_holding(
             url,
             Control::Restore {
                 node: url.name().to_owned(),
                 checkpoint,
+                answers,
             },
             "restore",
             embedded,
