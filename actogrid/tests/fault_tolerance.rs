@@ -860,3 +860,25 @@ async fn a_stand_alone_ft_server_with_no_node_left_says_so() {
     run.end().await;
     assert!(server.stop().success());
 }
+
+/// A caller asking a protected object for its count (an immediate
+/// request) right after its runtime was killed: the request reaches the
+/// recovered object while it serves its log again, waits for the whole
+/// log, and sees every value pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_call_made_during_a_replay_sees_the_whole_log() {
+    let dir = TempDir::new("ft-immediate");
+    let run = deploy(&dir, &protected(&dir, 2, "1h")).await;
+    let object = RecorderProxy::new(&run.nodes[0]).await.unwrap();
+    let pid = object.pid().await.unwrap();
+    for v in 0..500u64 {
+        object.push(v).await.unwrap();
+    }
+    sigkill(pid);
+    let n = tokio::time::timeout(Duration::from_secs(30), object.count())
+        .await
+        .expect("the count was answered")
+        .unwrap();
+    assert_eq!(n, 500);
+    run.end().await;
+}

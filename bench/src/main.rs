@@ -113,6 +113,14 @@ fn main() -> anyhow::Result<()> {
     // The deployment benchmarks start this binary as their runtimes.
     actogrid::serve_if_deployed();
     let cli = Cli::parse();
+    // Logs only when asked (RUST_LOG): the benchmark's output stays clean.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init();
+    }
     let report = match cli.bench {
         Bench::DescriptorParse(args) => descriptor_parse::run(&args)?,
         Bench::AoRtt(args) => bench_runtime()?.block_on(ao_rtt::run(&args))?,

@@ -107,14 +107,6 @@ pub(crate) struct PeerArgs {
 
 /// An overlay peer daemon lending slots (what `actogrid peer` runs).
 pub(crate) async fn peer(args: &PeerArgs) -> anyhow::Result<()> {
-    // Logs only when asked (RUST_LOG): the benchmark's output stays clean.
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init();
-    }
     let listener = bind(&args.listen).await?;
     let options = actogrid::peer::PeerOptions {
         peers: args.peers.clone(),

@@ -635,8 +635,12 @@ impl Body {
                 let _ = done.send(replies);
             }
             // Next: an immediate request that arrived meanwhile, else the
-            // next admitted request, else the next one taken.
-            let immediate = if replaying == 0 {
+            // next admitted request, else the next one taken. Not ahead of
+            // the log: its last request may be taken and not yet served.
+            let replay_due = due
+                .front()
+                .is_some_and(|r: &Box<Inbound>| r.flags & crate::wire::FLAG_REPLAYED != 0);
+            let immediate = if replaying == 0 && !replay_due {
                 self.mailbox.pop_immediate()
             } else {
                 None
