@@ -621,7 +621,7 @@ impl Body {
         // Requests taken from the mailbox in one go, not yet admitted.
         let mut taken: VecDeque<Box<Inbound>> = VecDeque::new();
         // Admitted requests, in the order they are to be served.
-        let mut due = VecDeque::new();
+        let mut due: VecDeque<Box<Inbound>> = VecDeque::new();
         let mut late = Vec::new();
         // A recovered body serves its log first, as if taken from its
         // queue: what arrives meanwhile (immediate requests too) waits.
@@ -639,7 +639,7 @@ impl Body {
             // the log: its last request may be taken and not yet served.
             let replay_due = due
                 .front()
-                .is_some_and(|r: &Box<Inbound>| r.flags & crate::wire::FLAG_REPLAYED != 0);
+                .is_some_and(|r| r.flags & crate::wire::FLAG_REPLAYED != 0);
             let immediate = if replaying == 0 && !replay_due {
                 self.mailbox.pop_immediate()
             } else {
