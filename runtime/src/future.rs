@@ -381,14 +381,20 @@ impl FutureTable {
             // A request bringing it came: its value follows.
             inner.uncopied.remove(&id);
         }
+        self.known_or_new(&mut inner, id).0
+    }
+
+    /// The slot `inner` knows for `id`, or a new pending one it knows
+    /// from now on (then `true`).
+    fn known_or_new(self: &Arc<Self>, inner: &mut TableInner, id: FutureId) -> (Arc<Slot>, bool) {
         if let Some(slot) = inner.known.get(&id).and_then(Weak::upgrade) {
-            return slot;
+            return (slot, false);
         }
         let slot = Slot::new(id, None, false, Arc::downgrade(self));
         slot.published
             .store(true, std::sync::atomic::Ordering::Relaxed);
         inner.known.insert(id, Arc::downgrade(&slot));
-        slot
+        (slot, true)
     }
 
     /// The slot for future `id`, an argument of a request of `object` that
@@ -398,11 +404,15 @@ impl FutureTable {
     /// Until such a copy comes, the slot waits for at most
     /// [`RECOVERED_VALUE_WAIT`], then fails saying why.
     pub(crate) fn await_copy(self: &Arc<Self>, id: FutureId, object: u64) -> Arc<Slot> {
-        if let Some(slot) = self.get(id) {
-            return slot;
-        }
-        let slot = self.get_or_create(id);
-        self.lock().uncopied.insert(id, ());
+        let slot = {
+            let mut inner = self.lock();
+            let (slot, new) = self.known_or_new(&mut inner, id);
+            if !new {
+                return slot;
+            }
+            inner.uncopied.insert(id, ());
+            slot
+        };
         let (table, waiting) = (Arc::downgrade(self), Arc::downgrade(&slot));
         let expire = async move {
             tokio::time::sleep(RECOVERED_VALUE_WAIT).await;
@@ -493,8 +503,9 @@ impl FutureWire {
                 Some(rt) => match codec::restoring() {
                     // A checkpoint's state, or the arguments of a request
                     // a recovery serves again: the runtime that was to
-                    // bring the value never heard of this one, so a slot
-                    // waiting for it would wait forever.
+                    // bring the value never heard of this one. A request's
+                    // caller sends it again, and its values with it; a
+                    // checkpoint's future would wait forever.
                     Some(object) if codec::replaying() => rt.futures().await_copy(id, object),
                     Some(object) => rt.futures().get(id).unwrap_or_else(|| {
                         Slot::ready(Outcome::failure(
