@@ -4,10 +4,10 @@
 //! A deployment running its own FT server detects failures itself (process
 //! exits, job ends, missed lease renewals). A stand-alone server knows
 //! nothing of the deployments it serves, so each protected node tells it
-//! that it lives: it *beats* every heartbeat period the server gives
-//! ([`FtWatch::beat`]), naming its virtual node and the one its recovered
-//! objects go to first (the service's `spares`). A runtime silent for
-//! 2¼ periods is declared dead: its objects are recovered on a node of
+//! that it lives: it *beats* twice per heartbeat period, as the server
+//! asks ([`FtWatch::beat`]), naming its virtual node and the one its
+//! recovered objects go to first (the service's `spares`). A runtime
+//! silent for two periods (four beats missed in a row) is declared dead: its objects are recovered on a node of
 //! the spares virtual node that beats, else on one of its own virtual
 //! node, the server waiting up to its recovery wait for one to beat. A
 //! runtime declared dead that beats again (it was only hung) is told so,
@@ -77,10 +77,15 @@ pub struct WatchConfig {
     pub recovery_wait: Duration,
 }
 
-/// A runtime's silence after which it is declared dead: two heartbeats,
-/// and a quarter more for a beat under way.
+/// A runtime's silence after which it is declared dead: two heartbeat
+/// periods, in which it beats four times.
 pub fn silence_limit(heartbeat: Duration) -> Duration {
-    heartbeat * 9 / 4
+    heartbeat * 2
+}
+
+/// How long a node waits between two beats: half a heartbeat period.
+fn beat_interval(heartbeat: Duration) -> Duration {
+    heartbeat / 2
 }
 
 /// The runtimes beating to a server.
@@ -160,7 +165,7 @@ impl Watch {
             tracing::info!(node = %beat.node, vn = %beat.vn, "a protected node beats");
             member.nodes.push(beat);
         }
-        Ok(self.config.heartbeat)
+        Ok(beat_interval(self.config.heartbeat))
     }
 
     /// The runtimes silent for too long, taken out of the members.
@@ -264,10 +269,10 @@ impl FtServer {
     }
 }
 
-/// Sweeps the members every quarter heartbeat; a silent runtime's
-/// objects are recovered.
+/// Sweeps the members every eighth of a heartbeat period; a silent
+/// runtime's objects are recovered.
 async fn detect(server: Weak<FtServer>, watch: Arc<Watch>) {
-    let every = (watch.config.heartbeat / 4).max(Duration::from_millis(5));
+    let every = (watch.config.heartbeat / 8).max(Duration::from_millis(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
