@@ -21,7 +21,7 @@
 // then copies a pointer instead of the whole request, several times each.
 #![allow(clippy::vec_box)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -258,10 +258,8 @@ impl Mailbox {
 /// ones for the reorder timeout.
 const MAX_AHEAD: u64 = 1 << 20;
 
-/// How many copies of queued requests, and how many sequence numbers of
-/// requests dropped unserved, a body keeps per sender (see
-/// [`SenderOrder::parked`] and [`SenderOrder::dropped`]); the oldest go
-/// first.
+/// How many copies of queued requests a body keeps per sender (see
+/// [`SenderOrder::parked`]); the oldest go first.
 const MAX_RESENT: usize = 1024;
 
 /// Per-sender ordering: the next sequence number expected from each
@@ -286,9 +284,6 @@ struct SenderOrder {
     /// its original, and gets its reply, or is served in its place if the
     /// original's caller is gone.
     parked: BTreeMap<u64, Box<Inbound>>,
-    /// Requests dropped unserved because their caller's connection was
-    /// gone: sent again, they are served.
-    dropped: BTreeSet<u64>,
 }
 
 impl SenderOrder {
@@ -299,7 +294,6 @@ impl SenderOrder {
             ahead: BTreeMap::new(),
             since: None,
             parked: BTreeMap::new(),
-            dropped: BTreeSet::new(),
         }
     }
 }
@@ -321,24 +315,30 @@ impl Order {
     }
 
     /// Records that a request was served (or dropped by an interceptor).
+    /// Requests dropped before it (see [`Order::dropped`]) are then given
+    /// up: a copy of one would come after a later request was served.
     fn served(&mut self, sender: u64, seq: u64) {
         if seq != 0
             && let Some(s) = self.senders.get_mut(&sender)
         {
             s.served = s.served.max(seq + 1);
+            s.expected = s.expected.max(s.served);
         }
     }
 
     /// Records that a request was dropped unserved, its caller's
-    /// connection gone: a copy sent again is served.
+    /// connection gone: its sequence number is expected again, so a copy
+    /// sent again (a recovered caller's, say) is served, in its sender's
+    /// order — the requests after it wait for it — unless a later request
+    /// of its sender is served first.
     fn dropped(&mut self, sender: u64, seq: u64) {
-        self.served(sender, seq);
         if seq != 0
             && let Some(s) = self.senders.get_mut(&sender)
         {
-            s.dropped.insert(seq);
-            if s.dropped.len() > MAX_RESENT {
-                s.dropped.pop_first();
+            if seq >= s.served {
+                s.expected = s.expected.min(seq);
+            } else {
+                s.served = s.served.max(seq + 1);
             }
         }
     }
@@ -375,11 +375,6 @@ impl Order {
             .entry(inbound.sender)
             .or_insert_with(|| SenderOrder::new(1));
         if inbound.seq < s.expected {
-            if s.dropped.remove(&inbound.seq) {
-                // Never served: served now.
-                out.push_back(inbound);
-                return;
-            }
             if inbound.seq >= s.served && !s.parked.contains_key(&inbound.seq) {
                 // Its original waits to be served: this copy waits for it.
                 s.parked.insert(inbound.seq, inbound);
@@ -1268,7 +1263,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_of_a_queued_request_waits_for_it_and_a_dropped_one_is_served_when_sent_again() {
+    fn a_copy_of_a_queued_request_waits_for_it() {
         let mut order = Order::default();
         assert_eq!(admit(&mut order, 1), (vec![1], vec![]));
         assert_eq!(admit(&mut order, 2), (vec![2], vec![]));
@@ -1279,31 +1274,47 @@ mod tests {
         order.served(7, 1);
         // Served: a copy now is a duplicate, for the interceptors to answer.
         assert_eq!(admit(&mut order, 1), (vec![], vec![1]));
-        // #2 dropped, its caller gone: sent again, it is served, once.
-        order.dropped(7, 2);
-        assert_eq!(admit(&mut order, 2), (vec![2], vec![]));
-        order.served(7, 2);
-        assert_eq!(admit(&mut order, 2), (vec![], vec![2]));
-        assert_eq!(order.table(), vec![(7, 3)]);
-    }
-
-    #[test]
-    fn copies_and_dropped_requests_kept_are_bounded() {
-        let mut order = Order::default();
+        // Bounded: the oldest copies are refused.
         let n = MAX_RESENT as u64 + 10;
-        for seq in 1..=n {
+        for seq in 3..=n {
             admit(&mut order, seq);
         }
         let mut refused = Vec::new();
-        for seq in 1..=n {
+        for seq in 2..=n {
             refused.extend(admit(&mut order, seq).1);
         }
-        assert_eq!(refused, (1..=10).collect::<Vec<_>>(), "the oldest copies");
-        for seq in 1..=n {
-            order.take_parked(7, seq);
+        assert_eq!(refused, (2..11).collect::<Vec<_>>(), "the oldest copies");
+    }
+
+    #[test]
+    fn dropped_requests_sent_again_are_served_once_in_order() {
+        let mut order = Order::default();
+        for seq in 1..=4 {
+            assert_eq!(admit(&mut order, seq), (vec![seq], vec![]));
+        }
+        order.served(7, 1);
+        // #2, #3 and #4 dropped, their caller gone.
+        for seq in 2..=4 {
             order.dropped(7, seq);
         }
-        assert_eq!(admit(&mut order, 1), (vec![], vec![1]), "forgotten");
-        assert_eq!(admit(&mut order, n), (vec![n], vec![]));
+        assert_eq!(order.table(), vec![(7, 2)], "not served");
+        // Sent again out of order: served in order, once.
+        assert_eq!(admit(&mut order, 4), (vec![], vec![]));
+        assert_eq!(admit(&mut order, 3), (vec![], vec![]));
+        assert_eq!(admit(&mut order, 2), (vec![2, 3, 4], vec![]));
+        for seq in 2..=4 {
+            order.served(7, seq);
+        }
+        assert_eq!(admit(&mut order, 3), (vec![], vec![3]), "a duplicate");
+        assert_eq!(admit(&mut order, 5), (vec![5], vec![]));
+        // #6 dropped, then #7 served (another route): #6 is given up, its
+        // copy refused rather than served after #7.
+        assert_eq!(admit(&mut order, 6), (vec![6], vec![]));
+        assert_eq!(admit(&mut order, 7), (vec![7], vec![]));
+        order.served(7, 5);
+        order.dropped(7, 6);
+        order.served(7, 7);
+        assert_eq!(admit(&mut order, 6), (vec![], vec![6]));
+        assert_eq!(admit(&mut order, 8), (vec![8], vec![]));
     }
 }
