@@ -56,6 +56,16 @@ async fn deploy(dir: &TempDir, text: &str) -> Deployed {
 }
 
 impl Deployed {
+    /// The pid of the runtime hosting `node`.
+    fn pid_of(&self, node: &actogrid::NodeUrl) -> u32 {
+        self.d
+            .runtimes()
+            .into_iter()
+            .find(|r| r.nodes.contains(node))
+            .unwrap_or_else(|| panic!("no runtime hosts {node}"))
+            .pid
+    }
+
     /// Tears it down.
     async fn end(self) {
         self.d.kill().await;
@@ -353,18 +363,12 @@ async fn a_pending_future_argument_reaches_the_recovered_object() {
         .await
         .unwrap();
     assert_eq!(account.balance().await.unwrap(), 10);
-    let mut home = run.nodes[0].url().to_string();
+    let mut home = run.nodes[0].url().clone();
     for (id, after_ms) in [(1u64, 2_500), (2, 400)] {
         let amount = producer.slow(after_ms, 5);
         let applied = account.apply_when(id, amount);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let victim = run
-            .d
-            .runtimes()
-            .into_iter()
-            .find(|r| r.nodes.iter().any(|n| n.to_string() == home))
-            .expect("the account's runtime");
-        sigkill(victim.pid);
+        sigkill(run.pid_of(&home));
         let balance = tokio::time::timeout(Duration::from_secs(30), applied)
             .await
             .expect("the call was answered")
@@ -373,7 +377,7 @@ async fn a_pending_future_argument_reaches_the_recovered_object() {
         home = loop {
             match run.events.recv().await.expect("the virtual node's events") {
                 VnEvent::Recovered { object, node, .. } if object == account.active_ref().id() => {
-                    break node.url().to_string();
+                    break node.url().clone();
                 }
                 VnEvent::RecoveryFailed { object, error } => {
                     panic!("object {object:#x} was not recovered: {error}")
@@ -436,13 +440,7 @@ async fn journaled_effects_are_given_back_by_a_recovery() {
         .collect();
     for node in &nodes[..2] {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let victim = run
-            .d
-            .runtimes()
-            .into_iter()
-            .find(|r| r.nodes.contains(node.url()))
-            .expect("a runtime of an object");
-        sigkill(victim.pid);
+        sigkill(run.pid_of(node.url()));
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     done.store(true, Ordering::Release);
@@ -565,19 +563,11 @@ async fn a_stand_alone_ft_server_detects_failures_and_recovers_on_its_own() {
     }
     let done = Arc::new(AtomicBool::new(false));
     let work = push_to_each(&recorders, 100, 8, &done);
-    let runtime_of = |node: &actogrid::Node| {
-        run.d
-            .runtimes()
-            .into_iter()
-            .find(|r| r.nodes.contains(node.url()))
-            .expect("a runtime of an object")
-            .pid
-    };
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let killed = runtime_of(&nodes[0]);
+    let killed = run.pid_of(nodes[0].url());
     sigkill(killed);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let hung = runtime_of(&nodes[1]);
+    let hung = run.pid_of(nodes[1].url());
     signal(hung, rustix::process::Signal::STOP);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     check_pushed(&recorders, work, &done).await;
@@ -666,13 +656,7 @@ async fn a_call_queued_when_its_protected_caller_dies_is_served_once() {
         async move { teller.transfer(2, from, to, 3).await }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let victim = run
-        .d
-        .runtimes()
-        .into_iter()
-        .find(|r| r.nodes.contains(run.nodes[0].url()))
-        .expect("the teller's runtime");
-    sigkill(victim.pid);
+    sigkill(run.pid_of(run.nodes[0].url()));
     assert_eq!(busy.await.unwrap(), 105);
     let count = tokio::time::timeout(Duration::from_secs(60), transfer)
         .await
@@ -739,13 +723,7 @@ async fn unprotected_objects_answer_a_recovered_caller_again() {
     // recovery replays every transfer its teller made.
     for node in &run.nodes[..2] {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let victim = run
-            .d
-            .runtimes()
-            .into_iter()
-            .find(|r| r.nodes.contains(node.url()))
-            .expect("a teller's runtime");
-        sigkill(victim.pid);
+        sigkill(run.pid_of(node.url()));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     done.store(true, Ordering::Release);

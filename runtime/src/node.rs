@@ -178,17 +178,7 @@ impl Node {
         log: Vec<crate::intercept::Logged>,
         replies: Vec<crate::intercept::Replayed>,
     ) -> Future<crate::intercept::Recovered> {
-        self.runtime.control(
-            &self.url,
-            Control::Recover {
-                node: self.url.name().to_owned(),
-                checkpoint,
-                log,
-                replies,
-                serving: false,
-            },
-            "recover",
-        )
+        self.recover_with(checkpoint, log, replies, false)
     }
 
     /// [`Node::recover_answering`], answered as soon as the object is
@@ -203,6 +193,16 @@ impl Node {
         log: Vec<crate::intercept::Logged>,
         replies: Vec<crate::intercept::Replayed>,
     ) -> Future<crate::intercept::Recovered> {
+        self.recover_with(checkpoint, log, replies, true)
+    }
+
+    fn recover_with(
+        &self,
+        checkpoint: Checkpoint,
+        log: Vec<crate::intercept::Logged>,
+        replies: Vec<crate::intercept::Replayed>,
+        serving: bool,
+    ) -> Future<crate::intercept::Recovered> {
         self.runtime.control(
             &self.url,
             Control::Recover {
@@ -210,7 +210,7 @@ impl Node {
                 checkpoint,
                 log,
                 replies,
-                serving: true,
+                serving,
             },
             "recover",
         )

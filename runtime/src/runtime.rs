@@ -2053,6 +2053,26 @@ impl Runtime {
         inbound.reply.send(self, outcome, None);
     }
 
+    /// Answers control request `inbound` with `answer` of the log's replies
+    /// once a recovered object served its log.
+    fn answer_replayed(
+        &self,
+        replayed: tokio::sync::oneshot::Receiver<Vec<crate::intercept::Replayed>>,
+        inbound: Inbound,
+        answer: impl FnOnce(Vec<crate::intercept::Replayed>) -> Box<dyn Encode + Send> + Send + 'static,
+    ) {
+        let rt = self.clone();
+        self.spawn(crate::compute::InBody(Box::pin(async move {
+            let result = replayed.await.map(answer).map_err(|_| {
+                (
+                    Status::NodeDied,
+                    "the recovered object ended before its log was served".to_owned(),
+                )
+            });
+            rt.answer_control(result, inbound);
+        })));
+    }
+
     fn serve_control(&self, inbound: Inbound, caller: &Caller) {
         let reply = |outcome, inbound| self.answer_control(outcome, inbound);
         let control: Control = match codec::decode_in(self, &inbound.held, &inbound.payload) {
@@ -2104,20 +2124,9 @@ impl Runtime {
                 }
                 // Answered once the log was served.
                 Ok((reference, replayed)) => {
-                    let rt = self.clone();
-                    self.spawn(crate::compute::InBody(Box::pin(async move {
-                        let result = match replayed.await {
-                            Ok(replies) => {
-                                Ok(Box::new((reference, replies)) as Box<dyn Encode + Send>)
-                            }
-                            Err(_) => Err((
-                                Status::NodeDied,
-                                "the recovered object ended before its log was served".to_owned(),
-                            )),
-                        };
-                        rt.answer_control(result, inbound);
-                    })));
-                    return;
+                    return self.answer_replayed(replayed, inbound, move |replies| {
+                        Box::new((reference, replies))
+                    });
                 }
                 Err(e) => Err(e),
             },
@@ -2137,18 +2146,7 @@ impl Runtime {
                         inbound,
                     );
                 };
-                let rt = self.clone();
-                self.spawn(crate::compute::InBody(Box::pin(async move {
-                    let result = match replayed.await {
-                        Ok(replies) => Ok(Box::new(replies) as Box<dyn Encode + Send>),
-                        Err(_) => Err((
-                            Status::NodeDied,
-                            "the recovered object ended before its log was served".to_owned(),
-                        )),
-                    };
-                    rt.answer_control(result, inbound);
-                })));
-                return;
+                return self.answer_replayed(replayed, inbound, |replies| Box::new(replies));
             }
             Control::Register { name, object } => {
                 let mut names = self.inner.names.write().unwrap_or_else(|p| p.into_inner());
