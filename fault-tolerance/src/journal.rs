@@ -224,7 +224,15 @@ where
             reason: e.to_string(),
         });
     }
-    // First done (or never made durable before the runtime died): done now.
+    // First done (or never made durable before the runtime died): done
+    // now, once the request it serves is logged (the request is served
+    // while its log entry is written).
+    actogrid_runtime::intercept::released()
+        .await
+        .map_err(|reason| JournalError::NotDurable {
+            object: request.object,
+            reason,
+        })?;
     let value = effect().await;
     let bytes = postcard::to_allocvec(&value).map_err(|e| JournalError::Encode(e.to_string()))?;
     let at = if request.replayed {

@@ -14,10 +14,15 @@
 //!
 //! What each piece does:
 //!
-//! * **Log, then deliver.** Before a protected object is handed a
-//!   request, the request ([`Logged`]) is appended to the object's log in
-//!   the store and made durable; a request the store refuses (written by an
-//!   incarnation the recovery fenced) is not served.
+//! * **Log while delivering, answer once logged.** A protected object is
+//!   handed a request while the request ([`Logged`]) is appended to the
+//!   object's log in the store; nothing of the service leaves — its reply,
+//!   the requests it sends, its journaled effects — before the entry is
+//!   durable ([`Verdict::DeliverHeld`]), and the object's next request
+//!   waits for it too. A request the store refuses (written by an
+//!   incarnation the recovery fenced) is never answered: the instance
+//!   serves nothing more, and its callers send their requests again where
+//!   the object is recovered.
 //! * **Checkpoints at request boundaries**: before the first request a
 //!   protected object serves, then at the first boundary after `ttc` once
 //!   something was delivered since (also for an idle object). A checkpoint
@@ -26,7 +31,10 @@
 //!   reply was lost with the runtime that served it.
 //! * **Replies are recorded**, so that a request sent again after its
 //!   entry was truncated is answered with the reply it got
-//!   ([`Interceptor::duplicate`], when the server is in the process).
+//!   ([`Interceptor::duplicate`]). They are kept in memory and written with
+//!   the object's next checkpoint (or every [`REPLIES_BUFFERED`] replies):
+//!   a reply lost with its runtime belongs to a request still in the log,
+//!   which the recovery serves again, giving the same reply.
 //! * **Recovery** of the objects a failed runtime hosted: each one's
 //!   incarnation is bumped and the store fenced (the old incarnation can
 //!   write nothing more); then the object is restored from its newest
@@ -44,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use actogrid_runtime::Node;
 use actogrid_runtime::intercept::{
-    BodyAccess, Delivery, Interceptor, Locator, Logged, Reply, ServeOutcome, Verdict,
+    BodyAccess, Delivery, Hold, Interceptor, Locator, Logged, Reply, ServeOutcome, Verdict,
 };
 use futures::future::BoxFuture;
 use tokio::sync::watch;
@@ -935,15 +943,18 @@ pub(crate) struct Shared {
     pub(crate) link: Arc<dyn FtLink>,
     ttc: Duration,
     pub(crate) objects: Mutex<HashMap<u64, Local>>,
-    /// The replies on their way to the store, by (object, sender,
-    /// sequence): a duplicate that comes meanwhile gets its reply from
-    /// here. A checkpoint of an object waits until none of its own is
-    /// left: a request it counts as served is then answered from the store
-    /// if it comes again.
-    unrecorded: Mutex<HashMap<(u64, u64, u64), Vec<u8>>>,
-    /// Told each time a reply leaves `unrecorded`.
-    recorded: tokio::sync::Notify,
+    /// The replies not yet in the store, by object, then (sender,
+    /// sequence), with the log position of their request: a duplicate
+    /// that comes meanwhile gets its reply from here. An object's are
+    /// written before its checkpoint (a request the checkpoint counts as
+    /// served is then answered from the store if it comes again), when it
+    /// leaves, and every [`REPLIES_BUFFERED`].
+    unrecorded: Mutex<HashMap<u64, HashMap<(u64, u64), (u64, Vec<u8>)>>>,
 }
+
+/// Replies of one object kept in memory at most: beyond, they are
+/// written in the background, in one batch.
+pub const REPLIES_BUFFERED: usize = 4096;
 
 impl Protection {
     /// Protection reaching its server through `link`, checkpointing every
@@ -955,7 +966,6 @@ impl Protection {
                 ttc,
                 objects: Mutex::new(HashMap::new()),
                 unrecorded: Mutex::new(HashMap::new()),
-                recorded: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -1006,7 +1016,7 @@ impl Shared {
         reserved: Reserved,
     ) -> Result<(), String> {
         let state = postcard::to_allocvec(&checkpoint).map_err(|e| e.to_string())?;
-        self.replies_recorded(object).await;
+        self.record_replies(object).await?;
         self.link.checkpoint(object, reserved, state).await?;
         if let Some(e) = lock(&self.objects).get_mut(&object) {
             e.checkpointed = Some(Instant::now());
@@ -1018,27 +1028,60 @@ impl Shared {
         Ok(())
     }
 
-    /// Once no reply of `object` is on its way to the store.
-    async fn replies_recorded(&self, object: u64) {
-        loop {
-            let notified = self.recorded.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !lock(&self.unrecorded).keys().any(|k| k.0 == object) {
-                return;
-            }
-            notified.await;
+    /// Writes the replies of `object` kept in memory, in one batch, then
+    /// forgets them (those given meanwhile stay).
+    async fn record_replies(&self, object: u64) -> Result<(), String> {
+        let replies: Vec<_> = match lock(&self.unrecorded).get(&object) {
+            Some(kept) => kept
+                .iter()
+                .map(|(&(sender, seq), (at, reply))| (sender, seq, *at, reply.clone()))
+                .collect(),
+            None => return Ok(()),
+        };
+        let writes = replies.iter().map(|(sender, seq, at, reply)| {
+            self.link.write(Write::Reply {
+                object,
+                sender: *sender,
+                seq: *seq,
+                at: *at,
+                reply: reply.clone(),
+            })
+        });
+        for written in futures::future::join_all(writes).await {
+            written.map_err(|e| format!("its replies were not recorded: {e}"))?;
         }
+        let mut unrecorded = lock(&self.unrecorded);
+        if let Some(kept) = unrecorded.get_mut(&object) {
+            for (sender, seq, _, _) in &replies {
+                kept.remove(&(*sender, *seq));
+            }
+            if kept.is_empty() {
+                unrecorded.remove(&object);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the replies of `object` kept in memory, in the background.
+    fn record_replies_later(self: &Arc<Self>, object: u64) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shared.record_replies(object).await {
+                tracing::warn!("object {object:#x}: {e}");
+            }
+        });
     }
 
     /// Before `delivery`: the object known here, checkpointed if due
-    /// (`checkpoint`, taken at the boundary), the request logged.
+    /// (`checkpoint`, taken at the boundary), the request's log entry on
+    /// its way. The request is served meanwhile; the hold is done once
+    /// the entry is durable, and nothing of the service leaves before.
     async fn protect(
         self: &Arc<Self>,
         delivery: &Delivery<'_>,
         address: String,
         checkpoint: Option<actogrid_runtime::intercept::Checkpoint>,
-    ) -> Result<(), String> {
+    ) -> Result<Hold, String> {
         let object = delivery.object;
         if lock(&self.objects).get(&object).is_some_and(|e| e.failed) {
             return Err(
@@ -1069,20 +1112,53 @@ impl Shared {
         let incarnation = lock(&self.objects)
             .get(&object)
             .map_or(1, |e| e.incarnation);
-        let position = self
-            .link
-            .write(Write::Log {
+        // Written while the request is served: the body waits for the hold
+        // before its next request, so entries are written in serving order
+        // and the next boundary knows where this one went. Polled once
+        // here, so the write is queued now (a spawned task would wait for
+        // a worker, which the method may keep busy).
+        let shared = self.clone();
+        let mut write: BoxFuture<'static, Result<u64, String>> = Box::pin(async move {
+            let write = Write::Log {
                 object,
                 incarnation,
                 entry,
-            })
-            .await?;
-        if let Some(e) = lock(&self.objects).get_mut(&object) {
-            e.next = position + 1;
-            e.dirty = true;
-            e.serving = Some((delivery.sender, delivery.seq, position));
-        }
-        Ok(())
+            };
+            shared.link.write(write).await
+        });
+        let queued = futures::poll!(write.as_mut());
+        let shared = self.clone();
+        let (sender, seq, method) = (delivery.sender, delivery.seq, delivery.method);
+        Ok(Hold::new(async move {
+            let logged = match queued {
+                std::task::Poll::Ready(logged) => logged,
+                std::task::Poll::Pending => write.await,
+            };
+            let mut objects = lock(&shared.objects);
+            let e = objects.get_mut(&object);
+            match (logged, e) {
+                (Ok(position), Some(e)) => {
+                    e.next = position + 1;
+                    e.dirty = true;
+                    e.serving = Some((sender, seq, position));
+                    Ok(())
+                }
+                (Ok(_), None) => Ok(()),
+                (Err(why), e) => {
+                    if let Some(e) = e {
+                        e.failed = true;
+                    }
+                    // Not durable: nothing of it leaves, and its caller
+                    // sends it again where the object is recovered.
+                    tracing::error!(
+                        object = format_args!("{object:#x}"),
+                        method,
+                        "a request to a protected object was not logged, so not answered: {why}"
+                    );
+                    Err(format!("it could not be logged: {why}"))
+                }
+            }
+        }))
     }
 }
 
@@ -1121,7 +1197,7 @@ impl Interceptor for Protection {
                 }
             };
             match shared.protect(delivery, address, checkpoint).await {
-                Ok(()) => Verdict::Deliver,
+                Ok(hold) => Verdict::DeliverHeld(hold),
                 Err(e) => {
                     if let Some(e) = lock(&shared.objects).get_mut(&object) {
                         e.failed = true;
@@ -1159,32 +1235,27 @@ impl Interceptor for Protection {
             return;
         };
 
-        let shared = self.shared.clone();
-        let (sender, seq) = (delivery.sender, delivery.seq);
-        lock(&shared.unrecorded).insert((object, sender, seq), reply.clone());
-        // Recorded in the background: a reply is needed from the store only
-        // for a request sent again once a checkpoint counts it as served,
-        // and checkpoints wait for it.
-        tokio::spawn(async move {
-            let write = Write::Reply {
-                object,
-                sender,
-                seq,
-                at,
-                reply,
-            };
-            if let Err(e) = shared.link.write(write).await {
-                tracing::warn!("the reply of object {object:#x} was not recorded: {e}");
-            }
-            lock(&shared.unrecorded).remove(&(object, sender, seq));
-            shared.recorded.notify_waiters();
-        });
+        // Recorded later: a reply is needed from the store only for a
+        // request sent again once a checkpoint counts it as served, and
+        // checkpoints record them first.
+        let kept = {
+            let mut unrecorded = lock(&self.shared.unrecorded);
+            let kept = unrecorded.entry(object).or_default();
+            kept.insert((delivery.sender, delivery.seq), (at, reply));
+            kept.len()
+        };
+        if kept % REPLIES_BUFFERED == 0 {
+            self.shared.record_replies_later(object);
+        }
     }
 
     fn duplicate<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Option<Reply>> {
         Box::pin(async move {
             let id = (delivery.object, delivery.sender, delivery.seq);
-            let pending = lock(&self.shared.unrecorded).get(&id).cloned();
+            let pending = lock(&self.shared.unrecorded)
+                .get(&id.0)
+                .and_then(|kept| kept.get(&(id.1, id.2)))
+                .map(|(_, reply)| reply.clone());
             let bytes = match pending {
                 Some(bytes) => bytes,
                 None => self.shared.link.reply(id.0, id.1, id.2).await?,
@@ -1209,6 +1280,8 @@ impl Interceptor for Protection {
 
     fn left(&self, object: u64) {
         lock(&self.shared.objects).remove(&object);
+        // Its new home answers duplicates from the store.
+        self.shared.record_replies_later(object);
         crate::journal::unprotect(object, &self.shared);
     }
 

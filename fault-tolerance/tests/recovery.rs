@@ -5,8 +5,12 @@
 
 use std::time::Duration;
 
-use actogrid_builtin::{RecorderProxy, WorkerProxy};
-use actogrid_fault_tolerance::server::{FtServer, Protection, remote_locator};
+use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy, WorkerProxy};
+use actogrid_fault_tolerance::EffectId;
+use actogrid_fault_tolerance::server::{
+    FtLink, FtServer, ObjectState, Protection, Reserved, Write, remote_locator,
+};
+use futures::future::BoxFuture;
 use actogrid_runtime::{CallError, Config, Node, Proxy, Runtime};
 
 /// A generous bound so that a regression fails the test instead of
@@ -169,5 +173,101 @@ async fn an_object_that_cannot_be_protected_is_refused_with_the_reason() -> anyh
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    Ok(())
+}
+
+/// The server in the process, with the log entries of requests written
+/// only once the test lets them through.
+#[derive(Debug)]
+struct Gated {
+    server: std::sync::Arc<FtServer>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+impl FtLink for Gated {
+    fn open_object(&self, object: u64, address: String) -> BoxFuture<'_, Result<ObjectState, String>> {
+        let state = self.server.open_object(object, address);
+        Box::pin(async move { Ok(state) })
+    }
+
+    fn checkpoint(
+        &self,
+        object: u64,
+        reserved: Reserved,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let stored = self.server.checkpoint(object, reserved, state).await;
+            stored.map_err(|e| e.to_string())
+        })
+    }
+
+    fn write(&self, write: Write) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move {
+            if matches!(write, Write::Log { .. }) {
+                let mut open = self.open.clone();
+                open.wait_for(|open| *open).await.map_err(|e| e.to_string())?;
+            }
+            self.server.write(write).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.server.reply(object, sender, seq)))
+    }
+
+    fn effect(&self, effect: EffectId) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.server.effect(effect)))
+    }
+}
+
+/// A protected object serves a request while the request's log entry is
+/// written, but nothing of the service leaves before the entry is
+/// durable: not its reply, not the requests it makes to other objects
+/// (which would otherwise depend on a request a failure could lose).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_request_does_leaves_before_it_is_logged() -> anyhow::Result<()> {
+    let dir = TempDir::new("held");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let link = std::sync::Arc::new(Gated {
+        server: server.clone(),
+        open: gate,
+    });
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    callee
+        .local_node("n")
+        .add_interceptor(Protection::new(link, Duration::from_secs(3600)))?;
+    let protected = node(&caller, &callee, "n")?;
+    let plain = node(&caller, &callee, "plain")?;
+    let from = within(AccountProxy::new(&plain, 100)).await?;
+    let to = within(AccountProxy::new(&plain, 0)).await?;
+    let teller = within(TellerProxy::new(&protected)).await?;
+    let recorder = within(RecorderProxy::new(&protected)).await?;
+
+    let transfer = teller.transfer(1, from.clone(), to.clone(), 10);
+    let pushed = recorder.push(7);
+    // Not logged: the accounts were not asked anything, no reply came.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(within(from.ledger()).await?, []);
+    assert_eq!(within(to.ledger()).await?, []);
+    let (mut transfer, mut pushed) = (Box::pin(transfer), Box::pin(pushed));
+    assert!(futures::poll!(transfer.as_mut()).is_pending());
+    assert!(futures::poll!(pushed.as_mut()).is_pending());
+
+    // Logged: everything goes on as without the hold.
+    open.send(true)?;
+    assert_eq!(within(transfer).await?, 1);
+    assert_eq!(within(pushed).await?, 1);
+    assert_eq!(within(from.ledger()).await?, [(1, -10)]);
+    assert_eq!(within(to.ledger()).await?, [(1, 10)]);
+    // Seen sending while held, the method now waits for its log entry
+    // before it is served; the same end.
+    assert_eq!(within(teller.transfer(2, from.clone(), to.clone(), 5)).await?, 2);
+    assert_eq!(within(from.balance()).await?, 85);
+    assert_eq!(within(to.balance()).await?, 15);
+    let stats = server.store().stats();
+    assert!(stats.entries_written >= 3, "{stats:?}");
     Ok(())
 }

@@ -546,6 +546,9 @@ pub(crate) struct Body {
     pub(crate) runtime: Runtime,
     /// What it learned of how long its methods run (see `compute`).
     pub(crate) learned: Vec<(&'static str, Learned)>,
+    /// Its methods seen sending before their request's hold was done:
+    /// they are served once it is (see `deliver`).
+    pub(crate) send_when_held: Vec<&'static str>,
     /// Its key and former hosts (see `sender`).
     pub(crate) credentials: Arc<crate::sender::Credentials>,
     /// The log it serves first, after a recovery.
@@ -869,7 +872,7 @@ impl Body {
     async fn deliver(&mut self, inbound: Box<Inbound>) {
         let interceptors = self.node.interceptors();
         if interceptors.is_empty() {
-            let (method, result) = self.serve(&inbound).await;
+            let (method, result) = self.serve(&inbound, false).await;
             let Inbound { reply, .. } = *inbound;
             self.reply(reply, method, result);
             return;
@@ -877,6 +880,7 @@ impl Body {
         // Interceptors see the method before the request is served.
         let delivery = self.delivery(&inbound);
         let method = delivery.method;
+        let mut holds = Vec::new();
         for (k, i) in interceptors.iter().enumerate() {
             let mut access = self.access();
             // A hook is code of a technical service, and a panic in it must
@@ -893,6 +897,7 @@ impl Body {
             .await;
             match verdict {
                 Ok(Verdict::Deliver) => {}
+                Ok(Verdict::DeliverHeld(hold)) => holds.push(hold),
                 Ok(Verdict::Drop) => {
                     // The interceptors that saw it arrive see it end, so
                     // none keeps it as being served.
@@ -933,7 +938,49 @@ impl Body {
                 }
             }
         }
-        let (_, result) = self.serve(&inbound).await;
+        // Held requests are served at once, unless their method was seen
+        // sending before its hold was done (a send waits for it, blocking)
+        // or sends could not wait here.
+        let speculate = !holds.is_empty()
+            && !self.send_when_held.contains(&method)
+            && tokio::runtime::Handle::current().runtime_flavor()
+                != tokio::runtime::RuntimeFlavor::CurrentThread;
+        let hold = match holds.len() {
+            0 => None,
+            1 => holds.pop(),
+            _ => Some(crate::intercept::Hold::new(async move {
+                for hold in holds {
+                    hold.wait().await?;
+                }
+                Ok(())
+            })),
+        };
+        let result = if speculate {
+            let hold = hold.clone().expect("held");
+            self.runtime.hold_back(self.id, hold);
+            let (_, result) = self.serve(&inbound, true).await;
+            if self.runtime.unhold(self.id) {
+                self.send_when_held.push(method);
+            }
+            result
+        } else {
+            if let Some(hold) = &hold {
+                // Awaited here, so a failure drops the request unserved.
+                if let Err(why) = hold.wait().await {
+                    self.drop_held(&interceptors, &delivery, &why);
+                    return;
+                }
+            }
+            self.serve(&inbound, false).await.1
+        };
+        if let Some(hold) = &hold {
+            // Nothing of it leaves before its hold is done: dropped if the
+            // hold failed, its caller keeping the request.
+            if let Err(why) = hold.wait().await {
+                self.drop_held(&interceptors, &delivery, &why);
+                return;
+            }
+        }
         // Served now: a checkpoint taken after serving has its effect in the
         // state, so its table must not expect the request again.
         self.order.served(inbound.sender, inbound.seq);
@@ -954,6 +1001,22 @@ impl Body {
             }
         }
         inbound.reply.send(&self.runtime, outcome, None);
+    }
+
+    /// A request whose hold failed: dropped, as if an interceptor had
+    /// dropped it, and said.
+    fn drop_held(
+        &self,
+        interceptors: &[Arc<dyn crate::intercept::Interceptor>],
+        delivery: &Delivery<'_>,
+        why: &str,
+    ) {
+        tracing::error!(
+            object = format_args!("{:#x}", self.id),
+            method = delivery.method,
+            "a held request was dropped, its reply not sent: {why}"
+        );
+        self.after_serve(interceptors, delivery, ServeOutcome::Dropped);
     }
 
     /// Runs the `after_serve` hooks of `interceptors`, in order.
@@ -983,7 +1046,7 @@ impl Body {
     }
 
     /// Serves a request: the method it called, and what that gave.
-    async fn serve(&mut self, inbound: &Inbound) -> (&'static str, Handled) {
+    async fn serve(&mut self, inbound: &Inbound, held: bool) -> (&'static str, Handled) {
         // The runtime by handle: cloning the runtime itself would touch a
         // reference count every thread shares, once per request.
         let serving = Serving {
@@ -992,6 +1055,7 @@ impl Body {
             sender: inbound.sender,
             seq: inbound.seq,
             replayed: inbound.flags & crate::wire::FLAG_REPLAYED != 0,
+            held,
         };
         let (id, type_name) = (self.id, self.object.type_name());
         let mut runner = Runner {

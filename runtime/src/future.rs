@@ -677,6 +677,9 @@ pub(crate) struct Serving {
     pub(crate) seq: u64,
     /// The request is served again by a recovery, from its log.
     pub(crate) replayed: bool,
+    /// It is served before its interceptors' hold is done (see
+    /// [`Verdict::DeliverHeld`](crate::intercept::Verdict::DeliverHeld)).
+    pub(crate) held: bool,
 }
 
 thread_local! {

@@ -47,15 +47,70 @@ pub struct Delivery<'a> {
 }
 
 /// What to do with a request after `before_delivery`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Verdict {
     /// Serve it.
     Deliver,
+    /// Serve it now, while `Hold` is still on its way (a log write, say),
+    /// and let nothing of the service leave before the hold is done: its
+    /// reply, the requests the object sends meanwhile (a send waits for
+    /// the hold), its journaled effects. A method seen sending during a
+    /// hold waits for the hold before it is served, the next times. A
+    /// hold that fails drops the request as [`Verdict::Drop`] does, after
+    /// the fact: no reply, nothing sent; its caller keeps the request.
+    DeliverHeld(Hold),
     /// Drop it without serving or replying (a duplicate).
     Drop,
     /// Do not serve it, and answer its caller `CallError::Refused` with
     /// this reason (the request cannot be served here, ever).
     Refuse(String),
+}
+
+/// What a served request waits for before anything of it leaves (see
+/// [`Verdict::DeliverHeld`]): `Err` says why it must not.
+#[derive(Clone)]
+pub struct Hold(futures::future::Shared<BoxFuture<'static, Result<(), String>>>);
+
+impl Hold {
+    /// A hold done when `fut` is. `fut` is driven only while someone waits
+    /// for the hold: work that must go on meanwhile is spawned.
+    pub fn new(fut: impl std::future::Future<Output = Result<(), String>> + Send + 'static) -> Hold {
+        use futures::FutureExt as _;
+        Hold(fut.boxed().shared())
+    }
+
+    /// Whether it is done, and how.
+    pub(crate) fn peek(&self) -> Option<Result<(), String>> {
+        self.0.peek().cloned()
+    }
+
+    /// Waits for it.
+    pub(crate) async fn wait(&self) -> Result<(), String> {
+        self.0.clone().await
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.peek() {
+            None => f.write_str("Hold(pending)"),
+            Some(r) => write!(f, "Hold({r:?})"),
+        }
+    }
+}
+
+/// Waits until nothing holds back what the request the calling method
+/// serves produces (see [`Verdict::DeliverHeld`]): at once outside a
+/// method, or when the request is not held. `Err` says why it must not
+/// leave: the request was dropped after the fact.
+pub async fn released() -> Result<(), String> {
+    match crate::future::serving().filter(|s| s.held) {
+        Some(s) => match s.runtime.get().and_then(|rt| rt.hold_of(s.object)) {
+            Some(hold) => hold.wait().await,
+            None => Ok(()),
+        },
+        None => Ok(()),
+    }
 }
 
 /// How serving ended, for `after_serve`.

@@ -204,6 +204,7 @@ impl Builder {
             config: self.config,
             futures: FutureTable::new(id),
             replays: Mutex::default(),
+            holds: Mutex::default(),
             objects: RwLock::default(),
             names: RwLock::default(),
             nodes: Mutex::default(),
@@ -259,6 +260,10 @@ pub(crate) struct Inner {
     /// [`Node::recover_serving`](crate::Node::recover_serving) were
     /// answered, until asked for (`Node::replayed`).
     replays: Mutex<IdMap<u64, tokio::sync::oneshot::Receiver<Vec<crate::intercept::Replayed>>>>,
+    /// The hold of each object serving a request speculatively
+    /// ([`Verdict::DeliverHeld`](crate::intercept::Verdict::DeliverHeld)),
+    /// and whether the object sent something while it was not done.
+    holds: Mutex<IdMap<u64, (crate::intercept::Hold, bool)>>,
     objects: RwLock<IdMap<u64, Hosted>>,
     /// Registered names: the object, and who registered it (a runtime id).
     names: RwLock<HashMap<String, (RefWire, u64)>>,
@@ -1063,7 +1068,20 @@ impl Runtime {
         reply: ReplyTo,
     ) -> std::result::Result<(), Outcome> {
         let id = target.id();
-        let sender = serving().map_or(self.inner.id, |s| s.object);
+        let serving = serving();
+        if let Some(s) = serving.filter(|s| s.held) {
+            self.released(s.object).map_err(|why| {
+                Outcome::failure(
+                    Status::Refused,
+                    format!(
+                        "`{}` was not sent: the request {:#x} was serving when it sent it \
+                         was dropped ({why})",
+                        info.method, s.object
+                    ),
+                )
+            })?;
+        }
+        let sender = serving.map_or(self.inner.id, |s| s.object);
         let flags = flags | if info.immediate { FLAG_IMMEDIATE } else { 0 };
         let moved = self.moved_to(target);
         let address = moved.as_deref().unwrap_or(&target.inner.address);
@@ -2053,6 +2071,51 @@ impl Runtime {
         inbound.reply.send(self, outcome, None);
     }
 
+    /// `object` serves a request speculatively, held back by `hold`.
+    pub(crate) fn hold_back(&self, object: u64, hold: crate::intercept::Hold) {
+        self.inner.holds.lock().unwrap_or_else(|p| p.into_inner()).insert(object, (hold, false));
+    }
+
+    /// `object`'s held request is served: whether it had to wait for its
+    /// hold to send something.
+    pub(crate) fn unhold(&self, object: u64) -> bool {
+        self.inner.holds.lock().unwrap_or_else(|p| p.into_inner())
+            .remove(&object)
+            .is_some_and(|(_, sent)| sent)
+    }
+
+    /// The hold of the request `object` serves, if it serves one held.
+    pub(crate) fn hold_of(&self, object: u64) -> Option<crate::intercept::Hold> {
+        self.inner.holds.lock().unwrap_or_else(|p| p.into_inner()).get(&object).map(|(h, _)| h.clone())
+    }
+
+    /// Waits until nothing holds back what `object` sends (see
+    /// [`Verdict::DeliverHeld`](crate::intercept::Verdict::DeliverHeld)):
+    /// sends are synchronous, so this blocks, lending the worker's other
+    /// tasks to another thread meanwhile.
+    fn released(&self, object: u64) -> std::result::Result<(), String> {
+        let hold = {
+            let mut holds = self.inner.holds.lock().unwrap_or_else(|p| p.into_inner());
+            let Some((hold, sent)) = holds.get_mut(&object) else {
+                return Ok(());
+            };
+            if let Some(done) = hold.peek() {
+                return done;
+            }
+            *sent = true;
+            hold.clone()
+        };
+        let wait = || futures::executor::block_on(hold.wait());
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            // Bodies hold nothing on such a runtime (see `Body::deliver`).
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => {
+                Err("a held request cannot be waited for on a current-thread runtime".into())
+            }
+            Ok(_) => tokio::task::block_in_place(wait),
+            Err(_) => wait(),
+        }
+    }
+
     /// Answers control request `inbound` with `answer` of the log's replies
     /// once a recovered object served its log.
     fn answer_replayed(
@@ -2457,6 +2520,7 @@ impl Runtime {
             order,
             runtime: self.clone(),
             learned: Vec::new(),
+            send_when_held: Vec::new(),
             credentials,
             replay,
         };
