@@ -1,6 +1,6 @@
 //! `ft-overhead pml`: the same workload on protected objects (every request
-//! logged durably before it is served, checkpoints every `--ttc-ms`) and on
-//! unprotected ones, in the same run.
+//! logged durably before anything of its service leaves, checkpoints every
+//! `--ttc-ms`) and on unprotected ones, in the same run.
 //!
 //! * **Tasks**: `--objects` objects each serve `--tasks` tasks of
 //!   `--task-ms` of computation, sent one after the other per object and

@@ -2,8 +2,8 @@
 //!
 //! Two protocols: communication-induced checkpointing (CIC: low failure-free
 //! cost, global rollback to a recovery line) and pessimistic message logging
-//! (PML: every message logged before delivery, only the failed object
-//! restarts). Both are built on the interception points of the runtime's
+//! (PML: every message logged before anything it caused is seen, only the
+//! failed object restarts). Both are built on the interception points of the runtime's
 //! bodies and run as a technical service; the FT server keeps checkpoints and
 //! logs in a durable store.
 //!
@@ -12,7 +12,8 @@
 //!   Production follows the same rules in [`server`], with the runtime's
 //!   hooks (the differences are listed in `docs/fault-tolerance.md`).
 //! * [`server`]: the FT server's recovery side driven by the runtime's
-//!   hooks — logging into the store before delivery, checkpoints, the
+//!   hooks — logging into the store while a request is served, holding back
+//!   what the service produces until its entry is durable, checkpoints, the
 //!   location service, recovery of a failed runtime's objects.
 //! * [`journal`]: journaled effects, what a protected object does that
 //!   is not deterministic, done once and given back on recovery.

@@ -949,8 +949,12 @@ pub(crate) struct Shared {
     /// written before its checkpoint (a request the checkpoint counts as
     /// served is then answered from the store if it comes again), when it
     /// leaves, and every [`REPLIES_BUFFERED`].
-    unrecorded: Mutex<HashMap<u64, HashMap<(u64, u64), (u64, Vec<u8>)>>>,
+    unrecorded: Mutex<HashMap<u64, Kept>>,
 }
+
+/// The replies of one object not yet in the store: by (sender, sequence),
+/// the log position of the request and the encoded [`Reply`].
+type Kept = HashMap<(u64, u64), (u64, Vec<u8>)>;
 
 /// Replies of one object kept in memory at most: beyond, they are
 /// written in the background, in one batch.

@@ -54,8 +54,9 @@ pub const DEFAULT_TTC: Duration = Duration::from_secs(30);
 /// The rollback-recovery protocol a virtual node asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FtProtocol {
-    /// Pessimistic message logging: every request is logged before it is
-    /// served; only the failed objects roll back.
+    /// Pessimistic message logging: every request is logged before
+    /// anything its service produces leaves; only the failed objects roll
+    /// back.
     #[default]
     Pml,
 }

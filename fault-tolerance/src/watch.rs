@@ -4,10 +4,10 @@
 //! A deployment running its own FT server detects failures itself (process
 //! exits, job ends, missed lease renewals). A stand-alone server knows
 //! nothing of the deployments it serves, so each protected node tells it
-//! that it lives: it *beats* twice per heartbeat period, as the server
+//! that it lives: it *beats* four times per heartbeat period, as the server
 //! asks ([`FtWatch::beat`]), naming its virtual node and the one its
 //! recovered objects go to first (the service's `spares`). A runtime
-//! silent for two periods (four beats missed in a row) is declared dead: its objects are recovered on a node of
+//! silent for 13/8 periods (six beats and a half missed in a row) is declared dead: its objects are recovered on a node of
 //! the spares virtual node that beats, else on one of its own virtual
 //! node, the server waiting up to its recovery wait for one to beat. A
 //! runtime declared dead that beats again (it was only hung) is told so,
@@ -77,15 +77,19 @@ pub struct WatchConfig {
     pub recovery_wait: Duration,
 }
 
-/// A runtime's silence after which it is declared dead: two heartbeat
-/// periods, in which it beats four times.
+/// A runtime's silence after which it is declared dead: thirteen eighths
+/// of a heartbeat period, in which it beats six times and a half. With
+/// its last beat up to a quarter period before it failed and the sweep
+/// an eighth of a period late at most, a failure is found within two
+/// periods.
 pub fn silence_limit(heartbeat: Duration) -> Duration {
-    heartbeat * 2
+    heartbeat * 13 / 8
 }
 
-/// How long a node waits between two beats: half a heartbeat period.
+/// How long a node waits between two beats: a quarter of a heartbeat
+/// period.
 fn beat_interval(heartbeat: Duration) -> Duration {
-    heartbeat / 2
+    heartbeat / 4
 }
 
 /// The runtimes beating to a server.

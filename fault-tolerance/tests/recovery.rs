@@ -10,8 +10,8 @@ use actogrid_fault_tolerance::EffectId;
 use actogrid_fault_tolerance::server::{
     FtLink, FtServer, ObjectState, Protection, Reserved, Write, remote_locator,
 };
-use futures::future::BoxFuture;
 use actogrid_runtime::{CallError, Config, Node, Proxy, Runtime};
+use futures::future::BoxFuture;
 
 /// A generous bound so that a regression fails the test instead of
 /// hanging it.
@@ -185,7 +185,11 @@ struct Gated {
 }
 
 impl FtLink for Gated {
-    fn open_object(&self, object: u64, address: String) -> BoxFuture<'_, Result<ObjectState, String>> {
+    fn open_object(
+        &self,
+        object: u64,
+        address: String,
+    ) -> BoxFuture<'_, Result<ObjectState, String>> {
         let state = self.server.open_object(object, address);
         Box::pin(async move { Ok(state) })
     }
@@ -206,7 +210,9 @@ impl FtLink for Gated {
         Box::pin(async move {
             if matches!(write, Write::Log { .. }) {
                 let mut open = self.open.clone();
-                open.wait_for(|open| *open).await.map_err(|e| e.to_string())?;
+                open.wait_for(|open| *open)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             self.server.write(write).await.map_err(|e| e.to_string())
         })
@@ -264,7 +270,10 @@ async fn nothing_a_request_does_leaves_before_it_is_logged() -> anyhow::Result<(
     assert_eq!(within(to.ledger()).await?, [(1, 10)]);
     // Seen sending while held, the method now waits for its log entry
     // before it is served; the same end.
-    assert_eq!(within(teller.transfer(2, from.clone(), to.clone(), 5)).await?, 2);
+    assert_eq!(
+        within(teller.transfer(2, from.clone(), to.clone(), 5)).await?,
+        2
+    );
     assert_eq!(within(from.balance()).await?, 85);
     assert_eq!(within(to.balance()).await?, 15);
     let stats = server.store().stats();

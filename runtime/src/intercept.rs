@@ -74,7 +74,9 @@ pub struct Hold(futures::future::Shared<BoxFuture<'static, Result<(), String>>>)
 impl Hold {
     /// A hold done when `fut` is. `fut` is driven only while someone waits
     /// for the hold: work that must go on meanwhile is spawned.
-    pub fn new(fut: impl std::future::Future<Output = Result<(), String>> + Send + 'static) -> Hold {
+    pub fn new(
+        fut: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+    ) -> Hold {
         use futures::FutureExt as _;
         Hold(fut.boxed().shared())
     }

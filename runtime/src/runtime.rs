@@ -2073,20 +2073,32 @@ impl Runtime {
 
     /// `object` serves a request speculatively, held back by `hold`.
     pub(crate) fn hold_back(&self, object: u64, hold: crate::intercept::Hold) {
-        self.inner.holds.lock().unwrap_or_else(|p| p.into_inner()).insert(object, (hold, false));
+        self.inner
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(object, (hold, false));
     }
 
     /// `object`'s held request is served: whether it had to wait for its
     /// hold to send something.
     pub(crate) fn unhold(&self, object: u64) -> bool {
-        self.inner.holds.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .remove(&object)
             .is_some_and(|(_, sent)| sent)
     }
 
     /// The hold of the request `object` serves, if it serves one held.
     pub(crate) fn hold_of(&self, object: u64) -> Option<crate::intercept::Hold> {
-        self.inner.holds.lock().unwrap_or_else(|p| p.into_inner()).get(&object).map(|(h, _)| h.clone())
+        self.inner
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&object)
+            .map(|(h, _)| h.clone())
     }
 
     /// Waits until nothing holds back what `object` sends (see

@@ -23,9 +23,9 @@ pub(crate) struct Args {
     /// removed when the server stops).
     #[arg(long, value_name = "FILE")]
     store: Option<PathBuf>,
-    /// The heartbeat period: protected nodes beat twice per period, and a
-    /// runtime silent for two periods is declared dead and its objects
-    /// recovered.
+    /// The heartbeat period: protected nodes beat four times per period,
+    /// and a runtime silent for 13/8 periods is declared dead and its
+    /// objects recovered (a failure is found within two periods).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     heartbeat: Duration,
     /// How long the objects of a dead runtime wait for a node to recover

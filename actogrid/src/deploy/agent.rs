@@ -303,8 +303,10 @@ async fn keep_lease(
     registered: Instant,
 ) {
     let lease = lease.max(Duration::from_millis(300));
-    // Two renewals can time out before the runtime gives up.
-    let every = lease / 8;
+    // Four per heartbeat period (see `ft::heartbeat_period`): a runtime
+    // hosting protected objects is counted dead after six and a half
+    // missed, and several renewals can time out before it gives up.
+    let every = lease / 32;
     // The lease starts when the registration reached the deployer.
     let mut last_ok = registered;
     loop {

@@ -74,17 +74,19 @@ pub fn state_dir() -> PathBuf {
     home.join(".local/state/actogrid")
 }
 
-/// A deployed runtime's heartbeat: it renews its lease every eighth of it
-/// (see `agent.rs`).
+/// A deployed runtime's heartbeat period, an eighth of its lease; it
+/// renews its lease four times per period (see `agent.rs`).
 pub(crate) fn heartbeat_period(lease: Duration) -> Duration {
     lease.max(Duration::from_millis(300)) / 8
 }
 
 /// How long a runtime hosting protected objects may stay silent before it
-/// is counted dead: two heartbeats, and a quarter more for a renewal under
-/// way.
+/// is counted dead: thirteen eighths of a period (six renewals and a half
+/// missed). With its last renewal up to a quarter period before it failed
+/// and the sweep (every eighth of a period) late, a failure is found
+/// within two periods.
 pub(crate) fn missed_heartbeats(lease: Duration) -> Duration {
-    heartbeat_period(lease) * 9 / 4
+    heartbeat_period(lease) * 13 / 8
 }
 
 /// Whether virtual node `vn` gets nodes from a `P2PService`.

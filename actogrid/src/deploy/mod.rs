@@ -478,7 +478,7 @@ impl Deployment {
         let sweeper = Arc::downgrade(&inner.shared);
         // With fault tolerance, often enough to see missed heartbeats.
         let every = if inner.shared.ft.is_some() {
-            ft::heartbeat_period(inner.options.lease) / 4
+            ft::heartbeat_period(inner.options.lease) / 8
         } else {
             (inner.options.lease / 2).max(Duration::from_millis(100))
         };

@@ -10,8 +10,10 @@
 //! tests (`tests/pml_sim.rs`). Production ([`crate::server`]) follows the
 //! same rules with the runtime's hooks, but does not drive these cores
 //! yet; where it differs (replies to an object's own calls are kept by the
-//! object called instead of logged by the caller) is written in
-//! `docs/fault-tolerance.md`.
+//! object called instead of logged by the caller; a request is served
+//! while its entry is written, what the service produces held back until
+//! the entry is durable, where these cores deliver only durable messages)
+//! is written in `docs/fault-tolerance.md`.
 //!
 //! | core | one per | role |
 //! |---|---|---|
