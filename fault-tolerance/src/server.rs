@@ -625,13 +625,7 @@ impl FtServer {
             };
             let Ok(Some(bytes)) = self.store.reply(&key(object), &id) else {
                 if let Ok(reply) = postcard::to_allocvec(&r.reply) {
-                    missing.push(self.write(Write::Reply {
-                        object,
-                        sender: r.sender,
-                        seq: r.seq,
-                        at: 0,
-                        reply,
-                    }));
+                    missing.push((r.sender, r.seq, 0, reply));
                 }
                 continue;
             };
@@ -651,13 +645,11 @@ impl FtServer {
                 );
             }
         }
-        for result in futures::future::join_all(missing).await {
-            if let Err(e) = result {
-                tracing::warn!(
-                    object = format_args!("{object:#x}"),
-                    "a reply given again by the recovery was not recorded: {e}"
-                );
-            }
+        if let Err(e) = self.record_replies(object, missing).await {
+            tracing::warn!(
+                object = format_args!("{object:#x}"),
+                "the replies given again by the recovery were not recorded: {e}"
+            );
         }
     }
 
@@ -800,32 +792,42 @@ impl FtServer {
                     .await?;
                 Ok(0)
             }
-            Write::Reply {
-                object,
-                sender,
-                seq,
-                at,
-                reply,
-            } => {
-                let id = ReplyId {
-                    sender: key(sender),
-                    sequence: seq,
-                };
-                // A protected sender recovered from a checkpoint sends
-                // again the requests it made since: their replies stay
-                // until its checkpoint counts them (see `checkpoint`),
-                // whatever this object's log truncation.
-                let at = if lock(&self.objects).contains_key(&sender) {
-                    LogPosition(u64::MAX)
-                } else {
-                    LogPosition(at)
-                };
-                self.store
-                    .record_reply(&key(object), &id, at, reply)
-                    .await?;
-                Ok(0)
-            }
+            Write::Replies { object, replies } => self.record_replies(object, replies).await,
         }
+    }
+
+    /// Records replies of `object`: (sender, sequence, log position,
+    /// reply) of each.
+    async fn record_replies(
+        &self,
+        object: u64,
+        replies: Vec<(u64, u64, u64, Vec<u8>)>,
+    ) -> Result<u64, FtError> {
+        let replies = {
+            let objects = lock(&self.objects);
+            replies
+                .into_iter()
+                .map(|(sender, seq, at, reply)| {
+                    let id = ReplyId {
+                        sender: key(sender),
+                        sequence: seq,
+                    };
+                    // A protected sender recovered from a checkpoint
+                    // sends again the requests it made since: their
+                    // replies stay until its checkpoint counts them
+                    // (see `checkpoint`), whatever this object's log
+                    // truncation.
+                    let at = if objects.contains_key(&sender) {
+                        u64::MAX
+                    } else {
+                        at
+                    };
+                    (id, LogPosition(at), reply)
+                })
+                .collect()
+        };
+        self.store.record_replies(&key(object), replies).await?;
+        Ok(0)
     }
 
     /// The result journaled for `effect`, if it is recorded.
@@ -1042,18 +1044,16 @@ impl Shared {
                 .collect(),
             None => return Ok(()),
         };
-        let writes = replies.iter().map(|(sender, seq, at, reply)| {
-            self.link.write(Write::Reply {
-                object,
-                sender: *sender,
-                seq: *seq,
-                at: *at,
-                reply: reply.clone(),
-            })
-        });
-        for written in futures::future::join_all(writes).await {
-            written.map_err(|e| format!("its replies were not recorded: {e}"))?;
+        if replies.is_empty() {
+            return Ok(());
         }
+        self.link
+            .write(Write::Replies {
+                object,
+                replies: replies.clone(),
+            })
+            .await
+            .map_err(|e| format!("its replies were not recorded: {e}"))?;
         let mut unrecorded = lock(&self.unrecorded);
         if let Some(kept) = unrecorded.get_mut(&object) {
             for (sender, seq, _, _) in &replies {
@@ -1087,14 +1087,14 @@ impl Shared {
         checkpoint: Option<actogrid_runtime::intercept::Checkpoint>,
     ) -> Result<Hold, String> {
         let object = delivery.object;
-        if lock(&self.objects).get(&object).is_some_and(|e| e.failed) {
+        let known = lock(&self.objects).get(&object).map(|e| e.failed);
+        if known == Some(true) {
             return Err(
                 "an earlier request could not be made durable: this instance waits to be recovered"
                     .into(),
             );
         }
-        let known = lock(&self.objects).contains_key(&object);
-        if !known {
+        if known.is_none() {
             let state = self.link.open_object(object, address).await?;
             crate::journal::protect(object, self);
             lock(&self.objects).entry(object).or_insert(Local {
@@ -1182,10 +1182,16 @@ impl Interceptor for Protection {
             return Box::pin(async { Verdict::Deliver });
         }
         let object = delivery.object;
-        let address = body.runtime().address().unwrap_or_default().to_owned();
+        let due = shared.due(object);
+        // Needed to open an object not known here yet (which is due).
+        let address = if due {
+            body.runtime().address().unwrap_or_default().to_owned()
+        } else {
+            String::new()
+        };
         // The state at this boundary, taken here (the body is not shared
         // with the hook's future), stored before the request is logged.
-        let checkpoint = shared.due(object).then(|| body.checkpoint());
+        let checkpoint = due.then(|| body.checkpoint());
         Box::pin(async move {
             let checkpoint = match checkpoint.transpose() {
                 Ok(checkpoint) => checkpoint,
@@ -1555,18 +1561,14 @@ pub enum Write {
         /// The encoded result.
         value: Vec<u8>,
     },
-    /// A reply recorded against the request it answers.
-    Reply {
+    /// Replies of one object, recorded together: each with its request's
+    /// sender, sequence number and log position, and the encoded
+    /// [`Reply`].
+    Replies {
         /// The object.
         object: u64,
-        /// The request's sender.
-        sender: u64,
-        /// Its sequence number.
-        seq: u64,
-        /// Its log position.
-        at: u64,
-        /// The encoded [`Reply`].
-        reply: Vec<u8>,
+        /// (sender, sequence, log position, reply) of each.
+        replies: Vec<(u64, u64, u64, Vec<u8>)>,
     },
 }
 

@@ -25,7 +25,7 @@
 //!
 //! # File layout
 //!
-//! Format version 1 has five tables, all `&[u8] → &[u8]` except the first:
+//! Format version 2 has six tables, all `&[u8] → &[u8]` except the first:
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -33,11 +33,20 @@
 //! | `heads` | object | first and next log position, newest incarnation |
 //! | `checkpoints` | object, index | incarnation, state |
 //! | `log` | object, position of its first entry | a run of consecutive entries (appended in one batch): their count, then each one's incarnation, length and bytes |
+//! | `staged` | a big-endian `u64` counting staged records, then the record's `log` key | the `log` record, as it will be there |
 //! | `replies` | object, sender, sequence | log position, reply |
 //!
 //! An object (or sender) in a key is its length as a big-endian `u16`
 //! followed by its bytes; indices, positions and sequences are big-endian
 //! `u64`.
+//!
+//! A batch's log records are first *staged*: written side by side in
+//! `staged`, in the order they were made, so that a commit touching many
+//! objects rewrites one or two pages instead of a page of `log` per
+//! object. Once [`StoreConfig::staged_records`] are staged, and when the
+//! store closes, they move to `log` together, in key order (those a
+//! truncation made useless are dropped). An object's log is its records in
+//! `log`, followed by its records in `staged`.
 
 mod error;
 mod keys;
@@ -68,6 +77,7 @@ const FORMAT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("format");
 const HEADS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("heads");
 const CHECKPOINTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("checkpoints");
 const LOG: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("log");
+const STAGED: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("staged");
 const REPLIES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("replies");
 
 /// The key of the format record in the `format` table.
@@ -100,6 +110,11 @@ pub struct StoreConfig {
     pub max_file_bytes: Option<u64>,
     /// The memory redb may use to cache pages, in bytes.
     pub cache_bytes: usize,
+    /// How many log records (one per object per batch) are staged before
+    /// they move to the log together (see the file layout). More makes
+    /// appends to many objects cheaper and reading a log slower (a read
+    /// looks through every staged record). At least 1.
+    pub staged_records: usize,
 }
 
 impl Default for StoreConfig {
@@ -114,6 +129,7 @@ impl Default for StoreConfig {
             max_checkpoint_bytes: 1 << 30,
             max_file_bytes: None,
             cache_bytes: 64 << 20,
+            staged_records: 4096,
         }
     }
 }
@@ -253,6 +269,7 @@ impl Store {
             max_batch: config.max_batch.max(1),
             max_batch_bytes: config.max_batch_bytes,
             max_file_bytes: config.max_file_bytes,
+            staged_records: config.staged_records.max(1) as u64,
         };
         let writer = std::thread::Builder::new()
             .name("ft-store-writer".into())
@@ -428,6 +445,32 @@ impl Store {
         self.submit(object, action).await.map(|_| ())
     }
 
+    /// [`Store::record_reply`] for many replies of `object` at once: one
+    /// write, durable together.
+    pub async fn record_replies(
+        &self,
+        object: &ObjectKey,
+        replies: Vec<(ReplyId, LogPosition, Vec<u8>)>,
+    ) -> StoreResult<()> {
+        for (id, _, reply) in &replies {
+            self.check_size(
+                object,
+                "a reply",
+                reply.len(),
+                self.inner.config.max_entry_bytes,
+            )?;
+            if let Err(len) = keys::check_len(&id.sender) {
+                return Err(too_large(object, "a sender key", len, MAX_OBJECT_KEY_LEN));
+            }
+        }
+        if replies.is_empty() {
+            return Ok(());
+        }
+        self.submit(object, Action::Replies(replies))
+            .await
+            .map(|_| ())
+    }
+
     /// The newest checkpoint of `object`, if it has one.
     pub fn latest_checkpoint(&self, object: &ObjectKey) -> StoreResult<Option<Checkpoint>> {
         guarded(&self.inner.path, "reading checkpoints", || {
@@ -579,10 +622,72 @@ impl Store {
                 }
             }
             if expected < last {
+                expected =
+                    self.read_staged(&txn, object, (from.0, last), expected, &mut entries)?;
+            }
+            if expected < last {
                 return Err(self.missing(object, expected.max(from.0)));
             }
             Ok(entries)
         })
+    }
+
+    /// The entries of `object`'s staged records in `wanted`, added to
+    /// `entries` after those read up to `expected`; where the log read
+    /// stops.
+    fn read_staged(
+        &self,
+        txn: &redb::ReadTransaction,
+        object: &ObjectKey,
+        (from, last): (u64, u64),
+        mut expected: u64,
+        entries: &mut Vec<LogEntry>,
+    ) -> StoreResult<u64> {
+        let table = txn
+            .open_table(STAGED)
+            .map_err(|e| self.storage("reading the log", e))?;
+        let prefix = keys::object(object);
+        // Staged in the order they were made: an object's in position order.
+        for record in table
+            .iter()
+            .map_err(|e| self.storage("reading the log", e))?
+        {
+            let (key, value) = record.map_err(|e| self.storage("reading the log", e))?;
+            let Some(log_key) = key.value().get(8..) else {
+                continue;
+            };
+            if log_key.len() != prefix.len() + 8 || !log_key.starts_with(&prefix) {
+                continue;
+            }
+            let first = keys::number_of(log_key);
+            let record = || format!("log entries from position {first}");
+            let ([count], payload) = record::decode::<1>(Kind::LogSegment, log_key, value.value())
+                .map_err(|fault| self.corrupt(object, record(), fault))?;
+            let end = first.saturating_add(count);
+            if end <= expected {
+                // Before what is still to read (truncated, or read already).
+                continue;
+            }
+            if first > expected {
+                break;
+            }
+            let stored = record::entries(payload, count)
+                .map_err(|fault| self.corrupt(object, record(), fault))?;
+            for (position, (incarnation, bytes)) in (first..).zip(stored) {
+                if (from.max(expected)..last).contains(&position) {
+                    entries.push(LogEntry {
+                        position: LogPosition(position),
+                        incarnation: Incarnation(incarnation),
+                        bytes: bytes.to_vec(),
+                    });
+                }
+            }
+            expected = end;
+            if expected >= last {
+                break;
+            }
+        }
+        Ok(expected)
     }
 
     /// The reply `object` gave to the request `id`, if it was recorded and
@@ -958,7 +1063,7 @@ fn check_format(db: &Database, path: &Path) -> StoreResult<()> {
             },
         }
     }
-    for table in [HEADS, CHECKPOINTS, LOG, REPLIES] {
+    for table in [HEADS, CHECKPOINTS, LOG, STAGED, REPLIES] {
         txn.open_table(table).map_err(open_error)?;
     }
     txn.commit()

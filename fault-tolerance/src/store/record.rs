@@ -14,7 +14,7 @@
 use std::fmt;
 
 /// The layout of records and tables this build writes and reads.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 
 const TAG: [u8; 4] = *b"AGFT";
 const HEADER: usize = TAG.len() + 2 + 1;

@@ -20,13 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, Table};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata as _, Table};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{StoreError, StoreResult};
 use super::keys::{self, CheckpointIndex, Incarnation, LogPosition, ObjectKey, ReplyId};
 use super::record::{self, Kind};
-use super::{CHECKPOINTS, Checkpoint, HEADS, LOG, REPLIES};
+use super::{CHECKPOINTS, Checkpoint, HEADS, LOG, REPLIES, STAGED};
 
 /// One write, as the writer thread receives it.
 pub(crate) struct Op {
@@ -56,6 +56,7 @@ pub(crate) enum Action {
         at: LogPosition,
         reply: Vec<u8>,
     },
+    Replies(Vec<(ReplyId, LogPosition, Vec<u8>)>),
     Fence {
         incarnation: Incarnation,
     },
@@ -77,6 +78,7 @@ impl Action {
             | Action::Fence { .. }
             | Action::ForgetReplies { .. } => 0,
             Action::Reply { reply, .. } => reply.len(),
+            Action::Replies(replies) => replies.iter().map(|(_, _, r)| r.len()).sum(),
         }
     }
 
@@ -215,12 +217,15 @@ pub(crate) struct Writer {
     pub(crate) max_batch: usize,
     pub(crate) max_batch_bytes: usize,
     pub(crate) max_file_bytes: Option<u64>,
+    /// Log records staged at most before they are moved to the log.
+    pub(crate) staged_records: u64,
 }
 
 /// The tables a batch writes to.
 struct Tables<'txn> {
     heads: Table<'txn, &'static [u8], &'static [u8]>,
     log: Table<'txn, &'static [u8], &'static [u8]>,
+    staged: Table<'txn, &'static [u8], &'static [u8]>,
     checkpoints: Table<'txn, &'static [u8], &'static [u8]>,
     replies: Table<'txn, &'static [u8], &'static [u8]>,
     /// The log segments the batch is filling, one per object, not inserted
@@ -253,30 +258,93 @@ impl Segment {
 }
 
 impl Tables<'_> {
-    /// Inserts the segments being filled, in key order: a batch touches
-    /// many objects, and neighbouring keys share leaf pages.
+    /// Stages the segments being filled (see [`stage_segment`]).
     fn insert_segments(&mut self) -> Result<(), Failed> {
-        let mut segments: Vec<_> = self
-            .segments
-            .drain()
-            .map(|(object, segment)| (keys::object(&object), object, segment))
-            .collect();
-        segments.sort_unstable_by(|(a, ..), (b, ..)| a.cmp(b));
-        for (_, object, segment) in segments {
-            insert_segment(&mut self.log, &object, segment)?;
+        let segments: Vec<_> = self.segments.drain().collect();
+        for (object, segment) in segments {
+            stage_segment(&mut self.staged, &object, segment)?;
         }
         Ok(())
     }
 }
 
-fn insert_segment(
-    log: &mut Table<'_, &'static [u8], &'static [u8]>,
+/// Moves the staged log records to the log, in key order, dropping those
+/// a truncation made useless, and empties the staging table (dropped
+/// whole: removing its records one by one would cost more than the
+/// staging saved).
+fn unstage(txn: &redb::WriteTransaction) -> Result<(), Failed> {
+    let mut records = Vec::new();
+    {
+        let staged = txn.open_table(STAGED)?;
+        for record in staged.iter()? {
+            let (key, value) = record?;
+            if let Some(log_key) = key.value().get(8..) {
+                records.push((log_key.to_vec(), value.value().to_vec()));
+            }
+        }
+    }
+    txn.delete_table(STAGED)?;
+    txn.open_table(STAGED)?;
+    records.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    let heads = txn.open_table(HEADS)?;
+    let mut log = txn.open_table(LOG)?;
+    for (key, value) in records {
+        // A record that fails its checks goes to the log all the same, so
+        // that reading it reports the fault.
+        let truncated = match record::decode::<1>(Kind::LogSegment, &key, &value) {
+            Ok(([count], _)) => {
+                let head = &key[..key.len().saturating_sub(8)];
+                let first = match heads.get(head)? {
+                    Some(stored) => record::decode::<3>(Kind::Head, head, stored.value())
+                        .map_or(0, |([first, ..], _)| first),
+                    None => 0,
+                };
+                keys::number_of(&key).saturating_add(count) <= first
+            }
+            Err(_) => false,
+        };
+        if !truncated {
+            log.insert(key.as_slice(), value.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// Records one reply of `object`.
+fn insert_reply(
+    tables: &mut Tables<'_>,
+    object: &ObjectKey,
+    id: &ReplyId,
+    at: LogPosition,
+    reply: &[u8],
+    written: &mut Written,
+) -> Result<(), Failed> {
+    let key = keys::reply(object, id);
+    let value = record::encode(Kind::Reply, &key, [at.0], reply);
+    tables.replies.insert(key.as_slice(), value.as_slice())?;
+    written.bytes += value.len() as u64;
+    Ok(())
+}
+
+/// Stages a segment: its log record, keyed by its place among the staged
+/// records (then its log key), so that a batch appending to many objects
+/// writes its records side by side, into one or two pages, instead of one
+/// page of the log per object. Staged records move to the log in bulk
+/// ([`Tables::unstage`]); readers look in both.
+fn stage_segment(
+    staged: &mut Table<'_, &'static [u8], &'static [u8]>,
     object: &ObjectKey,
     segment: Segment,
 ) -> Result<(), Failed> {
     let key = keys::numbered(object, segment.first);
     let value = record::encode(Kind::LogSegment, &key, [segment.count], &segment.payload);
-    log.insert(key.as_slice(), value.as_slice())?;
+    let next = match staged.last()? {
+        Some((last, _)) => keys::number_of(&last.value()[..8.min(last.value().len())]) + 1,
+        None => 0,
+    };
+    let mut staged_key = next.to_be_bytes().to_vec();
+    staged_key.extend_from_slice(&key);
+    staged.insert(staged_key.as_slice(), value.as_slice())?;
     Ok(())
 }
 
@@ -310,6 +378,13 @@ impl Writer {
                 }
             }
             self.commit(&mut batch);
+        }
+        // Closed: the log whole in its table, for the next opening.
+        if let Err(Failed(error)) = self.unstage_all() {
+            tracing::warn!(
+                "{}: the staged log records stay staged (they are read from there): {error}",
+                self.path.display()
+            );
         }
     }
 
@@ -355,10 +430,12 @@ impl Writer {
     ) -> Result<(), Failed> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
+        let full_stage;
         {
             let mut tables = Tables {
                 heads: txn.open_table(HEADS)?,
                 log: txn.open_table(LOG)?,
+                staged: txn.open_table(STAGED)?,
                 checkpoints: txn.open_table(CHECKPOINTS)?,
                 replies: txn.open_table(REPLIES)?,
                 segments: HashMap::new(),
@@ -390,7 +467,23 @@ impl Writer {
                 );
                 tables.heads.insert(key.as_slice(), value.as_slice())?;
             }
+            full_stage = tables.staged.len()? >= self.staged_records;
         }
+        if full_stage {
+            unstage(&txn)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Moves every staged log record to the log (when the store closes).
+    fn unstage_all(&self) -> Result<(), Failed> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        if txn.open_table(STAGED)?.is_empty()? {
+            return Ok(());
+        }
+        unstage(&txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -432,7 +525,7 @@ impl Writer {
                         if open.get().payload.len() + entry.len() > SEGMENT_BYTES =>
                     {
                         let full = std::mem::replace(open.get_mut(), Segment::at(head.next));
-                        insert_segment(&mut tables.log, object, full)?;
+                        stage_segment(&mut tables.staged, object, full)?;
                         open.into_mut()
                     }
                     Entry::Occupied(open) => open.into_mut(),
@@ -512,10 +605,13 @@ impl Writer {
                 Ok(Ok(Done::Removed(removed)))
             }
             Action::Reply { id, at, reply } => {
-                let key = keys::reply(object, id);
-                let value = record::encode(Kind::Reply, &key, [at.0], reply);
-                tables.replies.insert(key.as_slice(), value.as_slice())?;
-                written.bytes += value.len() as u64;
+                insert_reply(tables, object, id, *at, reply, written)?;
+                Ok(Ok(Done::Stored))
+            }
+            Action::Replies(replies) => {
+                for (id, at, reply) in replies {
+                    insert_reply(tables, object, id, *at, reply, written)?;
+                }
                 Ok(Ok(Done::Stored))
             }
         }
