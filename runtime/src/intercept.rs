@@ -73,7 +73,8 @@ pub struct Hold(futures::future::Shared<BoxFuture<'static, Result<(), String>>>)
 
 impl Hold {
     /// A hold done when `fut` is. `fut` is driven only while someone waits
-    /// for the hold: work that must go on meanwhile is spawned.
+    /// for the hold (the body, after serving): work that must go on while
+    /// the request is served is started before (queued, or spawned).
     pub fn new(
         fut: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
     ) -> Hold {
