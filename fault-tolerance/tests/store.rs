@@ -696,15 +696,14 @@ async fn a_log_entry_removed_or_moved_is_not_replayed_silently() {
     let dir = TempDir::new("moved");
     let path = dir.file();
     let object = ObjectKey::from("ao-9");
-    {
+    for i in 0..4 {
+        // One per opening: each entry is a record of its own (the entries
+        // one opening stages move to the log as one record).
         let store = open(&path);
-        for i in 0..4 {
-            // One after the other: each entry is a record of its own.
-            store
-                .append(&object, FIRST, format!("request {i}"))
-                .await
-                .unwrap();
-        }
+        store
+            .append(&object, FIRST, format!("request {i}"))
+            .await
+            .unwrap();
     }
     let log: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("log");
     let edit = |change: &dyn Fn(&mut RawTable<'_>, &[Vec<u8>])| {

@@ -226,6 +226,8 @@ struct Tables<'txn> {
     heads: Table<'txn, &'static [u8], &'static [u8]>,
     log: Table<'txn, &'static [u8], &'static [u8]>,
     staged: Table<'txn, &'static [u8], &'static [u8]>,
+    /// The place of the next staged record, once looked up.
+    next_staged: Option<u64>,
     checkpoints: Table<'txn, &'static [u8], &'static [u8]>,
     replies: Table<'txn, &'static [u8], &'static [u8]>,
     /// The log segments the batch is filling, one per object, not inserted
@@ -262,16 +264,17 @@ impl Tables<'_> {
     fn insert_segments(&mut self) -> Result<(), Failed> {
         let segments: Vec<_> = self.segments.drain().collect();
         for (object, segment) in segments {
-            stage_segment(&mut self.staged, &object, segment)?;
+            stage_segment(&mut self.staged, &mut self.next_staged, &object, segment)?;
         }
         Ok(())
     }
 }
 
-/// Moves the staged log records to the log, in key order, dropping those
-/// a truncation made useless, and empties the staging table (dropped
-/// whole: removing its records one by one would cost more than the
-/// staging saved).
+/// Moves the staged log records to the log, dropping those a truncation
+/// made useless, and empties the staging table (dropped whole: removing
+/// its records one by one would cost more than the staging saved). The
+/// consecutive records of one object become one log record (up to
+/// [`SEGMENT_BYTES`]), so each object costs one insertion.
 fn unstage(txn: &redb::WriteTransaction) -> Result<(), Failed> {
     let mut records = Vec::new();
     {
@@ -285,29 +288,80 @@ fn unstage(txn: &redb::WriteTransaction) -> Result<(), Failed> {
     }
     txn.delete_table(STAGED)?;
     txn.open_table(STAGED)?;
+    // By object, then position.
     records.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
     let heads = txn.open_table(HEADS)?;
     let mut log = txn.open_table(LOG)?;
+    let mut run: Option<Run> = None;
+    // The first position still in the log of the object last looked up.
+    let mut kept_from: Option<(Vec<u8>, u64)> = None;
     for (key, value) in records {
-        // A record that fails its checks goes to the log all the same, so
-        // that reading it reports the fault.
-        let truncated = match record::decode::<1>(Kind::LogSegment, &key, &value) {
-            Ok(([count], _)) => {
-                let head = &key[..key.len().saturating_sub(8)];
-                let first = match heads.get(head)? {
-                    Some(stored) => record::decode::<3>(Kind::Head, head, stored.value())
+        let split = key.len().saturating_sub(8);
+        let (object, first) = (&key[..split], keys::number_of(&key));
+        let Ok(([count], payload)) = record::decode::<1>(Kind::LogSegment, &key, &value) else {
+            // Moved as it is, so that reading it reports the fault.
+            if let Some(done) = run.take() {
+                done.insert(&mut log)?;
+            }
+            log.insert(key.as_slice(), value.as_slice())?;
+            continue;
+        };
+        let head_first = match &kept_from {
+            Some((known, first)) if known == object => *first,
+            _ => {
+                let first = match heads.get(object)? {
+                    Some(stored) => record::decode::<3>(Kind::Head, object, stored.value())
                         .map_or(0, |([first, ..], _)| first),
                     None => 0,
                 };
-                keys::number_of(&key).saturating_add(count) <= first
+                kept_from = Some((object.to_vec(), first));
+                first
             }
-            Err(_) => false,
         };
-        if !truncated {
-            log.insert(key.as_slice(), value.as_slice())?;
+        if first.saturating_add(count) <= head_first {
+            continue;
+        }
+        if let Some(open) = run.as_mut().filter(|r| {
+            r.object == object
+                && r.first.saturating_add(r.count) == first
+                && r.payload.len() + payload.len() <= SEGMENT_BYTES
+        }) {
+            open.count += count;
+            open.payload.extend_from_slice(payload);
+            continue;
+        }
+        if let Some(done) = run.replace(Run {
+            object: object.to_vec(),
+            first,
+            count,
+            payload: payload.to_vec(),
+        }) {
+            done.insert(&mut log)?;
         }
     }
+    if let Some(done) = run {
+        done.insert(&mut log)?;
+    }
     Ok(())
+}
+
+/// Consecutive staged records of one object, becoming one log record.
+struct Run {
+    /// The object, as in keys.
+    object: Vec<u8>,
+    first: u64,
+    count: u64,
+    payload: Vec<u8>,
+}
+
+impl Run {
+    fn insert(self, log: &mut Table<'_, &'static [u8], &'static [u8]>) -> Result<(), Failed> {
+        let mut key = self.object;
+        key.extend_from_slice(&self.first.to_be_bytes());
+        let value = record::encode(Kind::LogSegment, &key, [self.count], &self.payload);
+        log.insert(key.as_slice(), value.as_slice())?;
+        Ok(())
+    }
 }
 
 /// Records one reply of `object`.
@@ -330,19 +384,25 @@ fn insert_reply(
 /// records (then its log key), so that a batch appending to many objects
 /// writes its records side by side, into one or two pages, instead of one
 /// page of the log per object. Staged records move to the log in bulk
-/// ([`Tables::unstage`]); readers look in both.
+/// ([`unstage`]); readers look in both. `next` is the place the next
+/// record gets, once known.
 fn stage_segment(
     staged: &mut Table<'_, &'static [u8], &'static [u8]>,
+    next: &mut Option<u64>,
     object: &ObjectKey,
     segment: Segment,
 ) -> Result<(), Failed> {
     let key = keys::numbered(object, segment.first);
     let value = record::encode(Kind::LogSegment, &key, [segment.count], &segment.payload);
-    let next = match staged.last()? {
-        Some((last, _)) => keys::number_of(&last.value()[..8.min(last.value().len())]) + 1,
-        None => 0,
+    let place = match *next {
+        Some(place) => place,
+        None => match staged.last()? {
+            Some((last, _)) => keys::number_of(&last.value()[..8.min(last.value().len())]) + 1,
+            None => 0,
+        },
     };
-    let mut staged_key = next.to_be_bytes().to_vec();
+    *next = Some(place + 1);
+    let mut staged_key = place.to_be_bytes().to_vec();
     staged_key.extend_from_slice(&key);
     staged.insert(staged_key.as_slice(), value.as_slice())?;
     Ok(())
@@ -436,6 +496,7 @@ impl Writer {
                 heads: txn.open_table(HEADS)?,
                 log: txn.open_table(LOG)?,
                 staged: txn.open_table(STAGED)?,
+                next_staged: None,
                 checkpoints: txn.open_table(CHECKPOINTS)?,
                 replies: txn.open_table(REPLIES)?,
                 segments: HashMap::new(),
@@ -525,7 +586,7 @@ impl Writer {
                         if open.get().payload.len() + entry.len() > SEGMENT_BYTES =>
                     {
                         let full = std::mem::replace(open.get_mut(), Segment::at(head.next));
-                        stage_segment(&mut tables.staged, object, full)?;
+                        stage_segment(&mut tables.staged, &mut tables.next_staged, object, full)?;
                         open.into_mut()
                     }
                     Entry::Occupied(open) => open.into_mut(),
