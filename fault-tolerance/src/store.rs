@@ -427,22 +427,8 @@ impl Store {
         at: LogPosition,
         reply: impl Into<Vec<u8>>,
     ) -> StoreResult<()> {
-        let reply = reply.into();
-        self.check_size(
-            object,
-            "a reply",
-            reply.len(),
-            self.inner.config.max_entry_bytes,
-        )?;
-        if let Err(len) = keys::check_len(&id.sender) {
-            return Err(too_large(object, "a sender key", len, MAX_OBJECT_KEY_LEN));
-        }
-        let action = Action::Reply {
-            id: id.clone(),
-            at,
-            reply,
-        };
-        self.submit(object, action).await.map(|_| ())
+        self.record_replies(object, vec![(id.clone(), at, reply.into())])
+            .await
     }
 
     /// [`Store::record_reply`] for many replies of `object` at once: one

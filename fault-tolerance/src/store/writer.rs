@@ -51,11 +51,6 @@ pub(crate) enum Action {
     DropCheckpoints {
         before: CheckpointIndex,
     },
-    Reply {
-        id: ReplyId,
-        at: LogPosition,
-        reply: Vec<u8>,
-    },
     Replies(Vec<(ReplyId, LogPosition, Vec<u8>)>),
     Fence {
         incarnation: Incarnation,
@@ -77,7 +72,6 @@ impl Action {
             | Action::DropCheckpoints { .. }
             | Action::Fence { .. }
             | Action::ForgetReplies { .. } => 0,
-            Action::Reply { reply, .. } => reply.len(),
             Action::Replies(replies) => replies.iter().map(|(_, _, r)| r.len()).sum(),
         }
     }
@@ -362,22 +356,6 @@ impl Run {
         log.insert(key.as_slice(), value.as_slice())?;
         Ok(())
     }
-}
-
-/// Records one reply of `object`.
-fn insert_reply(
-    tables: &mut Tables<'_>,
-    object: &ObjectKey,
-    id: &ReplyId,
-    at: LogPosition,
-    reply: &[u8],
-    written: &mut Written,
-) -> Result<(), Failed> {
-    let key = keys::reply(object, id);
-    let value = record::encode(Kind::Reply, &key, [at.0], reply);
-    tables.replies.insert(key.as_slice(), value.as_slice())?;
-    written.bytes += value.len() as u64;
-    Ok(())
 }
 
 /// Stages a segment: its log record, keyed by its place among the staged
@@ -665,13 +643,12 @@ impl Writer {
                 )?;
                 Ok(Ok(Done::Removed(removed)))
             }
-            Action::Reply { id, at, reply } => {
-                insert_reply(tables, object, id, *at, reply, written)?;
-                Ok(Ok(Done::Stored))
-            }
             Action::Replies(replies) => {
                 for (id, at, reply) in replies {
-                    insert_reply(tables, object, id, *at, reply, written)?;
+                    let key = keys::reply(object, id);
+                    let value = record::encode(Kind::Reply, &key, [at.0], reply);
+                    tables.replies.insert(key.as_slice(), value.as_slice())?;
+                    written.bytes += value.len() as u64;
                 }
                 Ok(Ok(Done::Stored))
             }
