@@ -618,18 +618,24 @@ impl FtServer {
     /// from there.
     async fn check_replay(&self, object: u64, replayed: &[actogrid_runtime::intercept::Replayed]) {
         let mut missing = Vec::new();
+        // Read once: replies recorded together are found by reading them all.
+        let recorded: HashMap<ReplyId, Vec<u8>> = self
+            .store
+            .replies(&key(object))
+            .map(|all| all.into_iter().collect())
+            .unwrap_or_default();
         for r in replayed {
             let id = ReplyId {
                 sender: key(r.sender),
                 sequence: r.seq,
             };
-            let Ok(Some(bytes)) = self.store.reply(&key(object), &id) else {
+            let Some(bytes) = recorded.get(&id) else {
                 if let Ok(reply) = postcard::to_allocvec(&r.reply) {
                     missing.push((r.sender, r.seq, 0, reply));
                 }
                 continue;
             };
-            let Ok(first) = postcard::from_bytes::<Reply>(&bytes) else {
+            let Ok(first) = postcard::from_bytes::<Reply>(bytes) else {
                 continue;
             };
             if first.outcome != r.reply.outcome {

@@ -25,7 +25,7 @@
 //!
 //! # File layout
 //!
-//! Format version 2 has six tables, all `&[u8] → &[u8]` except the first:
+//! Format version 3 has six tables, all `&[u8] → &[u8]` except the first:
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -33,18 +33,19 @@
 //! | `heads` | object | first and next log position, newest incarnation |
 //! | `checkpoints` | object, index | incarnation, state |
 //! | `log` | object, position of its first entry | a run of consecutive entries (appended in one batch): their count, then each one's incarnation, length and bytes |
-//! | `staged` | a big-endian `u64` counting staged records, then the record's `log` key | the `log` record, as it will be there |
+//! | `staged` | a big-endian `u64`: the place of the batch's first record among the staged ones | the `log` records one batch staged: their count, then each one's `log` key and value, as they will be there |
 //! | `replies` | object, sender, sequence | log position, reply |
+//! | `replies` | object, `ff fe`, a big-endian `u64` numbering them | replies recorded together: their count, the newest log position they belong to, then each one's sender, sequence, log position and bytes |
 //!
 //! An object (or sender) in a key is its length as a big-endian `u16`
 //! followed by its bytes; indices, positions and sequences are big-endian
 //! `u64`.
 //!
-//! A batch's log records are first *staged*: written side by side in
-//! `staged`, in the order they were made, so that a commit touching many
-//! objects rewrites one or two pages instead of a page of `log` per
-//! object. Once [`StoreConfig::staged_records`] are staged, and when the
-//! store closes, they move to `log` together, in key order (those a
+//! A batch's log records are first *staged*: written together as one
+//! record of `staged`, in the order they were made, so that a commit
+//! touching many objects inserts one record instead of one per object.
+//! Once [`StoreConfig::staged_records`] log records are staged, and when
+//! the store closes, they move to `log` together, in key order (those a
 //! truncation made useless are dropped). An object's log is its records in
 //! `log`, followed by its records in `staged`.
 
@@ -634,43 +635,53 @@ impl Store {
             .map_err(|e| self.storage("reading the log", e))?;
         let prefix = keys::object(object);
         // Staged in the order they were made: an object's in position order.
-        for record in table
+        for staged in table
             .iter()
             .map_err(|e| self.storage("reading the log", e))?
         {
-            let (key, value) = record.map_err(|e| self.storage("reading the log", e))?;
-            let Some(log_key) = key.value().get(8..) else {
-                continue;
-            };
-            if log_key.len() != prefix.len() + 8 || !log_key.starts_with(&prefix) {
-                continue;
-            }
-            let first = keys::number_of(log_key);
-            let record = || format!("log entries from position {first}");
-            let ([count], payload) = record::decode::<1>(Kind::LogSegment, log_key, value.value())
-                .map_err(|fault| self.corrupt(object, record(), fault))?;
-            let end = first.saturating_add(count);
-            if end <= expected {
-                // Before what is still to read (truncated, or read already).
-                continue;
-            }
-            if first > expected {
-                break;
-            }
-            let stored = record::entries(payload, count)
-                .map_err(|fault| self.corrupt(object, record(), fault))?;
-            for (position, (incarnation, bytes)) in (first..).zip(stored) {
-                if (from.max(expected)..last).contains(&position) {
-                    entries.push(LogEntry {
-                        position: LogPosition(position),
-                        incarnation: Incarnation(incarnation),
-                        bytes: bytes.to_vec(),
-                    });
+            let (key, value) = staged.map_err(|e| self.storage("reading the log", e))?;
+            let (key, value) = (key.value(), value.value());
+            let place = key.first_chunk::<8>().map_or(0, |p| u64::from_be_bytes(*p));
+            let records = record::decode::<1>(Kind::Staged, key, value)
+                .and_then(|([count], payload)| record::staged(payload, count))
+                .map_err(|fault| {
+                    self.corrupt(
+                        object,
+                        format!("staged log records at place {place}"),
+                        fault,
+                    )
+                })?;
+            for (log_key, value) in records {
+                if log_key.len() != prefix.len() + 8 || !log_key.starts_with(&prefix) {
+                    continue;
                 }
-            }
-            expected = end;
-            if expected >= last {
-                break;
+                let first = keys::number_of(log_key);
+                let record = || format!("log entries from position {first}");
+                let ([count], payload) = record::decode::<1>(Kind::LogSegment, log_key, value)
+                    .map_err(|fault| self.corrupt(object, record(), fault))?;
+                let end = first.saturating_add(count);
+                if end <= expected {
+                    // Before what is still to read (truncated, or read already).
+                    continue;
+                }
+                if first > expected {
+                    return Ok(expected);
+                }
+                let stored = record::entries(payload, count)
+                    .map_err(|fault| self.corrupt(object, record(), fault))?;
+                for (position, (incarnation, bytes)) in (first..).zip(stored) {
+                    if (from.max(expected)..last).contains(&position) {
+                        entries.push(LogEntry {
+                            position: LogPosition(position),
+                            incarnation: Incarnation(incarnation),
+                            bytes: bytes.to_vec(),
+                        });
+                    }
+                }
+                expected = end;
+                if expected >= last {
+                    return Ok(expected);
+                }
             }
         }
         Ok(expected)
@@ -685,15 +696,21 @@ impl Store {
             let table = txn
                 .open_table(REPLIES)
                 .map_err(|e| self.storage("reading replies", e))?;
-            let Some(value) = table
+            if let Some(value) = table
                 .get(key.as_slice())
                 .map_err(|e| self.storage("reading replies", e))?
-            else {
-                return Ok(None);
-            };
-            let (_, reply) = record::decode::<1>(Kind::Reply, &key, value.value())
-                .map_err(|fault| self.corrupt(object, format!("reply to {id}"), fault))?;
-            Ok(Some(reply.to_vec()))
+            {
+                let (_, reply) = record::decode::<1>(Kind::Reply, &key, value.value())
+                    .map_err(|fault| self.corrupt(object, format!("reply to {id}"), fault))?;
+                return Ok(Some(reply.to_vec()));
+            }
+            let mut found = None;
+            self.replies_together(&table, object, |sender, sequence, reply| {
+                if found.is_none() && sender == id.sender.as_bytes() && sequence == id.sequence {
+                    found = Some(reply.to_vec());
+                }
+            })?;
+            Ok(found)
         })
     }
 
@@ -718,8 +735,44 @@ impl Store {
                     .map_err(|fault| self.corrupt(object, format!("reply to {id}"), fault))?;
                 out.push((id, reply.to_vec()));
             }
+            self.replies_together(&table, object, |sender, sequence, reply| {
+                let id = ReplyId {
+                    sender: ObjectKey::new(sender.to_vec()),
+                    sequence,
+                };
+                out.push((id, reply.to_vec()));
+            })?;
             Ok(out)
         })
+    }
+
+    /// Calls `each` with (sender, sequence, reply) of every reply of
+    /// `object` recorded together with others.
+    fn replies_together(
+        &self,
+        table: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+        object: &ObjectKey,
+        mut each: impl FnMut(&[u8], u64, &[u8]),
+    ) -> StoreResult<()> {
+        let (first, last) = (
+            keys::reply_batch(object, 0),
+            keys::reply_batch(object, u64::MAX),
+        );
+        for entry in table
+            .range::<&[u8]>(first.as_slice()..=last.as_slice())
+            .map_err(|e| self.storage("reading replies", e))?
+        {
+            let (key, value) = entry.map_err(|e| self.storage("reading replies", e))?;
+            let n = keys::number_of(key.value());
+            let corrupt =
+                |fault| self.corrupt(object, format!("replies recorded together (#{n})"), fault);
+            let ([count, _], payload) =
+                record::decode::<2>(Kind::Replies, key.value(), value.value()).map_err(corrupt)?;
+            for r in record::replies(payload, count).map_err(corrupt)? {
+                each(r.sender, r.sequence, r.reply);
+            }
+        }
+        Ok(())
     }
 
     /// The file's size and what was written since the store was opened.

@@ -332,6 +332,133 @@ async fn a_duplicate_request_is_answered_with_the_original_reply_after_a_restart
 }
 
 #[tokio::test]
+async fn replies_recorded_together_are_read_forgotten_and_truncated_as_single_ones() {
+    let dir = TempDir::new("replies-together");
+    let path = dir.file();
+    let object = ObjectKey::from("ao-r");
+    let id = |sender: &str, sequence| ReplyId {
+        sender: ObjectKey::from(sender),
+        sequence,
+    };
+    let reply = |store: &Store, sender: &str, sequence| {
+        store
+            .reply(&object, &id(sender, sequence))
+            .unwrap()
+            .map(|r| String::from_utf8(r).unwrap())
+    };
+    {
+        let store = open(&path);
+        for n in 0..6 {
+            store
+                .append(&object, FIRST, format!("request {n}"))
+                .await
+                .unwrap();
+        }
+        let replies = vec![
+            (id("a", 1), LogPosition(0), b"a1".to_vec()),
+            (id("a", 2), LogPosition(1), b"a2".to_vec()),
+            (id("b", 1), LogPosition(2), b"b1".to_vec()),
+            // Kept until its sender forgets it: whatever the truncation.
+            (id("c", 1), LogPosition(u64::MAX), b"c1".to_vec()),
+        ];
+        store.record_replies(&object, replies).await.unwrap();
+        store
+            .record_reply(&object, &id("b", 2), LogPosition(3), "b2")
+            .await
+            .unwrap();
+        assert_eq!(reply(&store, "a", 2).as_deref(), Some("a2"));
+        assert_eq!(reply(&store, "a", 3), None);
+        let mut all: Vec<_> = store
+            .replies(&object)
+            .unwrap()
+            .into_iter()
+            .map(|(id, r)| (id.to_string(), String::from_utf8(r).unwrap()))
+            .collect();
+        all.sort();
+        assert_eq!(all.len(), 5, "{all:?}");
+        assert_eq!(
+            store
+                .forget_replies(&object, &ObjectKey::from("a"), 2)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(reply(&store, "a", 1), None);
+        assert_eq!(reply(&store, "a", 2).as_deref(), Some("a2"));
+        // The log cut before the newest of them keeps them all.
+        store.truncate_log(&object, LogPosition(2)).await.unwrap();
+        assert_eq!(reply(&store, "a", 2).as_deref(), Some("a2"));
+        assert_eq!(reply(&store, "b", 1).as_deref(), Some("b1"));
+    }
+    let store = open(&path);
+    assert_eq!(reply(&store, "b", 1).as_deref(), Some("b1"));
+    store.truncate_log(&object, LogPosition(3)).await.unwrap();
+    assert_eq!(reply(&store, "a", 2), None);
+    assert_eq!(reply(&store, "b", 1), None);
+    assert_eq!(reply(&store, "b", 2).as_deref(), Some("b2"));
+    assert_eq!(reply(&store, "c", 1).as_deref(), Some("c1"));
+    assert_eq!(store.replies(&object).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn damaged_replies_recorded_together_name_the_object_and_the_file() {
+    let dir = TempDir::new("replies-together-damaged");
+    let path = dir.file();
+    let object = ObjectKey::from("ao-rd");
+    let id = |sequence| ReplyId {
+        sender: ObjectKey::from("caller"),
+        sequence,
+    };
+    {
+        let store = open(&path);
+        let replies = (1..=3)
+            .map(|n| (id(n), LogPosition(0), format!("reply {n}").into_bytes()))
+            .collect();
+        store.record_replies(&object, replies).await.unwrap();
+    }
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let definition: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("replies");
+            let mut table = txn.open_table(definition).unwrap();
+            let (key, mut value) = {
+                let (key, value) = table.first().unwrap().expect("the replies");
+                (key.value().to_vec(), value.value().to_vec())
+            };
+            let at = value.len() - 6;
+            value[at] ^= 0x20;
+            table.insert(key.as_slice(), value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = open(&path);
+    for error in [
+        store.reply(&object, &id(2)).unwrap_err(),
+        store.replies(&object).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                error,
+                StoreError::Corrupt {
+                    fault: RecordFault::Checksum { .. },
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_names(
+            &error,
+            &[
+                "\"ao-rd\"",
+                "replies recorded together",
+                &path.display().to_string(),
+            ],
+        );
+    }
+}
+
+#[tokio::test]
 async fn only_the_newest_checkpoints_are_kept() {
     let dir = TempDir::new("keep");
     let config = StoreConfig {
@@ -841,7 +968,7 @@ async fn a_store_of_another_format_version_is_refused() {
             error,
             StoreError::IncompatibleFormat {
                 found: 7,
-                expected: 2,
+                expected: 3,
                 ..
             }
         ),
@@ -1204,6 +1331,7 @@ async fn a_log_reads_the_same_staged_or_moved() {
 async fn a_corrupt_staged_log_record_names_the_object_and_the_file() {
     let dir = TempDir::new("corrupt-staged");
     let path = dir.file();
+    let killed = dir.0.join("killed.redb");
     let object = ObjectKey::from("ao-s");
     {
         let store = open(&path);
@@ -1211,44 +1339,52 @@ async fn a_corrupt_staged_log_record_names_the_object_and_the_file() {
             .append(&object, FIRST, "a logged request")
             .await
             .unwrap();
+        // What a store killed before closing leaves: the record staged.
+        std::fs::copy(&path, &killed).unwrap();
     }
-    // Closed, the record moved to the log; put back where a store killed
-    // before closing leaves it, damaged.
     {
-        let db = redb::Database::open(&path).unwrap();
+        let db = redb::Database::open(&killed).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let log: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("log");
             let staged: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("staged");
+            let mut staged = txn.open_table(staged).unwrap();
             let (key, mut value) = {
-                let mut log = txn.open_table(log).unwrap();
-                let (key, value) = log.pop_first().unwrap().unwrap();
+                let (key, value) = staged.first().unwrap().expect("a staged record");
                 (key.value().to_vec(), value.value().to_vec())
             };
-            value[12] ^= 0x01;
-            let mut staged_key = 0u64.to_be_bytes().to_vec();
-            staged_key.extend_from_slice(&key);
-            let mut staged = txn.open_table(staged).unwrap();
-            staged
-                .insert(staged_key.as_slice(), value.as_slice())
-                .unwrap();
+            // In the entry's bytes.
+            let at = value.len() - 10;
+            value[at] ^= 0x01;
+            staged.insert(key.as_slice(), value.as_slice()).unwrap();
         }
         txn.commit().unwrap();
     }
+    // Read as it is, then after a closing that moved the staged records
+    // (the damaged one stays staged).
+    for _ in 0..2 {
+        let store = open(&killed);
+        let error = store.read_log(&object, LogPosition(0), 10).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Corrupt {
+                    fault: RecordFault::Checksum { .. },
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_names(
+            &error,
+            &[
+                "\"ao-s\"",
+                "staged log records",
+                &killed.display().to_string(),
+            ],
+        );
+    }
+    // The store it was copied from reads it whole.
     let store = open(&path);
-    let error = store.read_log(&object, LogPosition(0), 10).unwrap_err();
-    assert!(
-        matches!(
-            error,
-            StoreError::Corrupt {
-                fault: RecordFault::Checksum { .. },
-                ..
-            }
-        ),
-        "{error}"
-    );
-    assert_names(
-        &error,
-        &["\"ao-s\"", "position 0", &path.display().to_string()],
-    );
+    let log = store.read_log(&object, LogPosition(0), 10).unwrap();
+    assert_eq!(log.len(), 1);
 }

@@ -171,6 +171,19 @@ pub(crate) fn reply(object: &ObjectKey, id: &ReplyId) -> Vec<u8> {
     key
 }
 
+/// Where the keys of an object's replies recorded together start, after
+/// the object: a sender's length prefix no sender has, so that they sort
+/// after every single reply of the object.
+const REPLY_BATCH: [u8; 2] = [0xff, 0xfe];
+
+/// The key of the `n`th record of replies of `object` recorded together.
+pub(crate) fn reply_batch(object: &ObjectKey, n: u64) -> Vec<u8> {
+    let mut key = self::object(object);
+    key.extend_from_slice(&REPLY_BATCH);
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
 /// The first and last possible reply keys of `object`: every reply key of
 /// the object sorts between them, and no key of another object does.
 pub(crate) fn reply_range(object: &ObjectKey) -> (Vec<u8>, Vec<u8>) {

@@ -14,7 +14,7 @@
 use std::fmt;
 
 /// The layout of records and tables this build writes and reads.
-pub(crate) const FORMAT_VERSION: u16 = 2;
+pub(crate) const FORMAT_VERSION: u16 = 3;
 
 const TAG: [u8; 4] = *b"AGFT";
 const HEADER: usize = TAG.len() + 2 + 1;
@@ -36,6 +36,15 @@ pub(crate) enum Kind {
     LogSegment = 3,
     /// A logged reply: the log position it belongs to, and its bytes.
     Reply = 4,
+    /// The log records one batch staged, keyed by the place of its first:
+    /// their count, then each one's `log` key and value (see
+    /// [`push_staged`]).
+    Staged = 5,
+    /// Replies of one object recorded together, keyed by the object and a
+    /// number: their count and the newest log position they belong to,
+    /// then each one's sender, sequence, log position and bytes (see
+    /// [`push_reply`]).
+    Replies = 6,
 }
 
 /// Why a stored value could not be read as a record.
@@ -210,6 +219,102 @@ pub(crate) fn entries(payload: &[u8], count: u64) -> Result<Vec<(u64, &[u8])>, R
     Ok(entries)
 }
 
+/// Adds a log record, as it will be in the `log` table, to a staged
+/// record's payload: `key length: u16 LE | key | value length: u32 LE | value`.
+pub(crate) fn push_staged(payload: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    // Keys are limited far below 64 KiB (MAX_OBJECT_KEY_LEN), values below
+    // 4 GiB (segments and entries are bounded).
+    payload.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    payload.extend_from_slice(key);
+    payload.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    payload.extend_from_slice(value);
+}
+
+/// The `count` log records of a staged record's payload, as (key, value).
+pub(crate) fn staged(payload: &[u8], count: u64) -> Result<Vec<(&[u8], &[u8])>, RecordFault> {
+    let mut records = Vec::with_capacity(count.min(4096) as usize);
+    let mut rest = payload;
+    for _ in 0..count {
+        let (key, after) = sized::<2>(rest)?;
+        let (value, after) = sized::<4>(after)?;
+        records.push((key, value));
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(RecordFault::Malformed);
+    }
+    Ok(records)
+}
+
+/// Adds a reply to the payload of replies recorded together:
+/// `sender length: u16 LE | sender | sequence: u64 LE | log position: u64 LE |
+/// reply length: u32 LE | reply`.
+pub(crate) fn push_reply(
+    payload: &mut Vec<u8>,
+    sender: &[u8],
+    sequence: u64,
+    at: u64,
+    reply: &[u8],
+) {
+    // Senders are limited far below 64 KiB (MAX_OBJECT_KEY_LEN), replies
+    // below 4 GiB (StoreConfig::max_entry_bytes).
+    payload.extend_from_slice(&(sender.len() as u16).to_le_bytes());
+    payload.extend_from_slice(sender);
+    payload.extend_from_slice(&sequence.to_le_bytes());
+    payload.extend_from_slice(&at.to_le_bytes());
+    payload.extend_from_slice(&(reply.len() as u32).to_le_bytes());
+    payload.extend_from_slice(reply);
+}
+
+/// One of the replies recorded together.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct StoredReply<'v> {
+    pub(crate) sender: &'v [u8],
+    pub(crate) sequence: u64,
+    pub(crate) at: u64,
+    pub(crate) reply: &'v [u8],
+}
+
+/// The `count` replies of the payload of replies recorded together.
+pub(crate) fn replies(payload: &[u8], count: u64) -> Result<Vec<StoredReply<'_>>, RecordFault> {
+    let mut replies = Vec::with_capacity(count.min(4096) as usize);
+    let mut rest = payload;
+    for _ in 0..count {
+        let (sender, after) = sized::<2>(rest)?;
+        let (numbers, after) = after
+            .split_first_chunk::<16>()
+            .ok_or(RecordFault::Malformed)?;
+        let (reply, after) = sized::<4>(after)?;
+        let (sequence, at) = numbers.split_at(8);
+        replies.push(StoredReply {
+            sender,
+            sequence: u64::from_le_bytes(sequence.try_into().unwrap_or_default()),
+            at: u64::from_le_bytes(at.try_into().unwrap_or_default()),
+            reply,
+        });
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(RecordFault::Malformed);
+    }
+    Ok(replies)
+}
+
+/// The bytes after a little-endian length of `N` bytes at the start of
+/// `bytes`, and what follows them.
+fn sized<const N: usize>(bytes: &[u8]) -> Result<(&[u8], &[u8]), RecordFault> {
+    let (len, rest) = bytes
+        .split_first_chunk::<N>()
+        .ok_or(RecordFault::Malformed)?;
+    let mut wide = [0u8; 8];
+    wide[..N].copy_from_slice(len);
+    let len = usize::try_from(u64::from_le_bytes(wide)).map_err(|_| RecordFault::Malformed)?;
+    if rest.len() < len {
+        return Err(RecordFault::Malformed);
+    }
+    Ok(rest.split_at(len))
+}
+
 /// The version in a value that starts with this store's tag, whatever its
 /// layout after that: lets the format record of another version be named.
 pub(crate) fn version_of(value: &[u8]) -> Option<u16> {
@@ -280,6 +385,54 @@ mod tests {
         assert_eq!(entries(&payload, 2), Err(RecordFault::Malformed));
         assert_eq!(entries(&payload, 4), Err(RecordFault::Malformed));
         assert_eq!(entries(&payload[..20], 1), Err(RecordFault::Malformed));
+    }
+
+    #[test]
+    fn a_staged_record_gives_back_its_records_and_refuses_a_wrong_count() {
+        let mut payload = Vec::new();
+        push_staged(&mut payload, b"key one", b"value one");
+        push_staged(&mut payload, b"", b"");
+        push_staged(&mut payload, b"k3", b"v3");
+        assert_eq!(
+            staged(&payload, 3),
+            Ok(vec![
+                (&b"key one"[..], &b"value one"[..]),
+                (&b""[..], &b""[..]),
+                (&b"k3"[..], &b"v3"[..])
+            ])
+        );
+        assert_eq!(staged(&payload, 2), Err(RecordFault::Malformed));
+        assert_eq!(staged(&payload, 4), Err(RecordFault::Malformed));
+        for len in 0..payload.len() {
+            assert!(staged(&payload[..len], 3).is_err(), "{len}");
+        }
+    }
+
+    #[test]
+    fn replies_recorded_together_read_back_and_refuse_a_wrong_count() {
+        let mut payload = Vec::new();
+        push_reply(&mut payload, b"sender", 3, 17, b"reply three");
+        push_reply(&mut payload, b"", u64::MAX, u64::MAX, b"");
+        let expected = vec![
+            StoredReply {
+                sender: b"sender",
+                sequence: 3,
+                at: 17,
+                reply: b"reply three",
+            },
+            StoredReply {
+                sender: b"",
+                sequence: u64::MAX,
+                at: u64::MAX,
+                reply: b"",
+            },
+        ];
+        assert_eq!(replies(&payload, 2), Ok(expected));
+        assert_eq!(replies(&payload, 1), Err(RecordFault::Malformed));
+        assert_eq!(replies(&payload, 3), Err(RecordFault::Malformed));
+        for len in 0..payload.len() {
+            assert!(replies(&payload[..len], 2).is_err(), "{len}");
+        }
     }
 
     #[test]

@@ -220,13 +220,22 @@ struct Tables<'txn> {
     heads: Table<'txn, &'static [u8], &'static [u8]>,
     log: Table<'txn, &'static [u8], &'static [u8]>,
     staged: Table<'txn, &'static [u8], &'static [u8]>,
-    /// The place of the next staged record, once looked up.
-    next_staged: Option<u64>,
+    /// The log records the batch stages, inserted together at its end.
+    staging: Staging,
     checkpoints: Table<'txn, &'static [u8], &'static [u8]>,
     replies: Table<'txn, &'static [u8], &'static [u8]>,
-    /// The log segments the batch is filling, one per object, not inserted
+    /// The log segments the batch is filling, one per object, not staged
     /// yet.
     segments: HashMap<ObjectKey, Segment>,
+}
+
+/// The log records one batch stages: one record of the `staged` table
+/// holds them all, so that a batch appending to many objects inserts one
+/// record, whatever the number of objects (see [`stage`]).
+#[derive(Default)]
+struct Staging {
+    count: u64,
+    payload: Vec<u8>,
 }
 
 /// Consecutive entries of one object appended in one batch: stored as one
@@ -254,34 +263,88 @@ impl Segment {
 }
 
 impl Tables<'_> {
-    /// Stages the segments being filled (see [`stage_segment`]).
-    fn insert_segments(&mut self) -> Result<(), Failed> {
-        let segments: Vec<_> = self.segments.drain().collect();
-        for (object, segment) in segments {
-            stage_segment(&mut self.staged, &mut self.next_staged, &object, segment)?;
+    /// Stages the segments being filled (see [`Staging`]).
+    fn insert_segments(&mut self) {
+        for (object, segment) in self.segments.drain() {
+            self.staging.push(&object, segment);
         }
-        Ok(())
     }
+}
+
+impl Staging {
+    /// Adds a segment, as the log record it will be.
+    fn push(&mut self, object: &ObjectKey, segment: Segment) {
+        let key = keys::numbered(object, segment.first);
+        let value = record::encode(Kind::LogSegment, &key, [segment.count], &segment.payload);
+        record::push_staged(&mut self.payload, &key, &value);
+        self.count += 1;
+    }
+}
+
+/// Inserts the log records of `staging` as one staged record, keyed by
+/// the place of its first record among the staged ones (so that staged
+/// records keep the order they were made in); returns how many places
+/// the staged table now spans.
+fn stage(
+    staged: &mut Table<'_, &'static [u8], &'static [u8]>,
+    staging: Staging,
+) -> Result<u64, Failed> {
+    let first = match staged.first()? {
+        Some((key, _)) => place_of(key.value()),
+        None => 0,
+    };
+    let place = match staged.last()? {
+        Some((key, value)) => {
+            let place = place_of(key.value());
+            // A damaged record counts for one place.
+            let count = record::decode::<1>(Kind::Staged, key.value(), value.value())
+                .map_or(1, |([count], _)| count);
+            place.saturating_add(count)
+        }
+        None => 0,
+    };
+    let key = place.to_be_bytes();
+    let value = record::encode(Kind::Staged, &key, [staging.count], &staging.payload);
+    staged.insert(key.as_slice(), value.as_slice())?;
+    Ok(place.saturating_add(staging.count).saturating_sub(first))
+}
+
+/// The place in a staged record's key.
+fn place_of(key: &[u8]) -> u64 {
+    key.first_chunk::<8>()
+        .map_or(0, |place| u64::from_be_bytes(*place))
 }
 
 /// Moves the staged log records to the log, dropping those a truncation
 /// made useless, and empties the staging table (dropped whole: removing
 /// its records one by one would cost more than the staging saved). The
 /// consecutive records of one object become one log record (up to
-/// [`SEGMENT_BYTES`]), so each object costs one insertion.
+/// [`SEGMENT_BYTES`]), so each object costs one insertion. A staged
+/// record that fails its checks stays, under its key, so that reading
+/// a log through it reports the fault.
 fn unstage(txn: &redb::WriteTransaction) -> Result<(), Failed> {
     let mut records = Vec::new();
+    let mut damaged = Vec::new();
     {
         let staged = txn.open_table(STAGED)?;
         for record in staged.iter()? {
             let (key, value) = record?;
-            if let Some(log_key) = key.value().get(8..) {
-                records.push((log_key.to_vec(), value.value().to_vec()));
+            let (key, value) = (key.value(), value.value());
+            match record::decode::<1>(Kind::Staged, key, value)
+                .and_then(|([count], payload)| record::staged(payload, count))
+            {
+                Ok(staged) => {
+                    records.extend(staged.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())))
+                }
+                Err(_) => damaged.push((key.to_vec(), value.to_vec())),
             }
         }
     }
     txn.delete_table(STAGED)?;
-    txn.open_table(STAGED)?;
+    let mut staged = txn.open_table(STAGED)?;
+    for (key, value) in damaged {
+        staged.insert(key.as_slice(), value.as_slice())?;
+    }
     // By object, then position.
     records.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
     let heads = txn.open_table(HEADS)?;
@@ -358,32 +421,91 @@ impl Run {
     }
 }
 
-/// Stages a segment: its log record, keyed by its place among the staged
-/// records (then its log key), so that a batch appending to many objects
-/// writes its records side by side, into one or two pages, instead of one
-/// page of the log per object. Staged records move to the log in bulk
-/// ([`unstage`]); readers look in both. `next` is the place the next
-/// record gets, once known.
-fn stage_segment(
-    staged: &mut Table<'_, &'static [u8], &'static [u8]>,
-    next: &mut Option<u64>,
+/// Records `replies` of `object` together, as one record numbered after
+/// its last such record; the bytes written.
+fn record_together(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
     object: &ObjectKey,
-    segment: Segment,
-) -> Result<(), Failed> {
-    let key = keys::numbered(object, segment.first);
-    let value = record::encode(Kind::LogSegment, &key, [segment.count], &segment.payload);
-    let place = match *next {
-        Some(place) => place,
-        None => match staged.last()? {
-            Some((last, _)) => keys::number_of(&last.value()[..8.min(last.value().len())]) + 1,
-            None => 0,
-        },
+    replies: &[&(ReplyId, LogPosition, Vec<u8>)],
+) -> Result<u64, Failed> {
+    let (first, last) = (
+        keys::reply_batch(object, 0),
+        keys::reply_batch(object, u64::MAX),
+    );
+    let n = match table
+        .range::<&[u8]>(first.as_slice()..=last.as_slice())?
+        .next_back()
+    {
+        Some(newest) => keys::number_of(newest?.0.value()).saturating_add(1),
+        None => 0,
     };
-    *next = Some(place + 1);
-    let mut staged_key = place.to_be_bytes().to_vec();
-    staged_key.extend_from_slice(&key);
-    staged.insert(staged_key.as_slice(), value.as_slice())?;
-    Ok(())
+    let mut payload = Vec::new();
+    let mut newest = 0;
+    for (id, at, reply) in replies {
+        record::push_reply(&mut payload, id.sender.as_bytes(), id.sequence, at.0, reply);
+        newest = newest.max(at.0);
+    }
+    let key = keys::reply_batch(object, n);
+    let value = record::encode(
+        Kind::Replies,
+        &key,
+        [replies.len() as u64, newest],
+        &payload,
+    );
+    table.insert(key.as_slice(), value.as_slice())?;
+    Ok(value.len() as u64)
+}
+
+/// Removes, from the replies of `object` recorded together, those to
+/// requests of `sender` numbered below `below`; how many went. A record
+/// that fails its checks is kept as it is (reading it reports the fault).
+fn forget_together(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+    object: &ObjectKey,
+    sender: &ObjectKey,
+    below: u64,
+) -> Result<u64, Failed> {
+    let (first, last) = (
+        keys::reply_batch(object, 0),
+        keys::reply_batch(object, u64::MAX),
+    );
+    let mut changed = Vec::new();
+    let mut removed = 0;
+    for record in table.range::<&[u8]>(first.as_slice()..=last.as_slice())? {
+        let (key, value) = record?;
+        let Ok(([count, _], payload)) =
+            record::decode::<2>(Kind::Replies, key.value(), value.value())
+        else {
+            continue;
+        };
+        let Ok(stored) = record::replies(payload, count) else {
+            continue;
+        };
+        let forgotten =
+            |r: &record::StoredReply<'_>| r.sender == sender.as_bytes() && r.sequence < below;
+        let gone = stored.iter().filter(|r| forgotten(r)).count();
+        if gone == 0 {
+            continue;
+        }
+        removed += gone as u64;
+        let mut payload = Vec::new();
+        let mut newest = 0;
+        for r in stored.iter().filter(|r| !forgotten(r)) {
+            record::push_reply(&mut payload, r.sender, r.sequence, r.at, r.reply);
+            newest = newest.max(r.at);
+        }
+        let left = count - gone as u64;
+        let value = (left > 0)
+            .then(|| record::encode(Kind::Replies, key.value(), [left, newest], &payload));
+        changed.push((key.value().to_vec(), value));
+    }
+    for (key, value) in changed {
+        match value {
+            Some(value) => table.insert(key.as_slice(), value.as_slice())?,
+            None => table.remove(key.as_slice())?,
+        };
+    }
+    Ok(removed)
 }
 
 /// A failure of redb itself, which aborts the batch (boxed: `redb::Error`
@@ -474,7 +596,7 @@ impl Writer {
                 heads: txn.open_table(HEADS)?,
                 log: txn.open_table(LOG)?,
                 staged: txn.open_table(STAGED)?,
-                next_staged: None,
+                staging: Staging::default(),
                 checkpoints: txn.open_table(CHECKPOINTS)?,
                 replies: txn.open_table(REPLIES)?,
                 segments: HashMap::new(),
@@ -491,7 +613,7 @@ impl Writer {
                 };
                 outcomes.push(outcome);
             }
-            tables.insert_segments()?;
+            tables.insert_segments();
             let mut heads: Vec<_> = heads
                 .into_iter()
                 .map(|(object, head)| (keys::object(&object), head))
@@ -506,7 +628,9 @@ impl Writer {
                 );
                 tables.heads.insert(key.as_slice(), value.as_slice())?;
             }
-            full_stage = tables.staged.len()? >= self.staged_records;
+            let staging = std::mem::take(&mut tables.staging);
+            full_stage =
+                staging.count > 0 && stage(&mut tables.staged, staging)? >= self.staged_records;
         }
         if full_stage {
             unstage(&txn)?;
@@ -552,7 +676,7 @@ impl Writer {
         };
         if !matches!(op.action, Action::Append { .. }) {
             // What follows may read or cut the log.
-            tables.insert_segments()?;
+            tables.insert_segments();
         }
         match &op.action {
             Action::Append { incarnation, entry } => {
@@ -564,7 +688,7 @@ impl Writer {
                         if open.get().payload.len() + entry.len() > SEGMENT_BYTES =>
                     {
                         let full = std::mem::replace(open.get_mut(), Segment::at(head.next));
-                        stage_segment(&mut tables.staged, &mut tables.next_staged, object, full)?;
+                        tables.staging.push(object, full);
                         open.into_mut()
                     }
                     Entry::Occupied(open) => open.into_mut(),
@@ -641,14 +765,27 @@ impl Writer {
                         false
                     },
                 )?;
+                removed += forget_together(&mut tables.replies, object, sender, *below)?;
                 Ok(Ok(Done::Removed(removed)))
             }
             Action::Replies(replies) => {
-                for (id, at, reply) in replies {
+                // Those a protected sender may ask for again (kept until
+                // it forgets them) one by one, the others together.
+                let (together, single): (Vec<_>, Vec<_>) =
+                    replies.iter().partition(|(_, at, _)| at.0 != u64::MAX);
+                let (together, single) = if together.len() < 2 {
+                    (Vec::new(), replies.iter().collect())
+                } else {
+                    (together, single)
+                };
+                for (id, at, reply) in single {
                     let key = keys::reply(object, id);
                     let value = record::encode(Kind::Reply, &key, [at.0], reply);
                     tables.replies.insert(key.as_slice(), value.as_slice())?;
                     written.bytes += value.len() as u64;
+                }
+                if !together.is_empty() {
+                    written.bytes += record_together(&mut tables.replies, object, &together)?;
                 }
                 Ok(Ok(Done::Stored))
             }
@@ -822,9 +959,13 @@ impl Writer {
             .retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |key, value| {
                 // A reply that fails its checks is kept, so that reading it
                 // reports the fault instead of the reply silently vanishing.
+                // Replies recorded together go with the last of them.
                 match record::decode::<1>(Kind::Reply, key, value) {
                     Ok(([at], _)) => at >= keep_from.0,
-                    Err(_) => true,
+                    Err(_) => match record::decode::<2>(Kind::Replies, key, value) {
+                        Ok(([_, newest], _)) => newest >= keep_from.0,
+                        Err(_) => true,
+                    },
                 }
             })?;
         let removed = keep_from.0 - head.first;
