@@ -230,8 +230,11 @@ pub(crate) fn push_staged(payload: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     payload.extend_from_slice(value);
 }
 
-/// The `count` log records of a staged record's payload, as (key, value).
-pub(crate) fn staged(payload: &[u8], count: u64) -> Result<Vec<(&[u8], &[u8])>, RecordFault> {
+/// A log record in a staged record: its key and value.
+pub(crate) type StagedRecord<'v> = (&'v [u8], &'v [u8]);
+
+/// The `count` log records of a staged record's payload.
+pub(crate) fn staged(payload: &[u8], count: u64) -> Result<Vec<StagedRecord<'_>>, RecordFault> {
     let mut records = Vec::with_capacity(count.min(4096) as usize);
     let mut rest = payload;
     for _ in 0..count {
