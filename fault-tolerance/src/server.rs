@@ -45,8 +45,9 @@
 //!   runtime that hosts it now. The caller sends its call again, as it was
 //!   ([`actogrid_runtime::Runtime::set_locator`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -951,8 +952,8 @@ pub(crate) struct Shared {
     pub(crate) link: Arc<dyn FtLink>,
     ttc: Duration,
     pub(crate) objects: Mutex<HashMap<u64, Local>>,
-    /// The replies not yet in the store, by object, then (sender,
-    /// sequence), with the log position of their request: a duplicate
+    /// The replies not yet in the store, by object, in the order they
+    /// were given, with the log position of their request: a duplicate
     /// that comes meanwhile gets its reply from here. An object's are
     /// written before its checkpoint (a request the checkpoint counts as
     /// served is then answered from the store if it comes again), when it
@@ -960,9 +961,40 @@ pub(crate) struct Shared {
     unrecorded: Mutex<HashMap<u64, Kept>>,
 }
 
-/// The replies of one object not yet in the store: by (sender, sequence),
-/// the log position of the request and the encoded [`Reply`].
-type Kept = HashMap<(u64, u64), (u64, Vec<u8>)>;
+/// The replies of one object not yet in the store, in the order they were
+/// given: (sender, sequence, log position of the request, encoded
+/// [`Reply`]).
+#[derive(Debug)]
+struct Kept {
+    /// Tells this list from one made after it was dropped (a write of
+    /// replies ending late forgets nothing of a newer list).
+    list: u64,
+    /// How many replies were given before the first one here (written
+    /// and forgotten).
+    written: u64,
+    replies: VecDeque<(u64, u64, u64, Vec<u8>)>,
+}
+
+impl Kept {
+    fn new() -> Kept {
+        static LISTS: AtomicU64 = AtomicU64::new(0);
+        Kept {
+            list: LISTS.fetch_add(1, AtomicOrdering::Relaxed),
+            written: 0,
+            replies: VecDeque::new(),
+        }
+    }
+
+    /// Forgets the `count` replies that were here from the `from`th on,
+    /// now written (those a concurrent write forgot are gone already).
+    fn written(&mut self, from: u64, count: u64) {
+        let done = (from + count)
+            .saturating_sub(self.written)
+            .min(self.replies.len() as u64);
+        self.replies.drain(..done as usize);
+        self.written += done;
+    }
+}
 
 /// Replies of one object kept in memory at most: beyond, they are
 /// written in the background, in one batch.
@@ -1043,29 +1075,28 @@ impl Shared {
     /// Writes the replies of `object` kept in memory, in one batch, then
     /// forgets them (those given meanwhile stay).
     async fn record_replies(&self, object: u64) -> Result<(), String> {
-        let replies: Vec<_> = match lock(&self.unrecorded).get(&object) {
-            Some(kept) => kept
-                .iter()
-                .map(|(&(sender, seq), (at, reply))| (sender, seq, *at, reply.clone()))
-                .collect(),
+        let (list, from, replies) = match lock(&self.unrecorded).get(&object) {
+            Some(kept) => (
+                kept.list,
+                kept.written,
+                kept.replies.iter().cloned().collect::<Vec<_>>(),
+            ),
             None => return Ok(()),
         };
         if replies.is_empty() {
             return Ok(());
         }
+        let count = replies.len() as u64;
         self.link
-            .write(Write::Replies {
-                object,
-                replies: replies.clone(),
-            })
+            .write(Write::Replies { object, replies })
             .await
             .map_err(|e| format!("its replies were not recorded: {e}"))?;
         let mut unrecorded = lock(&self.unrecorded);
-        if let Some(kept) = unrecorded.get_mut(&object) {
-            for (sender, seq, _, _) in &replies {
-                kept.remove(&(*sender, *seq));
-            }
-            if kept.is_empty() {
+        if let Some(kept) = unrecorded.get_mut(&object)
+            && kept.list == list
+        {
+            kept.written(from, count);
+            if kept.replies.is_empty() {
                 unrecorded.remove(&object);
             }
         }
@@ -1118,10 +1149,24 @@ impl Shared {
             let reserved = self.reserve(object).ok_or("the object is not known here")?;
             self.store(object, checkpoint, reserved).await?;
         }
+        self.log(delivery)
+    }
+
+    /// The request's log entry on its way, for an object known here; the
+    /// hold is done once it is durable.
+    fn log(self: &Arc<Self>, delivery: &Delivery<'_>) -> Result<Hold, String> {
+        let object = delivery.object;
+        let incarnation = match lock(&self.objects).get(&object) {
+            Some(e) if e.failed => {
+                return Err(
+                    "an earlier request could not be made durable: this instance waits to be recovered"
+                        .into(),
+                );
+            }
+            Some(e) => e.incarnation,
+            None => return Err("the object is not known here".into()),
+        };
         let entry = postcard::to_allocvec(&Logged::of(delivery)).map_err(|e| e.to_string())?;
-        let incarnation = lock(&self.objects)
-            .get(&object)
-            .map_or(1, |e| e.incarnation);
         // Written while the request is served: the body waits for the hold
         // before its next request, so entries are written in serving order
         // and the next boundary knows where this one went. Polled once
@@ -1136,7 +1181,9 @@ impl Shared {
             };
             shared.link.write(write).await
         });
-        let queued = futures::poll!(write.as_mut());
+        let queued = write
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
         let shared = self.clone();
         let (sender, seq, method) = (delivery.sender, delivery.seq, delivery.method);
         Ok(Hold::new(async move {
@@ -1172,6 +1219,23 @@ impl Shared {
     }
 }
 
+impl Protection {
+    /// A request that could not be logged: not durable, not served; its
+    /// caller keeps it and sends it again where the object is recovered.
+    fn not_logged(&self, delivery: &Delivery<'_>, why: &str) -> Verdict {
+        let object = delivery.object;
+        if let Some(e) = lock(&self.shared.objects).get_mut(&object) {
+            e.failed = true;
+        }
+        tracing::error!(
+            object = format_args!("{object:#x}"),
+            method = delivery.method,
+            "a request to a protected object was not logged, so not served: {why}"
+        );
+        Verdict::Drop
+    }
+}
+
 impl Interceptor for Protection {
     fn before_delivery<'a>(
         &'a self,
@@ -1197,7 +1261,15 @@ impl Interceptor for Protection {
         };
         // The state at this boundary, taken here (the body is not shared
         // with the hook's future), stored before the request is logged.
-        let checkpoint = due.then(|| body.checkpoint());
+        if !due {
+            // Known here, no checkpoint due: logged without waiting.
+            let verdict = match shared.log(delivery) {
+                Ok(hold) => Verdict::DeliverHeld(hold),
+                Err(e) => self.not_logged(delivery, &e),
+            };
+            return Box::pin(std::future::ready(verdict));
+        }
+        let checkpoint = Some(body.checkpoint());
         Box::pin(async move {
             let checkpoint = match checkpoint.transpose() {
                 Ok(checkpoint) => checkpoint,
@@ -1214,19 +1286,7 @@ impl Interceptor for Protection {
             };
             match shared.protect(delivery, address, checkpoint).await {
                 Ok(hold) => Verdict::DeliverHeld(hold),
-                Err(e) => {
-                    if let Some(e) = lock(&shared.objects).get_mut(&object) {
-                        e.failed = true;
-                    }
-                    // Not durable, not served: its caller keeps it and
-                    // sends it again where the object is recovered.
-                    tracing::error!(
-                        object = format_args!("{object:#x}"),
-                        method = delivery.method,
-                        "a request to a protected object was not logged, so not served: {e}"
-                    );
-                    Verdict::Drop
-                }
+                Err(e) => self.not_logged(delivery, &e),
             }
         })
     }
@@ -1256,9 +1316,10 @@ impl Interceptor for Protection {
         // checkpoints record them first.
         let kept = {
             let mut unrecorded = lock(&self.shared.unrecorded);
-            let kept = unrecorded.entry(object).or_default();
-            kept.insert((delivery.sender, delivery.seq), (at, reply));
-            kept.len()
+            let kept = unrecorded.entry(object).or_insert_with(Kept::new);
+            kept.replies
+                .push_back((delivery.sender, delivery.seq, at, reply));
+            kept.replies.len()
         };
         if kept % REPLIES_BUFFERED == 0 {
             self.shared.record_replies_later(object);
@@ -1268,10 +1329,13 @@ impl Interceptor for Protection {
     fn duplicate<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Option<Reply>> {
         Box::pin(async move {
             let id = (delivery.object, delivery.sender, delivery.seq);
-            let pending = lock(&self.shared.unrecorded)
-                .get(&id.0)
-                .and_then(|kept| kept.get(&(id.1, id.2)))
-                .map(|(_, reply)| reply.clone());
+            let pending = lock(&self.shared.unrecorded).get(&id.0).and_then(|kept| {
+                kept.replies
+                    .iter()
+                    .rev()
+                    .find(|(sender, seq, _, _)| (*sender, *seq) == (id.1, id.2))
+                    .map(|(_, _, _, reply)| reply.clone())
+            });
             let bytes = match pending {
                 Some(bytes) => bytes,
                 None => self.shared.link.reply(id.0, id.1, id.2).await?,
@@ -1749,5 +1813,54 @@ pub(crate) async fn ask_location(
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kept;
+
+    fn kept(given: u64) -> Kept {
+        let mut kept = Kept::new();
+        for seq in 1..=given {
+            kept.replies.push_back((7, seq, seq, Vec::new()));
+        }
+        kept
+    }
+
+    fn seqs(kept: &Kept) -> Vec<u64> {
+        kept.replies.iter().map(|r| r.1).collect()
+    }
+
+    #[test]
+    fn replies_written_by_overlapping_writes_are_each_forgotten_once() {
+        // Two writes of the first 3 and the first 5, ending in either order.
+        for first_ends in [true, false] {
+            let mut k = kept(5);
+            k.replies.push_back((7, 6, 6, Vec::new()));
+            let (a, b) = ((0, 3), (0, 5));
+            let (x, y) = if first_ends { (a, b) } else { (b, a) };
+            k.written(x.0, x.1);
+            k.written(y.0, y.1);
+            assert_eq!(seqs(&k), [6], "first ends first: {first_ends}");
+            assert_eq!(k.written, 5);
+        }
+        // A write of what came after an earlier one.
+        let mut k = kept(4);
+        k.written(0, 2);
+        k.written(2, 2);
+        assert!(k.replies.is_empty());
+        // A write that ends after the list was emptied and refilled by
+        // pushes (still one list): only what it wrote goes.
+        let mut k = kept(2);
+        k.written(0, 2);
+        k.replies.push_back((7, 3, 3, Vec::new()));
+        k.written(0, 2);
+        assert_eq!(seqs(&k), [3]);
+    }
+
+    #[test]
+    fn lists_made_one_after_the_other_are_told_apart() {
+        assert_ne!(Kept::new().list, Kept::new().list);
     }
 }
