@@ -196,7 +196,9 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         rounds
             .iter()
             .map(f)
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)))
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
     };
     let (empty_ft_min, empty_ft_max) = spread(|r| r.empty_ft);
     let ratio = tasks_ft / tasks_plain;
