@@ -222,9 +222,12 @@ async fn deployed(
                         detection = Some(killed.elapsed().as_secs_f64());
                     }
                     VnEvent::Recovered { replayed, took, .. } => {
+                        // The call made right after the signal may reach
+                        // the runtime before the signal takes effect (a
+                        // vCPU can wait for it), and be logged too.
                         ensure!(
-                            replayed == log + 1,
-                            "{replayed} requests replayed, {} logged",
+                            replayed == log + 1 || replayed == log + 2,
+                            "{replayed} requests replayed, {} logged before the failure",
                             log + 1
                         );
                         break took.as_secs_f64();
