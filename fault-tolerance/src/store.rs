@@ -271,6 +271,19 @@ impl Store {
             max_batch_bytes: config.max_batch_bytes,
             max_file_bytes: config.max_file_bytes,
             staged_records: config.staged_records.max(1) as u64,
+            // Given from a task of the runtime the store is opened in: the
+            // writer wakes it once per batch, and it wakes the writes'
+            // tasks from inside the runtime.
+            answers: tokio::runtime::Handle::try_current().ok().map(|runtime| {
+                let (answers, batches) = mpsc::unbounded_channel();
+                let mut batches = writer::Answering(batches);
+                runtime.spawn(async move {
+                    while let Some(batch) = batches.0.recv().await {
+                        writer::answer(batch);
+                    }
+                });
+                answers
+            }),
         };
         let writer = std::thread::Builder::new()
             .name("ft-store-writer".into())

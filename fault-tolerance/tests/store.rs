@@ -1388,3 +1388,46 @@ async fn a_corrupt_staged_log_record_names_the_object_and_the_file() {
     let log = store.read_log(&object, LogPosition(0), 10).unwrap();
     assert_eq!(log.len(), 1);
 }
+
+#[test]
+fn writes_are_answered_when_the_runtime_the_store_was_opened_in_ends() {
+    let dir = TempDir::new("answers");
+    let opening = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = opening.block_on(async { open(&dir.file()) });
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Appends from another runtime, while the first one ends.
+    let appends = other.spawn({
+        let store = store.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for o in 0..16 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let object = ObjectKey::from(format!("ao-{o}"));
+                    for i in 0..200 {
+                        let at = store.append(&object, FIRST, "entry").await.unwrap();
+                        assert_eq!(at, LogPosition(i));
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    opening.shutdown_timeout(std::time::Duration::from_secs(5));
+    other.block_on(appends).unwrap();
+    let log = store
+        .read_log(&ObjectKey::from("ao-3"), LogPosition(0), usize::MAX)
+        .unwrap();
+    assert_eq!(log.len(), 200);
+}

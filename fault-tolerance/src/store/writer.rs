@@ -194,6 +194,28 @@ impl Counters {
     }
 }
 
+/// The answers handed over, given by a task; those still queued when the
+/// task ends (its runtime shutting down) are given as it ends, and the
+/// writer gives the next ones itself.
+pub(crate) struct Answering(pub(crate) mpsc::UnboundedReceiver<Answered>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.close();
+        while let Ok(batch) = self.0.try_recv() {
+            answer(batch);
+        }
+    }
+}
+
+/// Gives each operation of a batch its outcome. A caller that stopped
+/// waiting still had its write made durable.
+pub(crate) fn answer(answered: Answered) {
+    for (ack, outcome) in answered {
+        let _ = ack.send(outcome);
+    }
+}
+
 /// What one batch wrote.
 #[derive(Default)]
 struct Written {
@@ -213,7 +235,16 @@ pub(crate) struct Writer {
     pub(crate) max_file_bytes: Option<u64>,
     /// Log records staged at most before they are moved to the log.
     pub(crate) staged_records: u64,
+    /// Where a batch's answers go to be given from the runtime the store
+    /// was opened in (one wake-up per batch); given from here otherwise.
+    pub(crate) answers: Option<Answers>,
 }
+
+/// A batch's answers, as the writer hands them over.
+pub(crate) type Answered = Vec<(oneshot::Sender<StoreResult<Done>>, StoreResult<Done>)>;
+
+/// Where the writer hands a batch's answers over.
+pub(crate) type Answers = mpsc::UnboundedSender<Answered>;
 
 /// The tables a batch writes to.
 struct Tables<'txn> {
@@ -556,10 +587,19 @@ impl Writer {
         match self.write(batch, full, &mut outcomes, &mut written) {
             Ok(()) => {
                 self.counters.committed(&written);
-                for (op, outcome) in batch.drain(..).zip(outcomes) {
-                    // A caller that stopped waiting still had its write made durable.
-                    let _ = op.ack.send(outcome);
-                }
+                let answered: Answered = batch
+                    .drain(..)
+                    .zip(outcomes)
+                    .map(|(op, outcome)| (op.ack, outcome))
+                    .collect();
+                let answered = match &self.answers {
+                    Some(answers) => match answers.send(answered) {
+                        Ok(()) => return,
+                        Err(mpsc::error::SendError(back)) => back,
+                    },
+                    None => answered,
+                };
+                answer(answered);
             }
             Err(Failed(error)) => {
                 let error = Arc::new(*error);
@@ -971,5 +1011,22 @@ impl Writer {
         let removed = keep_from.0 - head.first;
         head.first = keep_from.0;
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_still_queued_when_their_task_ends_are_given() {
+        let (answers, batches) = mpsc::unbounded_channel();
+        let answering = Answering(batches);
+        let (ack, done) = oneshot::channel();
+        answers.send(vec![(ack, Ok(Done::Stored))]).ok().unwrap();
+        drop(answering);
+        assert!(matches!(done.blocking_recv(), Ok(Ok(Done::Stored))));
+        // The writer then gives them itself.
+        assert!(answers.send(Vec::new()).is_err());
     }
 }
