@@ -1259,8 +1259,6 @@ impl Interceptor for Protection {
         } else {
             String::new()
         };
-        // The state at this boundary, taken here (the body is not shared
-        // with the hook's future), stored before the request is logged.
         if !due {
             // Known here, no checkpoint due: logged without waiting.
             let verdict = match shared.log(delivery) {
@@ -1269,6 +1267,8 @@ impl Interceptor for Protection {
             };
             return Box::pin(std::future::ready(verdict));
         }
+        // The state at this boundary, taken here (the body is not shared
+        // with the hook's future), stored before the request is logged.
         let checkpoint = Some(body.checkpoint());
         Box::pin(async move {
             let checkpoint = match checkpoint.transpose() {
