@@ -55,8 +55,8 @@ pub(crate) struct Args {
     /// Time to checkpoint, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     ttc_ms: u64,
-    /// Timed rounds of each.
-    #[arg(long, default_value_t = 3)]
+    /// Timed rounds of each (the figures are their medians).
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Where the FT store's files are made (and removed): an ordinary disk.
     #[arg(long, default_value = ".")]
