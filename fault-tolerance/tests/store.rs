@@ -58,6 +58,25 @@ const FIRST: Incarnation = Incarnation(0);
 /// A table of a closed store, opened through redb.
 type RawTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 
+/// Flips `mask` in the byte `from_end` bytes before the end of the first
+/// record of `table`, in the closed store at `path`.
+fn damage_first_record(path: &Path, table: &str, from_end: usize, mask: u8) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let definition: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new(table);
+        let mut table = txn.open_table(definition).unwrap();
+        let (key, mut value) = {
+            let (key, value) = table.first().unwrap().expect("a record");
+            (key.value().to_vec(), value.value().to_vec())
+        };
+        let at = value.len() - from_end;
+        value[at] ^= mask;
+        table.insert(key.as_slice(), value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 /// Rewrites the first value of a table of a closed store, through redb.
 fn tamper(path: &Path, table: &str, change: impl FnOnce(&mut Vec<u8>)) {
     let db = redb::Database::open(path).expect("the store is a redb database");
@@ -416,22 +435,7 @@ async fn damaged_replies_recorded_together_name_the_object_and_the_file() {
             .collect();
         store.record_replies(&object, replies).await.unwrap();
     }
-    {
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let definition: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("replies");
-            let mut table = txn.open_table(definition).unwrap();
-            let (key, mut value) = {
-                let (key, value) = table.first().unwrap().expect("the replies");
-                (key.value().to_vec(), value.value().to_vec())
-            };
-            let at = value.len() - 6;
-            value[at] ^= 0x20;
-            table.insert(key.as_slice(), value.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    damage_first_record(&path, "replies", 6, 0x20);
     let store = open(&path);
     for error in [
         store.reply(&object, &id(2)).unwrap_err(),
@@ -1342,23 +1346,8 @@ async fn a_corrupt_staged_log_record_names_the_object_and_the_file() {
         // What a store killed before closing leaves: the record staged.
         std::fs::copy(&path, &killed).unwrap();
     }
-    {
-        let db = redb::Database::open(&killed).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let staged: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("staged");
-            let mut staged = txn.open_table(staged).unwrap();
-            let (key, mut value) = {
-                let (key, value) = staged.first().unwrap().expect("a staged record");
-                (key.value().to_vec(), value.value().to_vec())
-            };
-            // In the entry's bytes.
-            let at = value.len() - 10;
-            value[at] ^= 0x01;
-            staged.insert(key.as_slice(), value.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    // In the entry's bytes.
+    damage_first_record(&killed, "staged", 10, 0x01);
     // Read as it is, then after a closing that moved the staged records
     // (the damaged one stays staged).
     for _ in 0..2 {
