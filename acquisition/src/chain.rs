@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use actogrid_descriptor::Descriptor;
 use actogrid_descriptor::model::{
-    FileTransfer, JvmProcess, Link, ProcessDefinition, ProcessFileTransfer, ProcessFileTransfers,
-    ProcessKind, SshLogin,
+    FileTransfer, HierarchicalProcess, JvmProcess, Link, ProcessDefinition, ProcessFileTransfer,
+    ProcessFileTransfers, ProcessKind, SshLogin,
 };
 use actogrid_descriptor::plan::{Count, process_runtime_count};
 use tokio::sync::Semaphore;
 
 use crate::batch::{JobFiles, Scheduler};
 use crate::exec::{
-    BoxFuture, CREDENTIALS_ENV, ExecError, LocalShell, Running, RuntimeCommand, Shell,
+    BoxFuture, CREDENTIALS_ENV, ExecError, LocalShell, Running, RuntimeCommand, Shell, quote,
 };
 use crate::ssh::{SshShell, SshTarget};
 
@@ -44,8 +44,16 @@ pub trait Launches: Send + Sync {
     /// only a scheduler knows), described by `label`, on `host`.
     fn open(&self, label: &str, host: &str, runtimes: Option<u64>) -> LaunchId;
     /// The command that starts one runtime of `launch` with `program`
-    /// (a path where the runtime runs).
-    fn command(&self, launch: LaunchId, program: &str) -> RuntimeCommand;
+    /// (a path where the runtime runs); `relay`: the runtime reaches the
+    /// deployer through that relay only.
+    fn command(&self, launch: LaunchId, program: &str, relay: Option<&Relay>) -> RuntimeCommand;
+    /// Where this process serves the runtimes it starts (`host:port`, as
+    /// this process reaches it): what a front-end's relay forwards to.
+    fn deployer_address(&self) -> Option<String> {
+        None
+    }
+    /// A relay started on a front-end: it runs until the deployment ends.
+    fn relay_started(&self, _relay: Box<dyn Running>) {}
     /// The launch's process or job started.
     fn started(&self, launch: LaunchId, what: Started);
     /// The launch could not start.
@@ -96,7 +104,30 @@ pub struct ChainContext {
     /// Where ssh masters keep their control directories
     /// ([`SshTarget::control_directory`]); `None`: the temporary directory.
     pub control_dir: Option<PathBuf>,
+    /// The relay runtimes reach the deployer through, below a
+    /// `hierarchicalProcess`; `None` elsewhere.
+    pub relay: Option<Relay>,
 }
+
+/// A relay on a cluster's front-end: runtimes behind it, which cannot reach
+/// the deployer, connect to it instead, and it forwards their connections
+/// to the deployer over the deployer's ssh connection to the front-end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    /// `host:port` of the relay, as the hosts behind the front-end reach it.
+    pub address: String,
+    /// The front-end it runs on, as the descriptor names it.
+    pub front_end: String,
+}
+
+/// Set on a program started as a relay: the `host:port` (on the
+/// front-end's loopback) its connections are forwarded to.
+pub const RELAY_TO_ENV: &str = "ACTOGRID_RELAY_TO";
+/// The address a relay listens on (`host:0` picks the port).
+pub const RELAY_LISTEN_ENV: &str = "ACTOGRID_RELAY_LISTEN";
+/// The file a relay writes the `host:port` it is reached at into, once it
+/// listens.
+pub const RELAY_ADDRESS_FILE_ENV: &str = "ACTOGRID_RELAY_ADDRESS_FILE";
 
 impl ChainContext {
     /// The `fileTransfer` named `refid`; `implicit` stands for the virtual
@@ -174,6 +205,9 @@ fn walk<'a>(
                 )
                 .await;
             }
+            ProcessKind::Hierarchical(h) => {
+                reach_front_end(ctx, process, h, place, sink, depth).await;
+            }
             ProcessKind::ProcessList(list) | ProcessKind::ProcessListByHost(list) => {
                 reach_hosts(
                     ctx,
@@ -238,7 +272,7 @@ async fn start_runtime(
         Ok(p) => p,
         Err(e) => return sink.failed(id, format!("{label}: {e}")),
     };
-    let mut cmd = sink.command(id, &program);
+    let mut cmd = sink.command(id, &program, ctx.relay.as_ref());
     add_environment(&mut cmd, jvm, links);
     let input = cmd.credentials.take();
     if input.is_some() {
@@ -272,10 +306,7 @@ async fn reach_hosts(
     let below = ctx
         .descriptor
         .process(&link.next.value)
-        .and_then(|p| match process_runtime_count(&ctx.descriptor, p) {
-            Count::Exact(n) => Some(n),
-            _ => None,
-        });
+        .and_then(|p| runtimes_of(ctx, p));
     let each = hosts.iter().map(|host| {
         let place = place.clone();
         async move {
@@ -284,59 +315,227 @@ async fn reach_hosts(
                 process.kind.element_name(),
                 process.id.value
             );
-            let fail = |error: String| {
-                let id = sink.open(&label, host, below);
-                sink.failed(id, error);
-            };
-            let mut target = SshTarget::from_login(host.clone(), login);
-            if place.host() != "localhost" {
-                // An ssh chain: this host is reached through the previous
-                // one (ProxyJump), whose master stays for the deployment.
-                match place.ssh_target() {
-                    Some(via) => target = target.through(via),
-                    None => {
-                        return fail(format!(
-                            "{label}: ssh from {} onwards is not supported: it is not an ssh host",
-                            place.host()
-                        ));
-                    }
-                }
-            }
-            target.connect_timeout = ctx.connect_timeout;
-            if ctx.ssh_config.is_some() {
-                target.config_file = ctx.ssh_config.clone();
-            }
-            target.control_directory = ctx.control_dir.clone();
-            let shell = {
-                let _permit = ctx.limit.acquire().await;
-                match SshShell::connect(&target).await {
-                    Ok(s) => Arc::new(s) as Arc<dyn Shell>,
-                    Err(e) => return fail(e.to_string()),
+            let shell = match connect(ctx, host, login, transfers, place, sink, &label).await {
+                Ok(shell) => shell,
+                Err(error) => {
+                    let id = sink.open(&label, host, below);
+                    return sink.failed(id, error);
                 }
             };
-            sink.connected(shell.clone());
-            if let Some(refs) = &transfers.deploy {
-                let Some(ft) = ctx.file_transfer(&refs.refid.value, ctx.vn_deploy.as_deref())
-                else {
-                    return fail(format!("{label}: no fileTransfer `{}`", refs.refid.value));
-                };
-                if let Err(e) = crate::transfer::deploy(shell.as_ref(), ft, refs).await {
-                    return fail(format!("{label}: file transfer `{}`: {e}", ft.id.value));
-                }
-            }
-            if let Some(refs) = &transfers.retrieve {
-                match ctx.file_transfer(&refs.refid.value, ctx.vn_retrieve.as_deref()) {
-                    Some(ft) => sink.retrieve_at_end(shell.clone(), ft.clone(), refs.clone()),
-                    None => tracing::warn!(
-                        "{label}: no fileTransfer `{}` to retrieve",
-                        refs.refid.value
-                    ),
-                }
-            }
             walk(ctx, &link.next.value, shell, sink, depth + 1).await;
         }
     });
     futures::future::join_all(each).await;
+}
+
+/// A `hierarchicalProcess`: logs in to the front-end, starts the relay
+/// there, and runs the inner process from the front-end with the relay as
+/// the way to the deployer.
+async fn reach_front_end(
+    ctx: &ChainContext,
+    process: &ProcessDefinition,
+    h: &HierarchicalProcess,
+    place: Arc<dyn Shell>,
+    sink: &dyn Launches,
+    depth: usize,
+) {
+    let label = format!(
+        "hierarchicalProcess `{}` to {}",
+        process.id.value, h.hostname
+    );
+    let fail = |error: String| {
+        let below = ctx
+            .descriptor
+            .process(&h.link.next.value)
+            .and_then(|p| runtimes_of(ctx, p));
+        let id = sink.open(&label, &h.hostname, below);
+        sink.failed(id, error);
+    };
+    let shell = match connect(
+        ctx,
+        &h.hostname,
+        &h.login,
+        &h.file_transfers,
+        place,
+        sink,
+        &label,
+    )
+    .await
+    {
+        Ok(shell) => shell,
+        Err(e) => return fail(e),
+    };
+    let relay = match start_relay(ctx, h, &shell, sink).await {
+        Ok(relay) => relay,
+        Err(e) => return fail(format!("{label}: {e}")),
+    };
+    tracing::info!(
+        "{label}: relay at {} for the hosts behind it",
+        relay.address
+    );
+    let inner = ChainContext {
+        relay: Some(relay),
+        ..ctx.clone()
+    };
+    walk(&inner, &h.link.next.value, shell, sink, depth + 1).await;
+}
+
+/// How long a relay may take to say where it listens.
+const RELAY_START: Duration = Duration::from_secs(20);
+
+/// Starts the relay on `front_end`: a port of its loopback forwarded to the
+/// deployer over the ssh connection, and the program of the forwarder
+/// listening on the inner network and passing connections to that port.
+async fn start_relay(
+    ctx: &ChainContext,
+    h: &HierarchicalProcess,
+    front_end: &Arc<dyn Shell>,
+    sink: &dyn Launches,
+) -> Result<Relay, String> {
+    let deployer = sink
+        .deployer_address()
+        .ok_or("this deployment serves no address a relay could forward to")?;
+    let port = front_end
+        .forward_here(&deployer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let jvm = match ctx.descriptor.process(&h.forwarder.value).map(|p| &p.kind) {
+        Some(ProcessKind::Jvm(jvm)) => jvm,
+        Some(other) => {
+            return Err(format!(
+                "the forwarder `{}` is {}, not a jvmProcess",
+                h.forwarder.value,
+                other.element_name()
+            ));
+        }
+        None => return Err(format!("no process `{}`", h.forwarder.value)),
+    };
+    let program = program_at(ctx, jvm, front_end)
+        .await
+        .map_err(|e| e.to_string())?;
+    let made = front_end
+        .run(
+            "umask 077 && mktemp -d \"${TMPDIR:-/tmp}/actogrid-relay.XXXXXX\"",
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let dir = made.stdout_text();
+    if !made.success() || dir.is_empty() {
+        return Err(format!(
+            "cannot make a private directory: {}",
+            made.stderr_text()
+        ));
+    }
+    let listen = match h.internal_ip.as_deref() {
+        Some(ip) if ip.contains(':') => format!("[{ip}]:0"),
+        Some(ip) => format!("{ip}:0"),
+        None => "0.0.0.0:0".to_owned(),
+    };
+    let file = format!("{dir}/address");
+    // The forwarder's environment, then what makes it a relay.
+    let mut script = String::new();
+    for var in &jvm.environment {
+        script.push_str(&quote(&format!("{}={}", var.name, var.value)));
+        script.push(' ');
+    }
+    script.push_str(&format!(
+        "{RELAY_TO_ENV}={} {RELAY_LISTEN_ENV}={} {RELAY_ADDRESS_FILE_ENV}={} exec {}",
+        quote(&format!("127.0.0.1:{port}")),
+        quote(&listen),
+        quote(&file),
+        quote(&program)
+    ));
+    let mut running = front_end
+        .spawn(&script, Some(b""))
+        .await
+        .map_err(|e| e.to_string())?;
+    // One command waits for the file, prints it and removes the directory.
+    let wait = format!(
+        "d={dir}; i=0; while [ ! -s \"$d/address\" ] && [ $i -lt {} ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done; cat \"$d/address\" 2>/dev/null; rm -rf \"$d\"",
+        RELAY_START.as_millis() / 100,
+        dir = quote(&dir)
+    );
+    // (Not raced with the relay's end: waiting for it owns its channel.)
+    let said = front_end
+        .run(&wait, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let address = said.stdout_text();
+    if address.is_empty() {
+        running.kill();
+        let exit = tokio::time::timeout(Duration::from_secs(5), running.wait()).await;
+        return Err(match exit {
+            Ok(exit) => format!("the relay ({program}) did not start: {exit}"),
+            Err(_) => {
+                format!("the relay ({program}) did not say where it listens within {RELAY_START:?}")
+            }
+        });
+    }
+    sink.relay_started(running);
+    Ok(Relay {
+        address,
+        front_end: h.hostname.clone(),
+    })
+}
+
+/// Logs in to `host` from `place` (through it when it is an ssh host
+/// itself), keeps the connection for the deployment, and pushes the
+/// process's files there: the shell the chain continues in.
+async fn connect(
+    ctx: &ChainContext,
+    host: &str,
+    login: &SshLogin,
+    transfers: &ProcessFileTransfers,
+    place: Arc<dyn Shell>,
+    sink: &dyn Launches,
+    label: &str,
+) -> Result<Arc<dyn Shell>, String> {
+    let mut target = SshTarget::from_login(host.to_owned(), login);
+    if place.host() != "localhost" {
+        // An ssh chain: this host is reached through the previous
+        // one (ProxyJump), whose master stays for the deployment.
+        match place.ssh_target() {
+            Some(via) => target = target.through(via),
+            None => {
+                return Err(format!(
+                    "{label}: ssh from {} onwards is not supported: it is not an ssh host",
+                    place.host()
+                ));
+            }
+        }
+    }
+    target.connect_timeout = ctx.connect_timeout;
+    if ctx.ssh_config.is_some() {
+        target.config_file = ctx.ssh_config.clone();
+    }
+    target.control_directory = ctx.control_dir.clone();
+    let shell = {
+        let _permit = ctx.limit.acquire().await;
+        match SshShell::connect(&target).await {
+            Ok(s) => Arc::new(s) as Arc<dyn Shell>,
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    sink.connected(shell.clone());
+    if let Some(refs) = &transfers.deploy {
+        let Some(ft) = ctx.file_transfer(&refs.refid.value, ctx.vn_deploy.as_deref()) else {
+            return Err(format!("{label}: no fileTransfer `{}`", refs.refid.value));
+        };
+        if let Err(e) = crate::transfer::deploy(shell.as_ref(), ft, refs).await {
+            return Err(format!("{label}: file transfer `{}`: {e}", ft.id.value));
+        }
+    }
+    if let Some(refs) = &transfers.retrieve {
+        match ctx.file_transfer(&refs.refid.value, ctx.vn_retrieve.as_deref()) {
+            Some(ft) => sink.retrieve_at_end(shell.clone(), ft.clone(), refs.clone()),
+            None => tracing::warn!(
+                "{label}: no fileTransfer `{}` to retrieve",
+                refs.refid.value
+            ),
+        }
+    }
+    Ok(shell)
 }
 
 /// A scheduler process: one job whose tasks start the runtimes.
@@ -375,7 +574,7 @@ async fn submit_job(
         Ok(p) => p,
         Err(e) => return sink.failed(id, format!("{label}: {e}")),
     };
-    let mut cmd = sink.command(id, &program);
+    let mut cmd = sink.command(id, &program, ctx.relay.as_ref());
     add_environment(&mut cmd, jvm, &[]);
     let job_name = format!("{}-{}", ctx.job_name, process.id.value);
     let work_dir = format!("{}/{job_name}-{}", ctx.work_dir, std::process::id());

@@ -172,6 +172,19 @@ pub trait Shell: Send + Sync + 'static {
     fn ssh_target(&self) -> Option<&crate::ssh::SshTarget> {
         None
     }
+    /// Makes connections to a port on this place's loopback arrive at
+    /// `to` (`host:port`, as this process reaches it), and returns that
+    /// port: how processes there reach this one when nothing else can
+    /// (an ssh remote forward). Only ssh hosts can.
+    fn forward_here<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<u16, ExecError>> {
+        let _ = to;
+        Box::pin(async move {
+            Err(ExecError::Command {
+                host: self.host().to_owned(),
+                detail: "connections can be forwarded from ssh hosts only".into(),
+            })
+        })
+    }
 }
 
 /// Quotes `s` for a POSIX shell (single quotes; safe for any byte string).

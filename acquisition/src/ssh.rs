@@ -391,6 +391,39 @@ impl Inner {
         }
     }
 
+    /// A remote forward on the first master: the host's loopback port it
+    /// listens on (chosen by the host) leads to `to` here. It lasts as
+    /// long as that master.
+    async fn forward_here(&self, to: &str) -> Result<u16, ExecError> {
+        let socket = {
+            let masters = self.masters.lock().await;
+            match masters.first() {
+                Some(m) => m.session.control_socket().to_path_buf(),
+                None => return Err(self.command_error("no ssh connection to forward over")),
+            }
+        };
+        let out = tokio::process::Command::new("ssh")
+            .arg("-S")
+            .arg(&socket)
+            .args(["-o", "BatchMode=yes", "-O", "forward", "-R"])
+            .arg(format!("127.0.0.1:0:{to}"))
+            .arg("none")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .map_err(|e| self.command_error(format!("cannot run ssh to forward a port: {e}")))?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        match said.trim().parse::<u16>() {
+            Ok(port) if out.status.success() && port != 0 => Ok(port),
+            _ => Err(self.command_error(format!(
+                "the ssh connection refused to forward a port to {to}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
+    }
+
     fn unreachable(&self, detail: impl Into<String>) -> ExecError {
         ExecError::Unreachable {
             host: self.target.host.clone(),
@@ -625,6 +658,10 @@ impl Shell for SshShell {
         input: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<Box<dyn Running>, ExecError>> {
         Box::pin(self.inner.spawn(script, input))
+    }
+
+    fn forward_here<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<u16, ExecError>> {
+        Box::pin(self.inner.forward_here(to))
     }
 
     /// `ssh … host 'sh -c …'` with this shell's login options, through a

@@ -413,6 +413,15 @@ pub fn serve_if_deployed() {
 }
 
 fn serve_deployed_on(tokio: &tokio::runtime::Runtime) -> i32 {
+    if crate::deploy::relay::requested() {
+        return match tokio.block_on(crate::deploy::relay::serve()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("actogrid relay: {e:#}");
+                1
+            }
+        };
+    }
     // What this runtime prints goes to its deployer too (first: the log
     // format below sees a pipe, not a terminal).
     crate::deploy::capture::start();

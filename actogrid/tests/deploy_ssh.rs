@@ -307,6 +307,93 @@ async fn an_ssh_chain_reaches_the_second_host_through_the_first() {
     killed_leaving_nothing(rt, d, &mark).await;
 }
 
+/// The value of `name` in the environment of process `pid`.
+fn environment_of(pid: u32, name: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    env.split(|b| *b == 0)
+        .find_map(|v| v.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// hierarchicalProcess: agh3 is behind agh1 (agh3 and this machine cannot
+/// reach each other). The deployer logs in to agh1, starts the relay
+/// there, and reaches agh2 and agh3 from it; their runtimes register
+/// through the relay and answer calls, and nothing is left at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hierarchical_deployment_reaches_hosts_behind_a_front_end() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let _behind = Fault::inject("agh3", "behind", "restore");
+    let dir = TempDir::new("hierarchical");
+    let mark = mark();
+    let text = support::descriptor(
+        "timeout=\"60s\"",
+        "",
+        "gateway",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess>
+              <environment><variable name="ACTOGRID_TEST_MARK" value="{mark}"/></environment>
+            </jvmProcess></processDefinition>
+            <processDefinition id="forwarder"><jvmProcess>
+              <environment><variable name="ACTOGRID_TEST_MARK" value="{mark}"/></environment>
+            </jvmProcess></processDefinition>
+            <processDefinition id="gateway">
+              <hierarchicalProcess class="org.objectweb.proactive.core.process.ssh.SSHHierarchicalProcess"
+                  hostname="agh1" internal_ip="10.213.7.2">
+                <processReference refid="forwarder"/>
+                <hierarchicalReference refid="inner"/>
+              </hierarchicalProcess>
+            </processDefinition>
+            <processDefinition id="inner">
+              <processListbyHost hostlist="agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>"#
+        ),
+        false,
+    );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    support::ping_all(&nodes).await;
+    let mut on: Vec<String> = d.runtimes().iter().map(|r| r.host.clone()).collect();
+    on.sort();
+    assert_eq!(on, ["agh2", "agh3"]);
+    // Two runtimes and the relay; the runtimes were told the relay only.
+    let marked = marked_processes(&mark);
+    assert_eq!(marked.len(), 3, "{marked:?}");
+    let told: Vec<String> = marked
+        .iter()
+        .filter_map(|p| environment_of(*p, "ACTOGRID_DEPLOYER"))
+        .collect();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(
+        told.iter().all(|t| t.starts_with("actogrid://10.213.7.2:")),
+        "{told:?}"
+    );
+    // The runtime behind the gateway serves calls again and again.
+    let behind = d
+        .runtimes()
+        .iter()
+        .find(|r| r.host == "agh3")
+        .map(|r| r.pid)
+        .unwrap();
+    assert!(support::alive(behind));
+    for node in &nodes {
+        let echo = EchoProxy::new(node).await.unwrap();
+        for i in 0..20u8 {
+            assert_eq!(echo.echo(vec![i; 1000]).await.unwrap(), vec![i; 1000]);
+        }
+    }
+    killed_leaving_nothing(rt, d, &mark).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_refusing_authentication_and_one_lost_midway_spare_the_others() {
     let _hosts = HOSTS.lock().await;
@@ -524,18 +611,27 @@ impl Drop for SlurmForward {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_ssh_then_slurm_submits_on_the_front_end() {
-    ssh_then_slurm(&["agh1"]).await;
+    ssh_then_slurm(&["agh1"], false).await;
 }
 
 /// ssh → ssh → SLURM: the front-end is reached through a gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_ssh_ssh_then_slurm_submits_on_the_front_end_behind_the_first() {
-    ssh_then_slurm(&["agh1", "agh2"]).await;
+    ssh_then_slurm(&["agh1", "agh2"], false).await;
+}
+
+/// hierarchicalProcess → SLURM: the job is submitted from the front-end
+/// and its runtimes reach the deployer through the relay there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_behind_a_front_end_reaches_the_deployer_through_its_relay() {
+    ssh_then_slurm(&["agh1"], true).await;
 }
 
 /// A chain of ssh processes to `hops`, the last one a front-end where a
 /// SLURM job starts two runtimes: they answer, and end with the deployment.
-async fn ssh_then_slurm(hops: &[&str]) {
+/// `relayed`: the last hop is a hierarchicalProcess, whose relay the
+/// job's runtimes are told to reach the deployer at.
+async fn ssh_then_slurm(hops: &[&str], relayed: bool) {
     let _hosts = HOSTS.lock().await;
     if !enabled() {
         return;
@@ -574,6 +670,19 @@ async fn ssh_then_slurm(hops: &[&str]) {
         } else {
             format!("hop{}", i + 1)
         };
+        if relayed && i + 1 == hops.len() {
+            let ip = format!(
+                "10.213.7.{}",
+                host.trim_start_matches("agh").parse::<u8>().unwrap() + 1
+            );
+            chain.push_str(&format!(
+                r#"<processDefinition id="{id}"><hierarchicalProcess hostname="{host}" internal_ip="{ip}">
+                  <processReference refid="forwarder"/><hierarchicalReference refid="{next}"/>
+                  </hierarchicalProcess></processDefinition>
+                  <processDefinition id="forwarder"><jvmProcess><commandPath value="{program}"/></jvmProcess></processDefinition>"#
+            ));
+            continue;
+        }
         chain.push_str(&format!(
             r#"<processDefinition id="{id}"><sshProcess hostname="{host}">
               <processReference refid="{next}"/></sshProcess></processDefinition>"#
@@ -616,6 +725,12 @@ async fn ssh_then_slurm(hops: &[&str]) {
     assert_eq!(jobs.len(), 1);
     assert!(jobs[0].0.contains(front_end), "{jobs:?}");
     let pids: Vec<u32> = d.runtimes().iter().map(|r| r.pid).collect();
+    if relayed {
+        for pid in &pids {
+            let told = environment_of(*pid, "ACTOGRID_DEPLOYER").unwrap_or_default();
+            assert!(told.starts_with("actogrid://10.213.7.2:"), "{pid}: {told}");
+        }
+    }
     d.kill().await;
     assert!(
         eventually(Duration::from_secs(15), || pids

@@ -397,6 +397,9 @@ pub enum ProcessKind {
     Jvm(JvmProcess),
     /// `sshProcess`.
     Ssh(SshProcess),
+    /// `hierarchicalProcess`: ssh to a front-end that relays for the
+    /// hosts behind it.
+    Hierarchical(HierarchicalProcess),
     /// `processList`: ssh to hosts named by a range.
     ProcessList(HostListProcess),
     /// `processListbyHost`: ssh to a list of hosts.
@@ -423,6 +426,7 @@ impl ProcessKind {
         match self {
             ProcessKind::Jvm(_) => "jvmProcess",
             ProcessKind::Ssh(_) => "sshProcess",
+            ProcessKind::Hierarchical(_) => "hierarchicalProcess",
             ProcessKind::ProcessList(_) => "processList",
             ProcessKind::ProcessListByHost(_) => "processListbyHost",
             ProcessKind::Slurm(_) => "slurmProcess",
@@ -439,6 +443,7 @@ impl ProcessKind {
     pub fn link(&self) -> Option<&Link> {
         match self {
             ProcessKind::Ssh(p) => Some(&p.link),
+            ProcessKind::Hierarchical(p) => Some(&p.link),
             ProcessKind::ProcessList(p) | ProcessKind::ProcessListByHost(p) => Some(&p.link),
             ProcessKind::Slurm(p) => Some(&p.link),
             ProcessKind::Pbs(p) => Some(&p.link),
@@ -457,6 +462,7 @@ impl ProcessKind {
             ProcessKind::DependentSequence(s) | ProcessKind::IndependentSequence(s) => {
                 s.processes.iter().collect()
             }
+            ProcessKind::Hierarchical(h) => vec![&h.link.next, &h.forwarder],
             other => other.link().map(|l| &l.next).into_iter().collect(),
         }
     }
@@ -465,7 +471,7 @@ impl ProcessKind {
     /// process it wraps (`None` when only the scheduler knows).
     pub fn fan_out(&self) -> Option<u64> {
         match self {
-            ProcessKind::Jvm(_) | ProcessKind::Ssh(_) => Some(1),
+            ProcessKind::Jvm(_) | ProcessKind::Ssh(_) | ProcessKind::Hierarchical(_) => Some(1),
             ProcessKind::ProcessList(p) | ProcessKind::ProcessListByHost(p) => {
                 Some(p.hosts.len() as u64)
             }
@@ -533,6 +539,30 @@ pub struct SshProcess {
     /// The next process.
     pub link: Link,
     /// Files pushed before the runtime starts / pulled back on request.
+    pub file_transfers: ProcessFileTransfers,
+}
+
+/// `hierarchicalProcess`: the classic cluster behind a gateway. The
+/// deployer logs in to the front-end (`hostname`) over ssh, starts a relay
+/// there (the program named by the forwarder's jvmProcess), and runs the
+/// inner process (`hierarchicalReference`) from the front-end; runtimes
+/// started behind it reach the deployer through the relay.
+#[derive(Debug, Clone, Serialize)]
+pub struct HierarchicalProcess {
+    /// `@hostname`: the front-end.
+    pub hostname: String,
+    /// Login options.
+    pub login: SshLogin,
+    /// `@internal_ip`: the front-end's address on the inner network (where
+    /// the relay listens); its host name when absent.
+    pub internal_ip: Option<String>,
+    /// `processReference@refid`: the forwarder, a jvmProcess (the program
+    /// on the front-end).
+    pub forwarder: Spanned<String>,
+    /// `hierarchicalReference@refid` as the next process (the runtimes
+    /// come from it), with the element's environment and commandPath.
+    pub link: Link,
+    /// Files pushed to the front-end / pulled back from it.
     pub file_transfers: ProcessFileTransfers,
 }
 

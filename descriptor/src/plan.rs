@@ -195,6 +195,19 @@ fn describe_process(p: &ProcessDefinition) -> String {
                 login(&s.login.username, s.login.port).replace("{}", &s.hostname)
             )
         }
+        ProcessKind::Hierarchical(h) => {
+            let front = login(&h.login.username, h.login.port).replace("{}", &h.hostname);
+            match &h.internal_ip {
+                Some(ip) => format!(
+                    "ssh `{}` to front-end {front} (relay on {ip}), then from there",
+                    p.id.value
+                ),
+                None => format!(
+                    "ssh `{}` to front-end {front} (relay), then from there",
+                    p.id.value
+                ),
+            }
+        }
         ProcessKind::ProcessList(l) | ProcessKind::ProcessListByHost(l) => {
             let hosts = match l.hosts.as_slice() {
                 [one] => one.clone(),

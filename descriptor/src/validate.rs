@@ -314,6 +314,24 @@ impl Validator<'_> {
                     );
                 }
             }
+            if let ProcessKind::Hierarchical(h) = &p.kind {
+                match d.process(&h.forwarder).map(|f| &f.kind) {
+                    Some(ProcessKind::Jvm(_)) | None => {}
+                    Some(other) => self.diags.push(
+                        Diagnostic::error(
+                            "bad-forwarder",
+                            h.forwarder.span,
+                            format!(
+                                "the forwarder of <hierarchicalProcess> `{}` must be a jvmProcess (it says where the program is on the front-end), not {} `{}`",
+                                p.id.value,
+                                other.element_name(),
+                                h.forwarder.value
+                            ),
+                        )
+                        .with_hint("point <processReference> at a <jvmProcess>, and the process to run from the front-end at <hierarchicalReference>"),
+                    ),
+                }
+            }
             if let ProcessKind::DependentSequence(s) = &p.kind {
                 if let Some(service) = &s.service {
                     if d.service(service).is_none() {

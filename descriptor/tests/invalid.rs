@@ -49,6 +49,8 @@ const CASES: &[(&str, &str, u32, u32, &str)] = &[
     ("jvm_creation_and_acquisition",   "conflicting-elements",      21, 10, "<jvm> has both <creation> and <acquisition>"),
     ("jvm_without_source",             "missing-element",           24,  8, "runtime `spareJvm` says neither how to create nor how to acquire it"),
     ("sequence_service_not_first",     "misplaced-element",         32, 12, "<serviceReference> must come first"),
+    ("hierarchical_without_inner",     "missing-element",           30, 10, "<hierarchicalProcess> has no <hierarchicalReference>"),
+    ("hierarchical_forwarder_not_jvm", "bad-forwarder",             31, 36, "the forwarder of <hierarchicalProcess> `gateway` must be a jvmProcess"),
     // Values: numbers, booleans, durations, wall times, host ranges, ports, URLs.
     ("bad_timeout",                    "bad-value",                  5, 64, "timeout: `5 minutes` is not a duration"),
     ("timeout_spaced",                 "bad-value",                  5, 64, "timeout: `30 s` is not a duration"),

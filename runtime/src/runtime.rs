@@ -218,6 +218,7 @@ impl Builder {
             identity,
             key,
             enroller: RwLock::new(None),
+            relayed: Mutex::new(std::collections::HashSet::new()),
             connections,
             space: tokio::sync::Notify::new(),
             connector: self.connector,
@@ -286,6 +287,9 @@ pub(crate) struct Inner {
     key: Option<Arc<crate::sender::SenderKey>>,
     /// Who admits runtimes that enroll here (a deployer).
     enroller: RwLock<Option<Arc<dyn Enroller>>>,
+    /// Runtimes whose connections come through a relay (see
+    /// [`Runtime::trust_relayed`]).
+    relayed: Mutex<std::collections::HashSet<u64>>,
     /// Connections accepted and their limits.
     connections: Arc<crate::accept::Tracker>,
     /// Signalled when a queue that a paused connection waits on drains.
@@ -528,6 +532,29 @@ impl Runtime {
             .enroller
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(enroller);
+    }
+
+    /// Runtime `id` reaches this one through a relay (a forwarder on a
+    /// cluster's front-end, an ssh tunnel): its connections come from the
+    /// relay's address, not its own, so the address it says it serves at
+    /// is believed without that check. Only for runtimes this one started
+    /// behind such a relay itself; any other runtime's claim must come
+    /// from the address it claims.
+    pub fn trust_relayed(&self, id: u64) {
+        self.inner
+            .relayed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    /// Whether runtime `id` was said to come through a relay.
+    fn is_relayed(&self, id: u64) -> bool {
+        self.inner
+            .relayed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
     }
 
     /// What this runtime says, when it opens a stream, of the address it
@@ -2835,20 +2862,28 @@ const RETURN_STREAM: &str = "actogrid-return-stream";
 /// The address a stream's opener says it serves at, when it can be
 /// believed: the opener is an authenticated runtime, and the address is
 /// on the IP its connection comes from (no runtime can draw to itself
-/// the calls meant for a runtime on another machine).
+/// the calls meant for a runtime on another machine), unless `relayed`
+/// says the opener comes through a relay this runtime set up.
 fn claimed_address<T>(
     request: &tonic::Request<T>,
     info: &crate::accept::ConnInfo,
     principal: &crate::tls::Principal,
+    relayed: impl Fn(u64) -> bool,
 ) -> Option<String> {
-    if !matches!(principal, crate::tls::Principal::Runtime(_)) {
+    let crate::tls::Principal::Runtime(id) = principal else {
         return None;
-    }
+    };
     let claimed = request.metadata().get(REACHABLE_AT)?.to_str().ok()?;
     let (host, port) = split_address(claimed);
     let ip: std::net::IpAddr = host.parse().ok()?;
+    if port == 0 {
+        return None;
+    }
+    if relayed(*id) {
+        return Some(claimed.to_owned());
+    }
     let from = info.remote?;
-    (port != 0 && ip.to_canonical() == from.to_canonical()).then(|| claimed.to_owned())
+    (ip.to_canonical() == from.to_canonical()).then(|| claimed.to_owned())
 }
 
 /// The endpoint of the wire at `address`, with the settings of `config`.
@@ -2963,7 +2998,8 @@ impl wire::wire_server::Wire for WireService {
             return Ok(tonic::Response::new(Box::pin(batched.map(Ok))));
         }
         info.state.establish();
-        let reachable_at = claimed_address(&request, &info, &principal);
+        let reachable_at =
+            claimed_address(&request, &info, &principal, |id| self.rt.is_relayed(id));
         let inbound = request.into_inner();
         let (conn, batched) = Conn::new(&self.rt, info.peer.clone(), None);
         conn.set_principal(principal.clone());

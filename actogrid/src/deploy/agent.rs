@@ -32,6 +32,47 @@ pub const LISTEN_ENV: &str = "ACTOGRID_LISTEN";
 /// another address than the one it uses to reach the deployer.
 pub const ADVERTISE_ENV: &str = "ACTOGRID_ADVERTISE";
 
+/// Addresses this runtime reaches by another way than their own:
+/// comma-separated `address=through` pairs (`host:port=host:port`). Set for
+/// runtimes behind a front-end's relay: the deployer's address leads to
+/// the relay.
+pub(crate) const ROUTES_ENV: &str = "ACTOGRID_ROUTES";
+
+/// `host:port`, with an IPv6 host in brackets.
+pub(crate) fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Dials some addresses through others ([`ROUTES_ENV`]), the rest as is.
+struct Routes(std::collections::HashMap<String, String>);
+
+impl Routes {
+    fn parse(text: &str) -> anyhow::Result<Routes> {
+        let mut map = std::collections::HashMap::new();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (from, to) = pair.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("{ROUTES_ENV}: `{pair}` is not `address=through`")
+            })?;
+            map.insert(from.trim().to_owned(), to.trim().to_owned());
+        }
+        Ok(Routes(map))
+    }
+}
+
+impl actogrid_runtime::Connector for Routes {
+    fn connect(
+        &self,
+        address: &str,
+    ) -> futures::future::BoxFuture<'static, std::io::Result<Box<dyn actogrid_runtime::Io>>> {
+        let through = self.0.get(address).map_or(address, String::as_str);
+        actogrid_runtime::TcpConnector.connect(through)
+    }
+}
+
 /// Set (to `1`) when the runtime must exit as soon as its standard input
 /// closes: a lending peer starts runtimes with a pipe on stdin, so that
 /// they end with the peer even when it is killed.
@@ -39,7 +80,7 @@ pub const EXIT_ON_STDIN_EOF_ENV: &str = "ACTOGRID_EXIT_ON_STDIN_EOF";
 
 /// `true` when this process was started by a deployer.
 pub(crate) fn launched_by_deployer() -> bool {
-    std::env::var_os(DEPLOYER_ENV).is_some()
+    std::env::var_os(DEPLOYER_ENV).is_some() || super::relay::requested()
 }
 
 fn stop_signal() -> &'static Notify {
@@ -88,6 +129,7 @@ struct Launch {
     listen: Option<String>,
     advertise: Option<String>,
     exit_on_stdin_eof: bool,
+    routes: Option<Routes>,
 }
 
 fn read_env() -> anyhow::Result<Launch> {
@@ -118,6 +160,7 @@ fn read_env() -> anyhow::Result<Launch> {
         listen: var(LISTEN_ENV),
         advertise: var(ADVERTISE_ENV),
         exit_on_stdin_eof: var(EXIT_ON_STDIN_EOF_ENV).is_some_and(|v| v != "0"),
+        routes: var(ROUTES_ENV).map(|r| Routes::parse(&r)).transpose()?,
     })
 }
 
@@ -153,7 +196,7 @@ async fn reach_deployer(candidates: &[NodeUrl]) -> anyhow::Result<(NodeUrl, Sock
 
 /// Serves as a runtime of a deployment until the deployer lets go.
 pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
-    let launch = read_env()?;
+    let mut launch = read_env()?;
     let (registrar_url, local) = reach_deployer(&launch.deployers).await?;
     let loopback = local.ip().is_loopback();
     let listen = launch.listen.clone().unwrap_or_else(|| {
@@ -170,12 +213,15 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
     let advertise = advertised(launch.advertise.as_deref(), bound, local.ip());
     let config = Config::from_env()?;
     let (identity, link) = enroll(&registrar_url, &config).await?;
-    let rt = Runtime::builder()
+    let mut builder = Runtime::builder()
         .config(config)
         .identity(identity)
         .link(link)
-        .address(advertise)
-        .build();
+        .address(advertise);
+    if let Some(routes) = launch.routes.take() {
+        builder = builder.connector(routes);
+    }
+    let rt = builder.build();
     rt.make_global();
     let server = rt.clone();
     let serving = tokio::spawn(async move { server.serve(listener, std::future::pending()).await });

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actogrid_acquisition::chain::{self, ChainContext, LaunchId, Launches, Started};
-use actogrid_acquisition::exec::{RuntimeCommand, Shell};
+use actogrid_acquisition::chain::{self, ChainContext, LaunchId, Launches, Relay, Started};
+use actogrid_acquisition::exec::{Running, RuntimeCommand, Shell};
 use actogrid_descriptor::model::{FileTransfer, ProcessFileTransfer, RuntimeSource, ServiceKind};
 use actogrid_runtime::NodeUrl;
 use tokio::sync::{Semaphore, oneshot};
 
-use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV};
+use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV, ROUTES_ENV, host_port};
 use actogrid_acquisition::batch::{JobFiles, JobState};
 
 use actogrid_technical_services::Origin;
@@ -67,6 +67,7 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                             .and_then(|v| v.file_transfer_retrieve.as_ref())
                             .map(|r| r.value.clone()),
                         control_dir: control_dir.clone(),
+                        relay: None,
                     };
                     let sink = Sink {
                         inner: inner.clone(),
@@ -241,8 +242,27 @@ impl Launches for Sink {
         )
     }
 
-    fn command(&self, launch: LaunchId, program: &str) -> RuntimeCommand {
-        let deployers = lock(&self.inner.registrar_urls).join(",");
+    fn command(&self, launch: LaunchId, program: &str, relay: Option<&Relay>) -> RuntimeCommand {
+        let urls = lock(&self.inner.registrar_urls).clone();
+        let mut routes = Vec::new();
+        let deployers = match relay {
+            None => urls.join(","),
+            Some(relay) => {
+                // The runtime reaches the deployer at the relay only; calls
+                // to the deployer's own address take the relay too.
+                self.inner.shared.relayed_launch(launch);
+                let mut through = Vec::new();
+                for url in &urls {
+                    let Ok(parsed) = url.parse::<NodeUrl>() else {
+                        continue;
+                    };
+                    let at = host_port(parsed.host(), parsed.port());
+                    routes.push(format!("{at}={}", relay.address));
+                    through.push(format!("actogrid://{}/{}", relay.address, parsed.name()));
+                }
+                through.join(",")
+            }
+        };
         RuntimeCommand {
             program: program.to_owned(),
             args: Vec::new(),
@@ -254,9 +274,20 @@ impl Launches for Sink {
             .into_iter()
             .chain(self.inner.settings.to_env())
             .chain(self.vn.launch_env.iter().cloned())
+            .chain((!routes.is_empty()).then(|| (ROUTES_ENV.to_owned(), routes.join(","))))
             .collect(),
             credentials: Some(self.inner.shared.enrollment(launch)),
         }
+    }
+
+    fn deployer_address(&self) -> Option<String> {
+        let urls = lock(&self.inner.registrar_urls);
+        let url = urls.first()?.parse::<NodeUrl>().ok()?;
+        Some(host_port(url.host(), url.port()))
+    }
+
+    fn relay_started(&self, relay: Box<dyn Running>) {
+        lock(&self.inner.relays).push(relay);
     }
 
     fn started(&self, launch: LaunchId, what: Started) {

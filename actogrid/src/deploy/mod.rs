@@ -33,6 +33,7 @@ mod progress;
 mod reach;
 mod reaper;
 pub(crate) mod registrar;
+pub(crate) mod relay;
 mod services;
 mod state;
 mod vn;
@@ -321,6 +322,8 @@ pub(crate) struct Inner {
     registrar_name: String,
     registrar_urls: Mutex<Vec<String>>,
     shells: Mutex<Vec<Arc<dyn actogrid_acquisition::exec::Shell>>>,
+    /// Relays started on front-ends, stopped at the end.
+    relays: Mutex<Vec<Box<dyn actogrid_acquisition::exec::Running>>>,
     retrievals: Mutex<Vec<launch::Retrieval>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Requests to the peer-to-peer overlay, one per virtual node and
@@ -462,6 +465,7 @@ impl Deployment {
             registrar_name,
             registrar_urls: Mutex::new(registrar_urls),
             shells: Mutex::new(Vec::new()),
+            relays: Mutex::new(Vec::new()),
             retrievals: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
             overlays: Mutex::new(Vec::new()),
@@ -955,6 +959,9 @@ async fn tear_down(inner: &Arc<Inner>) {
     }
     for task in lock(&inner.tasks).drain(..) {
         task.abort();
+    }
+    for mut relay in std::mem::take(&mut *lock(&inner.relays)) {
+        relay.kill();
     }
     let shells: Vec<_> = std::mem::take(&mut *lock(&inner.shells));
     drop(shells);

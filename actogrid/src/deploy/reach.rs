@@ -22,6 +22,7 @@ use super::{DeployError, DeployOptions};
 pub(super) fn remote_hosts(d: &Descriptor) -> Vec<String> {
     let by_process = d.processes.iter().flat_map(|p| match &p.kind {
         ProcessKind::Ssh(s) => vec![s.hostname.clone()],
+        ProcessKind::Hierarchical(h) => vec![h.hostname.clone()],
         ProcessKind::ProcessList(l) | ProcessKind::ProcessListByHost(l) => l.hosts.clone(),
         _ => Vec::new(),
     });

@@ -73,6 +73,7 @@ pub(super) fn needed_by(d: &Descriptor) -> bool {
         matches!(
             p.kind,
             ProcessKind::Ssh(_)
+                | ProcessKind::Hierarchical(_)
                 | ProcessKind::ProcessList(_)
                 | ProcessKind::ProcessListByHost(_)
                 | ProcessKind::Slurm(_)

@@ -275,6 +275,9 @@ pub(crate) struct LaunchRecord {
     /// Its runtime was acquired (lent by a peer), not created: its nodes
     /// reach the services as acquired ones.
     pub(crate) acquired: bool,
+    /// Its runtimes reach this deployer through a relay on a front-end:
+    /// their connections come from the relay's address, not theirs.
+    pub(crate) relayed: bool,
 }
 
 /// A batch job and where to cancel it.
@@ -372,6 +375,7 @@ impl Shared {
             kill: None,
             job: None,
             acquired: false,
+            relayed: false,
             token: token.clone(),
         });
         st.tickets.insert(token, id);
@@ -471,12 +475,24 @@ impl Shared {
             return false;
         };
         let launch = &mut st.launches[launch_id as usize];
+        let relayed = launch.relayed;
         launch.uses_left = launch.uses_left.saturating_sub(1);
         if launch.uses_left == 0 {
             st.tickets.remove(ticket);
         }
         st.enrolled.insert(caller, launch_id);
+        drop(st);
+        if relayed {
+            self.runtime.trust_relayed(caller);
+        }
         true
+    }
+
+    /// The runtimes of `launch` come through a relay.
+    pub(crate) fn relayed_launch(&self, launch: u64) {
+        if let Some(l) = lock(&self.state).launches.get_mut(launch as usize) {
+            l.relayed = true;
+        }
     }
 
     /// Renews the lease of runtime number `runtime`, when `caller` is it.

@@ -3,9 +3,9 @@
 use super::{Cx, Rule, Val};
 use crate::hostrange;
 use crate::model::{
-    EnvVar, GridEngineProcess, HostListProcess, JvmProcess, Link, LsfProcess, OarProcess,
-    PbsProcess, ProcessFileTransfer, ProcessFileTransfers, ProcessKind, Sequence, SlurmProcess,
-    SshLogin, SshProcess,
+    EnvVar, GridEngineProcess, HierarchicalProcess, HostListProcess, JvmProcess, Link, LsfProcess,
+    OarProcess, PbsProcess, ProcessFileTransfer, ProcessFileTransfers, ProcessKind, Sequence,
+    SlurmProcess, SshLogin, SshProcess,
 };
 use crate::scalar;
 use crate::source::Spanned;
@@ -16,6 +16,7 @@ const KINDS: &[&str] = &[
     "sshProcess",
     "rshProcess",
     "rloginProcess",
+    "hierarchicalProcess",
     "processList",
     "processListbyHost",
     "slurmProcess",
@@ -50,9 +51,6 @@ pub(crate) fn unsupported(name: &str) -> Option<&'static str> {
         "maprshProcess" => {
             "rsh sends everything in clear: use <processListbyHost> (run over ssh) with the same hosts"
         }
-        "hierarchicalProcess" => {
-            "reach a private cluster with a chain: <sshProcess> to the front-end, then a scheduler process"
-        }
         "globusProcess" | "gLiteProcess" | "unicoreProcess" | "ngProcess" | "prunProcess"
         | "oarGridProcess" | "loadLevelerProcess" | "clusterForkProcess" | "mpiProcess" => {
             "use <sshProcess>, <processList>, or a batch scheduler: <slurmProcess>, <pbsProcess>, <bsubProcess>, <oarProcess>, <gridEngineProcess>"
@@ -72,6 +70,7 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, parent: &Element) -> Option<Pr
             cx.over_ssh(format!("<{}>", el.name), el.span);
             ssh(cx, el).map(ProcessKind::Ssh)
         }
+        "hierarchicalProcess" => hierarchical(cx, el).map(ProcessKind::Hierarchical),
         "processList" => host_list(cx, el, true).map(ProcessKind::ProcessList),
         "processListbyHost" => host_list(cx, el, false).map(ProcessKind::ProcessListByHost),
         "slurmProcess" => slurm(cx, el).map(ProcessKind::Slurm),
@@ -413,6 +412,67 @@ fn ssh(cx: &mut Cx<'_>, el: &Element) -> Option<SshProcess> {
     Some(SshProcess {
         hostname: hostname?.text,
         login,
+        link,
+        file_transfers,
+    })
+}
+
+/// `hierarchicalProcess`: ssh to a front-end (`hostname`), where the
+/// forwarder (`processReference`, a jvmProcess: the program there) relays
+/// for the process started from it (`hierarchicalReference`).
+fn hierarchical(cx: &mut Cx<'_>, el: &Element) -> Option<HierarchicalProcess> {
+    if let Some(class) = el.attrs.iter().find(|a| a.name == "class") {
+        if class.value.to_ascii_lowercase().contains(".rsh.") {
+            cx.over_ssh(format!("<{}> of class {}", el.name, class.value), el.span);
+        }
+    }
+    let mut node = open(cx, el);
+    let hostname = cx
+        .required(&mut node, "hostname")
+        .and_then(|v| cx.checked(v, "hostname", Rule::Host));
+    let login = login(cx, &mut node);
+    let internal_ip = checked_attr(cx, &mut node, "internal_ip", Rule::Host);
+    cx.close(node);
+    let mut inner: Option<Spanned<String>> = None;
+    let mut inner_seen = false;
+    let (forwarder, file_transfers) =
+        children(cx, el, true, &["hierarchicalReference"], |cx, child| {
+            if child.name != "hierarchicalReference" {
+                return false;
+            }
+            if inner_seen {
+                cx.error(
+                    "duplicate-element",
+                    child.span,
+                    "a second <hierarchicalReference>: the front-end starts exactly one process",
+                    "to start several, point it at an <independentProcessSequence>",
+                );
+            } else {
+                inner = cx.refid(child);
+            }
+            inner_seen = true;
+            true
+        })?;
+    if !inner_seen {
+        cx.error(
+            "missing-element",
+            el.span,
+            "<hierarchicalProcess> has no <hierarchicalReference>: it must say which process the front-end starts",
+            "add <hierarchicalReference refid=\"…\"/> naming the process run from the front-end (ssh to the inner hosts, or a scheduler)",
+        );
+    }
+    // The runtimes come from the inner process; the forwarder's own
+    // process says where the program is on the front-end.
+    let link = Link {
+        next: inner?,
+        environment: forwarder.environment,
+        command_path: forwarder.command_path,
+    };
+    Some(HierarchicalProcess {
+        hostname: hostname?.text,
+        login,
+        internal_ip,
+        forwarder: forwarder.next,
         link,
         file_transfers,
     })
