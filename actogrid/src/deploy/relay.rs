@@ -106,3 +106,58 @@ async fn relay(listener: TcpListener, to: String) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// What reaches the relay reaches its target and comes back, for
+    /// several connections at once; a connection whose target is gone is
+    /// closed, and the relay goes on.
+    #[tokio::test]
+    async fn connections_are_passed_to_the_target_both_ways() {
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = target.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = target.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let relaying = tokio::spawn(relay(listener, to));
+        let clients = (0..8u8).map(|i| async move {
+            let mut s = TcpStream::connect(at).await.unwrap();
+            let sent = vec![i; 100_000];
+            s.write_all(&sent).await.unwrap();
+            let mut back = vec![0; sent.len()];
+            s.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, sent);
+        });
+        futures::future::join_all(clients).await;
+
+        // A relay to a port nobody listens on closes what it accepts.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let nowhere = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let dead_end = tokio::spawn(relay(listener, nowhere));
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(at).await.unwrap();
+            let mut buf = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("closed, not left hanging");
+            assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        }
+        relaying.abort();
+        dead_end.abort();
+    }
+}

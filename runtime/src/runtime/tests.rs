@@ -262,6 +262,32 @@ async fn only_a_runtime_with_a_certificate_on_its_own_ip_is_called_back_on_its_c
     }
 }
 
+/// A runtime that comes through a relay (its connections come from the
+/// relay's address, not the one it serves at) is called back on its own
+/// connection once the other end was told it is relayed; another runtime
+/// in the same position, not said to be relayed, is dialled as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_said_to_come_through_a_relay_is_called_back_on_its_connection() {
+    let authority = Arc::new(Authority::generate("test").unwrap());
+    let deployer = serving(Identity::member_of(&authority).unwrap()).await;
+    // Both serve on 127.0.0.2 but connect from 127.0.0.1.
+    let relayed = serving_on("127.0.0.2", Identity::member_of(&authority).unwrap(), None).await;
+    let other = serving_on("127.0.0.2", Identity::member_of(&authority).unwrap(), None).await;
+    deployer.trust_relayed(relayed.id());
+    for rt in [&relayed, &other] {
+        assert_eq!(raw_lookup(rt, &deployer, rt.id()).await.status, Status::Ok);
+        assert_eq!(
+            raw_lookup(&deployer, rt, deployer.id()).await.status,
+            Status::Ok
+        );
+    }
+    assert_eq!(accepted(&relayed), 0, "called back on its own connection");
+    assert_eq!(accepted(&other), 1, "dialled: not said to be relayed");
+    for rt in [deployer, relayed, other] {
+        rt.shutdown();
+    }
+}
+
 /// A restore sets the restored object's sending counters to the
 /// checkpoint's, also below where this runtime had them (an older
 /// checkpoint restored where the object lived on): its requests after the
