@@ -316,20 +316,10 @@ fn environment_of(pid: u32, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// hierarchicalProcess: agh3 is behind agh1 (agh3 and this machine cannot
-/// reach each other). The deployer logs in to agh1, starts the relay
-/// there, and reaches agh2 and agh3 from it; their runtimes register
-/// through the relay and answer calls, and nothing is left at the end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hierarchical_deployment_reaches_hosts_behind_a_front_end() {
-    let _hosts = HOSTS.lock().await;
-    if !enabled() {
-        return;
-    }
-    let _behind = Fault::inject("agh3", "behind", "restore");
-    let dir = TempDir::new("hierarchical");
-    let mark = mark();
-    let text = support::descriptor(
+/// Virtual node `Workers` on `inner` hosts, reached from agh1 as the
+/// front-end (relay on 10.213.7.2); runtimes and relay marked with `mark`.
+fn hierarchical_descriptor(inner: &str, mark: &str) -> String {
+    support::descriptor(
         "timeout=\"60s\"",
         "",
         "gateway",
@@ -348,11 +338,27 @@ async fn a_hierarchical_deployment_reaches_hosts_behind_a_front_end() {
               </hierarchicalProcess>
             </processDefinition>
             <processDefinition id="inner">
-              <processListbyHost hostlist="agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+              <processListbyHost hostlist="{inner}"><processReference refid="runtime"/></processListbyHost>
             </processDefinition>"#
         ),
         false,
-    );
+    )
+}
+
+/// hierarchicalProcess: agh3 is behind agh1 (agh3 and this machine cannot
+/// reach each other). The deployer logs in to agh1, starts the relay
+/// there, and reaches agh2 and agh3 from it; their runtimes register
+/// through the relay and answer calls, and nothing is left at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hierarchical_deployment_reaches_hosts_behind_a_front_end() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let _behind = Fault::inject("agh3", "behind", "restore");
+    let dir = TempDir::new("hierarchical");
+    let mark = mark();
+    let text = hierarchical_descriptor("agh2 agh3", &mark);
     let path = dir.write("d.xml", &text);
     let rt = runtime().await;
     let d = Deployment::load_with(&path, Default::default(), options(&rt))
@@ -480,9 +486,31 @@ fn a_deployer_killed_with_sigkill_leaves_no_runtime_on_any_host() {
     if !enabled() {
         return;
     }
-    let dir = TempDir::new("ssh-sigkill");
     let mark = mark();
-    let path = dir.write("d.xml", &ssh_descriptor("agh1 agh2 agh3", 1, "", &mark));
+    let text = ssh_descriptor("agh1 agh2 agh3", 1, "", &mark);
+    killed_deployer_leaves_nothing(&text, &mark, 3, 3);
+}
+
+/// The same behind a front-end: the relay on agh1 goes too.
+#[test]
+fn a_deployer_killed_with_sigkill_leaves_nothing_behind_a_front_end() {
+    let _hosts = HOSTS.blocking_lock();
+    if !enabled() {
+        return;
+    }
+    let _behind = Fault::inject("agh3", "behind", "restore");
+    let mark = mark();
+    let text = hierarchical_descriptor("agh2 agh3", &mark);
+    // Two runtimes and the relay; a master for agh1, agh2 and agh3.
+    killed_deployer_leaves_nothing(&text, &mark, 2, 3);
+}
+
+/// Deploys `text` with `actogrid deploy` as a process of its own, waits for
+/// its `nodes` nodes and `masters` ssh masters, kills it with SIGKILL, and
+/// checks that nothing carrying `mark` nor any master is left.
+fn killed_deployer_leaves_nothing(text: &str, mark: &str, nodes: usize, masters: usize) {
+    let dir = TempDir::new("ssh-sigkill");
+    let path = dir.write("d.xml", text);
     // The deployer's reaper and ssh masters live in a directory of this
     // test: nothing of them may be left there, nor any master running.
     let short = support::short_temp_dir();
@@ -500,16 +528,20 @@ fn a_deployer_killed_with_sigkill_leaves_no_runtime_on_any_host() {
     let mut lines = BufReader::new(deployer.stdout.take().unwrap()).lines();
     let mut deployer = support::Killed(deployer);
     let deployer = &mut deployer.0;
-    for _ in 0..3 {
+    for _ in 0..nodes {
         let line = lines.next().expect("a node URL").unwrap();
         assert!(line.starts_with("Workers\tactogrid://10.213.7."), "{line}");
     }
-    assert_eq!(marked_processes(&mark).len(), 3);
-    assert_eq!(masters_below(&tmp).len(), 3, "one ssh master per host");
+    assert_eq!(
+        masters_below(&tmp).len(),
+        masters,
+        "one ssh master per host"
+    );
+    assert!(!marked_processes(mark).is_empty());
     deployer.kill().unwrap();
     deployer.wait().unwrap();
     let killed = Instant::now();
-    support::assert_all_exit("runtimes", || marked_processes(&mark));
+    support::assert_all_exit("runtimes", || marked_processes(mark));
     assert_reaped(&tmp, killed);
 }
 
