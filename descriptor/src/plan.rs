@@ -583,7 +583,9 @@ fn graph(d: &Descriptor) -> DiGraph<Vertex, &'static str> {
                 format!("p:{}", next.value),
                 Vertex::Process(next.value.clone()),
             );
-            g.add_edge(from, to, "then");
+            let relay =
+                matches!(&p.kind, ProcessKind::Hierarchical(h) if h.forwarder.value == next.value);
+            g.add_edge(from, to, if relay { "relays with" } else { "then" });
         }
     }
     g
