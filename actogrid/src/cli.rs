@@ -4,9 +4,12 @@
 
 mod deploy;
 mod ft_server;
+mod http;
+mod logs;
 mod node;
 mod peer;
 mod plan;
+mod status;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -39,6 +42,11 @@ enum Command {
     /// Run a stand-alone FT server (store, failure detector, recovery) for
     /// deployments whose fault-tolerance service names it (`server`).
     FtServer(ft_server::Args),
+    /// Show a running deployment: virtual nodes, runtimes, nodes, jobs
+    /// (URL: its dashboard's, printed when it starts).
+    Status(status::Args),
+    /// Show what the runtimes of a running deployment printed.
+    Logs(logs::Args),
     /// Join the peer-to-peer overlay and lend node slots (until Ctrl-C);
     /// `peer status ADDR` shows a peer's acquaintances, slots and lent nodes.
     Peer(peer::Args),
@@ -100,6 +108,8 @@ pub(crate) fn run() -> ExitCode {
         Command::Deploy(args) => deploy::run(args),
         Command::Peer(args) => peer::run(args),
         Command::FtServer(args) => ft_server::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Logs(args) => logs::run(args),
     }
 }
 

@@ -58,6 +58,9 @@ pub use credentials::{
     CREDENTIALS_ENV, END as CREDENTIALS_END, for_node as node_credentials, node_identity,
 };
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
+pub use deploy::dashboard::{
+    DASHBOARD_ENV, DeploymentStatus, JobStatus, LogLine, RuntimeStatus, VnStatus,
+};
 pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
     LEASE_ENV, LISTEN_ENV, LogSink, LogSinkProxy, MAX_LINE, NODE_PREFIX_ENV, NODES_ENV, OutputLine,

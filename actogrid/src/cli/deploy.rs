@@ -32,6 +32,27 @@ pub(crate) struct Args {
     /// types. It is asked about its services and settings first.
     #[arg(long, value_name = "BINARY")]
     program: Option<PathBuf>,
+    /// Where the deployment's dashboard listens (`actogrid status`,
+    /// `actogrid logs`, `/metrics`), or `off` (default: a port of
+    /// loopback; its URL is printed at start).
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_dashboard)]
+    dashboard: Option<Dashboard>,
+}
+
+#[derive(Clone, Debug)]
+enum Dashboard {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+fn parse_dashboard(text: &str) -> Result<Dashboard, String> {
+    match text {
+        "off" | "none" => Ok(Dashboard::Off),
+        _ => text
+            .parse()
+            .map(Dashboard::At)
+            .map_err(|_| format!("`{text}` is not an address (127.0.0.1:8080) nor `off`")),
+    }
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -80,7 +101,15 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
     if args.advertise.is_some() {
         options.advertise = args.advertise.clone();
     }
+    match args.dashboard {
+        Some(Dashboard::Off) => options.dashboard = None,
+        Some(Dashboard::At(addr)) => options.dashboard = Some(addr),
+        None => {}
+    }
     let deployment = Deployment::load_with(&args.file, load, options).await?;
+    if let Some(url) = deployment.dashboard_url() {
+        super::emit_err(&format!("dashboard: {url}\n"));
+    }
     for (name, vn) in deployment.virtual_nodes() {
         let mut events = vn.events();
         tokio::spawn(async move {

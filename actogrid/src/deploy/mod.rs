@@ -23,6 +23,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod capture;
+pub(crate) mod dashboard;
 mod ft;
 mod launch;
 pub(crate) mod live;
@@ -271,6 +272,33 @@ pub struct DeployOptions {
     /// prefixed with the runtime's virtual node, host and pid, and keep
     /// the latest lines of each runtime for [`Deployment::logs`]).
     pub output: OutputOptions,
+    /// Where the deployment serves its state, its runtimes' output and its
+    /// metrics over HTTP (`actogrid status`, `actogrid logs`, `/metrics`);
+    /// `None`: nowhere. Default: a port of loopback, or
+    /// `ACTOGRID_DASHBOARD` (an address, or `off`). The URL, with the
+    /// token every request needs, is [`Deployment::dashboard_url`].
+    pub dashboard: Option<std::net::SocketAddr>,
+}
+
+/// The dashboard address `ACTOGRID_DASHBOARD` asks for: `off` (or `none`)
+/// for none; unset or unreadable: a port of loopback (a warning says so
+/// when unreadable).
+fn dashboard_from_env() -> Option<std::net::SocketAddr> {
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    match std::env::var(dashboard::DASHBOARD_ENV) {
+        Err(_) => Some(loopback),
+        Ok(v) if matches!(v.trim(), "off" | "none" | "") => None,
+        Ok(v) => match v.trim().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                tracing::warn!(
+                    "{}=`{v}` is not an address (host:port) nor `off`: the dashboard listens on loopback",
+                    dashboard::DASHBOARD_ENV
+                );
+                Some(loopback)
+            }
+        },
+    }
 }
 
 impl Default for DeployOptions {
@@ -292,6 +320,7 @@ impl Default for DeployOptions {
             pool: crate::peer::Pool::from_env().ok().flatten(),
             settings: Vec::new(),
             output: OutputOptions::default(),
+            dashboard: dashboard_from_env(),
         }
     }
 }
@@ -343,6 +372,10 @@ pub(crate) struct Inner {
     pub(crate) settings: actogrid_runtime::Config,
     /// Cleans up what the deployment made elsewhere if this process dies.
     reaper: reaper::Reaper,
+    /// When it was loaded.
+    loaded: std::time::Instant,
+    /// Its dashboard, while it runs.
+    dashboard: Mutex<Option<dashboard::Dashboard>>,
 }
 
 impl Deployment {
@@ -477,8 +510,19 @@ impl Deployment {
             runtime_settings: checked.runtime_settings,
             settings,
             reaper: reaper::Reaper::new(id, lease),
+            loaded: std::time::Instant::now(),
+            dashboard: Mutex::new(None),
         });
         live::add(&inner);
+        if let Some(addr) = inner.options.dashboard {
+            match dashboard::start(addr, Arc::downgrade(&inner)).await {
+                Ok(d) => {
+                    tracing::info!("dashboard: {}", d.url());
+                    *lock(&inner.dashboard) = Some(d);
+                }
+                Err(e) => tracing::warn!("no dashboard: cannot listen on {addr}: {e}"),
+            }
+        }
         let sweeper = Arc::downgrade(&inner.shared);
         // With fault tolerance, often enough to see missed heartbeats.
         let every = if inner.shared.ft.is_some() {
@@ -658,6 +702,21 @@ impl Deployment {
         let url = node.url_of(name);
         tracing::info!("virtual node `{name}` registered at {url}");
         Ok(url)
+    }
+
+    /// Where the deployment's dashboard is (`http://host:port/?token=…`:
+    /// `actogrid status URL`, `actogrid logs URL`, `/metrics`), while it
+    /// runs; `None` when [`DeployOptions::dashboard`] asked for none or it
+    /// could not listen.
+    pub fn dashboard_url(&self) -> Option<String> {
+        lock(&self.inner.dashboard)
+            .as_ref()
+            .map(|d| d.url().to_owned())
+    }
+
+    /// The deployment's state, as its dashboard gives it.
+    pub fn status(&self) -> dashboard::DeploymentStatus {
+        dashboard::status(&self.inner)
     }
 
     /// Every runtime registered so far and still there.
@@ -977,6 +1036,7 @@ async fn tear_down(inner: &Arc<Inner>) {
     registrar::withdraw(shared.id);
     // Everything is cleaned up: the reaper has nothing left to do.
     inner.reaper.dismiss().await;
+    lock(&inner.dashboard).take();
     live::remove(inner);
     inner.progress.finish();
     if inner.own_runtime {

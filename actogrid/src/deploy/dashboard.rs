@@ -1,0 +1,603 @@
+//! What a running deployment says about itself over HTTP: its state as
+//! JSON (`/api/state`), its runtimes' output (`/api/logs`, `follow=1` to
+//! stream it), and Prometheus metrics (`/metrics`). `actogrid status` and
+//! `actogrid logs` read them.
+//!
+//! Served on a loopback address by default ([`DeployOptions::dashboard`]).
+//! Every request needs the deployment's token (`?token=…` or
+//! `Authorization: Bearer …`): the URL printed at start carries it, and no
+//! one who did not see that URL reads a deployment's output.
+//!
+//! [`DeployOptions::dashboard`]: super::DeployOptions::dashboard
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::Inner;
+use super::output::{OutputLine, Stream};
+use super::state::lock;
+
+/// Environment variable with the address the dashboard listens on (`off`:
+/// none), when [`super::DeployOptions::dashboard`] is not set otherwise.
+pub const DASHBOARD_ENV: &str = "ACTOGRID_DASHBOARD";
+
+/// Lines one `/api/logs` answer carries at most (the latest).
+const MAX_LOG_LINES: usize = 10_000;
+
+/// A deployment, as `/api/state` gives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentStatus {
+    /// The descriptor it was loaded from.
+    pub descriptor: String,
+    /// Since it was loaded.
+    pub uptime_ms: u64,
+    /// It has been torn down (or is being).
+    pub ended: bool,
+    /// Its virtual nodes, in name order.
+    pub virtual_nodes: Vec<VnStatus>,
+    /// Batch jobs submitted and not cancelled.
+    pub jobs: Vec<JobStatus>,
+}
+
+impl std::fmt::Display for DeploymentStatus {
+    /// In words, one block per virtual node (what `actogrid status` prints).
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            out,
+            "deployment of {} — up {:.1} s{}",
+            self.descriptor,
+            self.uptime_ms as f64 / 1000.0,
+            if self.ended { ", ended" } else { "" }
+        )?;
+        for vn in &self.virtual_nodes {
+            let expected = vn
+                .expected
+                .map_or(String::new(), |e| format!(" of {e} expected"));
+            writeln!(
+                out,
+                "\nvirtual node {}: {} node(s){expected}; runtimes: {} registered, {} started, {} pending, {} failed",
+                vn.name,
+                vn.nodes,
+                vn.runtimes_registered,
+                vn.runtimes_started,
+                vn.runtimes_pending,
+                vn.runtimes_failed
+            )?;
+            if !vn.services.is_empty() {
+                writeln!(out, "  technical services: {}", vn.services.join(", "))?;
+            }
+            for r in &vn.runtimes {
+                writeln!(
+                    out,
+                    "  runtime {} on {} pid {} ({})",
+                    r.id, r.host, r.pid, r.launch
+                )?;
+                for n in &r.nodes {
+                    writeln!(out, "    {n}")?;
+                }
+            }
+            for f in &vn.failures {
+                writeln!(out, "  failed: {f}")?;
+            }
+        }
+        if !self.jobs.is_empty() {
+            writeln!(out, "\nbatch jobs:")?;
+            for j in &self.jobs {
+                writeln!(out, "  {} ({})", j.id, j.launch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A virtual node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VnStatus {
+    /// Its name.
+    pub name: String,
+    /// Nodes the descriptor promises, when it says exactly.
+    pub expected: Option<u64>,
+    /// Nodes usable now.
+    pub nodes: u64,
+    /// Runtimes asked for so far.
+    pub runtimes_asked: u64,
+    /// Runtimes started (processes or running job tasks).
+    pub runtimes_started: u64,
+    /// Runtimes of batch jobs still queued.
+    pub runtimes_pending: u64,
+    /// Runtimes that registered.
+    pub runtimes_registered: u64,
+    /// Launches that failed.
+    pub runtimes_failed: u64,
+    /// What failed, in words.
+    pub failures: Vec<String>,
+    /// The technical services applied to its nodes, in order.
+    pub services: Vec<String>,
+    /// Its runtimes still there.
+    pub runtimes: Vec<RuntimeStatus>,
+}
+
+/// A runtime.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeStatus {
+    /// Its number in the deployment.
+    pub id: u64,
+    /// Host name it reported.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// What started it (process, host, job).
+    pub launch: String,
+    /// Its nodes' URLs.
+    pub nodes: Vec<String>,
+}
+
+/// A batch job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// What submitted it.
+    pub launch: String,
+    /// Its id, as its scheduler names it.
+    pub id: String,
+}
+
+/// A line of output, as `/api/logs` gives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The runtime's number.
+    pub runtime: u64,
+    /// Its virtual node.
+    pub vn: String,
+    /// Its host.
+    pub host: String,
+    /// Its pid.
+    pub pid: u32,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// When, in milliseconds since the Unix epoch (the runtime's clock).
+    pub unix_ms: u64,
+    /// The line.
+    pub text: String,
+}
+
+impl From<&OutputLine> for LogLine {
+    fn from(l: &OutputLine) -> LogLine {
+        LogLine {
+            runtime: l.runtime,
+            vn: l.vn.clone(),
+            host: l.host.clone(),
+            pid: l.pid,
+            stream: match l.stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            }
+            .to_owned(),
+            unix_ms: l
+                .time
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            text: l.text.clone(),
+        }
+    }
+}
+
+/// The state of the deployment behind `inner`.
+pub(crate) fn status(inner: &Inner) -> DeploymentStatus {
+    let shared = &inner.shared;
+    let (runtimes, jobs) = {
+        let st = lock(&shared.state);
+        let runtimes: Vec<(String, RuntimeStatus)> = st
+            .runtimes
+            .iter()
+            .filter(|(_, r)| !r.gone)
+            .map(|(id, r)| {
+                let launch = &st.launches[r.launch as usize];
+                (
+                    launch.vn.name.clone(),
+                    RuntimeStatus {
+                        id: *id,
+                        host: r.host.clone(),
+                        pid: r.pid,
+                        launch: launch.label.clone(),
+                        nodes: r.nodes.iter().map(|n| n.url().to_string()).collect(),
+                    },
+                )
+            })
+            .collect();
+        let jobs = st
+            .launches
+            .iter()
+            .filter_map(|l| {
+                l.job.as_ref().map(|j| JobStatus {
+                    launch: l.label.clone(),
+                    id: j.job.id.clone(),
+                })
+            })
+            .collect();
+        (runtimes, jobs)
+    };
+    let mut virtual_nodes: Vec<VnStatus> = shared
+        .vns
+        .values()
+        .map(|vn| {
+            let c = &vn.counters;
+            let mut mine: Vec<RuntimeStatus> = runtimes
+                .iter()
+                .filter(|(name, _)| *name == vn.name)
+                .map(|(_, r)| r.clone())
+                .collect();
+            mine.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
+            VnStatus {
+                name: vn.name.clone(),
+                expected: vn.expected,
+                nodes: lock(&vn.nodes).len() as u64,
+                runtimes_asked: c.asked.load(Ordering::Relaxed),
+                runtimes_started: c.started.load(Ordering::Relaxed),
+                runtimes_pending: c.pending.load(Ordering::Relaxed),
+                runtimes_registered: c.registered.load(Ordering::Relaxed),
+                runtimes_failed: c.failed.load(Ordering::Relaxed),
+                failures: lock(&vn.failures).clone(),
+                services: vn
+                    .services
+                    .iter()
+                    .map(|s| format!("{} ({})", s.id, s.class))
+                    .collect(),
+                runtimes: mine,
+            }
+        })
+        .collect();
+    virtual_nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    DeploymentStatus {
+        descriptor: inner.path.display().to_string(),
+        uptime_ms: inner.loaded.elapsed().as_millis() as u64,
+        ended: shared.ended.load(Ordering::Acquire),
+        virtual_nodes,
+        jobs,
+    }
+}
+
+/// The metrics of `status`, in Prometheus' text format.
+pub(crate) fn metrics(status: &DeploymentStatus, log_lines: usize) -> String {
+    use prometheus_client::encoding::EncodeLabelSet;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct VnLabel {
+        vn: String,
+    }
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct VnState {
+        vn: String,
+        state: String,
+    }
+
+    let mut registry = Registry::with_prefix("actogrid");
+    let runtimes = Family::<VnState, Gauge>::default();
+    let nodes = Family::<VnLabel, Gauge>::default();
+    let expected = Family::<VnLabel, Gauge>::default();
+    let failures = Family::<VnLabel, Gauge>::default();
+    for vn in &status.virtual_nodes {
+        for (state, n) in [
+            ("asked", vn.runtimes_asked),
+            ("started", vn.runtimes_started),
+            ("pending", vn.runtimes_pending),
+            ("registered", vn.runtimes_registered),
+            ("failed", vn.runtimes_failed),
+            ("running", vn.runtimes.len() as u64),
+        ] {
+            runtimes
+                .get_or_create(&VnState {
+                    vn: vn.name.clone(),
+                    state: state.to_owned(),
+                })
+                .set(n as i64);
+        }
+        let label = VnLabel {
+            vn: vn.name.clone(),
+        };
+        nodes.get_or_create(&label).set(vn.nodes as i64);
+        if let Some(e) = vn.expected {
+            expected.get_or_create(&label).set(e as i64);
+        }
+        failures.get_or_create(&label).set(vn.failures.len() as i64);
+    }
+    registry.register(
+        "runtimes",
+        "Runtimes of each virtual node, by state",
+        runtimes,
+    );
+    registry.register("nodes", "Usable nodes of each virtual node", nodes);
+    registry.register(
+        "nodes_expected",
+        "Nodes the descriptor promises each virtual node",
+        expected,
+    );
+    registry.register("failures", "Failed launches of each virtual node", failures);
+    let jobs = Gauge::<i64>::default();
+    jobs.set(status.jobs.len() as i64);
+    registry.register("batch_jobs", "Batch jobs submitted and not cancelled", jobs);
+    let lines = Gauge::<i64>::default();
+    lines.set(log_lines as i64);
+    registry.register("log_lines", "Output lines of the runtimes kept", lines);
+    let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    uptime.set(status.uptime_ms as f64 / 1000.0);
+    registry.register(
+        "deployment_uptime_seconds",
+        "Since the deployment was loaded",
+        uptime,
+    );
+    let mut out = String::new();
+    // Writing into a String does not fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// The dashboard's server, stopped when dropped.
+pub(crate) struct Dashboard {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Dashboard {
+    /// Where it is, token included.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Served {
+    inner: Weak<Inner>,
+    token: String,
+}
+
+type Shared = Arc<Served>;
+
+/// Serves the dashboard of `inner` on `addr`.
+pub(crate) async fn start(addr: SocketAddr, inner: Weak<Inner>) -> std::io::Result<Dashboard> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let url = format!("http://{bound}/?token={token}");
+    let served: Shared = Arc::new(Served { inner, token });
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(index))
+        .route("/api/state", axum::routing::get(api_state))
+        .route("/api/logs", axum::routing::get(api_logs))
+        .route("/metrics", axum::routing::get(api_metrics))
+        .with_state(served);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("the dashboard stopped: {e}");
+        }
+    });
+    Ok(Dashboard { url, task })
+}
+
+#[derive(Deserialize)]
+struct Auth {
+    token: Option<String>,
+}
+
+/// Constant-time comparison: the token cannot be guessed a byte at a time.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn authorised(served: &Served, query: Option<&str>, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    query
+        .into_iter()
+        .chain(bearer)
+        .any(|given| same(given.trim(), &served.token))
+}
+
+fn refused() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "this deployment's token is needed: use the dashboard URL printed at start (…?token=…)\n",
+    )
+        .into_response()
+}
+
+fn gone() -> Response {
+    (StatusCode::GONE, "the deployment has ended\n").into_response()
+}
+
+/// Escapes text for HTML.
+fn html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The state as a page (reloaded every few seconds), with the links to the
+/// data it is made of.
+async fn index(
+    State(served): State<Shared>,
+    Query(auth): Query<Auth>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&served, auth.token.as_deref(), &headers) {
+        return refused();
+    }
+    let Some(inner) = served.inner.upgrade() else {
+        return gone();
+    };
+    let state = status(&inner);
+    let token = html(&served.token);
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"3\">\
+         <title>actogrid — {}</title></head><body><pre>{}</pre><p>\
+         <a href=\"/api/state?token={token}\">state (JSON)</a> · \
+         <a href=\"/api/logs?token={token}\">logs (JSON)</a> · \
+         <a href=\"/metrics?token={token}\">metrics</a></p></body></html>",
+        html(&state.descriptor),
+        html(&state.to_string())
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+async fn api_state(
+    State(served): State<Shared>,
+    Query(auth): Query<Auth>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&served, auth.token.as_deref(), &headers) {
+        return refused();
+    }
+    let Some(inner) = served.inner.upgrade() else {
+        return gone();
+    };
+    axum::Json(status(&inner)).into_response()
+}
+
+async fn api_metrics(
+    State(served): State<Shared>,
+    Query(auth): Query<Auth>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&served, auth.token.as_deref(), &headers) {
+        return refused();
+    }
+    let Some(inner) = served.inner.upgrade() else {
+        return gone();
+    };
+    let lines = inner.shared.outputs.all().len();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics(&status(&inner), lines),
+    )
+        .into_response()
+}
+
+/// Which lines `/api/logs` gives.
+#[derive(Deserialize, Default)]
+struct LogQuery {
+    token: Option<String>,
+    /// Only this virtual node's.
+    vn: Option<String>,
+    /// Only this runtime's (its number), or the runtimes on this host.
+    runtime: Option<u64>,
+    host: Option<String>,
+    /// Only `stdout` or `stderr`.
+    stream: Option<String>,
+    /// Keep the answer open and stream new lines (one JSON object per line).
+    follow: Option<u8>,
+}
+
+impl LogQuery {
+    fn wants(&self, l: &OutputLine) -> bool {
+        self.vn.as_ref().is_none_or(|v| *v == l.vn)
+            && self.runtime.is_none_or(|r| r == l.runtime)
+            && self.host.as_ref().is_none_or(|h| *h == l.host)
+            && self.stream.as_deref().is_none_or(|s| match l.stream {
+                Stream::Stdout => s == "stdout",
+                Stream::Stderr => s == "stderr",
+            })
+    }
+}
+
+async fn api_logs(
+    State(served): State<Shared>,
+    Query(q): Query<LogQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&served, q.token.as_deref(), &headers) {
+        return refused();
+    }
+    let Some(inner) = served.inner.upgrade() else {
+        return gone();
+    };
+    if q.follow.unwrap_or(0) == 0 {
+        let all: Vec<LogLine> = inner
+            .shared
+            .outputs
+            .all()
+            .iter()
+            .filter(|l| q.wants(l))
+            .map(LogLine::from)
+            .collect();
+        let skip = all.len().saturating_sub(MAX_LOG_LINES);
+        return axum::Json(&all[skip..]).into_response();
+    }
+    // New lines as they come, one JSON object per line; a heartbeat line
+    // (`{}`) every few seconds tells a reader the deployment is still
+    // there. The answer ends with the deployment.
+    let mut follow = inner.shared.outputs.follow();
+    let weak = served.inner.clone();
+    drop(inner);
+    let stream = async_stream(move |tx| async move {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), follow.recv()).await;
+            let chunk = match next {
+                Ok(Ok(line)) if q.wants(&line) => {
+                    serde_json::to_string(&LogLine::from(&line)).unwrap_or_default() + "\n"
+                }
+                Ok(Ok(_)) => continue,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                    format!("{{\"missed\":{n}}}\n")
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+                Err(_) => {
+                    if weak
+                        .upgrade()
+                        .is_none_or(|i| i.shared.ended.load(Ordering::Acquire))
+                    {
+                        break;
+                    }
+                    "{}\n".to_owned()
+                }
+            };
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A stream fed by a task: `f` gets the sending end of a small channel.
+fn async_stream<F, Fut>(
+    f: F,
+) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<String>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
+    tokio::spawn(f(tx));
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
+}

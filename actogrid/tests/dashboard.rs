@@ -1,0 +1,228 @@
+//! A running deployment's dashboard: `actogrid status` (text and JSON),
+//! `actogrid logs` (filtered, and `--follow` until the deployment ends),
+//! `/metrics` in Prometheus' format, the page, and the token every request
+//! needs.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use actogrid::{DeployOptions, Deployment, DeploymentStatus};
+use support::{TempDir, eventually, runtime};
+
+const ACTOGRID: &str = env!("CARGO_BIN_EXE_actogrid");
+
+/// Two runtimes of one node each, logging at `info` (a line each when
+/// they register).
+fn descriptor() -> String {
+    support::descriptor(
+        "",
+        "runtimes=\"2\"",
+        "rt",
+        r#"<processDefinition id="rt"><jvmProcess>
+             <environment><variable name="RUST_LOG" value="info"/></environment>
+           </jvmProcess></processDefinition>"#,
+        false,
+    )
+}
+
+fn actogrid(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(ACTOGRID)
+        .args(args)
+        .output()
+        .expect("actogrid");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A plain GET; the status code and the body.
+fn get(address: &str, target: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_logs_and_metrics_of_a_running_deployment() {
+    let dir = TempDir::new("dashboard");
+    let path = dir.write("d.xml", &descriptor());
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), support::options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    let url = d.dashboard_url().expect("a dashboard by default");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (address, token) = {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (address, query) = rest.split_once("/?token=").unwrap();
+        (address.to_owned(), query.to_owned())
+    };
+    let mut pids: Vec<u32> = d.runtimes().iter().map(|r| r.pid).collect();
+    pids.sort_unstable();
+
+    // The state, as JSON and as text, from another process.
+    let (ok, json, err) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || actogrid(&["status", &url, "--format", "json"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let state: DeploymentStatus = serde_json::from_str(&json).unwrap();
+    assert_eq!(state.virtual_nodes.len(), 1);
+    let vn = &state.virtual_nodes[0];
+    assert_eq!(vn.name, "Workers");
+    assert_eq!(vn.nodes, 2);
+    assert_eq!(vn.runtimes_registered, 2);
+    let mut seen: Vec<u32> = vn.runtimes.iter().map(|r| r.pid).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, pids);
+    let (ok, text, err) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || actogrid(&["status", &url])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(text.contains("virtual node Workers: 2 node(s)"), "{text}");
+    for pid in &pids {
+        assert!(text.contains(&format!("pid {pid}")), "{text}");
+    }
+
+    // What the runtimes printed: each said it registered.
+    let logged = eventually(Duration::from_secs(10), || {
+        d.logs()
+            .iter()
+            .filter(|l| l.text.contains("registered with"))
+            .count()
+            == 2
+    })
+    .await;
+    assert!(logged, "{:?}", d.logs());
+    let (ok, text, err) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || actogrid(&["logs", &url, "--vn", "Workers", "--stream", "stderr"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(text.matches("registered with").count(), 2, "{text}");
+    let (ok, text, _) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || actogrid(&["logs", &url, "--vn", "Other"])
+    })
+    .await
+    .unwrap();
+    assert!(ok && text.is_empty(), "{text}");
+
+    // Metrics, in Prometheus' text format.
+    let (code, metrics) = get(&address, &format!("/metrics?token={token}"));
+    assert_eq!(code, 200, "{metrics}");
+    for line in [
+        "actogrid_runtimes{vn=\"Workers\",state=\"running\"} 2",
+        "actogrid_nodes{vn=\"Workers\"} 2",
+        "# TYPE actogrid_nodes gauge",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    let (code, page) = get(&address, &format!("/?token={token}"));
+    assert_eq!(code, 200);
+    assert!(page.contains("virtual node Workers"), "{page}");
+
+    // No token, a wrong one: refused, and nothing of the deployment said.
+    for target in [
+        "/api/state".to_owned(),
+        "/metrics".to_owned(),
+        "/api/logs".to_owned(),
+        "/".to_owned(),
+        format!("/api/state?token={}", "0".repeat(token.len())),
+    ] {
+        let (code, body) = get(&address, &target);
+        assert_eq!(code, 401, "{target}: {body}");
+        assert!(!body.contains("Workers"), "{body}");
+    }
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let bare = format!("http://{address}/");
+        move || actogrid(&["status", &bare])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("token"), "{err}");
+
+    // Following the logs ends with the deployment.
+    let mut follow = Command::new(ACTOGRID)
+        .args(["logs", &url, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.kill().await;
+    let ended = eventually(Duration::from_secs(15), || {
+        follow.try_wait().ok().flatten().is_some()
+    })
+    .await;
+    if !ended {
+        let _ = follow.kill();
+    }
+    let status = follow.wait().unwrap();
+    assert!(
+        ended,
+        "`actogrid logs --follow` still running after the deployment ended"
+    );
+    assert!(status.success(), "{status}");
+    let mut printed = String::new();
+    follow
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut printed)
+        .unwrap();
+    assert_eq!(printed.matches("registered with").count(), 2, "{printed}");
+    rt.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_asked_for_no_dashboard_serves_none() {
+    let dir = TempDir::new("dashboard-off");
+    let path = dir.write("d.xml", &descriptor());
+    let rt = runtime().await;
+    let d = Deployment::load_with(
+        &path,
+        Default::default(),
+        DeployOptions {
+            dashboard: None,
+            ..support::options(&rt)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(d.dashboard_url().is_none());
+    assert_eq!(d.status().virtual_nodes[0].name, "Workers");
+    d.kill().await;
+    rt.shutdown();
+}
