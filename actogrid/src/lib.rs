@@ -59,7 +59,8 @@ pub use credentials::{
 };
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::dashboard::{
-    DASHBOARD_ENV, DeploymentStatus, JobStatus, LogLine, RuntimeStatus, VnStatus,
+    DASHBOARD_ENV, DeploymentStatus, EventRecord, JobStatus, LogLine, ObjectStatus, RuntimeStatus,
+    VnStatus,
 };
 pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,

@@ -82,6 +82,11 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     };
     let mut pids: Vec<u32> = d.runtimes().iter().map(|r| r.pid).collect();
     pids.sort_unstable();
+    // An object on the first node, two on the second.
+    let mut echoes = Vec::new();
+    for node in [&nodes[0], &nodes[1], &nodes[1]] {
+        echoes.push(actogrid_builtin::EchoProxy::new(node).await.unwrap());
+    }
 
     // The state, as JSON and as text, from another process.
     let (ok, json, err) = tokio::task::spawn_blocking({
@@ -100,6 +105,32 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     let mut seen: Vec<u32> = vn.runtimes.iter().map(|r| r.pid).collect();
     seen.sort_unstable();
     assert_eq!(seen, pids);
+    // Each runtime says which objects its nodes host: the echoes, on
+    // their nodes, and nothing of its own.
+    let mut on_nodes: Vec<(String, String)> = vn
+        .runtimes
+        .iter()
+        .flat_map(|r| {
+            assert!(!r.objects_unknown, "{r:?}");
+            r.objects
+                .iter()
+                .map(|o| (o.node.clone(), o.type_name.clone()))
+        })
+        .collect();
+    on_nodes.sort();
+    let mut expected: Vec<(String, String)> = [&nodes[0], &nodes[1], &nodes[1]]
+        .iter()
+        .map(|n| (n.url().name().to_owned(), "Echo".to_owned()))
+        .collect();
+    expected.sort();
+    let names: Vec<(String, String)> = on_nodes
+        .iter()
+        .map(|(n, t)| (n.clone(), t.rsplit("::").next().unwrap_or(t).to_owned()))
+        .collect();
+    assert_eq!(names, expected, "{on_nodes:?}");
+    // Both nodes joined, in the timeline.
+    let joined = state.events.iter().filter(|e| e.kind == "joined").count();
+    assert_eq!(joined, 2, "{:?}", state.events);
     let (ok, text, err) = tokio::task::spawn_blocking({
         let url = url.clone();
         move || actogrid(&["status", &url])
@@ -144,6 +175,7 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     for line in [
         "actogrid_runtimes{vn=\"Workers\",state=\"running\"} 2",
         "actogrid_nodes{vn=\"Workers\"} 2",
+        "actogrid_objects{vn=\"Workers\"} 3",
         "# TYPE actogrid_nodes gauge",
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
@@ -222,7 +254,7 @@ async fn a_deployment_asked_for_no_dashboard_serves_none() {
     .await
     .unwrap();
     assert!(d.dashboard_url().is_none());
-    assert_eq!(d.status().virtual_nodes[0].name, "Workers");
+    assert_eq!(d.status().await.virtual_nodes[0].name, "Workers");
     d.kill().await;
     rt.shutdown();
 }

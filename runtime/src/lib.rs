@@ -53,7 +53,8 @@ pub use group::{FutureGroup, Group, GroupError};
 pub use node::Node;
 pub use proxy::{ActiveRef, CallInfo};
 pub use runtime::{
-    Builder, Config, Connector, Enroller, HostedObject, Io, Runtime, TcpConnector, current,
+    Builder, Config, Connector, Enroller, HostedObject, Io, ObjectHere, Runtime, TcpConnector,
+    current,
 };
 pub use sender::prepare_object_keys;
 pub use tls::{Authority, Identity, IdentityError, Link, Principal};

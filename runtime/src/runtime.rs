@@ -340,6 +340,20 @@ pub struct HostedObject {
     pub queued: usize,
 }
 
+/// An active object living in this runtime, as
+/// [`Runtime::objects_here`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHere {
+    /// Its id.
+    pub id: u64,
+    /// The name of its node.
+    pub node: String,
+    /// Its registered type name.
+    pub type_name: &'static str,
+    /// Requests waiting in its queue.
+    pub queued: usize,
+}
+
 /// Who made a control request.
 pub(crate) enum Caller {
     /// This runtime itself.
@@ -2724,6 +2738,35 @@ impl Runtime {
             .values()
             .filter(|h| matches!(h, Hosted::Here { .. }))
             .count()
+    }
+
+    /// Every active object living here: its id, node, registered type and
+    /// the requests waiting in its queue (what a deployment's dashboard
+    /// shows), in id order.
+    pub fn objects_here(&self) -> Vec<ObjectHere> {
+        let mut out: Vec<ObjectHere> = self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, h)| match h {
+                Hosted::Here {
+                    mailbox,
+                    node,
+                    type_name,
+                    ..
+                } => Some(ObjectHere {
+                    id: *id,
+                    node: node.name.clone(),
+                    type_name,
+                    queued: mailbox.len(),
+                }),
+                Hosted::Moved { .. } => None,
+            })
+            .collect();
+        out.sort_by_key(|o| o.id);
+        out
     }
 
     /// The active objects living on local node `node`, with the requests

@@ -116,6 +116,19 @@ impl RuntimeAgent {
         }
     }
 
+    /// The active objects living in this runtime (for the deployment's
+    /// dashboard).
+    pub fn objects(&self) -> Vec<super::dashboard::ObjectStatus> {
+        actogrid_runtime::current()
+            .map(|rt| {
+                rt.objects_here()
+                    .into_iter()
+                    .map(super::dashboard::ObjectStatus::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Stops the runtime once this reply has left.
     pub fn shutdown(&self) {
         stop_signal().notify_one();

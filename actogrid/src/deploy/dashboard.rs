@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Inner;
 use super::output::{OutputLine, Stream};
-use super::state::lock;
+use super::state::{VnEvent, lock};
 
 /// Environment variable with the address the dashboard listens on (`off`:
 /// none), when [`super::DeployOptions::dashboard`] is not set otherwise.
@@ -44,6 +44,8 @@ pub struct DeploymentStatus {
     pub virtual_nodes: Vec<VnStatus>,
     /// Batch jobs submitted and not cancelled.
     pub jobs: Vec<JobStatus>,
+    /// What happened to the virtual nodes, oldest first (the latest 1,000).
+    pub events: Vec<EventRecord>,
 }
 
 impl std::fmt::Display for DeploymentStatus {
@@ -81,10 +83,29 @@ impl std::fmt::Display for DeploymentStatus {
                 )?;
                 for n in &r.nodes {
                     writeln!(out, "    {n}")?;
+                    let name = n.rsplit('/').next().unwrap_or(n);
+                    for o in r.objects.iter().filter(|o| o.node == name) {
+                        writeln!(
+                            out,
+                            "      object {:#x} {} ({} queued)",
+                            o.id, o.type_name, o.queued
+                        )?;
+                    }
+                }
+                if r.objects_unknown {
+                    writeln!(out, "    (its objects: no answer)")?;
                 }
             }
             for f in &vn.failures {
                 writeln!(out, "  failed: {f}")?;
+            }
+        }
+        let recent = self.events.len().saturating_sub(10);
+        if recent < self.events.len() {
+            writeln!(out, "\nlatest events:")?;
+            for e in &self.events[recent..] {
+                let node = e.node.as_deref().unwrap_or("");
+                writeln!(out, "  {} {} {node} {}", e.vn, e.kind, e.detail)?;
             }
         }
         if !self.jobs.is_empty() {
@@ -137,6 +158,135 @@ pub struct RuntimeStatus {
     pub launch: String,
     /// Its nodes' URLs.
     pub nodes: Vec<String>,
+    /// The active objects on its nodes (empty when it did not answer in
+    /// time: see `objects_unknown`).
+    pub objects: Vec<ObjectStatus>,
+    /// It did not say which objects it hosts within a second.
+    pub objects_unknown: bool,
+}
+
+/// An active object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectStatus {
+    /// Its id.
+    pub id: u64,
+    /// Its node's name.
+    pub node: String,
+    /// Its type.
+    pub type_name: String,
+    /// Requests waiting in its queue.
+    pub queued: u64,
+}
+
+impl From<actogrid_runtime::ObjectHere> for ObjectStatus {
+    fn from(o: actogrid_runtime::ObjectHere) -> ObjectStatus {
+        ObjectStatus {
+            id: o.id,
+            node: o.node,
+            type_name: o.type_name.to_owned(),
+            queued: o.queued as u64,
+        }
+    }
+}
+
+/// Something that happened to a virtual node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// When, in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// The virtual node.
+    pub vn: String,
+    /// `joined`, `left`, `failed`, `recovered` or `recovery-failed`.
+    pub kind: String,
+    /// The node it is about, when there is one.
+    pub node: Option<String>,
+    /// Why, or what happened, in words.
+    pub detail: String,
+}
+
+/// Events kept for the dashboard (the latest).
+const MAX_EVENTS: usize = 1000;
+
+/// The latest events of a deployment's virtual nodes.
+#[derive(Default)]
+pub(crate) struct Timeline(std::sync::Mutex<std::collections::VecDeque<EventRecord>>);
+
+impl Timeline {
+    fn push(&self, e: EventRecord) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() == MAX_EVENTS {
+            q.pop_front();
+        }
+        q.push_back(e);
+    }
+
+    fn all(&self) -> Vec<EventRecord> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Records the events of `vn` as they come, until its sender closes.
+    pub(crate) fn follow(
+        self: &Arc<Self>,
+        vn: &super::state::VnState,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut events = vn.events.subscribe();
+        let name = vn.name.clone();
+        let timeline = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(timeline) = timeline.upgrade() else {
+                    return;
+                };
+                let (kind, node, detail) = match event {
+                    VnEvent::Joined(node) => {
+                        ("joined", Some(node.url().to_string()), String::new())
+                    }
+                    VnEvent::Left { node, reason } => {
+                        ("left", Some(node.url().to_string()), reason)
+                    }
+                    VnEvent::Failed { host, error } => ("failed", None, format!("{host}: {error}")),
+                    VnEvent::Recovered {
+                        object,
+                        node,
+                        cause,
+                        replayed,
+                        took,
+                    } => (
+                        "recovered",
+                        Some(node.url().to_string()),
+                        format!(
+                            "object {object:#x} serves again after {:.2} s ({replayed} request(s) replayed): {cause}",
+                            took.as_secs_f64()
+                        ),
+                    ),
+                    VnEvent::RecoveryFailed { object, error } => (
+                        "recovery-failed",
+                        None,
+                        format!("object {object:#x}: {error}"),
+                    ),
+                };
+                timeline.push(EventRecord {
+                    unix_ms: std::time::SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    vn: name.clone(),
+                    kind: kind.to_owned(),
+                    node,
+                    detail,
+                });
+            }
+        })
+    }
 }
 
 /// A batch job.
@@ -188,17 +338,22 @@ impl From<&OutputLine> for LogLine {
     }
 }
 
+/// How long a runtime may take to say which objects it hosts.
+const OBJECTS_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The state of the deployment behind `inner`.
-pub(crate) fn status(inner: &Inner) -> DeploymentStatus {
+pub(crate) async fn status(inner: &Inner) -> DeploymentStatus {
     let shared = &inner.shared;
-    let (runtimes, jobs) = {
+    let (runtimes, jobs, agents) = {
         let st = lock(&shared.state);
+        let mut agents = Vec::new();
         let runtimes: Vec<(String, RuntimeStatus)> = st
             .runtimes
             .iter()
             .filter(|(_, r)| !r.gone)
             .map(|(id, r)| {
                 let launch = &st.launches[r.launch as usize];
+                agents.push(r.agent.clone());
                 (
                     launch.vn.name.clone(),
                     RuntimeStatus {
@@ -207,6 +362,8 @@ pub(crate) fn status(inner: &Inner) -> DeploymentStatus {
                         pid: r.pid,
                         launch: launch.label.clone(),
                         nodes: r.nodes.iter().map(|n| n.url().to_string()).collect(),
+                        objects: Vec::new(),
+                        objects_unknown: true,
                     },
                 )
             })
@@ -221,8 +378,32 @@ pub(crate) fn status(inner: &Inner) -> DeploymentStatus {
                 })
             })
             .collect();
-        (runtimes, jobs)
+        (runtimes, jobs, agents)
     };
+    // Every runtime at once, each for a second at most.
+    let asked = agents.iter().map(|agent| async move {
+        tokio::time::timeout(OBJECTS_TIMEOUT, agent.objects())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    });
+    let answers = futures::future::join_all(asked).await;
+    let mut runtimes = runtimes;
+    for ((_, r), answer) in runtimes.iter_mut().zip(answers) {
+        if let Some(objects) = answer {
+            // Only the objects of its virtual node's nodes, not its own.
+            let names: Vec<&str> = r
+                .nodes
+                .iter()
+                .filter_map(|u| u.rsplit('/').next())
+                .collect();
+            r.objects = objects
+                .into_iter()
+                .filter(|o| names.contains(&o.node.as_str()))
+                .collect();
+            r.objects_unknown = false;
+        }
+    }
     let mut virtual_nodes: Vec<VnStatus> = shared
         .vns
         .values()
@@ -260,6 +441,7 @@ pub(crate) fn status(inner: &Inner) -> DeploymentStatus {
         ended: shared.ended.load(Ordering::Acquire),
         virtual_nodes,
         jobs,
+        events: inner.timeline.all(),
     }
 }
 
@@ -322,6 +504,30 @@ pub(crate) fn metrics(status: &DeploymentStatus, log_lines: usize) -> String {
         expected,
     );
     registry.register("failures", "Failed launches of each virtual node", failures);
+    let objects = Family::<VnLabel, Gauge>::default();
+    let queued = Family::<VnLabel, Gauge>::default();
+    for vn in &status.virtual_nodes {
+        let label = VnLabel {
+            vn: vn.name.clone(),
+        };
+        let here = vn.runtimes.iter().flat_map(|r| &r.objects);
+        objects
+            .get_or_create(&label)
+            .set(here.clone().count() as i64);
+        queued
+            .get_or_create(&label)
+            .set(here.map(|o| o.queued as i64).sum());
+    }
+    registry.register(
+        "objects",
+        "Active objects on the nodes of each virtual node",
+        objects,
+    );
+    registry.register(
+        "queued_requests",
+        "Requests waiting in the queues of the active objects of each virtual node",
+        queued,
+    );
     let jobs = Gauge::<i64>::default();
     jobs.set(status.jobs.len() as i64);
     registry.register("batch_jobs", "Batch jobs submitted and not cancelled", jobs);
@@ -368,8 +574,9 @@ struct Served {
 type Shared = Arc<Served>;
 
 /// Serves the dashboard of `inner` on `addr`.
-pub(crate) async fn start(addr: SocketAddr, inner: Weak<Inner>) -> std::io::Result<Dashboard> {
+pub(crate) async fn start(addr: SocketAddr, inner: &Arc<Inner>) -> std::io::Result<Dashboard> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let inner = Arc::downgrade(inner);
     let bound = listener.local_addr()?;
     let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let url = format!("http://{bound}/?token={token}");
@@ -442,7 +649,7 @@ async fn index(
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
-    let state = status(&inner);
+    let state = status(&inner).await;
     let token = html(&served.token);
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"3\">\
@@ -474,7 +681,7 @@ async fn api_state(
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
-    axum::Json(status(&inner)).into_response()
+    axum::Json(status(&inner).await).into_response()
 }
 
 async fn api_metrics(
@@ -494,7 +701,7 @@ async fn api_metrics(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics(&status(&inner), lines),
+        metrics(&status(&inner).await, lines),
     )
         .into_response()
 }

@@ -376,6 +376,8 @@ pub(crate) struct Inner {
     loaded: std::time::Instant,
     /// Its dashboard, while it runs.
     dashboard: Mutex<Option<dashboard::Dashboard>>,
+    /// What happened to its virtual nodes, latest events.
+    timeline: Arc<dashboard::Timeline>,
 }
 
 impl Deployment {
@@ -512,10 +514,15 @@ impl Deployment {
             reaper: reaper::Reaper::new(id, lease),
             loaded: std::time::Instant::now(),
             dashboard: Mutex::new(None),
+            timeline: Arc::new(dashboard::Timeline::default()),
         });
         live::add(&inner);
+        for vn in inner.shared.vns.values() {
+            let follower = inner.timeline.follow(vn);
+            lock(&inner.tasks).push(follower);
+        }
         if let Some(addr) = inner.options.dashboard {
-            match dashboard::start(addr, Arc::downgrade(&inner)).await {
+            match dashboard::start(addr, &inner).await {
                 Ok(d) => {
                     tracing::info!("dashboard: {}", d.url());
                     *lock(&inner.dashboard) = Some(d);
@@ -714,9 +721,10 @@ impl Deployment {
             .map(|d| d.url().to_owned())
     }
 
-    /// The deployment's state, as its dashboard gives it.
-    pub fn status(&self) -> dashboard::DeploymentStatus {
-        dashboard::status(&self.inner)
+    /// The deployment's state, as its dashboard gives it (each runtime is
+    /// asked which objects it hosts, for a second at most).
+    pub async fn status(&self) -> dashboard::DeploymentStatus {
+        dashboard::status(&self.inner).await
     }
 
     /// Every runtime registered so far and still there.
