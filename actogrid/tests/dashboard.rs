@@ -238,6 +238,119 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     rt.shutdown();
 }
 
+/// A plain POST; the status code and the body.
+fn post(address: &str, target: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        s,
+        "POST {target} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, answer)
+}
+
+/// `actogrid deploy` with a dashboard: a runtime killed from it is gone
+/// and its node leaves (an event says so); ending the deployment from it
+/// ends the command, runtimes included. Without the token, neither.
+#[test]
+fn runtimes_are_killed_and_the_deployment_ended_from_the_dashboard() {
+    use std::io::BufRead;
+    let dir = TempDir::new("dashboard-actions");
+    let path = dir.write("d.xml", &descriptor());
+    let mut deploy = Command::new(ACTOGRID)
+        .args(["deploy", "--no-progress", "--lease-ms", "2000"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(deploy.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut deploy = support::Killed(deploy);
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the dashboard URL");
+        if let Some(url) = line.strip_prefix("dashboard: ") {
+            break url.to_owned();
+        }
+    };
+    let rest = url.strip_prefix("http://").unwrap();
+    let (address, token) = rest.split_once("/?token=").unwrap();
+    let state = || -> DeploymentStatus {
+        let (code, body) = get(address, &format!("/api/state?token={token}"));
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let mut runtimes = Vec::new();
+    for _ in 0..300 {
+        runtimes = state().virtual_nodes[0].runtimes.clone();
+        if runtimes.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(runtimes.len(), 2);
+    let victim = &runtimes[0];
+
+    let (code, _) = post(address, &format!("/api/runtimes/{}/kill", victim.id));
+    assert_eq!(code, 401, "no token, no kill");
+    let (code, body) = post(address, &format!("/api/runtimes/999/kill?token={token}"));
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = post(
+        address,
+        &format!("/api/runtimes/{}/kill?token={token}", victim.id),
+    );
+    assert_eq!(code, 200, "{body}");
+    let mut left = false;
+    for _ in 0..100 {
+        let s = state();
+        left = !support::alive(victim.pid)
+            && s.events.iter().any(|e| e.kind == "left")
+            && s.virtual_nodes[0].runtimes.len() == 1;
+        if left {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(left, "{:?}", state());
+
+    let (code, _) = post(address, "/api/end");
+    assert_eq!(code, 401);
+    let (code, body) = post(address, &format!("/api/end?token={token}"));
+    assert_eq!(code, 202, "{body}");
+    let survivor = runtimes[1].pid;
+    let mut ended = false;
+    for _ in 0..150 {
+        if deploy.0.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ended, "actogrid deploy still running after /api/end");
+    assert!(deploy.0.wait().unwrap().success());
+    support::assert_all_exit("runtimes", || {
+        if support::alive(survivor) {
+            vec![survivor]
+        } else {
+            Vec::new()
+        }
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_asked_for_no_dashboard_serves_none() {
     let dir = TempDir::new("dashboard-off");

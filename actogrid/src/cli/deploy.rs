@@ -148,8 +148,10 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
         "deployed from {}; Ctrl-C tears everything down",
         args.file.display()
     );
-    actogrid::__terminated().await;
-    tracing::info!("tearing down");
+    tokio::select! {
+        () = actogrid::__terminated() => tracing::info!("tearing down"),
+        () = deployment.ended() => tracing::info!("the deployment was ended from its dashboard"),
+    }
     deployment.kill().await;
     rt.shutdown();
     Ok(())

@@ -133,6 +133,16 @@ impl RuntimeAgent {
     pub fn shutdown(&self) {
         stop_signal().notify_one();
     }
+
+    /// Ends the process at once, shortly after this reply has left, as a
+    /// crash would (fault injection from the dashboard): nothing is
+    /// cleaned up, the deployment finds out by the lease.
+    pub fn crash(&self) {
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::process::exit(137);
+        });
+    }
 }
 
 struct Launch {

@@ -586,6 +586,11 @@ pub(crate) async fn start(addr: SocketAddr, inner: &Arc<Inner>) -> std::io::Resu
         .route("/api/state", axum::routing::get(api_state))
         .route("/api/logs", axum::routing::get(api_logs))
         .route("/metrics", axum::routing::get(api_metrics))
+        .route(
+            "/api/runtimes/{id}/{action}",
+            axum::routing::post(api_runtime_action),
+        )
+        .route("/api/end", axum::routing::post(api_end))
         .with_state(served);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -668,6 +673,80 @@ async fn index(
         page,
     )
         .into_response()
+}
+
+/// `POST /api/runtimes/{id}/stop` asks runtime `id` to stop (it leaves
+/// its virtual node); `…/kill` makes its process exit at once, as a crash
+/// would (fault injection: the deployment finds out by the lease, and
+/// fault tolerance recovers what it protected).
+async fn api_runtime_action(
+    State(served): State<Shared>,
+    axum::extract::Path((id, action)): axum::extract::Path<(u64, String)>,
+    Query(auth): Query<Auth>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&served, auth.token.as_deref(), &headers) {
+        return refused();
+    }
+    let Some(inner) = served.inner.upgrade() else {
+        return gone();
+    };
+    let agent = lock(&inner.shared.state)
+        .runtimes
+        .get(&id)
+        .filter(|r| !r.gone)
+        .map(|r| (r.agent.clone(), r.host.clone(), r.pid));
+    let Some((agent, host, pid)) = agent else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no runtime {id} in this deployment\n"),
+        )
+            .into_response();
+    };
+    let asked = match action.as_str() {
+        "stop" => agent.shutdown().await,
+        "kill" => agent.crash().await,
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("`{other}` is not an action on a runtime: stop or kill\n"),
+            )
+                .into_response();
+        }
+    };
+    match asked {
+        Ok(()) => {
+            tracing::warn!("dashboard: runtime {id} on {host} (pid {pid}) told to {action}");
+            (
+                StatusCode::OK,
+                format!("runtime {id} on {host} (pid {pid}): {action}\n"),
+            )
+                .into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("runtime {id} on {host} (pid {pid}) did not answer: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /api/end` tears the deployment down, as `Deployment::kill` does.
+async fn api_end(
+    State(served): State<Shared>,
+    Query(auth): Query<Auth>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&served, auth.token.as_deref(), &headers) {
+        return refused();
+    }
+    let Some(inner) = served.inner.upgrade() else {
+        return gone();
+    };
+    tracing::warn!("dashboard: the deployment is ended");
+    // Not awaited here: the teardown stops this server too.
+    tokio::spawn(async move { super::kill(&inner).await });
+    (StatusCode::ACCEPTED, "the deployment ends\n").into_response()
 }
 
 async fn api_state(

@@ -721,6 +721,14 @@ impl Deployment {
             .map(|d| d.url().to_owned())
     }
 
+    /// Completes once the deployment has been torn down (by
+    /// [`Deployment::kill`], a signal, or `POST /api/end` on its
+    /// dashboard).
+    pub async fn ended(&self) {
+        let mut done = self.inner.torn_down.subscribe();
+        let _ = done.wait_for(|down| *down).await;
+    }
+
     /// The deployment's state, as its dashboard gives it (each runtime is
     /// asked which objects it hosts, for a second at most).
     pub async fn status(&self) -> dashboard::DeploymentStatus {
