@@ -625,6 +625,12 @@ impl Tools {
     }
 }
 
+/// Client command `name` of `scheduler` (`scontrol`, `qstat`…), next to
+/// its `commandPath` when the descriptor gives one, quoted.
+pub(crate) fn tool_of(scheduler: &Scheduler, name: &str) -> String {
+    Tools::of(scheduler.link()).tool(name)
+}
+
 /// The runtime command with the link's environment in front of its own.
 fn task_command(link: &Link, runtime: &RuntimeCommand) -> RuntimeCommand {
     let mut task = runtime.clone();
@@ -973,7 +979,7 @@ pub async fn submit_files(
     shell: &dyn Shell,
     scheduler: &Scheduler,
     runtime: &RuntimeCommand,
-    mut files: JobFiles,
+    files: JobFiles,
 ) -> Result<BatchJob, BatchError> {
     let kind = scheduler.kind();
     let tools = Tools::of(scheduler.link());
@@ -1017,6 +1023,25 @@ pub async fn submit_files(
         ));
     }
     let script = scheduler.script(&runtime, &files);
+    submit_script(shell, scheduler, &script, files).await
+}
+
+/// Writes `script` (a whole job script, directives included) to `files`
+/// on `shell` and submits it, as [`submit_files`] does with the script
+/// it writes. When the scheduler refuses the job, its files are removed.
+pub async fn submit_script(
+    shell: &dyn Shell,
+    scheduler: &Scheduler,
+    script: &str,
+    mut files: JobFiles,
+) -> Result<BatchJob, BatchError> {
+    let kind = scheduler.kind();
+    let tools = Tools::of(scheduler.link());
+    let q = Query {
+        shell,
+        kind,
+        tools: &tools,
+    };
     let write = format!(
         "umask 077 && mkdir -p {} {} {} {} && cat > {script_file} && chmod 700 {script_file} && rm -f {} {}",
         quote(&files.work_dir),

@@ -46,6 +46,7 @@ use std::time::Duration;
 use actogrid_descriptor::{Descriptor, LoadOptions};
 use actogrid_runtime::{Node, NodeUrl, Runtime};
 
+pub use actogrid_acquisition::mpi::MpiOutcome;
 pub use actogrid_technical_services::{VnDirectory, VnDirectoryProxy};
 pub use agent::{
     ADVERTISE_ENV, DEPLOYER_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, RuntimeAgent,
@@ -340,6 +341,8 @@ pub(crate) struct Inner {
     pub(crate) settings: actogrid_runtime::Config,
     /// Cleans up what the deployment made elsewhere if this process dies.
     reaper: reaper::Reaper,
+    /// Process chains being walked (see [`Deployment::wait_mpi_runs`]).
+    walks: tokio::sync::watch::Sender<u64>,
 }
 
 impl Deployment {
@@ -473,6 +476,7 @@ impl Deployment {
             runtime_settings: checked.runtime_settings,
             settings,
             reaper: reaper::Reaper::new(id, lease),
+            walks: tokio::sync::watch::channel(0).0,
         });
         live::add(&inner);
         let sweeper = Arc::downgrade(&inner.shared);
@@ -702,6 +706,23 @@ impl Deployment {
             .iter()
             .filter_map(|l| l.job.as_ref().map(|j| (l.label.clone(), j.job.id.clone())))
             .collect()
+    }
+
+    /// The MPI runs (`dependentProcessSequence` + `mpiProcess`) that ended
+    /// so far, in the order they ended: exit status and output of each
+    /// `mpirun`.
+    pub fn mpi_runs(&self) -> Vec<MpiOutcome> {
+        lock(&self.inner.shared.state).mpi.clone()
+    }
+
+    /// Waits until every process chain started so far has done its work
+    /// (runtimes started, jobs submitted, and MPI runs ended: each is
+    /// bounded by its virtual node's timeout), then returns
+    /// [`Deployment::mpi_runs`].
+    pub async fn wait_mpi_runs(&self) -> Vec<MpiOutcome> {
+        let mut walks = self.inner.walks.subscribe();
+        let _ = walks.wait_for(|n| *n == 0).await;
+        self.mpi_runs()
     }
 
     /// Stops every runtime this deployment started (asking them first,
