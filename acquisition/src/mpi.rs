@@ -427,15 +427,17 @@ pub async fn run_in_slurm_job(
     outcome.command = shell_line(&words);
     let script = slurm_script(slurm, &files, &scheduler, &host_file, &status_file, &words);
     watch.files(&files);
+    // The run's own files first: the job's removal then finds its
+    // directory empty and removes it too.
     let removal = format!(
-        "{} rm -f -- {}{}; true",
-        files.removal_script(),
+        "rm -f -- {}{}; {}",
         quote(&status_file),
         if own_host_file {
             format!(" {}", quote(&host_file))
         } else {
             String::new()
-        }
+        },
+        files.removal_script(),
     );
     let job = match crate::batch::submit_script(place, &scheduler, &script, files).await {
         Ok(job) => job,
