@@ -3,9 +3,10 @@
 //! refusing authentication, a host becoming unreachable mid-deployment,
 //! the deployer killed with SIGKILL (nothing of it left once the lease has
 //! run out: runtimes, ssh masters, control directories, a pending job on a
-//! front-end and its files), and a chain ssh → SLURM. Skipped
-//! unless `ACTOGRID_TEST_SSH=1` (and `ACTOGRID_TEST_SLURM=1` for the
-//! chain).
+//! front-end and its files), a chain ssh → SLURM, and MPI runs
+//! (`dependentProcessSequence` + `mpiProcess`, with Open MPI's `mpicc` and
+//! `mpirun`) over the hosts and in a SLURM allocation. Skipped unless
+//! `ACTOGRID_TEST_SSH=1` (and `ACTOGRID_TEST_SLURM=1` for SLURM).
 
 mod support;
 
