@@ -410,7 +410,7 @@ pub async fn run_in_slurm_job(
             return outcome;
         }
     };
-    let files = match crate::batch::job_files(place, &scheduler, work_dir, job_name).await {
+    let mut files = match crate::batch::job_files(place, &scheduler, work_dir, job_name).await {
         Ok(f) => f,
         Err(e) => {
             outcome.error = Some(e.to_string());
@@ -425,20 +425,15 @@ pub async fn run_in_slurm_job(
     };
     let words = mpirun_words(run.mpi, &host_file, None);
     outcome.command = shell_line(&words);
+    // Removed with the job's files, whoever removes them (this run, the
+    // deployment's end, or its reaper).
+    files.others.push(status_file.clone());
+    if own_host_file {
+        files.others.push(host_file.clone());
+    }
     let script = slurm_script(slurm, &files, &scheduler, &host_file, &status_file, &words);
     watch.files(&files);
-    // The run's own files first: the job's removal then finds its
-    // directory empty and removes it too.
-    let removal = format!(
-        "rm -f -- {}{}; {}",
-        quote(&status_file),
-        if own_host_file {
-            format!(" {}", quote(&host_file))
-        } else {
-            String::new()
-        },
-        files.removal_script(),
-    );
+    let removal = files.removal_script();
     let job = match crate::batch::submit_script(place, &scheduler, &script, files).await {
         Ok(job) => job,
         Err(e) => {

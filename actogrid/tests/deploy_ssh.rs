@@ -1246,3 +1246,237 @@ async fn mpi_inside_a_slurm_allocation_sums_the_ranks() {
     d.kill().await;
     rt.shutdown();
 }
+
+/// Processes (of any host: they share this machine's process table) whose
+/// command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+            && support::alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A "program" (mpirun runs any executable) that sleeps with a duration
+/// of its own, by which its processes are found; returns that duration.
+fn slow_program(programs: &MpiPrograms) -> String {
+    let seconds = format!("299.{}", fastrand::u32(100_000..999_999));
+    let path = programs.0.join("slow");
+    std::fs::write(&path, format!("#!/bin/sh\nexec sleep {seconds}\n")).unwrap();
+    let status = Command::new("chmod")
+        .arg("755")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    seconds
+}
+
+/// A run that outlives its virtual node's timeout is stopped: mpirun and
+/// its ranks on every host are gone, and the outcome says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_run_outliving_its_timeout_is_stopped_on_every_host() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let seconds = slow_program(&programs);
+    let text = support::descriptor(
+        "timeout=\"4s\"",
+        "",
+        "slowRun",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="twoHosts">
+              <processListbyHost hostlist="agh1 agh2"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>
+            {}"#,
+            mpi_sequence("slowRun", "twoHosts", &programs.0, "slow", None)
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-mpi-slow");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    d.activate().await.unwrap();
+    let runs = tokio::time::timeout(Duration::from_secs(60), d.wait_mpi_runs())
+        .await
+        .expect("the run is stopped at its timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert!(!run.success());
+    assert!(
+        run.error
+            .as_deref()
+            .is_some_and(|e| e.contains("did not end within 4 s")),
+        "{run}"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || processes_with(&seconds)
+            .is_empty())
+        .await,
+        "ranks left: {:?}",
+        processes_with(&seconds)
+    );
+    let failures = d.virtual_node("Workers").unwrap().failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    d.kill().await;
+    rt.shutdown();
+}
+
+/// Ending the deployment while mpirun runs stops it and its ranks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_run_is_stopped_when_the_deployment_ends() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let seconds = slow_program(&programs);
+    let text = support::descriptor(
+        "timeout=\"120s\"",
+        "",
+        "slowRun",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="twoHosts">
+              <processListbyHost hostlist="agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>
+            {}"#,
+            mpi_sequence("slowRun", "twoHosts", &programs.0, "slow", None)
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-mpi-end");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || processes_with(&seconds).len()
+            >= 2)
+        .await,
+        "the ranks never started"
+    );
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(20), || processes_with(&seconds)
+            .is_empty())
+        .await,
+        "ranks left: {:?}",
+        processes_with(&seconds)
+    );
+    assert!(
+        processes_with("--hostfile /tmp/actogrid-mpi.").is_empty(),
+        "mpirun left"
+    );
+    rt.shutdown();
+}
+
+/// Ending the deployment while its MPI job runs cancels the job (its ranks
+/// go with it) and removes the job's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_job_is_cancelled_when_the_deployment_ends() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    if std::env::var("ACTOGRID_TEST_SLURM").as_deref() != Ok("1") {
+        eprintln!("skipped: the SLURM allocation also needs ACTOGRID_TEST_SLURM=1");
+        return;
+    }
+    let _forward = SlurmForward::into("agh1");
+    let programs = MpiPrograms::build();
+    let seconds = slow_program(&programs);
+    let jobs_dir = programs.0.join("jobs");
+    let text = support::descriptor(
+        "timeout=\"120s\"",
+        "",
+        "frontEnd",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="frontEnd">
+              <sshProcess hostname="agh1"><processReference refid="slowJob"/></sshProcess>
+            </processDefinition>
+            <processDefinition id="allocation">
+              <slurmProcess>
+                <processReference refid="runtime"/>
+                <slurmOption><nodes>1</nodes><tasksPerNode>2</tasksPerNode></slurmOption>
+              </slurmProcess>
+            </processDefinition>
+            {}"#,
+            mpi_sequence("slowJob", "allocation", &programs.0, "slow", None)
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-slurm-mpi-end");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(
+        &path,
+        Default::default(),
+        DeployOptions {
+            work_dir: jobs_dir.display().to_string(),
+            ..options(&rt)
+        },
+    )
+    .await
+    .unwrap();
+    d.activate().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || processes_with(&seconds).len()
+            >= 2)
+        .await,
+        "the ranks never started"
+    );
+    let jobs = d.jobs();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = jobs[0].1.clone();
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(30), || processes_with(&seconds)
+            .is_empty())
+        .await,
+        "ranks left: {:?}",
+        processes_with(&seconds)
+    );
+    let state = || {
+        let out = Command::new("squeue")
+            .args(["-h", "-t", "all", "-j", &job, "-o", "%T"])
+            .output()
+            .expect("squeue");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || state().is_empty()
+            || state() == "CANCELLED")
+        .await,
+        "job {job} is {}",
+        state()
+    );
+    let left: Vec<_> = std::fs::read_dir(&jobs_dir)
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "job files left: {left:?}");
+    rt.shutdown();
+}

@@ -306,6 +306,9 @@ pub struct JobFiles {
     /// The runtimes' credentials (`0600`, next to the script), when they
     /// have some.
     pub credentials: String,
+    /// More files the job writes (absolute paths), removed with the others:
+    /// an MPI job's status and host files.
+    pub others: Vec<String>,
 }
 
 impl JobFiles {
@@ -331,8 +334,13 @@ impl JobFiles {
     /// directory (when nothing else is left in it: the runtimes run there
     /// and what they wrote is kept). It always succeeds.
     pub fn removal_script(&self) -> String {
+        let others: String = self
+            .others
+            .iter()
+            .map(|f| format!(" {}", quote(f)))
+            .collect();
         format!(
-            "rm -f -- {} {} {} {}; rmdir -- {} 2>/dev/null; true",
+            "rm -f -- {} {} {} {}{others}; rmdir -- {} 2>/dev/null; true",
             quote(&self.script),
             quote(&self.credentials),
             quote(&self.output),
@@ -529,6 +537,7 @@ impl Scheduler {
             script,
             output: in_dir(output, "out"),
             error: in_dir(error, "err"),
+            others: Vec::new(),
         }
     }
 
@@ -1140,6 +1149,7 @@ mod tests {
             output: "~".into(),
             error: "~/e".into(),
             credentials: "~/s.sh.credentials".into(),
+            others: Vec::new(),
         };
         assert!(f.needs_home());
         let f = f.with_home("/home/u/");
