@@ -579,7 +579,7 @@ async fn run_mpi_on_hosts(
     };
     let agent = crate::mpi::ssh_agent(config, login);
     let _permit = ctx.limit.acquire().await;
-    let outcome = crate::mpi::run_on_hosts(run, place.as_ref(), hosts, agent.as_deref()).await;
+    let outcome = crate::mpi::run_on_hosts(run, &place, hosts, agent.as_deref()).await;
     sink.mpi_ended(id, outcome);
 }
 

@@ -36,6 +36,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actogrid_descriptor::model::{MpiProcess, SlurmProcess, SshLogin};
@@ -233,6 +234,29 @@ impl Drop for KillOnDrop {
     }
 }
 
+fn removal(dir: &str) -> String {
+    format!("rm -rf -- {}", quote(dir))
+}
+
+/// Removes the run's directory at its place when the run is given up
+/// before it could (its task aborted at the deployment's end).
+struct RemoveOnDrop(Option<(Arc<dyn Shell>, String)>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let Some((place, dir)) = self.0.take() else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = place.run(&removal(&dir), None).await {
+                    tracing::warn!("removing {dir}: {e}");
+                }
+            });
+        }
+    }
+}
+
 /// What to run and where, for [`run_on_hosts`] and [`run_in_slurm_job`].
 pub struct MpiRequest<'a> {
     /// The `mpiProcess`.
@@ -250,7 +274,7 @@ pub struct MpiRequest<'a> {
 /// command ([`ssh_agent`]).
 pub async fn run_on_hosts(
     run: &MpiRequest<'_>,
-    place: &dyn Shell,
+    place: &Arc<dyn Shell>,
     hosts: &[String],
     agent: Option<&str>,
 ) -> MpiOutcome {
@@ -272,9 +296,11 @@ pub async fn run_on_hosts(
         Ok(out) => out.stdout_text(),
         Err(e) => return fail(outcome, format!("cannot make a directory for mpirun: {e}")),
     };
-    let result = run_in_dir(run, place, hosts, agent, &dir, &mut outcome).await;
+    let mut guard = RemoveOnDrop(Some((place.clone(), dir.clone())));
+    let result = run_in_dir(run, place.as_ref(), hosts, agent, &dir, &mut outcome).await;
+    guard.0 = None;
     if let Err(e) = place
-        .run(&format!("rm -rf -- {}", quote(&dir)), None)
+        .run(&removal(&dir), None)
         .await
         .and_then(|o| o.check(place.host(), "rm"))
     {

@@ -1378,6 +1378,21 @@ async fn mpi_run_is_stopped_when_the_deployment_ends() {
         .await,
         "the ranks never started"
     );
+    // mpirun's host file is in the run's own directory.
+    let program = programs.0.join("slow").display().to_string();
+    let run_dir = processes_with(&program)
+        .iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .find_map(|cmdline| {
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let at = args.iter().position(|a| a == "--hostfile")?;
+            Path::new(args.get(at + 1)?).parent().map(Path::to_path_buf)
+        })
+        .expect("mpirun and its host file");
+    assert!(run_dir.is_dir(), "{}", run_dir.display());
     d.kill().await;
     assert!(
         eventually(Duration::from_secs(20), || processes_with(&seconds)
@@ -1387,8 +1402,16 @@ async fn mpi_run_is_stopped_when_the_deployment_ends() {
         processes_with(&seconds)
     );
     assert!(
-        processes_with("--hostfile /tmp/actogrid-mpi.").is_empty(),
-        "mpirun left"
+        eventually(Duration::from_secs(10), || processes_with(&program)
+            .is_empty())
+        .await,
+        "mpirun left: {:?}",
+        processes_with(&program)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !run_dir.exists()).await,
+        "{} left",
+        run_dir.display()
     );
     rt.shutdown();
 }
