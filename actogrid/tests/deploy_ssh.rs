@@ -1503,3 +1503,108 @@ async fn mpi_job_is_cancelled_when_the_deployment_ends() {
     assert!(left.is_empty(), "job files left: {left:?}");
     rt.shutdown();
 }
+
+/// `actogrid deploy` of MPI runs only: prints what mpirun printed and how
+/// each run ended, then exits by itself, with status 1 as one run failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_runs_from_the_command_line_print_their_output_and_status() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let processes = format!(
+        r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+        <processDefinition id="threeHosts">
+          <processListbyHost hostlist="agh1 agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+        </processDefinition>
+        {}
+        {}"#,
+        mpi_sequence("summing", "threeHosts", &programs.0, "sum", None),
+        mpi_sequence("failing", "threeHosts", &programs.0, "fail", Some(2)),
+    );
+    let text = format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition><virtualNodesDefinition>
+    <virtualNode name="Sum" property="multiple" timeout="120s"/>
+    <virtualNode name="Fail" property="multiple" timeout="120s"/>
+  </virtualNodesDefinition></componentDefinition>
+  <deployment>
+    <mapping>
+      <map virtualNode="Sum"><jvmSet><vmName value="s"/></jvmSet></map>
+      <map virtualNode="Fail"><jvmSet><vmName value="f"/></jvmSet></map>
+    </mapping>
+    <jvms>
+      <jvm name="s"><creation><processReference refid="summing"/></creation></jvm>
+      <jvm name="f"><creation><processReference refid="failing"/></creation></jvm>
+    </jvms>
+  </deployment>
+  <infrastructure><processes>{processes}</processes></infrastructure>
+</ProActiveDescriptor>
+"#
+    );
+    let dir = TempDir::new("ssh-mpi-cli");
+    let path = dir.write("mpi.xml", &text);
+    let deploy = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(["deploy", "--no-progress"])
+        .arg(&path)
+        .env("ACTOGRID_SSH_CONFIG", SSH_CONFIG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut deploy = support::Killed(deploy);
+    let started = Instant::now();
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(deploy.0.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(deploy.0.stderr.take().map(|p| Box::new(p) as _));
+    let status = loop {
+        if let Some(status) = deploy.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "actogrid deploy did not end by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // One slot per host: 3 ranks; the failing one with -np 2.
+    assert!(stdout.contains("ranks=3 sum=3"), "{stdout}");
+    assert!(stdout.contains("ranks=2 sum=1"), "{stdout}");
+    assert!(
+        stderr.contains("Sum: mpiProcess `summingMpi` (sequence `summing`) on localhost over agh1 agh2 agh3: mpirun exited with status 0"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Fail: mpiProcess `failingMpi`")
+            && stderr.contains("mpirun exited with status 3"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: 1 of 2 MPI run(s) failed"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
