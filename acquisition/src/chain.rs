@@ -520,8 +520,8 @@ async fn run_mpi_sequence(
                 booking.id.value,
                 place.host()
             );
+            // No start permit is held: the run lasts as long as its job.
             let id = sink.open(&label, place.host(), Some(0));
-            let _permit = ctx.limit.acquire().await;
             let job_name = format!("{}-{}", ctx.job_name, mpi_process.id.value);
             let work_dir = format!("{}/{job_name}-{}", ctx.work_dir, std::process::id());
             let watch = JobReport {
@@ -578,7 +578,7 @@ async fn run_mpi_on_hosts(
         None
     };
     let agent = crate::mpi::ssh_agent(config, login);
-    let _permit = ctx.limit.acquire().await;
+    // No start permit is held: the run lasts as long as mpirun.
     let outcome = crate::mpi::run_on_hosts(run, &place, hosts, agent.as_deref()).await;
     sink.mpi_ended(id, outcome);
 }

@@ -57,14 +57,15 @@ pub use actogrid_fault_tolerance::{JournalError, journaled, journaled_async};
 pub use credentials::{
     CREDENTIALS_ENV, END as CREDENTIALS_END, for_node as node_credentials, node_identity,
 };
+pub use deploy::MpiOutcome;
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,
-    LEASE_ENV, LISTEN_ENV, LogSink, LogSinkProxy, MAX_LINE, MpiOutcome, NODE_PREFIX_ENV, NODES_ENV,
-    OutputLine, OutputOptions, PrintedLine, Refusal, Registrar, RegistrarProxy, Registration,
-    RuntimeAgent, RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, STATE_DIR_ENV, Stream,
-    VirtualNode, VnDirectory, VnDirectoryProxy, VnEvent, check_descriptor, check_descriptor_for,
-    lookup_vn, state_dir,
+    LEASE_ENV, LISTEN_ENV, LogSink, LogSinkProxy, MAX_LINE, NODE_PREFIX_ENV, NODES_ENV, OutputLine,
+    OutputOptions, PrintedLine, Refusal, Registrar, RegistrarProxy, Registration, RuntimeAgent,
+    RuntimeAgentProxy, RuntimeInfo, RuntimeSummary, STATE_DIR_ENV, Stream, VirtualNode,
+    VnDirectory, VnDirectoryProxy, VnEvent, check_descriptor, check_descriptor_for, lookup_vn,
+    state_dir,
 };
 pub use ft_server::{FT_SERVER_ANNOUNCE, FtServerOptions, serve_ft_server};
 pub use process::{

@@ -2,10 +2,11 @@
 
 use super::{Cx, Rule, Val};
 use crate::hostrange;
+use crate::model::MpiProcess;
 use crate::model::{
-    EnvVar, GridEngineProcess, HostListProcess, JvmProcess, Link, LsfProcess, MpiProcess,
-    OarProcess, PbsProcess, ProcessFileTransfer, ProcessFileTransfers, ProcessKind, Sequence,
-    SlurmProcess, SshLogin, SshProcess,
+    EnvVar, GridEngineProcess, HostListProcess, JvmProcess, Link, LsfProcess, OarProcess,
+    PbsProcess, ProcessFileTransfer, ProcessFileTransfers, ProcessKind, Sequence, SlurmProcess,
+    SshLogin, SshProcess,
 };
 use crate::scalar;
 use crate::source::Spanned;
