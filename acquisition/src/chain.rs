@@ -94,6 +94,9 @@ pub struct ChainContext {
     pub ssh_config: Option<PathBuf>,
     /// How long an ssh connection may take.
     pub connect_timeout: Duration,
+    /// How long an MPI run may take (`mpirun`, or its batch job from
+    /// submission); it is stopped after that.
+    pub run_timeout: Duration,
     /// Name used for batch jobs and their working directories.
     pub job_name: String,
     /// Label prefix (`jvm` name), for messages.
@@ -109,9 +112,6 @@ pub struct ChainContext {
     /// Where ssh masters keep their control directories
     /// ([`SshTarget::control_directory`]); `None`: the temporary directory.
     pub control_dir: Option<PathBuf>,
-    /// How long an MPI run may take (`mpirun`, or its batch job from
-    /// submission); it is stopped after that.
-    pub run_timeout: Duration,
 }
 
 impl ChainContext {

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use actogrid_acquisition::batch::BatchJob;
 use actogrid_acquisition::chain::{self, ChainContext, LaunchId, Launches, Started};
 use actogrid_acquisition::exec::{RuntimeCommand, Shell};
+use actogrid_acquisition::mpi::MpiOutcome;
 use actogrid_descriptor::model::{FileTransfer, ProcessFileTransfer, RuntimeSource, ServiceKind};
 use actogrid_runtime::NodeUrl;
 use tokio::sync::{Semaphore, oneshot};
 
 use super::agent::{DEPLOYER_ENV, NODE_PREFIX_ENV, NODES_ENV};
-use actogrid_acquisition::batch::{BatchJob, JobFiles, JobState};
-use actogrid_acquisition::mpi::MpiOutcome;
+use actogrid_acquisition::batch::{JobFiles, JobState};
 
 use actogrid_technical_services::Origin;
 
@@ -58,6 +59,7 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                         limit: limit.clone(),
                         ssh_config: inner.options.ssh_config.clone(),
                         connect_timeout: inner.options.connect_timeout,
+                        run_timeout: vn.timeout,
                         job_name: format!("actogrid-{name}"),
                         jvm: jvm.name.value.clone(),
                         work_dir: inner.options.work_dir.clone(),
@@ -68,7 +70,6 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                             .and_then(|v| v.file_transfer_retrieve.as_ref())
                             .map(|r| r.value.clone()),
                         control_dir: control_dir.clone(),
-                        run_timeout: vn.timeout,
                     };
                     let sink = Sink {
                         inner: inner.clone(),
