@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actogrid_acquisition::batch::BatchJob;
 use actogrid_acquisition::chain::{self, ChainContext, LaunchId, Launches, Started};
 use actogrid_acquisition::exec::{RuntimeCommand, Shell};
-use actogrid_acquisition::mpi::MpiOutcome;
 use actogrid_descriptor::model::{FileTransfer, ProcessFileTransfer, RuntimeSource, ServiceKind};
 use actogrid_runtime::NodeUrl;
 use tokio::sync::{Semaphore, oneshot};
@@ -324,7 +322,12 @@ impl Launches for Sink {
         lock(&self.inner.retrievals).push(Retrieval { shell, what, how });
     }
 
-    fn mpi_job(&self, launch: LaunchId, place: &Arc<dyn Shell>, job: &BatchJob) {
+    fn mpi_job(
+        &self,
+        launch: LaunchId,
+        place: &Arc<dyn Shell>,
+        job: &actogrid_acquisition::batch::BatchJob,
+    ) {
         self.inner.reaper.job_submitted(place.as_ref(), job);
         // Listed by `Deployment::jobs`, cancelled if the deployment ends first.
         lock(&self.inner.shared.state).launches[launch as usize].job = Some(Job {
@@ -333,7 +336,7 @@ impl Launches for Sink {
         });
     }
 
-    fn mpi_ended(&self, launch: LaunchId, outcome: MpiOutcome) {
+    fn mpi_ended(&self, launch: LaunchId, outcome: actogrid_acquisition::mpi::MpiOutcome) {
         let shared = &self.inner.shared;
         {
             let mut st = lock(&shared.state);
