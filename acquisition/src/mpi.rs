@@ -507,7 +507,8 @@ pub async fn run_in_slurm_job(
         Err(e) => outcome.error = Some(e.clone()),
     }
     read_outputs(place, &job.files.output, &job.files.error, &mut outcome).await;
-    let _ = place.run(&removal, None).await;
+    // The job's files as submitted (SLURM's `%j` patterns expanded).
+    let _ = place.run(&job.files.removal_script(), None).await;
     outcome
 }
 
@@ -651,6 +652,61 @@ mod tests {
             ]
         );
         assert_eq!(shell_line(&words[..4]), "mpirun --mca plm_rsh_agent rsh");
+    }
+
+    #[test]
+    fn the_slurm_job_writes_its_host_file_then_runs_mpirun() {
+        use actogrid_descriptor::Spanned;
+        use actogrid_descriptor::model::{Link, ProcessKind};
+        let slurm = SlurmProcess {
+            job_name: None,
+            partition: Some("debug".into()),
+            account: None,
+            nodes: 2,
+            tasks_per_node: 4,
+            cpus_per_task: None,
+            walltime: None,
+            memory: None,
+            extra_options: Vec::new(),
+            output_file: None,
+            error_file: None,
+            script_path: None,
+            link: Link {
+                next: Spanned::new("rt".to_owned(), Default::default()),
+                environment: Vec::new(),
+                command_path: Some("/opt/slurm/bin/sbatch".into()),
+            },
+        };
+        let scheduler = Scheduler::from_process(&ProcessKind::Slurm(slurm.clone())).unwrap();
+        let files = scheduler.files("/w", "k");
+        let words = mpirun_words(&mpi(), "/w/k.hosts", None);
+        let script = slurm_script(
+            &slurm,
+            &files,
+            &scheduler,
+            "/w/k.hosts",
+            "/w/k.status",
+            &words,
+        );
+        assert!(
+            script.starts_with("#!/bin/sh\n#SBATCH --job-name=k\n"),
+            "{script}"
+        );
+        assert!(
+            script.contains(
+                "#SBATCH --partition=debug\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=4\n"
+            ),
+            "{script}"
+        );
+        assert!(
+            script.ends_with(
+                "cd || exit 1\n\
+                 /opt/slurm/bin/scontrol show hostnames \"$SLURM_JOB_NODELIST\" | while read -r host; do echo \"$host slots=4\"; done > /w/k.hosts || exit 1\n\
+                 mpirun --allow-run-as-root --hostfile /w/k.hosts -np 3 bin/sum < /dev/null\n\
+                 status=$?\necho \"$status\" > /w/k.status\nexit \"$status\"\n"
+            ),
+            "{script}"
+        );
     }
 
     #[test]
