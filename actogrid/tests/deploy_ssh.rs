@@ -985,6 +985,18 @@ const MPIRUN_OPTIONS: &str = "--allow-run-as-root --mca btl tcp,self \
 /// `{id}Mpi` running `program` of `dir` with `np` processes (`None`: one
 /// per booked slot).
 fn mpi_sequence(id: &str, booking: &str, dir: &Path, program: &str, np: Option<u32>) -> String {
+    mpi_sequence_with(id, booking, dir, program, np, MPIRUN_OPTIONS)
+}
+
+/// [`mpi_sequence`] with `options` as `mpiCommandOptions`.
+fn mpi_sequence_with(
+    id: &str,
+    booking: &str,
+    dir: &Path,
+    program: &str,
+    np: Option<u32>,
+    options: &str,
+) -> String {
     let np = np
         .map(|n| format!("<processNumber>{n}</processNumber>"))
         .unwrap_or_default();
@@ -993,7 +1005,7 @@ fn mpi_sequence(id: &str, booking: &str, dir: &Path, program: &str, np: Option<u
              <processReference refid="{booking}"/><processReference refid="{id}Mpi"/>
            </dependentProcessSequence></processDefinition>
            <processDefinition id="{id}Mpi">
-             <mpiProcess mpiFileName="{program}" mpiCommandOptions="{MPIRUN_OPTIONS}">
+             <mpiProcess mpiFileName="{program}" mpiCommandOptions="{options}">
                <commandPath value="mpirun"/>
                <mpiOptions>{np}<remoteAbsolutePath><absolutePath value="{dir}"/></remoteAbsolutePath></mpiOptions>
              </mpiProcess>
@@ -1607,4 +1619,75 @@ async fn mpi_runs_from_the_command_line_print_their_output_and_status() {
         "{stderr}"
     );
     assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+/// ssh to agh1, where a host list books agh2 and agh3: mpirun runs on
+/// agh1 (the launcher there is told the testbed's ssh configuration by
+/// the descriptor: this machine's is not used on another host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_from_a_front_end_over_hosts_behind_it() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let mpirun_options = format!("{MPIRUN_OPTIONS} --mca plm_rsh_agent 'ssh -F {SSH_CONFIG}'");
+    let text = support::descriptor(
+        "timeout=\"120s\"",
+        "",
+        "frontEnd",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="frontEnd">
+              <sshProcess hostname="agh1"><processReference refid="sumRun"/></sshProcess>
+            </processDefinition>
+            <processDefinition id="behind">
+              <processListbyHost hostlist="agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>
+            {}"#,
+            mpi_sequence_with(
+                "sumRun",
+                "behind",
+                &programs.0,
+                "sum",
+                None,
+                &mpirun_options
+            )
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-mpi-front");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let runs = tokio::time::timeout(Duration::from_secs(150), d.wait_mpi_runs())
+        .await
+        .expect("the MPI run ends within its timeout");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert!(
+        run.success(),
+        "{run}\nstdout: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.place, "agh1");
+    assert!(run.stdout.contains("ranks=2 sum=1"), "{}", run.stdout);
+    for host in ["agh2", "agh3"] {
+        assert!(
+            run.stdout.contains(&format!(" on {host}\n")),
+            "{}",
+            run.stdout
+        );
+    }
+    // Its directory on agh1 is gone.
+    assert_eq!(
+        ssh_run("agh1", "ls -d /tmp/actogrid-mpi.* 2>/dev/null | wc -l"),
+        "0"
+    );
+    d.kill().await;
+    rt.shutdown();
 }
