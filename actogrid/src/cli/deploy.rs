@@ -81,9 +81,9 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
         options.advertise = args.advertise.clone();
     }
     let deployment = Deployment::load_with(&args.file, load, options).await?;
-    let mpi_only = only_mpi_runs(deployment.descriptor());
     for (name, vn) in deployment.virtual_nodes() {
         let mut events = vn.events();
+        let mpi_only = only_mpi_runs(deployment.descriptor());
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
@@ -121,7 +121,7 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
         });
     }
     deployment.activate().await?;
-    if mpi_only {
+    if only_mpi_runs(deployment.descriptor()) {
         // Nothing stays up: report the runs, tear down, and say whether
         // they all succeeded.
         let runs = tokio::select! {

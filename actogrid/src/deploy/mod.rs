@@ -324,6 +324,8 @@ pub(crate) struct Inner {
     shells: Mutex<Vec<Arc<dyn actogrid_acquisition::exec::Shell>>>,
     retrievals: Mutex<Vec<launch::Retrieval>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Process chains being walked (see [`Deployment::wait_mpi_runs`]).
+    walks: tokio::sync::watch::Sender<u64>,
     /// Requests to the peer-to-peer overlay, one per virtual node and
     /// `P2PService`.
     overlays: Mutex<Vec<p2p::Acquisition>>,
@@ -341,8 +343,6 @@ pub(crate) struct Inner {
     pub(crate) settings: actogrid_runtime::Config,
     /// Cleans up what the deployment made elsewhere if this process dies.
     reaper: reaper::Reaper,
-    /// Process chains being walked (see [`Deployment::wait_mpi_runs`]).
-    walks: tokio::sync::watch::Sender<u64>,
 }
 
 impl Deployment {
@@ -467,6 +467,7 @@ impl Deployment {
             shells: Mutex::new(Vec::new()),
             retrievals: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
+            walks: tokio::sync::watch::channel(0).0,
             overlays: Mutex::new(Vec::new()),
             watchers: Mutex::new(Vec::new()),
             killed: AtomicBool::new(false),
@@ -476,7 +477,6 @@ impl Deployment {
             runtime_settings: checked.runtime_settings,
             settings,
             reaper: reaper::Reaper::new(id, lease),
-            walks: tokio::sync::watch::channel(0).0,
         });
         live::add(&inner);
         let sweeper = Arc::downgrade(&inner.shared);
