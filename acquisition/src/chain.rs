@@ -20,6 +20,7 @@ use crate::batch::{JobFiles, Scheduler};
 use crate::exec::{
     BoxFuture, CREDENTIALS_ENV, ExecError, LocalShell, Running, RuntimeCommand, Shell, quote,
 };
+use crate::mpi::MpiOutcome;
 use crate::ssh::{SshShell, SshTarget};
 
 /// The identity of an opened launch, given back by [`Launches::open`].
@@ -72,6 +73,18 @@ pub trait Launches: Send + Sync {
         _how: ProcessFileTransfer,
     ) {
     }
+    /// The batch job that runs `mpirun` for `launch` was submitted at
+    /// `place` (cancel it if the deployment ends first).
+    fn mpi_job(&self, _launch: LaunchId, _place: &Arc<dyn Shell>, _job: &crate::batch::BatchJob) {}
+    /// The MPI run of `launch` ended (successfully or not): the launch is
+    /// over. The default only logs it.
+    fn mpi_ended(&self, _launch: LaunchId, outcome: MpiOutcome) {
+        if outcome.success() {
+            tracing::info!("{outcome}");
+        } else {
+            tracing::warn!("{outcome}");
+        }
+    }
 }
 
 /// What every chain of one deployment shares.
@@ -89,6 +102,9 @@ pub struct ChainContext {
     pub ssh_config: Option<PathBuf>,
     /// How long an ssh connection may take.
     pub connect_timeout: Duration,
+    /// How long an MPI run may take (`mpirun`, or its batch job from
+    /// submission); it is stopped after that.
+    pub run_timeout: Duration,
     /// Name used for batch jobs and their working directories.
     pub job_name: String,
     /// Label prefix (`jvm` name), for messages.
@@ -235,6 +251,9 @@ fn walk<'a>(
             | ProcessKind::Oar(_)
             | ProcessKind::GridEngine(_) => {
                 submit_job(ctx, process, place, sink).await;
+            }
+            ProcessKind::DependentSequence(seq) => {
+                run_mpi_sequence(ctx, process, seq, place, sink).await;
             }
             other => {
                 let label = format!("{} `{}`", other.element_name(), process.id.value);
@@ -636,4 +655,146 @@ async fn ship(place: &dyn Shell, program: &Path) -> Result<String, ExecError> {
         shipped.path
     );
     Ok(shipped.path)
+}
+
+/// A `dependentProcessSequence`: its first process books hosts, its
+/// second, an `mpiProcess`, runs `mpirun` over them (see [`crate::mpi`]).
+/// The launch registers no runtime; it ends with the run, reported to
+/// [`Launches::mpi_ended`].
+async fn run_mpi_sequence(
+    ctx: &ChainContext,
+    process: &ProcessDefinition,
+    seq: &actogrid_descriptor::model::Sequence,
+    place: Arc<dyn Shell>,
+    sink: &dyn Launches,
+) {
+    let id_of = |i: usize| seq.processes.get(i).map(|r| r.value.as_str());
+    let booking = id_of(0).and_then(|id| ctx.descriptor.process(id));
+    let mpi = id_of(1).and_then(|id| ctx.descriptor.process(id));
+    let sequence = process.id.value.as_str();
+    let shape = match (seq.service.as_ref(), booking, mpi, seq.processes.len()) {
+        (None, Some(booking), Some(mpi), 2) => match &mpi.kind {
+            ProcessKind::Mpi(m) => Ok((booking, mpi, m)),
+            other => Err(format!(
+                "its second process `{}` is a {}, not an mpiProcess",
+                mpi.id.value,
+                other.element_name()
+            )),
+        },
+        (Some(service), ..) => Err(format!(
+            "it starts with service `{}`: hosts are booked by a process",
+            service.value
+        )),
+        (None, _, _, n) if n != 2 => Err(format!(
+            "it has {n} processes: a booking, then an mpiProcess"
+        )),
+        _ => Err("a process it names is not defined".to_owned()),
+    };
+    let (booking, mpi_process, mpi) = match shape {
+        Ok(parts) => parts,
+        Err(why) => {
+            let label = format!("dependentProcessSequence `{sequence}` on {}", place.host());
+            let id = sink.open(&label, place.host(), Some(0));
+            return sink.failed(id, format!("{label}: {why}"));
+        }
+    };
+    let run = crate::mpi::MpiRequest {
+        mpi,
+        process: &mpi_process.id.value,
+        sequence,
+        timeout: ctx.run_timeout,
+    };
+    match &booking.kind {
+        ProcessKind::ProcessList(list) | ProcessKind::ProcessListByHost(list) => {
+            run_mpi_on_hosts(ctx, &run, &list.hosts, &list.login, place, sink).await;
+        }
+        ProcessKind::Ssh(ssh) => {
+            let hosts = std::slice::from_ref(&ssh.hostname);
+            run_mpi_on_hosts(ctx, &run, hosts, &ssh.login, place, sink).await;
+        }
+        ProcessKind::Slurm(slurm) => {
+            let label = format!(
+                "mpiProcess `{}` in slurmProcess `{}` job from {}",
+                run.process,
+                booking.id.value,
+                place.host()
+            );
+            // No start permit is held: the run lasts as long as its job.
+            let id = sink.open(&label, place.host(), Some(0));
+            let job_name = format!("{}-{}", ctx.job_name, mpi_process.id.value);
+            let work_dir = format!("{}/{job_name}-{}", ctx.work_dir, std::process::id());
+            let watch = JobReport {
+                sink,
+                launch: id,
+                place: &place,
+            };
+            let outcome = crate::mpi::run_in_slurm_job(
+                &run,
+                place.as_ref(),
+                slurm,
+                &work_dir,
+                &job_name,
+                &watch,
+            )
+            .await;
+            sink.mpi_ended(id, outcome);
+        }
+        other => {
+            let label = format!("dependentProcessSequence `{sequence}` on {}", place.host());
+            let id = sink.open(&label, place.host(), Some(0));
+            sink.failed(
+                id,
+                format!(
+                    "{label}: its first process `{}` is a {}, which cannot book hosts for mpirun here: use a processListbyHost, processList, sshProcess or slurmProcess",
+                    booking.id.value,
+                    other.element_name()
+                ),
+            );
+        }
+    }
+}
+
+/// `mpirun` at `place` over the hosts of a host list.
+async fn run_mpi_on_hosts(
+    ctx: &ChainContext,
+    run: &crate::mpi::MpiRequest<'_>,
+    hosts: &[String],
+    login: &SshLogin,
+    place: Arc<dyn Shell>,
+    sink: &dyn Launches,
+) {
+    let label = format!(
+        "mpiProcess `{}` over {} host(s) from {}",
+        run.process,
+        hosts.len(),
+        place.host()
+    );
+    let id = sink.open(&label, place.host(), Some(0));
+    // This machine's ssh configuration is only good here.
+    let config = if place.host() == "localhost" {
+        ctx.ssh_config.as_deref()
+    } else {
+        None
+    };
+    let agent = crate::mpi::ssh_agent(config, login);
+    // No start permit is held: the run lasts as long as mpirun.
+    let outcome = crate::mpi::run_on_hosts(run, &place, hosts, agent.as_deref()).await;
+    sink.mpi_ended(id, outcome);
+}
+
+/// Passes what an MPI job does on to the sink.
+struct JobReport<'a> {
+    sink: &'a dyn Launches,
+    launch: LaunchId,
+    place: &'a Arc<dyn Shell>,
+}
+
+impl crate::mpi::JobWatch for JobReport<'_> {
+    fn files(&self, files: &JobFiles) {
+        self.sink.job_files(self.launch, self.place, files);
+    }
+
+    fn submitted(&self, job: &crate::batch::BatchJob) {
+        self.sink.mpi_job(self.launch, self.place, job);
+    }
 }

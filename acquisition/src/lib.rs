@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod chain;
 pub mod exec;
+pub mod mpi;
 pub mod overlay;
 pub mod ssh;
 pub mod transfer;

@@ -57,6 +57,7 @@ pub use actogrid_fault_tolerance::{JournalError, journaled, journaled_async};
 pub use credentials::{
     CREDENTIALS_ENV, END as CREDENTIALS_END, for_node as node_credentials, node_identity,
 };
+pub use deploy::MpiOutcome;
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::dashboard::{
     DASHBOARD_ENV, DeploymentStatus, EventRecord, JobStatus, LogLine, ObjectStatus, RuntimeStatus,

@@ -3,9 +3,10 @@
 //! refusing authentication, a host becoming unreachable mid-deployment,
 //! the deployer killed with SIGKILL (nothing of it left once the lease has
 //! run out: runtimes, ssh masters, control directories, a pending job on a
-//! front-end and its files), and a chain ssh → SLURM. Skipped
-//! unless `ACTOGRID_TEST_SSH=1` (and `ACTOGRID_TEST_SLURM=1` for the
-//! chain).
+//! front-end and its files), a chain ssh → SLURM, and MPI runs
+//! (`dependentProcessSequence` + `mpiProcess`, with Open MPI's `mpicc` and
+//! `mpirun`) over the hosts and in a SLURM allocation. Skipped unless
+//! `ACTOGRID_TEST_SSH=1` (and `ACTOGRID_TEST_SLURM=1` for SLURM).
 
 mod support;
 
@@ -1051,5 +1052,789 @@ async fn files_are_deployed_before_the_runtimes_and_retrieved_at_the_end() {
     );
     assert!(!back.join("fields/b.partial").exists());
     ssh_run("agh1", &format!("rm -rf {remote}"));
+    rt.shutdown();
+}
+
+/// The MPI programs of the MPI tests, built with `mpicc` in a directory of
+/// `/var/tmp` (every host sees it), removed when dropped.
+struct MpiPrograms(PathBuf);
+
+/// Every rank sends its host name to rank 0 and adds its rank number with
+/// `MPI_Reduce`; rank 0 prints the sum and the hosts. The program exits
+/// with the status given at build time (`-DSTATUS=3`), rank 0 only.
+const MPI_SUM: &str = r#"
+#include <mpi.h>
+#include <stdio.h>
+#ifndef STATUS
+#define STATUS 0
+#endif
+int main(int argc, char **argv) {
+    int rank, size, sum = 0, len;
+    char name[MPI_MAX_PROCESSOR_NAME] = {0};
+    static char all[64][MPI_MAX_PROCESSOR_NAME];
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Get_processor_name(name, &len);
+    MPI_Gather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, rank == 0 ? all : NULL,
+               MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, MPI_COMM_WORLD);
+    MPI_Reduce(&rank, &sum, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
+    if (rank == 0) {
+        printf("ranks=%d sum=%d\n", size, sum);
+        for (int i = 0; i < size && i < 64; i++) printf("rank %d on %s\n", i, all[i]);
+        fflush(stdout);
+    }
+    MPI_Finalize();
+    return rank == 0 ? STATUS : 0;
+}
+"#;
+
+impl MpiPrograms {
+    /// Builds `sum` (exits 0) and `fail` (rank 0 exits 3).
+    fn build() -> MpiPrograms {
+        let dir = PathBuf::from(format!(
+            "/var/tmp/actogrid-test-mpi-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let programs = MpiPrograms(dir);
+        let source = programs.0.join("sum.c");
+        std::fs::write(&source, MPI_SUM).unwrap();
+        for (name, status) in [("sum", 0), ("fail", 3)] {
+            let built = Command::new("mpicc")
+                .arg(format!("-DSTATUS={status}"))
+                .arg("-o")
+                .arg(programs.0.join(name))
+                .arg(&source)
+                .status()
+                .expect("mpicc: install openmpi-bin and libopenmpi-dev (scripts/test does)");
+            assert!(built.success(), "mpicc could not build {name}");
+        }
+        programs
+    }
+}
+
+impl Drop for MpiPrograms {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `mpirun` options of the testbed: as root, over its network only, tcp
+/// between hosts (each namespace host is a host of its own), launched
+/// from this machine (no tree of ssh hops between the hosts).
+const MPIRUN_OPTIONS: &str = "--allow-run-as-root --mca btl tcp,self \
+    --mca btl_tcp_if_include 10.213.7.0/24 --mca oob_tcp_if_include 10.213.7.0/24 \
+    --mca plm_rsh_no_tree_spawn 1";
+
+/// A `dependentProcessSequence` `{id}`: `booking`, then mpiProcess
+/// `{id}Mpi` running `program` of `dir` with `np` processes (`None`: one
+/// per booked slot).
+fn mpi_sequence(id: &str, booking: &str, dir: &Path, program: &str, np: Option<u32>) -> String {
+    mpi_sequence_with(id, booking, dir, program, np, MPIRUN_OPTIONS)
+}
+
+/// [`mpi_sequence`] with `options` as `mpiCommandOptions`.
+fn mpi_sequence_with(
+    id: &str,
+    booking: &str,
+    dir: &Path,
+    program: &str,
+    np: Option<u32>,
+    options: &str,
+) -> String {
+    let np = np
+        .map(|n| format!("<processNumber>{n}</processNumber>"))
+        .unwrap_or_default();
+    format!(
+        r#"<processDefinition id="{id}"><dependentProcessSequence>
+             <processReference refid="{booking}"/><processReference refid="{id}Mpi"/>
+           </dependentProcessSequence></processDefinition>
+           <processDefinition id="{id}Mpi">
+             <mpiProcess mpiFileName="{program}" mpiCommandOptions="{options}">
+               <commandPath value="mpirun"/>
+               <mpiOptions>{np}<remoteAbsolutePath><absolutePath value="{dir}"/></remoteAbsolutePath></mpiOptions>
+             </mpiProcess>
+           </processDefinition>"#,
+        dir = dir.display()
+    )
+}
+
+/// processListbyHost books agh1..agh3, then mpirun (here) runs 3 ranks
+/// over them: the sum of the ranks and their hosts come back, with status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_over_three_ssh_hosts_sums_the_ranks() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let text = support::descriptor(
+        "timeout=\"120s\"",
+        "",
+        "sumRun",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="labHosts">
+              <processListbyHost hostlist="agh1 agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>
+            {}"#,
+            mpi_sequence("sumRun", "labHosts", &programs.0, "sum", Some(3))
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-mpi");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    let vn = d.virtual_node("Workers").unwrap();
+    let mut events = vn.events();
+    d.activate().await.unwrap();
+    let runs = tokio::time::timeout(Duration::from_secs(150), d.wait_mpi_runs())
+        .await
+        .expect("the MPI run ends within its timeout");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert!(
+        run.success(),
+        "{run}\nstdout: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.code, Some(0));
+    assert_eq!(run.process, "sumRunMpi");
+    assert_eq!(run.hosts, ["agh1", "agh2", "agh3"]);
+    assert!(run.stdout.contains("ranks=3 sum=3"), "{}", run.stdout);
+    for host in ["agh1", "agh2", "agh3"] {
+        assert!(
+            run.stdout.contains(&format!(" on {host}\n")),
+            "no rank on {host}: {}",
+            run.stdout
+        );
+    }
+    assert!(run.command.contains("-np 3"), "{}", run.command);
+    // The run is announced, and is no failure.
+    let mut announced = false;
+    while let Ok(event) = events.try_recv() {
+        match event {
+            VnEvent::MpiEnded(o) => announced = o.success(),
+            VnEvent::Failed { error, .. } => panic!("unexpected failure: {error}"),
+            _ => {}
+        }
+    }
+    assert!(announced, "no MpiEnded event");
+    assert!(vn.failures().is_empty(), "{:?}", vn.failures());
+    assert_eq!(d.mpi_runs().len(), 1);
+    d.kill().await;
+    rt.shutdown();
+}
+
+/// A program whose rank 0 exits 3, and a program that does not exist: each
+/// run reports its non-zero status and output, and fails its virtual node
+/// with a message naming the process and the hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_failing_and_missing_programs_are_reported() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let processes = format!(
+        r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+        <processDefinition id="twoHosts">
+          <processListbyHost hostlist="agh1 agh2"><processReference refid="runtime"/></processListbyHost>
+        </processDefinition>
+        {}
+        {}"#,
+        mpi_sequence("failing", "twoHosts", &programs.0, "fail", None),
+        mpi_sequence("missing", "twoHosts", &programs.0, "no-such-program", None),
+    );
+    let text = format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition><virtualNodesDefinition>
+    <virtualNode name="Failing" property="multiple" timeout="120s"/>
+    <virtualNode name="Missing" property="multiple" timeout="120s"/>
+  </virtualNodesDefinition></componentDefinition>
+  <deployment>
+    <mapping>
+      <map virtualNode="Failing"><jvmSet><vmName value="f"/></jvmSet></map>
+      <map virtualNode="Missing"><jvmSet><vmName value="m"/></jvmSet></map>
+    </mapping>
+    <jvms>
+      <jvm name="f"><creation><processReference refid="failing"/></creation></jvm>
+      <jvm name="m"><creation><processReference refid="missing"/></creation></jvm>
+    </jvms>
+  </deployment>
+  <infrastructure><processes>{processes}</processes></infrastructure>
+</ProActiveDescriptor>
+"#
+    );
+    let dir = TempDir::new("ssh-mpi-fail");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let runs = tokio::time::timeout(Duration::from_secs(150), d.wait_mpi_runs())
+        .await
+        .expect("the MPI runs end within their timeout");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let failing = runs.iter().find(|r| r.process == "failingMpi").unwrap();
+    assert!(!failing.success());
+    assert_eq!(failing.code, Some(3), "{failing}\n{}", failing.stderr);
+    assert!(failing.error.is_none(), "{failing}");
+    // It ran and printed before failing.
+    assert!(
+        failing.stdout.contains("ranks=2 sum=1"),
+        "{}",
+        failing.stdout
+    );
+    let missing = runs.iter().find(|r| r.process == "missingMpi").unwrap();
+    assert!(!missing.success());
+    assert!(
+        missing.code.is_some_and(|c| c != 0),
+        "{missing}\n{}",
+        missing.stderr
+    );
+    assert!(
+        missing.stderr.contains("no-such-program"),
+        "mpirun names the program: {}",
+        missing.stderr
+    );
+    for (vn, process) in [("Failing", "failingMpi"), ("Missing", "missingMpi")] {
+        let failures = d.virtual_node(vn).unwrap().failures();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        let f = &failures[0];
+        assert!(
+            f.contains(&format!("mpiProcess `{process}`"))
+                && f.contains("over agh1 agh2")
+                && f.contains("status"),
+            "{f}"
+        );
+    }
+    assert!(
+        failing.to_string().contains("mpirun exited with status 3"),
+        "{failing}"
+    );
+    d.kill().await;
+    rt.shutdown();
+}
+
+/// ssh to the front-end agh1, where slurmProcess books 1 node × 2 tasks
+/// and the job runs mpirun over its allocation: 2 ranks (one per booked
+/// slot) sum to 1; the job is listed while it runs and its files are gone
+/// afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_inside_a_slurm_allocation_sums_the_ranks() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    if std::env::var("ACTOGRID_TEST_SLURM").as_deref() != Ok("1") {
+        eprintln!("skipped: the SLURM allocation also needs ACTOGRID_TEST_SLURM=1");
+        return;
+    }
+    let _forward = SlurmForward::into("agh1");
+    let programs = MpiPrograms::build();
+    let jobs_dir = programs.0.join("jobs");
+    let text = support::descriptor(
+        "timeout=\"120s\"",
+        "",
+        "frontEnd",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="frontEnd">
+              <sshProcess hostname="agh1"><processReference refid="sumJob"/></sshProcess>
+            </processDefinition>
+            <processDefinition id="allocation">
+              <slurmProcess>
+                <processReference refid="runtime"/>
+                <slurmOption><nodes>1</nodes><tasksPerNode>2</tasksPerNode><walltime>00:02:00</walltime></slurmOption>
+              </slurmProcess>
+            </processDefinition>
+            {}"#,
+            mpi_sequence("sumJob", "allocation", &programs.0, "sum", None)
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-slurm-mpi");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(
+        &path,
+        Default::default(),
+        DeployOptions {
+            work_dir: jobs_dir.display().to_string(),
+            ..options(&rt)
+        },
+    )
+    .await
+    .unwrap();
+    d.activate().await.unwrap();
+    let runs = tokio::time::timeout(Duration::from_secs(150), d.wait_mpi_runs())
+        .await
+        .expect("the MPI job ends within its timeout");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert!(
+        run.success(),
+        "{run}\nstdout: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.place, "agh1");
+    assert!(run.job.is_some(), "{run}");
+    assert!(run.stdout.contains("ranks=2 sum=1"), "{}", run.stdout);
+    assert_eq!(
+        run.hosts.len(),
+        2,
+        "one entry per booked slot: {:?}",
+        run.hosts
+    );
+    // The job ended: nothing left to cancel, and its files are gone.
+    assert!(d.jobs().is_empty(), "{:?}", d.jobs());
+    let left: Vec<_> = std::fs::read_dir(&jobs_dir)
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "job files left: {left:?}");
+    d.kill().await;
+    rt.shutdown();
+}
+
+/// Processes (of any host: they share this machine's process table) whose
+/// command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+            && support::alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A "program" (mpirun runs any executable) that sleeps with a duration
+/// of its own, by which its processes are found; returns that duration.
+fn slow_program(programs: &MpiPrograms) -> String {
+    let seconds = format!("299.{}", fastrand::u32(100_000..999_999));
+    let path = programs.0.join("slow");
+    std::fs::write(&path, format!("#!/bin/sh\nexec sleep {seconds}\n")).unwrap();
+    let status = Command::new("chmod")
+        .arg("755")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    seconds
+}
+
+/// A run that outlives its virtual node's timeout is stopped: mpirun and
+/// its ranks on every host are gone, and the outcome says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_run_outliving_its_timeout_is_stopped_on_every_host() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let seconds = slow_program(&programs);
+    let text = support::descriptor(
+        "timeout=\"4s\"",
+        "",
+        "slowRun",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="twoHosts">
+              <processListbyHost hostlist="agh1 agh2"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>
+            {}"#,
+            mpi_sequence("slowRun", "twoHosts", &programs.0, "slow", None)
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-mpi-slow");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    d.activate().await.unwrap();
+    let runs = tokio::time::timeout(Duration::from_secs(60), d.wait_mpi_runs())
+        .await
+        .expect("the run is stopped at its timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert!(!run.success());
+    assert!(
+        run.error
+            .as_deref()
+            .is_some_and(|e| e.contains("did not end within 4 s")),
+        "{run}"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || processes_with(&seconds)
+            .is_empty())
+        .await,
+        "ranks left: {:?}",
+        processes_with(&seconds)
+    );
+    let failures = d.virtual_node("Workers").unwrap().failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    d.kill().await;
+    rt.shutdown();
+}
+
+/// Ending the deployment while mpirun runs stops it and its ranks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_run_is_stopped_when_the_deployment_ends() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let seconds = slow_program(&programs);
+    let text = support::descriptor(
+        "timeout=\"120s\"",
+        "",
+        "slowRun",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="twoHosts">
+              <processListbyHost hostlist="agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>
+            {}"#,
+            mpi_sequence("slowRun", "twoHosts", &programs.0, "slow", None)
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-mpi-end");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || processes_with(&seconds).len()
+            >= 2)
+        .await,
+        "the ranks never started"
+    );
+    // mpirun's host file is in the run's own directory.
+    let program = programs.0.join("slow").display().to_string();
+    let run_dir = processes_with(&program)
+        .iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .find_map(|cmdline| {
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let at = args.iter().position(|a| a == "--hostfile")?;
+            Path::new(args.get(at + 1)?).parent().map(Path::to_path_buf)
+        })
+        .expect("mpirun and its host file");
+    assert!(run_dir.is_dir(), "{}", run_dir.display());
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(20), || processes_with(&seconds)
+            .is_empty())
+        .await,
+        "ranks left: {:?}",
+        processes_with(&seconds)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || processes_with(&program)
+            .is_empty())
+        .await,
+        "mpirun left: {:?}",
+        processes_with(&program)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !run_dir.exists()).await,
+        "{} left",
+        run_dir.display()
+    );
+    rt.shutdown();
+}
+
+/// Ending the deployment while its MPI job runs cancels the job (its ranks
+/// go with it) and removes the job's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_job_is_cancelled_when_the_deployment_ends() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    if std::env::var("ACTOGRID_TEST_SLURM").as_deref() != Ok("1") {
+        eprintln!("skipped: the SLURM allocation also needs ACTOGRID_TEST_SLURM=1");
+        return;
+    }
+    let _forward = SlurmForward::into("agh1");
+    let programs = MpiPrograms::build();
+    let seconds = slow_program(&programs);
+    let jobs_dir = programs.0.join("jobs");
+    let text = support::descriptor(
+        "timeout=\"120s\"",
+        "",
+        "frontEnd",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="frontEnd">
+              <sshProcess hostname="agh1"><processReference refid="slowJob"/></sshProcess>
+            </processDefinition>
+            <processDefinition id="allocation">
+              <slurmProcess>
+                <processReference refid="runtime"/>
+                <slurmOption><nodes>1</nodes><tasksPerNode>2</tasksPerNode></slurmOption>
+              </slurmProcess>
+            </processDefinition>
+            {}"#,
+            mpi_sequence("slowJob", "allocation", &programs.0, "slow", None)
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-slurm-mpi-end");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(
+        &path,
+        Default::default(),
+        DeployOptions {
+            work_dir: jobs_dir.display().to_string(),
+            ..options(&rt)
+        },
+    )
+    .await
+    .unwrap();
+    d.activate().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || processes_with(&seconds).len()
+            >= 2)
+        .await,
+        "the ranks never started"
+    );
+    let jobs = d.jobs();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = jobs[0].1.clone();
+    d.kill().await;
+    assert!(
+        eventually(Duration::from_secs(30), || processes_with(&seconds)
+            .is_empty())
+        .await,
+        "ranks left: {:?}",
+        processes_with(&seconds)
+    );
+    let state = || {
+        let out = Command::new("squeue")
+            .args(["-h", "-t", "all", "-j", &job, "-o", "%T"])
+            .output()
+            .expect("squeue");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || state().is_empty()
+            || state() == "CANCELLED")
+        .await,
+        "job {job} is {}",
+        state()
+    );
+    let left: Vec<_> = std::fs::read_dir(&jobs_dir)
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "job files left: {left:?}");
+    rt.shutdown();
+}
+
+/// `actogrid deploy` of MPI runs only: prints what mpirun printed and how
+/// each run ended, then exits by itself, with status 1 as one run failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_runs_from_the_command_line_print_their_output_and_status() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let processes = format!(
+        r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+        <processDefinition id="threeHosts">
+          <processListbyHost hostlist="agh1 agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+        </processDefinition>
+        {}
+        {}"#,
+        mpi_sequence("summing", "threeHosts", &programs.0, "sum", None),
+        mpi_sequence("failing", "threeHosts", &programs.0, "fail", Some(2)),
+    );
+    let text = format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition><virtualNodesDefinition>
+    <virtualNode name="Sum" property="multiple" timeout="120s"/>
+    <virtualNode name="Fail" property="multiple" timeout="120s"/>
+  </virtualNodesDefinition></componentDefinition>
+  <deployment>
+    <mapping>
+      <map virtualNode="Sum"><jvmSet><vmName value="s"/></jvmSet></map>
+      <map virtualNode="Fail"><jvmSet><vmName value="f"/></jvmSet></map>
+    </mapping>
+    <jvms>
+      <jvm name="s"><creation><processReference refid="summing"/></creation></jvm>
+      <jvm name="f"><creation><processReference refid="failing"/></creation></jvm>
+    </jvms>
+  </deployment>
+  <infrastructure><processes>{processes}</processes></infrastructure>
+</ProActiveDescriptor>
+"#
+    );
+    let dir = TempDir::new("ssh-mpi-cli");
+    let path = dir.write("mpi.xml", &text);
+    let deploy = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+        .args(["deploy", "--no-progress"])
+        .arg(&path)
+        .env("ACTOGRID_SSH_CONFIG", SSH_CONFIG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut deploy = support::Killed(deploy);
+    let started = Instant::now();
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(deploy.0.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(deploy.0.stderr.take().map(|p| Box::new(p) as _));
+    let status = loop {
+        if let Some(status) = deploy.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "actogrid deploy did not end by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // One slot per host: 3 ranks; the failing one with -np 2.
+    assert!(stdout.contains("ranks=3 sum=3"), "{stdout}");
+    assert!(stdout.contains("ranks=2 sum=1"), "{stdout}");
+    assert!(
+        stderr.contains("Sum: mpiProcess `summingMpi` (sequence `summing`) on localhost over agh1 agh2 agh3: mpirun exited with status 0"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Fail: mpiProcess `failingMpi`")
+            && stderr.contains("mpirun exited with status 3"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: 1 of 2 MPI run(s) failed"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+/// ssh to agh1, where a host list books agh2 and agh3: mpirun runs on
+/// agh1 (the launcher there is told the testbed's ssh configuration by
+/// the descriptor: this machine's is not used on another host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpi_from_a_front_end_over_hosts_behind_it() {
+    let _hosts = HOSTS.lock().await;
+    if !enabled() {
+        return;
+    }
+    let programs = MpiPrograms::build();
+    let mpirun_options = format!("{MPIRUN_OPTIONS} --mca plm_rsh_agent 'ssh -F {SSH_CONFIG}'");
+    let text = support::descriptor(
+        "timeout=\"120s\"",
+        "",
+        "frontEnd",
+        &format!(
+            r#"<processDefinition id="runtime"><jvmProcess/></processDefinition>
+            <processDefinition id="frontEnd">
+              <sshProcess hostname="agh1"><processReference refid="sumRun"/></sshProcess>
+            </processDefinition>
+            <processDefinition id="behind">
+              <processListbyHost hostlist="agh2 agh3"><processReference refid="runtime"/></processListbyHost>
+            </processDefinition>
+            {}"#,
+            mpi_sequence_with(
+                "sumRun",
+                "behind",
+                &programs.0,
+                "sum",
+                None,
+                &mpirun_options
+            )
+        ),
+        false,
+    );
+    let dir = TempDir::new("ssh-mpi-front");
+    let path = dir.write("mpi.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let runs = tokio::time::timeout(Duration::from_secs(150), d.wait_mpi_runs())
+        .await
+        .expect("the MPI run ends within its timeout");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    assert!(
+        run.success(),
+        "{run}\nstdout: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.place, "agh1");
+    assert!(run.stdout.contains("ranks=2 sum=1"), "{}", run.stdout);
+    for host in ["agh2", "agh3"] {
+        assert!(
+            run.stdout.contains(&format!(" on {host}\n")),
+            "{}",
+            run.stdout
+        );
+    }
+    // Its directory on agh1 is gone.
+    assert_eq!(
+        ssh_run("agh1", "ls -d /tmp/actogrid-mpi.* 2>/dev/null | wc -l"),
+        "0"
+    );
+    d.kill().await;
     rt.shutdown();
 }

@@ -418,6 +418,9 @@ pub enum ProcessKind {
     DependentSequence(Sequence),
     /// `independentProcessSequence`.
     IndependentSequence(Sequence),
+    /// `mpiProcess`: `mpirun` over the hosts the first process of its
+    /// `dependentProcessSequence` booked.
+    Mpi(MpiProcess),
 }
 
 impl ProcessKind {
@@ -436,6 +439,7 @@ impl ProcessKind {
             ProcessKind::GridEngine(_) => "gridEngineProcess",
             ProcessKind::DependentSequence(_) => "dependentProcessSequence",
             ProcessKind::IndependentSequence(_) => "independentProcessSequence",
+            ProcessKind::Mpi(_) => "mpiProcess",
         }
     }
 
@@ -453,6 +457,7 @@ impl ProcessKind {
             ProcessKind::Jvm(_)
             | ProcessKind::DependentSequence(_)
             | ProcessKind::IndependentSequence(_) => None,
+            ProcessKind::Mpi(_) => None,
         }
     }
 
@@ -485,6 +490,7 @@ impl ProcessKind {
             ProcessKind::GridEngine(p) => p.hosts_number.map(u64::from),
             ProcessKind::Oar(_) => None,
             ProcessKind::DependentSequence(_) | ProcessKind::IndependentSequence(_) => None,
+            ProcessKind::Mpi(_) => Some(0),
         }
     }
 }
@@ -732,6 +738,54 @@ pub struct Sequence {
     pub service: Option<Spanned<String>>,
     /// `processReference`s, in order.
     pub processes: Vec<Spanned<String>>,
+}
+
+/// `mpiProcess`: an MPI program started with `mpirun` over the hosts the
+/// first process of its `dependentProcessSequence` booked. It starts no
+/// runtime: its result is the program's exit status and output.
+#[derive(Debug, Clone, Serialize)]
+pub struct MpiProcess {
+    /// `@mpiFileName`: the MPI program (a file name, or a path).
+    pub file_name: String,
+    /// `@hostsFileName`: where the host file of the booked hosts is
+    /// written, where `mpirun` runs; `None`: a file of the run's own,
+    /// removed afterwards.
+    pub hosts_file_name: Option<String>,
+    /// `@mpiCommandOptions`: more `mpirun` options, split into words as a
+    /// POSIX shell would (quotes group, nothing is expanded).
+    pub command_options: Vec<String>,
+    /// `commandPath@value`: the `mpirun` to run.
+    pub command_path: String,
+    /// `mpiOptions/processNumber`: `mpirun -np`; `None`: one process per
+    /// booked slot.
+    pub process_number: Option<u32>,
+    /// `mpiOptions/localRelativePath`: the program's directory, relative to
+    /// the home directory where `mpirun` runs (`~/` from `user.home`).
+    pub local_relative_path: Option<String>,
+    /// `mpiOptions/remoteAbsolutePath`: the program's directory on the
+    /// booked hosts (wins over `local_relative_path`).
+    pub remote_absolute_path: Option<String>,
+}
+
+impl MpiProcess {
+    /// The program `mpirun` starts: `mpiFileName` in `remoteAbsolutePath`,
+    /// else in `localRelativePath`, else as written. An absolute
+    /// `mpiFileName` is used as it is.
+    pub fn program(&self) -> String {
+        if self.file_name.starts_with('/') {
+            return self.file_name.clone();
+        }
+        let dir = self
+            .remote_absolute_path
+            .as_deref()
+            .or(self.local_relative_path.as_deref())
+            .map(|d| d.trim_end_matches('/'))
+            .filter(|d| !d.is_empty());
+        match dir {
+            Some(d) => format!("{d}/{}", self.file_name),
+            None => self.file_name.clone(),
+        }
+    }
 }
 
 /// `serviceDefinition` / `acquisitionDefinition`.

@@ -88,7 +88,9 @@ fn process_count<'d>(
             .processes
             .iter()
             .fold(Count::Exact(0), |acc, id| acc.plus(next(id, memo))),
+        ProcessKind::DependentSequence(s) if mpi_of(d, s).is_some() => Count::Exact(0),
         ProcessKind::DependentSequence(_) => Count::Unknown,
+        ProcessKind::Mpi(_) => Count::Exact(0),
         kind => {
             let fan_out = kind.fan_out().map_or(Count::Unknown, Count::Exact);
             let link = kind.link().map_or(Count::Unknown, |l| next(&l.next, memo));
@@ -271,7 +273,43 @@ fn describe_process(p: &ProcessDefinition) -> String {
         ),
         ProcessKind::DependentSequence(_) => format!("dependent sequence `{}`", p.id.value),
         ProcessKind::IndependentSequence(_) => format!("independent sequence `{}`", p.id.value),
+        ProcessKind::Mpi(m) => describe_mpi(&p.id.value, m),
     }
+}
+
+/// The `mpiProcess` that runs second in dependent sequence `s`, if it is one.
+pub fn mpi_of<'d>(
+    d: &'d Descriptor,
+    s: &crate::model::Sequence,
+) -> Option<&'d crate::model::MpiProcess> {
+    if s.service.is_some() {
+        return None;
+    }
+    match s
+        .processes
+        .get(1)
+        .and_then(|id| d.process(id))
+        .map(|p| &p.kind)
+    {
+        Some(ProcessKind::Mpi(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// An `mpiProcess`, as the command it runs.
+fn describe_mpi(id: &str, m: &crate::model::MpiProcess) -> String {
+    let mut out = format!("mpi `{id}`: {}", m.command_path);
+    for o in &m.command_options {
+        let _ = write!(out, " {o}");
+    }
+    if let Some(n) = m.process_number {
+        let _ = write!(out, " -np {n}");
+    }
+    let _ = write!(out, " {}", m.program());
+    if m.process_number.is_none() {
+        out += " (one process per booked slot)";
+    }
+    out
 }
 
 /// Writes the chain starting at `id`, one arrow per link; sequences branch.
@@ -301,6 +339,28 @@ fn write_chain<'d>(
         return;
     }
     match &p.kind {
+        ProcessKind::DependentSequence(s) if mpi_of(d, s).is_some() => {
+            // The first process only books hosts: what it would start
+            // below it is not started.
+            let _ = writeln!(
+                out,
+                "{:indent$}{}: an MPI run over the hosts its first process books",
+                "",
+                describe_process(p)
+            );
+            let booking = s.processes[0].as_str();
+            let first = d
+                .process(booking)
+                .map_or_else(|| format!("(unknown `{booking}`)"), describe_process);
+            let _ = writeln!(out, "{:indent$}  1. books: {first}", "");
+            let _ = writeln!(
+                out,
+                "{:indent$}  2. runs: {}",
+                "",
+                d.process(&s.processes[1])
+                    .map_or_else(String::new, describe_process)
+            );
+        }
         ProcessKind::DependentSequence(s) | ProcessKind::IndependentSequence(s) => {
             let _ = writeln!(out, "{:indent$}{}", "", describe_process(p));
             if let Some(service) = &s.service {

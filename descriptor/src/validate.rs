@@ -28,6 +28,7 @@ pub(crate) fn check(d: &Descriptor, options: &ValidateOptions, diags: &mut Diagn
     v.mappings();
     v.runtimes();
     v.process_chains();
+    v.mpi_sequences();
     v.virtual_node_services(options);
     v.registrations();
     v.unsupported();
@@ -787,6 +788,135 @@ impl Validator<'_> {
                     u.hint
                 )),
             };
+            self.diags.push(diagnostic);
+        }
+    }
+}
+
+impl Validator<'_> {
+    /// A `dependentProcessSequence` is a booking, then an MPI run: its
+    /// first process books hosts (a host list, an ssh host, a SLURM
+    /// allocation), its second, and last, is an `mpiProcess`. An
+    /// `mpiProcess` runs nowhere else.
+    fn mpi_sequences(&mut self) {
+        let d = self.d;
+        const SHAPE: &str = "a dependentProcessSequence books hosts with its first process (<processListbyHost>, <processList>, <sshProcess> or <slurmProcess>), then runs an <mpiProcess> on them";
+        for p in &d.processes {
+            let ProcessKind::DependentSequence(s) = &p.kind else {
+                continue;
+            };
+            if let Some(service) = &s.service {
+                self.diags.push(
+                    Diagnostic::error(
+                        "unsupported-sequence",
+                        service.span,
+                        format!(
+                            "dependent sequence `{}` starts with service `{}`: actogrid cannot book hosts for an MPI run from a service",
+                            p.id.value, service.value
+                        ),
+                    )
+                    .with_hint(SHAPE),
+                );
+                continue;
+            }
+            if let Some(extra) = s.processes.get(2) {
+                self.diags.push(
+                    Diagnostic::error(
+                        "unsupported-sequence",
+                        extra.span,
+                        format!(
+                            "dependent sequence `{}` has a third process `{}`: after the booking, one <mpiProcess> runs",
+                            p.id.value, extra.value
+                        ),
+                    )
+                    .with_hint(SHAPE),
+                );
+            }
+            if let Some(first) = s.processes.first()
+                && let Some(booking) = d.process(first)
+            {
+                let refused = match &booking.kind {
+                    ProcessKind::ProcessList(_)
+                    | ProcessKind::ProcessListByHost(_)
+                    | ProcessKind::Ssh(_)
+                    | ProcessKind::Slurm(_) => None,
+                    ProcessKind::Pbs(_)
+                    | ProcessKind::Lsf(_)
+                    | ProcessKind::Oar(_)
+                    | ProcessKind::GridEngine(_) => Some(format!(
+                        "an MPI run inside a {} allocation is not supported yet",
+                        booking.kind.element_name()
+                    )),
+                    other => Some(format!("a {} books no host", other.element_name())),
+                };
+                if let Some(why) = refused {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "unsupported-sequence",
+                            first.span,
+                            format!(
+                                "dependent sequence `{}` books hosts with `{}`: {why}",
+                                p.id.value, first.value
+                            ),
+                        )
+                        .with_hint(SHAPE),
+                    );
+                }
+            }
+            if let Some(second) = s.processes.get(1) {
+                match d.process(second).map(|p| &p.kind) {
+                    Some(ProcessKind::Mpi(_)) | None => {}
+                    Some(other) => self.diags.push(
+                        Diagnostic::error(
+                            "unsupported-sequence",
+                            second.span,
+                            format!(
+                                "dependent sequence `{}` runs {} `{}` on the booked hosts: only an <mpiProcess> can run there",
+                                p.id.value,
+                                other.element_name(),
+                                second.value
+                            ),
+                        )
+                        .with_hint(SHAPE),
+                    ),
+                }
+            }
+        }
+        // An mpiProcess reached any other way has no hosts to run on.
+        let is_mpi = |id: &str| matches!(d.process(id).map(|p| &p.kind), Some(ProcessKind::Mpi(_)));
+        let misplaced = |r: &Spanned<String>, how: String| {
+            Diagnostic::error(
+                "misplaced-mpi",
+                r.span,
+                format!("<mpiProcess> `{}` is {how}: it runs only on hosts booked for it", r.value),
+            )
+            .with_hint("reference it second in a <dependentProcessSequence>, after the process that books its hosts")
+        };
+        let mut found = Vec::new();
+        for p in &d.processes {
+            let references = match &p.kind {
+                // Its first process is checked as the booking above.
+                ProcessKind::DependentSequence(_) => Vec::new(),
+                other => other.process_references(),
+            };
+            for r in references.into_iter().filter(|r| is_mpi(r)) {
+                found.push(misplaced(
+                    r,
+                    format!("started by {} `{}`", p.kind.element_name(), p.id.value),
+                ));
+            }
+        }
+        for jvm in &d.jvms {
+            if let RuntimeSource::Creation(r) = &jvm.source
+                && is_mpi(r)
+            {
+                found.push(misplaced(
+                    r,
+                    format!("the creation of runtime `{}`", jvm.name.value),
+                ));
+            }
+        }
+        for diagnostic in found {
             self.diags.push(diagnostic);
         }
     }

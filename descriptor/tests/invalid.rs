@@ -120,6 +120,16 @@ const CASES: &[(&str, &str, u32, u32, &str)] = &[
     ("p2p_peer_http_scheme",           "bad-value",                 30, 19, "peers are reached with actogrid's protocol only"),
     ("ft_protocol_unknown",            "bad-value",                 33, 27, "protocol: `foo` is neither cic nor pml"),
     ("ft_without_protocol",            "missing-element",           32, 10, "<faultTolerance> has no <protocol>"),
+    // MPI runs: a dependentProcessSequence books hosts, then an mpiProcess runs on them.
+    ("mpi_without_command_path",       "missing-element",           41, 10, "<mpiProcess> has no <commandPath>"),
+    ("mpi_without_file_name",          "missing-attribute",         41, 10, "<mpiProcess> needs the attribute `mpiFileName`"),
+    ("mpi_options_unclosed_quote",     "bad-value",                 41, 61, "mpiCommandOptions: `-x 'A=b` opens a single quote that is never closed"),
+    ("mpi_process_number_zero",        "bad-value",                 44, 28, "<processNumber>: `0` is zero"),
+    ("mpi_sequence_second_not_mpi",    "unsupported-sequence",      32, 36, "runs sshProcess `other` on the booked hosts: only an <mpiProcess> can run there"),
+    ("mpi_sequence_books_nothing",     "unsupported-sequence",      31, 36, "books hosts with `gridRuntime`: a jvmProcess books no host"),
+    ("mpi_sequence_pbs_booking",       "unsupported-sequence",      31, 36, "an MPI run inside a pbsProcess allocation is not supported yet"),
+    ("mpi_sequence_service_first",     "unsupported-sequence",      31, 36, "starts with service `lookup`: actogrid cannot book hosts for an MPI run from a service"),
+    ("mpi_outside_sequence",           "misplaced-mpi",             19, 36, "<mpiProcess> `kernel` is the creation of runtime `gridJvm`"),
 ];
 
 /// Files with several mistakes, all reported in one run: file, then every

@@ -306,6 +306,9 @@ pub struct JobFiles {
     /// The runtimes' credentials (`0600`, next to the script), when they
     /// have some.
     pub credentials: String,
+    /// More files the job writes (absolute paths), removed with the others:
+    /// an MPI job's status and host files.
+    pub others: Vec<String>,
 }
 
 impl JobFiles {
@@ -331,8 +334,13 @@ impl JobFiles {
     /// directory (when nothing else is left in it: the runtimes run there
     /// and what they wrote is kept). It always succeeds.
     pub fn removal_script(&self) -> String {
+        let others: String = self
+            .others
+            .iter()
+            .map(|f| format!(" {}", quote(f)))
+            .collect();
         format!(
-            "rm -f -- {} {} {} {}; rmdir -- {} 2>/dev/null; true",
+            "rm -f -- {} {} {} {}{others}; rmdir -- {} 2>/dev/null; true",
             quote(&self.script),
             quote(&self.credentials),
             quote(&self.output),
@@ -529,6 +537,7 @@ impl Scheduler {
             script,
             output: in_dir(output, "out"),
             error: in_dir(error, "err"),
+            others: Vec::new(),
         }
     }
 
@@ -623,6 +632,12 @@ impl Tools {
             None => name.to_owned(),
         }
     }
+}
+
+/// Client command `name` of `scheduler` (`scontrol`, `qstat`…), next to
+/// its `commandPath` when the descriptor gives one, quoted.
+pub(crate) fn tool_of(scheduler: &Scheduler, name: &str) -> String {
+    Tools::of(scheduler.link()).tool(name)
 }
 
 /// The runtime command with the link's environment in front of its own.
@@ -973,7 +988,7 @@ pub async fn submit_files(
     shell: &dyn Shell,
     scheduler: &Scheduler,
     runtime: &RuntimeCommand,
-    mut files: JobFiles,
+    files: JobFiles,
 ) -> Result<BatchJob, BatchError> {
     let kind = scheduler.kind();
     let tools = Tools::of(scheduler.link());
@@ -1017,6 +1032,25 @@ pub async fn submit_files(
         ));
     }
     let script = scheduler.script(&runtime, &files);
+    submit_script(shell, scheduler, &script, files).await
+}
+
+/// Writes `script` (a whole job script, directives included) to `files`
+/// on `shell` and submits it, as [`submit_files`] does with the script
+/// it writes. When the scheduler refuses the job, its files are removed.
+pub async fn submit_script(
+    shell: &dyn Shell,
+    scheduler: &Scheduler,
+    script: &str,
+    mut files: JobFiles,
+) -> Result<BatchJob, BatchError> {
+    let kind = scheduler.kind();
+    let tools = Tools::of(scheduler.link());
+    let q = Query {
+        shell,
+        kind,
+        tools: &tools,
+    };
     let write = format!(
         "umask 077 && mkdir -p {} {} {} {} && cat > {script_file} && chmod 700 {script_file} && rm -f {} {}",
         quote(&files.work_dir),
@@ -1115,6 +1149,7 @@ mod tests {
             output: "~".into(),
             error: "~/e".into(),
             credentials: "~/s.sh.credentials".into(),
+            others: Vec::new(),
         };
         assert!(f.needs_home());
         let f = f.with_home("/home/u/");

@@ -29,6 +29,28 @@ pub(crate) fn script(
     task: &RuntimeCommand,
     tools: &Tools,
 ) {
+    directives(s, p, files);
+    enter_work_dir(s, files);
+    let n = u64::from(p.nodes) * u64::from(p.tasks_per_node);
+    s.push_str(&format!(
+        "# {n} runtime(s): one srun task per slot; one that fails does not stop the others\n"
+    ));
+    let mut srun = format!(
+        "{} --kill-on-bad-exit=0 --nodes={} --ntasks={n} --ntasks-per-node={}",
+        tools.tool("srun"),
+        p.nodes,
+        p.tasks_per_node
+    );
+    if let Some(c) = p.cpus_per_task {
+        srun.push_str(&format!(" --cpus-per-task={c}"));
+    }
+    srun.push(' ');
+    srun.push_str(&task.argv_line());
+    launch_and_wait(s, &srun);
+}
+
+/// The `#SBATCH` lines of a job of `p` whose files are `files`.
+pub(crate) fn directives(s: &mut String, p: &SlurmProcess, files: &JobFiles) {
     let mut d = |opt: &str, v: &str| {
         s.push_str(&format!("#SBATCH --{opt}={}\n", directive_value(v)));
     };
@@ -55,23 +77,6 @@ pub(crate) fn script(
     for extra in &p.extra_options {
         s.push_str(&format!("#SBATCH {}\n", one_line(extra)));
     }
-    enter_work_dir(s, files);
-    let n = u64::from(p.nodes) * u64::from(p.tasks_per_node);
-    s.push_str(&format!(
-        "# {n} runtime(s): one srun task per slot; one that fails does not stop the others\n"
-    ));
-    let mut srun = format!(
-        "{} --kill-on-bad-exit=0 --nodes={} --ntasks={n} --ntasks-per-node={}",
-        tools.tool("srun"),
-        p.nodes,
-        p.tasks_per_node
-    );
-    if let Some(c) = p.cpus_per_task {
-        srun.push_str(&format!(" --cpus-per-task={c}"));
-    }
-    srun.push(' ');
-    srun.push_str(&task.argv_line());
-    launch_and_wait(s, &srun);
 }
 
 /// The job id printed by `sbatch --parsable`: `123`, or `123;cluster` on a

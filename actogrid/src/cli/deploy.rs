@@ -112,6 +112,7 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
     }
     for (name, vn) in deployment.virtual_nodes() {
         let mut events = vn.events();
+        let mpi_only = only_mpi_runs(deployment.descriptor());
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
@@ -136,6 +137,11 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
                     Ok(VnEvent::RecoveryFailed { object, error }) => super::emit_err(&format!(
                         "{name}: object {object:#x} could not be recovered: {error}\n"
                     )),
+                    // A failed run is reported as a failure too; with MPI
+                    // runs only, they are reported once they all ended.
+                    Ok(VnEvent::MpiEnded(outcome)) if !mpi_only => {
+                        print_mpi_run(&name, &outcome);
+                    }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -144,6 +150,30 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
         });
     }
     deployment.activate().await?;
+    if only_mpi_runs(deployment.descriptor()) {
+        // Nothing stays up: report the runs, tear down, and say whether
+        // they all succeeded.
+        let runs = tokio::select! {
+            runs = deployment.wait_mpi_runs() => Some(runs),
+            () = actogrid::__terminated() => None,
+        };
+        deployment.kill().await;
+        rt.shutdown();
+        let Some(runs) = runs else {
+            anyhow::bail!("interrupted before the MPI runs ended");
+        };
+        for outcome in &runs {
+            print_mpi_run(&vn_of(deployment.descriptor(), outcome), outcome);
+        }
+        let failed = runs.iter().filter(|r| !r.success()).count();
+        if failed > 0 {
+            anyhow::bail!("{failed} of {} MPI run(s) failed", runs.len());
+        }
+        if runs.is_empty() {
+            anyhow::bail!("no MPI run ended (see the errors above)");
+        }
+        return Ok(());
+    }
     tracing::info!(
         "deployed from {}; Ctrl-C tears everything down",
         args.file.display()
@@ -155,4 +185,65 @@ async fn deploy(args: Args) -> anyhow::Result<()> {
     deployment.kill().await;
     rt.shutdown();
     Ok(())
+}
+
+/// `true` when every mapped virtual node is an MPI run (no node, no
+/// lookup): `deploy` then ends once the runs have.
+fn only_mpi_runs(d: &actogrid::descriptor::Descriptor) -> bool {
+    use actogrid::descriptor::model::{ProcessKind, RuntimeSource};
+    let is_mpi = |jvm: &str| {
+        d.jvm(jvm).is_some_and(|j| match &j.source {
+            RuntimeSource::Creation(p) => d.process(p).is_some_and(|p| match &p.kind {
+                ProcessKind::DependentSequence(s) => {
+                    actogrid::descriptor::plan::mpi_of(d, s).is_some()
+                }
+                _ => false,
+            }),
+            RuntimeSource::Acquisition(_) => false,
+        })
+    };
+    !d.mappings.is_empty()
+        && d.lookups.is_empty()
+        && d.mappings.iter().all(|m| {
+            m.current_jvm.is_none() && !m.jvms.is_empty() && m.jvms.iter().all(|j| is_mpi(j))
+        })
+}
+
+/// The virtual node an MPI run was for (by its sequence), for messages.
+fn vn_of(d: &actogrid::descriptor::Descriptor, outcome: &actogrid::MpiOutcome) -> String {
+    use actogrid::descriptor::model::RuntimeSource;
+    d.mappings
+        .iter()
+        .find(|m| {
+            m.jvms.iter().any(|j| {
+                d.jvm(j).is_some_and(|j| {
+                    matches!(&j.source, RuntimeSource::Creation(p) if p.value == outcome.sequence)
+                })
+            })
+        })
+        .map_or_else(|| "?".to_owned(), |m| m.virtual_node.value.clone())
+}
+
+/// An MPI run: what mpirun printed on standard output goes to standard
+/// output as it is; how it ended, and its error output, to standard error.
+fn print_mpi_run(vn: &str, outcome: &actogrid::MpiOutcome) {
+    super::emit(&outcome.stdout);
+    if !outcome.stdout.is_empty() && !outcome.stdout.ends_with('\n') {
+        super::emit("\n");
+    }
+    if !outcome.stderr.trim().is_empty() {
+        super::emit_err(&outcome.stderr);
+        if !outcome.stderr.ends_with('\n') {
+            super::emit_err("\n");
+        }
+    }
+    if outcome.truncated() {
+        super::emit_err(&format!(
+            "{vn}: (only the last {} bytes of each output are kept: {} bytes on stdout, {} on stderr)\n",
+            actogrid_acquisition::mpi::OUTPUT_TAIL,
+            outcome.stdout_bytes,
+            outcome.stderr_bytes
+        ));
+    }
+    super::emit_err(&format!("{vn}: {outcome}\n"));
 }

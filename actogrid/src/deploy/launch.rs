@@ -17,7 +17,7 @@ use actogrid_acquisition::batch::{JobFiles, JobState};
 
 use actogrid_technical_services::Origin;
 
-use super::state::{Job, Shared, VnState, lock};
+use super::state::{Job, Shared, VnEvent, VnState, lock};
 use super::{DeployError, Inner};
 
 /// Starts everything virtual node `vn` is mapped to (in the background).
@@ -57,6 +57,7 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                         limit: limit.clone(),
                         ssh_config: inner.options.ssh_config.clone(),
                         connect_timeout: inner.options.connect_timeout,
+                        run_timeout: vn.timeout,
                         job_name: format!("actogrid-{name}"),
                         jvm: jvm.name.value.clone(),
                         work_dir: inner.options.work_dir.clone(),
@@ -76,7 +77,9 @@ pub(super) async fn activate(inner: &Arc<Inner>, vn: &Arc<VnState>) -> Result<()
                     };
                     let process = process.value.clone();
                     let copies = jvm.runtimes.max(1);
+                    let walking = Walking::new(&inner.walks);
                     let task = tokio::spawn(async move {
+                        let _walking = walking;
                         let starts = (0..copies).map(|_| chain::start(&ctx, &process, &sink));
                         futures::future::join_all(starts).await;
                     });
@@ -348,6 +351,57 @@ impl Launches for Sink {
 
     fn retrieve_at_end(&self, shell: Arc<dyn Shell>, what: FileTransfer, how: ProcessFileTransfer) {
         lock(&self.inner.retrievals).push(Retrieval { shell, what, how });
+    }
+
+    fn mpi_job(
+        &self,
+        launch: LaunchId,
+        place: &Arc<dyn Shell>,
+        job: &actogrid_acquisition::batch::BatchJob,
+    ) {
+        self.inner.reaper.job_submitted(place.as_ref(), job);
+        // Listed by `Deployment::jobs`, cancelled if the deployment ends first.
+        lock(&self.inner.shared.state).launches[launch as usize].job = Some(Job {
+            shell: place.clone(),
+            job: job.clone(),
+        });
+    }
+
+    fn mpi_ended(&self, launch: LaunchId, outcome: actogrid_acquisition::mpi::MpiOutcome) {
+        let shared = &self.inner.shared;
+        {
+            let mut st = lock(&shared.state);
+            // Its job, if any, is over: nothing to cancel.
+            st.launches[launch as usize].job = None;
+            st.mpi.push(outcome.clone());
+        }
+        let _ = self
+            .vn
+            .events
+            .send(VnEvent::MpiEnded(Box::new(outcome.clone())));
+        if outcome.success() {
+            tracing::info!(vn = %self.vn.name, "{outcome}");
+            shared.launch_ended(launch, "ended");
+        } else {
+            shared.launch_failed(launch, outcome.to_string());
+        }
+    }
+}
+
+/// Counts a process chain being walked (see [`super::Deployment::wait_mpi_runs`]),
+/// until dropped: when its task ends or is aborted.
+pub(super) struct Walking(tokio::sync::watch::Sender<u64>);
+
+impl Walking {
+    pub(super) fn new(walks: &tokio::sync::watch::Sender<u64>) -> Walking {
+        walks.send_modify(|n| *n += 1);
+        Walking(walks.clone())
+    }
+}
+
+impl Drop for Walking {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -48,6 +48,7 @@ use std::time::Duration;
 use actogrid_descriptor::{Descriptor, LoadOptions};
 use actogrid_runtime::{Node, NodeUrl, Runtime};
 
+pub use actogrid_acquisition::mpi::MpiOutcome;
 pub use actogrid_technical_services::{VnDirectory, VnDirectoryProxy};
 pub use agent::{
     ADVERTISE_ENV, DEPLOYER_ENV, LISTEN_ENV, NODE_PREFIX_ENV, NODES_ENV, RuntimeAgent,
@@ -355,6 +356,8 @@ pub(crate) struct Inner {
     relays: Mutex<Vec<Box<dyn actogrid_acquisition::exec::Running>>>,
     retrievals: Mutex<Vec<launch::Retrieval>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Process chains being walked (see [`Deployment::wait_mpi_runs`]).
+    walks: tokio::sync::watch::Sender<u64>,
     /// Requests to the peer-to-peer overlay, one per virtual node and
     /// `P2PService`.
     overlays: Mutex<Vec<p2p::Acquisition>>,
@@ -503,6 +506,7 @@ impl Deployment {
             relays: Mutex::new(Vec::new()),
             retrievals: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
+            walks: tokio::sync::watch::channel(0).0,
             overlays: Mutex::new(Vec::new()),
             watchers: Mutex::new(Vec::new()),
             killed: AtomicBool::new(false),
@@ -781,6 +785,23 @@ impl Deployment {
             .iter()
             .filter_map(|l| l.job.as_ref().map(|j| (l.label.clone(), j.job.id.clone())))
             .collect()
+    }
+
+    /// The MPI runs (`dependentProcessSequence` + `mpiProcess`) that ended
+    /// so far, in the order they ended: exit status and output of each
+    /// `mpirun`.
+    pub fn mpi_runs(&self) -> Vec<MpiOutcome> {
+        lock(&self.inner.shared.state).mpi.clone()
+    }
+
+    /// Waits until every process chain started so far has done its work
+    /// (runtimes started, jobs submitted, and MPI runs ended: each is
+    /// bounded by its virtual node's timeout), then returns
+    /// [`Deployment::mpi_runs`].
+    pub async fn wait_mpi_runs(&self) -> Vec<MpiOutcome> {
+        let mut walks = self.inner.walks.subscribe();
+        let _ = walks.wait_for(|n| *n == 0).await;
+        self.mpi_runs()
     }
 
     /// Stops every runtime this deployment started (asking them first,

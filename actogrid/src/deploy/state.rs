@@ -13,6 +13,8 @@ use actogrid_technical_services::{
 };
 use tokio::sync::{broadcast, oneshot, watch};
 
+use actogrid_acquisition::mpi::MpiOutcome;
+
 use super::agent::RuntimeAgentProxy;
 use super::registrar::{Admission, Refusal, Registration};
 
@@ -60,6 +62,10 @@ pub enum VnEvent {
         /// Why, in words.
         error: String,
     },
+    /// An MPI run of the virtual node (a `dependentProcessSequence` ending
+    /// in an `mpiProcess`) ended, successfully or not. A failed one is
+    /// also a [`VnEvent::Failed`].
+    MpiEnded(Box<MpiOutcome>),
 }
 
 /// Counters of one virtual node, for progress display.
@@ -330,6 +336,8 @@ pub(crate) struct State {
     pub(crate) launches: Vec<LaunchRecord>,
     pub(crate) runtimes: HashMap<u64, RuntimeRecord>,
     pub(crate) next_runtime: u64,
+    /// The MPI runs that ended, in that order.
+    pub(crate) mpi: Vec<MpiOutcome>,
 }
 
 /// The state of one deployment, shared by its handle, its registrar and

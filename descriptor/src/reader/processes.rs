@@ -2,6 +2,7 @@
 
 use super::{Cx, Rule, Val};
 use crate::hostrange;
+use crate::model::MpiProcess;
 use crate::model::{
     EnvVar, GridEngineProcess, HierarchicalProcess, HostListProcess, JvmProcess, Link, LsfProcess,
     OarProcess, PbsProcess, ProcessFileTransfer, ProcessFileTransfers, ProcessKind, Sequence,
@@ -27,6 +28,7 @@ const KINDS: &[&str] = &[
     "gridEngineProcess",
     "dependentProcessSequence",
     "independentProcessSequence",
+    "mpiProcess",
 ];
 
 const JAVA_ONLY: &[&str] = &[
@@ -52,7 +54,7 @@ pub(crate) fn unsupported(name: &str) -> Option<&'static str> {
             "rsh sends everything in clear: use <processListbyHost> (run over ssh) with the same hosts"
         }
         "globusProcess" | "gLiteProcess" | "unicoreProcess" | "ngProcess" | "prunProcess"
-        | "oarGridProcess" | "loadLevelerProcess" | "clusterForkProcess" | "mpiProcess" => {
+        | "oarGridProcess" | "loadLevelerProcess" | "clusterForkProcess" => {
             "use <sshProcess>, <processList>, or a batch scheduler: <slurmProcess>, <pbsProcess>, <bsubProcess>, <oarProcess>, <gridEngineProcess>"
         }
         "ProActiveScheduler" => {
@@ -82,6 +84,7 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, parent: &Element) -> Option<Pr
         "independentProcessSequence" => {
             sequence(cx, el, false).map(ProcessKind::IndependentSequence)
         }
+        "mpiProcess" => mpi(cx, el).map(ProcessKind::Mpi),
         _ => {
             cx.unknown_child(el, parent, KINDS);
             None
@@ -835,4 +838,181 @@ fn sequence(cx: &mut Cx<'_>, el: &Element, dependent: bool) -> Option<Sequence> 
         return None;
     }
     Some(out)
+}
+
+/// `mpiProcess`: `@mpiFileName` (required), `@hostsFileName`,
+/// `@mpiCommandOptions`; `commandPath` (required: the `mpirun`) and
+/// `mpiOptions{processNumber, localRelativePath, remoteAbsolutePath}`.
+fn mpi(cx: &mut Cx<'_>, el: &Element) -> Option<MpiProcess> {
+    let mut node = open(cx, el);
+    let file_name = cx
+        .required(&mut node, "mpiFileName")
+        .and_then(|v| cx.checked(v, "mpiFileName", Rule::OneLine));
+    let hosts_file_name = checked_attr(cx, &mut node, "hostsFileName", Rule::OneLine);
+    let command_options = cx
+        .attr(&mut node, "mpiCommandOptions")
+        .and_then(|v| cx.checked(v, "mpiCommandOptions", Rule::OneLine))
+        .and_then(|v| cx.parse(&v, "mpiCommandOptions", shell_words));
+    cx.close(node);
+    let mut command_path = None;
+    let mut command_path_seen = false;
+    let mut process_number = None;
+    let mut local_relative_path = None;
+    let mut remote_absolute_path = None;
+    for child in &el.children {
+        match child.name.as_str() {
+            "commandPath" => {
+                command_path_seen = true;
+                command_path = command_path_of(cx, child);
+            }
+            "mpiOptions" => {
+                const OPTIONS: &[&str] =
+                    &["processNumber", "localRelativePath", "remoteAbsolutePath"];
+                options(cx, child, OPTIONS, |cx, o| match o.name.as_str() {
+                    "processNumber" => process_number = positive(cx, o),
+                    "localRelativePath" => local_relative_path = cx.path(o),
+                    _ => remote_absolute_path = cx.path(o),
+                });
+            }
+            _ => cx.unknown_child(child, el, &["commandPath", "mpiOptions"]),
+        }
+    }
+    if !command_path_seen {
+        cx.error(
+            "missing-element",
+            el.span,
+            "<mpiProcess> has no <commandPath>: it must say which mpirun to run",
+            "add <commandPath value=\"mpirun\"/> (or the full path of your MPI's mpirun)",
+        );
+    }
+    if let Some(path) = &remote_absolute_path {
+        if !path.starts_with('/') {
+            cx.error(
+                "bad-value",
+                el.span,
+                format!("<remoteAbsolutePath> `{path}` is not an absolute path"),
+                "write the directory of the MPI program on the booked hosts from `/`",
+            );
+            return None;
+        }
+    }
+    Some(MpiProcess {
+        file_name: file_name?.text,
+        hosts_file_name,
+        command_options: command_options.unwrap_or_default(),
+        command_path: command_path?,
+        process_number,
+        local_relative_path,
+        remote_absolute_path,
+    })
+}
+
+/// `commandPath@value` of an mpiProcess: not empty.
+fn command_path_of(cx: &mut Cx<'_>, el: &Element) -> Option<String> {
+    let path = command_path(cx, el)?;
+    if path.trim().is_empty() {
+        cx.error(
+            "empty-value",
+            el.span,
+            "`value` of <commandPath> is empty",
+            "name the mpirun to run, such as mpirun or /usr/bin/mpirun",
+        );
+        return None;
+    }
+    Some(path)
+}
+
+/// Splits `text` into words as a POSIX shell would, without expanding
+/// anything: blanks separate words, single quotes keep everything, double
+/// quotes keep everything but `\"` and `\\`, a backslash outside quotes
+/// keeps the next character.
+pub(crate) fn shell_words(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => {
+                            return Err(format!(
+                                "`{text}` opens a single quote that is never closed: close it with '"
+                            ));
+                        }
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => break,
+                        },
+                        Some(c) => word.push(c),
+                        None => {
+                            return Err(format!(
+                                "`{text}` opens a double quote that is never closed: close it with \""
+                            ));
+                        }
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(c) = chars.next() {
+                    word.push(c);
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod mpi_tests {
+    use super::shell_words;
+
+    #[test]
+    fn mpirun_options_split_like_a_shell() {
+        assert_eq!(
+            shell_words("--mca plm_rsh_agent 'ssh -F /x y' -x \"A=b c\" a\\ b").unwrap(),
+            [
+                "--mca",
+                "plm_rsh_agent",
+                "ssh -F /x y",
+                "-x",
+                "A=b c",
+                "a b"
+            ]
+        );
+        assert_eq!(shell_words("  ").unwrap(), Vec::<String>::new());
+        assert_eq!(shell_words("''").unwrap(), [""]);
+        assert!(shell_words("--x 'open").is_err());
+        assert!(shell_words("\"open").is_err());
+    }
 }
