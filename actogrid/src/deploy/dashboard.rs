@@ -196,7 +196,8 @@ pub struct EventRecord {
     pub unix_ms: u64,
     /// The virtual node.
     pub vn: String,
-    /// `joined`, `left`, `failed`, `recovered` or `recovery-failed`.
+    /// `joined`, `left`, `failed`, `recovered`, `recovery-failed` or
+    /// `mpi-ended`.
     pub kind: String,
     /// The node it is about, when there is one.
     pub node: Option<String>,
@@ -269,6 +270,7 @@ impl Timeline {
                             took.as_secs_f64()
                         ),
                     ),
+                    VnEvent::MpiEnded(outcome) => ("mpi-ended", None, outcome.to_string()),
                     VnEvent::RecoveryFailed { object, error } => (
                         "recovery-failed",
                         None,
