@@ -712,7 +712,7 @@ async fn ssh_then_slurm(hops: &[&str], relayed: bool) {
                 r#"<processDefinition id="{id}"><hierarchicalProcess hostname="{host}" internal_ip="{ip}">
                   <processReference refid="forwarder"/><hierarchicalReference refid="{next}"/>
                   </hierarchicalProcess></processDefinition>
-                  <processDefinition id="forwarder"><jvmProcess><commandPath value="{program}"/></jvmProcess></processDefinition>"#
+                  <processDefinition id="forwarder"><jvmProcess/></processDefinition>"#
             ));
             continue;
         }
