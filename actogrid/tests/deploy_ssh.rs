@@ -617,7 +617,7 @@ fn assert_reaped(tmp: &Path, killed: Instant) {
 /// Forwards SLURM's controller port into a host's namespace, so that
 /// `sbatch` run there reaches the controller of this machine (on a real
 /// cluster the front-end reaches it over the network).
-struct SlurmForward(std::process::Child);
+struct SlurmForward(std::process::Child, Option<std::process::Child>);
 
 impl SlurmForward {
     fn into(host: &str) -> SlurmForward {
@@ -631,14 +631,54 @@ impl SlurmForward {
             .spawn()
             .expect("socat");
         std::thread::sleep(Duration::from_millis(200));
-        SlurmForward(child)
+        SlurmForward(child, None)
     }
+}
+
+impl SlurmForward {
+    /// The same for a host that reaches this machine only through `via`:
+    /// a second forward on `via`'s address carries it there.
+    fn through(host: &str, via: &str) -> SlurmForward {
+        let at = address_of(via);
+        let relay = Command::new("ip")
+            .args(["netns", "exec", via, "socat"])
+            .arg(format!("TCP-LISTEN:16817,bind={at},fork,reuseaddr"))
+            .arg("TCP:10.213.7.1:6817")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("socat");
+        let inner = Command::new("ip")
+            .args(["netns", "exec", host, "socat"])
+            .arg("TCP-LISTEN:6817,bind=127.0.0.1,fork,reuseaddr")
+            .arg(format!("TCP:{at}:16817"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("socat");
+        std::thread::sleep(Duration::from_millis(200));
+        SlurmForward(inner, Some(relay))
+    }
+}
+
+/// A testbed host's address (`agh1` is 10.213.7.2).
+fn address_of(host: &str) -> String {
+    let n: u8 = host
+        .trim_start_matches("agh")
+        .parse()
+        .expect("an aghN host");
+    format!("10.213.7.{}", n + 1)
+}
+
+/// A host name for [`Fault`], which keeps `'static` names.
+fn leak(host: &str) -> &'static str {
+    Box::leak(host.to_owned().into_boxed_str())
 }
 
 impl Drop for SlurmForward {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        for child in std::iter::once(&mut self.0).chain(self.1.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -653,17 +693,20 @@ async fn a_chain_ssh_ssh_then_slurm_submits_on_the_front_end_behind_the_first() 
     ssh_then_slurm(&["agh1", "agh2"], false).await;
 }
 
-/// hierarchicalProcess → SLURM: the job is submitted from the front-end
-/// and its runtimes reach the deployer through the relay there.
+/// hierarchicalProcess → ssh → SLURM: agh3, which this machine cannot
+/// reach (nor it this machine), is logged in to through the gateway agh1
+/// and submits the job; the job's runtimes reach the deployer through the
+/// relay on agh1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scheduler_behind_a_front_end_reaches_the_deployer_through_its_relay() {
-    ssh_then_slurm(&["agh1"], true).await;
+async fn a_scheduler_behind_a_gateway_reaches_the_deployer_through_its_relay() {
+    ssh_then_slurm(&["agh1", "agh3"], true).await;
 }
 
 /// A chain of ssh processes to `hops`, the last one a front-end where a
 /// SLURM job starts two runtimes: they answer, and end with the deployment.
-/// `relayed`: the last hop is a hierarchicalProcess, whose relay the
-/// job's runtimes are told to reach the deployer at.
+/// `relayed`: the first hop is a hierarchicalProcess, whose relay the
+/// job's runtimes are told to reach the deployer at, and the hosts after
+/// it cannot reach this machine (nor it them).
 async fn ssh_then_slurm(hops: &[&str], relayed: bool) {
     let _hosts = HOSTS.lock().await;
     if !enabled() {
@@ -674,7 +717,19 @@ async fn ssh_then_slurm(hops: &[&str], relayed: bool) {
         return;
     }
     let front_end = hops[hops.len() - 1];
-    let _forward = SlurmForward::into(front_end);
+    let _forward = if relayed {
+        SlurmForward::through(front_end, hops[0])
+    } else {
+        SlurmForward::into(front_end)
+    };
+    let _behind: Vec<Fault> = if relayed {
+        hops[1..]
+            .iter()
+            .map(|h| Fault::inject(leak(h), "behind", "restore"))
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Job files go where the front-end and the compute node both see them
     // (as a shared home would be on a cluster).
     let shared = PathBuf::from(format!(
@@ -703,11 +758,8 @@ async fn ssh_then_slurm(hops: &[&str], relayed: bool) {
         } else {
             format!("hop{}", i + 1)
         };
-        if relayed && i + 1 == hops.len() {
-            let ip = format!(
-                "10.213.7.{}",
-                host.trim_start_matches("agh").parse::<u8>().unwrap() + 1
-            );
+        if relayed && i == 0 {
+            let ip = address_of(host);
             chain.push_str(&format!(
                 r#"<processDefinition id="{id}"><hierarchicalProcess hostname="{host}" internal_ip="{ip}">
                   <processReference refid="forwarder"/><hierarchicalReference refid="{next}"/>
@@ -759,9 +811,10 @@ async fn ssh_then_slurm(hops: &[&str], relayed: bool) {
     assert!(jobs[0].0.contains(front_end), "{jobs:?}");
     let pids: Vec<u32> = d.runtimes().iter().map(|r| r.pid).collect();
     if relayed {
+        let relay = format!("actogrid://{}:", address_of(hops[0]));
         for pid in &pids {
             let told = environment_of(*pid, "ACTOGRID_DEPLOYER").unwrap_or_default();
-            assert!(told.starts_with("actogrid://10.213.7.2:"), "{pid}: {told}");
+            assert!(told.starts_with(&relay), "{pid}: {told}");
         }
     }
     d.kill().await;
