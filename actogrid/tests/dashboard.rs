@@ -43,6 +43,7 @@ fn actogrid(args: &[&str]) -> (bool, String, String) {
 /// A plain GET; the status code and the body.
 fn get(address: &str, target: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(address).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
         "GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
@@ -241,6 +242,7 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
 /// A plain POST; the status code and the body.
 fn post(address: &str, target: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(address).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
         "POST {target} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -349,6 +351,38 @@ fn runtimes_are_killed_and_the_deployment_ended_from_the_dashboard() {
             Vec::new()
         }
     });
+}
+
+/// Connections that never say what they want do not keep the dashboard
+/// from its owner: they are closed after the head timeout, and more than
+/// it serves at once wait their turn instead of taking descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_lock_the_dashboard_out() {
+    let dir = TempDir::new("dashboard-idle");
+    let path = dir.write("d.xml", &descriptor());
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), support::options(&rt))
+        .await
+        .unwrap();
+    let url = d.dashboard_url().unwrap();
+    let rest = url.strip_prefix("http://").unwrap();
+    let (address, token) = rest.split_once("/?token=").unwrap();
+    let (address, token) = (address.to_owned(), token.to_owned());
+    let answered = tokio::task::spawn_blocking(move || {
+        let idle: Vec<std::net::TcpStream> = (0..100)
+            .map(|_| std::net::TcpStream::connect(&address).unwrap())
+            .collect();
+        let started = std::time::Instant::now();
+        let (code, body) = get(&address, &format!("/api/state?token={token}"));
+        drop(idle);
+        (code, body, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered.0, 200, "{}", answered.1);
+    assert!(answered.2 < Duration::from_secs(30), "{:?}", answered.2);
+    d.kill().await;
+    rt.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

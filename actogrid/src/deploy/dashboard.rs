@@ -594,12 +594,43 @@ pub(crate) async fn start(addr: SocketAddr, inner: &Arc<Inner>) -> std::io::Resu
         )
         .route("/api/end", axum::routing::post(api_end))
         .with_state(served);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!("the dashboard stopped: {e}");
-        }
-    });
+    let task = tokio::spawn(serve(listener, app));
     Ok(Dashboard { url, task })
+}
+
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send a request's head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections while fewer than [`MAX_CONNECTIONS`] are open, each
+/// given [`HEAD_TIMEOUT`] to say what it wants: whoever can reach the port
+/// cannot take all of this process's file descriptors or hold them with
+/// requests that never end.
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = room.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!("dashboard: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = connection.await;
+        });
+    }
 }
 
 #[derive(Deserialize)]
