@@ -129,6 +129,37 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
         .map(|(n, t)| (n.clone(), t.rsplit("::").next().unwrap_or(t).to_owned()))
         .collect();
     assert_eq!(names, expected, "{on_nodes:?}");
+    // An object moved from the dashboard: it lives on the other node, and
+    // its proxy still reaches it.
+    let moved = actogrid::Proxy::active_ref(&echoes[0]).id();
+    let from = nodes[0].url().to_string();
+    let to = nodes[1].url().to_string();
+    let (code, body) = post(
+        &address,
+        &format!("/api/objects/{moved}/migrate?to={to}&token={token}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = post(
+        &address,
+        &format!("/api/objects/{moved}/migrate?to=actogrid://10.9.9.9:1/x&token={token}"),
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = post(
+        &address,
+        &format!("/api/objects/12345/migrate?to={from}&token={token}"),
+    );
+    assert_eq!(code, 404, "{body}");
+    let (code, _) = post(&address, &format!("/api/objects/{moved}/migrate?to={from}"));
+    assert_eq!(code, 401);
+    let state_now = d.status().await;
+    let on = state_now.virtual_nodes[0]
+        .runtimes
+        .iter()
+        .flat_map(|r| &r.objects)
+        .find(|o| o.id == moved)
+        .map(|o| o.node.clone());
+    assert_eq!(on.as_deref(), Some(nodes[1].url().name()));
+    assert_eq!(echoes[0].echo(vec![7; 10]).await.unwrap(), vec![7; 10]);
     // Both nodes joined, in the timeline.
     let joined = state.events.iter().filter(|e| e.kind == "joined").count();
     assert_eq!(joined, 2, "{:?}", state.events);

@@ -2740,6 +2740,23 @@ impl Runtime {
             .count()
     }
 
+    /// A reference to object `id`, of registered type `type_name`, on node
+    /// `node` of the runtime at `address`: what a deployment's dashboard
+    /// makes of the objects its runtimes list, to act on one (migrate
+    /// it). Calls through it fail with `NoSuchObject` when no such object
+    /// lives there.
+    pub fn reference(&self, address: &str, node: &str, id: u64, type_name: &str) -> ActiveRef {
+        ActiveRef::from_wire(
+            RefWire {
+                id,
+                address: address.to_owned(),
+                node: node.to_owned(),
+                type_name: type_name.to_owned(),
+            },
+            Some(self.clone()),
+        )
+    }
+
     /// Every active object living here: its id, node, registered type and
     /// the requests waiting in its queue (what a deployment's dashboard
     /// shows), in id order.

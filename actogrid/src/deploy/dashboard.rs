@@ -593,6 +593,10 @@ pub(crate) async fn start(addr: SocketAddr, inner: &Arc<Inner>) -> std::io::Resu
             axum::routing::post(api_runtime_action),
         )
         .route("/api/end", axum::routing::post(api_end))
+        .route(
+            "/api/objects/{id}/migrate",
+            axum::routing::post(api_migrate),
+        )
         .with_state(served);
     let task = tokio::spawn(serve(listener, app));
     Ok(Dashboard { url, task })
@@ -759,6 +763,78 @@ async fn api_runtime_action(
         Err(e) => (
             StatusCode::BAD_GATEWAY,
             format!("runtime {id} on {host} (pid {pid}) did not answer: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct MigrateQuery {
+    token: Option<String>,
+    /// The node to move the object to (its URL).
+    to: String,
+}
+
+/// `POST /api/objects/{id}/migrate?to=NODE_URL` moves object `id` to a
+/// node of this deployment, at its next request boundary (requests
+/// queued before are served where it is).
+async fn api_migrate(
+    State(served): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    Query(q): Query<MigrateQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&served, q.token.as_deref(), &headers) {
+        return refused();
+    }
+    let Some(inner) = served.inner.upgrade() else {
+        return gone();
+    };
+    let state = status(&inner).await;
+    let runtimes = || state.virtual_nodes.iter().flat_map(|v| &v.runtimes);
+    if !runtimes().any(|r| r.nodes.contains(&q.to)) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`{}` is not a node of this deployment\n", q.to),
+        )
+            .into_response();
+    }
+    let Ok(to) = q.to.parse::<actogrid_runtime::NodeUrl>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`{}` is not a node URL\n", q.to),
+        )
+            .into_response();
+    };
+    let found = runtimes().find_map(|r| {
+        let o = r.objects.iter().find(|o| o.id == id)?;
+        let node = r
+            .nodes
+            .iter()
+            .find(|n| n.rsplit('/').next() == Some(&o.node))?;
+        let url = node.parse::<actogrid_runtime::NodeUrl>().ok()?;
+        Some((url, o.clone()))
+    });
+    let Some((at, object)) = found else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no object {id:#x} on the nodes of this deployment\n"),
+        )
+            .into_response();
+    };
+    let address = super::agent::host_port(at.host(), at.port());
+    let reference = inner
+        .shared
+        .runtime
+        .reference(&address, at.name(), id, &object.type_name);
+    match reference.migrate_to(&to).await {
+        Ok(()) => {
+            tracing::info!("dashboard: object {id:#x} moved from {at} to {to}");
+            (StatusCode::OK, format!("object {id:#x} moved to {to}\n")).into_response()
+        }
+        Err(e) => (
+            StatusCode::CONFLICT,
+            format!("object {id:#x} could not move to {to}: {e}\n"),
         )
             .into_response(),
     }
