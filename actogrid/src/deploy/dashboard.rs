@@ -168,7 +168,9 @@ pub struct RuntimeStatus {
 /// An active object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectStatus {
-    /// Its id.
+    /// Its id (in JSON a decimal string: ids use all 64 bits, more than a
+    /// JavaScript number holds exactly).
+    #[serde(with = "decimal")]
     pub id: u64,
     /// Its node's name.
     pub node: String,
@@ -176,6 +178,20 @@ pub struct ObjectStatus {
     pub type_name: String,
     /// Requests waiting in its queue.
     pub queued: u64,
+}
+
+/// A `u64` as a decimal string.
+mod decimal {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl From<actogrid_runtime::ObjectHere> for ObjectStatus {
@@ -586,6 +602,7 @@ pub(crate) async fn start(addr: SocketAddr, inner: &Arc<Inner>) -> std::io::Resu
     let app = axum::Router::new()
         .route("/", axum::routing::get(index))
         .route("/api/state", axum::routing::get(api_state))
+        .route("/api/stream", axum::routing::get(api_stream))
         .route("/api/logs", axum::routing::get(api_logs))
         .route("/metrics", axum::routing::get(api_metrics))
         .route(
@@ -678,8 +695,11 @@ fn html(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The state as a page (reloaded every few seconds), with the links to the
-/// data it is made of.
+/// The page (embedded in the binary), with the state in words for
+/// browsers without scripts.
+const PAGE: &str = include_str!("dashboard.html");
+
+/// The dashboard's page: the deployment drawn live from `/api/stream`.
 async fn index(
     State(served): State<Shared>,
     Query(auth): Query<Auth>,
@@ -692,22 +712,88 @@ async fn index(
         return gone();
     };
     let state = status(&inner).await;
-    let token = html(&served.token);
-    let page = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"3\">\
-         <title>actogrid — {}</title></head><body><pre>{}</pre><p>\
-         <a href=\"/api/state?token={token}\">state (JSON)</a> · \
-         <a href=\"/api/logs?token={token}\">logs (JSON)</a> · \
-         <a href=\"/metrics?token={token}\">metrics</a></p></body></html>",
-        html(&state.descriptor),
-        html(&state.to_string())
-    );
+    let page = PAGE
+        .replace("{{TITLE}}", &html(&state.descriptor))
+        .replace("{{TEXT}}", &html(&state.to_string()));
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            // The page runs only its own script and talks only to this server.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
+            ),
         ],
         page,
+    )
+        .into_response()
+}
+
+/// `GET /api/stream`: server-sent events for the page — `state` (the
+/// JSON of `/api/state`) when it changes, checked every second, and `log`
+/// (a line of output, as `/api/logs` gives it) as lines come; a comment
+/// every 15 s keeps proxies from closing a quiet stream. Ends with the
+/// deployment.
+async fn api_stream(
+    State(served): State<Shared>,
+    Query(auth): Query<Auth>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&served, auth.token.as_deref(), &headers) {
+        return refused();
+    }
+    let Some(inner) = served.inner.upgrade() else {
+        return gone();
+    };
+    let mut logs = inner.shared.outputs.follow();
+    let weak = served.inner.clone();
+    drop(inner);
+    let stream = async_stream(move |tx| async move {
+        let mut last = String::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut quiet = tokio::time::Instant::now();
+        loop {
+            let chunk = tokio::select! {
+                _ = tick.tick() => {
+                    let Some(inner) = weak.upgrade() else { break };
+                    if inner.shared.ended.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let state = serde_json::to_string(&status(&inner).await).unwrap_or_default();
+                    drop(inner);
+                    if state != last {
+                        last = state.clone();
+                        format!("event: state\ndata: {state}\n\n")
+                    } else if quiet.elapsed() > Duration::from_secs(15) {
+                        ": still here\n\n".to_owned()
+                    } else {
+                        continue;
+                    }
+                }
+                line = logs.recv() => match line {
+                    Ok(line) => format!(
+                        "event: log\ndata: {}\n\n",
+                        serde_json::to_string(&LogLine::from(&line)).unwrap_or_default()
+                    ),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        format!("event: missed\ndata: {n}\n\n")
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+            };
+            quiet = tokio::time::Instant::now();
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(stream),
     )
         .into_response()
 }

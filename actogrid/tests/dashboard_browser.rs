@@ -1,0 +1,332 @@
+//! The dashboard in a real headless Chromium, driven over its DevTools
+//! protocol: the page shows the virtual node, its runtimes and objects,
+//! a line a runtime printed; an object dragged onto another node moves
+//! there (the API says so too); a screenshot is saved.
+//!
+//! Needs `chromium` (the test command installs it, as root, and sets
+//! `ACTOGRID_TEST_BROWSER=1`, which makes a missing browser an error);
+//! skipped otherwise. `ACTOGRID_SCREENSHOT_DIR` keeps the screenshot.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actogrid::Deployment;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use support::{TempDir, runtime};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn browser_binary() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
+
+/// A plain GET on loopback; the body (as long as its Content-Length says:
+/// DevTools keeps connections open).
+fn get(address: &str, target: &str) -> String {
+    let s = std::net::TcpStream::connect(address).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        &s,
+        "GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Standard base64, as DevTools sends screenshots.
+fn base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let digits: Vec<u8> = text.bytes().filter_map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut n = 0u32;
+        for (i, d) in chunk.iter().enumerate() {
+            n |= u32::from(*d) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// A headless Chromium with one page, killed when dropped.
+struct Browser {
+    child: Child,
+    _profile: TempDir,
+    page: Socket,
+    next: u64,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser {
+    async fn open(binary: &str, url: &str) -> Browser {
+        let profile = TempDir::new("chromium");
+        let mut child = Command::new(binary)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--hide-scrollbars",
+                "--window-size=1280,900",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium starts");
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…"
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.split("ws://").nth(1) {
+                    let _ = tx.send(at.split('/').next().unwrap_or("").to_owned());
+                }
+            }
+        });
+        let devtools = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromium says where DevTools listen");
+        let mut page_ws = None;
+        for _ in 0..50 {
+            let list: Value =
+                serde_json::from_str(&get(&devtools, "/json/list")).unwrap_or(json!([]));
+            page_ws = list.as_array().and_then(|targets| {
+                targets.iter().find_map(|t| {
+                    (t["type"] == "page")
+                        .then(|| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
+                        .flatten()
+                })
+            });
+            if page_ws.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (page, _) = tokio_tungstenite::connect_async(page_ws.expect("a page target"))
+            .await
+            .expect("DevTools WebSocket");
+        let mut browser = Browser {
+            child,
+            _profile: profile,
+            page,
+            next: 0,
+        };
+        browser.call("Page.enable", json!({})).await;
+        browser.call("Page.navigate", json!({ "url": url })).await;
+        browser
+    }
+
+    /// Sends a DevTools command and waits for its answer (events skipped).
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let text = json!({ "id": id, "method": method, "params": params }).to_string();
+        self.page.send(Message::Text(text.into())).await.unwrap();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), self.page.next())
+                .await
+                .unwrap_or_else(|_| panic!("{method}: no answer"))
+                .expect("the DevTools socket is open")
+                .unwrap();
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+            )
+            .await;
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until `expression` is true in the page.
+    async fn wait_for(&mut self, expression: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.eval(expression).await == json!(true) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_deployment_and_moves_a_dragged_object() {
+    let Some(binary) = browser_binary() else {
+        assert_ne!(
+            std::env::var("ACTOGRID_TEST_BROWSER").as_deref(),
+            Ok("1"),
+            "ACTOGRID_TEST_BROWSER=1 but no chromium is installed"
+        );
+        eprintln!("skipped: no chromium (scripts/test installs it)");
+        return;
+    };
+    let dir = TempDir::new("dashboard-browser");
+    let text = support::descriptor(
+        "",
+        "runtimes=\"2\"",
+        "rt",
+        r#"<processDefinition id="rt"><jvmProcess>
+             <environment><variable name="RUST_LOG" value="info"/></environment>
+           </jvmProcess></processDefinition>"#,
+        false,
+    );
+    let path = dir.write("d.xml", &text);
+    let rt = runtime().await;
+    let d = Deployment::load_with(&path, Default::default(), support::options(&rt))
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    let echo = actogrid_builtin::EchoProxy::new(&nodes[0]).await.unwrap();
+    let id = actogrid::Proxy::active_ref(&echo).id();
+    let url = d.dashboard_url().unwrap();
+    let mut browser = Browser::open(binary, &url).await;
+    let limit = Duration::from_secs(30);
+
+    // The virtual node, its two runtimes, the object on its node, a line
+    // a runtime printed.
+    assert!(
+        browser
+            .wait_for(
+                r#"document.querySelectorAll('section.vn[data-vn="Workers"] .runtime').length === 2"#,
+                limit
+            )
+            .await,
+        "{}",
+        browser.eval("document.body.innerText").await
+    );
+    let on = |node: &actogrid::Node| {
+        format!(
+            r#"!!document.querySelector('.node[data-node="{}"] .object[data-object="{id}"]')"#,
+            node.url()
+        )
+    };
+    assert!(browser.wait_for(&on(&nodes[0]), limit).await);
+    assert!(
+        browser
+            .wait_for(
+                "document.getElementById('logs').textContent.includes('registered with')",
+                limit
+            )
+            .await,
+        "{}",
+        browser
+            .eval("document.getElementById('logs').textContent")
+            .await
+    );
+    assert!(
+        browser
+            .wait_for(
+                "document.getElementById('live').textContent === 'live'",
+                limit
+            )
+            .await
+    );
+
+    // Dragged onto the other node, the object moves there.
+    let drag = format!(
+        r#"(() => {{
+            const chip = document.querySelector('.object[data-object="{id}"]');
+            const zone = document.querySelector('.node[data-node="{}"]');
+            const dt = new DataTransfer();
+            chip.dispatchEvent(new DragEvent('dragstart', {{ dataTransfer: dt, bubbles: true }}));
+            zone.dispatchEvent(new DragEvent('dragover', {{ dataTransfer: dt, bubbles: true, cancelable: true }}));
+            zone.dispatchEvent(new DragEvent('drop', {{ dataTransfer: dt, bubbles: true, cancelable: true }}));
+            return true;
+        }})()"#,
+        nodes[1].url()
+    );
+    assert_eq!(browser.eval(&drag).await, json!(true));
+    assert!(
+        browser.wait_for(&on(&nodes[1]), limit).await,
+        "{}",
+        browser.eval("document.body.innerText").await
+    );
+    let state = d.status().await;
+    let now_on = state.virtual_nodes[0]
+        .runtimes
+        .iter()
+        .flat_map(|r| &r.objects)
+        .find(|o| o.id == id)
+        .map(|o| o.node.clone());
+    assert_eq!(now_on.as_deref(), Some(nodes[1].url().name()));
+    assert_eq!(echo.echo(vec![1, 2, 3]).await.unwrap(), vec![1, 2, 3]);
+
+    // A screenshot of it.
+    let shot = browser
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    let png = base64(shot["data"].as_str().unwrap());
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(png.len() > 10_000, "{} bytes", png.len());
+    let keep = std::env::var_os("ACTOGRID_SCREENSHOT_DIR")
+        .map_or_else(|| dir.0.clone(), std::path::PathBuf::from);
+    std::fs::write(keep.join("dashboard.png"), &png).unwrap();
+
+    drop(browser);
+    d.kill().await;
+    rt.shutdown();
+}
