@@ -19,6 +19,7 @@ mod ao_rtt;
 mod ao_throughput;
 mod baseline;
 mod child;
+mod dashboard;
 mod deploy_local;
 mod deploy_ssh;
 mod deployment;
@@ -91,6 +92,10 @@ enum Bench {
     /// `pml`: tasks of 1 ms and empty calls on protected objects, against
     /// the same on unprotected ones.
     FtOverhead(ft_overhead::Args),
+    /// Calls per second to a deployed runtime with a dashboard nobody
+    /// watches and with its page open, against the same deployment
+    /// without a dashboard.
+    Dashboard(dashboard::Args),
     /// Serves an overlay peer lending slots (started by the benchmarks).
     #[command(hide = true)]
     ServePeer(serve::PeerArgs),
@@ -135,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         Bench::FtStore(args) => bench_runtime()?.block_on(ft_store::run(&args))?,
         Bench::FtRecovery(args) => bench_runtime()?.block_on(ft_recovery::run(&args))?,
         Bench::FtOverhead(args) => bench_runtime()?.block_on(ft_overhead::run(&args))?,
+        Bench::Dashboard(args) => bench_runtime()?.block_on(dashboard::run(&args))?,
         Bench::ServePeer(args) => return server_runtime()?.block_on(serve::peer(&args)),
         Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),
         Bench::ServeEcho(args) => return server_runtime()?.block_on(serve::echo(&args)),
