@@ -10,6 +10,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -86,26 +87,54 @@ fn base64(text: &str) -> Vec<u8> {
     out
 }
 
-/// A headless Chromium with one page, killed when dropped.
-struct Browser {
+/// A Chromium process group and its profile: every process of the group
+/// killed, then the profile removed, when dropped (also when the test
+/// fails half-way).
+struct Chromium {
     child: Child,
-    _profile: TempDir,
-    page: Socket,
-    next: u64,
+    profile: TempDir,
 }
 
-impl Drop for Browser {
+impl Drop for Chromium {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = rustix::process::Pid::from_raw(self.child.id() as i32);
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.child.wait();
+        // Its helpers (zygote, utilities) go with the group; the profile is
+        // removed once none of them writes there any more.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let left = group.is_some_and(|g| rustix::process::test_kill_process_group(g).is_ok());
+            if !left && std::fs::remove_dir_all(&self.profile.0).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+}
+
+/// A headless Chromium with one page.
+struct Browser {
+    _chromium: Chromium,
+    page: Socket,
+    next: u64,
 }
 
 impl Browser {
     async fn open(binary: &str, url: &str) -> Browser {
         let profile = TempDir::new("chromium");
         let mut child = Command::new(binary)
+            // Its own process group (killed as one), and nothing written
+            // outside its profile (crash reports, caches, settings).
+            .process_group(0)
+            .env("HOME", &profile.0)
+            .env("XDG_CONFIG_HOME", &profile.0)
+            .env("XDG_CACHE_HOME", &profile.0)
             .args([
+                "--disable-breakpad",
+                "--disable-crash-reporter",
                 "--headless=new",
                 "--no-sandbox",
                 "--disable-gpu",
@@ -123,6 +152,7 @@ impl Browser {
             .expect("chromium starts");
         // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…"
         let stderr = child.stderr.take().unwrap();
+        let chromium = Chromium { child, profile };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -154,8 +184,7 @@ impl Browser {
             .await
             .expect("DevTools WebSocket");
         let mut browser = Browser {
-            child,
-            _profile: profile,
+            _chromium: chromium,
             page,
             next: 0,
         };
