@@ -177,8 +177,8 @@ async fn runtimes_on_three_hosts_answer_and_leave_nothing_behind() {
 }
 
 /// A descriptor of the rsh years: one host by `rshProcess`, one by
-/// `rloginProcess`, one by an rsh process list. actogrid starts all of them
-/// over ssh, with the same host and user.
+/// `rloginProcess`, one by an rsh process list, two by `maprshProcess`.
+/// actogrid starts all of them over ssh, with the same host and user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsh_and_rlogin_declared_hosts_are_reached_over_ssh() {
     let _hosts = HOSTS.lock().await;
@@ -200,6 +200,7 @@ async fn rsh_and_rlogin_declared_hosts_are_reached_over_ssh() {
                 <processReference refid="rsh"/>
                 <processReference refid="rlogin"/>
                 <processReference refid="rshList"/>
+                <processReference refid="maprsh"/>
               </independentProcessSequence>
             </processDefinition>
             <processDefinition id="rsh">
@@ -216,6 +217,11 @@ async fn rsh_and_rlogin_declared_hosts_are_reached_over_ssh() {
               <processListbyHost class="org.objectweb.proactive.core.process.rsh.RSHProcessList" hostlist="agh3">
                 <processReference refid="runtime"/>
               </processListbyHost>
+            </processDefinition>
+            <processDefinition id="maprsh">
+              <maprshProcess class="org.objectweb.proactive.core.process.rsh.maprsh.MapRshProcess" hostname="agh1 agh3" parallelize="true">
+                <processReference refid="runtime"/>
+              </maprshProcess>
             </processDefinition>"#
         ),
         false,
@@ -224,10 +230,10 @@ async fn rsh_and_rlogin_declared_hosts_are_reached_over_ssh() {
     let checked = actogrid::check_descriptor(&path, &Default::default());
     let said = checked.diagnostics.render(&checked.sources);
     assert!(
-        said.contains("warning[rsh-over-ssh]: 3 rsh/rlogin processes run over ssh"),
+        said.contains("warning[rsh-over-ssh]: 4 rsh/rlogin processes run over ssh"),
         "{said}"
     );
-    let (rt, d) = deployed_on(&path, &["agh1", "agh2", "agh3"], &mark).await;
+    let (rt, d) = deployed_on(&path, &["agh1", "agh1", "agh2", "agh3", "agh3"], &mark).await;
     killed_leaving_nothing(rt, d, &mark).await;
 }
 

@@ -380,7 +380,7 @@ fn rsh_and_rlogin_processes_run_over_ssh_said_once_per_file() {
     assert!(
         said[0]
             .message
-            .starts_with("3 rsh/rlogin processes run over ssh"),
+            .starts_with("4 rsh/rlogin processes run over ssh"),
         "{}",
         said[0].message
     );

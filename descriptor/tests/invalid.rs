@@ -110,7 +110,7 @@ const CASES: &[(&str, &str, u32, u32, &str)] = &[
     ("min_node_number_unreachable",    "min-nodes-unreachable",      5, 26, "needs at least 40 nodes but its mapping provides 28"),
     // ProActive features actogrid does not have, and services.
     ("builtin_service_class_typo",     "unknown-service-class",     32, 59, "`actogrid.LoadBalancng` is not a built-in technical service"),
-    ("maprsh_process",                 "unsupported-element",       30, 10, "<maprshProcess> is not supported"),
+    ("cluster_fork_process",           "unsupported-element",       30, 10, "<clusterForkProcess> is not supported"),
     ("globus_process",                 "unsupported-element",       30, 10, "<globusProcess> is not supported by actogrid, and virtual node `Workers` is deployed through it"),
     ("globus_behind_ssh",              "unsupported-element",       35, 10, "<globusProcess> is not supported by actogrid, and virtual node `Workers` is deployed through it"),
     ("proactive_scheduler",            "unsupported-element",       27, 10, "<ProActiveScheduler> is not supported"),
@@ -369,10 +369,10 @@ fn diagnostics_render_with_the_offending_line() {
 
 #[test]
 fn a_process_kind_actogrid_does_not_run_is_refused_only_when_a_mapped_virtual_node_needs_it() {
-    let path = PathBuf::from(DATA).join("maprsh_process.xml");
+    let path = PathBuf::from(DATA).join("cluster_fork_process.xml");
     let text = std::fs::read_to_string(&path).expect("the case");
-    // The same file, the virtual node now on the current process: the maprsh
-    // process is only reached by a runtime no mapping lists.
+    // The same file, the virtual node now on the current process: the
+    // clusterFork process is only reached by a runtime no mapping lists.
     let unmapped = text.replace(r#"<vmName value="labJvm"/>"#, "<currentJVM/>");
     assert_ne!(unmapped, text);
     let loaded = load_str(&path, &unmapped, &LoadOptions::default());

@@ -17,6 +17,7 @@ const KINDS: &[&str] = &[
     "sshProcess",
     "rshProcess",
     "rloginProcess",
+    "maprshProcess",
     "hierarchicalProcess",
     "processList",
     "processListbyHost",
@@ -50,9 +51,6 @@ const CLOSE_STREAM: &str = "actogrid always collects the output of the processes
 /// mapped virtual node is deployed through it (see validation).
 pub(crate) fn unsupported(name: &str) -> Option<&'static str> {
     Some(match name {
-        "maprshProcess" => {
-            "rsh sends everything in clear: use <processListbyHost> (run over ssh) with the same hosts"
-        }
         "globusProcess" | "gLiteProcess" | "unicoreProcess" | "ngProcess" | "prunProcess"
         | "oarGridProcess" | "loadLevelerProcess" | "clusterForkProcess" => {
             "use <sshProcess>, <processList>, or a batch scheduler: <slurmProcess>, <pbsProcess>, <bsubProcess>, <oarProcess>, <gridEngineProcess>"
@@ -71,6 +69,10 @@ pub(crate) fn read(cx: &mut Cx<'_>, el: &Element, parent: &Element) -> Option<Pr
         "rshProcess" | "rloginProcess" => {
             cx.over_ssh(format!("<{}>", el.name), el.span);
             ssh(cx, el).map(ProcessKind::Ssh)
+        }
+        "maprshProcess" => {
+            cx.over_ssh(format!("<{}>", el.name), el.span);
+            maprsh(cx, el).map(ProcessKind::ProcessListByHost)
         }
         "hierarchicalProcess" => hierarchical(cx, el).map(ProcessKind::Hierarchical),
         "processList" => host_list(cx, el, true).map(ProcessKind::ProcessList),
@@ -414,6 +416,49 @@ fn ssh(cx: &mut Cx<'_>, el: &Element) -> Option<SshProcess> {
     let (link, file_transfers) = children(cx, el, true, &[], |_, _| false)?;
     Some(SshProcess {
         hostname: hostname?.text,
+        login,
+        link,
+        file_transfers,
+    })
+}
+
+/// `maprshProcess`: rsh mapped over the hosts of `hostname` (a list) by a
+/// script; run as a host list over ssh, every host at once.
+fn maprsh(cx: &mut Cx<'_>, el: &Element) -> Option<HostListProcess> {
+    let mut node = open(cx, el);
+    let list = cx.required(&mut node, "hostname");
+    cx.ignored(
+        &mut node,
+        "parallelize",
+        "every host is reached at once, over ssh",
+    );
+    let mut hosts = Vec::new();
+    for h in list.iter().flat_map(|l| l.text.split_whitespace()) {
+        let word = Val {
+            text: h.to_owned(),
+            span: list.as_ref().map_or(el.span, |l| l.span),
+        };
+        if let Some(h) = cx.checked(word, "hostname", Rule::Host) {
+            hosts.push(h.text);
+        }
+    }
+    let login = login(cx, &mut node);
+    cx.close(node);
+    let (link, file_transfers) = children(cx, el, false, &["scriptPath"], |cx, child| {
+        if child.name != "scriptPath" {
+            return false;
+        }
+        cx.ignored_element(
+            child,
+            "actogrid reaches every host over ssh itself: the maprsh script is not used",
+        );
+        true
+    })?;
+    if hosts.is_empty() {
+        return None;
+    }
+    Some(HostListProcess {
+        hosts,
         login,
         link,
         file_transfers,
