@@ -1435,10 +1435,22 @@ impl Runtime {
                 Err(None) => break,
             }
         }
+        let here = self.address().unwrap_or("(not serving)");
+        if self.inner.shutdown.is_cancelled() {
+            // Its objects went with the shutdown, its connections are about
+            // to: what still arrives meets a dying runtime, as it would a
+            // crashed one. A call its caller retains (a protected object's)
+            // is asked about where the object lives now, not failed.
+            let message = format!("the runtime at {here} shut down");
+            let moved = Some((inbound.target, here));
+            inbound
+                .reply
+                .send(self, Outcome::failure(Status::NodeDied, message), moved);
+            return None;
+        }
         let message = format!(
-            "no active object {:#x} on the runtime at {}",
-            inbound.target,
-            self.address().unwrap_or("(not serving)")
+            "no active object {:#x} on the runtime at {here}",
+            inbound.target
         );
         inbound
             .reply
