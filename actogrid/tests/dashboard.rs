@@ -40,13 +40,13 @@ fn actogrid(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// A plain GET; the status code and the body.
-fn get(address: &str, target: &str) -> (u16, String) {
+/// A plain request with no body; the status code and the body.
+fn request(method: &str, address: &str, target: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(address).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
-        "GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut answer = String::new();
@@ -61,6 +61,14 @@ fn get(address: &str, target: &str) -> (u16, String) {
         .map_or("", |(_, b)| b)
         .to_owned();
     (code, body)
+}
+
+fn get(address: &str, target: &str) -> (u16, String) {
+    request("GET", address, target)
+}
+
+fn post(address: &str, target: &str) -> (u16, String) {
+    request("POST", address, target)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,25 +276,6 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
         .unwrap();
     assert_eq!(printed.matches("registered with").count(), 2, "{printed}");
     rt.shutdown();
-}
-
-/// A plain POST; the status code and the body.
-fn post(address: &str, target: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(address).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST {target} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, answer)
 }
 
 /// `actogrid deploy` with a dashboard: a runtime killed from it is gone

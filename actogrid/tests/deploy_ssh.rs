@@ -352,6 +352,38 @@ fn hierarchical_descriptor(inner: &str, mark: &str) -> String {
     )
 }
 
+/// A descriptor of two virtual nodes, each `(name, process)` deployed by
+/// its process, out of the process definitions `processes`.
+fn two_virtual_nodes(a: (&str, &str), b: (&str, &str), processes: &str) -> String {
+    let vns: String = [a, b]
+        .iter()
+        .map(|(vn, _)| format!(r#"<virtualNode name="{vn}" property="multiple" timeout="120s"/>"#))
+        .collect();
+    let maps: String = [a, b]
+        .iter()
+        .map(|(vn, _)| {
+            format!(r#"<map virtualNode="{vn}"><jvmSet><vmName value="{vn}"/></jvmSet></map>"#)
+        })
+        .collect();
+    let jvms: String = [a, b]
+        .iter()
+        .map(|(vn, p)| {
+            format!(
+                r#"<jvm name="{vn}"><creation><processReference refid="{p}"/></creation></jvm>"#
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0"?>
+<ProActiveDescriptor>
+  <componentDefinition><virtualNodesDefinition>{vns}</virtualNodesDefinition></componentDefinition>
+  <deployment><mapping>{maps}</mapping><jvms>{jvms}</jvms></deployment>
+  <infrastructure><processes>{processes}</processes></infrastructure>
+</ProActiveDescriptor>
+"#
+    )
+}
+
 /// hierarchicalProcess: agh3 is behind agh1 (agh3 and this machine cannot
 /// reach each other). The deployer logs in to agh1, starts the relay
 /// there, and reaches agh2 and agh3 from it; their runtimes register
@@ -1311,27 +1343,7 @@ async fn mpi_failing_and_missing_programs_are_reported() {
         mpi_sequence("failing", "twoHosts", &programs.0, "fail", None),
         mpi_sequence("missing", "twoHosts", &programs.0, "no-such-program", None),
     );
-    let text = format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition><virtualNodesDefinition>
-    <virtualNode name="Failing" property="multiple" timeout="120s"/>
-    <virtualNode name="Missing" property="multiple" timeout="120s"/>
-  </virtualNodesDefinition></componentDefinition>
-  <deployment>
-    <mapping>
-      <map virtualNode="Failing"><jvmSet><vmName value="f"/></jvmSet></map>
-      <map virtualNode="Missing"><jvmSet><vmName value="m"/></jvmSet></map>
-    </mapping>
-    <jvms>
-      <jvm name="f"><creation><processReference refid="failing"/></creation></jvm>
-      <jvm name="m"><creation><processReference refid="missing"/></creation></jvm>
-    </jvms>
-  </deployment>
-  <infrastructure><processes>{processes}</processes></infrastructure>
-</ProActiveDescriptor>
-"#
-    );
+    let text = two_virtual_nodes(("Failing", "failing"), ("Missing", "missing"), &processes);
     let dir = TempDir::new("ssh-mpi-fail");
     let path = dir.write("mpi.xml", &text);
     let rt = runtime().await;
@@ -1741,27 +1753,7 @@ async fn mpi_runs_from_the_command_line_print_their_output_and_status() {
         mpi_sequence("summing", "threeHosts", &programs.0, "sum", None),
         mpi_sequence("failing", "threeHosts", &programs.0, "fail", Some(2)),
     );
-    let text = format!(
-        r#"<?xml version="1.0"?>
-<ProActiveDescriptor>
-  <componentDefinition><virtualNodesDefinition>
-    <virtualNode name="Sum" property="multiple" timeout="120s"/>
-    <virtualNode name="Fail" property="multiple" timeout="120s"/>
-  </virtualNodesDefinition></componentDefinition>
-  <deployment>
-    <mapping>
-      <map virtualNode="Sum"><jvmSet><vmName value="s"/></jvmSet></map>
-      <map virtualNode="Fail"><jvmSet><vmName value="f"/></jvmSet></map>
-    </mapping>
-    <jvms>
-      <jvm name="s"><creation><processReference refid="summing"/></creation></jvm>
-      <jvm name="f"><creation><processReference refid="failing"/></creation></jvm>
-    </jvms>
-  </deployment>
-  <infrastructure><processes>{processes}</processes></infrastructure>
-</ProActiveDescriptor>
-"#
-    );
+    let text = two_virtual_nodes(("Sum", "summing"), ("Fail", "failing"), &processes);
     let dir = TempDir::new("ssh-mpi-cli");
     let path = dir.write("mpi.xml", &text);
     let deploy = Command::new(env!("CARGO_BIN_EXE_actogrid"))

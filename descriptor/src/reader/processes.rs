@@ -422,6 +422,22 @@ fn ssh(cx: &mut Cx<'_>, el: &Element) -> Option<SshProcess> {
     })
 }
 
+/// The host names of a space-separated list attribute (`what`), each
+/// checked; a bad one is reported at the attribute and left out.
+fn host_words(cx: &mut Cx<'_>, el: &Element, list: Option<&Val>, what: &str) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for h in list.iter().flat_map(|l| l.text.split_whitespace()) {
+        let word = Val {
+            text: h.to_owned(),
+            span: list.map_or(el.span, |l| l.span),
+        };
+        if let Some(h) = cx.checked(word, what, Rule::Host) {
+            hosts.push(h.text);
+        }
+    }
+    hosts
+}
+
 /// `maprshProcess`: rsh mapped over the hosts of `hostname` (a list) by a
 /// script; run as a host list over ssh, every host at once.
 fn maprsh(cx: &mut Cx<'_>, el: &Element) -> Option<HostListProcess> {
@@ -432,16 +448,7 @@ fn maprsh(cx: &mut Cx<'_>, el: &Element) -> Option<HostListProcess> {
         "parallelize",
         "every host is reached at once, over ssh",
     );
-    let mut hosts = Vec::new();
-    for h in list.iter().flat_map(|l| l.text.split_whitespace()) {
-        let word = Val {
-            text: h.to_owned(),
-            span: list.as_ref().map_or(el.span, |l| l.span),
-        };
-        if let Some(h) = cx.checked(word, "hostname", Rule::Host) {
-            hosts.push(h.text);
-        }
-    }
+    let hosts = host_words(cx, el, list.as_ref(), "hostname");
     let login = login(cx, &mut node);
     cx.close(node);
     let (link, file_transfers) = children(cx, el, false, &["scriptPath"], |cx, child| {
@@ -585,20 +592,13 @@ fn host_list(cx: &mut Cx<'_>, el: &Element, ranged: bool) -> Option<HostListProc
     } else {
         let list = cx.required(&mut node, "hostlist");
         let domain = checked_attr(cx, &mut node, "domain", Rule::Host);
-        let mut hosts = Vec::new();
-        for h in list.iter().flat_map(|l| l.text.split_whitespace()) {
-            let word = Val {
-                text: h.to_owned(),
-                span: list.as_ref().map_or(el.span, |l| l.span),
-            };
-            if let Some(h) = cx.checked(word, "hostlist", Rule::Host) {
-                hosts.push(match &domain {
-                    Some(d) => format!("{}.{d}", h.text),
-                    None => h.text,
-                });
-            }
-        }
-        hosts
+        host_words(cx, el, list.as_ref(), "hostlist")
+            .into_iter()
+            .map(|h| match &domain {
+                Some(d) => format!("{h}.{d}"),
+                None => h,
+            })
+            .collect()
     };
     let login = login(cx, &mut node);
     cx.close(node);
