@@ -60,8 +60,8 @@ pub use credentials::{
 pub use deploy::MpiOutcome;
 pub use deploy::agent::EXIT_ON_STDIN_EOF_ENV;
 pub use deploy::dashboard::{
-    DASHBOARD_ENV, DeploymentStatus, EventRecord, JobStatus, LogLine, ObjectStatus, RuntimeStatus,
-    VnStatus,
+    CallEdge, CallerCount, DASHBOARD_ENV, DeploymentStatus, EventRecord, HostedObjects, JobStatus,
+    LogLine, ObjectStatus, RuntimeStatus, VnStatus,
 };
 pub use deploy::{
     ADVERTISE_ENV, Admission, DEFAULT_LEASE, DEPLOYER_ENV, DeployError, DeployOptions, Deployment,

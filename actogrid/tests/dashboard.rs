@@ -137,6 +137,56 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
         .map(|(n, t)| (n.clone(), t.rsplit("::").next().unwrap_or(t).to_owned()))
         .collect();
     assert_eq!(names, expected, "{on_nodes:?}");
+    // Five calls from here to the second echo: it counts them, its state
+    // is measured, and the call graph has an arrow from the deployer.
+    for i in 0..5u8 {
+        echoes[1].echo(vec![i; 100]).await.unwrap();
+    }
+    let called = actogrid::Proxy::active_ref(&echoes[1]).id();
+    let mut figures = None;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let now = d.status().await;
+        let object = now.virtual_nodes[0]
+            .runtimes
+            .iter()
+            .flat_map(|r| &r.objects)
+            .find(|o| o.id == called)
+            .cloned();
+        let edge = now.calls.iter().find(|e| e.to == called).cloned();
+        if let (Some(o), Some(e)) = (object, edge)
+            && o.state_bytes.is_some()
+        {
+            figures = Some((o, e, now));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (object, edge, counted) = figures.expect("figures and an arrow for the called echo");
+    assert_eq!(object.served, Some(5), "{object:?}");
+    // Its state: the count of calls, one byte encoded.
+    assert_eq!(object.state_bytes, Some(1), "{object:?}");
+    assert_eq!(object.callers.len(), 1, "{object:?}");
+    assert_eq!(object.callers[0].calls, 5);
+    assert_eq!(
+        (edge.from_kind.as_str(), edge.from_label.as_str()),
+        ("runtime", "deployer")
+    );
+    assert_eq!(edge.from, rt.id());
+    assert_eq!(edge.calls, 5);
+    // The objects nobody called have served nothing, and no arrow.
+    let others: Vec<_> = counted.virtual_nodes[0]
+        .runtimes
+        .iter()
+        .flat_map(|r| &r.objects)
+        .filter(|o| o.id != called)
+        .collect();
+    assert_eq!(others.len(), 2);
+    assert!(
+        others.iter().all(|o| o.served.unwrap_or(0) == 0),
+        "{others:?}"
+    );
+    assert_eq!(counted.calls.len(), 1, "{:?}", counted.calls);
     // An object moved from the dashboard: it lives on the other node, and
     // its proxy still reaches it.
     let moved = actogrid::Proxy::active_ref(&echoes[0]).id();
@@ -179,6 +229,14 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     .unwrap();
     assert!(ok, "{err}");
     assert!(text.contains("virtual node Workers: 2 node(s)"), "{text}");
+    assert!(text.contains("5 served"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "deployer {:#x} -> object {called:#x}: 5 calls",
+            rt.id()
+        )),
+        "{text}"
+    );
     for pid in &pids {
         assert!(text.contains(&format!("pid {pid}")), "{text}");
     }
@@ -216,6 +274,7 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
         "actogrid_runtimes{vn=\"Workers\",state=\"running\"} 2",
         "actogrid_nodes{vn=\"Workers\"} 2",
         "actogrid_objects{vn=\"Workers\"} 3",
+        "actogrid_requests_served{vn=\"Workers\"} 6",
         "# TYPE actogrid_nodes gauge",
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");

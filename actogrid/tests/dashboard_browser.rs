@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium, driven over its DevTools
 //! protocol: the page shows the virtual node, its runtimes and objects,
-//! a line a runtime printed; an object dragged onto another node moves
+//! a line a runtime printed, an arrow of the call graph once an object
+//! called another; an object dragged onto another node moves
 //! there (the API says so too); a screenshot is saved.
 //!
 //! Needs `chromium` (the test command installs it, as root, and sets
@@ -313,6 +314,57 @@ async fn the_dashboard_shows_the_deployment_and_moves_a_dragged_object() {
                 limit
             )
             .await
+    );
+
+    // An object calling another: an arrow between them appears in the
+    // call graph, and the called one counts what it served.
+    let caller = actogrid_builtin::WorkerProxy::new(&nodes[0], "a".to_owned())
+        .await
+        .unwrap();
+    let called = actogrid_builtin::WorkerProxy::new(&nodes[1], "b".to_owned())
+        .await
+        .unwrap();
+    for value in 0..20 {
+        assert_eq!(
+            caller.delegate(called.clone(), 0, value).await.unwrap(),
+            value
+        );
+    }
+    let (from, to) = (
+        actogrid::Proxy::active_ref(&caller).id(),
+        actogrid::Proxy::active_ref(&called).id(),
+    );
+    assert!(
+        browser
+            .wait_for(
+                &format!(r#"!!document.querySelector('#graph .edge[data-from="{from}"][data-to="{to}"]')"#),
+                limit
+            )
+            .await,
+        "{}",
+        browser.eval("document.getElementById('calls-box').innerText").await
+    );
+    assert!(
+        browser
+            .wait_for(
+                &format!(
+                    r#"(document.querySelector('.object[data-object="{to}"]') || {{}}).textContent?.includes('20 served')"#
+                ),
+                limit
+            )
+            .await,
+        "{}",
+        browser.eval("document.body.innerText").await
+    );
+    let row = browser
+        .eval(&format!(
+            r#"document.querySelector('#calls tr[data-from="{from}"][data-to="{to}"]').innerText"#
+        ))
+        .await;
+    assert!(
+        row.as_str()
+            .is_some_and(|r| r.contains("Worker") && r.contains("20")),
+        "{row}"
     );
 
     // Dragged onto the other node, the object moves there.

@@ -74,6 +74,8 @@ pub(crate) struct Mailbox {
     /// A connection stopped reading until this queue drains (see
     /// [`Mailbox::is_full`]).
     starved: AtomicBool,
+    /// The figures its body publishes (see `stats`).
+    pub(crate) stats: crate::stats::Board,
 }
 
 /// The bounds of a queue: past either, the connections that bring more
@@ -116,6 +118,7 @@ impl Mailbox {
             immediate_waiting: AtomicBool::new(false),
             taken: AtomicUsize::new(0),
             starved: AtomicBool::new(false),
+            stats: crate::stats::Board::default(),
         })
     }
 
@@ -553,6 +556,8 @@ pub(crate) struct Body {
     pub(crate) credentials: Arc<crate::sender::Credentials>,
     /// The log it serves first, after a recovery.
     pub(crate) replay: Replay,
+    /// What it counted about itself (see `stats`).
+    pub(crate) tally: crate::stats::Tally,
 }
 
 /// What a body learned of one of its methods (see `compute`).
@@ -671,7 +676,12 @@ impl Body {
                                 }
                             }
                             Took::Closed => return,
-                            Took::Nothing => self.wait(reorder, &mut due).await,
+                            Took::Nothing => {
+                                if self.runtime.object_stats() {
+                                    self.went_idle();
+                                }
+                                self.wait(reorder, &mut due).await
+                            }
                         }
                         continue;
                     }
@@ -728,6 +738,9 @@ impl Body {
             }
             self.deliver(inbound).await;
             self.order.served(sender, seq);
+            if self.runtime.object_stats() {
+                self.tally.count(sender, &self.mailbox.stats);
+            }
             if let Some(copy) = self.order.take_parked(sender, seq) {
                 // Answered as any duplicate, now that its original was.
                 self.refuse_late(*copy).await;
@@ -755,6 +768,16 @@ impl Body {
             () = tokio::time::sleep_until(gap.unwrap_or(never)) => self.order.expire(reorder, due),
             () = tokio::time::sleep_until(idle_at.unwrap_or(never)) => self.idle(&interceptors),
         }
+    }
+
+    /// Publishes its figures as it runs out of requests, and measures its
+    /// state when asked (see `stats`).
+    fn went_idle(&mut self) {
+        let object = &self.object;
+        self.tally.idle(&self.mailbox.stats, || {
+            let state = object.state()?;
+            codec::encoded_len(state).map(|n| n as u64)
+        });
     }
 
     /// Calls the `idle` hook of the interceptors that asked for it.

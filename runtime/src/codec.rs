@@ -36,6 +36,12 @@ pub trait Encode {
         out.extend_from_slice(&self.encode()?);
         Ok(())
     }
+
+    /// The length of the value encoded with postcard, without keeping
+    /// the bytes.
+    fn encoded_len(&self) -> Result<usize, postcard::Error> {
+        Ok(self.encode()?.len())
+    }
 }
 
 impl<T: Serialize + ?Sized> Encode for T {
@@ -46,6 +52,54 @@ impl<T: Serialize + ?Sized> Encode for T {
     fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
         postcard::serialize_with_flavor(self, Append(out))
     }
+
+    fn encoded_len(&self) -> Result<usize, postcard::Error> {
+        postcard::serialize_with_flavor(self, Count(0))
+    }
+}
+
+/// A postcard flavor counting bytes.
+struct Count(usize);
+
+impl postcard::ser_flavors::Flavor for Count {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, _: u8) -> postcard::Result<()> {
+        self.0 += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0 += data.len();
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.0)
+    }
+}
+
+thread_local! {
+    /// A value is being measured (see [`encoded_len`]), not sent: the
+    /// futures it holds are not published.
+    static MEASURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The encoded length of `value`, measured for figures only: nothing it
+/// holds is published or made a continuation, and a panic in its
+/// `Serialize` is caught (`None`).
+pub(crate) fn encoded_len(value: &(impl Encode + ?Sized)) -> Option<usize> {
+    let previous = MEASURING.with(|m| m.replace(true));
+    let len = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| value.encoded_len()));
+    MEASURING.with(|m| m.set(previous));
+    len.ok()?.ok()
+}
+
+/// Whether the value being encoded is only measured.
+pub(crate) fn measuring() -> bool {
+    MEASURING.with(std::cell::Cell::get)
 }
 
 /// A postcard flavor appending to a vector the caller keeps.

@@ -46,6 +46,11 @@ pub struct Config {
     /// Active objects one runtime hosts at most; creations beyond are
     /// refused.
     pub max_objects: usize,
+    /// Each active object counts the requests it serves, from whom, and
+    /// the size of its state, for a deployment's dashboard (see
+    /// [`Runtime::objects_here`](crate::Runtime::objects_here)). A
+    /// deployment with a dashboard turns it on in its runtimes.
+    pub object_stats: bool,
 }
 
 impl Default for Config {
@@ -62,6 +67,7 @@ impl Default for Config {
             max_queued_requests: 100_000,
             max_queued_bytes: 256 << 20,
             max_objects: 1_000_000,
+            object_stats: false,
         }
     }
 }
@@ -87,6 +93,8 @@ pub enum SettingKind {
     Size,
     /// A whole number.
     Count,
+    /// `on` or `off` (`true`/`false`, `yes`/`no`, `1`/`0` too).
+    Switch,
 }
 
 /// One setting, as [`Config::settings`] lists it.
@@ -155,6 +163,11 @@ const SETTINGS: &[Setting] = &[
         name: "max_objects",
         kind: SettingKind::Count,
         about: "active objects one runtime hosts at most",
+    },
+    Setting {
+        name: "object_stats",
+        kind: SettingKind::Switch,
+        about: "objects count requests served, their senders and their state size (for dashboards)",
     },
 ];
 
@@ -267,6 +280,13 @@ impl Config {
                     _ => self.max_objects = n,
                 }
             }
+            SettingKind::Switch => {
+                self.object_stats = match value.to_ascii_lowercase().as_str() {
+                    "on" | "true" | "yes" | "1" => true,
+                    "off" | "false" | "no" | "0" => false,
+                    _ => return Err(err(format!("`{value}` is neither `on` nor `off`"))),
+                };
+            }
         }
         Ok(())
     }
@@ -316,6 +336,7 @@ impl Config {
             "max_connections" => self.max_connections.to_string(),
             "max_queued_requests" => self.max_queued_requests.to_string(),
             "max_queued_bytes" => self.max_queued_bytes.to_string(),
+            "object_stats" => if self.object_stats { "on" } else { "off" }.to_owned(),
             _ => self.max_objects.to_string(),
         })
     }

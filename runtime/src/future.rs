@@ -545,6 +545,9 @@ fn encode_slot(slot: &Arc<Slot>) -> FutureWire {
 }
 
 fn note_embedded(slot: &Arc<Slot>) {
+    if codec::measuring() {
+        return;
+    }
     if let Some(table) = slot.table.upgrade() {
         table.publish(slot);
     }

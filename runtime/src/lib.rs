@@ -40,6 +40,7 @@ mod panics;
 mod proxy;
 mod runtime;
 mod sender;
+mod stats;
 pub mod tls;
 mod url;
 mod wire;
@@ -53,8 +54,8 @@ pub use group::{FutureGroup, Group, GroupError};
 pub use node::Node;
 pub use proxy::{ActiveRef, CallInfo};
 pub use runtime::{
-    Builder, Config, Connector, Enroller, HostedObject, Io, ObjectHere, Runtime, TcpConnector,
-    current,
+    Builder, Config, Connector, Enroller, HostedObject, Io, ObjectHere, ObjectStats, Runtime,
+    TcpConnector, current,
 };
 pub use sender::prepare_object_keys;
 pub use tls::{Authority, Identity, IdentityError, Link, Principal};

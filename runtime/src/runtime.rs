@@ -201,6 +201,7 @@ impl Builder {
             index,
             id,
             address: self.address,
+            object_stats: AtomicBool::new(self.config.object_stats),
             config: self.config,
             futures: FutureTable::new(id),
             replays: Mutex::default(),
@@ -279,6 +280,8 @@ pub(crate) struct Inner {
     interceptors: AtomicBool,
     /// How synchronous user code runs (see `compute`).
     inline: crate::compute::Inline,
+    /// Whether objects count what they serve (see `stats`).
+    object_stats: AtomicBool,
     /// Its credentials and whom it trusts.
     identity: crate::tls::Identity,
     /// Whether it speaks TLS: its objects then have keys (see `sender`).
@@ -340,6 +343,24 @@ pub struct HostedObject {
     pub queued: usize,
 }
 
+/// What an active object counted about itself (see the `object_stats`
+/// setting). Figures are published by the object between requests: at
+/// most a few hundred requests behind, exact when it is idle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectStats {
+    /// Requests it served here.
+    pub served: u64,
+    /// Who sent them: (sender id, requests), a sender being an active
+    /// object's id or a runtime's ([`Runtime::id`]: calls made outside any
+    /// object). The first 256 senders are counted apart.
+    pub callers: Vec<(u64, u64)>,
+    /// Requests from the senders beyond the first 256.
+    pub other_callers: u64,
+    /// Bytes of its state, encoded, when last measured (objects that
+    /// serialize; measured while idle, at most every 2 s, when asked).
+    pub state_bytes: Option<u64>,
+}
+
 /// An active object living in this runtime, as
 /// [`Runtime::objects_here`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,6 +373,10 @@ pub struct ObjectHere {
     pub type_name: &'static str,
     /// Requests waiting in its queue.
     pub queued: usize,
+    /// What it counted since it came to this runtime, when the
+    /// `object_stats` setting is on and it served a request since (or
+    /// was asked for figures and idle).
+    pub stats: Option<ObjectStats>,
 }
 
 /// Who made a control request.
@@ -2588,6 +2613,7 @@ impl Runtime {
             send_when_held: Vec::new(),
             credentials,
             replay,
+            tally: Default::default(),
         };
         let rt = self.clone();
         self.spawn(crate::compute::InBody(Box::pin(async move {
@@ -2741,6 +2767,18 @@ impl Runtime {
         restored.await.map(|_| ()).map_err(|e| e.to_string())
     }
 
+    /// Whether its objects count what they serve (the `object_stats`
+    /// setting, or [`Runtime::set_object_stats`]).
+    pub fn object_stats(&self) -> bool {
+        self.inner.object_stats.load(Ordering::Relaxed)
+    }
+
+    /// Turns the counting of [`ObjectStats`] on or off for the objects
+    /// of this runtime (a deployment with a dashboard turns it on).
+    pub fn set_object_stats(&self, on: bool) {
+        self.inner.object_stats.store(on, Ordering::Relaxed);
+    }
+
     /// Number of active objects hosted here (not counting forwarders).
     pub fn object_count(&self) -> usize {
         self.inner
@@ -2773,6 +2811,7 @@ impl Runtime {
     /// the requests waiting in its queue (what a deployment's dashboard
     /// shows), in id order.
     pub fn objects_here(&self) -> Vec<ObjectHere> {
+        let stats_on = self.object_stats();
         let mut out: Vec<ObjectHere> = self
             .inner
             .objects
@@ -2785,12 +2824,26 @@ impl Runtime {
                     node,
                     type_name,
                     ..
-                } => Some(ObjectHere {
-                    id: *id,
-                    node: node.name.clone(),
-                    type_name,
-                    queued: mailbox.len(),
-                }),
+                } => {
+                    let queued = mailbox.len();
+                    let published = mailbox.stats.read();
+                    // An idle object is woken to measure its state anew.
+                    if queued == 0 && published.as_ref().is_none_or(|p| p.stale()) && stats_on {
+                        mailbox.notify();
+                    }
+                    Some(ObjectHere {
+                        id: *id,
+                        node: node.name.clone(),
+                        type_name,
+                        queued,
+                        stats: published.map(|p| ObjectStats {
+                            served: p.served,
+                            callers: p.callers,
+                            other_callers: p.other_callers,
+                            state_bytes: p.state_bytes,
+                        }),
+                    })
+                }
                 Hosted::Moved { .. } => None,
             })
             .collect();

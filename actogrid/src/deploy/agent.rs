@@ -118,15 +118,19 @@ impl RuntimeAgent {
 
     /// The active objects living in this runtime (for the deployment's
     /// dashboard).
-    pub fn objects(&self) -> Vec<super::dashboard::ObjectStatus> {
-        actogrid_runtime::current()
-            .map(|rt| {
-                rt.objects_here()
-                    .into_iter()
-                    .map(super::dashboard::ObjectStatus::from)
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub fn objects(&self) -> super::dashboard::HostedObjects {
+        let rt = actogrid_runtime::current();
+        super::dashboard::HostedObjects {
+            runtime: rt.as_ref().map_or(0, Runtime::id),
+            objects: rt
+                .map(|rt| {
+                    rt.objects_here()
+                        .into_iter()
+                        .map(super::dashboard::ObjectStatus::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 
     /// Stops the runtime once this reply has left.

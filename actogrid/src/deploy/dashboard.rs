@@ -10,10 +10,13 @@
 //!
 //! [`DeployOptions::dashboard`]: super::DeployOptions::dashboard
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use actogrid_runtime::Runtime;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -46,6 +49,10 @@ pub struct DeploymentStatus {
     pub jobs: Vec<JobStatus>,
     /// What happened to the virtual nodes, oldest first (the latest 1,000).
     pub events: Vec<EventRecord>,
+    /// Who calls which object, the busiest first (at most 300 arrows).
+    pub calls: Vec<CallEdge>,
+    /// Arrows beyond those.
+    pub calls_more: u64,
 }
 
 impl std::fmt::Display for DeploymentStatus {
@@ -85,10 +92,22 @@ impl std::fmt::Display for DeploymentStatus {
                     writeln!(out, "    {n}")?;
                     let name = n.rsplit('/').next().unwrap_or(n);
                     for o in r.objects.iter().filter(|o| o.node == name) {
+                        let mut figures = vec![format!("{} queued", o.queued)];
+                        if let Some(served) = o.served {
+                            figures.push(format!("{served} served"));
+                        }
+                        if let Some(rate) = o.calls_per_s {
+                            figures.push(format!("{rate:.1} calls/s"));
+                        }
+                        if let Some(bytes) = o.state_bytes {
+                            figures.push(format!("state {}", bytes_text(bytes)));
+                        }
                         writeln!(
                             out,
-                            "      object {:#x} {} ({} queued)",
-                            o.id, o.type_name, o.queued
+                            "      object {:#x} {} ({})",
+                            o.id,
+                            o.type_name,
+                            figures.join(", ")
                         )?;
                     }
                 }
@@ -98,6 +117,20 @@ impl std::fmt::Display for DeploymentStatus {
             }
             for f in &vn.failures {
                 writeln!(out, "  failed: {f}")?;
+            }
+        }
+        if !self.calls.is_empty() {
+            writeln!(out, "\ncalls (busiest first):")?;
+            for e in self.calls.iter().take(20) {
+                writeln!(
+                    out,
+                    "  {} {:#x} -> object {:#x}: {} calls, {:.1}/s",
+                    e.from_label, e.from, e.to, e.calls, e.per_s
+                )?;
+            }
+            let more = self.calls.len().saturating_sub(20) as u64 + self.calls_more;
+            if more > 0 {
+                writeln!(out, "  … and {more} more")?;
             }
         }
         let recent = self.events.len().saturating_sub(10);
@@ -115,6 +148,15 @@ impl std::fmt::Display for DeploymentStatus {
             }
         }
         Ok(())
+    }
+}
+
+/// `bytes` in words: `512 B`, `1.5 KiB`, `3.2 MiB`.
+fn bytes_text(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
     }
 }
 
@@ -166,7 +208,7 @@ pub struct RuntimeStatus {
 }
 
 /// An active object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectStatus {
     /// Its id (in JSON a decimal string: ids use all 64 bits, more than a
     /// JavaScript number holds exactly).
@@ -178,6 +220,61 @@ pub struct ObjectStatus {
     pub type_name: String,
     /// Requests waiting in its queue.
     pub queued: u64,
+    /// Requests it served since it came to its runtime (`None` until it
+    /// served one, or when its runtime does not count: the
+    /// `object_stats` setting, on in a deployment with a dashboard).
+    pub served: Option<u64>,
+    /// Requests it served per second over the last second or two.
+    pub calls_per_s: Option<f64>,
+    /// Bytes of its state, encoded, when measured (objects that
+    /// serialize, measured while idle).
+    pub state_bytes: Option<u64>,
+    /// Who sent the requests it served: the first 256 senders (objects,
+    /// or runtimes for calls made outside any object).
+    pub callers: Vec<CallerCount>,
+    /// Requests from senders beyond those.
+    pub other_callers: u64,
+}
+
+/// Requests an object served from one sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerCount {
+    /// The sender: an active object's id, or a runtime's.
+    #[serde(with = "decimal")]
+    pub from: u64,
+    /// Requests served from it.
+    pub calls: u64,
+}
+
+/// Calls from one sender to one object: an arrow of the call graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallEdge {
+    /// The sender's id.
+    #[serde(with = "decimal")]
+    pub from: u64,
+    /// What the sender is: `object` (of this deployment or not) or
+    /// `runtime` (calls made outside any object, in `main` say).
+    pub from_kind: String,
+    /// The sender in words: an object's type, a runtime's host and pid,
+    /// or `deployer`.
+    pub from_label: String,
+    /// The object called.
+    #[serde(with = "decimal")]
+    pub to: u64,
+    /// Requests it served from the sender (since it came to its runtime).
+    pub calls: u64,
+    /// Of those, per second over the last second or two.
+    pub per_s: f64,
+}
+
+/// What a runtime's agent says about the objects it hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostedObjects {
+    /// The runtime's id: the sender of calls made there outside any
+    /// object.
+    pub runtime: u64,
+    /// Its objects.
+    pub objects: Vec<ObjectStatus>,
 }
 
 /// A `u64` as a decimal string.
@@ -196,11 +293,27 @@ mod decimal {
 
 impl From<actogrid_runtime::ObjectHere> for ObjectStatus {
     fn from(o: actogrid_runtime::ObjectHere) -> ObjectStatus {
+        let counted = o.stats.is_some();
+        let stats = o.stats.unwrap_or(actogrid_runtime::ObjectStats {
+            served: 0,
+            callers: Vec::new(),
+            other_callers: 0,
+            state_bytes: None,
+        });
         ObjectStatus {
             id: o.id,
             node: o.node,
             type_name: o.type_name.to_owned(),
             queued: o.queued as u64,
+            served: counted.then_some(stats.served),
+            calls_per_s: None,
+            state_bytes: stats.state_bytes,
+            callers: stats
+                .callers
+                .into_iter()
+                .map(|(from, calls)| CallerCount { from, calls })
+                .collect(),
+            other_callers: stats.other_callers,
         }
     }
 }
@@ -407,21 +520,40 @@ pub(crate) async fn status(inner: &Inner) -> DeploymentStatus {
     });
     let answers = futures::future::join_all(asked).await;
     let mut runtimes = runtimes;
+    // Who the senders that are runtimes are.
+    let mut senders: HashMap<u64, (String, String)> = HashMap::new();
+    let deployer = [
+        Some(shared.runtime.id()),
+        inner.options.runtime.as_ref().map(Runtime::id),
+        crate::current().map(|rt| rt.id()),
+    ];
+    for id in deployer.into_iter().flatten() {
+        senders.insert(id, ("runtime".to_owned(), "deployer".to_owned()));
+    }
     for ((_, r), answer) in runtimes.iter_mut().zip(answers) {
-        if let Some(objects) = answer {
+        if let Some(hosted) = answer {
+            senders.insert(
+                hosted.runtime,
+                (
+                    "runtime".to_owned(),
+                    format!("runtime #{} on {} pid {}", r.id, r.host, r.pid),
+                ),
+            );
             // Only the objects of its virtual node's nodes, not its own.
             let names: Vec<&str> = r
                 .nodes
                 .iter()
                 .filter_map(|u| u.rsplit('/').next())
                 .collect();
-            r.objects = objects
+            r.objects = hosted
+                .objects
                 .into_iter()
                 .filter(|o| names.contains(&o.node.as_str()))
                 .collect();
             r.objects_unknown = false;
         }
     }
+    let (calls, calls_more) = call_graph(&inner.rates, &mut runtimes, senders);
     let mut virtual_nodes: Vec<VnStatus> = shared
         .vns
         .values()
@@ -460,7 +592,109 @@ pub(crate) async fn status(inner: &Inner) -> DeploymentStatus {
         virtual_nodes,
         jobs,
         events: inner.timeline.all(),
+        calls,
+        calls_more,
     }
+}
+
+/// Arrows of the call graph a state carries at most (the busiest).
+const MAX_EDGES: usize = 300;
+
+/// Fills in the objects' rates, and gives the call graph's busiest
+/// arrows (and how many more there are). `senders` names the runtimes
+/// that may be senders.
+fn call_graph(
+    rates: &Rates,
+    runtimes: &mut [(String, RuntimeStatus)],
+    senders: HashMap<u64, (String, String)>,
+) -> (Vec<CallEdge>, u64) {
+    let now = Instant::now();
+    let mut rates = lock(&rates.0);
+    let mut names = senders;
+    let mut edges = Vec::new();
+    for (_, r) in runtimes.iter_mut() {
+        for o in &mut r.objects {
+            names.insert(o.id, ("object".to_owned(), o.type_name.clone()));
+            if let Some(served) = o.served {
+                o.calls_per_s = Some(rate(&mut rates, (0, o.id), served, now));
+            }
+            for c in &o.callers {
+                edges.push(CallEdge {
+                    from: c.from,
+                    from_kind: String::new(),
+                    from_label: String::new(),
+                    to: o.id,
+                    calls: c.calls,
+                    per_s: rate(&mut rates, (c.from, o.id), c.calls, now),
+                });
+            }
+        }
+    }
+    // Samples not met for a while belong to objects gone.
+    rates.retain(|_, s| now.duration_since(s.seen) < Duration::from_secs(60));
+    drop(rates);
+    for e in &mut edges {
+        let (kind, label) = names.get(&e.from).cloned().unwrap_or_else(|| {
+            if e.from & (1 << 63) != 0 {
+                ("runtime".to_owned(), format!("runtime {:#x}", e.from))
+            } else {
+                ("object".to_owned(), format!("object {:#x}", e.from))
+            }
+        });
+        e.from_kind = kind;
+        e.from_label = label;
+    }
+    edges.sort_by(|a, b| {
+        b.per_s
+            .total_cmp(&a.per_s)
+            .then(b.calls.cmp(&a.calls))
+            .then((a.from, a.to).cmp(&(b.from, b.to)))
+    });
+    let more = edges.len().saturating_sub(MAX_EDGES) as u64;
+    edges.truncate(MAX_EDGES);
+    (edges, more)
+}
+
+/// Two samples of a count (`old` at least a second old once there are
+/// two), for a rate over the last second or two.
+struct Sample {
+    old: (u64, Instant),
+    new: (u64, Instant),
+    seen: Instant,
+}
+
+/// The samples behind the rates a deployment's states show, by (sender,
+/// object) — sender 0 for an object's requests served.
+#[derive(Default)]
+pub(crate) struct Rates(std::sync::Mutex<HashMap<(u64, u64), Sample>>);
+
+/// The rate of `count` for `key`, per second, as of `now`.
+fn rate(
+    samples: &mut HashMap<(u64, u64), Sample>,
+    key: (u64, u64),
+    count: u64,
+    now: Instant,
+) -> f64 {
+    let s = samples.entry(key).or_insert(Sample {
+        old: (count, now),
+        new: (count, now),
+        seen: now,
+    });
+    s.seen = now;
+    if count < s.new.0 {
+        // Counted anew (the object moved, or was restored): start over.
+        s.old = (count, now);
+        s.new = (count, now);
+    }
+    if now.duration_since(s.new.1) >= Duration::from_secs(1) {
+        s.old = s.new;
+        s.new = (count, now);
+    }
+    let dt = now.duration_since(s.old.1).as_secs_f64();
+    if dt < 0.25 {
+        return 0.0;
+    }
+    (count - s.old.0) as f64 / dt
 }
 
 /// The metrics of `status`, in Prometheus' text format.
@@ -524,6 +758,8 @@ pub(crate) fn metrics(status: &DeploymentStatus, log_lines: usize) -> String {
     registry.register("failures", "Failed launches of each virtual node", failures);
     let objects = Family::<VnLabel, Gauge>::default();
     let queued = Family::<VnLabel, Gauge>::default();
+    let served = Family::<VnLabel, Gauge>::default();
+    let rate = Family::<VnLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for vn in &status.virtual_nodes {
         let label = VnLabel {
             vn: vn.name.clone(),
@@ -534,12 +770,27 @@ pub(crate) fn metrics(status: &DeploymentStatus, log_lines: usize) -> String {
             .set(here.clone().count() as i64);
         queued
             .get_or_create(&label)
-            .set(here.map(|o| o.queued as i64).sum());
+            .set(here.clone().map(|o| o.queued as i64).sum());
+        served
+            .get_or_create(&label)
+            .set(here.clone().filter_map(|o| o.served).sum::<u64>() as i64);
+        rate.get_or_create(&label)
+            .set(here.filter_map(|o| o.calls_per_s).sum());
     }
     registry.register(
         "objects",
         "Active objects on the nodes of each virtual node",
         objects,
+    );
+    registry.register(
+        "requests_served",
+        "Requests served by the active objects on the nodes of each virtual node, each since it came to its runtime",
+        served,
+    );
+    registry.register(
+        "requests_per_second",
+        "Requests served per second by the active objects on the nodes of each virtual node, over the last second or two",
+        rate,
     );
     registry.register(
         "queued_requests",

@@ -381,6 +381,8 @@ pub(crate) struct Inner {
     dashboard: Mutex<Option<dashboard::Dashboard>>,
     /// What happened to its virtual nodes, latest events.
     timeline: Arc<dashboard::Timeline>,
+    /// The samples behind the rates its dashboard shows.
+    rates: dashboard::Rates,
 }
 
 impl Deployment {
@@ -405,22 +407,32 @@ impl Deployment {
         };
         let mut services = checked.vns;
         let descriptor = loaded.into_valid()?;
-        let settings = deployment_settings(
+        let mut settings = deployment_settings(
             program_settings,
             &checked.runtime_settings,
             &options.settings,
         )?;
+        // A dashboard shows what each object serves, and for whom.
+        if options.dashboard.is_some() {
+            settings.object_stats = true;
+        }
         let base = match &options.runtime {
             Some(rt) => rt.clone(),
             None => crate::current().ok_or(DeployError::NoRuntime)?,
         };
         let own_runtime = !reach::remote_hosts(&descriptor).is_empty()
             && (reach::is_loopback(&base) || options.advertise.is_some());
+        if settings.object_stats {
+            base.set_object_stats(true);
+        }
         let runtime = if own_runtime {
             reach::remote_reachable_runtime(&descriptor, &options).await?
         } else {
             base
         };
+        if settings.object_stats {
+            runtime.set_object_stats(true);
+        }
         let program = match &options.program {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(|e| {
@@ -519,6 +531,7 @@ impl Deployment {
             loaded: std::time::Instant::now(),
             dashboard: Mutex::new(None),
             timeline: Arc::new(dashboard::Timeline::default()),
+            rates: dashboard::Rates::default(),
         });
         live::add(&inner);
         for vn in inner.shared.vns.values() {
