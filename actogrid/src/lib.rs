@@ -17,6 +17,7 @@ mod deploy;
 mod ft_server;
 pub mod peer;
 mod process;
+mod web;
 
 pub use actogrid_descriptor as descriptor;
 pub use actogrid_runtime::{

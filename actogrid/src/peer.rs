@@ -43,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+mod dashboard;
 mod driver;
 mod endpoint;
 mod lender;
@@ -57,6 +58,7 @@ use actogrid_runtime::{Config, Runtime};
 use serde::{Deserialize, Serialize};
 
 pub use actogrid_acquisition::overlay::Token;
+pub use dashboard::{Neighbour, PeerView};
 pub use driver::{ENDPOINT_NAME, endpoint_url};
 pub use endpoint::{
     BinarySource, BinarySourceProxy, Blob, LaunchSpec, OverlayEndpoint, OverlayEndpointProxy,
@@ -263,6 +265,10 @@ pub struct PeerOptions {
     pub work_dir: PathBuf,
     /// What lent runtimes run in, under which limits.
     pub vessel: VesselOptions,
+    /// Where its dashboard listens (default: a free port on loopback;
+    /// `None`: no dashboard). Its URL, token included, is
+    /// [`PeerDaemon::dashboard_url`].
+    pub dashboard: Option<std::net::SocketAddr>,
 }
 
 impl Default for PeerOptions {
@@ -280,6 +286,7 @@ impl Default for PeerOptions {
             pool: None,
             work_dir: default_work_dir(),
             vessel: VesselOptions::default(),
+            dashboard: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         }
     }
 }
@@ -413,6 +420,7 @@ pub struct PeerDaemon {
     rt: Runtime,
     driver: Arc<Driver>,
     lender: Arc<lender::Lender>,
+    dashboard: Option<crate::web::Dashboard>,
 }
 
 impl PeerDaemon {
@@ -481,6 +489,7 @@ impl PeerDaemon {
             ..CoreConfig::default()
         };
         let peers = options.peers.clone();
+        let dashboard_at = options.dashboard;
         let lender = Arc::new(lender::Lender::new(Arc::new(options), Arc::new(vessels)));
         let role = Arc::new(lender::LenderRole(lender.clone()));
         let driver = Driver::start(&rt, address, config, peers, role)
@@ -488,7 +497,28 @@ impl PeerDaemon {
             .map_err(PeerError::Setup)?;
         // The first upkeep at once: ask the first contacts.
         driver.step(|core, now| core.tick(now));
-        Ok(PeerDaemon { rt, driver, lender })
+        let dashboard = match dashboard_at {
+            None => None,
+            Some(addr) => match dashboard::start(addr, &driver, rt.clone(), token).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!("no dashboard: cannot listen on {addr}: {e}");
+                    None
+                }
+            },
+        };
+        Ok(PeerDaemon {
+            rt,
+            driver,
+            lender,
+            dashboard,
+        })
+    }
+
+    /// Where its dashboard is (`http://host:port/?token=…`), when it has
+    /// one.
+    pub fn dashboard_url(&self) -> Option<&str> {
+        self.dashboard.as_ref().map(crate::web::Dashboard::url)
     }
 
     /// Its name in the overlay (`host:port`).
@@ -504,7 +534,8 @@ impl PeerDaemon {
     /// Leaves the overlay: acquaintances and requesters are told, lent
     /// runtimes are stopped with everything they started, the server
     /// stops.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        self.dashboard.take();
         self.driver.step(|core, _| core.leave());
         self.driver.flush(Duration::from_secs(2)).await;
         self.lender.stop_all();

@@ -1,7 +1,8 @@
 //! A running deployment's dashboard: `actogrid status` (text and JSON),
 //! `actogrid logs` (filtered, and `--follow` until the deployment ends),
 //! `/metrics` in Prometheus' format, the page, and the token every request
-//! needs.
+//! needs; and a peer's own dashboard (its overlay, slots and lent
+//! runtimes).
 
 mod support;
 
@@ -481,6 +482,123 @@ async fn a_deployment_asked_for_no_dashboard_serves_none() {
     .unwrap();
     assert!(d.dashboard_url().is_none());
     assert_eq!(d.status().await.virtual_nodes[0].name, "Workers");
+    d.kill().await;
+    rt.shutdown();
+}
+
+/// A peer's dashboard: its acquaintance answered, its slot lent to a
+/// deployment, as JSON, as `actogrid status` text, and as metrics; the
+/// token needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_dashboard_shows_its_overlay_slots_and_lent_runtimes() {
+    const SECRET: &str = "peer-dashboard-test";
+    let dir = TempDir::new("peer-dashboard");
+    let work = dir.0.join("peers");
+    let first = support::PeerProcess::start(&work, "127.0.0.1:0", 1, &[], SECRET, &[]);
+    let second = support::PeerProcess::start(
+        &work,
+        "127.0.0.1:0",
+        1,
+        std::slice::from_ref(&first.address),
+        SECRET,
+        &[],
+    );
+    let url = first.dashboard_url().await;
+    let (address, token) = {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (address, query) = rest.split_once("/?token=").unwrap();
+        (address.to_owned(), query.to_owned())
+    };
+    assert!(address.starts_with("127.0.0.1:"), "{url}");
+
+    // A deployment takes both slots.
+    let rt = runtime().await;
+    let text = support::p2p_descriptor("2", &[first.address.as_str()], "30s", true);
+    let path = dir.write("d.xml", &text);
+    let mut options = support::options(&rt);
+    options.pool = Some(actogrid::peer::Pool::Passphrase(SECRET.into()));
+    let d = Deployment::load_with(&path, Default::default(), options)
+        .await
+        .unwrap();
+    d.activate().await.unwrap();
+    let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+
+    // The first peer's view: its slot in use for the deployment, its
+    // acquaintance asked and answering with its own slot in use.
+    let mut view = None;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let (code, body) = get(&address, &format!("/api/state?token={token}"));
+        assert_eq!(code, 200, "{body}");
+        let v: actogrid::peer::PeerView = serde_json::from_str(&body).unwrap();
+        let answered = v
+            .neighbours
+            .iter()
+            .any(|n| n.address == second.address && n.error.is_none() && n.in_use == 1);
+        if answered && v.peer.lent.iter().any(|l| l.pid.is_some()) {
+            view = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let view = view.expect("the neighbour answered and the slot is lent");
+    assert_eq!(view.peer.address, first.address);
+    // The other peer, and the deployment's own place in the overlay.
+    assert!(
+        view.peer.acquaintances.contains(&second.address),
+        "{view:?}"
+    );
+    assert_eq!(view.peer.count("in use"), 1, "{view:?}");
+    assert_eq!(view.peer.lent.len(), 1);
+    let neighbour = view
+        .neighbours
+        .iter()
+        .find(|n| n.address == second.address)
+        .unwrap();
+    assert!(
+        neighbour.acquaintances.contains(&first.address),
+        "{neighbour:?}"
+    );
+    assert_eq!((neighbour.free, neighbour.in_use), (0, 1));
+
+    // As text, from another process.
+    let (ok, text, err) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || actogrid(&["status", &url])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(text.contains(&format!("peer {}", first.address)), "{text}");
+    assert!(text.contains("1 in use (of 1)"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}: 0 free, 0 offered, 0 booked, 1 in use",
+            second.address
+        )),
+        "{text}"
+    );
+
+    // Metrics; the page; no token, nothing.
+    let (code, metrics) = get(&address, &format!("/metrics?token={token}"));
+    assert_eq!(code, 200, "{metrics}");
+    for line in [
+        "actogrid_peer_slots{state=\"in_use\"} 1",
+        "actogrid_peer_slots{state=\"free\"} 0",
+        "actogrid_peer_lent_runtimes 1",
+        "# TYPE actogrid_peer_messages_received counter",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+    let (code, page) = get(&address, &format!("/?token={token}"));
+    assert_eq!(code, 200);
+    assert!(page.contains(&first.address), "{page}");
+    for target in ["/api/state", "/metrics", "/", "/api/stream"] {
+        let (code, body) = get(&address, target);
+        assert_eq!(code, 401, "{target}: {body}");
+        assert!(!body.contains(&second.address), "{body}");
+    }
     d.kill().await;
     rt.shutdown();
 }

@@ -411,3 +411,54 @@ async fn the_dashboard_shows_the_deployment_and_moves_a_dragged_object() {
     d.kill().await;
     rt.shutdown();
 }
+
+/// A peer's page: this peer, its acquaintance in the overlay drawing and
+/// in the table (with the slots it said it has free), its own slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_page_draws_its_overlay_and_slots() {
+    let Some(binary) = browser_binary() else {
+        eprintln!("skipped: no chromium (scripts/test installs it)");
+        return;
+    };
+    let dir = TempDir::new("peer-browser");
+    let work = dir.0.join("peers");
+    let first = support::PeerProcess::start(&work, "127.0.0.1:0", 2, &[], "peer-page", &[]);
+    let second = support::PeerProcess::start(
+        &work,
+        "127.0.0.1:0",
+        3,
+        std::slice::from_ref(&first.address),
+        "peer-page",
+        &[],
+    );
+    let url = first.dashboard_url().await;
+    let mut browser = Browser::open(binary, &url).await;
+    let limit = Duration::from_secs(30);
+    for check in [
+        "document.querySelectorAll('#slots .slot.free').length === 2".to_owned(),
+        "!!document.querySelector('#overlay .me')".to_owned(),
+        format!(
+            r#"!!document.querySelector('#overlay .peer[data-peer="{}"]')"#,
+            second.address
+        ),
+        format!(
+            r#"(document.querySelector('#neighbours tr[data-peer="{}"]') || {{}}).innerText?.startsWith('{}\t3\t0')"#,
+            second.address, second.address
+        ),
+        "document.getElementById('live').textContent === 'live'".to_owned(),
+    ] {
+        assert!(
+            browser.wait_for(&check, limit).await,
+            "{check}: {}",
+            browser.eval("document.body.innerText").await
+        );
+    }
+    let shot = browser
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    let png = base64(shot["data"].as_str().unwrap());
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let keep = std::env::var_os("ACTOGRID_SCREENSHOT_DIR")
+        .map_or_else(|| dir.0.clone(), std::path::PathBuf::from);
+    std::fs::write(keep.join("peer-dashboard.png"), &png).unwrap();
+}

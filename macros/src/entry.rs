@@ -27,6 +27,7 @@ pub(crate) const SETTINGS: &[&str] = &[
     "max_queued_requests",
     "max_queued_bytes",
     "max_objects",
+    "object_stats",
 ];
 
 /// One `name = value` argument.

@@ -40,12 +40,12 @@ pub(crate) struct Args {
 }
 
 #[derive(Clone, Debug)]
-enum Dashboard {
+pub(super) enum Dashboard {
     Off,
     At(std::net::SocketAddr),
 }
 
-fn parse_dashboard(text: &str) -> Result<Dashboard, String> {
+pub(super) fn parse_dashboard(text: &str) -> Result<Dashboard, String> {
     match text {
         "off" | "none" => Ok(Dashboard::Off),
         _ => text

@@ -118,6 +118,11 @@ struct DaemonArgs {
     /// [default: 127.0.0.1:7100].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Where the peer's dashboard listens (its overlay, slots and lent
+    /// runtimes, live; `/metrics`), or `off` [default: a port of
+    /// loopback; its URL is printed at start].
+    #[arg(long, value_name = "ADDR|off", value_parser = super::deploy::parse_dashboard)]
+    dashboard: Option<super::deploy::Dashboard>,
     /// Address other peers should use, when not the listening one.
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
@@ -283,9 +288,22 @@ fn options(args: DaemonArgs) -> Result<(String, PeerOptions), String> {
             given
         }
     }
+    let dashboard = match (args.dashboard, file.dashboard) {
+        (Some(d), _) => d,
+        (None, Some(text)) => super::deploy::parse_dashboard(&text)
+            .map_err(|e| format!("the configuration file's `dashboard`: {e}"))?,
+        (None, None) => {
+            super::deploy::Dashboard::At(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        }
+    };
+    let dashboard = match dashboard {
+        super::deploy::Dashboard::Off => None,
+        super::deploy::Dashboard::At(addr) => Some(addr),
+    };
     let peers = or_file(args.peers, file.peers);
     let read_only = or_file(args.read_only, file.read_only);
     let options = PeerOptions {
+        dashboard,
         advertise: args.advertise.or(file.advertise),
         peers,
         slots: args.slots.or(file.slots).unwrap_or(defaults.slots),
@@ -360,6 +378,9 @@ async fn serve(args: DaemonArgs) -> ExitCode {
         }
     };
     super::emit(&format!("{ANNOUNCE}{}\n", daemon.address()));
+    if let Some(url) = daemon.dashboard_url() {
+        super::emit_err(&format!("dashboard: {url}\n"));
+    }
     tracing::info!("peer {} lends {slots} slot(s)", daemon.address());
     actogrid::__terminated().await;
     tracing::info!("leaving the overlay");

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::Inner;
 use super::output::{OutputLine, Stream};
 use super::state::{VnEvent, lock};
+use crate::web::{self, Dashboard, async_stream, html};
 
 /// Environment variable with the address the dashboard listens on (`off`:
 /// none), when [`super::DeployOptions::dashboard`] is not set otherwise.
@@ -816,25 +817,6 @@ pub(crate) fn metrics(status: &DeploymentStatus, log_lines: usize) -> String {
     out
 }
 
-/// The dashboard's server, stopped when dropped.
-pub(crate) struct Dashboard {
-    url: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Dashboard {
-    /// Where it is, token included.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 struct Served {
     inner: Weak<Inner>,
     token: String,
@@ -844,65 +826,27 @@ type Shared = Arc<Served>;
 
 /// Serves the dashboard of `inner` on `addr`.
 pub(crate) async fn start(addr: SocketAddr, inner: &Arc<Inner>) -> std::io::Result<Dashboard> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     let inner = Arc::downgrade(inner);
-    let bound = listener.local_addr()?;
-    let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    let url = format!("http://{bound}/?token={token}");
-    let served: Shared = Arc::new(Served { inner, token });
-    let app = axum::Router::new()
-        .route("/", axum::routing::get(index))
-        .route("/api/state", axum::routing::get(api_state))
-        .route("/api/stream", axum::routing::get(api_stream))
-        .route("/api/logs", axum::routing::get(api_logs))
-        .route("/metrics", axum::routing::get(api_metrics))
-        .route(
-            "/api/runtimes/{id}/{action}",
-            axum::routing::post(api_runtime_action),
-        )
-        .route("/api/end", axum::routing::post(api_end))
-        .route(
-            "/api/objects/{id}/migrate",
-            axum::routing::post(api_migrate),
-        )
-        .with_state(served);
-    let task = tokio::spawn(serve(listener, app));
-    Ok(Dashboard { url, task })
-}
-
-/// Connections served at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 64;
-/// How long a connection may take to send a request's head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts connections while fewer than [`MAX_CONNECTIONS`] are open, each
-/// given [`HEAD_TIMEOUT`] to say what it wants: whoever can reach the port
-/// cannot take all of this process's file descriptors or hold them with
-/// requests that never end.
-async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
-    let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = room.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::debug!("dashboard: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = connection.await;
-        });
-    }
+    Dashboard::start(addr, |token| {
+        let served: Shared = Arc::new(Served { inner, token });
+        axum::Router::new()
+            .route("/", axum::routing::get(index))
+            .route("/api/state", axum::routing::get(api_state))
+            .route("/api/stream", axum::routing::get(api_stream))
+            .route("/api/logs", axum::routing::get(api_logs))
+            .route("/metrics", axum::routing::get(api_metrics))
+            .route(
+                "/api/runtimes/{id}/{action}",
+                axum::routing::post(api_runtime_action),
+            )
+            .route("/api/end", axum::routing::post(api_end))
+            .route(
+                "/api/objects/{id}/migrate",
+                axum::routing::post(api_migrate),
+            )
+            .with_state(served)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -910,40 +854,16 @@ struct Auth {
     token: Option<String>,
 }
 
-/// Constant-time comparison: the token cannot be guessed a byte at a time.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 fn authorised(served: &Served, query: Option<&str>, headers: &HeaderMap) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    query
-        .into_iter()
-        .chain(bearer)
-        .any(|given| same(given.trim(), &served.token))
+    web::authorised(&served.token, query, headers)
 }
 
 fn refused() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        "this deployment's token is needed: use the dashboard URL printed at start (…?token=…)\n",
-    )
-        .into_response()
+    web::refused("this deployment")
 }
 
 fn gone() -> Response {
     (StatusCode::GONE, "the deployment has ended\n").into_response()
-}
-
-/// Escapes text for HTML.
-fn html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The page (embedded in the binary), with the state in words for
@@ -963,22 +883,10 @@ async fn index(
         return gone();
     };
     let state = status(&inner).await;
-    let page = PAGE
-        .replace("{{TITLE}}", &html(&state.descriptor))
-        .replace("{{TEXT}}", &html(&state.to_string()));
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-            // The page runs only its own script and talks only to this server.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
-            ),
-        ],
-        page,
+    web::page(
+        PAGE.replace("{{TITLE}}", &html(&state.descriptor))
+            .replace("{{TEXT}}", &html(&state.to_string())),
     )
-        .into_response()
 }
 
 /// `GET /api/stream`: server-sent events for the page — `state` (the
@@ -1039,14 +947,7 @@ async fn api_stream(
             }
         }
     });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        axum::body::Body::from_stream(stream),
-    )
-        .into_response()
+    web::event_stream(stream)
 }
 
 /// `POST /api/runtimes/{id}/stop` asks runtime `id` to stop (it leaves
@@ -1319,17 +1220,4 @@ async fn api_logs(
         axum::body::Body::from_stream(stream),
     )
         .into_response()
-}
-
-/// A stream fed by a task: `f` gets the sending end of a small channel.
-fn async_stream<F, Fut>(
-    f: F,
-) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> + Send + 'static
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<String>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
-    tokio::spawn(f(tx));
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
 }

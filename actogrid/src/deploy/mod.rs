@@ -378,7 +378,7 @@ pub(crate) struct Inner {
     /// When it was loaded.
     loaded: std::time::Instant,
     /// Its dashboard, while it runs.
-    dashboard: Mutex<Option<dashboard::Dashboard>>,
+    dashboard: Mutex<Option<crate::web::Dashboard>>,
     /// What happened to its virtual nodes, latest events.
     timeline: Arc<dashboard::Timeline>,
     /// The samples behind the rates its dashboard shows.

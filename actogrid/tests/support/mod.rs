@@ -392,6 +392,20 @@ impl PeerProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// Its dashboard's URL, as it printed it at start.
+    #[allow(dead_code)] // not every test binary looks at it
+    pub async fn dashboard_url(&self) -> String {
+        assert!(
+            self.logged("dashboard: http://", Duration::from_secs(10))
+                .await,
+            "the peer printed no dashboard URL: {}",
+            self.log()
+        );
+        let log = self.log();
+        let at = log.find("dashboard: http://").unwrap() + "dashboard: ".len();
+        log[at..].lines().next().unwrap().trim().to_owned()
+    }
+
     /// Waits (up to `limit`) until its log holds `text`.
     pub async fn logged(&self, text: &str, limit: Duration) -> bool {
         eventually(limit, || self.log().contains(text)).await

@@ -28,6 +28,7 @@ use super::{parse_duration, parse_size};
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct File {
     pub(super) listen: Option<String>,
+    pub(super) dashboard: Option<String>,
     pub(super) advertise: Option<String>,
     pub(super) peers: Option<Vec<String>>,
     pub(super) slots: Option<u32>,

@@ -1,0 +1,164 @@
+//! What the deployment's dashboard and a peer's share: a small HTTP
+//! server with bounded connections, a token every request must carry, a
+//! page with a strict content policy, and server-sent event streams.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// A dashboard's server, stopped when dropped.
+pub(crate) struct Dashboard {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Dashboard {
+    /// Listens on `addr` and serves `app` (built with the dashboard's
+    /// token, which the URL carries).
+    pub(crate) async fn start(
+        addr: SocketAddr,
+        app: impl FnOnce(String) -> axum::Router,
+    ) -> std::io::Result<Dashboard> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let url = format!("http://{bound}/?token={token}");
+        let task = tokio::spawn(serve(listener, app(token)));
+        Ok(Dashboard { url, task })
+    }
+
+    /// Where it is, token included.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL carries the token: not for logs.
+        f.write_str("Dashboard")
+    }
+}
+
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send a request's head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections while fewer than [`MAX_CONNECTIONS`] are open, each
+/// given [`HEAD_TIMEOUT`] to say what it wants: whoever can reach the port
+/// cannot take all of this process's file descriptors or hold them with
+/// requests that never end.
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = room.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!("dashboard: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = connection.await;
+        });
+    }
+}
+
+/// Constant-time comparison: the token cannot be guessed a byte at a time.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Whether the request carries `token`, as `?token=…` (`query`) or as
+/// `Authorization: Bearer …`.
+pub(crate) fn authorised(token: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    query
+        .into_iter()
+        .chain(bearer)
+        .any(|given| same(given.trim(), token))
+}
+
+/// The answer to a request without the token: `what` says whose.
+pub(crate) fn refused(what: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        format!("{what}'s token is needed: use the dashboard URL printed at start (…?token=…)\n"),
+    )
+        .into_response()
+}
+
+/// Escapes text for HTML.
+pub(crate) fn html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A page of the dashboard: never cached, running only its own script
+/// and talking only to this server.
+pub(crate) fn page(text: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
+            ),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+/// A server-sent event stream fed by a task.
+pub(crate) fn event_stream(
+    stream: impl futures::Stream<Item = Result<String, std::convert::Infallible>> + Send + 'static,
+) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A stream fed by a task: `f` gets the sending end of a small channel.
+pub(crate) fn async_stream<F, Fut>(
+    f: F,
+) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<String>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
+    tokio::spawn(f(tx));
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
+}
