@@ -219,6 +219,25 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
         .map(|o| o.node.clone());
     assert_eq!(on.as_deref(), Some(nodes[1].url().name()));
     assert_eq!(echoes[0].echo(vec![7; 10]).await.unwrap(), vec![7; 10]);
+    // The move is in the timeline, as the runtime it left reported it.
+    let mut moved_event = None;
+    let start = std::time::Instant::now();
+    while moved_event.is_none() && start.elapsed() < Duration::from_secs(10) {
+        moved_event = d
+            .status()
+            .await
+            .events
+            .into_iter()
+            .find(|e| e.kind == "migrated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moved_event = moved_event.expect("a migrated event");
+    assert_eq!(moved_event.node.as_deref(), Some(from.as_str()));
+    assert!(
+        moved_event.detail.contains(&format!("object {moved:#x}"))
+            && moved_event.detail.contains(&format!("moved to {to}")),
+        "{moved_event:?}"
+    );
     // Both nodes joined, in the timeline.
     let joined = state.events.iter().filter(|e| e.kind == "joined").count();
     assert_eq!(joined, 2, "{:?}", state.events);

@@ -343,7 +343,40 @@ async fn balanced_objects_recover_where_they_moved() {
     for r in &recorders {
         assert_eq!(r.seen().await.unwrap(), (0..60).collect::<Vec<u64>>());
     }
-    let recovered = recoveries(&mut run.events);
+    // The timeline has it all: the load balancer's moves from the first
+    // node, checkpoints (summed up every ten checkpoint periods, 2 s
+    // here), the recoveries.
+    let ids: Vec<u64> = recorders
+        .iter()
+        .map(|r| actogrid::Proxy::active_ref(r).id())
+        .collect();
+    let mut events = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10)
+        && !events
+            .iter()
+            .any(|e| matches!(e, VnEvent::Checkpointed { .. }))
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        events.extend(support::drain(&mut run.events));
+    }
+    let from_first = nodes[0].url().to_string();
+    let migrated = events
+        .iter()
+        .filter(|e| {
+            matches!(e, VnEvent::Migrated { object, from, to, .. }
+                if ids.contains(object) && *from == from_first && *to != from_first)
+        })
+        .count();
+    assert!(migrated > 0, "no move from the first node: {events:?}");
+    assert!(
+        events.iter().any(
+            |e| matches!(e, VnEvent::Checkpointed { checkpoints, bytes, .. }
+            if *checkpoints > 0 && *bytes > 0)
+        ),
+        "no checkpoint summed up: {events:?}"
+    );
+    let recovered = support::recoveries_in(&events);
     assert!(!recovered.is_empty(), "no recovery was observed");
     run.end().await;
 }

@@ -193,6 +193,26 @@ pub struct FtServer {
     lost: Mutex<std::collections::VecDeque<(u64, String)>>,
     /// Its own failure detector, when it is stand-alone.
     watch: std::sync::OnceLock<Arc<crate::watch::Watch>>,
+    /// Checkpoints stored since [`FtServer::take_checkpoints`] was last
+    /// called: by object, the runtime that sent the last one
+    /// (`host:port`), how many, and their bytes.
+    stored: Mutex<HashMap<u64, CheckpointsStored>>,
+}
+
+/// Objects whose checkpoints are counted between two
+/// [`FtServer::take_checkpoints`], at most.
+const MAX_TALLIED: usize = 100_000;
+
+/// The checkpoints of one object stored lately (see
+/// [`FtServer::take_checkpoints`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointsStored {
+    /// The runtime that sent the latest (`host:port`).
+    pub address: String,
+    /// How many.
+    pub checkpoints: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// How one object of a failed runtime was recovered.
@@ -237,7 +257,19 @@ impl FtServer {
             dead_order: Mutex::new(Vec::new()),
             lost: Mutex::new(std::collections::VecDeque::new()),
             watch: std::sync::OnceLock::new(),
+            stored: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// How often each protected object is checkpointed.
+    pub fn ttc(&self) -> Duration {
+        self.ttc
+    }
+
+    /// The checkpoints stored since the last call, by object (what a
+    /// deployment's timeline summarises).
+    pub fn take_checkpoints(&self) -> HashMap<u64, CheckpointsStored> {
+        std::mem::take(&mut *lock(&self.stored))
     }
 
     /// The interceptor to install on every protected node of this
@@ -753,9 +785,25 @@ impl FtServer {
                 break;
             }
         }
+        let bytes = stored.state.len() as u64;
         self.store
             .put_checkpoint(&key(object), stored, Some(truncate))
             .await?;
+        let address = lock(&self.objects)
+            .get(&object)
+            .map(|e| e.address.clone())
+            .unwrap_or_default();
+        {
+            let mut tally = lock(&self.stored);
+            // Bounded by the objects protected; a server nobody asks keeps
+            // one entry per object.
+            if tally.len() < MAX_TALLIED || tally.contains_key(&object) {
+                let t = tally.entry(object).or_default();
+                t.address = address;
+                t.checkpoints += 1;
+                t.bytes += bytes;
+            }
+        }
         // The requests it sent before this checkpoint will not be sent
         // again: the objects it sent them to forget their replies.
         if let Ok(checkpoint) =

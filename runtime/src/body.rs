@@ -1265,12 +1265,24 @@ impl Body {
             secret: self.credentials.secret(),
             hosts: self.credentials.hosts_with(self.runtime.id()),
         };
+        let moved = crate::ObjectMoved {
+            object: self.id,
+            type_name: self.object.type_name(),
+            from: format!(
+                "actogrid://{}/{}",
+                self.runtime.address().unwrap_or("local"),
+                self.node.name
+            ),
+            to: target.to_string(),
+            state_bytes: checkpoint.state.len(),
+        };
         if same_runtime {
             // Already there: moving to another node of the same runtime
             // only changes which node hosts it.
             self.node = self.runtime.local_node(target.name()).inner().clone();
             self.runtime.rehome(self.id, &self.node);
             inbound.reply.send(&self.runtime, Outcome::ok_unit(), None);
+            self.runtime.announce_move(moved);
             return Err(());
         }
         let restored = self
@@ -1297,6 +1309,7 @@ impl Body {
         inbound
             .reply
             .send(&self.runtime, Outcome::ok_unit(), Some((self.id, &address)));
+        self.runtime.announce_move(moved);
         Ok(())
     }
 }

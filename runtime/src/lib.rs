@@ -54,8 +54,8 @@ pub use group::{FutureGroup, Group, GroupError};
 pub use node::Node;
 pub use proxy::{ActiveRef, CallInfo};
 pub use runtime::{
-    Builder, Config, Connector, Enroller, HostedObject, Io, ObjectHere, ObjectStats, Runtime,
-    TcpConnector, current,
+    Builder, Config, Connector, Enroller, HostedObject, Io, ObjectHere, ObjectMoved, ObjectStats,
+    Runtime, TcpConnector, current,
 };
 pub use sender::prepare_object_keys;
 pub use tls::{Authority, Identity, IdentityError, Link, Principal};

@@ -202,6 +202,7 @@ impl Builder {
             id,
             address: self.address,
             object_stats: AtomicBool::new(self.config.object_stats),
+            moves: tokio::sync::broadcast::channel(MOVES_KEPT).0,
             config: self.config,
             futures: FutureTable::new(id),
             replays: Mutex::default(),
@@ -282,6 +283,8 @@ pub(crate) struct Inner {
     inline: crate::compute::Inline,
     /// Whether objects count what they serve (see `stats`).
     object_stats: AtomicBool,
+    /// Objects that moved away from here (see [`Runtime::moves`]).
+    moves: tokio::sync::broadcast::Sender<ObjectMoved>,
     /// Its credentials and whom it trusts.
     identity: crate::tls::Identity,
     /// Whether it speaks TLS: its objects then have keys (see `sender`).
@@ -341,6 +344,26 @@ pub struct HostedObject {
     pub type_name: &'static str,
     /// Requests waiting in its queue.
     pub queued: usize,
+}
+
+/// Moves a subscriber of [`Runtime::moves`] may fall behind by before it
+/// misses some.
+const MOVES_KEPT: usize = 1024;
+
+/// An active object that moved from a node of this runtime to another
+/// node (see [`Runtime::moves`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMoved {
+    /// Its id.
+    pub object: u64,
+    /// Its registered type name.
+    pub type_name: &'static str,
+    /// The node it left (`actogrid://host:port/name`).
+    pub from: String,
+    /// The node it lives on now.
+    pub to: String,
+    /// Bytes of its state as it travelled.
+    pub state_bytes: usize,
 }
 
 /// What an active object counted about itself (see the `object_stats`
@@ -2765,6 +2788,19 @@ impl Runtime {
             embedded,
         );
         restored.await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// The objects that move from its nodes from now on, as they move (a
+    /// migration asked by the program, a load-balancing service or a
+    /// dashboard): what a deployment's timeline shows. A subscriber more
+    /// than 1,024 moves behind misses the oldest.
+    pub fn moves(&self) -> tokio::sync::broadcast::Receiver<ObjectMoved> {
+        self.inner.moves.subscribe()
+    }
+
+    /// Tells the subscribers of [`Runtime::moves`] that an object moved.
+    pub(crate) fn announce_move(&self, moved: ObjectMoved) {
+        let _ = self.inner.moves.send(moved);
     }
 
     /// Whether its objects count what they serve (the `object_stats`

@@ -279,6 +279,11 @@ pub(crate) async fn serve_deployed() -> anyhow::Result<()> {
             anyhow::anyhow!("the deployer at {registrar_url} refused this runtime: {e}")
         })?;
         super::capture::forward(admission.logs.clone(), admission.runtime);
+        tokio::spawn(report_moves(
+            rt.moves(),
+            registrar.clone(),
+            admission.runtime,
+        ));
         tracing::info!(
             runtime = admission.runtime,
             "registered with {registrar_url}"
@@ -359,6 +364,39 @@ fn advertised(configured: Option<&str>, bound: SocketAddr, towards_deployer: IpA
         Some(host) => format!("{host}:{}", bound.port()),
         None if !bound.ip().is_unspecified() => bound.to_string(),
         None => SocketAddr::new(towards_deployer, bound.port()).to_string(),
+    }
+}
+
+/// Tells the deployer of the objects that move from this runtime's nodes,
+/// a few at a time, for its timeline.
+async fn report_moves(
+    mut moves: tokio::sync::broadcast::Receiver<actogrid_runtime::ObjectMoved>,
+    registrar: RegistrarProxy,
+    runtime: u64,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let first = match moves.recv().await {
+            Ok(m) => m,
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!("{n} object moves not reported to the deployer");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        // What else moved meanwhile goes with it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut batch = vec![super::state::Moved::from(first)];
+        while batch.len() < super::state::MAX_MOVES {
+            match moves.try_recv() {
+                Ok(m) => batch.push(m.into()),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        if registrar.moved(runtime, batch).is_err() {
+            return;
+        }
     }
 }
 

@@ -326,7 +326,8 @@ pub struct EventRecord {
     pub unix_ms: u64,
     /// The virtual node.
     pub vn: String,
-    /// `joined`, `left`, `failed`, `recovered`, `recovery-failed` or
+    /// `joined`, `left`, `failed`, `migrated`, `checkpointed`,
+    /// `recovered`, `recovery-failed` or
     /// `mpi-ended`.
     pub kind: String,
     /// The node it is about, when there is one.
@@ -401,6 +402,34 @@ impl Timeline {
                         ),
                     ),
                     VnEvent::MpiEnded(outcome) => ("mpi-ended", None, outcome.to_string()),
+                    VnEvent::Migrated {
+                        object,
+                        type_name,
+                        from,
+                        to,
+                        state_bytes,
+                    } => (
+                        "migrated",
+                        Some(from),
+                        format!(
+                            "object {object:#x} ({type_name}, {}) moved to {to}",
+                            bytes_text(state_bytes)
+                        ),
+                    ),
+                    VnEvent::Checkpointed {
+                        checkpoints,
+                        objects,
+                        bytes,
+                        over,
+                    } => (
+                        "checkpointed",
+                        None,
+                        format!(
+                            "{checkpoints} checkpoint(s) of {objects} object(s), {}, in the last {:.0} s",
+                            bytes_text(bytes),
+                            over.as_secs_f64()
+                        ),
+                    ),
                     VnEvent::RecoveryFailed { object, error } => (
                         "recovery-failed",
                         None,

@@ -306,6 +306,14 @@ impl FtDeployment {
             .serve(node, &self.name)
             .await
             .map_err(|e| DeployError::Setup(format!("cannot serve the FT server: {e}")))?;
+        tokio::spawn(summarise_checkpoints(
+            server.clone(),
+            self.protected
+                .keys()
+                .filter_map(|v| vns.get(v).cloned())
+                .collect(),
+            self.ended.subscribe(),
+        ));
         if runtime.set_locator(server.locator()).is_err() {
             tracing::warn!(
                 "this process's runtime follows another FT server already: its calls to objects of this deployment are not resent after a failure"
@@ -436,6 +444,52 @@ const EVENTS_POLL: Duration = Duration::from_millis(250);
 /// into the events of the deployment's virtual nodes `vns` (those of
 /// other deployments it serves are left out: the node must be one of
 /// ours).
+/// How often the checkpoints stored are summed up in the timeline: every
+/// ten checkpoint periods, between 1 s and 10 s.
+fn checkpoint_summary(ttc: Duration) -> Duration {
+    (ttc * 10).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// Every [`checkpoint_summary`], a [`VnEvent::Checkpointed`] for each
+/// protected virtual node whose objects' checkpoints were stored
+/// meanwhile; until the deployment ends.
+async fn summarise_checkpoints(
+    server: Arc<FtServer>,
+    vns: Vec<Arc<VnState>>,
+    mut ended: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(checkpoint_summary(server.ttc()));
+    tick.tick().await;
+    let mut since = Instant::now();
+    loop {
+        tokio::select! {
+            _ = ended.wait_for(|e| *e) => return,
+            _ = tick.tick() => {}
+        }
+        let stored = server.take_checkpoints();
+        let over = since.elapsed();
+        since = Instant::now();
+        for vn in &vns {
+            let at: HashSet<String> = lock(&vn.nodes)
+                .iter()
+                .map(|n| super::agent::host_port(n.url().host(), n.url().port()))
+                .collect();
+            let mine = stored.values().filter(|s| at.contains(&s.address));
+            let (objects, checkpoints, bytes) = mine.fold((0, 0, 0), |(o, c, b), s| {
+                (o + 1, c + s.checkpoints, b + s.bytes)
+            });
+            if checkpoints > 0 {
+                let _ = vn.events.send(VnEvent::Checkpointed {
+                    checkpoints,
+                    objects,
+                    bytes,
+                    over,
+                });
+            }
+        }
+    }
+}
+
 async fn follow_recoveries(runtime: Runtime, watch: NodeUrl, vns: HashMap<String, Arc<VnState>>) {
     use actogrid_fault_tolerance::server::FtWatchProxy;
     use actogrid_fault_tolerance::watch::WatchEvent;

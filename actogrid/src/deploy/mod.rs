@@ -538,6 +538,22 @@ impl Deployment {
             let follower = inner.timeline.follow(vn);
             lock(&inner.tasks).push(follower);
         }
+        // Objects moving from the nodes this process hosts.
+        let mut moves = inner.shared.runtime.moves();
+        let shared = Arc::downgrade(&inner.shared);
+        lock(&inner.tasks).push(tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match moves.recv().await {
+                    Ok(m) => match shared.upgrade() {
+                        Some(s) => s.moved_here(m.into()),
+                        None => return,
+                    },
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }));
         if let Some(addr) = inner.options.dashboard {
             match dashboard::start(addr, &inner).await {
                 Ok(d) => {

@@ -126,4 +126,16 @@ impl Registrar {
             actogrid_runtime::caller().filter(|c| actogrid_runtime::tls::is_runtime_id(*c));
         find(self.deployment).is_some_and(|s| s.renew(caller, runtime))
     }
+
+    /// Objects moved from the nodes of runtime `runtime` (only that
+    /// runtime itself says so; at most 256 at once): events of its
+    /// virtual node.
+    #[oneway]
+    pub fn moved(&self, runtime: u64, moves: Vec<super::state::Moved>) {
+        let caller =
+            actogrid_runtime::caller().filter(|c| actogrid_runtime::tls::is_runtime_id(*c));
+        if let Some(s) = find(self.deployment) {
+            s.moved_from(caller, runtime, moves);
+        }
+    }
 }

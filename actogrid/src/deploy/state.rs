@@ -11,6 +11,7 @@ use actogrid_runtime::{CallError, Node, NodeUrl, Runtime};
 use actogrid_technical_services::{
     ApplyFailure, Origin, ServiceHostProxy, ServiceSpec, VnDirectoryProxy, apply_all,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use actogrid_acquisition::mpi::MpiOutcome;
@@ -62,10 +63,79 @@ pub enum VnEvent {
         /// Why, in words.
         error: String,
     },
+    /// An active object moved from a node of the virtual node (a
+    /// migration the program asked for, a load-balancing service's move,
+    /// or one asked from the dashboard).
+    Migrated {
+        /// The object's id.
+        object: u64,
+        /// Its type.
+        type_name: String,
+        /// The node it left.
+        from: String,
+        /// The node it lives on now.
+        to: String,
+        /// Bytes of its state as it travelled.
+        state_bytes: u64,
+    },
+    /// Checkpoints of protected objects were stored (fault tolerance): a
+    /// summary of the last few seconds.
+    Checkpointed {
+        /// Checkpoints stored.
+        checkpoints: u64,
+        /// Of how many objects.
+        objects: u64,
+        /// Their bytes.
+        bytes: u64,
+        /// Over how long.
+        over: Duration,
+    },
     /// An MPI run of the virtual node (a `dependentProcessSequence` ending
     /// in an `mpiProcess`) ended, successfully or not. A failed one is
     /// also a [`VnEvent::Failed`].
     MpiEnded(Box<MpiOutcome>),
+}
+
+/// Moves one runtime reports at once, at most.
+pub(crate) const MAX_MOVES: usize = 256;
+
+/// An object that moved, as a runtime reports it to its deployer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Moved {
+    /// The object's id.
+    pub object: u64,
+    /// Its type.
+    pub type_name: String,
+    /// The node it left.
+    pub from: String,
+    /// The node it lives on now.
+    pub to: String,
+    /// Bytes of its state as it travelled.
+    pub state_bytes: u64,
+}
+
+impl From<actogrid_runtime::ObjectMoved> for Moved {
+    fn from(m: actogrid_runtime::ObjectMoved) -> Moved {
+        Moved {
+            object: m.object,
+            type_name: m.type_name.to_owned(),
+            from: m.from,
+            to: m.to,
+            state_bytes: m.state_bytes as u64,
+        }
+    }
+}
+
+impl Moved {
+    fn into_event(self) -> VnEvent {
+        VnEvent::Migrated {
+            object: self.object,
+            type_name: self.type_name,
+            from: self.from,
+            to: self.to,
+            state_bytes: self.state_bytes,
+        }
+    }
 }
 
 /// Counters of one virtual node, for progress display.
@@ -515,6 +585,43 @@ impl Shared {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Objects moved from the nodes of runtime `runtime`, as it says
+    /// (only that runtime itself says so, and only of its own nodes):
+    /// each is a [`VnEvent::Migrated`] of its virtual node.
+    pub(crate) fn moved_from(&self, caller: Option<u64>, runtime: u64, moves: Vec<Moved>) {
+        let (vn, nodes) = {
+            let st = lock(&self.state);
+            match st.runtimes.get(&runtime) {
+                Some(r) if !r.gone && caller.is_none_or(|c| c == r.id) => (
+                    st.launches[r.launch as usize].vn.clone(),
+                    r.nodes
+                        .iter()
+                        .map(|n| n.url().to_string())
+                        .collect::<Vec<_>>(),
+                ),
+                _ => return,
+            }
+        };
+        for m in moves.into_iter().take(MAX_MOVES) {
+            if nodes.contains(&m.from) {
+                let _ = vn.events.send(m.into_event());
+            }
+        }
+    }
+
+    /// An object moved from a node of this process's runtime: a
+    /// [`VnEvent::Migrated`] of the virtual node that node belongs to.
+    pub(crate) fn moved_here(&self, m: Moved) {
+        let url = m.from.clone();
+        let vn = self
+            .vns
+            .values()
+            .find(|vn| lock(&vn.nodes).iter().any(|n| n.url().to_string() == url));
+        if let Some(vn) = vn {
+            let _ = vn.events.send(m.into_event());
         }
     }
 

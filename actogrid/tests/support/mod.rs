@@ -655,14 +655,36 @@ pub async fn check_pushed(
 pub fn recoveries(
     events: &mut tokio::sync::broadcast::Receiver<actogrid::VnEvent>,
 ) -> std::collections::HashMap<u64, Duration> {
+    recoveries_in(&drain(events))
+}
+
+/// The events received so far (skipping any missed).
+#[allow(dead_code)] // not every test binary drains events
+pub fn drain(
+    events: &mut tokio::sync::broadcast::Receiver<actogrid::VnEvent>,
+) -> Vec<actogrid::VnEvent> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut all = Vec::new();
+    loop {
+        match events.try_recv() {
+            Ok(e) => all.push(e),
+            Err(TryRecvError::Lagged(_)) => continue,
+            Err(_) => return all,
+        }
+    }
+}
+
+/// The recoveries among `events`: how long each object's took. Panics
+/// on a failed one.
+pub fn recoveries_in(events: &[actogrid::VnEvent]) -> std::collections::HashMap<u64, Duration> {
     let mut recovered = std::collections::HashMap::new();
-    while let Ok(e) = events.try_recv() {
+    for e in events {
         match e {
-            actogrid::VnEvent::Recovered { object, took, .. } => {
-                recovered.insert(object, took);
-            }
             actogrid::VnEvent::RecoveryFailed { object, error } => {
                 panic!("object {object:#x} was not recovered: {error}")
+            }
+            actogrid::VnEvent::Recovered { object, took, .. } => {
+                recovered.insert(*object, *took);
             }
             _ => {}
         }
