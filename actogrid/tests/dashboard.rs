@@ -112,6 +112,7 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     assert_eq!(vn.name, "Workers");
     assert_eq!(vn.nodes, 2);
     assert_eq!(vn.runtimes_registered, 2);
+    assert!(vn.runtimes.iter().all(|r| r.provider == "local"), "{vn:?}");
     let mut seen: Vec<u32> = vn.runtimes.iter().map(|r| r.pid).collect();
     seen.sort_unstable();
     assert_eq!(seen, pids);
@@ -542,6 +543,19 @@ async fn a_peer_dashboard_shows_its_overlay_slots_and_lent_runtimes() {
     d.activate().await.unwrap();
     let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
     assert_eq!(nodes.len(), 2);
+    // The deployment's own dashboard says who lent its runtimes.
+    let mut providers: Vec<String> = d.status().await.virtual_nodes[0]
+        .runtimes
+        .iter()
+        .map(|r| r.provider.clone())
+        .collect();
+    providers.sort();
+    let mut lenders = vec![
+        format!("peer {}", first.address),
+        format!("peer {}", second.address),
+    ];
+    lenders.sort();
+    assert_eq!(providers, lenders);
 
     // The first peer's view: its slot in use for the deployment, its
     // acquaintance asked and answering with its own slot in use.

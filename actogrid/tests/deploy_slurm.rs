@@ -89,6 +89,13 @@ async fn a_slurm_job_starts_runtimes_that_answer_and_is_cancelled_at_the_end() {
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let job = jobs[0].1.clone();
     assert_eq!(squeue_state(&job), "RUNNING");
+    // The dashboard's state says where the runtimes come from.
+    let providers: Vec<String> = d.status().await.virtual_nodes[0]
+        .runtimes
+        .iter()
+        .map(|r| r.provider.clone())
+        .collect();
+    assert_eq!(providers, vec![format!("slurm job {job}"); 2]);
     d.kill().await;
     assert!(eventually(Duration::from_secs(15), || pids.iter().all(|p| !alive(*p))).await);
     assert!(

@@ -142,6 +142,18 @@ async fn runtimes_on_three_hosts_answer_and_leave_nothing_behind() {
     let mut hosts: Vec<String> = d.runtimes().iter().map(|r| r.host.clone()).collect();
     hosts.sort();
     assert_eq!(hosts, ["agh1", "agh1", "agh2", "agh2", "agh3", "agh3"]);
+    let mut providers: Vec<String> = d.status().await.virtual_nodes[0]
+        .runtimes
+        .iter()
+        .map(|r| r.provider.clone())
+        .collect();
+    providers.sort();
+    assert_eq!(
+        providers,
+        [
+            "ssh agh1", "ssh agh1", "ssh agh2", "ssh agh2", "ssh agh3", "ssh agh3"
+        ]
+    );
     // Runtimes advertise their own host's address, not the deployer's.
     for node in &nodes {
         assert!(node.url().host().starts_with("10.213.7."), "{}", node.url());

@@ -86,8 +86,8 @@ impl std::fmt::Display for DeploymentStatus {
             for r in &vn.runtimes {
                 writeln!(
                     out,
-                    "  runtime {} on {} pid {} ({})",
-                    r.id, r.host, r.pid, r.launch
+                    "  runtime {} on {} pid {} ({}; {})",
+                    r.id, r.host, r.pid, r.provider, r.launch
                 )?;
                 for n in &r.nodes {
                     writeln!(out, "    {n}")?;
@@ -199,6 +199,10 @@ pub struct RuntimeStatus {
     pub pid: u32,
     /// What started it (process, host, job).
     pub launch: String,
+    /// Where it came from: `local`, `ssh HOST`, `slurm job 123` (any
+    /// scheduler, with its job id), `peer HOST:PORT` (lent by the
+    /// overlay).
+    pub provider: String,
     /// Its nodes' URLs.
     pub nodes: Vec<String>,
     /// The active objects on its nodes (empty when it did not answer in
@@ -499,6 +503,25 @@ impl From<&OutputLine> for LogLine {
     }
 }
 
+/// Where the runtimes of `launch` come from, in a word or two.
+fn provider(launch: &super::state::LaunchRecord) -> String {
+    if let Some(job) = &launch.job {
+        return format!("{} job {}", job.job.kind.name(), job.job.id);
+    }
+    if launch.acquired {
+        return format!("peer {}", launch.host);
+    }
+    let local = launch.host == "localhost"
+        || launch.host.starts_with("127.")
+        || launch.host == "::1"
+        || launch.host == actogrid_technical_services::hostname();
+    if local {
+        "local".to_owned()
+    } else {
+        format!("ssh {}", launch.host)
+    }
+}
+
 /// How long a runtime may take to say which objects it hosts.
 const OBJECTS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -522,6 +545,7 @@ pub(crate) async fn status(inner: &Inner) -> DeploymentStatus {
                         host: r.host.clone(),
                         pid: r.pid,
                         launch: launch.label.clone(),
+                        provider: provider(launch),
                         nodes: r.nodes.iter().map(|n| n.url().to_string()).collect(),
                         objects: Vec::new(),
                         objects_unknown: true,
