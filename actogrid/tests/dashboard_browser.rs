@@ -255,7 +255,7 @@ async fn the_dashboard_shows_the_deployment_and_moves_a_dragged_object() {
     let dir = TempDir::new("dashboard-browser");
     let text = support::descriptor(
         "",
-        "runtimes=\"2\"",
+        "runtimes=\"3\"",
         "rt",
         r#"<processDefinition id="rt"><jvmProcess>
              <environment><variable name="RUST_LOG" value="info"/></environment>
@@ -269,7 +269,7 @@ async fn the_dashboard_shows_the_deployment_and_moves_a_dragged_object() {
         .unwrap();
     d.activate().await.unwrap();
     let nodes = d.virtual_node("Workers").unwrap().nodes().await.unwrap();
-    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes.len(), 3);
     let echo = actogrid_builtin::EchoProxy::new(&nodes[0]).await.unwrap();
     let id = actogrid::Proxy::active_ref(&echo).id();
     let url = d.dashboard_url().unwrap();
@@ -281,7 +281,7 @@ async fn the_dashboard_shows_the_deployment_and_moves_a_dragged_object() {
     assert!(
         browser
             .wait_for(
-                r#"document.querySelectorAll('section.vn[data-vn="Workers"] .runtime').length === 2"#,
+                r#"document.querySelectorAll('section.vn[data-vn="Workers"] .runtime').length === 3"#,
                 limit
             )
             .await,
@@ -395,6 +395,44 @@ async fn the_dashboard_shows_the_deployment_and_moves_a_dragged_object() {
         .map(|o| o.node.clone());
     assert_eq!(now_on.as_deref(), Some(nodes[1].url().name()));
     assert_eq!(echo.echo(vec![1, 2, 3]).await.unwrap(), vec![1, 2, 3]);
+
+    // The same deployment from scripts: `actogrid status` (the arrow
+    // and the figures), `actogrid logs` (the line), `/metrics`.
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_actogrid"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status: actogrid::DeploymentStatus =
+        serde_json::from_str(&run(&["status", &url, "--format", "json"])).unwrap();
+    assert_eq!(status.virtual_nodes[0].runtimes.len(), 3);
+    let arrow = status
+        .calls
+        .iter()
+        .find(|e| e.from == from && e.to == to)
+        .expect("the arrow, in the JSON");
+    assert_eq!(arrow.calls, 20);
+    assert!(arrow.from_label.contains("Worker"), "{arrow:?}");
+    let text = run(&["status", &url]);
+    assert!(text.contains("20 served"), "{text}");
+    let logs = run(&["logs", &url, "--vn", "Workers"]);
+    assert_eq!(logs.matches("registered with").count(), 3, "{logs}");
+    let (address, token) = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split_once("/?token="))
+        .unwrap();
+    let metrics = get(address, &format!("/metrics?token={token}"));
+    assert!(
+        metrics.contains("actogrid_runtimes{vn=\"Workers\",state=\"running\"} 3"),
+        "{metrics}"
+    );
 
     // A screenshot of it.
     let shot = browser

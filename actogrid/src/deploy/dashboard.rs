@@ -972,7 +972,15 @@ async fn api_stream(
                     if inner.shared.ended.load(Ordering::Acquire) {
                         break;
                     }
-                    let state = serde_json::to_string(&status(&inner).await).unwrap_or_default();
+                    let mut state = status(&inner).await;
+                    // The page draws the call graph from `calls`: each
+                    // object's own list of senders is not sent each second.
+                    for r in state.virtual_nodes.iter_mut().flat_map(|v| &mut v.runtimes) {
+                        for o in &mut r.objects {
+                            o.callers.clear();
+                        }
+                    }
+                    let state = serde_json::to_string(&state).unwrap_or_default();
                     drop(inner);
                     if state != last {
                         last = state.clone();
