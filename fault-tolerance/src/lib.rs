@@ -7,6 +7,9 @@
 //! bodies and run as a technical service; the FT server keeps checkpoints and
 //! logs in a durable store.
 //!
+//! * [`cic`]: the CIC protocol cores (one per protected object, and the FT
+//!   server's recovery line), sans-IO state machines that a seeded
+//!   simulator drives in the tests; not driven by the runtime yet.
 //! * [`pml`]: the PML protocol cores, sans-IO state machines that a
 //!   seeded simulator drives in the tests: the protocol's specification.
 //!   Production follows the same rules in [`server`], with the runtime's
@@ -26,6 +29,7 @@
 //! * [`watch`]: the failure detector of a stand-alone FT server
 //!   (`actogrid ft-server`), fed by the protected nodes' heartbeats.
 
+pub mod cic;
 pub mod journal;
 pub mod keeper;
 pub mod pml;
