@@ -709,6 +709,10 @@ fn call_graph(
     (edges, more)
 }
 
+/// Counts whose rates a deployment follows, at most (objects, and pairs
+/// of sender and object).
+const MAX_SAMPLES: usize = 200_000;
+
 /// Two samples of a count (`old` at least a second old once there are
 /// two), for a rate over the last second or two.
 struct Sample {
@@ -729,6 +733,10 @@ fn rate(
     count: u64,
     now: Instant,
 ) -> f64 {
+    if samples.len() >= MAX_SAMPLES && !samples.contains_key(&key) {
+        // Past the bound, new pairs show their counts without a rate.
+        return 0.0;
+    }
     let s = samples.entry(key).or_insert(Sample {
         old: (count, now),
         new: (count, now),

@@ -82,6 +82,13 @@ impl std::fmt::Display for PeerView {
 const ASK_EVERY: Duration = Duration::from_secs(3);
 /// How long someone counts as watching after their last request.
 const WATCHING: Duration = Duration::from_secs(30);
+/// An acquaintance's own acquaintances kept, at most.
+const MAX_THEIRS: usize = 64;
+/// The longest address believed.
+const MAX_ADDRESS: usize = 256;
+/// Acquaintances asked, at most (the page draws 40).
+const MAX_ASKED: usize = 64;
+
 /// How long an acquaintance has to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
@@ -152,7 +159,10 @@ async fn ask_neighbours(served: Weak<Served>) {
         }
         let acquaintances = driver.status().acquaintances;
         drop(driver);
-        let asked = acquaintances.iter().map(|a| ask(&s.runtime, s.overlay, a));
+        let asked = acquaintances
+            .iter()
+            .take(MAX_ASKED)
+            .map(|a| ask(&s.runtime, s.overlay, a));
         let answers = futures::future::join_all(asked).await;
         let now = Instant::now();
         lock(&s.neighbours).0 = answers.into_iter().map(|n| (n, now)).collect();
@@ -184,7 +194,14 @@ async fn ask(runtime: &Runtime, overlay: Token, address: &str) -> Neighbour {
             n.offered = status.count("offered") as u64;
             n.booked = status.count("booked") as u64;
             n.in_use = status.count("in use") as u64;
-            n.acquaintances = status.acquaintances;
+            // What another peer says is bounded here: the page shows a
+            // few of its acquaintances, each a `host:port` at most so long.
+            n.acquaintances = status
+                .acquaintances
+                .into_iter()
+                .filter(|a| a.len() <= MAX_ADDRESS)
+                .take(MAX_THEIRS)
+                .collect();
         }
         Ok(Err(e)) => n.error = Some(e),
         Err(_) => n.error = Some(format!("no answer within {ANSWER_WITHIN:?}")),
