@@ -287,6 +287,44 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     .await
     .unwrap();
     assert!(ok && text.is_empty(), "{text}");
+    // By node (the runtime hosting it) and by level: the registration
+    // lines are tracing lines at INFO.
+    let node = nodes[0].url().to_string();
+    let (ok, text, err) = tokio::task::spawn_blocking({
+        let (url, node) = (url.clone(), node.clone());
+        move || actogrid(&["logs", &url, "--node", &node, "--level", "info"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(text.matches("registered with").count(), 1, "{text}");
+    let (ok, text, err) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || actogrid(&["logs", &url, "--level", "warn", "--json"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(!text.contains("registered with"), "{text}");
+    let lines: Vec<actogrid::LogLine> = d
+        .logs()
+        .iter()
+        .map(actogrid::LogLine::from)
+        .filter(|l| l.text.contains("registered with"))
+        .collect();
+    assert!(
+        lines.iter().all(|l| l.level.as_deref() == Some("INFO")),
+        "{lines:?}"
+    );
+    let (code, body) = get(&address, &format!("/api/logs?level=loud&token={token}"));
+    assert_eq!(code, 400, "{body}");
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || actogrid(&["logs", &url, "--node", "actogrid://10.9.9.9:1/nowhere"])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("no node"), "{err}");
 
     // Metrics, in Prometheus' text format.
     let (code, metrics) = get(&address, &format!("/metrics?token={token}"));

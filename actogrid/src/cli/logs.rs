@@ -1,5 +1,5 @@
 //! `actogrid logs URL`: what the runtimes of a running deployment printed,
-//! filtered by virtual node, runtime, host or stream; `--follow` goes on
+//! filtered by virtual node, runtime, host, node, level or stream; `--follow` goes on
 //! with new lines until the deployment ends (or Ctrl-C).
 
 use std::process::ExitCode;
@@ -22,6 +22,14 @@ pub(crate) struct Args {
     /// Only the runtimes on this host.
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
+    /// Only the runtime of this node: its URL, or its name (every runtime
+    /// with a node of that name).
+    #[arg(long, value_name = "NODE")]
+    node: Option<String>,
+    /// Only tracing lines of this level or more severe: error, warn, info,
+    /// debug, trace.
+    #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    level: Option<String>,
     /// Only `stdout` or `stderr`.
     #[arg(long, value_name = "STREAM", value_parser = ["stdout", "stderr"])]
     stream: Option<String>,
@@ -60,6 +68,12 @@ fn query(args: &Args, follow: bool) -> Vec<(&'static str, String)> {
     }
     if let Some(h) = &args.host {
         q.push(("host", h.clone()));
+    }
+    if let Some(n) = &args.node {
+        q.push(("node", n.clone()));
+    }
+    if let Some(l) = &args.level {
+        q.push(("level", l.clone()));
     }
     if let Some(s) = &args.stream {
         q.push(("stream", s.clone()));

@@ -480,6 +480,32 @@ pub struct LogLine {
     pub unix_ms: u64,
     /// The line.
     pub text: String,
+    /// Its level, when it is a tracing line (`ERROR`, `WARN`, `INFO`,
+    /// `DEBUG`, `TRACE`).
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+/// Levels, most severe first.
+const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
+
+/// The level of a line written by a tracing subscriber's default format
+/// (`2026-12-07T05:11:46.603522Z  INFO target: message`, the time
+/// optional); `None` for any other line.
+pub(crate) fn level_of(text: &str) -> Option<&'static str> {
+    let mut words = text.split_whitespace();
+    let first = words.next()?;
+    let word = if first.len() > 10 && first.as_bytes()[4] == b'-' && first.contains('T') {
+        words.next()?
+    } else {
+        first
+    };
+    LEVELS.into_iter().find(|l| *l == word)
+}
+
+/// How severe `level` is: 0 for `ERROR` … 4 for `TRACE`.
+fn severity(level: &str) -> Option<usize> {
+    LEVELS.iter().position(|l| l.eq_ignore_ascii_case(level))
 }
 
 impl From<&OutputLine> for LogLine {
@@ -498,6 +524,7 @@ impl From<&OutputLine> for LogLine {
                 .time
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            level: level_of(&l.text).map(str::to_owned),
             text: l.text.clone(),
         }
     }
@@ -1210,18 +1237,76 @@ struct LogQuery {
     /// Only this runtime's (its number), or the runtimes on this host.
     runtime: Option<u64>,
     host: Option<String>,
+    /// Only the runtime of this node (its URL, or its name: every runtime
+    /// with a node of that name).
+    node: Option<String>,
+    /// Only tracing lines of this level or more severe.
+    level: Option<String>,
     /// Only `stdout` or `stderr`.
     stream: Option<String>,
     /// Keep the answer open and stream new lines (one JSON object per line).
     follow: Option<u8>,
 }
 
-impl LogQuery {
+/// A [`LogQuery`] made ready: the runtimes its node names, its level.
+struct LogFilter {
+    q: LogQuery,
+    runtimes: Option<std::collections::HashSet<u64>>,
+    severity: Option<usize>,
+}
+
+impl LogFilter {
+    /// `q` against the deployment's runtimes; an error for a level or a
+    /// node that means nothing.
+    fn new(q: LogQuery, inner: &Inner) -> Result<LogFilter, String> {
+        let severity = match &q.level {
+            None => None,
+            Some(l) => Some(severity(l).ok_or_else(|| {
+                format!("`{l}` is not a level: give error, warn, info, debug or trace")
+            })?),
+        };
+        let runtimes = match &q.node {
+            None => None,
+            Some(node) => {
+                let st = lock(&inner.shared.state);
+                let found: std::collections::HashSet<u64> = st
+                    .runtimes
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.nodes
+                            .iter()
+                            .any(|n| n.url().to_string() == *node || n.url().name() == node)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                if found.is_empty() {
+                    return Err(format!("no node `{node}` in this deployment"));
+                }
+                Some(found)
+            }
+        };
+        Ok(LogFilter {
+            q,
+            runtimes,
+            severity,
+        })
+    }
+
     fn wants(&self, l: &OutputLine) -> bool {
-        self.vn.as_ref().is_none_or(|v| *v == l.vn)
-            && self.runtime.is_none_or(|r| r == l.runtime)
-            && self.host.as_ref().is_none_or(|h| *h == l.host)
-            && self.stream.as_deref().is_none_or(|s| match l.stream {
+        let q = &self.q;
+        q.vn.as_ref().is_none_or(|v| *v == l.vn)
+            && q.runtime.is_none_or(|r| r == l.runtime)
+            && q.host.as_ref().is_none_or(|h| *h == l.host)
+            && self
+                .runtimes
+                .as_ref()
+                .is_none_or(|r| r.contains(&l.runtime))
+            && self.severity.is_none_or(|most| {
+                level_of(&l.text)
+                    .and_then(severity)
+                    .is_some_and(|s| s <= most)
+            })
+            && q.stream.as_deref().is_none_or(|s| match l.stream {
                 Stream::Stdout => s == "stdout",
                 Stream::Stderr => s == "stderr",
             })
@@ -1239,7 +1324,12 @@ async fn api_logs(
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
-    if q.follow.unwrap_or(0) == 0 {
+    let follow = q.follow.unwrap_or(0) != 0;
+    let q = match LogFilter::new(q, &inner) {
+        Ok(f) => f,
+        Err(e) => return (StatusCode::BAD_REQUEST, e + "\n").into_response(),
+    };
+    if !follow {
         let all: Vec<LogLine> = inner
             .shared
             .outputs
