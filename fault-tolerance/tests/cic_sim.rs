@@ -8,7 +8,9 @@
 //!
 //! Brokers serve transfers by calling two accounts in turn and awaiting
 //! each reply inside the service, so replies from beyond the broker's
-//! checkpoint index are consumed where no checkpoint can be taken; clients
+//! checkpoint index are consumed where no checkpoint can be taken; a
+//! payroll keeps the futures of its credits in the broker's state, across
+//! later requests and checkpoints, until a `Collect` gets them; clients
 //! also deposit directly. Each member checkpoints on its own TTC, which
 //! differs per member, so indices drift apart and checkpoints are forced.
 //!
@@ -91,6 +93,15 @@ enum Msg {
     },
     /// Client to account.
     Deposit { op: u64, amount: i64 },
+    /// Client to broker: credit `amount` to each of `to`, keeping the
+    /// futures in the broker's state until a `Collect`.
+    Payroll {
+        op: u64,
+        to: Vec<ObjectId>,
+        amount: i64,
+    },
+    /// Client to broker: the balances of a payroll, once all are in.
+    Collect { op: u64 },
     /// Broker to account.
     Withdraw { op: u64, amount: i64 },
     /// Broker to account.
@@ -99,6 +110,10 @@ enum Msg {
     Balance(i64),
     /// A broker's reply: the two balances after.
     Moved(i64, i64),
+    /// A broker's reply to a payroll: started.
+    Started,
+    /// A broker's reply to a collect: the balances after each credit.
+    Paid(Vec<i64>),
 }
 
 /// What an account holds: its balance and every change, with the balance
@@ -117,6 +132,12 @@ enum Body {
     Broker {
         done: Vec<(u64, i64, i64)>,
         serving: Option<(Msg, Option<i64>)>,
+        /// Payrolls: the balances of their credits as they come in.
+        payrolls: BTreeMap<u64, Vec<Option<i64>>>,
+        /// The calls of payrolls not answered yet: (op, which credit).
+        pending: BTreeMap<RequestId, (u64, usize)>,
+        /// The payroll a `Collect` being served waits for.
+        collecting: Option<u64>,
     },
 }
 
@@ -131,6 +152,9 @@ impl Body {
             Body::Broker {
                 done: Vec::new(),
                 serving: None,
+                payrolls: BTreeMap::new(),
+                pending: BTreeMap::new(),
+                collecting: None,
             }
         }
     }
@@ -174,6 +198,8 @@ struct Op {
     at: u64,
     target: ObjectId,
     msg: Msg,
+    /// Issued `at` ms after this operation's reply came, not at `at`.
+    after: Option<u64>,
 }
 
 struct Client {
@@ -196,8 +222,13 @@ struct Tally {
     /// Requests sent before their sender's checkpoint of the line and not
     /// delivered before their target's: in transit across it.
     crossing_requests: u64,
+    /// Replies sent before their replier's checkpoint of the line to a
+    /// caller whose checkpoint still awaits them: in transit across it.
+    crossing_replies: u64,
     forced_jumps: u64,
     reply_deps: u64,
+    /// Payrolls collected after a checkpoint of their broker.
+    collected_across_checkpoints: u64,
     lines: u64,
     dropped_messages: u64,
 }
@@ -213,8 +244,10 @@ impl Tally {
         self.replayed += o.replayed;
         self.resent_in_transit += o.resent_in_transit;
         self.crossing_requests += o.crossing_requests;
+        self.crossing_replies += o.crossing_replies;
         self.forced_jumps += o.forced_jumps;
         self.reply_deps += o.reply_deps;
+        self.collected_across_checkpoints += o.collected_across_checkpoints;
         self.lines += o.lines;
         self.dropped_messages += o.dropped_messages;
     }
@@ -303,7 +336,9 @@ impl Sim {
         };
         for c in 0..CLIENTS {
             for (i, op) in ops[c as usize].iter().enumerate() {
-                sim.at(op.at, Event::Issue(c, i));
+                if op.after.is_none() {
+                    sim.at(op.at, Event::Issue(c, i));
+                }
             }
         }
         sim.at(TICK, Event::Tick);
@@ -512,6 +547,9 @@ impl Sim {
                             if !record.deps.is_empty() {
                                 self.tally.reply_deps += 1;
                             }
+                            if record.state.awaiting() > 0 {
+                                self.tally.collected_across_checkpoints += 1;
+                            }
                             self.bodies.insert((record.object, record.lo), body);
                         }
                         self.keeper.store_checkpoint(record)
@@ -572,6 +610,12 @@ impl Sim {
                 let target = plan.restarts.iter().find(|t| t.object == id.target);
                 if target.is_some_and(|t| t.record.state.delivered_from(id.sender) < id.seq) {
                     self.tally.crossing_requests += 1;
+                }
+            }
+            for id in r.record.state.retained_replies() {
+                let caller = plan.restarts.iter().find(|t| t.object == id.sender);
+                if caller.is_some_and(|t| t.record.state.awaits(id)) {
+                    self.tally.crossing_replies += 1;
                 }
             }
         }
@@ -673,6 +717,10 @@ impl Sim {
                     let body = n.body.clone();
                     if let Body::Broker {
                         serving: Some(_), ..
+                    }
+                    | Body::Broker {
+                        collecting: Some(_),
+                        ..
                     } = &body
                     {
                         return Err(format!("{id:?} checkpointed inside a service"));
@@ -692,7 +740,7 @@ impl Sim {
                 }
                 Action::Resolve(reply) => {
                     let n = self.nodes.get_mut(&id).unwrap().as_mut().unwrap();
-                    resume(n, now, reply.payload)?;
+                    resume(n, now, reply.id, reply.payload)?;
                 }
             }
         }
@@ -727,7 +775,7 @@ impl Sim {
                 }
                 Action::Resolve(reply) => {
                     let z = &mut self.zombies[i].1;
-                    resume(z, now, reply.payload)?;
+                    resume(z, now, reply.id, reply.payload)?;
                 }
             }
         }
@@ -758,6 +806,17 @@ impl Sim {
         if let Some((i, _)) = cl.pending.remove(&reply.id) {
             let op = cl.ops[i].id;
             cl.results.insert(op, reply.payload.clone());
+            let next: Vec<(usize, u64)> = cl
+                .ops
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.after == Some(op))
+                .map(|(j, o)| (j, o.at))
+                .collect();
+            let n = c.0 - 101;
+            for (j, delay) in next {
+                self.at(self.now + delay, Event::Issue(n, j));
+            }
         }
         self.send(
             reply.id.target,
@@ -790,6 +849,40 @@ fn serve(n: &mut Node, now: Time, msg: Msg) -> Result<(), String> {
             n.member.reply(now, Msg::Balance(b));
             n.member.service_done(now);
         }
+        (
+            Body::Broker {
+                payrolls, pending, ..
+            },
+            Msg::Payroll { op, to, amount },
+        ) => {
+            payrolls.insert(op, vec![None; to.len()]);
+            for (i, account) in to.into_iter().enumerate() {
+                let call = n.member.call(now, account, Msg::Credit { op, amount });
+                pending.insert(call, (op, i));
+            }
+            n.member.reply(now, Msg::Started);
+            n.member.service_done(now);
+        }
+        (
+            Body::Broker {
+                payrolls,
+                collecting,
+                ..
+            },
+            Msg::Collect { op },
+        ) => {
+            let Some(balances) = payrolls.get(&op) else {
+                return Err(format!("collect of unknown payroll {op}"));
+            };
+            if balances.iter().all(Option::is_some) {
+                let paid = balances.iter().map(|b| b.unwrap()).collect();
+                n.member.reply(now, Msg::Paid(paid));
+                n.member.service_done(now);
+            } else {
+                // Awaits the rest inside this service.
+                *collecting = Some(op);
+            }
+        }
         (Body::Broker { serving, .. }, msg @ Msg::Transfer { .. }) => {
             let Msg::Transfer {
                 op, from, amount, ..
@@ -806,13 +899,31 @@ fn serve(n: &mut Node, now: Time, msg: Msg) -> Result<(), String> {
 }
 
 /// The body, inside its service, gets the reply it awaits.
-fn resume(n: &mut Node, now: Time, msg: Msg) -> Result<(), String> {
-    let Body::Broker { done, serving } = &mut n.body else {
+fn resume(n: &mut Node, now: Time, id: RequestId, msg: Msg) -> Result<(), String> {
+    let Body::Broker {
+        done,
+        serving,
+        payrolls,
+        pending,
+        collecting,
+    } = &mut n.body
+    else {
         return Err("an account got a reply".into());
     };
     let Msg::Balance(balance) = msg else {
         return Err(format!("a broker got {msg:?}"));
     };
+    if let Some((op, i)) = pending.remove(&id) {
+        let balances = payrolls.get_mut(&op).ok_or("a payroll went missing")?;
+        balances[i] = Some(balance);
+        if *collecting == Some(op) && balances.iter().all(Option::is_some) {
+            *collecting = None;
+            let paid = balances.iter().map(|b| b.unwrap()).collect();
+            n.member.reply(now, Msg::Paid(paid));
+            n.member.service_done(now);
+        }
+        return Ok(());
+    }
     match serving.take() {
         Some((
             Msg::Transfer {
@@ -851,38 +962,71 @@ fn workload(seed: u64) -> Vec<Vec<Op>> {
     (0..CLIENTS)
         .map(|_| {
             let n = rng.range(6, 14);
-            (0..n)
-                .map(|_| {
-                    next += 1;
-                    let at = rng.range(1, 1_500);
-                    let amount = rng.range(1, 100) as i64;
-                    if rng.chance(70) {
-                        let from = account(rng.range(0, ACCOUNTS - 1));
-                        let mut to = account(rng.range(0, ACCOUNTS - 1));
-                        if to == from {
-                            to = account(from.0 % ACCOUNTS);
-                        }
-                        Op {
-                            id: next,
-                            at,
-                            target: broker(rng.range(0, BROKERS - 1)),
-                            msg: Msg::Transfer {
-                                op: next,
-                                from,
-                                to,
-                                amount,
-                            },
-                        }
-                    } else {
-                        Op {
-                            id: next,
-                            at,
-                            target: account(rng.range(0, ACCOUNTS - 1)),
-                            msg: Msg::Deposit { op: next, amount },
-                        }
+            let mut ops = Vec::new();
+            for _ in 0..n {
+                next += 1;
+                let at = rng.range(1, 1_500);
+                let amount = rng.range(1, 100) as i64;
+                let dice = rng.range(0, 99);
+                if dice < 60 {
+                    let from = account(rng.range(0, ACCOUNTS - 1));
+                    let mut to = account(rng.range(0, ACCOUNTS - 1));
+                    if to == from {
+                        to = account(from.0 % ACCOUNTS);
                     }
-                })
-                .collect()
+                    ops.push(Op {
+                        id: next,
+                        at,
+                        target: broker(rng.range(0, BROKERS - 1)),
+                        msg: Msg::Transfer {
+                            op: next,
+                            from,
+                            to,
+                            amount,
+                        },
+                        after: None,
+                    });
+                } else if dice < 80 {
+                    // A payroll to two or more accounts, collected later:
+                    // its futures live in the broker across requests and
+                    // checkpoints.
+                    let first = rng.range(0, ACCOUNTS - 1);
+                    let count = rng.range(2, ACCOUNTS);
+                    let to = (0..count)
+                        .map(|k| account((first + k) % ACCOUNTS))
+                        .collect();
+                    let target = broker(rng.range(0, BROKERS - 1));
+                    let payroll = next;
+                    ops.push(Op {
+                        id: payroll,
+                        at,
+                        target,
+                        msg: Msg::Payroll {
+                            op: payroll,
+                            to,
+                            amount,
+                        },
+                        after: None,
+                    });
+                    next += 1;
+                    ops.push(Op {
+                        id: next,
+                        at: rng.range(0, 300),
+                        target,
+                        msg: Msg::Collect { op: payroll },
+                        after: Some(payroll),
+                    });
+                } else {
+                    ops.push(Op {
+                        id: next,
+                        at,
+                        target: account(rng.range(0, ACCOUNTS - 1)),
+                        msg: Msg::Deposit { op: next, amount },
+                        after: None,
+                    });
+                }
+            }
+            ops
         })
         .collect()
 }
@@ -914,6 +1058,12 @@ fn check(ops: &[Vec<Op>], sim: &Sim) -> Result<(), String> {
             Msg::Deposit { op: id, amount } => {
                 *expected.get_mut(&op.target).unwrap() += amount;
                 effects.insert((op.target, *id, "credit"));
+            }
+            Msg::Payroll { op: id, to, amount } => {
+                for account in to {
+                    *expected.get_mut(account).unwrap() += amount;
+                    effects.insert((*account, *id, "credit"));
+                }
             }
             _ => {}
         }
@@ -985,6 +1135,15 @@ fn check(ops: &[Vec<Op>], sim: &Sim) -> Result<(), String> {
                     seen[&(*to, op.id, "credit")],
                 ),
                 Msg::Deposit { .. } => Msg::Balance(seen[&(op.target, op.id, "credit")]),
+                Msg::Payroll { .. } => Msg::Started,
+                Msg::Collect { op: payroll } => {
+                    let Some(Msg::Payroll { to, .. }) =
+                        list.iter().find(|o| o.id == *payroll).map(|o| &o.msg)
+                    else {
+                        unreachable!()
+                    };
+                    Msg::Paid(to.iter().map(|a| seen[&(*a, *payroll, "credit")]).collect())
+                }
                 _ => unreachable!(),
             };
             if *got != want {
@@ -1067,6 +1226,10 @@ fn every_operation_takes_effect_exactly_once_across_rollbacks() {
         );
         assert!(total.forced_jumps > 0, "no forced checkpoint over a jump");
         assert!(total.reply_deps > 0, "no reply consumed from beyond");
+        assert!(
+            total.collected_across_checkpoints > 0,
+            "no future kept across a checkpoint"
+        );
         assert!(total.replayed > 0, "no history replayed");
         assert!(total.resent_in_transit > 0, "nothing in transit resent");
         assert!(

@@ -119,7 +119,8 @@ pub struct Member<P> {
     replay: VecDeque<(ObjectId, u64)>,
     /// The request being served, and whether it came from outside.
     serving: Option<(RequestId, bool)>,
-    /// Calls of the current service not answered yet.
+    /// Calls of the body's not answered yet (futures may outlive the
+    /// service that made them: they are part of its checkpoints).
     awaiting: BTreeSet<RequestId>,
     retained: Vec<Retained<P>>,
     /// Replies to callers outside the group, held until the recovery line
@@ -195,6 +196,7 @@ impl<P: Clone> Member<P> {
         m.delivered = record.delivered;
         m.next_seq = s.next_seq.clone();
         m.delivered_seq = s.delivered_seq.clone();
+        m.awaiting = s.awaiting.clone();
         m.replay = replay.into();
         // Who received what is forgotten with the rollback: all again.
         m.retained = s
@@ -335,7 +337,10 @@ impl<P: Clone> Member<P> {
         });
         self.changed = true;
         self.actions.push_back(Action::Resolve(reply));
-        let _ = now;
+        // Between two services (a future kept across them): a boundary.
+        if self.serving.is_none() {
+            self.pump(now);
+        }
     }
 
     /// An acknowledgement of something this member sent.
@@ -424,7 +429,6 @@ impl<P: Clone> Member<P> {
     /// The body finished serving its request: a request boundary.
     pub fn service_done(&mut self, now: Time) {
         self.serving = None;
-        self.awaiting.clear();
         self.pump(now);
     }
 
@@ -568,6 +572,7 @@ impl<P: Clone> Member<P> {
             state: State {
                 next_seq: self.next_seq.clone(),
                 delivered_seq: self.delivered_seq.clone(),
+                awaiting: self.awaiting.clone(),
                 retained: self.retained.clone(),
                 held: self.held.clone(),
             },

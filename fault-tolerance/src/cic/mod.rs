@@ -221,6 +221,7 @@ pub struct Record<P> {
 pub struct State<P> {
     next_seq: BTreeMap<ObjectId, u64>,
     delivered_seq: BTreeMap<ObjectId, u64>,
+    awaiting: std::collections::BTreeSet<RequestId>,
     retained: Vec<member::Retained<P>>,
     held: Vec<(Reply<P>, u64)>,
 }
@@ -230,6 +231,7 @@ impl<P> Default for State<P> {
         State {
             next_seq: BTreeMap::new(),
             delivered_seq: BTreeMap::new(),
+            awaiting: std::collections::BTreeSet::new(),
             retained: Vec::new(),
             held: Vec::new(),
         }
@@ -240,6 +242,28 @@ impl<P> State<P> {
     /// Messages kept in it (sent, in transit across its line maybe).
     pub fn retained(&self) -> usize {
         self.retained.len()
+    }
+
+    /// Calls of the body's not answered when it was taken (futures kept
+    /// across requests).
+    pub fn awaiting(&self) -> usize {
+        self.awaiting.len()
+    }
+
+    /// Whether the body awaited the reply to `call` when it was taken.
+    pub fn awaits(&self, call: RequestId) -> bool {
+        self.awaiting.contains(&call)
+    }
+
+    /// The replies kept in it.
+    pub fn retained_replies(&self) -> Vec<RequestId> {
+        self.retained
+            .iter()
+            .filter_map(|r| match &r.sent {
+                member::Sent::Reply(p) => Some(p.id),
+                member::Sent::Request(_) => None,
+            })
+            .collect()
     }
 
     /// The requests kept in it.
