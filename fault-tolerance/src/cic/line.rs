@@ -38,8 +38,8 @@ pub struct LineKeeper<P> {
     line: u64,
     /// By member, its checkpoints in index order.
     checkpoints: BTreeMap<ObjectId, Vec<Record<P>>>,
-    /// By member, its history from position `base + 1` on.
-    histories: BTreeMap<ObjectId, (u64, Vec<Entry>)>,
+    /// By member, its history after place `base`.
+    histories: BTreeMap<ObjectId, (At, Vec<Entry>)>,
     /// By member, the place the last recovery made it replay up to:
     /// until a checkpoint of its is past that place, every line needs the
     /// replay (other members' checkpoints may hold what it sent).
@@ -52,7 +52,7 @@ impl<P: Clone> LineKeeper<P> {
         let mut checkpoints = BTreeMap::new();
         let mut histories = BTreeMap::new();
         for r in members {
-            histories.insert(r.object, (0, Vec::new()));
+            histories.insert(r.object, (At::default(), Vec::new()));
             checkpoints.insert(r.object, vec![r]);
         }
         LineKeeper {
@@ -94,7 +94,7 @@ impl<P: Clone> LineKeeper<P> {
         if last.hi >= record.lo {
             return None;
         }
-        if record.unchanged && record.deps.is_empty() && last.delivered == record.delivered {
+        if record.unchanged && record.deps.is_empty() && last.at() == record.at() {
             // Nothing delivered since: the same state stands for these
             // indices too (what it kept then is a superset of now).
             last.hi = record.hi;
@@ -123,7 +123,9 @@ impl<P: Clone> LineKeeper<P> {
             // again are there already.
             let fits = match e.kind {
                 EntryKind::Request(_) => e.at.position == last.position + 1 && e.at.sub == 0,
-                EntryKind::Reply(_) => e.at.position == last.position && e.at.sub == last.sub + 1,
+                EntryKind::Reply(_) => {
+                    e.at.position == last.position && Some(e.at.sub) == last.sub.checked_add(1)
+                }
             };
             if fits {
                 history.push(e);
@@ -144,20 +146,17 @@ impl<P: Clone> LineKeeper<P> {
     /// position) and up to, for line `line` to be a consistent state; or
     /// `None` when some checkpoint or history entry it needs is not
     /// durable.
-    fn required(&self, line: u64) -> Option<BTreeMap<ObjectId, (u64, At)>> {
-        let mut need: BTreeMap<ObjectId, (u64, At)> = BTreeMap::new();
+    fn required(&self, line: u64) -> Option<BTreeMap<ObjectId, (At, At)>> {
+        let mut need: BTreeMap<ObjectId, (At, At)> = BTreeMap::new();
         for &object in self.checkpoints.keys() {
             let r = self.covering(object, line)?;
-            let mut upto = At {
-                position: r.delivered,
-                sub: u64::MAX,
-            };
+            let mut upto = r.at();
             if let Some(owed) = self.owed.get(&object) {
                 upto = upto.max(*owed);
             }
-            need.insert(object, (r.delivered, upto));
+            need.insert(object, (r.at(), upto));
         }
-        let raise = |need: &mut BTreeMap<ObjectId, (u64, At)>, on: ObjectId, to: At| {
+        let raise = |need: &mut BTreeMap<ObjectId, (At, At)>, on: ObjectId, to: At| {
             if let Some(n) = need.get_mut(&on) {
                 n.1 = n.1.max(to);
             }
@@ -172,29 +171,19 @@ impl<P: Clone> LineKeeper<P> {
         }
         // What a member replays was delivered or consumed from members
         // that must replay up to where they sent it, in turn.
-        let mut scanned: BTreeMap<ObjectId, At> = need
-            .iter()
-            .map(|(o, (base, _))| {
-                (
-                    *o,
-                    At {
-                        position: *base,
-                        sub: u64::MAX,
-                    },
-                )
-            })
-            .collect();
+        let mut scanned: BTreeMap<ObjectId, At> =
+            need.iter().map(|(o, (base, _))| (*o, *base)).collect();
         loop {
             let mut moved = false;
             let objects: Vec<ObjectId> = need.keys().copied().collect();
             for object in objects {
-                let (base_position, upto) = need[&object];
+                let (from_base, upto) = need[&object];
                 let from = scanned[&object];
                 if upto <= from {
                     continue;
                 }
                 let (base, history) = self.histories.get(&object)?;
-                if last_at(*base, history) < upto || *base > base_position {
+                if last_at(*base, history) < upto || *base > from_base {
                     return None;
                 }
                 let mut raised = Vec::new();
@@ -249,14 +238,10 @@ impl<P: Clone> LineKeeper<P> {
         let line = self.line;
         for (object, list) in &mut self.checkpoints {
             list.retain(|r| r.hi >= line);
-            let keep_from = list.first().map_or(0, |r| r.delivered);
+            let keep_from = list.first().map_or(At::default(), Record::at);
             if let Some((base, history)) = self.histories.get_mut(object) {
-                let drop = history
-                    .iter()
-                    .take_while(|e| e.at.position <= keep_from)
-                    .count();
-                // Positions `base + 1 ..= keep_from` go; a reply entry of
-                // position `keep_from` goes with its request's.
+                let drop = history.iter().take_while(|e| e.at <= keep_from).count();
+                // What the first checkpoint kept holds already goes.
                 history.drain(..drop);
                 *base = (*base).max(keep_from);
             }
@@ -281,20 +266,14 @@ impl<P: Clone> LineKeeper<P> {
                 continue;
             };
             last.hi = line;
-            let (from, upto) = need.get(object).copied().unwrap_or((
-                last.delivered,
-                At {
-                    position: last.delivered,
-                    sub: u64::MAX,
-                },
-            ));
+            let (from, upto) = need.get(object).copied().unwrap_or((last.at(), last.at()));
             self.owed.insert(*object, upto);
             let mut replay = Vec::new();
             if let Some((_, history)) = self.histories.get_mut(object) {
                 history.retain(|e| e.at <= upto);
                 replay = history
                     .iter()
-                    .filter(|e| e.at.position > from)
+                    .filter(|e| e.at.position > from.position)
                     .filter_map(|e| match e.kind {
                         EntryKind::Request(seq) => Some((e.sender, seq)),
                         EntryKind::Reply(_) => None,
@@ -316,13 +295,7 @@ impl<P: Clone> LineKeeper<P> {
     }
 }
 
-/// The place of the last entry of a history kept from `base` on.
-fn last_at(base: u64, history: &[Entry]) -> At {
-    history.last().map_or(
-        At {
-            position: base,
-            sub: u64::MAX,
-        },
-        |e| e.at,
-    )
+/// The place of the last entry of a history kept after `base`.
+fn last_at(base: At, history: &[Entry]) -> At {
+    history.last().map_or(base, |e| e.at)
 }

@@ -169,6 +169,7 @@ impl<P: Clone> Member<P> {
             lo: 0,
             hi: 0,
             delivered: 0,
+            consumed: 0,
             deps: Vec::new(),
             unchanged: false,
             state: State::default(),
@@ -194,6 +195,7 @@ impl<P: Clone> Member<P> {
         m.next_max = line;
         m.line = line;
         m.delivered = record.delivered;
+        m.consumed = record.consumed;
         m.next_seq = s.next_seq.clone();
         m.delivered_seq = s.delivered_seq.clone();
         m.awaiting = s.awaiting.clone();
@@ -567,6 +569,7 @@ impl<P: Clone> Member<P> {
             lo,
             hi,
             delivered: self.delivered,
+            consumed: self.consumed,
             deps: std::mem::take(&mut self.deps),
             unchanged: !self.changed,
             state: State {

@@ -207,6 +207,9 @@ pub struct Record<P> {
     pub hi: u64,
     /// Requests delivered before it.
     pub delivered: u64,
+    /// Replies consumed since the last of those (in its service, or
+    /// after it: futures resolved between services).
+    pub consumed: u64,
     /// Replies from ahead consumed since the previous checkpoint.
     pub deps: Vec<Dep>,
     /// Nothing was delivered or consumed since the previous checkpoint:
@@ -224,6 +227,16 @@ pub struct State<P> {
     awaiting: std::collections::BTreeSet<RequestId>,
     retained: Vec<member::Retained<P>>,
     held: Vec<(Reply<P>, u64)>,
+}
+
+impl<P> Record<P> {
+    /// Where in its member's history it was taken.
+    pub fn at(&self) -> At {
+        At {
+            position: self.delivered,
+            sub: self.consumed,
+        }
+    }
 }
 
 impl<P> Default for State<P> {

@@ -187,6 +187,7 @@ fn the_line_waits_for_the_history_a_reply_from_ahead_needs() {
         lo,
         hi,
         delivered,
+        consumed: 0,
         deps,
         unchanged: false,
         state: State::default(),
