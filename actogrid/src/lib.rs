@@ -19,6 +19,8 @@ pub mod peer;
 mod process;
 mod web;
 
+pub use web::{RunningDashboard, running_dashboards};
+
 pub use actogrid_descriptor as descriptor;
 pub use actogrid_runtime::{
     ActiveRef, Authority, CallError, Config, ConfigError, ErrorKind, Future, FutureGroup, Group,

@@ -500,7 +500,7 @@ impl PeerDaemon {
         let dashboard = match dashboard_at {
             None => None,
             Some(addr) => match dashboard::start(addr, &driver, rt.clone(), token).await {
-                Ok(d) => Some(d),
+                Ok(d) => Some(d.record("peer")),
                 Err(e) => {
                     tracing::warn!("no dashboard: cannot listen on {addr}: {e}");
                     None

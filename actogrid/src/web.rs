@@ -13,6 +13,66 @@ use axum::response::{IntoResponse, Response};
 pub(crate) struct Dashboard {
     url: String,
     task: tokio::task::JoinHandle<()>,
+    /// Where its URL is left for `actogrid status` (see
+    /// [`Dashboard::record`]).
+    record: Option<std::path::PathBuf>,
+}
+
+/// A dashboard running on this machine, for this user, as it left its
+/// URL (see [`running_dashboards`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningDashboard {
+    /// `deployment` or `peer`.
+    pub kind: String,
+    /// The process serving it.
+    pub pid: u32,
+    /// Its URL, token included.
+    pub url: String,
+}
+
+/// Where dashboards leave their URLs: `dashboards/` in this user's state
+/// directory ([`crate::state_dir`]).
+fn records_dir() -> std::path::PathBuf {
+    crate::state_dir().join("dashboards")
+}
+
+/// The dashboards of live processes of this user on this machine, oldest
+/// process first: what `actogrid status` and `actogrid logs` use when
+/// given no URL. The records of processes that are gone are removed.
+pub fn running_dashboards() -> Vec<RunningDashboard> {
+    let Ok(entries) = std::fs::read_dir(records_dir()) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // `KIND-PID-PORT.url`
+        let Some(stem) = name.strip_suffix(".url") else {
+            continue;
+        };
+        let mut parts = stem.splitn(3, '-');
+        let (Some(kind), Some(pid)) = (parts.next(), parts.next().and_then(|p| p.parse().ok()))
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let Ok(url) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        found.push(RunningDashboard {
+            kind: kind.to_owned(),
+            pid,
+            url: url.trim().to_owned(),
+        });
+    }
+    found.sort_by_key(|d| d.pid);
+    found
 }
 
 impl Dashboard {
@@ -27,7 +87,48 @@ impl Dashboard {
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let url = format!("http://{bound}/?token={token}");
         let task = tokio::spawn(serve(listener, app(token)));
-        Ok(Dashboard { url, task })
+        Ok(Dashboard {
+            url,
+            task,
+            record: None,
+        })
+    }
+
+    /// Leaves its URL where `actogrid status` and `actogrid logs` find it
+    /// when given none: a file only this user reads, in a directory only
+    /// they enter, removed when the dashboard stops. Best effort: a
+    /// dashboard whose URL cannot be left there still serves.
+    pub(crate) fn record(mut self, kind: &str) -> Dashboard {
+        use std::io::Write as _;
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        let dir = records_dir();
+        // Those of processes gone (killed) go first.
+        let _ = running_dashboards();
+        let port = self
+            .url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .unwrap_or("0")
+            .to_owned();
+        let path = dir.join(format!("{kind}-{}-{port}.url", std::process::id()));
+        let written = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)
+            })
+            .and_then(|mut f| f.write_all(self.url.as_bytes()));
+        match written {
+            Ok(()) => self.record = Some(path),
+            Err(e) => tracing::debug!("the dashboard's URL is not left in {}: {e}", dir.display()),
+        }
+        self
     }
 
     /// Where it is, token included.
@@ -39,6 +140,9 @@ impl Dashboard {
 impl Drop for Dashboard {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(path) = self.record.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -404,9 +404,12 @@ fn runtimes_are_killed_and_the_deployment_ended_from_the_dashboard() {
     use std::io::BufRead;
     let dir = TempDir::new("dashboard-actions");
     let path = dir.write("d.xml", &descriptor());
+    // Its own state directory: where it leaves its dashboard's URL.
+    let state_dir = dir.0.join("state");
     let mut deploy = Command::new(ACTOGRID)
         .args(["deploy", "--no-progress", "--lease-ms", "2000"])
         .arg(&path)
+        .env(actogrid::STATE_DIR_ENV, &state_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -444,6 +447,29 @@ fn runtimes_are_killed_and_the_deployment_ended_from_the_dashboard() {
     }
     assert_eq!(runtimes.len(), 2);
     let victim = &runtimes[0];
+    // `actogrid status` with no URL finds the one dashboard running for
+    // this user (here: in this state directory); with none, it says so.
+    let bare_status = |state: &std::path::Path| {
+        Command::new(ACTOGRID)
+            .arg("status")
+            .env(actogrid::STATE_DIR_ENV, state)
+            .output()
+            .unwrap()
+    };
+    let out = bare_status(&state_dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("virtual node Workers"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bare_status(&dir.0.join("no-state"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no dashboard is running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let (code, _) = post(address, &format!("/api/runtimes/{}/kill", victim.id));
     assert_eq!(code, 401, "no token, no kill");
@@ -482,6 +508,11 @@ fn runtimes_are_killed_and_the_deployment_ended_from_the_dashboard() {
     }
     assert!(ended, "actogrid deploy still running after /api/end");
     assert!(deploy.0.wait().unwrap().success());
+    // Its URL left with it.
+    let left: Vec<_> = std::fs::read_dir(state_dir.join("dashboards"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
     support::assert_all_exit("runtimes", || {
         if support::alive(survivor) {
             vec![survivor]

@@ -19,6 +19,33 @@ pub(crate) struct Dashboard {
     pub(crate) token: Option<String>,
 }
 
+/// The dashboard URL given, or else the one dashboard running on this
+/// machine for this user (as it left its URL when it started).
+pub(crate) fn given_or_running(url: Option<&str>) -> anyhow::Result<String> {
+    if let Some(url) = url {
+        return Ok(url.to_owned());
+    }
+    let running = actogrid::running_dashboards();
+    match running.as_slice() {
+        [one] => Ok(one.url.clone()),
+        [] => anyhow::bail!(
+            "no dashboard is running on this machine for this user: give the URL a deployment \
+             (or `actogrid peer`) printed when it started"
+        ),
+        several => {
+            let list: Vec<String> = several
+                .iter()
+                .map(|d| format!("  {} of pid {}: {}", d.kind, d.pid, d.url))
+                .collect();
+            anyhow::bail!(
+                "{} dashboards are running on this machine; give the URL of one:\n{}",
+                several.len(),
+                list.join("\n")
+            )
+        }
+    }
+}
+
 impl Dashboard {
     pub(crate) fn parse(url: &str) -> anyhow::Result<Dashboard> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {

@@ -11,8 +11,9 @@ use super::http::Dashboard;
 /// Arguments of `actogrid logs`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// The deployment's dashboard URL (`http://host:port/?token=…`).
-    url: String,
+    /// The deployment's dashboard URL (`http://host:port/?token=…`);
+    /// default: the one dashboard running on this machine for this user.
+    url: Option<String>,
     /// Only this virtual node's runtimes.
     #[arg(long, value_name = "NAME")]
     vn: Option<String>,
@@ -96,7 +97,8 @@ fn show(args: &Args, line: &LogLine) {
 }
 
 async fn logs(args: &Args) -> anyhow::Result<()> {
-    let dashboard = Dashboard::parse(&args.url)?;
+    let url = super::http::given_or_running(args.url.as_deref())?;
+    let dashboard = Dashboard::parse(&url)?;
     let body = dashboard
         .get("/api/logs", &query(args, false))
         .await?

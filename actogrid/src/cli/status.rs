@@ -13,8 +13,9 @@ use super::http::Dashboard;
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// The dashboard URL of a deployment or of a peer
-    /// (`http://host:port/?token=…`, printed when it starts).
-    url: String,
+    /// (`http://host:port/?token=…`, printed when it starts); default: the
+    /// one dashboard running on this machine for this user.
+    url: Option<String>,
     /// `text` (default) or `json` (the dashboard's own, for scripts).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     format: String,
@@ -35,7 +36,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
 }
 
 async fn status(args: &Args) -> anyhow::Result<String> {
-    let dashboard = Dashboard::parse(&args.url)?;
+    let url = super::http::given_or_running(args.url.as_deref())?;
+    let dashboard = Dashboard::parse(&url)?;
     let body = dashboard.get("/api/state", &[]).await?.all().await?;
     let unreadable = |e| anyhow::anyhow!("{}: the answer does not read: {e}", dashboard.address);
     // A peer's dashboard, or a deployment's.

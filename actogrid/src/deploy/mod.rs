@@ -558,7 +558,7 @@ impl Deployment {
             match dashboard::start(addr, &inner).await {
                 Ok(d) => {
                     tracing::info!("dashboard: {}", d.url());
-                    *lock(&inner.dashboard) = Some(d);
+                    *lock(&inner.dashboard) = Some(d.record("deployment"));
                 }
                 Err(e) => tracing::warn!("no dashboard: cannot listen on {addr}: {e}"),
             }
