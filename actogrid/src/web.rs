@@ -76,17 +76,19 @@ pub fn running_dashboards() -> Vec<RunningDashboard> {
 }
 
 impl Dashboard {
-    /// Listens on `addr` and serves `app` (built with the dashboard's
-    /// token, which the URL carries).
+    /// Listens on `addr` and serves `app` to the requests that carry the
+    /// dashboard's token (a fresh one, which the URL carries); the others
+    /// are refused, naming `whose` token they lack.
     pub(crate) async fn start(
         addr: SocketAddr,
-        app: impl FnOnce(String) -> axum::Router,
+        whose: &'static str,
+        app: axum::Router,
     ) -> std::io::Result<Dashboard> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let url = format!("http://{bound}/?token={token}");
-        let task = tokio::spawn(serve(listener, app(token)));
+        let task = tokio::spawn(serve(listener, guarded(app, token, whose)));
         Ok(Dashboard {
             url,
             task,
@@ -193,9 +195,40 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+#[derive(serde::Deserialize)]
+struct Auth {
+    token: Option<String>,
+}
+
+/// `app` behind its token: every request must carry it, as `?token=…` or
+/// as `Authorization: Bearer …`.
+fn guarded(app: axum::Router, token: String, whose: &'static str) -> axum::Router {
+    app.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let query = axum::extract::Query::<Auth>::try_from_uri(request.uri())
+                    .ok()
+                    .and_then(|q| q.0.token);
+                if authorised(&token, query.as_deref(), request.headers()) {
+                    next.run(request).await
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        format!(
+                            "{whose}'s token is needed: use the dashboard URL printed at start (…?token=…)\n"
+                        ),
+                    )
+                        .into_response()
+                }
+            }
+        },
+    ))
+}
+
 /// Whether the request carries `token`, as `?token=…` (`query`) or as
 /// `Authorization: Bearer …`.
-pub(crate) fn authorised(token: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
+fn authorised(token: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -204,15 +237,6 @@ pub(crate) fn authorised(token: &str, query: Option<&str>, headers: &HeaderMap) 
         .into_iter()
         .chain(bearer)
         .any(|given| same(given.trim(), token))
-}
-
-/// The answer to a request without the token: `what` says whose.
-pub(crate) fn refused(what: &str) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        format!("{what}'s token is needed: use the dashboard URL printed at start (…?token=…)\n"),
-    )
-        .into_response()
 }
 
 /// Escapes text for HTML.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use actogrid_runtime::Runtime;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -907,7 +907,6 @@ pub(crate) fn metrics(status: &DeploymentStatus, log_lines: usize) -> String {
 
 struct Served {
     inner: Weak<Inner>,
-    token: String,
 }
 
 type Shared = Arc<Served>;
@@ -915,39 +914,24 @@ type Shared = Arc<Served>;
 /// Serves the dashboard of `inner` on `addr`.
 pub(crate) async fn start(addr: SocketAddr, inner: &Arc<Inner>) -> std::io::Result<Dashboard> {
     let inner = Arc::downgrade(inner);
-    Dashboard::start(addr, |token| {
-        let served: Shared = Arc::new(Served { inner, token });
-        axum::Router::new()
-            .route("/", axum::routing::get(index))
-            .route("/api/state", axum::routing::get(api_state))
-            .route("/api/stream", axum::routing::get(api_stream))
-            .route("/api/logs", axum::routing::get(api_logs))
-            .route("/metrics", axum::routing::get(api_metrics))
-            .route(
-                "/api/runtimes/{id}/{action}",
-                axum::routing::post(api_runtime_action),
-            )
-            .route("/api/end", axum::routing::post(api_end))
-            .route(
-                "/api/objects/{id}/migrate",
-                axum::routing::post(api_migrate),
-            )
-            .with_state(served)
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-struct Auth {
-    token: Option<String>,
-}
-
-fn authorised(served: &Served, query: Option<&str>, headers: &HeaderMap) -> bool {
-    web::authorised(&served.token, query, headers)
-}
-
-fn refused() -> Response {
-    web::refused("this deployment")
+    let served: Shared = Arc::new(Served { inner });
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(index))
+        .route("/api/state", axum::routing::get(api_state))
+        .route("/api/stream", axum::routing::get(api_stream))
+        .route("/api/logs", axum::routing::get(api_logs))
+        .route("/metrics", axum::routing::get(api_metrics))
+        .route(
+            "/api/runtimes/{id}/{action}",
+            axum::routing::post(api_runtime_action),
+        )
+        .route("/api/end", axum::routing::post(api_end))
+        .route(
+            "/api/objects/{id}/migrate",
+            axum::routing::post(api_migrate),
+        )
+        .with_state(served);
+    Dashboard::start(addr, "this deployment", app).await
 }
 
 fn gone() -> Response {
@@ -959,14 +943,7 @@ fn gone() -> Response {
 const PAGE: &str = include_str!("dashboard.html");
 
 /// The dashboard's page: the deployment drawn live from `/api/stream`.
-async fn index(
-    State(served): State<Shared>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn index(State(served): State<Shared>) -> Response {
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
@@ -982,14 +959,7 @@ async fn index(
 /// (a line of output, as `/api/logs` gives it) as lines come; a comment
 /// every 15 s keeps proxies from closing a quiet stream. Ends with the
 /// deployment.
-async fn api_stream(
-    State(served): State<Shared>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn api_stream(State(served): State<Shared>) -> Response {
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
@@ -1053,12 +1023,7 @@ async fn api_stream(
 async fn api_runtime_action(
     State(served): State<Shared>,
     axum::extract::Path((id, action)): axum::extract::Path<(u64, String)>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
@@ -1104,7 +1069,6 @@ async fn api_runtime_action(
 
 #[derive(Deserialize)]
 struct MigrateQuery {
-    token: Option<String>,
     /// The node to move the object to (its URL).
     to: String,
 }
@@ -1116,11 +1080,7 @@ async fn api_migrate(
     State(served): State<Shared>,
     axum::extract::Path(id): axum::extract::Path<u64>,
     Query(q): Query<MigrateQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorised(&served, q.token.as_deref(), &headers) {
-        return refused();
-    }
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
@@ -1175,14 +1135,7 @@ async fn api_migrate(
 }
 
 /// `POST /api/end` tears the deployment down, as `Deployment::kill` does.
-async fn api_end(
-    State(served): State<Shared>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn api_end(State(served): State<Shared>) -> Response {
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
@@ -1192,28 +1145,14 @@ async fn api_end(
     (StatusCode::ACCEPTED, "the deployment ends\n").into_response()
 }
 
-async fn api_state(
-    State(served): State<Shared>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn api_state(State(served): State<Shared>) -> Response {
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
     axum::Json(status(&inner).await).into_response()
 }
 
-async fn api_metrics(
-    State(served): State<Shared>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn api_metrics(State(served): State<Shared>) -> Response {
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };
@@ -1231,7 +1170,6 @@ async fn api_metrics(
 /// Which lines `/api/logs` gives.
 #[derive(Deserialize, Default)]
 struct LogQuery {
-    token: Option<String>,
     /// Only this virtual node's.
     vn: Option<String>,
     /// Only this runtime's (its number), or the runtimes on this host.
@@ -1313,14 +1251,7 @@ impl LogFilter {
     }
 }
 
-async fn api_logs(
-    State(served): State<Shared>,
-    Query(q): Query<LogQuery>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, q.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn api_logs(State(served): State<Shared>, Query(q): Query<LogQuery>) -> Response {
     let Some(inner) = served.inner.upgrade() else {
         return gone();
     };

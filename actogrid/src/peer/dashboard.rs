@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use actogrid_acquisition::overlay::Token;
 use actogrid_runtime::Runtime;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +95,6 @@ struct Served {
     driver: Weak<Driver>,
     runtime: Runtime,
     overlay: Token,
-    token: String,
     started: Instant,
     neighbours: Mutex<Asked>,
 }
@@ -116,24 +114,21 @@ pub(crate) async fn start(
     overlay: Token,
 ) -> std::io::Result<Dashboard> {
     let driver = Arc::downgrade(driver);
-    Dashboard::start(addr, |token| {
-        let served: Shared = Arc::new(Served {
-            driver,
-            runtime,
-            overlay,
-            token,
-            started: Instant::now(),
-            neighbours: Mutex::new((Vec::new(), None)),
-        });
-        tokio::spawn(ask_neighbours(Arc::downgrade(&served)));
-        axum::Router::new()
-            .route("/", axum::routing::get(index))
-            .route("/api/state", axum::routing::get(api_state))
-            .route("/api/stream", axum::routing::get(api_stream))
-            .route("/metrics", axum::routing::get(api_metrics))
-            .with_state(served)
-    })
-    .await
+    let served: Shared = Arc::new(Served {
+        driver,
+        runtime,
+        overlay,
+        started: Instant::now(),
+        neighbours: Mutex::new((Vec::new(), None)),
+    });
+    tokio::spawn(ask_neighbours(Arc::downgrade(&served)));
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(index))
+        .route("/api/state", axum::routing::get(api_state))
+        .route("/api/stream", axum::routing::get(api_stream))
+        .route("/metrics", axum::routing::get(api_metrics))
+        .with_state(served);
+    Dashboard::start(addr, "this peer", app).await
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -231,19 +226,6 @@ fn view(served: &Served) -> Option<PeerView> {
     })
 }
 
-#[derive(Deserialize)]
-struct Auth {
-    token: Option<String>,
-}
-
-fn authorised(served: &Served, query: Option<&str>, headers: &HeaderMap) -> bool {
-    web::authorised(&served.token, query, headers)
-}
-
-fn refused() -> Response {
-    web::refused("this peer")
-}
-
 fn gone() -> Response {
     (
         axum::http::StatusCode::GONE,
@@ -255,14 +237,7 @@ fn gone() -> Response {
 /// The page (embedded in the binary).
 const PAGE: &str = include_str!("dashboard.html");
 
-async fn index(
-    State(served): State<Shared>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn index(State(served): State<Shared>) -> Response {
     let Some(view) = view(&served) else {
         return gone();
     };
@@ -272,14 +247,7 @@ async fn index(
     )
 }
 
-async fn api_state(
-    State(served): State<Shared>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn api_state(State(served): State<Shared>) -> Response {
     match view(&served) {
         Some(view) => axum::Json(view).into_response(),
         None => gone(),
@@ -289,14 +257,7 @@ async fn api_state(
 /// `GET /api/stream`: a `state` event (the JSON of `/api/state`) when it
 /// changes, checked every second; a comment every 15 s otherwise. Ends
 /// when the peer leaves.
-async fn api_stream(
-    State(served): State<Shared>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn api_stream(State(served): State<Shared>) -> Response {
     let weak = Arc::downgrade(&served);
     drop(served);
     web::event_stream(async_stream(move |tx| async move {
@@ -334,14 +295,7 @@ async fn api_stream(
     }))
 }
 
-async fn api_metrics(
-    State(served): State<Shared>,
-    Query(auth): Query<Auth>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&served, auth.token.as_deref(), &headers) {
-        return refused();
-    }
+async fn api_metrics(State(served): State<Shared>) -> Response {
     let Some(view) = view(&served) else {
         return gone();
     };
