@@ -21,6 +21,10 @@
 //! actogrid-fault-tolerance --test pml_sim -- --nocapture`.
 //! `ACTOGRID_SIM_SEEDS=<n>` runs more (or fewer) seeds than the default.
 
+mod sim;
+
+use sim::Rng;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -47,27 +51,6 @@ fn broker(i: u64) -> ObjectId {
 }
 fn client(i: u64) -> ObjectId {
     ObjectId(101 + i)
-}
-
-/// splitmix64: small, fast, and the same on every platform.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -657,7 +640,7 @@ struct Tally {
     events: u64,
 }
 
-impl Tally {
+impl sim::Tally for Tally {
     fn add(&mut self, o: &Tally) {
         self.crashes += o.crashes;
         self.double_crashes += o.double_crashes;
@@ -1578,54 +1561,8 @@ fn run_seed(seed: u64, trace: bool) -> (Result<Tally, String>, Option<String>) {
 
 #[test]
 fn every_operation_takes_effect_exactly_once_across_crashes() {
-    let env = |name| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v: String| v.parse::<u64>().ok())
-    };
-    let trace = std::env::var_os("ACTOGRID_SIM_TRACE").is_some();
-    let seeds: Vec<u64> = match env("ACTOGRID_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..env("ACTOGRID_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect(),
-    };
-    let started = std::time::Instant::now();
-    let mut total = Tally::default();
-    let mut failures = Vec::new();
-    for &seed in &seeds {
-        let outcome = std::panic::catch_unwind(|| run_seed(seed, trace));
-        let (verdict, log) = match outcome {
-            Ok(v) => v,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                (Err(format!("panicked: {what}")), None)
-            }
-        };
-        if let Some(log) = log {
-            println!("{log}");
-        }
-        match verdict {
-            Ok(t) => total.add(&t),
-            Err(e) => failures.push(format!("seed {seed}: {e}")),
-        }
-    }
-    println!(
-        "{} seeds in {:.1} s: {total:#?}",
-        seeds.len(),
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} seeds failed (replay one with ACTOGRID_SIM_SEED=<seed> \
-         ACTOGRID_SIM_TRACE=1 cargo test -p actogrid-fault-tolerance --test pml_sim -- --nocapture):\n{}",
-        failures.len(),
-        seeds.len(),
-        failures.join("\n")
-    );
-    if seeds.len() as u64 >= DEFAULT_SEEDS {
+    let (total, full) = sim::sweep("pml_sim", DEFAULT_SEEDS, run_seed);
+    if full {
         // The scenarios this test exists for did happen.
         assert!(total.double_crashes > 0, "no two simultaneous crashes");
         assert!(total.crashes_in_recovery > 0, "no crash during a recovery");
