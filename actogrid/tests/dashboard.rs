@@ -149,12 +149,7 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(15) {
         let now = d.status().await;
-        let object = now.virtual_nodes[0]
-            .runtimes
-            .iter()
-            .flat_map(|r| &r.objects)
-            .find(|o| o.id == called)
-            .cloned();
+        let object = now.object(called).cloned();
         let edge = now.calls.iter().find(|e| e.to == called).cloned();
         if let (Some(o), Some(e)) = (object, edge)
             && o.state_bytes.is_some()
@@ -177,10 +172,9 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     assert_eq!(edge.from, rt.id());
     assert_eq!(edge.calls, 5);
     // The objects nobody called have served nothing, and no arrow.
-    let others: Vec<_> = counted.virtual_nodes[0]
-        .runtimes
-        .iter()
-        .flat_map(|r| &r.objects)
+    let others: Vec<_> = counted
+        .objects()
+        .map(|(_, o)| o)
         .filter(|o| o.id != called)
         .collect();
     assert_eq!(others.len(), 2);
@@ -212,12 +206,7 @@ async fn status_logs_and_metrics_of_a_running_deployment() {
     let (code, _) = post(&address, &format!("/api/objects/{moved}/migrate?to={from}"));
     assert_eq!(code, 401);
     let state_now = d.status().await;
-    let on = state_now.virtual_nodes[0]
-        .runtimes
-        .iter()
-        .flat_map(|r| &r.objects)
-        .find(|o| o.id == moved)
-        .map(|o| o.node.clone());
+    let on = state_now.object(moved).map(|o| o.node.clone());
     assert_eq!(on.as_deref(), Some(nodes[1].url().name()));
     assert_eq!(echoes[0].echo(vec![7; 10]).await.unwrap(), vec![7; 10]);
     // The move is in the timeline, as the runtime it left reported it.

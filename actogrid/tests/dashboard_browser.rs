@@ -387,12 +387,7 @@ async fn the_dashboard_shows_the_deployment_and_moves_a_dragged_object() {
         browser.eval("document.body.innerText").await
     );
     let state = d.status().await;
-    let now_on = state.virtual_nodes[0]
-        .runtimes
-        .iter()
-        .flat_map(|r| &r.objects)
-        .find(|o| o.id == id)
-        .map(|o| o.node.clone());
+    let now_on = state.object(id).map(|o| o.node.clone());
     assert_eq!(now_on.as_deref(), Some(nodes[1].url().name()));
     assert_eq!(echo.echo(vec![1, 2, 3]).await.unwrap(), vec![1, 2, 3]);
 

@@ -56,6 +56,21 @@ pub struct DeploymentStatus {
     pub calls_more: u64,
 }
 
+impl DeploymentStatus {
+    /// Every active object listed, with the runtime it lives in.
+    pub fn objects(&self) -> impl Iterator<Item = (&RuntimeStatus, &ObjectStatus)> {
+        self.virtual_nodes
+            .iter()
+            .flat_map(|vn| &vn.runtimes)
+            .flat_map(|r| r.objects.iter().map(move |o| (r, o)))
+    }
+
+    /// Object `id`, if listed.
+    pub fn object(&self, id: u64) -> Option<&ObjectStatus> {
+        self.objects().map(|(_, o)| o).find(|o| o.id == id)
+    }
+}
+
 impl std::fmt::Display for DeploymentStatus {
     /// In words, one block per virtual node (what `actogrid status` prints).
     fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1100,15 +1115,17 @@ async fn api_migrate(
         )
             .into_response();
     };
-    let found = runtimes().find_map(|r| {
-        let o = r.objects.iter().find(|o| o.id == id)?;
-        let node = r
-            .nodes
-            .iter()
-            .find(|n| n.rsplit('/').next() == Some(&o.node))?;
-        let url = node.parse::<actogrid_runtime::NodeUrl>().ok()?;
-        Some((url, o.clone()))
-    });
+    let found = state
+        .objects()
+        .find(|(_, o)| o.id == id)
+        .and_then(|(r, o)| {
+            let node = r
+                .nodes
+                .iter()
+                .find(|n| n.rsplit('/').next() == Some(&o.node))?;
+            let url = node.parse::<actogrid_runtime::NodeUrl>().ok()?;
+            Some((url, o.clone()))
+        });
     let Some((at, object)) = found else {
         return (
             StatusCode::NOT_FOUND,
