@@ -66,17 +66,27 @@ async fn status(peer: &PeerProcess) -> PeerStatus {
         .expect("the peer answers its status")
 }
 
-/// Waits until every slot of every peer is free and nothing is lent.
-async fn all_free(peers: &[PeerProcess], limit: Duration) -> bool {
+/// Waits until every slot of every peer is free and nothing is lent, up
+/// to `limit`; else says what each peer still holds.
+async fn all_free(peers: &[PeerProcess], limit: Duration) -> Result<(), String> {
     let start = Instant::now();
     loop {
-        let mut free = true;
+        let mut held = Vec::new();
         for p in peers {
             let s = status(p).await;
-            free &= s.count("free") == s.slots.len() && s.lent.is_empty();
+            if s.count("free") != s.slots.len() || !s.lent.is_empty() {
+                held.push(s.to_string());
+            }
         }
-        if free || start.elapsed() > limit {
-            return free;
+        if held.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(format!(
+                "after {:?}, still held:\n{}",
+                start.elapsed(),
+                held.join("\n")
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -131,10 +141,9 @@ async fn twenty_peers_lend_nodes_and_get_their_slots_back() {
     }
     assert_eq!(lending, 10, "the peers report the 10 lent nodes");
     d.kill().await;
-    assert!(
-        all_free(&peers, Duration::from_secs(10)).await,
-        "every slot is free again after the deployment"
-    );
+    all_free(&peers, Duration::from_secs(10))
+        .await
+        .expect("every slot is free again after the deployment");
     assert!(
         eventually(Duration::from_secs(5), || pids.iter().all(|p| !alive(*p))).await,
         "the lent runtimes are gone"
@@ -157,10 +166,9 @@ async fn twenty_peers_lend_nodes_and_get_their_slots_back() {
     let nodes = vn.current_nodes();
     answer(&nodes[..3]).await;
     d.kill().await;
-    assert!(
-        all_free(&peers, Duration::from_secs(10)).await,
-        "every slot is free again after MAX"
-    );
+    all_free(&peers, Duration::from_secs(10))
+        .await
+        .expect("every slot is free again after MAX");
     rt.shutdown();
 }
 
@@ -237,7 +245,9 @@ async fn a_killed_peer_takes_its_nodes_which_are_replaced_and_it_rejoins_when_re
         .await
         .expect("the restarted peer has acquaintances again");
     d.kill().await;
-    assert!(all_free(&peers, Duration::from_secs(10)).await);
+    all_free(&peers, Duration::from_secs(10))
+        .await
+        .expect("every slot is free again");
     rt.shutdown();
 }
 
@@ -323,7 +333,9 @@ async fn objects_on_a_lost_peer_recover_on_the_node_the_overlay_lends_instead() 
         );
     }
     d.kill().await;
-    assert!(all_free(&peers, Duration::from_secs(10)).await);
+    all_free(&peers, Duration::from_secs(10))
+        .await
+        .expect("every slot is free again");
     rt.shutdown();
 }
 
@@ -470,7 +482,9 @@ async fn lent_runtimes_run_in_vessels_under_the_limits_of_the_file_and_the_optio
     }
     d.kill().await;
     assert!(eventually(Duration::from_secs(5), || !alive(pid)).await);
-    assert!(all_free(&[peer], Duration::from_secs(10)).await);
+    all_free(&[peer], Duration::from_secs(10))
+        .await
+        .expect("the slot is free again");
     let left = support::vessel_leftovers(uid, &cwd);
     assert!(left.is_empty(), "{left:?}");
     rt.shutdown();

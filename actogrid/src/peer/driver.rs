@@ -32,6 +32,11 @@ use super::{LentNode, PeerStatus, SlotStatus, VesselStatus};
 /// `host:port` is reached at `actogrid://host:port/actogrid-peer`.
 pub const ENDPOINT_NAME: &str = "actogrid-peer";
 
+/// The refusal of a peer whose driver stopped: its sender treats it as gone
+/// (what it offered, booked or lent to that peer is freed at once, not when
+/// an offer or a booking lapses).
+pub(crate) const LEAVING: &str = "this peer is leaving the overlay";
+
 /// Largest message accepted from the wire.
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -231,7 +236,7 @@ impl Driver {
     /// A message arrived from `from`: the endpoint's `deliver`.
     pub(crate) fn receive(self: &Arc<Self>, from: String, bytes: Vec<u8>) -> Result<(), String> {
         if self.stopped.load(Ordering::Acquire) {
-            return Err("this peer is leaving the overlay".into());
+            return Err(LEAVING.into());
         }
         if let Err(e) = endpoint_url(&from) {
             tracing::warn!(peer = %self.me, "refused a message: {e}");
@@ -456,6 +461,7 @@ async fn deliver_one(
     let call = proxy.deliver(d.me.clone(), bytes);
     match tokio::time::timeout(d.call_timeout, call).await {
         Ok(Ok(())) => Ok(()),
+        Ok(Err(CallError::Method(refusal))) if refusal == LEAVING => Err(refusal),
         Ok(Err(CallError::Method(refusal))) => {
             tracing::warn!(peer = %d.me, "{to} refused our message: {refusal}");
             Ok(())

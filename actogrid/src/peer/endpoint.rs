@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::PeerStatus;
-use super::driver::find;
+use super::driver::{LEAVING, find};
 
 /// Largest piece of a binary one call carries.
 pub(crate) const MAX_CHUNK: u32 = 4 << 20;
@@ -55,7 +55,7 @@ impl OverlayEndpoint {
     /// An encoded envelope from peer `from` (its `host:port`). `Err` says
     /// why it was refused (wrong token, malformed).
     pub fn deliver(&self, from: String, bytes: Vec<u8>) -> Result<(), String> {
-        let driver = find(self.driver).ok_or("this peer is leaving the overlay")?;
+        let driver = find(self.driver).ok_or(LEAVING)?;
         driver.receive(from, bytes)
     }
 
@@ -68,13 +68,13 @@ impl OverlayEndpoint {
         booking: u64,
         spec: LaunchSpec,
     ) -> Result<(), String> {
-        let driver = find(self.driver).ok_or("this peer is leaving the overlay")?;
+        let driver = find(self.driver).ok_or(LEAVING)?;
         driver.launch(token, from, BookingId(booking), spec)
     }
 
     /// Acquaintances, slots and lent nodes, for a holder of the token.
     pub fn status(&self, token: Token) -> Result<PeerStatus, String> {
-        let driver = find(self.driver).ok_or("this peer is leaving the overlay")?;
+        let driver = find(self.driver).ok_or(LEAVING)?;
         if !driver.admits(&token) {
             tracing::warn!(peer = %driver.me(), "refused a status request: wrong overlay token");
             return Err("refused: wrong overlay token".into());
