@@ -103,6 +103,7 @@ struct Round {
     empty_plain: f64,
     store_bytes: u64,
     entries_per_second: f64,
+    entries_per_commit: f64,
 }
 
 async fn round(args: Arc<Args>, n: usize) -> anyhow::Result<Round> {
@@ -145,7 +146,7 @@ async fn measure(args: &Args, path: &std::path::Path) -> anyhow::Result<Round> {
     let tasks_plain = workload(&plain, args.objects, tasks, args.task_ms).await?;
     let tasks_ft = workload(&ft, args.objects, tasks, args.task_ms).await?;
     let empty_plain = workload(&plain, args.empty_objects, args.empty, 0).await?;
-    let started_entries = server.store().stats().entries_written;
+    let before = server.store().stats();
     let empty_ft = workload(&ft, args.empty_objects, args.empty, 0).await?;
     let stats = server.store().stats();
     for rt in [&caller, &callee, &home] {
@@ -159,7 +160,9 @@ async fn measure(args: &Args, path: &std::path::Path) -> anyhow::Result<Round> {
         empty_ft: calls / empty_ft,
         empty_plain: calls / empty_plain,
         store_bytes: stats.file_bytes,
-        entries_per_second: (stats.entries_written - started_entries) as f64 / empty_ft,
+        entries_per_second: (stats.entries_written - before.entries_written) as f64 / empty_ft,
+        entries_per_commit: (stats.entries_written - before.entries_written) as f64
+            / (stats.commits - before.commits).max(1) as f64,
     })
 }
 
@@ -226,9 +229,10 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         met(empty_ft >= EMPTY_TARGET)
     ))
     .note(format!(
-        "store: {} KiB at the end of a round, {:.0} entries/s written during the empty calls",
+        "store: {} KiB at the end of a round, {:.0} entries/s written during the empty calls, {:.1} per commit",
         store_bytes / 1024,
-        of(|r| r.entries_per_second)
+        of(|r| r.entries_per_second),
+        of(|r| r.entries_per_commit)
     ))
     .with("protocol", args.protocol.clone())
     .with(
@@ -251,5 +255,6 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     .with_figure("logged_calls_ratio", empty_ft / empty_plain)
     .with("logged_calls_target", EMPTY_TARGET)
     .with("store_bytes", store_bytes)
-    .with_figure("store_entries_per_second", of(|r| r.entries_per_second)))
+    .with_figure("store_entries_per_second", of(|r| r.entries_per_second))
+    .with_figure("store_entries_per_commit", of(|r| r.entries_per_commit)))
 }

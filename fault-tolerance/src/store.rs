@@ -351,6 +351,29 @@ impl Store {
         checkpoint: Checkpoint,
         truncate_log_before: Option<LogPosition>,
     ) -> StoreResult<()> {
+        self.store_checkpoint(object, checkpoint, truncate_log_before, false)
+            .await
+    }
+
+    /// [`Store::put_checkpoint`] without dropping any older checkpoint of
+    /// `object`: its owner removes them with
+    /// [`Store::drop_checkpoints_before`] (a recovery line that needs
+    /// several of them).
+    pub async fn put_checkpoint_keeping_older(
+        &self,
+        object: &ObjectKey,
+        checkpoint: Checkpoint,
+    ) -> StoreResult<()> {
+        self.store_checkpoint(object, checkpoint, None, true).await
+    }
+
+    async fn store_checkpoint(
+        &self,
+        object: &ObjectKey,
+        checkpoint: Checkpoint,
+        truncate_log_before: Option<LogPosition>,
+        keep_older: bool,
+    ) -> StoreResult<()> {
         let len = checkpoint.state.len();
         self.check_size(
             object,
@@ -361,6 +384,7 @@ impl Store {
         let action = Action::Checkpoint {
             checkpoint,
             truncate_log_before,
+            keep_older,
         };
         self.submit(object, action).await.map(|_| ())
     }
@@ -398,8 +422,28 @@ impl Store {
         before: CheckpointIndex,
     ) -> StoreResult<u64> {
         check_key(object)?;
-        self.removing(object, Action::DropCheckpoints { before })
-            .await
+        let action = Action::DropCheckpoints {
+            before,
+            after: None,
+        };
+        self.removing(object, action).await
+    }
+
+    /// Removes the checkpoints of `object` outside `from..=to` (a recovery
+    /// line's own, when what lay past it no longer happened); returns how
+    /// many went, once durable.
+    pub async fn keep_checkpoints(
+        &self,
+        object: &ObjectKey,
+        from: CheckpointIndex,
+        to: CheckpointIndex,
+    ) -> StoreResult<u64> {
+        check_key(object)?;
+        let action = Action::DropCheckpoints {
+            before: from,
+            after: Some(to),
+        };
+        self.removing(object, action).await
     }
 
     /// Submits `action`, which removes records: how many went.

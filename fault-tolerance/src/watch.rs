@@ -5,7 +5,7 @@
 //! exits, job ends, missed lease renewals). A stand-alone server knows
 //! nothing of the deployments it serves, so each protected node tells it
 //! that it lives: it *beats* four times per heartbeat period, as the server
-//! asks ([`FtWatch::beat`]), naming its virtual node and the one its
+//! asks ([`FtWatch::beat`](crate::server::FtWatch::beat)), naming its virtual node and the one its
 //! recovered objects go to first (the service's `spares`). A runtime
 //! silent for 13/8 periods (six beats and a half missed in a row) is declared dead: its objects are recovered on a node of
 //! the spares virtual node that beats, else on one of its own virtual

@@ -32,11 +32,15 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt::Write as _;
 
 use actogrid_fault_tolerance::cic::{
-    Ack, Action, Config, Entry, Incarnation, LineKeeper, Member, ObjectId, Record, Reply, Request,
-    RequestId, Time,
+    Ack, Action, Config, DurableLine, Entry, Incarnation, LineKeeper, Member, ObjectId, Plan,
+    Record, Reply, Request, RequestId, Time,
 };
+use actogrid_fault_tolerance::store::{Store, StoreConfig};
+use serde::{Deserialize, Serialize};
 
 const DEFAULT_SEEDS: u64 = 1000;
+/// Seeds run with the line in a store file (each store write is synced).
+const DURABLE_SEEDS: u64 = 40;
 const ACCOUNTS: u64 = 4;
 const BROKERS: u64 = 2;
 const CLIENTS: u64 = 2;
@@ -66,7 +70,7 @@ fn members() -> Vec<ObjectId> {
 // ---------------------------------------------------------------------------
 // The application.
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Msg {
     /// Client to broker.
     Transfer {
@@ -102,13 +106,13 @@ enum Msg {
 
 /// What an account holds: its balance and every change, with the balance
 /// after it.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 struct Ledger {
     balance: i64,
-    entries: Vec<(u64, &'static str, i64, i64)>,
+    entries: Vec<(u64, String, i64, i64)>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Body {
     Account(Ledger),
     /// A broker's record of transfers (op, balances), and the transfer it
@@ -142,6 +146,192 @@ impl Body {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The FT server's keeper of the line.
+
+/// The group's name in a durable store.
+const GROUP: &str = "sim";
+
+/// The recovery line as the FT server keeps it: in memory, or durable in a
+/// real store file that it reopens (a restart of the FT server) at random
+/// moments, each time checking that it reads back the keeper it had.
+enum Keeper {
+    Memory {
+        keeper: LineKeeper<Msg>,
+        /// The bodies stored with the checkpoints, by (member, lo).
+        bodies: BTreeMap<(ObjectId, u64), Body>,
+    },
+    Durable(Box<Durable>),
+}
+
+struct Durable {
+    rt: tokio::runtime::Runtime,
+    path: std::path::PathBuf,
+    store: Option<Store>,
+    line: Option<DurableLine<Msg>>,
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        self.line = None;
+        self.store = None;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Durable {
+    fn line(&self) -> &DurableLine<Msg> {
+        self.line.as_ref().expect("open")
+    }
+
+    fn run<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut DurableLine<Msg>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let line = self.line.as_mut().expect("open");
+        self.rt.block_on(f(line))
+    }
+}
+
+impl Keeper {
+    fn memory() -> Keeper {
+        Keeper::Memory {
+            keeper: LineKeeper::new(members().into_iter().map(Member::initial_record)),
+            bodies: members()
+                .into_iter()
+                .map(|m| ((m, 0), Body::fresh(m)))
+                .collect(),
+        }
+    }
+
+    fn durable(path: std::path::PathBuf) -> Result<Keeper, String> {
+        let _ = std::fs::remove_file(&path);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let initial: Vec<(Record<Msg>, Vec<u8>)> = members()
+            .into_iter()
+            .map(|m| (Member::initial_record(m), encode(&Body::fresh(m))))
+            .collect();
+        let (store, line) = rt.block_on(async {
+            let store = Store::open(&path, StoreConfig::default()).map_err(|e| e.to_string())?;
+            let line = DurableLine::create(&store, GROUP, initial)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((store, line))
+        })?;
+        if line.keeper().epoch() != Incarnation::FIRST {
+            return Err("a fresh group starts in the first epoch".into());
+        }
+        Ok(Keeper::Durable(Box::new(Durable {
+            rt,
+            path,
+            store: Some(store),
+            line: Some(line),
+        })))
+    }
+
+    fn is_durable(&self) -> bool {
+        matches!(self, Keeper::Durable(_))
+    }
+
+    fn keeper(&self) -> &LineKeeper<Msg> {
+        match self {
+            Keeper::Memory { keeper, .. } => keeper,
+            Keeper::Durable(d) => d.line().keeper(),
+        }
+    }
+
+    fn store_checkpoint(&mut self, record: Record<Msg>, body: Body) -> Result<Option<u64>, String> {
+        match self {
+            Keeper::Memory { keeper, bodies } => {
+                if record.epoch == keeper.epoch() {
+                    bodies.insert((record.object, record.lo), body);
+                }
+                Ok(keeper.store_checkpoint(record))
+            }
+            // One of an older epoch is refused there: not given.
+            Keeper::Durable(d) if record.epoch != d.line().keeper().epoch() => Ok(None),
+            Keeper::Durable(d) => d.run(async |line| {
+                (line.store_checkpoint(record, encode(&body)).await).map_err(|e| e.to_string())
+            }),
+        }
+    }
+
+    fn store_history(
+        &mut self,
+        object: ObjectId,
+        epoch: Incarnation,
+        entries: Vec<Entry>,
+    ) -> Result<Option<u64>, String> {
+        match self {
+            Keeper::Memory { keeper, .. } => Ok(keeper.store_history(object, epoch, entries)),
+            Keeper::Durable(d) => d.run(async |line| {
+                (line.store_history(object, epoch, entries).await).map_err(|e| e.to_string())
+            }),
+        }
+    }
+
+    /// The plan of a recovery, and each member's body to restart from.
+    fn recover(&mut self) -> Result<(Plan<Msg>, BTreeMap<ObjectId, Body>), String> {
+        const LOST: &str = "the committed line is not recoverable";
+        match self {
+            Keeper::Memory { keeper, bodies } => {
+                let plan = keeper.recover().ok_or(LOST)?;
+                let mut restored = BTreeMap::new();
+                for r in &plan.restarts {
+                    if let Some(body) = bodies.get(&(r.object, r.record.lo)) {
+                        restored.insert(r.object, body.clone());
+                    }
+                }
+                Ok((plan, restored))
+            }
+            Keeper::Durable(d) => {
+                let recovery = d
+                    .run(async |line| line.recover().await.map_err(|e| e.to_string()))?
+                    .ok_or(LOST)?;
+                let mut restored = BTreeMap::new();
+                for (object, state) in recovery.states {
+                    let body = postcard::from_bytes(&state)
+                        .map_err(|e| format!("the state of {object:?} does not decode: {e}"))?;
+                    restored.insert(object, body);
+                }
+                Ok((recovery.plan, restored))
+            }
+        }
+    }
+
+    /// The FT server restarts: the store closed and opened again, the line
+    /// read back from it, which must be the keeper it had.
+    fn restart(&mut self) -> Result<(), String> {
+        let Keeper::Durable(d) = self else {
+            return Ok(());
+        };
+        let before = encode(d.line().keeper());
+        d.line = None;
+        d.store = None;
+        let path = d.path.clone();
+        let (store, line) = d.rt.block_on(async {
+            let store = Store::open(&path, StoreConfig::default()).map_err(|e| e.to_string())?;
+            let line = DurableLine::<Msg>::open(&store, GROUP)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the store has no line of the group")?;
+            Ok::<_, String>((store, line))
+        })?;
+        if encode(line.keeper()) != before {
+            return Err("the line read back from the store differs from the one kept".into());
+        }
+        d.store = Some(store);
+        d.line = Some(line);
+        Ok(())
+    }
+}
+
+fn encode(value: &impl Serialize) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("encodes")
 }
 
 // ---------------------------------------------------------------------------
@@ -215,6 +405,7 @@ struct Tally {
     collected_across_checkpoints: u64,
     lines: u64,
     dropped_messages: u64,
+    server_restarts: u64,
 }
 
 impl sim::Tally for Tally {
@@ -234,6 +425,7 @@ impl sim::Tally for Tally {
         self.collected_across_checkpoints += o.collected_across_checkpoints;
         self.lines += o.lines;
         self.dropped_messages += o.dropped_messages;
+        self.server_restarts += o.server_restarts;
     }
 }
 
@@ -250,9 +442,7 @@ struct Sim {
     configs: BTreeMap<ObjectId, Config>,
     /// Each member's stream to the FT server.
     streams: BTreeMap<ObjectId, std::collections::VecDeque<ToServer>>,
-    keeper: LineKeeper<Msg>,
-    /// The bodies stored with the checkpoints, by (member, lo).
-    bodies: BTreeMap<(ObjectId, u64), Body>,
+    keeper: Keeper,
     clients: BTreeMap<ObjectId, Client>,
     faults: bool,
     crashed_since_recovery: bool,
@@ -262,12 +452,19 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(seed: u64, faults: bool, ops: &[Vec<Op>], trace: bool) -> Sim {
+    /// `durable`: the FT server keeps the line in a store of that file,
+    /// and restarts now and then.
+    fn new(
+        seed: u64,
+        faults: bool,
+        ops: &[Vec<Op>],
+        trace: bool,
+        durable: Option<std::path::PathBuf>,
+    ) -> Result<Sim, String> {
         let mut rng = Rng(seed ^ 0x5eed_c1c0);
         let mut nodes = BTreeMap::new();
         let mut configs = BTreeMap::new();
         let mut streams = BTreeMap::new();
-        let mut bodies = BTreeMap::new();
         for m in members() {
             let config = Config {
                 ttc: rng.range(60, 400),
@@ -283,9 +480,11 @@ impl Sim {
                 }),
             );
             streams.insert(m, std::collections::VecDeque::new());
-            bodies.insert((m, 0), Body::fresh(m));
         }
-        let keeper = LineKeeper::new(members().into_iter().map(Member::initial_record));
+        let keeper = match durable {
+            Some(path) => Keeper::durable(path)?,
+            None => Keeper::memory(),
+        };
         let clients = (0..CLIENTS)
             .map(|c| {
                 (
@@ -310,7 +509,6 @@ impl Sim {
             configs,
             streams,
             keeper,
-            bodies,
             clients,
             faults,
             crashed_since_recovery: false,
@@ -342,7 +540,7 @@ impl Sim {
                 sim.at(at, Event::Crash(victims));
             }
         }
-        sim
+        Ok(sim)
     }
 
     fn log(&mut self, line: impl FnOnce() -> String) {
@@ -428,7 +626,7 @@ impl Sim {
             .collect();
         format!(
             "{pending} operations unanswered, line {}; {}",
-            self.keeper.line(),
+            self.keeper.keeper().line(),
             nodes.join("; ")
         )
     }
@@ -524,7 +722,7 @@ impl Sim {
                 let moved = match msg {
                     ToServer::Checkpoint(stored) => {
                         let (record, body) = *stored;
-                        if record.epoch == self.keeper.epoch() {
+                        if record.epoch == self.keeper.keeper().epoch() {
                             if record.hi > record.lo {
                                 self.tally.forced_jumps += 1;
                             }
@@ -534,17 +732,22 @@ impl Sim {
                             if record.state.awaiting() > 0 {
                                 self.tally.collected_across_checkpoints += 1;
                             }
-                            self.bodies.insert((record.object, record.lo), body);
                         }
-                        self.keeper.store_checkpoint(record)
+                        self.keeper.store_checkpoint(record, body)?
                     }
                     ToServer::History(object, epoch, entries) => {
-                        self.keeper.store_history(object, epoch, entries)
+                        self.keeper.store_history(object, epoch, entries)?
                     }
                 };
+                // The FT server restarts now and then, from its store.
+                if self.keeper.is_durable() && self.rng.chance(3) {
+                    self.tally.server_restarts += 1;
+                    self.log(|| "FT SERVER RESTART".into());
+                    self.keeper.restart()?;
+                }
                 if let Some(line) = moved {
                     self.tally.lines += 1;
-                    let epoch = self.keeper.epoch();
+                    let epoch = self.keeper.keeper().epoch();
                     self.log(|| format!("LINE {line}"));
                     for m in members() {
                         self.send(m, Net::Line(epoch, line));
@@ -585,10 +788,7 @@ impl Sim {
         self.crashed_since_recovery = false;
         self.last_recovery = self.now;
         self.tally.recoveries += 1;
-        let plan = self
-            .keeper
-            .recover()
-            .ok_or("the committed line is not recoverable")?;
+        let (plan, mut bodies) = self.keeper.recover()?;
         for r in &plan.restarts {
             for id in r.record.state.retained_requests() {
                 let target = plan.restarts.iter().find(|t| t.object == id.target);
@@ -605,10 +805,8 @@ impl Sim {
         }
         self.log(|| format!("RESTORE line {} {:?}", plan.line, plan.epoch));
         for r in &plan.restarts {
-            let body = self
-                .bodies
-                .get(&(r.object, r.record.lo))
-                .cloned()
+            let body = bodies
+                .remove(&r.object)
                 .ok_or_else(|| format!("no body stored for {:?} at {}", r.object, r.record.lo))?;
             self.tally.replayed += r.replay.len() as u64;
             let (obj, rec_lo, rec_hi, dl, rp) = (
@@ -821,14 +1019,16 @@ fn serve(n: &mut Node, now: Time, msg: Msg) -> Result<(), String> {
             ledger.balance -= amount;
             ledger
                 .entries
-                .push((op, "withdraw", -amount, ledger.balance));
+                .push((op, "withdraw".into(), -amount, ledger.balance));
             let b = ledger.balance;
             n.member.reply(now, Msg::Balance(b));
             n.member.service_done(now);
         }
         (Body::Account(ledger), Msg::Credit { op, amount } | Msg::Deposit { op, amount }) => {
             ledger.balance += amount;
-            ledger.entries.push((op, "credit", amount, ledger.balance));
+            ledger
+                .entries
+                .push((op, "credit".into(), amount, ledger.balance));
             let b = ledger.balance;
             n.member.reply(now, Msg::Balance(b));
             n.member.service_done(now);
@@ -1071,7 +1271,8 @@ fn check(ops: &[Vec<Op>], sim: &Sim) -> Result<(), String> {
             ));
         }
         let mut running = OPENING_BALANCE;
-        for &(op, kind, delta, after) in &ledger.entries {
+        for (op, kind, delta, after) in &ledger.entries {
+            let (op, kind, after) = (*op, kind.as_str(), *after);
             running += delta;
             if running != after {
                 return Err(format!(
@@ -1147,7 +1348,26 @@ fn op_target(ops: &[Vec<Op>], id: u64) -> ObjectId {
 
 fn run_seed(seed: u64, trace: bool) -> (Result<Tally, String>, Option<String>) {
     let ops = workload(seed);
-    let (run, log) = Sim::new(seed, true, &ops, trace).run();
+    let (run, log) = match Sim::new(seed, true, &ops, trace, None) {
+        Ok(sim) => sim.run(),
+        Err(e) => (Err(e), None),
+    };
+    let verdict = run.and_then(|sim| check(&ops, &sim).map(|()| sim.tally.clone()));
+    (verdict, log)
+}
+
+/// The same, with the line durable in a store file, and the FT server
+/// restarting from it.
+fn run_durable_seed(seed: u64, trace: bool) -> (Result<Tally, String>, Option<String>) {
+    let ops = workload(seed);
+    let path = std::env::temp_dir().join(format!(
+        "actogrid-cic-sim-{}-{seed}.redb",
+        std::process::id()
+    ));
+    let (run, log) = match Sim::new(seed, true, &ops, trace, Some(path)) {
+        Ok(sim) => sim.run(),
+        Err(e) => (Err(e), None),
+    };
     let verdict = run.and_then(|sim| check(&ops, &sim).map(|()| sim.tally.clone()));
     (verdict, log)
 }
@@ -1186,11 +1406,12 @@ fn every_operation_takes_effect_exactly_once_across_rollbacks() {
 fn a_failure_free_run_commits_lines_and_collects_behind_them() {
     for seed in 0..20 {
         let ops = workload(seed);
-        let (run, _) = Sim::new(seed, false, &ops, false).run();
+        let sim = Sim::new(seed, false, &ops, false, None).expect("a simulation");
+        let (run, _) = sim.run();
         let sim = run.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         check(&ops, &sim).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert!(sim.tally.lines > 0, "seed {seed}: no line committed");
-        let (checkpoints, entries) = sim.keeper.kept();
+        let (checkpoints, entries) = sim.keeper.keeper().kept();
         // Behind the line, nothing is kept: a few checkpoints per member.
         assert!(
             checkpoints <= members().len() * 8,
@@ -1215,5 +1436,17 @@ fn a_seed_replays_event_for_event() {
         );
         assert_eq!(trace, again, "seed {seed} ran differently twice");
         assert_eq!(format!("{first:?}"), format!("{second:?}"));
+    }
+}
+
+/// The line durable in a real store: the same guarantees, while the FT
+/// server restarts from its file (and reads back exactly the line it had).
+#[test]
+fn a_durable_line_survives_restarts_of_the_ft_server() {
+    let (total, full) = sim::sweep("cic_sim_durable", DURABLE_SEEDS, run_durable_seed);
+    if full {
+        assert!(total.server_restarts > 0, "the FT server never restarted");
+        assert!(total.recoveries > 0, "nothing recovered");
+        assert!(total.lines > 0, "no line committed");
     }
 }

@@ -10,7 +10,7 @@
 //!   (`actogrid:runtime:<id>`), which binds the sender id of what that
 //!   runtime sends;
 //! * a **pool** of peers of the overlay — an authority every peer derives
-//!   from the pool's passphrase (see [`Identity::pool`]), or a site's own;
+//!   from the pool's passphrase (see [`Authority::for_pool`]), or a site's own;
 //!   certificates name peers (`actogrid:peer:<name>`).
 //!
 //! Certificates are checked against the domain's authority only (runtimes
@@ -628,7 +628,7 @@ impl Identity {
         Ok(out)
     }
 
-    /// Reads a bundle made by [`Identity::bundle_for`].
+    /// Reads a bundle made by [`Identity::bundle`].
     pub fn from_bundle(text: &str) -> Result<Identity, IdentityError> {
         if text.trim() == PLAINTEXT_BUNDLE.trim() {
             announce_plaintext();

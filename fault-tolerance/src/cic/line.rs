@@ -31,7 +31,7 @@ pub struct Plan<P> {
 
 /// The checkpoints and histories of a group of members, as durable on the
 /// FT server, and the recovery line they allow.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct LineKeeper<P> {
     epoch: Incarnation,
     /// The committed line: recoverable, and never gone below.
@@ -64,6 +64,17 @@ impl<P: Clone> LineKeeper<P> {
         }
     }
 
+    /// Starts the group in `epoch` (a group that replaces an earlier one of
+    /// the same name, whose messages must not count).
+    pub(crate) fn set_epoch(&mut self, epoch: Incarnation) {
+        self.epoch = epoch;
+        for list in self.checkpoints.values_mut() {
+            for r in list {
+                r.epoch = epoch;
+            }
+        }
+    }
+
     /// The current epoch.
     pub fn epoch(&self) -> Incarnation {
         self.epoch
@@ -83,6 +94,23 @@ impl<P: Clone> LineKeeper<P> {
         )
     }
 
+    /// Whether `record` would only stretch the indices its member's last
+    /// checkpoint stands for (nothing was delivered or consumed since): no
+    /// new state to keep with it.
+    pub fn absorbs(&self, record: &Record<P>) -> bool {
+        record.epoch == self.epoch
+            && (self.checkpoints.get(&record.object))
+                .and_then(|list| list.last())
+                .is_some_and(|last| last.hi < record.lo && absorbed(last, record))
+    }
+
+    /// Each member, with the lowest indices of its first and last
+    /// checkpoints kept (the states of the others are not needed).
+    pub fn kept_states(&self) -> impl Iterator<Item = (ObjectId, u64, u64)> + '_ {
+        (self.checkpoints.iter())
+            .filter_map(|(object, list)| Some((*object, list.first()?.lo, list.last()?.lo)))
+    }
+
     /// A checkpoint was made durable; the new committed line if it moved.
     /// Those of another epoch (a member fenced by a recovery) are dropped.
     pub fn store_checkpoint(&mut self, record: Record<P>) -> Option<u64> {
@@ -94,7 +122,7 @@ impl<P: Clone> LineKeeper<P> {
         if last.hi >= record.lo {
             return None;
         }
-        if record.unchanged && record.deps.is_empty() && last.at() == record.at() {
+        if absorbed(last, &record) {
             // Nothing delivered since: the same state stands for these
             // indices too (what it kept then is a superset of now).
             last.hi = record.hi;
@@ -293,6 +321,12 @@ impl<P: Clone> LineKeeper<P> {
             restarts,
         })
     }
+}
+
+/// Whether `record` stands for the same state as `last`, its member's
+/// previous checkpoint.
+fn absorbed<P>(last: &Record<P>, record: &Record<P>) -> bool {
+    record.unchanged && record.deps.is_empty() && last.at() == record.at()
 }
 
 /// The place of the last entry of a history kept after `base`.

@@ -59,7 +59,7 @@ pub enum Action<P> {
 }
 
 /// A message kept until the recovery line passes its reception.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Retained<P> {
     pub(super) sent: Sent<P>,
     /// The receiver's checkpoint index when it delivered (a request) or
@@ -69,7 +69,7 @@ pub(super) struct Retained<P> {
     pub(super) last_sent: Time,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) enum Sent<P> {
     Request(Request<P>),
     Reply(Reply<P>),

@@ -7,13 +7,15 @@
 //! asynchronously; a failure rolls every member back.
 //!
 //! This module is the protocol as sans-IO state machines, driven by a
-//! seeded simulator in the tests (`tests/cic_sim.rs`); production does not
-//! drive them yet (`docs/fault-tolerance.md` says what works today).
+//! seeded simulator in the tests (`tests/cic_sim.rs`, with the line in
+//! memory or durable in a store file); production does not drive them yet
+//! (`docs/fault-tolerance.md` says what works today).
 //!
 //! | core | one per | role |
 //! |---|---|---|
 //! | [`Member`] | protected object | stamps, forced checkpoints, retention, reception history, output commit |
 //! | [`LineKeeper`] | FT server | durable checkpoints and histories, the recovery line, the plan of a recovery, garbage collection |
+//! | [`DurableLine`] | FT server | the keeper in the FT store: survives a restart of the FT server, collects what the line leaves behind |
 //!
 //! # Model
 //!
@@ -75,6 +77,7 @@
 //! final state holds — and a member that fails at any time, during a
 //! recovery too, only costs a rollback of everyone to the line.
 
+mod durable;
 mod line;
 mod member;
 
@@ -83,12 +86,13 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+pub use self::durable::{Bytes, DurableLine, LineError, Recovery};
 pub use self::line::{LineKeeper, Plan, Restart};
 pub use self::member::{Action, Config, Member};
 pub use crate::pml::{Incarnation, ObjectId, RequestId, Time};
 
 /// What every message of a member carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stamp {
     /// The group's epoch: one more with every recovery.
     pub epoch: Incarnation,
@@ -112,7 +116,18 @@ impl Stamp {
 
 /// A place in a member's history: the service at `position`, after its
 /// request (`sub` 0) or after its `sub`-th reply consumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct At {
     /// The delivery number of the service.
     pub position: u64,
@@ -122,7 +137,7 @@ pub struct At {
 
 /// A request: `from` is the sender's stamp, `None` for a caller outside
 /// the group.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Request<P> {
     /// (target, sender, seq).
     pub id: RequestId,
@@ -133,7 +148,7 @@ pub struct Request<P> {
 }
 
 /// The reply to request `id`, from its target.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reply<P> {
     /// The request's id.
     pub id: RequestId,
@@ -160,7 +175,7 @@ pub struct Ack {
 /// A reply consumed from beyond the consumer's checkpoint index: the
 /// replier must replay its history up to `at` for a line at or below
 /// `index`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dep {
     /// The replier.
     pub on: ObjectId,
@@ -172,7 +187,7 @@ pub struct Dep {
 
 /// What a member delivered (a request, opening a position of its history)
 /// or consumed (a reply, inside the service at that position).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// Where: the service, and for a reply which one it consumed.
     pub at: At,
@@ -185,7 +200,7 @@ pub struct Entry {
 }
 
 /// What a history entry is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EntryKind {
     /// A request delivered: its sequence number.
     Request(u64),
@@ -194,7 +209,7 @@ pub enum EntryKind {
 }
 
 /// The protocol's part of a checkpoint (the body's state goes with it).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Record<P> {
     /// The member.
     pub object: ObjectId,
@@ -220,7 +235,7 @@ pub struct Record<P> {
 }
 
 /// A member's protocol state at a checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct State<P> {
     next_seq: BTreeMap<ObjectId, u64>,
     delivered_seq: BTreeMap<ObjectId, u64>,

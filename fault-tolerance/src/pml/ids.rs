@@ -6,7 +6,9 @@ use std::time::Duration;
 
 /// An active object, protected or not, as the runtime names it (its object
 /// id; the runtime id for code that is not an object, such as `main`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ObjectId(pub u64);
 
 impl fmt::Display for ObjectId {
@@ -19,7 +21,19 @@ impl fmt::Display for ObjectId {
 /// protected object sends carries its incarnation; the recovery process
 /// draws a higher one for every restart and fences the ones below it.
 /// Senders outside the protected world use [`Incarnation::FIRST`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Incarnation(pub u64);
 
 impl Incarnation {
@@ -42,7 +56,9 @@ impl fmt::Display for Incarnation {
 /// object that sent it, and the sender's sequence number for that target
 /// (1, 2, 3… per (sender, target) pair). It is the same on every resend and
 /// across every restart of either side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct RequestId {
     /// The object the request is for.
     pub target: ObjectId,
@@ -84,7 +100,19 @@ impl fmt::Display for LogPosition {
 /// A point in time, in milliseconds since an origin the driver chose. The
 /// core never reads a clock: the runtime passes the time elapsed since the
 /// node started, the simulator its simulated time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Time(pub u64);
 
 impl Time {

@@ -44,12 +44,17 @@ pub(crate) enum Action {
     Checkpoint {
         checkpoint: Checkpoint,
         truncate_log_before: Option<LogPosition>,
+        /// Keep every older checkpoint (their owner drops them), not just
+        /// the newest `checkpoints_kept`.
+        keep_older: bool,
     },
     Truncate {
         keep_from: LogPosition,
     },
+    /// Drops the checkpoints below `before`, and above `after` if given.
     DropCheckpoints {
         before: CheckpointIndex,
+        after: Option<CheckpointIndex>,
     },
     Replies(Vec<(ReplyId, LogPosition, Vec<u8>)>),
     Fence {
@@ -747,12 +752,13 @@ impl Writer {
             Action::Checkpoint {
                 checkpoint,
                 truncate_log_before,
+                keep_older,
             } => self.checkpoint(
                 tables,
                 head,
                 object,
                 checkpoint,
-                *truncate_log_before,
+                (*truncate_log_before, *keep_older),
                 written,
             ),
             Action::Truncate { keep_from } => {
@@ -762,17 +768,24 @@ impl Writer {
                 let removed = self.cut(tables, head, object, *keep_from)?;
                 Ok(Ok(Done::Removed(removed)))
             }
-            Action::DropCheckpoints { before } => {
+            Action::DropCheckpoints { before, after } => {
                 let first = keys::numbered(object, 0);
                 let end = keys::numbered(object, before.0);
                 let mut removed = 0;
-                tables.checkpoints.retain_in::<&[u8], _>(
-                    first.as_slice()..end.as_slice(),
-                    |_, _| {
-                        removed += 1;
-                        false
-                    },
-                )?;
+                let mut count = |_: &[u8], _: &[u8]| {
+                    removed += 1;
+                    false
+                };
+                tables
+                    .checkpoints
+                    .retain_in::<&[u8], _>(first.as_slice()..end.as_slice(), &mut count)?;
+                if let Some(after) = after.and_then(|a| a.0.checked_add(1)) {
+                    let from = keys::numbered(object, after);
+                    let last = keys::numbered(object, u64::MAX);
+                    tables
+                        .checkpoints
+                        .retain_in::<&[u8], _>(from.as_slice()..=last.as_slice(), &mut count)?;
+                }
                 Ok(Ok(Done::Removed(removed)))
             }
             Action::Fence { incarnation } => {
@@ -858,7 +871,7 @@ impl Writer {
         head: &mut Head,
         object: &ObjectKey,
         checkpoint: &Checkpoint,
-        truncate_log_before: Option<LogPosition>,
+        (truncate_log_before, keep_older): (Option<LogPosition>, bool),
         written: &mut Written,
     ) -> Applied {
         if let Err(error) = self.current(object, head, checkpoint.incarnation) {
@@ -939,7 +952,12 @@ impl Writer {
             let (key, _) = entry?;
             stored.push(key.value().to_vec());
         }
-        let surplus = stored.len().saturating_sub(self.checkpoints_kept);
+        let kept = if keep_older {
+            usize::MAX
+        } else {
+            self.checkpoints_kept
+        };
+        let surplus = stored.len().saturating_sub(kept);
         for key in &stored[..surplus] {
             tables.checkpoints.remove(key.as_slice())?;
         }
