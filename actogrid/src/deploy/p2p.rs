@@ -163,8 +163,12 @@ impl Acquisition {
             }
             core.leave();
         });
-        self.driver.flush(Duration::from_secs(2)).await;
+        // Stopped first: what arrives from now on is refused as from a peer
+        // leaving (its sender frees what it offered or booked to it), and
+        // nothing is queued after the flush (a decline queued then would
+        // be lost with the driver, its slot held until the offer lapsed).
         self.driver.stop().await;
+        self.driver.flush(Duration::from_secs(2)).await;
         self.rt.shutdown();
     }
 }
