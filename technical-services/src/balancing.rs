@@ -1,26 +1,5 @@
 //! `actogrid.LoadBalancing`: active objects move from overloaded nodes to
 //! underloaded ones of the same virtual node.
-//!
-//! ```xml
-//! <technicalServiceDefinition id="lb" class="actogrid.LoadBalancing">
-//!   <arg name="overload" value="0.8"/>    <!-- above: give objects away -->
-//!   <arg name="underload" value="0.5"/>   <!-- below: take (steal) objects -->
-//!   <arg name="period" value="1000"/>     <!-- ms between two decisions -->
-//! </technicalServiceDefinition>
-//! ```
-//!
-//! On every node it applies to, the service installs a [`LoadMeter`] (body
-//! hooks that see which objects are serving) and starts a balancer. The
-//! node's **load** is the share of its capacity that work asks for: the
-//! number of its active objects that are serving or have requests waiting,
-//! over its capacity (the node property `capacity` when a service set it,
-//! else its cores), at most 1. Every `period`, a balancer whose node is
-//! overloaded moves the object with the most waiting requests to the least
-//! loaded underloaded node of the virtual node; an underloaded one asks the
-//! most loaded overloaded node for an object (work stealing). Objects move
-//! with the runtime's migration, between two requests, their queues with
-//! them: no request is lost or served twice. Objects that cannot migrate
-//! (no serde) stay where they are.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -185,7 +164,29 @@ impl Balancer {
     }
 }
 
-/// See the [module documentation](self).
+/// `actogrid.LoadBalancing`: active objects move from overloaded nodes to
+/// underloaded ones of the same virtual node.
+///
+/// ```xml
+/// <technicalServiceDefinition id="lb" class="actogrid.LoadBalancing">
+///   <arg name="overload" value="0.8"/>    <!-- above: give objects away -->
+///   <arg name="underload" value="0.5"/>   <!-- below: take (steal) objects -->
+///   <arg name="period" value="1000"/>     <!-- ms between two decisions -->
+/// </technicalServiceDefinition>
+/// ```
+///
+/// On every node it applies to, the service installs a [`LoadMeter`] (body
+/// hooks that see which objects are serving) and starts a balancer. The
+/// node's **load** is the share of its capacity that work asks for: the
+/// number of its active objects that are serving or have requests waiting,
+/// over its capacity (the node property `capacity` when a service set it,
+/// else its cores), at most 1. Every `period`, a balancer whose node is
+/// overloaded moves the object with the most waiting requests to the least
+/// loaded underloaded node of the virtual node; an underloaded one asks the
+/// most loaded overloaded node for an object (work stealing). Objects move
+/// with the runtime's migration, between two requests, their queues with
+/// them: no request is lost or served twice. Objects that cannot migrate
+/// (no serde) stay where they are.
 #[derive(Debug)]
 pub struct LoadBalancing {
     overload: f64,

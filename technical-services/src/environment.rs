@@ -1,22 +1,23 @@
 //! `actogrid.Environment`: environment variables and node properties from
 //! the service's arguments.
-//!
-//! ```xml
-//! <technicalServiceDefinition id="env" class="actogrid.Environment">
-//!   <arg name="env.OMP_NUM_THREADS" value="1"/>   <!-- a variable of the runtime -->
-//!   <arg name="site" value="lab-b"/>              <!-- a node property -->
-//! </technicalServiceDefinition>
-//! ```
-//!
-//! Variables (`env.NAME`) are set when the deployment starts a runtime, so
-//! they are there from its first instruction; a node acquired already
-//! running keeps its own environment, and the service records what it was
-//! asked to set as the property `env.NAME`. Every other argument becomes a
-//! node property.
 
 use crate::{Args, NodeContext, ServiceError, TechnicalService};
 
-/// See the [module documentation](self).
+/// `actogrid.Environment`: environment variables and node properties from
+/// the service's arguments.
+///
+/// ```xml
+/// <technicalServiceDefinition id="env" class="actogrid.Environment">
+///   <arg name="env.OMP_NUM_THREADS" value="1"/>   <!-- a variable of the runtime -->
+///   <arg name="site" value="lab-b"/>              <!-- a node property -->
+/// </technicalServiceDefinition>
+/// ```
+///
+/// Variables (`env.NAME`) are set when the deployment starts a runtime, so
+/// they are there from its first instruction; a node acquired already
+/// running keeps its own environment, and the service records what it was
+/// asked to set as the property `env.NAME`. Every other argument becomes a
+/// node property.
 #[derive(Debug, Default)]
 pub struct Environment {
     variables: Vec<(String, String)>,

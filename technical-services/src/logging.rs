@@ -1,15 +1,4 @@
 //! `actogrid.Logging`: the log filter of the nodes' runtimes.
-//!
-//! ```xml
-//! <technicalServiceDefinition id="logs" class="actogrid.Logging">
-//!   <arg name="filter" value="info,myapp=debug"/>
-//! </technicalServiceDefinition>
-//! ```
-//!
-//! `filter` uses the `RUST_LOG` syntax. Runtimes the deployment starts get
-//! it in `RUST_LOG`; a runtime already running (acquired) has its filter
-//! changed in place when it was started by a deployment or a peer. The
-//! filter is also the node property `log.filter`.
 
 use std::sync::OnceLock;
 
@@ -31,7 +20,18 @@ pub fn set_log_reloader(
     reloader().set(Box::new(reload)).is_ok()
 }
 
-/// See the [module documentation](self).
+/// `actogrid.Logging`: the log filter of the nodes' runtimes.
+///
+/// ```xml
+/// <technicalServiceDefinition id="logs" class="actogrid.Logging">
+///   <arg name="filter" value="info,myapp=debug"/>
+/// </technicalServiceDefinition>
+/// ```
+///
+/// `filter` uses the `RUST_LOG` syntax. Runtimes the deployment starts get
+/// it in `RUST_LOG`; a runtime already running (acquired) has its filter
+/// changed in place when it was started by a deployment or a peer. The
+/// filter is also the node property `log.filter`.
 #[derive(Debug, Default)]
 pub struct Logging {
     filter: String,

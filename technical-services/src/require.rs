@@ -1,23 +1,24 @@
 //! `actogrid.Require`: nodes must have what the application needs; the
 //! others are refused (dropped, or the virtual node fails).
-//!
-//! ```xml
-//! <technicalServiceDefinition id="needs" class="actogrid.Require">
-//!   <arg name="commands" value="ffmpeg convert"/>  <!-- on the PATH -->
-//!   <arg name="memory" value="2G"/>                <!-- available now -->
-//!   <arg name="cores" value="4"/>
-//!   <arg name="files" value="/data/set"/>          <!-- must exist -->
-//!   <arg name="failure" value="drop"/>             <!-- or "fail" -->
-//! </technicalServiceDefinition>
-//! ```
-//!
-//! A node that has everything gets the property `require.ok = yes`.
 
 use std::path::Path;
 
 use crate::{Args, NodeContext, OnFailure, ServiceError, TechnicalService};
 
-/// See the [module documentation](self).
+/// `actogrid.Require`: nodes must have what the application needs; the
+/// others are refused (dropped, or the virtual node fails).
+///
+/// ```xml
+/// <technicalServiceDefinition id="needs" class="actogrid.Require">
+///   <arg name="commands" value="ffmpeg convert"/>  <!-- on the PATH -->
+///   <arg name="memory" value="2G"/>                <!-- available now -->
+///   <arg name="cores" value="4"/>
+///   <arg name="files" value="/data/set"/>          <!-- must exist -->
+///   <arg name="failure" value="drop"/>             <!-- or "fail" -->
+/// </technicalServiceDefinition>
+/// ```
+///
+/// A node that has everything gets the property `require.ok = yes`.
 #[derive(Debug, Default)]
 pub struct Require {
     commands: Vec<String>,
