@@ -993,10 +993,11 @@ async fn a_technical_service_applies_on_ssh_created_nodes_as_on_local_ones() {
     rt.shutdown();
 }
 
-/// Fault tolerance on ssh hosts: objects on runtimes of three hosts keep
-/// their exact record while one runtime is killed, a whole host drops off
-/// the network (its runtimes silent: their missed heartbeats tell) and
-/// another runtime is killed.
+/// Fault tolerance on ssh hosts: objects on six runtimes of three hosts
+/// keep their exact record while one runtime is killed, a whole host drops
+/// off the network (its two runtimes silent at once: their missed
+/// heartbeats tell), another runtime is killed while those recover, and
+/// one more: five failures, every object ending on the one runtime left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_objects_survive_a_host_going_down() {
     use std::sync::Arc;
@@ -1040,14 +1041,20 @@ async fn protected_objects_survive_a_host_going_down() {
             .args(["-KILL", &pid.to_string()])
             .status();
     };
+    let (agh1, agh3) = (on("agh1"), on("agh3"));
+    assert_eq!((agh1.len(), agh3.len()), (2, 2));
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    kill(on("agh1")[0]);
+    kill(agh1[0]);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let down = Fault::inject("agh2", "blackhole", "restore");
     let started = Instant::now();
+    // Killed while agh2's runtimes are being declared dead and their
+    // objects recovered.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kill(agh3[0]);
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    kill(on("agh3")[0]);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    kill(agh1[1]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let pushed = support::check_pushed(&recorders, work, &stop).await;
     let recovered = support::recoveries(&mut events);
     eprintln!(
@@ -1055,8 +1062,9 @@ async fn protected_objects_survive_a_host_going_down() {
         recovered.len(),
         started.elapsed().as_secs_f64(),
     );
-    // Two runtimes killed, two on the host gone: every object they held.
-    assert!(recovered.len() >= 4, "{recovered:?}");
+    // Three runtimes killed, two on the host gone: every object they
+    // held (those recovered onto a runtime killed later, twice).
+    assert!(recovered.len() >= 5, "{recovered:?}");
     drop(down);
     d.kill().await;
     assert!(

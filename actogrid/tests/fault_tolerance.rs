@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use actogrid::{Deployment, Proxy as _, VnEvent};
 use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy, WorkerProxy};
 use support::{
-    TempDir, alive, check_pushed, ft_service, load, local_descriptor, push_to_each, recoveries,
-    runtime, with_services,
+    TempDir, alive, chaos, check_pushed, ft_service, load, local_descriptor, push_to_each,
+    recoveries, runtime, sigkill, signal, with_services,
 };
 
 /// `runtimes` local runtimes of one node each, protected by PML with a
@@ -88,66 +88,6 @@ fn trace(vn: &actogrid::VirtualNode) {
             eprintln!("event: {e:?}");
         }
     });
-}
-
-/// Sends `signal` to `pid`, one of this test's runtimes.
-fn signal(pid: u32, signal: rustix::process::Signal) {
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).expect("a pid"),
-        signal,
-    );
-}
-
-fn sigkill(pid: u32) {
-    signal(pid, rustix::process::Signal::KILL);
-}
-
-/// Makes random runtimes of `d` fail: one killed (SIGKILL), one hung
-/// (SIGSTOP: its process stays, silent, until the end), two killed at
-/// once, one killed and one more while the objects of that one recover;
-/// returns their pids (all killed in the end).
-async fn chaos(d: &Deployment) -> Vec<u32> {
-    let mut killed = Vec::new();
-    let mut hung = None;
-    for round in 0..4 {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        let at_once = if round == 2 { 2 } else { 1 };
-        for _ in 0..at_once {
-            let live: Vec<u32> = d
-                .runtimes()
-                .iter()
-                .map(|r| r.pid)
-                .filter(|p| !killed.contains(p))
-                .collect();
-            assert!(live.len() > 2, "too few runtimes left: {live:?}");
-            let pid = live[fastrand::usize(..live.len())];
-            if round == 1 {
-                signal(pid, rustix::process::Signal::STOP);
-                hung = Some(pid);
-            } else {
-                sigkill(pid);
-            }
-            killed.push(pid);
-        }
-        if round == 3 {
-            // The runtime's death is seen at once (its process exits):
-            // its objects are being recovered now.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let live: Vec<u32> = d
-                .runtimes()
-                .iter()
-                .map(|r| r.pid)
-                .filter(|p| !killed.contains(p))
-                .collect();
-            let pid = live[fastrand::usize(..live.len())];
-            sigkill(pid);
-            killed.push(pid);
-        }
-    }
-    if let Some(pid) = hung {
-        sigkill(pid);
-    }
-    killed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

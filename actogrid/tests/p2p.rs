@@ -339,6 +339,68 @@ async fn objects_on_a_lost_peer_recover_on_the_node_the_overlay_lends_instead() 
     rt.shutdown();
 }
 
+/// The chaos of the fault-tolerance tests on lent nodes: runtimes killed
+/// one at a time, one hung, two killed at once, one killed while the
+/// objects of another recover. The overlay lends replacements, objects are
+/// recovered there too, and every record ends as in a failure-free run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protected_objects_on_lent_nodes_survive_chaos() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let dir = TempDir::new("p2p-chaos");
+    let peers = overlay(&dir, 6, 2);
+    let rt = runtime().await;
+    let addresses: Vec<&str> = [&peers[0], &peers[3]]
+        .iter()
+        .map(|p| p.address.as_str())
+        .collect();
+    let text = support::with_services(
+        &support::p2p_descriptor("6", &addresses, "60s", false),
+        "ft",
+        &support::ft_service(&dir.0.join("ft.redb"), "500ms"),
+    );
+    let d = deploy(&rt, &dir, &text, SECRET).await;
+    let vn = d.virtual_node("Workers").unwrap();
+    let mut events = vn.events();
+    let nodes = vn.nodes().await.expect("6 nodes");
+    assert_eq!(nodes.len(), 6);
+    let original: Vec<String> = nodes.iter().map(|n| n.url().to_string()).collect();
+    let mut recorders = Vec::new();
+    for node in &nodes {
+        recorders.push(actogrid_builtin::RecorderProxy::new(node).await.unwrap());
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let work = support::push_to_each(&recorders, 100, 4, &done);
+
+    let killed = support::chaos(&d).await;
+    let pushed = support::check_pushed(&recorders, work, &done).await;
+    let seen = support::drain(&mut events);
+    let recovered = support::recoveries_in(&seen);
+    let landed: Vec<String> = seen
+        .iter()
+        .filter_map(|e| match e {
+            VnEvent::Recovered { node, .. } => Some(node.url().to_string()),
+            _ => None,
+        })
+        .collect();
+    eprintln!(
+        "{} failure(s), {} recovery(ies), {pushed} pushes; recovered on {landed:?}",
+        killed.len(),
+        recovered.len()
+    );
+    assert!(!recovered.is_empty(), "no recovery was observed");
+    assert!(
+        landed.iter().any(|n| !original.contains(n)),
+        "nothing recovered on a node the overlay lent instead (the nodes were {original:?})"
+    );
+    assert!(killed.iter().all(|p| !alive(*p)));
+    d.kill().await;
+    all_free(&peers, Duration::from_secs(10))
+        .await
+        .expect("every slot is free again");
+    rt.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_passphrase_is_refused_at_once_and_logged() {
     let dir = TempDir::new("p2p-passphrase");
