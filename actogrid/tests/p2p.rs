@@ -348,25 +348,27 @@ async fn protected_objects_on_lent_nodes_survive_chaos() {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let dir = TempDir::new("p2p-chaos");
-    let peers = overlay(&dir, 6, 2);
+    let peers = overlay(&dir, 7, 2);
     let rt = runtime().await;
     let addresses: Vec<&str> = [&peers[0], &peers[3]]
         .iter()
         .map(|p| p.address.as_str())
         .collect();
     let text = support::with_services(
-        &support::p2p_descriptor("6", &addresses, "60s", false),
+        &support::p2p_descriptor("8", &addresses, "60s", false),
         "ft",
         &support::ft_service(&dir.0.join("ft.redb"), "500ms"),
     );
     let d = deploy(&rt, &dir, &text, SECRET).await;
     let vn = d.virtual_node("Workers").unwrap();
     let mut events = vn.events();
-    let nodes = vn.nodes().await.expect("6 nodes");
-    assert_eq!(nodes.len(), 6);
+    let nodes = vn.nodes().await.expect("8 nodes");
+    assert_eq!(nodes.len(), 8);
     let original: Vec<String> = nodes.iter().map(|n| n.url().to_string()).collect();
+    // Six objects on six of them (as on local runtimes): the chaos always
+    // finds runtimes left to kill, replaced or not yet.
     let mut recorders = Vec::new();
-    for node in &nodes {
+    for node in &nodes[..6] {
         recorders.push(actogrid_builtin::RecorderProxy::new(node).await.unwrap());
     }
     let done = Arc::new(AtomicBool::new(false));
