@@ -120,7 +120,9 @@ pub struct DurableLine<P> {
 impl<P: Clone + Serialize + DeserializeOwned> DurableLine<P> {
     /// Starts group `group` in `store` with its `members`, each with its
     /// initial checkpoint and body state; replaces what the store held of
-    /// a group of that name.
+    /// a group of that name. A group started again gets an epoch above the
+    /// old one's (so that nothing of the old one counts): its members
+    /// start in [`LineKeeper::epoch`] of [`DurableLine::keeper`].
     pub async fn create(
         store: &Store,
         group: &str,
