@@ -504,6 +504,7 @@ impl FtServer {
 
     async fn recover(&self, object: u64, to: &Node) -> Result<Recovery, FtError> {
         let started = Instant::now();
+        let dead_seen = lock(&self.dead_order).len();
         let key = key(object);
         let incarnation = {
             let objects = lock(&self.objects);
@@ -599,6 +600,17 @@ impl FtServer {
         // Found there while it replays: a logged request's caller sends it
         // again, bringing the values of the futures it passed, and objects
         // recovered with it may call it from their own replays.
+        // A runtime serves there now: if an earlier one at the same address
+        // (a port a lent slot hands to each of its runtimes in turn) was
+        // declared dead before this recovery began, this one is not, and
+        // what it hosts is not stranded. (Declared since, it died meanwhile.)
+        let declared_before = lock(&self.dead_order)
+            .iter()
+            .rposition(|a| *a == address)
+            .is_some_and(|i| i < dead_seen);
+        if declared_before {
+            lock(&self.dead).remove(&address);
+        }
         {
             let mut objects = lock(&self.objects);
             let e = objects.get_mut(&object).expect("listed above");
@@ -1431,7 +1443,14 @@ impl Interceptor for Protection {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             if let Err(e) = shared.store(object, checkpoint, reserved).await {
-                tracing::warn!("object {object:#x}: an idle checkpoint failed: {e}");
+                // Tried again once it served more, not every period (an
+                // instance a recovery replaced would try forever).
+                if let Some(e) = lock(&shared.objects).get_mut(&object) {
+                    e.dirty = false;
+                }
+                tracing::warn!(
+                    "object {object:#x}: an idle checkpoint failed (tried again once it serves more): {e}"
+                );
             }
         });
     }

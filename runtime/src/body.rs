@@ -991,7 +991,7 @@ impl Body {
                 // Awaited here, so a failure drops the request unserved.
                 if let Err(why) = hold.wait().await {
                     self.drop_held(&interceptors, &delivery, &why);
-                    return;
+                    return self.not_here(inbound.reply, &why);
                 }
             }
             self.serve(&inbound, false).await.1
@@ -1001,7 +1001,7 @@ impl Body {
             // hold failed, its caller keeping the request.
             if let Err(why) = hold.wait().await {
                 self.drop_held(&interceptors, &delivery, &why);
-                return;
+                return self.not_here(inbound.reply, &why);
             }
         }
         // Served now: a checkpoint taken after serving has its effect in the
@@ -1037,9 +1037,27 @@ impl Body {
         tracing::error!(
             object = format_args!("{:#x}", self.id),
             method = delivery.method,
-            "a held request was dropped, its reply not sent: {why}"
+            "a held request was dropped, its caller told to look for the object elsewhere: {why}"
         );
         self.after_serve(interceptors, delivery, ServeOutcome::Dropped);
+    }
+
+    /// Tells the caller of a request whose hold failed that this instance
+    /// cannot answer it: as a runtime that died would (`NodeDied`, naming
+    /// this runtime), so that a caller that keeps its requests asks where
+    /// the object lives now (a recovery replaced this instance, most
+    /// likely) and sends it there, instead of waiting for a reply that
+    /// will not come from here.
+    fn not_here(&self, reply: crate::connection::ReplyTo, why: &str) {
+        let o = Outcome::failure(
+            Status::NodeDied,
+            format!(
+                "object {:#x} could not take the request here: {why}",
+                self.id
+            ),
+        );
+        let here = self.runtime.address().unwrap_or_default();
+        reply.send(&self.runtime, o, Some((self.id, here)));
     }
 
     /// Runs the `after_serve` hooks of `interceptors`, in order.
