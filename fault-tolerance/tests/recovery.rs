@@ -280,3 +280,99 @@ async fn nothing_a_request_does_leaves_before_it_is_logged() -> anyhow::Result<(
     assert!(stats.entries_written >= 3, "{stats:?}");
     Ok(())
 }
+
+/// A new runtime that listens at the address of one declared dead (a lent
+/// slot gives each of its runtimes the same port) is not taken for the dead
+/// one: objects recovered onto it are not "stranded on a dead runtime" and
+/// recovered again from under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runtime_at_a_dead_ones_address_keeps_what_is_recovered_onto_it() -> anyhow::Result<()>
+{
+    let dir = TempDir::new("reused-address");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_millis(30))?;
+    let caller = runtime().await?;
+    let first = runtime().await?;
+    let spare = runtime().await?;
+    for (rt, name) in [(&first, "n"), (&spare, "r")] {
+        rt.local_node(name).add_interceptor(server.protection())?;
+    }
+    caller.set_locator(server.locator())?;
+    let recorder = within(RecorderProxy::new(&node(&caller, &first, "n")?)).await?;
+    for v in 1..=3 {
+        assert_eq!(within(recorder.push(v)).await?, v);
+    }
+    let reused = first.address().expect("serves").to_owned();
+    first.shutdown();
+    let recovered = within(server.runtime_failed(&reused, &spare.local_node("r"))).await;
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(within(recorder.push(4)).await?, 4);
+
+    // Another runtime comes to listen where the first one did.
+    let again = async {
+        loop {
+            match Runtime::bind(&reused, Config::default()).await {
+                Ok(rt) => return rt,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    };
+    let second = within(again).await;
+    second
+        .local_node("n")
+        .add_interceptor(server.protection())?;
+    // The spare dies; its objects go to the new runtime at the old address.
+    let failed = spare.address().expect("serves").to_owned();
+    spare.shutdown();
+    let recovered = within(server.runtime_failed(&failed, &second.local_node("n"))).await;
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(
+        server.stranded().is_empty(),
+        "recovered onto a live runtime, yet stranded: {:?}",
+        server.stranded()
+    );
+    assert_eq!(
+        server.location(recorder.active_ref().id()).as_deref(),
+        Some(reused.as_str())
+    );
+    assert_eq!(within(recorder.push(5)).await?, 5);
+    assert_eq!(within(recorder.seen()).await?, [1, 2, 3, 4, 5]);
+    Ok(())
+}
+
+/// A runtime wrongly counted dead (still running, its callers' connections
+/// to it open): its objects are recovered elsewhere and its instances
+/// fenced. A call that still reaches a fenced instance is not left waiting:
+/// the instance answers as a dead runtime would, and the caller sends the
+/// call where the object lives now, where it is served once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_reaching_a_fenced_instance_goes_where_the_object_lives_now() -> anyhow::Result<()> {
+    let dir = TempDir::new("fenced");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_millis(30))?;
+    let caller = runtime().await?;
+    let suspected = runtime().await?;
+    let spare = runtime().await?;
+    for (rt, name) in [(&suspected, "n"), (&spare, "r")] {
+        rt.local_node(name).add_interceptor(server.protection())?;
+    }
+    caller.set_locator(server.locator())?;
+    let recorder = within(RecorderProxy::new(&node(&caller, &suspected, "n")?)).await?;
+    for v in 1..=3 {
+        assert_eq!(within(recorder.push(v)).await?, v);
+    }
+    // Counted dead while it runs: recovered on the spare, the old instance
+    // fenced, and the caller still connected to it.
+    let address = suspected.address().expect("serves").to_owned();
+    let recovered = within(server.runtime_failed(&address, &spare.local_node("r"))).await;
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    // The caller's proxy still points at the old instance.
+    assert_eq!(within(recorder.push(4)).await?, 4);
+    assert_eq!(within(recorder.push(5)).await?, 5);
+    assert_eq!(within(recorder.seen()).await?, [1, 2, 3, 4, 5]);
+    let spare_address = spare.address().expect("serves").to_owned();
+    assert_eq!(
+        server.location(recorder.active_ref().id()).as_deref(),
+        Some(spare_address.as_str())
+    );
+    suspected.shutdown();
+    Ok(())
+}
