@@ -719,12 +719,7 @@ pub async fn chaos(d: &Deployment) -> Vec<u32> {
         tokio::time::sleep(Duration::from_millis(800)).await;
         let at_once = if round == 2 { 2 } else { 1 };
         for _ in 0..at_once {
-            let live: Vec<u32> = d
-                .runtimes()
-                .iter()
-                .map(|r| r.pid)
-                .filter(|p| !killed.contains(p))
-                .collect();
+            let live = alive_but(d, &killed);
             assert!(live.len() > 2, "too few runtimes left: {live:?}");
             let pid = live[fastrand::usize(..live.len())];
             if round == 1 {
@@ -739,12 +734,7 @@ pub async fn chaos(d: &Deployment) -> Vec<u32> {
             // The runtime's death is seen at once (its process exits):
             // its objects are being recovered now.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let live: Vec<u32> = d
-                .runtimes()
-                .iter()
-                .map(|r| r.pid)
-                .filter(|p| !killed.contains(p))
-                .collect();
+            let live = alive_but(d, &killed);
             let pid = live[fastrand::usize(..live.len())];
             sigkill(pid);
             killed.push(pid);
@@ -754,4 +744,12 @@ pub async fn chaos(d: &Deployment) -> Vec<u32> {
         sigkill(pid);
     }
     killed
+}
+
+/// The pids of `d`'s runtimes, but those in `killed`.
+fn alive_but(d: &Deployment, killed: &[u32]) -> Vec<u32> {
+    (d.runtimes().iter())
+        .map(|r| r.pid)
+        .filter(|p| !killed.contains(p))
+        .collect()
 }
