@@ -66,6 +66,7 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
             wire::Envelope::Reply {
                 call_id: 1,
                 status: 0,
+                header: Vec::new(),
                 futures: vec![(9, 9)],
                 moved: None,
                 payload: b"\x2a".to_vec(),
@@ -76,6 +77,7 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
             wire::Envelope::Reply {
                 call_id: 2,
                 status: 3,
+                header: b"stamp".to_vec(),
                 futures: Vec::new(),
                 moved: Some((7, "10.0.0.2:7000".to_owned())),
                 payload: b"no such object".to_vec(),

@@ -536,6 +536,7 @@ fn outcome_of(reply: Reply, runtime: &Runtime) -> Outcome {
         payload: reply.payload.into(),
         held: Vec::new(),
         runtime: Some(runtime.handle()),
+        header: bytes::Bytes::new(),
     }
 }
 
@@ -1007,12 +1008,14 @@ impl Body {
         // Served now: a checkpoint taken after serving has its effect in the
         // state, so its table must not expect the request again.
         self.order.served(inbound.sender, inbound.seq);
-        let outcome = self.outcome(&inbound.reply, result, method);
+        let mut outcome = self.outcome(&inbound.reply, result, method);
         let served = serve_outcome(outcome.status);
         self.after_serve(&interceptors, &delivery, served);
+        let mut header = Vec::new();
         for i in &interceptors {
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 i.replied(&delivery, served, &outcome.payload);
+                i.reply_header(&delivery, served, &mut header);
             }));
             if let Err(panic) = ran {
                 tracing::error!(
@@ -1022,6 +1025,15 @@ impl Body {
                     crate::panics::describe(&*panic)
                 );
             }
+        }
+        if !header.is_empty() {
+            if matches!(inbound.reply, ReplyTo::Slot(_)) {
+                // A caller of this runtime: its interceptors read the
+                // header here, as they would from the wire.
+                self.runtime
+                    .reply_arrived(inbound.sender, self.id, inbound.seq, &header);
+            }
+            outcome.header = header.into();
         }
         inbound.reply.send(&self.runtime, outcome, None);
     }
@@ -1165,6 +1177,7 @@ impl Body {
                 payload: bytes::Bytes::copy_from_slice(payload),
                 held,
                 runtime: Some(self.runtime.handle()),
+                header: bytes::Bytes::new(),
             },
             Err(e) => encode_failure(e, method),
         })
@@ -1186,9 +1199,9 @@ impl Body {
         codec::with_scratch(|payload| {
             match codec::encode_into(&*value, payload) {
                 Ok(held) => {
-                    match conn
-                        .write(|buf| wire::put_reply(buf, call_id, status, &held, None, payload))
-                    {
+                    match conn.write(|buf| {
+                        wire::put_reply(buf, call_id, status, &[], &held, None, payload)
+                    }) {
                         // After the reply: the values follow it.
                         Ok(()) => {
                             for h in &held {

@@ -33,6 +33,9 @@ pub(crate) type Route = Arc<Conn>;
 pub(crate) enum Pending {
     /// A future of this process.
     Slot(Arc<Slot>),
+    /// A future of a call an object of a node with interceptors made:
+    /// they read the reply's protocol header before it resolves.
+    Call(Box<Call>),
     /// A future of this process whose request is kept to be sent again
     /// where its object lives now if this connection fails (a runtime
     /// with a locator, see [`crate::intercept::Locator`]).
@@ -44,6 +47,14 @@ pub(crate) enum Pending {
         object: u64,
         moved_to: String,
     },
+}
+
+/// A call of an object whose node has interceptors (see [`Pending::Call`]).
+pub(crate) struct Call {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) caller: u64,
+    pub(crate) target: u64,
+    pub(crate) seq: u64,
 }
 
 /// A request kept until its reply arrives, to be sent again as it was.
@@ -269,6 +280,7 @@ impl Conn {
                 buf,
                 call_id,
                 outcome.status,
+                &outcome.header,
                 &outcome.held,
                 moved,
                 &outcome.payload,
@@ -284,7 +296,15 @@ impl Conn {
             Err(e) => {
                 let failure = Outcome::failure(Status::Refused, format!("the reply takes {e}"));
                 let _ = self.write(|buf| {
-                    wire::put_reply(buf, call_id, failure.status, &[], moved, &failure.payload);
+                    wire::put_reply(
+                        buf,
+                        call_id,
+                        failure.status,
+                        &[],
+                        &[],
+                        moved,
+                        &failure.payload,
+                    );
                 });
             }
         }
@@ -396,6 +416,7 @@ impl Conn {
             let outcome = Outcome::failure(Status::NodeDied, message.clone());
             match p {
                 Pending::Slot(slot) => slot.resolve(outcome),
+                Pending::Call(c) => c.slot.resolve(outcome),
                 Pending::Retained(r) => match &rt {
                     Some(rt) => rt.relocate(
                         r,
@@ -558,12 +579,18 @@ impl Conn {
                 payload: r.payload,
                 held: self.hold(rt, &r.futures),
                 runtime: Some(rt.handle()),
+                header: r.header,
             };
             let moved = r.moved.as_ref().map(|(o, a)| (*o, a.as_str()));
             match pending {
                 Pending::Slot(slot) => {
                     note_moved(rt, moved, outcome.status);
                     slot.resolve(outcome);
+                }
+                Pending::Call(c) => {
+                    note_moved(rt, moved, outcome.status);
+                    rt.reply_arrived(c.caller, c.target, c.seq, &outcome.header);
+                    c.slot.resolve(outcome);
                 }
                 Pending::Retained(r) => match moved {
                     // A runtime that passed the call on lost the one it
@@ -574,6 +601,7 @@ impl Conn {
                     }
                     _ => {
                         note_moved(rt, moved, outcome.status);
+                        rt.reply_arrived(r.sender, r.target, r.seq, &outcome.header);
                         r.slot.resolve(outcome);
                     }
                 },
@@ -626,6 +654,7 @@ impl Conn {
                 payload: v.payload,
                 held,
                 runtime: Some(rt.handle()),
+                header: bytes::Bytes::new(),
             });
         }
     }

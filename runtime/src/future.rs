@@ -57,6 +57,9 @@ pub(crate) struct Outcome {
     pub(crate) held: Vec<Arc<Slot>>,
     /// Where decoded proxies and futures bind.
     pub(crate) runtime: Option<RtRef>,
+    /// The protocol header the replier's interceptors piggybacked
+    /// ([`crate::intercept::Interceptor::reply_header`]); empty otherwise.
+    pub(crate) header: bytes::Bytes,
 }
 
 impl Outcome {
@@ -67,6 +70,7 @@ impl Outcome {
             payload: bytes::Bytes::new(),
             held: Vec::new(),
             runtime: None,
+            header: bytes::Bytes::new(),
         }
     }
 
@@ -76,6 +80,7 @@ impl Outcome {
             payload: message.into().into_bytes().into(),
             held: Vec::new(),
             runtime: None,
+            header: bytes::Bytes::new(),
         }
     }
 }
@@ -498,6 +503,7 @@ impl FutureWire {
                 payload: payload.into(),
                 held: held.to_vec(),
                 runtime: runtime.map(Runtime::handle),
+                header: bytes::Bytes::new(),
             }),
             FutureWire::Pending(id) => match runtime {
                 Some(rt) => match codec::restoring() {

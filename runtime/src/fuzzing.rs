@@ -43,6 +43,8 @@ pub enum Envelope {
         call_id: u64,
         /// How it ended.
         status: u64,
+        /// The protocol header the replier's interceptors piggybacked.
+        header: Vec<u8>,
         /// Futures embedded in the payload.
         futures: Vec<(u64, u64)>,
         /// The object's id and new address, when relayed by a forwarder.
@@ -94,6 +96,7 @@ pub fn decode(batch: &[u8]) -> Vec<Result<Envelope, String>> {
                 wire::Envelope::Reply(r) => Envelope::Reply {
                     call_id: r.call_id,
                     status: wire::status_code(r.status),
+                    header: r.header.to_vec(),
                     futures: ids(r.futures),
                     moved: r.moved,
                     payload: r.payload.to_vec(),
@@ -153,6 +156,7 @@ pub fn encode(batch: &mut Vec<u8>, envelope: &Envelope) {
         Envelope::Reply {
             call_id,
             status,
+            header,
             futures,
             moved,
             payload,
@@ -160,6 +164,7 @@ pub fn encode(batch: &mut Vec<u8>, envelope: &Envelope) {
             batch,
             *call_id,
             wire::status_of(*status),
+            header,
             &slots(futures),
             moved.as_ref().map(|(object, to)| (*object, to.as_str())),
             payload,
@@ -226,6 +231,7 @@ mod tests {
             Envelope::Reply {
                 call_id: 3,
                 status: 1,
+                header: b"s".to_vec(),
                 futures: Vec::new(),
                 moved: Some((9, "node:2".to_owned())),
                 payload: Vec::new(),

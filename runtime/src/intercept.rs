@@ -144,6 +144,21 @@ pub struct Outgoing<'a> {
     pub header: &'a mut Vec<u8>,
 }
 
+/// A reply with a protocol header, arrived for a call an object of the
+/// node made (see [`Interceptor::reply_received`]).
+#[derive(Debug)]
+pub struct Returned<'a> {
+    /// The calling object.
+    pub caller: u64,
+    /// The object that replied.
+    pub target: u64,
+    /// The request's sequence number.
+    pub seq: u64,
+    /// The header the replier's interceptors wrote
+    /// ([`Interceptor::reply_header`]).
+    pub header: &'a [u8],
+}
+
 /// The state of an object at a request boundary, enough to restore it
 /// elsewhere with [`Node::restore`](crate::Node::restore).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -386,6 +401,22 @@ pub trait Interceptor: Send + Sync + 'static {
     /// sends it again (see [`Interceptor::duplicate`]).
     fn replied(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, payload: &[u8]) {
         let _ = (delivery, outcome, payload);
+    }
+
+    /// After `replied`: the header to piggyback on the reply, which the
+    /// caller's interceptors read in [`Interceptor::reply_received`];
+    /// empty unless an interceptor writes it. (Replies a service gives
+    /// from a log, [`Interceptor::duplicate`], carry none.)
+    fn reply_header(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, header: &mut Vec<u8>) {
+        let _ = (delivery, outcome, header);
+    }
+
+    /// A reply carrying a protocol header arrived for a call an object of
+    /// the node made, before the call's future resolves: the reply is
+    /// taken (nothing of the caller's has seen it yet). For calls within
+    /// the runtime and across runtimes alike.
+    fn reply_received(&self, reply: &Returned<'_>) {
+        let _ = reply;
     }
 
     /// A request that arrives after later ones of its sender were served:

@@ -1326,9 +1326,21 @@ impl Runtime {
                         Err(_) => return Err(died(&conn)),
                     }
                 }
-                ReplyTo::Slot(slot) => conn
-                    .register(Pending::Slot(slot))
-                    .map_err(|_| died(&conn))?,
+                ReplyTo::Slot(slot) => {
+                    let pending = if self.inner.interceptors.load(Ordering::Acquire)
+                        && sender != self.inner.id
+                    {
+                        Pending::Call(Box::new(crate::connection::Call {
+                            slot,
+                            caller: sender,
+                            target: id,
+                            seq,
+                        }))
+                    } else {
+                        Pending::Slot(slot)
+                    };
+                    conn.register(pending).map_err(|_| died(&conn))?
+                }
                 to @ ReplyTo::Remote { .. } => conn
                     .register(Pending::Relay {
                         to,
@@ -1379,6 +1391,44 @@ impl Runtime {
             .get(&(sender, target))
         {
             let _ = counter.compare_exchange(seq + 1, seq, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs the `reply_received` hooks of the node of `caller`, for the
+    /// reply to its request `seq` to `target`, when the reply carries a
+    /// protocol header. A hook that panics is logged; the reply resolves
+    /// its future all the same.
+    pub(crate) fn reply_arrived(&self, caller: u64, target: u64, seq: u64, header: &[u8]) {
+        if header.is_empty() || !self.inner.interceptors.load(Ordering::Acquire) {
+            return;
+        }
+        let node = match self
+            .inner
+            .objects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&caller)
+        {
+            Some(Hosted::Here { node, .. }) => node.clone(),
+            _ => return,
+        };
+        for i in node.interceptors() {
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                i.reply_received(&crate::intercept::Returned {
+                    caller,
+                    target,
+                    seq,
+                    header,
+                });
+            }));
+            if let Err(panic) = ran {
+                tracing::error!(
+                    object = format_args!("{caller:#x}"),
+                    target = format_args!("{target:#x}"),
+                    "an interceptor panicked reading a reply's header: {}",
+                    crate::panics::describe(&*panic)
+                );
+            }
         }
     }
 
@@ -2098,6 +2148,7 @@ impl Runtime {
                     call_id,
                     Status::Refused,
                     &[],
+                    &[],
                     None,
                     format!("refused: {why}").as_bytes(),
                 );
@@ -2164,6 +2215,7 @@ impl Runtime {
                     payload: payload.into(),
                     held,
                     runtime: Some(self.handle()),
+                    header: bytes::Bytes::new(),
                 },
                 Err(e) => Outcome::failure(Status::Refused, e.to_string()),
             },

@@ -161,6 +161,7 @@ pub(crate) fn put_reply(
     buf: &mut Vec<u8>,
     call_id: u64,
     status: Status,
+    header: &[u8],
     futures: &[Arc<Slot>],
     moved: Option<(u64, &str)>,
     payload: &[u8],
@@ -172,15 +173,15 @@ pub(crate) fn put_reply(
     let len = 1
         + varint_len(call_id)
         + varint_len(status_code(status))
-        + 1
+        + varint_len(header.len() as u64)
+        + header.len()
         + futures_len(futures)
         + moved_len
         + payload.len();
     put_head(buf, KIND_REPLY, len);
     put_varint(buf, call_id);
     put_varint(buf, status_code(status));
-    // No service sets a reply header yet: an empty one.
-    put_varint(buf, 0);
+    put_bytes(buf, header);
     put_futures(buf, futures);
     match moved {
         Some((object, to)) if !to.is_empty() => {
@@ -249,6 +250,8 @@ pub(crate) struct Request {
 pub(crate) struct Reply {
     pub(crate) call_id: u64,
     pub(crate) status: Status,
+    /// The protocol header the replier's interceptors piggybacked.
+    pub(crate) header: Bytes,
     pub(crate) futures: Vec<FutureId>,
     /// The object's id and new address, when relayed by a forwarder.
     pub(crate) moved: Option<(u64, String)>,
@@ -385,7 +388,7 @@ impl Reader<'_> {
             KIND_REPLY => {
                 let call_id = self.varint()?;
                 let status = status_of(self.varint()?);
-                let _header = self.bytes()?;
+                let header = self.bytes()?;
                 let futures = self.futures()?;
                 let moved_to = self.bytes()?;
                 let moved = if moved_to.is_empty() {
@@ -400,6 +403,7 @@ impl Reader<'_> {
                 Envelope::Reply(Reply {
                     call_id,
                     status,
+                    header,
                     futures,
                     moved,
                     payload: self.rest(),
@@ -562,11 +566,12 @@ mod tests {
             b"args",
         );
         put_ping(&mut buf);
-        put_reply(&mut buf, 9, Status::MethodError, &[], None, b"");
+        put_reply(&mut buf, 9, Status::MethodError, &[], &[], None, b"");
         put_reply(
             &mut buf,
             10,
             Status::Ok,
+            b"stamp",
             &futures[1..],
             Some((77, "h:1")),
             b"v",
@@ -613,10 +618,12 @@ mod tests {
         };
         assert_eq!((r.call_id, r.status), (9, Status::MethodError));
         assert!(r.payload.is_empty() && r.futures.is_empty() && r.moved.is_none());
+        assert!(r.header.is_empty());
         let Envelope::Reply(r) = &all[3] else {
             panic!("not a reply")
         };
         assert_eq!(r.moved, Some((77, "h:1".to_owned())));
+        assert_eq!(&r.header[..], b"stamp");
         assert_eq!(r.futures.len(), 1);
         assert_eq!(&r.payload[..], b"v");
         let Envelope::Value(v) = &all[4] else {
@@ -630,7 +637,7 @@ mod tests {
     #[test]
     fn truncated_batches_are_malformed() {
         let mut buf = Vec::new();
-        put_reply(&mut buf, 9, Status::Ok, &[], None, b"value");
+        put_reply(&mut buf, 9, Status::Ok, b"h", &[], None, b"value");
         for cut in 1..buf.len() {
             let mut envelopes = Envelopes::new(Bytes::copy_from_slice(&buf[..cut]));
             assert!(matches!(envelopes.next(), Some(Err(_))), "cut at {cut}");

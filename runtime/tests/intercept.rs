@@ -10,7 +10,7 @@ use std::time::Duration;
 use actogrid_builtin::{Recorder, RecorderProxy, Worker, WorkerProxy};
 use actogrid_runtime::intercept::{
     BodyAccess, Checkpoint, CheckpointError, Delivery, Interceptor, Logged, Outgoing, Reply,
-    ServeOutcome, Verdict,
+    Returned, ServeOutcome, Verdict,
 };
 use actogrid_runtime::{Active, CallError, Config, ErrorKind, Node, Proxy, Runtime};
 use futures::future::BoxFuture;
@@ -544,6 +544,72 @@ async fn a_header_written_before_send_reaches_the_callee() -> anyhow::Result<()>
             (sender_id, 1, format!("{sender_id} 1").into_bytes()),
             (sender_id, 2, format!("{sender_id} 2").into_bytes()),
             (client.id(), 1, Vec::new()),
+        ]
+    );
+    Ok(())
+}
+
+/// Writes `replied <object> <seq>` into the header of every reply the
+/// node's objects give.
+struct ReplyStamp;
+
+impl Interceptor for ReplyStamp {
+    fn reply_header(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, header: &mut Vec<u8>) {
+        assert_eq!(outcome, ServeOutcome::Value);
+        *header = format!("replied {} {}", delivery.object, delivery.seq).into_bytes();
+    }
+}
+
+/// A reply header as heard: (caller, target, seq, header).
+type HeardReply = (u64, u64, u64, Vec<u8>);
+
+/// Records the reply headers the node's objects receive.
+#[derive(Default)]
+struct Heard(Mutex<Vec<HeardReply>>);
+
+impl Interceptor for Heard {
+    fn reply_received(&self, reply: &Returned<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((reply.caller, reply.target, reply.seq, reply.header.to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_written_on_a_reply_reaches_the_callers_interceptors() -> anyhow::Result<()> {
+    let client = runtime().await?;
+    let a = runtime().await?;
+    let b = runtime().await?;
+    let heard = Arc::new(Heard::default());
+    a.local_node("n").add_interceptor(heard.clone())?;
+    b.local_node("n").add_interceptor(Arc::new(ReplyStamp))?;
+    a.local_node("m").add_interceptor(Arc::new(ReplyStamp))?;
+
+    let caller = within(WorkerProxy::new(&node(&client, &a, "n")?, "a".into())).await?;
+    let remote = within(WorkerProxy::new(&node(&client, &b, "n")?, "b".into())).await?;
+    // On another node of the caller's runtime: the reply does not cross
+    // the wire, and its header is read all the same.
+    let near = within(WorkerProxy::new(&node(&client, &a, "m")?, "m".into())).await?;
+    let (me, far_id, near_id) = (
+        caller.active_ref().id(),
+        remote.active_ref().id(),
+        near.active_ref().id(),
+    );
+    assert_eq!(within(caller.delegate(remote.clone(), 0, 41)).await?, 41);
+    assert_eq!(within(caller.delegate(near.clone(), 0, 42)).await?, 42);
+    assert_eq!(within(caller.delegate(remote.clone(), 0, 43)).await?, 43);
+    // The client's replies carry the header too; nothing reads it there,
+    // and the value is the same.
+    assert_eq!(within(remote.slow(0, 44)).await?, 44);
+
+    let stamp = |object: u64, seq: u64| format!("replied {object} {seq}").into_bytes();
+    assert_eq!(
+        *heard.0.lock().unwrap(),
+        [
+            (me, far_id, 1, stamp(far_id, 1)),
+            (me, near_id, 1, stamp(near_id, 1)),
+            (me, far_id, 2, stamp(far_id, 2)),
         ]
     );
     Ok(())

@@ -6,6 +6,7 @@ fn ok(payload: Vec<u8>) -> Outcome {
         payload: payload.into(),
         held: Vec::new(),
         runtime: None,
+        header: bytes::Bytes::new(),
     }
 }
 
@@ -78,6 +79,7 @@ fn a_method_error_keeps_its_type() {
             .into(),
         held: Vec::new(),
         runtime: None,
+        header: bytes::Bytes::new(),
     });
     let f: Future<u64, String> = Future::from_slot(slot, None);
     let err = futures::executor::block_on(f).unwrap_err();
