@@ -523,6 +523,18 @@ fn serve_outcome(status: Status) -> ServeOutcome {
     }
 }
 
+/// Answers a request that object `id` could not take, or whose reply must
+/// not leave, as a dead runtime would: a caller that keeps its requests
+/// asks where the object lives now and sends it there.
+fn not_here(runtime: &Runtime, id: u64, reply: crate::connection::ReplyTo, why: &str) {
+    let o = Outcome::failure(
+        Status::NodeDied,
+        format!("object {id:#x} could not take the request here: {why}"),
+    );
+    let here = runtime.address().unwrap_or_default();
+    reply.send(runtime, o, Some((id, here)));
+}
+
 /// A reply an interceptor gave (a logged one), as the runtime sends it.
 fn outcome_of(reply: Reply, runtime: &Runtime) -> Outcome {
     let status = match reply.outcome {
@@ -1012,10 +1024,12 @@ impl Body {
         let served = serve_outcome(outcome.status);
         self.after_serve(&interceptors, &delivery, served);
         let mut header = Vec::new();
+        let mut later = Vec::new();
         for i in &interceptors {
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 i.replied(&delivery, served, &outcome.payload);
                 i.reply_header(&delivery, served, &mut header);
+                later.extend(i.reply_hold(&delivery, served));
             }));
             if let Err(panic) = ran {
                 tracing::error!(
@@ -1026,16 +1040,29 @@ impl Body {
                 );
             }
         }
-        if !header.is_empty() {
-            if matches!(inbound.reply, ReplyTo::Slot(_)) {
+        outcome.header = header.into();
+        let (id, call) = (self.id, (inbound.sender, inbound.seq));
+        let send = move |runtime: &Runtime, reply: ReplyTo, outcome: Outcome| {
+            if matches!(reply, ReplyTo::Slot(_)) {
                 // A caller of this runtime: its interceptors read the
                 // header here, as they would from the wire.
-                self.runtime
-                    .reply_arrived(inbound.sender, self.id, inbound.seq, &header);
+                runtime.reply_arrived(call.0, id, call.1, &outcome.header);
             }
-            outcome.header = header.into();
+            reply.send(runtime, outcome, None);
+        };
+        if later.is_empty() {
+            return send(&self.runtime, inbound.reply, outcome);
         }
-        inbound.reply.send(&self.runtime, outcome, None);
+        // Only the reply waits: the object goes on serving.
+        let (runtime, reply) = (self.runtime.clone(), inbound.reply);
+        self.runtime.spawn(async move {
+            for hold in later {
+                if let Err(why) = hold.wait().await {
+                    return not_here(&runtime, id, reply, &why);
+                }
+            }
+            send(&runtime, reply, outcome);
+        });
     }
 
     /// A request whose hold failed: dropped, as if an interceptor had
@@ -1061,15 +1088,7 @@ impl Body {
     /// likely) and sends it there, instead of waiting for a reply that
     /// will not come from here.
     fn not_here(&self, reply: crate::connection::ReplyTo, why: &str) {
-        let o = Outcome::failure(
-            Status::NodeDied,
-            format!(
-                "object {:#x} could not take the request here: {why}",
-                self.id
-            ),
-        );
-        let here = self.runtime.address().unwrap_or_default();
-        reply.send(&self.runtime, o, Some((self.id, here)));
+        not_here(&self.runtime, self.id, reply, why);
     }
 
     /// Runs the `after_serve` hooks of `interceptors`, in order.

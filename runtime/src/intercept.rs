@@ -411,6 +411,19 @@ pub trait Interceptor: Send + Sync + 'static {
         let _ = (delivery, outcome, header);
     }
 
+    /// After `reply_header`: what the reply must wait for before it leaves,
+    /// if anything — output commit: a reply to a caller that cannot roll
+    /// back leaves once nothing can undo the service that produced it.
+    /// Only the reply waits; the object goes on serving. A hold that fails
+    /// does not send the reply: the caller is answered as by a dead
+    /// runtime (`NodeDied`, naming the object's runtime), so a caller that
+    /// follows recoveries asks where the object lives now and sends the
+    /// request again. `None` by default.
+    fn reply_hold(&self, delivery: &Delivery<'_>, outcome: ServeOutcome) -> Option<Hold> {
+        let _ = (delivery, outcome);
+        None
+    }
+
     /// A reply carrying a protocol header arrived for a call an object of
     /// the node made, before the call's future resolves: the reply is
     /// taken (nothing of the caller's has seen it yet). For calls within

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actogrid_builtin::{Recorder, RecorderProxy, Worker, WorkerProxy};
 use actogrid_runtime::intercept::{
-    BodyAccess, Checkpoint, CheckpointError, Delivery, Interceptor, Logged, Outgoing, Reply,
+    BodyAccess, Checkpoint, CheckpointError, Delivery, Hold, Interceptor, Logged, Outgoing, Reply,
     Returned, ServeOutcome, Verdict,
 };
 use actogrid_runtime::{Active, CallError, Config, ErrorKind, Node, Proxy, Runtime};
@@ -612,6 +612,60 @@ async fn a_header_written_on_a_reply_reaches_the_callers_interceptors() -> anyho
             (me, far_id, 2, stamp(far_id, 2)),
         ]
     );
+    Ok(())
+}
+
+/// Holds the replies of the `push` requests served, in turn, with the
+/// holds it was given.
+#[derive(Default)]
+struct ReplyGate(Mutex<std::collections::VecDeque<Hold>>);
+
+impl Interceptor for ReplyGate {
+    fn reply_hold(&self, delivery: &Delivery<'_>, _outcome: ServeOutcome) -> Option<Hold> {
+        if delivery.method != "push" {
+            return None;
+        }
+        self.0.lock().unwrap().pop_front()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_reply_leaves_when_its_hold_is_done_and_the_object_serves_meanwhile()
+-> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let gate = Arc::new(ReplyGate::default());
+    callee.local_node("n").add_interceptor(gate.clone())?;
+    let (open, opened) = tokio::sync::oneshot::channel::<()>();
+    let (fail, failed) = tokio::sync::oneshot::channel::<()>();
+    gate.0.lock().unwrap().extend([
+        Hold::new(async move { opened.await.map_err(|e| e.to_string()) }),
+        Hold::new(async { Ok(()) }),
+        Hold::new(async move {
+            let _ = failed.await;
+            Err("rolled back".to_owned())
+        }),
+    ]);
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    let mut pushes = vec![
+        tokio::spawn(rec.push(1).into_future()),
+        tokio::spawn(rec.push(2).into_future()),
+    ];
+    // The second push served is answered while the first one's reply
+    // waits.
+    let (done, _, mut rest) = within(futures::future::select_all(&mut pushes)).await;
+    assert_eq!(done??, 2);
+    let held = rest.pop().unwrap();
+    assert!(!held.is_finished());
+    open.send(()).unwrap();
+    assert_eq!(within(held).await??, 1);
+
+    let dropped = tokio::spawn(rec.push(3).into_future());
+    assert_eq!(within(rec.seen()).await?.len(), 3);
+    fail.send(()).unwrap();
+    let e = within(dropped).await?.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NodeDied, "{e}");
+    assert!(e.to_string().contains("rolled back"), "{e}");
     Ok(())
 }
 
