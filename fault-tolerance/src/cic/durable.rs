@@ -94,6 +94,7 @@ enum Input<P> {
         entries: Vec<Entry>,
     },
     Recover,
+    Join(Record<P>),
 }
 
 /// A recovery: the plan, and the body state each member restarts from.
@@ -217,6 +218,26 @@ impl<P: Clone + Serialize + DeserializeOwned> DurableLine<P> {
         self.input(Input::Checkpoint(record)).await
     }
 
+    /// A member joins the group ([`LineKeeper::join`]) with its first
+    /// checkpoint and the body's `state` then; one known already is left
+    /// as it is.
+    pub async fn join(&mut self, record: Record<P>, state: Bytes) -> Result<(), LineError> {
+        if self.keeper.is_member(record.object) {
+            return Ok(());
+        }
+        if record.epoch != self.keeper.epoch() {
+            return Err(LineError::Stale {
+                group: self.group.clone(),
+                object: record.object,
+                epoch: record.epoch,
+                current: self.keeper.epoch(),
+            });
+        }
+        put_state(&self.store, &self.group, &record, state).await?;
+        self.input(Input::Join(record)).await?;
+        Ok(())
+    }
+
     /// Stores history entries of `object` (in order, after those before);
     /// the new committed line if it moved.
     pub async fn store_history(
@@ -336,6 +357,10 @@ fn apply<P: Clone>(keeper: &mut LineKeeper<P>, input: Input<P>) -> Option<u64> {
             entries,
         } => keeper.store_history(object, epoch, entries),
         Input::Recover => keeper.recover().map(|plan| plan.line),
+        Input::Join(record) => {
+            keeper.join(record);
+            None
+        }
     }
 }
 

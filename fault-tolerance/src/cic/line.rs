@@ -111,6 +111,46 @@ impl<P: Clone> LineKeeper<P> {
             .filter_map(|(object, list)| Some((*object, list.first()?.lo, list.last()?.lo)))
     }
 
+    /// A member joining the group now ([`super::Member::join`]), with its
+    /// first checkpoint; one known already is left as it is.
+    pub fn join(&mut self, record: Record<P>) {
+        if record.epoch != self.epoch || self.checkpoints.contains_key(&record.object) {
+            return;
+        }
+        self.histories
+            .insert(record.object, (record.at(), Vec::new()));
+        self.checkpoints.insert(record.object, vec![record]);
+    }
+
+    /// Whether `object` is a member.
+    pub fn is_member(&self, object: ObjectId) -> bool {
+        self.checkpoints.contains_key(&object)
+    }
+
+    /// What the other members' checkpoints of the committed line had
+    /// received from `member`.
+    pub fn received_from(&self, member: ObjectId) -> super::Received {
+        let mut received = super::Received::default();
+        for &other in self.checkpoints.keys().filter(|o| **o != member) {
+            let Some(r) = self.covering(other, self.line) else {
+                continue;
+            };
+            let s = &r.state;
+            let delivered = s.delivered_from(member);
+            if delivered > 0 {
+                received.requests.insert(other, delivered);
+            }
+            if let Some(&last) = s.next_seq.get(&member) {
+                let awaited = (s.awaiting.iter())
+                    .filter(|id| id.target == member)
+                    .map(|id| id.seq)
+                    .collect();
+                received.replies.insert(other, (last, awaited));
+            }
+        }
+        received
+    }
+
     /// A checkpoint was made durable; the new committed line if it moved.
     /// Those of another epoch (a member fenced by a recovery) are dropped.
     pub fn store_checkpoint(&mut self, record: Record<P>) -> Option<u64> {

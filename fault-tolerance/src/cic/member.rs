@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::{Ack, At, Dep, Entry, EntryKind, Record, Reply, Request, Stamp, State};
+use super::{Ack, At, Dep, Entry, EntryKind, Received, Record, Reply, Request, Stamp, State};
 use crate::pml::{Incarnation, ObjectId, RequestId, Time};
 
 /// How a member behaves.
@@ -176,6 +176,34 @@ impl<P: Clone> Member<P> {
         }
     }
 
+    /// A member joining a running group whose committed line is `line`, in
+    /// `epoch`: its initial state (nothing delivered, nothing sent) stands
+    /// for every index up to the line ([`Member::joining_record`]), so it
+    /// holds no line back.
+    pub fn join(
+        me: ObjectId,
+        config: Config,
+        now: Time,
+        epoch: Incarnation,
+        line: u64,
+    ) -> Member<P> {
+        let mut m = Member::new(me, config, now);
+        m.epoch = epoch;
+        m.index = line;
+        m.next_max = line;
+        m.line = line;
+        m
+    }
+
+    /// The checkpoint a member joining at `line` in `epoch` starts with.
+    pub fn joining_record(me: ObjectId, epoch: Incarnation, line: u64) -> Record<P> {
+        Record {
+            epoch,
+            hi: line,
+            ..Member::initial_record(me)
+        }
+    }
+
     /// The member restarted by a recovery to line `line`, in `epoch`, from
     /// `record` (its checkpoint covering `line`), replaying `replay`
     /// first. Everything it kept is sent again.
@@ -305,6 +333,13 @@ impl<P: Clone> Member<P> {
             return;
         }
         let id = reply.id;
+        if reply.from.is_none() {
+            // From an object outside the group, which does not roll back:
+            // a replay makes the same call again and that object answers
+            // it again from what it kept.
+            self.retained
+                .retain(|r| !(r.sent.id() == id && !r.sent.is_reply()));
+        }
         if !self.awaiting.remove(&id) {
             // Consumed already (or from before a rollback): acknowledged
             // so that its sender stops sending it.
@@ -381,13 +416,29 @@ impl<P: Clone> Member<P> {
 
     /// The body, serving a request, calls `target`: the request's id.
     pub fn call(&mut self, now: Time, target: ObjectId, payload: P) -> RequestId {
-        let seq = self.next_seq.entry(target).or_insert(0);
-        *seq += 1;
+        let seq = self.next_seq.get(&target).copied().unwrap_or(0) + 1;
+        self.call_numbered(now, target, seq, payload)
+    }
+
+    /// As [`Member::call`], for a transport that numbers the requests to
+    /// each target itself: `seq` is the number it gave this one (the same
+    /// as `call` would, unless it took a number back after a send that
+    /// failed, which this one replaces).
+    pub fn call_numbered(
+        &mut self,
+        now: Time,
+        target: ObjectId,
+        seq: u64,
+        payload: P,
+    ) -> RequestId {
+        self.next_seq.insert(target, seq);
         let id = RequestId {
             target,
             sender: self.me,
-            seq: *seq,
+            seq,
         };
+        self.retained
+            .retain(|r| !(r.sent.id() == id && !r.sent.is_reply()));
         let request = Request {
             id,
             from: Some(self.stamp()),
@@ -401,6 +452,54 @@ impl<P: Clone> Member<P> {
         self.awaiting.insert(id);
         self.actions.push_back(Action::SendRequest(request));
         id
+    }
+
+    /// The reply this member keeps for request `id`, to answer it again
+    /// (its caller sent it again).
+    pub fn kept_reply(&self, id: RequestId) -> Option<&Reply<P>> {
+        self.retained.iter().find_map(|r| match &r.sent {
+            Sent::Reply(p) if p.id == id => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Whether it waits for the committed line to pass before replying
+    /// to request `id` (a caller outside the group: output commit).
+    pub fn holds(&self, id: RequestId) -> bool {
+        self.held.iter().any(|(r, _)| r.id == id)
+    }
+
+    /// The committed line `line` of `epoch`, with what the other members'
+    /// checkpoints of that line had received from this one (see
+    /// [`Received`]): what they took before the line is forgotten, as
+    /// acknowledged below it; and what was sent to an object that is not
+    /// a member (`is_member` says), which does not roll back, goes too.
+    pub fn line_committed(
+        &mut self,
+        now: Time,
+        epoch: Incarnation,
+        line: u64,
+        received: &Received,
+        is_member: impl Fn(ObjectId) -> bool,
+    ) {
+        if epoch != self.epoch {
+            return;
+        }
+        if line > 0 {
+            for r in &mut self.retained {
+                let taken = match &r.sent {
+                    Sent::Request(q) => {
+                        !is_member(q.id.target) || received.delivered(q.id.target) >= q.id.seq
+                    }
+                    Sent::Reply(p) => !is_member(p.id.sender) || received.consumed(p.id),
+                };
+                if taken {
+                    r.received_at = Some(r.received_at.map_or(line - 1, |a| a.min(line - 1)));
+                }
+            }
+        }
+        self.line_advanced(now, epoch, line);
+        self.collect();
     }
 
     /// The body answers the request it serves.

@@ -114,6 +114,34 @@ impl Stamp {
     }
 }
 
+/// What the checkpoints of a committed line had received from one member,
+/// as the FT server reads it off the line ([`LineKeeper::received_from`]):
+/// what a driver without acknowledgements on the wire gives
+/// [`Member::line_committed`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Received {
+    /// By receiver: the last of the member's requests to it delivered
+    /// before its checkpoint of the line.
+    pub requests: BTreeMap<ObjectId, u64>,
+    /// By caller: the last of its calls to the member made before its
+    /// checkpoint of the line, and those of them it still awaited there.
+    pub replies: BTreeMap<ObjectId, (u64, std::collections::BTreeSet<u64>)>,
+}
+
+impl Received {
+    /// The last request to `receiver` it had delivered.
+    pub fn delivered(&self, receiver: ObjectId) -> u64 {
+        self.requests.get(&receiver).copied().unwrap_or(0)
+    }
+
+    /// Whether the caller of request `id` had consumed its reply.
+    pub fn consumed(&self, id: RequestId) -> bool {
+        self.replies
+            .get(&id.sender)
+            .is_some_and(|(last, awaited)| id.seq <= *last && !awaited.contains(&id.seq))
+    }
+}
+
 /// A place in a member's history: the service at `position`, after its
 /// request (`sub` 0) or after its `sub`-th reply consumed.
 #[derive(
@@ -237,9 +265,9 @@ pub struct Record<P> {
 /// A member's protocol state at a checkpoint.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct State<P> {
-    next_seq: BTreeMap<ObjectId, u64>,
+    pub(crate) next_seq: BTreeMap<ObjectId, u64>,
     delivered_seq: BTreeMap<ObjectId, u64>,
-    awaiting: std::collections::BTreeSet<RequestId>,
+    pub(crate) awaiting: std::collections::BTreeSet<RequestId>,
     retained: Vec<member::Retained<P>>,
     held: Vec<(Reply<P>, u64)>,
 }

@@ -233,3 +233,89 @@ fn the_line_waits_for_the_history_a_reply_from_ahead_needs() {
     assert_eq!(keeper.store_checkpoint(record(a, 2, 2, 0, vec![])), None);
     assert_eq!(keeper.kept().0, 2);
 }
+
+#[test]
+fn without_acknowledgements_on_the_wire_the_committed_line_says_what_was_taken() {
+    let (a, b) = (ObjectId(1), ObjectId(2));
+    let mut ma: Member<&'static str> = Member::new(a, config(), Time(0));
+    let mut mb: Member<&'static str> = Member::new(b, config(), Time(0));
+    let mut keeper = LineKeeper::new([Member::initial_record(a), Member::initial_record(b)]);
+    ma.on_request(
+        Time(1),
+        Request {
+            id: id(1, 100, 1),
+            from: None,
+            payload: "transfer",
+        },
+    );
+    // The transport numbers the calls: the member takes its number.
+    let call = ma.call_numbered(Time(2), b, 1, "withdraw");
+    let Some(Action::SendRequest(q)) = drain(&mut ma).pop() else {
+        panic!("not sent")
+    };
+    mb.on_request(Time(3), q);
+    mb.reply(Time(4), "withdrawn");
+    mb.service_done(Time(4));
+    let reply = drain(&mut mb)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::SendReply(p) => Some(p),
+            _ => None,
+        })
+        .expect("replied");
+    assert_eq!(mb.kept_reply(call), Some(&reply));
+    ma.on_reply(Time(5), reply);
+    ma.reply(Time(6), "done");
+    assert!(ma.holds(id(1, 100, 1)));
+    ma.service_done(Time(6));
+    // Nobody acknowledged anything: both keep what they sent.
+    assert_eq!((ma.retained(), mb.retained()), (1, 1));
+
+    // A joins while the line is 0.
+    let c = ObjectId(3);
+    let mc: Member<&'static str> = Member::join(c, config(), Time(7), Incarnation::FIRST, 0);
+    keeper.join(Member::joining_record(c, Incarnation::FIRST, 0));
+    assert!(keeper.is_member(c) && !keeper.is_member(ObjectId(100)));
+    assert_eq!(mc.index(), 0);
+
+    for (object, m, at) in [(a, &mut ma, 1_001), (b, &mut mb, 1_002)] {
+        m.tick(Time(at));
+        for action in drain(m) {
+            match action {
+                Action::Checkpoint(r) => {
+                    keeper.store_checkpoint(r);
+                }
+                Action::History(h) => {
+                    keeper.store_history(object, Incarnation::FIRST, h);
+                }
+                _ => {}
+            }
+        }
+    }
+    // C checkpoints once too.
+    keeper.store_checkpoint(Record {
+        lo: 1,
+        hi: 1,
+        unchanged: true,
+        ..Member::<&'static str>::joining_record(c, Incarnation::FIRST, 0)
+    });
+    assert_eq!(keeper.line(), 1);
+    let to_a = keeper.received_from(a);
+    assert_eq!(to_a.delivered(b), 1);
+    let to_b = keeper.received_from(b);
+    assert!(to_b.consumed(call));
+    let member = |o: ObjectId| keeper.is_member(o);
+    ma.line_committed(Time(1_003), Incarnation::FIRST, 1, &to_a, member);
+    mb.line_committed(Time(1_003), Incarnation::FIRST, 1, &to_b, member);
+    assert_eq!(mb.retained(), 0);
+    // A's request went; its reply to the outside caller leaves now.
+    let released: Vec<_> = drain(&mut ma)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::SendReply(p) => Some(p.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, [id(1, 100, 1)]);
+    assert!(!ma.holds(id(1, 100, 1)));
+}
