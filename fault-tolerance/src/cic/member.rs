@@ -338,7 +338,7 @@ impl<P: Clone> Member<P> {
             // a replay makes the same call again and that object answers
             // it again from what it kept.
             self.retained
-                .retain(|r| !(r.sent.id() == id && !r.sent.is_reply()));
+                .retain(|r| r.sent.id() != id || r.sent.is_reply());
         }
         if !self.awaiting.remove(&id) {
             // Consumed already (or from before a rollback): acknowledged
@@ -438,7 +438,7 @@ impl<P: Clone> Member<P> {
             seq,
         };
         self.retained
-            .retain(|r| !(r.sent.id() == id && !r.sent.is_reply()));
+            .retain(|r| r.sent.id() != id || r.sent.is_reply());
         let request = Request {
             id,
             from: Some(self.stamp()),
