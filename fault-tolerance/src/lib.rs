@@ -30,6 +30,8 @@
 //!   (`actogrid ft-server`), fed by the protected nodes' heartbeats.
 
 pub mod cic;
+pub mod cic_group;
+pub mod cic_node;
 pub mod journal;
 pub mod keeper;
 pub mod pml;

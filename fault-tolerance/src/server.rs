@@ -197,6 +197,8 @@ pub struct FtServer {
     /// called: by object, the runtime that sent the last one
     /// (`host:port`), how many, and their bytes.
     stored: Mutex<HashMap<u64, CheckpointsStored>>,
+    /// The deployment's CIC group.
+    cic: crate::cic_group::CicGroup,
 }
 
 /// Objects whose checkpoints are counted between two
@@ -249,6 +251,7 @@ impl FtServer {
     pub fn open(path: impl AsRef<Path>, ttc: Duration) -> Result<Arc<FtServer>, FtError> {
         let store = Store::open(path, StoreConfig::default())?;
         Ok(Arc::new(FtServer {
+            cic: crate::cic_group::CicGroup::new(store.clone()),
             store,
             ttc,
             objects: Mutex::new(HashMap::new()),
@@ -284,6 +287,20 @@ impl FtServer {
         Arc::new(ServerLocator {
             server: self.clone(),
         })
+    }
+
+    /// The deployment's CIC group.
+    pub fn cic(&self) -> &crate::cic_group::CicGroup {
+        &self.cic
+    }
+
+    /// The interceptor to install on every CIC node of this process's
+    /// runtimes.
+    pub fn cic_protection(
+        self: &Arc<Self>,
+        config: crate::cic::Config,
+    ) -> Arc<crate::cic_node::CicProtection> {
+        crate::cic_node::CicProtection::new(Arc::new(Direct(self.clone())), config)
     }
 
     /// The store it keeps.
@@ -935,6 +952,27 @@ pub trait FtLink: Send + Sync + std::fmt::Debug + 'static {
     fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>>;
     /// [`FtServer::effect`].
     fn effect(&self, effect: EffectId) -> BoxFuture<'_, Option<Vec<u8>>>;
+    /// [`CicGroup::join`](crate::cic_group::CicGroup::join); a link
+    /// that reaches no CIC group says so.
+    fn cic_join(
+        &self,
+        object: u64,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
+        let _ = (object, state);
+        Box::pin(async { Err("this FT server link reaches no CIC group".to_owned()) })
+    }
+    /// [`CicGroup::store`](crate::cic_group::CicGroup::store); a link
+    /// that reaches no CIC group says so.
+    fn cic_store(
+        &self,
+        object: u64,
+        writes: Vec<crate::cic_group::CicWrite>,
+        seen: u64,
+    ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
+        let _ = (object, writes, seen);
+        Box::pin(async { Err("this FT server link reaches no CIC group".to_owned()) })
+    }
 }
 
 /// The server in this process.
@@ -975,6 +1013,23 @@ impl FtLink for Direct {
 
     fn effect(&self, effect: EffectId) -> BoxFuture<'_, Option<Vec<u8>>> {
         Box::pin(std::future::ready(self.0.effect(effect)))
+    }
+
+    fn cic_join(
+        &self,
+        object: u64,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
+        Box::pin(self.0.cic.join(object, state))
+    }
+
+    fn cic_store(
+        &self,
+        object: u64,
+        writes: Vec<crate::cic_group::CicWrite>,
+        seen: u64,
+    ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
+        Box::pin(self.0.cic.store(object, writes, seen))
     }
 }
 
@@ -1576,6 +1631,25 @@ impl FtEndpoint {
         self.server().ok()?.effect(effect)
     }
 
+    /// [`CicGroup::join`](crate::cic_group::CicGroup::join).
+    pub async fn cic_join(
+        &self,
+        object: u64,
+        state: Vec<u8>,
+    ) -> Result<crate::cic_group::Committed, String> {
+        self.server()?.cic.join(object, state).await
+    }
+
+    /// [`CicGroup::store`](crate::cic_group::CicGroup::store).
+    pub async fn cic_store(
+        &self,
+        object: u64,
+        writes: Vec<crate::cic_group::CicWrite>,
+        seen: u64,
+    ) -> Result<crate::cic_group::Committed, String> {
+        self.server()?.cic.store(object, writes, seen).await
+    }
+
     /// Each of `writes` at once, so that the store commits them together:
     /// for each, a log entry's position, or 0 for a reply recorded.
     pub async fn write_batch(&self, writes: Vec<Write>) -> Vec<Result<u64, String>> {
@@ -1810,6 +1884,33 @@ impl FtLink for Remote {
 
     fn effect(&self, effect: EffectId) -> BoxFuture<'_, Option<Vec<u8>>> {
         Box::pin(self.remote_effect(effect))
+    }
+
+    fn cic_join(
+        &self,
+        object: u64,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
+        Box::pin(async move {
+            self.endpoint
+                .cic_join(object, state)
+                .await
+                .map_err(remote_error)
+        })
+    }
+
+    fn cic_store(
+        &self,
+        object: u64,
+        writes: Vec<crate::cic_group::CicWrite>,
+        seen: u64,
+    ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
+        Box::pin(async move {
+            self.endpoint
+                .cic_store(object, writes, seen)
+                .await
+                .map_err(remote_error)
+        })
     }
 
     fn reply(&self, object: u64, sender: u64, seq: u64) -> BoxFuture<'_, Option<Vec<u8>>> {

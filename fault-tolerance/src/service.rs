@@ -415,6 +415,23 @@ impl FtLink for Lazy {
     fn effect(&self, effect: crate::journal::EffectId) -> BoxFuture<'_, Option<Vec<u8>>> {
         Box::pin(async move { self.remote().await.ok()?.remote_effect(effect).await })
     }
+
+    fn cic_join(
+        &self,
+        object: u64,
+        state: Vec<u8>,
+    ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
+        Box::pin(async move { self.remote().await?.cic_join(object, state).await })
+    }
+
+    fn cic_store(
+        &self,
+        object: u64,
+        writes: Vec<crate::cic_group::CicWrite>,
+        seen: u64,
+    ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
+        Box::pin(async move { self.remote().await?.cic_store(object, writes, seen).await })
+    }
 }
 
 /// A server's location service over the wire, looked up at first use.

@@ -10,54 +10,12 @@ use actogrid_fault_tolerance::EffectId;
 use actogrid_fault_tolerance::server::{
     FtLink, FtServer, ObjectState, Protection, Reserved, Write, remote_locator,
 };
-use actogrid_runtime::{CallError, Config, Node, Proxy, Runtime};
+use actogrid_runtime::{CallError, Config, Proxy, Runtime};
 use futures::future::BoxFuture;
 
-/// A generous bound so that a regression fails the test instead of
-/// hanging it.
-const NEVER: Duration = Duration::from_secs(30);
+mod support;
 
-async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(NEVER, fut)
-        .await
-        .expect("did not complete: the runtime hung")
-}
-
-async fn runtime() -> anyhow::Result<Runtime> {
-    Ok(Runtime::bind("127.0.0.1:0", Config::default()).await?)
-}
-
-fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
-    let address = on.address().expect("bound runtimes serve");
-    Ok(from.node(&format!("actogrid://{address}/{name}").parse()?))
-}
-
-/// A fresh directory for one test's store, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "actogrid-ft-{name}-{}-{:x}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use support::{TempDir, node, runtime, within};
 
 /// Two protected objects on `callee` (node `n`, protected): one has calls
 /// answered, in flight and not yet delivered when `callee` dies; both are

@@ -909,8 +909,10 @@ impl Body {
         let interceptors = self.node.interceptors();
         if interceptors.is_empty() {
             let (method, result) = self.serve(&inbound, false).await;
-            let Inbound { reply, .. } = *inbound;
-            self.reply(reply, method, result);
+            let Inbound {
+                reply, sender, seq, ..
+            } = *inbound;
+            self.reply(reply, (sender, seq), method, result);
             return;
         }
         // Interceptors see the method before the request is served.
@@ -1026,9 +1028,10 @@ impl Body {
         let mut header = Vec::new();
         let mut later = Vec::new();
         for i in &interceptors {
+            let access = self.access();
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 i.replied(&delivery, served, &outcome.payload);
-                i.reply_header(&delivery, served, &mut header);
+                i.reply_header(&delivery, served, &outcome.payload, &access, &mut header);
                 later.extend(i.reply_hold(&delivery, served));
             }));
             if let Err(panic) = ran {
@@ -1205,13 +1208,16 @@ impl Body {
     /// Answers a request served without interceptors: a value for a remote
     /// caller is encoded into this thread's scratch vector and copied into
     /// the connection's batch with the reply's envelope.
-    fn reply(&self, reply: ReplyTo, method: &str, result: Handled) {
+    fn reply(&self, reply: ReplyTo, (sender, seq): (u64, u64), method: &str, result: Handled) {
         let (conn, call_id, status, value) = match (reply, result) {
             (ReplyTo::Remote { conn, call_id }, Handled::Value(status, value)) => {
                 (conn, call_id, status, value)
             }
             (reply, result) => {
                 let outcome = self.outcome(&reply, result, method);
+                if matches!(reply, ReplyTo::Slot(_)) {
+                    self.runtime.reply_arrived(sender, self.id, seq, &[]);
+                }
                 return reply.send(&self.runtime, outcome, None);
             }
         };

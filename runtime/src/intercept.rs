@@ -140,12 +140,16 @@ pub struct Outgoing<'a> {
     pub target: u64,
     /// The sequence number the request carries.
     pub seq: u64,
+    /// A one-way request: no reply will come.
+    pub one_way: bool,
     /// The header to piggyback; empty unless an interceptor writes it.
     pub header: &'a mut Vec<u8>,
+    /// The encoded request (as [`Delivery::payload`] will be).
+    pub payload: &'a [u8],
 }
 
-/// A reply with a protocol header, arrived for a call an object of the
-/// node made (see [`Interceptor::reply_received`]).
+/// A reply arrived for a call an object of the node made (see
+/// [`Interceptor::reply_received`]).
 #[derive(Debug)]
 pub struct Returned<'a> {
     /// The calling object.
@@ -155,7 +159,7 @@ pub struct Returned<'a> {
     /// The request's sequence number.
     pub seq: u64,
     /// The header the replier's interceptors wrote
-    /// ([`Interceptor::reply_header`]).
+    /// ([`Interceptor::reply_header`]); empty if none did.
     pub header: &'a [u8],
 }
 
@@ -403,12 +407,21 @@ pub trait Interceptor: Send + Sync + 'static {
         let _ = (delivery, outcome, payload);
     }
 
-    /// After `replied`: the header to piggyback on the reply, which the
-    /// caller's interceptors read in [`Interceptor::reply_received`];
-    /// empty unless an interceptor writes it. (Replies a service gives
-    /// from a log, [`Interceptor::duplicate`], carry none.)
-    fn reply_header(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, header: &mut Vec<u8>) {
-        let _ = (delivery, outcome, header);
+    /// After `replied`, with the object still at the request boundary
+    /// (`body`): the header to piggyback on the reply (`payload`, as in
+    /// `replied`), which the caller's interceptors read in
+    /// [`Interceptor::reply_received`]; empty unless an interceptor writes
+    /// it. (Replies a service gives from a log,
+    /// [`Interceptor::duplicate`], carry none.)
+    fn reply_header(
+        &self,
+        delivery: &Delivery<'_>,
+        outcome: ServeOutcome,
+        payload: &[u8],
+        body: &BodyAccess<'_>,
+        header: &mut Vec<u8>,
+    ) {
+        let _ = (delivery, outcome, payload, body, header);
     }
 
     /// After `reply_header`: what the reply must wait for before it leaves,
@@ -424,10 +437,11 @@ pub trait Interceptor: Send + Sync + 'static {
         None
     }
 
-    /// A reply carrying a protocol header arrived for a call an object of
-    /// the node made, before the call's future resolves: the reply is
-    /// taken (nothing of the caller's has seen it yet). For calls within
-    /// the runtime and across runtimes alike.
+    /// A reply arrived for a call an object of the node made, before the
+    /// call's future resolves: the reply is taken (nothing of the
+    /// caller's has seen it yet), with the header the replier's
+    /// interceptors wrote. For calls within the runtime and across
+    /// runtimes alike; not for one-way or immediate requests.
     fn reply_received(&self, reply: &Returned<'_>) {
         let _ = reply;
     }

@@ -1237,9 +1237,18 @@ impl Runtime {
             )),
             codec::EncodeFailure::Panic(panic) => Unsent::Panicked(panic),
         };
-        let header = |header: &mut Vec<u8>| {
+        let one_way = !reply.expects_reply();
+        let header = |header: &mut Vec<u8>, payload: &[u8]| {
             if self.inner.interceptors.load(Ordering::Acquire) && sender != self.inner.id {
-                self.before_send(sender, id, seq, info.method, header)
+                let outgoing = Outgoing {
+                    sender,
+                    target: id,
+                    seq,
+                    one_way,
+                    header,
+                    payload,
+                };
+                self.before_send(outgoing, info.method)
                     .map_err(Unsent::Failed)
             } else {
                 Ok(())
@@ -1256,7 +1265,7 @@ impl Runtime {
             let mut payload = Vec::new();
             let held = codec::encode_into(request, &mut payload).map_err(encode_failure)?;
             let mut head = Vec::new();
-            header(&mut head)?;
+            header(&mut head, &payload)?;
             self.deliver(Box::new(Inbound {
                 target: id,
                 sender,
@@ -1317,7 +1326,7 @@ impl Runtime {
                             // The runtime is known dead already: where the
                             // object lives now is asked at once.
                             let mut header_bytes = Vec::new();
-                            header(&mut header_bytes)?;
+                            header(&mut header_bytes, &kept.payload)?;
                             kept.header = header_bytes;
                             let reason = String::from_utf8_lossy(&dead(&conn).payload).into_owned();
                             self.relocate(kept, address, reason);
@@ -1353,7 +1362,7 @@ impl Runtime {
                 return Err(died(&conn));
             }
             let mut header_bytes = Vec::new();
-            if let Err(unsent) = header(&mut header_bytes) {
+            if let Err(unsent) = header(&mut header_bytes, payload) {
                 if call_id != 0 {
                     conn.unregister(call_id);
                 }
@@ -1395,11 +1404,10 @@ impl Runtime {
     }
 
     /// Runs the `reply_received` hooks of the node of `caller`, for the
-    /// reply to its request `seq` to `target`, when the reply carries a
-    /// protocol header. A hook that panics is logged; the reply resolves
-    /// its future all the same.
+    /// reply to its request `seq` to `target`. A hook that panics is
+    /// logged; the reply resolves its future all the same.
     pub(crate) fn reply_arrived(&self, caller: u64, target: u64, seq: u64, header: &[u8]) {
-        if header.is_empty() || !self.inner.interceptors.load(Ordering::Acquire) {
+        if caller == self.inner.id || !self.inner.interceptors.load(Ordering::Acquire) {
             return;
         }
         let node = match self
@@ -1437,12 +1445,10 @@ impl Runtime {
     /// that called.
     fn before_send(
         &self,
-        sender: u64,
-        target: u64,
-        seq: u64,
+        mut outgoing: Outgoing<'_>,
         method: &str,
-        header: &mut Vec<u8>,
     ) -> std::result::Result<(), Outcome> {
+        let (sender, target) = (outgoing.sender, outgoing.target);
         let node = match self
             .inner
             .objects
@@ -1455,12 +1461,7 @@ impl Runtime {
         };
         for i in node.interceptors() {
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                i.before_send(&mut Outgoing {
-                    sender,
-                    target,
-                    seq,
-                    header,
-                });
+                i.before_send(&mut outgoing);
             }));
             if let Err(panic) = ran {
                 let why = crate::panics::describe(&*panic);

@@ -554,7 +554,14 @@ async fn a_header_written_before_send_reaches_the_callee() -> anyhow::Result<()>
 struct ReplyStamp;
 
 impl Interceptor for ReplyStamp {
-    fn reply_header(&self, delivery: &Delivery<'_>, outcome: ServeOutcome, header: &mut Vec<u8>) {
+    fn reply_header(
+        &self,
+        delivery: &Delivery<'_>,
+        outcome: ServeOutcome,
+        _payload: &[u8],
+        _body: &BodyAccess<'_>,
+        header: &mut Vec<u8>,
+    ) {
         assert_eq!(outcome, ServeOutcome::Value);
         *header = format!("replied {} {}", delivery.object, delivery.seq).into_bytes();
     }

@@ -122,6 +122,11 @@ impl<P: Clone> LineKeeper<P> {
         self.checkpoints.insert(record.object, vec![record]);
     }
 
+    /// The members.
+    pub fn members(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.checkpoints.keys().copied()
+    }
+
     /// Whether `object` is a member.
     pub fn is_member(&self, object: ObjectId) -> bool {
         self.checkpoints.contains_key(&object)

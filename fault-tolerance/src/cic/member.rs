@@ -280,7 +280,13 @@ impl<P: Clone> Member<P> {
         self.retained.len()
     }
 
-    fn stamp(&self) -> Stamp {
+    /// The committed line, as last heard.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// What its messages carry now.
+    pub fn stamp(&self) -> Stamp {
         Stamp {
             epoch: self.epoch,
             index: self.index,
@@ -293,6 +299,15 @@ impl<P: Clone> Member<P> {
     /// of outside callers have none and always do).
     fn current(&self, stamp: Option<Stamp>) -> bool {
         stamp.is_none_or(|s| s.epoch == self.epoch)
+    }
+
+    /// For a transport that delivers each sender's requests in order
+    /// itself and may skip numbers (requests it dropped, or served before
+    /// the member joined): the requests of `sender` up to `seq` are taken
+    /// as delivered, so that its request `seq + 1` is the next.
+    pub fn delivered_up_to(&mut self, sender: ObjectId, seq: u64) {
+        let d = self.delivered_seq.entry(sender).or_insert(0);
+        *d = (*d).max(seq);
     }
 
     /// A request arrived.
@@ -431,6 +446,20 @@ impl<P: Clone> Member<P> {
         seq: u64,
         payload: P,
     ) -> RequestId {
+        self.send_numbered(now, target, seq, payload, true)
+    }
+
+    /// As [`Member::call_numbered`]; a one-way request (`awaited`
+    /// false) gets no reply, so none is awaited (it is kept until the line
+    /// says its target took it).
+    pub fn send_numbered(
+        &mut self,
+        now: Time,
+        target: ObjectId,
+        seq: u64,
+        payload: P,
+        awaited: bool,
+    ) -> RequestId {
         self.next_seq.insert(target, seq);
         let id = RequestId {
             target,
@@ -449,7 +478,9 @@ impl<P: Clone> Member<P> {
             received_at: None,
             last_sent: now,
         });
-        self.awaiting.insert(id);
+        if awaited {
+            self.awaiting.insert(id);
+        }
         self.actions.push_back(Action::SendRequest(request));
         id
     }
@@ -524,6 +555,20 @@ impl<P: Clone> Member<P> {
                 last_sent: now,
             });
             self.actions.push_back(Action::SendReply(reply));
+        }
+    }
+
+    /// The group wants a line at `index` (a member holds a reply produced
+    /// below it): the next checkpoint reaches it — at once when the member
+    /// is between services and nothing changed since its last checkpoint
+    /// (the same state stands for it), else at its next boundary.
+    pub fn want(&mut self, now: Time, index: u64) {
+        if index <= self.index {
+            return;
+        }
+        self.next_max = self.next_max.max(index);
+        if self.serving.is_none() && !self.changed {
+            self.checkpoint(now, self.next_max);
         }
     }
 

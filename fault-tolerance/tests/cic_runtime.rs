@@ -1,0 +1,186 @@
+//! CIC driven by the runtime's hooks, without failures: members on real
+//! runtimes stamp what they send, checkpoint when a message from ahead
+//! reaches them, hand checkpoints and histories to the FT server, whose
+//! line moves and tells them what they may forget; replies to callers
+//! outside the group leave once the line is past them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actogrid_builtin::{AccountProxy, TellerProxy};
+use actogrid_fault_tolerance::cic::Config;
+use actogrid_fault_tolerance::cic_node::CicProtection;
+use actogrid_fault_tolerance::server::FtServer;
+use actogrid_runtime::{Proxy, Runtime};
+
+mod support;
+
+use support::{NEVER, TempDir, node, runtime, within};
+
+fn config(ttc_ms: u64) -> Config {
+    Config {
+        ttc: ttc_ms,
+        ..Config::default()
+    }
+}
+
+/// A runtime whose node `n` is a CIC node of `server`'s group.
+async fn member_runtime(
+    server: &Arc<FtServer>,
+    ttc_ms: u64,
+) -> anyhow::Result<(Runtime, Arc<CicProtection>)> {
+    let rt = runtime().await?;
+    let protection = server.cic_protection(config(ttc_ms));
+    rt.local_node("n").add_interceptor(protection.clone())?;
+    Ok((rt, protection))
+}
+
+/// Waits until `done` holds, or fails saying `what`.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < NEVER, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_checkpoint_on_their_own_and_the_line_follows() -> anyhow::Result<()> {
+    let dir = TempDir::new("cic-line");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
+    // Checkpoint periods far apart: the fast runtime's stamps run ahead
+    // and force the slow one's checkpoints.
+    let (fast, fast_cic) = member_runtime(&server, 20).await?;
+    let (slow, slow_cic) = member_runtime(&server, 400).await?;
+    let client = runtime().await?;
+
+    let mut accounts = Vec::new();
+    for (i, rt) in [&fast, &slow, &fast, &slow].into_iter().enumerate() {
+        let a = within(AccountProxy::new(
+            &node(&client, rt, "n")?,
+            1_000 * (i as i64 + 1),
+        ))
+        .await?;
+        accounts.push(a);
+    }
+    let tellers = [
+        within(TellerProxy::new(&node(&client, &fast, "n")?)).await?,
+        within(TellerProxy::new(&node(&client, &slow, "n")?)).await?,
+    ];
+    // All at once: each teller serves its transfers in turn while their
+    // replies wait for the line.
+    let transfers = 40u64;
+    let mut pending = Vec::new();
+    for id in 0..transfers {
+        let teller = &tellers[(id % 2) as usize];
+        let from = accounts[(id % 4) as usize].clone();
+        let to = accounts[((id + 1) % 4) as usize].clone();
+        pending.push(tokio::spawn(
+            teller.transfer(id, from, to, id as i64 + 1).into_future(),
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for p in pending {
+        within(p).await??;
+    }
+
+    // Every transfer once in each of its two ledgers; the money adds up.
+    let mut total = 0;
+    let mut seen = std::collections::BTreeMap::<u64, usize>::new();
+    for a in &accounts {
+        total += within(a.balance()).await?;
+        for (id, _) in within(a.ledger()).await? {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(total, 10_000);
+    assert_eq!(seen.len() as u64, transfers);
+    assert!(seen.values().all(|n| *n == 2), "{seen:?}");
+
+    let stats = server.cic().stats().await;
+    assert_eq!(stats.members, 6, "{stats:?}");
+    assert!(stats.line > 0, "{stats:?}");
+    assert!(
+        stats.spanning > 0,
+        "no checkpoint stood for several indices (forced over a jump): {stats:?}"
+    );
+    assert!(stats.entries >= 3 * transfers, "{stats:?}");
+
+    // Idle now: the line moves on, and every member forgets what it
+    // kept for a rollback; the store keeps little behind the line.
+    let ids: Vec<u64> = accounts
+        .iter()
+        .map(|a| a.active_ref().id())
+        .chain(tellers.iter().map(|t| t.active_ref().id()))
+        .collect();
+    until("every member forgot what it kept", async || {
+        ids.iter().all(|id| {
+            [&fast_cic, &slow_cic]
+                .iter()
+                .find_map(|p| p.retained(*id))
+                .is_some_and(|n| n == 0)
+        })
+    })
+    .await;
+    let kept = server.cic().stats().await.kept;
+    assert!(kept.0 <= 3 * ids.len(), "{kept:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_to_an_outside_caller_waits_for_the_line() -> anyhow::Result<()> {
+    let dir = TempDir::new("cic-output");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
+    let (fast, fast_cic) = member_runtime(&server, 20).await?;
+    // Never checkpoints on its own.
+    let (frozen, frozen_cic) = member_runtime(&server, 3_600_000).await?;
+    let client = runtime().await?;
+
+    let still = within(AccountProxy::new(&node(&client, &frozen, "n")?, 0)).await?;
+    let busy = within(AccountProxy::new(&node(&client, &fast, "n")?, 0)).await?;
+    let teller = within(TellerProxy::new(&node(&client, &fast, "n")?)).await?;
+    let index = |cic: &CicProtection, p: &AccountProxy| cic.index(p.active_ref().id());
+    // A transfer makes `still` a member, checkpointed at the teller's
+    // index (its reply to this outside caller waits for a later line,
+    // which `still` holds back: not awaited).
+    let _first = tokio::spawn(
+        teller
+            .transfer(0, busy.clone(), still.clone(), 0)
+            .into_future(),
+    );
+    until("`still` joined", async || {
+        index(&frozen_cic, &still).is_some()
+    })
+    .await;
+    let joined_at = index(&frozen_cic, &still).unwrap_or(0);
+    until("`busy` checkpointed past `still`", async || {
+        index(&fast_cic, &busy).is_some_and(|i| i > joined_at)
+    })
+    .await;
+    // Produced past `still`'s checkpoint: the line cannot pass it while
+    // `still` takes no other — and it served since, so its state must be
+    // read at a boundary, which its period (an hour) does not bring. The
+    // reply waits.
+    let held = tokio::spawn(busy.apply(1, 5).into_future());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !held.is_finished(),
+        "a reply left before the line passed it"
+    );
+    // A call from the teller, stamped further ahead, forces `still` to
+    // checkpoint there: the line passes, the reply leaves.
+    let at = index(&fast_cic, &busy).unwrap_or(0);
+    let teller_id = teller.active_ref().id();
+    until("the teller checkpointed past `busy`", async || {
+        fast_cic.index(teller_id).is_some_and(|i| i > at)
+    })
+    .await;
+    let _second = tokio::spawn(
+        teller
+            .transfer(2, busy.clone(), still.clone(), 1)
+            .into_future(),
+    );
+    assert_eq!(within(held).await??, 5);
+    assert!(index(&frozen_cic, &still).unwrap_or(0) > joined_at);
+    Ok(())
+}
