@@ -146,6 +146,12 @@ impl CicProtection {
         Arc::new(CicProtection { shared })
     }
 
+    /// CIC reaching a server over the wire, at the endpoint
+    /// [`FtServer::serve`](crate::server::FtServer::serve) registered.
+    pub fn remote(server: crate::server::FtEndpointProxy, config: Config) -> Arc<CicProtection> {
+        CicProtection::new(Arc::new(crate::server::Remote::new(server)), config)
+    }
+
     /// The checkpoint index of member `object`, if it is one here.
     pub fn index(&self, object: u64) -> Option<u64> {
         lock(&self.shared.members)
