@@ -188,6 +188,8 @@ pub struct FtServer {
     /// The same, in the order they were reported (see
     /// [`FtServer::dead_after`]).
     dead_order: Mutex<Vec<String>>,
+    /// The id of the runtime declared dead at an address, when known.
+    dead_ids: Mutex<HashMap<String, u64>>,
     /// Why each object that could not be recovered was given up (the
     /// newest [`LOST_KEPT`]).
     lost: Mutex<std::collections::VecDeque<(u64, String)>>,
@@ -258,6 +260,7 @@ impl FtServer {
             changed: watch::Sender::new(0),
             dead: Mutex::new(std::collections::HashSet::new()),
             dead_order: Mutex::new(Vec::new()),
+            dead_ids: Mutex::new(HashMap::new()),
             lost: Mutex::new(std::collections::VecDeque::new()),
             watch: std::sync::OnceLock::new(),
             stored: Mutex::new(HashMap::new()),
@@ -449,6 +452,38 @@ impl FtServer {
     pub(crate) fn declare_dead(&self, address: &str) {
         if lock(&self.dead).insert(address.to_owned()) {
             lock(&self.dead_order).push(address.to_owned());
+        }
+    }
+
+    /// The runtime `runtime` (its id; 0 if unknown) at `address` is dead.
+    pub(crate) fn declare_dead_runtime(&self, address: &str, runtime: u64) {
+        let mut ids = lock(&self.dead_ids);
+        if runtime == 0 {
+            ids.remove(address);
+        } else {
+            ids.insert(address.to_owned(), runtime);
+        }
+        self.declare_dead(address);
+    }
+
+    /// Whether runtime `runtime` at `address` was declared dead. Another
+    /// runtime at the address of a dead one (a port handed out again)
+    /// is not: the address is taken back for it.
+    pub fn dead_for(&self, address: &str, runtime: u64) -> bool {
+        if !self.is_dead(address) {
+            return false;
+        }
+        let mut ids = lock(&self.dead_ids);
+        match ids.get(address) {
+            Some(&dead) if runtime != 0 && dead != runtime => {
+                ids.remove(address);
+                lock(&self.dead).remove(address);
+                tracing::info!(
+                    "a new runtime ({runtime:#x}) serves at {address}, where {dead:#x} was declared dead"
+                );
+                false
+            }
+            _ => true,
         }
     }
 

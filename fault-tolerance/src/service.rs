@@ -180,6 +180,7 @@ impl TechnicalService for FaultTolerance {
             node: node.url().to_string(),
             vn: cx.virtual_node().to_owned(),
             spares: self.spares.clone(),
+            runtime: runtime.id(),
         };
         cx.spawn(keep_beating(runtime, watch_url(&server), beat));
         cx.set_property("ft.protocol", "pml");

@@ -31,6 +31,11 @@ pub struct Beat {
     pub vn: String,
     /// The virtual node its runtime's objects are recovered on first.
     pub spares: Option<String>,
+    /// The beating runtime's id (0: not said): a runtime started at the
+    /// address of one declared dead (a port handed out again) is not
+    /// taken for it.
+    #[serde(default)]
+    pub runtime: u64,
 }
 
 /// What a stand-alone server did about a failure, for the deployments it
@@ -97,7 +102,8 @@ fn beat_interval(heartbeat: Duration) -> Duration {
 pub(crate) struct Watch {
     config: WatchConfig,
     runtime: Runtime,
-    members: Mutex<HashMap<String, Member>>,
+    /// By address and runtime id.
+    members: Mutex<HashMap<(String, u64), Member>>,
     /// The newest events, and how many went before them.
     events: Mutex<(u64, VecDeque<WatchEvent>)>,
 }
@@ -153,17 +159,19 @@ impl Watch {
             .parse()
             .map_err(|e| format!("`{}` is not a node URL: {e}", beat.node))?;
         let address = address_of(&url);
-        if server.is_dead(&address) {
+        if server.dead_for(&address, beat.runtime) {
             return Err(format!(
                 "the FT server declared the runtime at {address} dead (it was silent for more than {} ms) and recovered its protected objects elsewhere",
                 silence_limit(self.config.heartbeat).as_millis()
             ));
         }
         let mut members = lock(&self.members);
-        let member = members.entry(address).or_insert_with(|| Member {
-            nodes: Vec::new(),
-            last: Instant::now(),
-        });
+        let member = members
+            .entry((address, beat.runtime))
+            .or_insert_with(|| Member {
+                nodes: Vec::new(),
+                last: Instant::now(),
+            });
         member.last = Instant::now();
         if !member.nodes.iter().any(|n| n.node == beat.node) {
             tracing::info!(node = %beat.node, vn = %beat.vn, "a protected node beats");
@@ -172,11 +180,12 @@ impl Watch {
         Ok(beat_interval(self.config.heartbeat))
     }
 
-    /// The runtimes silent for too long, taken out of the members.
-    fn silent(&self) -> Vec<(String, Vec<Beat>, Duration)> {
+    /// The runtimes silent for too long (address and id), taken out of
+    /// the members.
+    fn silent(&self) -> Vec<((String, u64), Vec<Beat>, Duration)> {
         let limit = silence_limit(self.config.heartbeat);
         let mut members = lock(&self.members);
-        let gone: Vec<String> = members
+        let gone: Vec<(String, u64)> = members
             .iter()
             .filter(|(_, m)| m.last.elapsed() > limit)
             .map(|(a, _)| a.clone())
@@ -202,7 +211,7 @@ impl Watch {
         for wanted in spares.into_iter().chain([vn]) {
             let mut found: Vec<NodeUrl> = members
                 .iter()
-                .filter(|(address, _)| address.as_str() != failed)
+                .filter(|((address, _), _)| address.as_str() != failed)
                 .flat_map(|(_, m)| m.nodes.iter())
                 .filter(|b| b.vn == wanted)
                 .filter_map(|b| b.node.parse().ok())
@@ -284,9 +293,10 @@ async fn detect(server: Weak<FtServer>, watch: Arc<Watch>) {
         let Some(server) = server.upgrade() else {
             return;
         };
-        for (address, nodes, silent) in watch.silent() {
+        for ((address, runtime), nodes, silent) in watch.silent() {
             let cause = format!("no heartbeat for {} ms", silent.as_millis());
             tracing::warn!("the runtime at {address} is declared dead: {cause}");
+            server.declare_dead_runtime(&address, runtime);
             tokio::spawn(recover(
                 server.clone(),
                 watch.clone(),
@@ -311,7 +321,6 @@ async fn recover(
         return;
     };
     let (vn, spares) = (first.vn.clone(), first.spares.clone());
-    server.declare_dead(&address);
     let place = |attempt: usize, address: String| {
         let (watch, vn, spares, cause) = (watch.clone(), vn.clone(), spares.clone(), cause.clone());
         Box::pin(async move {

@@ -334,3 +334,51 @@ async fn a_call_reaching_a_fenced_instance_goes_where_the_object_lives_now() -> 
     suspected.shutdown();
     Ok(())
 }
+
+/// A stand-alone server's failure detector tells runtimes apart by their
+/// ids, not only their addresses: a runtime started at the address of one
+/// it declared dead (a port handed out again, as a lent slot does) beats
+/// on, and one that falls silent while another beats from its address is
+/// declared dead all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runtime_at_a_dead_ones_address_is_not_taken_for_it() -> anyhow::Result<()> {
+    use actogrid_fault_tolerance::watch::{Beat, WatchConfig};
+    let dir = TempDir::new("reused-address");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
+    let home = runtime().await?;
+    server.watch(
+        &home,
+        WatchConfig {
+            heartbeat: Duration::from_millis(40),
+            recovery_wait: Duration::from_millis(50),
+        },
+    );
+    let beat = |runtime: u64| Beat {
+        node: "actogrid://127.0.0.1:5999/n".into(),
+        vn: "workers".into(),
+        spares: None,
+        runtime,
+    };
+    let address = "127.0.0.1:5999";
+    // Runtime 1 beats, then falls silent while runtime 2 beats from the
+    // same address.
+    let live = |r: Result<Option<Duration>, String>| r.map_err(anyhow::Error::msg);
+    assert!(live(server.beat(beat(1)))?.is_some());
+    let declared = async {
+        while !server.dead_after(0).1.iter().any(|a| a == address) {
+            live(server.beat(beat(2)))?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::Ok(())
+    };
+    within(declared).await?;
+    // Runtime 1 is dead; runtime 2 is not, and its address is live again.
+    let e = server.beat(beat(1)).unwrap_err();
+    assert!(
+        e.contains("declared the runtime at 127.0.0.1:5999 dead"),
+        "{e}"
+    );
+    assert!(live(server.beat(beat(2)))?.is_some());
+    assert!(!server.is_dead(address));
+    Ok(())
+}
