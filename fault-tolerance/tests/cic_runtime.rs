@@ -10,7 +10,7 @@ use std::time::Duration;
 use actogrid_builtin::{AccountProxy, TellerProxy};
 use actogrid_fault_tolerance::cic::Config;
 use actogrid_fault_tolerance::cic_node::CicProtection;
-use actogrid_fault_tolerance::server::FtServer;
+use actogrid_fault_tolerance::server::{FtServer, Served};
 use actogrid_runtime::{Proxy, Runtime};
 
 mod support;
@@ -24,13 +24,18 @@ fn config(ttc_ms: u64) -> Config {
     }
 }
 
-/// A runtime whose node `n` is a CIC node of `server`'s group.
+/// A runtime whose node `n` is a CIC node of `server`'s group, reaching
+/// it in the process, or over the wire when `served`.
 async fn member_runtime(
     server: &Arc<FtServer>,
+    served: Option<&Served>,
     ttc_ms: u64,
 ) -> anyhow::Result<(Runtime, Arc<CicProtection>)> {
     let rt = runtime().await?;
-    let protection = server.cic_protection(config(ttc_ms));
+    let protection = match served {
+        Some(served) => CicProtection::remote(rt.adopt(&served.endpoint), config(ttc_ms)),
+        None => server.cic_protection(config(ttc_ms)),
+    };
     rt.local_node("n").add_interceptor(protection.clone())?;
     Ok((rt, protection))
 }
@@ -48,10 +53,30 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 async fn members_checkpoint_on_their_own_and_the_line_follows() -> anyhow::Result<()> {
     let dir = TempDir::new("cic-line");
     let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
-    // Checkpoint periods far apart: the fast runtime's stamps run ahead
-    // and force the slow one's checkpoints.
-    let (fast, fast_cic) = member_runtime(&server, 20).await?;
-    let (slow, slow_cic) = member_runtime(&server, 400).await?;
+    transfers_among_members(&server, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_reach_a_server_over_the_wire_the_same_way() -> anyhow::Result<()> {
+    let dir = TempDir::new("cic-remote");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
+    let home = runtime().await?;
+    let served = within(server.serve(&home.local_node("ft"), "ft-server")).await?;
+    transfers_among_members(&server, Some(&served)).await
+}
+
+/// Tellers and accounts on two runtimes whose members checkpoint at
+/// periods far apart, transfers from a caller outside the group: exact
+/// ledgers, forced checkpoints, a line that moves, nothing kept at the
+/// end.
+async fn transfers_among_members(
+    server: &Arc<FtServer>,
+    served: Option<&Served>,
+) -> anyhow::Result<()> {
+    // The fast runtime's stamps run ahead and force the slow one's
+    // checkpoints.
+    let (fast, fast_cic) = member_runtime(server, served, 20).await?;
+    let (slow, slow_cic) = member_runtime(server, served, 400).await?;
     let client = runtime().await?;
 
     let mut accounts = Vec::new();
@@ -131,9 +156,9 @@ async fn members_checkpoint_on_their_own_and_the_line_follows() -> anyhow::Resul
 async fn a_reply_to_an_outside_caller_waits_for_the_line() -> anyhow::Result<()> {
     let dir = TempDir::new("cic-output");
     let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
-    let (fast, fast_cic) = member_runtime(&server, 20).await?;
+    let (fast, fast_cic) = member_runtime(&server, None, 20).await?;
     // Never checkpoints on its own.
-    let (frozen, frozen_cic) = member_runtime(&server, 3_600_000).await?;
+    let (frozen, frozen_cic) = member_runtime(&server, None, 3_600_000).await?;
     let client = runtime().await?;
 
     let still = within(AccountProxy::new(&node(&client, &frozen, "n")?, 0)).await?;
