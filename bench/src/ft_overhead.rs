@@ -11,6 +11,10 @@
 //!   `--task-ms` of computation, sent one after the other per object and
 //!   concurrently across objects; the makespan with PML (`value`) against
 //!   without (`baseline_value`). Target: ratio ≤ 1.10 for 1 ms tasks.
+//! * **Among objects**: `--objects` tellers each make `--tasks` transfers
+//!   between two accounts of their own in one request (two calls each),
+//!   the calls staying among protected objects; one reply leaves per
+//!   teller.
 //! * **Empty calls**: `--empty` calls that do nothing, spread the same way
 //!   over `--empty-objects` objects; logged calls per second with group
 //!   commit (target ≥ 100,000/s) and their ratio to unprotected calls.
@@ -22,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actogrid_builtin::RecorderProxy;
+use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy};
 use actogrid_fault_tolerance::cic_node::CicProtection;
 use actogrid_fault_tolerance::server::{FtServer, Protection, remote_locator};
 use actogrid_runtime::Node;
@@ -103,10 +107,38 @@ async fn workload(on: &Node, objects: usize, calls: usize, ms: u64) -> anyhow::R
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// `tellers` tellers on `on`, each making `per_teller` transfers between
+/// two accounts of its own (on `on` too) in one request, all at once; the
+/// elapsed seconds.
+async fn among_objects(on: &Node, tellers: usize, per_teller: usize) -> anyhow::Result<f64> {
+    let mut work = Vec::with_capacity(tellers);
+    for _ in 0..tellers {
+        let teller = TellerProxy::new(on).await?;
+        let from = AccountProxy::new(on, 1_000_000).await?;
+        let to = AccountProxy::new(on, 0).await?;
+        work.push((teller, from, to));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(tellers);
+    for (teller, from, to) in work {
+        let n = per_teller as u64;
+        tasks.push(tokio::spawn(async move {
+            teller.transfers(0, n, from, to, 1).await?;
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// What one round measured.
 struct Round {
     tasks_ft: f64,
     tasks_plain: f64,
+    among_ft: f64,
+    among_plain: f64,
     empty_ft: f64,
     empty_plain: f64,
     store_bytes: u64,
@@ -163,6 +195,8 @@ async fn measure(args: &Args, path: &std::path::Path) -> anyhow::Result<Round> {
     let tasks = args.objects * args.tasks;
     let tasks_plain = workload(&plain, args.objects, tasks, args.task_ms).await?;
     let tasks_ft = workload(&ft, args.objects, tasks, args.task_ms).await?;
+    let among_plain = among_objects(&plain, args.objects, args.tasks).await?;
+    let among_ft = among_objects(&ft, args.objects, args.tasks).await?;
     let empty_plain = workload(&plain, args.empty_objects, args.empty, 0).await?;
     let before = server.store().stats();
     let empty_ft = workload(&ft, args.empty_objects, args.empty, 0).await?;
@@ -175,6 +209,8 @@ async fn measure(args: &Args, path: &std::path::Path) -> anyhow::Result<Round> {
     Ok(Round {
         tasks_ft,
         tasks_plain,
+        among_ft,
+        among_plain,
         empty_ft: calls / empty_ft,
         empty_plain: calls / empty_plain,
         store_bytes: stats.file_bytes,
@@ -228,6 +264,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     };
     let (empty_ft_min, empty_ft_max) = spread(|r| r.empty_ft);
     let ratio = tasks_ft / tasks_plain;
+    let among_ft = of(|r| r.among_ft) * 1e3;
+    let among_plain = of(|r| r.among_plain) * 1e3;
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let store_bytes = rounds.iter().map(|r| r.store_bytes).max().unwrap_or(0);
     Ok(Report::new(
@@ -244,6 +282,12 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         args.tasks,
         args.task_ms,
         met(ratio <= target)
+    ))
+    .note(format!(
+        "among objects: {} tellers × {} transfers (two calls each) in one request each: {among_ft:.1} ms with {protocol}, {among_plain:.1} ms without ({:.2}×)",
+        args.objects,
+        args.tasks,
+        among_ft / among_plain
     ))
     .note(format!(
         "empty calls over {} objects: {empty_ft:.0}/s with {protocol} (rounds {empty_ft_min:.0}–{empty_ft_max:.0}), {empty_plain:.0}/s unprotected ({:.2}×; target >= {EMPTY_TARGET:.0}/s: {})",
@@ -271,6 +315,9 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
     .with("task_ms", args.task_ms)
     .with("task_target_ratio", target)
     .with("empty_objects", args.empty_objects)
+    .with_figure("among_objects_ms", among_ft)
+    .with_figure("among_objects_unprotected_ms", among_plain)
+    .with_figure("among_objects_ratio", among_ft / among_plain)
     .with_figure("logged_calls_per_second", empty_ft)
     .with_figure("logged_calls_per_second_min", empty_ft_min)
     .with_figure("logged_calls_per_second_max", empty_ft_max)

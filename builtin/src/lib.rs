@@ -332,6 +332,23 @@ impl Teller {
         self.done += 1;
         Ok(self.done)
     }
+
+    /// Makes `count` transfers of `amount` from `from` to `to`, numbered
+    /// from `first`, one after the other, in one request (the calls stay
+    /// among the objects); how many transfers this teller made.
+    pub async fn transfers(
+        &mut self,
+        first: u64,
+        count: u64,
+        from: AccountProxy,
+        to: AccountProxy,
+        amount: i64,
+    ) -> Result<u64, WorkerError> {
+        for id in first..first + count {
+            self.transfer(id, from.clone(), to.clone(), amount).await?;
+        }
+        Ok(self.done)
+    }
 }
 
 /// Keeps this crate's registrations in the binary that calls it (the

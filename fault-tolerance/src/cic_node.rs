@@ -44,6 +44,10 @@ pub const LINE_POLL: Duration = Duration::from_millis(10);
 /// the line some other member waits for).
 pub const IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// How long a member stays idle before the node looks at it again (for a
+/// checkpoint the group waits for), at most.
+pub const IDLE_CHECK: Duration = Duration::from_millis(20);
+
 /// The mark after [`crate::keeper::PROTECTED_SENDER`] in the header of a
 /// member's requests, before its stamp; and the first byte of the header
 /// of its replies.
@@ -164,6 +168,13 @@ impl CicProtection {
         lock(&self.shared.members)
             .get(&object)
             .map(|s| (s.member.epoch(), s.member.line()))
+    }
+
+    /// Whether member `object` serves a request now.
+    pub fn serving(&self, object: u64) -> Option<bool> {
+        lock(&self.shared.members)
+            .get(&object)
+            .map(|s| s.member.is_serving())
     }
 
     /// Messages member `object` keeps for a rollback.
@@ -592,7 +603,10 @@ impl Interceptor for CicProtection {
     }
 
     fn idle_after(&self) -> Option<Duration> {
-        Some(Duration::from_millis(self.shared.config.ttc))
+        // Its period, or sooner: an idle member that served since its last
+        // checkpoint reaches a line the group waits for at its next
+        // boundary, which for it is this hook.
+        Some(Duration::from_millis(self.shared.config.ttc).min(IDLE_CHECK))
     }
 
     fn idle(&self, body: &BodyAccess<'_>) {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actogrid_builtin::{AccountProxy, TellerProxy};
+use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy};
 use actogrid_fault_tolerance::cic::Config;
 use actogrid_fault_tolerance::cic_node::CicProtection;
 use actogrid_fault_tolerance::server::{FtServer, Served};
@@ -157,55 +157,40 @@ async fn a_reply_to_an_outside_caller_waits_for_the_line() -> anyhow::Result<()>
     let dir = TempDir::new("cic-output");
     let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
     let (fast, fast_cic) = member_runtime(&server, None, 20).await?;
-    // Never checkpoints on its own.
-    let (frozen, frozen_cic) = member_runtime(&server, None, 3_600_000).await?;
+    // Never checkpoints for its period.
+    let (slow, slow_cic) = member_runtime(&server, None, 3_600_000).await?;
     let client = runtime().await?;
 
-    let still = within(AccountProxy::new(&node(&client, &frozen, "n")?, 0)).await?;
     let busy = within(AccountProxy::new(&node(&client, &fast, "n")?, 0)).await?;
-    let teller = within(TellerProxy::new(&node(&client, &fast, "n")?)).await?;
-    let index = |cic: &CicProtection, p: &AccountProxy| cic.index(p.active_ref().id());
-    // A transfer makes `still` a member, checkpointed at the teller's
-    // index (its reply to this outside caller waits for a later line,
-    // which `still` holds back: not awaited).
-    let _first = tokio::spawn(
-        teller
-            .transfer(0, busy.clone(), still.clone(), 0)
-            .into_future(),
-    );
-    until("`still` joined", async || {
-        index(&frozen_cic, &still).is_some()
+    let long = within(RecorderProxy::new(&node(&client, &slow, "n")?)).await?;
+    // Members now; their replies left once the line passed them (an idle
+    // member checkpoints for a line the group waits for).
+    assert_eq!(within(busy.apply(0, 1)).await?, 1);
+    assert_eq!(within(long.push(0)).await?, 1);
+    let (busy_id, long_id) = (busy.active_ref().id(), long.active_ref().id());
+    // `long` serves for a while: no request boundary, no checkpoint.
+    let serving = tokio::spawn(long.push_after(1_500, 1).into_future());
+    until("`long` serves", async || {
+        slow_cic.serving(long_id) == Some(true)
     })
     .await;
-    let joined_at = index(&frozen_cic, &still).unwrap_or(0);
-    until("`busy` checkpointed past `still`", async || {
-        index(&fast_cic, &busy).is_some_and(|i| i > joined_at)
+    let at = slow_cic.index(long_id).unwrap_or(0);
+    until("`busy` checkpointed past `long`", async || {
+        fast_cic.index(busy_id).is_some_and(|i| i > at)
     })
     .await;
-    // Produced past `still`'s checkpoint: the line cannot pass it while
-    // `still` takes no other — and it served since, so its state must be
-    // read at a boundary, which its period (an hour) does not bring. The
-    // reply waits.
+    // Produced past `long`'s last checkpoint: the line cannot pass it
+    // before `long` reaches a boundary. The reply waits.
     let held = tokio::spawn(busy.apply(1, 5).into_future());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !held.is_finished(),
         "a reply left before the line passed it"
     );
-    // A call from the teller, stamped further ahead, forces `still` to
-    // checkpoint there: the line passes, the reply leaves.
-    let at = index(&fast_cic, &busy).unwrap_or(0);
-    let teller_id = teller.active_ref().id();
-    until("the teller checkpointed past `busy`", async || {
-        fast_cic.index(teller_id).is_some_and(|i| i > at)
-    })
-    .await;
-    let _second = tokio::spawn(
-        teller
-            .transfer(2, busy.clone(), still.clone(), 1)
-            .into_future(),
-    );
-    assert_eq!(within(held).await??, 5);
-    assert!(index(&frozen_cic, &still).unwrap_or(0) > joined_at);
+    assert_eq!(slow_cic.serving(long_id), Some(true), "the test's premise");
+    // `long` is done: it checkpoints at its boundary, the line passes,
+    // the replies leave.
+    assert_eq!(within(held).await??, 6);
+    assert_eq!(within(serving).await??, 2);
     Ok(())
 }

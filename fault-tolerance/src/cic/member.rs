@@ -460,14 +460,21 @@ impl<P: Clone> Member<P> {
         payload: P,
         awaited: bool,
     ) -> RequestId {
-        self.next_seq.insert(target, seq);
+        let reused = self
+            .next_seq
+            .insert(target, seq)
+            .is_some_and(|last| seq <= last);
         let id = RequestId {
             target,
             sender: self.me,
             seq,
         };
-        self.retained
-            .retain(|r| r.sent.id() != id || r.sent.is_reply());
+        if reused {
+            // A number the transport took back from a send that failed.
+            self.retained
+                .retain(|r| r.sent.id() != id || r.sent.is_reply());
+            self.awaiting.remove(&id);
+        }
         let request = Request {
             id,
             from: Some(self.stamp()),
