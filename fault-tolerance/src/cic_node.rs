@@ -126,6 +126,15 @@ fn state_of(body: &BodyAccess<'_>) -> Result<Vec<u8>, String> {
     postcard::to_allocvec(&checkpoint).map_err(|e| e.to_string())
 }
 
+/// The id of the request `delivery` is.
+fn request_id(delivery: &Delivery<'_>) -> RequestId {
+    RequestId {
+        target: ObjectId(delivery.object),
+        sender: ObjectId(delivery.sender),
+        seq: delivery.seq,
+    }
+}
+
 fn is_outside(delivery: &Delivery<'_>) -> bool {
     delivery.replayed
         || delivery.seq == 0
@@ -290,11 +299,7 @@ impl Shared {
         state: &dyn Fn() -> Result<Vec<u8>, String>,
     ) -> Verdict {
         let object = delivery.object;
-        let id = RequestId {
-            target: ObjectId(object),
-            sender: ObjectId(delivery.sender),
-            seq: delivery.seq,
-        };
+        let id = request_id(delivery);
         let now = self.now();
         let mut members = lock(&self.members);
         let Some(slot) = members.get_mut(&object) else {
@@ -502,11 +507,7 @@ impl Interceptor for CicProtection {
         let Some(slot) = members.get_mut(&object) else {
             return;
         };
-        let id = RequestId {
-            target: ObjectId(object),
-            sender: ObjectId(delivery.sender),
-            seq: delivery.seq,
-        };
+        let id = request_id(delivery);
         let reply = postcard::to_allocvec(&Reply {
             outcome,
             payload: payload.to_vec(),
@@ -590,11 +591,7 @@ impl Interceptor for CicProtection {
     }
 
     fn duplicate<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Option<Reply>> {
-        let id = RequestId {
-            target: ObjectId(delivery.object),
-            sender: ObjectId(delivery.sender),
-            seq: delivery.seq,
-        };
+        let id = request_id(delivery);
         let kept = lock(&self.shared.members)
             .get(&delivery.object)
             .and_then(|s| s.member.kept_reply(id))

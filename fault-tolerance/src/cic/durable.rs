@@ -204,14 +204,7 @@ impl<P: Clone + Serialize + DeserializeOwned> DurableLine<P> {
         record: Record<P>,
         state: Bytes,
     ) -> Result<Option<u64>, LineError> {
-        if record.epoch != self.keeper.epoch() {
-            return Err(LineError::Stale {
-                group: self.group.clone(),
-                object: record.object,
-                epoch: record.epoch,
-                current: self.keeper.epoch(),
-            });
-        }
+        self.current(&record)?;
         if !self.keeper.absorbs(&record) {
             put_state(&self.store, &self.group, &record, state).await?;
         }
@@ -225,14 +218,7 @@ impl<P: Clone + Serialize + DeserializeOwned> DurableLine<P> {
         if self.keeper.is_member(record.object) {
             return Ok(());
         }
-        if record.epoch != self.keeper.epoch() {
-            return Err(LineError::Stale {
-                group: self.group.clone(),
-                object: record.object,
-                epoch: record.epoch,
-                current: self.keeper.epoch(),
-            });
-        }
+        self.current(&record)?;
         put_state(&self.store, &self.group, &record, state).await?;
         self.input(Input::Join(record)).await?;
         Ok(())
@@ -288,6 +274,19 @@ impl<P: Clone + Serialize + DeserializeOwned> DurableLine<P> {
             states.insert(restart.object, state.state);
         }
         Ok(Some(Recovery { plan, states }))
+    }
+
+    /// Refuses a checkpoint of another epoch than the group's.
+    fn current(&self, record: &Record<P>) -> Result<(), LineError> {
+        if record.epoch == self.keeper.epoch() {
+            return Ok(());
+        }
+        Err(LineError::Stale {
+            group: self.group.clone(),
+            object: record.object,
+            epoch: record.epoch,
+            current: self.keeper.epoch(),
+        })
     }
 
     /// Journals `input`, then gives it to the keeper; collects when the
