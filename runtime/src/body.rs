@@ -13,7 +13,11 @@
 //! * a request whose sequence number was already served is a duplicate:
 //!   interceptors that keep replies answer it, else it is refused; a copy
 //!   of a request still queued waits for it, and a request dropped because
-//!   its caller was gone is served when sent again;
+//!   its caller was gone, or turned away as stale by an interceptor (sent
+//!   by an execution a rollback discarded), is served when sent again;
+//! * a body whose object is discarded stops where it stands: what it
+//!   had not answered is answered as by a dead runtime, and nothing a
+//!   method still running produces leaves;
 //! * a panic in a method reaches the caller as `CallError::Panicked` and
 //!   the object goes on serving.
 
@@ -23,7 +27,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,7 +80,17 @@ pub(crate) struct Mailbox {
     starved: AtomicBool,
     /// The figures its body publishes (see `stats`).
     pub(crate) stats: crate::stats::Board,
+    /// Which instance of its object this is: a number no other body of
+    /// the process has (an object restored where it was discarded gets a
+    /// new one).
+    instance: u64,
+    /// Its object was discarded ([`Node::discard`](crate::Node::discard)):
+    /// nothing its body produces from now on leaves.
+    discarded: AtomicBool,
 }
+
+/// The next body instance (see [`Mailbox::instance`]).
+static INSTANCES: AtomicU64 = AtomicU64::new(1);
 
 /// The bounds of a queue: past either, the connections that bring more
 /// stop reading until it drains to half (backpressure to the senders).
@@ -119,7 +133,25 @@ impl Mailbox {
             taken: AtomicUsize::new(0),
             starved: AtomicBool::new(false),
             stats: crate::stats::Board::default(),
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            discarded: AtomicBool::new(false),
         })
+    }
+
+    /// Which instance of its object the body behind it is.
+    pub(crate) fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// Marks its object discarded: the body stops at its next step, and
+    /// what it produces meanwhile (a reply, say) does not leave.
+    pub(crate) fn discard(&self) {
+        self.discarded.store(true, Ordering::Release);
+    }
+
+    /// Whether its object was discarded.
+    pub(crate) fn is_discarded(&self) -> bool {
+        self.discarded.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MailboxInner> {
@@ -526,7 +558,7 @@ fn serve_outcome(status: Status) -> ServeOutcome {
 /// Answers a request that object `id` could not take, or whose reply must
 /// not leave, as a dead runtime would: a caller that keeps its requests
 /// asks where the object lives now and sends it there.
-fn not_here(runtime: &Runtime, id: u64, reply: crate::connection::ReplyTo, why: &str) {
+pub(crate) fn not_here(runtime: &Runtime, id: u64, reply: ReplyTo, why: &str) {
     let o = Outcome::failure(
         Status::NodeDied,
         format!("object {id:#x} could not take the request here: {why}"),
@@ -571,6 +603,44 @@ pub(crate) struct Body {
     pub(crate) replay: Replay,
     /// What it counted about itself (see `stats`).
     pub(crate) tally: crate::stats::Tally,
+    /// Requests taken from the mailbox in one go, not yet admitted.
+    pub(crate) taken: VecDeque<Box<Inbound>>,
+    /// Admitted requests, in the order they are to be served.
+    pub(crate) due: VecDeque<Box<Inbound>>,
+    /// Requests that came after their successors were served, to refuse
+    /// (or answer from a log), last first.
+    pub(crate) late: Vec<Box<Inbound>>,
+    /// Where the reply to the request it is on goes, while it awaits
+    /// something (a hook, an `async` method, a hold).
+    pub(crate) owed: Option<ReplyTo>,
+}
+
+impl Drop for Body {
+    /// A body whose object was discarded ([`Node::discard`](crate::Node::discard))
+    /// is dropped where it stood, in the middle of a request maybe: the
+    /// requests it held (taken from its mailbox, admitted, held back for
+    /// a gap, the one it was on) are answered as by a dead runtime, so
+    /// that callers that follow recoveries ask where the object lives now
+    /// and send them there, and the others do not wait forever.
+    fn drop(&mut self) {
+        if !self.mailbox.is_discarded() {
+            return;
+        }
+        let why = "it was discarded from this runtime before serving it";
+        if let Some(reply) = self.owed.take() {
+            not_here(&self.runtime, self.id, reply, why);
+        }
+        self.mailbox.taken.store(0, Ordering::Relaxed);
+        let held = std::mem::take(&mut self.taken)
+            .into_iter()
+            .chain(std::mem::take(&mut self.due))
+            .chain(self.late.drain(..).rev())
+            .chain(self.order.drain())
+            .chain(self.replay.requests.drain(..));
+        for inbound in held.collect::<Vec<_>>() {
+            not_here(&self.runtime, self.id, inbound.reply, why);
+        }
+    }
 }
 
 /// What a body learned of one of its methods (see `compute`).
@@ -634,15 +704,10 @@ impl Body {
     /// Serves requests until the mailbox closes.
     pub(crate) async fn run(mut self) {
         let reorder = self.runtime.config().reorder_timeout;
-        // Requests taken from the mailbox in one go, not yet admitted.
-        let mut taken: VecDeque<Box<Inbound>> = VecDeque::new();
-        // Admitted requests, in the order they are to be served.
-        let mut due: VecDeque<Box<Inbound>> = VecDeque::new();
-        let mut late = Vec::new();
         // A recovered body serves its log first, as if taken from its
         // queue: what arrives meanwhile (immediate requests too) waits.
         let mut replaying = self.replay.requests.len();
-        taken.extend(self.replay.requests.drain(..));
+        self.taken.extend(self.replay.requests.drain(..));
         loop {
             if self.replay.done.is_some()
                 && let Some(replies) = self.replay.replies()
@@ -653,7 +718,8 @@ impl Body {
             // Next: an immediate request that arrived meanwhile, else the
             // next admitted request, else the next one taken. Not ahead of
             // the log: its last request may be taken and not yet served.
-            let replay_due = due
+            let replay_due = self
+                .due
                 .front()
                 .is_some_and(|r| r.flags & crate::wire::FLAG_REPLAYED != 0);
             let immediate = if replaying == 0 && !replay_due {
@@ -663,26 +729,31 @@ impl Body {
             };
             let next = match immediate {
                 Some(inbound) => Some(inbound),
-                None => due.pop_front(),
+                None => self.due.pop_front(),
             };
             let inbound = match next {
                 Some(inbound) => inbound,
-                None => match taken.pop_front() {
+                None => match self.taken.pop_front() {
                     Some(inbound) => {
                         replaying = replaying.saturating_sub(1);
-                        self.mailbox.taken.store(taken.len(), Ordering::Relaxed);
+                        self.mailbox
+                            .taken
+                            .store(self.taken.len(), Ordering::Relaxed);
                         if inbound.immediate() {
                             inbound
                         } else {
-                            self.order.admit(inbound, &mut due, &mut late);
-                            for inbound in late.drain(..) {
+                            self.order.admit(inbound, &mut self.due, &mut self.late);
+                            // Refused in arrival order; those not refused
+                            // yet stay the body's.
+                            self.late.reverse();
+                            while let Some(inbound) = self.late.pop() {
                                 self.refuse_late(*inbound).await;
                             }
                             continue;
                         }
                     }
                     None => {
-                        match self.mailbox.take_all(&mut taken) {
+                        match self.mailbox.take_all(&mut self.taken) {
                             Took::Some => {
                                 if self.mailbox.starved.swap(false, Ordering::AcqRel) {
                                     self.runtime.space_freed();
@@ -693,7 +764,7 @@ impl Body {
                                 if self.runtime.object_stats() {
                                     self.went_idle();
                                 }
-                                self.wait(reorder, &mut due).await
+                                self.wait(reorder).await
                             }
                         }
                         continue;
@@ -723,17 +794,18 @@ impl Body {
             if inbound.flags & FLAG_TERMINATE != 0 {
                 self.order.served(sender, seq);
                 inbound.reply.send(&self.runtime, Outcome::ok_unit(), None);
-                let rest = due
+                let rest: Vec<Box<Inbound>> = self
+                    .due
                     .drain(..)
-                    .chain(taken.drain(..))
-                    .chain(self.order.drain());
-                self.runtime
-                    .terminated(self.id, &self.mailbox, rest.collect());
+                    .chain(self.taken.drain(..))
+                    .chain(self.order.drain())
+                    .collect();
+                self.runtime.terminated(self.id, &self.mailbox, rest);
                 return;
             }
             if inbound.flags & FLAG_MIGRATE != 0 {
                 self.order.served(sender, seq);
-                match self.migrate(inbound, &mut due, &mut taken).await {
+                match self.migrate(inbound).await {
                     Ok(()) => {
                         for i in self.node.interceptors() {
                             let id = self.id;
@@ -749,14 +821,29 @@ impl Body {
                     Err(()) => continue,
                 }
             }
-            self.deliver(inbound).await;
-            self.order.served(sender, seq);
-            if self.runtime.object_stats() {
-                self.tally.count(sender, &self.mailbox.stats);
-            }
-            if let Some(copy) = self.order.take_parked(sender, seq) {
-                // Answered as any duplicate, now that its original was.
-                self.refuse_late(*copy).await;
+            let mut inbound = inbound;
+            loop {
+                if self.deliver(inbound).await {
+                    self.order.served(sender, seq);
+                    if self.runtime.object_stats() {
+                        self.tally.count(sender, &self.mailbox.stats);
+                    }
+                    if let Some(copy) = self.order.take_parked(sender, seq) {
+                        // Answered as any duplicate, now that its original was.
+                        self.refuse_late(*copy).await;
+                    }
+                    break;
+                }
+                // Stale (see `Verdict::Stale`): its number is expected
+                // again. A copy sent again meanwhile, by its sender's next
+                // execution, is served in its place.
+                match self.order.take_parked(sender, seq) {
+                    Some(copy) => inbound = copy,
+                    None => {
+                        self.order.dropped(sender, seq);
+                        break;
+                    }
+                }
             }
         }
     }
@@ -765,7 +852,7 @@ impl Body {
     /// requests to time out (the requests behind it are then due).
     /// Interceptors that act on idle objects (see `Interceptor::idle_after`)
     /// are called when none arrives for as long as they asked.
-    async fn wait(&mut self, reorder: Duration, due: &mut VecDeque<Box<Inbound>>) {
+    async fn wait(&mut self, reorder: Duration) {
         let notified = self.mailbox.notify.notified();
         let gap = self.order.deadline(reorder);
         let interceptors = self.node.interceptors();
@@ -778,7 +865,9 @@ impl Body {
         let idle_at = idle.map(|d| Instant::now() + d);
         tokio::select! {
             () = notified => {}
-            () = tokio::time::sleep_until(gap.unwrap_or(never)) => self.order.expire(reorder, due),
+            () = tokio::time::sleep_until(gap.unwrap_or(never)) => {
+                self.order.expire(reorder, &mut self.due)
+            }
             () = tokio::time::sleep_until(idle_at.unwrap_or(never)) => self.idle(&interceptors),
         }
     }
@@ -865,17 +954,24 @@ impl Body {
         None
     }
 
-    async fn refuse_late(&self, inbound: Inbound) {
+    async fn refuse_late(&mut self, mut inbound: Inbound) {
         // A request served by a replay, sent again by its caller: the
         // reply it got then.
-        if let Some(outcome) = self
-            .replay
-            .slots
-            .iter()
-            .find(|(sender, seq, _)| *sender == inbound.sender && *seq == inbound.seq)
-            .and_then(|(_, _, slot)| slot.outcome())
-        {
-            return inbound.reply.send(&self.runtime, outcome, None);
+        let own = |slot: &Arc<crate::future::Slot>| matches!(&inbound.reply, ReplyTo::Slot(s) if Arc::ptr_eq(s, slot));
+        if let Some((_, _, slot)) = (self.replay.slots.iter()).find(|(sender, seq, slot)| {
+            *sender == inbound.sender && *seq == inbound.seq && !own(slot)
+        }) {
+            if let Some(outcome) = slot.outcome() {
+                return inbound.reply.send(&self.runtime, outcome, None);
+            }
+            // Served, its reply not out yet (an interceptor holds it): it
+            // gets that reply once out, and the body goes on meanwhile.
+            let (slot, runtime) = (slot.clone(), self.runtime.clone());
+            self.runtime.spawn(async move {
+                let outcome = slot.settled().await;
+                inbound.reply.send(&runtime, outcome, None);
+            });
+            return;
         }
         // One served before the checkpoint, whose reply the recovery
         // brought.
@@ -888,11 +984,12 @@ impl Body {
             let outcome = outcome_of(answer.reply.clone(), &self.runtime);
             return inbound.reply.send(&self.runtime, outcome, None);
         }
-        // One an interceptor logged the reply of.
-        if let Some(reply) = self.logged_reply(&inbound).await {
-            return inbound
-                .reply
-                .send(&self.runtime, outcome_of(reply, &self.runtime), None);
+        // One an interceptor logged the reply of (asking it takes a while).
+        self.owe(&mut inbound);
+        let logged = self.logged_reply(&inbound).await;
+        let reply = self.owed();
+        if let Some(logged) = logged {
+            return reply.send(&self.runtime, outcome_of(logged, &self.runtime), None);
         }
         let o = Outcome::failure(
             Status::Refused,
@@ -902,18 +999,31 @@ impl Body {
                 inbound.seq, inbound.sender
             ),
         );
-        inbound.reply.send(&self.runtime, o, None);
+        reply.send(&self.runtime, o, None);
     }
 
-    async fn deliver(&mut self, inbound: Box<Inbound>) {
+    /// Keeps the reply of `inbound` in the body while the body awaits
+    /// something about it (see [`Body::owed`]).
+    fn owe(&mut self, inbound: &mut Inbound) {
+        self.owed = Some(std::mem::replace(&mut inbound.reply, ReplyTo::Nobody));
+    }
+
+    /// The reply [`Body::owe`] kept.
+    fn owed(&mut self) -> ReplyTo {
+        self.owed.take().unwrap_or(ReplyTo::Nobody)
+    }
+
+    /// Serves a request, unless an interceptor says otherwise, and answers
+    /// it. `false` when an interceptor found it stale
+    /// ([`Verdict::Stale`]): its sequence number is not used up.
+    async fn deliver(&mut self, mut inbound: Box<Inbound>) -> bool {
         let interceptors = self.node.interceptors();
+        self.owe(&mut inbound);
         if interceptors.is_empty() {
             let (method, result) = self.serve(&inbound, false).await;
-            let Inbound {
-                reply, sender, seq, ..
-            } = *inbound;
-            self.reply(reply, (sender, seq), method, result);
-            return;
+            let reply = self.owed();
+            self.reply(reply, (inbound.sender, inbound.seq), method, result);
+            return true;
         }
         // Interceptors see the method before the request is served.
         let delivery = self.delivery(&inbound);
@@ -940,7 +1050,9 @@ impl Body {
                     // The interceptors that saw it arrive see it end, so
                     // none keeps it as being served.
                     self.after_serve(&interceptors[..k], &delivery, ServeOutcome::Dropped);
-                    return;
+                    // Not answered: its caller is not told.
+                    drop(self.owed());
+                    return true;
                 }
                 Ok(Verdict::Refuse(why)) => {
                     self.after_serve(&interceptors[..k], &delivery, ServeOutcome::Dropped);
@@ -952,8 +1064,26 @@ impl Body {
                             self.node.name, delivery.type_name, self.id
                         ),
                     );
-                    inbound.reply.send(&self.runtime, o, None);
-                    return;
+                    self.owed().send(&self.runtime, o, None);
+                    return true;
+                }
+                Ok(Verdict::Stale(why)) => {
+                    self.after_serve(&interceptors[..k], &delivery, ServeOutcome::Dropped);
+                    let o = Outcome::failure(
+                        Status::Refused,
+                        format!(
+                            "`{method}` was not served: an interceptor of node `{}` found request \
+                             #{} of {:#x} to {} {:#x} stale (sent by an execution a rollback \
+                             discarded): {why}",
+                            self.node.name,
+                            delivery.seq,
+                            delivery.sender,
+                            delivery.type_name,
+                            self.id
+                        ),
+                    );
+                    self.owed().send(&self.runtime, o, None);
+                    return false;
                 }
                 Err(panic) => {
                     let why = crate::panics::describe(&*panic);
@@ -971,8 +1101,8 @@ impl Body {
                             self.node.name, delivery.type_name, self.id
                         ),
                     );
-                    inbound.reply.send(&self.runtime, o, None);
-                    return;
+                    self.owed().send(&self.runtime, o, None);
+                    return true;
                 }
             }
         }
@@ -1006,7 +1136,9 @@ impl Body {
                 // Awaited here, so a failure drops the request unserved.
                 if let Err(why) = hold.wait().await {
                     self.drop_held(&interceptors, &delivery, &why);
-                    return self.not_here(inbound.reply, &why);
+                    let reply = self.owed();
+                    self.not_here(reply, &why);
+                    return true;
                 }
             }
             self.serve(&inbound, false).await.1
@@ -1016,13 +1148,16 @@ impl Body {
             // hold failed, its caller keeping the request.
             if let Err(why) = hold.wait().await {
                 self.drop_held(&interceptors, &delivery, &why);
-                return self.not_here(inbound.reply, &why);
+                let reply = self.owed();
+                self.not_here(reply, &why);
+                return true;
             }
         }
         // Served now: a checkpoint taken after serving has its effect in the
         // state, so its table must not expect the request again.
         self.order.served(inbound.sender, inbound.seq);
-        let mut outcome = self.outcome(&inbound.reply, result, method);
+        let reply = self.owed();
+        let mut outcome = self.outcome(&reply, result, method);
         let served = serve_outcome(outcome.status);
         self.after_serve(&interceptors, &delivery, served);
         let mut header = Vec::new();
@@ -1054,18 +1189,23 @@ impl Body {
             reply.send(runtime, outcome, None);
         };
         if later.is_empty() {
-            return send(&self.runtime, inbound.reply, outcome);
+            send(&self.runtime, reply, outcome);
+            return true;
         }
         // Only the reply waits: the object goes on serving.
-        let (runtime, reply) = (self.runtime.clone(), inbound.reply);
+        let runtime = self.runtime.clone();
         self.runtime.spawn(async move {
             for hold in later {
                 if let Err(why) = hold.wait().await {
                     return not_here(&runtime, id, reply, &why);
                 }
             }
+            // Its holds are done: nothing can undo the service any more,
+            // even if the instance was discarded since (a rollback goes
+            // back no further than what released the reply).
             send(&runtime, reply, outcome);
         });
+        true
     }
 
     /// A request whose hold failed: dropped, as if an interceptor had
@@ -1121,11 +1261,31 @@ impl Body {
     }
 
     /// Serves a request: the method it called, and what that gave.
+    ///
+    /// Never returns once the object is discarded: a method runs to its
+    /// end even then when it is past reach (a synchronous one, or a
+    /// stretch of an `async` one between two awaits: the body's task is
+    /// aborted where it next waits, and a method that computes does not),
+    /// but nothing of it leaves: its sends fail (see
+    /// `Runtime::dispatch`), and its reply is not given, the body's task
+    /// ending here.
     async fn serve(&mut self, inbound: &Inbound, held: bool) -> (&'static str, Handled) {
+        let served = self.call(inbound, held).await;
+        if self.mailbox.is_discarded() {
+            // Aborted, the task ends at this wait; the reply it owes is
+            // answered as by a dead runtime (see `Drop for Body`).
+            std::future::pending::<()>().await;
+        }
+        served
+    }
+
+    /// Calls the method a request names: the method, and what it gave.
+    async fn call(&mut self, inbound: &Inbound, held: bool) -> (&'static str, Handled) {
         // The runtime by handle: cloning the runtime itself would touch a
         // reference count every thread shares, once per request.
         let serving = Serving {
             object: self.id,
+            instance: self.mailbox.instance(),
             runtime: self.runtime.handle(),
             sender: inbound.sender,
             seq: inbound.seq,
@@ -1252,12 +1412,7 @@ impl Body {
 
     /// Moves the object to the runtime named in the request. On failure
     /// the object stays and keeps serving; the caller learns why.
-    async fn migrate(
-        &mut self,
-        inbound: Box<Inbound>,
-        due: &mut VecDeque<Box<Inbound>>,
-        taken: &mut VecDeque<Box<Inbound>>,
-    ) -> Result<(), ()> {
+    async fn migrate(&mut self, mut inbound: Box<Inbound>) -> Result<(), ()> {
         let target: crate::NodeUrl = match codec::decode::<String>(&inbound.payload)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -1341,30 +1496,30 @@ impl Body {
             self.runtime.announce_move(moved);
             return Err(());
         }
+        self.owe(&mut inbound);
         let restored = self
             .runtime
             .remote_restore(&target, checkpoint, held, self.replay.carried())
             .await;
+        let reply = self.owed();
         if let Err(e) = restored {
             let o = Outcome::failure(
                 Status::NotMigratable,
                 format!("migration to {target} failed: {e}"),
             );
-            inbound.reply.send(&self.runtime, o, None);
+            reply.send(&self.runtime, o, None);
             return Err(());
         }
         // From here on every request goes on to the new location, queued
         // ones first, in order.
         // Admitted requests behind this one come first, then those held
         // back for a gap; the new body orders them by sequence number.
-        let mut rest: Vec<Box<Inbound>> = due.drain(..).chain(taken.drain(..)).collect();
+        let mut rest: Vec<Box<Inbound>> = self.due.drain(..).chain(self.taken.drain(..)).collect();
         self.mailbox.taken.store(0, Ordering::Relaxed);
         rest.extend(self.order.drain());
         self.runtime
             .forward_all(self.id, &address, &self.mailbox, rest);
-        inbound
-            .reply
-            .send(&self.runtime, Outcome::ok_unit(), Some((self.id, &address)));
+        reply.send(&self.runtime, Outcome::ok_unit(), Some((self.id, &address)));
         self.runtime.announce_move(moved);
         Ok(())
     }

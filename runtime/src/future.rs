@@ -278,6 +278,11 @@ impl Slot {
         }
     }
 
+    /// Waits until the slot is filled: its outcome.
+    pub(crate) async fn settled(&self) -> Outcome {
+        std::future::poll_fn(|cx| self.poll_outcome(cx)).await
+    }
+
     fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
         match &mut *self.lock() {
             SlotState::Ready(o) => Poll::Ready(o.clone()),
@@ -679,6 +684,9 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Future<T, E> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Serving {
     pub(crate) object: u64,
+    /// Which instance of the object (see `Mailbox::instance`): one
+    /// discarded while it serves sends nothing more.
+    pub(crate) instance: u64,
     pub(crate) runtime: crate::runtime::RtRef,
     /// Who sent the request: an object's id, or a runtime's.
     pub(crate) sender: u64,

@@ -4,8 +4,10 @@
 //! An [`Interceptor`] installed on a node sees every request delivered to
 //! every active object of that node:
 //! * *before delivery*, at a request boundary: it may log the request,
-//!   delay it (the hook is async), take a [`Checkpoint`] of the object, or
-//!   drop the request (a duplicate after a recovery, say);
+//!   delay it (the hook is async), take a [`Checkpoint`] of the object,
+//!   drop the request (a duplicate after a recovery, say), refuse it, or
+//!   turn it away as stale ([`Verdict::Stale`]: sent by an execution a
+//!   rollback discarded, whose sender will send that number again);
 //! * *after serve*, also at a request boundary;
 //! * *before send*, for every request an object of the node sends: it may
 //!   piggyback a protocol header, which the receiver's interceptors read
@@ -64,6 +66,18 @@ pub enum Verdict {
     /// Do not serve it, and answer its caller `CallError::Refused` with
     /// this reason (the request cannot be served here, ever).
     Refuse(String),
+    /// Do not serve it: it belongs to an execution a rollback discarded
+    /// (its sender's stamp is from an older epoch, say), and this reason
+    /// says so. Unlike [`Verdict::Drop`] and [`Verdict::Refuse`], its
+    /// sequence number is not used up: it is expected again, so the
+    /// request its sender sends under that number after its own rollback
+    /// is served, in its sender's order (the sender's later requests wait
+    /// for it). Its caller is answered `CallError::Refused` with the
+    /// reason (a discarded instance, or one about to be rolled back: it
+    /// must not wait for a reply that will not come). The interceptors
+    /// before the one that says so see it end as
+    /// [`ServeOutcome::Dropped`], as for [`Verdict::Drop`].
+    Stale(String),
 }
 
 /// What a served request waits for before anything of it leaves (see
@@ -127,7 +141,9 @@ pub enum ServeOutcome {
     Panicked,
     /// The request was refused (it did not decode).
     Refused,
-    /// A later interceptor dropped it ([`Verdict::Drop`]): not served.
+    /// A later interceptor dropped, refused or turned it away as stale
+    /// ([`Verdict::Drop`], [`Verdict::Refuse`], [`Verdict::Stale`]), or
+    /// its hold failed: not served.
     Dropped,
 }
 
@@ -379,7 +395,8 @@ pub fn serving_request() -> Option<ServingRequest> {
 
 /// A hook on every body of a node. All methods have do-nothing defaults.
 pub trait Interceptor: Send + Sync + 'static {
-    /// Before a request is served. Returning [`Verdict::Drop`] skips it.
+    /// Before a request is served. Returning [`Verdict::Drop`] skips it
+    /// (see [`Verdict`] for the others).
     fn before_delivery<'a>(
         &'a self,
         delivery: &'a Delivery<'a>,
@@ -473,9 +490,11 @@ pub trait Interceptor: Send + Sync + 'static {
         let _ = body;
     }
 
-    /// Object `object` left this node: it moved to another (the
-    /// interceptors there see its next requests). What the service kept
-    /// about it here is stale from now on.
+    /// Object `object` left this node: it moved to another node (the
+    /// interceptors there see its next requests), or it was discarded
+    /// ([`Node::discard`](crate::Node::discard)). What the service kept
+    /// about it here is stale from now on (an instance restored here later
+    /// is a new one).
     fn left(&self, object: u64) {
         let _ = object;
     }

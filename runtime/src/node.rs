@@ -151,6 +151,52 @@ impl Node {
         )
     }
 
+    /// Discards object `object` from this node's runtime at once, even in
+    /// the middle of a request — what a rollback in place needs before it
+    /// restores an earlier checkpoint of the object where it lives, while
+    /// the runtime's other objects go on. Resolves `true` if the object
+    /// lived there (on whichever of its nodes), `false` if not (nothing to
+    /// do). Authorised as [`Node::restore`] is.
+    ///
+    /// The object's body stops where it stands. The requests it had not
+    /// answered — queued, held back, the one it was serving — and those
+    /// that come for it until an instance is hosted there again (for the
+    /// last 1,024 objects discarded there) are answered as by a dead
+    /// runtime (`CallError::NodeDied`, naming that runtime), so callers
+    /// that follow recoveries ask where it lives now and send them there.
+    /// (A reply that only waited for its request's hold, the service
+    /// done, leaves once the hold is: the hold said nothing undoes it.)
+    /// It leaves the runtime's tables as on termination (its registered
+    /// names, its sequence counters), and the interceptors of its node are
+    /// told ([`Interceptor::left`](crate::intercept::Interceptor::left)).
+    /// Its id is free again: [`Node::restore`] or [`Node::recover`] of
+    /// one of its checkpoints there starts a new instance, which nothing
+    /// of the old one touches.
+    ///
+    /// A method the object was running is stopped where it next waits
+    /// (an `async` method's `.await`). One that computes without waiting
+    /// (a synchronous method, on its executor thread or handed to another
+    /// one) cannot be stopped: it runs to its end, on that thread, but
+    /// nothing of it leaves — its calls and one-way sends fail (they are
+    /// not sent), its reply is not given, its caller gets `NodeDied`
+    /// once it ends. Requests it sent before the discard may still arrive
+    /// at their objects afterwards, as any request in flight; what it
+    /// does besides sending requests (objects it creates, files, outside
+    /// services, tasks it spawned) is not undone. One blocked in a send
+    /// that waits for its request's hold
+    /// ([`Verdict::DeliverHeld`](crate::intercept::Verdict::DeliverHeld))
+    /// waits for that hold.
+    pub fn discard(&self, object: u64) -> Future<bool> {
+        self.runtime.control(
+            &self.url,
+            Control::Discard {
+                node: self.url.name().to_owned(),
+                object,
+            },
+            "discard",
+        )
+    }
+
     /// Restores `checkpoint` on this node, like [`Node::restore`], and has
     /// the object serve `log` — the requests it was sent after the
     /// checkpoint, in the order it served them — before anything else:

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use futures::FutureExt as _;
@@ -227,6 +227,9 @@ impl Builder {
             handle,
             shutdown: CancellationToken::new(),
             locator: OnceLock::new(),
+            discarded: Mutex::default(),
+            discarding: AtomicUsize::new(0),
+            gone: Mutex::default(),
         });
         registry.push(Arc::downgrade(&inner));
         drop(registry);
@@ -307,7 +310,20 @@ pub(crate) struct Inner {
     /// service's): with one, calls are kept until answered and sent again
     /// there instead of failing.
     locator: OnceLock<Arc<dyn crate::intercept::Locator>>,
+    /// The instances (see `Mailbox::instance`) of objects discarded here
+    /// whose bodies' tasks have not ended yet: a method of theirs that
+    /// still runs sends nothing (see [`Runtime::discard_here`]).
+    discarded: Mutex<Vec<u64>>,
+    /// How many `discarded` holds: sends look there only when some are.
+    discarding: AtomicUsize,
+    /// Objects discarded here and not hosted here again since, most recent
+    /// last (at most [`GONE_KEPT`]): requests that still come for them are
+    /// answered as by a dead runtime, not as for an unknown object.
+    gone: Mutex<std::collections::VecDeque<u64>>,
 }
+
+/// How many discarded objects a runtime remembers (see `Inner::gone`).
+const GONE_KEPT: usize = 1024;
 
 enum Hosted {
     Here {
@@ -317,6 +333,9 @@ enum Hosted {
         /// Peers of the overlay's pool may call it.
         pool: bool,
         credentials: Arc<Credentials>,
+        /// Stops its body's task where it stands (see
+        /// [`Runtime::discard_here`]).
+        abort: futures::future::AbortHandle,
     },
     /// It moved there; this runtime forwards what still comes here.
     Moved {
@@ -442,7 +461,8 @@ impl Caller {
         match control {
             Control::Lookup { .. } => Ok(()),
             _ if !self.is_member() => Err(format!(
-                "only runtimes of this deployment may create, restore or register here, not {self}"
+                "only runtimes of this deployment may create, restore, discard or register here, \
+                 not {self}"
             )),
             Control::Create { type_name, .. }
             | Control::Restore {
@@ -453,9 +473,18 @@ impl Caller {
                 checkpoint: crate::intercept::Checkpoint { type_name, .. },
                 ..
             } if active::registered(type_name).is_some_and(|t| t.internal) => {
-                let _ = rt;
                 Err(format!("`{type_name}` is created by its own runtime only"))
             }
+            // As dangerous as a restore (it ends an object's life here):
+            // the same rule.
+            Control::Discard { object, .. } => match rt.type_of(*object) {
+                Some(type_name) if active::registered(type_name).is_some_and(|t| t.internal) => {
+                    Err(format!(
+                        "`{type_name}` object {object:#x} is removed by its own runtime only"
+                    ))
+                }
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }
@@ -501,6 +530,15 @@ pub(crate) enum Control {
     },
     Lookup {
         name: String,
+    },
+    /// Removes an object from the runtime at once (`Node::discard`).
+    /// Last, so the variants before keep their numbers on the wire.
+    Discard {
+        /// The node it was addressed to (it is discarded whichever node of
+        /// the runtime hosts it).
+        node: String,
+        /// Its id.
+        object: u64,
     },
 }
 
@@ -1158,6 +1196,20 @@ impl Runtime {
     ) -> std::result::Result<(), Outcome> {
         let id = target.id();
         let serving = serving();
+        if let Some(s) = serving
+            && self.is_discarded(s.instance)
+        {
+            return Err(Outcome::failure(
+                Status::Refused,
+                format!(
+                    "`{}` was not sent: object {:#x} was discarded from the runtime at {} while \
+                     it served the request that sent it",
+                    info.method,
+                    s.object,
+                    self.address().unwrap_or("(not serving)")
+                ),
+            ));
+        }
         if let Some(s) = serving.filter(|s| s.held) {
             self.released(s.object).map_err(|why| {
                 Outcome::failure(
@@ -1547,6 +1599,20 @@ impl Runtime {
                 .send(self, Outcome::failure(Status::NodeDied, message), moved);
             return None;
         }
+        if self.was_discarded(inbound.target) {
+            // Discarded here (a rollback, say), and not back yet: answered
+            // as its runtime's death would be, so that a caller that
+            // follows recoveries asks where it lives now.
+            let message = format!(
+                "active object {:#x} was discarded from the runtime at {here}",
+                inbound.target
+            );
+            let moved = Some((inbound.target, here));
+            inbound
+                .reply
+                .send(self, Outcome::failure(Status::NodeDied, message), moved);
+            return None;
+        }
         let message = format!(
             "no active object {:#x} on the runtime at {here}",
             inbound.target
@@ -1643,18 +1709,25 @@ impl Runtime {
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
             let credentials = match objects.get(&object) {
-                Some(Hosted::Here { credentials, .. } | Hosted::Moved { credentials, .. }) => {
-                    credentials.clone()
+                // Another instance, restored here after this one was
+                // discarded: it stays.
+                Some(Hosted::Here { mailbox: m, .. }) if !std::ptr::eq(Arc::as_ptr(m), mailbox) => {
+                    None
                 }
-                None => Arc::default(),
+                Some(Hosted::Here { credentials, .. } | Hosted::Moved { credentials, .. }) => {
+                    Some(credentials.clone())
+                }
+                None => Some(Arc::default()),
             };
-            objects.insert(
-                object,
-                Hosted::Moved {
-                    address: address.to_owned(),
-                    credentials,
-                },
-            );
+            if let Some(credentials) = credentials {
+                objects.insert(
+                    object,
+                    Hosted::Moved {
+                        address: address.to_owned(),
+                        credentials,
+                    },
+                );
+            }
         }
         for inbound in mailbox.close().into_iter().chain(held_back) {
             self.forward(*inbound, address);
@@ -2413,6 +2486,9 @@ impl Runtime {
                     }
                 }
             }
+            Control::Discard { node, object } => {
+                Ok(Box::new(self.discard_here(&node, object)) as Box<dyn Encode + Send>)
+            }
             Control::Lookup { name } => {
                 let found = self
                     .inner
@@ -2639,6 +2715,7 @@ impl Runtime {
         let credentials = Arc::new(credentials);
         let node = self.local_node(node).inner().clone();
         let mailbox = Mailbox::new();
+        let (abort, registration) = futures::future::AbortHandle::new_pair();
         let wire = RefWire {
             id,
             address: self.address().unwrap_or_default().to_owned(),
@@ -2665,9 +2742,15 @@ impl Runtime {
                     type_name: object.type_name(),
                     pool: false,
                     credentials: credentials.clone(),
+                    abort,
                 },
             );
         }
+        self.inner
+            .gone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&gone| gone != id);
         // Before its body starts: the object's next requests continue the
         // numbering of the checkpoint.
         if let Some(sent) = sent {
@@ -2690,14 +2773,27 @@ impl Runtime {
             credentials,
             replay,
             tally: Default::default(),
+            taken: Default::default(),
+            due: Default::default(),
+            late: Vec::new(),
+            owed: None,
         };
         let rt = self.clone();
+        // Abortable: a discarded object's body stops where it stands.
+        let served = futures::future::Abortable::new(
+            AssertUnwindSafe(body.run()).catch_unwind(),
+            registration,
+        );
         self.spawn(crate::compute::InBody(Box::pin(async move {
             // The body catches the panics of the code it runs (methods,
             // hooks, encoders); one that escapes all the same must not leave
             // an object nobody serves, whose callers would wait forever.
-            if let Err(panic) = AssertUnwindSafe(body.run()).catch_unwind().await {
+            if let Ok(Err(panic)) = served.await {
                 rt.body_failed(id, &mailbox, &*panic);
+            }
+            if mailbox.is_discarded() {
+                // Nothing of the discarded instance runs any more.
+                rt.discard_done(mailbox.instance());
             }
         })));
         Ok(wire)
@@ -2711,19 +2807,10 @@ impl Runtime {
             object = format_args!("{id:#x}"),
             "the body of an active object failed; the object is removed: {why}"
         );
-        {
-            let mut objects = self
-                .inner
-                .objects
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            // Not if it moved on, or was replaced since.
-            if matches!(objects.get(&id), Some(Hosted::Here { mailbox: m, .. }) if Arc::ptr_eq(m, mailbox))
-            {
-                objects.remove(&id);
-            }
+        // Not another instance hosted under its id since.
+        if self.remove_instance(id, mailbox) {
+            self.forget_object(id);
         }
-        self.forget_object(id);
         let why = format!(
             "active object {id:#x} on the runtime at {} was removed: serving it failed: {why}",
             self.address().unwrap_or("(not serving)")
@@ -2742,12 +2829,11 @@ impl Runtime {
     /// was still queued for it is answered with `NoSuchObject`.
     #[allow(clippy::vec_box)] // the queue's boxed requests, as they are
     pub(crate) fn terminated(&self, id: u64, mailbox: &Mailbox, rest: Vec<Box<Inbound>>) {
-        self.inner
-            .objects
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        self.forget_object(id);
+        // Not if it was discarded meanwhile (another instance may live
+        // under its id by now).
+        if self.remove_instance(id, mailbox) {
+            self.forget_object(id);
+        }
         let why = format!(
             "active object {id:#x} on the runtime at {} was terminated",
             self.address().unwrap_or("(not serving)")
@@ -2758,6 +2844,139 @@ impl Runtime {
                 Outcome::failure(Status::NoSuchObject, why.clone()),
                 None,
             );
+        }
+    }
+
+    /// Removes object `object` from this runtime at once (see
+    /// [`Node::discard`]): `false` if it does not live here. `node` is the
+    /// node the request named; the object goes whichever node hosts it.
+    ///
+    /// Its body's task is aborted where it stands, and what the body held
+    /// is answered as by a dead runtime (see `Drop for Body`); what waits
+    /// in its mailbox too, here. A method past the abort's reach (running
+    /// on a thread, see `compute`) runs to its end, but nothing of it
+    /// leaves: its sends fail, its reply is not given. The object leaves
+    /// the runtime's tables as on termination, and the interceptors of its
+    /// node are told ([`Interceptor::left`](crate::intercept::Interceptor::left)).
+    fn discard_here(&self, node: &str, object: u64) -> bool {
+        let (mailbox, home, type_name) = {
+            // Under the table's lock: a body that ends meanwhile (it
+            // leaves the table first) sees the mark when it has ended.
+            let objects = self.inner.objects.read().unwrap_or_else(|p| p.into_inner());
+            let Some(Hosted::Here {
+                mailbox,
+                node: home,
+                type_name,
+                abort,
+                ..
+            }) = objects.get(&object)
+            else {
+                return false;
+            };
+            {
+                let mut discarded = self
+                    .inner
+                    .discarded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if discarded.contains(&mailbox.instance()) {
+                    // Another discard of it is under way.
+                    return false;
+                }
+                discarded.push(mailbox.instance());
+            }
+            self.inner.discarding.fetch_add(1, Ordering::Release);
+            // From now on the instance sends nothing, and its body stops
+            // at its next step.
+            mailbox.discard();
+            abort.abort();
+            (mailbox.clone(), home.clone(), *type_name)
+        };
+        tracing::debug!(
+            object = format_args!("{object:#x}"),
+            type_name,
+            node = home.name,
+            asked_on = node,
+            "discarding an active object"
+        );
+        {
+            let mut gone = self.inner.gone.lock().unwrap_or_else(|p| p.into_inner());
+            if gone.len() >= GONE_KEPT {
+                gone.pop_front();
+            }
+            gone.push_back(object);
+        }
+        // While it still holds its id, so that none of this touches an
+        // instance restored under it.
+        self.forget_object(object);
+        let _ = self.unhold(object);
+        self.remove_instance(object, &mailbox);
+        let why = "it was discarded from this runtime before serving it";
+        for inbound in mailbox.close() {
+            crate::body::not_here(self, object, inbound.reply, why);
+        }
+        for i in home.interceptors() {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| i.left(object))).is_err() {
+                tracing::error!(
+                    object = format_args!("{object:#x}"),
+                    "an interceptor panicked when told the object was discarded"
+                );
+            }
+        }
+        true
+    }
+
+    /// The task of a discarded instance ended: nothing of it runs any more.
+    fn discard_done(&self, instance: u64) {
+        let mut discarded = self
+            .inner
+            .discarded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = discarded.iter().position(|&i| i == instance) {
+            discarded.swap_remove(at);
+            self.inner.discarding.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// Whether `instance` belongs to an object discarded here whose body's
+    /// task still runs (a method past the abort's reach).
+    fn is_discarded(&self, instance: u64) -> bool {
+        self.inner.discarding.load(Ordering::Acquire) != 0
+            && self
+                .inner
+                .discarded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&instance)
+    }
+
+    /// Whether object `id` was discarded here and not hosted here since.
+    fn was_discarded(&self, id: u64) -> bool {
+        self.inner
+            .gone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    }
+
+    /// Removes object `id` from the table of objects if the instance
+    /// hosted under it is the one behind `mailbox`. `false` when another
+    /// instance lives under its id (one restored after this one was
+    /// discarded): what the runtime keeps about the id is that one's.
+    fn remove_instance(&self, id: u64, mailbox: &Mailbox) -> bool {
+        let mut objects = self
+            .inner
+            .objects
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match objects.get(&id) {
+            Some(Hosted::Here { mailbox: m, .. }) if std::ptr::eq(Arc::as_ptr(m), mailbox) => {
+                objects.remove(&id);
+                true
+            }
+            Some(Hosted::Here { .. }) => false,
+            _ => true,
         }
     }
 
