@@ -30,6 +30,7 @@ pub(crate) fn check(d: &Descriptor, options: &ValidateOptions, diags: &mut Diagn
     v.process_chains();
     v.mpi_sequences();
     v.virtual_node_services(options);
+    v.one_ft_protocol();
     v.registrations();
     v.unsupported();
 }
@@ -72,23 +73,75 @@ fn unresolved(what: &str, reference: &Spanned<String>, known: &[&str], fix: &str
 }
 
 impl Validator<'_> {
-    /// Reports an unresolved reference unless it names a definition that was
-    /// already rejected (one mistake, one diagnostic).
-    /// Fault tolerance asked for at `span`: refused where a deployment
-    /// would start (it would silently run unprotected), said where the
-    /// file is only read.
-    fn no_fault_tolerance(&mut self, span: Span, message: String, options: &ValidateOptions) {
-        let deploying = options.known_service_classes.is_some();
-        let diagnostic = if deploying {
-            Diagnostic::error("fault-tolerance-unavailable", span, message)
-        } else {
-            Diagnostic::warning("fault-tolerance-unavailable", span, message)
-        };
-        self.diags.push(diagnostic.with_hint(
-            "use <protocol type=\"pml\"/> (pessimistic message logging); a deployment of this descriptor is refused as it is",
-        ));
+    /// The fault-tolerance protocol each protected virtual node asks for,
+    /// with where it says so: `ftServiceId` naming a `<faultTolerance>`
+    /// service, or a fault-tolerance technical service (its `protocol`
+    /// argument, PML without one).
+    fn ft_protocols(&self) -> Vec<(&str, FtProtocol, Span)> {
+        let d = self.d;
+        let mut out = Vec::new();
+        for vn in &d.virtual_nodes {
+            if let Some(ft) = &vn.ft_service
+                && let Some(s) = d.service(ft)
+                && let ServiceKind::FaultTolerance(f) = &s.kind
+            {
+                out.push((vn.name.value.as_str(), f.protocol, ft.span));
+            }
+            for id in &vn.technical_services {
+                let Some(t) = d.technical_service(id) else {
+                    continue;
+                };
+                if !crate::FAULT_TOLERANCE_CLASSES.contains(&t.class.as_str()) {
+                    continue;
+                }
+                let asked = t.args.iter().rev().find(|a| a.name == "protocol");
+                let protocol = match asked.map(|a| a.value.trim().to_ascii_lowercase()) {
+                    Some(p) if p == "cic" => FtProtocol::Cic,
+                    _ => FtProtocol::Pml,
+                };
+                out.push((
+                    vn.name.value.as_str(),
+                    protocol,
+                    asked.map_or(id.span, |a| a.at),
+                ));
+            }
+        }
+        out
     }
 
+    /// One deployment, one rollback-recovery protocol: a CIC group and
+    /// PML objects calling each other do not recover together (see the
+    /// hint).
+    fn one_ft_protocol(&mut self) {
+        let asked = self.ft_protocols();
+        let Some(&(first_vn, first, _)) = asked.first() else {
+            return;
+        };
+        let Some(&(vn, other, span)) = asked.iter().find(|(_, p, _)| *p != first) else {
+            return;
+        };
+        let name = |p: FtProtocol| match p {
+            FtProtocol::Cic => "cic",
+            FtProtocol::Pml => "pml",
+        };
+        self.diags.push(
+            Diagnostic::error(
+                "fault-tolerance-mixed",
+                span,
+                format!(
+                    "virtual node `{vn}` asks for fault tolerance by {}, while `{first_vn}` asks for {}: one deployment protects its virtual nodes with one protocol",
+                    name(other),
+                    name(first)
+                ),
+            )
+            .with_hint(
+                "a PML object recovered from its log calls the CIC objects again, and they no longer keep the replies given to callers outside their group; a CIC rollback does not reach PML objects either. Use the same protocol for every protected virtual node",
+            ),
+        );
+    }
+
+    /// Reports an unresolved reference unless it names a definition that was
+    /// already rejected (one mistake, one diagnostic).
     fn unresolved(&mut self, what: &str, reference: &Spanned<String>, known: &[&str], fix: &str) {
         if !self.rejected.contains(reference.value.as_str()) {
             self.diags.push(unresolved(what, reference, known, fix));
@@ -551,20 +604,7 @@ impl Validator<'_> {
                             ),
                         )
                     }
-                    Some(s) => {
-                        if let ServiceKind::FaultTolerance(f) = &s.kind {
-                            if f.protocol == FtProtocol::Cic {
-                                self.no_fault_tolerance(
-                                    ft.span,
-                                    format!(
-                                        "fault tolerance by communication-induced checkpointing (cic) is not available in this version: the nodes of virtual node `{}` would run unprotected",
-                                        vn.name.value
-                                    ),
-                                    options,
-                                );
-                            }
-                        }
-                    }
+                    Some(_) => {}
                 }
             }
             for r in vn

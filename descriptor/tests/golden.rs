@@ -301,58 +301,75 @@ fn co_allocation_and_current_process() {
     assert!(uses.values().any(|&n| n >= 2), "{uses:?}");
 }
 
-/// A descriptor that asks for CIC fault tolerance, which this version does
-/// not have, is read (and says so), but refused where a deployment would
-/// start: never run unprotected without a word. PML is accepted, in both
-/// spellings: `ftServiceId` on a virtual node and a technical service of a
-/// fault-tolerance class (whose `protocol` argument the service itself
-/// checks when the deployment loads).
+/// A descriptor that asks for CIC fault tolerance deploys, and so does
+/// the same one asking for PML; one that protects a virtual node with
+/// each is refused, where the second protocol is asked for, with the
+/// reason.
 #[test]
-fn cic_asked_for_is_refused_at_deployment_and_pml_is_accepted() {
-    let read = load(data("proactive32.xml"), &options());
-    assert!(read.is_valid());
-    let said = read
-        .diagnostics
-        .iter()
-        .filter(|d| d.code == "fault-tolerance-unavailable")
-        .count();
-    assert!(said >= 1, "{}", read.diagnostics.render(&read.sources));
-
+fn cic_or_pml_deploys_and_a_mix_is_refused_at_its_line() {
     let mut deploying = options();
     deploying.validate.known_service_classes = Some(Vec::new());
-    let refused = load(data("proactive32.xml"), &deploying);
-    assert!(!refused.is_valid());
-    let rendered = refused.diagnostics.render_short(&refused.sources);
     let text = std::fs::read_to_string(data("proactive32.xml")).unwrap();
-    let line = text
+    let dir = std::env::temp_dir().join(format!("actogrid-ft-mix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ft_said = |read: &Loaded| {
+        read.diagnostics
+            .iter()
+            .filter(|d| d.code.starts_with("fault-tolerance"))
+            .count()
+    };
+    for protocol in ["cic", "pml"] {
+        let path = write(
+            &format!("{protocol}.xml"),
+            &text.replace(
+                r#"<protocol type="cic"/>"#,
+                &format!(r#"<protocol type="{protocol}"/>"#),
+            ),
+        );
+        let read = load(&path, &deploying);
+        assert_eq!(
+            ft_said(&read),
+            0,
+            "{protocol}: {}",
+            read.diagnostics.render(&read.sources)
+        );
+    }
+    // `Master` protected by PML through a technical service, `Workers`
+    // by CIC.
+    let mixed = text
+        .replace(
+            r#"<virtualNode name="Master" property="unique_singleAO"/>"#,
+            r#"<virtualNode name="Master" property="unique_singleAO" technicalServiceId="ftPml"/>"#,
+        )
+        .replace(
+            "  </technicalServices>",
+            r#"    <technicalServiceDefinition id="ftPml" class="actogrid.FaultTolerance">
+      <arg name="protocol" value="pml"/>
+    </technicalServiceDefinition>
+  </technicalServices>"#,
+        );
+    let path = write("mixed.xml", &mixed);
+    let read = load(&path, &deploying);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!read.is_valid());
+    let rendered = read.diagnostics.render_short(&read.sources);
+    assert_eq!(ft_said(&read), 1, "{rendered}");
+    let line = mixed
         .lines()
-        .position(|l| l.contains("ftServiceId"))
+        .position(|l| l.contains(r#"ftServiceId="ftCic""#))
         .unwrap()
         + 1;
     assert!(
-        rendered.contains(&format!("proactive32.xml:{line}:"))
-            && rendered.contains("(cic) is not available"),
+        rendered.contains(&format!("mixed.xml:{line}:"))
+            && rendered.contains(
+                "error[fault-tolerance-mixed]: virtual node `Workers` asks for fault tolerance by cic, while `Master` asks for pml"
+            ),
         "{rendered}"
-    );
-
-    // The same descriptor asking for PML deploys.
-    let dir = std::env::temp_dir().join(format!("actogrid-ft-pml-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pml = dir.join("pml.xml");
-    std::fs::write(
-        &pml,
-        text.replace(r#"<protocol type="cic"/>"#, r#"<protocol type="pml"/>"#),
-    )
-    .unwrap();
-    let accepted = load(&pml, &deploying);
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert!(
-        !accepted
-            .diagnostics
-            .iter()
-            .any(|d| d.code == "fault-tolerance-unavailable"),
-        "{}",
-        accepted.diagnostics.render(&accepted.sources)
     );
 }
 

@@ -184,16 +184,16 @@ pub(crate) fn check_with(
 /// definition, as the `actogrid.FaultTolerance` service it stands for. Its
 /// server URLs are ProActive's (one per role); the deployment's own FT
 /// server plays every role, unless a `globalServer` names an actogrid one.
-/// (A CIC definition was refused by validation.)
 fn ft_spec(d: &actogrid_descriptor::Descriptor, id: &str) -> Option<ServiceSpec> {
     use actogrid_descriptor::model::{FtProtocol, ServiceKind};
     let ServiceKind::FaultTolerance(ft) = &d.service(id)?.kind else {
         return None;
     };
-    if ft.protocol != FtProtocol::Pml {
-        return None;
-    }
-    let mut args = vec![("protocol".to_owned(), "pml".to_owned())];
+    let protocol = match ft.protocol {
+        FtProtocol::Pml => "pml",
+        FtProtocol::Cic => "cic",
+    };
+    let mut args = vec![("protocol".to_owned(), protocol.to_owned())];
     if let Some(ttc) = ft.ttc {
         args.push(("ttc".to_owned(), format!("{}ms", ttc.as_millis())));
     }
