@@ -12,17 +12,22 @@ use std::time::{Duration, Instant};
 use actogrid::{Deployment, Proxy as _, VnEvent};
 use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy, WorkerProxy};
 use support::{
-    TempDir, alive, chaos, check_pushed, ft_service, load, local_descriptor, push_to_each,
-    recoveries, runtime, sigkill, signal, with_services,
+    TempDir, alive, chaos, check_pushed, ft_service, ft_service_by, load, local_descriptor,
+    push_to_each, recoveries, runtime, sigkill, signal, with_services,
 };
 
 /// `runtimes` local runtimes of one node each, protected by PML with a
 /// checkpoint every `ttc`, the store in `dir`.
 fn protected(dir: &TempDir, runtimes: u32, ttc: &str) -> String {
+    protected_by("pml", dir, runtimes, ttc)
+}
+
+/// [`protected`] by rollback-recovery protocol `protocol`.
+fn protected_by(protocol: &str, dir: &TempDir, runtimes: u32, ttc: &str) -> String {
     with_services(
         &local_descriptor(runtimes, 1, "timeout=\"60s\"", None),
         "ft",
-        &ft_service(&dir.0.join("ft.redb"), ttc),
+        &ft_service_by(protocol, &dir.0.join("ft.redb"), ttc),
     )
 }
 
@@ -92,15 +97,29 @@ fn trace(vn: &actogrid::VirtualNode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_objects_survive_their_runtimes_being_killed() {
-    let dir = TempDir::new("ft-chaos");
-    let mut run = deploy(&dir, &protected(&dir, 8, "300ms")).await;
+    objects_survive_chaos("pml").await;
+}
+
+/// The same with CIC: every failure rolls the whole group back to its
+/// recovery line (the objects of live runtimes in place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cic_group_survives_its_runtimes_being_killed() {
+    objects_survive_chaos("cic").await;
+}
+
+/// Six objects on six runtimes of eight, values pushed to each while
+/// runtimes are killed ([`chaos`]): every object's record is exactly that
+/// of a failure-free run.
+async fn objects_survive_chaos(protocol: &str) {
+    let dir = TempDir::new(&format!("ft-chaos-{protocol}"));
+    let mut run = deploy(&dir, &protected_by(protocol, &dir, 8, "300ms")).await;
     let (vn, nodes) = (&run.vn, &run.nodes);
     assert_eq!(nodes.len(), 8);
     assert_eq!(
         vn.properties(&nodes[0])
             .get("ft.protocol")
             .map(String::as_str),
-        Some("pml")
+        Some(protocol)
     );
 
     // Six objects on six runtimes.
@@ -133,8 +152,18 @@ async fn protected_objects_survive_their_runtimes_being_killed() {
 /// and every transfer is in the ledgers of its two accounts exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_between_protected_objects_happen_exactly_once() {
-    let dir = TempDir::new("ft-bank");
-    let mut run = deploy(&dir, &protected(&dir, 8, "300ms")).await;
+    transfers_survive_chaos("pml").await;
+}
+
+/// The same with CIC, whose tellers and accounts roll back together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_in_a_cic_group_happen_exactly_once() {
+    transfers_survive_chaos("cic").await;
+}
+
+async fn transfers_survive_chaos(protocol: &str) {
+    let dir = TempDir::new(&format!("ft-bank-{protocol}"));
+    let mut run = deploy(&dir, &protected_by(protocol, &dir, 8, "300ms")).await;
     let nodes = &run.nodes;
     const ACCOUNTS: usize = 4;
     const START: i64 = 1_000;

@@ -28,7 +28,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use actogrid_runtime::intercept::{
-    BodyAccess, Delivery, Hold, Interceptor, Outgoing, Reply, Returned, ServeOutcome, Verdict,
+    BodyAccess, Delivery, Hold, Interceptor, Logged, Outgoing, Reply, Returned, ServeOutcome,
+    Verdict,
 };
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
@@ -71,6 +72,9 @@ struct Shared {
     members: Mutex<HashMap<u64, Slot>>,
     group: Mutex<View>,
     ship: mpsc::UnboundedSender<(u64, CicWrite)>,
+    /// Objects without a member here already asked whether a recovery
+    /// restores them (see `Interceptor::idle`).
+    asked: Mutex<HashSet<u64>>,
 }
 
 /// The group as this node last heard of it.
@@ -93,6 +97,10 @@ struct Slot {
     /// consumed between two services): the state is read at the next
     /// boundary the node sees, before anything else happens to the body.
     deferred: Vec<crate::cic::Record<Vec<u8>>>,
+    /// Replies to callers outside the group that a restored member's
+    /// checkpoint released: such a caller lost its reply with the instance
+    /// a recovery discarded, and sends the request again.
+    released: HashMap<RequestId, Vec<u8>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,10 +143,52 @@ fn request_id(delivery: &Delivery<'_>) -> RequestId {
     }
 }
 
+/// Requests outside the protocol. (Requests a recovery serves again are
+/// inside: on a CIC node, they are the group's.)
 fn is_outside(delivery: &Delivery<'_>) -> bool {
-    delivery.replayed
-        || delivery.seq == 0
-        || actogrid_technical_services::is_machinery(delivery.type_name)
+    delivery.seq == 0 || actogrid_technical_services::is_machinery(delivery.type_name)
+}
+
+fn stamped(stamp: Option<Stamp>) -> Vec<u8> {
+    let mut header = crate::keeper::PROTECTED_SENDER.to_vec();
+    if let Some(stamp) = stamp {
+        put_stamp(&mut header, &stamp);
+    }
+    header
+}
+
+/// A member's request header with its stamp moved to `epoch`: a recovery
+/// delivers the request again in the group's new epoch. Other headers are
+/// left as they are.
+pub(crate) fn restamp(header: &[u8], epoch: Incarnation) -> Vec<u8> {
+    match request_stamp(header) {
+        Some(stamp) => stamped(Some(Stamp { epoch, ..stamp })),
+        None => header.to_vec(),
+    }
+}
+
+/// A request a member's checkpoint kept, as a recovery delivers it again
+/// in `epoch`.
+pub(crate) fn logged_of(q: &crate::cic::Request<Vec<u8>>, epoch: Incarnation) -> Logged {
+    Logged {
+        sender: q.id.sender.0,
+        seq: q.id.seq,
+        immediate: false,
+        header: stamped(q.from.map(|s| Stamp { epoch, ..s })),
+        payload: q.payload.clone(),
+    }
+}
+
+/// The URL of the node `body`'s object lives on.
+fn home_of(body: &BodyAccess<'_>) -> String {
+    let rt = body.runtime();
+    let node = rt
+        .objects_here()
+        .into_iter()
+        .find(|o| o.id == body.object())
+        .map(|o| o.node)
+        .unwrap_or_default();
+    format!("actogrid://{}/{node}", rt.address().unwrap_or_default())
 }
 
 impl CicProtection {
@@ -154,6 +204,7 @@ impl CicProtection {
             members: Mutex::new(HashMap::new()),
             group: Mutex::new(View::default()),
             ship,
+            asked: Mutex::new(HashSet::new()),
         });
         tokio::spawn(ship_batches(Arc::downgrade(&shared), queue));
         Arc::new(CicProtection { shared })
@@ -305,20 +356,45 @@ impl Shared {
         let Some(slot) = members.get_mut(&object) else {
             return Verdict::Refuse("it is not a member of the CIC group".into());
         };
+        let from = request_stamp(delivery.header);
+        if let Some(stamp) = from
+            && stamp.epoch != slot.member.epoch()
+        {
+            // Sent before a recovery of the group (by an instance it
+            // discarded), or after one this instance is not part of: it
+            // must not take the number the sender's next execution uses.
+            return Verdict::Stale(format!(
+                "request #{} of {:#x} was sent in epoch {} of the CIC group, which is now at {}",
+                delivery.seq,
+                delivery.sender,
+                stamp.epoch.0,
+                slot.member.epoch().0
+            ));
+        }
         // The runtime delivers each sender's requests in order, and
         // numbers some it never delivers (its creation, say).
-        slot.member
-            .delivered_up_to(id.sender, delivery.seq.saturating_sub(1));
+        if slot.member.replaying() == 0 {
+            slot.member
+                .delivered_up_to(id.sender, delivery.seq.saturating_sub(1));
+        }
         slot.member.on_request(
             now,
             crate::cic::Request {
                 id,
-                from: request_stamp(delivery.header),
+                from,
                 // What the member needs of a delivered request is its id.
                 payload: Vec::new(),
             },
         );
         if self.act(object, slot, Some(state), Some(id)) {
+            // Kept by the FT server in case a recovery must serve it again.
+            self.ship(
+                object,
+                CicWrite::Request {
+                    position: slot.member.stamp().delivered,
+                    logged: Logged::of(delivery),
+                },
+            );
             Verdict::Deliver
         } else {
             Verdict::Refuse(format!(
@@ -329,22 +405,67 @@ impl Shared {
     }
 
     /// Member `object` joined: where the group stands.
+    /// A restored member restarts where the recovery says.
     fn joined(&self, object: u64, committed: &Committed) {
         self.heard(committed);
         let now = self.now();
-        let member = Member::join(
-            ObjectId(object),
-            self.config,
-            now,
-            Incarnation(committed.epoch),
-            committed.line,
+        let me = ObjectId(object);
+        let mut member = match &committed.restart {
+            Some(r) => Member::restart(
+                me,
+                self.config,
+                now,
+                &r.record,
+                Incarnation(r.epoch),
+                r.line,
+                r.replay.clone(),
+            ),
+            None => Member::join(
+                me,
+                self.config,
+                now,
+                Incarnation(committed.epoch),
+                committed.line,
+            ),
+        };
+        let group = lock(&self.group).members.clone();
+        let mut members = lock(&self.members);
+        if members.contains_key(&object) {
+            return;
+        }
+        // What it kept is sent again by the recovery itself (requests in
+        // transit) or answered from here when asked again (replies to
+        // members); replies its checkpoint released to outside callers
+        // wait here for those callers, which do not roll back.
+        let mut released = HashMap::new();
+        while let Some(action) = member.poll_action() {
+            if let Action::SendReply(p) = action
+                && !group.contains(&p.id.sender.0)
+            {
+                released.insert(p.id, p.payload);
+            }
+        }
+        for id in released.keys() {
+            member.on_ack(
+                now,
+                Ack {
+                    id: *id,
+                    reply: true,
+                    epoch: None,
+                    index: 0,
+                },
+            );
+        }
+        members.insert(
+            object,
+            Slot {
+                member,
+                held: HashMap::new(),
+                holding: None,
+                deferred: Vec::new(),
+                released,
+            },
         );
-        lock(&self.members).entry(object).or_insert(Slot {
-            member,
-            held: HashMap::new(),
-            holding: None,
-            deferred: Vec::new(),
-        });
     }
 
     fn heard(&self, committed: &Committed) {
@@ -466,6 +587,7 @@ impl Interceptor for CicProtection {
         // (read here: the body is not shared with the hook's future), the
         // same until it is delivered.
         let state = state_of(body);
+        let home = home_of(body);
         Box::pin(async move {
             let state = match state {
                 Ok(state) => state,
@@ -479,7 +601,7 @@ impl Interceptor for CicProtection {
                     ));
                 }
             };
-            match shared.link.cic_join(object, state.clone()).await {
+            match shared.link.cic_join(object, state.clone(), home).await {
                 Ok(committed) => shared.joined(object, &committed),
                 Err(e) => {
                     return Verdict::Refuse(format!("it could not join the CIC group: {e}"));
@@ -591,12 +713,34 @@ impl Interceptor for CicProtection {
     }
 
     fn duplicate<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Option<Reply>> {
+        let shared = &self.shared;
         let id = request_id(delivery);
-        let kept = lock(&self.shared.members)
-            .get(&delivery.object)
-            .and_then(|s| s.member.kept_reply(id))
-            .and_then(|r| postcard::from_bytes::<Reply>(&r.payload).ok());
-        Box::pin(std::future::ready(kept))
+        let object = delivery.object;
+        let kept = move |members: &mut HashMap<u64, Slot>| {
+            let slot = members.get_mut(&object)?;
+            let bytes = match slot.released.remove(&id) {
+                Some(bytes) => bytes,
+                None => slot.member.kept_reply(id)?.payload.clone(),
+            };
+            postcard::from_bytes::<Reply>(&bytes).ok()
+        };
+        let joined = lock(&shared.members).contains_key(&object);
+        if joined || is_outside(delivery) {
+            let reply = kept(&mut lock(&shared.members));
+            return Box::pin(std::future::ready(reply));
+        }
+        // A member a recovery restored, asked again for a reply before
+        // anything was delivered to it: it restarts first.
+        Box::pin(async move {
+            let committed = shared
+                .link
+                .cic_join(object, Vec::new(), String::new())
+                .await
+                .ok()
+                .filter(|c| c.restart.is_some())?;
+            shared.joined(object, &committed);
+            kept(&mut lock(&shared.members))
+        })
     }
 
     fn idle_after(&self) -> Option<Duration> {
@@ -614,14 +758,42 @@ impl Interceptor for CicProtection {
         if let Some(slot) = members.get_mut(&object) {
             slot.member.tick(now);
             shared.act(object, slot, Some(&|| state_of(body)), None);
+            return;
         }
+        drop(members);
+        // An object restored here by a recovery of the group takes its
+        // place in the group at once, requests or not: the line waits
+        // for its checkpoints. (Asked once per object, and again after it
+        // leaves.)
+        if !lock(&shared.asked).insert(object) {
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match shared
+                .link
+                .cic_join(object, Vec::new(), String::new())
+                .await
+            {
+                Ok(committed) if committed.restart.is_some() => shared.joined(object, &committed),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(
+                        object = format_args!("{object:#x}"),
+                        "CIC: whether a recovery restores the object is asked again: {e}"
+                    );
+                    lock(&shared.asked).remove(&object);
+                }
+            }
+        });
     }
 
     fn left(&self, object: u64) {
+        lock(&self.shared.asked).remove(&object);
         if let Some(slot) = lock(&self.shared.members).remove(&object) {
-            tracing::warn!(
+            tracing::debug!(
                 object = format_args!("{object:#x}"),
-                "a CIC member moved to another node: it is protected there as a new member, and what it kept here is dropped ({} messages)",
+                "a CIC member left this node (discarded by a recovery of the group, or moved: then protected where it went as a new member); what it kept here is dropped ({} messages)",
                 slot.member.retained()
             );
         }

@@ -385,6 +385,25 @@ impl FtServer {
             .collect()
     }
 
+    /// The runtime at `address` failed while it hosted members of the CIC
+    /// group: the whole group rolls back to its recovery line, the
+    /// members of `address` restored on `to`, the others in place (see
+    /// [`CicGroup::recover`](crate::cic_group::CicGroup::recover)).
+    /// Callers waiting to know where a member is learn it once it is
+    /// restored.
+    pub async fn cic_runtime_failed(
+        &self,
+        address: &str,
+        to: &Node,
+    ) -> Result<crate::cic_group::GroupRecovery, String> {
+        self.declare_dead(address);
+        to.runtime()
+            .peer_failed(address, "the FT server counted it dead");
+        let result = self.cic.recover(address, to, &|| self.bump()).await;
+        self.bump();
+        result
+    }
+
     /// Recovers the objects of the runtime at `address`, which failed,
     /// for a failure detector: all at once on the node `place` gives
     /// (`place(attempt, address)`; `Err(why)`: there is none, and the
@@ -416,7 +435,37 @@ impl FtServer {
             for result in self.runtime_failed(&address, &to).await {
                 each(&to, result);
             }
+            // The CIC group rolls back as a whole, its members of `address`
+            // restored on `to`; tried again on another node if it fails.
+            let mut group_failed = false;
+            if self.cic.hosts_members(&address) {
+                match self.cic_runtime_failed(&address, &to).await {
+                    Ok(r) => {
+                        let here = to.url().to_string();
+                        for m in r.restored.iter().filter(|m| m.node == here) {
+                            each(
+                                &to,
+                                Ok(Recovery {
+                                    object: m.object,
+                                    incarnation: Incarnation(r.epoch),
+                                    replayed: m.served,
+                                    took: r.took,
+                                }),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "the CIC group's recovery from the failure of {address} is tried again: {e}"
+                        );
+                        group_failed = true;
+                    }
+                }
+            }
             match self.stranded().into_iter().next() {
+                None if group_failed => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 None => return Vec::new(),
                 Some(next) => {
                     address = next;
@@ -773,7 +822,13 @@ impl FtServer {
     pub fn located(&self, object: u64, failed: &str) -> Located {
         let objects = lock(&self.objects);
         match objects.get(&object) {
-            None => Located::Unknown,
+            // A member of the CIC group: where it is once restored (maybe
+            // where it was: members of live runtimes roll back in place).
+            None => match self.cic.located(object) {
+                None => Located::Unknown,
+                Some(Some(address)) if !self.is_dead(&address) => Located::At(address),
+                Some(_) => Located::Recovering,
+            },
             Some(e) if !e.recovering && e.address != failed => Located::At(e.address.clone()),
             Some(_) => Located::Recovering,
         }
@@ -993,8 +1048,9 @@ pub trait FtLink: Send + Sync + std::fmt::Debug + 'static {
         &self,
         object: u64,
         state: Vec<u8>,
+        node: String,
     ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
-        let _ = (object, state);
+        let _ = (object, state, node);
         Box::pin(async { Err("this FT server link reaches no CIC group".to_owned()) })
     }
     /// [`CicGroup::store`](crate::cic_group::CicGroup::store); a link
@@ -1054,8 +1110,9 @@ impl FtLink for Direct {
         &self,
         object: u64,
         state: Vec<u8>,
+        node: String,
     ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
-        Box::pin(self.0.cic.join(object, state))
+        Box::pin(self.0.cic.join(object, state, node))
     }
 
     fn cic_store(
@@ -1671,8 +1728,9 @@ impl FtEndpoint {
         &self,
         object: u64,
         state: Vec<u8>,
+        node: String,
     ) -> Result<crate::cic_group::Committed, String> {
-        self.server()?.cic.join(object, state).await
+        self.server()?.cic.join(object, state, node).await
     }
 
     /// [`CicGroup::store`](crate::cic_group::CicGroup::store).
@@ -1925,10 +1983,11 @@ impl FtLink for Remote {
         &self,
         object: u64,
         state: Vec<u8>,
+        node: String,
     ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
         Box::pin(async move {
             self.endpoint
-                .cic_join(object, state)
+                .cic_join(object, state, node)
                 .await
                 .map_err(remote_error)
         })

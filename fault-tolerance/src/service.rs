@@ -59,6 +59,10 @@ pub enum FtProtocol {
     /// back.
     #[default]
     Pml,
+    /// Communication-induced checkpointing: the objects checkpoint on
+    /// their own, in step through the indices their messages carry; a
+    /// failure rolls every object of the group back to the recovery line.
+    Cic,
 }
 
 /// The `actogrid.FaultTolerance` technical service (see the [module
@@ -104,15 +108,12 @@ impl FaultTolerance {
     }
 }
 
-/// `protocol`: `pml`; `cic` is refused with the reason.
+/// `protocol`: `pml` or `cic`.
 pub fn parse_protocol(value: &str) -> Result<FtProtocol, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "pml" => Ok(FtProtocol::Pml),
-        "cic" => Err(
-            "communication-induced checkpointing (cic) is not available in this version: nodes would run unprotected; use `pml` (pessimistic message logging)"
-                .to_owned(),
-        ),
-        other => Err(format!("`{other}` is not a protocol: write `pml`")),
+        "cic" => Ok(FtProtocol::Cic),
+        other => Err(format!("`{other}` is not a protocol: write `pml` or `cic`")),
     }
 }
 
@@ -173,8 +174,17 @@ impl TechnicalService for FaultTolerance {
         let node = cx.node();
         let runtime = node.runtime().clone();
         let link = Arc::new(Lazy::new(runtime.clone(), server.clone()));
-        node.add_interceptor(Protection::new(link, self.ttc()))
-            .map_err(|e| ServiceError::new(e.to_string()))?;
+        let installed = match self.protocol {
+            FtProtocol::Pml => node.add_interceptor(Protection::new(link, self.ttc())),
+            FtProtocol::Cic => {
+                let config = crate::cic::Config {
+                    ttc: u64::try_from(self.ttc().as_millis()).unwrap_or(u64::MAX),
+                    ..crate::cic::Config::default()
+                };
+                node.add_interceptor(crate::cic_node::CicProtection::new(link, config))
+            }
+        };
+        installed.map_err(|e| ServiceError::new(e.to_string()))?;
         install_locator(&runtime, &server);
         let beat = Beat {
             node: node.url().to_string(),
@@ -183,7 +193,13 @@ impl TechnicalService for FaultTolerance {
             runtime: runtime.id(),
         };
         cx.spawn(keep_beating(runtime, watch_url(&server), beat));
-        cx.set_property("ft.protocol", "pml");
+        cx.set_property(
+            "ft.protocol",
+            match self.protocol {
+                FtProtocol::Pml => "pml",
+                FtProtocol::Cic => "cic",
+            },
+        );
         cx.set_property("ft.ttc", format!("{}ms", self.ttc().as_millis()));
         cx.set_property("ft.server", server.to_string());
         Ok(())
@@ -421,8 +437,9 @@ impl FtLink for Lazy {
         &self,
         object: u64,
         state: Vec<u8>,
+        node: String,
     ) -> BoxFuture<'_, Result<crate::cic_group::Committed, String>> {
-        Box::pin(async move { self.remote().await?.cic_join(object, state).await })
+        Box::pin(async move { self.remote().await?.cic_join(object, state, node).await })
     }
 
     fn cic_store(

@@ -194,3 +194,84 @@ async fn a_reply_to_an_outside_caller_waits_for_the_line() -> anyhow::Result<()>
     assert_eq!(within(serving).await??, 2);
     Ok(())
 }
+
+/// A runtime hosting members dies in the middle of transfers: the whole
+/// group rolls back to its line — the members of the live runtime in
+/// place, those of the dead one on a spare — and every transfer ends
+/// exactly once in each of its two ledgers; the caller sees no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_rolls_back_to_its_line_when_a_runtime_dies() -> anyhow::Result<()> {
+    let dir = TempDir::new("cic-recover");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
+    let (doomed, _) = member_runtime(&server, None, 20).await?;
+    let (stays, stays_cic) = member_runtime(&server, None, 50).await?;
+    let (spare, spare_cic) = member_runtime(&server, None, 20).await?;
+    let client = runtime().await?;
+    for rt in [&doomed, &stays, &spare, &client] {
+        rt.set_locator(server.locator())?;
+    }
+    let mut accounts = Vec::new();
+    for (i, rt) in [&doomed, &stays, &doomed, &stays].into_iter().enumerate() {
+        let a = within(AccountProxy::new(
+            &node(&client, rt, "n")?,
+            1_000 * (i as i64 + 1),
+        ))
+        .await?;
+        accounts.push(a);
+    }
+    let tellers = [
+        within(TellerProxy::new(&node(&client, &doomed, "n")?)).await?,
+        within(TellerProxy::new(&node(&client, &stays, "n")?)).await?,
+    ];
+    let transfers = 60u64;
+    let mut pending = Vec::new();
+    let mut recovery = None;
+    for id in 0..transfers {
+        let teller = &tellers[(id % 2) as usize];
+        let from = accounts[(id % 4) as usize].clone();
+        let to = accounts[((id + 1) % 4) as usize].clone();
+        pending.push(tokio::spawn(
+            teller.transfer(id, from, to, id as i64 + 1).into_future(),
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if id == transfers / 2 {
+            let before = server.cic().stats().await.epoch;
+            let address = doomed.address().expect("it serves").to_owned();
+            doomed.shutdown();
+            let r = within(server.cic_runtime_failed(&address, &spare.local_node("n")))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            assert_eq!(r.epoch, before + 1, "{r:?}");
+            recovery = Some(r);
+        }
+    }
+    for p in pending {
+        within(p).await??;
+    }
+    let recovery = recovery.expect("it ran");
+    assert_eq!(recovery.members, 6, "{recovery:?}");
+    assert_eq!(recovery.moved, 3, "{recovery:?}");
+
+    // Every transfer once in each of its two ledgers; the money adds up.
+    let mut total = 0;
+    let mut seen = std::collections::BTreeMap::<u64, usize>::new();
+    for a in &accounts {
+        total += within(a.balance()).await?;
+        for (id, _) in within(a.ledger()).await? {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(total, 10_000);
+    assert_eq!(seen.len() as u64, transfers, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 2), "{seen:?}");
+    // The members serve in the new epoch, on the runtimes said.
+    for a in &accounts {
+        let id = a.active_ref().id();
+        let line = [&stays_cic, &spare_cic].iter().find_map(|p| p.line(id));
+        assert!(
+            line.is_some_and(|(epoch, _)| epoch.0 == recovery.epoch),
+            "{id:#x}: {line:?}"
+        );
+    }
+    Ok(())
+}

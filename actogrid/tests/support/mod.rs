@@ -573,9 +573,14 @@ pub fn root() -> bool {
 /// The `actogrid.FaultTolerance` service `ft`: PML, a checkpoint every
 /// `ttc`, its store at `store`.
 pub fn ft_service(store: &Path, ttc: &str) -> String {
+    ft_service_by("pml", store, ttc)
+}
+
+/// [`ft_service`] with rollback-recovery protocol `protocol`.
+pub fn ft_service_by(protocol: &str, store: &Path, ttc: &str) -> String {
     format!(
         r#"<technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
-  <arg name="protocol" value="pml"/>
+  <arg name="protocol" value="{protocol}"/>
   <arg name="ttc" value="{ttc}"/>
   <arg name="store" value="{}"/>
 </technicalServiceDefinition>"#,

@@ -122,6 +122,12 @@ impl<P: Clone> LineKeeper<P> {
         self.checkpoints.insert(record.object, vec![record]);
     }
 
+    /// The oldest checkpoint kept of `member`: no recovery restarts it
+    /// from before.
+    pub fn first_kept(&self, member: ObjectId) -> Option<&Record<P>> {
+        self.checkpoints.get(&member)?.first()
+    }
+
     /// The members.
     pub fn members(&self) -> impl Iterator<Item = ObjectId> + '_ {
         self.checkpoints.keys().copied()

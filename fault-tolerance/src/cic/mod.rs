@@ -324,13 +324,21 @@ impl<P> State<P> {
 
     /// The requests kept in it.
     pub fn retained_requests(&self) -> Vec<RequestId> {
-        self.retained
-            .iter()
-            .filter_map(|r| match &r.sent {
-                member::Sent::Request(q) => Some(q.id),
-                member::Sent::Reply(_) => None,
-            })
-            .collect()
+        self.kept_requests().map(|q| q.id).collect()
+    }
+
+    /// The requests kept in it, whole (a recovery delivers those in
+    /// transit across the line again).
+    pub fn kept_requests(&self) -> impl Iterator<Item = &Request<P>> {
+        self.retained.iter().filter_map(|r| match &r.sent {
+            member::Sent::Request(q) => Some(q),
+            member::Sent::Reply(_) => None,
+        })
+    }
+
+    /// By sender, the last sequence number delivered before it.
+    pub fn delivered_table(&self) -> BTreeMap<ObjectId, u64> {
+        self.delivered_seq.clone()
     }
 
     /// The last sequence number of `sender` delivered before it.
