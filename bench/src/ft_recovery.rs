@@ -1,3 +1,5 @@
+//! `ft-recovery cic`: see [`crate::ft_recovery_cic`].
+//!
 //! `ft-recovery pml`: a protected object with a `--log`-entry log (1,000
 //! by default) on a runtime that dies; the FT server restores it on a spare
 //! from its checkpoint and replays its log (`restore_s`), against restoring
@@ -44,9 +46,12 @@ const RESTORE_TARGET_S: f64 = 1.0;
 /// Options of `ft-recovery`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The protocol (only `pml` exists).
+    /// The protocol: `pml`, or `cic` (see `ft_recovery_cic`).
     #[arg(default_value = "pml")]
     protocol: String,
+    /// With `cic`: the protected objects, over four runtimes.
+    #[arg(long, default_value_t = 64)]
+    objects: usize,
     /// Requests in the object's log when its runtime dies.
     #[arg(long, default_value_t = 1000)]
     log: usize,
@@ -78,7 +83,7 @@ struct Deployed {
 
 /// The descriptor of a deployed round: two local runtimes of `Workers`,
 /// protected, no checkpoint but the first (the log holds every request).
-fn protected_descriptor(store: &std::path::Path) -> String {
+fn protected_descriptor(protocol: &str, store: &std::path::Path) -> String {
     crate::deployment::descriptor(
         2,
         "p",
@@ -94,7 +99,7 @@ fn protected_descriptor(store: &std::path::Path) -> String {
         &format!(
             r#"<technicalServices>
   <technicalServiceDefinition id="ft" class="actogrid.FaultTolerance">
-    <arg name="protocol" value="pml"/><arg name="ttc" value="1h"/><arg name="store" value="{}"/>
+    <arg name="protocol" value="{protocol}"/><arg name="ttc" value="1h"/><arg name="store" value="{}"/>
   </technicalServiceDefinition>
 </technicalServices>
 </ProActiveDescriptor>"#,
@@ -126,6 +131,7 @@ const STANDALONE_HEARTBEAT: Duration = Duration::from_millis(250);
 /// descriptor names, detecting failures itself (what `actogrid ft-server`
 /// runs), and the restore is not observed apart (0).
 async fn deployed(
+    protocol: &str,
     log: usize,
     dir: &std::path::Path,
     n: usize,
@@ -157,7 +163,7 @@ async fn deployed(
                     recovery_wait: Duration::from_secs(30),
                 },
             );
-            let text = protected_descriptor(&store).replacen(
+            let text = protected_descriptor(protocol, &store).replacen(
                 &format!(r#"<arg name="store" value="{}"/>"#, store.display()),
                 &format!(r#"<arg name="server" value="{}"/>"#, node.url_of("ft")),
                 1,
@@ -165,7 +171,7 @@ async fn deployed(
             std::fs::write(&path, text)?;
             Some(server)
         } else {
-            std::fs::write(&path, protected_descriptor(&store))?;
+            std::fs::write(&path, protected_descriptor(protocol, &store))?;
             None
         };
         let options = DeployOptions {
@@ -224,9 +230,10 @@ async fn deployed(
                     VnEvent::Recovered { replayed, took, .. } => {
                         // The call made right after the signal may reach
                         // the runtime before the signal takes effect (a
-                        // vCPU can wait for it), and be logged too.
+                        // vCPU can wait for it), and be logged too. (CIC
+                        // replays only what its line needs.)
                         ensure!(
-                            replayed == log + 1 || replayed == log + 2,
+                            protocol == "cic" || replayed == log + 1 || replayed == log + 2,
                             "{replayed} requests replayed, {} logged before the failure",
                             log + 1
                         );
@@ -360,13 +367,44 @@ async fn measure(
     })
 }
 
+/// The deployed runtimes' heartbeat period.
+pub(crate) fn heartbeat_period() -> Duration {
+    LEASE / 8
+}
+
+/// `rounds` deployed runtimes of a CIC virtual node stopped (SIGSTOP):
+/// how long the deployment took to count each dead, in seconds.
+pub(crate) async fn cic_detection(
+    dir: &std::path::Path,
+    rounds: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut detected = Vec::new();
+    for n in 0..rounds {
+        let d = dir.to_owned();
+        // A few pushes: each reply waits for the line.
+        let round =
+            tokio::spawn(async move { deployed("cic", 20, &d, n, Failure::Stopped, false).await })
+                .await??;
+        detected.push(round.detection);
+    }
+    Ok(detected)
+}
+
 pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
-    ensure!(
-        args.protocol == "pml",
-        "`{}`: only `pml` recovers objects in this version",
-        args.protocol
-    );
     ensure!(args.rounds > 0 && args.log > 0, "need rounds and a log");
+    match args.protocol.as_str() {
+        "pml" => {}
+        "cic" => {
+            return crate::ft_recovery_cic::run(
+                args.objects,
+                args.log as u64,
+                args.rounds,
+                &args.dir,
+            )
+            .await;
+        }
+        other => anyhow::bail!("`{other}` is not a protocol: write `pml` or `cic`"),
+    }
     let mut rounds = Vec::new();
     let mut deploys = Vec::new();
     let mut stops = Vec::new();
@@ -377,17 +415,19 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<Report> {
         let log = args.log;
         let d = dir.clone();
         deploys.push(
-            tokio::spawn(async move { deployed(log, &d, n, Failure::Killed, false).await })
+            tokio::spawn(async move { deployed("pml", log, &d, n, Failure::Killed, false).await })
                 .await??,
         );
         let d = dir.clone();
         stops.push(
-            tokio::spawn(async move { deployed(log, &d, n, Failure::Stopped, false).await })
+            tokio::spawn(async move { deployed("pml", log, &d, n, Failure::Stopped, false).await })
                 .await??,
         );
         alone.push(
-            tokio::spawn(async move { deployed(log, &dir, n, Failure::Stopped, true).await })
-                .await??,
+            tokio::spawn(
+                async move { deployed("pml", log, &dir, n, Failure::Stopped, true).await },
+            )
+            .await??,
         );
     }
     let alone_detection = Summary::of(&alone.iter().map(|d| d.detection).collect::<Vec<_>>());

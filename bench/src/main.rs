@@ -26,6 +26,7 @@ mod deployment;
 mod descriptor_parse;
 mod ft_overhead;
 mod ft_recovery;
+mod ft_recovery_cic;
 mod ft_store;
 mod group_broadcast;
 mod load_balance;
