@@ -967,9 +967,11 @@ impl Body {
             // Served, its reply not out yet (an interceptor holds it): it
             // gets that reply once out, and the body goes on meanwhile.
             let (slot, runtime) = (slot.clone(), self.runtime.clone());
+            let mailbox = self.mailbox.clone();
             self.runtime.spawn(async move {
                 let outcome = slot.settled().await;
                 inbound.reply.send(&runtime, outcome, None);
+                mailbox.notify();
             });
             return;
         }
@@ -1193,17 +1195,21 @@ impl Body {
             return true;
         }
         // Only the reply waits: the object goes on serving.
-        let runtime = self.runtime.clone();
+        let (runtime, mailbox) = (self.runtime.clone(), self.mailbox.clone());
         self.runtime.spawn(async move {
             for hold in later {
                 if let Err(why) = hold.wait().await {
-                    return not_here(&runtime, id, reply, &why);
+                    not_here(&runtime, id, reply, &why);
+                    // A replayed request's reply: the body sees its log
+                    // answered.
+                    return mailbox.notify();
                 }
             }
             // Its holds are done: nothing can undo the service any more,
             // even if the instance was discarded since (a rollback goes
             // back no further than what released the reply).
             send(&runtime, reply, outcome);
+            mailbox.notify();
         });
         true
     }

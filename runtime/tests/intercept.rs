@@ -1208,6 +1208,71 @@ async fn a_checkpoint_and_its_log_recover_the_object_exactly() -> anyhow::Result
     Ok(())
 }
 
+/// A copy of a logged request that arrives while the reply of its original
+/// — served again by the recovery — is still held by an interceptor gets
+/// that reply once it leaves: not refused, not served again, and the
+/// object serves on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_replayed_request_gets_its_held_reply_once_out() -> anyhow::Result<()> {
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let spare = runtime().await?;
+    let journal = Arc::new(Journal::new(4));
+    callee.local_node("n").add_interceptor(journal.clone())?;
+    let rec = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    for v in 1..=6 {
+        assert_eq!(within(rec.push(v * 10)).await?, v);
+    }
+    let checkpoint = journal.checkpoint.lock().unwrap().clone().expect("taken");
+    let mut log = journal.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 3, "pushes 4 to 6");
+    callee.shutdown();
+    // The first push served again waits for its hold; a copy of it comes
+    // after the others.
+    let gate = Arc::new(ReplyGate::default());
+    let (open, opened) = tokio::sync::oneshot::channel::<()>();
+    gate.0.lock().unwrap().push_back(Hold::new(
+        async move { opened.await.map_err(|e| e.to_string()) },
+    ));
+    spare.local_node("r").add_interceptor(gate)?;
+    let first = log[0].clone();
+    log.push(first.clone());
+    let recovering = tokio::spawn(spare.local_node("r").recover(checkpoint, log).into_future());
+    // Served on: the whole log, while the first reply waits.
+    let start = std::time::Instant::now();
+    while !recovering.is_finished() && start.elapsed() < Duration::from_millis(300) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !recovering.is_finished(),
+        "the held reply left before its hold"
+    );
+    open.send(()).unwrap();
+    let recovered = within(recovering).await??;
+    let answers: Vec<(u64, ServeOutcome)> = recovered
+        .replies
+        .iter()
+        .map(|r| (r.seq, r.reply.outcome))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (first.seq, ServeOutcome::Value),
+            (first.seq + 1, ServeOutcome::Value),
+            (first.seq + 2, ServeOutcome::Value),
+            // The copy: the first push's reply, once it left.
+            (first.seq, ServeOutcome::Value),
+        ]
+    );
+    assert_eq!(
+        recovered.replies[3].reply.payload,
+        recovered.replies[0].reply.payload
+    );
+    let moved = caller.adopt(&RecorderProxy::from_ref(recovered.reference));
+    assert_eq!(within(moved.seen()).await?, [10, 20, 30, 40, 50, 60]);
+    Ok(())
+}
+
 /// Keeps the reply of every request served, and answers a duplicate with
 /// it: the reply log of a message-logging protocol.
 #[derive(Default)]
