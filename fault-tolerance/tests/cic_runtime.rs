@@ -40,6 +40,25 @@ async fn member_runtime(
     Ok((rt, protection))
 }
 
+/// Four accounts holding 10,000 in all and two tellers, made by `client`
+/// on node `n` of `a` and `b` in turn.
+async fn bank(
+    client: &Runtime,
+    a: &Runtime,
+    b: &Runtime,
+) -> anyhow::Result<(Vec<AccountProxy>, [TellerProxy; 2])> {
+    let mut accounts = Vec::new();
+    for (i, rt) in [a, b, a, b].into_iter().enumerate() {
+        let start = 1_000 * (i as i64 + 1);
+        accounts.push(within(AccountProxy::new(&node(client, rt, "n")?, start)).await?);
+    }
+    let tellers = [
+        within(TellerProxy::new(&node(client, a, "n")?)).await?,
+        within(TellerProxy::new(&node(client, b, "n")?)).await?,
+    ];
+    Ok((accounts, tellers))
+}
+
 /// Waits until `done` holds, or fails saying `what`.
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let start = std::time::Instant::now();
@@ -79,19 +98,7 @@ async fn transfers_among_members(
     let (slow, slow_cic) = member_runtime(server, served, 400).await?;
     let client = runtime().await?;
 
-    let mut accounts = Vec::new();
-    for (i, rt) in [&fast, &slow, &fast, &slow].into_iter().enumerate() {
-        let a = within(AccountProxy::new(
-            &node(&client, rt, "n")?,
-            1_000 * (i as i64 + 1),
-        ))
-        .await?;
-        accounts.push(a);
-    }
-    let tellers = [
-        within(TellerProxy::new(&node(&client, &fast, "n")?)).await?,
-        within(TellerProxy::new(&node(&client, &slow, "n")?)).await?,
-    ];
+    let (accounts, tellers) = bank(&client, &fast, &slow).await?;
     // All at once: each teller serves its transfers in turn while their
     // replies wait for the line.
     let transfers = 40u64;
@@ -210,19 +217,7 @@ async fn the_group_rolls_back_to_its_line_when_a_runtime_dies() -> anyhow::Resul
     for rt in [&doomed, &stays, &spare, &client] {
         rt.set_locator(server.locator())?;
     }
-    let mut accounts = Vec::new();
-    for (i, rt) in [&doomed, &stays, &doomed, &stays].into_iter().enumerate() {
-        let a = within(AccountProxy::new(
-            &node(&client, rt, "n")?,
-            1_000 * (i as i64 + 1),
-        ))
-        .await?;
-        accounts.push(a);
-    }
-    let tellers = [
-        within(TellerProxy::new(&node(&client, &doomed, "n")?)).await?,
-        within(TellerProxy::new(&node(&client, &stays, "n")?)).await?,
-    ];
+    let (accounts, tellers) = bank(&client, &doomed, &stays).await?;
     let transfers = 60u64;
     let mut pending = Vec::new();
     let mut recovery = None;

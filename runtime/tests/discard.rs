@@ -12,33 +12,16 @@ use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy};
 use actogrid_runtime::intercept::{
     BodyAccess, Checkpoint, Delivery, Interceptor, ServeOutcome, Verdict,
 };
-use actogrid_runtime::{Config, ErrorKind, Node, Proxy, Runtime};
+use actogrid_runtime::{Config, ErrorKind, Proxy, Runtime};
 use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc};
 
-/// A generous bound so that a regression fails the test instead of
-/// hanging it; nothing relies on it being tight.
-const NEVER: Duration = Duration::from_secs(30);
+mod support;
+
+use support::{NEVER, node, runtime, within};
 
 /// How long a discard may take: it does not wait for the object.
 const AT_ONCE: Duration = Duration::from_secs(5);
-
-async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(NEVER, fut)
-        .await
-        .expect("did not complete: the runtime hung")
-}
-
-async fn runtime() -> anyhow::Result<Runtime> {
-    Ok(Runtime::bind("127.0.0.1:0", Config::default()).await?)
-}
-
-/// `name` on `on`'s runtime, as seen from `from` (remote unless they are
-/// the same runtime).
-fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
-    let address = on.address().expect("bound runtimes serve");
-    Ok(from.node(&format!("actogrid://{address}/{name}").parse()?))
-}
 
 /// Takes a checkpoint before the first delivery of `method`, says when
 /// each delivery starts (the method called), holds the first delivery of

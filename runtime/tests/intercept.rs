@@ -12,30 +12,13 @@ use actogrid_runtime::intercept::{
     BodyAccess, Checkpoint, CheckpointError, Delivery, Hold, Interceptor, Logged, Outgoing, Reply,
     Returned, ServeOutcome, Verdict,
 };
-use actogrid_runtime::{Active, CallError, Config, ErrorKind, Node, Proxy, Runtime};
+use actogrid_runtime::{Active, CallError, Config, ErrorKind, Proxy, Runtime};
 use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc};
 
-/// A generous bound so that a regression fails the test instead of
-/// hanging it; nothing relies on it being tight.
-const NEVER: Duration = Duration::from_secs(30);
+mod support;
 
-async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(NEVER, fut)
-        .await
-        .expect("did not complete: the runtime hung")
-}
-
-async fn runtime() -> anyhow::Result<Runtime> {
-    Ok(Runtime::bind("127.0.0.1:0", Config::default()).await?)
-}
-
-/// `name` on `on`'s runtime, as seen from `from` (remote unless they are
-/// the same runtime).
-fn node(from: &Runtime, on: &Runtime, name: &str) -> anyhow::Result<Node> {
-    let address = on.address().expect("bound runtimes serve");
-    Ok(from.node(&format!("actogrid://{address}/{name}").parse()?))
-}
+use support::{node, runtime, within};
 
 /// What an interceptor saw of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
