@@ -100,6 +100,23 @@ struct Home {
     node: String,
     /// A recovery of the group is restoring it.
     recovering: bool,
+    /// When a recovery last restored it there.
+    restored: Option<Instant>,
+}
+
+/// Where a member is, as [`CicGroup::located`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Where {
+    /// A recovery of the group is restoring it.
+    Recovering,
+    /// It serves at the runtime at `address` (`host:port`), where a
+    /// recovery restored it at `restored`, if one did.
+    At {
+        /// The runtime.
+        address: String,
+        /// When a recovery last restored it there.
+        restored: Option<Instant>,
+    },
 }
 
 /// The group on the FT server.
@@ -118,6 +135,8 @@ pub struct CicGroup {
     restarts: Mutex<HashMap<u64, RestartFrom>>,
     /// When the requests kept for replays were last collected.
     collected: Mutex<Option<Instant>>,
+    /// Held by the recovery under way.
+    recovering: tokio::sync::Mutex<()>,
 }
 
 /// How often the requests the line no longer needs are collected, at most.
@@ -174,6 +193,9 @@ pub struct Restored {
     pub node: String,
     /// The requests it served first (replayed and resent).
     pub served: usize,
+    /// It was restored on the node given for the failed runtime's members
+    /// (not in place).
+    pub moved: bool,
 }
 
 /// How the group stands, and what it took so far.
@@ -215,6 +237,7 @@ impl CicGroup {
             homes: Mutex::new(HashMap::new()),
             restarts: Mutex::new(HashMap::new()),
             collected: Mutex::new(None),
+            recovering: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -293,6 +316,7 @@ impl CicGroup {
             Home {
                 node,
                 recovering: false,
+                restored: None,
             },
         );
         Ok(self.committed(guard.as_ref(), me, 0))
@@ -419,16 +443,17 @@ impl CicGroup {
         }
     }
 
-    /// Where member `object` lives now, for a caller that failed to reach
-    /// it at `failed`: `Some(None)` while a recovery restores it, `None`
-    /// if it is not a member.
-    pub fn located(&self, object: u64) -> Option<Option<String>> {
+    /// Where member `object` lives now; `None` if it is not a member.
+    pub fn located(&self, object: u64) -> Option<Where> {
         let homes = lock(&self.homes);
         let home = homes.get(&object)?;
         if home.recovering {
-            return Some(None);
+            return Some(Where::Recovering);
         }
-        Some(Some(address_of(&home.node)?))
+        Some(Where::At {
+            address: address_of(&home.node)?,
+            restored: home.restored,
+        })
     }
 
     /// Whether members live on the runtime at `address` (`host:port`).
@@ -487,9 +512,26 @@ impl CicGroup {
         &self,
         dead: &str,
         to: &actogrid_runtime::Node,
+        gone: &(dyn Fn(&str) -> bool + Send + Sync),
         changed: &(dyn Fn() + Send + Sync),
     ) -> Result<GroupRecovery, String> {
+        // One at a time: each restores every member, in its own epoch.
+        let _one = self.recovering.lock().await;
         let started = Instant::now();
+        if !self.hosts_members(dead) {
+            // A recovery that ran meanwhile took them elsewhere.
+            let stats = self.stats().await;
+            return Ok(GroupRecovery {
+                epoch: stats.epoch,
+                line: stats.line,
+                members: 0,
+                moved: 0,
+                replayed: 0,
+                resent: 0,
+                took: started.elapsed(),
+                restored: Vec::new(),
+            });
+        }
         let (plan_epoch, plan_line, restores) = {
             let mut guard = self.line.lock().await;
             let line = guard
@@ -528,10 +570,12 @@ impl CicGroup {
         };
         changed();
         let runtime = to.runtime();
+        // Members of the failed runtime, and of any other known to have
+        // failed, go to `to`: nothing to discard there.
         let on_failed = |home: &Option<String>| {
             home.as_deref()
                 .and_then(address_of)
-                .is_none_or(|a| a == dead)
+                .is_none_or(|a| a == dead || gone(&a))
         };
         // Every old instance goes before any new one serves: a new one's
         // requests must not reach an old one.
@@ -597,6 +641,7 @@ impl CicGroup {
                     object,
                     node: node.url().to_string(),
                     served,
+                    moved: here,
                 })
             }
         });
@@ -613,6 +658,7 @@ impl CicGroup {
                             Home {
                                 node: r.node.clone(),
                                 recovering: false,
+                                restored: Some(Instant::now()),
                             },
                         );
                         restored.push(r);

@@ -185,6 +185,12 @@ pub struct FtServer {
     changed: watch::Sender<u64>,
     /// The runtimes reported dead (`host:port`).
     dead: Mutex<std::collections::HashSet<String>>,
+    /// Runtimes whose failure a detector reported, their recovery not
+    /// begun or not done (see [`FtServer::recover_runtime`]).
+    failing: Mutex<std::collections::HashSet<String>>,
+    /// Runtimes probed because a caller failed to reach a CIC member
+    /// there (see [`FtServer::located`]).
+    probes: Arc<Mutex<HashMap<String, Probe>>>,
     /// The same, in the order they were reported (see
     /// [`FtServer::dead_after`]).
     dead_order: Mutex<Vec<String>>,
@@ -232,6 +238,23 @@ pub struct Recovery {
     pub took: Duration,
 }
 
+/// How long the answer of a probe of a runtime is taken for the truth.
+const PROBE_KEPT: Duration = Duration::from_millis(300);
+
+/// How long a probe waits for its connection.
+const PROBE_WITHIN: Duration = Duration::from_millis(300);
+
+/// A runtime probed (see [`FtServer::located`]).
+#[derive(Debug)]
+struct Probe {
+    /// When a caller last asked about it.
+    asked: Instant,
+    /// Whether it answered, and when that was found.
+    alive: Option<(bool, Instant)>,
+    /// A probe is under way.
+    running: bool,
+}
+
 /// How many times the objects of a dead runtime are tried on another node
 /// when the one taken dies too (see [`FtServer::recover_runtime`]).
 pub const MAX_ATTEMPTS: usize = 20;
@@ -259,6 +282,8 @@ impl FtServer {
             objects: Mutex::new(HashMap::new()),
             changed: watch::Sender::new(0),
             dead: Mutex::new(std::collections::HashSet::new()),
+            failing: Mutex::new(std::collections::HashSet::new()),
+            probes: Arc::new(Mutex::new(HashMap::new())),
             dead_order: Mutex::new(Vec::new()),
             dead_ids: Mutex::new(HashMap::new()),
             lost: Mutex::new(std::collections::VecDeque::new()),
@@ -399,7 +424,8 @@ impl FtServer {
         self.declare_dead(address);
         to.runtime()
             .peer_failed(address, "the FT server counted it dead");
-        let result = self.cic.recover(address, to, &|| self.bump()).await;
+        let gone = |a: &str| a == address || self.is_dead(a) || lock(&self.failing).contains(a);
+        let result = self.cic.recover(address, to, &gone, &|| self.bump()).await;
         self.bump();
         result
     }
@@ -426,6 +452,13 @@ impl FtServer {
                 .map(|object| (object, why.clone()))
                 .collect()
         };
+        lock(&self.failing).insert(address.clone());
+        self.bump();
+        let failing = address.clone();
+        let lost = |address: &str, why: String| {
+            lock(&self.failing).remove(&failing);
+            lost(address, why)
+        };
         for attempt in 0..MAX_ATTEMPTS {
             let to = match place(attempt, address.clone()).await {
                 Ok(to) => to,
@@ -441,8 +474,7 @@ impl FtServer {
             if self.cic.hosts_members(&address) {
                 match self.cic_runtime_failed(&address, &to).await {
                     Ok(r) => {
-                        let here = to.url().to_string();
-                        for m in r.restored.iter().filter(|m| m.node == here) {
+                        for m in r.restored.iter().filter(|m| m.moved) {
                             each(
                                 &to,
                                 Ok(Recovery {
@@ -466,7 +498,10 @@ impl FtServer {
                 None if group_failed => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                None => return Vec::new(),
+                None => {
+                    lock(&self.failing).remove(&failing);
+                    return Vec::new();
+                }
                 Some(next) => {
                     address = next;
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -813,25 +848,77 @@ impl FtServer {
             match self.located(object, failed) {
                 Located::At(address) => return Some(address),
                 Located::Unknown => return None,
-                Located::Recovering => changed.changed().await.ok()?,
+                // Woken by a change, or to probe again.
+                Located::Recovering => {
+                    let _ = tokio::time::timeout(PROBE_KEPT, changed.changed()).await;
+                }
             }
         }
     }
 
     /// Where `object`, which failed at `failed`, is now, without waiting.
     pub fn located(&self, object: u64, failed: &str) -> Located {
-        let objects = lock(&self.objects);
-        match objects.get(&object) {
-            // A member of the CIC group: where it is once restored (maybe
-            // where it was: members of live runtimes roll back in place).
-            None => match self.cic.located(object) {
-                None => Located::Unknown,
-                Some(Some(address)) if !self.is_dead(&address) => Located::At(address),
-                Some(_) => Located::Recovering,
-            },
-            Some(e) if !e.recovering && e.address != failed => Located::At(e.address.clone()),
+        let entry = (lock(&self.objects).get(&object)).map(|e| (e.recovering, e.address.clone()));
+        match entry {
+            None => self.cic_located(object, failed),
+            Some((false, address)) if address != failed => Located::At(address),
             Some(_) => Located::Recovering,
         }
+    }
+
+    /// [`FtServer::located`] for a member of the CIC group: where it is
+    /// once restored — maybe where it was, since members of live runtimes
+    /// roll back in place. A caller that failed to reach it where the
+    /// group places it waits while that runtime's failure is being
+    /// recovered; if none is known, the runtime is probed (a connection
+    /// attempt, its answer kept for [`PROBE_KEPT`]): the caller is sent
+    /// there again if it answers (it reached an instance a rollback
+    /// discarded), and waits otherwise, for the failure detector.
+    fn cic_located(&self, object: u64, failed: &str) -> Located {
+        let address = match self.cic.located(object) {
+            None => return Located::Unknown,
+            Some(crate::cic_group::Where::Recovering) => return Located::Recovering,
+            Some(crate::cic_group::Where::At { address, .. }) => address,
+        };
+        if self.is_dead(&address) || lock(&self.failing).contains(&address) {
+            return Located::Recovering;
+        }
+        if address != failed {
+            return Located::At(address);
+        }
+        let mut probes = lock(&self.probes);
+        probes.retain(|_, p| p.asked.elapsed() < PROBE_KEPT * 4);
+        let probe = probes.entry(address.clone()).or_insert_with(|| Probe {
+            asked: Instant::now(),
+            alive: None,
+            running: false,
+        });
+        probe.asked = Instant::now();
+        match probe.alive {
+            Some((true, at)) if at.elapsed() < PROBE_KEPT => return Located::At(address),
+            Some((false, at)) if at.elapsed() < PROBE_KEPT => return Located::Recovering,
+            _ => {}
+        }
+        if !probe.running {
+            probe.running = true;
+            let (changed, target) = (self.changed.clone(), address.clone());
+            let probes = Arc::downgrade(&self.probes);
+            tokio::spawn(async move {
+                let alive = matches!(
+                    tokio::time::timeout(PROBE_WITHIN, tokio::net::TcpStream::connect(&target))
+                        .await,
+                    Ok(Ok(_))
+                );
+                if let Some(probes) = probes.upgrade() {
+                    if let Some(p) = lock(&probes).get_mut(&target) {
+                        p.alive = Some((alive, Instant::now()));
+                        p.running = false;
+                    }
+                }
+                changed.send_modify(|v| *v += 1);
+            });
+        }
+        Located::Recovering
     }
 
     /// Where `object`'s protocol stands, for the agent of the runtime at

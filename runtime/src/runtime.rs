@@ -925,8 +925,10 @@ impl Runtime {
     /// Call `r`, whose connection to `address` failed (`reason`): sent
     /// again where the locator says its object is now, or failed.
     pub(crate) fn relocate(&self, r: Box<Retained>, address: &str, reason: String) {
-        /// Beyond this many failures in a row, a call fails.
-        const MAX_RESENDS: u32 = 16;
+        /// Beyond this many failures, a call fails. (A rollback of a
+        /// group of objects turns back every call in flight to any of
+        /// them: a call may meet several during a run of failures.)
+        const MAX_RESENDS: u32 = 64;
         let Some(locator) = self.inner.locator.get().cloned() else {
             return r.slot.resolve(Outcome::failure(Status::NodeDied, reason));
         };
