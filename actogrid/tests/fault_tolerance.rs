@@ -13,7 +13,7 @@ use actogrid::{Deployment, Proxy as _, VnEvent};
 use actogrid_builtin::{AccountProxy, RecorderProxy, TellerProxy, WorkerProxy};
 use support::{
     TempDir, alive, chaos, check_pushed, ft_service, ft_service_by, load, local_descriptor,
-    push_to_each, recoveries, runtime, sigkill, signal, with_services,
+    push_to_each, recoveries, runtime, sigkill, signal, trace, with_services,
 };
 
 /// `runtimes` local runtimes of one node each, protected by PML with a
@@ -76,23 +76,6 @@ impl Deployed {
         self.d.kill().await;
         self.rt.shutdown();
     }
-}
-
-/// With `RUST_LOG` set, the deployment's log and the virtual node's events
-/// on stderr (`--nocapture`): how to read a failing run.
-fn trace(vn: &actogrid::VirtualNode) {
-    if std::env::var_os("RUST_LOG").is_none() {
-        return;
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
-    let mut events = vn.events();
-    tokio::spawn(async move {
-        while let Ok(e) = events.recv().await {
-            eprintln!("event: {e:?}");
-        }
-    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -345,9 +345,21 @@ async fn objects_on_a_lost_peer_recover_on_the_node_the_overlay_lends_instead() 
 /// recovered there too, and every record ends as in a failure-free run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn protected_objects_on_lent_nodes_survive_chaos() {
+    objects_on_lent_nodes_survive_chaos("pml").await;
+}
+
+/// The same with CIC: every failure rolls the whole group back to its
+/// recovery line (the members of live runtimes in place, those of the
+/// failed runtime on the node the overlay lends instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cic_group_on_lent_nodes_survives_chaos() {
+    objects_on_lent_nodes_survive_chaos("cic").await;
+}
+
+async fn objects_on_lent_nodes_survive_chaos(protocol: &str) {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
-    let dir = TempDir::new("p2p-chaos");
+    let dir = TempDir::new(&format!("p2p-chaos-{protocol}"));
     let peers = overlay(&dir, 7, 2);
     let rt = runtime().await;
     let addresses: Vec<&str> = [&peers[0], &peers[3]]
@@ -357,13 +369,20 @@ async fn protected_objects_on_lent_nodes_survive_chaos() {
     let text = support::with_services(
         &support::p2p_descriptor("8", &addresses, "60s", false),
         "ft",
-        &support::ft_service(&dir.0.join("ft.redb"), "500ms"),
+        &support::ft_service_by(protocol, &dir.0.join("ft.redb"), "500ms"),
     );
     let d = deploy(&rt, &dir, &text, SECRET).await;
     let vn = d.virtual_node("Workers").unwrap();
     let mut events = vn.events();
+    support::trace(&vn);
     let nodes = vn.nodes().await.expect("8 nodes");
     assert_eq!(nodes.len(), 8);
+    assert_eq!(
+        vn.properties(&nodes[0])
+            .get("ft.protocol")
+            .map(String::as_str),
+        Some(protocol)
+    );
     let original: Vec<String> = nodes.iter().map(|n| n.url().to_string()).collect();
     // Six objects on six of them (as on local runtimes): the chaos always
     // finds runtimes left to kill, replaced or not yet.

@@ -758,3 +758,21 @@ fn alive_but(d: &Deployment, killed: &[u32]) -> Vec<u32> {
         .filter(|p| !killed.contains(p))
         .collect()
 }
+
+/// With `RUST_LOG` set, the test's log and the virtual node's events on
+/// stderr (`--nocapture`): how to read a failing run.
+#[allow(dead_code)] // not every test binary traces
+pub fn trace(vn: &actogrid::VirtualNode) {
+    if std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut events = vn.events();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            eprintln!("event: {e:?}");
+        }
+    });
+}
