@@ -14,6 +14,10 @@ use actogrid::{Deployment, Runtime, VnEvent};
 use actogrid_builtin::EchoProxy;
 use support::{PeerProcess, TempDir, alive, eventually, runtime};
 
+/// Held by the tests that start many peers and runtimes and time them:
+/// on two cores, two of them at once starve each other.
+static CROWDED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const SECRET: &str = "p2p-test-overlay";
 
 /// `n` peers, each knowing the first and the previous one (so that the
@@ -102,6 +106,7 @@ async fn answer(nodes: &[actogrid::Node]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_peers_lend_nodes_and_get_their_slots_back() {
+    let _crowded = CROWDED.lock().await;
     let dir = TempDir::new("p2p-twenty");
     let peers = overlay(&dir, 20, 1);
     let rt = runtime().await;
@@ -359,6 +364,7 @@ async fn a_cic_group_on_lent_nodes_survives_chaos() {
 async fn objects_on_lent_nodes_survive_chaos(protocol: &str) {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
+    let _crowded = CROWDED.lock().await;
     let dir = TempDir::new(&format!("p2p-chaos-{protocol}"));
     let peers = overlay(&dir, 7, 2);
     let rt = runtime().await;
