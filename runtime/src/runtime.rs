@@ -938,6 +938,14 @@ impl Runtime {
         let rt = self.clone();
         let address = address.to_owned();
         self.inner.handle.spawn(async move {
+            // A call turned back again and again (its object between two
+            // instances during a rollback, its runtime restarting) waits a
+            // little longer each time: its resends span seconds, not the
+            // few milliseconds of round trips they would take at once.
+            if r.resent >= 2 {
+                let wait = (1u64 << (r.resent - 2).min(7)).min(100);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
             let found = locator.locate(r.target, &address).await;
             match found {
                 Some(to) if !rt.inner.shutdown.is_cancelled() => {
