@@ -626,7 +626,7 @@ impl CicGroup {
                 };
                 let object = r.object;
                 let served = r.log.len();
-                node.recover_serving(r.checkpoint, r.log, Vec::new())
+                crate::server::restore_on(&node, r.checkpoint, r.log, Vec::new())
                     .await
                     .map_err(|e| {
                         format!("member {object:#x} was not restored on {}: {e}", node.url())

@@ -726,12 +726,12 @@ impl FtServer {
                 reply,
             });
         }
-        to.recover_serving(checkpoint, log, replies)
+        restore_on(to, checkpoint, log, replies)
             .await
-            .map_err(|e| FtError::Restore {
+            .map_err(|reason| FtError::Restore {
                 object,
                 node: to.url().to_string(),
-                reason: e.to_string(),
+                reason,
             })?;
         // Found there while it replays: a logged request's caller sends it
         // again, bringing the values of the futures it passed, and objects
@@ -862,6 +862,11 @@ impl FtServer {
         match entry {
             None => self.cic_located(object, failed),
             Some((false, address)) if address != failed => Located::At(address),
+            // Where the caller failed to reach it, and that runtime is not
+            // known to have failed: sent there again if it answers (an
+            // instance there refused the call — fenced, or discarded by a
+            // recovery that restored the object there anew).
+            Some((false, address)) if !self.is_dead(&address) => self.probed(address),
             Some(_) => Located::Recovering,
         }
     }
@@ -885,6 +890,17 @@ impl FtServer {
         }
         if address != failed {
             return Located::At(address);
+        }
+        self.probed(address)
+    }
+
+    /// A caller failed to reach the runtime at `address`, which is not
+    /// known to have failed: [`Located::At`] it if it answers a connection
+    /// (the answer kept for [`PROBE_KEPT`]), [`Located::Recovering`]
+    /// otherwise, until the failure detector says.
+    fn probed(&self, address: String) -> Located {
+        if lock(&self.failing).contains(&address) {
+            return Located::Recovering;
         }
         let mut probes = lock(&self.probes);
         probes.retain(|_, p| p.asked.elapsed() < PROBE_KEPT * 4);
@@ -2163,6 +2179,62 @@ pub(crate) async fn ask_location(
             }
         }
     }
+}
+
+/// How long a recovery waits for a node to discard an instance it may
+/// hold of the object being restored.
+const DISCARD_WITHIN: Duration = Duration::from_secs(5);
+
+/// Restores `checkpoint` on `to` serving `log` ([`Node::recover_serving`]),
+/// leaving no instance there that the FT server does not know of: one
+/// already there (an earlier attempt whose answer was lost, as when the
+/// connection to `to` failed under it) is discarded and the restore made
+/// again; a restore that fails is followed by a discard on `to`, since it
+/// may have taken place there all the same. A later attempt, on `to` or
+/// elsewhere, then meets no older instance serving.
+pub(crate) async fn restore_on(
+    to: &Node,
+    checkpoint: actogrid_runtime::intercept::Checkpoint,
+    log: Vec<actogrid_runtime::intercept::Logged>,
+    replies: Vec<actogrid_runtime::intercept::Replayed>,
+) -> Result<(), String> {
+    let object = checkpoint.object;
+    let discard = || async {
+        match tokio::time::timeout(DISCARD_WITHIN, to.discard(object)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {DISCARD_WITHIN:?}")),
+        }
+    };
+    let first = to
+        .recover_serving(checkpoint.clone(), log.clone(), replies.clone())
+        .await
+        .map_err(|e| e.to_string());
+    let result = match first {
+        Err(e) if e.contains("is already hosted here") => {
+            tracing::warn!(
+                object = format_args!("{object:#x}"),
+                node = %to.url(),
+                "an instance of the object being recovered serves there already (an earlier attempt's): it is discarded first"
+            );
+            discard().await?;
+            to.recover_serving(checkpoint, log, replies)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        r => r.map(|_| ()),
+    };
+    if let Err(e) = &result
+        && let Err(d) = discard().await
+    {
+        tracing::debug!(
+            object = format_args!("{object:#x}"),
+            node = %to.url(),
+            "after a failed restore ({e}), no discard there either: {d}"
+        );
+    }
+    result
 }
 
 #[cfg(test)]

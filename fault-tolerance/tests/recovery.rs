@@ -382,3 +382,45 @@ async fn a_new_runtime_at_a_dead_ones_address_is_not_taken_for_it() -> anyhow::R
     assert!(!server.is_dead(address));
     Ok(())
 }
+
+/// A recovery that finds an instance of its object already on the node
+/// it takes (an earlier attempt's, whose answer was lost) discards it and
+/// restores the object there again: one instance serves, the one the FT
+/// server knows, and a caller whose call that instance dropped is sent
+/// back to the same runtime, where it is served once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_meeting_an_instance_on_its_node_replaces_it() -> anyhow::Result<()> {
+    let dir = TempDir::new("replaced");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_millis(30))?;
+    let caller = runtime().await?;
+    let callee = runtime().await?;
+    let spare = runtime().await?;
+    for (rt, name) in [(&callee, "n"), (&spare, "r")] {
+        rt.local_node(name).add_interceptor(server.protection())?;
+    }
+    caller.set_locator(server.locator())?;
+    let recorder = within(RecorderProxy::new(&node(&caller, &callee, "n")?)).await?;
+    for v in 1..=3 {
+        assert_eq!(within(recorder.push(v)).await?, v);
+    }
+    let failed = callee.address().expect("serves").to_owned();
+    callee.shutdown();
+    let to = spare.local_node("r");
+    let recovered = within(server.runtime_failed(&failed, &to)).await;
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(within(recorder.push(4)).await?, 4);
+    // The spare counted dead by mistake and taken for its own object's
+    // recovery: the object is there already.
+    let spare_address = spare.address().expect("serves").to_owned();
+    let again = within(server.runtime_failed(&spare_address, &to)).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    let r = again[0].as_ref().expect("recovered over the old instance");
+    assert_eq!(r.incarnation.0, 3);
+    assert_eq!(within(recorder.push(5)).await?, 5);
+    assert_eq!(within(recorder.seen()).await?, [1, 2, 3, 4, 5]);
+    assert_eq!(
+        server.location(recorder.active_ref().id()).as_deref(),
+        Some(spare_address.as_str())
+    );
+    Ok(())
+}
