@@ -28,6 +28,7 @@ mod ft_overhead;
 mod ft_recovery;
 mod ft_recovery_cic;
 mod ft_store;
+mod ft_tradeoff;
 mod group_broadcast;
 mod load_balance;
 mod node_memory;
@@ -93,6 +94,10 @@ enum Bench {
     /// `pml`: tasks of 1 ms and empty calls on protected objects, against
     /// the same on unprotected ones.
     FtOverhead(ft_overhead::Args),
+    /// Total time of a few application shapes (objects × task length)
+    /// unprotected, with CIC and with PML, without a failure and with one:
+    /// which protocol for which application.
+    FtTradeoff(ft_tradeoff::Args),
     /// Calls per second to a deployed runtime with a dashboard nobody
     /// watches and with its page open, against the same deployment
     /// without a dashboard.
@@ -141,6 +146,7 @@ fn main() -> anyhow::Result<()> {
         Bench::FtStore(args) => bench_runtime()?.block_on(ft_store::run(&args))?,
         Bench::FtRecovery(args) => bench_runtime()?.block_on(ft_recovery::run(&args))?,
         Bench::FtOverhead(args) => bench_runtime()?.block_on(ft_overhead::run(&args))?,
+        Bench::FtTradeoff(args) => bench_runtime()?.block_on(ft_tradeoff::run(&args))?,
         Bench::Dashboard(args) => bench_runtime()?.block_on(dashboard::run(&args))?,
         Bench::ServePeer(args) => return server_runtime()?.block_on(serve::peer(&args)),
         Bench::ServeNode(args) => return server_runtime()?.block_on(serve::node(&args)),

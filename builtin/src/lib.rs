@@ -95,7 +95,16 @@ impl Recorder {
     /// `value`: a task of a checkpointable object, for fault-tolerance
     /// benchmarks.
     pub fn push_computed(&mut self, ms: u64, value: u64) -> u64 {
-        spin_for(ms);
+        spin_for(Duration::from_millis(ms));
+        self.seen.push(value);
+        self.seen.len() as u64
+    }
+
+    /// Computes until its thread has used `us` microseconds of CPU time
+    /// (however many other threads share the CPUs), then appends `value`:
+    /// a task of a fixed amount of work, for fault-tolerance benchmarks.
+    pub fn push_computed_us(&mut self, us: u64, value: u64) -> u64 {
+        spin_cpu(Duration::from_micros(us));
         self.seen.push(value);
         self.seen.len() as u64
     }
@@ -134,13 +143,13 @@ impl Recorder {
     }
 }
 
-/// Computes for `ms` milliseconds without yielding (pure CPU, as a solver
-/// step would); how many rounds it made.
-fn spin_for(ms: u64) -> u64 {
+/// Computes for `length` without yielding (pure CPU, as a solver step
+/// would); how many rounds it made.
+fn spin_for(length: Duration) -> u64 {
     let start = std::time::Instant::now();
     let mut rounds = 0u64;
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    while start.elapsed() < Duration::from_millis(ms) {
+    while start.elapsed() < length {
         for _ in 0..1000 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -150,6 +159,24 @@ fn spin_for(ms: u64) -> u64 {
     }
     std::hint::black_box(x);
     rounds
+}
+
+/// Computes until this thread has used `length` of CPU time.
+fn spin_cpu(length: Duration) {
+    let used = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    };
+    let start = used();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    while used().saturating_sub(start) < length {
+        for _ in 0..100 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+    }
+    std::hint::black_box(x);
 }
 
 /// An error a [`Worker`] method returns on purpose.
@@ -195,7 +222,7 @@ impl Worker {
     /// Computes for `ms` milliseconds without yielding (pure CPU, as a
     /// solver step would), then returns how many rounds it made.
     pub fn spin(&self, ms: u64) -> u64 {
-        spin_for(ms)
+        spin_for(Duration::from_millis(ms))
     }
 
     /// Computes for `micros` microseconds over `data`, then returns its
