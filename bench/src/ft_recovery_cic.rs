@@ -85,17 +85,27 @@ async fn round(
     dir: PathBuf,
     n: usize,
 ) -> anyhow::Result<Round> {
-    let path = dir.join(format!(
-        "actogrid-bench-ft-recovery-cic-{}-{n}.redb",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    tokio::spawn(async move {
-        let result = measure(protocol, objects, log, &path).await;
-        let _ = std::fs::remove_file(&path);
-        result
+    let name = format!("ft-recovery-cic-{n}");
+    with_store(&dir, &name, move |path| async move {
+        measure(protocol, objects, log, &path).await
     })
-    .await?
+    .await
+}
+
+/// `measure(path)` on a worker task, `path` a store file of its own in
+/// `dir` (named after `name` and this process), removed before and after.
+pub(crate) async fn with_store<T, F, M>(dir: &Path, name: &str, measure: M) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    M: FnOnce(PathBuf) -> F,
+{
+    let path = dir.join(format!("actogrid-bench-{name}-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let running = measure(path.clone());
+    let result = tokio::spawn(running).await?;
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 async fn measure(

@@ -268,17 +268,11 @@ async fn timed(
     fail: Option<Duration>,
     dir: &Path,
 ) -> anyhow::Result<f64> {
-    let path = dir.join(format!(
-        "actogrid-bench-ft-tradeoff-{}-{protocol:?}.redb",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    tokio::spawn(async move {
-        let result = run_once(protocol, shape, fail, &path).await;
-        let _ = std::fs::remove_file(&path);
-        result
+    let name = format!("ft-tradeoff-{protocol:?}");
+    crate::ft_recovery_cic::with_store(dir, &name, move |path| async move {
+        run_once(protocol, shape, fail, &path).await
     })
-    .await?
+    .await
 }
 
 /// The expected total of a run lasting `t` seconds without a failure if

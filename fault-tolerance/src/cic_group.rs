@@ -584,11 +584,7 @@ impl CicGroup {
             let object = r.object;
             async move {
                 let node = runtime.node(&node.parse().map_err(|e| format!("{node}: {e}"))?);
-                match tokio::time::timeout(DISCARD_WITHIN, node.discard(object)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {DISCARD_WITHIN:?}")),
-                }
+                crate::server::discard_within(&node, object).await
             }
         });
         let discarded = futures::future::join_all(discards).await;
@@ -769,7 +765,3 @@ impl CicGroup {
         Ok(out)
     }
 }
-
-/// How long a runtime may take to discard a member's instance before the
-/// member is restored elsewhere.
-const DISCARD_WITHIN: Duration = Duration::from_secs(5);

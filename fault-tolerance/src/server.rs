@@ -2181,9 +2181,20 @@ pub(crate) async fn ask_location(
     }
 }
 
-/// How long a recovery waits for a node to discard an instance it may
-/// hold of the object being restored.
+/// How long a recovery waits for a node to discard an instance of an
+/// object (a rollback in place, or one it may hold of the object being
+/// restored).
 const DISCARD_WITHIN: Duration = Duration::from_secs(5);
+
+/// Discards `object` on `node` ([`Node::discard`]), given up after
+/// [`DISCARD_WITHIN`].
+pub(crate) async fn discard_within(node: &Node, object: u64) -> Result<(), String> {
+    match tokio::time::timeout(DISCARD_WITHIN, node.discard(object)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {DISCARD_WITHIN:?}")),
+    }
+}
 
 /// Restores `checkpoint` on `to` serving `log` ([`Node::recover_serving`]),
 /// leaving no instance there that the FT server does not know of: one
@@ -2199,13 +2210,7 @@ pub(crate) async fn restore_on(
     replies: Vec<actogrid_runtime::intercept::Replayed>,
 ) -> Result<(), String> {
     let object = checkpoint.object;
-    let discard = || async {
-        match tokio::time::timeout(DISCARD_WITHIN, to.discard(object)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {DISCARD_WITHIN:?}")),
-        }
-    };
+    let discard = || discard_within(to, object);
     let first = to
         .recover_serving(checkpoint.clone(), log.clone(), replies.clone())
         .await
