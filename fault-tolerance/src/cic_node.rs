@@ -101,6 +101,10 @@ struct Slot {
     /// checkpoint released: such a caller lost its reply with the instance
     /// a recovery discarded, and sends the request again.
     released: HashMap<RequestId, Vec<u8>>,
+    /// The object ended ([`Interceptor::ending`]) in this state: the
+    /// member stays, and its checkpoints are of this state from now on,
+    /// so that it holds no line back.
+    ended: Option<Arc<Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -265,6 +269,14 @@ impl Shared {
         delivering: Option<RequestId>,
     ) -> bool {
         let mut delivered = false;
+        // An object that ended has no boundaries any more: every state a
+        // checkpoint needs is its last one.
+        let last = slot.ended.clone();
+        let last_state = move || Ok(last.as_deref().cloned().unwrap_or_default());
+        let state = match state {
+            None if slot.ended.is_some() => Some(&last_state as &dyn Fn() -> _),
+            state => state,
+        };
         if let Some(state) = state {
             for record in std::mem::take(&mut slot.deferred) {
                 self.store_checkpoint(object, record, state);
@@ -430,7 +442,8 @@ impl Shared {
         };
         let group = lock(&self.group).members.clone();
         let mut members = lock(&self.members);
-        if members.contains_key(&object) {
+        // A member that ended here stays until a recovery restores it.
+        if members.get(&object).is_some_and(|s| s.ended.is_none()) {
             return;
         }
         // What it kept is sent again by the recovery itself (requests in
@@ -464,8 +477,17 @@ impl Shared {
                 holding: None,
                 deferred: Vec::new(),
                 released,
+                ended: None,
             },
         );
+    }
+
+    /// Whether `object` is a member here that has not ended (an object
+    /// restored where it had ended joins again).
+    fn is_member_here(&self, object: u64) -> bool {
+        lock(&self.members)
+            .get(&object)
+            .is_some_and(|s| s.ended.is_none())
     }
 
     fn heard(&self, committed: &Committed) {
@@ -497,9 +519,17 @@ impl Shared {
         for (object, slot) in members.iter_mut() {
             if slot.member.epoch().0 == committed.epoch {
                 slot.member.want(now, committed.wanted);
+                if slot.ended.is_some() {
+                    // Always between two services.
+                    slot.member.tick(now);
+                }
             }
             self.act(*object, slot, None, None);
         }
+        // A recovery restored the members that had ended from their
+        // checkpoints, wherever it put them: what stayed here of them is
+        // stale (the callers of the replies they held ask again).
+        members.retain(|_, s| s.ended.is_none() || s.member.epoch().0 >= committed.epoch);
     }
 
     /// The members whose replies wait for the line.
@@ -578,7 +608,7 @@ impl Interceptor for CicProtection {
         }
         let shared = &self.shared;
         let object = delivery.object;
-        let joined = lock(&shared.members).contains_key(&object);
+        let joined = shared.is_member_here(object);
         if joined {
             let verdict = shared.deliver(delivery, &|| state_of(body));
             return Box::pin(std::future::ready(verdict));
@@ -724,7 +754,7 @@ impl Interceptor for CicProtection {
             };
             postcard::from_bytes::<Reply>(&bytes).ok()
         };
-        let joined = lock(&shared.members).contains_key(&object);
+        let joined = shared.is_member_here(object);
         if joined || is_outside(delivery) {
             let reply = kept(&mut lock(&shared.members));
             return Box::pin(std::future::ready(reply));
@@ -755,7 +785,9 @@ impl Interceptor for CicProtection {
         let object = body.object();
         let now = shared.now();
         let mut members = lock(&shared.members);
-        if let Some(slot) = members.get_mut(&object) {
+        if let Some(slot) = members.get_mut(&object)
+            && slot.ended.is_none()
+        {
             slot.member.tick(now);
             shared.act(object, slot, Some(&|| state_of(body)), None);
             return;
@@ -786,6 +818,45 @@ impl Interceptor for CicProtection {
                 }
             }
         });
+    }
+
+    fn may_move(
+        &self,
+        _body: &BodyAccess<'_>,
+        _to: &actogrid_runtime::NodeUrl,
+    ) -> Result<(), String> {
+        // What the member is to the group (its checkpoint index, its
+        // reception history, the messages and held replies it keeps) lives
+        // on this node and does not travel with the body.
+        Err("it is a member of a CIC group, whose members stay on their nodes".into())
+    }
+
+    fn ending(&self, body: &BodyAccess<'_>) {
+        let shared = &self.shared;
+        let object = body.object();
+        let mut members = lock(&shared.members);
+        let Some(slot) = members.get_mut(&object) else {
+            return;
+        };
+        match state_of(body) {
+            Ok(state) => slot.ended = Some(Arc::new(state)),
+            Err(e) => {
+                tracing::error!(
+                    object = format_args!("{object:#x}"),
+                    "a CIC member ends and its last state cannot be read; the line stays behind it: {e}"
+                );
+                return;
+            }
+        }
+        tracing::debug!(
+            object = format_args!("{object:#x}"),
+            "a CIC member ended: it stays in the group with its last state"
+        );
+        // A checkpoint of that state now: the later ones stretch it.
+        let now = shared.now();
+        slot.member.want(now, slot.member.index() + 1);
+        slot.member.tick(now);
+        shared.act(object, slot, None, None);
     }
 
     fn left(&self, object: u64) {

@@ -270,3 +270,97 @@ async fn the_group_rolls_back_to_its_line_when_a_runtime_dies() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// A member that ends between two checkpoints (its state changed since
+/// the last) holds no line back: the replies of the others to a caller
+/// outside the group still leave, and so does the one it gave last. A
+/// recovery after its end restores it from its last state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_ends_holds_no_line_back() -> anyhow::Result<()> {
+    let dir = TempDir::new("cic-end");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
+    // Periods far longer than the test: every checkpoint is one the group
+    // waits for.
+    let (a, a_cic) = member_runtime(&server, None, 60_000).await?;
+    let (b, _b_cic) = member_runtime(&server, None, 60_000).await?;
+    let client = runtime().await?;
+    let ending = within(AccountProxy::new(&node(&client, &a, "n")?, 0)).await?;
+    let staying = within(AccountProxy::new(&node(&client, &b, "n")?, 0)).await?;
+    assert_eq!(within(ending.apply(0, 1)).await?, 1);
+    assert_eq!(within(staying.apply(0, 1)).await?, 1);
+    // Changed since its last checkpoint, then ended behind its reply.
+    let last = ending.apply(1, 1);
+    within(ending.terminate()).await?;
+    assert_eq!(within(last).await?, 2);
+    let before = server.cic().stats().await.line;
+    for i in 1..6 {
+        assert_eq!(within(staying.apply(i, 1)).await?, i as i64 + 1);
+    }
+    assert!(server.cic().stats().await.line > before);
+    // It stays a member of its node, with nothing left to send.
+    let id = ending.active_ref().id();
+    until("the ended member keeps nothing", async || {
+        a_cic.retained(id) == Some(0)
+    })
+    .await;
+    assert!(ending.apply(2, 1).await.is_err(), "it serves nothing more");
+
+    // A recovery after its end: the group rolls back with it (from its
+    // last state, where it ended), and the other goes on exactly once.
+    let (spare, _) = member_runtime(&server, None, 60_000).await?;
+    for rt in [&a, &b, &spare, &client] {
+        rt.set_locator(server.locator())?;
+    }
+    let address = b.address().expect("it serves").to_owned();
+    b.shutdown();
+    let r = within(server.cic_runtime_failed(&address, &spare.local_node("n")))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!((r.members, r.moved), (2, 1), "{r:?}");
+    assert_eq!(within(staying.apply(6, 1)).await?, 7);
+    let line = a_cic.line(id).expect("restored where it ended");
+    assert_eq!(line.0.0, r.epoch, "the stale member it left was replaced");
+    Ok(())
+}
+
+/// A member refuses to migrate (what it is to the group stays on its
+/// node): the caller learns why, and the member serves on where it is,
+/// its transfers and their replies untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stays_on_its_node() -> anyhow::Result<()> {
+    let dir = TempDir::new("cic-stay");
+    let server = FtServer::open(dir.0.join("ft.redb"), Duration::from_secs(3600))?;
+    let (fast, fast_cic) = member_runtime(&server, None, 20).await?;
+    let (slow, _) = member_runtime(&server, None, 400).await?;
+    let client = runtime().await?;
+    let (accounts, tellers) = bank(&client, &fast, &slow).await?;
+    let transfers = 40u64;
+    let mut pending = Vec::new();
+    for id in 0..transfers {
+        let teller = &tellers[(id % 2) as usize];
+        let from = accounts[(id % 4) as usize].clone();
+        let to = accounts[((id + 1) % 4) as usize].clone();
+        pending.push(tokio::spawn(
+            teller.transfer(id, from, to, id as i64 + 1).into_future(),
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if id == 20 {
+            let to = node(&client, &slow, "n")?;
+            for moving in [accounts[0].active_ref(), tellers[0].active_ref()] {
+                let refused = within(moving.migrate_to(to.url())).await;
+                let why = format!("{:?}", refused.expect_err("a member does not move"));
+                assert!(why.contains("CIC group"), "{why}");
+                assert!(fast_cic.index(moving.id()).is_some(), "still a member here");
+            }
+        }
+    }
+    for p in pending {
+        within(p).await??;
+    }
+    let mut total = 0;
+    for a in &accounts {
+        total += within(a.balance()).await?;
+    }
+    assert_eq!(total, 10_000);
+    Ok(())
+}

@@ -793,6 +793,7 @@ impl Body {
             };
             if inbound.flags & FLAG_TERMINATE != 0 {
                 self.order.served(sender, seq);
+                self.ending();
                 inbound.reply.send(&self.runtime, Outcome::ok_unit(), None);
                 let rest: Vec<Box<Inbound>> = self
                     .due
@@ -891,6 +892,40 @@ impl Body {
                 tracing::error!(
                     object = format_args!("{:#x}", self.id),
                     "an interceptor panicked on an idle object: {}",
+                    crate::panics::describe(&*panic)
+                );
+            }
+        }
+    }
+
+    /// Whether the node's interceptors let the object move to `to`: the
+    /// first refusal, with its reason.
+    fn may_move(&self, to: &crate::NodeUrl) -> Result<(), String> {
+        let access = self.access();
+        for i in self.node.interceptors() {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| i.may_move(&access, to))) {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => return Err(why),
+                Err(panic) => {
+                    return Err(format!(
+                        "an interceptor of its node panicked when asked: {}",
+                        crate::panics::describe(&*panic)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls the `ending` hook of the node's interceptors.
+    fn ending(&self) {
+        let access = self.access();
+        for i in self.node.interceptors() {
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| i.ending(&access)));
+            if let Err(panic) = ran {
+                tracing::error!(
+                    object = format_args!("{:#x}", self.id),
+                    "an interceptor panicked on an object that ends: {}",
                     crate::panics::describe(&*panic)
                 );
             }
@@ -1430,6 +1465,11 @@ impl Body {
                 return Err(());
             }
         };
+        if let Err(why) = self.may_move(&target) {
+            let o = Outcome::failure(Status::NotMigratable, why);
+            inbound.reply.send(&self.runtime, o, None);
+            return Err(());
+        }
         let Some(state) = self.object.state() else {
             let o = Outcome::failure(
                 Status::NotMigratable,

@@ -490,6 +490,24 @@ pub trait Interceptor: Send + Sync + 'static {
         let _ = body;
     }
 
+    /// The object is asked to move to node `to` (a migration, by the
+    /// program or by load balancing), at a request boundary: `Err(why)`
+    /// refuses (the caller gets [`CallError`](crate::CallError) `Refused`
+    /// with `why`, and the object stays and serves on). Every interceptor
+    /// of the node must agree.
+    fn may_move(&self, body: &BodyAccess<'_>, to: &crate::NodeUrl) -> Result<(), String> {
+        let _ = (body, to);
+        Ok(())
+    }
+
+    /// The object ends ([`ActiveRef::terminate`](crate::ActiveRef::terminate)):
+    /// `body` is its last state, between two requests, and nothing of it
+    /// runs any more. Called once, before it leaves the runtime's tables
+    /// (and the requests queued behind the end are refused).
+    fn ending(&self, body: &BodyAccess<'_>) {
+        let _ = body;
+    }
+
     /// Object `object` left this node: it moved to another node (the
     /// interceptors there see its next requests), or it was discarded
     /// ([`Node::discard`](crate::Node::discard)). What the service kept

@@ -595,6 +595,24 @@ impl<P: PeerId> Peer<P> {
         }
     }
 
+    /// Lender side: the runtime for `booking` is still being set up (its
+    /// program fetched, its vessel prepared): the booking's expiry counts
+    /// again from now. False if the booking is unknown or ended.
+    pub fn staging(&mut self, booking: BookingId, now: Time) -> bool {
+        let expiry = self.config.booking_expiry;
+        for slot in &mut self.slots {
+            if let SlotState::Booked {
+                booking: b, until, ..
+            } = slot
+                && *b == booking
+            {
+                *until = now + expiry;
+                return true;
+            }
+        }
+        false
+    }
+
     /// Lender side: the runtime for `booking` runs. False if the booking is
     /// unknown or ended (stop the runtime then).
     pub fn deployed(&mut self, booking: BookingId) -> bool {

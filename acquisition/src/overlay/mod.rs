@@ -33,6 +33,7 @@
 //! | a deployment wants nodes                 | [`Peer::acquire`]                      |
 //! | the deployment ends                      | [`Peer::end_request`]                  |
 //! | the application drops one node           | [`Peer::release_node`]                 |
+//! | a runtime for a booking is being set up  | [`Peer::staging`] (now and then)       |
 //! | a runtime started for a booking runs     | [`Peer::deployed`]                     |
 //! | that runtime ended or failed to start    | [`Peer::runtime_ended`]                |
 //! | a connection to `p` failed for good      | [`Peer::peer_down`]                    |
@@ -81,7 +82,8 @@
 //!   the requester declines or does not answer within the answer timeout;
 //! * **booked** when the requester books it ([`Event::Deploy`]); free again
 //!   if nothing is deployed within [`Config::booking_expiry`] (the requester
-//!   is told);
+//!   is told), counted from the last time the driver said it was still
+//!   setting the runtime up ([`Peer::staging`]);
 //! * **in use** once the driver reports the runtime runs;
 //! * **free** on release by the requester, end of the runtime, loss of the
 //!   requester, or leaving.

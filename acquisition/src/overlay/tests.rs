@@ -585,6 +585,28 @@ fn a_deployed_booking_does_not_expire() {
 }
 
 #[test]
+fn a_booking_whose_runtime_is_being_set_up_expires_only_once_that_stops() {
+    let mut net = chain();
+    let now = net.now;
+    net.peer_mut(1).acquire(now, Wanted::Count(1));
+    net.run();
+    let booking = net.peer(2).slots()[0].booking().expect("booked");
+    let expiry = Config::default().booking_expiry;
+    // Said every half expiry, three expiries long: still booked.
+    for _ in 0..6 {
+        net.advance(expiry / 2);
+        let now = net.now;
+        assert!(net.peer_mut(2).staging(booking, now));
+    }
+    assert_eq!(slot_kinds(net.peer(2)), ["booked"]);
+    // No longer said: it expires.
+    net.advance(expiry + SEC);
+    assert_eq!(slot_kinds(net.peer(2)), ["free"]);
+    let now = net.now;
+    assert!(!net.peer_mut(2).staging(booking, now), "an ended booking");
+}
+
+#[test]
 fn ending_a_request_releases_every_booking() {
     let mut net = chain();
     let now = net.now;

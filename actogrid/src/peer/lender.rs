@@ -30,6 +30,10 @@ use super::{LentNode, PeerOptions, VesselStatus};
 /// Largest program accepted.
 const MAX_PROGRAM: u64 = 4 << 30;
 
+/// The longest a runtime's set-up (program fetch and vessel) keeps its
+/// booking past the booking expiry.
+const STAGING_LIMIT: Duration = Duration::from_secs(600);
+
 /// Environment variables a requester may not set (they would change how
 /// the program is loaded, not what it does).
 fn forbidden_env(name: &str) -> bool {
@@ -143,7 +147,27 @@ impl Lender {
                 }
             }
         };
-        let (mut child, vessel) = match started.await {
+        // A set-up that takes long (a large program fetched on a busy
+        // machine) keeps its booking: the expiry is for a requester that
+        // never deploys. The fetch has timeouts of its own; the set-up as
+        // a whole gets at most `STAGING_LIMIT`.
+        let expiry = self.options.booking_expiry;
+        let keep = async {
+            let began = Instant::now();
+            loop {
+                tokio::time::sleep(expiry / 3).await;
+                if began.elapsed() > STAGING_LIMIT
+                    || !driver.step(|core, now| core.staging(booking, now))
+                {
+                    return std::future::pending::<std::convert::Infallible>().await;
+                }
+            }
+        };
+        let started = tokio::select! {
+            started = started => started,
+            never = keep => match never {},
+        };
+        let (mut child, vessel) = match started {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("slot {} for {requester}: {e}", booking.0);
