@@ -18,7 +18,7 @@ use actogrid_runtime::intercept::Logged;
 use serde::{Deserialize, Serialize};
 
 use crate::cic::{
-    DurableLine, Entry, Incarnation, LineError, Member, ObjectId, Received, Record, RequestId,
+    At, DurableLine, Entry, Incarnation, LineError, Member, ObjectId, Received, Record, RequestId,
 };
 use crate::store::{LogPosition, ObjectKey, ReplyId, Store};
 
@@ -54,6 +54,15 @@ pub enum CicWrite {
         epoch: Incarnation,
         /// The entries.
         entries: Vec<Entry>,
+    },
+    /// The object ended (it was terminated) at `at` of its history, the
+    /// place of the checkpoint it handed over last: a recovery that
+    /// restarts it from there ends it again.
+    Ended {
+        /// The member's epoch.
+        epoch: Incarnation,
+        /// Where it ended.
+        at: At,
     },
 }
 
@@ -133,6 +142,8 @@ pub struct CicGroup {
     homes: Mutex<HashMap<u64, Home>>,
     /// Members a recovery restores, until they store in the new epoch.
     restarts: Mutex<HashMap<u64, RestartFrom>>,
+    /// Members that ended, and where in their histories.
+    ended: Mutex<HashMap<u64, At>>,
     /// When the requests kept for replays were last collected.
     collected: Mutex<Option<Instant>>,
     /// Held by the recovery under way.
@@ -236,6 +247,7 @@ impl CicGroup {
             wanted: AtomicU64::new(0),
             homes: Mutex::new(HashMap::new()),
             restarts: Mutex::new(HashMap::new()),
+            ended: Mutex::new(HashMap::new()),
             collected: Mutex::new(None),
             recovering: tokio::sync::Mutex::new(()),
         }
@@ -377,6 +389,14 @@ impl CicGroup {
                     self.wanted.fetch_max(index, Ordering::Relaxed);
                 }
                 CicWrite::Request { .. } => {}
+                CicWrite::Ended {
+                    epoch: at_epoch,
+                    at,
+                } => {
+                    if at_epoch == epoch {
+                        lock(&self.ended).insert(object, at);
+                    }
+                }
                 CicWrite::History { epoch: at, entries } if at != epoch => {
                     let _ = entries;
                 }
@@ -495,6 +515,9 @@ struct Restore {
     log: Vec<Logged>,
     /// Of `log`, the requests in transit across the line.
     resent: usize,
+    /// It had ended where the line restarts it: it ends again once
+    /// restored.
+    ends: bool,
 }
 
 impl CicGroup {
@@ -604,6 +627,13 @@ impl CicGroup {
                 unreachable.insert(r.object);
             }
         }
+        {
+            // Those restored to serve on will not end where they had.
+            let mut ended = lock(&self.ended);
+            for r in restores.iter().filter(|r| !r.ends) {
+                ended.remove(&r.object);
+            }
+        }
         let resent = restores.iter().map(|r| r.resent).sum::<usize>();
         let replayed = restores.iter().map(|r| r.log.len()).sum::<usize>() - resent;
         let mut moved = 0;
@@ -622,11 +652,25 @@ impl CicGroup {
                 };
                 let object = r.object;
                 let served = r.log.len();
+                let type_name = r.checkpoint.type_name.clone();
                 crate::server::restore_on(&node, r.checkpoint, r.log, Vec::new())
                     .await
                     .map_err(|e| {
                         format!("member {object:#x} was not restored on {}: {e}", node.url())
                     })?;
+                if r.ends {
+                    // Restored for what the group needs of it (its
+                    // checkpoints), then ended as it was.
+                    let url = node.url();
+                    let address = address_of(&url.to_string()).unwrap_or_default();
+                    let end = runtime.reference(&address, url.name(), object, &type_name);
+                    if let Err(e) = end.terminate().await {
+                        tracing::warn!(
+                            object = format_args!("{object:#x}"),
+                            "CIC recovery: a member that had ended was restored on {url} and could not be ended again: {e}"
+                        );
+                    }
+                }
                 // How its log was answered is not needed: asked, so that
                 // the runtime forgets it.
                 let drain = node.clone();
@@ -694,6 +738,7 @@ impl CicGroup {
             }
         }
         let homes = lock(&self.homes).clone();
+        let ended = lock(&self.ended).clone();
         let mut out = Vec::new();
         for r in &plan.restarts {
             let me = r.object;
@@ -754,12 +799,14 @@ impl CicGroup {
                     resent += 1;
                 }
             }
+            let ends = log.is_empty() && ended.get(&me.0) == Some(&r.record.at());
             out.push(Restore {
                 object: me.0,
                 home: homes.get(&me.0).map(|h| h.node.clone()),
                 checkpoint,
                 log,
                 resent,
+                ends,
             });
         }
         Ok(out)

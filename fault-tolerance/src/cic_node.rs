@@ -482,6 +482,33 @@ impl Shared {
         );
     }
 
+    /// Member `object` ended in `state`: it stays, with a checkpoint of
+    /// that state now (the later ones stretch it), and the group learns
+    /// where it ended.
+    fn end(&self, object: u64, state: Vec<u8>) {
+        let mut members = lock(&self.members);
+        let Some(slot) = members.get_mut(&object) else {
+            return;
+        };
+        slot.ended = Some(Arc::new(state));
+        tracing::debug!(
+            object = format_args!("{object:#x}"),
+            "a CIC member ended: it stays in the group with its last state"
+        );
+        let now = self.now();
+        slot.member.want(now, slot.member.index() + 1);
+        slot.member.tick(now);
+        self.act(object, slot, None, None);
+        let stamp = slot.member.stamp();
+        self.ship(
+            object,
+            CicWrite::Ended {
+                epoch: stamp.epoch,
+                at: stamp.at(),
+            },
+        );
+    }
+
     /// Whether `object` is a member here that has not ended (an object
     /// restored where it had ended joins again).
     fn is_member_here(&self, object: u64) -> bool {
@@ -832,14 +859,9 @@ impl Interceptor for CicProtection {
     }
 
     fn ending(&self, body: &BodyAccess<'_>) {
-        let shared = &self.shared;
         let object = body.object();
-        let mut members = lock(&shared.members);
-        let Some(slot) = members.get_mut(&object) else {
-            return;
-        };
-        match state_of(body) {
-            Ok(state) => slot.ended = Some(Arc::new(state)),
+        let state = match state_of(body) {
+            Ok(state) => state,
             Err(e) => {
                 tracing::error!(
                     object = format_args!("{object:#x}"),
@@ -847,16 +869,32 @@ impl Interceptor for CicProtection {
                 );
                 return;
             }
+        };
+        if self.shared.is_member_here(object) {
+            self.shared.end(object, state);
+            return;
         }
-        tracing::debug!(
-            object = format_args!("{object:#x}"),
-            "a CIC member ended: it stays in the group with its last state"
-        );
-        // A checkpoint of that state now: the later ones stretch it.
-        let now = shared.now();
-        slot.member.want(now, slot.member.index() + 1);
-        slot.member.tick(now);
-        shared.act(object, slot, None, None);
+        // Restored by a recovery and ended before it took its place in
+        // the group (a member that had ended, ended again): it takes it
+        // first. An object that never was a member has nothing to do.
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match shared
+                .link
+                .cic_join(object, Vec::new(), String::new())
+                .await
+            {
+                Ok(committed) if committed.restart.is_some() => {
+                    shared.joined(object, &committed);
+                    shared.end(object, state);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    object = format_args!("{object:#x}"),
+                    "CIC: an object restored by a recovery ended before it could take its place in the group: {e}"
+                ),
+            }
+        });
     }
 
     fn left(&self, object: u64) {
