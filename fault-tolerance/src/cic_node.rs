@@ -482,6 +482,19 @@ impl Shared {
         );
     }
 
+    /// Whether a recovery restores `object` (asked of the group): if so,
+    /// it takes its place here as the recovery says.
+    async fn restarted(&self, object: u64) -> Result<bool, String> {
+        let committed = (self.link)
+            .cic_join(object, Vec::new(), String::new())
+            .await?;
+        if committed.restart.is_none() {
+            return Ok(false);
+        }
+        self.joined(object, &committed);
+        Ok(true)
+    }
+
     /// Member `object` ended in `state`: it stays, with a checkpoint of
     /// that state now (the later ones stretch it), and the group learns
     /// where it ended.
@@ -789,13 +802,9 @@ impl Interceptor for CicProtection {
         // A member a recovery restored, asked again for a reply before
         // anything was delivered to it: it restarts first.
         Box::pin(async move {
-            let committed = shared
-                .link
-                .cic_join(object, Vec::new(), String::new())
-                .await
-                .ok()
-                .filter(|c| c.restart.is_some())?;
-            shared.joined(object, &committed);
+            if !shared.restarted(object).await.unwrap_or(false) {
+                return None;
+            }
             kept(&mut lock(&shared.members))
         })
     }
@@ -829,20 +838,12 @@ impl Interceptor for CicProtection {
         }
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            match shared
-                .link
-                .cic_join(object, Vec::new(), String::new())
-                .await
-            {
-                Ok(committed) if committed.restart.is_some() => shared.joined(object, &committed),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(
-                        object = format_args!("{object:#x}"),
-                        "CIC: whether a recovery restores the object is asked again: {e}"
-                    );
-                    lock(&shared.asked).remove(&object);
-                }
+            if let Err(e) = shared.restarted(object).await {
+                tracing::debug!(
+                    object = format_args!("{object:#x}"),
+                    "CIC: whether a recovery restores the object is asked again: {e}"
+                );
+                lock(&shared.asked).remove(&object);
             }
         });
     }
@@ -879,16 +880,9 @@ impl Interceptor for CicProtection {
         // first. An object that never was a member has nothing to do.
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            match shared
-                .link
-                .cic_join(object, Vec::new(), String::new())
-                .await
-            {
-                Ok(committed) if committed.restart.is_some() => {
-                    shared.joined(object, &committed);
-                    shared.end(object, state);
-                }
-                Ok(_) => {}
+            match shared.restarted(object).await {
+                Ok(true) => shared.end(object, state),
+                Ok(false) => {}
                 Err(e) => tracing::warn!(
                     object = format_args!("{object:#x}"),
                     "CIC: an object restored by a recovery ended before it could take its place in the group: {e}"

@@ -59,6 +59,29 @@ async fn bank(
     Ok((accounts, tellers))
 }
 
+/// Transfer `id`, of `id + 1`, by teller `id % 2` from account `id % 4`
+/// to the next one, under way.
+fn transfer(
+    accounts: &[AccountProxy],
+    tellers: &[TellerProxy; 2],
+    id: u64,
+) -> tokio::task::JoinHandle<Result<u64, actogrid_runtime::CallError<actogrid_builtin::WorkerError>>>
+{
+    let teller = &tellers[(id % 2) as usize];
+    let from = accounts[(id % 4) as usize].clone();
+    let to = accounts[((id + 1) % 4) as usize].clone();
+    tokio::spawn(teller.transfer(id, from, to, id as i64 + 1).into_future())
+}
+
+/// The money in `accounts`.
+async fn money(accounts: &[AccountProxy]) -> anyhow::Result<i64> {
+    let mut total = 0;
+    for a in accounts {
+        total += within(a.balance()).await?;
+    }
+    Ok(total)
+}
+
 /// Waits until `done` holds, or fails saying `what`.
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let start = std::time::Instant::now();
@@ -104,12 +127,7 @@ async fn transfers_among_members(
     let transfers = 40u64;
     let mut pending = Vec::new();
     for id in 0..transfers {
-        let teller = &tellers[(id % 2) as usize];
-        let from = accounts[(id % 4) as usize].clone();
-        let to = accounts[((id + 1) % 4) as usize].clone();
-        pending.push(tokio::spawn(
-            teller.transfer(id, from, to, id as i64 + 1).into_future(),
-        ));
+        pending.push(transfer(&accounts, &tellers, id));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for p in pending {
@@ -222,12 +240,7 @@ async fn the_group_rolls_back_to_its_line_when_a_runtime_dies() -> anyhow::Resul
     let mut pending = Vec::new();
     let mut recovery = None;
     for id in 0..transfers {
-        let teller = &tellers[(id % 2) as usize];
-        let from = accounts[(id % 4) as usize].clone();
-        let to = accounts[((id + 1) % 4) as usize].clone();
-        pending.push(tokio::spawn(
-            teller.transfer(id, from, to, id as i64 + 1).into_future(),
-        ));
+        pending.push(transfer(&accounts, &tellers, id));
         tokio::time::sleep(Duration::from_millis(5)).await;
         if id == transfers / 2 {
             let before = server.cic().stats().await.epoch;
@@ -343,12 +356,7 @@ async fn a_member_stays_on_its_node() -> anyhow::Result<()> {
     let transfers = 40u64;
     let mut pending = Vec::new();
     for id in 0..transfers {
-        let teller = &tellers[(id % 2) as usize];
-        let from = accounts[(id % 4) as usize].clone();
-        let to = accounts[((id + 1) % 4) as usize].clone();
-        pending.push(tokio::spawn(
-            teller.transfer(id, from, to, id as i64 + 1).into_future(),
-        ));
+        pending.push(transfer(&accounts, &tellers, id));
         tokio::time::sleep(Duration::from_millis(5)).await;
         if id == 20 {
             let to = node(&client, &slow, "n")?;
@@ -363,10 +371,6 @@ async fn a_member_stays_on_its_node() -> anyhow::Result<()> {
     for p in pending {
         within(p).await??;
     }
-    let mut total = 0;
-    for a in &accounts {
-        total += within(a.balance()).await?;
-    }
-    assert_eq!(total, 10_000);
+    assert_eq!(money(&accounts).await?, 10_000);
     Ok(())
 }
